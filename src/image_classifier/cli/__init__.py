@@ -1,0 +1,57 @@
+"""The ``image-classifier`` command: one entry point, one module per subcommand.
+
+Each subcommand module exposes ``add_parser(subparsers)`` which registers its parser and sets
+``func`` to a ``run(args) -> int`` callable. Heavy imports (torch) happen inside ``run`` so that
+``--help`` stays instant.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from image_classifier import __version__
+from image_classifier.errors import ImageClassifierError
+
+# Subcommand modules, in the order they are listed in --help.
+COMMANDS = (
+    "check",
+    "split",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="image-classifier",
+        description=(
+            "Turn a folder of labelled photos (one sub-folder per class) into trained, honestly "
+            "compared image classifiers, and serve the best one."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"image_classifier.cli.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except ImageClassifierError as err:
+        print(f"image-classifier {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
