@@ -1,0 +1,1 @@
+"""Evaluation: test-set metrics (``metrics``) and on-machine speed/size measurements (``speed``)."""
