@@ -1,0 +1,182 @@
+"""How big and how fast a model is, measured on this machine.
+
+The study reported one ``predict`` call over all 437 images as its "inference time" and typed its
+parameter counts by hand. Here every number is measured: parameters are counted from the module,
+size is the bytes of the saved model directory, FLOPs come from ``torch.utils.flop_counter``, and
+latency is the median and 95th percentile of many single-image calls after a warm-up (the first
+calls pay for allocator growth and one-time kernel selection, which a server pays only once).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SpeedConfig:
+    """Repeat counts. The defaults give stable medians in a few seconds per model on 2 cores;
+    tests pass tiny values."""
+
+    warmup: int = 5
+    repeats: int = 50
+    e2e_repeats: int = 30
+    throughput_batch: int = 32
+    throughput_repeats: int = 5
+    #: Stop a latency loop early once it has run this long (seconds) and has at least
+    #: ``min_repeats`` samples, so a slow model (AlexNet-like at bs 1) cannot stall the study.
+    time_budget_s: float = 20.0
+    min_repeats: int = 10
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def count_parameters(module: Any) -> tuple[int, int]:
+    """(total, trainable) parameter counts, shared tensors counted once."""
+    seen: set[int] = set()
+    total = trainable = 0
+    for p in module.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return total, trainable
+
+
+def dir_size_bytes(path: str | os.PathLike) -> int:
+    """Bytes of every regular file under ``path`` (what copying the model dir would move)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def flops_per_image(module: Any, batch: Any) -> int:
+    """Floating-point operations of one forward pass per image, counted by PyTorch.
+
+    ``FlopCounterMode`` counts convolutions and matrix products as 2 x multiply-accumulates and
+    ignores cheap element-wise ops (ReLU, BatchNorm in eval, additions), which is the usual
+    convention for "FLOPs" of a CNN.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        module(batch)
+    return int(counter.get_total_flops() // max(1, batch.shape[0]))
+
+
+def time_calls(
+    fn: Callable[[], Any], *, warmup: int, repeats: int, time_budget_s: float = float("inf"),
+    min_repeats: int = 1,
+) -> np.ndarray:
+    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if i + 1 >= min_repeats and time.perf_counter() - start > time_budget_s:
+            log.debug("time budget reached after %d of %d repeats", i + 1, repeats)
+            break
+    return np.asarray(times)
+
+
+def latency_summary(seconds: np.ndarray) -> dict:
+    ms = np.asarray(seconds) * 1000.0
+    return {
+        "p50_ms": float(np.median(ms)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "mean_ms": float(ms.mean()),
+        "repeats": int(ms.size),
+    }
+
+
+def measure_classifier(
+    classifier: Any,
+    *,
+    model_dir: str | os.PathLike | None = None,
+    sample_image: str | os.PathLike | None = None,
+    config: SpeedConfig | None = None,
+) -> dict:
+    """Size and speed of one loaded classifier (see :func:`image_classifier.load_model`).
+
+    - model-only latency: ``module(x)`` on a ready (1, 3, H, W) tensor under ``inference_mode``;
+    - end-to-end latency: ``classifier.predict([sample_image])``, i.e. read the file, decode,
+      resize, normalise and forward, which is what a user of ``predict`` or the web app waits for;
+    - throughput: images per second of ``module(x)`` at batch ``config.throughput_batch``.
+
+    Returns a JSON-ready dict; end-to-end keys are ``None`` when no sample image is given.
+    """
+    import torch
+    from PIL import Image
+
+    config = config or SpeedConfig()
+    module = classifier.module
+    module.eval()
+    total, trainable = count_parameters(module)
+    # The classifier's own preprocessing gives the input shape, whatever the architecture.
+    one = classifier.preprocess([Image.new("RGB", (64, 48), (127, 127, 127))])
+    batch = one.expand(config.throughput_batch, *one.shape[1:]).contiguous()
+
+    flops = flops_per_image(module, one)
+
+    def forward_one() -> None:
+        with torch.inference_mode():
+            module(one)
+
+    def forward_batch() -> None:
+        with torch.inference_mode():
+            module(batch)
+
+    model_only = time_calls(
+        forward_one, warmup=config.warmup, repeats=config.repeats,
+        time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
+    )
+    batch_times = time_calls(
+        forward_batch, warmup=1, repeats=config.throughput_repeats,
+        time_budget_s=config.time_budget_s, min_repeats=min(config.min_repeats, config.throughput_repeats),
+    )
+    throughput = config.throughput_batch / float(np.median(batch_times))
+
+    e2e = None
+    if sample_image is not None:
+        path = str(sample_image)
+        e2e = latency_summary(
+            time_calls(
+                lambda: classifier.predict([path]), warmup=config.warmup, repeats=config.e2e_repeats,
+                time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
+            )
+        )
+    lat = latency_summary(model_only)
+    return {
+        "params": total,
+        "trainable_params": trainable,
+        "size_bytes": dir_size_bytes(model_dir) if model_dir is not None else None,
+        "size_mb": dir_size_bytes(model_dir) / 1e6 if model_dir is not None else None,
+        "flops_per_image": flops,
+        "input_shape": list(one.shape[1:]),
+        "latency_ms_p50": lat["p50_ms"],
+        "latency_ms_p95": lat["p95_ms"],
+        "latency_repeats": lat["repeats"],
+        "e2e_latency_ms_p50": e2e["p50_ms"] if e2e else None,
+        "e2e_latency_ms_p95": e2e["p95_ms"] if e2e else None,
+        "e2e_repeats": e2e["repeats"] if e2e else None,
+        "throughput_ips": throughput,
+        "throughput_batch": config.throughput_batch,
+        "torch_threads": torch.get_num_threads(),
+    }

@@ -1,0 +1,148 @@
+"""Registry of architectures (in the style of timm): each name carries its builder, its
+preprocessing, its default recipe and where its pretrained weights come from, so a saved model
+can be rebuilt and fed correctly from its name and card alone.
+
+Adding an architecture is one ``register_arch(ArchSpec(...))`` call.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from image_classifier.models import scratch, transfer
+from image_classifier.models.net import ClassifierNet
+from image_classifier.models.weights import PretrainedSource, resolve_pretrained
+from image_classifier.preprocessing import Preprocessing
+from image_classifier.recipe import Phase, Recipe
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    name: str
+    builder: Callable[..., ClassifierNet]  # builder(num_classes, backbone_state=None, **options)
+    preprocessing: Preprocessing
+    default_recipe: Callable[[], Recipe]  # a factory: recipes are mutable
+    pretrained: PretrainedSource | None = None
+    description: str = ""
+    default_options: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ArchSpec] = {}
+
+
+def register_arch(spec: ArchSpec, *, replace: bool = False) -> ArchSpec:
+    if spec.name in _REGISTRY and not replace:
+        raise ValueError(f"architecture {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister_arch(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def get_arch(name: str) -> ArchSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown architecture {name!r}; available: {', '.join(list_archs())}") from None
+
+
+def list_archs() -> list[str]:
+    return list(_REGISTRY)
+
+
+def build_model(
+    arch: str,
+    num_classes: int,
+    *,
+    pretrained: bool = False,
+    weights: str | os.PathLike | None = None,
+    options: dict | None = None,
+) -> tuple[ClassifierNet, dict]:
+    """Build ``arch`` for ``num_classes``; returns the network and the builder options used
+    (to be stored in the model card so that ``load_model`` rebuilds the same network).
+
+    With ``pretrained=True`` the backbone gets ImageNet weights from ``weights`` or torchvision's
+    cache, or this raises ``WeightsNotFoundError``: never random weights in a "pretrained" model.
+    """
+    spec = get_arch(arch)
+    opts = {**spec.default_options, **(options or {})}
+    backbone_state = None
+    if pretrained:
+        if spec.pretrained is None:
+            raise ValueError(f"{arch} has no pretrained weights: it trains from scratch")
+        resolved = resolve_pretrained(arch, spec.pretrained, weights)
+        opts = {**opts, **resolved.options}
+        backbone_state = resolved.state_dict
+    net = spec.builder(num_classes, backbone_state=backbone_state, **opts)
+    return net, opts
+
+
+# --- The study's four architectures -----------------------------------------------------------
+
+def _simple_cnn_recipe() -> Recipe:
+    return Recipe(
+        phases=[Phase("scratch", epochs=150, lr=1e-3, trainable_from=0)],
+        early_stopping_patience=10,
+        notes="Keras defaults where the study is silent: 3x3 kernels, 'valid' padding, Glorot init.",
+    )
+
+
+def _alexnet_like_recipe() -> Recipe:
+    return Recipe(
+        phases=[Phase("scratch", epochs=100, lr=1e-3, trainable_from=0)],
+        early_stopping_patience=10,
+        notes="Keras defaults where the study is silent: 3x3 kernels, 'valid' padding, 2x2 max-pool, Glorot init.",
+    )
+
+
+def _mobilenet_v2_recipe() -> Recipe:
+    return Recipe(
+        phases=[
+            Phase("frozen", epochs=10, lr=1e-3, trainable_from=None),
+            Phase("finetune", epochs=10, lr=1e-5, trainable_from=transfer.MOBILENET_V2_FINETUNE_FROM),
+        ],
+        early_stopping_patience=5,
+        plateau_patience=3,
+        notes="Fine-tunes features[16:] (the last ~20 Keras layers: blocks 15-16 and the final 1x1 conv).",
+    )
+
+
+def _resnet50_recipe() -> Recipe:
+    return Recipe(
+        phases=[
+            Phase("frozen", epochs=15, lr=1e-3, trainable_from=None),
+            Phase("finetune", epochs=20, lr=1e-5, trainable_from=transfer.RESNET50_FINETUNE_FROM),
+        ],
+        early_stopping_patience=5,
+        plateau_patience=3,
+        notes=(
+            "Fine-tunes layer3[2:] and layer4 (the study froze its first 100 Keras layers, which ends "
+            "inside conv4). LR 1e-5 instead of the study's 1e-6, which left the model practically unchanged."
+        ),
+    )
+
+
+register_arch(ArchSpec(
+    "simple_cnn", scratch.simple_cnn, Preprocessing(128), _simple_cnn_recipe,
+    description="3 conv layers (32/64/128, no pooling) + dense 128, from scratch (the study's baseline)",
+))
+register_arch(ArchSpec(
+    "alexnet_like", scratch.alexnet_like, Preprocessing(224), _alexnet_like_recipe,
+    description="3 conv layers (64/128/256) with max-pooling + dense 512 with dropout, from scratch",
+))
+register_arch(ArchSpec(
+    "mobilenet_v2", transfer.mobilenet_v2, Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD), _mobilenet_v2_recipe,
+    pretrained=PretrainedSource("MobileNet_V2_Weights.IMAGENET1K_V1"),
+    description="ImageNet MobileNetV2, GAP, dense 256 + dropout 0.5; frozen then fine-tuned",
+))
+register_arch(ArchSpec(
+    "resnet50", transfer.resnet50, Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD), _resnet50_recipe,
+    pretrained=PretrainedSource("ResNet50_Weights.IMAGENET1K_V1", {"block_variant": "v1.5"}),
+    description="ImageNet ResNet-50, GAP, dense 512 (dropout 0.4) + 256 (dropout 0.3); frozen then fine-tuned",
+))
