@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 CARD_NAME = "model.json"
 WEIGHTS_NAME = "weights.safetensors"
 FORMAT_VERSION = 1
+# Inference backends a loaded model can run on. "onnx" and "auto" (fastest measured) come with export.
+BACKENDS = ("torch",)
 
 ImageSource = Image.Image | str | os.PathLike | bytes | BinaryIO
 
@@ -160,8 +162,10 @@ class Classifier:
         return [self.classes[i] for i in probs.argmax(axis=1)]
 
 
-def load_model(model_dir: str | os.PathLike) -> Classifier:
+def load_model(model_dir: str | os.PathLike, backend: str = "torch") -> Classifier:
     """Rebuild a saved model from its directory (architecture from the registry, weights from safetensors)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
 
