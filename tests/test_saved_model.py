@@ -1,0 +1,107 @@
+"""Saved models: round trip, fresh-process reload, corruption detected, atomic writes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from image_classifier import load_model
+from image_classifier.errors import ModelFormatError
+from image_classifier.models import build_model, get_arch
+from image_classifier.saved_model import CARD_NAME, WEIGHTS_NAME, save_model
+
+
+def _images(n: int, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 255, (90 + 7 * i, 120, 3), dtype=np.uint8)) for i in range(n)]
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    net, options = build_model("mobilenet_v2", 3)
+    card = {
+        "architecture": "mobilenet_v2",
+        "arch_options": options,
+        "classes": ["Kobe Bryant", "<script>alert(1)</script>", "ronaldo"],
+        "preprocessing": get_arch("mobilenet_v2").preprocessing.to_dict(),
+    }
+    return save_model(net, card, tmp_path / "model")
+
+
+def test_round_trip_keeps_classes_and_preprocessing(saved: Path):
+    model = load_model(saved)
+    assert model.classes == ["Kobe Bryant", "<script>alert(1)</script>", "ronaldo"]
+    assert model.preprocessing.input_size == 224
+    assert model.architecture == "mobilenet_v2"
+    probs = model.predict(_images(3))
+    assert probs.shape == (3, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert all(p.stat().st_mode & 0o044 for p in saved.iterdir()), "files readable by others, like any file"
+
+
+def test_reload_in_a_fresh_process_predicts_the_same(saved: Path, tmp_path: Path):
+    images = _images(2, seed=3)
+    paths = []
+    for i, img in enumerate(images):
+        paths.append(tmp_path / f"img{i}.png")
+        img.save(paths[-1])
+    here = load_model(saved).predict(paths)
+    code = (
+        "import sys, json, image_classifier as ic;"
+        "m = ic.load_model(sys.argv[1]);"
+        "print(json.dumps(m.predict(sys.argv[2:]).tolist()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(saved), *map(str, paths)],
+                         capture_output=True, text=True, check=True)
+    np.testing.assert_allclose(np.array(json.loads(out.stdout)), here, atol=1e-6)
+
+
+def test_changed_weights_are_detected(saved: Path):
+    blob = bytearray((saved / WEIGHTS_NAME).read_bytes())
+    blob[-10] ^= 0xFF
+    (saved / WEIGHTS_NAME).write_bytes(bytes(blob))
+    with pytest.raises(ModelFormatError, match="does not match its card"):
+        load_model(saved)
+
+
+def test_missing_or_foreign_card_is_a_clear_error(saved: Path, tmp_path: Path):
+    with pytest.raises(ModelFormatError, match="not a saved model"):
+        load_model(tmp_path)
+    (saved / CARD_NAME).write_text("{not json")
+    with pytest.raises(ModelFormatError, match="not valid JSON"):
+        load_model(saved)
+    (saved / CARD_NAME).write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ModelFormatError, match="lacks 'architecture'"):
+        load_model(saved)
+
+
+def test_card_for_an_unknown_architecture_is_a_clear_error(saved: Path):
+    card = json.loads((saved / CARD_NAME).read_text())
+    card["architecture"] = "no_such_net"
+    (saved / CARD_NAME).write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match="unknown architecture 'no_such_net'"):
+        load_model(saved)
+
+
+def test_weights_of_another_architecture_are_refused(saved: Path):
+    card = json.loads((saved / CARD_NAME).read_text())
+    card["architecture"] = "alexnet_like"
+    (saved / CARD_NAME).write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match="does not fit architecture alexnet_like"):
+        load_model(saved)
+
+
+def test_no_temporary_files_are_left_behind(saved: Path):
+    assert sorted(p.name for p in saved.iterdir()) == [CARD_NAME, WEIGHTS_NAME]
+
+
+def test_predict_wants_a_sequence(saved: Path):
+    with pytest.raises(TypeError, match="sequence"):
+        load_model(saved).predict(_images(1)[0])
