@@ -215,6 +215,42 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemarResult
     return McNemarResult(b, c, float(p))
 
 
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, kept monotone), in the order given.
+
+    Comparing 4 models makes 6 pairwise tests; at p < 0.05 each, one false "significant" result
+    among them is not unlikely, and the adjusted values account for that.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted
+
+
+def pairwise_mcnemar(correct: dict[str, np.ndarray], *, alpha: float = 0.05) -> list[dict]:
+    """Exact McNemar test for every pair of models (in insertion order), JSON-ready.
+
+    ``correct``: model name -> boolean per-image correctness on the same test images, same order.
+    Each entry: ``model_a``, ``model_b``, ``a_only_correct`` (b), ``b_only_correct`` (c),
+    ``p_value``, ``p_holm`` (Holm-adjusted over all pairs), ``significant`` (``p_value < alpha``).
+    """
+    names = list(correct)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            res = mcnemar_exact(correct[a], correct[b])
+            out.append({"model_a": a, "model_b": b, "a_only_correct": res.b, "b_only_correct": res.c,
+                        "p_value": res.p_value})
+    for entry, adj in zip(out, holm_adjust([e["p_value"] for e in out])):
+        entry["p_holm"] = adj
+        entry["significant"] = entry["p_value"] < alpha
+    return out
+
+
 def compute_metrics(
     y_true: np.ndarray,
     probs: np.ndarray,

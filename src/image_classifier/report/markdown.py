@@ -1,0 +1,87 @@
+"""``report.md``: the same findings as the HTML, as Markdown with the figures linked (not embedded)."""
+from __future__ import annotations
+
+import html
+from typing import Iterable
+
+from image_classifier.report import narrative
+from image_classifier.report.tables import display_table, fmt_num, fmt_seconds
+
+
+def md(value: object) -> str:
+    """Escape text for a Markdown table cell or paragraph: no raw HTML, no broken table rows."""
+    return html.escape(str(value), quote=False).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(headers: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]:
+    headers = list(headers)
+    out = ["| " + " | ".join(md(h) for h in headers) + " |",
+           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+    out += ["| " + " | ".join(md(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def render_markdown(study: dict) -> str:
+    title = study.get("title") or "Image classifier comparison"
+    lines = [f"# {md(title)}", "", f"**{md(narrative.headline(study))}**", ""]
+    headers, body = display_table(study)
+    lines += ["## Comparison (test split)", "", *_table(headers, body), ""]
+    if any(m["name"] == (study.get("selection") or {}).get("best") for m in study["models"]):
+        lines += ["\\* selected by validation accuracy (ties: validation loss); the test split played no part.", ""]
+    summary = narrative.significance_summary(study)
+    if summary:
+        lines += [md(summary), ""]
+        lines += [f"- {md(line)}" for line in narrative.significance_lines(study)] + [""]
+    for note in (narrative.uncertainty_note(study), narrative.published_note(study), narrative.calibration_note(study)):
+        if note:
+            lines += [f"> {md(note)}", ""]
+    plots = study.get("plots") or {}
+    for key, alt in (("summary", "accuracy vs latency"), ("reliability", "reliability diagram")):
+        if plots.get(key):
+            lines += [f"![{alt}]({plots[key]})", ""]
+
+    lines += ["## Models", ""]
+    for m in study["models"]:
+        test = m["test"]
+        lines += [f"### {md(m['name'])}", ""]
+        p = m.get("plots") or {}
+        for key, alt in (("confusion", "confusion matrix"), ("curves", "training curves"), ("errors", "misclassified")):
+            if p.get(key):
+                lines += [f"![{alt}]({p[key]})", ""]
+        lines += _table(["class", "precision", "recall", "F1", "test images"],
+                        [[c["class"], fmt_num(c["precision"]), fmt_num(c["recall"]), fmt_num(c["f1"]), c["support"]]
+                         for c in test["per_class"]])
+        lines.append("")
+        errors = m.get("errors") or []
+        lines.append(f"{len(errors)} of {test['n']} test images misclassified.")
+        lines.append("")
+
+    data = study.get("data") or {}
+    lines += ["## Data", ""]
+    if data.get("root"):
+        lines += [f"Folder `{data['root']}`: {data.get('num_images', '?')} images, "
+                  f"{len(data.get('classes') or [])} classes.", ""]
+    sizes = (data.get("split") or {}).get("sizes") or {}
+    if sizes:
+        subsets = list(sizes)
+        classes = list(data.get("classes") or sorted({c for s in subsets for c in sizes[s]}))
+        rows = [[c, *[sizes[s].get(c, 0) for s in subsets]] for c in classes]
+        rows.append(["total", *[sum(sizes[s].values()) for s in subsets]])
+        lines += _table(["class", *subsets], rows) + [""]
+    dups = data.get("duplicates") or {}
+    for key in ("summary", "policy"):
+        if dups.get(key):
+            lines += [md(dups[key]), ""]
+    warnings = data.get("warnings") or []
+    lines += ["Warnings:", ""] + ([f"- {md(w)}" for w in warnings] or ["- none"]) + [""]
+
+    lines += ["## Machine and versions", ""]
+    rows = [[k, v] for k, v in {**(study.get("machine") or {}), **(study.get("versions") or {})}.items()]
+    if rows:
+        lines += _table(["", ""], rows) + [""]
+    lines += ["## Reproduce", "", "```", study.get("command", ""), "```", ""]
+    timings = study.get("timings") or {}
+    if timings:
+        lines.append("; ".join(f"{k.replace('_', ' ')}: {fmt_seconds(v)}" for k, v in timings.items() if v is not None))
+        lines.append("")
+    return "\n".join(lines)

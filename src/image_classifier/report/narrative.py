@@ -1,0 +1,114 @@
+"""The report's sentences: the headline, what is significant, the honesty notes.
+
+Shared by the Markdown and HTML renderers so both say the same thing. Returns plain text; the
+HTML renderer escapes it.
+"""
+from __future__ import annotations
+
+import math
+
+from image_classifier.report.tables import comparison_rows, fmt_ms, fmt_params
+
+#: The study's published accuracies, measured on all 437 images of which it had trained on 351.
+PUBLISHED = {"alexnet_like": 0.90, "mobilenet_v2": 0.94, "resnet50": 0.94}
+PUBLISHED_NAMES = {"alexnet_like": "AlexNet-like", "mobilenet_v2": "MobileNetV2", "resnet50": "ResNet-50"}
+ALPHA = 0.05
+
+
+def _describe(r: dict) -> str:
+    text = (f"test accuracy {r['test_accuracy']:.1%} (95 % CI {r['test_accuracy_ci_low']:.0%}–"
+            f"{r['test_accuracy_ci_high']:.0%} on {r['test_n']} test images), macro-F1 {r['macro_f1']:.3f}")
+    if r["latency_ms_p50"] is not None:
+        text += f", {fmt_ms(r['latency_ms_p50'])} ms per image at batch 1"
+    if r["size_mb"] is not None:
+        text += f", {r['size_mb']:.1f} MB on disk ({fmt_params(r['params'])} parameters)"
+    return text
+
+
+def headline(study: dict) -> str:
+    """One sentence: which model, how accurate, how fast, how big."""
+    rows = comparison_rows(study)
+    best = next((r for r in rows if r["selected"]), None)
+    if best is not None:
+        return f"Best model (by validation accuracy): {best['model']} — {_describe(best)}."
+    if len(rows) == 1:
+        return f"{rows[0]['model']}: {_describe(rows[0])}."
+    return "No model was selected."
+
+
+def significance_lines(study: dict) -> list[str]:
+    """Plain-language verdict on every pair of models from the exact McNemar test."""
+    pairs = study.get("pairwise") or []
+    if not pairs:
+        return []
+    acc = {m["name"]: m["test"]["accuracy"] for m in study["models"]}
+    lines = []
+    significant, noise = [], []
+    for p in pairs:
+        a, b = p["model_a"], p["model_b"]
+        if acc[b] > acc[a]:
+            a, b = b, a
+            a_only, b_only = p["b_only_correct"], p["a_only_correct"]
+        else:
+            a_only, b_only = p["a_only_correct"], p["b_only_correct"]
+        detail = (f"{a} {acc[a]:.1%} vs {b} {acc[b]:.1%}; {a} alone right on {a_only} images, "
+                  f"{b} alone on {b_only}; p = {p['p_value']:.3g}")
+        if p["p_value"] < ALPHA:
+            holm = p.get("p_holm")
+            extra = ""
+            if holm is not None and len(pairs) > 1:
+                extra = (" (still significant after Holm correction for "
+                         f"{len(pairs)} comparisons)" if holm < ALPHA else
+                         f" (but not after Holm correction for {len(pairs)} comparisons, p = {holm:.3g})")
+            significant.append(f"{a} is more accurate than {b}: {detail}{extra}.")
+        else:
+            noise.append(f"{a} vs {b}: the difference is noise ({detail}).")
+    lines += significant + noise
+    return lines
+
+
+def significance_summary(study: dict) -> str:
+    pairs = study.get("pairwise") or []
+    if not pairs:
+        return ""
+    n_sig = sum(1 for p in pairs if p["p_value"] < ALPHA)
+    n = study["models"][0]["test"]["n"]
+    return (f"Exact McNemar tests on the same {n} test images: {n_sig} of {len(pairs)} pairwise "
+            f"accuracy differences are significant at p < {ALPHA}; the other {len(pairs) - n_sig} are "
+            "within what chance alone produces on a test set this small.")
+
+
+def uncertainty_note(study: dict) -> str:
+    rows = comparison_rows(study)
+    if not rows:
+        return ""
+    n = rows[0]["test_n"]
+    widths = [r["test_accuracy_ci_high"] - r["test_accuracy_ci_low"] for r in rows]
+    half = max(widths) / 2
+    return (f"The test split has only {n} images, so each test accuracy is uncertain by up to about "
+            f"±{half * 100:.0f} points (95 % bootstrap interval); read differences smaller than that as "
+            "noise unless McNemar's test says otherwise. The model was chosen on the validation split, "
+            "never on the test split, so the test numbers are an unbiased estimate.")
+
+
+def published_note(study: dict) -> str:
+    rows = {r["model"]: r for r in comparison_rows(study)}
+    here = [f"{PUBLISHED_NAMES[k]} {rows[k]['test_accuracy']:.2f}" for k in PUBLISHED if k in rows]
+    published = " / ".join(f"{v:.2f} {PUBLISHED_NAMES[k]}" for k, v in PUBLISHED.items())
+    sentence = (f"The original study published {published}, but measured them on all 437 images, 351 of "
+                "which it had trained on, so its numbers are inflated and not comparable with held-out "
+                "test accuracy")
+    if here:
+        sentence += f" (this run, held-out test split: {', '.join(here)})"
+    return sentence + "."
+
+
+def calibration_note(study: dict) -> str:
+    worst = max(study["models"], key=lambda m: m["test"]["ece"])
+    best = min(study["models"], key=lambda m: m["test"]["ece"])
+    text = (f"Calibration: expected calibration error (ECE, 15 bins) ranges from {best['test']['ece']:.3f} "
+            f"({best['name']}) to {worst['test']['ece']:.3f} ({worst['name']}); 0 means a reported "
+            "confidence of 90 % is right 90 % of the time.")
+    if not math.isfinite(worst["test"]["ece"]):
+        return ""
+    return text

@@ -1,0 +1,244 @@
+"""The report's figures, drawn with matplotlib's non-interactive Agg backend into PNG files.
+
+Every function takes plain data (lists, dicts from ``metrics.json``) so a report can be redrawn
+from a finished run without the models. Class names come from users' folder names, so every label
+goes through :func:`_text`: matplotlib would otherwise read ``$...$`` in a name as math.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers/CI; must precede pyplot
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+DPI = 100
+# Colour-blind-safe palette (Okabe-Ito), one colour per model in a run.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442", "#000000"]
+
+
+def _short(s: object, limit: int) -> str:
+    s = str(s)
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _text(s: object, limit: int | None = None) -> str:
+    """A label safe for matplotlib: no mathtext, optionally shortened. Apply once per string."""
+    s = _short(s, limit) if limit is not None else str(s)
+    return s.replace("$", r"\$")
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
+    plt.close(fig)
+    return path
+
+
+def confusion_matrix_png(
+    cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike, *, title: str = ""
+) -> Path:
+    """Counts in every cell; colour = share of the true class (row), so small classes still show."""
+    cm = np.asarray(cm, dtype=np.int64)
+    n = len(classes)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+    side = max(3.2, 0.75 * n + 1.8)
+    fig, ax = plt.subplots(figsize=(side + 0.6, side))
+    ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    labels = [_text(c, 18) for c in classes]
+    ax.set_xticks(range(n), labels, rotation=35, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fontsize = 11 if n <= 8 else 8 if n <= 15 else 6
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=fontsize,
+                    color="white" if share[i, j] > 0.55 else "black")
+    acc = np.trace(cm) / cm.sum() if cm.sum() else float("nan")
+    ax.set_title(_text(f"{title} — {np.trace(cm)}/{cm.sum()} correct ({acc:.1%})" if title else
+                       f"{np.trace(cm)}/{cm.sum()} correct ({acc:.1%})"), fontsize=10)
+    return _save(fig, path)
+
+
+def _phase_spans(history: Sequence[dict]) -> list[tuple[str, float, float]]:
+    spans: list[tuple[str, float, float]] = []
+    for row in history:
+        e = float(row["epoch"])
+        phase = str(row.get("phase", ""))
+        if spans and spans[-1][0] == phase:
+            spans[-1] = (phase, spans[-1][1], e)
+        else:
+            spans.append((phase, e, e))
+    return spans
+
+
+def training_curves_png(
+    history: Sequence[dict], path: str | os.PathLike, *, title: str = "", best_epoch: int | None = None
+) -> Path:
+    """Loss and accuracy per epoch, train vs validation, with the training phases shaded/labelled."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if not history:
+        for ax in (ax_loss, ax_acc):
+            ax.text(0.5, 0.5, "no training history recorded", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        fig.suptitle(_text(title), fontsize=11)
+        return _save(fig, path)
+    epochs = [r["epoch"] for r in history]
+
+    def series(key: str) -> list[float]:
+        return [float(r[key]) if r.get(key) is not None else math.nan for r in history]
+
+    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        ax.plot(epochs, series(f"train_{key}"), "-o", ms=3, color=PALETTE[0], label=f"train {label}")
+        ax.plot(epochs, series(f"val_{key}"), "-o", ms=3, color=PALETTE[1], label=f"validation {label}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        spans = _phase_spans(history)
+        for k, (phase, start, end) in enumerate(spans):
+            if k % 2 == 1:
+                ax.axvspan(start - 0.5, end + 0.5, color="0.92", zorder=0)
+            if k > 0:
+                ax.axvline(start - 0.5, color="0.4", ls="--", lw=1)
+            if phase:
+                ax.text((start + end) / 2, 1.01, _text(phase, 14), transform=ax.get_xaxis_transform(),
+                        ha="center", va="bottom", fontsize=8, color="0.3")
+        if best_epoch is not None and best_epoch in epochs:
+            i = epochs.index(best_epoch)
+            val = series(f"val_{key}")[i]
+            ax.plot([best_epoch], [val], "*", ms=13, color=PALETTE[4], label="kept (best val)", zorder=5)
+    ax_acc.set_ylim(-0.02, 1.02)
+    ax_acc.legend(fontsize=8, loc="lower right")
+    fig.suptitle(_text(title), fontsize=11, y=1.06)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _default_loader(path: str) -> Image.Image:
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        return im.convert("RGB")
+
+
+def error_gallery_png(
+    errors: Sequence[dict],
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    max_items: int = 40,
+    loader: Callable[[str], Image.Image] | None = None,
+    thumb: int = 150,
+) -> Path | None:
+    """Thumbnails of misclassified images captioned with true label, prediction and confidence.
+
+    ``errors``: dicts with ``path``, ``true``, ``pred``, ``confidence``; most confident mistakes
+    first (those are the worrying ones). Returns ``None`` when there is nothing to draw.
+    """
+    if not errors:
+        return None
+    loader = loader or _default_loader
+    items = sorted(errors, key=lambda e: -float(e["confidence"]))[:max_items]
+    cols = min(6, len(items))
+    rows = math.ceil(len(items) / cols)
+    cell_w = thumb / DPI
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell_w * 1.15, rows * cell_w * 1.55), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, err in zip(axes.flat, items):
+        try:
+            img = loader(str(err["path"]))
+            img.thumbnail((thumb * 2, thumb * 2))
+            ax.imshow(np.asarray(img))
+        except Exception as exc:  # a file moved since the run: say so in the cell, keep the rest
+            log.warning("error gallery: cannot show %s: %s", err["path"], exc)
+            ax.text(0.5, 0.5, "image\nunavailable", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(
+            _text(f"true: {_short(err['true'], 16)}\npred: {_short(err['pred'], 16)} ({float(err['confidence']):.0%})"),
+            fontsize=7.5, loc="left", color="#8b0000",
+        )
+    shown = f" (the {len(items)} most confident of {len(errors)})" if len(items) < len(errors) else ""
+    fig.suptitle(_text(f"{title}: {len(errors)} misclassified{shown}"), fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def summary_png(models: Sequence[dict], path: str | os.PathLike, *, best: str | None = None) -> Path:
+    """Accuracy (with its 95 % CI) against per-image latency; marker area ~ model size on disk.
+
+    The one picture that answers "which model, how accurate, how fast, how big". ``models`` are
+    rows of :func:`image_classifier.report.tables.comparison_rows`.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    sizes = [float(m.get("size_mb") or 0.0) for m in models]
+    smax = max(sizes) if sizes and max(sizes) > 0 else 1.0
+    xs = [float(m["latency_ms_p50"]) for m in models]
+    for k, m in enumerate(models):
+        x, y = xs[k], float(m["test_accuracy"])
+        lo, hi = float(m["test_accuracy_ci_low"]), float(m["test_accuracy_ci_high"])
+        color = PALETTE[k % len(PALETTE)]
+        ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="none", ecolor=color, capsize=5, lw=1.8)
+        area = 60 + 900 * (sizes[k] / smax)
+        chosen = m["model"] == best
+        ax.scatter([x], [y], s=area, color=color, alpha=0.75, zorder=3,
+                   edgecolors="black" if chosen else "none", linewidths=2.5)
+        label = f"{_short(m['model'], 20)}{' (selected)' if chosen else ''}\n{y:.1%}, {sizes[k]:.1f} MB"
+        ax.annotate(_text(label), (x, y), xytext=(10, -4), textcoords="offset points", fontsize=8.5,
+                    va="top", fontweight="bold" if chosen else "normal")
+    ax.set_xscale("log")
+    lo_x, hi_x = min(xs), max(xs)
+    # At least a factor 3 of range, and room on the right for the labels.
+    span = max(hi_x / lo_x, 3.0)
+    ax.set_xlim(lo_x / span**0.15, hi_x * span**0.45)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("latency per image at batch 1, median (ms, log scale)")
+    ax.set_ylabel("test accuracy (bars: 95 % CI)")
+    ax.grid(alpha=0.3, which="major")
+    low = min(float(m["test_accuracy_ci_low"]) for m in models)
+    ax.set_ylim(max(0.0, low - 0.08), 1.03)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
+    ax.set_title("Accuracy vs speed (marker area ∝ size on disk)", fontsize=10, pad=10)
+    return _save(fig, path)
+
+
+def reliability_png(models: Sequence[tuple[str, Sequence[dict], float]], path: str | os.PathLike) -> Path:
+    """Reliability diagram: per confidence bin, accuracy against mean confidence, one line a model.
+
+    ``models``: (name, reliability bins from ``compute_metrics``, ECE). Points on the diagonal
+    mean the confidence can be read as a probability; below it, the model is over-confident.
+    """
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    ax.plot([0, 1], [0, 1], "--", color="0.5", lw=1, label="perfectly calibrated")
+    for k, (name, bins, ece) in enumerate(models):
+        if not bins:
+            continue
+        conf = [b["confidence"] for b in bins]
+        acc = [b["accuracy"] for b in bins]
+        counts = np.array([b["count"] for b in bins], dtype=float)
+        color = PALETTE[k % len(PALETTE)]
+        ax.plot(conf, acc, "-", color=color, lw=1.2, label=_text(f"{name} (ECE {ece:.3f})"))
+        ax.scatter(conf, acc, s=12 + 120 * counts / counts.max(), color=color, alpha=0.8)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence (top class probability)")
+    ax.set_ylabel("accuracy in bin")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("Calibration on the test split (dot area ∝ images)", fontsize=10)
+    return _save(fig, path)

@@ -1,0 +1,153 @@
+"""Report rendering from a study dict built with real metrics on real (tiny) images."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from image_classifier.evaluate.metrics import compute_metrics, pairwise_mcnemar
+from image_classifier.report import write_report
+from image_classifier.report.tables import COLUMNS, format_terminal_table
+
+CLASSES = ["<script>alert(1)</script>", "Kobe & Co", "cost $5 | cheap"]
+
+
+def _history(phases):
+    rows, epoch = [], 0
+    for phase, n in phases:
+        for _ in range(n):
+            epoch += 1
+            rows.append({"epoch": epoch, "phase": phase, "train_loss": 1.0 / epoch, "train_accuracy": 1 - 0.5 / epoch,
+                         "val_loss": 1.2 / epoch, "val_accuracy": 1 - 0.6 / epoch, "lr": 1e-3, "seconds": 0.1})
+    return rows
+
+
+def make_study(tmp_path: Path, n: int = 30) -> dict:
+    rng = np.random.default_rng(0)
+    img_dir = tmp_path / "imgs"
+    img_dir.mkdir()
+    y = np.arange(n) % 3
+    paths = []
+    for i in range(n):
+        p = img_dir / f"{i}.jpg"
+        Image.new("RGB", (60, 40), tuple(int(v) for v in rng.integers(0, 255, 3))).save(p)
+        paths.append(p)
+    models, correct = [], {}
+    for k, (name, skill) in enumerate((("tiny_a", 2.5), ("tiny_b", 0.3))):
+        logits = rng.normal(size=(n, 3))
+        logits[np.arange(n), y] += skill
+        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        pred = probs.argmax(1)
+        correct[name] = pred == y
+        errors = [{"path": str(paths[i]), "rel_path": f"x/{i}.jpg", "true": CLASSES[y[i]], "pred": CLASSES[pred[i]],
+                   "confidence": float(probs[i].max())} for i in np.flatnonzero(pred != y)]
+        models.append({
+            "name": name,
+            "model_dir": f"models/{name}",
+            "validation": {"accuracy": 0.9 - 0.2 * k, "loss": 0.3 + k, "best_epoch": 3},
+            "test": compute_metrics(y, probs, CLASSES),
+            "speed": {"params": 1234 * (k + 1), "trainable_params": 1000, "size_mb": 0.5 + k, "flops_per_image": 10**7,
+                      "latency_ms_p50": 1.5 + 10 * k, "latency_ms_p95": 2.0 + 10 * k, "e2e_latency_ms_p50": 3.0,
+                      "e2e_latency_ms_p95": 4.0, "throughput_ips": 500.0, "throughput_batch": 32},
+            "training": {"seconds": 12.5, "peak_rss_mb": 300.0,
+                         "history": _history([("frozen", 2), ("finetune", 3)] if k == 0 else [("scratch", 4)])},
+            "errors": errors,
+        })
+    return {
+        "title": "Test <b>study</b>",
+        "created_utc": "2024-01-01T00:00:00Z",
+        "command": "image-classifier compare data --models tiny_a,tiny_b --out 'runs/<x>'",
+        "data": {"root": "data", "classes": CLASSES, "num_images": n,
+                 "split": {"seed": 0, "manifest_sha256": "ab" * 32, "path": "split.csv",
+                           "sizes": {"train": {c: 5 for c in CLASSES}, "val": {c: 2 for c in CLASSES},
+                                     "test": {c: n // 3 for c in CLASSES}}},
+                 "warnings": ["2 exact duplicates <kept together>"],
+                 "duplicates": {"summary": "1 group", "policy": "kept in one subset",
+                                "groups": [{"kind": "exact", "files": ["a.jpg", "b.jpg"], "subset": "train"}]}},
+        "machine": {"cpu": "test cpu", "cores": 2},
+        "versions": {"torch": "x"},
+        "selection": {"best": "tiny_a", "criterion": "validation accuracy"},
+        "models": models,
+        "pairwise": pairwise_mcnemar(correct),
+        "timings": {"evaluation_seconds": 1.0},
+    }
+
+
+def test_report_files_and_consistency(tmp_path):
+    study = make_study(tmp_path)
+    run = tmp_path / "run"
+    files = write_report(study, run)
+    for p in (files.html, files.markdown, files.csv, files.metrics_json):
+        assert p.is_file() and p.stat().st_size > 0
+    for name in ("tiny_a", "tiny_b"):
+        assert (run / f"plots/{name}-confusion.png").is_file()
+        assert (run / f"plots/{name}-training.png").is_file()
+        assert (run / f"plots/{name}-errors.png").is_file()
+    with Image.open(run / "plots/tiny_a-confusion.png") as im:
+        assert im.size[0] > 100
+
+    rows = list(csv.DictReader(files.csv.open()))
+    assert list(rows[0]) == list(COLUMNS)
+    metrics = json.loads(files.metrics_json.read_text())
+    for row, m in zip(rows, metrics["models"]):
+        assert row["model"] == m["name"]
+        assert float(row["test_accuracy"]) == m["test"]["accuracy"]
+        assert float(row["test_accuracy_ci_low"]) == m["test"]["accuracy_ci"][0]
+        assert float(row["latency_ms_p50"]) == m["speed"]["latency_ms_p50"]
+    assert [r["selected"] for r in rows] == ["True", "False"]
+    assert metrics["timings"]["report_seconds"] > 0
+
+    table = format_terminal_table(metrics)
+    assert "tiny_a *" in table and "tiny_b" in table
+
+
+def test_html_is_self_contained_and_escaped(tmp_path):
+    study = make_study(tmp_path)
+    files = write_report(study, tmp_path / "run")
+    text = files.html.read_text()
+    # No resource may come from anywhere but the file itself.
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:|//)", text)
+    assert "<link" not in text and "<script" not in text.lower().replace("&lt;script", "")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "Test &lt;b&gt;study&lt;/b&gt;" in text
+    srcs = re.findall(r'src="([^"]+)"', text)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    # Leads with the answer, and says what the study's numbers were measured on.
+    assert text.index("Best model (by validation accuracy): tiny_a") < text.index('id="comparison"')
+    assert "351" in text and "0.94" in text
+    assert "McNemar" in text
+    md = files.markdown.read_text()
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    assert "cost $5 \\| cheap" in md
+
+
+def test_single_model_report_without_selection(tmp_path):
+    study = make_study(tmp_path)
+    study["models"] = study["models"][:1]
+    study["pairwise"] = []
+    study.pop("selection")
+    files = write_report(study, tmp_path / "run")
+    assert "tiny_a: test accuracy" in files.html.read_text()
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="no chromium")
+def test_report_renders_in_chromium(tmp_path):
+    study = make_study(tmp_path)
+    files = write_report(study, tmp_path / "run")
+    shot = tmp_path / "shot.png"
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", f"--screenshot={shot}", "--window-size=420,2000",
+                    files.html.as_uri()], check=True, capture_output=True, timeout=120)
+    with Image.open(shot) as im:
+        arr = np.asarray(im.convert("L"))
+    # Rendered content, not a blank page: plenty of non-white pixels.
+    assert (arr < 200).mean() > 0.02
