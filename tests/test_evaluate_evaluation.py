@@ -1,0 +1,103 @@
+"""Scoring a real saved (tiny) model on real image files; the run directory's ``best`` pointer."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from image_classifier import load_model
+from image_classifier.errors import DatasetError, ModelFormatError
+from image_classifier.evaluate.evaluation import DecodeCache, LabelledImage, evaluate_classifier
+from image_classifier.models.net import ClassifierNet
+from image_classifier.models.registry import ArchSpec, register_arch, unregister_arch
+from image_classifier.preprocessing import Preprocessing
+from image_classifier.recipe import Phase, Recipe
+from image_classifier.runs import read_best_pointer, resolve_model_dir, write_best_pointer
+from image_classifier.saved_model import save_model
+
+ARCH = "tiny_eval_colour"
+CLASSES = ["blue", "<script>x</script>", "red"]
+
+
+def _build(num_classes: int, backbone_state=None) -> ClassifierNet:
+    backbone = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return ClassifierNet(backbone, nn.Linear(3, num_classes), 3)
+
+
+@pytest.fixture
+def colour_model(tmp_path: Path):
+    """A 3-class model that reads the mean colour: weights set by hand so its answers are known."""
+    register_arch(ArchSpec(ARCH, _build, Preprocessing(16), lambda: Recipe([Phase("scratch", 1, 1e-3)])), replace=True)
+    net = _build(3)
+    with torch.no_grad():
+        # logits = 20 * (blue, green, red) channel means: argmax is the dominant channel.
+        net.head.weight.copy_(torch.tensor([[0, 0, 20.0], [0, 20.0, 0], [20.0, 0, 0]]))
+        net.head.bias.zero_()
+    card = {"architecture": ARCH, "arch_options": {}, "classes": CLASSES,
+            "preprocessing": Preprocessing(16).to_dict()}
+    model_dir = save_model(net, card, tmp_path / "run" / "models" / ARCH)
+    yield model_dir
+    unregister_arch(ARCH)
+
+
+def _write(folder: Path, name: str, rgb) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    Image.new("RGB", (30, 20), rgb).save(path)
+    return path
+
+
+def test_evaluate_known_answers(colour_model: Path, tmp_path: Path):
+    data = tmp_path / "data"
+    items = []
+    # red folder: 3 red images and one green one (-> predicted "<script>x</script>", a mistake)
+    for i in range(3):
+        items.append(LabelledImage(_write(data / "red", f"r{i}.png", (250, 5, 5)), f"red/r{i}.png", "red"))
+    items.append(LabelledImage(_write(data / "red", "g.png", (5, 250, 5)), "red/g.png", "red"))
+    for i in range(2):
+        items.append(LabelledImage(_write(data / "blue", f"b{i}.png", (5, 5, 250)), f"blue/b{i}.png", "blue"))
+    broken = data / "blue" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    items.append(LabelledImage(broken, "blue/broken.jpg", "blue"))
+
+    cache = DecodeCache()
+    out = evaluate_classifier(load_model(colour_model), items, cache=cache, n_bootstrap=200)
+    test = out["test"]
+    assert test["n"] == 6
+    assert test["accuracy"] == pytest.approx(5 / 6)
+    cm = np.array(test["confusion_matrix"])
+    assert cm.sum() == 6 and np.trace(cm) == 5
+    assert cm[2, 1] == 1  # true red, predicted the green class
+    assert out["skipped"] and "blue/broken.jpg" in out["skipped"]
+    assert [e["rel_path"] for e in out["errors"]] == ["red/g.png"]
+    assert out["errors"][0]["pred"] == "<script>x</script>" and out["errors"][0]["confidence"] > 0.9
+    assert out["correct"].sum() == 5
+    assert len(out["predictions"]) == 6
+    assert len(cache._images) == 6  # decoded once, reusable by the next model of a run
+
+
+def test_unknown_class_is_a_clear_error(colour_model: Path, tmp_path: Path):
+    items = [LabelledImage(_write(tmp_path / "d" / "purple", "p.png", (200, 0, 200)), "purple/p.png", "purple")]
+    with pytest.raises(DatasetError, match="not trained on: 'purple'"):
+        evaluate_classifier(load_model(colour_model), items)
+
+
+def test_best_pointer_round_trip(colour_model: Path, tmp_path: Path):
+    run = colour_model.parent.parent
+    assert read_best_pointer(run) is None
+    with pytest.raises(ModelFormatError, match="neither a saved model"):
+        resolve_model_dir(run)
+    link = write_best_pointer(run, colour_model)
+    assert link.is_symlink() and not Path(link.readlink()).is_absolute()
+    assert resolve_model_dir(run) == colour_model.resolve()
+    assert resolve_model_dir(colour_model) == colour_model
+    # Re-pointing replaces the old pointer; a pointer file works where symlinks do not.
+    link.unlink()
+    (run / "best").write_text(f"models/{ARCH}\n")
+    assert resolve_model_dir(run) == colour_model.resolve()
+    write_best_pointer(run, colour_model)
+    assert (run / "best").is_symlink()
