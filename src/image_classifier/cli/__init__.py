@@ -18,6 +18,7 @@ from image_classifier.errors import ImageClassifierError
 COMMANDS = (
     "check",
     "split",
+    "serve",
 )
 
 

@@ -1,0 +1,93 @@
+"""``image-classifier serve PATH``: the web page and JSON API on a production WSGI server (waitress)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+DEFAULT_THREADS = 4
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a web page and JSON API that classify uploaded photos",
+        description=(
+            "Serve a saved model, or every model of a run directory (runs/NAME, from `image-classifier "
+            "compare`; its best model answers by default), as a web page and a JSON API "
+            "(POST /api/predict, GET /api/models, GET /api/health, GET /api/openapi.json)."
+        ),
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="a saved model directory or a runs/NAME directory")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 = every network)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (default: %(default)s; 0 = any free port)")
+    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                   help="request threads of the web server (default: %(default)s)")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="threads for one forward pass (default: all cores; forward passes run one at a time "
+                        "when this covers all cores, so requests never fight over the CPU)")
+    # Choices are checked in run(): listing them here would import torch and slow down --help.
+    p.add_argument("--backend", default="torch", help="inference backend (default: %(default)s)")
+    p.add_argument("--models", default=None, metavar="NAME[,NAME...]",
+                   help="serve only these models of a run (default: all of them)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0,
+                   help="largest accepted upload in MB (default: %(default)s)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from image_classifier import runtime
+    from image_classifier.errors import ImageClassifierError
+    from image_classifier.serve.app import create_app
+    from image_classifier.serve.server import make_server, server_urls
+    from image_classifier.saved_model import BACKENDS
+    from image_classifier.serve.store import ModelStore
+
+    if args.backend not in BACKENDS:
+        raise ImageClassifierError(f"unknown backend {args.backend!r}: choose one of {', '.join(BACKENDS)}")
+    if args.threads < 1:
+        raise ImageClassifierError("--threads must be at least 1")
+    if args.max_upload_mb <= 0:
+        raise ImageClassifierError("--max-upload-mb must be positive")
+    runtime.configure(num_threads=args.torch_threads)
+    only = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
+    # Reads only the model cards: a wrong path fails here, before the server starts.
+    store = ModelStore.from_paths(args.paths, only=only, backend=args.backend)
+    max_upload = int(args.max_upload_mb * 1024 * 1024)
+    app = create_app(store, max_upload_bytes=max_upload, load=False)
+    server = make_server(app, host=args.host, port=args.port, threads=args.threads, max_upload_bytes=max_upload)
+
+    for url in server_urls(server):
+        print(f"image-classifier: serving {', '.join(store.names)} on {url}  (Ctrl+C to stop)", flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"image-classifier: warning: listening on {args.host}: other machines on the network can use this "
+              "server (it has no login)", file=sys.stderr, flush=True)
+
+    failed = threading.Event()
+
+    def load() -> None:
+        try:
+            store.load()
+        except Exception as err:  # noqa: BLE001 - reported to the user, then the server stops
+            print(f"image-classifier serve: error: cannot load the models: {err}", file=sys.stderr, flush=True)
+            failed.set()
+            server.close()
+            return
+        print(f"image-classifier: ready: {len(store.names)} model(s) loaded in {store.load_seconds:.1f} s; "
+              f"default {store.default}", flush=True)
+
+    threading.Thread(target=load, name="model-loader", daemon=True).start()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    if failed.is_set():
+        return 2
+    print("image-classifier: stopped", flush=True)
+    return 0

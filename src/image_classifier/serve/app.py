@@ -1,0 +1,235 @@
+"""The web app: one page to try the models, and a JSON API (Flask application factory).
+
+``create_app`` takes model paths (or an already built :class:`ModelStore`) and returns a Flask
+app; a production WSGI server (waitress, see ``image-classifier serve``) runs it, never Flask's
+debug server. Tests use the same factory with Flask's test client.
+
+Every error is ``{"error": "..."}`` with a status that says whose fault it is (see
+``openapi.py``); no input can produce a 500 or a stack trace. Uploads never touch the disk:
+multipart files are parsed into memory (the upload limit bounds them) and decoded from bytes.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Request, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from image_classifier import __version__
+from image_classifier.errors import UnreadableImageError
+from image_classifier.serve.store import ModelStore, NotReadyError, UnknownModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+# Room for the multipart envelope (boundaries, part headers, the small form fields) so that a file
+# of exactly the limit still fits; the file itself is checked against the limit separately.
+MULTIPART_SLACK_BYTES = 64 * 1024
+DEFAULT_TOP_K = 5
+
+# No external source of any kind: the page is self-contained (the machine and its users may be
+# offline) and nothing can be injected from elsewhere. Previews are blob: URLs of the user's file.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    default_top_k: int = DEFAULT_TOP_K
+
+
+class InMemoryRequest(Request):
+    """A request whose multipart files stay in memory (Werkzeug spools big ones to temp files)."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):  # noqa: ANN001
+        return io.BytesIO()
+
+
+def status_for_unreadable(err: UnreadableImageError) -> int:
+    """Map the data layer's reason to an HTTP status.
+
+    415: the bytes are not an image in a supported format (text, PDF, HEIC, SVG, unknown, an
+    unconvertible colour mode). 413: an image whose declared pixel count is over the decompression
+    bomb limit. 400: everything else, i.e. an image that cannot be decoded (truncated, corrupt, empty).
+    """
+    reason = err.reason.lower()
+    if reason.startswith("too many pixels"):
+        return 413
+    if reason.startswith(("not an image", "heic", "svg", "unsupported colour mode")):
+        return 415
+    return 400
+
+
+def _parse_top_k(raw: str | None, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ApiError(422, f"top_k must be a whole number >= 1, not {raw[:40]!r}") from None
+    if value < 1:
+        raise ApiError(422, f"top_k must be >= 1, not {value}")
+    return value
+
+
+def _read_upload(max_bytes: int) -> tuple[bytes, dict[str, str]]:
+    """The uploaded bytes and the form fields, from multipart (field ``file``) or the raw body."""
+    length = request.content_length
+    if request.mimetype == "multipart/form-data":
+        if length is not None and length > max_bytes + MULTIPART_SLACK_BYTES:
+            raise ApiError(413, _too_large(max_bytes))
+        upload = request.files.get("file")
+        fields = {k: v for k, v in request.form.items() if k in ("model", "top_k")}
+        if upload is None:
+            raise ApiError(400, "no file: send the image as the multipart field 'file' (or as the raw request body)")
+        data = upload.stream.read(max_bytes + 1)
+    else:
+        # Any other content type (image/*, application/octet-stream, or curl --data-binary's default
+        # x-www-form-urlencoded) is the raw image: never parse it as a form.
+        if length is not None and length > max_bytes:
+            raise ApiError(413, _too_large(max_bytes))
+        data = request.get_data(cache=False)
+        fields = {}
+    if len(data) > max_bytes:
+        raise ApiError(413, _too_large(max_bytes))
+    if not data:
+        raise ApiError(400, "empty upload: no image data was received")
+    return data, fields
+
+
+def _too_large(max_bytes: int) -> str:
+    return f"file too large: the limit is {max_bytes / 1024 / 1024:g} MB per image"
+
+
+def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathLike, *,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, backend: str = "torch",
+               only: Sequence[str] | None = None, load: bool = True) -> Flask:
+    """Build the app for ``models``: a :class:`ModelStore`, or paths of model/run directories.
+
+    Given paths, the models are loaded here unless ``load=False`` (then call ``store.load()`` or
+    ``store.start_loading()``; /api/health answers 503 until they are in). The store is
+    ``app.extensions["image_classifier"]``.
+    """
+    if isinstance(models, ModelStore):
+        store = models
+    else:
+        paths = [models] if isinstance(models, (str, os.PathLike)) else list(models)
+        store = ModelStore.from_paths(paths, only=only, backend=backend)
+    if load:
+        store.load()
+    if max_upload_bytes < 1:
+        raise ValueError("max_upload_bytes must be positive")
+    config = ServeConfig(max_upload_bytes=max_upload_bytes)
+
+    app = Flask(__name__)
+    app.request_class = InMemoryRequest
+    app.config.update(
+        MAX_CONTENT_LENGTH=max_upload_bytes + MULTIPART_SLACK_BYTES,
+        MAX_FORM_MEMORY_SIZE=64 * 1024,  # the small text fields (model, top_k)
+        MAX_FORM_PARTS=16,
+        JSON_SORT_KEYS=False,
+        PROPAGATE_EXCEPTIONS=False,
+    )
+    app.json.sort_keys = False
+    app.extensions["image_classifier"] = store
+
+    @app.after_request
+    def security_headers(response):  # noqa: ANN001, ANN202
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        if request.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.errorhandler(ApiError)
+    def api_error(err: ApiError):  # noqa: ANN202
+        return jsonify(error=err.message), err.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException):  # noqa: ANN202
+        if err.code == 413:  # body over the limit, or a multipart form with too many parts
+            message = _too_large(max_upload_bytes)
+        elif err.code == 404:
+            message = f"not found: {request.path[:200]}"
+        else:
+            message = err.description or err.name
+        response = jsonify(error=message)
+        response.status_code = err.code or 500
+        if err.code == 405:
+            response.headers["Allow"] = ", ".join(err.valid_methods or [])
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(err: Exception):  # noqa: ANN202
+        # Logged in full for the operator; the client gets no internals.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return jsonify(error="internal error: the server could not answer this request"), 500
+
+    @app.get("/")
+    def index():  # noqa: ANN202
+        return render_template("index.html", version=__version__)
+
+    @app.get("/api/health")
+    def health():  # noqa: ANN202
+        if store.ready:
+            return jsonify(status="ready", models=store.names, default=store.default)
+        if store.error:
+            return jsonify(status="failed", error=f"loading the models failed: {store.error}"), 503
+        return jsonify(status="loading"), 503, {"Retry-After": "1"}
+
+    @app.get("/api/models")
+    def models_list():  # noqa: ANN202
+        if not store.ready:
+            raise ApiError(503, "models are still loading" if not store.error else f"loading the models failed: {store.error}")
+        return jsonify(
+            default=store.default,
+            models=store.models_info(),
+            limits={"max_upload_bytes": config.max_upload_bytes, "max_pixels": store.max_pixels},
+        )
+
+    @app.post("/api/predict")
+    def predict():  # noqa: ANN202
+        data, fields = _read_upload(config.max_upload_bytes)
+        model = fields.get("model", request.args.get("model"))
+        top_k = _parse_top_k(fields.get("top_k", request.args.get("top_k")), config.default_top_k)
+        try:
+            result = store.predict_bytes(data, model=model or None, top_k=top_k)
+        except UnknownModelError as err:
+            raise ApiError(422, str(err)) from None
+        except NotReadyError as err:
+            return jsonify(error=str(err)), 503, {"Retry-After": "1"}
+        except UnreadableImageError as err:
+            raise ApiError(status_for_unreadable(err), err.reason) from None
+        return jsonify(result.to_dict())
+
+    @app.get("/api/openapi.json")
+    def openapi():  # noqa: ANN202
+        from image_classifier.serve.openapi import openapi_document
+
+        return jsonify(openapi_document(store, max_upload_bytes=config.max_upload_bytes))
+
+    return app

@@ -1,0 +1,220 @@
+"""The OpenAPI 3.1 description of the server's API, built for the models actually loaded.
+
+Kept next to the routes it describes; the tests check it against the app's URL map and validate
+real responses (every success and error case) against the schemas here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from image_classifier import __version__
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
+
+
+def _ok(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
+    names = list(store.names)
+    limit_mb = f"{max_upload_bytes / 1024 / 1024:g} MB"
+    model_param = {
+        "type": "string",
+        "enum": names,
+        "description": f"Which model answers; default: {store.default!r}.",
+    }
+    top_k_param = {
+        "type": "integer",
+        "minimum": 1,
+        "default": 5,
+        "description": "How many classes to list in `top` (larger values are capped at the number of classes).",
+    }
+    not_ready = _error("The models are still loading (or failed to load); retry after `Retry-After` seconds.")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "image-classifier",
+            "version": __version__,
+            "description": (
+                "Classify a photo with the models trained by `image-classifier`. Errors are always "
+                "JSON `{\"error\": \"...\"}`. Uploads are decoded in memory; a request body is limited "
+                f"to {limit_mb} (bodies of more than twice that are refused by the HTTP server itself "
+                "before they are read, with a plain-text 413)."
+            ),
+        },
+        "paths": {
+            "/api/predict": {
+                "post": {
+                    "summary": "Classify one image",
+                    "operationId": "predict",
+                    "parameters": [
+                        {"name": "model", "in": "query", "required": False, "schema": model_param},
+                        {"name": "top_k", "in": "query", "required": False, "schema": top_k_param},
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "description": (
+                            "The image (JPEG, PNG, GIF, BMP, WebP, TIFF, PPM; the format is read from the "
+                            "content, not the name or content type), either as the multipart field `file` "
+                            "(form fields `model` and `top_k` override the query parameters) or as the raw body."
+                        ),
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["file"],
+                                    "properties": {
+                                        "file": {"type": "string", "contentMediaType": "application/octet-stream"},
+                                        "model": model_param,
+                                        "top_k": top_k_param,
+                                    },
+                                }
+                            },
+                            "image/*": {"schema": {"type": "string", "contentMediaType": "image/*"}},
+                            "application/octet-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "200": _ok("The prediction", "Prediction"),
+                        "400": _error("No file, an empty file, or an image that cannot be decoded (truncated or corrupt)."),
+                        "413": _error(
+                            f"The upload is over {limit_mb}, or the image declares more pixels than the "
+                            f"decompression-bomb limit ({store.max_pixels} pixels)."),
+                        "415": _error("The file is not an image in a supported format (text, PDF, HEIC, SVG, ...)."),
+                        "422": _error("A bad parameter: unknown `model`, or `top_k` not a whole number >= 1."),
+                        "503": not_ready,
+                    },
+                }
+            },
+            "/api/models": {
+                "get": {
+                    "summary": "The loaded models, their classes and test metrics",
+                    "operationId": "models",
+                    "responses": {"200": _ok("The models", "Models"), "503": not_ready},
+                }
+            },
+            "/api/health": {
+                "get": {
+                    "summary": "Readiness: 200 once every model is loaded",
+                    "operationId": "health",
+                    "responses": {
+                        "200": _ok("Ready", "Health"),
+                        "503": {"description": "Loading, or loading failed",
+                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
+                    },
+                }
+            },
+            "/api/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "openapi",
+                    "responses": {"200": {"description": "OpenAPI 3.1 document",
+                                          "content": {"application/json": {"schema": {"type": "object"}}}}},
+                }
+            },
+        },
+        "components": {"schemas": _schemas()},
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    number_or_null = {"type": ["number", "null"]}
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}},
+            "additionalProperties": False,
+        },
+        "Prediction": {
+            "type": "object",
+            "required": ["model", "label", "probabilities", "top", "latency_ms", "timing"],
+            "additionalProperties": False,
+            "properties": {
+                "model": {"type": "string"},
+                "label": {"type": "string"},
+                "probabilities": {
+                    "type": "object",
+                    "description": "Probability of every class (they sum to 1).",
+                    "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1},
+                },
+                "top": {
+                    "type": "array",
+                    "description": "The `top_k` most probable classes, most probable first.",
+                    "items": {
+                        "type": "object",
+                        "required": ["label", "probability"],
+                        "additionalProperties": False,
+                        "properties": {"label": {"type": "string"},
+                                       "probability": {"type": "number", "minimum": 0, "maximum": 1}},
+                    },
+                },
+                "latency_ms": {"type": "number", "minimum": 0,
+                               "description": "Time in the server to decode, preprocess and classify the image."},
+                "timing": {
+                    "type": "object",
+                    "required": ["decode_ms", "inference_ms"],
+                    "additionalProperties": False,
+                    "properties": {"decode_ms": {"type": "number", "minimum": 0},
+                                   "inference_ms": {"type": "number", "minimum": 0}},
+                },
+            },
+        },
+        "Model": {
+            "type": "object",
+            "required": ["name", "architecture", "classes", "default", "input_size", "test",
+                         "latency_ms_median", "requests"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string"},
+                "architecture": {"type": "string"},
+                "classes": {"type": "array", "items": {"type": "string"}},
+                "default": {"type": "boolean"},
+                "input_size": {"type": ["integer", "null"]},
+                "test": {
+                    "description": "Held-out test metrics from the run's metrics.json; null when not evaluated.",
+                    "type": ["object", "null"],
+                    "required": ["accuracy"],
+                    "properties": {
+                        "accuracy": {"type": "number", "minimum": 0, "maximum": 1},
+                        "accuracy_ci95": {"type": "array", "items": {"type": "number"}},
+                        "macro_f1": {"type": "number"},
+                        "n": {"type": "integer"},
+                    },
+                },
+                "latency_ms_median": {**number_or_null,
+                                      "description": "Median server time of this model's recent requests."},
+                "requests": {"type": "integer", "minimum": 0},
+            },
+        },
+        "Models": {
+            "type": "object",
+            "required": ["default", "models", "limits"],
+            "additionalProperties": False,
+            "properties": {
+                "default": {"type": "string"},
+                "models": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}},
+                "limits": {
+                    "type": "object",
+                    "required": ["max_upload_bytes", "max_pixels"],
+                    "properties": {"max_upload_bytes": {"type": "integer"}, "max_pixels": {"type": "integer"}},
+                },
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ready", "loading", "failed"]},
+                "models": {"type": "array", "items": {"type": "string"}},
+                "default": {"type": "string"},
+                "error": {"type": "string"},
+            },
+        },
+    }

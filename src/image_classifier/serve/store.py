@@ -1,0 +1,406 @@
+"""The models a server answers with: found on disk, loaded once, shared read-only by every request.
+
+A served path is either one saved model directory (it holds ``model.json``) or a whole run
+directory written by ``image-classifier compare`` (``models/<name>/`` saved models, a ``best``
+pointer and ``metrics.json`` with the held-out test metrics). Everything about the files is
+checked by :func:`discover` before any weights are read, so a wrong path fails in a second with a
+message, not after minutes of loading.
+
+Concurrency: a loaded network is never modified after loading, and its forward pass runs under
+``torch.inference_mode()``, so any number of threads may call it. What *is* shared is the CPU:
+torch parallelises one forward pass over ``torch.get_num_threads()`` cores, and two passes started
+at once by two request threads would each ask for all of them. ``ModelStore`` therefore lets at
+most ``max_parallel`` forward passes run at a time (by default cores // torch threads), while
+decoding the uploads (Pillow releases the GIL) proceeds in parallel outside that gate.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from image_classifier.errors import ImageClassifierError, ModelFormatError
+from image_classifier.saved_model import CARD_NAME, read_card
+
+log = logging.getLogger(__name__)
+
+MODELS_DIR = "models"
+BEST_NAME = "best"
+METRICS_NAME = "metrics.json"
+# How many recent request timings each model keeps for the median shown on the page.
+LATENCY_WINDOW = 200
+
+
+class UnknownModelError(ImageClassifierError):
+    """A request named a model this server does not have."""
+
+
+class NotReadyError(ImageClassifierError):
+    """A prediction was asked for before the models finished loading (or after loading failed)."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model found on disk, before its weights are loaded."""
+
+    name: str
+    path: Path
+    card: dict[str, Any]
+    test_metrics: dict[str, Any] | None = None  # from the run's metrics.json, when it has this model
+
+
+@dataclass(frozen=True)
+class Discovery:
+    entries: list[ModelEntry]
+    default: str
+    run_dir: Path | None = None
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / CARD_NAME).is_file()
+
+
+def _read_best(run_dir: Path, names: Sequence[str], dirs: dict[str, Path]) -> str | None:
+    """The model ``runs/NAME/best`` points at: a symlink to its directory, or a small text/JSON file
+    holding its name or relative path. None when there is no ``best``."""
+    best = run_dir / BEST_NAME
+    if not best.exists() and not best.is_symlink():
+        return None
+    if best.is_dir():  # a symlink (or a copy) of one model directory
+        target = best.resolve()
+        for name, path in dirs.items():
+            if path.resolve() == target:
+                return name
+        if _is_model_dir(best):  # a copy: match it by its card
+            return None
+    text = best.read_text(errors="replace").strip() if best.is_file() else ""
+    candidates: list[str] = []
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = {}
+        for key in ("name", "model", "arch", "architecture", "path"):
+            if isinstance(data.get(key), str):
+                candidates.append(data[key])
+    elif text:
+        candidates.append(text.splitlines()[0].strip())
+    for cand in candidates:
+        if cand in names:
+            return cand
+        resolved = (run_dir / cand).resolve()
+        for name, path in dirs.items():
+            if path.resolve() == resolved:
+                return name
+    raise ModelFormatError(
+        f"{best} does not name one of the run's models ({', '.join(names)}); "
+        "re-run `image-classifier compare` or serve one model directory instead")
+
+
+def _metrics_by_model(metrics: Any) -> dict[str, dict[str, Any]]:
+    """Per-model test metrics from a run's metrics.json, accepting the two natural layouts:
+    ``{"models": {name: {...}}}`` / ``{"models": [{"name": ..., ...}]}`` or ``{name: {...}}``."""
+    if not isinstance(metrics, dict):
+        return {}
+    models = metrics.get("models", metrics)
+    if isinstance(models, list):
+        return {str(m.get("name") or m.get("arch") or m.get("architecture")): m for m in models if isinstance(m, dict)}
+    if isinstance(models, dict):
+        return {str(k): v for k, v in models.items() if isinstance(v, dict)}
+    return {}
+
+
+def test_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The few test numbers the page shows (accuracy, its CI, macro-F1, n), wherever the run put them."""
+    if not metrics:
+        return None
+    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else metrics
+    acc = test.get("accuracy")
+    if isinstance(acc, dict):  # {"value": .., "ci": [..]} style
+        ci = acc.get("ci") or acc.get("ci95")
+        acc = acc.get("value", acc.get("mean"))
+    else:
+        ci = test.get("accuracy_ci") or test.get("accuracy_ci95")
+    if not isinstance(acc, (int, float)):
+        return None
+    out: dict[str, Any] = {"accuracy": float(acc)}
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
+        out["accuracy_ci95"] = [float(ci[0]), float(ci[1])]
+    for key in ("macro_f1", "n"):
+        if isinstance(test.get(key), (int, float)):
+            out[key] = test[key]
+    return out
+
+
+def discover(paths: Sequence[str | os.PathLike], only: Sequence[str] | None = None) -> Discovery:
+    """Find the models to serve under ``paths`` (model directories and/or run directories).
+
+    ``only`` restricts a run to the named models. The default model is the run's ``best``, else
+    the one with the highest test accuracy, else the first one found.
+    """
+    if not paths:
+        raise ModelFormatError("no model to serve: give a saved model directory or a runs/NAME directory")
+    entries: list[ModelEntry] = []
+    default: str | None = None
+    run_dir: Path | None = None
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise ModelFormatError(f"{path} does not exist: give a saved model directory or a runs/NAME directory")
+        if _is_model_dir(path):
+            name = path.resolve().name
+            entries.append(ModelEntry(_unique(name, entries), path, read_card(path)))
+            continue
+        models_dir = path / MODELS_DIR
+        dirs = {p.name: p for p in sorted(models_dir.iterdir()) if _is_model_dir(p)} if models_dir.is_dir() else {}
+        if not dirs:
+            raise ModelFormatError(
+                f"{path} is neither a saved model (no {CARD_NAME}) nor a run directory (no {MODELS_DIR}/*/{CARD_NAME}); "
+                "train one with `image-classifier train` or `image-classifier compare`")
+        run_dir = path
+        metrics: dict[str, dict[str, Any]] = {}
+        metrics_path = path / METRICS_NAME
+        if metrics_path.is_file():
+            try:
+                metrics = _metrics_by_model(json.loads(metrics_path.read_text()))
+            except (OSError, json.JSONDecodeError) as err:
+                log.warning("ignoring %s: %s", metrics_path, err)
+        best = _read_best(path, list(dirs), dirs)
+        chosen = list(dirs)
+        if only:
+            missing = [n for n in only if n not in dirs]
+            if missing:
+                raise ModelFormatError(f"{path} has no model {', '.join(missing)}; it has {', '.join(dirs)}")
+            chosen = [n for n in dirs if n in only]
+        run_entries = [ModelEntry(_unique(n, entries), dirs[n], read_card(dirs[n]), metrics.get(n)) for n in chosen]
+        entries.extend(run_entries)
+        if default is None:
+            by_name = {e.path.name: e.name for e in run_entries}
+            if best in by_name:
+                default = by_name[best]
+            else:
+                scored = [(test_summary(e.test_metrics) or {}).get("accuracy", -1.0) for e in run_entries]
+                default = run_entries[scored.index(max(scored))].name
+    return Discovery(entries, default or entries[0].name, run_dir)
+
+
+def _unique(name: str, entries: Sequence[ModelEntry]) -> str:
+    taken = {e.name for e in entries}
+    if name not in taken:
+        return name
+    i = 2
+    while f"{name}-{i}" in taken:
+        i += 1
+    return f"{name}-{i}"
+
+
+class LatencyWindow:
+    """The last few request timings of one model, for a running median (thread-safe)."""
+
+    def __init__(self, size: int = LATENCY_WINDOW) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, ms: float) -> None:
+        with self._lock:
+            self._values.append(ms)
+            self.count += 1
+
+    def median(self) -> float | None:
+        with self._lock:
+            return statistics.median(self._values) if self._values else None
+
+
+@dataclass
+class ServedModel:
+    entry: ModelEntry
+    classifier: Any  # saved_model.Classifier, or another backend's object with the same methods
+    latency: LatencyWindow = field(default_factory=LatencyWindow)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.classifier.classes)
+
+    def info(self, default: bool = False) -> dict[str, Any]:
+        card = self.entry.card
+        pre = card.get("preprocessing", {})
+        median = self.latency.median()
+        return {
+            "name": self.name,
+            "architecture": str(card.get("architecture")),
+            "classes": self.classes,
+            "default": default,
+            "input_size": pre.get("input_size"),
+            "test": test_summary(self.entry.test_metrics),
+            "latency_ms_median": None if median is None else round(median, 2),
+            "requests": self.latency.count,
+        }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    model: str
+    label: str
+    probabilities: dict[str, float]
+    top: list[dict[str, Any]]
+    latency_ms: float  # decode + preprocess + forward, as measured in the server
+    decode_ms: float
+    inference_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "top": self.top,
+            "latency_ms": round(self.latency_ms, 3),
+            "timing": {"decode_ms": round(self.decode_ms, 3), "inference_ms": round(self.inference_ms, 3)},
+        }
+
+
+def default_max_parallel() -> int:
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, torch.get_num_threads()))
+
+
+class ModelStore:
+    """Loads the discovered models once and answers predictions from any thread.
+
+    ``ready`` turns true once every model is loaded and warmed up; until then (or if loading
+    failed, see ``error``) :meth:`predict_bytes` raises :class:`NotReadyError`.
+    """
+
+    def __init__(self, discovery: Discovery, *, backend: str = "torch", max_pixels: int | None = None,
+                 max_parallel: int | None = None) -> None:
+        from image_classifier.data.decode import MAX_PIXELS
+
+        self.discovery = discovery
+        self.backend = backend
+        self.max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+        self.max_parallel = max_parallel or default_max_parallel()
+        self._gate = threading.BoundedSemaphore(self.max_parallel)
+        self._models: dict[str, ServedModel] = {}
+        self._ready = threading.Event()
+        self._load_lock = threading.Lock()
+        self.error: str | None = None
+        self.load_seconds: float | None = None
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[str | os.PathLike], *, only: Sequence[str] | None = None,
+                   **kwargs: Any) -> ModelStore:
+        return cls(discover(paths, only), **kwargs)
+
+    @property
+    def default(self) -> str:
+        return self.discovery.default
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.discovery.entries]
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def load(self) -> ModelStore:
+        """Load every model (the default first) and run one warm-up prediction each. Idempotent."""
+        from image_classifier.saved_model import load_model
+
+        with self._load_lock:
+            if self.ready:
+                return self
+            start = time.perf_counter()
+            entries = sorted(self.discovery.entries, key=lambda e: e.name != self.default)
+            try:
+                for entry in entries:
+                    t0 = time.perf_counter()
+                    clf = load_model(entry.path, backend=self.backend)
+                    self._warm_up(clf)
+                    self._models[entry.name] = ServedModel(entry, clf)
+                    log.info("loaded %s (%s) in %.1f s", entry.name, entry.card.get("architecture"),
+                             time.perf_counter() - t0)
+            except Exception as err:
+                self.error = str(err)
+                raise
+            self.load_seconds = time.perf_counter() - start
+            self._ready.set()
+        return self
+
+    def start_loading(self) -> threading.Thread:
+        """Load in a background thread (so a server can answer /api/health while loading)."""
+        def target() -> None:
+            try:
+                self.load()
+            except Exception:  # noqa: BLE001 - reported through .error and /api/health
+                log.exception("loading the models failed")
+
+        thread = threading.Thread(target=target, name="model-loader", daemon=True)
+        thread.start()
+        return thread
+
+    @staticmethod
+    def _warm_up(clf: Any) -> None:
+        # The first forward pass pays for allocator growth and kernel selection; pay it at start-up.
+        from PIL import Image
+
+        size = int(clf.preprocessing.input_size)
+        clf.predict([Image.new("RGB", (size, size), (128, 128, 128))])
+
+    def get(self, name: str | None = None) -> ServedModel:
+        if not self.ready:
+            raise NotReadyError(self.error and f"loading the models failed: {self.error}" or "models are still loading")
+        key = self.default if name is None or name == "" else name
+        try:
+            return self._models[key]
+        except KeyError:
+            raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(self.names)}") from None
+
+    def models_info(self) -> list[dict[str, Any]]:
+        if not self.ready:
+            return []
+        return [self._models[n].info(default=n == self.default) for n in self.names]
+
+    def predict_bytes(self, data: bytes, model: str | None = None, top_k: int | None = None) -> Prediction:
+        """Decode ``data`` (in memory) and classify it. Raises ``UnreadableImageError`` for bad bytes."""
+        from image_classifier.data.decode import load_image
+
+        served = self.get(model)
+        clf = served.classifier
+        t0 = time.perf_counter()
+        image = load_image(data, target_size=int(clf.preprocessing.input_size), max_pixels=self.max_pixels)
+        t1 = time.perf_counter()
+        with self._gate:
+            probs = clf.predict([image])[0]
+        t2 = time.perf_counter()
+        classes = served.classes
+        order = sorted(range(len(classes)), key=lambda i: -float(probs[i]))
+        k = len(classes) if top_k is None else max(1, min(top_k, len(classes)))
+        latency = (t2 - t0) * 1000
+        served.latency.add(latency)
+        return Prediction(
+            model=served.name,
+            label=classes[order[0]],
+            probabilities={c: float(p) for c, p in zip(classes, probs)},
+            top=[{"label": classes[i], "probability": float(probs[i])} for i in order[:k]],
+            latency_ms=latency,
+            decode_ms=(t1 - t0) * 1000,
+            inference_ms=(t2 - t1) * 1000,
+        )
