@@ -16,7 +16,8 @@ import logging
 import os
 import platform
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -32,8 +33,9 @@ log = logging.getLogger(__name__)
 CARD_NAME = "model.json"
 WEIGHTS_NAME = "weights.safetensors"
 FORMAT_VERSION = 1
-# Inference backends a loaded model can run on. "onnx" and "auto" (fastest measured) come with export.
-BACKENDS = ("torch",)
+# Inference backends a loaded model can run on (see image_classifier.inference; "auto" = the
+# fastest measured for this model on this machine). Defined there so CLI parsers need no torch.
+from image_classifier.inference import BACKENDS  # noqa: E402  (re-exported)
 
 ImageSource = Image.Image | str | os.PathLike | bytes | BinaryIO
 
@@ -120,15 +122,58 @@ def read_card(model_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 class Classifier:
-    """A loaded model: preprocessing + network + class names. ``predict`` gives probabilities."""
+    """A loaded model: preprocessing + network + class names. ``predict`` gives probabilities.
 
-    def __init__(self, module: torch.nn.Module, classes: Sequence[str], preprocessing: Preprocessing,
-                 card: dict[str, Any] | None = None, model_dir: Path | None = None) -> None:
-        self.module = module.eval()
+    The forward pass runs on ``backend`` (see :mod:`image_classifier.inference.backends`): eager
+    PyTorch by default, ONNX Runtime when loaded with ``backend="onnx"``. ``module`` is always the
+    PyTorch network; for an ONNX-backed classifier it is only built when first asked for, so a
+    server running ONNX Runtime never holds a second copy of the weights.
+    """
+
+    def __init__(self, module: torch.nn.Module | None, classes: Sequence[str], preprocessing: Preprocessing,
+                 card: dict[str, Any] | None = None, model_dir: Path | None = None, *,
+                 backend: Any = None, module_loader: Callable[[], torch.nn.Module] | None = None,
+                 backend_reason: str = "") -> None:
+        if module is None and module_loader is None:
+            raise ValueError("Classifier needs a module or a module_loader")
+        self._module = module.eval() if module is not None else None
+        self._module_loader = module_loader
+        self._module_lock = threading.Lock()
         self.classes = list(classes)
         self.preprocessing = preprocessing
         self.card = card or {}
         self.model_dir = model_dir
+        if backend is None:
+            from image_classifier.inference.backends import TorchBackend
+
+            backend = TorchBackend(self.module)
+        self.backend = backend
+        #: Why this backend runs the model (what "auto" measured, or "requested").
+        self.backend_reason = backend_reason or "requested"
+
+    @property
+    def module(self) -> torch.nn.Module:
+        if self._module is None:
+            with self._module_lock:
+                if self._module is None:
+                    self._module = self._module_loader().eval()  # type: ignore[misc]
+        return self._module
+
+    @module.setter
+    def module(self, value: torch.nn.Module) -> None:
+        self._module = value.eval()
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def with_backend(self, name: str, *, threads: int | None = None) -> Classifier:
+        """The same model on another concrete backend (sharing the PyTorch module and preprocessing)."""
+        from image_classifier.inference.backends import create_backend
+
+        backend = create_backend(name, self.model_dir, self.card, lambda: self.module, threads=threads)
+        return Classifier(self._module, self.classes, self.preprocessing, self.card, self.model_dir,
+                          backend=backend, module_loader=self._module_loader or (lambda: self.module))
 
     @property
     def architecture(self) -> str:
@@ -144,11 +189,9 @@ class Classifier:
         """Decode (when given paths/bytes), resize and normalise into a (N, 3, H, W) float batch."""
         return self.preprocessing(self.load_images(images))
 
-    @torch.inference_mode()
     def predict_tensor(self, batch: torch.Tensor) -> np.ndarray:
-        """Class probabilities for an already preprocessed batch."""
-        logits = self.module(batch)
-        return torch.softmax(logits.float(), dim=1).numpy()
+        """Class probabilities for an already preprocessed batch, computed by ``self.backend``."""
+        return self.backend.predict_tensor(batch)
 
     def predict(self, images: Sequence[ImageSource], batch_size: int = 32) -> np.ndarray:
         """Class probabilities, shape (len(images), len(classes)), rows in ``self.classes`` order."""
@@ -162,17 +205,13 @@ class Classifier:
         return [self.classes[i] for i in probs.argmax(axis=1)]
 
 
-def load_model(model_dir: str | os.PathLike, backend: str = "torch") -> Classifier:
-    """Rebuild a saved model from its directory (architecture from the registry, weights from safetensors)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+def _load_module(model_dir: Path, card: dict[str, Any]) -> torch.nn.Module:
+    """The PyTorch network of a saved model, its weights checked against the card's sha256."""
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
 
     from image_classifier.models.registry import build_model
 
-    model_dir = Path(model_dir)
-    card = read_card(model_dir)
     weights_path = model_dir / card.get("weights_file", WEIGHTS_NAME)
     try:
         blob = weights_path.read_bytes()
@@ -193,5 +232,51 @@ def load_model(model_dir: str | os.PathLike, backend: str = "torch") -> Classifi
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ModelFormatError(f"{weights_path} does not fit architecture {card['architecture']}: {err}") from err
-    module.eval().requires_grad_(False)
-    return Classifier(module, card["classes"], Preprocessing.from_dict(card["preprocessing"]), card, model_dir)
+    return module.eval().requires_grad_(False)
+
+
+def load_model(model_dir: str | os.PathLike, backend: str = "torch", *, threads: int | None = None,
+               remeasure: bool = False) -> Classifier:
+    """Rebuild a saved model from its directory (architecture from the registry, weights from
+    safetensors) with its forward pass on ``backend`` (one of :data:`BACKENDS`).
+
+    ``backend="auto"`` runs the backend measured fastest for this model on this machine (measured
+    on first use and recorded in ``backend.json``; ``remeasure=True`` measures again); the choice
+    and its reason are logged and kept in ``classifier.backend_reason``. ``threads`` sets ONNX
+    Runtime's intra-op threads (default: the process's PyTorch thread count).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    from image_classifier.inference.backends import create_backend
+
+    model_dir = Path(model_dir)
+    card = read_card(model_dir)
+    preprocessing = Preprocessing.from_dict(card["preprocessing"])
+    cache: dict[str, torch.nn.Module] = {}
+
+    def loader() -> torch.nn.Module:
+        if "m" not in cache:
+            cache["m"] = _load_module(model_dir, card)
+        return cache["m"]
+
+    if backend == "auto":
+        from image_classifier.inference.selection import choose_backend
+
+        opened: dict[str, Classifier] = {}
+        choice = choose_backend(model_dir, card, remeasure=remeasure, classifiers=opened)
+        log.info("%s: backend %s (auto: %s)", model_dir, choice.name, choice.reason)
+        backend, reason = choice.name, f"auto: {choice.reason}"
+        if choice.name in opened:  # just measured: reuse the opened backend
+            impl = opened[choice.name].backend
+            # An ONNX-served model drops the PyTorch module used for the measurement (memory).
+            module = opened[choice.name]._module if backend.startswith("torch") else None
+            if module is not None:
+                cache["m"] = module
+            return Classifier(module, card["classes"], preprocessing, card, model_dir,
+                              backend=impl, module_loader=loader, backend_reason=reason)
+    else:
+        reason = "requested"
+    module = loader() if backend.startswith("torch") else None
+    impl = create_backend(backend, model_dir, card, loader, threads=threads)
+    return Classifier(module, card["classes"], preprocessing, card, model_dir,
+                      backend=impl, module_loader=loader, backend_reason=reason)

@@ -19,6 +19,7 @@ COMMANDS = (
     "check",
     "split",
     "serve",
+    "export",
 )
 
 

@@ -1,0 +1,83 @@
+"""``image-classifier export MODEL_DIR``: write model.onnx (verified against PyTorch) beside a saved model."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a trained model to ONNX (verified), optionally int8, and pick the fastest backend",
+        description=(
+            "Write MODEL_DIR/model.onnx (dynamic batch, softmax output, class names and preprocessing in "
+            "its metadata), verify that ONNX Runtime's probabilities match PyTorch's (max abs diff <= 1e-4 "
+            "on real or synthetic images), record it in the model card, then measure the inference "
+            "backends on this machine and record the fastest, which `predict`, `evaluate` and `serve` "
+            "use with --backend auto."
+        ),
+    )
+    p.add_argument("model_dir", type=Path, help="a saved model directory (from `image-classifier train`)")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: %(default)s)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 11-20 (default: 17)")
+    p.add_argument("--quantize", choices=("int8",), default=None,
+                   help="also write model.int8.onnx (ONNX Runtime static quantization); needs "
+                        "--calibration-data and --eval-data, and shows its measured accuracy change")
+    p.add_argument("--calibration-data", type=Path, default=None, metavar="DIR",
+                   help="training images to calibrate int8 ranges on (a folder, class sub-folders or not)")
+    p.add_argument("--calibration-images", type=int, default=64, metavar="N",
+                   help="how many calibration images to use (default: %(default)s)")
+    p.add_argument("--eval-data", type=Path, default=None, metavar="DIR",
+                   help="labelled images (one sub-folder per class, e.g. the validation split) to measure "
+                        "reduced-precision accuracy on; int8/bf16 are used by --backend auto only if they "
+                        "lose at most --max-accuracy-drop images there")
+    p.add_argument("--verify-data", type=Path, default=None, metavar="DIR",
+                   help="real images for the parity check (default: the eval/calibration data, else synthetic)")
+    p.add_argument("--max-accuracy-drop", type=int, default=1, metavar="N",
+                   help="images a reduced-precision backend may lose and still be accepted (default: %(default)s)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest accepted |ONNX - PyTorch| probability difference (default: %(default)s)")
+    p.add_argument("--no-measure", action="store_true",
+                   help="do not time the backends now (--backend auto then measures on first use)")
+    p.set_defaults(func=run)
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+def run(args: argparse.Namespace) -> int:
+    from image_classifier import runtime
+
+    runtime.configure()
+    from image_classifier.export.onnx_export import DEFAULT_OPSET
+    from image_classifier.export.pipeline import ExportOptions, export_model
+
+    options = ExportOptions(
+        format=args.format, opset=args.opset or DEFAULT_OPSET, quantize=args.quantize,
+        calibration_data=args.calibration_data, calibration_images=args.calibration_images,
+        eval_data=args.eval_data, verify_data=args.verify_data, tolerance=args.tolerance,
+        max_accuracy_drop=args.max_accuracy_drop, measure=not args.no_measure,
+    )
+    result = export_model(args.model_dir, options)
+    par = result.parity
+    print(f"wrote {result.onnx_path} ({result.size_bytes / 1e6:.1f} MB, opset {options.opset}, "
+          f"{result.graph['nodes']} nodes, dynamic batch) in {result.seconds:.1f} s")
+    print(f"verified against PyTorch on {par.image_source}: max abs diff {par.max_abs_diff:.2e} "
+          f"(limit {par.tolerance:.0e}), top-1 agreement {par.top1_agreement:.0%}, batch sizes "
+          f"{', '.join(map(str, par.batch_sizes))}")
+    if result.int8:
+        print(f"wrote {result.onnx_path.parent / result.int8['file']} ({result.int8['size_bytes'] / 1e6:.1f} MB, "
+              f"calibrated on {result.int8['calibration']['images']} images)")
+    for name, check in result.accuracy_checks.items():
+        verdict = "accepted" if check["accepted"] else f"NOT used by --backend auto (limit: {check['max_drop_images']} images)"
+        print(f"accuracy {name} vs PyTorch fp32 on {check['eval_source']}: {check['correct']}/{check['images']} "
+              f"vs {check['correct_fp32']}/{check['images']} ({check['change_images']:+d} images, "
+              f"top-1 agreement {check['top1_agreement']:.1%}, max abs diff {check['max_abs_diff']:.1e}): {verdict}")
+    if result.choice is not None:
+        c = result.choice
+        timings = ", ".join(f"{n} {_fmt_ms(t)}" for n, t in sorted(c.timings_ms.items(), key=lambda kv: kv[1]))
+        print(f"backend for --backend auto on this machine: {c.name} (median batch-1 latency: {timings or c.reason})")
+        for name, why in c.skipped.items():
+            print(f"  not considered: {name}: {why}")
+    return 0

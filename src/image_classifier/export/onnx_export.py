@@ -1,0 +1,108 @@
+"""A PyTorch classifier to an ONNX file: network + softmax, dynamic batch, metadata inside.
+
+Exporter: PyTorch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``). In torch
+2.14 the default is the ``torch.export``-based exporter, which needs the extra ``onnxscript``
+package; for these plain feed-forward CNNs (no data-dependent control flow) the TorchScript tracer
+gives the same operator graph, needs nothing beyond torch and onnx, and is fast (a second for
+MobileNetV2). torch is pinned in pyproject.toml, so its deprecation cannot surprise us; moving to
+``dynamo=True`` later is a one-line change plus ``onnxscript`` in the dependencies.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from image_classifier.inference.backends import ONNX_INPUT, ONNX_OUTPUT
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17  # supported by every ONNX Runtime since 1.11 and by most other runtimes
+MIN_OPSET = 11
+MAX_OPSET = 20  # the highest the TorchScript-based exporter of torch 2.14 writes
+
+
+class WithSoftmax(nn.Module):
+    """The exported graph ends in softmax, so every runtime returns what ``Classifier.predict`` does."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=1)
+
+
+def export_onnx(module: nn.Module, input_size: int, out_path: str | os.PathLike, *,
+                opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None,
+                doc: str | None = None) -> Path:
+    """Write ``module`` (+ softmax) as ONNX to ``out_path`` atomically; returns the path.
+
+    Input ``input``: float32 (batch, 3, input_size, input_size), normalised as the model's
+    preprocessing says; output ``probabilities``: float32 (batch, num_classes). The batch dimension
+    is dynamic, so one file serves single requests and batches.
+    """
+    import onnx
+
+    from image_classifier.export.metadata import set_metadata
+
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset must be between {MIN_OPSET} and {MAX_OPSET}, not {opset}")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    wrapped = WithSoftmax(module).eval()
+    # Batch 2 for tracing: with batch 1 some exporters bake "1" into Reshape/Flatten shapes.
+    example = torch.zeros(2, 3, input_size, input_size)
+    fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # The TorchScript exporter announces its own deprecation on every call: see module docstring.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(
+                wrapped, (example,), str(tmp), dynamo=False, opset_version=opset,
+                input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+                do_constant_folding=True,
+            )
+        model = onnx.load(str(tmp))
+        if metadata:
+            set_metadata(model, metadata, doc)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    log.debug("exported %s (%.1f MB, opset %d)", out_path, out_path.stat().st_size / 1e6, opset)
+    return out_path
+
+
+def graph_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """Opset, operator counts and tensor shapes of an ONNX file (for the export report)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    ops: dict[str, int] = {}
+    for node in model.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+
+    def shape(value: Any) -> list:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    return {
+        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+        "nodes": len(model.graph.node),
+        "ops": dict(sorted(ops.items(), key=lambda kv: -kv[1])),
+        "inputs": {i.name: shape(i) for i in model.graph.input},
+        "outputs": {o.name: shape(o) for o in model.graph.output},
+    }

@@ -1,0 +1,263 @@
+"""``image-classifier export``: write, verify and record a saved model's ONNX file(s).
+
+Order of work, so that nothing unverified is ever left where a backend would load it:
+
+1. export the network (+ softmax) to a temporary file beside the model;
+2. run it with ONNX Runtime and PyTorch on the same images (real ones when a data folder is given,
+   else synthetic) at batch N and batch 1; fail if any probability differs by more than 1e-4;
+3. rename it to ``model.onnx`` and record it in the model card (checksum, opset, parity figures);
+4. optionally quantize to int8 (calibrated on training images) and bf16-check PyTorch, each with its
+   accuracy change measured on labelled images the calibration did not use;
+5. measure the backends on this machine and record the fastest (what ``--backend auto`` serves).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from image_classifier.errors import DatasetError, ImageClassifierError, ModelFormatError
+from image_classifier.export.onnx_export import DEFAULT_OPSET
+from image_classifier.export.verify import FP32_TOLERANCE, ParityReport
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx",)
+QUANTIZATIONS = ("int8",)
+
+
+@dataclass
+class ExportOptions:
+    format: str = "onnx"
+    opset: int = DEFAULT_OPSET
+    quantize: str | None = None  # "int8"
+    #: Training images (a folder, class sub-folders or not) to calibrate int8 activation ranges on.
+    calibration_data: Path | None = None
+    calibration_images: int = 64
+    #: Labelled images (one sub-folder per class) to measure reduced-precision accuracy on.
+    eval_data: Path | None = None
+    #: Real images for the parity check (default: the eval or calibration data, else synthetic).
+    verify_data: Path | None = None
+    verify_images: int = 16
+    tolerance: float = FP32_TOLERANCE
+    #: A reduced-precision backend is accepted (and considered by "auto") only if it gets at most
+    #: this many fewer eval images right than fp32.
+    max_accuracy_drop: int = 1
+    measure: bool = True
+
+
+@dataclass
+class ExportResult:
+    model_dir: Path
+    onnx_path: Path
+    size_bytes: int
+    parity: ParityReport
+    graph: dict[str, Any]
+    seconds: float
+    int8: dict[str, Any] | None = None
+    accuracy_checks: dict[str, dict] = field(default_factory=dict)
+    choice: Any = None  # inference.selection.BackendChoice
+
+
+def _load_batches(classifier: Any, paths: Sequence[Path], batch_size: int = 32) -> tuple[list[np.ndarray], list[int]]:
+    """Preprocessed float32 batches of the readable images among ``paths`` and their indices."""
+    from image_classifier.errors import UnreadableImageError
+
+    images, kept = [], []
+    size = classifier.preprocessing.input_size
+    from image_classifier.data.decode import load_image
+
+    for i, path in enumerate(paths):
+        try:
+            images.append(load_image(path, target_size=size))
+            kept.append(i)
+        except UnreadableImageError as err:
+            log.warning("skipping %s", err)
+    batches = [classifier.preprocessing(images[i:i + batch_size]).numpy() for i in range(0, len(images), batch_size)]
+    return batches, kept
+
+
+def _verification_images(classifier: Any, options: ExportOptions) -> tuple[list, str]:
+    from image_classifier.data.decode import load_image
+    from image_classifier.export.images import any_images, spread_sample
+    from image_classifier.export.verify import synthetic_images
+
+    folder = options.verify_data or options.eval_data or options.calibration_data
+    if folder is not None:
+        paths = spread_sample(any_images(folder, classifier.classes), options.verify_images, seed=1)
+        size = classifier.preprocessing.input_size
+        images = []
+        for p in paths:
+            try:
+                images.append(load_image(p, target_size=size))
+            except ImageClassifierError as err:
+                log.warning("skipping %s", err)
+        if images:
+            return images, f"{len(images)} images from {folder}"
+    return synthetic_images(options.verify_images), "synthetic"
+
+
+def _update_card(model_dir: Path, update: dict[str, Any]) -> dict[str, Any]:
+    from image_classifier.saved_model import CARD_NAME, atomic_write_json, read_card
+
+    card = read_card(model_dir)
+    exports = dict(card.get("exports") or {})
+    checks = dict(exports.get("accuracy_checks") or {})
+    checks.update(update.pop("accuracy_checks", {}))
+    exports.update(update)
+    if checks:
+        exports["accuracy_checks"] = checks
+    card["exports"] = exports
+    atomic_write_json(model_dir / CARD_NAME, card)
+    return card
+
+
+def _accuracy_data(classifier: Any, options: ExportOptions, exclude: set[Path]) -> tuple[list[np.ndarray], list[int], str]:
+    from image_classifier.export.images import labelled_images
+
+    assert options.eval_data is not None
+    items = [(p, y) for p, y in labelled_images(options.eval_data, classifier.classes) if p.resolve() not in exclude]
+    if exclude and len(items) < len(labelled_images(options.eval_data, classifier.classes)):
+        log.info("accuracy check leaves out the %d calibration images found in %s", len(exclude), options.eval_data)
+    if not items:
+        raise DatasetError(f"{options.eval_data}: no labelled images left for the accuracy check")
+    batches, kept = _load_batches(classifier, [p for p, _ in items])
+    labels = [items[i][1] for i in kept]
+    return batches, labels, f"{len(labels)} labelled images from {options.eval_data}"
+
+
+def _judge(check: dict[str, Any], options: ExportOptions, source: str) -> dict[str, Any]:
+    check = dict(check)
+    check["eval_source"] = source
+    check["max_drop_images"] = options.max_accuracy_drop
+    check["accepted"] = check["change_images"] >= -options.max_accuracy_drop
+    check["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    return check
+
+
+def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = None) -> ExportResult:
+    """Export, verify and record; see the module docstring. Raises ``ImageClassifierError`` with
+    what to do when the model, the data or the verification fails."""
+    import onnxruntime as ort
+
+    from image_classifier.export.metadata import card_metadata
+    from image_classifier.export.onnx_export import export_onnx, graph_summary
+    from image_classifier.export.verify import check_parity
+    from image_classifier.inference.backends import (
+        ONNX_INT8_NAME, ONNX_NAME, OnnxBackend, TorchBackend, bf16_supported, sha256_file,
+    )
+    from image_classifier.saved_model import load_model
+
+    options = options or ExportOptions()
+    if options.format not in FORMATS:
+        raise ImageClassifierError(f"unknown export format {options.format!r}; choose one of {', '.join(FORMATS)}")
+    if options.quantize is not None and options.quantize not in QUANTIZATIONS:
+        raise ImageClassifierError(f"unknown quantization {options.quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
+    if options.quantize and (options.calibration_data is None or options.eval_data is None):
+        raise ImageClassifierError(
+            "--quantize int8 needs --calibration-data (training images to calibrate on) and --eval-data "
+            "(labelled images, e.g. the validation split, to measure its accuracy change): an int8 model "
+            "is only offered with its measured accuracy change"
+        )
+    t_start = time.perf_counter()
+    model_dir = Path(model_dir)
+    classifier = load_model(model_dir, backend="torch")
+    card = classifier.card
+    prep = classifier.preprocessing
+    torch_backend = classifier.backend
+
+    # 1-2. export beside the model under a temporary name, verify, then publish.
+    final = model_dir / ONNX_NAME
+    staging = model_dir / f".{ONNX_NAME}.unverified"
+    doc = (f"{card['architecture']} image classifier for classes {', '.join(card['classes'])}. Input 'input': "
+           f"float32 (batch, 3, {prep.input_size}, {prep.input_size}) RGB, resize_mode {prep.resize_mode}, "
+           f"scaled to [0,1] then (x - {list(prep.mean)}) / {list(prep.std)}. Output 'probabilities'.")
+    try:
+        export_onnx(classifier.module, prep.input_size, staging, opset=options.opset,
+                    metadata=card_metadata(card), doc=doc)
+        images, source = _verification_images(classifier, options)
+        parity = check_parity(torch_backend, OnnxBackend(staging), images, preprocessing=prep,
+                              tolerance=options.tolerance, image_source=source)
+        if not parity.passed:
+            raise ModelFormatError(
+                f"the exported ONNX model does not match PyTorch: max abs difference of probabilities "
+                f"{parity.max_abs_diff:.2e} > {options.tolerance:.0e} on {source}; nothing was written. "
+                f"Try another --opset, or report this with the model's architecture"
+            )
+        os.replace(staging, final)
+    finally:
+        staging.unlink(missing_ok=True)
+    log.info("%s: verified, max abs diff %.2e on %s", final, parity.max_abs_diff, source)
+    graph = graph_summary(final)
+    record = {
+        "file": ONNX_NAME,
+        "sha256": sha256_file(final),
+        "size_bytes": final.stat().st_size,
+        "format": "onnx",
+        "opset": options.opset,
+        "exporter": "torch.onnx.export (TorchScript-based, dynamo=False)",
+        "input": {"name": "input", "shape": ["batch", 3, prep.input_size, prep.input_size], "dtype": "float32"},
+        "output": {"name": "probabilities", "shape": ["batch", len(card["classes"])], "dtype": "float32"},
+        "verification": parity.to_dict(),
+        "onnxruntime": ort.__version__,
+        "exported_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    update: dict[str, Any] = {"onnx": record}
+
+    # 4. reduced precision, each with its accuracy change on labelled images.
+    checks: dict[str, dict] = {}
+    int8_info = None
+    calib_paths: list[Path] = []
+    if options.quantize == "int8":
+        from image_classifier.export.images import any_images, spread_sample
+        from image_classifier.export.quantize import quantize_int8
+
+        assert options.calibration_data is not None
+        calib_paths = spread_sample(any_images(options.calibration_data, card["classes"]),
+                                    options.calibration_images, seed=2)
+        calib_batches, kept = _load_batches(classifier, calib_paths, batch_size=8)
+        if not kept:
+            raise DatasetError(f"{options.calibration_data}: no readable images to calibrate on")
+        int8_path = model_dir / ONNX_INT8_NAME
+        quantize_int8(final, int8_path, calib_batches, metadata=card_metadata(card, precision="int8"))
+        int8_info = {
+            "file": ONNX_INT8_NAME,
+            "sha256": sha256_file(int8_path),
+            "size_bytes": int8_path.stat().st_size,
+            "calibration": {"images": len(kept), "source": str(options.calibration_data), "method": "MinMax",
+                            "format": "QDQ, per-channel int8 weights, uint8 activations"},
+            "onnxruntime": ort.__version__,
+            "exported_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        update["onnx_int8"] = int8_info
+    if options.eval_data is not None:
+        exclude = {p.resolve() for p in calib_paths}
+        batches, labels, source = _accuracy_data(classifier, options, exclude)
+        from image_classifier.export.quantize import accuracy_change
+
+        if options.quantize == "int8":
+            int8_backend = OnnxBackend(model_dir / ONNX_INT8_NAME, name="onnx-int8")
+            checks["onnx-int8"] = _judge(accuracy_change(torch_backend, int8_backend, batches, labels), options, source)
+        if bf16_supported():
+            bf16 = TorchBackend(classifier.module, bf16=True)
+            checks["torch-bf16"] = _judge(accuracy_change(torch_backend, bf16, batches, labels), options, source)
+        # fp32 ONNX too, as a record that it changes nothing on real data.
+        checks["onnx"] = _judge(accuracy_change(torch_backend, OnnxBackend(final), batches, labels), options, source)
+    if checks:
+        update["accuracy_checks"] = checks
+    _update_card(model_dir, update)
+
+    # 5. measure and record what "auto" will serve.
+    choice = None
+    if options.measure:
+        from image_classifier.inference.selection import choose_backend
+
+        choice = choose_backend(model_dir, remeasure=True)
+    return ExportResult(model_dir, final, final.stat().st_size, parity, graph,
+                        time.perf_counter() - t_start, int8_info, checks, choice)

@@ -1,0 +1,220 @@
+"""The objects that turn a preprocessed batch into class probabilities.
+
+A :class:`Backend` has one job: ``predict_tensor(batch) -> probabilities``. The
+:class:`~image_classifier.saved_model.Classifier` holds one, so decoding, resizing and
+normalisation are shared and only the forward pass differs between backends.
+
+Both backends are safe to call from several threads at once (the web server does): a PyTorch
+module in inference mode keeps no per-call state, and ONNX Runtime documents ``InferenceSession.run``
+as thread-safe. Each backend is created once per loaded model; nothing is rebuilt per request.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from image_classifier.errors import ModelFormatError
+
+log = logging.getLogger(__name__)
+
+ONNX_NAME = "model.onnx"
+ONNX_INT8_NAME = "model.int8.onnx"
+#: Names of the graph's input and output in files written by ``image-classifier export``.
+ONNX_INPUT = "input"
+ONNX_OUTPUT = "probabilities"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Runs the network: ``predict_tensor`` maps a normalised (N, 3, H, W) float batch to
+    (N, num_classes) float32 probabilities."""
+
+    name: str
+
+    def predict_tensor(self, batch: torch.Tensor | np.ndarray) -> np.ndarray: ...
+
+    def describe(self) -> str: ...
+
+
+def inference_threads() -> int:
+    """Threads one forward pass may use: ``IMAGE_CLASSIFIER_THREADS``, else PyTorch's setting
+    (which :func:`image_classifier.runtime.configure` sets; it defaults to the physical cores)."""
+    env = os.environ.get("IMAGE_CLASSIFIER_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            log.warning("ignoring IMAGE_CLASSIFIER_THREADS=%r (not a number)", env)
+    return max(1, torch.get_num_threads())
+
+
+def bf16_supported() -> bool:
+    """True when this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere PyTorch
+    emulates it and bf16 is slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class TorchBackend:
+    """Eager PyTorch. ``bf16=True`` runs a bfloat16 copy of the network in channels-last layout,
+    which oneDNN executes with native bf16 instructions on CPUs that have them."""
+
+    def __init__(self, module: torch.nn.Module, *, bf16: bool = False) -> None:
+        self.bf16 = bf16
+        self.name = "torch-bf16" if bf16 else "torch"
+        module = module.eval()
+        if bf16:
+            if not bf16_supported():
+                log.warning("this CPU has no native bfloat16: torch-bf16 will be slower than torch")
+            # A copy: the fp32 module stays what ``Classifier.module`` returns (training,
+            # FLOP counting and the fp32 backend need it unchanged).
+            module = copy.deepcopy(module).to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+        self.module = module
+
+    @torch.inference_mode()
+    def predict_tensor(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
+        if isinstance(batch, np.ndarray):
+            batch = torch.from_numpy(batch)
+        if self.bf16:
+            batch = batch.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
+        logits = self.module(batch)
+        return torch.softmax(logits.float(), dim=1).numpy()
+
+    def describe(self) -> str:
+        precision = "bfloat16, channels-last" if self.bf16 else "float32"
+        return f"PyTorch {torch.__version__} eager ({precision}, {torch.get_num_threads()} threads)"
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def session_options(threads: int | None = None) -> Any:
+    """ONNX Runtime options for serving one model on a small CPU.
+
+    - ``intra_op_num_threads`` is set explicitly: ORT's default is one thread per *logical* core
+      of the whole machine, which ignores the process's thread setting and oversubscribes a
+      container or a box that also decodes images;
+    - one inter-op thread and sequential execution: a CNN is a chain of operators, there is nothing
+      to run in parallel between them;
+    - all graph optimisations (Conv+BN+activation fusion, constant folding, layout transforms).
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or inference_threads()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3  # errors only: ORT's warnings about unused initializers are noise
+    return so
+
+
+class OnnxBackend:
+    """ONNX Runtime on the CPU. One ``InferenceSession`` per file, created here, reused for every
+    call (``run`` is thread-safe)."""
+
+    def __init__(self, path: str | os.PathLike, *, name: str = "onnx", threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.name = name
+        self.threads = threads or inference_threads()
+        if not self.path.is_file():
+            raise ModelFormatError(f"{self.path} does not exist: run `image-classifier export {self.path.parent}`")
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), session_options(self.threads), providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:  # noqa: BLE001 - ORT raises its own pybind types (InvalidProtobuf, Fail, ...)
+            raise ModelFormatError(
+                f"{self.path} is not a usable ONNX model ({type(err).__name__}: {str(err).strip()[:300]}); "
+                f"re-create it with `image-classifier export {self.path.parent}`"
+            ) from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise ModelFormatError(f"{self.path}: expected one image input, found {len(inputs)} inputs")
+        self.input_name = inputs[0].name
+        self.input_shape = list(inputs[0].shape)
+        self.output_name = ONNX_OUTPUT if any(o.name == ONNX_OUTPUT for o in outputs) else outputs[0].name
+        self.output_shape = list(next(o.shape for o in outputs if o.name == self.output_name))
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def predict_tensor(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
+        if isinstance(batch, torch.Tensor):
+            batch = batch.detach().numpy()  # shares memory: no copy for a contiguous float32 batch
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def describe(self) -> str:
+        import onnxruntime as ort
+
+        return f"ONNX Runtime {ort.__version__} CPU on {self.path.name} ({self.threads} threads)"
+
+
+def onnx_path(model_dir: str | os.PathLike, card: dict, name: str = "onnx") -> Path:
+    """Where ``name``'s ONNX file is: as recorded in the card by export, else the default name."""
+    key = "onnx_int8" if name == "onnx-int8" else "onnx"
+    record = (card.get("exports") or {}).get(key) or {}
+    default = ONNX_INT8_NAME if name == "onnx-int8" else ONNX_NAME
+    return Path(model_dir) / record.get("file", default)
+
+
+def open_onnx_backend(model_dir: str | os.PathLike, card: dict, name: str = "onnx",
+                      threads: int | None = None) -> OnnxBackend:
+    """An :class:`OnnxBackend` for a saved model's exported file, checked against the model card:
+    a missing, corrupted, replaced or foreign ``.onnx`` file raises ``ModelFormatError`` saying
+    what to re-run, never silently predicts with the wrong network."""
+    from image_classifier.export.metadata import check_against_card
+
+    path = onnx_path(model_dir, card, name)
+    key = "onnx_int8" if name == "onnx-int8" else "onnx"
+    record = (card.get("exports") or {}).get(key) or {}
+    flag = " --quantize int8" if name == "onnx-int8" else ""
+    if not path.is_file():
+        raise ModelFormatError(
+            f"{model_dir} has no {path.name}: run `image-classifier export {model_dir}{flag}` "
+            f"(or choose another --backend)"
+        )
+    expected = record.get("sha256")
+    if expected and sha256_file(path) != expected:
+        raise ModelFormatError(
+            f"{path} does not match the checksum recorded when it was exported (corrupted or replaced); "
+            f"re-run `image-classifier export {model_dir}{flag}`"
+        )
+    backend = OnnxBackend(path, name=name, threads=threads)
+    check_against_card(backend.metadata, card, path, input_shape=backend.input_shape,
+                       output_shape=backend.output_shape)
+    return backend
+
+
+def create_backend(name: str, model_dir: str | os.PathLike | None, card: dict,
+                   module_loader: Callable[[], torch.nn.Module], *, threads: int | None = None) -> Backend:
+    """Build the concrete backend ``name`` for a saved model. ``module_loader`` gives the PyTorch
+    network and is only called by the torch backends, so an ONNX-served model never loads it."""
+    if name == "torch":
+        return TorchBackend(module_loader())
+    if name == "torch-bf16":
+        return TorchBackend(module_loader(), bf16=True)
+    if name in ("onnx", "onnx-int8"):
+        if model_dir is None:
+            raise ValueError(f"backend {name!r} needs a saved model directory with an exported file")
+        return open_onnx_backend(model_dir, card, name, threads=threads)
+    raise ValueError(f"unknown backend {name!r}")

@@ -1,0 +1,225 @@
+"""``--backend auto``: the fastest backend for this model, measured on this machine, once.
+
+Which backend wins depends on the CPU (on the project's AMD EPYC, ONNX Runtime runs MobileNetV2 at
+batch 1 about 2x faster than eager PyTorch, while for ResNet-50 bf16 PyTorch can tie it; on Intel
+CPUs with AMX the ranking changes again), so it is measured, not assumed. The first ``auto`` load
+on a machine times every eligible backend at batch 1 (a few seconds, interleaved so load noise
+hits all alike), picks the lowest median and records it in ``MODEL_DIR/backend.json``; later loads
+read the record. A record is only reused for the same CPU model, core and thread count, library
+versions and the same model files (weights, ONNX files, accuracy checks): change any and it is
+measured again.
+
+Eligible backends:
+- ``torch`` always;
+- ``onnx`` when ``model.onnx`` exists (written and verified by ``image-classifier export``).
+  Without it auto does *not* export on the fly: export writes a file as large as the weights into
+  the model directory (1 GB for the study's simple CNN), verifies it and may be run on a read-only
+  or shared directory; serving start-up should not do that silently. Auto says so in its log line
+  and names the command to run;
+- reduced precision (``torch-bf16``, ``onnx-int8``) only when export measured its accuracy on
+  labelled images and it lost at most the allowed number of images (see ``export --eval-data``),
+  and bf16 only on CPUs with native bf16.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from image_classifier.inference import REDUCED_PRECISION
+
+log = logging.getLogger(__name__)
+
+RECORD_NAME = "backend.json"
+RECORD_VERSION = 1
+
+
+@dataclass
+class BackendChoice:
+    name: str
+    reason: str
+    timings_ms: dict[str, float] = field(default_factory=dict)  # backend -> median bs1 latency
+    from_record: bool = False
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_fingerprint() -> dict[str, Any]:
+    """What makes a timing transferable: CPU, cores, threads, library versions."""
+    import onnxruntime as ort
+    import torch
+
+    from image_classifier.inference.backends import inference_threads
+
+    return {
+        "cpu": cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "threads": inference_threads(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+    }
+
+
+def _accepted(card: dict, name: str) -> tuple[bool, str]:
+    check = ((card.get("exports") or {}).get("accuracy_checks") or {}).get(name)
+    if not check:
+        return False, (f"its accuracy was never measured (run `image-classifier export MODEL_DIR "
+                       f"{'--quantize int8 ' if name == 'onnx-int8' else ''}--eval-data DATA`)")
+    if not check.get("accepted"):
+        return False, f"it lost {-check.get('change_images', 0)} of {check.get('images')} images at export"
+    return True, ""
+
+
+def candidates(model_dir: str | os.PathLike, card: dict) -> tuple[list[str], dict[str, str]]:
+    """Backends ``auto`` may choose for this model here, and why the others are left out."""
+    from image_classifier.inference.backends import bf16_supported, onnx_path
+
+    names = ["torch"]
+    skipped: dict[str, str] = {}
+    if onnx_path(model_dir, card, "onnx").is_file():
+        names.append("onnx")
+    else:
+        skipped["onnx"] = f"no model.onnx (run `image-classifier export {model_dir}`)"
+    for name in REDUCED_PRECISION:
+        if name == "torch-bf16" and not bf16_supported():
+            skipped[name] = "this CPU has no native bfloat16"
+            continue
+        if name == "onnx-int8" and not onnx_path(model_dir, card, name).is_file():
+            skipped[name] = "no model.int8.onnx"
+            continue
+        ok, why = _accepted(card, name)
+        if ok:
+            names.append(name)
+        else:
+            skipped[name] = why
+    return names, skipped
+
+
+def _model_fingerprint(card: dict, names: list[str]) -> dict[str, Any]:
+    exports = card.get("exports") or {}
+    return {
+        "weights_sha256": card.get("weights_sha256"),
+        "onnx_sha256": (exports.get("onnx") or {}).get("sha256"),
+        "onnx_int8_sha256": (exports.get("onnx_int8") or {}).get("sha256"),
+        "candidates": names,
+    }
+
+
+def _key(machine: dict, model: dict) -> str:
+    blob = json.dumps({"machine": machine, "model": model}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def read_records(model_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(model_dir) / RECORD_NAME
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as err:
+        log.warning("ignoring unreadable %s (%s); measuring again", path, err)
+        return {}
+    if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
+        return {}
+    return data.get("records") or {}
+
+
+def write_record(model_dir: str | os.PathLike, key: str, record: dict[str, Any]) -> bool:
+    """Add ``record`` to ``backend.json``; False (and a log line) when the directory is read-only."""
+    from image_classifier.saved_model import atomic_write_json
+
+    records = read_records(model_dir)
+    records[key] = record
+    try:
+        atomic_write_json(Path(model_dir) / RECORD_NAME, {"version": RECORD_VERSION, "records": records})
+    except OSError as err:
+        log.info("could not record the backend choice in %s (%s); it will be measured again next time",
+                 model_dir, err)
+        return False
+    return True
+
+
+def _format_timings(timings: dict[str, float]) -> str:
+    return ", ".join(f"{n} {t:.1f} ms" for n, t in sorted(timings.items(), key=lambda kv: kv[1]))
+
+
+def decide(timings: dict[str, float]) -> str:
+    """The backend with the lowest median batch-1 latency."""
+    return min(timings, key=timings.__getitem__)
+
+
+def choose_backend(model_dir: str | os.PathLike, card: dict | None = None, *, remeasure: bool = False,
+                   config: Any = None, classifiers: dict[str, Any] | None = None) -> BackendChoice:
+    """Resolve ``auto`` for a saved model: the recorded choice for this machine, or measure now.
+
+    ``classifiers``: already opened classifiers per backend to measure (saves re-opening them);
+    on return it also holds every backend that was opened, so the caller can reuse the winner.
+    """
+    from image_classifier.evaluate.speed import SpeedConfig
+    from image_classifier.inference.timing import measure_classifiers, open_backends
+    from image_classifier.saved_model import read_card
+
+    card = card if card is not None else read_card(model_dir)
+    names, skipped = candidates(model_dir, card)
+    machine = machine_fingerprint()
+    model = _model_fingerprint(card, names)
+    key = _key(machine, model)
+    if len(names) == 1:
+        return BackendChoice(names[0], f"the only backend available ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})",
+                             skipped=skipped)
+    if not remeasure:
+        record = read_records(model_dir).get(key)
+        if record and record.get("chosen") in names:
+            timings = record.get("latency_ms_p50") or {}
+            return BackendChoice(
+                record["chosen"],
+                f"fastest at batch 1 when measured on this machine on {record.get('measured_at', '?')}: "
+                f"{_format_timings(timings)} (recorded in {RECORD_NAME})",
+                timings, from_record=True, skipped=skipped,
+            )
+    opened = classifiers if classifiers is not None else {}
+    missing = [n for n in names if n not in opened]
+    if missing:
+        more, failed = open_backends(model_dir, missing)
+        opened.update(more)
+        for name, why in failed.items():
+            # Auto means "the best that works": a broken ONNX file is reported, torch still serves.
+            log.warning("auto backend: leaving out %s: %s", name, why)
+            skipped[name] = why
+    usable = [n for n in names if n in opened]
+    config = config or SpeedConfig(warmup=3, repeats=30, time_budget_s=6.0, min_repeats=8)
+    t0 = time.perf_counter()
+    results = measure_classifiers({n: opened[n] for n in usable}, config=config, throughput=False)
+    timings = {n: r["latency_ms_p50"] for n, r in results.items()}
+    chosen = decide(timings)
+    log.debug("measured backends in %.1f s", time.perf_counter() - t0)
+    record = {
+        "chosen": chosen,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine,
+        "model": model,
+        "latency_ms_p50": timings,
+        "latency_ms_p95": {n: r["latency_ms_p95"] for n, r in results.items()},
+        "repeats": {n: r["latency_repeats"] for n, r in results.items()},
+        "skipped": skipped,
+    }
+    write_record(model_dir, key, record)
+    reason = f"fastest at batch 1, just measured on this machine: {_format_timings(timings)}"
+    return BackendChoice(chosen, reason, timings, from_record=False, skipped=skipped)

@@ -1,0 +1,170 @@
+"""Measuring backends against each other on this machine, fairly.
+
+Backends are timed *interleaved*: each round calls every backend once, in turn, so a burst of load
+from another process hits all of them alike instead of whichever happened to be running. Figures are
+medians (and 95th percentiles) of wall time after untimed warm-up calls.
+
+Three figures per backend, as the issue asks:
+- model only, batch 1: ``predict_tensor`` on a ready normalised tensor (softmax included);
+- end to end, batch 1: image file -> probabilities (read, decode with JPEG draft mode, one resize,
+  normalise, forward), when a sample image is given;
+- throughput at batch ``config.throughput_batch`` (images per second).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from image_classifier.evaluate.speed import SpeedConfig, latency_summary
+
+log = logging.getLogger(__name__)
+
+BASELINE = "torch"
+
+
+def interleaved_times(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats: int,
+                      time_budget_s: float = float("inf"), min_repeats: int = 1) -> dict[str, np.ndarray]:
+    """Seconds per call of each function, measured in rounds (one call of each per round)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    start = time.perf_counter()
+    for i in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        if i + 1 >= min_repeats and time.perf_counter() - start > time_budget_s:
+            log.debug("time budget reached after %d of %d rounds", i + 1, repeats)
+            break
+    return {name: np.asarray(ts) for name, ts in times.items()}
+
+
+def open_backends(model_dir: str | os.PathLike, names: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Load the model once and give a :class:`~image_classifier.saved_model.Classifier` per backend
+    (sharing the PyTorch module and the preprocessing). Backends that cannot be opened (no exported
+    file, a corrupted one) are returned in the second dict with the reason."""
+    from image_classifier.errors import ImageClassifierError
+    from image_classifier.saved_model import load_model
+
+    base = load_model(model_dir, backend="torch")
+    classifiers: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for name in names:
+        if name == "torch":
+            classifiers[name] = base
+            continue
+        try:
+            classifiers[name] = base.with_backend(name)
+        except ImageClassifierError as err:
+            skipped[name] = str(err)
+    return classifiers, skipped
+
+
+def measure_classifiers(classifiers: dict[str, Any], *, sample_image: str | os.PathLike | None = None,
+                        config: SpeedConfig | None = None, throughput: bool = True) -> dict[str, dict]:
+    """Latency (model only and end to end) and throughput of already loaded classifiers."""
+    import torch
+    from PIL import Image
+
+    config = config or SpeedConfig()
+    if not classifiers:
+        return {}
+    any_clf = next(iter(classifiers.values()))
+    one = any_clf.preprocess([Image.new("RGB", (64, 48), (127, 127, 127))])
+    # A little noise so the probabilities compared below are not those of a flat grey picture.
+    one = one + 0.1 * torch.from_numpy(np.random.default_rng(0).standard_normal(one.shape).astype(np.float32))
+    ref = classifiers[BASELINE].predict_tensor(one) if BASELINE in classifiers else None
+
+    results: dict[str, dict] = {}
+    lat = interleaved_times(
+        {n: (lambda c=c: c.predict_tensor(one)) for n, c in classifiers.items()},
+        warmup=config.warmup, repeats=config.repeats, time_budget_s=config.time_budget_s,
+        min_repeats=config.min_repeats,
+    )
+    for name, clf in classifiers.items():
+        s = latency_summary(lat[name])
+        results[name] = {
+            "description": clf.backend.describe(),
+            "latency_ms_p50": s["p50_ms"], "latency_ms_p95": s["p95_ms"], "latency_repeats": s["repeats"],
+            "max_abs_diff_vs_torch": float(np.abs(clf.predict_tensor(one) - ref).max()) if ref is not None else None,
+        }
+    if sample_image is not None:
+        path = str(sample_image)
+        e2e = interleaved_times(
+            {n: (lambda c=c: c.predict([path])) for n, c in classifiers.items()},
+            warmup=config.warmup, repeats=config.e2e_repeats, time_budget_s=config.time_budget_s,
+            min_repeats=config.min_repeats,
+        )
+        for name in classifiers:
+            s = latency_summary(e2e[name])
+            results[name].update(e2e_latency_ms_p50=s["p50_ms"], e2e_latency_ms_p95=s["p95_ms"],
+                                 e2e_repeats=s["repeats"])
+    if throughput:
+        batch = one.expand(config.throughput_batch, *one.shape[1:]).contiguous()
+        thr = interleaved_times(
+            {n: (lambda c=c: c.predict_tensor(batch)) for n, c in classifiers.items()},
+            warmup=1, repeats=config.throughput_repeats, time_budget_s=config.time_budget_s,
+            min_repeats=min(config.min_repeats, config.throughput_repeats),
+        )
+        for name in classifiers:
+            results[name].update(throughput_ips=config.throughput_batch / float(np.median(thr[name])),
+                                 throughput_batch=config.throughput_batch)
+    base = results.get(BASELINE)
+    if base:
+        for res in results.values():
+            res["speedup_latency"] = base["latency_ms_p50"] / res["latency_ms_p50"]
+            if "e2e_latency_ms_p50" in res:
+                res["speedup_e2e"] = base["e2e_latency_ms_p50"] / res["e2e_latency_ms_p50"]
+            if "throughput_ips" in res:
+                res["speedup_throughput"] = res["throughput_ips"] / base["throughput_ips"]
+    return results
+
+
+def measure_backends(model_dir: str | os.PathLike, backends: Sequence[str] | None = None, *,
+                     sample_image: str | os.PathLike | None = None, config: SpeedConfig | None = None,
+                     throughput: bool = True) -> dict[str, Any]:
+    """Measure each backend of a saved model on this machine (for ``compare``'s report).
+
+    ``backends``: concrete names (default: every backend this model can run here: ``torch``, plus
+    ``onnx``/``onnx-int8`` when exported, plus ``torch-bf16`` on CPUs with native bf16).
+    Returns a JSON-ready dict::
+
+        {"model_dir", "architecture", "machine": {...}, "baseline": "torch", "config": {...},
+         "backends": {name: {"description", "latency_ms_p50", "latency_ms_p95", "latency_repeats",
+                             "e2e_latency_ms_p50", "e2e_latency_ms_p95" (with sample_image),
+                             "throughput_ips", "throughput_batch", "speedup_latency", "speedup_e2e",
+                             "speedup_throughput", "max_abs_diff_vs_torch"}},
+         "skipped": {name: reason}, "fastest": name (lowest model-only latency)}
+    """
+    from image_classifier.inference.backends import bf16_supported
+    from image_classifier.inference.selection import machine_fingerprint
+
+    config = config or SpeedConfig()
+    if backends is None:
+        backends = ["torch", "onnx", "onnx-int8"] + (["torch-bf16"] if bf16_supported() else [])
+    names = list(dict.fromkeys([BASELINE, *backends]))  # the baseline always runs, first
+    classifiers, skipped = open_backends(model_dir, names)
+    results = measure_classifiers(classifiers, sample_image=sample_image, config=config, throughput=throughput)
+    for name in names:
+        if name not in skipped and name not in results:
+            skipped[name] = "not measured"
+    fastest = min(results, key=lambda n: results[n]["latency_ms_p50"]) if results else None
+    any_clf = classifiers[BASELINE]
+    return {
+        "model_dir": str(Path(model_dir)),
+        "architecture": any_clf.architecture,
+        "machine": machine_fingerprint(),
+        "baseline": BASELINE,
+        "config": config.to_dict(),
+        "backends": {n: results[n] for n in names if n in results},
+        "skipped": skipped,
+        "fastest": fastest,
+    }
