@@ -69,19 +69,34 @@ class InMemoryRequest(Request):
         return io.BytesIO()
 
 
-def status_for_unreadable(err: UnreadableImageError) -> int:
+# Leading bytes of the formats the data layer decodes. A file that starts like one of them but
+# cannot even be identified is a broken image (400), not "not an image" (415).
+_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _starts_like_an_image(data: bytes) -> bool:
+    return data.startswith(_IMAGE_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+def status_for_unreadable(err: UnreadableImageError, data: bytes = b"") -> int:
     """Map the data layer's reason to an HTTP status.
 
-    415: the bytes are not an image in a supported format (text, PDF, HEIC, SVG, unknown, an
-    unconvertible colour mode). 413: an image whose declared pixel count is over the decompression
-    bomb limit. 400: everything else, i.e. an image that cannot be decoded (truncated, corrupt, empty).
+    413: an image whose declared pixel count is over the decompression-bomb limit. 415: bytes that
+    are not an image in a supported format (text, PDF, HEIC, SVG, unknown, an unconvertible colour
+    mode). 400: an image that cannot be decoded (truncated, corrupt), or nothing at all.
     """
     reason = err.reason.lower()
     if reason.startswith("too many pixels"):
         return 413
     if reason.startswith(("not an image", "heic", "svg", "unsupported colour mode")):
-        return 415
+        return 400 if _starts_like_an_image(data) else 415
     return 400
+
+
+def _reason(err: UnreadableImageError, data: bytes) -> str:
+    if err.reason.lower().startswith("not an image") and _starts_like_an_image(data):
+        return "truncated or corrupt image: the file starts like an image but cannot be decoded"
+    return err.reason
 
 
 def _parse_top_k(raw: str | None, default: int) -> int:
@@ -149,7 +164,8 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
     app.request_class = InMemoryRequest
     app.config.update(
         MAX_CONTENT_LENGTH=max_upload_bytes + MULTIPART_SLACK_BYTES,
-        MAX_FORM_MEMORY_SIZE=64 * 1024,  # the small text fields (model, top_k)
+        # Caps the text fields (model, top_k) and the parser's look-ahead buffer (64 KiB reads).
+        MAX_FORM_MEMORY_SIZE=1024 * 1024,
         MAX_FORM_PARTS=16,
         JSON_SORT_KEYS=False,
         PROPAGATE_EXCEPTIONS=False,
@@ -223,7 +239,7 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
         except NotReadyError as err:
             return jsonify(error=str(err)), 503, {"Retry-After": "1"}
         except UnreadableImageError as err:
-            raise ApiError(status_for_unreadable(err), err.reason) from None
+            raise ApiError(status_for_unreadable(err, data), _reason(err, data)) from None
         return jsonify(result.to_dict())
 
     @app.get("/api/openapi.json")

@@ -169,7 +169,7 @@ def _schemas() -> dict[str, Any]:
         "Model": {
             "type": "object",
             "required": ["name", "architecture", "classes", "default", "input_size", "test",
-                         "latency_ms_median", "requests"],
+                         "validation_accuracy", "offline_latency_ms", "latency_ms_median", "requests"],
             "additionalProperties": False,
             "properties": {
                 "name": {"type": "string"},
@@ -188,6 +188,10 @@ def _schemas() -> dict[str, Any]:
                         "n": {"type": "integer"},
                     },
                 },
+                "validation_accuracy": {**number_or_null,
+                                        "description": "Best validation accuracy, from the run's metrics.json."},
+                "offline_latency_ms": {**number_or_null,
+                                       "description": "File-to-label latency at batch 1 measured by compare."},
                 "latency_ms_median": {**number_or_null,
                                       "description": "Median server time of this model's recent requests."},
                 "requests": {"type": "integer", "minimum": 0},

@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from image_classifier.errors import ImageClassifierError, ModelFormatError
+from image_classifier.runs import BEST_NAME, MODELS_DIR, read_best_pointer
 from image_classifier.saved_model import CARD_NAME, read_card
 
 log = logging.getLogger(__name__)
 
-MODELS_DIR = "models"
-BEST_NAME = "best"
 METRICS_NAME = "metrics.json"
 # How many recent request timings each model keeps for the median shown on the page.
 LATENCY_WINDOW = 200
@@ -54,7 +53,7 @@ class ModelEntry:
     name: str
     path: Path
     card: dict[str, Any]
-    test_metrics: dict[str, Any] | None = None  # from the run's metrics.json, when it has this model
+    metrics: dict[str, Any] | None = None  # this model's entry in the run's metrics.json, if any
 
 
 @dataclass(frozen=True)
@@ -68,83 +67,78 @@ def _is_model_dir(path: Path) -> bool:
     return (path / CARD_NAME).is_file()
 
 
-def _read_best(run_dir: Path, names: Sequence[str], dirs: dict[str, Path]) -> str | None:
-    """The model ``runs/NAME/best`` points at: a symlink to its directory, or a small text/JSON file
-    holding its name or relative path. None when there is no ``best``."""
-    best = run_dir / BEST_NAME
-    if not best.exists() and not best.is_symlink():
+def _read_best(run_dir: Path, dirs: dict[str, Path]) -> str | None:
+    """The model the run's ``best`` pointer designates (see :mod:`image_classifier.runs`), or None."""
+    target = read_best_pointer(run_dir)
+    if target is None:
         return None
-    if best.is_dir():  # a symlink (or a copy) of one model directory
-        target = best.resolve()
-        for name, path in dirs.items():
-            if path.resolve() == target:
-                return name
-        if _is_model_dir(best):  # a copy: match it by its card
-            return None
-    text = best.read_text(errors="replace").strip() if best.is_file() else ""
-    candidates: list[str] = []
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            data = {}
-        for key in ("name", "model", "arch", "architecture", "path"):
-            if isinstance(data.get(key), str):
-                candidates.append(data[key])
-    elif text:
-        candidates.append(text.splitlines()[0].strip())
-    for cand in candidates:
-        if cand in names:
-            return cand
-        resolved = (run_dir / cand).resolve()
-        for name, path in dirs.items():
-            if path.resolve() == resolved:
-                return name
+    for name, path in dirs.items():
+        if path.resolve() == target:
+            return name
     raise ModelFormatError(
-        f"{best} does not name one of the run's models ({', '.join(names)}); "
-        "re-run `image-classifier compare` or serve one model directory instead")
+        f"{run_dir / BEST_NAME} points at {target}, which is not one of the run's models "
+        f"({', '.join(dirs)}); re-run `image-classifier compare` or serve one model directory instead")
 
 
 def _metrics_by_model(metrics: Any) -> dict[str, dict[str, Any]]:
-    """Per-model test metrics from a run's metrics.json, accepting the two natural layouts:
-    ``{"models": {name: {...}}}`` / ``{"models": [{"name": ..., ...}]}`` or ``{name: {...}}``."""
-    if not isinstance(metrics, dict):
+    """``{name: entry}`` from compare's metrics.json (``{"models": [{"name": ..., "test": ...}, ...]}``)."""
+    models = metrics.get("models") if isinstance(metrics, dict) else None
+    if not isinstance(models, list):
         return {}
-    models = metrics.get("models", metrics)
-    if isinstance(models, list):
-        return {str(m.get("name") or m.get("arch") or m.get("architecture")): m for m in models if isinstance(m, dict)}
-    if isinstance(models, dict):
-        return {str(k): v for k, v in models.items() if isinstance(v, dict)}
-    return {}
+    return {m["name"]: m for m in models if isinstance(m, dict) and isinstance(m.get("name"), str)}
 
 
 def test_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The few test numbers the page shows (accuracy, its CI, macro-F1, n), wherever the run put them."""
-    if not metrics:
+    """The test numbers the page shows (accuracy, its 95 % CI, macro-F1, n) from a model's entry in
+    metrics.json; None when the model was not evaluated."""
+    test = (metrics or {}).get("test")
+    if not isinstance(test, dict) or not isinstance(test.get("accuracy"), (int, float)):
         return None
-    test = metrics.get("test") if isinstance(metrics.get("test"), dict) else metrics
-    acc = test.get("accuracy")
-    if isinstance(acc, dict):  # {"value": .., "ci": [..]} style
-        ci = acc.get("ci") or acc.get("ci95")
-        acc = acc.get("value", acc.get("mean"))
-    else:
-        ci = test.get("accuracy_ci") or test.get("accuracy_ci95")
-    if not isinstance(acc, (int, float)):
-        return None
-    out: dict[str, Any] = {"accuracy": float(acc)}
+    out: dict[str, Any] = {"accuracy": float(test["accuracy"])}
+    ci = test.get("accuracy_ci")
     if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
         out["accuracy_ci95"] = [float(ci[0]), float(ci[1])]
-    for key in ("macro_f1", "n"):
-        if isinstance(test.get(key), (int, float)):
-            out[key] = test[key]
+    if isinstance(test.get("macro_f1"), (int, float)):
+        out["macro_f1"] = float(test["macro_f1"])
+    if isinstance(test.get("n"), int):
+        out["n"] = test["n"]
     return out
+
+
+def _number(obj: Any, *keys: str) -> float | None:
+    for key in keys:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return float(obj) if isinstance(obj, (int, float)) and not isinstance(obj, bool) else None
+
+
+def _read_metrics(run_dir: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """Per-model entries of ``run_dir/metrics.json`` (written by compare) and its selected model."""
+    path = run_dir / METRICS_NAME
+    if not path.is_file():
+        return {}, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("ignoring %s: %s", path, err)
+        return {}, None
+    selected = data.get("selection", {}).get("best") if isinstance(data, dict) else None
+    return _metrics_by_model(data), selected if isinstance(selected, str) else None
+
+
+def _run_of_model_dir(model_dir: Path) -> Path | None:
+    """``runs/NAME`` when ``model_dir`` is ``runs/NAME/models/<arch>`` (or ``runs/NAME/best``)."""
+    resolved = model_dir.resolve()
+    if resolved.parent.name == MODELS_DIR and (resolved.parent.parent / METRICS_NAME).is_file():
+        return resolved.parent.parent
+    return None
 
 
 def discover(paths: Sequence[str | os.PathLike], only: Sequence[str] | None = None) -> Discovery:
     """Find the models to serve under ``paths`` (model directories and/or run directories).
 
-    ``only`` restricts a run to the named models. The default model is the run's ``best``, else
-    the one with the highest test accuracy, else the first one found.
+    Reads the cards only, no weights. ``only`` restricts a run to the named models. A run's
+    default model is the one its ``best`` pointer designates (compare selects it on validation
+    accuracy), else the one with the highest validation accuracy, else the first.
     """
     if not paths:
         raise ModelFormatError("no model to serve: give a saved model directory or a runs/NAME directory")
@@ -156,8 +150,11 @@ def discover(paths: Sequence[str | os.PathLike], only: Sequence[str] | None = No
         if not path.exists():
             raise ModelFormatError(f"{path} does not exist: give a saved model directory or a runs/NAME directory")
         if _is_model_dir(path):
+            # A model inside a run (runs/NAME/best, runs/NAME/models/x) still shows its test metrics.
+            parent_run = _run_of_model_dir(path)
+            metrics = _read_metrics(parent_run)[0].get(path.resolve().name) if parent_run else None
             name = path.resolve().name
-            entries.append(ModelEntry(_unique(name, entries), path, read_card(path)))
+            entries.append(ModelEntry(_unique(name, entries), path, read_card(path), metrics))
             continue
         models_dir = path / MODELS_DIR
         dirs = {p.name: p for p in sorted(models_dir.iterdir()) if _is_model_dir(p)} if models_dir.is_dir() else {}
@@ -166,29 +163,24 @@ def discover(paths: Sequence[str | os.PathLike], only: Sequence[str] | None = No
                 f"{path} is neither a saved model (no {CARD_NAME}) nor a run directory (no {MODELS_DIR}/*/{CARD_NAME}); "
                 "train one with `image-classifier train` or `image-classifier compare`")
         run_dir = path
-        metrics: dict[str, dict[str, Any]] = {}
-        metrics_path = path / METRICS_NAME
-        if metrics_path.is_file():
-            try:
-                metrics = _metrics_by_model(json.loads(metrics_path.read_text()))
-            except (OSError, json.JSONDecodeError) as err:
-                log.warning("ignoring %s: %s", metrics_path, err)
-        best = _read_best(path, list(dirs), dirs)
+        metrics_by_model, selected = _read_metrics(path)
+        best = _read_best(path, dirs) or (selected if selected in dirs else None)
         chosen = list(dirs)
         if only:
             missing = [n for n in only if n not in dirs]
             if missing:
                 raise ModelFormatError(f"{path} has no model {', '.join(missing)}; it has {', '.join(dirs)}")
             chosen = [n for n in dirs if n in only]
-        run_entries = [ModelEntry(_unique(n, entries), dirs[n], read_card(dirs[n]), metrics.get(n)) for n in chosen]
+        run_entries = [ModelEntry(_unique(n, entries), dirs[n], read_card(dirs[n]), metrics_by_model.get(n))
+                       for n in chosen]
         entries.extend(run_entries)
         if default is None:
-            by_name = {e.path.name: e.name for e in run_entries}
-            if best in by_name:
-                default = by_name[best]
+            by_dir = {e.path.name: e.name for e in run_entries}
+            if best in by_dir:
+                default = by_dir[best]
             else:
-                scored = [(test_summary(e.test_metrics) or {}).get("accuracy", -1.0) for e in run_entries]
-                default = run_entries[scored.index(max(scored))].name
+                scores = [_number(e.metrics, "validation", "accuracy") or -1.0 for e in run_entries]
+                default = run_entries[scores.index(max(scores))].name
     return Discovery(entries, default or entries[0].name, run_dir)
 
 
@@ -244,7 +236,9 @@ class ServedModel:
             "classes": self.classes,
             "default": default,
             "input_size": pre.get("input_size"),
-            "test": test_summary(self.entry.test_metrics),
+            "test": test_summary(self.entry.metrics),
+            "validation_accuracy": _number(self.entry.metrics, "validation", "accuracy"),
+            "offline_latency_ms": _number(self.entry.metrics, "speed", "e2e_latency_ms_p50"),
             "latency_ms_median": None if median is None else round(median, 2),
             "requests": self.latency.count,
         }

@@ -94,9 +94,12 @@
     } else {
       $("info-accuracy").textContent = "not evaluated";
     }
-    $("info-latency").textContent = m.latency_ms_median == null
+    const parts = [];
+    parts.push(m.latency_ms_median == null
       ? "no request yet"
-      : `${ms(m.latency_ms_median)} median over the last ${Math.min(m.requests, 200)} requests`;
+      : `${ms(m.latency_ms_median)} median here (last ${Math.min(m.requests, 200)} requests)`);
+    if (m.offline_latency_ms != null) parts.push(`${ms(m.offline_latency_ms)} measured by compare`);
+    $("info-latency").textContent = parts.join(" · ");
     $("info-classes").textContent = m.classes.join(", ");
   }
 

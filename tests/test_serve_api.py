@@ -1,0 +1,609 @@
+"""The serve API with a real trained model and real image files: Flask's test client for the
+behaviour, real HTTP through waitress for limits, concurrency and the command line.
+
+Every response a test sees is also checked against the server's own OpenAPI document.
+"""
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from serve_fixtures import CLASSES, COLOURS, HTML_CLASS, colour_image, encode, make_run, train_colour_model
+
+from image_classifier.serve import ModelStore, create_app
+from image_classifier.serve.server import BackgroundServer
+
+RED, GREEN, BLUE = CLASSES
+
+
+# ---- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return train_colour_model(tmp_path_factory.mktemp("serve") / "colours")
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory, model_dir) -> Path:
+    return make_run(tmp_path_factory.mktemp("runs") / "demo", model_dir)
+
+
+@pytest.fixture(scope="session")
+def store(run_dir) -> ModelStore:
+    return ModelStore.from_paths([run_dir]).load()
+
+
+@pytest.fixture(scope="session")
+def app(store):
+    return create_app(store)
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def openapi(app) -> dict:
+    return app.test_client().get("/api/openapi.json").get_json()
+
+
+@pytest.fixture()
+def api(client, openapi):
+    """Calls the API and checks every answer against the OpenAPI document."""
+
+    class Api:
+        def post(self, path: str, **kw):
+            response = client.post(path, **kw)
+            check_response(openapi, path.split("?")[0], "post", response.status_code, response.get_json())
+            return response
+
+        def get(self, path: str, **kw):
+            response = client.get(path, **kw)
+            check_response(openapi, path.split("?")[0], "get", response.status_code, response.get_json())
+            return response
+
+    return Api()
+
+
+def red_jpeg(seed: int = 1) -> bytes:
+    return encode(colour_image(COLOURS[RED], seed=seed))
+
+
+# ---- a small JSON-schema checker for the subset of JSON Schema the OpenAPI document uses ------
+
+def _resolve(doc: dict, schema: dict) -> dict:
+    while "$ref" in schema:
+        node: object = doc
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]  # type: ignore[index]
+        schema = node  # type: ignore[assignment]
+    return schema
+
+
+_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def validate(doc: dict, schema: dict, value: object, where: str = "$") -> None:
+    schema = _resolve(doc, schema)
+    types = schema.get("type")
+    if types is not None:
+        types = [types] if isinstance(types, str) else types
+        ok = False
+        for t in types:
+            if t == "integer":
+                ok |= isinstance(value, int) and not isinstance(value, bool)
+            elif t == "number":
+                ok |= isinstance(value, (int, float)) and not isinstance(value, bool)
+            else:
+                ok |= isinstance(value, _TYPES[t])
+        assert ok, f"{where}: {value!r} is not of type {types}"
+    if value is None:
+        return
+    if "enum" in schema:
+        assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
+    if "minimum" in schema:
+        assert value >= schema["minimum"], f"{where}: {value} < {schema['minimum']}"
+    if "maximum" in schema:
+        assert value <= schema["maximum"], f"{where}: {value} > {schema['maximum']}"
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            assert key in value, f"{where}: missing {key!r}"
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if key in props:
+                validate(doc, props[key], item, f"{where}.{key}")
+            elif extra is False:
+                raise AssertionError(f"{where}: unexpected property {key!r}")
+            elif isinstance(extra, dict):
+                validate(doc, extra, item, f"{where}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            validate(doc, schema["items"], item, f"{where}[{i}]")
+
+
+def check_response(doc: dict, path: str, method: str, status: int, body: object) -> None:
+    operation = doc["paths"][path][method]
+    assert str(status) in operation["responses"], f"{method.upper()} {path} answered {status}, not documented"
+    content = operation["responses"][str(status)].get("content", {})
+    schema = content["application/json"]["schema"]
+    assert body is not None, f"{method.upper()} {path} {status}: body is not JSON"
+    validate(doc, schema, body)
+
+
+# ---- predictions ---------------------------------------------------------------------------------
+
+def test_predict_multipart_gives_the_right_class_and_a_full_answer(api):
+    for name, rgb in COLOURS.items():
+        r = api.post("/api/predict", data={"file": (io.BytesIO(encode(colour_image(rgb, seed=7))), "photo.jpg")})
+        assert r.status_code == 200, r.get_json()
+        body = r.get_json()
+        assert body["label"] == name
+        assert body["model"] == "tiny_b"  # the run's best
+        assert set(body["probabilities"]) == set(CLASSES)
+        assert abs(sum(body["probabilities"].values()) - 1) < 1e-4
+        assert body["probabilities"][name] == max(body["probabilities"].values())
+        probs = [t["probability"] for t in body["top"]]
+        assert [t["label"] for t in body["top"]][0] == name and probs == sorted(probs, reverse=True)
+        assert len(body["top"]) == len(CLASSES)  # default top_k 5, capped at 3 classes
+        assert body["latency_ms"] > 0
+        assert body["latency_ms"] >= body["timing"]["decode_ms"]
+
+
+def test_raw_body_multipart_and_curl_default_content_type_agree(api):
+    data = red_jpeg()
+    answers = [
+        api.post("/api/predict", data={"file": (io.BytesIO(data), "a.jpg")}),
+        api.post("/api/predict", data=data, content_type="image/jpeg"),
+        api.post("/api/predict", data=data, content_type="application/octet-stream"),
+        # `curl --data-binary @photo.jpg` sends application/x-www-form-urlencoded: still the raw image.
+        api.post("/api/predict", data=data, content_type="application/x-www-form-urlencoded"),
+        api.post("/api/predict", data=data),
+    ]
+    assert all(a.status_code == 200 for a in answers)
+    first = answers[0].get_json()["probabilities"]
+    for a in answers[1:]:
+        assert a.get_json()["probabilities"] == pytest.approx(first, abs=1e-6)
+
+
+def test_png_named_jpg_is_read_from_its_content(api):
+    png = encode(colour_image(COLOURS[BLUE], seed=3), "PNG")
+    assert png.startswith(b"\x89PNG")
+    r = api.post("/api/predict", data={"file": (io.BytesIO(png), "holiday.jpg")}, content_type="multipart/form-data")
+    assert r.status_code == 200 and r.get_json()["label"] == BLUE
+
+
+def test_other_formats_modes_and_exif_orientation(api):
+    img = colour_image(COLOURS[GREEN], seed=5)
+    for fmt, kw in [("WEBP", {}), ("GIF", {}), ("BMP", {}), ("TIFF", {}), ("PNG", {})]:
+        r = api.post("/api/predict", data=encode(img, fmt, **kw))
+        assert r.status_code == 200 and r.get_json()["label"] == GREEN, fmt
+    rgba = img.convert("RGBA")
+    assert api.post("/api/predict", data=encode(rgba, "PNG")).get_json()["label"] == GREEN
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: a phone photo
+    r = api.post("/api/predict", data=encode(img, "JPEG", exif=exif.tobytes()))
+    assert r.status_code == 200 and r.get_json()["label"] == GREEN
+
+
+def test_model_choice_and_top_k(api):
+    data = red_jpeg()
+    r = api.post("/api/predict?model=tiny_a&top_k=1", data=data)
+    assert r.status_code == 200
+    body = r.get_json()
+    assert body["model"] == "tiny_a" and len(body["top"]) == 1 and body["top"][0]["label"] == RED
+    # form fields override the query string
+    r = api.post("/api/predict?model=nope&top_k=abc",
+                 data={"file": (io.BytesIO(data), "x.jpg"), "model": "tiny_a", "top_k": "2"})
+    assert r.status_code == 200 and r.get_json()["model"] == "tiny_a" and len(r.get_json()["top"]) == 2
+    r = api.post("/api/predict?top_k=1000", data=data)
+    assert r.status_code == 200 and len(r.get_json()["top"]) == len(CLASSES)
+
+
+@pytest.mark.parametrize("query", ["top_k=0", "top_k=-2", "top_k=abc", "top_k=1.5", "top_k=%00", "model=missing",
+                                   "model=%3Cscript%3E"])
+def test_bad_parameters_are_422(api, query):
+    r = api.post(f"/api/predict?{query}", data=red_jpeg())
+    assert r.status_code == 422
+    assert r.get_json()["error"]
+
+
+# ---- the error cases -----------------------------------------------------------------------------
+
+def test_truncated_jpeg_is_400(api):
+    data = red_jpeg()
+    for cut in (len(data) // 2, 200, 20):
+        r = api.post("/api/predict", data={"file": (io.BytesIO(data[:cut]), "cut.jpg")})
+        assert r.status_code == 400, (cut, r.get_json())
+        assert "truncated" in r.get_json()["error"] or "corrupt" in r.get_json()["error"]
+
+
+def test_text_and_other_non_images_are_415(api):
+    cases = {
+        "notes.txt": b"just some notes, not a photo\n",
+        "page.jpg": b"<!doctype html><html><body>404</body></html>",
+        "doc.pdf": b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\n",
+        "drawing.svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>',
+        "random.bin": bytes(range(256)) * 4,
+    }
+    for name, data in cases.items():
+        r = api.post("/api/predict", data={"file": (io.BytesIO(data), name)})
+        assert r.status_code == 415, (name, r.get_json())
+        assert r.get_json()["error"]
+
+
+def test_missing_and_empty_uploads_are_400(api):
+    assert api.post("/api/predict", data=b"").status_code == 400
+    assert api.post("/api/predict", data=b"", content_type="image/jpeg").status_code == 400
+    r = api.post("/api/predict", data={"file": (io.BytesIO(b""), "empty.jpg")})
+    assert r.status_code == 400 and "empty" in r.get_json()["error"]
+    r = api.post("/api/predict", data={"image": (io.BytesIO(red_jpeg()), "x.jpg")})
+    assert r.status_code == 400 and "'file'" in r.get_json()["error"]
+    r = api.post("/api/predict", data={"model": "tiny_a"}, content_type="multipart/form-data")
+    assert r.status_code == 400
+
+
+def test_oversized_uploads_are_413(store, openapi):
+    client = create_app(store, max_upload_bytes=50_000).test_client()
+    big = os.urandom(60_000)
+    for kwargs in ({"data": big, "content_type": "image/jpeg"},
+                   {"data": {"file": (io.BytesIO(big), "big.jpg")}}):
+        r = client.post("/api/predict", **kwargs)
+        check_response(openapi, "/api/predict", "post", r.status_code, r.get_json())
+        assert r.status_code == 413 and "limit" in r.get_json()["error"]
+    # exactly at the limit is accepted (and then judged on its content)
+    r = client.post("/api/predict", data={"file": (io.BytesIO(big[:50_000]), "x.jpg")})
+    assert r.status_code == 415
+
+
+def test_default_limit_is_10_mb(client):
+    r = client.post("/api/predict", data=b"\xff" * (10 * 1024 * 1024 + 1), content_type="image/jpeg")
+    assert r.status_code == 413
+
+
+def test_decompression_bomb_png_is_refused_without_decoding(api):
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, "PNG")  # 400 MP in a few tens of KB
+    data = buf.getvalue()
+    assert len(data) < 1_000_000
+    t0 = time.perf_counter()
+    r = api.post("/api/predict", data={"file": (io.BytesIO(data), "bomb.png")})
+    assert r.status_code == 413
+    assert "too many pixels" in r.get_json()["error"]
+    assert time.perf_counter() - t0 < 2.0  # refused from the header, not after decoding 400 MP
+
+
+def test_garbage_never_gives_500_or_a_traceback(client):
+    jpeg = red_jpeg()
+    png = encode(colour_image(COLOURS[GREEN]), "PNG")
+    gif = encode(colour_image(COLOURS[GREEN]), "GIF")
+    bmp = encode(colour_image(COLOURS[GREEN]), "BMP")
+    tif = encode(colour_image(COLOURS[GREEN]), "TIFF")
+    bodies = [b"\x00", b"\xff\xd8", b"\xff\xd8\xff\xe0" + b"\x00" * 50, b"\x89PNG\r\n\x1a\n", b"GIF89a", b"BM",
+              b"II*\x00", b"MM\x00*", b"RIFF\x00\x00\x00\x00WEBP", jpeg[:4] + os.urandom(400)]
+    for data in (jpeg, png, gif, bmp, tif):
+        bodies += [data[:n] for n in (8, 16, 33, 64, 100, len(data) // 3, len(data) - 1)]
+        corrupt = bytearray(data)
+        for i in range(40, len(corrupt), 97):
+            corrupt[i] ^= 0x5A
+        bodies.append(bytes(corrupt))
+    for data in bodies:
+        r = client.post("/api/predict", data=data, content_type="image/jpeg")
+        assert r.status_code in (200, 400, 413, 415), (data[:16], r.status_code, r.data[:200])
+        assert "Traceback" not in r.get_data(as_text=True)
+        assert set(r.get_json()) == ({"error"} if r.status_code != 200 else set(r.get_json()))
+    # malformed multipart bodies
+    for body, ctype in [(b"--x\r\nnot a part", "multipart/form-data; boundary=x"),
+                        (jpeg, "multipart/form-data"),
+                        (jpeg, "multipart/form-data; boundary="),
+                        (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\n" + jpeg[:100],
+                         "multipart/form-data; boundary=b")]:
+        r = client.post("/api/predict", data=body, content_type=ctype)
+        assert r.status_code in (400, 413, 415), (ctype, r.status_code, r.data[:200])
+        assert "error" in r.get_json()
+
+
+def test_unknown_routes_and_methods_are_json(client):
+    r = client.get("/api/nothing")
+    assert r.status_code == 404 and "error" in r.get_json()
+    r = client.get("/api/predict")
+    assert r.status_code == 405 and "error" in r.get_json() and "POST" in r.headers["Allow"]
+    r = client.delete("/api/models")
+    assert r.status_code == 405 and "error" in r.get_json()
+
+
+# ---- models, health, OpenAPI ---------------------------------------------------------------------
+
+def test_models_lists_the_run_with_its_best_and_test_metrics(api):
+    r = api.get("/api/models")
+    body = r.get_json()
+    assert r.status_code == 200
+    assert body["default"] == "tiny_b"
+    by_name = {m["name"]: m for m in body["models"]}
+    assert set(by_name) == {"tiny_a", "tiny_b"}
+    assert by_name["tiny_b"]["default"] and not by_name["tiny_a"]["default"]
+    assert by_name["tiny_b"]["test"]["accuracy"] == 0.9
+    assert by_name["tiny_b"]["test"]["accuracy_ci95"] == [0.8, 0.97]
+    assert by_name["tiny_b"]["validation_accuracy"] == 0.95
+    assert by_name["tiny_a"]["test"] is None  # not evaluated
+    assert by_name["tiny_b"]["classes"] == CLASSES and by_name["tiny_b"]["architecture"] == "alexnet_like"
+    assert body["limits"]["max_upload_bytes"] == 10 * 1024 * 1024
+
+
+def test_latency_median_counts_requests(store):
+    client = create_app(store).test_client()
+    before = {m["name"]: m["requests"] for m in client.get("/api/models").get_json()["models"]}
+    for _ in range(3):
+        assert client.post("/api/predict?model=tiny_a", data=red_jpeg()).status_code == 200
+    after = {m["name"]: m for m in client.get("/api/models").get_json()["models"]}
+    assert after["tiny_a"]["requests"] == before["tiny_a"] + 3
+    assert after["tiny_a"]["latency_ms_median"] > 0
+
+
+def test_health_is_ready_only_once_models_are_loaded(run_dir, openapi):
+    store = ModelStore.from_paths([run_dir])
+    client = create_app(store, load=False).test_client()
+    r = client.get("/api/health")
+    check_response(openapi, "/api/health", "get", r.status_code, r.get_json())
+    assert r.status_code == 503 and r.get_json()["status"] == "loading"
+    r = client.post("/api/predict", data=red_jpeg())
+    check_response(openapi, "/api/predict", "post", r.status_code, r.get_json())
+    assert r.status_code == 503 and r.headers["Retry-After"]
+    assert client.get("/api/models").status_code == 503
+    store.start_loading().join(timeout=60)
+    r = client.get("/api/health")
+    check_response(openapi, "/api/health", "get", r.status_code, r.get_json())
+    assert r.status_code == 200 and r.get_json() == {"status": "ready", "models": ["tiny_a", "tiny_b"],
+                                                     "default": "tiny_b"}
+    assert client.post("/api/predict", data=red_jpeg()).get_json()["label"] == RED
+
+
+def test_health_reports_a_failed_load(tmp_path, model_dir):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "weights.safetensors").write_bytes(b"not weights")
+    store = ModelStore.from_paths([broken])
+    client = create_app(store, load=False).test_client()
+    store.start_loading().join(timeout=60)
+    r = client.get("/api/health")
+    assert r.status_code == 503 and r.get_json()["status"] == "failed"
+    assert "weights" in r.get_json()["error"]
+
+
+def test_openapi_document_matches_the_routes(app, openapi):
+    assert openapi["openapi"].startswith("3.1")
+    routes: dict[str, set[str]] = {}
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/api/"):
+            routes.setdefault(rule.rule, set()).update(m.lower() for m in rule.methods - {"HEAD", "OPTIONS"})
+    documented = {path: set(ops) for path, ops in openapi["paths"].items()}
+    assert routes == documented
+    predict = openapi["paths"]["/api/predict"]["post"]
+    assert {p["name"] for p in predict["parameters"]} == {"model", "top_k"}
+    assert predict["parameters"][0]["schema"]["enum"] == ["tiny_a", "tiny_b"]
+    assert set(predict["responses"]) == {"200", "400", "413", "415", "422", "503"}
+    assert set(predict["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]) == {
+        "file", "model", "top_k"}
+
+
+def test_security_headers_everywhere(client):
+    for path in ("/", "/api/health", "/api/models", "/static/app.js", "/static/style.css", "/api/nothing"):
+        r = client.get(path)
+        csp = r.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert not re.search(r"https?:|\*", csp), csp
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert r.headers["Referrer-Policy"] == "no-referrer"
+    assert client.get("/api/health").headers["Cache-Control"] == "no-store"
+
+
+def test_page_has_no_external_resource_and_no_inline_script(client):
+    page = client.get("/").get_data(as_text=True)
+    js = client.get("/static/app.js").get_data(as_text=True)
+    css = client.get("/static/style.css").get_data(as_text=True)
+    for text in (page, js, css):
+        assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)
+        assert "@import" not in text and "url(http" not in text
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page), "inline scripts would need 'unsafe-inline'"
+    assert not re.search(r"<[^>]+\son[a-z]+=", page), "inline event handlers are blocked by the CSP"
+    assert 'name="viewport"' in page
+    # class names reach the page only through textContent, never as HTML
+    assert "innerHTML" not in js and "insertAdjacentHTML" not in js and "document.write" not in js
+
+
+# ---- real HTTP through waitress ------------------------------------------------------------------
+
+def _post(url: str, data: bytes, headers: dict | None = None, timeout: float = 30) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=data, headers=headers or {"Content-Type": "image/jpeg"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def _multipart(data: bytes, filename: str = "photo.jpg", fields: dict | None = None) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = []
+    for key, value in (fields or {}).items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def test_real_http_limits_and_chunked_upload(store):
+    limit = 100_000
+    app = create_app(store, max_upload_bytes=limit)
+    with BackgroundServer(app, max_upload_bytes=limit) as srv:
+        status, body = _post(srv.url + "/api/predict", red_jpeg())
+        assert status == 200 and json.loads(body)["label"] == RED
+        # just over the limit: the app answers a JSON 413
+        status, body = _post(srv.url + "/api/predict", b"\xff" * (limit + 1))
+        assert status == 413 and "limit" in json.loads(body)["error"]
+        # far over it: refused by waitress from the Content-Length alone
+        conn = http.client.HTTPConnection(srv.url.split("//")[1], timeout=10)
+        conn.putrequest("POST", "/api/predict")
+        conn.putheader("Content-Type", "image/jpeg")
+        conn.putheader("Content-Length", str(50 * limit))
+        conn.endheaders()
+        assert conn.getresponse().status == 413
+        conn.close()
+        # chunked transfer encoding (no Content-Length)
+        conn = http.client.HTTPConnection(srv.url.split("//")[1], timeout=10)
+        data = red_jpeg()
+        conn.request("POST", "/api/predict", body=iter([data[:500], data[500:]]),
+                     headers={"Content-Type": "image/jpeg"}, encode_chunked=True)
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["label"] == RED
+        conn.close()
+        # a multipart upload with the form fields
+        body, ctype = _multipart(red_jpeg(), fields={"model": "tiny_a", "top_k": "1"})
+        status, raw = _post(srv.url + "/api/predict", body, {"Content-Type": ctype})
+        assert status == 200 and json.loads(raw)["model"] == "tiny_a" and len(json.loads(raw)["top"]) == 1
+
+
+def test_uploads_are_never_written_to_disk(store):
+    """Watches every file the process opens for writing (Python audit hook) during big uploads."""
+    written: list[str] = []
+    watching = threading.Event()
+
+    def hook(event: str, args: tuple) -> None:
+        if watching.is_set() and event == "open":
+            path, mode, flags = (tuple(args) + (None, None, None))[:3]
+            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+            if writing:
+                written.append(str(path))
+
+    sys.addaudithook(hook)  # cannot be removed; inert once `watching` is cleared
+    big = colour_image(COLOURS[GREEN], size=(1600, 1200), seed=2)
+    png = encode(big, "PNG")  # noise does not compress: several MB
+    assert len(png) > 2_000_000
+    app = create_app(store)
+    with BackgroundServer(app, max_upload_bytes=10 * 1024 * 1024) as srv:
+        watching.set()
+        try:
+            body, ctype = _multipart(png, filename="../../etc/evil name.png")
+            status, raw = _post(srv.url + "/api/predict", body, {"Content-Type": ctype})
+            status2, _ = _post(srv.url + "/api/predict", png, {"Content-Type": "image/png"})
+        finally:
+            watching.clear()
+    assert status == 200 and json.loads(raw)["label"] == GREEN and status2 == 200
+    assert written == []
+
+
+def test_parallel_requests_match_sequential_answers(run_dir):
+    """Many clients at once get exactly the answers each image gets alone, with forward passes
+    really running concurrently (max_parallel=4) and serialised (max_parallel=1)."""
+    images = []
+    for i in range(24):
+        rgb = list(COLOURS.values())[i % 3]
+        images.append(encode(colour_image(rgb, size=(40 + 7 * i, 30 + 5 * i), seed=100 + i),
+                             "JPEG" if i % 2 else "PNG"))
+    for max_parallel in (4, 1):
+        store = ModelStore.from_paths([run_dir], max_parallel=max_parallel).load()
+        with BackgroundServer(create_app(store), threads=8, max_upload_bytes=10 * 1024 * 1024) as srv:
+            def ask(i: int, model: str) -> dict:
+                status, raw = _post(f"{srv.url}/api/predict?model={model}", images[i])
+                assert status == 200, raw
+                return json.loads(raw)
+
+            jobs = [(i, m) for m in ("tiny_a", "tiny_b") for i in range(len(images))]
+            sequential = {job: ask(*job) for job in jobs}
+            with ThreadPoolExecutor(max_workers=16) as pool:
+                for _ in range(2):
+                    parallel = dict(zip(jobs * 2, pool.map(lambda job: ask(*job), jobs * 2)))
+                    for job in jobs:
+                        assert parallel[job]["label"] == sequential[job]["label"]
+                        assert parallel[job]["model"] == job[1]
+                        assert parallel[job]["probabilities"] == pytest.approx(sequential[job]["probabilities"],
+                                                                               abs=1e-6)
+        assert store.max_parallel == max_parallel
+
+
+# ---- the command line ------------------------------------------------------------------------------
+
+def _start_cli(args: list[str], env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "image_classifier.cli", "serve", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+    )
+
+
+def _read_until(proc: subprocess.Popen, pattern: str, timeout: float = 60) -> re.Match:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        match = re.search(pattern, line)
+        if match:
+            return match
+    proc.kill()
+    raise AssertionError(f"no {pattern!r} in output: {''.join(seen)} / {proc.stderr.read()}")
+
+
+def test_cli_serves_a_run_and_stops_cleanly(run_dir):
+    proc = _start_cli([str(run_dir), "--port", "0", "--threads", "2"])
+    try:
+        url = _read_until(proc, r"(http://127\.0\.0\.1:\d+/)").group(1)
+        _read_until(proc, r"ready: 2 model\(s\) loaded .* default tiny_b")
+        with urllib.request.urlopen(url + "api/health", timeout=10) as resp:
+            assert json.loads(resp.read())["status"] == "ready"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert resp.headers["Server"] == "image-classifier"  # waitress, not Werkzeug's dev server
+            assert b"<title>image-classifier</title>" in resp.read()
+        status, raw = _post(url + "api/predict", encode(colour_image(COLOURS[BLUE], seed=9)))
+        assert status == 200 and json.loads(raw)["label"] == BLUE
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, proc.stderr.read()
+
+
+def test_cli_rejects_a_wrong_path_with_a_message(tmp_path):
+    proc = _start_cli([str(tmp_path / "nothing"), "--port", "0"])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "does not exist" in err and "Traceback" not in err
+
+
+def test_cli_rejects_a_busy_port(run_dir):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        proc = _start_cli([str(run_dir), "--port", str(port)])
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "already in use" in err and "Traceback" not in err
