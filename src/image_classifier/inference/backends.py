@@ -199,6 +199,11 @@ def open_onnx_backend(model_dir: str | os.PathLike, card: dict, name: str = "onn
             f"{path} does not match the checksum recorded when it was exported (corrupted or replaced); "
             f"re-run `image-classifier export {model_dir}{flag}`"
         )
+    if name == "onnx-int8":
+        check = ((card.get("exports") or {}).get("accuracy_checks") or {}).get(name) or {}
+        if not check.get("accepted"):
+            log.warning("%s: its accuracy was %s; predictions may be worse than fp32", path,
+                        "not within the limit at export" if check else "never measured")
     backend = OnnxBackend(path, name=name, threads=threads)
     check_against_card(backend.metadata, card, path, input_shape=backend.input_shape,
                        output_shape=backend.output_shape)

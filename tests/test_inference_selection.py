@@ -1,0 +1,109 @@
+"""--backend auto: measured once per machine and model, recorded, re-measured when either changes."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from export_helpers import make_model_dir
+from image_classifier.export.pipeline import ExportOptions, export_model
+from image_classifier.inference import selection
+from image_classifier.inference.selection import RECORD_NAME, choose_backend, decide
+from image_classifier.saved_model import load_model
+
+
+@pytest.fixture()
+def exported(tmp_path):
+    model_dir = make_model_dir(tmp_path, "alexnet_like")
+    export_model(model_dir, ExportOptions(measure=False))
+    return model_dir
+
+
+def test_decide_picks_the_lowest_median():
+    assert decide({"torch": 12.0, "onnx": 5.5, "torch-bf16": 7.0}) == "onnx"
+    assert decide({"torch": 3.0, "onnx": 5.5}) == "torch"
+
+
+def test_auto_without_export_uses_torch_and_says_how_to_enable_onnx(tmp_path, caplog):
+    model_dir = make_model_dir(tmp_path, "alexnet_like")
+    with caplog.at_level(logging.INFO):
+        clf = load_model(model_dir, backend="auto")
+    assert clf.backend_name == "torch"
+    assert "image-classifier export" in clf.backend_reason
+    assert "backend torch" in caplog.text
+    assert not (model_dir / RECORD_NAME).exists()  # nothing to measure, nothing written
+    assert not (model_dir / "model.onnx").exists()  # and no silent export
+
+
+def test_auto_measures_once_then_reads_the_record(exported, caplog):
+    with caplog.at_level(logging.INFO):
+        first = load_model(exported, backend="auto")
+    record_file = exported / RECORD_NAME
+    data = json.loads(record_file.read_text())
+    (key, record), = data["records"].items()
+    assert record["chosen"] == first.backend_name
+    assert set(record["latency_ms_p50"]) >= {"torch", "onnx"}
+    assert all(t > 0 for t in record["latency_ms_p50"].values())
+    assert record["chosen"] == min(record["latency_ms_p50"], key=record["latency_ms_p50"].get)
+    assert record["machine"]["cpu"] and record["machine"]["threads"] >= 1
+    assert "just measured" in first.backend_reason
+    assert f"backend {first.backend_name}" in caplog.text
+
+    second = load_model(exported, backend="auto")
+    assert second.backend_name == first.backend_name
+    assert "recorded in backend.json" in second.backend_reason
+    assert json.loads(record_file.read_text()) == data  # not measured again
+
+
+def test_auto_measures_again_on_another_machine(exported, monkeypatch):
+    choose_backend(exported)
+    real = selection.machine_fingerprint
+    monkeypatch.setattr(selection, "machine_fingerprint", lambda: {**real(), "cpu": "Another CPU"})
+    choice = choose_backend(exported)
+    assert not choice.from_record
+    records = json.loads((exported / RECORD_NAME).read_text())["records"]
+    assert sorted(r["machine"]["cpu"] for r in records.values()) == sorted([real()["cpu"], "Another CPU"])
+
+
+def test_auto_measures_again_after_a_new_export(exported):
+    choose_backend(exported)
+    assert choose_backend(exported).from_record
+    export_model(exported, ExportOptions(opset=18, measure=False))  # a new model.onnx
+    assert not choose_backend(exported).from_record
+
+
+def test_export_records_the_choice(tmp_path):
+    model_dir = make_model_dir(tmp_path, "simple_cnn", input_size=24)
+    result = export_model(model_dir)
+    assert result.choice is not None and result.choice.name in ("torch", "onnx")
+    assert load_model(model_dir, backend="auto").backend_name == result.choice.name
+    assert "recorded" in load_model(model_dir, backend="auto").backend_reason
+
+
+def test_auto_leaves_out_a_corrupted_onnx_file(exported, caplog):
+    path = exported / "model.onnx"
+    path.write_bytes(b"\0" * 100)
+    with caplog.at_level(logging.WARNING):
+        clf = load_model(exported, backend="auto")
+    assert clf.backend_name == "torch"
+    assert "leaving out onnx" in caplog.text and "checksum" in caplog.text
+
+
+def test_reduced_precision_needs_an_accuracy_check(exported):
+    from image_classifier.saved_model import read_card
+
+    names, skipped = selection.candidates(exported, read_card(exported))
+    assert "torch-bf16" not in names and "onnx-int8" not in names
+    assert "onnx" in names
+
+
+def test_read_only_model_dir_still_chooses(exported, monkeypatch, caplog):
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr("image_classifier.saved_model.atomic_write_json", refuse)
+    with caplog.at_level(logging.INFO):
+        choice = choose_backend(exported)
+    assert choice.name in ("torch", "onnx")
+    assert "could not record" in caplog.text

@@ -1,0 +1,42 @@
+"""measure_backends: the figures compare's report shows for each backend."""
+from __future__ import annotations
+
+import numpy as np
+
+from export_helpers import make_model_dir, photo
+from image_classifier.evaluate.speed import SpeedConfig
+from image_classifier.export.pipeline import ExportOptions, export_model
+from image_classifier.inference.timing import interleaved_times, measure_backends
+
+TINY = SpeedConfig(warmup=1, repeats=4, e2e_repeats=3, throughput_batch=4, throughput_repeats=2, min_repeats=1)
+
+
+def test_interleaved_times_runs_every_function_each_round():
+    calls: list[str] = []
+    times = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                              warmup=1, repeats=3)
+    assert calls == ["a", "b"] * 4
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+
+
+def test_measure_backends_reports_each_backend(tmp_path):
+    model_dir = make_model_dir(tmp_path, "alexnet_like")
+    export_model(model_dir, ExportOptions(measure=False))
+    image = tmp_path / "big.jpg"
+    photo(np.random.default_rng(0), 1, size=(640, 480)).save(image, quality=90)
+
+    report = measure_backends(model_dir, ["onnx", "onnx-int8"], sample_image=image, config=TINY)
+    assert report["baseline"] == "torch" and report["architecture"] == "alexnet_like"
+    assert list(report["backends"]) == ["torch", "onnx"]  # the baseline always runs
+    assert "model.int8.onnx" in report["skipped"]["onnx-int8"]
+    for name, res in report["backends"].items():
+        assert res["latency_repeats"] == 4 and res["e2e_repeats"] == 3
+        assert 0 < res["latency_ms_p50"] <= res["latency_ms_p95"]
+        assert res["e2e_latency_ms_p50"] > 0 and res["throughput_ips"] > 0 and res["throughput_batch"] == 4
+        assert res["max_abs_diff_vs_torch"] <= 1e-4
+    torch_res, onnx_res = report["backends"]["torch"], report["backends"]["onnx"]
+    assert torch_res["speedup_latency"] == 1.0
+    assert np.isclose(onnx_res["speedup_latency"], torch_res["latency_ms_p50"] / onnx_res["latency_ms_p50"])
+    assert np.isclose(onnx_res["speedup_throughput"], onnx_res["throughput_ips"] / torch_res["throughput_ips"])
+    assert report["fastest"] in ("torch", "onnx")
+    assert report["machine"]["threads"] >= 1
