@@ -217,7 +217,7 @@ def make_split(data_root: str | os.PathLike, *, seed: int = 0, val: float = 0.15
                                  assignment[r.rel_path], group_id[r.rel_path]) for r in records]
     split = Split(classes, split_records, Path(audit.root), seed=seed, val=val, test=test)
     sizes = split.sizes()
-    log.info("split (seed %d): %s", seed,
+    log.debug("split (seed %d): %s", seed,
              ", ".join(f"{s} {sum(sizes[s].values())}" for s in SUBSETS))
     return split
 

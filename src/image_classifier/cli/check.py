@@ -1,0 +1,42 @@
+"""``image-classifier check DATA``: audit a class-folder dataset before training on it."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "check",
+        help="audit a dataset: counts, formats, unreadable files, duplicates, label conflicts",
+        description=(
+            "Read every file under DATA/<class>/ and report per-class counts and imbalance, image "
+            "formats and sizes, files whose extension lies about their format, unreadable files "
+            "(with the reason), exact duplicates (same bytes), near-duplicates (same photo "
+            "re-encoded or re-cropped, with the evidence) and duplicates that sit in two classes. "
+            "Exit status 0 when the data can be used for training, 1 when it cannot."
+        ),
+    )
+    p.add_argument("data", metavar="DATA", help="folder with one sub-folder of images per class")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--no-near-duplicates", action="store_true",
+                   help="skip the near-duplicate search (exact duplicates are still found)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from image_classifier.data.check import audit_dataset
+
+    report = audit_dataset(args.data, near_duplicates=not args.no_near_duplicates,
+                           progress=not args.json or sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print(report.render())
+    if not report.usable:
+        print(f"image-classifier check: the data in {args.data} cannot be used: "
+              + "; ".join(report.errors), file=sys.stderr)
+        return 1
+    return 0
