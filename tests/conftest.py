@@ -36,11 +36,11 @@ def synthetic_image(class_index: int, rng: np.random.Generator, size: tuple[int,
     angle = np.pi * (class_index % 4) / 4  # stripe direction differs between classes
     stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / max(6.0, w / 5))
     # Smooth per-image shading: a random 4x4 field upsampled, so low frequencies differ per image.
-    field = np.asarray(Image.fromarray(rng.uniform(-1, 1, (4, 4)).astype(np.float32), mode="F")
+    field = np.asarray(Image.fromarray(rng.uniform(-1, 1, (4, 4)).astype(np.float32))
                        .resize((w, h), Image.BICUBIC), dtype=np.float64)
     img = colour[None, None, :] + 30 * stripes[..., None] + 45 * field[..., None]
     img = img + rng.normal(0, 12, (h, w, 3))
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
 def make_image_folder(root: str | Path, classes: dict[str, int] | None = None,
