@@ -23,6 +23,10 @@ def exported(tmp_path):
 def test_decide_picks_the_lowest_median():
     assert decide({"torch": 12.0, "onnx": 5.5, "torch-bf16": 7.0}) == "onnx"
     assert decide({"torch": 3.0, "onnx": 5.5}) == "torch"
+    # Reduced precision has to be clearly faster than the best fp32 backend.
+    assert decide({"torch": 12.0, "onnx": 5.0, "onnx-int8": 4.8}) == "onnx"
+    assert decide({"torch": 12.0, "onnx": 5.0, "onnx-int8": 3.0}) == "onnx-int8"
+    assert decide({"torch": 30.0, "onnx": 18.0, "torch-bf16": 15.0}) == "torch-bf16"
 
 
 def test_auto_without_export_uses_torch_and_says_how_to_enable_onnx(tmp_path, caplog):

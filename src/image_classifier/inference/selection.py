@@ -18,7 +18,8 @@ Eligible backends:
   and names the command to run;
 - reduced precision (``torch-bf16``, ``onnx-int8``) only when export measured its accuracy on
   labelled images and it lost at most the allowed number of images (see ``export --eval-data``),
-  and bf16 only on CPUs with native bf16.
+  and bf16 only on CPUs with native bf16; even then it must be at least 10 % faster than the
+  fastest fp32 backend to be chosen.
 """
 from __future__ import annotations
 
@@ -160,9 +161,21 @@ def _format_timings(timings: dict[str, float]) -> str:
     return ", ".join(f"{n} {t:.1f} ms" for n, t in sorted(timings.items(), key=lambda kv: kv[1]))
 
 
+#: A reduced-precision backend must beat the fastest fp32 one by this fraction to be chosen: a tie
+#: within timing noise is not worth rounding the probabilities.
+REDUCED_PRECISION_MARGIN = 0.10
+
+
 def decide(timings: dict[str, float]) -> str:
-    """The backend with the lowest median batch-1 latency."""
-    return min(timings, key=timings.__getitem__)
+    """The backend with the lowest median batch-1 latency, preferring fp32 unless reduced
+    precision is clearly (``REDUCED_PRECISION_MARGIN``) faster."""
+    best = min(timings, key=timings.__getitem__)
+    exact = {n: t for n, t in timings.items() if n not in REDUCED_PRECISION}
+    if best in REDUCED_PRECISION and exact:
+        best_exact = min(exact, key=exact.__getitem__)
+        if exact[best_exact] <= timings[best] * (1 + REDUCED_PRECISION_MARGIN):
+            return best_exact
+    return best
 
 
 def choose_backend(model_dir: str | os.PathLike, card: dict | None = None, *, remeasure: bool = False,
