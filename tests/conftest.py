@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ATHLETES = SHARED / "datasets" / "athletes"
@@ -60,6 +60,24 @@ def make_image_folder(root: str | Path, classes: dict[str, int] | None = None,
             else:
                 im.save(path, fmt)
     return root
+
+
+def photo_like(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A textured RGB picture (random shapes on a smooth background, fine noise) with enough
+    detail for keypoint matching: the stand-in for a real photo in near-duplicate tests."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    im = Image.fromarray(rng.integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)).resize(
+        size, Image.BICUBIC)
+    draw = ImageDraw.Draw(im)
+    for _ in range(40):
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        bw, bh = (int(v) for v in rng.integers(8, 70, 2))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        shape = draw.ellipse if rng.integers(0, 2) else draw.rectangle
+        shape((x0, y0, x0 + bw, y0 + bh), fill=colour)
+    arr = np.asarray(im, dtype=np.float64) + rng.normal(0, 6, (h, w, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
 @pytest.fixture
