@@ -7,7 +7,11 @@ import threading
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
-DEFAULT_THREADS = 4
+DEFAULT_THREADS = 8
+# One thread per forward pass and one forward pass per core: measured on a 2-core machine shared
+# with other work, a 2-thread forward pass in the server took twice as long as in a quiet
+# benchmark loop, while 1-thread passes, two at a time, matched it (bench/serve_load.py).
+DEFAULT_TORCH_THREADS = 1
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,8 +31,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help="request threads of the web server (default: %(default)s)")
     p.add_argument("--torch-threads", type=int, default=None,
-                   help="threads for one forward pass (default: all cores; forward passes run one at a time "
-                        "when this covers all cores, so requests never fight over the CPU)")
+                   help="threads of one forward pass (default: 1); the server runs cores / this many forward "
+                        "passes at a time, so they never fight over the cores")
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="largest batch formed from requests that arrive together (default: 8; 1 = no batching)")
     # Choices are checked in run(): listing them here would import torch and slow down --help.
     p.add_argument("--backend", default="torch", help="inference backend (default: %(default)s)")
     p.add_argument("--models", default=None, metavar="NAME[,NAME...]",
@@ -53,10 +59,11 @@ def run(args: argparse.Namespace) -> int:
         raise ImageClassifierError("--threads must be at least 1")
     if args.max_upload_mb <= 0:
         raise ImageClassifierError("--max-upload-mb must be positive")
-    runtime.configure(num_threads=args.torch_threads)
+    runtime.configure(num_threads=args.torch_threads or DEFAULT_TORCH_THREADS)
     only = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
     # Reads only the model cards: a wrong path fails here, before the server starts.
-    store = ModelStore.from_paths(args.paths, only=only, backend=args.backend)
+    store = ModelStore.from_paths(args.paths, only=only, backend=args.backend,
+                                  **({"max_batch": args.max_batch} if args.max_batch else {}))
     max_upload = int(args.max_upload_mb * 1024 * 1024)
     app = create_app(store, max_upload_bytes=max_upload, load=False)
     server = make_server(app, host=args.host, port=args.port, threads=args.threads, max_upload_bytes=max_upload)

@@ -7,11 +7,11 @@ checked by :func:`discover` before any weights are read, so a wrong path fails i
 message, not after minutes of loading.
 
 Concurrency: a loaded network is never modified after loading, and its forward pass runs under
-``torch.inference_mode()``, so any number of threads may call it. What *is* shared is the CPU:
-torch parallelises one forward pass over ``torch.get_num_threads()`` cores, and two passes started
-at once by two request threads would each ask for all of them. ``ModelStore`` therefore lets at
-most ``max_parallel`` forward passes run at a time (by default cores // torch threads), while
-decoding the uploads (Pillow releases the GIL) proceeds in parallel outside that gate.
+``torch.inference_mode()``. What *is* shared is the CPU: torch parallelises one forward pass over
+``torch.get_num_threads()`` cores, and two passes started at once would each ask for all of them.
+So request threads only decode and preprocess (Pillow releases the GIL, so that overlaps), then
+hand the tensor to ``max_parallel`` dedicated inference threads (by default cores // torch
+threads), which batch requests that arrive together (see :mod:`image_classifier.serve.batcher`).
 """
 from __future__ import annotations
 
@@ -30,12 +30,15 @@ from typing import Any
 from image_classifier.errors import ImageClassifierError, ModelFormatError
 from image_classifier.runs import BEST_NAME, MODELS_DIR, read_best_pointer
 from image_classifier.saved_model import CARD_NAME, read_card
+from image_classifier.serve.batcher import InferenceWorkers
 
 log = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.json"
 # How many recent request timings each model keeps for the median shown on the page.
 LATENCY_WINDOW = 200
+# Largest batch the inference threads form from requests waiting at the same time.
+DEFAULT_MAX_BATCH = 8
 
 
 class UnknownModelError(ImageClassifierError):
@@ -233,6 +236,7 @@ class ServedModel:
         return {
             "name": self.name,
             "architecture": str(card.get("architecture")),
+            "backend": str(getattr(self.classifier, "backend_name", "torch")),
             "classes": self.classes,
             "default": default,
             "input_size": pre.get("input_size"),
@@ -250,9 +254,11 @@ class Prediction:
     label: str
     probabilities: dict[str, float]
     top: list[dict[str, Any]]
-    latency_ms: float  # decode + preprocess + forward, as measured in the server
-    decode_ms: float
-    inference_ms: float
+    latency_ms: float  # decode + preprocess + wait for a free forward slot + forward, in the server
+    decode_ms: float  # decode + resize + normalise
+    queue_ms: float  # waiting while other requests' forward passes use the cores
+    inference_ms: float  # the forward pass (of the whole batch this image was part of)
+    batch_size: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -261,7 +267,8 @@ class Prediction:
             "probabilities": self.probabilities,
             "top": self.top,
             "latency_ms": round(self.latency_ms, 3),
-            "timing": {"decode_ms": round(self.decode_ms, 3), "inference_ms": round(self.inference_ms, 3)},
+            "timing": {"decode_ms": round(self.decode_ms, 3), "queue_ms": round(self.queue_ms, 3),
+                       "inference_ms": round(self.inference_ms, 3), "batch_size": self.batch_size},
         }
 
 
@@ -280,14 +287,15 @@ class ModelStore:
     """
 
     def __init__(self, discovery: Discovery, *, backend: str = "torch", max_pixels: int | None = None,
-                 max_parallel: int | None = None) -> None:
+                 max_parallel: int | None = None, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         from image_classifier.data.decode import MAX_PIXELS
 
         self.discovery = discovery
         self.backend = backend
         self.max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
         self.max_parallel = max_parallel or default_max_parallel()
-        self._gate = threading.BoundedSemaphore(self.max_parallel)
+        self.max_batch = max_batch
+        self._workers: InferenceWorkers | None = None
         self._models: dict[str, ServedModel] = {}
         self._ready = threading.Event()
         self._load_lock = threading.Lock()
@@ -335,8 +343,14 @@ class ModelStore:
                 self.error = str(err)
                 raise
             self.load_seconds = time.perf_counter() - start
+            self._workers = InferenceWorkers(self.max_parallel, self.max_batch)
             self._ready.set()
         return self
+
+    def close(self) -> None:
+        """Stop the inference threads (a server that stops; tests that build many stores)."""
+        if self._workers is not None:
+            self._workers.close()
 
     def start_loading(self) -> threading.Thread:
         """Load in a background thread (so a server can answer /api/health while loading)."""
@@ -380,9 +394,10 @@ class ModelStore:
         clf = served.classifier
         t0 = time.perf_counter()
         image = load_image(data, target_size=int(clf.preprocessing.input_size), max_pixels=self.max_pixels)
+        batch = clf.preprocess([image])  # resize + normalise here, in the request thread, in parallel
         t1 = time.perf_counter()
-        with self._gate:
-            probs = clf.predict([image])[0]
+        result = self._workers.submit(served.name, clf.predict_tensor, batch)  # type: ignore[union-attr]
+        probs = result.probabilities
         t2 = time.perf_counter()
         classes = served.classes
         order = sorted(range(len(classes)), key=lambda i: -float(probs[i]))
@@ -396,5 +411,7 @@ class ModelStore:
             top=[{"label": classes[i], "probability": float(probs[i])} for i in order[:k]],
             latency_ms=latency,
             decode_ms=(t1 - t0) * 1000,
-            inference_ms=(t2 - t1) * 1000,
+            queue_ms=result.queue_ms,
+            inference_ms=result.forward_ms,
+            batch_size=result.batch_size,
         )

@@ -83,7 +83,7 @@
   function renderModelInfo() {
     const m = state.byName.get(state.current);
     if (!m) return;
-    $("info-arch").textContent = m.architecture;
+    $("info-arch").textContent = m.backend && m.backend !== "torch" ? `${m.architecture} (${m.backend})` : m.architecture;
     if (m.test && typeof m.test.accuracy === "number") {
       let text = pct(m.test.accuracy);
       if (Array.isArray(m.test.accuracy_ci95)) {
@@ -118,7 +118,10 @@
     $("result-probability").textContent = pct(body.probabilities[body.label]);
     $("result-meta").textContent =
       `${body.model} · ${ms(body.latency_ms)} in the server (decode ${ms(body.timing.decode_ms)}, ` +
-      `model ${ms(body.timing.inference_ms)}) · ${ms(roundTripMs)} round trip`;
+      (body.timing.queue_ms >= 1 ? `queued ${ms(body.timing.queue_ms)}, ` : "") +
+      `model ${ms(body.timing.inference_ms)}` +
+      (body.timing.batch_size > 1 ? ` for a batch of ${body.timing.batch_size}` : "") +
+      `) · ${ms(roundTripMs)} round trip`;
     const rows = Object.entries(body.probabilities).sort((a, b) => b[1] - a[1]);
     $("bars").replaceChildren(...rows.map(([name, p], i) => {
       const li = document.createElement("li");
