@@ -142,7 +142,9 @@ def _read_one(item: DatasetFile, label: int, fingerprints: bool) -> ImageRecord 
     try:
         data, _ = read_source(item.path)
         sha = hashlib.sha256(data).hexdigest()
-        target = None
+        # Decoding everything proves the file is readable (a truncated JPEG fails at the end);
+        # JPEG draft mode makes that cheap, and the thumbnail is all the fingerprint needs.
+        target = 64
         if fingerprints:
             from image_classifier.data.near_duplicates import THUMB_SIDE
             target = THUMB_SIDE
