@@ -237,6 +237,8 @@ def audit_dataset(root: str | os.PathLike, *, near_duplicates: bool = True,
         if missing:
             raise ValueError("audit_dataset(near_duplicates=True) needs a scan made with fingerprints=True")
         t0 = time.perf_counter()
+        if progress:
+            log.info("searching %d distinct images for near-duplicates...", len(reps))
         pairs = find_near_duplicates([records[i].fingerprint for i in reps], params)
         log.debug("near-duplicate search: %.2f s", time.perf_counter() - t0)
         for p in pairs:
