@@ -3,10 +3,11 @@
 For each architecture (default: MobileNetV2 and ResNet-50 with their real ImageNet backbones from
 ../shared/weights) this script:
 
-1. builds the model and fits its head on a training split of ../shared/datasets/athletes (frozen
-   backbone features, a few seconds; a benchmark model, not the study's recipe), saves it;
-2. runs ``image-classifier export`` on it (ONNX fp32, verified against PyTorch; int8 calibrated on
-   training images with its accuracy on the test split measured);
+1. splits ../shared/datasets/athletes as ``image-classifier split`` does (seed 0, 70/15/15, duplicates
+   kept together), builds the model and fits its head on the train subset (frozen backbone
+   features, a few seconds; a benchmark model, not the study's recipe), saves it;
+2. runs ``image-classifier export --quantize int8 --data ... --split ...`` on it (ONNX fp32 verified
+   against PyTorch; int8 calibrated on train images and accepted on the val subset);
 3. times, interleaved (one call of each variant per round, so load bursts hit all alike):
    - model only, batch 1: median and p95 of ``predict_tensor`` on a ready tensor;
    - end to end, batch 1: a 2000x1500 JPEG file -> probabilities (read, decode in draft mode,
@@ -25,7 +26,6 @@ Usage:  .venv/bin/python bench/inference_speed.py [--archs mobilenet_v2 resnet50
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -48,35 +48,6 @@ E2E_TARGET_MS = {"mobilenet_v2": 8.0}
 
 
 # --- data ------------------------------------------------------------------------------------
-
-def split_dataset(root: Path, seed: int = 0) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
-    """Stratified 70/15/15 split; byte-identical files stay on one side (benchmark only: the
-    project's own split lives with ``image-classifier split``)."""
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[tuple[Path, int]]] = {"train": [], "val": [], "test": []}
-    for index, name in enumerate(classes):
-        groups: dict[str, list[Path]] = {}
-        for path in sorted((root / name).iterdir()):
-            if path.is_file():
-                groups.setdefault(hashlib.sha256(path.read_bytes()).hexdigest(), []).append(path)
-        keys = sorted(groups)
-        rng.shuffle(keys)
-        n = len(keys)
-        cut1, cut2 = int(0.7 * n), int(0.85 * n)
-        for part, chunk in (("train", keys[:cut1]), ("val", keys[cut1:cut2]), ("test", keys[cut2:])):
-            parts[part].extend((p, index) for k in chunk for p in groups[k])
-    return classes, parts
-
-
-def link_folder(dest: Path, items: list[tuple[Path, int]], classes: list[str]) -> Path:
-    for path, label in items:
-        target = dest / classes[label] / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            target.symlink_to(path)
-    return dest
-
 
 def big_jpeg(dest: Path, source: Path) -> Path:
     """A 2000x1500 camera-sized JPEG (a real photo upscaled, with sensor-like noise so it has a
@@ -311,22 +282,24 @@ def main(argv: list[str] | None = None) -> int:
     from image_classifier.export.pipeline import ExportOptions, export_model
     from image_classifier.inference.selection import cpu_model
 
-    classes, parts = split_dataset(ATHLETES)
+    from image_classifier.data.split import make_split
+
+    split = make_split(ATHLETES, seed=0)
+    classes = split.classes
+    parts = {name: [(r.path, r.label) for r in split.subset(name)] for name in ("train", "val", "test")}
     report: dict = {"machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
                                 "onnxruntime": ort.__version__, "load_avg_start": os.getloadavg()},
                     "split": {k: len(v) for k, v in parts.items()}, "archs": []}
     with tempfile.TemporaryDirectory(prefix="inference-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        train_dir = link_folder(tmp / "train", parts["train"], classes)
-        test_dir = link_folder(tmp / "test", parts["test"], classes)
+        split.save(tmp / "split.csv")
         jpeg = big_jpeg(tmp / "photo-2000x1500.jpg", parts["test"][0][0])
         report["jpeg_bytes"] = jpeg.stat().st_size
         for arch in args.archs:
             t0 = time.perf_counter()
             model_dir = build_saved_model(arch, classes, parts["train"], tmp / "models")
             export = export_model(model_dir, ExportOptions(
-                quantize="int8", calibration_data=train_dir, calibration_images=64, eval_data=test_dir,
-                measure=False))
+                quantize="int8", data=ATHLETES, split=tmp / "split.csv", calibration_images=64, measure=False))
             print(f"[{arch}] model + export {time.perf_counter() - t0:.0f} s; ONNX parity max abs diff "
                   f"{export.parity.max_abs_diff:.1e}", file=sys.stderr)
             result = measure_arch(arch, model_dir, jpeg, parts["test"], args)

@@ -118,6 +118,7 @@ def test_onnx_file_with_other_classes_is_refused(tmp_path):
         load_model(model_dir, backend="onnx")
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch's legacy exporter announces itself
 def test_onnx_without_our_metadata_is_refused(tmp_path):
     import torch
 

@@ -44,7 +44,7 @@ def trained(tmp_path_factory):
 
 def test_int8_needs_calibration_and_eval_data(trained):
     model_dir, train_dir, _ = trained
-    with pytest.raises(ImageClassifierError, match="--calibration-data.*--eval-data"):
+    with pytest.raises(ImageClassifierError, match="--calibration-data DIR and --eval-data DIR"):
         export_model(model_dir, ExportOptions(quantize="int8", calibration_data=train_dir, measure=False))
 
 
@@ -104,3 +104,34 @@ def test_accuracy_drop_over_the_limit_is_not_accepted(trained, tmp_path):
     assert f"lost {-check['change_images']} of 24 images" in skipped["onnx-int8"]
     # Still there for whoever asks for it explicitly.
     assert load_model(copy, backend="onnx-int8").backend_name == "onnx-int8"
+
+
+def test_int8_from_the_training_split_manifest(trained, tmp_path, capsys):
+    import argparse
+    import shutil
+
+    from image_classifier.cli import export as export_cli
+    from image_classifier.data.split import make_split
+
+    model_dir, train_dir, val_dir = trained
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    data = tmp_path / "data"
+    for folder in (train_dir, val_dir):  # one data folder, as `image-classifier split` expects
+        for path in folder.rglob("*.jpg"):
+            dest = data / path.parent.name / f"{folder.name}-{path.name}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dest)
+    split = make_split(data, seed=0, val=0.25, test=0.25)
+    split.save(tmp_path / "split.csv")
+    parser = argparse.ArgumentParser()
+    export_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["export", str(copy), "--quantize", "int8", "--data", str(data),
+                              "--split", str(tmp_path / "split.csv"), "--no-measure"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    n_val = len(split.subset("val"))
+    assert f"accuracy onnx-int8 vs PyTorch fp32 on {n_val} labelled images from the val subset" in out
+    card = read_card(copy)
+    assert card["exports"]["onnx_int8"]["calibration"]["source"].startswith("the train subset of")
+    assert card["exports"]["accuracy_checks"]["onnx-int8"]["images"] == n_val

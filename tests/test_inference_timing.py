@@ -15,7 +15,8 @@ def test_interleaved_times_runs_every_function_each_round():
     calls: list[str] = []
     times = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
                               warmup=1, repeats=3)
-    assert calls == ["a", "b"] * 4
+    # Warm-up, then per round each function: one settling call and one timed call.
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 3
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
 
 

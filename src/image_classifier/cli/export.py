@@ -21,8 +21,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: %(default)s)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset, 11-20 (default: 17)")
     p.add_argument("--quantize", choices=("int8",), default=None,
-                   help="also write model.int8.onnx (ONNX Runtime static quantization); needs "
-                        "--calibration-data and --eval-data, and shows its measured accuracy change")
+                   help="also write model.int8.onnx (ONNX Runtime static quantization); needs --data and "
+                        "--split (or --calibration-data and --eval-data), and shows its measured accuracy change")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="the data folder the model was trained on; with --split, int8 calibrates on its "
+                        "train subset and reduced precision is checked on its --eval-subset")
+    p.add_argument("--split", type=Path, default=None, metavar="CSV",
+                   help="the split manifest the model was trained with (from `image-classifier split`)")
+    p.add_argument("--eval-subset", choices=("val", "test"), default="val",
+                   help="which subset of --split measures reduced-precision accuracy (default: %(default)s)")
     p.add_argument("--calibration-data", type=Path, default=None, metavar="DIR",
                    help="training images to calibrate int8 ranges on (a folder, class sub-folders or not)")
     p.add_argument("--calibration-images", type=int, default=64, metavar="N",
@@ -56,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     options = ExportOptions(
         format=args.format, opset=args.opset or DEFAULT_OPSET, quantize=args.quantize,
         calibration_data=args.calibration_data, calibration_images=args.calibration_images,
-        eval_data=args.eval_data, verify_data=args.verify_data, tolerance=args.tolerance,
+        eval_data=args.eval_data, data=args.data, split=args.split, eval_subset=args.eval_subset,
+        verify_data=args.verify_data, tolerance=args.tolerance,
         max_accuracy_drop=args.max_accuracy_drop, measure=not args.no_measure,
     )
     result = export_model(args.model_dir, options)

@@ -42,6 +42,11 @@ class ExportOptions:
     calibration_images: int = 64
     #: Labelled images (one sub-folder per class) to measure reduced-precision accuracy on.
     eval_data: Path | None = None
+    #: Instead of the two folders: the data folder and the split manifest the model was trained with
+    #: (``image-classifier split``); calibration uses its train subset, accuracy its ``eval_subset``.
+    data: Path | None = None
+    split: Path | None = None
+    eval_subset: str = "val"
     #: Real images for the parity check (default: the eval or calibration data, else synthetic).
     verify_data: Path | None = None
     verify_images: int = 16
@@ -88,7 +93,7 @@ def _verification_images(classifier: Any, options: ExportOptions) -> tuple[list,
     from image_classifier.export.images import any_images, spread_sample
     from image_classifier.export.verify import synthetic_images
 
-    folder = options.verify_data or options.eval_data or options.calibration_data
+    folder = options.verify_data or options.eval_data or options.calibration_data or options.data
     if folder is not None:
         paths = spread_sample(any_images(folder, classifier.classes), options.verify_images, seed=1)
         size = classifier.preprocessing.input_size
@@ -118,18 +123,59 @@ def _update_card(model_dir: Path, update: dict[str, Any]) -> dict[str, Any]:
     return card
 
 
-def _accuracy_data(classifier: Any, options: ExportOptions, exclude: set[Path]) -> tuple[list[np.ndarray], list[int], str]:
-    from image_classifier.export.images import labelled_images
+@dataclass
+class _Sources:
+    """Where calibration and accuracy images come from, whichever options named them."""
 
-    assert options.eval_data is not None
-    items = [(p, y) for p, y in labelled_images(options.eval_data, classifier.classes) if p.resolve() not in exclude]
-    if exclude and len(items) < len(labelled_images(options.eval_data, classifier.classes)):
-        log.info("accuracy check leaves out the %d calibration images found in %s", len(exclude), options.eval_data)
+    calibration: list[Path]
+    calibration_source: str
+    labelled: list[tuple[Path, int]]
+    labelled_source: str
+
+
+def _resolve_sources(classifier: Any, options: ExportOptions) -> _Sources:
+    from image_classifier.export.images import any_images, labelled_images
+
+    classes = classifier.classes
+    calibration: list[Path] = []
+    labelled: list[tuple[Path, int]] = []
+    calib_src = label_src = ""
+    if options.data is not None or options.split is not None:
+        if options.data is None or options.split is None:
+            raise ImageClassifierError("--data and --split go together (the data folder and its split manifest)")
+        from image_classifier.data.split import load_split
+
+        split = load_split(options.split, options.data)
+        expected = classifier.card.get("split_manifest_sha256")
+        if expected and expected != split.manifest_sha256:
+            log.warning("%s is not the split this model was trained with (manifest sha256 differs): the "
+                        "accuracy check may include training images", options.split)
+        index = {c: i for i, c in enumerate(classes)}
+        missing = sorted(set(split.classes) - set(index))
+        if missing:
+            raise DatasetError(f"{options.split} has classes the model does not know: {', '.join(missing)}")
+        calibration = [r.path for r in split.subset("train")]
+        labelled = [(r.path, index[r.class_name]) for r in split.subset(options.eval_subset)]
+        calib_src = f"the train subset of {options.split}"
+        label_src = f"the {options.eval_subset} subset of {options.split}"
+    if options.calibration_data is not None:
+        calibration = any_images(options.calibration_data, classes)
+        calib_src = str(options.calibration_data)
+    if options.eval_data is not None:
+        labelled = labelled_images(options.eval_data, classes)
+        label_src = str(options.eval_data)
+    return _Sources(calibration, calib_src, labelled, label_src)
+
+
+def _accuracy_data(classifier: Any, sources: _Sources, exclude: set[Path]) -> tuple[list[np.ndarray], list[int], str]:
+    items = [(p, y) for p, y in sources.labelled if p.resolve() not in exclude]
+    if len(items) < len(sources.labelled):
+        log.info("the accuracy check leaves out %d calibration images", len(sources.labelled) - len(items))
     if not items:
-        raise DatasetError(f"{options.eval_data}: no labelled images left for the accuracy check")
+        raise DatasetError(f"{sources.labelled_source}: no labelled images left for the accuracy check")
     batches, kept = _load_batches(classifier, [p for p, _ in items])
     labels = [items[i][1] for i in kept]
-    return batches, labels, f"{len(labels)} labelled images from {options.eval_data}"
+    return batches, labels, f"{len(labels)} labelled images from {sources.labelled_source}"
 
 
 def _judge(check: dict[str, Any], options: ExportOptions, source: str) -> dict[str, Any]:
@@ -159,15 +205,17 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
         raise ImageClassifierError(f"unknown export format {options.format!r}; choose one of {', '.join(FORMATS)}")
     if options.quantize is not None and options.quantize not in QUANTIZATIONS:
         raise ImageClassifierError(f"unknown quantization {options.quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
-    if options.quantize and (options.calibration_data is None or options.eval_data is None):
-        raise ImageClassifierError(
-            "--quantize int8 needs --calibration-data (training images to calibrate on) and --eval-data "
-            "(labelled images, e.g. the validation split, to measure its accuracy change): an int8 model "
-            "is only offered with its measured accuracy change"
-        )
     t_start = time.perf_counter()
     model_dir = Path(model_dir)
     classifier = load_model(model_dir, backend="torch")
+    sources = _resolve_sources(classifier, options)
+    if options.quantize and (not sources.calibration or not sources.labelled):
+        raise ImageClassifierError(
+            "--quantize int8 needs training images to calibrate on and labelled images to measure its "
+            "accuracy change on: give --data DIR --split split.csv (train / val subsets), or "
+            "--calibration-data DIR and --eval-data DIR; an int8 model is only offered with its measured "
+            "accuracy change"
+        )
     card = classifier.card
     prep = classifier.preprocessing
     torch_backend = classifier.backend
@@ -215,30 +263,28 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
     int8_info = None
     calib_paths: list[Path] = []
     if options.quantize == "int8":
-        from image_classifier.export.images import any_images, spread_sample
+        from image_classifier.export.images import spread_sample
         from image_classifier.export.quantize import quantize_int8
 
-        assert options.calibration_data is not None
-        calib_paths = spread_sample(any_images(options.calibration_data, card["classes"]),
-                                    options.calibration_images, seed=2)
+        calib_paths = spread_sample(sources.calibration, options.calibration_images, seed=2)
         calib_batches, kept = _load_batches(classifier, calib_paths, batch_size=8)
         if not kept:
-            raise DatasetError(f"{options.calibration_data}: no readable images to calibrate on")
+            raise DatasetError(f"{sources.calibration_source}: no readable images to calibrate on")
         int8_path = model_dir / ONNX_INT8_NAME
         quantize_int8(final, int8_path, calib_batches, metadata=card_metadata(card, precision="int8"))
         int8_info = {
             "file": ONNX_INT8_NAME,
             "sha256": sha256_file(int8_path),
             "size_bytes": int8_path.stat().st_size,
-            "calibration": {"images": len(kept), "source": str(options.calibration_data), "method": "MinMax",
+            "calibration": {"images": len(kept), "source": sources.calibration_source, "method": "MinMax",
                             "format": "QDQ, per-channel int8 weights, uint8 activations"},
             "onnxruntime": ort.__version__,
             "exported_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         update["onnx_int8"] = int8_info
-    if options.eval_data is not None:
+    if sources.labelled:
         exclude = {p.resolve() for p in calib_paths}
-        batches, labels, source = _accuracy_data(classifier, options, exclude)
+        batches, labels, source = _accuracy_data(classifier, sources, exclude)
         from image_classifier.export.quantize import accuracy_change
 
         if options.quantize == "int8":

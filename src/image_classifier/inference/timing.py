@@ -1,8 +1,9 @@
 """Measuring backends against each other on this machine, fairly.
 
-Backends are timed *interleaved*: each round calls every backend once, in turn, so a burst of load
-from another process hits all of them alike instead of whichever happened to be running. Figures are
-medians (and 95th percentiles) of wall time after untimed warm-up calls.
+Backends are timed *interleaved*: each round calls every backend in turn (one untimed call to let the
+previous runtime's threads go quiet, then one timed call), so a burst of load from another process
+hits all of them alike instead of whichever happened to be running. Figures are medians (and 95th
+percentiles) of wall time after untimed warm-up calls.
 
 Three figures per backend, as the issue asks:
 - model only, batch 1: ``predict_tensor`` on a ready normalised tensor (softmax included);
@@ -29,8 +30,15 @@ BASELINE = "torch"
 
 
 def interleaved_times(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats: int,
-                      time_budget_s: float = float("inf"), min_repeats: int = 1) -> dict[str, np.ndarray]:
-    """Seconds per call of each function, measured in rounds (one call of each per round)."""
+                      time_budget_s: float = float("inf"), min_repeats: int = 1,
+                      settle: int = 1) -> dict[str, np.ndarray]:
+    """Seconds per call of each function, measured in rounds: in each round every function makes
+    ``settle`` untimed calls and then one timed call.
+
+    The untimed call matters when the functions are different runtimes: after a call, PyTorch's
+    OpenMP threads and ONNX Runtime's pool keep spinning for a moment, and the other runtime's next
+    call would pay for it, which never happens in a server running one backend.
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -38,6 +46,8 @@ def interleaved_times(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats
     start = time.perf_counter()
     for i in range(repeats):
         for name, fn in fns.items():
+            for _ in range(settle if len(fns) > 1 else 0):
+                fn()
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
