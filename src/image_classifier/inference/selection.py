@@ -157,6 +157,26 @@ def write_record(model_dir: str | os.PathLike, key: str, record: dict[str, Any])
     return True
 
 
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):  # not on every OS
+        return None
+
+
+def _busy(load_before: float | None) -> str:
+    """Why the CPU counts as busy during a measurement ('' when it did not): the 1-minute load
+    average stayed above the number of logical CPUs (more runnable threads than cores, ours
+    included) from before to after the measurement."""
+    after = _load_average()
+    if load_before is None or after is None:
+        return ""
+    cores = os.cpu_count() or 1
+    if min(load_before, after) > cores + 0.5:
+        return f"load average {load_before:.1f} -> {after:.1f} on {cores} logical CPUs"
+    return ""
+
+
 def _format_timings(timings: dict[str, float]) -> str:
     return ", ".join(f"{n} {t:.1f} ms" for n, t in sorted(timings.items(), key=lambda kv: kv[1]))
 
@@ -199,7 +219,9 @@ def choose_backend(model_dir: str | os.PathLike, card: dict | None = None, *, re
                              skipped=skipped)
     if not remeasure:
         record = read_records(model_dir).get(key)
-        if record and record.get("chosen") in names:
+        if record and record.get("provisional"):
+            log.info("the recorded backend choice was measured on a busy CPU: measuring again")
+        elif record and record.get("chosen") in names:
             timings = record.get("latency_ms_p50") or {}
             return BackendChoice(
                 record["chosen"],
@@ -219,10 +241,17 @@ def choose_backend(model_dir: str | os.PathLike, card: dict | None = None, *, re
     usable = [n for n in names if n in opened]
     config = config or SpeedConfig(warmup=3, repeats=30, time_budget_s=6.0, min_repeats=8)
     t0 = time.perf_counter()
+    load_before = _load_average()
     results = measure_classifiers({n: opened[n] for n in usable}, config=config, throughput=False)
     timings = {n: r["latency_ms_p50"] for n, r in results.items()}
     chosen = decide(timings)
     log.debug("measured backends in %.1f s", time.perf_counter() - t0)
+    # Other processes competing for the cores distort multi-threaded timings (a runtime whose
+    # worker thread is descheduled waits for it): such a choice is used now but not trusted later.
+    busy = _busy(load_before)
+    if busy:
+        log.warning("the CPU was busy while measuring the backends (%s): using %s for now, measuring "
+                    "again next time", busy, chosen)
     record = {
         "chosen": chosen,
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -232,6 +261,8 @@ def choose_backend(model_dir: str | os.PathLike, card: dict | None = None, *, re
         "latency_ms_p95": {n: r["latency_ms_p95"] for n, r in results.items()},
         "repeats": {n: r["latency_repeats"] for n, r in results.items()},
         "skipped": skipped,
+        "load_average": load_before,
+        "provisional": bool(busy),
     }
     write_record(model_dir, key, record)
     reason = f"fastest at batch 1, just measured on this machine: {_format_timings(timings)}"
