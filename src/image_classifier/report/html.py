@@ -14,6 +14,7 @@ from typing import Iterable
 from image_classifier.report import narrative
 from image_classifier.report.tables import (
     display_table,
+    fmt_mb,
     fmt_ms,
     fmt_num,
     fmt_params,
@@ -36,6 +37,8 @@ h3{font-size:1.1em;margin:1.2em 0 .4em}
 table{border-collapse:collapse;font-size:.86em;background:#fff}
 th,td{padding:4px 6px;border:1px solid #d0d7de;text-align:right;white-space:nowrap}
 th{background:#eef1f4}
+th[scope=row]{text-align:left;font-weight:600}
+td.l{text-align:left;white-space:normal}
 td:first-child,th:first-child{text-align:left;position:sticky;left:0;background:inherit}
 tbody tr{background:#fff}
 tr.selected td{background:#e8f3fb;font-weight:600}
@@ -79,6 +82,11 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[object]], row_classes
     return f'<div class="wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
+def _kv_table(rows: Iterable[tuple[object, object]]) -> str:
+    body = "".join(f'<tr><th scope="row">{esc(k)}</th><td class="l">{esc(v)}</td></tr>' for k, v in rows)
+    return f'<div class="wrap"><table><tbody>{body}</tbody></table></div>'
+
+
 def anchor(name: str) -> str:
     """An id attribute value from any model name (escaped by the caller)."""
     return "model-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
@@ -100,7 +108,7 @@ def _answer(study: dict) -> str:
         sized = [r for r in rows if r["size_mb"] is not None]
         if sized:
             small = min(sized, key=lambda r: r["size_mb"])
-            facts.append(f"smallest: {small['model']} ({small['size_mb']:.1f} MB)")
+            facts.append(f"smallest: {small['model']} ({fmt_mb(small['size_mb'])} MB)")
         parts.append("<p>" + esc("; ".join(facts) + ".") + "</p>")
     summary = narrative.significance_summary(study)
     if summary:
@@ -227,6 +235,10 @@ def _data_section(study: dict) -> str:
             rows = [[g.get("kind", ""), ", ".join(g.get("files", [])), g.get("subset", "")] for g in groups]
             out.append(f"<details><summary>{len(groups)} duplicate groups</summary>"
                        + _table(["kind", "files", "kept together in"], rows) + "</details>")
+    unreadable = data.get("unreadable") or []
+    if unreadable:
+        out.append(f"<details><summary>{len(unreadable)} unreadable files were left out</summary>"
+                   + _table(["file", "reason"], [[u["path"], u["reason"]] for u in unreadable]) + "</details>")
     warnings = data.get("warnings") or []
     out.append("<h3>Warnings from the data check</h3>")
     if warnings:
@@ -238,10 +250,10 @@ def _data_section(study: dict) -> str:
 
 def _machine_section(study: dict) -> str:
     out = ['<h2 id="machine">Machine and versions</h2>']
-    rows = [[k, v] for k, v in (study.get("machine") or {}).items()]
-    rows += [[k, v] for k, v in (study.get("versions") or {}).items()]
+    rows = [(k, v) for k, v in (study.get("machine") or {}).items()]
+    rows += [(k, v) for k, v in (study.get("versions") or {}).items()]
     if rows:
-        out.append(_table(["", ""], rows))
+        out.append(_kv_table(rows))
     speed_cfg = study.get("speed_config")
     if speed_cfg:
         out.append(f'<p class="muted">Latency: {esc(speed_cfg.get("warmup"))} warm-up calls, then up to '

@@ -78,7 +78,7 @@ def render_markdown(study: dict) -> str:
     lines += ["## Machine and versions", ""]
     rows = [[k, v] for k, v in {**(study.get("machine") or {}), **(study.get("versions") or {})}.items()]
     if rows:
-        lines += _table(["", ""], rows) + [""]
+        lines += _table(["item", "value"], rows) + [""]
     lines += ["## Reproduce", "", "```", study.get("command", ""), "```", ""]
     timings = study.get("timings") or {}
     if timings:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from image_classifier.report.tables import comparison_rows, fmt_ms, fmt_params
+from image_classifier.report.tables import comparison_rows, fmt_mb, fmt_ms, fmt_params
 
 #: The study's published accuracies, measured on all 437 images of which it had trained on 351.
 PUBLISHED = {"alexnet_like": 0.90, "mobilenet_v2": 0.94, "resnet50": 0.94}
@@ -21,7 +21,7 @@ def _describe(r: dict) -> str:
     if r["latency_ms_p50"] is not None:
         text += f", {fmt_ms(r['latency_ms_p50'])} ms per image at batch 1"
     if r["size_mb"] is not None:
-        text += f", {r['size_mb']:.1f} MB on disk ({fmt_params(r['params'])} parameters)"
+        text += f", {fmt_mb(r['size_mb'])} MB on disk ({fmt_params(r['params'])} parameters)"
     return text
 
 
@@ -87,8 +87,9 @@ def uncertainty_note(study: dict) -> str:
     half = max(widths) / 2
     return (f"The test split has only {n} images, so each test accuracy is uncertain by up to about "
             f"±{half * 100:.0f} points (95 % bootstrap interval); read differences smaller than that as "
-            "noise unless McNemar's test says otherwise. The model was chosen on the validation split, "
-            "never on the test split, so the test numbers are an unbiased estimate.")
+            "noise unless McNemar's test says otherwise."
+            + (" The best model was chosen on the validation split, never on the test split, so its test "
+               "accuracy is an unbiased estimate." if study.get("selection") else ""))
 
 
 def published_note(study: dict) -> str:

@@ -140,7 +140,7 @@ def error_gallery_png(
     title: str = "",
     max_items: int = 40,
     loader: Callable[[str], Image.Image] | None = None,
-    thumb: int = 150,
+    thumb: int = 180,
 ) -> Path | None:
     """Thumbnails of misclassified images captioned with true label, prediction and confidence.
 
@@ -154,7 +154,7 @@ def error_gallery_png(
     cols = min(6, len(items))
     rows = math.ceil(len(items) / cols)
     cell_w = thumb / DPI
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell_w * 1.15, rows * cell_w * 1.55), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell_w * 1.2, rows * cell_w * 1.25), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, err in zip(axes.flat, items):
@@ -167,7 +167,7 @@ def error_gallery_png(
             ax.text(0.5, 0.5, "image\nunavailable", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(
             _text(f"true: {_short(err['true'], 16)}\npred: {_short(err['pred'], 16)} ({float(err['confidence']):.0%})"),
-            fontsize=7.5, loc="left", color="#8b0000",
+            fontsize=9, loc="left", color="#8b0000",
         )
     shown = f" (the {len(items)} most confident of {len(errors)})" if len(items) < len(errors) else ""
     fig.suptitle(_text(f"{title}: {len(errors)} misclassified{shown}"), fontsize=10)
@@ -197,8 +197,10 @@ def summary_png(models: Sequence[dict], path: str | os.PathLike, *, best: str | 
         ax.scatter([x], [y], s=area, color=color, alpha=0.75, zorder=3,
                    edgecolors="black" if chosen else "none", linewidths=2.5)
         label = f"{_short(m['model'], 20)}{' (selected)' if chosen else ''}\n{y:.1%}, {sizes[k]:.1f} MB"
-        ax.annotate(_text(label), (x, y), xytext=(10, -4), textcoords="offset points", fontsize=8.5,
-                    va="top", fontweight="bold" if chosen else "normal")
+        # Alternate above/below so labels of models with similar speed do not overprint.
+        above = k % 2 == 1
+        ax.annotate(_text(label), (x, y), xytext=(10, 8 if above else -6), textcoords="offset points",
+                    fontsize=8.5, va="bottom" if above else "top", fontweight="bold" if chosen else "normal")
     ax.set_xscale("log")
     lo_x, hi_x = min(xs), max(xs)
     # At least a factor 3 of range, and room on the right for the labels.

@@ -153,6 +153,17 @@ def fmt_ms(ms: float | None) -> str:
     return f"{ms:.2f}" if ms < 10 else f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
 
 
+def fmt_mb(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.2f}" if x < 1 else f"{x:.1f}" if x < 100 else f"{x:.0f}"
+
+
+def fmt_sig(x: float | None) -> str:
+    """Three significant digits, no exponent for the usual range (GFLOPs: 0.0123, 0.313, 4.09)."""
+    return "–" if x is None else f"{x:.3g}" if x >= 1e-4 else f"{x:.1e}"
+
+
 def fmt_num(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
@@ -171,8 +182,8 @@ DISPLAY_COLUMNS: Sequence[tuple[str, Any]] = (
     ("log-loss", lambda r: fmt_num(r["log_loss"])),
     ("ECE", lambda r: fmt_num(r["ece"])),
     ("params", lambda r: fmt_params(r["params"])),
-    ("size MB", lambda r: fmt_num(r["size_mb"], 1)),
-    ("GFLOPs", lambda r: fmt_num(r["gflops_per_image"], 2)),
+    ("size MB", lambda r: fmt_mb(r["size_mb"])),
+    ("GFLOPs", lambda r: fmt_sig(r["gflops_per_image"])),
     ("ms/img p50 / p95", lambda r: f"{fmt_ms(r['latency_ms_p50'])} / {fmt_ms(r['latency_ms_p95'])}"),
     ("file→label ms", lambda r: fmt_ms(r["e2e_latency_ms_p50"])),
     ("img/s @32", lambda r: fmt_num(r["throughput_ips"], 1)),

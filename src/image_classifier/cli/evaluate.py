@@ -1,0 +1,55 @@
+"""``image-classifier evaluate MODEL_DIR DATA``: the compare report's metrics and plots for one model."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate one saved model on a folder of labelled images (metrics, plots, report)",
+        description=(
+            "Score a saved model (a model directory, or a compare run directory: its best model) on DATA, "
+            "one sub-folder per class: accuracy with 95%% bootstrap CI, macro-F1, per-class "
+            "precision/recall/F1, log-loss, calibration (ECE), confusion matrix, misclassified images, "
+            "size and speed on this machine. With --split, only the images of one subset of that "
+            "manifest are scored (e.g. the test split the model never saw). Class folders the model "
+            "does not know are an error; classes missing from DATA are fine."
+        ),
+    )
+    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="saved model directory or runs/NAME")
+    p.add_argument("data", type=Path, metavar="DATA", help="folder with one sub-folder of images per class")
+    p.add_argument("--split", type=Path, metavar="CSV", help="split manifest; score only --subset of it")
+    p.add_argument("--subset", default="test", choices=("train", "val", "test"),
+                   help="which subset of --split to score (default: test)")
+    p.add_argument("--out", type=Path, metavar="DIR",
+                   help="where to write the report (default: runs/evaluate-<model>-<DATA name>)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--no-speed", action="store_true", help="skip the size/latency/throughput measurements")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from image_classifier import runtime
+    from image_classifier.evaluate.single import EvaluateConfig, run_evaluate
+    from image_classifier.report import narrative
+    from image_classifier.report.tables import format_terminal_table
+
+    runtime.configure()
+    config = EvaluateConfig(
+        model_dir=args.model_dir, data_root=args.data, split_csv=args.split, subset=args.subset,
+        out_dir=args.out, seed=args.seed, measure_speed=not args.no_speed,
+        invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]),
+    )
+    result = run_evaluate(config, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_terminal_table(result.study))
+    print()
+    print(narrative.headline(result.study))
+    skipped = result.study["models"][0].get("skipped") or {}
+    if skipped:
+        print(f"{len(skipped)} unreadable image(s) skipped: {', '.join(list(skipped)[:5])}")
+    print(f"report: {result.report_html}")
+    return 0

@@ -1,0 +1,234 @@
+"""End to end: ``compare`` and ``evaluate`` on a tiny synthetic dataset with two tiny architectures.
+
+Everything is real: images written with Pillow, networks trained by the real trainer, the real CLI
+parser, files read back from disk. The assertions are consistency properties that a wrong
+implementation breaks (confusion matrix vs accuracy vs per-image predictions vs CSV vs JSON,
+selection by validation, McNemar counts from the predictions).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from torch import nn
+
+from conftest import make_image_folder
+from image_classifier.cli import main
+from image_classifier.evaluate.metrics import mcnemar_exact
+from image_classifier.models.net import ClassifierNet
+from image_classifier.models.registry import ArchSpec, register_arch, unregister_arch
+from image_classifier.preprocessing import Preprocessing
+from image_classifier.recipe import Augmentation, Phase, Recipe
+from image_classifier.report.tables import COLUMNS
+from image_classifier.runs import resolve_model_dir
+
+CLASSES = {"<script>": 14, "b b": 14, "c": 14}
+ARCHS = ("tiny_cmp_a", "tiny_cmp_b")
+
+
+def _conv_net(width: int):
+    def build(num_classes: int, backbone_state=None) -> ClassifierNet:
+        backbone = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU()),
+            nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.ReLU()),
+            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+        )
+        return ClassifierNet(backbone, nn.Linear(2 * width, num_classes), 2 * width)
+
+    return build
+
+
+def _recipe(phases: list[Phase]) -> Recipe:
+    return Recipe(phases=phases, batch_size=16, precision="fp32",
+                  augmentation=Augmentation(rotation=0, width_shift=0.05, height_shift=0.05, shear=0, zoom=0))
+
+
+@pytest.fixture(scope="module")
+def tiny_archs():
+    register_arch(ArchSpec("tiny_cmp_a", _conv_net(8), Preprocessing(32),
+                           lambda: _recipe([Phase("scratch", epochs=4, lr=5e-3, trainable_from=0)])), replace=True)
+    # Two phases, so the training curves show a phase boundary.
+    register_arch(ArchSpec("tiny_cmp_b", _conv_net(4), Preprocessing(24),
+                           lambda: _recipe([Phase("frozen", epochs=2, lr=5e-3, trainable_from=None),
+                                            Phase("finetune", epochs=2, lr=2e-3, trainable_from=0)])), replace=True)
+    yield
+    for name in ARCHS:
+        unregister_arch(name)
+
+
+@pytest.fixture(scope="module")
+def compared(tiny_archs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmp")
+    data = make_image_folder(root / "data", CLASSES, size=(40, 30))
+    run = root / "runs" / "tiny"
+    cache = root / "cache"
+    argv = ["compare", str(data), "--models", ",".join(ARCHS), "--out", str(run), "--seed", "3",
+            "--val", "0.25", "--test", "0.3", "--speed-repeats", "3", "--cache-dir", str(cache), "--no-progress"]
+    code = main(argv)
+    assert code == 0
+    return {"data": data, "run": run, "cache": cache, "argv": argv}
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_every_artefact_is_written(compared):
+    run = compared["run"]
+    for name in ("comparison.csv", "metrics.json", "report.html", "report.md", "predictions.csv", "split.csv",
+                 "plots/summary.png", "plots/reliability.png"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    metrics = _metrics(run)
+    for m in metrics["models"]:
+        arch = m["name"]
+        assert (run / "models" / arch / "model.json").is_file()
+        assert (run / f"plots/{arch}-confusion.png").is_file()
+        assert (run / f"plots/{arch}-training.png").is_file()
+        if m["errors"]:
+            assert (run / m["plots"]["errors"]).is_file()
+    assert (run / "best").is_symlink()
+    assert resolve_model_dir(run) == (run / "models" / metrics["selection"]["best"]).resolve()
+
+
+def test_numbers_are_consistent(compared):
+    run = compared["run"]
+    metrics = _metrics(run)
+    test_size = sum(metrics["data"]["split"]["sizes"]["test"].values())
+    with (run / "split.csv").open() as fh:
+        assert test_size == sum(1 for row in csv.DictReader(fh) if row["split"] == "test")
+    with (run / "predictions.csv").open() as fh:
+        preds = list(csv.DictReader(fh))
+    rows = {r["model"]: r for r in csv.DictReader((run / "comparison.csv").open())}
+    assert list(next(iter(rows.values()))) == list(COLUMNS)
+    correct = {}
+    for m in metrics["models"]:
+        test = m["test"]
+        cm = np.array(test["confusion_matrix"])
+        assert cm.sum() == test_size == test["n"]
+        assert math.isclose(np.trace(cm) / cm.sum(), test["accuracy"])
+        assert [c["support"] for c in test["per_class"]] == cm.sum(axis=1).tolist()
+        assert test["accuracy_ci"][0] <= test["accuracy"] <= test["accuracy_ci"][1]
+        mine = [p for p in preds if p["model"] == m["name"]]
+        assert len(mine) == test_size
+        correct[m["name"]] = np.array([p["correct"] == "True" for p in mine])
+        assert math.isclose(correct[m["name"]].mean(), test["accuracy"])
+        assert len(m["errors"]) == test_size - np.trace(cm)
+        # CSV and JSON agree.
+        row = rows[m["name"]]
+        assert float(row["test_accuracy"]) == test["accuracy"]
+        assert float(row["test_accuracy_ci_low"]) == test["accuracy_ci"][0]
+        assert float(row["macro_f1"]) == test["macro_f1"]
+        assert float(row["log_loss"]) == test["log_loss"]
+        assert float(row["ece"]) == test["ece"]
+        assert int(row["params"]) == m["speed"]["params"] > 0
+        assert float(row["latency_ms_p50"]) == m["speed"]["latency_ms_p50"] > 0
+        assert float(row["latency_ms_p95"]) >= float(row["latency_ms_p50"])
+        assert float(row["throughput_ips"]) > 0
+        assert float(row["train_seconds"]) == m["training"]["seconds"] > 0
+        assert float(row["size_mb"]) > 0
+        # The test split played no part in training: the card counts train + val images only.
+        card = json.loads((run / m["model_dir"] / "model.json").read_text())
+        sizes = metrics["data"]["split"]["sizes"]
+        assert card["data"]["train_images"] == sum(sizes["train"].values())
+        assert card["data"]["val_images"] == sum(sizes["val"].values())
+        assert card["split_manifest_sha256"] == metrics["data"]["split"]["manifest_sha256"]
+        for epoch in m["training"]["history"]:
+            assert {"epoch", "phase", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+                    "seconds"} <= set(epoch)
+    assert {e["phase"] for e in metrics["models"][1]["training"]["history"]} == {"frozen", "finetune"}
+
+    # Selection by validation (accuracy, then loss), never by test.
+    models = metrics["models"]
+    expected = min(models, key=lambda m: (-m["validation"]["accuracy"], m["validation"]["loss"]))["name"]
+    assert metrics["selection"]["best"] == expected
+    assert [r["model"] for r in rows.values() if r["selected"] == "True"] == [expected]
+
+    # McNemar counts recomputed from the per-image predictions.
+    (pair,) = metrics["pairwise"]
+    res = mcnemar_exact(correct[pair["model_a"]], correct[pair["model_b"]])
+    assert (pair["a_only_correct"], pair["b_only_correct"]) == (res.b, res.c)
+    assert pair["p_value"] == res.p_value
+
+
+def test_report_is_self_contained_and_escaped(compared):
+    text = (compared["run"] / "report.html").read_text()
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:|//)", text)
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert all(s.startswith("data:image/png;base64,") for s in re.findall(r'src="([^"]+)"', text))
+    metrics = _metrics(compared["run"])
+    assert f"Best model (by validation accuracy): {metrics['selection']['best']}" in text
+    assert "image-classifier compare" in text and "--seed 3" in text
+    assert "McNemar" in text and "Duplicates" in text
+
+
+def test_rerun_with_a_subset_reuses_split_and_decode(compared, capsys):
+    run, cache = compared["run"], compared["cache"]
+    split_before = (run / "split.csv").read_bytes()
+    cached_files = sorted(p for p in cache.rglob("*.npy"))
+    assert cached_files, "the first run should have filled the decode cache"
+    mtimes = [p.stat().st_mtime_ns for p in cached_files]
+    argv = ["compare", str(compared["data"]), "--models", "tiny_cmp_a", "--out", str(run), "--seed", "3",
+            "--speed-repeats", "2", "--cache-dir", str(cache), "--no-progress"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "reusing the split" in err
+    assert (run / "split.csv").read_bytes() == split_before
+    assert sorted(p for p in cache.rglob("*.npy")) == cached_files
+    assert [p.stat().st_mtime_ns for p in cached_files] == mtimes
+    metrics = _metrics(run)
+    assert [m["name"] for m in metrics["models"]] == ["tiny_cmp_a"]
+    assert metrics["selection"]["best"] == "tiny_cmp_a"
+
+
+def test_evaluate_matches_compare_on_the_test_split(compared, tmp_path, capsys):
+    run, data = compared["run"], compared["data"]
+    metrics = _metrics(run)
+    best = metrics["selection"]["best"]
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(run), str(data), "--split", str(run / "split.csv"), "--subset", "test",
+                 "--out", str(out), "--no-speed"]) == 0
+    ev = json.loads((out / "metrics.json").read_text())
+    (entry,) = ev["models"]
+    ref = next(m for m in metrics["models"] if m["name"] == best)
+    assert entry["test"]["confusion_matrix"] == ref["test"]["confusion_matrix"]
+    assert entry["test"]["accuracy"] == ref["test"]["accuracy"]
+    assert (out / "report.html").is_file() and (out / f"plots/{best}-confusion.png").is_file()
+
+    # The whole folder includes the training images: the report says so.
+    out2 = tmp_path / "ev2"
+    assert main(["evaluate", str(run), str(data), "--out", str(out2), "--no-speed"]) == 0
+    ev2 = json.loads((out2 / "metrics.json").read_text())
+    assert ev2["models"][0]["test"]["n"] == sum(CLASSES.values())
+    assert any("training or validation split" in w for w in ev2["data"]["warnings"])
+    capsys.readouterr()
+
+
+def test_evaluate_unknown_class_is_a_clear_error(compared, tmp_path, capsys):
+    data = make_image_folder(tmp_path / "other", {"c": 3, "zebra": 3}, size=(40, 30))
+    code = main(["evaluate", str(compared["run"]), str(data), "--out", str(tmp_path / "x"), "--no-speed"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "not trained on: 'zebra'" in err and "Traceback" not in err
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="no chromium")
+def test_compare_report_renders_in_chromium(compared, tmp_path):
+    import subprocess
+
+    from PIL import Image
+
+    shot = tmp_path / "shot.png"
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", f"--screenshot={shot}", "--window-size=1200,2400",
+                    (compared["run"] / "report.html").as_uri()], check=True, capture_output=True, timeout=120)
+    with Image.open(shot) as im:
+        arr = np.asarray(im.convert("L"))
+    assert (arr < 200).mean() > 0.02
