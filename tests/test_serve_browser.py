@@ -1,0 +1,292 @@
+"""The web page in a real browser: Debian's Chromium driven by Playwright against the real server
+(waitress on localhost), with a real model.
+
+With ../shared present the model is a MobileNetV2 trained here (frozen ImageNet backbone, a few
+epochs) on the athletes data, and the uploaded photo is one of the split's *test* photos, never
+seen in training. Without it, a small network trained on synthetic colour images stands in.
+
+Chromium comes from the system (`apt-get install chromium`, done by scripts/test.sh), never from a
+test tool's download. The tests skip when it is missing, except under CI (CI=true), where they fail.
+Screenshots are written to test-artifacts/ at the repository root.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from serve_fixtures import CLASSES, COLOURS, HTML_CLASS, colour_image, encode, make_run, train_colour_model
+
+from image_classifier.serve import ModelStore, create_app
+from image_classifier.serve.server import BackgroundServer
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+ATHLETES = SHARED / "datasets" / "athletes"
+MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+                 "--disable-dev-shm-usage"]
+MAX_UPLOAD = 10 * 1024 * 1024
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def _chromium() -> str:
+    """Debian's Chromium, or skip (fail under CI: there the browser test must run)."""
+    problem = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        problem = "the playwright package is not installed (pip install -e '.[test]')"
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if problem is None and exe is None:
+        problem = "chromium is not installed (apt-get install chromium; scripts/test.sh does it)"
+    if problem:
+        if _in_ci():
+            pytest.fail(f"browser test cannot run in CI: {problem}")
+        pytest.skip(problem)
+    return exe  # type: ignore[return-value]
+
+
+def expect(locator):
+    """Playwright's polling assertions (they run outside the page, so the page's CSP, which forbids
+    eval, does not get in the way as it does for wait_for_function with a string)."""
+    from playwright.sync_api import expect as _expect
+
+    return _expect(locator)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@dataclasses.dataclass
+class AthleteCase:
+    model_dir: Path
+    photos: list[tuple[Path, str]]  # held-out photos with their true class, in a fixed order
+    real_data: bool
+
+
+@pytest.fixture(scope="module")
+def athlete_case(tmp_path_factory) -> AthleteCase:
+    tmp = tmp_path_factory.mktemp("browser")
+    if not (ATHLETES.is_dir() and MOBILENET_WEIGHTS.is_file()):
+        # Stand-in: a small network that really learned colours, and a synthetic "photo" file.
+        model = train_colour_model(tmp / "colours")
+        photos = []
+        for name in ("green", "blue"):
+            path = tmp / f"{name}-photo.jpg"
+            colour_image(COLOURS[name], size=(612, 408), seed=42).save(path, "JPEG", quality=90)
+            photos.append((path, name))
+        return AthleteCase(model, photos, real_data=False)
+
+    from image_classifier.data.split import make_split
+    from image_classifier.models.registry import get_arch
+    from image_classifier.train import train_model
+
+    split = make_split(ATHLETES, seed=0)
+    recipe = get_arch("mobilenet_v2").default_recipe()
+    # The frozen phase only, a few epochs, one feature view: ~0.85 test accuracy in well under a minute.
+    recipe.phases = [dataclasses.replace(recipe.phases[0], epochs=6)]
+    result = train_model(split, "mobilenet_v2", tmp / "mobilenet_v2", weights=MOBILENET_WEIGHTS, recipe=recipe,
+                         recipe_overrides={"feature_views": 1}, seed=0, progress=False)
+    test = sorted(split.subset("test"), key=lambda r: (r.class_name, r.rel_path))
+    photos = []
+    for cls in split.classes:  # the first three test photos of each class, by file name
+        photos += [(Path(r.path), r.class_name) for r in test if r.class_name == cls][:3]
+    return AthleteCase(result.model_dir, photos, real_data=True)
+
+
+def _post_file(url: str, path: Path) -> dict:
+    req = urllib.request.Request(url + "/api/predict", data=path.read_bytes(),
+                                 headers={"Content-Type": "application/octet-stream"}, method="POST")
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+class PageWatch:
+    """Opens the page and records what a user would not see: console errors, CSP violations,
+    uncaught exceptions, and every URL the page fetched."""
+
+    def __init__(self, browser, url: str, width: int = 1200, height: int = 900) -> None:
+        self.page = browser.new_page(viewport={"width": width, "height": height})
+        self.console: list[str] = []
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto(url + "/")
+        self.page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        self.url = url
+
+    def upload(self, path_or_payload) -> None:
+        self.page.set_input_files("#file-input", path_or_payload)
+
+    def wait_result(self) -> None:
+        self.page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+
+    def check_clean(self, expected_http_errors: int = 0) -> None:
+        csp = [c for c in self.console if "Content Security Policy" in c or "Refused to" in c]
+        assert not csp, csp
+        assert not self.errors, self.errors
+        http_errors = [c for c in self.console if "Failed to load resource" in c]
+        assert len(http_errors) == expected_http_errors, self.console
+        outside = [u for u in self.requests if not u.startswith((self.url, "blob:", "data:"))]
+        assert not outside, f"the page fetched something outside the server: {outside}"
+
+    def close(self) -> None:
+        self.page.close()
+
+
+def test_athlete_photo_gets_its_true_label_on_the_page(browser, athlete_case):
+    ARTIFACTS.mkdir(exist_ok=True)
+    store = ModelStore.from_paths([athlete_case.model_dir]).load()
+    with BackgroundServer(create_app(store), max_upload_bytes=MAX_UPLOAD) as srv:
+        # The API's answers for the held-out photos; the model must be a real one.
+        answers = [(path, truth, _post_file(srv.url, path)) for path, truth in athlete_case.photos]
+        right = [(path, truth, a) for path, truth, a in answers if a["label"] == truth]
+        assert len(right) >= (len(answers) * 2 + 2) // 3, [(p.name, t, a["label"]) for p, t, a in answers]
+        path, truth, api = right[0]
+
+        watch = PageWatch(browser, srv.url)
+        watch.upload(str(path))
+        watch.wait_result()
+        page = watch.page
+        shown = page.inner_text("#result-label")
+        assert shown == truth == api["label"]
+        assert page.inner_text("#result-probability") == f"{100 * api['probabilities'][truth]:.1f} %"
+        bars = page.locator("#bars li")
+        assert bars.count() == len(store.get().classes)
+        assert page.inner_text("#bars li.top .bar-name") == truth
+        assert page.get_attribute("#preview", "src").startswith("blob:")
+        assert page.inner_text("#info-arch") == store.get().entry.card["architecture"]
+        assert page.inner_text("#info-accuracy") == "not evaluated"  # a lone model: no run metrics
+        assert "ms" in page.inner_text("#result-meta")
+        # the latency of this very request is now in the model's running median
+        expect(page.locator("#info-latency")).to_contain_text("median")
+        page.screenshot(path=str(ARTIFACTS / "serve-browser-desktop.png"), full_page=True)
+        watch.check_clean()
+        watch.close()
+
+        # Phone width: same answer, nothing wider than the screen.
+        phone = PageWatch(browser, srv.url, width=390, height=844)
+        phone.upload(str(path))
+        phone.wait_result()
+        assert phone.page.inner_text("#result-label") == truth
+        assert phone.page.evaluate("document.documentElement.scrollWidth") <= 390
+        phone.page.screenshot(path=str(ARTIFACTS / "serve-browser-phone.png"), full_page=True)
+        phone.check_clean()
+        phone.close()
+    store.close()
+    note = "real athletes data" if athlete_case.real_data else "synthetic stand-in (../shared absent)"
+    (ARTIFACTS / "serve-browser.txt").write_text(
+        f"{note}: uploaded {path.name} (true class {truth!r}); page showed {shown!r} "
+        f"at {100 * api['probabilities'][truth]:.1f} %\n")
+
+
+@pytest.fixture(scope="module")
+def colour_server(tmp_path_factory):
+    """A run with two models whose classes include one named with HTML."""
+    tmp = tmp_path_factory.mktemp("colour-run")
+    run = make_run(tmp / "runs" / "demo", train_colour_model(tmp / "colours"))
+    store = ModelStore.from_paths([run]).load()
+    with BackgroundServer(create_app(store), max_upload_bytes=MAX_UPLOAD) as srv:
+        yield srv
+    store.close()
+
+
+def test_html_class_names_are_text_and_the_model_can_be_chosen(browser, colour_server):
+    watch = PageWatch(browser, colour_server.url)
+    page = watch.page
+    # Several models: a selector, the run's best chosen, its test accuracy shown.
+    assert page.is_visible("#model-select")
+    assert page.eval_on_selector_all("#model-select option", "os => os.map(o => o.value)") == ["tiny_a", "tiny_b"]
+    assert page.input_value("#model-select") == "tiny_b"
+    assert page.inner_text("#info-accuracy").startswith("90.0 %")
+    assert HTML_CLASS in page.inner_text("#info-classes")
+
+    watch.upload({"name": "red.png", "mimeType": "image/png",
+                  "buffer": encode(colour_image(COLOURS[HTML_CLASS], seed=3), "PNG")})
+    watch.wait_result()
+    assert page.inner_text("#result-label") == HTML_CLASS  # shown literally, as text
+    assert page.evaluate("window.__pwned") is None  # the onerror in the class name never ran
+    assert page.locator("#result img, #bars b, #model-panel img").count() == 0
+    assert "tiny_b" in page.inner_text("#result-meta")
+
+    # Choosing the other model classifies the same photo again with it.
+    page.select_option("#model-select", "tiny_a")
+    expect(page.locator("#result-meta")).to_contain_text("tiny_a ·")
+    assert page.inner_text("#result-label") == HTML_CLASS
+    assert page.inner_text("#info-accuracy") == "not evaluated"
+    watch.check_clean()
+    watch.close()
+
+
+def test_non_image_and_broken_image_get_a_clear_message(browser, colour_server):
+    watch = PageWatch(browser, colour_server.url)
+    page = watch.page
+    watch.upload({"name": "notes.txt", "mimeType": "text/plain", "buffer": b"shopping list: eggs, milk\n"})
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.inner_text("#error") == "Not an image: the file holds text."
+    assert page.is_hidden("#result")
+
+    jpeg = encode(colour_image(COLOURS["green"], size=(300, 200), seed=4))
+    watch.upload({"name": "cut.jpg", "mimeType": "image/jpeg", "buffer": jpeg[: len(jpeg) // 2]})
+    expect(page.locator("#error")).to_contain_text("This image could not be read")
+    assert page.is_hidden("#result")
+
+    # A good photo afterwards clears the message.
+    watch.upload({"name": "ok.jpg", "mimeType": "image/jpeg", "buffer": jpeg})
+    watch.wait_result()
+    assert page.is_hidden("#error") and page.inner_text("#result-label") == "green"
+    watch.check_clean(expected_http_errors=2)  # the 415 and the 400, reported by the browser
+    watch.close()
+
+
+def test_drag_and_drop_and_paste(browser, colour_server):
+    watch = PageWatch(browser, colour_server.url)
+    page = watch.page
+    make_transfer = """([b64, name, type]) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], name, { type }));
+        return dt;
+    }"""
+    blue = base64.b64encode(encode(colour_image(COLOURS["blue"], seed=11))).decode()
+    transfer = page.evaluate_handle(make_transfer, [blue, "dropped.jpg", "image/jpeg"])
+    page.dispatch_event("#drop-zone", "dragover", {"dataTransfer": transfer})
+    page.dispatch_event("#drop-zone", "drop", {"dataTransfer": transfer})
+    watch.wait_result()
+    assert page.inner_text("#result-label") == "blue"
+    assert "dropped.jpg" in page.inner_text("#preview-name")
+
+    green = base64.b64encode(encode(colour_image(COLOURS["green"], seed=12), "PNG")).decode()
+    page.evaluate("""([b64, make]) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], "image.png", { type: "image/png" }));
+        document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: dt, bubbles: true }));
+    }""", [green, None])
+    expect(page.locator("#result-label")).to_have_text("green")
+    assert "image.png" in page.inner_text("#preview-name")
+    watch.check_clean()
+    watch.close()
