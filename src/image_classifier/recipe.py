@@ -4,12 +4,21 @@ A recipe is a list of phases (e.g. "frozen" then "finetune") plus the settings s
 Phases name which part of the network trains through ``trainable_from``: an index into the
 network's ``backbone`` (see :mod:`image_classifier.models.net`); ``None`` trains the head only,
 ``0`` trains everything.
+
+Overrides are dotted keys (``phases.finetune.lr``), given on the command line (``--set KEY=VALUE``)
+or in a TOML file (:func:`load_config`) whose tables nest the same keys.
 """
 from __future__ import annotations
 
 import copy
+import os
+import tomllib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any
+
+PRECISIONS = ("bf16", "fp32")
+AUGMENTATION_ENGINES = ("batched", "torchvision")
 
 
 @dataclass
@@ -27,6 +36,10 @@ class Augmentation:
     shear: float = 0.2
     zoom: float = 0.3
     horizontal_flip: bool = True
+    #: "batched": one affine_grid/grid_sample call per batch with a random matrix per image and
+    #: edge-replicating fill (Keras' fill_mode="nearest"), measured faster; "torchvision":
+    #: transforms.v2.RandomAffine + RandomHorizontalFlip image by image (isotropic zoom, black fill).
+    engine: str = "batched"
 
 
 @dataclass
@@ -47,8 +60,49 @@ class Recipe:
     plateau_patience: int = 5
     plateau_factor: float = 0.2
     min_lr: float = 1e-7
+    #: Adam's epsilon: Keras' default (1e-7), not PyTorch's (1e-8), since the study used Keras.
+    optimizer_eps: float = 1e-7
+    #: "bf16": autocast matmuls/convolutions to bfloat16 where the CPU has native bf16 (weights,
+    #: optimizer and loss stay fp32); falls back to fp32 elsewhere. "fp32": everything in fp32.
+    precision: str = "bf16"
+    #: Phases that train only the top of the network run the frozen bottom once per augmented view
+    #: of the training set and cache its output: epoch k < feature_views uses a fresh view k; later
+    #: epochs draw, for each image, one of the cached views at random.
+    feature_views: int = 8
     augmentation: Augmentation = field(default_factory=Augmentation)
     notes: str = ""
+
+    def validate(self) -> Recipe:
+        """Raise ``ValueError`` naming the first setting that cannot work; returns self."""
+        if not self.phases:
+            raise ValueError("a recipe needs at least one phase")
+        names = [p.name for p in self.phases]
+        if len(set(names)) != len(names):
+            raise ValueError(f"phase names must be unique, got {names}")
+        for p in self.phases:
+            if p.epochs < 1:
+                raise ValueError(f"phases.{p.name}.epochs must be at least 1, not {p.epochs}")
+            if not p.lr > 0:
+                raise ValueError(f"phases.{p.name}.lr must be positive, not {p.lr}")
+            if p.trainable_from is not None and p.trainable_from < 0:
+                raise ValueError(f"phases.{p.name}.trainable_from must be >= 0 or none, not {p.trainable_from}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.optimizer.lower() != "adam":
+            raise ValueError(f"optimizer {self.optimizer!r} is not supported (only 'adam')")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.feature_views < 1:
+            raise ValueError(f"feature_views must be at least 1, not {self.feature_views}")
+        if self.early_stopping_patience < 1 or self.plateau_patience < 0:
+            raise ValueError("early_stopping_patience must be >= 1 and plateau_patience >= 0")
+        if not 0 < self.plateau_factor < 1:
+            raise ValueError(f"plateau_factor must be between 0 and 1, not {self.plateau_factor}")
+        if self.augmentation.engine not in AUGMENTATION_ENGINES:
+            raise ValueError(f"augmentation.engine must be one of {AUGMENTATION_ENGINES}, not {self.augmentation.engine!r}")
+        if not 0 <= self.augmentation.zoom < 1:
+            raise ValueError(f"augmentation.zoom must be in [0, 1), not {self.augmentation.zoom}")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,7 +156,11 @@ def _find_phase(phases: list[Phase], key: str, full_key: str) -> Phase:
 
 
 def _coerce(value: Any, current: Any, key: str) -> Any:
-    """Convert CLI strings to the type of the default they replace."""
+    """Convert CLI strings (and TOML numbers) to the type of the default they replace."""
+    if key.endswith("trainable_from") and isinstance(value, str) and value.lower() in ("none", "null", "head"):
+        return None  # "train the head only"; TOML has no null, so the string stands for it
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
     if not isinstance(value, str) or isinstance(current, str):
         return value
     if current is None:
@@ -117,3 +175,89 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
         return type(current)(value)
     except ValueError as err:
         raise ValueError(f"{key}: expected {type(current).__name__}, got {value!r}") from err
+
+
+def flatten_config(data: dict[str, Any], arch: str | None = None, *, known_archs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Nested config tables -> dotted override keys.
+
+    A table named after an architecture (``[resnet50]``, ``[resnet50.phases.finetune]``) applies only
+    to that architecture; everything else applies to all. ``phases`` tables are addressed by phase
+    name or index, as in :meth:`Recipe.with_overrides`.
+    """
+    out: dict[str, Any] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                out[f"{prefix}{key}"] = value
+
+    general = {k: v for k, v in data.items() if k not in known_archs}
+    walk(general, "")
+    if arch is not None and isinstance(data.get(arch), dict):
+        walk(data[arch], "")  # architecture-specific values win over general ones
+    return out
+
+
+def load_config(path: str | os.PathLike, arch: str | None = None) -> dict[str, Any]:
+    """Read a TOML recipe file into dotted overrides for ``arch`` (see :func:`flatten_config`).
+
+    Example::
+
+        batch_size = 16
+        [augmentation]
+        zoom = 0.2
+        [resnet50.phases.finetune]
+        epochs = 5
+    """
+    path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        raise ValueError(f"{path}: YAML is not supported (PyYAML is not a dependency); write the same keys as TOML")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ValueError(f"cannot read recipe file {path}: {err.strerror or err}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path} is not valid TOML: {err}") from err
+    from image_classifier.models.registry import list_archs
+
+    return flatten_config(data, arch, known_archs=tuple(list_archs()))
+
+
+def parse_set_options(items: list[str] | None) -> dict[str, str]:
+    """``["phases.0.epochs=3", "batch_size=16"]`` -> ``{"phases.0.epochs": "3", "batch_size": "16"}``."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE (e.g. phases.0.epochs=3), got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def recipe_to_toml(recipe: Recipe) -> str:
+    """The recipe as a TOML document that :func:`load_config` reads back (for ``--recipe``)."""
+    data = recipe.to_dict()
+    lines: list[str] = []
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return repr(value)
+
+    for key, value in data.items():
+        if key not in ("phases", "augmentation"):
+            lines.append(f"{key} = {fmt(value)}")
+    lines.append("\n[augmentation]")
+    lines += [f"{k} = {fmt(v)}" for k, v in data["augmentation"].items()]
+    for phase in data["phases"]:
+        lines.append(f"\n[phases.{phase['name']}]")
+        for k, v in phase.items():
+            if k == "name":
+                continue
+            # TOML has no null: "none" is what --set and the file reader accept for "head only".
+            lines.append(f"{k} = {fmt(v) if v is not None else fmt('none')}")
+    return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ import os
 import platform
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -79,11 +79,19 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
-def save_model(module: torch.nn.Module, card: dict[str, Any], out_dir: str | os.PathLike) -> Path:
-    """Save ``module``'s weights and ``card`` into ``out_dir`` atomically; returns the directory.
+def save_model(module: torch.nn.Module | Mapping[str, torch.Tensor], card: dict[str, Any],
+               out_dir: str | os.PathLike, *, stable_name: bool = True) -> Path:
+    """Save ``module``'s weights (or a state dict) and ``card`` into ``out_dir``; returns the directory.
 
     ``card`` must hold at least ``architecture``, ``classes`` and ``preprocessing`` (a dict);
     ``format_version``, ``weights_sha256`` and ``versions`` are filled in here.
+
+    Safe against a kill at any moment, also when it replaces a saved model: the weights the current
+    card points at are never overwritten. New weights go to a file the card does not reference,
+    then the card is switched to them (atomic rename), then the old file is deleted. With
+    ``stable_name`` (the default) the result is always ``weights.safetensors``, which can take a
+    second write; training's interim checkpoints pass ``stable_name=False`` and may leave
+    ``weights.next.safetensors`` until the final save. Identical weights are not rewritten.
     """
     from safetensors.torch import save as st_save
 
@@ -91,18 +99,48 @@ def save_model(module: torch.nn.Module, card: dict[str, Any], out_dir: str | os.
         if key not in card:
             raise ValueError(f"model card needs {key!r}")
     out = Path(out_dir)
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    items = module.items() if isinstance(module, Mapping) else module.state_dict().items()
+    state = {k: v.detach().contiguous().cpu() for k, v in items}
     blob = st_save(state, metadata={"format": "pt"})
-    atomic_write_bytes(out / WEIGHTS_NAME, blob)
-    full_card = {
-        "format_version": FORMAT_VERSION,
-        **card,
-        "weights_file": WEIGHTS_NAME,
-        "weights_sha256": hashlib.sha256(blob).hexdigest(),
-        "versions": card.get("versions") or library_versions(),
-    }
-    atomic_write_json(out / CARD_NAME, full_card)
+    sha = hashlib.sha256(blob).hexdigest()
+    current = _current_weights(out)  # (file name, sha256) the existing card points at, if valid
+
+    def write_card(name: str) -> None:
+        atomic_write_json(out / CARD_NAME, {
+            "format_version": FORMAT_VERSION,
+            **card,
+            "weights_file": name,
+            "weights_sha256": sha,
+            "versions": card.get("versions") or library_versions(),
+        })
+
+    if current is not None and current[1] == sha and (current[0] == WEIGHTS_NAME or not stable_name):
+        name = current[0]
+    else:
+        name = WEIGHTS_NAME if current is None or current[0] != WEIGHTS_NAME else _ALT_WEIGHTS_NAME
+        atomic_write_bytes(out / name, blob)
+    write_card(name)
+    if stable_name and name != WEIGHTS_NAME:
+        atomic_write_bytes(out / WEIGHTS_NAME, blob)  # no longer referenced: safe to replace
+        write_card(WEIGHTS_NAME)
+        name = WEIGHTS_NAME
+    for stale in (WEIGHTS_NAME, _ALT_WEIGHTS_NAME):
+        if stale != name:
+            (out / stale).unlink(missing_ok=True)
     return out
+
+
+_ALT_WEIGHTS_NAME = "weights.next.safetensors"
+
+
+def _current_weights(out: Path) -> tuple[str, str] | None:
+    """The (weights file, sha256) of the card in ``out`` when both exist, else None."""
+    try:
+        card = json.loads((out / CARD_NAME).read_text())
+        name, sha = str(card["weights_file"]), str(card["weights_sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (name, sha) if name in (WEIGHTS_NAME, _ALT_WEIGHTS_NAME) and (out / name).is_file() else None
 
 
 def read_card(model_dir: str | os.PathLike) -> dict[str, Any]:

@@ -20,6 +20,10 @@ COMMANDS = (
     "split",
     "serve",
     "export",
+    "train",
+    "predict",
+    "compare",
+    "evaluate",
 )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from image_classifier.models import scratch, transfer
 from image_classifier.models.net import ClassifierNet
-from image_classifier.models.weights import PretrainedSource, resolve_pretrained
+from image_classifier.models.weights import PretrainedSource, ResolvedWeights, resolve_pretrained
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.recipe import Phase, Recipe
 
@@ -63,12 +63,15 @@ def build_model(
     pretrained: bool = False,
     weights: str | os.PathLike | None = None,
     options: dict | None = None,
+    resolved: ResolvedWeights | None = None,
 ) -> tuple[ClassifierNet, dict]:
     """Build ``arch`` for ``num_classes``; returns the network and the builder options used
     (to be stored in the model card so that ``load_model`` rebuilds the same network).
 
     With ``pretrained=True`` the backbone gets ImageNet weights from ``weights`` or torchvision's
     cache, or this raises ``WeightsNotFoundError``: never random weights in a "pretrained" model.
+    ``resolved`` passes weights already found with :func:`resolve_pretrained` (training does, to
+    record which file it used and its hash).
     """
     spec = get_arch(arch)
     opts = {**spec.default_options, **(options or {})}
@@ -76,7 +79,8 @@ def build_model(
     if pretrained:
         if spec.pretrained is None:
             raise ValueError(f"{arch} has no pretrained weights: it trains from scratch")
-        resolved = resolve_pretrained(arch, spec.pretrained, weights)
+        if resolved is None:
+            resolved = resolve_pretrained(arch, spec.pretrained, weights)
         opts = {**opts, **resolved.options}
         backbone_state = resolved.state_dict
     net = spec.builder(num_classes, backbone_state=backbone_state, **opts)

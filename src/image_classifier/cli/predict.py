@@ -1,0 +1,85 @@
+"""``image-classifier predict DIR IMAGE...``: class probabilities from a saved model."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "predict",
+        help="classify images with a saved model",
+        description=(
+            "Print the most probable classes of each IMAGE according to the model in DIR (a "
+            "directory written by `train`, or a `compare` run directory, which means its best "
+            "model). An image that cannot be read is reported on its own line and the others are "
+            "still classified; the exit status is then 1."
+        ),
+    )
+    p.add_argument("model", metavar="DIR", help="saved model directory (or compare run directory)")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, WebP, ...)")
+    p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes to show per image (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON: every class's probability per image")
+    p.add_argument("--backend", default="torch",
+                   help="inference backend: torch, torch-bf16, onnx, onnx-int8 or auto (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per forward pass (default: %(default)s)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from image_classifier.errors import ImageClassifierError, UnreadableImageError
+
+    if args.top_k < 1:
+        raise ImageClassifierError("--top-k must be at least 1")
+    if args.batch_size < 1:
+        raise ImageClassifierError("--batch-size must be at least 1")
+
+    from image_classifier import load_model
+    from image_classifier.data.decode import load_image
+    from image_classifier.runs import resolve_model_dir
+    from image_classifier.runtime import configure
+
+    configure()
+    model_dir = resolve_model_dir(args.model)
+    try:
+        classifier = load_model(model_dir, backend=args.backend)
+    except ValueError as err:  # unknown backend
+        raise ImageClassifierError(str(err)) from None
+    size = classifier.preprocessing.input_size
+
+    results: list[dict] = []
+    decoded, where = [], []
+    for path in args.images:
+        try:
+            decoded.append(load_image(path, target_size=size))
+            where.append(len(results))
+            results.append({"image": path})
+        except UnreadableImageError as err:
+            results.append({"image": path, "error": err.reason})
+    probs = classifier.predict(decoded, batch_size=args.batch_size) if decoded else []
+    classes = classifier.classes
+    k = min(args.top_k, len(classes))
+    for i, row in zip(where, probs):
+        order = sorted(range(len(classes)), key=lambda c: -float(row[c]))
+        results[i]["top"] = [{"class": classes[c], "probability": float(row[c])} for c in order[:k]]
+        results[i]["probabilities"] = {classes[c]: float(row[c]) for c in range(len(classes))}
+
+    failed = sum(1 for r in results if "error" in r)
+    if args.json:
+        json.dump({"model": str(model_dir), "architecture": classifier.card.get("architecture"),
+                   "classes": classes, "predictions": results}, sys.stdout, indent=2)
+        print()
+    else:
+        width = max(len(r["image"]) for r in results)
+        for r in results:
+            if "error" in r:
+                print(f"{r['image']:<{width}}  error: {r['error']}")
+            else:
+                tops = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
+                print(f"{r['image']:<{width}}  {tops}")
+    if failed:
+        print(f"{failed} of {len(results)} image(s) could not be read", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,269 @@
+"""``train_model``: one architecture, one split, one saved model directory."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from image_classifier.errors import DatasetError, ImageClassifierError
+from image_classifier.models.registry import build_model, get_arch
+from image_classifier.recipe import Recipe
+from image_classifier.runtime import configure
+from image_classifier.saved_model import CARD_NAME, WEIGHTS_NAME, library_versions, read_card
+from image_classifier.train.cache import ImageCache
+from image_classifier.train.checkpoint import RESUME_NAME, RunWriter, load_resume_state
+from image_classifier.train.loop import Trainer, TrainState, bf16_supported, plan_phases
+from image_classifier.train.seeding import seed_global
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    arch: str
+    history: list[dict[str, Any]]
+    best_epoch: int
+    best_val_accuracy: float
+    best_val_loss: float
+    train_seconds: float
+    peak_rss_mb: float
+    #: Per phase: {"name", "epochs", "seconds", "images_per_s", "feature_seconds"}.
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (the whole process: it includes earlier models)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest_hash(split: Any) -> str | None:
+    value = getattr(split, "manifest_sha256", None)
+    return value() if callable(value) else value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
+
+
+def resolve_recipe(arch: str, recipe_overrides: dict[str, Any] | None = None, recipe: Recipe | None = None) -> Recipe:
+    """The effective recipe: the architecture's default (or ``recipe``) with overrides applied, validated."""
+    base = recipe if recipe is not None else get_arch(arch).default_recipe()
+    try:
+        return base.with_overrides(recipe_overrides or {}).validate()
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+
+
+def train_model(
+    split: Any,
+    arch: str,
+    out_dir: str | os.PathLike,
+    *,
+    recipe_overrides: dict[str, Any] | None = None,
+    weights: str | os.PathLike | None = None,
+    seed: int = 0,
+    cache: ImageCache | None = None,
+    progress: bool = True,
+    resume: bool = False,
+    overwrite: bool = True,
+    recipe: Recipe | None = None,
+    args: dict[str, Any] | None = None,
+    checkpoint_interval: float = 30.0,
+    channels_last: bool = True,
+) -> TrainResult:
+    """Train ``arch`` on ``split``'s train subset, choosing epochs on its val subset; save to ``out_dir``.
+
+    ``split`` is a :class:`image_classifier.data.split.Split` (``classes``, ``subset(name)``,
+    ``manifest_sha256``); its test subset is never read. ``weights`` is an explicit ImageNet weights
+    file for pretrained architectures (else torchvision's cache is used; missing weights raise
+    :class:`~image_classifier.errors.WeightsNotFoundError`). ``cache`` is an :class:`ImageCache`
+    shared across calls (e.g. by ``compare``); by default an in-memory one is used.
+    ``resume`` continues the interrupted run in ``out_dir``; otherwise an existing model there is
+    replaced when ``overwrite`` (the CLI passes ``overwrite=False`` unless ``--force``).
+    ``args`` (e.g. the CLI arguments) are stored in the card. Same seed and data on the same machine
+    give the same metrics.
+    """
+    configure()
+    wall0 = time.perf_counter()
+    spec = get_arch(arch)
+    recipe = resolve_recipe(arch, recipe_overrides, recipe)
+    out = Path(out_dir)
+    manifest = _manifest_hash(split)
+    classes = [str(c) for c in split.classes]
+    if len(classes) < 2:
+        raise DatasetError(f"training needs at least 2 classes, the split has {len(classes)}: {classes}")
+
+    payload = None
+    writer = RunWriter(out, checkpoint_interval)
+    if resume:
+        if not writer.resume_path.is_file():
+            if (out / CARD_NAME).is_file() and read_card(out).get("status") == "complete":
+                raise ImageClassifierError(f"the run in {out} already finished; nothing to resume")
+            raise ImageClassifierError(f"nothing to resume in {out}: {RESUME_NAME} is missing (start a new run without --resume)")
+        payload = load_resume_state(writer.resume_path)
+        theirs = {"arch": payload.get("arch"), "seed": payload.get("seed"), "classes": payload.get("classes"),
+                  "recipe": payload.get("recipe"), "split_manifest_sha256": payload.get("split_manifest_sha256")}
+        ours = {"arch": arch, "seed": seed, "classes": classes, "recipe": recipe.to_dict(), "split_manifest_sha256": manifest}
+        diff = [k for k in ours if theirs[k] != ours[k]]
+        if diff:
+            raise ImageClassifierError(
+                f"cannot resume the run in {out}: its {', '.join(diff)} differ from this command's. Resume with the "
+                "same data, split, architecture, seed and recipe options, or start a new run (--force replaces it)"
+            )
+    elif any((out / name).exists() for name in (CARD_NAME, RESUME_NAME)):
+        if not overwrite:
+            raise ImageClassifierError(
+                f"{out} already holds a model or an interrupted run; pass --resume to continue it, "
+                "--force to replace it, or choose another --out"
+            )
+        writer.clear()
+
+    train_records, val_records = list(split.subset("train")), list(split.subset("val"))
+    if not train_records:
+        raise DatasetError("the split has no training images")
+    if not val_records:
+        raise DatasetError(
+            "the split has no validation images: training needs them for early stopping and the "
+            "learning-rate schedule (make a split with a validation fraction above 0)"
+        )
+
+    # The network: ImageNet weights for transfer architectures (never random ones), seeded init otherwise.
+    resolved = None
+    if spec.pretrained is not None:
+        from image_classifier.models.weights import resolve_pretrained
+
+        resolved = resolve_pretrained(arch, spec.pretrained, weights)
+    elif weights is not None:
+        raise ValueError(f"{arch} trains from scratch: it takes no pretrained --weights")
+    seed_global(seed, "init")
+    net, arch_options = build_model(arch, len(classes), pretrained=resolved is not None, resolved=resolved)
+    try:
+        plan_phases(recipe, len(net.backbone))
+    except ValueError as err:
+        raise ImageClassifierError(f"bad recipe option: {err}") from None
+    pretrained_info = None
+    if resolved is not None:
+        pretrained_info = {"source": resolved.source, "sha256": _sha256_file(resolved.source)}
+
+    bf16 = recipe.precision == "bf16" and bf16_supported()
+    if recipe.precision == "bf16" and not bf16:
+        log.warning("this CPU has no native bf16: training %s in fp32 instead", arch)
+    precision_used = "bf16" if bf16 else "fp32"
+
+    t0 = time.perf_counter()
+    cache = cache if cache is not None else ImageCache()
+    prep = spec.preprocessing
+    train_set = cache.decode(train_records, prep)
+    val_set = cache.decode(val_records, prep)
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise DatasetError("none of the training or none of the validation images could be decoded; run `image-classifier check`")
+    decode_seconds = time.perf_counter() - t0
+    log.info("%s: %d train / %d val images decoded at %d px in %.1f s", arch, len(train_set), len(val_set),
+             prep.input_size, decode_seconds)
+
+    card_args = _jsonable(args if args is not None else {
+        "seed": seed, "weights": weights, "recipe_overrides": recipe_overrides or {}, "resume": resume,
+    })
+    base_card = {
+        "architecture": arch,
+        "arch_options": _jsonable(arch_options),
+        "classes": classes,
+        "preprocessing": prep.to_dict(),
+        "recipe": recipe.to_dict(),
+        "args": card_args,
+        "seed": seed,
+        "precision": precision_used,
+        "threads": torch.get_num_threads(),
+        "pretrained_weights": pretrained_info,
+        "split_manifest_sha256": manifest,
+        "data": {"train_images": len(train_set), "val_images": len(val_set),
+                 "skipped": {**train_set.skipped, **val_set.skipped}},
+        "versions": library_versions(),
+    }
+
+    def make_card(state: TrainState, status: str) -> dict[str, Any]:
+        return {**base_card, "status": status, "history": state.history, "best": state.best,
+                "train_seconds": round(state.seconds, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+    writer.meta = {"arch": arch, "seed": seed, "classes": classes, "recipe": recipe.to_dict(),
+                   "split_manifest_sha256": manifest}
+    trainer = Trainer(
+        net, recipe, prep, train_set, val_set, seed=seed, name=arch, bf16=bf16, channels_last=channels_last,
+        progress=progress, writer=writer, make_card=make_card,
+    )
+    setup_seconds = time.perf_counter() - wall0
+    if payload is not None:
+        from safetensors.torch import load_file
+
+        best_state = None
+        if payload["state"].get("best") is not None:
+            card = read_card(out)
+            best_state = load_file(str(out / card.get("weights_file", WEIGHTS_NAME)))
+        trainer.load_resume(payload, best_state)
+        log.info("%s: resuming at epoch %d (phase %d of %d)", arch, trainer.state.global_epoch + 1,
+                 trainer.state.phase_index + 1, len(recipe.phases))
+    trainer.state.seconds += setup_seconds
+
+    state = trainer.fit()
+    if trainer.best_state is None:
+        raise ImageClassifierError(f"{arch}: no epoch was trained")
+
+    # The saved model predicts in fp32 from decoded images: measure it that way once.
+    t0 = time.perf_counter()
+    trainer.net.load_state_dict(trainer.best_state)
+    inf_loss, inf_acc = trainer.evaluate(val_set.images, val_set.labels, 0, bf16=False)
+    best = {**state.best, "inference_val_loss": inf_loss, "inference_val_accuracy": inf_acc}
+    state.best = best
+    state.seconds += time.perf_counter() - t0
+    phases = []
+    for p in recipe.phases:
+        s = trainer.phase_stats.get(p.name)
+        if s:
+            phases.append({"name": p.name, "epochs": int(s["epochs"]), "seconds": s["seconds"],
+                           "feature_seconds": s["feature_seconds"],
+                           "images_per_s": s["images"] / s["seconds"] if s["seconds"] > 0 else 0.0})
+    card = {**make_card(state, "complete"), "phases": phases, "decode_seconds": round(decode_seconds, 3),
+            "train_seconds": round(state.seconds, 3)}
+    writer.save_best(trainer.best_state, card, final=True)
+    writer.remove_resume()
+    log.debug(
+        "%s: best epoch %d (%s): val accuracy %.3f, val loss %.4f; trained in %s; peak RSS %.0f MB; model saved to %s",
+        arch, best["epoch"], best["phase"], best["val_accuracy"], best["val_loss"], _fmt_seconds(state.seconds),
+        peak_rss_mb(), out,
+    )
+    return TrainResult(
+        model_dir=out, arch=arch, history=state.history, best_epoch=int(best["epoch"]),
+        best_val_accuracy=float(best["val_accuracy"]), best_val_loss=float(best["val_loss"]),
+        train_seconds=state.seconds, peak_rss_mb=peak_rss_mb(), phases=phases, card=read_card(out),
+    )
+
+
+def _fmt_seconds(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{seconds:.1f} s"
