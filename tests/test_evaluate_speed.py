@@ -84,3 +84,18 @@ def test_measure_classifier(tmp_path):
     assert out["e2e_latency_ms_p50"] > 0
     assert out["throughput_ips"] > 0
     assert out["flops_per_image"] == 2 * 8 * 16 * 16 * 27 + 2 * 8 * 2
+
+
+def test_trained_parameter_count_follows_the_recipe():
+    from image_classifier.models.net import ClassifierNet
+
+    backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(4, 4, 3), torch.nn.AdaptiveAvgPool2d(1),
+                                   torch.nn.Flatten())
+    net = ClassifierNet(backbone, torch.nn.Linear(4, 2), 4)
+    head = 4 * 2 + 2
+    second = 4 * 4 * 9 + 4
+    recipe = {"phases": [{"trainable_from": None}, {"trainable_from": 1}]}
+    assert speed.trained_parameter_count(net, recipe) == head + second
+    assert speed.trained_parameter_count(net, {"phases": [{"trainable_from": None}]}) == head
+    assert speed.trained_parameter_count(net, {"phases": [{"trainable_from": 0}]}) == speed.count_parameters(net)[0]
+    assert speed.trained_parameter_count(_Net(), recipe) is None

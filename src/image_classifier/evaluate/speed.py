@@ -53,6 +53,24 @@ def count_parameters(module: Any) -> tuple[int, int]:
     return total, trainable
 
 
+def trained_parameter_count(module: Any, recipe: dict | None) -> int | None:
+    """Parameters that some phase of the recipe trained (the rest kept their pretrained values).
+
+    A loaded model has every parameter frozen, so ``requires_grad`` no longer says what training
+    touched; the recipe does: each phase trains ``backbone[trainable_from:]`` and the head
+    (``trainable_from`` None = head only). Returns None when the module or recipe lacks that shape.
+    """
+    backbone = getattr(module, "backbone", None)
+    head = getattr(module, "head", None)
+    phases = (recipe or {}).get("phases") or []
+    if backbone is None or head is None or not phases:
+        return None
+    starts = [len(backbone) if p.get("trainable_from") is None else int(p["trainable_from"]) for p in phases]
+    first = min(starts)
+    count = sum(p.numel() for block in list(backbone)[first:] for p in block.parameters())
+    return count + sum(p.numel() for p in head.parameters())
+
+
 def dir_size_bytes(path: str | os.PathLike) -> int:
     """Bytes of every regular file under ``path`` (what copying the model dir would move)."""
     path = Path(path)
@@ -128,7 +146,8 @@ def measure_classifier(
     config = config or SpeedConfig()
     module = classifier.module
     module.eval()
-    total, trainable = count_parameters(module)
+    total, _ = count_parameters(module)
+    trainable = trained_parameter_count(module, (getattr(classifier, "card", None) or {}).get("recipe"))
     # The classifier's own preprocessing gives the input shape, whatever the architecture.
     one = classifier.preprocess([Image.new("RGB", (64, 48), (127, 127, 127))])
     batch = one.expand(config.throughput_batch, *one.shape[1:]).contiguous()
@@ -179,4 +198,14 @@ def measure_classifier(
         "throughput_ips": throughput,
         "throughput_batch": config.throughput_batch,
         "torch_threads": torch.get_num_threads(),
+        # Other processes competing for the cores inflate latencies; the report warns when this is
+        # above the core count.
+        "load_avg_1m": _load_average(),
     }
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None

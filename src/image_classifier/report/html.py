@@ -24,7 +24,7 @@ from image_classifier.report.tables import (
 CSS = """
 *{box-sizing:border-box}
 body{margin:0;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2125;background:#f6f7f9}
-main{max-width:1150px;margin:0 auto;padding:16px}
+main{max-width:1200px;margin:0 auto;padding:16px}
 h1{font-size:1.6em;margin:.3em 0}
 h2{font-size:1.3em;margin:1.6em 0 .5em;border-bottom:2px solid #d0d7de;padding-bottom:.2em}
 h3{font-size:1.1em;margin:1.2em 0 .4em}
@@ -34,8 +34,8 @@ h3{font-size:1.1em;margin:1.2em 0 .4em}
 .muted{color:#57606a;font-size:.92em}
 .note{background:#fff8e6;border-left:4px solid #E69F00;padding:8px 12px;margin:10px 0}
 .wrap{overflow-x:auto;-webkit-overflow-scrolling:touch}
-table{border-collapse:collapse;font-size:.86em;background:#fff}
-th,td{padding:4px 6px;border:1px solid #d0d7de;text-align:right;white-space:nowrap}
+table{border-collapse:collapse;font-size:.84em;background:#fff}
+th,td{padding:4px 5px;border:1px solid #d0d7de;text-align:right;white-space:nowrap}
 th{background:#eef1f4}
 th[scope=row]{text-align:left;font-weight:600}
 td.l{text-align:left;white-space:normal}
@@ -134,7 +134,8 @@ def _comparison(study: dict, run_dir: Path) -> str:
             cls = "good" if " is more accurate than " in line else ""
             out.append(f'<li class="{cls}">{esc(line)}</li>')
         out.append("</ul>")
-    for note in (narrative.uncertainty_note(study), narrative.published_note(study), narrative.calibration_note(study)):
+    for note in (narrative.uncertainty_note(study), narrative.published_note(study), narrative.calibration_note(study),
+                 narrative.timing_note(study)):
         if note:
             out.append(f'<p class="note">{esc(note)}</p>')
     plots = study.get("plots") or {}
@@ -164,13 +165,16 @@ def _model_section(m: dict, study: dict, run_dir: Path) -> str:
     if val.get("accuracy") is not None:
         facts.append(f"validation accuracy {val['accuracy']:.1%} (epoch {val.get('best_epoch', '?')})")
     if speed:
-        facts.append(f"{fmt_params(speed.get('params'))} parameters ({fmt_params(speed.get('trainable_params'))} trained)")
+        trained = speed.get("trainable_params")
+        facts.append(f"{fmt_params(speed.get('params'))} parameters"
+                     + (f" ({fmt_params(trained)} trained, the rest pretrained)" if trained is not None
+                        and trained < (speed.get("params") or 0) else ""))
         if speed.get("flops_per_image") is not None:
             facts.append(f"{speed['flops_per_image'] / 1e9:.2f} GFLOPs per image")
     if training.get("seconds") is not None:
         facts.append(f"trained in {fmt_seconds(training['seconds'])}")
     if training.get("peak_rss_mb") is not None:
-        facts.append(f"peak memory {training['peak_rss_mb']:.0f} MB")
+        facts.append(f"peak process memory by the end of its training {training['peak_rss_mb']:.0f} MB")
     if m.get("model_dir"):
         facts.append(f"saved in {m['model_dir']}")
     out = [f'<section class="card" id="{esc(anchor(m["name"]))}"><h3>{title}</h3>',

@@ -32,7 +32,8 @@ def render_markdown(study: dict) -> str:
     if summary:
         lines += [md(summary), ""]
         lines += [f"- {md(line)}" for line in narrative.significance_lines(study)] + [""]
-    for note in (narrative.uncertainty_note(study), narrative.published_note(study), narrative.calibration_note(study)):
+    for note in (narrative.uncertainty_note(study), narrative.published_note(study), narrative.calibration_note(study),
+                 narrative.timing_note(study)):
         if note:
             lines += [f"> {md(note)}", ""]
     plots = study.get("plots") or {}

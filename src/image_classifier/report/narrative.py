@@ -73,9 +73,16 @@ def significance_summary(study: dict) -> str:
         return ""
     n_sig = sum(1 for p in pairs if p["p_value"] < ALPHA)
     n = study["models"][0]["test"]["n"]
-    return (f"Exact McNemar tests on the same {n} test images: {n_sig} of {len(pairs)} pairwise "
-            f"accuracy differences are significant at p < {ALPHA}; the other {len(pairs) - n_sig} are "
-            "within what chance alone produces on a test set this small.")
+    head = f"Exact McNemar tests on the same {n} test images: "
+    if n_sig == 0:
+        return head + (f"none of the {len(pairs)} pairwise accuracy difference{'s' if len(pairs) > 1 else ''} "
+                       f"is significant at p < {ALPHA}; with this few test images, "
+                       f"{'they are all' if len(pairs) > 1 else 'it is'} within what chance alone produces.")
+    rest = len(pairs) - n_sig
+    text = head + f"{n_sig} of {len(pairs)} pairwise accuracy differences {'is' if n_sig == 1 else 'are'} significant at p < {ALPHA}"
+    if rest:
+        text += f"; the other {rest} {'is' if rest == 1 else 'are'} within what chance alone produces on a test set this small"
+    return text + "."
 
 
 def uncertainty_note(study: dict) -> str:
@@ -113,3 +120,19 @@ def calibration_note(study: dict) -> str:
     if not math.isfinite(worst["test"]["ece"]):
         return ""
     return text
+
+
+def timing_note(study: dict) -> str:
+    """A warning when the machine was busy while latencies were measured (they are then pessimistic)."""
+    cores = (study.get("machine") or {}).get("logical cores")
+    loads = [(m["name"], (m.get("speed") or {}).get("load_avg_1m")) for m in study["models"]]
+    loads = [(n, v) for n, v in loads if v is not None]
+    if not cores or not loads:
+        return ""
+    busy = [(n, v) for n, v in loads if v > cores]
+    if not busy:
+        return ""
+    listed = ", ".join(f"{n} {v:.1f}" for n, v in busy)
+    return (f"Other work was running while speed was measured (1-minute load average above the {cores} "
+            f"cores: {listed}), so those latency and throughput numbers are pessimistic; re-run on an idle "
+            "machine for clean timings.")

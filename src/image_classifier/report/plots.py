@@ -119,10 +119,14 @@ def training_curves_png(
         if best_epoch is not None and best_epoch in epochs:
             i = epochs.index(best_epoch)
             val = series(f"val_{key}")[i]
-            ax.plot([best_epoch], [val], "*", ms=13, color=PALETTE[4], label="kept (best val)", zorder=5)
+            ax.plot([best_epoch], [val], "*", ms=13, color=PALETTE[4], label="kept epoch", zorder=5)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.set_ylim(-0.02, 1.02)
     ax_acc.legend(fontsize=8, loc="lower right")
-    fig.suptitle(_text(title), fontsize=11, y=1.06)
+    fig.suptitle(_text(title), fontsize=11, y=1.0)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -161,7 +165,11 @@ def error_gallery_png(
         try:
             img = loader(str(err["path"]))
             img.thumbnail((thumb * 2, thumb * 2))
-            ax.imshow(np.asarray(img))
+            # Letterbox on a square canvas: every cell the same size, so captions never overlap.
+            side = max(img.size)
+            canvas = Image.new("RGB", (side, side), (255, 255, 255))
+            canvas.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
+            ax.imshow(np.asarray(canvas))
         except Exception as exc:  # a file moved since the run: say so in the cell, keep the rest
             log.warning("error gallery: cannot show %s: %s", err["path"], exc)
             ax.text(0.5, 0.5, "image\nunavailable", ha="center", va="center", transform=ax.transAxes)
