@@ -205,7 +205,8 @@ def test_evaluate_matches_compare_on_the_test_split(compared, tmp_path, capsys):
     assert main(["evaluate", str(run), str(data), "--out", str(out2), "--no-speed"]) == 0
     ev2 = json.loads((out2 / "metrics.json").read_text())
     assert ev2["models"][0]["test"]["n"] == sum(CLASSES.values())
-    assert any("training or validation split" in w for w in ev2["data"]["warnings"])
+    assert any("training or validation split" in w for w in ev2["alerts"])
+    assert "training or validation split" in (out2 / "report.html").read_text()
     capsys.readouterr()
 
 

@@ -115,18 +115,19 @@ def run_evaluate(config: EvaluateConfig, *, on_progress: Callable[[str], None] |
     say(f"evaluating {arch} ({model_dir}) on {len(items)} images of {config.data_root}")
 
     warnings: list[str] = []
+    alerts: list[str] = []
     manifest = _training_manifest(model_dir, card)
     if manifest is not None:
         seen = _seen_hashes(manifest)
         overlap = [it.rel_path for it in items
                    if (hashes.get(it.rel_path) or file_sha256(it.path)) in seen]
         if overlap:
-            warnings.append(
+            alerts.append(
                 f"{len(overlap)} of the {len(items)} images were in this model's training or validation "
                 f"split ({manifest}); its scores on them are optimistic. Pass --split {manifest} "
                 "--subset test to score only images it never saw."
             )
-    for w in warnings:
+    for w in alerts:
         say(f"warning: {w}")
 
     t0 = time.perf_counter()
@@ -158,6 +159,8 @@ def run_evaluate(config: EvaluateConfig, *, on_progress: Callable[[str], None] |
     what = f"subset {config.subset!r} of {config.split_csv}" if config.split_csv else "all images"
     study = {
         "title": f"Evaluation of {arch} on {Path(config.data_root).name} ({what})",
+        "scored_set": "test images" if config.split_csv and config.subset == "test" else
+                      f"{config.subset} images" if config.split_csv else "images",
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": reproduce_command(config, out_dir),
         "invoked_as": config.invoked_as,
@@ -173,6 +176,7 @@ def run_evaluate(config: EvaluateConfig, *, on_progress: Callable[[str], None] |
         "speed_config": config.speed.to_dict() if speed else None,
         "models": [entry],
         "pairwise": [],
+        "alerts": alerts,
         "timings": timings,
     }
     files = write_report(study, out_dir)

@@ -16,7 +16,9 @@ a report can be redrawn from a finished run and no two artefacts can disagree. I
   {``seconds``, ``peak_rss_mb``, ``history`` [epoch dicts]}, ``errors`` [{``path``,
   ``rel_path``, ``true``, ``pred``, ``confidence``}]}; ``plots`` is filled in here;
 - ``pairwise``: :func:`image_classifier.evaluate.metrics.pairwise_mcnemar` output;
-- ``timings``: {name: seconds}; ``report_seconds`` is filled in here.
+- ``timings``: {name: seconds}; ``report_seconds`` is filled in here;
+- optional: ``scored_set`` (what the scored images are called, default "test images"),
+  ``alerts`` [str] (shown first, e.g. "these images were trained on").
 """
 from __future__ import annotations
 
@@ -80,11 +82,14 @@ def draw_plots(study: dict, run_dir: Path, *, image_loader: Callable[[str], Imag
         m["plots"] = rel
     rows = comparison_rows(study)
     study_plots: dict[str, str] = {}
-    if all(r["latency_ms_p50"] is not None for r in rows):
+    # One model has no trade-off to show; its numbers are in the table.
+    if len(rows) > 1 and all(r["latency_ms_p50"] is not None for r in rows):
         out.append(plots.summary_png(rows, plot_dir / "summary.png", best=(study.get("selection") or {}).get("best")))
         study_plots["summary"] = "plots/summary.png"
     out.append(plots.reliability_png([(m["name"], m["test"].get("reliability") or [], m["test"]["ece"])
-                                      for m in study["models"]], plot_dir / "reliability.png"))
+                                      for m in study["models"]], plot_dir / "reliability.png",
+                                     where="test split" if study.get("scored_set", "test images") == "test images"
+                                     else "scored images"))
     study_plots["reliability"] = "plots/reliability.png"
     study["plots"] = study_plots
     return out

@@ -32,6 +32,7 @@ h3{font-size:1.1em;margin:1.2em 0 .4em}
 .answer{border-left:6px solid #0072B2;font-size:1.08em}
 .answer strong{font-size:1.1em}
 .muted{color:#57606a;font-size:.92em}
+.alert{background:#ffebe9;border-left:4px solid #cf222e;padding:8px 12px;font-weight:600}
 .note{background:#fff8e6;border-left:4px solid #E69F00;padding:8px 12px;margin:10px 0}
 .wrap{overflow-x:auto;-webkit-overflow-scrolling:touch}
 table{border-collapse:collapse;font-size:.84em;background:#fff}
@@ -96,7 +97,8 @@ def _answer(study: dict) -> str:
     from image_classifier.report.tables import comparison_rows
 
     rows = comparison_rows(study)
-    parts = [f"<p><strong>{esc(narrative.headline(study))}</strong></p>"]
+    parts = [f'<p class="alert">{esc(a)}</p>' for a in study.get("alerts") or []]
+    parts.append(f"<p><strong>{esc(narrative.headline(study))}</strong></p>")
     if len(rows) > 1:
         facts = []
         top = max(rows, key=lambda r: r["test_accuracy"])
@@ -121,9 +123,13 @@ def _comparison(study: dict, run_dir: Path) -> str:
 
     headers, body = display_table(study)
     selected = ["selected" if r["selected"] else "" for r in comparison_rows(study)]
-    out = ['<h2 id="comparison">Comparison (test split)</h2>', _table(headers, body, selected)]
-    out.append('<p class="muted">test acc: accuracy on the held-out test split with its 95 % bootstrap '
-               "interval. val acc: accuracy on the validation split, which chose the best model (*). "
+    heading = "Comparison (test split)" if len(study["models"]) > 1 else "Results"
+    out = [f'<h2 id="comparison">{heading}</h2>', _table(headers, body, selected)]
+    scored = ("accuracy on the held-out test split" if narrative.scored_set(study) == "test images"
+              else f"accuracy on the {narrative.scored_set(study)} scored here")
+    out.append(f'<p class="muted">test acc: {esc(scored)} with its 95 % bootstrap '
+               "interval. val acc: accuracy on the validation split during training"
+               + (", which chose the best model (*). " if study.get("selection") else ". ") +
                "ECE: expected calibration error. ms/img: model-only latency per image at batch 1 "
                "(median / 95th percentile); file→label: reading, decoding, resizing and classifying one "
                "JPEG. img/s @32: throughput at batch 32. Measured on the machine below.</p>")
@@ -270,7 +276,7 @@ def render_html(study: dict, run_dir: Path) -> str:
     """The whole report as one HTML string; PNG paths in ``study`` are relative to ``run_dir``."""
     run_dir = Path(run_dir)
     title = study.get("title") or "Image classifier comparison"
-    nav = ['<a href="#comparison">Comparison</a>']
+    nav = [f'<a href="#comparison">{"Comparison" if len(study["models"]) > 1 else "Results"}</a>']
     nav += [f'<a href="#{esc(anchor(m["name"]))}">{esc(m["name"])}</a>' for m in study["models"]]
     nav += ['<a href="#data">Data</a>', '<a href="#machine">Machine</a>', '<a href="#reproduce">Reproduce</a>']
     created = study.get("created_utc", "")

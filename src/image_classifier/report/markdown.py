@@ -23,7 +23,9 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str
 
 def render_markdown(study: dict) -> str:
     title = study.get("title") or "Image classifier comparison"
-    lines = [f"# {md(title)}", "", f"**{md(narrative.headline(study))}**", ""]
+    lines = [f"# {md(title)}", ""]
+    lines += [f"> **Warning:** {md(a)}\n" for a in study.get("alerts") or []]
+    lines += [f"**{md(narrative.headline(study))}**", ""]
     headers, body = display_table(study)
     lines += ["## Comparison (test split)", "", *_table(headers, body), ""]
     if any(m["name"] == (study.get("selection") or {}).get("best") for m in study["models"]):

@@ -15,9 +15,15 @@ PUBLISHED_NAMES = {"alexnet_like": "AlexNet-like", "mobilenet_v2": "MobileNetV2"
 ALPHA = 0.05
 
 
-def _describe(r: dict) -> str:
-    text = (f"test accuracy {r['test_accuracy']:.1%} (95 % CI {r['test_accuracy_ci_low']:.0%}–"
-            f"{r['test_accuracy_ci_high']:.0%} on {r['test_n']} test images), macro-F1 {r['macro_f1']:.3f}")
+def scored_set(study: dict) -> str:
+    """What the scored images are called: "test images" for compare, maybe just "images" for evaluate."""
+    return str(study.get("scored_set") or "test images")
+
+
+def _describe(r: dict, noun: str = "test images") -> str:
+    acc_word = "test accuracy" if noun == "test images" else "accuracy"
+    text = (f"{acc_word} {r['test_accuracy']:.1%} (95 % CI {r['test_accuracy_ci_low']:.0%}–"
+            f"{r['test_accuracy_ci_high']:.0%} on {r['test_n']} {noun}), macro-F1 {r['macro_f1']:.3f}")
     if r["latency_ms_p50"] is not None:
         text += f", {fmt_ms(r['latency_ms_p50'])} ms per image at batch 1"
     if r["size_mb"] is not None:
@@ -30,9 +36,9 @@ def headline(study: dict) -> str:
     rows = comparison_rows(study)
     best = next((r for r in rows if r["selected"]), None)
     if best is not None:
-        return f"Best model (by validation accuracy): {best['model']} — {_describe(best)}."
+        return f"Best model (by validation accuracy): {best['model']} — {_describe(best, scored_set(study))}."
     if len(rows) == 1:
-        return f"{rows[0]['model']}: {_describe(rows[0])}."
+        return f"{rows[0]['model']}: {_describe(rows[0], scored_set(study))}."
     return "No model was selected."
 
 
@@ -92,14 +98,19 @@ def uncertainty_note(study: dict) -> str:
     n = rows[0]["test_n"]
     widths = [r["test_accuracy_ci_high"] - r["test_accuracy_ci_low"] for r in rows]
     half = max(widths) / 2
-    return (f"The test split has only {n} images, so each test accuracy is uncertain by up to about "
-            f"±{half * 100:.0f} points (95 % bootstrap interval); read differences smaller than that as "
-            "noise unless McNemar's test says otherwise."
+    lead = (f"The test split has only {n} images, so each test accuracy" if scored_set(study) == "test images"
+            else f"With {n} images scored, the accuracy")
+    multi = len(rows) > 1
+    return (f"{lead} is uncertain by up to about ±{half * 100:.0f} points (95 % bootstrap interval)"
+            + ("; read differences smaller than that as noise unless McNemar's test says otherwise." if multi else ".")
             + (" The best model was chosen on the validation split, never on the test split, so its test "
                "accuracy is an unbiased estimate." if study.get("selection") else ""))
 
 
 def published_note(study: dict) -> str:
+    """One sentence on the study's published accuracies; only where held-out test numbers are shown."""
+    if scored_set(study) != "test images":
+        return ""
     rows = {r["model"]: r for r in comparison_rows(study)}
     here = [f"{PUBLISHED_NAMES[k]} {rows[k]['test_accuracy']:.2f}" for k in PUBLISHED if k in rows]
     published = " / ".join(f"{v:.2f} {PUBLISHED_NAMES[k]}" for k, v in PUBLISHED.items())
@@ -112,14 +123,16 @@ def published_note(study: dict) -> str:
 
 
 def calibration_note(study: dict) -> str:
-    worst = max(study["models"], key=lambda m: m["test"]["ece"])
-    best = min(study["models"], key=lambda m: m["test"]["ece"])
-    text = (f"Calibration: expected calibration error (ECE, 15 bins) ranges from {best['test']['ece']:.3f} "
-            f"({best['name']}) to {worst['test']['ece']:.3f} ({worst['name']}); 0 means a reported "
-            "confidence of 90 % is right 90 % of the time.")
-    if not math.isfinite(worst["test"]["ece"]):
+    models = [m for m in study["models"] if m["test"].get("ece") is not None and math.isfinite(m["test"]["ece"])]
+    if not models:
         return ""
-    return text
+    worst = max(models, key=lambda m: m["test"]["ece"])
+    best = min(models, key=lambda m: m["test"]["ece"])
+    meaning = "0 means a reported confidence of 90 % is right 90 % of the time."
+    if len(models) == 1:
+        return f"Calibration: expected calibration error (ECE, 15 bins) is {best['test']['ece']:.3f}; {meaning}"
+    return (f"Calibration: expected calibration error (ECE, 15 bins) ranges from {best['test']['ece']:.3f} "
+            f"({best['name']}) to {worst['test']['ece']:.3f} ({worst['name']}); {meaning}")
 
 
 def timing_note(study: dict) -> str:

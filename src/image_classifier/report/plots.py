@@ -227,7 +227,8 @@ def summary_png(models: Sequence[dict], path: str | os.PathLike, *, best: str | 
     return _save(fig, path)
 
 
-def reliability_png(models: Sequence[tuple[str, Sequence[dict], float]], path: str | os.PathLike) -> Path:
+def reliability_png(models: Sequence[tuple[str, Sequence[dict], float]], path: str | os.PathLike, *,
+                    where: str = "test split") -> Path:
     """Reliability diagram: per confidence bin, accuracy against mean confidence, one line a model.
 
     ``models``: (name, reliability bins from ``compute_metrics``, ECE). Points on the diagonal
@@ -250,5 +251,5 @@ def reliability_png(models: Sequence[tuple[str, Sequence[dict], float]], path: s
     ax.set_ylabel("accuracy in bin")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    ax.set_title("Calibration on the test split (dot area ∝ images)", fontsize=10)
+    ax.set_title(_text(f"Calibration on the {where} (dot area ∝ images)"), fontsize=10)
     return _save(fig, path)
