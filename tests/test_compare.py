@@ -233,3 +233,29 @@ def test_compare_report_renders_in_chromium(compared, tmp_path):
     with Image.open(shot) as im:
         arr = np.asarray(im.convert("L"))
     assert (arr < 200).mean() > 0.02
+
+
+def test_reproduce_command_and_argument_parsing(compared):
+    from image_classifier.cli.compare import parse_overrides, parse_weights
+    from image_classifier.errors import ImageClassifierError
+
+    metrics = _metrics(compared["run"])
+    cmd = metrics["command"]
+    # The run made its own split with --seed 3: the command rebuilds it from the data.
+    assert "--seed 3" in cmd and "--val 0.25 --test 0.3" in cmd and "--split" not in cmd
+    assert "tiny_cmp_a" in cmd
+    assert parse_weights(["resnet50=w/r.pth"]) == {"resnet50": Path("w/r.pth")}
+    with pytest.raises(ImageClassifierError, match="ARCH=PATH"):
+        parse_weights(["resnet50"])
+    assert parse_overrides(["batch_size=16", "alexnet_like:phases.0.epochs=3"]) == {
+        "*": {"batch_size": "16"}, "alexnet_like": {"phases.0.epochs": "3"}}
+
+
+def test_compare_rejects_bad_arguments(tiny_archs, tmp_path, capsys):
+    data = make_image_folder(tmp_path / "d", {"a": 4, "b": 4})
+    assert main(["compare", str(data), "--models", "tiny_cmp_a,nope", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown architecture(s) nope" in capsys.readouterr().err
+    assert main(["compare", str(data), "--models", "tiny_cmp_a", "--weights", "resnet50=x.pth",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "not in --models" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

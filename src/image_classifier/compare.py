@@ -96,16 +96,27 @@ def versions() -> dict[str, str]:
     return {**library_versions(), "matplotlib": matplotlib.__version__}
 
 
-def reproduce_command(config: CompareConfig) -> str:
-    """The explicit command line that redoes this run (every default spelled out)."""
+def reproduce_command(config: CompareConfig, split: Any = None) -> str:
+    """The explicit command line that redoes this run.
+
+    A split this run made (or reused) with the run's own seed is reproduced from the data by
+    ``--seed/--val/--test``, so the command also works on another machine with the same files; a
+    split given with ``--split``, or made earlier with another seed, is named explicitly.
+    """
     args = ["image-classifier", "compare", os.fspath(config.data_root), "--models", ",".join(config.models),
             "--out", os.fspath(config.out_dir), "--seed", str(config.seed)]
-    args += ["--split", os.fspath(config.split_csv or Path(config.out_dir) / "split.csv")]
+    split_seed = getattr(split, "seed", None)
+    if config.split_csv is not None or split is None or split_seed != config.seed:
+        args += ["--split", os.fspath(config.split_csv or Path(config.out_dir) / "split.csv")]
+    else:
+        args += ["--val", repr(split.val), "--test", repr(split.test)]
     for arch, path in sorted(config.weights.items()):
         args += ["--weights", f"{arch}={os.fspath(path)}"]
     for scope, overrides in sorted(config.recipe_overrides.items()):
         for key, value in overrides.items():
             args += ["--set", f"{key}={value}" if scope == "*" else f"{scope}:{key}={value}"]
+    if config.speed.repeats != SpeedConfig().repeats:
+        args += ["--speed-repeats", str(config.speed.repeats)]
     return shlex.join(args)
 
 
@@ -262,7 +273,7 @@ def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | N
     study = {
         "title": f"Image classifier comparison: {Path(config.data_root).name}",
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": reproduce_command(config),
+        "command": reproduce_command(config, split),
         "invoked_as": config.invoked_as,
         "data": {
             "root": os.fspath(config.data_root),
