@@ -587,7 +587,7 @@ def test_cli_serves_a_run_and_stops_cleanly(run_dir):
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-    assert proc.returncode == 0, proc.stderr.read()
+    assert proc.returncode == 0, (proc.returncode, proc.stdout.read(), proc.stderr.read())
 
 
 def test_cli_rejects_a_wrong_path_with_a_message(tmp_path):
@@ -607,3 +607,105 @@ def test_cli_rejects_a_busy_port(run_dir):
         proc = _start_cli([str(run_dir), "--port", str(port)])
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "already in use" in err and "Traceback" not in err
+
+
+# ---- the inference threads' batching ---------------------------------------------------------------
+
+def test_requests_waiting_together_are_batched_with_unchanged_answers(store):
+    """While the only inference thread is busy, five more requests queue up; they then run as one
+    batch, and each gets the probabilities it gets alone."""
+    from image_classifier.serve.batcher import InferenceWorkers
+
+    clf = store.get("tiny_a").classifier
+    images = [colour_image(rgb, seed=200 + i) for i, rgb in enumerate(list(COLOURS.values()) * 2)]
+    tensors = [clf.preprocess([im]) for im in images]
+    alone = [clf.predict_tensor(t)[0] for t in tensors]
+
+    release = threading.Event()
+    started = threading.Event()
+    sizes: list[int] = []
+
+    def run(batch):
+        sizes.append(batch.shape[0])
+        if len(sizes) == 1:  # hold the first batch until the others are queued
+            started.set()
+            assert release.wait(10)
+        return clf.predict_tensor(batch)
+
+    workers = InferenceWorkers(workers=1, max_batch=8)
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            first = pool.submit(workers.submit, "tiny_a", run, tensors[0])
+            assert started.wait(10)
+            rest = [pool.submit(workers.submit, "tiny_a", run, t) for t in tensors[1:]]
+            deadline = time.monotonic() + 10
+            while workers._queue.qsize() < len(rest) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            release.set()
+            results = [first.result(10)] + [f.result(10) for f in rest]
+    finally:
+        workers.close()
+    assert sizes == [1, len(rest)]
+    assert [r.batch_size for r in results] == [1] + [len(rest)] * len(rest)
+    for got, want in zip(results, alone):
+        assert got.probabilities == pytest.approx(want, abs=1e-5)
+    assert all(r.queue_ms >= 0 and r.forward_ms > 0 for r in results)
+
+
+def test_batches_never_mix_models_and_errors_reach_every_waiting_request():
+    import numpy as np
+
+    from image_classifier.serve.batcher import InferenceWorkers
+    import torch
+
+    seen: list[tuple[str, int]] = []
+    gate = threading.Event()
+
+    def runner(key):
+        def run(batch):
+            seen.append((key, batch.shape[0]))
+            gate.wait(10)
+            if key == "broken":
+                raise RuntimeError("forward failed")
+            return np.full((batch.shape[0], 2), 0.5, dtype=np.float32)
+        return run
+
+    workers = InferenceWorkers(workers=1, max_batch=8)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            futures = [pool.submit(workers.submit, "a", runner("a"), torch.zeros(1, 3, 8, 8))]
+            time.sleep(0.2)
+            keys = ["a", "b", "a", "broken", "b", "broken"]
+            futures += [pool.submit(workers.submit, k, runner(k), torch.zeros(1, 3, 8, 8)) for k in keys]
+            time.sleep(0.3)
+            gate.set()
+            outcomes = []
+            for f in futures:
+                try:
+                    outcomes.append(f.result(10).batch_size)
+                except RuntimeError as err:
+                    outcomes.append(str(err))
+    finally:
+        workers.close()
+    assert sorted(seen) == sorted([("a", 1), ("a", 2), ("b", 2), ("broken", 2)])
+    assert outcomes == [1, 2, 2, 2, "forward failed", 2, "forward failed"]
+
+
+def test_cli_stops_on_sigterm_and_exits_2_when_the_weights_cannot_load(tmp_path, run_dir):
+    import shutil
+
+    proc = _start_cli([str(run_dir), "--port", "0", "--models", "tiny_a"])
+    try:
+        _read_until(proc, r"ready: 1 model\(s\) loaded .* default tiny_a")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr.read()
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run_dir / "models" / "tiny_a", broken)
+    (broken / "weights.safetensors").write_bytes(b"\x00" * 64)
+    proc = _start_cli([str(broken), "--port", "0"])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, (out, err)
+    assert "cannot load the models" in err and "weights" in err and "Traceback" not in err

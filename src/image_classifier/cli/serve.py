@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 
@@ -82,11 +83,18 @@ def run(args: argparse.Namespace) -> int:
         except Exception as err:  # noqa: BLE001 - reported to the user, then the server stops
             print(f"image-classifier serve: error: cannot load the models: {err}", file=sys.stderr, flush=True)
             failed.set()
-            server.close()
+            # Stop the server from the main thread (closing its sockets from here would pull them
+            # from under its select() call): a real signal, handled by _stop below.
+            signal.raise_signal(signal.SIGTERM)
             return
         print(f"image-classifier: ready: {len(store.names)} model(s) loaded in {store.load_seconds:.1f} s; "
               f"default {store.default}", flush=True)
 
+    def _stop(*_: object) -> None:
+        raise KeyboardInterrupt  # waitress' run() and the code below treat it as Ctrl+C
+
+    # `kill` (SIGTERM, also what service managers and `docker stop` send) stops as cleanly as Ctrl+C.
+    signal.signal(signal.SIGTERM, _stop)
     threading.Thread(target=load, name="model-loader", daemon=True).start()
     try:
         server.run()
@@ -94,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         pass
     finally:
         server.close()
+        store.close()
     if failed.is_set():
         return 2
     print("image-classifier: stopped", flush=True)

@@ -98,7 +98,7 @@
     parts.push(m.latency_ms_median == null
       ? "no request yet"
       : `${ms(m.latency_ms_median)} median here (last ${Math.min(m.requests, 200)} requests)`);
-    if (m.offline_latency_ms != null) parts.push(`${ms(m.offline_latency_ms)} measured by compare`);
+    if (m.offline_latency_ms != null) parts.push(`${ms(m.offline_latency_ms)} in compare's benchmark`);
     $("info-latency").textContent = parts.join(" · ");
     $("info-classes").textContent = m.classes.join(", ");
   }
