@@ -37,7 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--max-batch", type=int, default=None,
                    help="largest batch formed from requests that arrive together (default: 8; 1 = no batching)")
     # Choices are checked in run(): listing them here would import torch and slow down --help.
-    p.add_argument("--backend", default="torch", help="inference backend (default: %(default)s)")
+    p.add_argument("--backend", default="torch",
+                   help="inference backend: torch, torch-bf16, onnx, onnx-int8 or auto (default: %(default)s; "
+                        "onnx needs `image-classifier export` first)")
     p.add_argument("--models", default=None, metavar="NAME[,NAME...]",
                    help="serve only these models of a run (default: all of them)")
     p.add_argument("--max-upload-mb", type=float, default=10.0,
