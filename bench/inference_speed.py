@@ -141,6 +141,10 @@ def measure_arch(arch: str, model_dir: Path, jpeg: Path, test_items, args) -> di
                                       backend=ChannelsLastTorch(base.module))
     for name in ("torch-bf16", "onnx", "onnx-int8"):
         variants[name] = base.with_backend(name)
+    from image_classifier.inference.backends import OnnxBackend
+
+    variants["onnx-nospin"] = Classifier(base.module, base.classes, base.preprocessing, base.card, model_dir,
+                                         backend=OnnxBackend(model_dir / "model.onnx", spin=False))
     slow = arch in ("resnet50", "alexnet_like", "simple_cnn")
     config = SpeedConfig(warmup=3, repeats=args.repeats, e2e_repeats=args.repeats, throughput_batch=32,
                          throughput_repeats=3 if slow else 5, time_budget_s=args.budget, min_repeats=10)
@@ -158,6 +162,34 @@ def measure_arch(arch: str, model_dir: Path, jpeg: Path, test_items, args) -> di
     return {"arch": arch, "variants": results, "auto": {"name": choice.name, "reason": choice.reason,
                                                          "skipped": choice.skipped},
             "threads": torch.get_num_threads()}
+
+
+def image_path_costs(jpeg: Path, repeats: int) -> dict:
+    """Where the end-to-end time goes before the network: decoding a camera JPEG in full versus in
+    draft mode (libjpeg's reduce-on-load, what ``load_image(target_size=...)`` does), then one resize
+    and the normalisation. Medians in ms, interleaved."""
+    from image_classifier.data.decode import load_image
+    from image_classifier.inference.timing import interleaved_times
+    from image_classifier.preprocessing import Preprocessing
+
+    from image_classifier.models.registry import get_arch
+
+    prep: Preprocessing = get_arch("mobilenet_v2").preprocessing
+    size = prep.input_size
+    draft = load_image(jpeg, target_size=size)
+    full = load_image(jpeg)
+    uint8 = prep.to_uint8([draft])
+    fns = {
+        "decode full resolution": lambda: load_image(jpeg),
+        "decode draft (reduce on load)": lambda: load_image(jpeg, target_size=size),
+        "resize full -> input": lambda: prep.resize(full),
+        "resize draft -> input": lambda: prep.resize(draft),
+        "to tensor + normalise": lambda: prep.normalize(uint8),
+    }
+    times = interleaved_times(fns, warmup=2, repeats=repeats, settle=0)
+    out = {name: float(np.median(t) * 1000) for name, t in times.items()}
+    out["draft_size"] = list(draft.size)
+    return out
 
 
 ALLOC_SNIPPET = r"""
@@ -208,6 +240,7 @@ LABELS = {
     "torch-cl": "PyTorch channels_last fp32",
     "torch-bf16": "PyTorch bf16 + channels_last",
     "onnx": "ONNX Runtime fp32",
+    "onnx-nospin": "ONNX Runtime fp32, no thread spinning",
     "onnx-int8": "ONNX Runtime int8",
 }
 
@@ -230,22 +263,34 @@ def table(report: dict) -> str:
 
 
 def verdicts(report: dict) -> list[str]:
+    """Targets of issue 7, judged on this run's table. The backend judged is the one ``auto``'s rule
+    (``inference.selection.decide``) picks from the table's own medians among the backends auto may
+    use (fp32 always; bf16/int8 only when export accepted them on the validation subset); the
+    choice ``auto`` itself recorded (a separate, shorter measurement) is printed beside it."""
+    from image_classifier.inference.selection import decide
+
     out = []
     for arch in report["archs"]:
         name, v = arch["arch"], arch["variants"]
-        chosen = arch["auto"]["name"]
         base_correct = v["torch"]["test_correct"]
+        checks = arch.get("accuracy_checks", {})
+        eligible = {"torch", "onnx"} | {n for n in ("torch-bf16", "onnx-int8") if checks.get(n, {}).get("accepted")}
         for low in ("torch-bf16", "onnx-int8"):
             if low in v:
                 lost = base_correct - v[low]["test_correct"]
+                val = checks.get(low, {})
                 out.append(f"{name}: {LABELS[low]} loses {lost} test image(s) vs fp32: "
-                           f"{'counts' if lost <= 1 else 'does NOT count'} (limit 1)")
-        ratio = v[chosen]["speedup_latency"] if chosen in v else float("nan")
-        line = f"{name}: --backend auto chose {chosen}: {ratio:.2f}x eager PyTorch, model only at batch 1"
+                           f"{'counts' if lost <= 1 else 'does NOT count'} (limit 1); on validation "
+                           f"{-val.get('change_images', 0)} lost: {'accepted' if val.get('accepted') else 'not accepted'} for auto")
+        chosen = decide({n: v[n]["latency_ms_p50"] for n in eligible if n in v})
+        ratio = v[chosen]["speedup_latency"]
+        line = (f"{name}: auto's rule on this table picks {chosen}: {ratio:.2f}x eager PyTorch, model only at "
+                f"batch 1")
         if name in TARGETS:
             line += f" (target >= {TARGETS[name]}x: {'met' if ratio >= TARGETS[name] else 'NOT met'})"
+        line += f"; auto's own measurement recorded {arch['auto']['name']}"
         out.append(line)
-        if name in E2E_TARGET_MS and chosen in v:
+        if name in E2E_TARGET_MS:
             e2e = v[chosen]["e2e_latency_ms_p50"]
             out.append(f"{name}: end to end (2000x1500 JPEG file -> probabilities) with {chosen}: {e2e:.2f} ms median "
                        f"(target <= {E2E_TARGET_MS[name]} ms: {'met' if e2e <= E2E_TARGET_MS[name] else 'NOT met'})")
@@ -295,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         split.save(tmp / "split.csv")
         jpeg = big_jpeg(tmp / "photo-2000x1500.jpg", parts["test"][0][0])
         report["jpeg_bytes"] = jpeg.stat().st_size
+        report["image_path_ms"] = image_path_costs(jpeg, args.repeats)
         for arch in args.archs:
             t0 = time.perf_counter()
             model_dir = build_saved_model(arch, classes, parts["train"], tmp / "models")
@@ -321,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for line in verdicts(report):
         print("- " + line)
+    costs = report["image_path_ms"]
+    print(f"- image path (2000x1500 JPEG, {costs['draft_size'][0]}x{costs['draft_size'][1]} after draft): "
+          + ", ".join(f"{k} {v:.2f} ms" for k, v in costs.items() if k != "draft_size"))
     if "allocator" in report:
         a = report["allocator"]
         for backend in ("torch", "onnx"):

@@ -138,3 +138,22 @@ def test_web_server_answers_identically_with_both_backends(exported):
         assert [t["label"] for t in a["top"]] == [t["label"] for t in b["top"]]
         assert a["probabilities"].keys() == b["probabilities"].keys()
         assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]) <= 1e-4
+
+
+def test_numpy_preprocessing_equals_the_torch_preprocessing(exported):
+    import torch
+
+    from image_classifier.export.verify import synthetic_images
+    from image_classifier.inference.preprocess import images_to_array
+    from image_classifier.preprocessing import Preprocessing
+
+    images = synthetic_images(3) + [synthetic_images(1, seed=9)[0].convert("L")]
+    for prep in (Preprocessing(48, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), Preprocessing(40),
+                 Preprocessing(40, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "center_crop")):
+        array = images_to_array(prep, images)
+        assert array.dtype == np.float32 and array.flags.c_contiguous
+        assert np.array_equal(array, prep(images).numpy())  # bit for bit
+    model_dir, files = exported
+    clf = load_model(model_dir, backend="onnx")
+    assert isinstance(clf.preprocess(files[:2]), torch.Tensor)
+    assert np.array_equal(clf.preprocess(files[:2]).numpy(), clf.preprocess_array(files[:2]))

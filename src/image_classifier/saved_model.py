@@ -223,19 +223,30 @@ class Classifier:
         size = self.preprocessing.input_size
         return [img if isinstance(img, Image.Image) else load_image(img, target_size=size) for img in images]
 
+    def preprocess_array(self, images: Sequence[ImageSource]) -> np.ndarray:
+        """Decode (when given paths/bytes; JPEGs in draft mode), resize once and normalise into a
+        (N, 3, H, W) float32 array, with numpy only (see :mod:`image_classifier.inference.preprocess`)."""
+        from image_classifier.inference.preprocess import images_to_array
+
+        return images_to_array(self.preprocessing, self.load_images(images))
+
     def preprocess(self, images: Sequence[ImageSource]) -> torch.Tensor:
         """Decode (when given paths/bytes), resize and normalise into a (N, 3, H, W) float batch."""
-        return self.preprocessing(self.load_images(images))
+        return torch.from_numpy(self.preprocess_array(images))
 
-    def predict_tensor(self, batch: torch.Tensor) -> np.ndarray:
+    def predict_tensor(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
         """Class probabilities for an already preprocessed batch, computed by ``self.backend``."""
         return self.backend.predict_tensor(batch)
 
     def predict(self, images: Sequence[ImageSource], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities, shape (len(images), len(classes)), rows in ``self.classes`` order."""
+        """Class probabilities, shape (len(images), len(classes)), rows in ``self.classes`` order.
+
+        The whole path (file -> decode -> resize -> normalise -> backend) is what a user waits for;
+        with the ONNX backend it runs without PyTorch."""
         if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
             raise TypeError("predict() takes a sequence of images; wrap a single image in a list")
-        out = [self.predict_tensor(self.preprocess(images[i:i + batch_size])) for i in range(0, len(images), batch_size)]
+        out = [self.predict_tensor(self.preprocess_array(images[i:i + batch_size]))
+               for i in range(0, len(images), batch_size)]
         return np.concatenate(out) if out else np.empty((0, len(self.classes)), dtype=np.float32)
 
     def predict_labels(self, images: Sequence[ImageSource], batch_size: int = 32) -> list[str]:
