@@ -126,7 +126,7 @@ def test_a_choice_measured_on_a_busy_cpu_is_measured_again(exported, monkeypatch
         first = choose_backend(exported)
     assert "busy" in caplog.text
     (record,) = json.loads((exported / RECORD_NAME).read_text())["records"].values()
-    assert record["provisional"] is True and record["chosen"] == first.name
+    assert record["provisional"] is True and record["chosen"] == first.name and first.provisional
     monkeypatch.setattr(selection, "_busy", lambda load_before: "")
     second = choose_backend(exported)
     assert not second.from_record  # measured again, now on a quiet CPU

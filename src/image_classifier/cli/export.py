@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         c = result.choice
         timings = ", ".join(f"{n} {_fmt_ms(t)}" for n, t in sorted(c.timings_ms.items(), key=lambda kv: kv[1]))
         print(f"backend for --backend auto on this machine: {c.name} (median batch-1 latency: {timings or c.reason})")
+        if c.provisional:
+            print("  measured while other processes kept the CPU busy: it will be measured again on next use")
         for name, why in c.skipped.items():
             print(f"  not considered: {name}: {why}")
     return 0

@@ -10,6 +10,8 @@ calibration did not see, how many the int8 model gets right compared with fp32.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -64,7 +66,10 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
         # Shape inference + graph optimisation first (fuses Conv+BN+ReLU so each fused op gets one
         # quantization range): ORT's recommended pre-processing step.
         prepared = tmp / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        # ORT prints progress ("Performing symbolic shape inference...") to stdout: keep the
+        # command's output to the results.
+        with contextlib.redirect_stdout(io.StringIO()):
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
         quantized = tmp / "int8.onnx"
         quantize_static(
             str(prepared), str(quantized), _calibration_reader(calibration_batches, ONNX_INPUT),

@@ -48,6 +48,8 @@ class BackendChoice:
     timings_ms: dict[str, float] = field(default_factory=dict)  # backend -> median bs1 latency
     from_record: bool = False
     skipped: dict[str, str] = field(default_factory=dict)
+    #: Measured while other processes kept the CPU busy: used now, measured again next time.
+    provisional: bool = False
 
 
 def cpu_model() -> str:
@@ -266,4 +268,6 @@ def choose_backend(model_dir: str | os.PathLike, card: dict | None = None, *, re
     }
     write_record(model_dir, key, record)
     reason = f"fastest at batch 1, just measured on this machine: {_format_timings(timings)}"
-    return BackendChoice(chosen, reason, timings, from_record=False, skipped=skipped)
+    if busy:
+        reason += f" (CPU busy: {busy}; provisional)"
+    return BackendChoice(chosen, reason, timings, from_record=False, skipped=skipped, provisional=bool(busy))
