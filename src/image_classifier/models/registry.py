@@ -89,11 +89,19 @@ def build_model(
 
 # --- The study's four architectures -----------------------------------------------------------
 
+#: Said in every recipe (printed by ``train --recipe``): what the study left open and we took from Keras.
+KERAS_DEFAULTS_NOTE = (
+    " Keras defaults where the study is silent: batch 32, Adam betas 0.9/0.999 and epsilon 1e-7, "
+    "EarlyStopping and ReduceLROnPlateau on val_loss with min_delta 0 (the plateau factor 0.2 is the "
+    "Keras documentation's example), augmentation with fill_mode 'nearest' and bilinear sampling, "
+    "shear in degrees."
+)
+
 def _simple_cnn_recipe() -> Recipe:
     return Recipe(
         phases=[Phase("scratch", epochs=150, lr=1e-3, trainable_from=0)],
         early_stopping_patience=10,
-        notes="Keras defaults where the study is silent: 3x3 kernels, 'valid' padding, Glorot init.",
+        notes="Keras defaults where the study is silent: 3x3 kernels, 'valid' padding, Glorot init." + KERAS_DEFAULTS_NOTE,
     )
 
 
@@ -101,7 +109,8 @@ def _alexnet_like_recipe() -> Recipe:
     return Recipe(
         phases=[Phase("scratch", epochs=100, lr=1e-3, trainable_from=0)],
         early_stopping_patience=10,
-        notes="Keras defaults where the study is silent: 3x3 kernels, 'valid' padding, 2x2 max-pool, Glorot init.",
+        notes="Keras defaults where the study is silent: 3x3 kernels, 'valid' padding, 2x2 max-pool, Glorot init."
+        + KERAS_DEFAULTS_NOTE,
     )
 
 
@@ -113,7 +122,7 @@ def _mobilenet_v2_recipe() -> Recipe:
         ],
         early_stopping_patience=5,
         plateau_patience=3,
-        notes="Fine-tunes features[16:] (the last ~20 Keras layers: blocks 15-16 and the final 1x1 conv).",
+        notes="Fine-tunes features[16:] (the last ~20 Keras layers: blocks 15-16 and the final 1x1 conv)." + KERAS_DEFAULTS_NOTE,
     )
 
 
@@ -128,6 +137,7 @@ def _resnet50_recipe() -> Recipe:
         notes=(
             "Fine-tunes layer3[2:] and layer4 (the study froze its first 100 Keras layers, which ends "
             "inside conv4). LR 1e-5 instead of the study's 1e-6, which left the model practically unchanged."
+            + KERAS_DEFAULTS_NOTE
         ),
     )
 

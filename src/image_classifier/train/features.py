@@ -79,6 +79,7 @@ class FeatureStore:
         self.storage_dtype = torch.bfloat16 if bf16 else torch.float32
         self._train: dict[int, dict[int, torch.Tensor]] = {}  # view -> cut -> (N, ...)
         self._val: dict[int, torch.Tensor] = {}
+        self._mixed: dict[int, torch.Tensor] = {}
         self.seconds = 0.0  # time spent computing activations (reported per phase)
 
     # -- computing -----------------------------------------------------------------------------
@@ -146,7 +147,9 @@ class FeatureStore:
         n = self.train_images.shape[0]
         choice = torch.randint(0, self.views, (n,), generator=generator)
         stacked = [self._train[v][cut] for v in range(self.views)]
-        out = torch.empty_like(stacked[0])
+        out = self._mixed.get(cut)
+        if out is None:  # one buffer per cut, reused every epoch (no per-epoch allocation)
+            out = self._mixed[cut] = torch.empty_like(stacked[0])
         for v in range(self.views):
             rows = (choice == v).nonzero().flatten()
             out[rows] = stacked[v][rows]
@@ -160,6 +163,8 @@ class FeatureStore:
                 del per_view[c]
         for c in [c for c in self._val if c not in keep]:
             del self._val[c]
+        for c in [c for c in self._mixed if c not in keep]:
+            del self._mixed[c]
 
     def nbytes(self) -> int:
         tensors = [t for per_view in self._train.values() for t in per_view.values()] + list(self._val.values())

@@ -139,8 +139,19 @@ def _channels_last_grad_hooks(net: nn.Module) -> list[Any]:
     return [m.register_forward_pre_hook(pre_hook) for m in net.modules() if isinstance(m, nn.Flatten)]
 
 
-def _clone_state(net: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+def _copy_state(net: nn.Module, into: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """A copy of ``net``'s state, written into ``into``'s tensors when given.
+
+    Reusing the buffers matters for big models: glibc (with the allocator settings of
+    :mod:`image_classifier.runtime`) cannot reuse a freed block for a new tensor of the same size,
+    so cloning the simple CNN's 1 GB of weights at every improvement would grow the heap.
+    """
+    state = net.state_dict()
+    if into is None or into.keys() != state.keys():
+        return {k: v.detach().clone() for k, v in state.items()}
+    for k, v in state.items():
+        into[k].copy_(v)
+    return into
 
 
 class Trainer:
@@ -353,7 +364,7 @@ class Trainer:
             improved = st.best is None or val_loss < st.best["val_loss"]
             if improved:
                 st.best = {"epoch": st.global_epoch, "phase": phase.name, "val_loss": val_loss, "val_accuracy": val_acc}
-                self.best_state = _clone_state(self.net)
+                self.best_state = _copy_state(self.net, self.best_state)
                 self._best_dirty = True
             log.info(
                 "%s %s epoch %d/%d: loss %.4f acc %.3f | val loss %.4f acc %.3f | lr %.2g | %.1f s, %.0f img/s%s",

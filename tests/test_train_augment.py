@@ -1,0 +1,75 @@
+"""The study's augmentation on uint8 batches, and the frozen-prefix activations it feeds."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from image_classifier.recipe import Augmentation
+from image_classifier.train.augment import Augmenter, keras_affine_matrices
+from image_classifier.train.features import run_prefix
+
+NONE = dict(rotation=0.0, width_shift=0.0, height_shift=0.0, shear=0.0, zoom=0.0)
+
+
+def _images(n=6, size=16, seed=0):
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_no_transform_keeps_pixels_and_flip_mirrors_about_half():
+    x = _images(n=64)
+    out = Augmenter(Augmentation(**NONE))(x, torch.Generator().manual_seed(0)) * 255
+    same = [torch.allclose(out[i], x[i].float(), atol=1e-3) for i in range(64)]
+    mirrored = [torch.allclose(out[i], x[i].flip(-1).float(), atol=1e-3) for i in range(64)]
+    assert all(s != m for s, m in zip(same, mirrored)), "each image is either unchanged or mirrored"
+    assert 16 <= sum(mirrored) <= 48
+    no_flip = Augmenter(Augmentation(**NONE, horizontal_flip=False))(x, torch.Generator().manual_seed(0))
+    assert torch.allclose(no_flip * 255, x.float(), atol=1e-3)
+
+
+def test_each_image_gets_its_own_transform_drawn_from_the_study_ranges():
+    aug = Augmentation()
+    m = keras_affine_matrices(aug, 2000, 224, torch.Generator().manual_seed(1))
+    assert m.shape == (2000, 2, 3)
+    assert len({tuple(row.flatten().tolist()) for row in m}) == 2000
+    # Shifts are fractions of the size (0.2 -> at most 0.4 in affine_grid's [-1, 1] units, rotated).
+    assert m[:, :, 2].abs().max() <= 2 * 0.2 * math.sqrt(2) + 1e-6
+    assert m[:, :, 2].abs().max() > 0.3
+    # |det| = zx * zy * cos(shear): zoom factors within [0.7, 1.3].
+    det = torch.linalg.det(m[:, :, :2].double()).abs()
+    assert det.min() >= 0.7 * 0.7 * math.cos(math.radians(0.2)) - 1e-6 and det.max() <= 1.3 * 1.3 + 1e-6
+
+
+def test_a_pure_shift_moves_the_picture_and_repeats_the_edge():
+    x = torch.zeros(1, 3, 20, 20, dtype=torch.uint8)
+    x[..., :, 10:] = 200  # right half bright
+    gen = torch.Generator().manual_seed(3)
+    out = Augmenter(Augmentation(**{**NONE, "width_shift": 0.25}, horizontal_flip=False))(x, gen)[0, 0] * 255
+    boundary = int((out[10] > 100).nonzero()[0])  # first bright column
+    assert boundary != 10, "the picture moved sideways"
+    assert out[:, 0].max() < 1 and out[:, -1].min() > 199, "outside the image the nearest edge is repeated"
+
+
+@pytest.mark.parametrize("engine", ["batched", "torchvision"])
+def test_engines_are_deterministic_given_the_generator_and_leave_the_global_rng_alone(engine):
+    x = _images()
+    aug = Augmenter(Augmentation(engine=engine))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = aug(x, torch.Generator().manual_seed(9))
+    assert torch.equal(torch.get_rng_state(), before)
+    b = aug(x, torch.Generator().manual_seed(9))
+    c = aug(x, torch.Generator().manual_seed(10))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.dtype == torch.float32 and a.shape == x.shape and 0 <= a.min() and a.max() <= 1
+
+
+def test_prefix_activations_continue_exactly_into_the_rest_of_the_network():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 4, 3), torch.nn.Flatten()).eval()
+    x = torch.randn(2, 3, 10, 10)
+    acts = run_prefix(net, x, [2, 5])
+    with torch.no_grad():
+        assert torch.equal(acts[5], net(x))
+        assert torch.equal(net[2:](acts[2]), acts[5])
