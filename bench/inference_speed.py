@@ -119,6 +119,8 @@ class ChannelsLastTorch:
     def predict_tensor(self, batch):
         import torch
 
+        if isinstance(batch, np.ndarray):
+            batch = torch.from_numpy(batch)
         with torch.inference_mode():
             logits = self.module(batch.contiguous(memory_format=torch.channels_last))
             return torch.softmax(logits.float(), dim=1).numpy()
@@ -169,6 +171,7 @@ def image_path_costs(jpeg: Path, repeats: int) -> dict:
     draft mode (libjpeg's reduce-on-load, what ``load_image(target_size=...)`` does), then one resize
     and the normalisation. Medians in ms, interleaved."""
     from image_classifier.data.decode import load_image
+    from image_classifier.inference.preprocess import images_to_array
     from image_classifier.inference.timing import interleaved_times
     from image_classifier.preprocessing import Preprocessing
 
@@ -184,7 +187,8 @@ def image_path_costs(jpeg: Path, repeats: int) -> dict:
         "decode draft (reduce on load)": lambda: load_image(jpeg, target_size=size),
         "resize full -> input": lambda: prep.resize(full),
         "resize draft -> input": lambda: prep.resize(draft),
-        "to tensor + normalise": lambda: prep.normalize(uint8),
+        "normalise with torch ops": lambda: prep.normalize(uint8),
+        "resize + array + normalise (numpy, what predict runs)": lambda: images_to_array(prep, [draft]),
     }
     times = interleaved_times(fns, warmup=2, repeats=repeats, settle=0)
     out = {name: float(np.median(t) * 1000) for name, t in times.items()}
