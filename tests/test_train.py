@@ -168,10 +168,10 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(data, tmp
     root, split = data
     split_csv = tmp_path / "split.csv"
     split.save(split_csv)
-    epochs = 12
-    common = ["train", root, "--arch", TINY, "--split", split_csv, "--set", f"phases.0.epochs={epochs}",
-              "--set", f"early_stopping_patience={epochs}", "--set", "augmentation.engine=torchvision",
-              "--checkpoint-every", "0", "--no-cache", "--no-progress"]
+    epochs = 30
+    overrides = {"phases.0.epochs": epochs, "early_stopping_patience": epochs}
+    common = ["train", root, "--arch", TINY, "--split", split_csv, "--checkpoint-every", "0", "--no-cache",
+              "--no-progress"] + [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
     out = tmp_path / "run"
     code = train_helpers.child_prelude() + "from image_classifier.cli import main\nsys.exit(main(sys.argv[1:]))\n"
     proc = subprocess.Popen([sys.executable, "-c", code, *map(str, common + ["--out", out])],
@@ -182,7 +182,7 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(data, tmp
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.005)
-        time.sleep(0.3)  # land somewhere inside a later epoch or checkpoint write
+        time.sleep(0.05)  # land somewhere inside a later epoch or checkpoint write
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -202,10 +202,9 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(data, tmp
     card = read_card(out)
     assert card["status"] == "complete" and not (out / RESUME_NAME).exists()
 
-    straight = _cli(common + ["--out", tmp_path / "straight"])
-    assert straight.returncode == 0, straight.stderr
-    assert _history_metrics(card["history"]) == _history_metrics(read_card(tmp_path / "straight")["history"])
-    assert card["weights_sha256"] == read_card(tmp_path / "straight")["weights_sha256"]
+    straight = train_model(split, TINY, tmp_path / "straight", recipe_overrides=overrides, progress=False)
+    assert _history_metrics(card["history"]) == _history_metrics(straight.history)
+    assert card["weights_sha256"] == straight.card["weights_sha256"]
 
 
 @pytest.mark.parametrize(
@@ -311,3 +310,32 @@ def test_pretrained_backbones_train_from_the_shared_weights(data, tmp_path, arch
     assert model.predict([str(split.subset("val")[0].path)]).shape == (1, 2)
     if arch == "resnet50":
         assert card["arch_options"]["block_variant"] == "v1"  # read from the weights' JSON card
+
+
+def test_replacing_a_saved_model_never_breaks_the_one_on_disk(data, tmp_path, monkeypatch):
+    """A kill between writing new weights and switching the card leaves the old model loadable."""
+    import image_classifier.saved_model as sm
+
+    _, split = data
+    train_model(split, TINY, tmp_path / "m", seed=0, progress=False, recipe_overrides={"phases.0.epochs": 1})
+    images = [str(r.path) for r in split.subset("val")]
+    before = load_model(tmp_path / "m").predict(images)
+    card = read_card(tmp_path / "m")
+    other = train_helpers.tiny_cnn(3)  # different weights, same architecture
+
+    def killed(*_args, **_kw):
+        raise KeyboardInterrupt("killed while switching the card")
+
+    for stable in (False, True):
+        with monkeypatch.context() as m:
+            m.setattr(sm, "atomic_write_json", killed)
+            with pytest.raises(KeyboardInterrupt):
+                sm.save_model(other, card, tmp_path / "m", stable_name=stable)
+        np.testing.assert_array_equal(load_model(tmp_path / "m").predict(images), before)
+    sm.save_model(other, card, tmp_path / "m", stable_name=False)  # interim checkpoint name
+    assert read_card(tmp_path / "m")["weights_file"] == "weights.next.safetensors"
+    after = load_model(tmp_path / "m").predict(images)
+    assert not np.allclose(after, before)
+    sm.save_model(other, card, tmp_path / "m")  # final save: back to the stable name, same weights
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "weights.safetensors"]
+    np.testing.assert_array_equal(load_model(tmp_path / "m").predict(images), after)

@@ -89,20 +89,22 @@ def save_model(module: torch.nn.Module | Mapping[str, torch.Tensor], card: dict[
     Safe against a kill at any moment, also when it replaces a saved model: the weights the current
     card points at are never overwritten. New weights go to a file the card does not reference,
     then the card is switched to them (atomic rename), then the old file is deleted. With
-    ``stable_name`` (the default) the result is always ``weights.safetensors``, which can take a
-    second write; training's interim checkpoints pass ``stable_name=False`` and may leave
-    ``weights.next.safetensors`` until the final save. Identical weights are not rewritten.
+    ``stable_name`` (the default) the result is always ``weights.safetensors`` (a hard link, or a
+    second write where links are not supported); training's interim checkpoints pass
+    ``stable_name=False`` and may leave ``weights.next.safetensors`` until the final save.
+    Identical weights are not rewritten. The weights are streamed to disk (no in-memory copy of
+    the file: the simple CNN's is 1 GB).
     """
-    from safetensors.torch import save as st_save
+    from image_classifier.tensorio import safetensors_sha256, write_safetensors
 
     for key in ("architecture", "classes", "preprocessing"):
         if key not in card:
             raise ValueError(f"model card needs {key!r}")
     out = Path(out_dir)
     items = module.items() if isinstance(module, Mapping) else module.state_dict().items()
-    state = {k: v.detach().contiguous().cpu() for k, v in items}
-    blob = st_save(state, metadata={"format": "pt"})
-    sha = hashlib.sha256(blob).hexdigest()
+    state = {k: v.detach() for k, v in items}
+    meta = {"format": "pt"}
+    sha = safetensors_sha256(state, meta)
     current = _current_weights(out)  # (file name, sha256) the existing card points at, if valid
 
     def write_card(name: str) -> None:
@@ -118,10 +120,18 @@ def save_model(module: torch.nn.Module | Mapping[str, torch.Tensor], card: dict[
         name = current[0]
     else:
         name = WEIGHTS_NAME if current is None or current[0] != WEIGHTS_NAME else _ALT_WEIGHTS_NAME
-        atomic_write_bytes(out / name, blob)
+        write_safetensors(out / name, state, meta)
     write_card(name)
     if stable_name and name != WEIGHTS_NAME:
-        atomic_write_bytes(out / WEIGHTS_NAME, blob)  # no longer referenced: safe to replace
+        # weights.safetensors is no longer referenced: safe to replace, by a link to the new file.
+        tmp = out / f".{WEIGHTS_NAME}.link.tmp"
+        try:
+            tmp.unlink(missing_ok=True)
+            os.link(out / name, tmp)
+            os.replace(tmp, out / WEIGHTS_NAME)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            write_safetensors(out / WEIGHTS_NAME, state, meta)
         write_card(WEIGHTS_NAME)
         name = WEIGHTS_NAME
     for stale in (WEIGHTS_NAME, _ALT_WEIGHTS_NAME):

@@ -112,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
     split_csv = args.split
     if split_csv is None and args.resume and (out / "split.csv").is_file():
         split_csv = out / "split.csv"  # a resumed run continues on its own split
-    if not args.resume and not args.force and any((out / n).exists() for n in ("model.json", "resume.pt")):
+    from image_classifier.train.checkpoint import RESUME_NAME
+
+    if not args.resume and not args.force and any((out / n).exists() for n in ("model.json", RESUME_NAME)):
         raise ImageClassifierError(
             f"{out} already holds a model or an interrupted run; pass --resume to continue it, "
             "--force to replace it, or choose another --out"

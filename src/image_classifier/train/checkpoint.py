@@ -4,14 +4,16 @@
   ``out_dir`` itself (``model.json`` + weights), written with :func:`save_model`, which never
   overwrites the weights the current card points at. Killed at any moment, ``out_dir`` holds the
   last best model saved, loadable with :func:`image_classifier.load_model`.
-* The **resume state** (``out_dir/resume.pt``): current weights, optimizer and scheduler state,
-  early-stopping counters, history and position (phase, epoch). Tensors and primitives only, so it
-  loads with ``torch.load(weights_only=True)``. Written atomically (temporary file + rename) after
-  the best model, so the best model on disk is always at least as recent as the resume state.
-  Removed when the run finishes.
+* The **resume state** (``out_dir/resume.safetensors``): current weights, optimizer and scheduler
+  state, early-stopping counters, history and position (phase, epoch), as one safetensors file
+  whose metadata holds the nested structure (:func:`image_classifier.tensorio.save_tree`): no
+  pickle. Written atomically (temporary file + rename) after the best model, so the best model on
+  disk is always at least as recent as the resume state. Removed when the run finishes.
 
-Both are written at most every ``interval`` seconds (and at every phase end): a simple CNN's
-resume state is ~3 GB (weights + Adam moments), too much to write after every 15-second epoch.
+Both are written at most every ``interval`` seconds and at every phase end, and never more often
+than every 9x the time the last write took: the simple CNN's resume state is 3 GB (weights + Adam
+moments), about 9 s to write here, so writing it after every ~10-second epoch would double the
+training time; this way checkpoints cost at most ~10 %.
 
 Only one process writes (``RunWriter`` exists on the main process only), so the loop can later run
 under ``torchrun``/DistributedDataParallel with the other ranks passing ``writer=None``.
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,38 +30,26 @@ from typing import Any
 import torch
 
 from image_classifier.saved_model import _ALT_WEIGHTS_NAME, CARD_NAME, WEIGHTS_NAME, save_model
+from image_classifier.tensorio import load_tree, save_tree
 
 log = logging.getLogger(__name__)
 
-RESUME_NAME = "resume.pt"
-RESUME_FORMAT = 1
+RESUME_NAME = "resume.safetensors"
+RESUME_KIND = "image-classifier-resume-v1"
+#: A checkpoint may take at most 1 / (1 + this) of the training time.
+COST_FACTOR = 9.0
 #: Files a run owns in its output directory (``--force`` removes exactly these, nothing else).
 RUN_FILES = (CARD_NAME, WEIGHTS_NAME, _ALT_WEIGHTS_NAME, RESUME_NAME)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same directory, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_resume_state(path: Path) -> dict[str, Any]:
     from image_classifier.errors import ModelFormatError
 
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_tree(path, kind=RESUME_KIND)
     except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
-        raise ModelFormatError(f"cannot read the resume state {path}: {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != RESUME_FORMAT:
+        raise ModelFormatError(f"cannot read the resume state {path} ({err}); start the run again without --resume") from err
+    if not isinstance(payload, dict) or "state" not in payload:
         raise ModelFormatError(f"{path} is not a resume state written by this version of the tool")
     return payload
 
@@ -72,6 +61,8 @@ class RunWriter:
         self.out_dir = Path(out_dir)
         self.interval = float(interval)
         self._last = time.monotonic()
+        self._cost = 0.0  # seconds the last checkpoint (best model + resume state) took
+        self._pending = 0.0
         #: Identity of the run (arch, seed, classes, recipe, split hash), stored in every resume
         #: state so that --resume refuses to continue with other data or settings.
         self.meta: dict[str, Any] = {}
@@ -81,18 +72,21 @@ class RunWriter:
         return self.out_dir / RESUME_NAME
 
     def due(self) -> bool:
-        return time.monotonic() - self._last >= self.interval
+        return time.monotonic() - self._last >= max(self.interval, COST_FACTOR * self._cost)
 
     def save_best(self, state: Mapping[str, torch.Tensor], card: dict[str, Any], *, final: bool = False) -> None:
         t0 = time.perf_counter()
         save_model(state, card, self.out_dir, stable_name=final)
+        self._pending += time.perf_counter() - t0
         log.debug("saved best model to %s in %.1f s", self.out_dir, time.perf_counter() - t0)
 
     def save_resume(self, payload: dict[str, Any]) -> None:
         t0 = time.perf_counter()
-        atomic_torch_save({"format": RESUME_FORMAT, **self.meta, **payload}, self.resume_path)
+        save_tree(self.resume_path, {**self.meta, **payload}, kind=RESUME_KIND)
+        took = time.perf_counter() - t0
+        self._cost, self._pending = self._pending + took, 0.0
         self._last = time.monotonic()
-        log.debug("saved resume state in %.1f s", time.perf_counter() - t0)
+        log.debug("saved resume state in %.1f s", took)
 
     def remove_resume(self) -> None:
         self.resume_path.unlink(missing_ok=True)

@@ -123,6 +123,21 @@ def make_adam(params: list[nn.Parameter], recipe: Recipe, lr: float) -> torch.op
         return torch.optim.Adam(params, foreach=True, **kwargs)
 
 
+def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give restored optimizer state the memory layout of its parameter.
+
+    A resume file stores tensors contiguous, while channels_last parameters have NHWC strides. The
+    fused Adam kernel walks parameter and moments as flat memory, so a moment in another layout
+    would silently pair each weight with another weight's moment.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def _channels_last_grad_hooks(net: nn.Module) -> list[Any]:
     """Keep gradients channels_last through ``nn.Flatten``.
 
@@ -311,6 +326,7 @@ class Trainer:
         stopper = EarlyStopping(recipe.early_stopping_patience)
         if self._phase_resume is not None:
             optimizer.load_state_dict(self._phase_resume["optimizer"])
+            _match_param_layout(optimizer)
             scheduler.load_state_dict(self._phase_resume["scheduler"])
             stopper = EarlyStopping(**self._phase_resume["stopper"])
             self._phase_resume = None
