@@ -6,6 +6,8 @@ import signal
 import sys
 import threading
 
+from image_classifier.inference import add_backend_argument
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 DEFAULT_THREADS = 8
@@ -36,10 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "passes at a time, so they never fight over the cores")
     p.add_argument("--max-batch", type=int, default=None,
                    help="largest batch formed from requests that arrive together (default: 8; 1 = no batching)")
-    # Choices are checked in run(): listing them here would import torch and slow down --help.
-    p.add_argument("--backend", default="torch",
-                   help="inference backend: torch, torch-bf16, onnx, onnx-int8 or auto (default: %(default)s; "
-                        "onnx needs `image-classifier export` first)")
+    add_backend_argument(p)
     p.add_argument("--models", default=None, metavar="NAME[,NAME...]",
                    help="serve only these models of a run (default: all of them)")
     p.add_argument("--max-upload-mb", type=float, default=10.0,
@@ -53,11 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from image_classifier.errors import ImageClassifierError
     from image_classifier.serve.app import create_app
     from image_classifier.serve.server import make_server, server_urls
-    from image_classifier.saved_model import BACKENDS
     from image_classifier.serve.store import ModelStore
 
-    if args.backend not in BACKENDS:
-        raise ImageClassifierError(f"unknown backend {args.backend!r}: choose one of {', '.join(BACKENDS)}")
     if args.threads < 1:
         raise ImageClassifierError("--threads must be at least 1")
     if args.max_upload_mb <= 0:

@@ -182,6 +182,8 @@ def _schemas() -> dict[str, Any]:
                 "name": {"type": "string"},
                 "architecture": {"type": "string"},
                 "backend": {"type": "string", "description": "What runs the forward pass (torch, onnx, ...)."},
+                "backend_reason": {"type": ["string", "null"],
+                                   "description": "Why this backend runs: requested, or what --backend auto measured."},
                 "classes": {"type": "array", "items": {"type": "string"}},
                 "default": {"type": "boolean"},
                 "input_size": {"type": ["integer", "null"]},

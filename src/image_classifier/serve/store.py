@@ -237,6 +237,7 @@ class ServedModel:
             "name": self.name,
             "architecture": str(card.get("architecture")),
             "backend": str(getattr(self.classifier, "backend_name", "torch")),
+            "backend_reason": getattr(self.classifier, "backend_reason", None),
             "classes": self.classes,
             "default": default,
             "input_size": pre.get("input_size"),
@@ -337,8 +338,9 @@ class ModelStore:
                     clf = load_model(entry.path, backend=self.backend)
                     self._warm_up(clf)
                     self._models[entry.name] = ServedModel(entry, clf)
-                    log.info("loaded %s (%s) in %.1f s", entry.name, entry.card.get("architecture"),
-                             time.perf_counter() - t0)
+                    log.info("loaded %s (%s) in %.1f s; backend %s (%s)", entry.name,
+                             entry.card.get("architecture"), time.perf_counter() - t0,
+                             getattr(clf, "backend_name", "torch"), getattr(clf, "backend_reason", "requested"))
             except Exception as err:
                 self.error = str(err)
                 raise
