@@ -26,14 +26,20 @@ class _Classifier:
     def __init__(self) -> None:
         self.module = _Net().eval()
 
-    def preprocess(self, images):
+        self.calls: list[tuple] = []  # shapes and types predict_tensor was given
+
+    def preprocess_array(self, images):
         arr = np.stack([np.asarray(im.convert("RGB").resize((16, 16))) for im in images])
-        return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
+        return (arr.transpose(0, 3, 1, 2) / 255.0).astype(np.float32)
+
+    def predict_tensor(self, batch):
+        self.calls.append((type(batch), batch.shape))
+        with torch.inference_mode():
+            return torch.softmax(self.module(torch.from_numpy(batch)), 1).numpy()
 
     def predict(self, images):
         pil = [Image.open(p) if not isinstance(p, Image.Image) else p for p in images]
-        with torch.inference_mode():
-            return torch.softmax(self.module(self.preprocess(pil)), 1).numpy()
+        return self.predict_tensor(self.preprocess_array(pil))
 
 
 def test_count_parameters_and_trainable():
@@ -75,7 +81,13 @@ def test_measure_classifier(tmp_path):
     model_dir.mkdir()
     (model_dir / "weights.bin").write_bytes(b"0" * 5000)
     cfg = speed.SpeedConfig(warmup=1, repeats=5, e2e_repeats=3, throughput_batch=4, throughput_repeats=2)
-    out = speed.measure_classifier(_Classifier(), model_dir=model_dir, sample_image=img, config=cfg)
+    clf = _Classifier()
+    out = speed.measure_classifier(clf, model_dir=model_dir, sample_image=img, config=cfg)
+    # Timed through the backend entry point (predict_tensor), with numpy input as predict gives it:
+    # 1 + 5 batch-1 calls, 1 + 2 batch-4 calls, 1 + 3 end-to-end calls.
+    shapes = [shape for kind, shape in clf.calls]
+    assert all(kind is np.ndarray for kind, _ in clf.calls)
+    assert shapes.count((1, 3, 16, 16)) == 6 + 4 and shapes.count((4, 3, 16, 16)) == 3
     assert out["params"] == 242
     assert out["size_bytes"] == 5000
     assert out["input_shape"] == [3, 16, 16]

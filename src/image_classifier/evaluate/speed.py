@@ -131,13 +131,16 @@ def measure_classifier(
     sample_image: str | os.PathLike | None = None,
     config: SpeedConfig | None = None,
 ) -> dict:
-    """Size and speed of one loaded classifier (see :func:`image_classifier.load_model`).
+    """Size and speed of one loaded classifier (see :func:`image_classifier.load_model`), on the
+    backend it was loaded with (eager PyTorch, ONNX Runtime, ...).
 
-    - model-only latency: ``module(x)`` on a ready (1, 3, H, W) tensor under ``inference_mode``;
+    - model-only latency: ``classifier.predict_tensor(x)`` on a ready (1, 3, H, W) float32 array
+      (what ``predict`` hands the backend after preprocessing; softmax included);
     - end-to-end latency: ``classifier.predict([sample_image])``, i.e. read the file, decode,
       resize, normalise and forward, which is what a user of ``predict`` or the web app waits for;
-    - throughput: images per second of ``module(x)`` at batch ``config.throughput_batch``.
+    - throughput: images per second of ``predict_tensor`` at batch ``config.throughput_batch``.
 
+    Parameters and FLOPs are counted on the PyTorch network (the same for every backend).
     Returns a JSON-ready dict; end-to-end keys are ``None`` when no sample image is given.
     """
     import torch
@@ -148,26 +151,20 @@ def measure_classifier(
     module.eval()
     total, _ = count_parameters(module)
     trainable = trained_parameter_count(module, (getattr(classifier, "card", None) or {}).get("recipe"))
-    # The classifier's own preprocessing gives the input shape, whatever the architecture.
-    one = classifier.preprocess([Image.new("RGB", (64, 48), (127, 127, 127))])
-    batch = one.expand(config.throughput_batch, *one.shape[1:]).contiguous()
+    # The classifier's own preprocessing gives the input shape, whatever the architecture. numpy,
+    # as ``predict`` passes it: an ONNX backend takes it as is, PyTorch wraps it without a copy.
+    one = np.ascontiguousarray(classifier.preprocess_array([Image.new("RGB", (64, 48), (127, 127, 127))]),
+                               dtype=np.float32)
+    batch = np.ascontiguousarray(np.broadcast_to(one, (config.throughput_batch, *one.shape[1:])))
 
-    flops = flops_per_image(module, one)
-
-    def forward_one() -> None:
-        with torch.inference_mode():
-            module(one)
-
-    def forward_batch() -> None:
-        with torch.inference_mode():
-            module(batch)
+    flops = flops_per_image(module, torch.from_numpy(one))
 
     model_only = time_calls(
-        forward_one, warmup=config.warmup, repeats=config.repeats,
+        lambda: classifier.predict_tensor(one), warmup=config.warmup, repeats=config.repeats,
         time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
     )
     batch_times = time_calls(
-        forward_batch, warmup=1, repeats=config.throughput_repeats,
+        lambda: classifier.predict_tensor(batch), warmup=1, repeats=config.throughput_repeats,
         time_budget_s=config.time_budget_s, min_repeats=min(config.min_repeats, config.throughput_repeats),
     )
     throughput = config.throughput_batch / float(np.median(batch_times))
@@ -181,6 +178,7 @@ def measure_classifier(
                 time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
             )
         )
+    backend = getattr(classifier, "backend", None)
     lat = latency_summary(model_only)
     return {
         "params": total,
@@ -197,6 +195,8 @@ def measure_classifier(
         "e2e_repeats": e2e["repeats"] if e2e else None,
         "throughput_ips": throughput,
         "throughput_batch": config.throughput_batch,
+        "backend": getattr(classifier, "backend_name", None),
+        "backend_description": backend.describe() if hasattr(backend, "describe") else None,
         "torch_threads": torch.get_num_threads(),
         # Other processes competing for the cores inflate latencies; the report warns when this is
         # above the core count.
