@@ -156,6 +156,50 @@ def test_numbers_are_consistent(compared):
     assert pair["p_value"] == res.p_value
 
 
+def test_backends_are_exported_measured_and_recorded_for_serve(compared):
+    """compare exports every (small) model to a verified model.onnx, times ONNX Runtime against eager
+    PyTorch, shows it in every artefact, and leaves the choice `serve --backend auto` will read."""
+    from image_classifier import load_model
+
+    run = compared["run"]
+    metrics = _metrics(run)
+    rows = {r["model"]: r for r in csv.DictReader((run / "comparison.csv").open())}
+    md = (run / "report.md").read_text()
+    html_text = (run / "report.html").read_text()
+    assert "Inference backends" in md and "Inference backends" in html_text
+    for m in metrics["models"]:
+        model_dir = run / m["model_dir"]
+        assert (model_dir / "model.onnx").is_file()
+        assert m["export"]["exported"] and m["export"]["onnx_size_bytes"] == (model_dir / "model.onnx").stat().st_size
+        torch_b, onnx_b = m["backends"]["torch"], m["backends"]["onnx"]
+        for b in (torch_b, onnx_b):
+            assert 0 < b["latency_ms_p50"] <= b["latency_ms_p95"]
+            assert b["e2e_latency_ms_p50"] > 0 and b["throughput_ips"] > 0
+        assert onnx_b["speedup_latency"] == pytest.approx(torch_b["latency_ms_p50"] / onnx_b["latency_ms_p50"])
+        assert onnx_b["max_abs_diff_vs_torch"] < 1e-4
+        row = rows[m["name"]]
+        assert float(row["onnx_latency_ms_p50"]) == onnx_b["latency_ms_p50"]
+        assert float(row["onnx_throughput_ips"]) == onnx_b["throughput_ips"]
+        assert float(row["onnx_speedup"]) == onnx_b["speedup_latency"]
+        # What the report says serve will use is what serve's own resolution of "auto" gives.
+        serving = m["serve_backend"]
+        assert row["serve_backend"] == serving["name"] in ("torch", "onnx")
+        clf = load_model(model_dir, backend="auto")
+        assert clf.backend_name == serving["name"] or serving["provisional"]
+        assert f"{m['name']}: serve uses {serving['name']}" in md
+    best = metrics["selection"]["best"]
+    assert (run / "best" / "model.onnx").is_file(), f"the best model {best} must be servable by ONNX Runtime"
+
+
+def test_large_models_are_not_exported(tmp_path):
+    from image_classifier.compare_backends import export_for_serving
+
+    info = export_for_serving(tmp_path, 244_000_000)
+    assert not info["exported"] and info["reason"].startswith("not exported (976 MB")
+    assert not list(tmp_path.iterdir())
+    assert export_for_serving(tmp_path, 10, enabled=False)["reason"] == "not exported (--no-export)"
+
+
 def test_report_is_self_contained_and_escaped(compared):
     text = (compared["run"] / "report.html").read_text()
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:|//)", text)

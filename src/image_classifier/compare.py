@@ -49,6 +49,9 @@ class CompareConfig:
     cache_dir: Path | None = None
     #: How the run was invoked (for the report); the reproduce command is built from the config.
     invoked_as: str = ""
+    #: Export each model (up to ``compare_backends.MAX_EXPORT_PARAMS``) to ONNX and time PyTorch
+    #: against ONNX Runtime; False (``--no-export``) times PyTorch only.
+    export: bool = True
 
 
 @dataclass
@@ -117,6 +120,8 @@ def reproduce_command(config: CompareConfig, split: Any = None) -> str:
             args += ["--set", f"{key}={value}" if scope == "*" else f"{scope}:{key}={value}"]
     if config.speed.repeats != SpeedConfig().repeats:
         args += ["--speed-repeats", str(config.speed.repeats)]
+    if not config.export:
+        args.append("--no-export")
     return shlex.join(args)
 
 
@@ -154,6 +159,7 @@ def _write_predictions_csv(path: Path, per_model: dict[str, dict]) -> None:
 def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | None = None) -> CompareResult:
     """Run the study; see the module docstring. ``on_progress`` receives one-line status updates."""
     from image_classifier import load_model
+    from image_classifier.compare_backends import measure_model_backends
     from image_classifier.data.check import audit_dataset
     from image_classifier.data.split import resolve_split
     from image_classifier.evaluate.evaluation import DecodeCache, LabelledImage, evaluate_classifier
@@ -239,7 +245,7 @@ def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | N
         r = results[arch]
         say(f"[model {i}/{n}] evaluating {arch} on {len(test_items)} test images and timing it")
         model_dir = Path(r.model_dir)
-        classifier = load_model(model_dir)
+        classifier = load_model(model_dir, backend="torch")
         t1 = time.perf_counter()
         ev = evaluate_classifier(classifier, test_items, cache=cache, n_bootstrap=config.n_bootstrap,
                                  seed=config.seed)
@@ -260,11 +266,29 @@ def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | N
             "skipped": ev["skipped"],
         })
         del classifier
+    # 4b. Inference backends: export to ONNX and time it against eager PyTorch, per model; the
+    # measurement also decides (and records) which backend `serve` runs by default.
+    export_seconds = backend_seconds = 0.0
+    for i, m in enumerate(models, 1):
+        model_dir = Path(results[m["name"]].model_dir)
+        if config.export:
+            say(f"[model {i}/{n}] exporting {m['name']} to ONNX and timing PyTorch against ONNX Runtime")
+        info = measure_model_backends(model_dir, m["speed"], export=config.export, sample_image=sample_image,
+                                      config=config.speed)
+        export_seconds += info["export"]["seconds"]
+        backend_seconds += info.pop("measure_seconds")
+        if not info["export"]["exported"]:
+            say(f"[model {i}/{n}] {m['name']}: {info['export']['reason']}")
+        say(f"[model {i}/{n}] {m['name']}: serve will use {info['serve_backend']['name']} "
+            f"({info['serve_backend']['reason']})")
+        m.update(info)
     pairwise = pairwise_mcnemar({a: evaluations[a]["correct"] for a in config.models})
     # Test-split scoring (decode + predict + metrics) and the speed measurements, apart: the first
     # is the cost of evaluating, the second a choice of how many timing repeats to run.
     timings["test_evaluation_seconds"] = test_seconds
     timings["speed_measurement_seconds"] = speed_seconds
+    timings["export_seconds"] = export_seconds
+    timings["backend_measurement_seconds"] = backend_seconds
     timings["evaluation_seconds"] = time.perf_counter() - t0
 
     # 5. Write everything.

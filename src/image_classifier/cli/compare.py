@@ -41,6 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="where decoded images are cached between runs (default: $IMAGE_CLASSIFIER_CACHE_DIR "
                         "or ~/.cache/image-classifier/decoded)")
     p.add_argument("--no-cache", action="store_true", help="decode in memory only, write no cache files")
+    p.add_argument("--no-export", action="store_true",
+                   help="do not export the models to ONNX (then only eager PyTorch is timed and served); by "
+                        "default every model up to 100 M parameters gets a verified model.onnx and the report "
+                        "compares PyTorch with ONNX Runtime")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     p.set_defaults(func=run)
 
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=args.val, test_fraction=args.test, weights=weights,
         recipe_overrides=parse_overrides(args.overrides), speed=speed, progress=not args.no_progress,
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
-        invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]),
+        invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), export=not args.no_export,
     )
     result = run_compare(config, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print()
@@ -111,4 +115,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(f"report: {result.report_html}")
     print(f"best model: {result.run_dir / 'best'} -> {result.study['selection']['model_dir']}")
+    best = next(m for m in result.study["models"] if m["name"] == result.best)
+    serving = best.get("serve_backend") or {}
+    if serving:
+        print(f"`image-classifier serve {result.run_dir}` will use backend {serving['name']} ({serving['reason']})")
     return 0

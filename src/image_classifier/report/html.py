@@ -13,6 +13,9 @@ from typing import Iterable
 
 from image_classifier.report import narrative
 from image_classifier.report.tables import (
+    BACKEND_HELP,
+    backend_notes,
+    backend_table,
     display_table,
     fmt_mb,
     fmt_ms,
@@ -155,6 +158,18 @@ def _comparison(study: dict, run_dir: Path) -> str:
     return "".join(out)
 
 
+def _backends(study: dict) -> str:
+    headers, rows = backend_table(study)
+    if not rows:
+        return ""
+    out = ['<h2 id="backends">Inference backends</h2>', _table(headers, rows)]
+    out.append(f'<p class="muted">{esc(BACKEND_HELP)}</p>')
+    notes = backend_notes(study)
+    if notes:
+        out.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    return "".join(out)
+
+
 def _model_section(m: dict, study: dict, run_dir: Path) -> str:
     test = m["test"]
     speed = m.get("speed") or {}
@@ -277,6 +292,8 @@ def render_html(study: dict, run_dir: Path) -> str:
     run_dir = Path(run_dir)
     title = study.get("title") or "Image classifier comparison"
     nav = [f'<a href="#comparison">{"Comparison" if len(study["models"]) > 1 else "Results"}</a>']
+    if backend_table(study)[1]:
+        nav.append('<a href="#backends">Backends</a>')
     nav += [f'<a href="#{esc(anchor(m["name"]))}">{esc(m["name"])}</a>' for m in study["models"]]
     nav += ['<a href="#data">Data</a>', '<a href="#machine">Machine</a>', '<a href="#reproduce">Reproduce</a>']
     created = study.get("created_utc", "")
@@ -290,6 +307,7 @@ def render_html(study: dict, run_dir: Path) -> str:
         f"<nav>{' '.join(nav)}</nav>",
         _answer(study),
         _comparison(study, run_dir),
+        _backends(study),
         '<h2 id="models">Models</h2>',
         *[_model_section(m, study, run_dir) for m in study["models"]],
         _data_section(study),

@@ -5,7 +5,7 @@ import html
 from typing import Iterable
 
 from image_classifier.report import narrative
-from image_classifier.report.tables import display_table, fmt_num, fmt_seconds
+from image_classifier.report.tables import BACKEND_HELP, backend_notes, backend_table, display_table, fmt_num, fmt_seconds
 
 
 def md(value: object) -> str:
@@ -42,6 +42,12 @@ def render_markdown(study: dict) -> str:
     for key, alt in (("summary", "accuracy vs latency"), ("reliability", "reliability diagram")):
         if plots.get(key):
             lines += [f"![{alt}]({plots[key]})", ""]
+
+    b_headers, b_rows = backend_table(study)
+    if b_rows:
+        lines += ["## Inference backends", "", *_table(b_headers, b_rows), "",
+                  md(BACKEND_HELP), ""]
+        lines += [f"- {md(n)}" for n in backend_notes(study)] + [""]
 
     lines += ["## Models", ""]
     for m in study["models"]:

@@ -38,6 +38,13 @@ COLUMNS = (
     "e2e_latency_ms_p95",
     "peak_rss_mb",
     "selected",
+    # Inference backends (``compare``): ONNX Runtime timed against eager PyTorch in the same rounds;
+    # empty when the model was not exported.
+    "onnx_latency_ms_p50",
+    "onnx_e2e_latency_ms_p50",
+    "onnx_throughput_ips",
+    "onnx_speedup",
+    "serve_backend",
 )
 
 
@@ -55,6 +62,7 @@ def comparison_rows(study: dict) -> list[dict]:
         val = m.get("validation") or {}
         training = m.get("training") or {}
         flops = speed.get("flops_per_image")
+        onnx = (m.get("backends") or {}).get("onnx") or {}
         rows.append(
             {
                 "model": m["name"],
@@ -80,9 +88,53 @@ def comparison_rows(study: dict) -> list[dict]:
                 "e2e_latency_ms_p95": speed.get("e2e_latency_ms_p95"),
                 "peak_rss_mb": training.get("peak_rss_mb"),
                 "selected": m["name"] == best,
+                "onnx_latency_ms_p50": onnx.get("latency_ms_p50"),
+                "onnx_e2e_latency_ms_p50": onnx.get("e2e_latency_ms_p50"),
+                "onnx_throughput_ips": onnx.get("throughput_ips"),
+                "onnx_speedup": onnx.get("speedup_latency"),
+                "serve_backend": (m.get("serve_backend") or {}).get("name"),
             }
         )
     return rows
+
+
+#: How the report names each backend.
+BACKEND_LABELS = {"torch": "PyTorch (eager)", "torch-bf16": "PyTorch bf16", "onnx": "ONNX Runtime",
+                  "onnx-int8": "ONNX Runtime int8"}
+
+
+#: What the backend table's figures mean (shown under it in HTML and Markdown).
+BACKEND_HELP = ("Figures: both backends timed in the same interleaved rounds on this machine (batch 1 "
+                "medians; speedup = eager PyTorch latency / this backend's). serve default: what "
+                "`image-classifier serve` runs with --backend auto (recorded in the model's backend.json).")
+
+
+def backend_table(study: dict) -> tuple[list[str], list[list[str]]]:
+    """The "Inference backends" table: one row per model and backend (figures from ``compare``'s
+    interleaved measurement), plus a row for each backend left out and why. Empty when no model
+    has backend figures (e.g. ``evaluate``)."""
+    headers = ["model", "backend", "ms/img p50", "file→label ms", "img/s @32", "speedup vs PyTorch",
+               "serve default"]
+    rows: list[list[str]] = []
+    for m in study["models"]:
+        backends = m.get("backends") or {}
+        if not backends:
+            continue
+        default = (m.get("serve_backend") or {}).get("name")
+        for name, b in backends.items():
+            speedup = b.get("speedup_latency")
+            rows.append([m["name"], BACKEND_LABELS.get(name, name), fmt_ms(b.get("latency_ms_p50")),
+                         fmt_ms(b.get("e2e_latency_ms_p50")), fmt_num(b.get("throughput_ips"), 1),
+                         "–" if speedup is None else f"{speedup:.2f}×", "yes" if name == default else ""])
+        for name, why in (m.get("skipped") or {}).items():
+            rows.append([m["name"], BACKEND_LABELS.get(name, name), why, "", "", "", ""])
+    return headers, rows
+
+
+def backend_notes(study: dict) -> list[str]:
+    """One line per model: which backend ``serve`` runs by default and why."""
+    return [f"{m['name']}: serve uses {m['serve_backend']['name']} ({m['serve_backend']['reason']})"
+            for m in study["models"] if m.get("serve_backend")]
 
 
 def write_comparison_csv(study: dict, path: str | os.PathLike) -> Path:

@@ -1,0 +1,150 @@
+"""``compare``'s inference-backend step: export each trained model to ONNX, time eager PyTorch
+against ONNX Runtime on this machine, and record which one ``serve`` will run by default.
+
+Why it is part of the study: which backend is faster depends on the architecture and the CPU, so
+the report shows measured figures per model, and the measurement is recorded in the model's
+``backend.json`` so that ``serve runs/NAME`` (``--backend auto``) starts on the fastest backend
+without measuring again.
+
+Large models are not exported: the ONNX file is as big as the fp32 weights, and exporting a
+244 M-parameter network (the study's simple CNN) writes about 1 GB and needs several GB of RAM,
+which is not worth it for a model that eager PyTorch serves just as well.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from image_classifier.evaluate.speed import SpeedConfig
+
+log = logging.getLogger(__name__)
+
+#: Models with more parameters than this are not exported by ``compare``.
+MAX_EXPORT_PARAMS = 100_000_000
+#: The backends ``compare`` times against each other.
+COMPARED_BACKENDS = ("torch", "onnx")
+
+
+def export_for_serving(model_dir: str | os.PathLike, params: int | None, *, enabled: bool = True,
+                       max_params: int = MAX_EXPORT_PARAMS) -> dict[str, Any]:
+    """Export ``model.onnx`` (verified against PyTorch) unless disabled or the model is too big.
+
+    Returns {"exported": bool, "reason": str (why not, '' when exported), "onnx_size_bytes",
+    "estimated_size_bytes" (fp32 weights: what the file would take), "seconds"}.
+    """
+    from image_classifier.errors import ImageClassifierError
+    from image_classifier.export.pipeline import ExportOptions, export_model
+
+    estimated = 4 * int(params) if params is not None else None
+    info: dict[str, Any] = {"exported": False, "reason": "", "onnx_size_bytes": None,
+                            "estimated_size_bytes": estimated, "seconds": 0.0}
+    if not enabled:
+        info["reason"] = "not exported (--no-export)"
+        return info
+    if params is not None and params > max_params:
+        info["reason"] = (f"not exported ({estimated / 1e6:.0f} MB ONNX file for {params / 1e6:.0f} M "
+                          f"parameters, above the {max_params / 1e6:.0f} M limit)")
+        return info
+    t0 = time.perf_counter()
+    try:
+        # measure=False: the backends are timed below with the study's own repeat counts.
+        result = export_model(model_dir, ExportOptions(measure=False))
+    except ImageClassifierError as err:
+        # A failed export leaves nothing behind (the pipeline publishes only verified files): the
+        # model is still served by PyTorch, and the report says why.
+        log.warning("%s: ONNX export failed: %s", model_dir, err)
+        info.update(reason=f"export failed: {err}", seconds=time.perf_counter() - t0)
+        return info
+    info.update(exported=True, onnx_size_bytes=result.size_bytes, seconds=time.perf_counter() - t0,
+                max_abs_diff_vs_torch=result.parity.max_abs_diff)
+    return info
+
+
+def _torch_only(speed: dict) -> dict[str, Any]:
+    """The eager-PyTorch figures ``measure_classifier`` already took (for a model not exported)."""
+    keys = ("latency_ms_p50", "latency_ms_p95", "latency_repeats", "e2e_latency_ms_p50", "e2e_latency_ms_p95",
+            "throughput_ips", "throughput_batch", "backend_description")
+    out = {k: speed.get(k) for k in keys}
+    out["description"] = out.pop("backend_description")
+    out.update(speedup_latency=1.0, speedup_e2e=1.0, speedup_throughput=1.0)
+    return out
+
+
+def record_serving_choice(model_dir: str | os.PathLike, measured: dict[str, dict],
+                          load_before: float | None) -> Any:
+    """Record the batch-1 medians just measured as ``auto``'s choice (``backend.json``, which
+    ``serve``'s ``--backend auto`` reads), when they cover every backend ``auto`` may choose here;
+    otherwise resolve ``auto`` exactly as ``serve`` does.
+
+    Returns the :class:`~image_classifier.inference.selection.BackendChoice` ``serve`` will make.
+    """
+    from image_classifier.inference import selection
+    from image_classifier.saved_model import read_card
+
+    card = read_card(model_dir)
+    names, skipped = selection.candidates(model_dir, card)
+    timings = {n: measured[n]["latency_ms_p50"] for n in names if n in measured}
+    if len(names) > 1 and set(timings) == set(names):
+        busy = selection._busy(load_before)
+        machine = selection.machine_fingerprint()
+        model = selection._model_fingerprint(card, names)
+        chosen = selection.decide(timings)
+        written = selection.write_record(model_dir, selection._key(machine, model), {
+            "chosen": chosen,
+            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "machine": machine,
+            "model": model,
+            "latency_ms_p50": timings,
+            "latency_ms_p95": {n: measured[n]["latency_ms_p95"] for n in timings},
+            "repeats": {n: measured[n]["latency_repeats"] for n in timings},
+            "skipped": skipped,
+            "load_average": load_before,
+            # Measured while the CPU was oversubscribed: serve measures again on first start.
+            "provisional": bool(busy),
+            "source": "image-classifier compare",
+        })
+        if written:
+            reason = f"fastest at batch 1 in compare's measurement on this machine: {selection._format_timings(timings)}"
+            if busy:
+                reason += f" (CPU busy: {busy}; serve measures again when it starts)"
+            return selection.BackendChoice(chosen, reason, timings, skipped=skipped, provisional=bool(busy))
+    # One candidate only, or the record could not be written: resolve "auto" exactly as serve does.
+    return selection.choose_backend(model_dir, card)
+
+
+def measure_model_backends(model_dir: str | os.PathLike, speed: dict, *, export: bool = True,
+                           sample_image: str | os.PathLike | None = None,
+                           config: SpeedConfig | None = None) -> dict[str, Any]:
+    """Export (see :func:`export_for_serving`) and time torch vs onnx for one saved model.
+
+    Returns {"backends": {name: figures from ``measure_backends``}, "export": {...},
+    "skipped": {name: reason}, "fastest": name, "serve_backend": {"name", "reason"},
+    "measure_seconds": float}.
+    """
+    from image_classifier.inference.timing import measure_backends
+
+    exp = export_for_serving(model_dir, speed.get("params"), enabled=export)
+    t0 = time.perf_counter()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if exp["exported"]:
+        measured = measure_backends(model_dir, list(COMPARED_BACKENDS), sample_image=sample_image, config=config)
+        backends, skipped, fastest = measured["backends"], dict(measured["skipped"]), measured["fastest"]
+    else:
+        # Only PyTorch can run it: its figures were just measured, no need to time it twice.
+        backends = {"torch": _torch_only(speed)}
+        skipped, fastest = {"onnx": exp["reason"]}, "torch"
+    measure_seconds = time.perf_counter() - t0
+    choice = record_serving_choice(model_dir, backends, load_before)
+    log.info("%s: serve will use %s (%s)", model_dir, choice.name, choice.reason)
+    return {
+        "backends": backends,
+        "export": exp,
+        "skipped": skipped,
+        "fastest": fastest,
+        "serve_backend": {"name": choice.name, "reason": choice.reason, "provisional": choice.provisional},
+        "measure_seconds": measure_seconds,
+    }
+
