@@ -243,6 +243,19 @@ def test_evaluate_matches_compare_on_the_test_split(compared, tmp_path, capsys):
     assert entry["test"]["confusion_matrix"] == ref["test"]["confusion_matrix"]
     assert entry["test"]["accuracy"] == ref["test"]["accuracy"]
     assert (out / "report.html").is_file() and (out / f"plots/{best}-confusion.png").is_file()
+    # The default backend is "auto" and the output says which one ran and why.
+    assert entry["backend"]["name"] in ("torch", "onnx") and entry["backend"]["reason"].startswith("auto:")
+    assert f"backend: {entry['backend']['name']} (auto:" in capsys.readouterr().out
+
+    # ONNX Runtime scores the test split exactly as PyTorch does, and is timed as the backend in use.
+    out_onnx = tmp_path / "ev-onnx"
+    assert main(["evaluate", str(run), str(data), "--split", str(run / "split.csv"), "--subset", "test",
+                 "--out", str(out_onnx), "--backend", "onnx"]) == 0
+    assert "backend: onnx (requested)" in capsys.readouterr().out
+    (onnx_entry,) = json.loads((out_onnx / "metrics.json").read_text())["models"]
+    assert onnx_entry["test"]["confusion_matrix"] == ref["test"]["confusion_matrix"]
+    assert onnx_entry["speed"]["backend"] == "onnx" and onnx_entry["speed"]["latency_ms_p50"] > 0
+    assert "ONNX Runtime" in onnx_entry["speed"]["backend_description"]
 
     # The whole folder includes the training images: the report says so.
     out2 = tmp_path / "ev2"

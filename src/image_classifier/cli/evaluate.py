@@ -6,6 +6,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from image_classifier.inference import add_backend_argument
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -29,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="where to write the report (default: runs/evaluate-<model>-<DATA name>)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--no-speed", action="store_true", help="skip the size/latency/throughput measurements")
+    add_backend_argument(p)
     p.set_defaults(func=run)
 
 
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     config = EvaluateConfig(
         model_dir=args.model_dir, data_root=args.data, split_csv=args.split, subset=args.subset,
         out_dir=args.out, seed=args.seed, measure_speed=not args.no_speed,
-        invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]),
+        invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), backend=args.backend,
     )
     result = run_evaluate(config, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_terminal_table(result.study))
@@ -51,5 +54,7 @@ def run(args: argparse.Namespace) -> int:
     skipped = result.study["models"][0].get("skipped") or {}
     if skipped:
         print(f"{len(skipped)} unreadable image(s) skipped: {', '.join(list(skipped)[:5])}")
+    backend = result.study["models"][0]["backend"]
+    print(f"backend: {backend['name']} ({backend['reason']})")
     print(f"report: {result.report_html}")
     return 0

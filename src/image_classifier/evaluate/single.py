@@ -34,6 +34,9 @@ class EvaluateConfig:
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     n_bootstrap: int = 2000
     invoked_as: str = ""
+    #: Inference backend (see :data:`image_classifier.inference.BACKENDS`); "auto" = the fastest
+    #: measured for this model on this machine, as ``serve`` uses.
+    backend: str = "auto"
 
 
 @dataclass
@@ -73,6 +76,8 @@ def reproduce_command(config: EvaluateConfig, out_dir: Path) -> str:
     args += ["--out", os.fspath(out_dir), "--seed", str(config.seed)]
     if not config.measure_speed:
         args.append("--no-speed")
+    if config.backend != "auto":
+        args += ["--backend", config.backend]
     return shlex.join(args)
 
 
@@ -91,9 +96,12 @@ def run_evaluate(config: EvaluateConfig, *, on_progress: Callable[[str], None] |
     say = on_progress or log.info
     timings: dict[str, float] = {}
     model_dir = resolve_model_dir(config.model_dir)
-    classifier = load_model(model_dir)
+    classifier = load_model(model_dir, backend=config.backend)
     card = classifier.card
     arch = str(card.get("architecture", model_dir.name))
+    backend = {"name": classifier.backend_name, "reason": classifier.backend_reason,
+               "description": classifier.backend.describe()}
+    say(f"backend: {backend['name']} ({backend['reason']})")
 
     sizes: dict[str, dict[str, int]]
     if config.split_csv is not None:
@@ -155,6 +163,8 @@ def run_evaluate(config: EvaluateConfig, *, on_progress: Callable[[str], None] |
                      "history": card.get("history") or []},
         "errors": ev["errors"],
         "skipped": ev["skipped"],
+        # Which backend computed these predictions and timings, and why it was chosen.
+        "backend": backend,
     }
     what = f"subset {config.subset!r} of {config.split_csv}" if config.split_csv else "all images"
     study = {

@@ -192,6 +192,8 @@ def _model_section(m: dict, study: dict, run_dir: Path) -> str:
                         and trained < (speed.get("params") or 0) else ""))
         if speed.get("flops_per_image") is not None:
             facts.append(f"{speed['flops_per_image'] / 1e9:.2f} GFLOPs per image")
+    if (m.get("backend") or {}).get("name"):
+        facts.append(f"predictions and timings by backend {m['backend']['name']} ({m['backend']['reason']})")
     if training.get("seconds") is not None:
         facts.append(f"trained in {fmt_seconds(training['seconds'])}")
     if training.get("peak_rss_mb") is not None:
