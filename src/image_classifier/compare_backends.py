@@ -12,6 +12,7 @@ which is not worth it for a model that eager PyTorch serves just as well.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -137,6 +138,10 @@ def measure_model_backends(model_dir: str | os.PathLike, speed: dict, *, export:
         backends = {"torch": _torch_only(speed)}
         skipped, fastest = {"onnx": exp["reason"]}, "torch"
     measure_seconds = time.perf_counter() - t0
+    # The classifiers opened for the measurement hold reference cycles (backend <-> module loader):
+    # collect them now, so this model's weights and ONNX Runtime session are freed before the next
+    # (possibly much larger) model is loaded.
+    gc.collect()
     choice = record_serving_choice(model_dir, backends, load_before)
     log.info("%s: serve will use %s (%s)", model_dir, choice.name, choice.reason)
     return {
