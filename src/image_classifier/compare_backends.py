@@ -16,7 +16,6 @@ import gc
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from image_classifier.evaluate.speed import SpeedConfig
@@ -108,7 +107,8 @@ def record_serving_choice(model_dir: str | os.PathLike, measured: dict[str, dict
             "source": "image-classifier compare",
         })
         if written:
-            reason = f"fastest at batch 1 in compare's measurement on this machine: {selection._format_timings(timings)}"
+            reason = ("fastest at batch 1 in compare's measurement on this machine: "
+                      + selection._format_timings(timings))
             if busy:
                 reason += f" (CPU busy: {busy}; serve measures again when it starts)"
             return selection.BackendChoice(chosen, reason, timings, skipped=skipped, provisional=bool(busy))
