@@ -66,10 +66,14 @@ def main() -> None:
                     probs = load_model(Path(tmp) / "m").predict([str(x.path) for x in test])
                 row = {"arch": arch, "seed": seed, "precision": precision, "val_accuracy": r.best_val_accuracy,
                        "val_loss": r.best_val_loss, "test_accuracy": float(np.mean(probs.argmax(1) == labels)),
+                       # the saved model evaluated on val in fp32, as it predicts (same for both runs)
+                       "inference_val_loss": r.card["best"]["inference_val_loss"],
+                       "inference_val_accuracy": r.card["best"]["inference_val_accuracy"],
                        "epochs": len(r.history), "best_epoch": r.best_epoch, "seconds": r.train_seconds,
                        "overrides": overrides}
                 rows.append(row)
-                print(f"{arch:<13} seed {seed} {precision}: val acc {row['val_accuracy']:.3f} (loss {row['val_loss']:.4f}) "
+                print(f"{arch:<13} seed {seed} {precision}: val acc {row['val_accuracy']:.3f} (loss {row['val_loss']:.4f}; "
+                      f"fp32 inference {row['inference_val_accuracy']:.3f} / {row['inference_val_loss']:.4f}) "
                       f"test acc {row['test_accuracy']:.3f}  epochs {row['epochs']} (best {row['best_epoch']})  "
                       f"{row['seconds']:.0f} s", flush=True)
                 args.out.write_text(json.dumps(rows, indent=2))

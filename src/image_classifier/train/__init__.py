@@ -2,7 +2,16 @@
 
 Modules: ``cache`` (decode once), ``augment`` (the study's augmentation on uint8 tensors),
 ``features`` (frozen-part activations cached per augmented view), ``loop`` (phases, early
-stopping, LR on plateau), ``checkpoint`` (best model + resume state, atomic), ``api``.
+stopping, LR on plateau), ``checkpoint`` (best model + resume state, atomic), ``seeding``, ``api``.
+
+Reproducibility: the same seed, data, recipe, thread count, CPU and library versions give the same
+metrics and the same weights, bit for bit, and a resumed run gives exactly what the uninterrupted
+one would have (both are tested). Every random stream is derived from (seed, purpose, index): the
+initial weights, each epoch's shuffling, augmentation and dropout, each cached view. What can still
+change results: a different number of threads or another CPU (oneDNN splits reductions by thread
+and picks kernels by instruction set; without native bf16 a "bf16" recipe runs in fp32, recorded
+in the card as ``precision``), other torch/oneDNN versions, and bf16 itself (deterministic, but
+not the same numbers as fp32).
 """
 from image_classifier.train.api import TrainResult, resolve_recipe, train_model
 from image_classifier.train.cache import ImageCache, default_cache_dir
