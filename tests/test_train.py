@@ -196,7 +196,8 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(data, tmp
     assert interrupted.card["status"] == "training"
     assert interrupted.predict([str(split.subset("val")[0].path)]).shape == (1, 3)
 
-    resumed = _cli(common + ["--out", out, "--resume"])
+    # Resuming needs only the output directory: split, seed and recipe come from the interrupted run.
+    resumed = _cli(["train", root, "--arch", TINY, "--out", out, "--resume", "--no-cache", "--no-progress"])
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming at epoch {done + 1}" in resumed.stderr
     card = read_card(out)

@@ -40,7 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--weights", type=Path, metavar="PATH",
                    help="ImageNet weights file for a pretrained architecture (default: torchvision's cache, "
                         "$TORCH_HOME/hub/checkpoints)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and augmentation (default: 0)")
+    p.add_argument("--seed", type=int, help="seed of the split, initialisation and augmentation (default: 0; "
+                                              "with --resume: the interrupted run's)")
     p.add_argument("--config", type=Path, metavar="FILE.toml", help="recipe overrides from a TOML file")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_",
                    help="override one recipe value, e.g. phases.0.epochs=3, batch_size=16, "
@@ -79,11 +80,22 @@ def run(args: argparse.Namespace) -> int:
         get_arch(args.arch)
     except KeyError as err:
         raise ImageClassifierError(err.args[0]) from None
+    out = args.out or Path("models") / args.arch
+    resumed: dict = {}
+    if args.resume and not args.force:
+        from image_classifier.train.checkpoint import RESUME_NAME, peek_resume_state
+
+        if (out / RESUME_NAME).is_file():
+            resumed = peek_resume_state(out / RESUME_NAME)
+    if args.seed is None:
+        args.seed = resumed.get("seed", 0)
     try:
         overrides = _overrides(args)
+        from image_classifier.recipe import Recipe
         from image_classifier.train import resolve_recipe
 
-        recipe = resolve_recipe(args.arch, overrides)
+        base = Recipe.from_dict(resumed["recipe"]) if resumed.get("recipe") and not overrides else None
+        recipe = resolve_recipe(args.arch, overrides, base)
     except ValueError as err:
         raise ImageClassifierError(f"bad recipe option: {err}") from None
     if args.recipe:
@@ -108,7 +120,6 @@ def run(args: argparse.Namespace) -> int:
     from image_classifier.train import ImageCache, default_cache_dir, train_model
 
     configure(args.threads)
-    out = args.out or Path("models") / args.arch
     split_csv = args.split
     if split_csv is None and args.resume and (out / "split.csv").is_file():
         split_csv = out / "split.csv"  # a resumed run continues on its own split
@@ -128,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     with logging_redirect_tqdm():
         result = train_model(
-            split, args.arch, out, recipe_overrides=overrides, weights=args.weights, seed=args.seed,
+            split, args.arch, out, recipe_overrides=overrides or None, recipe=base, weights=args.weights, seed=args.seed,
             cache=cache, progress=progress, resume=args.resume, overwrite=args.force, args=card_args,
             checkpoint_interval=args.checkpoint_every,
         )

@@ -126,6 +126,8 @@ def train_model(
                 raise ImageClassifierError(f"the run in {out} already finished; nothing to resume")
             raise ImageClassifierError(f"nothing to resume in {out}: {RESUME_NAME} is missing (start a new run without --resume)")
         payload = load_resume_state(writer.resume_path)
+        if recipe_overrides is None and recipe is None and isinstance(payload.get("recipe"), dict):
+            recipe = resolve_recipe(arch, None, Recipe.from_dict(payload["recipe"]))  # continue as started
         theirs = {"arch": payload.get("arch"), "seed": payload.get("seed"), "classes": payload.get("classes"),
                   "recipe": payload.get("recipe"), "split_manifest_sha256": payload.get("split_manifest_sha256")}
         ours = {"arch": arch, "seed": seed, "classes": classes, "recipe": recipe.to_dict(), "split_manifest_sha256": manifest}
@@ -154,21 +156,27 @@ def train_model(
 
     # The network: ImageNet weights for transfer architectures (never random ones), seeded init otherwise.
     resolved = None
-    if spec.pretrained is not None:
-        from image_classifier.models.weights import resolve_pretrained
-
-        resolved = resolve_pretrained(arch, spec.pretrained, weights)
-    elif weights is not None:
+    if spec.pretrained is None and weights is not None:
         raise ValueError(f"{arch} trains from scratch: it takes no pretrained --weights")
     seed_global(seed, "init")
-    net, arch_options = build_model(arch, len(classes), pretrained=resolved is not None, resolved=resolved)
+    if payload is not None:
+        # Every weight comes from the resume state (which started from the ImageNet weights), so
+        # a resumed run needs no weights file; the network is rebuilt with the options it had.
+        net, arch_options = build_model(arch, len(classes), options=payload.get("arch_options") or {})
+        pretrained_info = payload.get("pretrained_weights")
+    else:
+        if spec.pretrained is not None:
+            from image_classifier.models.weights import resolve_pretrained
+
+            resolved = resolve_pretrained(arch, spec.pretrained, weights)
+        net, arch_options = build_model(arch, len(classes), pretrained=resolved is not None, resolved=resolved)
+        pretrained_info = None
+        if resolved is not None:
+            pretrained_info = {"source": resolved.source, "sha256": _sha256_file(resolved.source)}
     try:
         plan_phases(recipe, len(net.backbone))
     except ValueError as err:
         raise ImageClassifierError(f"bad recipe option: {err}") from None
-    pretrained_info = None
-    if resolved is not None:
-        pretrained_info = {"source": resolved.source, "sha256": _sha256_file(resolved.source)}
 
     bf16 = recipe.precision == "bf16" and bf16_supported()
     if recipe.precision == "bf16" and not bf16:
@@ -211,7 +219,8 @@ def train_model(
                 "train_seconds": round(state.seconds, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
     writer.meta = {"arch": arch, "seed": seed, "classes": classes, "recipe": recipe.to_dict(),
-                   "split_manifest_sha256": manifest}
+                   "split_manifest_sha256": manifest, "arch_options": _jsonable(arch_options),
+                   "pretrained_weights": pretrained_info}
     trainer = Trainer(
         net, recipe, prep, train_set, val_set, seed=seed, name=arch, bf16=bf16, channels_last=channels_last,
         progress=progress, writer=writer, make_card=make_card,

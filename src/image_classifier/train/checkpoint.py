@@ -54,6 +54,23 @@ def load_resume_state(path: Path) -> dict[str, Any]:
     return payload
 
 
+def peek_resume_state(path: Path) -> dict[str, Any]:
+    """The run identity stored in a resume state (arch, seed, recipe, ...) without loading its tensors."""
+    import json
+
+    from safetensors import safe_open
+
+    from image_classifier.errors import ModelFormatError
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tree = json.loads(meta["tree"])
+    except Exception as err:  # noqa: BLE001
+        raise ModelFormatError(f"cannot read the resume state {path} ({err}); start the run again without --resume") from err
+    return {k: v for k, v in tree.items() if k in ("arch", "seed", "classes", "recipe", "split_manifest_sha256")}
+
+
 class RunWriter:
     """Writes the best model and the resume state of one run into ``out_dir``."""
 
