@@ -262,6 +262,8 @@ def test_predict_cli_prints_top_k_json_and_reports_bad_files(data, tmp_path, cap
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
     assert doc["classes"] == split.classes
+    # --backend auto without an exported model.onnx runs PyTorch, and says so.
+    assert doc["backend"] == "torch" and "backend: torch (" in proc.stderr
     ok = [p for p in doc["predictions"] if "error" not in p]
     assert [p["image"] for p in ok] == good
     expected = load_model(tmp_path / "m").predict(good)

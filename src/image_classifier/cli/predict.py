@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from image_classifier.inference import add_backend_argument
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -21,8 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, WebP, ...)")
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes to show per image (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON: every class's probability per image")
-    p.add_argument("--backend", default="torch",
-                   help="inference backend: torch, torch-bf16, onnx, onnx-int8 or auto (default: %(default)s)")
+    add_backend_argument(p)
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per forward pass (default: %(default)s)")
     p.set_defaults(func=run)
     return p
@@ -47,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         classifier = load_model(model_dir, backend=args.backend)
     except ValueError as err:  # unknown backend
         raise ImageClassifierError(str(err)) from None
+    # stderr, so that --json output stays machine-readable.
+    print(f"backend: {classifier.backend_name} ({classifier.backend_reason})", file=sys.stderr)
     size = classifier.preprocessing.input_size
 
     results: list[dict] = []
@@ -69,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     failed = sum(1 for r in results if "error" in r)
     if args.json:
         json.dump({"model": str(model_dir), "architecture": classifier.card.get("architecture"),
+                   "backend": classifier.backend_name,
                    "classes": classes, "predictions": results}, sys.stdout, indent=2)
         print()
     else:
