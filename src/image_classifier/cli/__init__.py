@@ -18,12 +18,12 @@ from image_classifier.errors import ImageClassifierError
 COMMANDS = (
     "check",
     "split",
-    "serve",
-    "export",
     "train",
     "predict",
     "compare",
     "evaluate",
+    "serve",
+    "export",
 )
 
 
