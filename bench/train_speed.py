@@ -69,7 +69,7 @@ def naive_worker(args: argparse.Namespace) -> dict:
 
     split = load_split(args.split, args.data)
     spec = get_arch(args.arch)
-    recipe = spec.default_recipe()
+    recipe = _recipe(args.arch, args.set_)
     prep = spec.preprocessing
     size = prep.input_size
     aug = recipe.augmentation
@@ -177,13 +177,13 @@ def tool_worker(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         # Default checkpointing (what `image-classifier train` does): its cost is part of the time.
         result = train_model(split, args.arch, Path(tmp) / args.arch, weights=args.weights_file, seed=args.seed,
-                             progress=False)
+                             progress=False, recipe_overrides=_overrides(args.set_, args.arch) or None)
         wall = time.perf_counter() - t0
         model = load_model(Path(tmp) / args.arch)
         test = split.subset("test")
         probs = model.predict([str(r.path) for r in test])
         test_acc = float(np.mean(probs.argmax(1) == np.array([r.label for r in test])))
-    phases = [{**p, "recipe_epochs": next(ph.epochs for ph in _recipe(args.arch).phases if ph.name == p["name"])}
+    phases = [{**p, "recipe_epochs": next(ph.epochs for ph in _recipe(args.arch, args.set_).phases if ph.name == p["name"])}
               for p in result.phases]
     return {"side": "tool", "arch": args.arch, "n_train": result.card["data"]["train_images"], "phases": phases,
             "train_seconds": wall, "best_val_accuracy": result.best_val_accuracy, "test_accuracy": test_acc,
@@ -191,10 +191,24 @@ def tool_worker(args: argparse.Namespace) -> dict:
             "precision": result.card["precision"], "best_epoch": result.best_epoch}
 
 
-def _recipe(arch: str):
+def _overrides(items: list[str], arch: str) -> dict[str, str]:
+    """--set KEY=VALUE for every architecture, ARCH:KEY=VALUE for one."""
+    from image_classifier.recipe import parse_set_options
+
+    out = {}
+    for key, value in parse_set_options(items).items():
+        scope, colon, rest = key.partition(":")
+        if not colon:
+            out[key] = value
+        elif scope == arch:
+            out[rest] = value
+    return out
+
+
+def _recipe(arch: str, items: list[str] | None = None):
     from image_classifier.models.registry import get_arch
 
-    return get_arch(arch).default_recipe()
+    return get_arch(arch).default_recipe().with_overrides(_overrides(items or [], arch))
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,6 +224,8 @@ def run_worker(side: str, arch: str, args: argparse.Namespace, split_csv: Path) 
         cmd += ["--weights-file", str(weights)]
     if args.naive_epochs is not None:
         cmd += ["--naive-epochs", str(args.naive_epochs)]
+    for item in args.set_:
+        cmd += ["--set", item]
     print(f"--- {side} {arch} ...", flush=True)
     proc = subprocess.run(cmd, stdout=sys.stderr if args.verbose else subprocess.DEVNULL,
                           stderr=sys.stderr if args.verbose else subprocess.PIPE, text=True)
@@ -332,6 +348,9 @@ def main() -> None:
     ap.add_argument("--naive-epochs", type=int, help="cap each naive phase at N epochs and extrapolate")
     ap.add_argument("--weights", action="append", default=[], metavar="ARCH=PATH",
                     help="ImageNet weights (default: ../shared/weights/ files)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_",
+                    help="recipe override for BOTH sides, ARCH:KEY=VALUE for one architecture (smoke tests only: "
+                         "the results are then not the study's recipes)")
     ap.add_argument("--tool-only", action="store_true")
     ap.add_argument("--naive-only", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("train_speed.json"), help="results JSON (default: %(default)s)")
@@ -368,7 +387,9 @@ def main() -> None:
         split_csv = args.out.with_suffix(".split.csv")
         make_split(args.data, seed=args.seed).save(split_csv)
         print(f"split saved to {split_csv}")
-    results = {"config": {"data": str(args.data), "split": str(split_csv), "seed": args.seed,
+    if args.set_:
+        print(f"NOTE: recipes overridden on both sides ({', '.join(args.set_)}): not the study's recipes")
+    results = {"config": {"data": str(args.data), "split": str(split_csv), "seed": args.seed, "set": args.set_,
                           "naive_epochs": args.naive_epochs, "cpu_count": os.cpu_count(),
                           "started": time.strftime("%Y-%m-%d %H:%M:%S")}, "archs": {}}
     for arch in archs:
