@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import train_helpers
 from conftest import SHARED, make_image_folder
 from image_classifier import load_model
 from image_classifier.data.split import make_split
-from image_classifier.errors import ImageClassifierError, WeightsNotFoundError
+from image_classifier.errors import WeightsNotFoundError
 from image_classifier.saved_model import read_card
 from image_classifier.train import ImageCache, train_model
 from image_classifier.train.checkpoint import RESUME_NAME, load_resume_state
