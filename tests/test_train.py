@@ -218,6 +218,7 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(data, tmp
         (["--arch", TINY, "--set", "precision=fp8"], "precision must be one of"),
         (["--arch", TINY, "--set", "phases.0.trainable_from=40"], "past the end of the backbone"),
         (["--arch", TINY, "--weights", "/nonexistent/w.pth"], "no such file"),
+        (["--arch", TINY, "--weights", "resnet50=/nonexistent/w.pth"], "but --arch is"),
         (["--arch", TINY, "--resume", "--force"], "contradict"),
         (["--arch", TINY, "--resume"], "nothing to resume"),
         (["--arch", TINY, "--config", "/nonexistent.toml"], "cannot read recipe file"),

@@ -37,9 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--val", type=float, default=0.15, help="validation fraction of a new split (default: %(default)s)")
     p.add_argument("--test", type=float, default=0.15, help="test fraction of a new split (default: %(default)s)")
     p.add_argument("--out", type=Path, metavar="DIR", help="model directory to write (default: models/ARCH)")
-    p.add_argument("--weights", type=Path, metavar="PATH",
-                   help="ImageNet weights file for a pretrained architecture (default: torchvision's cache, "
-                        "$TORCH_HOME/hub/checkpoints)")
+    p.add_argument("--weights", metavar="PATH",
+                   help="ImageNet weights file for a pretrained architecture (ARCH=PATH, as `compare` takes it, "
+                        "works too; default: torchvision's cache, $TORCH_HOME/hub/checkpoints)")
     p.add_argument("--seed", type=int, help="seed of the split, initialisation and augmentation (default: 0; "
                                               "with --resume: the interrupted run's)")
     p.add_argument("--config", type=Path, metavar="FILE.toml", help="recipe overrides from a TOML file")
@@ -108,8 +108,15 @@ def run(args: argparse.Namespace) -> int:
         raise ImageClassifierError("--checkpoint-every must be 0 or more seconds")
     if args.resume and args.force:
         raise ImageClassifierError("--resume and --force contradict each other: choose one")
-    if args.weights is not None and not args.weights.is_file():
-        raise ImageClassifierError(f"--weights {args.weights}: no such file")
+    if args.weights is not None:
+        name, sep, path = args.weights.partition("=")
+        if sep and not Path(args.weights).exists():  # ARCH=PATH
+            if name != args.arch:
+                raise ImageClassifierError(f"--weights {args.weights} names {name!r}, but --arch is {args.arch!r}")
+            args.weights = path
+        args.weights = Path(args.weights)
+        if not args.weights.is_file():
+            raise ImageClassifierError(f"--weights {args.weights}: no such file")
     if not Path(args.data).is_dir():
         raise ImageClassifierError(f"{args.data} is not a folder (expected one sub-folder of images per class)")
 
