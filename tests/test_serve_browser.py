@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_fixtures import CLASSES, COLOURS, HTML_CLASS, colour_image, encode, make_run, train_colour_model
+from serve_fixtures import COLOURS, HTML_CLASS, colour_image, encode, make_run, train_colour_model
 
 from image_classifier.serve import ModelStore, create_app
 from image_classifier.serve.server import BackgroundServer

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from PIL import Image
 
 from image_classifier.errors import ModelFormatError
+from image_classifier.fileio import atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
 from image_classifier.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -54,29 +54,6 @@ def library_versions() -> dict[str, str]:
         "pillow": PIL.__version__,
         "python": platform.python_version(),
     }
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees either the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp creates 0600 files; give the final file the usual umask-based mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def save_model(module: torch.nn.Module | Mapping[str, torch.Tensor], card: dict[str, Any],

@@ -130,14 +130,6 @@ def list_dataset(root: str | os.PathLike) -> DatasetListing:
     return DatasetListing(root, classes, files, sorted(stray))
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_one(item: DatasetFile, label: int, fingerprints: bool) -> ImageRecord | UnreadableFile:
     try:
         data, _ = read_source(item.path)

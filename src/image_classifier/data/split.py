@@ -31,13 +31,13 @@ import logging
 import math
 import os
 import random
-import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from image_classifier.errors import DatasetError, ManifestMismatchError
+from image_classifier.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +117,7 @@ class Split:
     def save(self, path: str | os.PathLike) -> None:
         """Write the CSV manifest atomically (a reader never sees half a file)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(self.manifest_text())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, self.manifest_text())
         self.source = path
 
 
@@ -258,7 +250,8 @@ def load_split(csv_path: str | os.PathLike, data_root: str | os.PathLike) -> Spl
     Every listed file must exist with the same sha256 and class, and no readable image may have
     been added. Raises :class:`ManifestMismatchError` naming (a few of) the offending files.
     """
-    from image_classifier.data.scan import list_dataset, read_files, sha256_file
+    from image_classifier.data.scan import list_dataset, read_files
+    from image_classifier.fileio import sha256_file
 
     csv_path = Path(csv_path)
     rows = _read_manifest(csv_path)

@@ -58,10 +58,10 @@ def _training_manifest(model_dir: Path, card: dict) -> Path | None:
     candidate = model_dir.parent.parent / "split.csv"
     if not candidate.is_file():
         return None
-    from image_classifier.train.cache import file_sha256
+    from image_classifier.fileio import sha256_file
 
     expected = card.get("split_manifest_sha256")
-    return candidate if expected and file_sha256(candidate) == expected else None
+    return candidate if expected and sha256_file(candidate) == expected else None
 
 
 def _seen_hashes(manifest: Path) -> set[str]:
@@ -91,7 +91,7 @@ def run_evaluate(config: EvaluateConfig, *, on_progress: Callable[[str], None] |
     from image_classifier.evaluate.speed import measure_classifier
     from image_classifier.report import write_report
     from image_classifier.runs import resolve_model_dir
-    from image_classifier.train.cache import file_sha256
+    from image_classifier.fileio import sha256_file
 
     say = on_progress or log.info
     timings: dict[str, float] = {}
@@ -128,7 +128,7 @@ def run_evaluate(config: EvaluateConfig, *, on_progress: Callable[[str], None] |
     if manifest is not None:
         seen = _seen_hashes(manifest)
         overlap = [it.rel_path for it in items
-                   if (hashes.get(it.rel_path) or file_sha256(it.path)) in seen]
+                   if (hashes.get(it.rel_path) or sha256_file(it.path)) in seen]
         if overlap:
             alerts.append(
                 f"{len(overlap)} of the {len(items)} images were in this model's training or validation "

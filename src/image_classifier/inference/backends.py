@@ -11,7 +11,6 @@ as thread-safe. Each backend is created once per loaded model; nothing is rebuil
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from image_classifier.errors import ModelFormatError
+from image_classifier.fileio import sha256_file  # noqa: F401 (also used by export)
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +93,6 @@ class TorchBackend:
     def describe(self) -> str:
         precision = "bfloat16, channels-last" if self.bf16 else "float32"
         return f"PyTorch {torch.__version__} eager ({precision}, {torch.get_num_threads()} threads)"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def session_options(threads: int | None = None, *, spin: bool = True) -> Any:

@@ -15,7 +15,6 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Flask, Request, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException

@@ -1,7 +1,6 @@
 """``train_model``: one architecture, one split, one saved model directory."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import resource
@@ -14,6 +13,7 @@ from typing import Any
 import torch
 
 from image_classifier.errors import DatasetError, ImageClassifierError
+from image_classifier.fileio import sha256_file
 from image_classifier.models.registry import build_model, get_arch
 from image_classifier.recipe import Recipe
 from image_classifier.runtime import configure
@@ -45,14 +45,6 @@ def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (the whole process: it includes earlier models)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def _sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _manifest_hash(split: Any) -> str | None:
@@ -172,7 +164,7 @@ def train_model(
         net, arch_options = build_model(arch, len(classes), pretrained=resolved is not None, resolved=resolved)
         pretrained_info = None
         if resolved is not None:
-            pretrained_info = {"source": resolved.source, "sha256": _sha256_file(resolved.source)}
+            pretrained_info = {"source": resolved.source, "sha256": sha256_file(resolved.source)}
     try:
         plan_phases(recipe, len(net.backbone))
     except ValueError as err:

@@ -14,7 +14,6 @@ CLI's default root is :func:`default_cache_dir` (``$IMAGE_CLASSIFIER_CACHE_DIR``
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -29,7 +28,7 @@ import torch
 
 from image_classifier.errors import UnreadableImageError
 from image_classifier.preprocessing import Preprocessing
-from image_classifier.saved_model import atomic_write_bytes
+from image_classifier.fileio import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +42,6 @@ def default_cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "image-classifier" / "decoded"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -83,7 +74,7 @@ class ImageCache:
         return self.root / f"v{DECODE_VERSION}-{size}-{mode}" / sha[:2] / f"{sha}.npy"
 
     def _load_one(self, path: str, sha: str | None, prep: Preprocessing) -> tuple[tuple[str, int, str], np.ndarray]:
-        sha = sha or file_sha256(path)
+        sha = sha or sha256_file(path)
         key = (sha, prep.input_size, prep.resize_mode)
         if key in self._mem:
             self.stats["memory_hits"] += 1
