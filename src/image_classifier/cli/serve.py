@@ -85,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
             # from under its select() call): a real signal, handled by _stop below.
             signal.raise_signal(signal.SIGTERM)
             return
+        if not store.ready:  # stopped while loading
+            return
         print(f"image-classifier: ready: {len(store.names)} model(s) loaded in {store.load_seconds:.1f} s; "
               f"default {store.default}", flush=True)
 
@@ -99,8 +101,10 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.close()
-        store.close()
+        server.close()  # stops taking requests, lets the ones under way finish (up to 5 s)
+        if not store.ready and not failed.is_set():
+            print("image-classifier: stopping after the model being loaded", flush=True)
+        store.close()  # joins the inference threads: none may be inside torch when Python exits
     if failed.is_set():
         return 2
     print("image-classifier: stopped", flush=True)

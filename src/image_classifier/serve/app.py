@@ -214,6 +214,8 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
             return jsonify(status="ready", models=store.names, default=store.default)
         if store.error:
             return jsonify(status="failed", error=f"loading the models failed: {store.error}"), 503
+        if store.closed:
+            return jsonify(status="stopping"), 503
         return jsonify(status="loading"), 503, {"Retry-After": "1"}
 
     @app.get("/api/models")

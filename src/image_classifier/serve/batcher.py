@@ -48,6 +48,10 @@ class _Job:
 _STOP = object()
 
 
+class WorkersClosedError(RuntimeError):
+    """A forward pass was asked for after :meth:`InferenceWorkers.close` (the server is stopping)."""
+
+
 class InferenceWorkers:
     """``workers`` threads running forward passes, each batching up to ``max_batch`` jobs that share a key."""
 
@@ -57,6 +61,8 @@ class InferenceWorkers:
         self.workers = workers
         self.max_batch = max_batch
         self._queue: queue.Queue = queue.Queue()
+        self._closing = threading.Lock()  # makes "closed" and "queued" one step, so no job is queued after the stop markers
+        self._closed = False
         self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(workers)]
         for t in self._threads:
             t.start()
@@ -64,12 +70,38 @@ class InferenceWorkers:
     def submit(self, key: Any, run: Callable[[Any], np.ndarray], batch: Any) -> ForwardResult:
         """Run ``run`` on ``batch`` (one image), possibly together with other waiting jobs of ``key``."""
         job = _Job(key, run, batch)
-        self._queue.put(job)
+        with self._closing:
+            if self._closed:
+                raise WorkersClosedError("the server is stopping")
+            self._queue.put(job)
         return job.future.result()
 
-    def close(self) -> None:
-        for _ in self._threads:
-            self._queue.put(_STOP)
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish the batches being computed, fail the jobs still waiting, and join the threads.
+
+        Why join: torch runs a forward pass with the GIL released; a daemon thread still inside one
+        when the interpreter finalizes is killed with a forced unwind through torch's C++ frames,
+        and the process aborts ("terminate called without an active exception") instead of exiting.
+        """
+        with self._closing:
+            if self._closed:
+                return
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(_STOP)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        still_running = [t.name for t in self._threads if t.is_alive()]
+        if still_running:
+            log.warning("inference threads still running after %.0f s: %s", timeout, ", ".join(still_running))
+        while True:  # jobs queued behind the stop markers: nobody will run them
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                job.future.set_exception(WorkersClosedError("the server is stopping"))
 
     def _loop(self) -> None:
         import torch

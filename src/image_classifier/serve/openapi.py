@@ -105,7 +105,7 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                     "operationId": "health",
                     "responses": {
                         "200": _ok("Ready", "Health"),
-                        "503": {"description": "Loading, or loading failed",
+                        "503": {"description": "Loading, loading failed, or stopping",
                                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
                     },
                 }
@@ -225,7 +225,7 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["status"],
             "properties": {
-                "status": {"type": "string", "enum": ["ready", "loading", "failed"]},
+                "status": {"type": "string", "enum": ["ready", "loading", "failed", "stopping"]},
                 "models": {"type": "array", "items": {"type": "string"}},
                 "default": {"type": "string"},
                 "error": {"type": "string"},

@@ -30,7 +30,7 @@ from typing import Any
 from image_classifier.errors import ImageClassifierError, ModelFormatError
 from image_classifier.runs import BEST_NAME, MODELS_DIR, read_best_pointer
 from image_classifier.saved_model import CARD_NAME, read_card
-from image_classifier.serve.batcher import InferenceWorkers
+from image_classifier.serve.batcher import InferenceWorkers, WorkersClosedError
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +300,7 @@ class ModelStore:
         self._models: dict[str, ServedModel] = {}
         self._ready = threading.Event()
         self._load_lock = threading.Lock()
+        self._closed = threading.Event()
         self.error: str | None = None
         self.load_seconds: float | None = None
 
@@ -320,20 +321,29 @@ class ModelStore:
     def ready(self) -> bool:
         return self._ready.is_set()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout)
 
     def load(self) -> ModelStore:
-        """Load every model (the default first) and run one warm-up prediction each. Idempotent."""
+        """Load every model (the default first) and run one warm-up prediction each. Idempotent.
+
+        After :meth:`close` it loads nothing more and returns with ``ready`` still false.
+        """
         from image_classifier.saved_model import load_model
 
         with self._load_lock:
-            if self.ready:
+            if self.ready or self._closed.is_set():
                 return self
             start = time.perf_counter()
             entries = sorted(self.discovery.entries, key=lambda e: e.name != self.default)
             try:
                 for entry in entries:
+                    if self._closed.is_set():  # stopped while loading: skip the remaining models
+                        return self
                     t0 = time.perf_counter()
                     clf = load_model(entry.path, backend=self.backend)
                     self._warm_up(clf)
@@ -350,9 +360,14 @@ class ModelStore:
         return self
 
     def close(self) -> None:
-        """Stop the inference threads (a server that stops; tests that build many stores)."""
-        if self._workers is not None:
-            self._workers.close()
+        """Stop: later predictions raise :class:`NotReadyError`; the forward passes under way finish
+        first, and a load in progress stops after the model it is loading. Call it after the web
+        server stopped taking requests, and before the process exits (see ``InferenceWorkers.close``)."""
+        self._closed.set()
+        with self._load_lock:  # waits for the model being loaded, so no thread is left inside torch
+            self._ready.clear()
+            if self._workers is not None:
+                self._workers.close()
 
     def start_loading(self) -> threading.Thread:
         """Load in a background thread (so a server can answer /api/health while loading)."""
@@ -376,7 +391,8 @@ class ModelStore:
 
     def get(self, name: str | None = None) -> ServedModel:
         if not self.ready:
-            raise NotReadyError(self.error and f"loading the models failed: {self.error}" or "models are still loading")
+            raise NotReadyError(self.error and f"loading the models failed: {self.error}"
+                                or self.closed and "the server is stopping" or "models are still loading")
         key = self.default if name is None or name == "" else name
         try:
             return self._models[key]
@@ -398,7 +414,10 @@ class ModelStore:
         image = load_image(data, target_size=int(clf.preprocessing.input_size), max_pixels=self.max_pixels)
         batch = clf.preprocess([image])  # resize + normalise here, in the request thread, in parallel
         t1 = time.perf_counter()
-        result = self._workers.submit(served.name, clf.predict_tensor, batch)  # type: ignore[union-attr]
+        try:
+            result = self._workers.submit(served.name, clf.predict_tensor, batch)  # type: ignore[union-attr]
+        except WorkersClosedError as err:
+            raise NotReadyError(str(err)) from None
         probs = result.probabilities
         t2 = time.perf_counter()
         classes = served.classes
