@@ -133,3 +133,19 @@ def test_a_choice_measured_on_a_busy_cpu_is_measured_again(exported, monkeypatch
     (record,) = json.loads((exported / RECORD_NAME).read_text())["records"].values()
     assert record["provisional"] is False
     assert choose_backend(exported).from_record
+
+
+def test_timings_measured_elsewhere_are_recorded_for_auto(exported):
+    """compare times the backends itself; record_measurement stores that choice so that serve's
+    ``auto`` reuses it without measuring again."""
+    from image_classifier.saved_model import read_card
+
+    figures = {"torch": {"latency_ms_p50": 9.0, "latency_ms_p95": 11.0, "latency_repeats": 30},
+               "onnx": {"latency_ms_p50": 4.0, "latency_ms_p95": 5.0, "latency_repeats": 30}}
+    choice = selection.record_measurement(exported, read_card(exported), figures, skipped={}, load_before=0.1,
+                                          how="in compare's measurement", source="image-classifier compare")
+    assert choice.name == "onnx" and "in compare's measurement: onnx 4.0 ms, torch 9.0 ms" in choice.reason
+    (record,) = json.loads((exported / RECORD_NAME).read_text())["records"].values()
+    assert record["source"] == "image-classifier compare" and record["latency_ms_p95"]["torch"] == 11.0
+    again = choose_backend(exported)
+    assert again.from_record and again.name == "onnx" and again.timings_ms == {"torch": 9.0, "onnx": 4.0}

@@ -68,7 +68,7 @@ def make_study(tmp_path: Path, n: int = 30) -> dict:
                  "split": {"seed": 0, "manifest_sha256": "ab" * 32, "path": "split.csv",
                            "sizes": {"train": {c: 5 for c in CLASSES}, "val": {c: 2 for c in CLASSES},
                                      "test": {c: n // 3 for c in CLASSES}}},
-                 "warnings": ["2 exact duplicates <kept together>"],
+                 "warnings": ["2 exact duplicates <kept together>", "classes 5 -> 3"],
                  "duplicates": {"summary": "1 group", "policy": "kept in one subset",
                                 "groups": [{"kind": "exact", "files": ["a.jpg", "b.jpg"], "subset": "train"}]}},
         "machine": {"cpu": "test cpu", "cores": 2},
@@ -124,7 +124,8 @@ def test_html_is_self_contained_and_escaped(tmp_path):
     assert "351" in text and "0.94" in text
     assert "McNemar" in text
     md = files.markdown.read_text()
-    assert "<script>" not in md and "&lt;script&gt;" in md
+    assert "<script>" not in md and "&lt;script>" in md
+    assert "classes 5 -> 3" in md  # '>' needs no escaping and stays readable
     assert "cost $5 \\| cheap" in md
 
 

@@ -86,33 +86,11 @@ def record_serving_choice(model_dir: str | os.PathLike, measured: dict[str, dict
 
     card = read_card(model_dir)
     names, skipped = selection.candidates(model_dir, card)
-    timings = {n: measured[n]["latency_ms_p50"] for n in names if n in measured}
-    if len(names) > 1 and set(timings) == set(names):
-        busy = selection._busy(load_before)
-        machine = selection.machine_fingerprint()
-        model = selection._model_fingerprint(card, names)
-        chosen = selection.decide(timings)
-        written = selection.write_record(model_dir, selection._key(machine, model), {
-            "chosen": chosen,
-            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "machine": machine,
-            "model": model,
-            "latency_ms_p50": timings,
-            "latency_ms_p95": {n: measured[n]["latency_ms_p95"] for n in timings},
-            "repeats": {n: measured[n]["latency_repeats"] for n in timings},
-            "skipped": skipped,
-            "load_average": load_before,
-            # Measured while the CPU was oversubscribed: serve measures again on first start.
-            "provisional": bool(busy),
-            "source": "image-classifier compare",
-        })
-        if written:
-            reason = ("fastest at batch 1 in compare's measurement on this machine: "
-                      + selection._format_timings(timings))
-            if busy:
-                reason += f" (CPU busy: {busy}; serve measures again when it starts)"
-            return selection.BackendChoice(chosen, reason, timings, skipped=skipped, provisional=bool(busy))
-    # One candidate only, or the record could not be written: resolve "auto" exactly as serve does.
+    if len(names) > 1 and all(n in measured for n in names):
+        return selection.record_measurement(
+            model_dir, card, {n: measured[n] for n in names}, skipped=skipped, load_before=load_before,
+            how="in compare's measurement on this machine", source="image-classifier compare")
+    # One candidate only: resolve "auto" exactly as serve does.
     return selection.choose_backend(model_dir, card)
 
 

@@ -245,29 +245,47 @@ def choose_backend(model_dir: str | os.PathLike, card: dict | None = None, *, re
     t0 = time.perf_counter()
     load_before = _load_average()
     results = measure_classifiers({n: opened[n] for n in usable}, config=config, throughput=False)
-    timings = {n: r["latency_ms_p50"] for n, r in results.items()}
-    chosen = decide(timings)
     log.debug("measured backends in %.1f s", time.perf_counter() - t0)
+    return record_measurement(model_dir, card, results, skipped=skipped, load_before=load_before,
+                              how="just measured on this machine")
+
+
+def record_measurement(model_dir: str | os.PathLike, card: dict, measured: dict[str, dict[str, Any]], *,
+                       skipped: dict[str, str], load_before: float | None, how: str,
+                       source: str | None = None) -> BackendChoice:
+    """Choose from batch-1 timings just taken (``measured``: backend -> figures with
+    ``latency_ms_p50``, ``latency_ms_p95`` and ``latency_repeats``) and record the choice in
+    ``backend.json``, keyed by this machine and model, for ``auto`` to reuse.
+
+    ``how`` says where the timings come from, in the reason shown to the user.
+    """
+    names, _ = candidates(model_dir, card)
+    timings = {n: r["latency_ms_p50"] for n, r in measured.items()}
+    chosen = decide(timings)
     # Other processes competing for the cores distort multi-threaded timings (a runtime whose
     # worker thread is descheduled waits for it): such a choice is used now but not trusted later.
     busy = _busy(load_before)
     if busy:
         log.warning("the CPU was busy while measuring the backends (%s): using %s for now, measuring "
                     "again next time", busy, chosen)
+    machine = machine_fingerprint()
+    model = _model_fingerprint(card, names)
     record = {
         "chosen": chosen,
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": machine,
         "model": model,
         "latency_ms_p50": timings,
-        "latency_ms_p95": {n: r["latency_ms_p95"] for n, r in results.items()},
-        "repeats": {n: r["latency_repeats"] for n, r in results.items()},
+        "latency_ms_p95": {n: r["latency_ms_p95"] for n, r in measured.items()},
+        "repeats": {n: r["latency_repeats"] for n, r in measured.items()},
         "skipped": skipped,
         "load_average": load_before,
         "provisional": bool(busy),
     }
-    write_record(model_dir, key, record)
-    reason = f"fastest at batch 1, just measured on this machine: {_format_timings(timings)}"
+    if source:
+        record["source"] = source
+    write_record(model_dir, _key(machine, model), record)
+    reason = f"fastest at batch 1, {how}: {_format_timings(timings)}"
     if busy:
-        reason += f" (CPU busy: {busy}; provisional)"
+        reason += f" (CPU busy: {busy}; measured again next time)"
     return BackendChoice(chosen, reason, timings, from_record=False, skipped=skipped, provisional=bool(busy))

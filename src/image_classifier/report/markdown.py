@@ -1,7 +1,6 @@
 """``report.md``: the same findings as the HTML, as Markdown with the figures linked (not embedded)."""
 from __future__ import annotations
 
-import html
 from typing import Iterable
 
 from image_classifier.report import narrative
@@ -9,8 +8,11 @@ from image_classifier.report.tables import BACKEND_HELP, backend_notes, backend_
 
 
 def md(value: object) -> str:
-    """Escape text for a Markdown table cell or paragraph: no raw HTML, no broken table rows."""
-    return html.escape(str(value), quote=False).replace("|", "\\|").replace("\n", " ")
+    """Escape text for a Markdown table cell or paragraph: no raw HTML, no broken table rows.
+
+    Only ``&`` and ``<`` are escaped: without ``<`` no tag can open, and a ``>`` left as is keeps
+    text such as "load 5.0 -> 5.2" readable in the raw file."""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|").replace("\n", " ")
 
 
 def _table(headers: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]:
