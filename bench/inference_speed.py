@@ -190,7 +190,7 @@ def image_path_costs(jpeg: Path, repeats: int) -> dict:
         "normalise with torch ops": lambda: prep.normalize(uint8),
         "resize + array + normalise (numpy, what predict runs)": lambda: images_to_array(prep, [draft]),
     }
-    times = interleaved_times(fns, warmup=2, repeats=repeats, settle=0)
+    times = interleaved_times(fns, warmup=2, repeats=repeats, settle_s=0.0)
     out = {name: float(np.median(t) * 1000) for name, t in times.items()}
     out["draft_size"] = list(draft.size)
     return out

@@ -11,13 +11,27 @@ from image_classifier.inference.timing import interleaved_times, measure_backend
 TINY = SpeedConfig(warmup=1, repeats=4, e2e_repeats=3, throughput_batch=4, throughput_repeats=2, min_repeats=1)
 
 
-def test_interleaved_times_runs_every_function_each_round():
+def test_interleaved_times_settles_each_function_then_times_a_block():
+    import itertools
+    import time
+
     calls: list[str] = []
     times = interleaved_times({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-                              warmup=1, repeats=3)
-    # Warm-up, then per round each function: one settling call and one timed call.
-    assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 3
-    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+                              warmup=1, repeats=5, block=2, settle_s=0.01)
+    assert {k: len(v) for k, v in times.items()} == {"a": 5, "b": 5}
+    assert calls[:2] == ["a", "b"]  # warm-up
+    # Then rounds of: many untimed "a" (10 ms of them), 2 timed "a", the same for "b"; the last
+    # round times only what is left (1 call each).
+    runs = [(name, sum(1 for _ in group)) for name, group in itertools.groupby(calls[2:])]
+    assert [name for name, _ in runs] == ["a", "b"] * 3
+    assert all(count > 2 for _, count in runs)
+
+    # Calls slower than settle_s need no settling: only the timed calls run after the first round.
+    slow: list[str] = []
+    interleaved_times({"a": lambda: (slow.append("a"), time.sleep(0.002)),
+                       "b": lambda: (slow.append("b"), time.sleep(0.002))},
+                      warmup=0, repeats=4, block=2, settle_s=0.001)
+    assert slow[-4:] == ["a", "a", "b", "b"]
 
 
 def test_measure_backends_reports_each_backend(tmp_path):

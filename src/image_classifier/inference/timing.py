@@ -1,8 +1,8 @@
 """Measuring backends against each other on this machine, fairly.
 
-Backends are timed *interleaved*: each round calls every backend in turn (one untimed call to let the
-previous runtime's threads go quiet, then one timed call), so a burst of load from another process
-hits all of them alike instead of whichever happened to be running. Figures are medians (and 95th
+Backends are timed *interleaved*: each round lets every backend in turn run untimed until the
+previous runtime's threads have gone quiet, then times a few calls in a row, so a burst of load
+from another process hits all of them alike instead of whichever happened to be running. Figures are medians (and 95th
 percentiles) of wall time after untimed warm-up calls.
 
 Three figures per backend, as the issue asks:
@@ -29,30 +29,50 @@ log = logging.getLogger(__name__)
 BASELINE = "torch"
 
 
+#: Untimed calls a backend makes, for at least this long, before its timed calls in a round.
+SETTLE_S = 0.05
+#: Timed calls in a row per backend and round.
+BLOCK = 5
+
+
 def interleaved_times(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats: int,
                       time_budget_s: float = float("inf"), min_repeats: int = 1,
-                      settle: int = 1) -> dict[str, np.ndarray]:
-    """Seconds per call of each function, measured in rounds: in each round every function makes
-    ``settle`` untimed calls and then one timed call.
+                      settle_s: float = SETTLE_S, block: int = BLOCK) -> dict[str, np.ndarray]:
+    """Seconds per call of each function (``repeats`` samples each), measured in rounds: in each
+    round every function in turn makes untimed calls for ``settle_s`` seconds, then ``block``
+    timed calls in a row.
 
-    The untimed call matters when the functions are different runtimes: after a call, PyTorch's
-    OpenMP threads and ONNX Runtime's pool keep spinning for a moment, and the other runtime's next
-    call would pay for it, which never happens in a server running one backend.
+    Why settle by time: after a call, PyTorch's OpenMP threads and each ONNX Runtime session's
+    pool keep spinning for a while, and another runtime's next calls compete with them for the
+    cores, which never happens in a server running one backend. Measured on 2 cores with
+    MobileNetV2, one untimed call per round left ONNX Runtime int8 at 5.9 ms against 1.3 ms when
+    timed alone; 50 ms of untimed calls brings every backend to within noise of its figure alone.
+    A function whose calls already take longer than ``settle_s`` needs no settling calls.
+    Rounds still alternate the functions, so a burst of load from another process hits all alike.
     """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
+    last: dict[str, float] = {name: 0.0 for name in fns}
+    block = max(1, block)
     start = time.perf_counter()
-    for i in range(repeats):
+    done = 0
+    while done < repeats:
+        n = min(block, repeats - done)
         for name, fn in fns.items():
-            for _ in range(settle if len(fns) > 1 else 0):
+            if len(fns) > 1 and last[name] < settle_s:
+                settle_until = time.perf_counter() + settle_s
+                while time.perf_counter() < settle_until:
+                    fn()
+            for _ in range(n):
+                t0 = time.perf_counter()
                 fn()
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-        if i + 1 >= min_repeats and time.perf_counter() - start > time_budget_s:
-            log.debug("time budget reached after %d of %d rounds", i + 1, repeats)
+                last[name] = time.perf_counter() - t0
+                times[name].append(last[name])
+        done += n
+        if done >= min_repeats and time.perf_counter() - start > time_budget_s:
+            log.debug("time budget reached after %d of %d calls each", done, repeats)
             break
     return {name: np.asarray(ts) for name, ts in times.items()}
 
