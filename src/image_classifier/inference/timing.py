@@ -2,8 +2,8 @@
 
 Backends are timed *interleaved*: each round lets every backend in turn run untimed until the
 previous runtime's threads have gone quiet, then times a few calls in a row, so a burst of load
-from another process hits all of them alike instead of whichever happened to be running. Figures are medians (and 95th
-percentiles) of wall time after untimed warm-up calls.
+from another process hits all of them alike instead of whichever happened to be running. Figures
+are medians (and 95th percentiles) of wall time after untimed warm-up calls.
 
 Three figures per backend, as the issue asks:
 - model only, batch 1: ``predict_tensor`` on a ready normalised tensor (softmax included);

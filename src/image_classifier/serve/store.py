@@ -336,13 +336,13 @@ class ModelStore:
         from image_classifier.saved_model import load_model
 
         with self._load_lock:
-            if self.ready or self._closed.is_set():
+            if self.ready or self.closed:
                 return self
             start = time.perf_counter()
             entries = sorted(self.discovery.entries, key=lambda e: e.name != self.default)
             try:
                 for entry in entries:
-                    if self._closed.is_set():  # stopped while loading: skip the remaining models
+                    if self.closed:  # stopped while loading: skip the remaining models
                         return self
                     t0 = time.perf_counter()
                     clf = load_model(entry.path, backend=self.backend)
