@@ -113,7 +113,7 @@ def test_read_only_model_dir_still_chooses(exported, monkeypatch, caplog):
     def refuse(*args, **kwargs):
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr("image_classifier.saved_model.atomic_write_json", refuse)
+    monkeypatch.setattr("image_classifier.fileio.atomic_write_json", refuse)
     with caplog.at_level(logging.INFO):
         choice = choose_backend(exported)
     assert choice.name in ("torch", "onnx")

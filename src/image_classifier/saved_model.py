@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from image_classifier.errors import ModelFormatError
-from image_classifier.fileio import atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
+from image_classifier.fileio import atomic_write_json
 from image_classifier.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)

@@ -109,7 +109,8 @@ def _verification_images(classifier: Any, options: ExportOptions) -> tuple[list,
 
 
 def _update_card(model_dir: Path, update: dict[str, Any]) -> dict[str, Any]:
-    from image_classifier.saved_model import CARD_NAME, atomic_write_json, read_card
+    from image_classifier.fileio import atomic_write_json
+    from image_classifier.saved_model import CARD_NAME, read_card
 
     card = read_card(model_dir)
     exports = dict(card.get("exports") or {})
@@ -196,8 +197,9 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
     from image_classifier.export.onnx_export import export_onnx, graph_summary
     from image_classifier.export.verify import check_parity
     from image_classifier.inference.backends import (
-        ONNX_INT8_NAME, ONNX_NAME, OnnxBackend, TorchBackend, bf16_supported, sha256_file,
+        ONNX_INT8_NAME, ONNX_NAME, OnnxBackend, TorchBackend, bf16_supported,
     )
+    from image_classifier.fileio import sha256_file
     from image_classifier.saved_model import load_model
 
     options = options or ExportOptions()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from image_classifier.errors import ModelFormatError
-from image_classifier.fileio import sha256_file  # noqa: F401 (also used by export)
+from image_classifier.fileio import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -146,7 +146,7 @@ def read_records(model_dir: str | os.PathLike) -> dict[str, Any]:
 
 def write_record(model_dir: str | os.PathLike, key: str, record: dict[str, Any]) -> bool:
     """Add ``record`` to ``backend.json``; False (and a log line) when the directory is read-only."""
-    from image_classifier.saved_model import atomic_write_json
+    from image_classifier.fileio import atomic_write_json
 
     records = read_records(model_dir)
     records[key] = record
