@@ -134,9 +134,15 @@ def _resnet50_recipe() -> Recipe:
         ],
         early_stopping_patience=5,
         plateau_patience=3,
+        # Each view is a full ResNet-50 forward over the training set (~3.5 s for 305 images here),
+        # the frozen phase's whole cost. Over seeds 0-3 the best val accuracy averaged 0.935 with 8
+        # views, 0.932 with 6 and 0.928 with 5 (66 images: one image is 0.015), so 6 it is.
+        feature_views=6,
         notes=(
             "Fine-tunes layer3[2:] and layer4 (the study froze its first 100 Keras layers, which ends "
-            "inside conv4). LR 1e-5 instead of the study's 1e-6, which left the model practically unchanged."
+            "inside conv4). LR 1e-5 instead of the study's 1e-6, which left the model practically unchanged. "
+            "Caches 6 augmented views of the frozen part, not the default 8: the same validation accuracy "
+            "over 4 seeds for a quarter less time."
             + KERAS_DEFAULTS_NOTE
         ),
     )
