@@ -13,6 +13,8 @@ augmented copy of the whole training set, drawn from a generator seeded by ``(se
   (e.g. after MobileNetV2's block 15 *and* after its last layer), so the frozen phase also
   prepares the fine-tuning phase's inputs at no extra cost.
 * The validation set is not augmented: its activations are computed once.
+* The frozen blocks run as a copy with each BatchNorm folded into the convolution before it
+  (:func:`fold_batchnorm`; 7 % faster for ResNet-50), refolded whenever their weights change.
 
 Activations are stored in bfloat16 when the recipe trains in bf16 (they are computed in bf16
 anyway), else float32.
@@ -116,7 +118,7 @@ class FeatureStore:
         """BN-folded copies of the backbone pieces between ``cuts``, reused while their weights
         are unchanged: every in-place update (an optimizer step, ``load_state_dict``) bumps a
         tensor's version counter, so a piece that trained since it was folded is folded again."""
-        segments = []
+        segments, kept = [], {}
         for start, end in _segment_bounds(cuts):
             piece = self.backbone[start:end]
             versions = tuple(t._version for t in (*piece.parameters(), *piece.buffers()))
@@ -125,8 +127,10 @@ class FeatureStore:
                 folded = fold_batchnorm(piece)
                 if self.channels_last:
                     folded = folded.to(memory_format=torch.channels_last)
-                cached = self._folded[(start, end)] = (versions, folded)
+                cached = (versions, folded)
+            kept[(start, end)] = cached
             segments.append((start, end, cached[1]))
+        self._folded = kept  # copies of pieces no longer asked for (a past phase's) are dropped
         return segments
 
     def _forward(self, images: torch.Tensor, cuts: list[int], view: int | None, desc: str) -> dict[int, torch.Tensor]:
