@@ -73,3 +73,25 @@ def test_prefix_activations_continue_exactly_into_the_rest_of_the_network():
     with torch.no_grad():
         assert torch.equal(acts[5], net(x))
         assert torch.equal(net[2:](acts[2]), acts[5])
+
+
+@pytest.mark.parametrize("engine", ["batched", "torchvision"])
+def test_nearest_sampling_only_copies_pixels_while_bilinear_blends_them(engine):
+    # Two-valued images: any other value in the output was blended from neighbours.
+    x = (torch.randint(0, 2, (8, 3, 32, 32), generator=torch.Generator().manual_seed(4)) * 200).to(torch.uint8)
+    rotate_only = {**NONE, "rotation": 20.0}
+    nearest = Augmenter(Augmentation(**rotate_only, engine=engine, interpolation="nearest"))(x, torch.Generator().manual_seed(5))
+    bilinear = Augmenter(Augmentation(**rotate_only, engine=engine, interpolation="bilinear"))(x, torch.Generator().manual_seed(5))
+    copied = {0, 200}
+    assert set((nearest * 255).round().unique().int().tolist()) <= copied
+    assert not set((bilinear * 255).round().unique().int().tolist()) <= copied
+
+
+def test_an_unknown_interpolation_is_refused_by_the_cli():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "image_classifier.cli", "train", "data", "--arch", "resnet50",
+                           "--set", "augmentation.interpolation=cubic", "--recipe"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "augmentation.interpolation must be one of ('bilinear', 'nearest'), not 'cubic'" in proc.stderr

@@ -4,8 +4,8 @@ Each image gets its own random transform, drawn the way Keras draws it: rotation
 [-rotation, rotation] degrees, vertical shift in [-height_shift, height_shift] x height, horizontal
 shift likewise, shear in [-shear, shear] *degrees* (Keras' unit), zoom factors for x and y drawn
 independently from [1 - zoom, 1 + zoom], then a horizontal flip with probability 0.5. Pixels are
-sampled bilinearly and the area outside the image repeats the nearest edge pixel (Keras'
-``fill_mode="nearest"``).
+sampled bilinearly (Keras) or from the nearest pixel (``Augmentation.interpolation``), and the area
+outside the image repeats the nearest edge pixel (Keras' ``fill_mode="nearest"``).
 
 Two engines (``Augmentation.engine``):
 
@@ -71,7 +71,7 @@ class Augmenter:
             transforms = [v2.RandomAffine(
                 degrees=aug.rotation, translate=(aug.width_shift, aug.height_shift),
                 scale=(1 - aug.zoom, 1 + aug.zoom), shear=(-aug.shear, aug.shear),
-                interpolation=v2.InterpolationMode.BILINEAR,
+                interpolation=v2.InterpolationMode(aug.interpolation),
             )]
             if aug.horizontal_flip:
                 transforms.append(v2.RandomHorizontalFlip())
@@ -94,6 +94,6 @@ class Augmenter:
         matrices = keras_affine_matrices(self.aug, n, h, generator)
         x = images.float()
         grid = F.affine_grid(matrices, list(x.shape), align_corners=False)
-        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out = F.grid_sample(x, grid, mode=self.aug.interpolation, padding_mode="border", align_corners=False)
         return out.div_(255.0)
 
