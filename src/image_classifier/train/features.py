@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 def run_prefix(backbone: nn.Sequential, x: torch.Tensor, cuts: Iterable[int]) -> dict[int, torch.Tensor]:
     """Run ``backbone`` up to the largest cut and return the activation at each cut."""
-    return run_segments([(start, end, backbone[start:end]) for start, end in _segment_bounds(cuts)], x)
+    return run_segments([(end, backbone[start:end]) for start, end in _segment_bounds(cuts)], x)
 
 
 def _segment_bounds(cuts: Iterable[int]) -> list[tuple[int, int]]:
@@ -48,10 +48,10 @@ def _segment_bounds(cuts: Iterable[int]) -> list[tuple[int, int]]:
     return bounds
 
 
-def run_segments(segments: list[tuple[int, int, nn.Module]], x: torch.Tensor) -> dict[int, torch.Tensor]:
-    """Run consecutive ``(start, end, module)`` pieces of a backbone; the output after each piece, by ``end``."""
+def run_segments(segments: list[tuple[int, nn.Module]], x: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Run consecutive ``(end, module)`` pieces of a backbone; the output after each piece, by ``end``."""
     out: dict[int, torch.Tensor] = {}
-    for _, end, module in segments:
+    for end, module in segments:
         x = module(x)
         out[end] = x
     return out
@@ -114,7 +114,7 @@ class FeatureStore:
         self.seconds = 0.0  # time spent computing activations (reported per phase)
 
     # -- computing -----------------------------------------------------------------------------
-    def _segments(self, cuts: list[int]) -> list[tuple[int, int, nn.Module]]:
+    def _segments(self, cuts: list[int]) -> list[tuple[int, nn.Module]]:
         """BN-folded copies of the backbone pieces between ``cuts``, reused while their weights
         are unchanged: every in-place update (an optimizer step, ``load_state_dict``) bumps a
         tensor's version counter, so a piece that trained since it was folded is folded again."""
@@ -129,7 +129,7 @@ class FeatureStore:
                     folded = folded.to(memory_format=torch.channels_last)
                 cached = (versions, folded)
             kept[(start, end)] = cached
-            segments.append((start, end, cached[1]))
+            segments.append((end, cached[1]))
         self._folded = kept  # copies of pieces no longer asked for (a past phase's) are dropped
         return segments
 
