@@ -216,6 +216,8 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(data, tmp
         (["--arch", TINY, "--set", "batch_size=lots"], "batch_size: expected int"),
         (["--arch", TINY, "--set", "phases.0.epochs=0"], "epochs must be at least 1"),
         (["--arch", TINY, "--set", "precision=fp8"], "precision must be one of"),
+        (["--arch", TINY, "--set", "augmentation.interpolation=cubic"],
+         "augmentation.interpolation must be one of ('bilinear', 'nearest'), not 'cubic'"),
         (["--arch", TINY, "--set", "phases.0.trainable_from=40"], "past the end of the backbone"),
         (["--arch", TINY, "--weights", "/nonexistent/w.pth"], "no such file"),
         (["--arch", TINY, "--weights", "resnet50=/nonexistent/w.pth"], "but --arch is"),

@@ -8,7 +8,7 @@ import torch
 
 from image_classifier.recipe import Augmentation
 from image_classifier.train.augment import Augmenter, keras_affine_matrices
-from image_classifier.train.features import run_prefix
+from image_classifier.train.features import run_segments
 
 NONE = dict(rotation=0.0, width_shift=0.0, height_shift=0.0, shear=0.0, zoom=0.0)
 
@@ -69,7 +69,7 @@ def test_prefix_activations_continue_exactly_into_the_rest_of_the_network():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
                               torch.nn.Conv2d(4, 4, 3), torch.nn.Flatten()).eval()
     x = torch.randn(2, 3, 10, 10)
-    acts = run_prefix(net, x, [2, 5])
+    acts = run_segments([(2, net[:2]), (5, net[2:5])], x)
     with torch.no_grad():
         assert torch.equal(acts[5], net(x))
         assert torch.equal(net[2:](acts[2]), acts[5])
@@ -86,12 +86,3 @@ def test_nearest_sampling_only_copies_pixels_while_bilinear_blends_them(engine):
     assert set((nearest * 255).round().unique().int().tolist()) <= copied
     assert not set((bilinear * 255).round().unique().int().tolist()) <= copied
 
-
-def test_an_unknown_interpolation_is_refused_by_the_cli():
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-m", "image_classifier.cli", "train", "data", "--arch", "resnet50",
-                           "--set", "augmentation.interpolation=cubic", "--recipe"], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert "augmentation.interpolation must be one of ('bilinear', 'nearest'), not 'cubic'" in proc.stderr
