@@ -34,11 +34,6 @@ from image_classifier.train.seeding import derive_seed
 log = logging.getLogger(__name__)
 
 
-def run_prefix(backbone: nn.Sequential, x: torch.Tensor, cuts: Iterable[int]) -> dict[int, torch.Tensor]:
-    """Run ``backbone`` up to the largest cut and return the activation at each cut."""
-    return run_segments([(end, backbone[start:end]) for start, end in _segment_bounds(cuts)], x)
-
-
 def _segment_bounds(cuts: Iterable[int]) -> list[tuple[int, int]]:
     """``[(0, c1), (c1, c2), ...]`` for the sorted cuts (an empty first segment when 0 is a cut)."""
     bounds, start = [], 0
