@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import ARCHS, DEFAULT_WEIGHTS, SHARED, run_worker  # noqa: E402
+from train_speed import ARCHS, SHARED, run_worker, weight_files  # noqa: E402
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -115,10 +115,7 @@ def main() -> None:
     args = ap.parse_args()
     # What run_worker reads from the namespace of train_speed.py.
     args.set_, args.naive_epochs = [], None
-    args.weight_files = {k: v for k, v in DEFAULT_WEIGHTS.items() if v.is_file()}
-    for item in args.weights:
-        arch, _, path = item.partition("=")
-        args.weight_files[arch] = Path(path)
+    args.weight_files = weight_files(args.weights)
 
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     unknown = [a for a in archs if a not in ARCHS]

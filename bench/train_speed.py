@@ -236,6 +236,15 @@ def run_worker(side: str, arch: str, args: argparse.Namespace, split_csv: Path) 
     return result
 
 
+def weight_files(items: list[str]) -> dict[str, Path]:
+    """ImageNet weights per architecture: ../shared/weights/ files that exist, overridden by ARCH=PATH items."""
+    files = {k: v for k, v in DEFAULT_WEIGHTS.items() if v.is_file()}
+    for item in items:
+        arch, _, path = item.partition("=")
+        files[arch] = Path(path)
+    return files
+
+
 def _naive_phase_time(phase: dict, epochs: int) -> float:
     """Naive seconds for ``epochs`` epochs of a phase from the epochs it ran: the first epoch (which
     pays one-time warm-up) once, then the median of the later ones (the first one alone if it ran once)."""
@@ -374,11 +383,7 @@ def main() -> None:
         args.json_out.write_text(json.dumps(result, indent=2))
         return
 
-    weight_files = {k: v for k, v in DEFAULT_WEIGHTS.items() if v.is_file()}
-    for item in args.weights:
-        arch, _, path = item.partition("=")
-        weight_files[arch] = Path(path)
-    args.weight_files = weight_files
+    args.weight_files = weight_files(args.weights)
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     split_csv = args.split
     if split_csv is None:
