@@ -117,6 +117,8 @@ def main() -> None:
     args.set_, args.naive_epochs = [], None
     args.weight_files = weight_files(args.weights)
 
+    if not args.split.is_file():
+        ap.error(f"no split manifest at {args.split} (make one with `image-classifier split DATA --out FILE`)")
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     unknown = [a for a in archs if a not in ARCHS]
     if unknown:
