@@ -229,6 +229,34 @@ def test_truncated_png():
     assert "truncated" in reason_of(data[: len(data) // 2])
 
 
+def kind_of(source, **kw) -> str:
+    with pytest.raises(UnreadableImageError) as info:
+        load_image(source, **kw)
+    return info.value.kind
+
+
+def test_each_problem_carries_its_kind(tmp_path):
+    # Callers act on the kind (the web API turns it into 400/413/415), never on the reason's wording.
+    jpeg = encode(textured((128, 96)), "JPEG")
+    assert kind_of(b"") == "empty"
+    assert kind_of(tmp_path / "nope.jpg") == "io" and kind_of(tmp_path) == "io"
+    assert kind_of(png_header_only(20000, 20000)) == "too_large"
+    assert kind_of(encode(textured(), "PNG"), max_pixels=100) == "too_large"
+    for not_an_image in (b"just some notes\n", b"%PDF-1.7\n", b"\x00\x00\x00\x18ftypheic" + b"\x00" * 40,
+                         bytes(range(256)) * 4):
+        assert kind_of(not_an_image) == "unsupported", not_an_image[:12]
+    assert kind_of(jpeg[: len(jpeg) // 2]) == "corrupt"
+
+
+@pytest.mark.parametrize("head, fmt", [(b"\xff\xd8\xff", "JPEG"), (b"GIF89a", "GIF"),
+                                       (b"RIFF\x00\x00\x00\x00WEBP", "WEBP")])
+def test_bytes_that_start_like_an_image_are_a_broken_image(head, fmt):
+    # No decoder identifies them, but they are a cut-off photo, not "not an image".
+    with pytest.raises(UnreadableImageError) as info:
+        load_image(head)
+    assert info.value.kind == "corrupt" and f"starts like a {fmt}" in info.value.reason
+
+
 def test_missing_file_and_directory(tmp_path):
     assert "not found" in reason_of(tmp_path / "nope.jpg")
     assert "directory" in reason_of(tmp_path)

@@ -1,6 +1,12 @@
 """Errors a user can act on. The CLI prints their message without a traceback and exits 2."""
 from __future__ import annotations
 
+from typing import Literal
+
+# Why an image cannot be used, for callers that act on the cause rather than show it (the web API
+# maps it to an HTTP status): the file cannot be read at all; it is over a size or pixel limit; it
+# is not an image in a supported format or colour mode; it is an image whose data is broken; empty.
+UnreadableKind = Literal["io", "too_large", "unsupported", "corrupt", "empty"]
 
 class ImageClassifierError(Exception):
     """Base class: a problem with the user's data, arguments or files, with a message saying what to do."""
@@ -9,9 +15,10 @@ class ImageClassifierError(Exception):
 class UnreadableImageError(ImageClassifierError):
     """A file that is not a decodable image (truncated, not an image, too large, empty)."""
 
-    def __init__(self, reason: str, path: str | None = None) -> None:
+    def __init__(self, reason: str, path: str | None = None, kind: UnreadableKind = "corrupt") -> None:
         self.reason = reason
         self.path = path
+        self.kind: UnreadableKind = kind
         super().__init__(f"{path}: {reason}" if path else reason)
 
 

@@ -99,37 +99,58 @@ def read_source(source: str | os.PathLike | bytes | BinaryIO) -> tuple[bytes, st
             if size > MAX_FILE_BYTES:
                 raise UnreadableImageError(
                     f"file is {size / 1e6:.0f} MB, more than the {MAX_FILE_BYTES / 1e6:.0f} MB "
-                    "accepted for one photo", path)
+                    "accepted for one photo", path, "too_large")
             with open(path, "rb") as fh:
                 return fh.read(), path
         except FileNotFoundError:
-            raise UnreadableImageError("file not found", path) from None
+            raise UnreadableImageError("file not found", path, "io") from None
         except IsADirectoryError:
-            raise UnreadableImageError("is a directory, not a file", path) from None
+            raise UnreadableImageError("is a directory, not a file", path, "io") from None
         except PermissionError:
-            raise UnreadableImageError("permission denied", path) from None
+            raise UnreadableImageError("permission denied", path, "io") from None
         except OSError as err:
-            raise UnreadableImageError(f"cannot read file: {err.strerror or err}", path) from None
+            raise UnreadableImageError(f"cannot read file: {err.strerror or err}", path, "io") from None
     if hasattr(source, "read"):
         name = getattr(source, "name", None)
         name = name if isinstance(name, str) else None
         try:
             data = source.read(MAX_FILE_BYTES + 1)
         except OSError as err:
-            raise UnreadableImageError(f"cannot read stream: {err}", name) from None
+            raise UnreadableImageError(f"cannot read stream: {err}", name, "io") from None
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError("load_image needs a binary stream (opened with 'rb')")
         if len(data) > MAX_FILE_BYTES:
             raise UnreadableImageError(
-                f"more than the {MAX_FILE_BYTES / 1e6:.0f} MB accepted for one photo", name)
+                f"more than the {MAX_FILE_BYTES / 1e6:.0f} MB accepted for one photo", name, "too_large")
         return bytes(data), name
     raise TypeError(f"load_image expects a path, bytes or a binary stream, not {type(source).__name__}")
 
 
-def describe_non_image(data: bytes) -> str:
-    """A short reason for bytes that no supported image decoder accepts."""
+# Leading bytes of the formats decoded here. Bytes that start like one of them but that no decoder
+# can identify are a broken image, not "not an image".
+_IMAGE_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+                     b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def _signature_format(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for sig, fmt in _IMAGE_SIGNATURES.items() if data.startswith(sig)), None)
+
+
+def _not_identified(data: bytes, path: str | None) -> UnreadableImageError:
+    """The error for bytes that no supported image decoder identifies."""
     if not data:
-        return "empty file (0 bytes)"
+        return UnreadableImageError("empty file (0 bytes)", path, "empty")
+    fmt = _signature_format(data)
+    if fmt:
+        return UnreadableImageError(
+            f"truncated or corrupt image: the file starts like a {fmt} but cannot be decoded", path, "corrupt")
+    return UnreadableImageError(_describe_unsupported(data), path, "unsupported")
+
+
+def _describe_unsupported(data: bytes) -> str:
+    """A short reason for bytes that are not an image in a supported format."""
     head = data[:512]
     if head[4:12] in (b"ftypheic", b"ftypheix", b"ftyphevc", b"ftypmif1", b"ftypmsf1"):
         return "HEIC/HEIF photo, which is not supported: export or convert it to JPEG"
@@ -193,7 +214,7 @@ def decode_image(data: bytes, *, path: str | None = None, target_size: int | Non
     if target_size is not None and target_size < 1:
         raise ValueError(f"target_size must be a positive number of pixels, not {target_size}")
     if not data:
-        raise UnreadableImageError(describe_non_image(data), path)
+        raise _not_identified(data, path)
     try:
         im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as err:
@@ -201,9 +222,9 @@ def decode_image(data: bytes, *, path: str | None = None, target_size: int | Non
         match = re.search(r"\((\d+) pixels\)", str(err))
         pixels = f"{int(match.group(1)) / 1e6:.1f} MP" if match else "too many pixels"
         raise UnreadableImageError(f"too many pixels: {pixels}, more than the "
-                                   f"{max_pixels / 1e6:.1f} MP limit", path) from None
+                                   f"{max_pixels / 1e6:.1f} MP limit", path, "too_large") from None
     except Image.UnidentifiedImageError:
-        raise UnreadableImageError(describe_non_image(data), path) from None
+        raise _not_identified(data, path) from None
     except Exception as err:  # noqa: BLE001 - a plugin choking on a malformed header
         raise UnreadableImageError(_load_reason(err, header=True), path) from None
 
@@ -213,7 +234,7 @@ def decode_image(data: bytes, *, path: str | None = None, target_size: int | Non
         width, height = im.size
         # Checked on the header's size, before any pixel data is decoded.
         if width * height > max_pixels:
-            raise UnreadableImageError(_limit_reason(width, height, max_pixels), path)
+            raise UnreadableImageError(_limit_reason(width, height, max_pixels), path, "too_large")
         if width < 1 or height < 1:
             raise UnreadableImageError(f"image has no pixels ({width}x{height})", path)
         if target_size is not None and fmt in ("JPEG", "MPO"):
@@ -239,7 +260,8 @@ def decode_image(data: bytes, *, path: str | None = None, target_size: int | Non
     try:
         rgb = _to_rgb(oriented)
     except Exception as err:  # noqa: BLE001 - e.g. a colour mode Pillow cannot convert
-        raise UnreadableImageError(f"unsupported colour mode {stored_mode}: {err}", path) from None
+        raise UnreadableImageError(f"unsupported colour mode {stored_mode}: {err}", path,
+                                   "unsupported") from None
     if rgb is im:
         rgb = im.copy()  # detach from the file object so nothing keeps the decoder alive
     return DecodedImage(rgb, fmt, width, height, stored_mode)

@@ -68,34 +68,14 @@ class InMemoryRequest(Request):
         return io.BytesIO()
 
 
-# Leading bytes of the formats the data layer decodes. A file that starts like one of them but
-# cannot even be identified is a broken image (400), not "not an image" (415).
-_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+# Whose fault an unreadable upload is, by the data layer's kind of problem: 413 over a size or pixel
+# limit (a decompression bomb, say); 415 not an image in a supported format or colour mode (text,
+# PDF, HEIC, SVG, ...); 400 an image that cannot be decoded (truncated, corrupt) or an empty body.
+_STATUS_FOR_UNREADABLE = {"too_large": 413, "unsupported": 415}
 
 
-def _starts_like_an_image(data: bytes) -> bool:
-    return data.startswith(_IMAGE_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
-
-
-def status_for_unreadable(err: UnreadableImageError, data: bytes = b"") -> int:
-    """Map the data layer's reason to an HTTP status.
-
-    413: an image whose declared pixel count is over the decompression-bomb limit. 415: bytes that
-    are not an image in a supported format (text, PDF, HEIC, SVG, unknown, an unconvertible colour
-    mode). 400: an image that cannot be decoded (truncated, corrupt), or nothing at all.
-    """
-    reason = err.reason.lower()
-    if reason.startswith("too many pixels"):
-        return 413
-    if reason.startswith(("not an image", "heic", "svg", "unsupported colour mode")):
-        return 400 if _starts_like_an_image(data) else 415
-    return 400
-
-
-def _reason(err: UnreadableImageError, data: bytes) -> str:
-    if err.reason.lower().startswith("not an image") and _starts_like_an_image(data):
-        return "truncated or corrupt image: the file starts like an image but cannot be decoded"
-    return err.reason
+def status_for_unreadable(err: UnreadableImageError) -> int:
+    return _STATUS_FOR_UNREADABLE.get(err.kind, 400)
 
 
 def _parse_top_k(raw: str | None, default: int) -> int:
@@ -240,7 +220,7 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
         except NotReadyError as err:
             return jsonify(error=str(err)), 503, {"Retry-After": "1"}
         except UnreadableImageError as err:
-            raise ApiError(status_for_unreadable(err, data), _reason(err, data)) from None
+            raise ApiError(status_for_unreadable(err), err.reason) from None
         return jsonify(result.to_dict())
 
     @app.get("/api/openapi.json")

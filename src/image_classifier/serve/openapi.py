@@ -86,7 +86,8 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                         "413": _error(
                             f"The upload is over {limit_mb}, or the image declares more pixels than the "
                             f"decompression-bomb limit ({store.max_pixels} pixels)."),
-                        "415": _error("The file is not an image in a supported format (text, PDF, HEIC, SVG, ...)."),
+                        "415": _error("The file is not an image in a supported format or colour mode "
+                                      "(text, PDF, HEIC, SVG, ...)."),
                         "422": _error("A bad parameter: unknown `model`, or `top_k` not a whole number >= 1."),
                         "503": not_ready,
                     },
