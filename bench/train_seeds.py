@@ -1,7 +1,7 @@
 """Accuracy over seeds: the naive loop trained to the full recipe vs ``image-classifier train``.
 
     .venv/bin/python bench/train_seeds.py --archs resnet50 --seeds 0-4 --split split.csv [--out seeds.json]
-        [--tool-only | --naive-only] [--tool-seeds 0-9]
+        [--tool-only | --naive-only] [--tool-seeds 0-9] [--set KEY=VALUE ...]
 
 On 66 validation and 66 test images one image is 1.5 points, and a single training run of either
 side moves by two or three images from one seed to the next, so one seed cannot say whether the
@@ -75,9 +75,17 @@ def _stats(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f} ± {sd:.3f} [{min(values):.3f}, {max(values):.3f}]"
 
 
+def _loss_stats(runs: list[dict]) -> str:
+    # Runs written before the workers recorded it have no best validation loss.
+    losses = [r["best_val_loss"] for r in runs if r.get("best_val_loss") is not None]
+    if not losses:
+        return "-"
+    return f"{statistics.fmean(losses):.3f}" + (f" ({len(losses)} runs)" if len(losses) < len(runs) else "")
+
+
 def print_table(runs: list[dict]) -> None:
     print(f"\n{'arch':<13} {'side':<6} {'seeds':<14} {'val acc mean ± sd [range]':<28} "
-          f"{'test acc mean ± sd [range]':<28} {'median time':>11}")
+          f"{'test acc mean ± sd [range]':<28} {'median time':>11}  best val loss, mean")
     for arch in dict.fromkeys(r["arch"] for r in runs):
         by_side = {}
         for side in ("naive", "tool"):
@@ -88,7 +96,7 @@ def print_table(runs: list[dict]) -> None:
             seeds = _seed_list([r["seed"] for r in mine])
             print(f"{arch:<13} {side:<6} {seeds:<14} {_stats([r['best_val_accuracy'] for r in mine]):<28} "
                   f"{_stats([r['test_accuracy'] for r in mine]):<28} "
-                  f"{statistics.median(r['train_seconds'] for r in mine):>9.0f} s")
+                  f"{statistics.median(r['train_seconds'] for r in mine):>9.0f} s  {_loss_stats(mine)}")
         if len(by_side) == 2:
             for key, name in (("best_val_accuracy", "val"), ("test_accuracy", "test")):
                 naive = [r[key] for r in by_side["naive"]]
@@ -111,11 +119,15 @@ def main() -> None:
     only.add_argument("--tool-only", action="store_true")
     only.add_argument("--naive-only", action="store_true")
     ap.add_argument("--weights", action="append", default=[], metavar="ARCH=PATH")
+    ap.add_argument("--set", dest="set_", action="append", default=[], metavar="[ARCH:]KEY=VALUE",
+                    help="recipe override (repeatable) as in bench/train_speed.py, read by both sides (the "
+                         "naive loop has one augmentation engine, so e.g. augmentation.engine=torchvision "
+                         "changes only the tool); an --out file holds runs of one set of overrides")
     ap.add_argument("--out", type=Path, default=Path("train_seeds.json"), help="runs so far (default: %(default)s)")
     ap.add_argument("-v", "--verbose", action="store_true", help="show the workers' logs")
     args = ap.parse_args()
     # What run_worker reads from the namespace of train_speed.py.
-    args.set_, args.naive_epochs = [], None
+    args.naive_epochs = None
     args.weight_files = weight_files(args.weights)
 
     if not args.split.is_file():
@@ -128,6 +140,10 @@ def main() -> None:
     other = sorted({r["split"] for r in runs} - {str(args.split)})
     if other:
         raise SystemExit(f"{args.out} holds runs on another split ({', '.join(other)}); choose another --out")
+    other = sorted({" ".join(r.get("set", [])) for r in runs} - {" ".join(args.set_)})
+    if other:
+        raise SystemExit(f"{args.out} holds runs with other recipe overrides ({'; '.join(o or 'none' for o in other)}); "
+                         "choose another --out")
     done = {(r["arch"], r["side"], r["seed"]) for r in runs}
     sides = [s for s in ("naive", "tool") if not (s == "naive" and args.tool_only) and not (s == "tool" and args.naive_only)]
     for arch in archs:
@@ -137,7 +153,7 @@ def main() -> None:
                     continue
                 args.seed = seed
                 result = run_worker(side, arch, args, args.split)
-                runs.append({**result, "seed": seed, "split": str(args.split)})
+                runs.append({**result, "seed": seed, "split": str(args.split), "set": args.set_})
                 args.out.write_text(json.dumps({"runs": runs}, indent=2))
                 print(f"    {side} {arch} seed {seed}: val {result['best_val_accuracy']:.3f} "
                       f"test {result['test_accuracy']:.3f} ({result['train_seconds']:.0f} s)", flush=True)

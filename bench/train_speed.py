@@ -157,8 +157,8 @@ def naive_worker(args: argparse.Namespace) -> dict:
     for p in phases:
         p["images_per_s"] = n_train * p["epochs"] / p["seconds"]
     return {"side": "naive", "arch": args.arch, "n_train": n_train, "phases": phases, "train_seconds": train_seconds,
-            "best_val_accuracy": best_val_acc, "test_accuracy": test_acc, "peak_rss_mb": _peak_rss_mb(),
-            "threads": torch.get_num_threads()}
+            "best_val_accuracy": best_val_acc, "best_val_loss": best_loss, "test_accuracy": test_acc,
+            "peak_rss_mb": _peak_rss_mb(), "threads": torch.get_num_threads()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,7 +186,8 @@ def tool_worker(args: argparse.Namespace) -> dict:
     phases = [{**p, "recipe_epochs": next(ph.epochs for ph in _recipe(args.arch, args.set_).phases if ph.name == p["name"])}
               for p in result.phases]
     return {"side": "tool", "arch": args.arch, "n_train": result.card["data"]["train_images"], "phases": phases,
-            "train_seconds": wall, "best_val_accuracy": result.best_val_accuracy, "test_accuracy": test_acc,
+            "train_seconds": wall, "best_val_accuracy": result.best_val_accuracy,
+            "best_val_loss": result.best_val_loss, "test_accuracy": test_acc,
             "peak_rss_mb": result.peak_rss_mb, "threads": torch.get_num_threads(),
             "precision": result.card["precision"], "best_epoch": result.best_epoch}
 
