@@ -8,6 +8,7 @@ from typing import Literal
 # is not an image in a supported format or colour mode; it is an image whose data is broken; empty.
 UnreadableKind = Literal["io", "too_large", "unsupported", "corrupt", "empty"]
 
+
 class ImageClassifierError(Exception):
     """Base class: a problem with the user's data, arguments or files, with a message saying what to do."""
 
