@@ -139,9 +139,7 @@ def _signature_format(data: bytes) -> str | None:
 
 
 def _not_identified(data: bytes, path: str | None) -> UnreadableImageError:
-    """The error for bytes that no supported image decoder identifies."""
-    if not data:
-        return UnreadableImageError("empty file (0 bytes)", path, "empty")
+    """The error for (non-empty) bytes that no supported image decoder identifies."""
     fmt = _signature_format(data)
     if fmt:
         return UnreadableImageError(
@@ -214,7 +212,7 @@ def decode_image(data: bytes, *, path: str | None = None, target_size: int | Non
     if target_size is not None and target_size < 1:
         raise ValueError(f"target_size must be a positive number of pixels, not {target_size}")
     if not data:
-        raise _not_identified(data, path)
+        raise UnreadableImageError("empty file (0 bytes)", path, "empty")
     try:
         im = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as err:
