@@ -14,7 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from image_classifier.data.near_duplicates import NearDuplicateParams, find_near_duplicates
+from image_classifier.data.near_duplicates import (BranchCounts, NearDuplicateParams,
+                                                   search_near_duplicates)
 from image_classifier.data.scan import ImageRecord, ScanResult, UnreadableFile, scan_dataset
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,27 @@ class NearDuplicateFinding:
     ncc: float | None
     phash_distance: int
     scale: float | None
+    lowpass_rms: float | None = None  # textureless pair, confirmed on its blurred images
+
+    def strength(self) -> tuple[int, float]:
+        """Sort key, weakest first: a low-pass agreement (textureless pair) is weaker evidence than
+        any band-pass NCC, and among those a larger RMS difference is weaker."""
+        if self.ncc is None:
+            return (0, -(self.lowpass_rms or 0.0))
+        return (1, self.ncc)
+
+    def score(self) -> str:
+        return (f"ncc {self.ncc:.3f}" if self.ncc is not None
+                else f"textureless, low-pass rms {self.lowpass_rms:.1f}")
+
+    def evidence(self) -> str:
+        scale = f", scale {self.scale:.2f}" if self.scale is not None else ""
+        return f"{self.method}: {self.score()}{scale}, phash distance {self.phash_distance}"
 
     def to_json(self) -> dict:
         return {"a": self.a, "b": self.b, "method": self.method, "ncc": self.ncc,
-                "phash_distance": self.phash_distance, "scale": self.scale}
+                "phash_distance": self.phash_distance, "scale": self.scale,
+                "lowpass_rms": self.lowpass_rms}
 
 
 @dataclass
@@ -59,6 +77,11 @@ class AuditReport:
     errors: list[str]
     warnings: list[str]
     seconds: float = 0.0
+    # Candidate pairs each branch ("phash", "local-features") proposed, accepted and rejected.
+    near_duplicate_candidates: dict[str, BranchCounts] = field(default_factory=dict)
+    # The least certain pair of each near-duplicate group, in the order of near_duplicate_groups:
+    # a group is only as sure as its weakest link.
+    near_duplicate_weakest_links: list[NearDuplicateFinding] = field(default_factory=list)
 
     @property
     def usable(self) -> bool:
@@ -121,6 +144,9 @@ class AuditReport:
             "exact_duplicate_groups": [list(g) for g in self.exact_duplicate_groups],
             "near_duplicate_groups": [list(g) for g in self.near_duplicate_groups],
             "near_duplicate_pairs": [p.to_json() for p in self.near_duplicate_pairs],
+            "near_duplicate_weakest_links": [p.to_json() for p in self.near_duplicate_weakest_links],
+            "near_duplicate_candidates": {k: c.to_json()
+                                          for k, c in self.near_duplicate_candidates.items()},
             "near_duplicate_method": (self.near_duplicate_params.to_json()
                                       if self.near_duplicate_params else None),
             "duplicate_groups": [list(g) for g in self.groups],
@@ -164,10 +190,16 @@ class AuditReport:
         method = self.near_duplicate_params.describe() if self.near_duplicate_params else "not searched"
         lines.append(f"Near duplicates: {len(self.near_duplicate_pairs)} pairs in "
                      f"{len(self.near_duplicate_groups)} groups ({method})")
+        if self.near_duplicate_candidates:
+            lines.append("  candidate pairs: " + "; ".join(
+                f"{k} {c.considered} considered, {c.accepted} accepted, {c.rejected} rejected"
+                for k, c in self.near_duplicate_candidates.items()))
         for p in self.near_duplicate_pairs:
-            evidence = (f"ncc {p.ncc:.3f}, scale {p.scale:.2f}" if p.ncc is not None
-                        else f"phash distance {p.phash_distance}")
-            lines.append(f"  {p.a} ~ {p.b}  ({evidence})")
+            lines.append(f"  {p.a} ~ {p.b}  ({p.evidence()})")
+        if self.near_duplicate_weakest_links:
+            lines.append("Weakest link of each near-duplicate group:")
+        for g, p in zip(self.near_duplicate_groups, self.near_duplicate_weakest_links):
+            lines.append(f"  {len(g)} files: {p.a} ~ {p.b}  ({p.score()})")
         lines.append(f"Label conflicts (duplicates in different classes): {len(self.label_conflicts)}")
         for c in self.label_conflicts:
             lines.append(f"  {', '.join(c['classes'])}: {' ; '.join(c['paths'])}")
@@ -230,6 +262,7 @@ def audit_dataset(root: str | os.PathLike, *, near_duplicates: bool = True,
     # Near duplicates among distinct contents (the first file of each content stands for it).
     findings: list[NearDuplicateFinding] = []
     near_edges: list[tuple[int, int]] = []
+    candidates: dict[str, BranchCounts] = {}
     if near_duplicates and n > 1:
         reps = [idx[0] for idx in by_hash.values()]
         reps.sort()
@@ -239,19 +272,26 @@ def audit_dataset(root: str | os.PathLike, *, near_duplicates: bool = True,
         t0 = time.perf_counter()
         if progress:
             log.info("searching %d distinct images for near-duplicates...", len(reps))
-        pairs = find_near_duplicates([records[i].fingerprint for i in reps], params)
+        search = search_near_duplicates([records[i].fingerprint for i in reps], params)
         log.debug("near-duplicate search: %.2f s", time.perf_counter() - t0)
-        for p in pairs:
+        candidates = search.candidates
+        for p in search.pairs:
             i, j = reps[p.a], reps[p.b]
             near_edges.append((i, j))
             findings.append(NearDuplicateFinding(records[i].rel_path, records[j].rel_path, p.method,
-                                                 p.ncc, p.phash_distance, p.scale))
+                                                 p.ncc, p.phash_distance, p.scale, p.lowpass_rms))
     near_components = _components(n, edges + near_edges)
     near_nodes = {i for e in near_edges for i in e}
     paths = lambda idx: sorted(records[i].rel_path for i in idx)  # noqa: E731
     all_groups = sorted((paths(c) for c in near_components), key=lambda g: g[0])
     near_groups = sorted((paths(c) for c in near_components if near_nodes & set(c)), key=lambda g: g[0])
     exact = sorted((paths(g) for g in exact_groups), key=lambda g: g[0])
+    # Groups are components of confirmed pairs only; each one's weakest pair says how sure it is.
+    group_index = {p: k for k, g in enumerate(near_groups) for p in g}
+    in_group: dict[int, list[NearDuplicateFinding]] = {}
+    for f in findings:
+        in_group.setdefault(group_index[f.a], []).append(f)
+    weakest_links = [min(in_group[k], key=NearDuplicateFinding.strength) for k in range(len(near_groups))]
     by_path = {r.rel_path: r for r in records}
     conflicts = []
     for g in all_groups:
@@ -265,7 +305,8 @@ def audit_dataset(root: str | os.PathLike, *, near_duplicates: bool = True,
         root=scan.root, classes=counts, records=records, unreadable=scan.unreadable,
         stray_files=scan.stray_files, exact_duplicate_groups=exact, near_duplicate_groups=near_groups,
         near_duplicate_pairs=findings, groups=all_groups, label_conflicts=conflicts,
-        near_duplicate_params=params if near_duplicates else None, errors=errors, warnings=warnings)
+        near_duplicate_params=params if near_duplicates else None, errors=errors, warnings=warnings,
+        near_duplicate_candidates=candidates, near_duplicate_weakest_links=weakest_links)
     report.seconds = time.perf_counter() - started
     return report
 

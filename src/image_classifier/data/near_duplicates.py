@@ -19,22 +19,33 @@ neighbours). Local features do not care about framing, so the method is:
    photo scores high whatever its crop, compression or resizing. Pairs at or above
    ``min_ncc`` are near-duplicates.
 
-A 64-bit DCT perceptual hash is computed too: pairs within ``max_phash_distance`` bits are
-near-duplicates without step 1-3, which covers textureless images where SIFT finds no keypoints.
+A 64-bit DCT perceptual hash proposes candidates too (pairs within ``max_phash_distance`` bits), which
+covers textureless images where SIFT finds no keypoints. A pHash match is only a candidate: tightly
+aligned face crops of *different* people share their low-frequency layout, which is all 64 DCT bits
+see (measured in issue 18: 21 cross-person pairs at distance 4 among 10,240 aligned faces). Each
+pHash candidate is confirmed like a local-feature one, by band-pass NCC >= ``min_ncc``: aligned by
+its keypoints when SIFT gives an alignment, otherwise frame to frame (pHash already assumes the
+whole frames correspond), refined by a small ECC correction. When neither image has band-pass
+texture the NCC is meaningless, and the blurred images must agree instead (:func:`_lowpass_agreement`).
+A pair proposed by both branches is judged once and counted under pHash. Near-duplicate groups are
+built from confirmed pairs only; :func:`search_near_duplicates` also counts, per branch, the
+candidates considered and rejected.
 
 Measured on the 431 distinct contents of the athletes data (pairs checked by eye): the seven
 same-photo pairs scored 0.870-0.996 band-pass NCC, two near-identical frames of one portrait
 sitting 0.837, and every other candidate pair (burst frames with a different pose, same studio
-backdrop, shared watermark) at most 0.755; the threshold 0.80 sits in that gap. Features are
-computed per image and compared in a fixed order, so the result does not depend on thread
-scheduling.
+backdrop, shared watermark) at most 0.755; the threshold 0.80 sits in that gap. On 150 aligned
+112x112 LFW face crops of different people, frame-to-frame band-pass NCC after the ECC correction
+was at most 0.44 (1,500 pairs), and re-encoded, re-cropped or colour-shifted copies scored >= 0.95.
+Features are computed per image and compared in a fixed order, so the result does not depend on
+thread scheduling.
 """
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image
@@ -44,13 +55,30 @@ log = logging.getLogger(__name__)
 THUMB_SIDE = 192  # shorter side of the grey thumbnail the features are computed on
 MAX_KEYPOINTS = 300
 
+# Frame-to-frame confirmation of pHash candidates (see _confirm_whole_frame). The ECC correction
+# may only nudge the alignment: a re-encode or slight re-crop needs a few pixels and percent,
+# while an unbounded ECC fit between two different images can collapse onto a sliver of overlap
+# (measured on different faces: NCC up to 0.89 over such slivers, at most 0.44 within the bounds).
+ECC_MAX_LINEAR = 0.15  # largest |entry| of (linear part - identity)
+ECC_MAX_SHIFT = 0.10  # largest translation, as a fraction of the shorter side
+# Textureless pairs: band-pass standard deviation (grey levels, inside the frame's margin) under
+# which an image counts as having no texture. A smooth gradient or a flat colour scores <= 0.3
+# even after JPEG at quality 40, a 112 px face crop 5 or more.
+TEXTURE_MIN_STD = 1.5
+# Such pairs are confirmed when their blurred images agree: brightness offset and the RMS of what
+# is left after removing it, in grey levels. A re-encode changes a smooth image by 1-2 levels; a
+# colour shift moves the grey level of a flat image by up to ~15. Anything beyond that is a
+# different picture (textureless images carry no other evidence).
+LOWPASS_MAX_OFFSET = 16.0
+LOWPASS_MAX_RMS = 3.0
+
 
 @dataclass(frozen=True)
 class NearDuplicateParams:
     """Thresholds of the near-duplicate search (reported with the results)."""
 
     min_ncc: float = 0.80  # band-pass normalised cross-correlation over the overlap
-    max_phash_distance: int = 4  # of 64 bits
+    max_phash_distance: int = 4  # of 64 bits: a candidate, confirmed by min_ncc
     min_votes: int = 8  # ratio-test keypoint matches needed to try a pair
     min_inliers: int = 8  # RANSAC inliers needed to trust the alignment
     min_scale: float = 0.2  # plausible zoom between the two framings
@@ -58,15 +86,17 @@ class NearDuplicateParams:
     min_overlap_px: int = 1500  # overlap area, in pixels of the coarser thumbnail
 
     def describe(self) -> str:
-        return (f"SIFT keypoint matching + RANSAC alignment, then band-pass NCC over the overlap "
-                f">= {self.min_ncc:.2f} (thumbnails {THUMB_SIDE} px); or DCT pHash distance "
-                f"<= {self.max_phash_distance}/64 bits")
+        return (f"candidates from SIFT keypoint matching or DCT pHash distance "
+                f"<= {self.max_phash_distance}/64 bits, aligned (RANSAC, or frame to frame + ECC) and "
+                f"confirmed by band-pass NCC over the overlap >= {self.min_ncc:.2f} (thumbnails "
+                f"{THUMB_SIDE} px; textureless pairs by their blurred images)")
 
     def to_json(self) -> dict:
-        return {"method": "sift-ransac-bandpass-ncc+phash", "description": self.describe(),
+        return {"method": "sift-ransac-bandpass-ncc+phash-candidates", "description": self.describe(),
                 "min_ncc": self.min_ncc, "max_phash_distance": self.max_phash_distance,
                 "thumbnail_side": THUMB_SIDE, "min_votes": self.min_votes,
-                "min_inliers": self.min_inliers}
+                "min_inliers": self.min_inliers, "texture_min_std": TEXTURE_MIN_STD,
+                "lowpass_max_offset": LOWPASS_MAX_OFFSET, "lowpass_max_rms": LOWPASS_MAX_RMS}
 
 
 @dataclass
@@ -85,11 +115,35 @@ class NearDuplicatePair:
 
     a: int
     b: int
-    method: str  # "local-features" or "phash"
-    ncc: float | None  # band-pass NCC (local-features method)
+    method: str  # the branch that proposed it: "local-features" or "phash"
+    ncc: float | None  # band-pass NCC; None only for a textureless pair (see lowpass_rms)
     phash_distance: int
-    scale: float | None  # zoom from a's framing to b's (local-features method)
-    inliers: int
+    scale: float | None  # zoom from a's framing to b's
+    inliers: int  # RANSAC inliers; 0 when aligned frame to frame
+    lowpass_rms: float | None = None  # textureless pair: blurred images' RMS difference
+
+
+@dataclass
+class BranchCounts:
+    """Candidate pairs one branch proposed (``considered``) and how many were confirmed."""
+
+    considered: int = 0
+    accepted: int = 0
+
+    @property
+    def rejected(self) -> int:
+        return self.considered - self.accepted
+
+    def to_json(self) -> dict:
+        return {"considered": self.considered, "accepted": self.accepted, "rejected": self.rejected}
+
+
+@dataclass
+class NearDuplicateSearch:
+    """Result of :func:`search_near_duplicates`: accepted pairs and per-branch candidate counts."""
+
+    pairs: list[NearDuplicatePair]
+    candidates: dict[str, BranchCounts]  # "phash", "local-features"
 
 
 _DCT_N = 32
@@ -139,9 +193,43 @@ def _bandpass(img: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(img, (0, 0), 1.0) - cv2.GaussianBlur(img, (0, 0), 4.0)
 
 
+class _Evidence(NamedTuple):
+    ncc: float | None
+    scale: float
+    inliers: int
+    lowpass_rms: float | None = None
+
+
+def _bandpass_ncc(fixed: np.ndarray, moving: np.ndarray, to_fixed: np.ndarray,
+                  params: NearDuplicateParams) -> float | None:
+    """Band-pass NCC of float32 ``moving`` warped by ``to_fixed`` against ``fixed`` over the overlap.
+
+    None when the overlap is too small or flat on one side (the correlation is then undefined).
+    """
+    import cv2
+
+    h, w = fixed.shape
+    warped = cv2.warpAffine(moving, to_fixed, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+    mask = cv2.warpAffine(np.ones_like(moving), to_fixed, (w, h), flags=cv2.INTER_NEAREST,
+                          borderValue=0)
+    # Stay clear of the overlap's border, where the band-pass filter sees the edge of the warp.
+    mask = cv2.erode((mask > 0.5).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    if int(mask.sum()) < params.min_overlap_px:
+        return None
+    fixed_f = fixed.astype(np.float32)
+    x = _bandpass(fixed_f)[mask]
+    y = _bandpass(np.where(mask, warped, fixed_f))[mask]
+    x = x - x.mean()
+    y = y - y.mean()
+    denom = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    if denom <= 1e-6:
+        return None
+    return float((x * y).sum() / denom)
+
+
 def _verify(fa: Fingerprint, fb: Fingerprint, src: np.ndarray, dst: np.ndarray,
-            params: NearDuplicateParams) -> tuple[float, float, int] | None:
-    """Align a to b from matched points and return (band-pass NCC, scale, inliers), or None."""
+            params: NearDuplicateParams) -> _Evidence | None:
+    """Align a to b from matched points and return the band-pass NCC evidence, or None."""
     import cv2
 
     matrix, inliers = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0)
@@ -157,27 +245,71 @@ def _verify(fa: Fingerprint, fb: Fingerprint, src: np.ndarray, dst: np.ndarray,
         fixed, moving, to_fixed = fa.gray, fb.gray, cv2.invertAffineTransform(matrix)
     else:
         fixed, moving, to_fixed = fb.gray, fa.gray, matrix
-    h, w = fixed.shape
     moving_f = moving.astype(np.float32)
     shrink = min(scale, 1 / scale)
     if shrink < 0.9:  # warpAffine samples bilinearly: low-pass first so shrinking does not alias
         moving_f = cv2.GaussianBlur(moving_f, (0, 0), 0.5 / shrink)
-    warped = cv2.warpAffine(moving_f, to_fixed, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-    mask = cv2.warpAffine(np.ones_like(moving_f), to_fixed, (w, h), flags=cv2.INTER_NEAREST,
-                          borderValue=0)
-    # Stay clear of the overlap's border, where the band-pass filter sees the edge of the warp.
-    mask = cv2.erode((mask > 0.5).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-    if int(mask.sum()) < params.min_overlap_px:
+    ncc = _bandpass_ncc(fixed, moving_f, to_fixed, params)
+    return None if ncc is None else _Evidence(ncc, scale, n_inliers)
+
+
+def _texture(img: np.ndarray) -> float:
+    """Band-pass standard deviation inside a margin (the frame's edge is not texture)."""
+    m = min(12, min(img.shape) // 4)  # ~3 sigma of the band-pass's wider Gaussian
+    return float(_bandpass(img)[m:img.shape[0] - m, m:img.shape[1] - m].std())
+
+
+def _ecc_correction(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
+    """Small affine map from ``moving`` to ``fixed`` (same size) by ECC; identity if it fails or strays."""
+    import cv2
+
+    identity = np.eye(2, 3, dtype=np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
+    try:  # on blurred images: ECC aligns the layout; the band-pass NCC then judges the detail
+        _, warp = cv2.findTransformECC(cv2.GaussianBlur(fixed, (0, 0), 2.0),
+                                       cv2.GaussianBlur(moving, (0, 0), 2.0), identity.copy(),
+                                       cv2.MOTION_AFFINE, criteria, None, 5)
+    except cv2.error:  # did not converge (e.g. uncorrelated images)
+        return identity
+    if (np.abs(warp[:, :2] - np.eye(2)).max() > ECC_MAX_LINEAR
+            or np.abs(warp[:, 2]).max() > ECC_MAX_SHIFT * min(fixed.shape)):
+        return identity
+    # ECC's warp maps fixed's coordinates into moving's; warping moving into fixed needs the inverse.
+    return cv2.invertAffineTransform(warp)
+
+
+def _lowpass_agreement(fixed: np.ndarray, moving: np.ndarray) -> float | None:
+    """RMS difference of two textureless images' blurred versions after removing a brightness
+    offset, or None when the offset or the RMS is too large for the same picture."""
+    import cv2
+
+    diff = cv2.GaussianBlur(moving, (0, 0), 4.0) - cv2.GaussianBlur(fixed, (0, 0), 4.0)
+    offset = float(diff.mean())
+    rms = float(np.sqrt(((diff - offset) ** 2).mean()))
+    if abs(offset) > LOWPASS_MAX_OFFSET or rms > LOWPASS_MAX_RMS:
         return None
+    return rms
+
+
+def _confirm_whole_frame(fa: Fingerprint, fb: Fingerprint,
+                         params: NearDuplicateParams) -> _Evidence | None:
+    """Confirm a pHash candidate that has no keypoint alignment, taking frame for frame."""
+    import cv2
+
+    # pHash squeezes whole frames to 32x32, so its candidates are taken to show the same frame:
+    # the larger thumbnail is resized (aspect ratio included) onto the smaller one.
+    swap = fa.gray.size > fb.gray.size
+    fixed, moving = (fb.gray, fa.gray) if swap else (fa.gray, fb.gray)
+    h, w = fixed.shape
     fixed_f = fixed.astype(np.float32)
-    x = _bandpass(fixed_f)[mask]
-    y = _bandpass(np.where(mask, warped, fixed_f))[mask]
-    x = x - x.mean()
-    y = y - y.mean()
-    denom = float(np.sqrt((x * x).sum() * (y * y).sum()))
-    if denom <= 1e-6:
-        return None
-    return float((x * y).sum() / denom), scale, n_inliers
+    moving_f = cv2.resize(moving.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    # zoom from a's framing to b's, in thumbnail pixels (thumbnails share their shorter side)
+    scale = float(np.sqrt(fb.gray.size / fa.gray.size))
+    if _texture(fixed_f) < TEXTURE_MIN_STD and _texture(moving_f) < TEXTURE_MIN_STD:
+        rms = _lowpass_agreement(fixed_f, moving_f)
+        return None if rms is None else _Evidence(None, scale, 0, rms)
+    ncc = _bandpass_ncc(fixed_f, moving_f, _ecc_correction(fixed_f, moving_f), params)
+    return None if ncc is None else _Evidence(ncc, scale, 0)
 
 
 def _popcount64(values: np.ndarray) -> np.ndarray:
@@ -189,35 +321,47 @@ def _popcount64(values: np.ndarray) -> np.ndarray:
 
 def find_near_duplicates(fingerprints: Sequence[Fingerprint],
                          params: NearDuplicateParams = NearDuplicateParams()) -> list[NearDuplicatePair]:
-    """All pairs (i < j) of the given distinct images that are near-duplicates, sorted by (i, j).
+    """All pairs (i < j) of the given distinct images that are near-duplicates, sorted by (i, j)."""
+    return search_near_duplicates(fingerprints, params).pairs
 
-    Pass one fingerprint per distinct content (exact duplicates collapsed beforehand).
+
+def search_near_duplicates(fingerprints: Sequence[Fingerprint],
+                           params: NearDuplicateParams = NearDuplicateParams()) -> NearDuplicateSearch:
+    """Propose candidate pairs (pHash, local features), confirm each photometrically.
+
+    Pass one fingerprint per distinct content (exact duplicates collapsed beforehand). Pairs are
+    judged one by one in (i, j) order, so the result is deterministic.
     """
+    counts = {"phash": BranchCounts(), "local-features": BranchCounts()}
     n = len(fingerprints)
     if n < 2:
-        return []
-    found: dict[tuple[int, int], NearDuplicatePair] = {}
-
+        return NearDuplicateSearch([], counts)
     hashes = np.array([f.phash for f in fingerprints], dtype=np.uint64)
+    by_phash: set[tuple[int, int]] = set()
     for i in range(n - 1):
         dist = _popcount64(hashes[i] ^ hashes[i + 1:])
-        for off in np.nonzero(dist <= params.max_phash_distance)[0]:
-            j = i + 1 + int(off)
-            found[(i, j)] = NearDuplicatePair(i, j, "phash", None, int(dist[off]), None, 0)
+        by_phash.update((i, i + 1 + int(off)) for off in np.nonzero(dist <= params.max_phash_distance)[0])
+    by_features = {pair: (src, dst) for pair, src, dst in _candidate_matches(fingerprints, params)}
 
-    for (i, j), src, dst in _candidate_matches(fingerprints, params):
-        if (i, j) in found:
+    found: list[NearDuplicatePair] = []
+    for i, j in sorted(by_phash | by_features.keys()):
+        method = "phash" if (i, j) in by_phash else "local-features"
+        evidence = None
+        if (i, j) in by_features:
+            evidence = _verify(fingerprints[i], fingerprints[j], *by_features[(i, j)], params)
+        if evidence is None and method == "phash":
+            evidence = _confirm_whole_frame(fingerprints[i], fingerprints[j], params)
+        counts[method].considered += 1
+        log.debug("%s candidate %d-%d: %s", method, i, j, evidence)
+        if evidence is None or (evidence.ncc is not None and evidence.ncc < params.min_ncc):
             continue
-        verdict = _verify(fingerprints[i], fingerprints[j], src, dst, params)
-        if verdict is None:
-            continue
-        ncc, scale, inliers = verdict
-        log.debug("candidate %d-%d: ncc %.3f scale %.2f inliers %d", i, j, ncc, scale, inliers)
-        if ncc >= params.min_ncc:
-            dist = int(_popcount64(np.array([hashes[i] ^ hashes[j]], dtype=np.uint64))[0])
-            found[(i, j)] = NearDuplicatePair(i, j, "local-features", round(ncc, 4), dist,
-                                              round(scale, 3), inliers)
-    return [found[k] for k in sorted(found)]
+        counts[method].accepted += 1
+        dist = int(_popcount64(np.array([hashes[i] ^ hashes[j]], dtype=np.uint64))[0])
+        found.append(NearDuplicatePair(
+            i, j, method, None if evidence.ncc is None else round(evidence.ncc, 4), dist,
+            round(evidence.scale, 3), evidence.inliers,
+            None if evidence.lowpass_rms is None else round(evidence.lowpass_rms, 3)))
+    return NearDuplicateSearch(found, counts)
 
 
 def _candidate_matches(fingerprints: Sequence[Fingerprint], params: NearDuplicateParams):
