@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ATHLETES = SHARED / "datasets" / "athletes"
+UNKNOWN_PEOPLE = SHARED / "datasets" / "unknown_people"  # LFW deep-funneled 250x250, one per person
 
 # Distinct, saturated class colours (RGB); classes beyond the list get a colour from the seed.
 CLASS_COLOURS = [(220, 40, 40), (40, 90, 220), (40, 170, 60), (230, 200, 40), (150, 60, 190),
@@ -92,3 +93,11 @@ def athletes_dir() -> Path:
     if not ATHLETES.is_dir():
         pytest.skip(f"real dataset not found at {ATHLETES}")
     return ATHLETES
+
+
+@pytest.fixture(scope="session")
+def unknown_people_dir() -> Path:
+    """150 aligned face photos of different people; tests using it skip when it is absent."""
+    if not UNKNOWN_PEOPLE.is_dir():
+        pytest.skip(f"real dataset not found at {UNKNOWN_PEOPLE}")
+    return UNKNOWN_PEOPLE

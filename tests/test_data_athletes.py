@@ -48,7 +48,12 @@ def test_near_duplicates(audit):
     pairs = {tuple(sorted((p.a, p.b))) for p in audit.near_duplicate_pairs}
     for pair in SAME_PHOTO_PAIRS:
         assert tuple(sorted(pair)) in pairs, pair
-    assert len(audit.near_duplicate_pairs) >= 7
+    assert len(audit.near_duplicate_pairs) == 8  # the 7 above + two frames of one portrait sitting
+    assert all(p.ncc is not None and p.ncc >= 0.8 for p in audit.near_duplicate_pairs)
+    assert len(audit.near_duplicate_weakest_links) == len(audit.near_duplicate_groups) == 8
+    counts = audit.near_duplicate_candidates
+    assert sum(c.accepted for c in counts.values()) == 8
+    assert counts["local-features"].rejected > 0  # candidates are proposals, not verdicts
     grouped = {p for g in audit.groups for p in g}
     assert not grouped & set(DIFFERENT_POSES)
     assert audit.label_conflicts == []

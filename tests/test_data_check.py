@@ -6,13 +6,17 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import make_image_folder, photo_like
 from image_classifier.data.check import audit_dataset
 from image_classifier.data.decode import load_image
-from image_classifier.data.near_duplicates import compute_fingerprint, find_near_duplicates
+from image_classifier.data import near_duplicates
+from image_classifier.data.near_duplicates import (NearDuplicateParams, compute_fingerprint,
+                                                   find_near_duplicates, phash, search_near_duplicates)
 
 
 def jpeg_bytes(im: Image.Image, quality: int = 90) -> bytes:
@@ -70,6 +74,135 @@ def test_unrelated_photos_are_not_near_duplicates():
     data = {f"p{i}": jpeg_bytes(photo_like(50 + i)) for i in range(12)}
     _, fps = fingerprints(data)
     assert find_near_duplicates(fps) == []
+
+
+def face_crop(path: Path, side: int = 112, box: int = 128) -> Image.Image:
+    """An aligned face crop: LFW deep-funneled photos have the face centred, so a centre crop."""
+    im = Image.open(path).convert("RGB")
+    left, top = (im.width - box) // 2, (im.height - box) // 2
+    return im.crop((left, top, left + box, top + box)).resize((side, side), Image.BICUBIC)
+
+
+def same_layout(a: Image.Image, b: Image.Image, sigma: float = 3.0) -> tuple[Image.Image, Image.Image]:
+    """Two faces given one common low-pass base: each keeps its own detail (above ~sigma px), both
+    share the low frequencies, which is all a 64-bit DCT hash sees."""
+    fa, fb = (np.asarray(x, dtype=np.float32) for x in (a, b))
+    base = cv2.GaussianBlur((fa + fb) / 2, (0, 0), sigma)
+
+    def on_base(f: np.ndarray) -> Image.Image:
+        detail = f - cv2.GaussianBlur(f, (0, 0), sigma)
+        return Image.fromarray(np.clip(base + detail, 0, 255).astype(np.uint8))
+
+    return on_base(fa), on_base(fb)
+
+
+def colour_shifted(im: Image.Image, shift=(30, -10, -25)) -> Image.Image:
+    arr = np.asarray(im, dtype=np.int16) + np.array(shift, dtype=np.int16)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def hamming(a: int, b: int) -> int:
+    return bin(a ^ b).count("1")
+
+
+@pytest.fixture(scope="module")
+def people(unknown_people_dir) -> list[Path]:
+    return sorted(unknown_people_dir.glob("*.jpg"))
+
+
+@pytest.mark.parametrize("k", [0, 4, 10])
+def test_different_faces_with_the_same_layout_are_not_near_duplicates(people, k):
+    a, b = same_layout(face_crop(people[k]), face_crop(people[k + 1]))
+    assert hamming(phash(a.convert("L")), phash(b.convert("L"))) <= 4  # a pHash match: a candidate
+    names, fps = fingerprints({"a": jpeg_bytes(a), "b": jpeg_bytes(b)})
+    assert hamming(fps[0].phash, fps[1].phash) <= 4
+    search = search_near_duplicates(fps)
+    assert search.pairs == []
+    assert search.candidates["phash"].considered == 1 and search.candidates["phash"].rejected == 1
+
+
+@pytest.mark.parametrize("k", [3, 40, 77])
+def test_reencoded_recropped_colour_shifted_face_crops_are_near_duplicates(people, k):
+    face = face_crop(people[k])
+    w = face.width
+    data = {"original": jpeg_bytes(face, 95), "reencoded": jpeg_bytes(face, 40),
+            "recropped": jpeg_bytes(face.crop((4, 3, w - 2, w)).resize((w, w), Image.BICUBIC)),
+            "colour_shifted": jpeg_bytes(colour_shifted(face)),
+            "other_person": jpeg_bytes(face_crop(people[k + 1]))}
+    names, fps = fingerprints(data)
+    found = {(names[p.a], names[p.b]): p for p in find_near_duplicates(fps)}
+    for copy in ("reencoded", "recropped", "colour_shifted"):
+        pair = found[("original", copy)]
+        assert pair.ncc >= 0.8, (copy, pair)
+    assert found[("original", "reencoded")].method == "phash"  # confirmed, and carries its ncc
+    assert not any("other_person" in pair for pair in found)
+
+
+def test_whole_frame_confirmation_corrects_a_slight_recrop(people):
+    # A 3 px re-crop can keep the pHash (a candidate) but shifts the detail that band-pass NCC
+    # compares; without keypoints the frames are aligned by the bounded ECC correction.
+    face = face_crop(people[9])
+    w = face.width
+    _, (fa, fb) = fingerprints({"a": jpeg_bytes(face, 95),
+                                "b": jpeg_bytes(face.crop((3, 3, w, w)).resize((w, w), Image.BICUBIC))})
+    assert hamming(fa.phash, fb.phash) <= 4
+    params = NearDuplicateParams()
+    unaligned = near_duplicates._bandpass_ncc(fa.gray.astype(np.float32), fb.gray.astype(np.float32),
+                                              np.eye(2, 3, dtype=np.float32), params)
+    evidence = near_duplicates._confirm_whole_frame(fa, fb, params)
+    assert unaligned < 0.8 <= evidence.ncc
+
+
+def smooth_images() -> dict[str, Image.Image]:
+    yy, xx = np.mgrid[0:112, 0:112].astype(np.float64)
+    grey = lambda a: Image.fromarray(np.stack([a.astype(np.uint8)] * 3, -1))  # noqa: E731
+    return {"flat": Image.new("RGB", (112, 112), (180, 120, 60)),
+            "darker_flat": Image.new("RGB", (112, 112), (120, 60, 20)),
+            "gradient": grey(20 + xx + yy),
+            "steeper_gradient": grey(20 + 2 * xx)}
+
+
+def test_textureless_images_and_their_reencodes_are_near_duplicates():
+    data = {}
+    for name, im in smooth_images().items():
+        data[name] = jpeg_bytes(im, 95)
+        data[name + "_reencoded"] = jpeg_bytes(im, 40)
+    names, fps = fingerprints(data)
+    found = {(names[p.a], names[p.b]): p for p in find_near_duplicates(fps)}
+    assert set(found) == {(n, n + "_reencoded") for n in smooth_images()}
+    for pair in found.values():
+        # No texture, so no NCC: confirmed by the blurred images agreeing.
+        assert pair.method == "phash" and pair.ncc is None and pair.lowpass_rms < 3.0
+
+
+def test_audit_reports_candidates_and_the_weakest_link(tmp_path, people):
+    make_image_folder(tmp_path, {"a": 4, "b": 4})
+    face = face_crop(people[40])
+    w = face.width
+    write(tmp_path / "a" / "face.jpg", jpeg_bytes(face, 95))
+    write(tmp_path / "a" / "face_q40.jpg", jpeg_bytes(face, 40))
+    write(tmp_path / "a" / "face_recrop.jpg",
+          jpeg_bytes(face.crop((4, 3, w - 2, w)).resize((w, w), Image.BICUBIC)))
+    twin_a, twin_b = same_layout(face_crop(people[0]), face_crop(people[1]))
+    write(tmp_path / "a" / "twin.jpg", jpeg_bytes(twin_a))
+    write(tmp_path / "b" / "twin.jpg", jpeg_bytes(twin_b))
+    report = audit_dataset(tmp_path)
+    assert report.near_duplicate_groups == [["a/face.jpg", "a/face_q40.jpg", "a/face_recrop.jpg"]]
+    assert report.label_conflicts == []  # the two people with one layout are not a conflict
+    phash_counts = report.near_duplicate_candidates["phash"]
+    assert phash_counts.rejected >= 1 and phash_counts.accepted >= 1
+    weakest = report.near_duplicate_weakest_links
+    assert len(weakest) == 1
+    assert weakest[0].ncc == min(p.ncc for p in report.near_duplicate_pairs)
+    out = report.to_json()
+    assert out["near_duplicate_candidates"]["phash"] == {
+        "considered": phash_counts.considered, "accepted": phash_counts.accepted,
+        "rejected": phash_counts.rejected}
+    assert out["near_duplicate_weakest_links"] == [weakest[0].to_json()]
+    assert all(p["ncc"] is not None for p in out["near_duplicate_pairs"])
+    text = report.render()
+    assert f"phash {phash_counts.considered} considered" in text
+    assert f"3 files: {weakest[0].a} ~ {weakest[0].b}  (ncc {weakest[0].ncc:.3f})" in text
 
 
 def write(path: Path, data: bytes) -> None:
