@@ -148,7 +148,7 @@ def test_whole_frame_confirmation_corrects_a_slight_recrop(people):
     assert hamming(fa.phash, fb.phash) <= 4
     params = NearDuplicateParams()
     unaligned = near_duplicates._bandpass_ncc(fa.gray.astype(np.float32), fb.gray.astype(np.float32),
-                                              np.eye(2, 3, dtype=np.float32), params)
+                                              np.eye(2, 3, dtype=np.float32), params.min_overlap_px)
     evidence = near_duplicates._confirm_whole_frame(fa, fb, params)
     assert unaligned < 0.8 <= evidence.ncc
 
@@ -173,6 +173,17 @@ def test_textureless_images_and_their_reencodes_are_near_duplicates():
     for pair in found.values():
         # No texture, so no NCC: confirmed by the blurred images agreeing.
         assert pair.method == "phash" and pair.ncc is None and pair.lowpass_rms < 3.0
+
+
+def test_small_images_and_their_reencodes_are_near_duplicates():
+    # A 32x32 frame is smaller than the overlap that keypoint alignments must cover; taken frame
+    # for frame it still counts.
+    small = photo_like(5).resize((32, 32), Image.LANCZOS)
+    names, fps = fingerprints({"a": jpeg_bytes(small, 95), "b": jpeg_bytes(small, 60),
+                               "other": jpeg_bytes(photo_like(6).resize((32, 32), Image.LANCZOS))})
+    pairs = find_near_duplicates(fps)
+    assert [(names[p.a], names[p.b]) for p in pairs] == [("a", "b")]
+    assert pairs[0].ncc >= 0.8
 
 
 def test_audit_reports_candidates_and_the_weakest_link(tmp_path, people):

@@ -22,7 +22,7 @@ neighbours). Local features do not care about framing, so the method is:
 A 64-bit DCT perceptual hash proposes candidates too (pairs within ``max_phash_distance`` bits), which
 covers textureless images where SIFT finds no keypoints. A pHash match is only a candidate: tightly
 aligned face crops of *different* people share their low-frequency layout, which is all 64 DCT bits
-see (measured in issue 18: 21 cross-person pairs at distance 4 among 10,240 aligned faces). Each
+see (issue 18: 21 cross-person pairs at distance 4 among 10,240 aligned face crops). Each
 pHash candidate is confirmed like a local-feature one, by band-pass NCC >= ``min_ncc``: aligned by
 its keypoints when SIFT gives an alignment, otherwise frame to frame (pHash already assumes the
 whole frames correspond), refined by a small ECC correction. When neither image has band-pass
@@ -34,11 +34,12 @@ candidates considered and rejected.
 Measured on the 431 distinct contents of the athletes data (pairs checked by eye): the seven
 same-photo pairs scored 0.870-0.996 band-pass NCC, two near-identical frames of one portrait
 sitting 0.837, and every other candidate pair (burst frames with a different pose, same studio
-backdrop, shared watermark) at most 0.755; the threshold 0.80 sits in that gap. On 150 aligned
-112x112 LFW face crops of different people, frame-to-frame band-pass NCC after the ECC correction
-was at most 0.44 (1,500 pairs), and re-encoded, re-cropped or colour-shifted copies scored >= 0.95.
-Features are computed per image and compared in a fixed order, so the result does not depend on
-thread scheduling.
+backdrop, shared watermark) at most 0.755; the threshold 0.80 sits in that gap. On 112x112 LFW
+face crops (150 different people), frame-to-frame band-pass NCC after the ECC correction was at
+most 0.49 over all 11,175 pairs, and at most 0.67 for pairs given one common low-pass base (48 of
+74 such pairs within pHash distance 4), while JPEG re-encodes, 2-4 px re-crops and colour shifts of
+a crop scored >= 0.98. Features are computed per image and compared in a fixed order, so the
+result does not depend on thread scheduling.
 """
 from __future__ import annotations
 
@@ -58,17 +59,17 @@ MAX_KEYPOINTS = 300
 # Frame-to-frame confirmation of pHash candidates (see _confirm_whole_frame). The ECC correction
 # may only nudge the alignment: a re-encode or slight re-crop needs a few pixels and percent,
 # while an unbounded ECC fit between two different images can collapse onto a sliver of overlap
-# (measured on different faces: NCC up to 0.89 over such slivers, at most 0.44 within the bounds).
+# (measured on different faces: NCC up to 0.89 over such slivers, at most 0.49 within the bounds).
 ECC_MAX_LINEAR = 0.15  # largest |entry| of (linear part - identity)
 ECC_MAX_SHIFT = 0.10  # largest translation, as a fraction of the shorter side
 # Textureless pairs: band-pass standard deviation (grey levels, inside the frame's margin) under
-# which an image counts as having no texture. A smooth gradient or a flat colour scores <= 0.3
-# even after JPEG at quality 40, a 112 px face crop 5 or more.
+# which an image counts as having no texture. Flat colours and smooth gradients score <= 0.75 even
+# after JPEG at quality 40; 112 px face crops score >= 7.9, the athletes photos >= 6.5.
 TEXTURE_MIN_STD = 1.5
 # Such pairs are confirmed when their blurred images agree: brightness offset and the RMS of what
-# is left after removing it, in grey levels. A re-encode changes a smooth image by 1-2 levels; a
-# colour shift moves the grey level of a flat image by up to ~15. Anything beyond that is a
-# different picture (textureless images carry no other evidence).
+# is left after removing it, in grey levels. Gradients re-encoded at JPEG 40 left an RMS <= 0.53;
+# the offset allowance (~6% of the range) admits a brightness or colour shift of the same picture.
+# Beyond either it is another picture: textureless images carry no other evidence.
 LOWPASS_MAX_OFFSET = 16.0
 LOWPASS_MAX_RMS = 3.0
 
@@ -207,7 +208,7 @@ class _Evidence(NamedTuple):
 
 
 def _bandpass_ncc(fixed: np.ndarray, moving: np.ndarray, to_fixed: np.ndarray,
-                  params: NearDuplicateParams) -> float | None:
+                  min_overlap_px: int) -> float | None:
     """Band-pass NCC of float32 ``moving`` warped by ``to_fixed`` against ``fixed`` over the overlap.
 
     None when the overlap is too small or flat on one side (the correlation is then undefined).
@@ -220,7 +221,7 @@ def _bandpass_ncc(fixed: np.ndarray, moving: np.ndarray, to_fixed: np.ndarray,
                           borderValue=0)
     # Stay clear of the overlap's border, where the band-pass filter sees the edge of the warp.
     mask = cv2.erode((mask > 0.5).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-    if int(mask.sum()) < params.min_overlap_px:
+    if int(mask.sum()) < min_overlap_px:
         return None
     fixed_f = fixed.astype(np.float32)
     x = _bandpass(fixed_f)[mask]
@@ -255,7 +256,7 @@ def _verify(fa: Fingerprint, fb: Fingerprint, src: np.ndarray, dst: np.ndarray,
     shrink = min(scale, 1 / scale)
     if shrink < 0.9:  # warpAffine samples bilinearly: low-pass first so shrinking does not alias
         moving_f = cv2.GaussianBlur(moving_f, (0, 0), 0.5 / shrink)
-    ncc = _bandpass_ncc(fixed, moving_f, to_fixed, params)
+    ncc = _bandpass_ncc(fixed, moving_f, to_fixed, params.min_overlap_px)
     return None if ncc is None else _Evidence(ncc, scale, n_inliers)
 
 
@@ -309,12 +310,14 @@ def _confirm_whole_frame(fa: Fingerprint, fb: Fingerprint,
     h, w = fixed.shape
     fixed_f = fixed.astype(np.float32)
     moving_f = cv2.resize(moving.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
-    # zoom from a's framing to b's, in thumbnail pixels (thumbnails share their shorter side)
-    scale = float(np.sqrt(fb.gray.size / fa.gray.size))
+    scale = float(np.sqrt(fb.gray.size / fa.gray.size))  # zoom from a's thumbnail to b's
     if _texture(fixed_f) < TEXTURE_MIN_STD and _texture(moving_f) < TEXTURE_MIN_STD:
         rms = _lowpass_agreement(fixed_f, moving_f)
         return None if rms is None else _Evidence(None, scale, 0, rms)
-    ncc = _bandpass_ncc(fixed_f, moving_f, _ecc_correction(fixed_f, moving_f), params)
+    # The frames overlap whole (ECC moves them by a few %): min_overlap_px guards keypoint
+    # alignments that may cover a corner, and would turn away every image under ~50x50 px here.
+    min_overlap = min(params.min_overlap_px, h * w // 2)
+    ncc = _bandpass_ncc(fixed_f, moving_f, _ecc_correction(fixed_f, moving_f), min_overlap)
     return None if ncc is None else _Evidence(ncc, scale, 0)
 
 
