@@ -17,6 +17,7 @@ import os
 import platform
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,6 +27,7 @@ from PIL import Image
 
 from image_classifier.errors import ModelFormatError
 from image_classifier.fileio import atomic_write_json
+from image_classifier.models.faces import FaceCache, FaceHead, FacePath
 from image_classifier.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -158,7 +160,7 @@ class Classifier:
     def __init__(self, module: torch.nn.Module | None, classes: Sequence[str], preprocessing: Preprocessing,
                  card: dict[str, Any] | None = None, model_dir: Path | None = None, *,
                  backend: Any = None, module_loader: Callable[[], torch.nn.Module] | None = None,
-                 backend_reason: str = "") -> None:
+                 backend_reason: str = "", face_path: FacePath | None = None) -> None:
         if module is None and module_loader is None:
             raise ValueError("Classifier needs a module or a module_loader")
         self._module = module.eval() if module is not None else None
@@ -175,6 +177,9 @@ class Classifier:
         self.backend = backend
         #: Why this backend runs the model (what "auto" measured, or "requested").
         self.backend_reason = backend_reason or "requested"
+        #: The face half of a ``face_embedding`` model (None for the CNNs): images with a face are
+        #: answered from their descriptor, the others by ``backend`` (the fallback network).
+        self.face_path = face_path
 
     @property
     def module(self) -> torch.nn.Module:
@@ -198,11 +203,30 @@ class Classifier:
 
         backend = create_backend(name, self.model_dir, self.card, lambda: self.module, threads=threads)
         return Classifier(self._module, self.classes, self.preprocessing, self.card, self.model_dir,
-                          backend=backend, module_loader=self._module_loader or (lambda: self.module))
+                          backend=backend, module_loader=self._module_loader or (lambda: self.module),
+                          face_path=self.face_path)
 
     @property
     def architecture(self) -> str:
         return str(self.card.get("architecture", type(self.module).__name__))
+
+    @property
+    def decode_key(self) -> tuple[str, int]:
+        """What :meth:`decode` produces: equal keys mean a decoded image can be shared."""
+        return ("faces" if self.face_path is not None else "image", self.preprocessing.input_size)
+
+    def decode(self, source: ImageSource, *, max_pixels: int | None = None) -> Any:
+        """One image made ready for :meth:`predict`: decoded at the input size (JPEG draft mode), or
+        for a face model its faces plus, when none is found, the decoded picture. Raises
+        :class:`~image_classifier.errors.UnreadableImageError` for bad input."""
+        if self.face_path is not None:
+            return self.face_path.decode(source, max_pixels=max_pixels)
+        if isinstance(source, Image.Image):
+            return source
+        from image_classifier.data.decode import load_image
+
+        kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
+        return load_image(source, target_size=self.preprocessing.input_size, **kwargs)
 
     def load_images(self, images: Sequence[ImageSource]) -> list[Image.Image]:
         from image_classifier.data.decode import load_image
@@ -225,20 +249,74 @@ class Classifier:
         """Class probabilities for an already preprocessed batch, computed by ``self.backend``."""
         return self.backend.predict_tensor(batch)
 
-    def predict(self, images: Sequence[ImageSource], batch_size: int = 32) -> np.ndarray:
+    def prepare(self, images: Sequence[Any]) -> Prepared:
+        """Everything before the backend's forward pass, for images (sources or :meth:`decode` results).
+
+        For a CNN every image goes to the backend. For a face model the images with a face are
+        answered here from their descriptor, and only the others go to the backend.
+        """
+        if self.face_path is None:
+            return Prepared(self.preprocess_array(images), list(range(len(images))), {}, [{} for _ in images])
+        from image_classifier.inference.preprocess import images_to_array
+
+        items = [self.face_path.decode(img) for img in images]
+        with_face = [i for i, it in enumerate(items) if it.analysis.descriptor is not None]
+        rows = [i for i, it in enumerate(items) if it.analysis.descriptor is None]
+        direct: dict[int, np.ndarray] = {}
+        if with_face:
+            probs = self.face_path.head.probabilities(np.stack([items[i].analysis.descriptor for i in with_face]))
+            direct = dict(zip(with_face, probs))
+        batch = images_to_array(self.preprocessing, [items[i].image for i in rows])
+        return Prepared(batch, rows, direct, [self.face_path.details(it) for it in items])
+
+    def finish(self, prepared: Prepared, forward: np.ndarray | None) -> np.ndarray:
+        """Probabilities for every prepared image, from the backend's ``forward`` output for
+        ``prepared.rows`` and the answers :meth:`prepare` already had."""
+        out = np.empty((prepared.size, len(self.classes)), dtype=np.float32)
+        if prepared.rows:
+            out[prepared.rows] = forward
+        for i, probs in prepared.direct.items():
+            out[i] = probs
+        return out
+
+    def predict_details(self, images: Sequence[ImageSource | Any], batch_size: int = 32
+                        ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Like :meth:`predict`, plus per image what decided it (for a face model: ``face``, the box
+        ``[x0, y0, x1, y1]`` of the face whose descriptor answered, or None where the fallback did)."""
+        if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
+            raise TypeError("predict() takes a sequence of images; wrap a single image in a list")
+        probs, details = [], []
+        for start in range(0, len(images), batch_size):
+            prepared = self.prepare(images[start:start + batch_size])
+            forward = self.predict_tensor(prepared.batch) if prepared.rows else None
+            probs.append(self.finish(prepared, forward))
+            details.extend(prepared.details)
+        return (np.concatenate(probs) if probs else np.empty((0, len(self.classes)), dtype=np.float32)), details
+
+    def predict(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> np.ndarray:
         """Class probabilities, shape (len(images), len(classes)), rows in ``self.classes`` order.
 
         The whole path (file -> decode -> resize -> normalise -> backend) is what a user waits for;
         with the ONNX backend it runs without PyTorch."""
-        if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
-            raise TypeError("predict() takes a sequence of images; wrap a single image in a list")
-        out = [self.predict_tensor(self.preprocess_array(images[i:i + batch_size]))
-               for i in range(0, len(images), batch_size)]
-        return np.concatenate(out) if out else np.empty((0, len(self.classes)), dtype=np.float32)
+        return self.predict_details(images, batch_size)[0]
 
     def predict_labels(self, images: Sequence[ImageSource], batch_size: int = 32) -> list[str]:
         probs = self.predict(images, batch_size)
         return [self.classes[i] for i in probs.argmax(axis=1)]
+
+
+@dataclass
+class Prepared:
+    """Images made ready for the backend (see :meth:`Classifier.prepare`)."""
+
+    batch: np.ndarray  # (len(rows), 3, H, W) float32: the inputs of the backend's forward pass
+    rows: list[int]  # which images those are
+    direct: dict[int, np.ndarray]  # image index -> probabilities found without the backend
+    details: list[dict[str, Any]]  # per image: what decided it
+
+    @property
+    def size(self) -> int:
+        return len(self.rows) + len(self.direct)
 
 
 def _load_module(model_dir: Path, card: dict[str, Any]) -> torch.nn.Module:
@@ -272,14 +350,15 @@ def _load_module(model_dir: Path, card: dict[str, Any]) -> torch.nn.Module:
 
 
 def load_model(model_dir: str | os.PathLike, backend: str = "torch", *, threads: int | None = None,
-               remeasure: bool = False) -> Classifier:
+               remeasure: bool = False, face_cache: FaceCache | None = None) -> Classifier:
     """Rebuild a saved model from its directory (architecture from the registry, weights from
     safetensors) with its forward pass on ``backend`` (one of :data:`BACKENDS`).
 
     ``backend="auto"`` runs the backend measured fastest for this model on this machine (measured
     on first use and recorded in ``backend.json``; ``remeasure=True`` measures again); the choice
     and its reason are logged and kept in ``classifier.backend_reason``. ``threads`` sets ONNX
-    Runtime's intra-op threads (default: the process's PyTorch thread count).
+    Runtime's intra-op threads (default: the process's PyTorch thread count). ``face_cache`` is
+    where a face model looks up (and stores) each file's faces; by default, in memory.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -295,6 +374,7 @@ def load_model(model_dir: str | os.PathLike, backend: str = "torch", *, threads:
             cache["m"] = _load_module(model_dir, card)
         return cache["m"]
 
+    face_path = _face_path(model_dir, card, preprocessing, loader, face_cache) if "faces" in card else None
     if backend == "auto":
         from image_classifier.inference.selection import choose_backend
 
@@ -309,10 +389,25 @@ def load_model(model_dir: str | os.PathLike, backend: str = "torch", *, threads:
             if module is not None:
                 cache["m"] = module
             return Classifier(module, card["classes"], preprocessing, card, model_dir,
-                              backend=impl, module_loader=loader, backend_reason=reason)
+                              backend=impl, module_loader=loader, backend_reason=reason, face_path=face_path)
     else:
         reason = "requested"
     module = loader() if backend.startswith("torch") else None
     impl = create_backend(backend, model_dir, card, loader, threads=threads)
     return Classifier(module, card["classes"], preprocessing, card, model_dir,
-                      backend=impl, module_loader=loader, backend_reason=reason)
+                      backend=impl, module_loader=loader, backend_reason=reason, face_path=face_path)
+
+
+def _face_path(model_dir: Path, card: dict[str, Any], preprocessing: Preprocessing,
+               loader: Callable[[], torch.nn.Module], cache: FaceCache | None) -> FacePath:
+    """The face half of a face model, after checking that dlib's weights are the ones it was trained with."""
+    from image_classifier.faces import weights_sha256
+
+    trained_with = card["faces"].get("weights_sha256") or {}
+    installed = weights_sha256()
+    changed = sorted(name for name, sha in trained_with.items() if installed.get(name) != sha)
+    if changed:
+        raise ModelFormatError(
+            f"{model_dir} was trained with other face weights than those installed ({', '.join(changed)} "
+            "differ): install the face_recognition_models version it was trained with, or retrain it")
+    return FacePath(FaceHead.from_module(loader()), preprocessing.input_size, cache)

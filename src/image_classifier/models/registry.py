@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from image_classifier.models import scratch, transfer
+from image_classifier.models import faces, scratch, transfer
 from image_classifier.models.net import ClassifierNet
 from image_classifier.models.weights import PretrainedSource, ResolvedWeights, resolve_pretrained
 from image_classifier.preprocessing import Preprocessing
@@ -29,6 +29,10 @@ class ArchSpec:
     pretrained: PretrainedSource | None = None
     description: str = ""
     default_options: dict = field(default_factory=dict)
+    #: "cnn": the network alone classifies the resized image; "face": the network is the no-face
+    #: fallback of a face model (see :mod:`image_classifier.models.faces`), whose face head
+    #: training fits after the network's recipe has run.
+    family: str = "cnn"
 
 
 _REGISTRY: dict[str, ArchSpec] = {}
@@ -153,6 +157,20 @@ def _resnet50_recipe() -> Recipe:
     )
 
 
+def _face_embedding_recipe() -> Recipe:
+    return Recipe(
+        phases=[Phase("frozen", epochs=10, lr=1e-3, trainable_from=None)],
+        early_stopping_patience=5,
+        plateau_patience=3,
+        notes=(
+            "These phases train the no-face fallback (MobileNetV2's recipe, frozen phase only: it answers "
+            "the few images without a detectable face). The face head is then a multinomial logistic "
+            "regression on standardised 128-D dlib descriptors of the train images' largest faces, its "
+            "L2 strength chosen by validation log-loss."
+        ),
+    )
+
+
 register_arch(ArchSpec(
     "simple_cnn", scratch.simple_cnn, Preprocessing(128), _simple_cnn_recipe,
     description="3 conv layers (32/64/128, no pooling) + dense 128, from scratch (the study's baseline)",
@@ -170,4 +188,11 @@ register_arch(ArchSpec(
     "resnet50", transfer.resnet50, Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD), _resnet50_recipe,
     pretrained=PretrainedSource("ResNet50_Weights.IMAGENET1K_V1", {"block_variant": "v1.5"}),
     description="ImageNet ResNet-50, GAP, dense 512 (dropout 0.4) + 256 (dropout 0.3); frozen then fine-tuned",
+))
+register_arch(ArchSpec(
+    "face_embedding", faces.face_embedding, Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD), _face_embedding_recipe,
+    pretrained=PretrainedSource("MobileNet_V2_Weights.IMAGENET1K_V1"),
+    description="largest face -> 5-point alignment -> dlib 128-D descriptor -> linear head; frozen "
+                "MobileNetV2 + dense head where no face is found",
+    family="face",
 ))

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from image_classifier.errors import DatasetError, ImageClassifierError
+from image_classifier.faces import FaceCache
 from image_classifier.fileio import sha256_file
 from image_classifier.models.registry import build_model, get_arch
 from image_classifier.recipe import Recipe
@@ -20,6 +21,7 @@ from image_classifier.runtime import configure
 from image_classifier.saved_model import CARD_NAME, WEIGHTS_NAME, library_versions, read_card
 from image_classifier.train.cache import ImageCache
 from image_classifier.train.checkpoint import RESUME_NAME, RunWriter, load_resume_state
+from image_classifier.train.face_head import fit_face_head
 from image_classifier.train.loop import Trainer, TrainState, bf16_supported, plan_phases
 from image_classifier.train.seeding import seed_global
 
@@ -87,6 +89,7 @@ def train_model(
     args: dict[str, Any] | None = None,
     checkpoint_interval: float = 30.0,
     channels_last: bool = True,
+    face_cache: FaceCache | None = None,
 ) -> TrainResult:
     """Train ``arch`` on ``split``'s train subset, choosing epochs on its val subset; save to ``out_dir``.
 
@@ -98,7 +101,8 @@ def train_model(
     ``resume`` continues the interrupted run in ``out_dir``; otherwise an existing model there is
     replaced when ``overwrite`` (the CLI passes ``overwrite=False`` unless ``--force``).
     ``args`` (e.g. the CLI arguments) are stored in the card. Same seed and data on the same machine
-    give the same metrics.
+    give the same metrics. ``face_cache`` holds each file's faces for a face architecture (default:
+    beside ``cache``'s disk store, or in memory).
     """
     configure()
     wall0 = time.perf_counter()
@@ -239,6 +243,17 @@ def train_model(
     trainer.net.load_state_dict(trainer.best_state)
     inf_loss, inf_acc = trainer.evaluate(val_set.images, val_set.labels, 0, bf16=False)
     best = {**state.best, "inference_val_loss": inf_loss, "inference_val_accuracy": inf_acc}
+    faces_card = None
+    if spec.family == "face":
+        # The network trained above is the no-face fallback; now the face head, and the whole
+        # model's validation score (what compare ranks it by).
+        fit = fit_face_head(trainer.net, train_records, val_records, val_set, prep, len(classes),
+                            face_cache if face_cache is not None else FaceCache(cache.root), progress=progress)
+        trainer.best_state = {k: v.detach().clone() for k, v in trainer.net.state_dict().items()}
+        best = {**best, "fallback_val_loss": best["val_loss"], "fallback_val_accuracy": best["val_accuracy"],
+                "val_loss": fit.val_loss, "val_accuracy": fit.val_accuracy,
+                "inference_val_loss": fit.val_loss, "inference_val_accuracy": fit.val_accuracy}
+        faces_card = fit.card
     state.best = best
     state.seconds += time.perf_counter() - t0
     phases = []
@@ -250,6 +265,8 @@ def train_model(
                            "images_per_s": s["images"] / s["seconds"] if s["seconds"] > 0 else 0.0})
     card = {**make_card(state, "complete"), "phases": phases, "decode_seconds": round(decode_seconds, 3),
             "train_seconds": round(state.seconds, 3)}
+    if faces_card is not None:
+        card["faces"] = faces_card
     writer.save_best(trainer.best_state, card, final=True)
     writer.remove_resume()
     log.debug(
