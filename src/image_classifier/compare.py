@@ -52,6 +52,12 @@ class CompareConfig:
     #: Export each model (up to ``compare_backends.MAX_EXPORT_PARAMS``) to ONNX and time PyTorch
     #: against ONNX Runtime; False (``--no-export``) times PyTorch only.
     export: bool = True
+    #: Look for faces in every image (reported per class, and per model: test accuracy on the images
+    #: with and without a face); False (``--no-faces``) skips it, and the face model with it.
+    faces: bool = True
+    #: Add ``face_embedding`` to ``models`` when the face survey finds a face in at least 70 % of the
+    #: images (the CLI sets this when ``--models`` was not given).
+    add_face_model: bool = False
 
 
 @dataclass
@@ -122,6 +128,8 @@ def reproduce_command(config: CompareConfig, split: Any = None) -> str:
         args += ["--speed-repeats", str(config.speed.repeats)]
     if not config.export:
         args.append("--no-export")
+    if not config.faces:
+        args.append("--no-faces")
     return shlex.join(args)
 
 
@@ -147,6 +155,57 @@ def _eta_text(done_seconds: list[float], remaining: int) -> str:
     return f", rough ETA {fmt_seconds(avg * remaining)} for the other {remaining} (at the average so far)"
 
 
+def weights_for(arch: str, weights: dict[str, Path]) -> Path | None:
+    """The weights file given for ``arch``, else one given for an architecture built on the same
+    ImageNet weights (``face_embedding``'s fallback is MobileNetV2: ``--weights mobilenet_v2=...`` serves both)."""
+    from image_classifier.models.registry import get_arch
+
+    if arch in weights:
+        return weights[arch]
+    source = get_arch(arch).pretrained
+    for other, path in sorted(weights.items()):
+        spec = get_arch(other).pretrained
+        if source is not None and spec is not None and spec.torchvision_weights == source.torchvision_weights:
+            return path
+    return None
+
+
+def _survey(config: CompareConfig, audit: Any, face_cache: Any, say: Callable[[str], None]) -> Any:
+    """The face survey of the data (None when switched off or when dlib is not installed)."""
+    from image_classifier.faces import FaceModelsNotFoundError, survey_faces
+
+    if not config.faces:
+        return None
+    try:
+        survey = survey_faces(audit.records, face_cache, progress=config.progress)
+    except FaceModelsNotFoundError as err:
+        if "face_embedding" in config.models:
+            raise
+        say(f"warning: no face survey: {err}")
+        return None
+    say(f"faces: {survey.with_face} of {survey.images} images show a face "
+        f"({100 * survey.detection_rate:.0f} %), found in {survey.seconds:.0f} s")
+    if config.add_face_model and "face_embedding" not in config.models:
+        if survey.is_face_folder:
+            config.models.append("face_embedding")
+            say(f"adding face_embedding to the models: {100 * survey.detection_rate:.0f} % of the images show "
+                "a face (at least 70 %), so the folder is taken to be photos of people (--models decides)")
+        else:
+            say(f"not adding face_embedding: only {100 * survey.detection_rate:.0f} % of the images show a face "
+                "(it is added from 70 %; --models face_embedding,... adds it anyway)")
+    return survey
+
+
+def face_accuracy(ev: dict, survey: Any) -> dict[str, Any]:
+    """Test accuracy on the images with a face and on those without (by the survey's detections)."""
+    out: dict[str, Any] = {}
+    for key, want in (("face", True), ("noface", False)):
+        rows = [p["correct"] for p in ev["predictions"] if survey.has_face(p["rel_path"]) is want]
+        out[f"test_images_{key}"] = len(rows)
+        out[f"test_accuracy_{key}"] = sum(rows) / len(rows) if rows else None
+    return out
+
+
 def _write_predictions_csv(path: Path, per_model: dict[str, dict]) -> None:
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
@@ -165,6 +224,7 @@ def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | N
     from image_classifier.evaluate.evaluation import DecodeCache, LabelledImage, evaluate_classifier
     from image_classifier.evaluate.metrics import pairwise_mcnemar
     from image_classifier.evaluate.speed import measure_classifier
+    from image_classifier.faces import FaceCache
     from image_classifier.models.registry import get_arch
     from image_classifier.report import write_report
     from image_classifier.runs import model_dir_for, write_best_pointer
@@ -188,6 +248,10 @@ def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | N
         say(f"warning: {w}")
     if not audit.usable:
         raise DatasetError("the data cannot be used: " + "; ".join(audit.errors))
+    face_cache = FaceCache(config.cache_dir)
+    t0 = time.perf_counter()
+    survey = _survey(config, audit, face_cache, say)
+    timings["face_survey_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     split_path = run_dir / "split.csv"
     split_source = config.split_csv or (split_path if split_path.is_file() else None)
@@ -219,10 +283,11 @@ def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | N
         results[arch] = train_model(
             split, arch, model_dir_for(run_dir, arch),
             recipe_overrides=overrides or None,
-            weights=config.weights.get(arch),
+            weights=weights_for(arch, config.weights),
             seed=config.seed,
             cache=image_cache,
             progress=config.progress,
+            face_cache=face_cache,
         )
         done.append(time.perf_counter() - t0)
         r = results[arch]
@@ -245,17 +310,20 @@ def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | N
         r = results[arch]
         say(f"[model {i}/{n}] evaluating {arch} on {len(test_items)} test images and timing it")
         model_dir = Path(r.model_dir)
-        classifier = load_model(model_dir, backend="torch")
+        classifier = load_model(model_dir, backend="torch", face_cache=face_cache)
         t1 = time.perf_counter()
         ev = evaluate_classifier(classifier, test_items, cache=cache, n_bootstrap=config.n_bootstrap,
                                  seed=config.seed)
         evaluations[arch] = ev
+        if classifier.face_path is not None:
+            classifier.face_path.cache = None  # time the face pipeline itself, not a cache hit
         t2 = time.perf_counter()
         speed = measure_classifier(classifier, model_dir=model_dir, sample_image=sample_image, config=config.speed)
         speed_seconds += time.perf_counter() - t2
         test_seconds += t2 - t1
         models.append({
             "name": arch,
+            "family": get_arch(arch).family,
             "model_dir": os.path.relpath(model_dir, run_dir),
             "validation": {"accuracy": r.best_val_accuracy, "loss": r.best_val_loss, "best_epoch": r.best_epoch},
             "test": ev["test"],
@@ -264,6 +332,7 @@ def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | N
                          "epochs_run": len(r.history), "history": list(r.history)},
             "errors": ev["errors"],
             "skipped": ev["skipped"],
+            **({"faces": face_accuracy(ev, survey)} if survey is not None else {}),
         })
         del classifier
     # 4b. Inference backends: export to ONNX and time it against eager PyTorch, per model; the
@@ -308,6 +377,7 @@ def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | N
                       "sizes": _sizes(split)},
             "warnings": list(audit.warnings),
             "duplicates": describe_duplicates(audit, split),
+            "faces": survey.to_json() if survey is not None else None,
         },
         "machine": machine_info(),
         "versions": versions(),

@@ -22,19 +22,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--no-near-duplicates", action="store_true",
                    help="skip the near-duplicate search (exact duplicates are still found)")
+    p.add_argument("--no-faces", action="store_true",
+                   help="skip looking for faces (by default each class's images with no face, one face and "
+                        "several faces are counted; the answers are cached for compare and serve)")
     p.set_defaults(func=run)
     return p
+
+
+def _survey(records: list, progress: bool) -> object | None:
+    from image_classifier.faces import FaceCache, FaceModelsNotFoundError, survey_faces
+    from image_classifier.train.cache import default_cache_dir
+
+    try:
+        return survey_faces(records, FaceCache(default_cache_dir()), progress=progress)
+    except FaceModelsNotFoundError as err:
+        print(f"warning: faces not counted: {err}", file=sys.stderr)
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
     from image_classifier.data.check import audit_dataset
 
-    report = audit_dataset(args.data, near_duplicates=not args.no_near_duplicates,
-                           progress=not args.json or sys.stderr.isatty())
+    progress = not args.json or sys.stderr.isatty()
+    report = audit_dataset(args.data, near_duplicates=not args.no_near_duplicates, progress=progress)
+    survey = None if args.no_faces or not report.records else _survey(report.records, progress)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        out = report.to_json()
+        out["faces"] = survey.to_json() if survey is not None else None
+        print(json.dumps(out, indent=2, ensure_ascii=False))
     else:
         print(report.render())
+        if survey is not None:
+            print(survey.render())
     if not report.usable:
         print(f"image-classifier check: the data in {args.data} cannot be used: "
               + "; ".join(report.errors), file=sys.stderr)

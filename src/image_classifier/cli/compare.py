@@ -21,8 +21,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("data", type=Path, help="folder with one sub-folder of images per class")
-    p.add_argument("--models", default=DEFAULT_MODELS,
-                   help=f"comma-separated architectures (default: {DEFAULT_MODELS})")
+    p.add_argument("--models", default=None,
+                   help=f"comma-separated architectures (default: {DEFAULT_MODELS}, plus face_embedding when "
+                        "at least 70 %% of the images show a face)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<DATA folder name>)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, training and bootstrap (default 0)")
     p.add_argument("--split", type=Path, default=None,
@@ -45,6 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="do not export the models to ONNX (then only eager PyTorch is timed and served); by "
                         "default every model up to 100 M parameters gets a verified model.onnx and the report "
                         "compares PyTorch with ONNX Runtime")
+    p.add_argument("--no-faces", action="store_true",
+                   help="do not look for faces (no face survey, no face_embedding model, no face/no-face test accuracy)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     p.set_defaults(func=run)
 
@@ -84,12 +87,13 @@ def run(args: argparse.Namespace) -> int:
     from image_classifier.train import default_cache_dir
 
     runtime.configure()
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = [m.strip() for m in (args.models or DEFAULT_MODELS).split(",") if m.strip()]
     unknown = [m for m in models if m not in list_archs()]
     if unknown:
         raise ImageClassifierError(f"unknown architecture(s) {', '.join(unknown)}; available: {', '.join(list_archs())}")
     weights = parse_weights(args.weights)
-    stray = [a for a in weights if a not in models]
+    face_model = args.models is None and not args.no_faces  # may join the models: its weights may be given
+    stray = [a for a in weights if a not in models and not (face_model and a == "face_embedding")]
     if stray:
         raise ImageClassifierError(f"--weights given for {', '.join(stray)}, which is not in --models")
     out = args.out or Path("runs") / (args.data.resolve().name or "run")
@@ -102,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         recipe_overrides=parse_overrides(args.overrides), speed=speed, progress=not args.no_progress,
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
         invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), export=not args.no_export,
+        faces=not args.no_faces, add_face_model=face_model,
     )
     result = run_compare(config, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print()

@@ -29,6 +29,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+def _decided_by(result: dict) -> str:
+    """For a face model: which face answered (box in the image's pixels), or that none was found."""
+    if "face" not in result:
+        return ""
+    if result["face"] is None:
+        return "  (no face found: whole-image fallback)"
+    x0, y0, x1, y1 = (round(v) for v in result["face"])
+    return f"  (face at {x0},{y0}-{x1},{y1}, {result['face_method']})"
+
+
 def run(args: argparse.Namespace) -> int:
     from image_classifier.errors import ImageClassifierError, UnreadableImageError
 
@@ -38,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
         raise ImageClassifierError("--batch-size must be at least 1")
 
     from image_classifier import load_model
-    from image_classifier.data.decode import load_image
     from image_classifier.runs import resolve_model_dir
     from image_classifier.runtime import configure
 
@@ -50,21 +59,21 @@ def run(args: argparse.Namespace) -> int:
         raise ImageClassifierError(str(err)) from None
     # stderr, so that --json output stays machine-readable.
     print(f"backend: {classifier.backend_name} ({classifier.backend_reason})", file=sys.stderr)
-    size = classifier.preprocessing.input_size
 
     results: list[dict] = []
     decoded, where = [], []
     for path in args.images:
         try:
-            decoded.append(load_image(path, target_size=size))
+            decoded.append(classifier.decode(path))
             where.append(len(results))
             results.append({"image": path})
         except UnreadableImageError as err:
             results.append({"image": path, "error": err.reason})
-    probs = classifier.predict(decoded, batch_size=args.batch_size) if decoded else []
+    probs, details = classifier.predict_details(decoded, batch_size=args.batch_size) if decoded else ([], [])
     classes = classifier.classes
     k = min(args.top_k, len(classes))
-    for i, row in zip(where, probs):
+    for i, row, detail in zip(where, probs, details):
+        results[i].update(detail)  # a face model: the face box that decided, or null
         order = sorted(range(len(classes)), key=lambda c: -float(row[c]))
         results[i]["top"] = [{"class": classes[c], "probability": float(row[c])} for c in order[:k]]
         results[i]["probabilities"] = {classes[c]: float(row[c]) for c in range(len(classes))}
@@ -82,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{r['image']:<{width}}  error: {r['error']}")
             else:
                 tops = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
-                print(f"{r['image']:<{width}}  {tops}")
+                print(f"{r['image']:<{width}}  {tops}{_decided_by(r)}")
     if failed:
         print(f"{failed} of {len(results)} image(s) could not be read", file=sys.stderr)
         return 1

@@ -52,45 +52,45 @@ def label_indices(model_classes: Sequence[str], items: Iterable[LabelledImage]) 
 
 
 class DecodeCache:
-    """Decoded test images shared by the models of one run, keyed by (path, decode size).
+    """Decoded test images shared by the models of one run, keyed by (path, what the model decodes).
 
-    Decoding is the same for every model with the same input size (the same call
-    ``Classifier.load_images`` makes), so four models on 65 test images decode each file at most
-    twice (128 px and 224 px models) instead of four times.
+    Decoding is the same for every model with the same :attr:`Classifier.decode_key` (the input
+    size, or a face model's faces), so four CNNs on 65 test images decode each file at most twice
+    (128 px and 224 px models) instead of four times.
     """
 
     def __init__(self) -> None:
-        self._images: dict[tuple[str, int | None], Any] = {}
+        self._images: dict[tuple[str, Any], Any] = {}
         self.failures: dict[str, str] = {}
 
-    def get(self, path: Path, target_size: int | None) -> Any:
-        from image_classifier.data.decode import load_image
-
-        key = (os.fspath(path), target_size)
+    def get(self, path: Path, classifier: Any) -> Any:
+        key = (os.fspath(path), classifier.decode_key)
         if key not in self._images:
-            self._images[key] = load_image(path, target_size=target_size)
+            self._images[key] = classifier.decode(path)
         return self._images[key]
 
 
 def predict_items(classifier: Any, items: Sequence[LabelledImage], *, batch_size: int = 32,
-                  cache: DecodeCache | None = None) -> tuple[np.ndarray, list[int]]:
-    """Probabilities for the images that decode; returns (probs, indices of the kept items).
+                  cache: DecodeCache | None = None) -> tuple[np.ndarray, list[int], list[dict]]:
+    """Probabilities for the images that decode; returns (probs, indices of the kept items, and
+    per kept item what decided it: see :meth:`Classifier.predict_details`).
 
     An unreadable image is logged and left out (its index is not in the list), so one bad file
     in a folder does not stop an evaluation; the caller reports how many were skipped.
     """
     cache = cache or DecodeCache()
-    size = getattr(getattr(classifier, "preprocessing", None), "input_size", None)
     images, kept = [], []
     for i, it in enumerate(items):
         try:
-            images.append(cache.get(it.path, size))
+            images.append(cache.get(it.path, classifier))
             kept.append(i)
         except UnreadableImageError as err:
             cache.failures[it.rel_path] = err.reason
             log.warning("skipping unreadable image %s: %s", it.rel_path, err.reason)
-    probs = classifier.predict(images, batch_size=batch_size) if images else np.empty((0, len(classifier.classes)))
-    return probs, kept
+    if not images:
+        return np.empty((0, len(classifier.classes))), kept, []
+    probs, details = classifier.predict_details(images, batch_size=batch_size)
+    return probs, kept, details
 
 
 def evaluate_classifier(
@@ -106,11 +106,12 @@ def evaluate_classifier(
 
     Returns {``test``: :func:`compute_metrics` dict, ``errors``: [{path, rel_path, true, pred,
     confidence}], ``predictions``: [{rel_path, true, pred, confidence, correct}], ``skipped``:
-    {rel_path: reason}, ``correct``: bool array aligned with the scored items, ``probs``}.
+    {rel_path: reason}, ``correct``: bool array aligned with the scored items, ``probs``}. A face
+    model's predictions also say which face decided (``face``: box or None).
     """
     y_all = label_indices(classifier.classes, items)  # fail before any decoding
     cache = cache or DecodeCache()
-    probs, kept = predict_items(classifier, items, batch_size=batch_size, cache=cache)
+    probs, kept, details = predict_items(classifier, items, batch_size=batch_size, cache=cache)
     if not kept:
         raise DatasetError("none of the images could be decoded; run `image-classifier check` on the folder")
     scored = [items[i] for i in kept]
@@ -121,7 +122,7 @@ def evaluate_classifier(
     classes = classifier.classes
     predictions = [
         {"rel_path": it.rel_path, "true": classes[y[k]], "pred": classes[pred[k]],
-         "confidence": float(conf[k]), "correct": bool(pred[k] == y[k])}
+         "confidence": float(conf[k]), "correct": bool(pred[k] == y[k]), **details[k]}
         for k, it in enumerate(scored)
     ]
     errors = [

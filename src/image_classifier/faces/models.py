@@ -7,14 +7,16 @@ Only the 5-point landmark model is used: the 68-point model's training data (iBU
 licensed for commercial use.
 
 dlib's objects are not safe to share between threads (a segfault was seen here when two threads
-called the same detector and descriptor objects), so each thread loads its own (about 0.3 s and
-30 MB): the HOG and CNN detectors release the GIL, so threads do run them in parallel.
+called the same detector and descriptor objects), so :func:`face_models` lends each caller a set
+of its own from a pool, loading another (about 0.3 s and 30 MB) only when all are in use.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +34,8 @@ WEIGHTS_SHA256 = {
     "dlib_face_recognition_resnet_model_v1.dat": "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
 }
 
-_PER_THREAD = threading.local()
+_FREE: list[FaceModels] = []  # loaded sets not in use
+_FREE_LOCK = threading.Lock()
 
 
 class FaceModelsNotFoundError(ImageClassifierError):
@@ -41,7 +44,10 @@ class FaceModelsNotFoundError(ImageClassifierError):
 
 def weights_dir() -> Path:
     """The folder holding the ``.dat`` files of ``face_recognition_models``."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    try:
+        spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (blocked)
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         raise FaceModelsNotFoundError(
             f"face detection needs the package {WEIGHTS_PACKAGE!r} (dlib's face weights, ~100 MB), which "
@@ -91,12 +97,18 @@ class FaceModels:
     descriptor: Any  # ResNet producing the 128-D face descriptor
 
 
-def load_face_models() -> FaceModels:
-    """The detectors, the landmark model and the descriptor network of this thread (loaded once)."""
-    models = getattr(_PER_THREAD, "models", None)
+@contextmanager
+def face_models() -> Iterator[FaceModels]:
+    """Borrow a set of the detectors, the landmark model and the descriptor network for one call."""
+    with _FREE_LOCK:
+        models = _FREE.pop() if _FREE else None
     if models is None:
-        models = _PER_THREAD.models = _load()
-    return models
+        models = _load()
+    try:
+        yield models
+    finally:
+        with _FREE_LOCK:
+            _FREE.append(models)
 
 
 def _load() -> FaceModels:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from image_classifier.data.decode import decode_image, read_source
 from image_classifier.faces.detect import DETECT_MAX_SIDE, FaceAnalysis, analyse_image
+from image_classifier.faces.models import weights_sha256
 from image_classifier.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class FaceCache:
                 todo.setdefault(sha, os.fspath(path))
         if not todo:
             return results, failures
+        weights_sha256()  # a missing or changed weights file fails here, once, with what to install
         from tqdm.auto import tqdm
 
         by_path = {p: s for s, p in todo.items()}

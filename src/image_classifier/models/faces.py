@@ -86,14 +86,15 @@ class FaceInput:
 
 
 class FacePath:
-    """The face half of a loaded ``face_embedding`` model: decodes and analyses images (through a
-    :class:`FaceCache` keyed by file content, so a file seen by ``check`` or ``compare`` costs nothing)
-    and scores descriptors with the head."""
+    """The face half of a loaded ``face_embedding`` model: decodes and analyses images and scores
+    descriptors with the head. With a ``cache`` (``compare`` and ``evaluate`` pass theirs) a file whose
+    content was analysed before costs nothing; without one every image is analysed, as a
+    server's uploads and a timing must be."""
 
     def __init__(self, head: FaceHead, input_size: int, cache: FaceCache | None = None) -> None:
         self.head = head
         self.input_size = input_size
-        self.cache = cache if cache is not None else FaceCache()
+        self.cache = cache
 
     def decode(self, source: Any, *, max_pixels: int | None = None) -> FaceInput:
         """Analyse a path, bytes, stream or PIL image; decodes the fallback picture only when needed."""
@@ -105,11 +106,10 @@ class FacePath:
             rgb = source if source.mode == "RGB" else source.convert("RGB")
             return FaceInput(analyse_image(rgb), rgb)
         data, path = read_source(source)
-        sha = hashlib.sha256(data).hexdigest()
-        analysis = self.cache.get(sha)
-        if analysis is None:
+        if self.cache is None:
             analysis = analyse_bytes(data, path, max_pixels)
-            self.cache.put(sha, analysis)
+        else:
+            analysis = self.cache.analyse_data(data, hashlib.sha256(data).hexdigest(), path, max_pixels)
         image = None
         if analysis.face is None:
             kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
@@ -120,6 +120,7 @@ class FacePath:
         face = item.analysis.face
         return {"face": None if face is None else [round(v, 1) for v in face.box],
                 "face_method": None if face is None else face.method,
-                "faces_found": len(item.analysis.faces)}
+                "faces_found": len(item.analysis.faces),
+                "image_size": [item.analysis.width, item.analysis.height]}
 
 

@@ -17,6 +17,7 @@ from image_classifier.report.tables import (
     backend_notes,
     backend_table,
     display_table,
+    face_survey_table,
     fmt_mb,
     fmt_ms,
     fmt_num,
@@ -262,6 +263,9 @@ def _data_section(study: dict) -> str:
             rows = [[g.get("kind", ""), ", ".join(g.get("files", [])), g.get("subset", "")] for g in groups]
             out.append(f"<details><summary>{len(groups)} duplicate groups</summary>"
                        + _table(["kind", "files", "kept together in"], rows) + "</details>")
+    faces = face_survey_table(study)
+    if faces:
+        out.append(f"<h3>Faces</h3><p>{esc(faces[0])}</p>" + _table(faces[1], faces[2]))
     unreadable = data.get("unreadable") or []
     if unreadable:
         out.append(f"<details><summary>{len(unreadable)} unreadable files were left out</summary>"

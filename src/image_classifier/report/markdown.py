@@ -4,7 +4,9 @@ from __future__ import annotations
 from typing import Iterable
 
 from image_classifier.report import narrative
-from image_classifier.report.tables import BACKEND_HELP, backend_notes, backend_table, display_table, fmt_num, fmt_seconds
+from image_classifier.report.tables import (
+    BACKEND_HELP, backend_notes, backend_table, display_table, face_survey_table, fmt_num, fmt_seconds,
+)
 
 
 def md(value: object) -> str:
@@ -83,6 +85,9 @@ def render_markdown(study: dict) -> str:
     for key in ("summary", "policy"):
         if dups.get(key):
             lines += [md(dups[key]), ""]
+    faces = face_survey_table(study)
+    if faces:
+        lines += [md(faces[0]), ""] + _table(faces[1], faces[2]) + [""]
     warnings = data.get("warnings") or []
     lines += ["Warnings:", ""] + ([f"- {md(w)}" for w in warnings] or ["- none"]) + [""]
 

@@ -45,6 +45,11 @@ COLUMNS = (
     "onnx_throughput_ips",
     "onnx_speedup",
     "serve_backend",
+    # Photos of people (``compare`` with the face survey on): test accuracy on the test images in
+    # which a face was found and on the others, and the share of test images with a face.
+    "test_accuracy_face",
+    "test_accuracy_noface",
+    "face_detection_rate",
 )
 
 
@@ -63,6 +68,8 @@ def comparison_rows(study: dict) -> list[dict]:
         training = m.get("training") or {}
         flops = speed.get("flops_per_image")
         onnx = (m.get("backends") or {}).get("onnx") or {}
+        faces = m.get("faces") or {}
+        n_face, n_noface = faces.get("test_images_face"), faces.get("test_images_noface")
         rows.append(
             {
                 "model": m["name"],
@@ -93,9 +100,26 @@ def comparison_rows(study: dict) -> list[dict]:
                 "onnx_throughput_ips": onnx.get("throughput_ips"),
                 "onnx_speedup": onnx.get("speedup_latency"),
                 "serve_backend": (m.get("serve_backend") or {}).get("name"),
+                "test_accuracy_face": faces.get("test_accuracy_face"),
+                "test_accuracy_noface": faces.get("test_accuracy_noface"),
+                "face_detection_rate": (n_face / (n_face + n_noface) if n_face is not None and n_noface
+                                        is not None and n_face + n_noface else None),
             }
         )
     return rows
+
+
+def face_survey_table(study: dict) -> tuple[str, list[str], list[list[object]]] | None:
+    """(summary sentence, headers, rows per class) of the face survey, or None when it did not run."""
+    faces = (study.get("data") or {}).get("faces")
+    if not faces:
+        return None
+    methods = ", ".join(f"{m} {n}" for m, n in (faces.get("methods") or {}).items()) or "none"
+    text = (f"{faces['with_face']} of {faces['images']} images show a face ({100 * faces['detection_rate']:.0f} %; "
+            f"the largest face found by: {methods}). Each model's test accuracy on the test images with "
+            "a face and on those without is in the comparison table.")
+    rows = [[c, v["none"], v["one"], v["several"]] for c, v in faces["per_class"].items()]
+    return text, ["class", "no face", "one face", "several faces"], rows
 
 
 #: How the report names each backend.
@@ -131,10 +155,19 @@ def backend_table(study: dict) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+#: What runs where in a face model (the backends run only its no-face fallback network).
+FACE_BACKEND_NOTE = ("finding the faces, their landmarks and the 128-D descriptor run in dlib (CPU) for every "
+                     "image, outside these backends; the face head is a small matrix product in numpy; the "
+                     "backends above run the no-face fallback network (MobileNetV2), and file→label includes "
+                     "the dlib part")
+
+
 def backend_notes(study: dict) -> list[str]:
-    """One line per model: which backend ``serve`` runs by default and why."""
-    return [f"{m['name']}: serve uses {m['serve_backend']['name']} ({m['serve_backend']['reason']})"
-            for m in study["models"] if m.get("serve_backend")]
+    """One line per model: which backend ``serve`` runs by default and why (and for a face model,
+    which part runs in dlib)."""
+    notes = [f"{m['name']}: serve uses {m['serve_backend']['name']} ({m['serve_backend']['reason']})"
+             for m in study["models"] if m.get("serve_backend")]
+    return notes + [f"{m['name']}: {FACE_BACKEND_NOTE}" for m in study["models"] if m.get("family") == "face"]
 
 
 def write_comparison_csv(study: dict, path: str | os.PathLike) -> Path:
@@ -241,12 +274,19 @@ DISPLAY_COLUMNS: Sequence[tuple[str, Any]] = (
     ("img/s @32", lambda r: fmt_num(r["throughput_ips"], 1)),
     ("train", lambda r: fmt_seconds(r["train_seconds"])),
 )
+#: Shown after the others when the face survey ran.
+FACE_DISPLAY_COLUMNS: Sequence[tuple[str, Any]] = (
+    ("test acc face / no face", lambda r: f"{fmt_num(r['test_accuracy_face'])} / {fmt_num(r['test_accuracy_noface'])}"),
+)
 
 
 def display_table(study: dict) -> tuple[list[str], list[list[str]]]:
     rows = comparison_rows(study)
-    headers = [h for h, _ in DISPLAY_COLUMNS]
-    return headers, [[f(r) for _, f in DISPLAY_COLUMNS] for r in rows]
+    columns = list(DISPLAY_COLUMNS)
+    if any(r["face_detection_rate"] is not None for r in rows):
+        columns += FACE_DISPLAY_COLUMNS
+    headers = [h for h, _ in columns]
+    return headers, [[f(r) for _, f in columns] for r in rows]
 
 
 def format_terminal_table(study: dict) -> str:

@@ -163,15 +163,27 @@ def _schemas() -> dict[str, Any]:
                     "required": ["decode_ms", "queue_ms", "inference_ms", "batch_size"],
                     "additionalProperties": False,
                     "properties": {
-                        "decode_ms": {"type": "number", "minimum": 0, "description": "Decode, resize, normalise."},
+                        "decode_ms": {"type": "number", "minimum": 0,
+                                      "description": "Decode, resize, normalise (a face model: find the faces and "
+                                                     "compute the descriptor)."},
                         "queue_ms": {"type": "number", "minimum": 0,
                                      "description": "Waiting while other requests' forward passes use the cores."},
                         "inference_ms": {"type": "number", "minimum": 0,
                                          "description": "The forward pass (of the batch this image was in)."},
-                        "batch_size": {"type": "integer", "minimum": 1,
-                                       "description": "Requests that arrived together and shared the forward pass."},
+                        "batch_size": {"type": "integer", "minimum": 0,
+                                       "description": "Requests that arrived together and shared the forward pass "
+                                                      "(0: a face answered, no forward pass ran)."},
                     },
                 },
+                "face": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
+                         "description": "Face models only: [x0, y0, x1, y1] of the face whose descriptor decided, "
+                                        "in the pixels of the (EXIF-oriented) photo; null when no face was found "
+                                        "and the whole-photo fallback decided."},
+                "face_method": {"type": ["string", "null"],
+                                "description": "Face models only: the detector step that found the face."},
+                "faces_found": {"type": "integer", "minimum": 0, "description": "Face models only."},
+                "image_size": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2,
+                               "description": "Face models only: [width, height] of the photo, for drawing the box."},
             },
         },
         "Model": {

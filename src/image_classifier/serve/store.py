@@ -258,8 +258,10 @@ class Prediction:
     latency_ms: float  # decode + preprocess + wait for a free forward slot + forward, in the server
     decode_ms: float  # decode + resize + normalise
     queue_ms: float  # waiting while other requests' forward passes use the cores
-    inference_ms: float  # the forward pass (of the whole batch this image was part of)
+    inference_ms: float  # the forward pass (of the whole batch this image was part of; 0 when a face answered)
     batch_size: int = 1
+    #: What decided (a face model: ``face`` box, ``face_method``, ``faces_found``, ``image_size``).
+    details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -270,6 +272,7 @@ class Prediction:
             "latency_ms": round(self.latency_ms, 3),
             "timing": {"decode_ms": round(self.decode_ms, 3), "queue_ms": round(self.queue_ms, 3),
                        "inference_ms": round(self.inference_ms, 3), "batch_size": self.batch_size},
+            **self.details,
         }
 
 
@@ -406,19 +409,27 @@ class ModelStore:
 
     def predict_bytes(self, data: bytes, model: str | None = None, top_k: int | None = None) -> Prediction:
         """Decode ``data`` (in memory) and classify it. Raises ``UnreadableImageError`` for bad bytes."""
-        from image_classifier.data.decode import load_image
+        import torch
 
         served = self.get(model)
         clf = served.classifier
         t0 = time.perf_counter()
-        image = load_image(data, target_size=int(clf.preprocessing.input_size), max_pixels=self.max_pixels)
-        batch = clf.preprocess([image])  # resize + normalise here, in the request thread, in parallel
+        image = clf.decode(data, max_pixels=self.max_pixels)
+        # Resize + normalise (and for a face model the face head) here, in the request thread, in parallel.
+        prepared = clf.prepare([image])
         t1 = time.perf_counter()
-        try:
-            result = self._workers.submit(served.name, clf.predict_tensor, batch)  # type: ignore[union-attr]
-        except WorkersClosedError as err:
-            raise NotReadyError(str(err)) from None
-        probs = result.probabilities
+        queue_ms = forward_ms = 0.0
+        batch_size = 0
+        if prepared.rows:  # the backend's forward pass, batched with other requests
+            try:
+                result = self._workers.submit(served.name, clf.predict_tensor,  # type: ignore[union-attr]
+                                              torch.from_numpy(prepared.batch))
+            except WorkersClosedError as err:
+                raise NotReadyError(str(err)) from None
+            probs = clf.finish(prepared, result.probabilities[None])[0]
+            queue_ms, forward_ms, batch_size = result.queue_ms, result.forward_ms, result.batch_size
+        else:  # answered from the face descriptor computed while decoding
+            probs = clf.finish(prepared, None)[0]
         t2 = time.perf_counter()
         classes = served.classes
         order = sorted(range(len(classes)), key=lambda i: -float(probs[i]))
@@ -432,7 +443,8 @@ class ModelStore:
             top=[{"label": classes[i], "probability": float(probs[i])} for i in order[:k]],
             latency_ms=latency,
             decode_ms=(t1 - t0) * 1000,
-            queue_ms=result.queue_ms,
-            inference_ms=result.forward_ms,
-            batch_size=result.batch_size,
+            queue_ms=queue_ms,
+            inference_ms=forward_ms,
+            batch_size=batch_size,
+            details=prepared.details[0],
         )

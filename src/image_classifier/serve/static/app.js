@@ -104,6 +104,7 @@
   }
 
   function showPreview(file) {
+    $("face-box").hidden = true;
     if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
     state.previewUrl = URL.createObjectURL(file);
     const img = $("preview");
@@ -113,7 +114,27 @@
     $("result-card").hidden = false;
   }
 
+  // A face model returns the box of the face that decided, in the photo's own pixels.
+  function renderFaceBox(body) {
+    const box = $("face-box");
+    const face = body.face;
+    box.hidden = !(face && body.image_size);
+    if (box.hidden) return;
+    const [w, h] = body.image_size;
+    box.style.left = `${(100 * face[0]) / w}%`;
+    box.style.top = `${(100 * face[1]) / h}%`;
+    box.style.width = `${(100 * (face[2] - face[0])) / w}%`;
+    box.style.height = `${(100 * (face[3] - face[1])) / h}%`;
+    box.title = `the face that decided (found by ${body.face_method})`;
+  }
+
+  function decidedBy(body) {
+    if (!("face" in body)) return "";
+    return body.face ? " · decided by the face in the box" : " · no face found: decided by the whole photo";
+  }
+
   function renderResult(body, roundTripMs) {
+    renderFaceBox(body);
     $("result-label").textContent = body.label;
     $("result-probability").textContent = pct(body.probabilities[body.label]);
     $("result-meta").textContent =
@@ -121,7 +142,7 @@
       (body.timing.queue_ms >= 1 ? `queued ${ms(body.timing.queue_ms)}, ` : "") +
       `model ${ms(body.timing.inference_ms)}` +
       (body.timing.batch_size > 1 ? ` for a batch of ${body.timing.batch_size}` : "") +
-      `) · ${ms(roundTripMs)} round trip`;
+      `) · ${ms(roundTripMs)} round trip` + decidedBy(body);
     const rows = Object.entries(body.probabilities).sort((a, b) => b[1] - a[1]);
     $("bars").replaceChildren(...rows.map(([name, p], i) => {
       const li = document.createElement("li");
