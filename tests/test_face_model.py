@@ -1,0 +1,207 @@
+"""The face_embedding architecture end to end on a small real sample of the athletes photos:
+train (fallback network + face head chosen on validation), save, reload in a fresh process,
+predict through the face path and the no-face fallback, serve, and compare's face survey."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SHARED, synthetic_image
+from image_classifier import load_model
+from image_classifier.compare import CompareConfig, _survey, face_accuracy
+from image_classifier.data.check import audit_dataset
+from image_classifier.data.split import make_split
+from image_classifier.errors import DatasetError, ModelFormatError
+from image_classifier.faces import FaceCache, weights_sha256
+from image_classifier.train import train_model
+
+pytestmark = pytest.mark.slow
+
+MOBILENET = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
+PER_CLASS = 12
+FAST = {"phases.frozen.epochs": "2", "feature_views": "1"}
+
+
+@pytest.fixture(scope="module")
+def people(athletes_dir, tmp_path_factory) -> Path:
+    """12 photos of each athlete (the first in name order, faces or not), copied to a new folder."""
+    root = tmp_path_factory.mktemp("people")
+    for cls in ("Kobe Bryant", "Maria Sharapova", "ronaldo"):
+        (root / cls).mkdir()
+        for src in sorted((athletes_dir / cls).iterdir())[:PER_CLASS]:
+            (root / cls / src.name).write_bytes(src.read_bytes())
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(people, tmp_path_factory):
+    if not MOBILENET.is_file():
+        pytest.skip(f"needs {MOBILENET}")
+    work = tmp_path_factory.mktemp("face_model")
+    split = make_split(people, seed=0, val=0.25, test=0.25)
+    cache = FaceCache(work / "cache")
+    result = train_model(split, "face_embedding", work / "model", weights=MOBILENET, recipe_overrides=FAST,
+                         face_cache=cache, progress=False)
+    return {"split": split, "result": result, "dir": work / "model", "cache": cache, "work": work}
+
+
+def test_card_records_the_face_pipeline(trained):
+    card = trained["result"].card
+    faces = card["faces"]
+    assert faces["weights_sha256"] == weights_sha256()
+    head = faces["head"]
+    assert head["C"] in [t["C"] for t in head["tried"]]
+    # C is the one with the lowest validation log-loss among those tried (validation only).
+    assert head["C"] == min(head["tried"], key=lambda t: t["val_face_loss"])["C"]
+    det = faces["detection"]
+    assert det["train"]["images"] == len(trained["split"].subset("train"))
+    assert 0 < det["train"]["with_face"] <= det["train"]["images"]
+    # The whole model's validation score is what compare ranks by.
+    best = card["best"]
+    assert best["val_accuracy"] == trained["result"].best_val_accuracy
+    assert "fallback_val_accuracy" in best and 0 <= best["fallback_val_accuracy"] <= 1
+
+
+def test_faces_and_fallback_answer_and_say_which_decided(trained, people, tmp_path):
+    clf = load_model(trained["dir"])
+    assert clf.face_path is not None
+    face_photo = people / "Kobe Bryant" / "kobe_(103).jpg"  # one frontal face
+    noface = tmp_path / "texture.png"
+    synthetic_image(1, np.random.default_rng(0), (300, 200)).save(noface)
+    probs, details = clf.predict_details([face_photo, noface, face_photo.read_bytes()])
+    assert probs.shape == (3, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert details[1]["face"] is None and details[1]["face_method"] is None
+    x0, y0, x1, y1 = details[0]["face"]
+    w, h = details[0]["image_size"]
+    assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h and details[0]["face_method"] == "hog"
+    assert np.array_equal(probs[0], probs[2])  # bytes and path: the same answer
+    # The no-face answer is the fallback network's: the backend's forward pass on the picture.
+    fallback = clf.predict_tensor(clf.preprocess([noface]))[0]
+    assert np.allclose(probs[1], fallback, atol=1e-6)
+
+
+def test_face_path_is_the_head_on_the_descriptor(trained, people):
+    from image_classifier.faces import analyse_bytes
+
+    clf = load_model(trained["dir"])
+    split = trained["split"]
+    for rec in split.subset("val"):
+        analysis = analyse_bytes(rec.path.read_bytes())
+        if analysis.descriptor is None:
+            continue
+        got = clf.predict([rec.path])[0]
+        assert np.allclose(got, clf.face_path.head.probabilities(analysis.descriptor[None])[0], atol=1e-6)
+        break
+    else:
+        pytest.fail("no validation image with a face")
+
+
+def test_reload_in_a_fresh_process_predicts_the_same(trained, people):
+    images = [str(p) for p in sorted((people / "ronaldo").iterdir())[:4]]
+    here, details = load_model(trained["dir"]).predict_details(images)
+    out = subprocess.run([sys.executable, "-m", "image_classifier.cli", "predict", str(trained["dir"]), *images,
+                          "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    preds = json.loads(out.stdout)["predictions"]
+    classes = json.loads(out.stdout)["classes"]
+    for row, p, d in zip(here, preds, details):
+        assert np.allclose(row, [p["probabilities"][c] for c in classes], atol=1e-6)
+        assert p["face"] == d["face"]
+    text = subprocess.run([sys.executable, "-m", "image_classifier.cli", "predict", str(trained["dir"]), *images],
+                          capture_output=True, text=True, timeout=300)
+    assert text.returncode == 0 and ("face at" in text.stdout or "no face found" in text.stdout)
+
+
+def test_changed_face_weights_are_refused(trained, tmp_path):
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(trained["dir"], copy)
+    card = json.loads((copy / "model.json").read_text())
+    card["faces"]["weights_sha256"]["dlib_face_recognition_resnet_model_v1.dat"] = "0" * 64
+    (copy / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match="other face weights"):
+        load_model(copy)
+
+
+def test_serve_returns_the_deciding_face(trained, people):
+    from serve_fixtures import encode
+    from test_serve_api import check_response
+
+    from image_classifier.serve import create_app
+
+    client = create_app([trained["dir"]]).test_client()
+    openapi = client.get("/api/openapi.json").get_json()
+    photo = people / "Kobe Bryant" / "kobe_(103).jpg"  # one frontal face
+    expected, details = load_model(trained["dir"]).predict_details([photo])
+    r = client.post("/api/predict", data={"file": (io.BytesIO(photo.read_bytes()), "p.jpg")})
+    body = r.get_json()
+    check_response(openapi, "/api/predict", "post", r.status_code, body)
+    assert r.status_code == 200
+    assert body["face"] == details[0]["face"] and body["image_size"] == details[0]["image_size"]
+    assert np.allclose([body["probabilities"][c] for c in load_model(trained["dir"]).classes], expected[0], atol=1e-6)
+    assert body["face"] is not None  # answered from the descriptor: no forward pass ran
+    assert body["timing"]["batch_size"] == 0 and body["timing"]["inference_ms"] == 0
+    noface = encode(synthetic_image(2, np.random.default_rng(3), (320, 240)), "PNG")
+    r = client.post("/api/predict", data={"file": (io.BytesIO(noface), "n.png")})
+    body = r.get_json()
+    check_response(openapi, "/api/predict", "post", r.status_code, body)
+    assert r.status_code == 200 and body["face"] is None and body["timing"]["batch_size"] >= 1
+
+
+def test_compare_adds_the_face_model_for_folders_of_people(people, tmp_path):
+    audit = audit_dataset(people, near_duplicates=False)
+    said: list[str] = []
+    config = CompareConfig(data_root=people, out_dir=tmp_path / "run", models=["simple_cnn"], add_face_model=True,
+                           progress=False)
+    survey = _survey(config, audit, FaceCache(), said.append)
+    assert survey.detection_rate >= 0.7
+    assert config.models == ["simple_cnn", "face_embedding"]
+    assert any("adding face_embedding" in line and "70 %" in line for line in said)
+    # --models given: nothing is added.
+    config = CompareConfig(data_root=people, out_dir=tmp_path / "run", models=["simple_cnn"], progress=False)
+    _survey(config, audit, FaceCache(), said.append)
+    assert config.models == ["simple_cnn"]
+
+
+def test_compare_does_not_add_it_without_faces(image_folder, tmp_path):
+    audit = audit_dataset(image_folder, near_duplicates=False)
+    said: list[str] = []
+    config = CompareConfig(data_root=image_folder, out_dir=tmp_path / "run", models=["simple_cnn"],
+                           add_face_model=True, progress=False)
+    survey = _survey(config, audit, FaceCache(), said.append)
+    assert survey.with_face == 0 and config.models == ["simple_cnn"]
+    assert any("not adding face_embedding" in line for line in said)
+
+
+def test_face_and_noface_accuracy_are_split_by_the_survey(trained, people):
+    from image_classifier.evaluate.evaluation import LabelledImage, evaluate_classifier
+    from image_classifier.faces import survey_faces
+
+    split = trained["split"]
+    clf = load_model(trained["dir"], face_cache=trained["cache"])
+    items = [LabelledImage.from_record(r) for r in split.subset("test")]
+    ev = evaluate_classifier(clf, items, n_bootstrap=50)
+    survey = survey_faces(split.subset("test"), trained["cache"])
+    acc = face_accuracy(ev, survey)
+    assert acc["test_images_face"] + acc["test_images_noface"] == len(items)
+    assert acc["test_images_face"] == survey.with_face
+    correct = {p["rel_path"]: p["correct"] for p in ev["predictions"]}
+    face_rows = [correct[r.rel_path] for r in split.subset("test") if survey.has_face(r.rel_path)]
+    assert acc["test_accuracy_face"] == (sum(face_rows) / len(face_rows) if face_rows else None)
+    # Every prediction of a face model says whether a face decided.
+    assert all("face" in p for p in ev["predictions"])
+
+
+def test_needs_faces_in_two_classes(image_folder, tmp_path):
+    if not MOBILENET.is_file():
+        pytest.skip(f"needs {MOBILENET}")
+    split = make_split(image_folder, seed=0, val=0.3, test=0.0)
+    with pytest.raises(DatasetError, match="at least two classes"):
+        train_model(split, "face_embedding", tmp_path / "m", weights=MOBILENET, recipe_overrides=FAST, progress=False)
