@@ -252,19 +252,19 @@ class Classifier:
     def prepare(self, images: Sequence[Any]) -> Prepared:
         """Everything before the backend's forward pass, for images (sources or :meth:`decode` results).
 
-        For a CNN every image goes to the backend. For a face model the images with a face are
-        answered here from their descriptor, and only the others go to the backend.
+        For a CNN every image goes to the backend. For a face model the images with a face like a
+        known person's are answered here from its descriptor, and only the others go to the backend.
         """
         if self.face_path is None:
             return Prepared(self.preprocess_array(images), list(range(len(images))), {}, [{} for _ in images])
         from image_classifier.inference.preprocess import images_to_array
 
         items = [self.face_path.decode(img) for img in images]
-        with_face = [i for i, it in enumerate(items) if it.analysis.descriptor is not None]
-        rows = [i for i, it in enumerate(items) if it.analysis.descriptor is None]
+        with_face = [i for i, it in enumerate(items) if it.face_index is not None]
+        rows = [i for i, it in enumerate(items) if it.face_index is None]
         direct: dict[int, np.ndarray] = {}
         if with_face:
-            probs = self.face_path.head.probabilities(np.stack([items[i].analysis.descriptor for i in with_face]))
+            probs = self.face_path.head.probabilities(np.stack([items[i].descriptor for i in with_face]))
             direct = dict(zip(with_face, probs))
         batch = images_to_array(self.preprocessing, [items[i].image for i in rows])
         return Prepared(batch, rows, direct, [self.face_path.details(it) for it in items])

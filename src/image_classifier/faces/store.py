@@ -25,7 +25,7 @@ from image_classifier.fileio import atomic_write_json
 log = logging.getLogger(__name__)
 
 #: Bump when detection or the descriptor changes, so stale disk entries are never read.
-FACES_VERSION = 1
+FACES_VERSION = 2
 #: JPEGs are decoded at the smallest draft scale whose shorter side is at least this: enough for
 #: the 800 px detection copy of a 4:3 photo, and a 24 MP JPEG decodes at 1/4 of its pixels.
 DECODE_SIDE = DETECT_MAX_SIDE * 3 // 4
@@ -52,7 +52,7 @@ def _rescaled(a: FaceAnalysis, k: float, width: int, height: int) -> FaceAnalysi
 
     faces = [replace(f, box=tuple(v * k for v in f.box), landmarks=tuple((x * k, y * k) for x, y in f.landmarks))
              for f in a.faces]
-    return FaceAnalysis(width, height, faces, a.descriptor)
+    return FaceAnalysis(width, height, faces, a.descriptors)
 
 
 def _analyse_path(path: str) -> tuple[str, dict | None, str | None]:

@@ -2,9 +2,13 @@
 
 The network file holds two paths that share nothing but the classes:
 
-* the **face path**: the largest face (found by :mod:`image_classifier.faces`) → 5-point alignment
-  → 150x150 chip → dlib's 128-D descriptor → a linear head (standardised descriptor → logits).
-  dlib runs the descriptor; the head is four buffers of this module, applied in numpy.
+* the **face path**: the faces found by :mod:`image_classifier.faces` → 5-point alignment → 150x150
+  chip → dlib's 128-D descriptor. The face that decides is the one most like a person the model
+  knows: the smallest distance to the *bank*, the descriptors of the training faces. When even that
+  face is further than ``max_distance`` from every training face (a fan in the crowd, a partner
+  beside the athlete, a stranger), no face decides. Otherwise a linear head (standardised
+  descriptor → logits) answers. dlib runs the descriptor; the head and the bank are buffers of
+  this module, applied in numpy.
 * the **fallback path**, for images where no face is found: ImageNet MobileNetV2 (frozen) → GAP →
   the study's dense head, i.e. ``ClassifierNet.forward``. This is what the inference backends
   (PyTorch, ONNX Runtime) run and what ``export`` writes.
@@ -30,18 +34,25 @@ from image_classifier.models.net import ClassifierNet
 
 
 class FaceEmbeddingNet(ClassifierNet):
-    """MobileNetV2 fallback (``forward``) plus the face head's buffers (fitted after training)."""
+    """MobileNetV2 fallback (``forward``) plus the face head's buffers (fitted after training).
 
-    def __init__(self, fallback: ClassifierNet, num_classes: int) -> None:
+    ``face_bank_size`` is the number of training faces kept in the bank (an architecture option
+    recorded in the card, so that a saved model is rebuilt with buffers of the right shape).
+    """
+
+    def __init__(self, fallback: ClassifierNet, num_classes: int, face_bank_size: int = 0) -> None:
         super().__init__(fallback.backbone, fallback.head, fallback.num_features)
         self.register_buffer("face_weight", torch.zeros(num_classes, DESCRIPTOR_DIM))
         self.register_buffer("face_bias", torch.zeros(num_classes))
         self.register_buffer("face_mean", torch.zeros(DESCRIPTOR_DIM))
         self.register_buffer("face_scale", torch.ones(DESCRIPTOR_DIM))
+        self.register_buffer("face_bank", torch.zeros(face_bank_size, DESCRIPTOR_DIM))
+        self.register_buffer("face_max_distance", torch.tensor(float("inf")))
 
 
-def face_embedding(num_classes: int, backbone_state: Any = None, **_: object) -> FaceEmbeddingNet:
-    return FaceEmbeddingNet(transfer.mobilenet_v2(num_classes, backbone_state), num_classes)
+def face_embedding(num_classes: int, backbone_state: Any = None, face_bank_size: int = 0,
+                   **_: object) -> FaceEmbeddingNet:
+    return FaceEmbeddingNet(transfer.mobilenet_v2(num_classes, backbone_state), num_classes, int(face_bank_size))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -50,24 +61,37 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def nearest_distances(descriptors: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """Euclidean distance from each descriptor (k, 128) to its nearest row of ``bank`` (n, 128)."""
+    if len(bank) == 0:
+        return np.full(len(descriptors), np.inf)
+    d2 = (descriptors ** 2).sum(1)[:, None] - 2 * descriptors @ bank.T + (bank ** 2).sum(1)[None, :]
+    return np.sqrt(np.clip(d2.min(1), 0, None))
+
+
 @dataclass(frozen=True)
 class FaceHead:
-    """The linear head on standardised descriptors: ``softmax(((d - mean) / scale) @ weight.T + bias)``."""
+    """The linear head on standardised descriptors, ``softmax(((d - mean) / scale) @ weight.T + bias)``,
+    and the rule that picks which face (if any) it answers for (see :meth:`choose`)."""
 
     weight: np.ndarray  # (C, 128)
     bias: np.ndarray  # (C,)
     mean: np.ndarray  # (128,)
     scale: np.ndarray  # (128,)
+    bank: np.ndarray  # (n, 128): descriptors of the training faces
+    max_distance: float  # a face further than this from every training face does not decide
+
+    _NAMES = ("face_weight", "face_bias", "face_mean", "face_scale", "face_bank", "face_max_distance")
 
     @classmethod
     def from_module(cls, net: torch.nn.Module) -> FaceHead:
-        get = lambda name: getattr(net, name).detach().cpu().numpy().astype(np.float64)  # noqa: E731
-        return cls(get("face_weight"), get("face_bias"), get("face_mean"), get("face_scale"))
+        values = [getattr(net, name).detach().cpu().numpy().astype(np.float64) for name in cls._NAMES]
+        return cls(*values[:5], float(values[5]))
 
     def write_to(self, net: torch.nn.Module) -> None:
-        for name, value in (("face_weight", self.weight), ("face_bias", self.bias), ("face_mean", self.mean),
-                            ("face_scale", self.scale)):
-            getattr(net, name).copy_(torch.as_tensor(value, dtype=torch.float32))
+        for name, value in zip(self._NAMES, (self.weight, self.bias, self.mean, self.scale, self.bank,
+                                             self.max_distance)):
+            setattr(net, name, torch.as_tensor(np.asarray(value), dtype=torch.float32))
 
     def logits(self, descriptors: np.ndarray) -> np.ndarray:
         return ((np.asarray(descriptors, np.float64) - self.mean) / self.scale) @ self.weight.T + self.bias
@@ -75,14 +99,31 @@ class FaceHead:
     def probabilities(self, descriptors: np.ndarray) -> np.ndarray:
         return softmax(self.logits(descriptors)).astype(np.float32)
 
+    def choose(self, descriptors: np.ndarray | None, max_distance: float | None = None) -> tuple[int | None, float | None]:
+        """(index of the face that decides, its distance to the nearest training face); the index
+        is None when there is no face or none is within ``max_distance`` (default: the head's)."""
+        if descriptors is None or len(descriptors) == 0:
+            return None, None
+        dist = nearest_distances(np.asarray(descriptors, np.float64), self.bank)
+        best = int(dist.argmin())
+        limit = self.max_distance if max_distance is None else max_distance
+        return (best if dist[best] <= limit else None), float(dist[best])
+
 
 @dataclass
 class FaceInput:
-    """One image ready for a face model: what the face pipeline found, and (when no face was found)
-    the picture decoded at the fallback's input size."""
+    """One image ready for a face model: what the face pipeline found, which face decides (None:
+    no face, or none like a known person) and, when none does, the picture decoded at the
+    fallback's input size."""
 
     analysis: FaceAnalysis
     image: Image.Image | None
+    face_index: int | None = None
+    distance: float | None = None  # of the closest face to the nearest training face
+
+    @property
+    def descriptor(self) -> np.ndarray | None:
+        return None if self.face_index is None else self.analysis.descriptors[self.face_index]
 
 
 class FacePath:
@@ -104,23 +145,29 @@ class FacePath:
             return source
         if isinstance(source, Image.Image):
             rgb = source if source.mode == "RGB" else source.convert("RGB")
-            return FaceInput(analyse_image(rgb), rgb)
+            analysis = analyse_image(rgb)
+            return FaceInput(analysis, rgb, *self.head.choose(analysis.descriptors))
         data, path = read_source(source)
         if self.cache is None:
             analysis = analyse_bytes(data, path, max_pixels)
         else:
             analysis = self.cache.analyse_data(data, hashlib.sha256(data).hexdigest(), path, max_pixels)
+        index, distance = self.head.choose(analysis.descriptors)
         image = None
-        if analysis.face is None:
+        if index is None:
             kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
             image = decode_image(data, path=path, target_size=self.input_size, **kwargs).image
-        return FaceInput(analysis, image)
+        return FaceInput(analysis, image, index, distance)
 
     def details(self, item: FaceInput) -> dict[str, Any]:
-        face = item.analysis.face
+        """``face``: the box of the face that decided (None: the whole-photo fallback did), with the
+        detector step that found it, how many faces were found, and the closest face's distance
+        to the nearest training face (dlib's usual same-person threshold is 0.6)."""
+        face = None if item.face_index is None else item.analysis.faces[item.face_index]
         return {"face": None if face is None else [round(v, 1) for v in face.box],
                 "face_method": None if face is None else face.method,
                 "faces_found": len(item.analysis.faces),
+                "face_distance": None if item.distance is None else round(item.distance, 4),
                 "image_size": [item.analysis.width, item.analysis.height]}
 
 

@@ -177,11 +177,15 @@ def _schemas() -> dict[str, Any]:
                 },
                 "face": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
                          "description": "Face models only: [x0, y0, x1, y1] of the face whose descriptor decided, "
-                                        "in the pixels of the (EXIF-oriented) photo; null when no face was found "
-                                        "and the whole-photo fallback decided."},
+                                        "in the pixels of the (EXIF-oriented) photo; null when the whole-photo "
+                                        "fallback decided (no face found, or none like a known person's)."},
                 "face_method": {"type": ["string", "null"],
                                 "description": "Face models only: the detector step that found the face."},
                 "faces_found": {"type": "integer", "minimum": 0, "description": "Face models only."},
+                "face_distance": {"type": ["number", "null"], "minimum": 0,
+                                  "description": "Face models only: the closest face's distance to the nearest "
+                                                 "training face (null: no face); above the model's max_distance "
+                                                 "no face decides."},
                 "image_size": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2,
                                "description": "Face models only: [width, height] of the photo, for drawing the box."},
             },

@@ -267,6 +267,8 @@ def train_model(
             "train_seconds": round(state.seconds, 3)}
     if faces_card is not None:
         card["faces"] = faces_card
+        # The bank's size shapes a buffer: the rebuilt network needs it.
+        card["arch_options"] = {**card["arch_options"], "face_bank_size": faces_card["bank"]["faces"]}
     writer.save_best(trainer.best_state, card, final=True)
     writer.remove_resume()
     log.debug(

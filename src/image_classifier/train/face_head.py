@@ -1,10 +1,18 @@
 """Fitting the face head of a ``face_embedding`` model, after its fallback network has trained.
 
-The head is a multinomial logistic regression on the standardised 128-D descriptors of the train
-images' largest faces. Its one choice, the L2 strength ``C``, is made like every other training
-choice: by log-loss on the validation images (with a face), never on the test split. The model's
-validation score, by which ``compare`` ranks it, is that of the whole model: the face head on the
-validation images with a face, the fallback network on the others.
+1. **Which face is the labelled person.** A photo labelled "Kobe Bryant" may show his partner,
+   team-mates or a crowd. The photos of a class with exactly one face are its *anchors*; in every
+   training photo the face nearest to the other anchors of its class is the labelled person's, if
+   it is within :data:`SAME_PERSON` of one (dlib's own same-person threshold); a photo with no such
+   face trains only the fallback. Those faces are the model's *bank*.
+2. **The head** is a multinomial logistic regression on the standardised bank descriptors. Its L2
+   strength ``C`` is chosen by log-loss on the validation photos' matching faces.
+3. **When a face decides.** At prediction the face nearest to the bank decides when its distance
+   is at most ``max_distance``; otherwise the fallback network answers for the whole photo.
+   ``max_distance`` is chosen on the validation split too, by the whole model's log-loss.
+
+Every choice uses the train and validation splits only; the test split is never read. The
+model's validation score, by which ``compare`` ranks it, is the whole model's.
 """
 from __future__ import annotations
 
@@ -19,44 +27,71 @@ import torch
 
 from image_classifier.errors import DatasetError
 from image_classifier.faces import FaceCache, weights_sha256
-from image_classifier.models.faces import FaceHead
+from image_classifier.models.faces import FaceHead, nearest_distances
 from image_classifier.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 
-#: Inverse L2 strengths tried; descriptors of one person are tight (dlib's same-person threshold is
-#: a Euclidean distance of 0.6), so weak regularisation usually wins, but few photos need more.
+#: Inverse L2 strengths tried; descriptors of one person are tight, so weak regularisation usually
+#: wins, but a few photos per class need more.
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
-#: Logit bias of a class with no face among its training images: it is never the face path's answer.
+#: dlib's same-person threshold on descriptor distance (its LFW accuracy is measured at 0.6).
+SAME_PERSON = 0.6
+#: Largest distance to the bank at which a face still decides; inf = any face decides.
+MAX_DISTANCE_GRID = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, float("inf"))
+#: Logit bias of a class with no face in the bank: it is never the face path's answer.
 ABSENT_CLASS_BIAS = -30.0
 
 
 @dataclass
 class FaceHeadFit:
     head: FaceHead
-    val_loss: float  # whole model: face head where a face is found, fallback elsewhere
+    val_loss: float  # whole model: face head where a face decides, fallback elsewhere
     val_accuracy: float
     card: dict[str, Any]  # the card's "faces" section
 
 
-def _descriptors(records: Sequence[Any], cache: FaceCache, progress: bool, desc: str
-                 ) -> tuple[list[np.ndarray | None], dict[str, int]]:
-    found, failures = cache.analyse_files([(r.path, r.sha256) for r in records], progress=progress, desc=desc)
-    out, methods = [], {}
-    for r in records:
-        analysis = found.get(r.sha256)
-        d = None if analysis is None else analysis.descriptor
-        out.append(d)
-        if analysis is not None and analysis.method:
-            methods[analysis.method] = methods.get(analysis.method, 0) + 1
-    return out, methods
+def _analyses(records: Sequence[Any], cache: FaceCache, progress: bool, desc: str) -> list[Any]:
+    found, _ = cache.analyse_files([(r.path, r.sha256) for r in records], progress=progress, desc=desc)
+    return [found.get(r.sha256) for r in records]
+
+
+def _methods(analyses: Sequence[Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for a in analyses:
+        if a is not None and a.method:
+            out[a.method] = out.get(a.method, 0) + 1
+    return out
+
+
+def _labelled_faces(analyses: Sequence[Any], labels: np.ndarray) -> list[int | None]:
+    """Per training photo, the index of the labelled person's face (see the module doc), or None."""
+    anchors: dict[int, list[tuple[int, np.ndarray]]] = {}
+    for i, a in enumerate(analyses):
+        if a is not None and a.descriptors is not None and len(a.faces) == 1:
+            anchors.setdefault(int(labels[i]), []).append((i, a.descriptors[0]))
+    chosen: list[int | None] = []
+    for i, a in enumerate(analyses):
+        if a is None or a.descriptors is None:
+            chosen.append(None)
+            continue
+        others = [d for j, d in anchors.get(int(labels[i]), []) if j != i]
+        if not others:  # no other single-face photo of this person to compare with: trust the largest
+            chosen.append(0)
+            continue
+        dist = nearest_distances(a.descriptors.astype(np.float64), np.stack(others).astype(np.float64))
+        best = int(dist.argmin())
+        chosen.append(best if dist[best] <= SAME_PERSON else None)
+    return chosen
 
 
 def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
 
 
-def _fit(x: np.ndarray, y: np.ndarray, num_classes: int, c: float, mean: np.ndarray, scale: np.ndarray) -> FaceHead:
+def _fit(x: np.ndarray, y: np.ndarray, num_classes: int, c: float, mean: np.ndarray,
+         scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(weight (C, 128), bias (C,)) of a logistic regression on standardised descriptors."""
     from sklearn.linear_model import LogisticRegression
 
     present = np.unique(y)
@@ -69,7 +104,7 @@ def _fit(x: np.ndarray, y: np.ndarray, num_classes: int, c: float, mean: np.ndar
     else:
         weight[lr.classes_] = lr.coef_
         bias[lr.classes_] = lr.intercept_
-    return FaceHead(weight, bias, mean, scale)
+    return weight, bias
 
 
 def _fallback_probs(net: torch.nn.Module, prep: Preprocessing, images: torch.Tensor) -> np.ndarray:
@@ -79,7 +114,7 @@ def _fallback_probs(net: torch.nn.Module, prep: Preprocessing, images: torch.Ten
         for start in range(0, len(images), 64):
             logits = net(prep.normalize(images[start:start + 64])).float()
             out.append(torch.softmax(logits, 1).numpy())
-    return np.concatenate(out) if out else np.empty((0, 0), np.float32)
+    return np.concatenate(out)
 
 
 def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_records: Sequence[Any],
@@ -88,73 +123,98 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
     """Fit the face head of ``net`` (written into its buffers) and score the whole model on validation.
 
     ``val_set`` is the decoded validation subset (:class:`~image_classifier.train.cache.DecodedSet`)
-    the fallback network was validated on.
+    the fallback network was validated on; validation photos that did not decode are left out.
     """
     t0 = time.perf_counter()
     sha = weights_sha256()  # fails early, naming the package, when the face weights are missing
-    train_d, train_methods = _descriptors(train_records, cache, progress, "faces (train)")
-    val_d, val_methods = _descriptors(val_records, cache, progress, "faces (val)")
+    train_a = _analyses(train_records, cache, progress, "faces (train)")
+    val_a = _analyses(val_records, cache, progress, "faces (val)")
     analyse_seconds = time.perf_counter() - t0
 
-    tr = [i for i, d in enumerate(train_d) if d is not None]
-    x = np.stack([train_d[i] for i in tr]).astype(np.float64) if tr else np.empty((0, 128))
-    y = np.array([train_records[i].label for i in tr], dtype=np.int64)
-    if len(np.unique(y)) < 2:
+    train_y = np.array([r.label for r in train_records], dtype=np.int64)
+    chosen = _labelled_faces(train_a, train_y)
+    kept = [i for i, c in enumerate(chosen) if c is not None]
+    if len({int(train_y[i]) for i in kept}) < 2:
         raise DatasetError(
             f"face_embedding needs faces in the training images of at least two classes; faces were found in "
-            f"{len(tr)} of {len(train_records)} training images ({len(np.unique(y))} class(es)). Use the CNNs "
-            "for this folder (compare --models without face_embedding)")
-    mean, scale = x.mean(0), x.std(0) + 1e-6
+            f"{sum(a is not None and a.face is not None for a in train_a)} of {len(train_records)} training "
+            "images. Use the CNNs for this folder (compare --models without face_embedding)")
+    bank = np.stack([train_a[i].descriptors[chosen[i]] for i in kept]).astype(np.float64)
+    y = train_y[kept]
+    mean, scale = bank.mean(0), bank.std(0) + 1e-6
 
-    va = [i for i, d in enumerate(val_d) if d is not None]
-    xv = np.stack([val_d[i] for i in va]).astype(np.float64) if va else np.empty((0, 128))
-    yv = np.array([val_records[i].label for i in va], dtype=np.int64)
-    tried = []
-    best_c, best_loss, best_head = C_GRID[len(C_GRID) // 2], float("inf"), None
-    for c in C_GRID:
-        head = _fit(x, y, num_classes, c, mean, scale)
-        if len(va) == 0:  # nothing to choose on: keep the middle of the grid
-            best_head = _fit(x, y, num_classes, best_c, mean, scale)
-            break
-        probs = head.probabilities(xv)
-        loss = _nll(probs, yv)
-        tried.append({"C": c, "val_face_loss": round(loss, 5),
-                      "val_face_accuracy": round(float((probs.argmax(1) == yv).mean()), 5)})
-        if loss < best_loss - 1e-9:
-            best_c, best_loss, best_head = c, loss, head
-    assert best_head is not None
-    best_head.write_to(net)
-
-    # The whole model on validation: face head where a face was found, the fallback elsewhere.
+    # Validation photos that decoded (the fallback's rows), their labels and fallback probabilities.
     row_of = {p: k for k, p in enumerate(val_set.rel_paths)}
-    probs_all, labels_all = [], []
-    if va:
-        probs_all.append(best_head.probabilities(xv))
-        labels_all.append(yv)
-    noface = [i for i, d in enumerate(val_d) if d is None and val_records[i].rel_path in row_of]
-    if noface:
-        rows = torch.tensor([row_of[val_records[i].rel_path] for i in noface])
-        probs_all.append(_fallback_probs(net, prep, val_set.images[rows]))
-        labels_all.append(np.array([val_records[i].label for i in noface], dtype=np.int64))
-    probs = np.concatenate(probs_all)
-    labels = np.concatenate(labels_all)
-    val_loss, val_acc = _nll(probs, labels), float((probs.argmax(1) == labels).mean())
-    face_acc = float((best_head.probabilities(xv).argmax(1) == yv).mean()) if va else None
-    log.info("face head: C=%g; validation: %d of %d images with a face (face accuracy %s), whole model "
-             "accuracy %.3f, loss %.4f", best_c, len(va), len(val_records),
-             "n/a" if face_acc is None else f"{face_acc:.3f}", val_acc, val_loss)
+    val_idx = [i for i, r in enumerate(val_records) if r.rel_path in row_of]
+    yv = np.array([val_records[i].label for i in val_idx], dtype=np.int64)
+    fallback = _fallback_probs(net, prep, val_set.images[torch.tensor([row_of[val_records[i].rel_path]
+                                                                        for i in val_idx])])
+    # Each validation photo's face nearest to the bank, and that distance.
+    nearest: list[tuple[int | None, float]] = []
+    for i in val_idx:
+        a = val_a[i]
+        if a is None or a.descriptors is None:
+            nearest.append((None, float("inf")))
+            continue
+        d = nearest_distances(a.descriptors.astype(np.float64), bank)
+        nearest.append((int(d.argmin()), float(d.min())))
+    matching = [k for k, (f, d) in enumerate(nearest) if f is not None and d <= SAME_PERSON]
+    xv = (np.stack([val_a[val_idx[k]].descriptors[nearest[k][0]] for k in matching]).astype(np.float64)
+          if matching else np.empty((0, bank.shape[1])))
+
+    tried_c = []
+    best_c, best_loss, weight, bias = C_GRID[len(C_GRID) // 2], float("inf"), None, None
+    for c in C_GRID if matching else (best_c,):  # nothing to choose on: the middle of the grid
+        w, b = _fit(bank, y, num_classes, c, mean, scale)
+        if not matching:
+            weight, bias = w, b
+            break
+        probs = FaceHead(w, b, mean, scale, bank, np.inf).probabilities(xv)
+        loss = _nll(probs, yv[matching])
+        tried_c.append({"C": c, "val_face_loss": round(loss, 5),
+                        "val_face_accuracy": round(float((probs.argmax(1) == yv[matching]).mean()), 5)})
+        if loss < best_loss - 1e-9:
+            best_c, best_loss, weight, bias = c, loss, w, b
+    assert weight is not None and bias is not None
+
+    # max_distance: the whole model's validation log-loss (ties: the larger, faces decide more often).
+    tried_d = []
+    best = (float("inf"), 0.0, MAX_DISTANCE_GRID[-1], fallback)
+    for limit in MAX_DISTANCE_GRID:
+        head = FaceHead(weight, bias, mean, scale, bank, limit)
+        probs = fallback.copy()
+        decided = [k for k, (f, d) in enumerate(nearest) if f is not None and d <= limit]
+        if decided:
+            probs[decided] = head.probabilities(np.stack([val_a[val_idx[k]].descriptors[nearest[k][0]]
+                                                          for k in decided]))
+        loss, acc = _nll(probs, yv), float((probs.argmax(1) == yv).mean())
+        tried_d.append({"max_distance": None if np.isinf(limit) else limit, "val_loss": round(loss, 5),
+                        "val_accuracy": round(acc, 5), "faces_decide": len(decided)})
+        if loss <= best[0] + 1e-9:
+            best = (loss, acc, limit, probs)
+    val_loss, val_acc, max_distance, _ = best
+    head = FaceHead(weight, bias, mean, scale, bank, max_distance)
+    head.write_to(net)
+    decided = sum(1 for f, d in nearest if f is not None and d <= max_distance)
+    log.info("face head: C=%g, max distance %s; %d of %d training photos show their person's face; "
+             "validation: a face decides %d of %d, whole model accuracy %.3f, loss %.4f", best_c,
+             max_distance, len(kept), len(train_records), decided, len(val_idx), val_acc, val_loss)
     card = {
         "weights_sha256": sha,
-        "head": {"kind": "logistic_regression", "C": best_c, "selected_by": "validation log-loss (images with a face)",
-                 "tried": tried, "train_faces": len(tr)},
-        "detection": {"train": {"images": len(train_records), "with_face": len(tr), "methods": train_methods},
-                      "val": {"images": len(val_records), "with_face": len(va), "methods": val_methods}},
-        "val_face_accuracy": face_acc,
-        "val_noface_images": len(noface),
+        "head": {"kind": "logistic_regression", "C": best_c,
+                 "selected_by": "validation log-loss of the faces matching a training face", "tried": tried_c},
+        "bank": {"faces": len(kept), "same_person_distance": SAME_PERSON,
+                 "train_photos_without_their_face": len(train_records) - len(kept)},
+        "max_distance": None if np.isinf(max_distance) else max_distance,
+        "max_distance_selection": {"selected_by": "validation log-loss of the whole model", "tried": tried_d},
+        "detection": {"train": {"images": len(train_records),
+                                "with_face": sum(a is not None and a.face is not None for a in train_a),
+                                "methods": _methods(train_a)},
+                      "val": {"images": len(val_records),
+                              "with_face": sum(a is not None and a.face is not None for a in val_a),
+                              "methods": _methods(val_a)}},
+        "val_faces_decide": decided,
         "seconds": round(time.perf_counter() - t0, 3),
         "analyse_seconds": round(analyse_seconds, 3),
     }
-    return FaceHeadFit(best_head, val_loss, val_acc, card)
-
-
-__all__ = ["C_GRID", "FaceHeadFit", "fit_face_head"]
+    return FaceHeadFit(head, val_loss, val_acc, card)
