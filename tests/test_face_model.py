@@ -205,3 +205,35 @@ def test_needs_faces_in_two_classes(image_folder, tmp_path):
     split = make_split(image_folder, seed=0, val=0.3, test=0.0)
     with pytest.raises(DatasetError, match="at least two classes"):
         train_model(split, "face_embedding", tmp_path / "m", weights=MOBILENET, recipe_overrides=FAST, progress=False)
+
+
+def test_compare_with_the_face_model_end_to_end(people, tmp_path):
+    """compare trains, evaluates, exports and reports face_embedding like any model."""
+    import csv
+
+    from image_classifier.cli import main
+
+    if not MOBILENET.is_file():
+        pytest.skip(f"needs {MOBILENET}")
+    run = tmp_path / "run"
+    argv = ["compare", str(people), "--models", "face_embedding", "--out", str(run), "--val", "0.25", "--test", "0.25",
+            "--weights", f"mobilenet_v2={MOBILENET}", "--set", "phases.frozen.epochs=2", "--set", "feature_views=1",
+            "--speed-repeats", "3", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert main(argv) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    faces = metrics["data"]["faces"]
+    assert faces["images"] == 3 * PER_CLASS and set(faces["per_class"]) == {"Kobe Bryant", "Maria Sharapova", "ronaldo"}
+    model = metrics["models"][0]
+    assert model["family"] == "face"
+    acc = model["faces"]
+    assert acc["test_images_face"] + acc["test_images_noface"] == model["test"]["n"]
+    with open(run / "comparison.csv", newline="") as fh:
+        row = next(csv.DictReader(fh))
+    assert row["model"] == "face_embedding"
+    assert float(row["face_detection_rate"]) == pytest.approx(acc["test_images_face"] / model["test"]["n"])
+    html = (run / "report.html").read_text()
+    assert "Faces</h3>" in html and "run in dlib" in html
+    assert "test acc face / no face" in (run / "report.md").read_text()
+    card = json.loads((run / "models" / "face_embedding" / "model.json").read_text())
+    assert card["pretrained_weights"]["source"].endswith("mobilenet_v2-b0353104.pth")  # shared with mobilenet_v2
+    assert model.get("serve_backend"), "the fallback network's backend was measured for serve"

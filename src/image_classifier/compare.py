@@ -158,12 +158,14 @@ def _eta_text(done_seconds: list[float], remaining: int) -> str:
 def weights_for(arch: str, weights: dict[str, Path]) -> Path | None:
     """The weights file given for ``arch``, else one given for an architecture built on the same
     ImageNet weights (``face_embedding``'s fallback is MobileNetV2: ``--weights mobilenet_v2=...`` serves both)."""
-    from image_classifier.models.registry import get_arch
+    from image_classifier.models.registry import get_arch, list_archs
 
     if arch in weights:
         return weights[arch]
     source = get_arch(arch).pretrained
     for other, path in sorted(weights.items()):
+        if other not in list_archs():
+            continue
         spec = get_arch(other).pretrained
         if source is not None and spec is not None and spec.torchvision_weights == source.torchvision_weights:
             return path

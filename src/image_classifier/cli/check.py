@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from image_classifier.faces import FaceSurvey
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _survey(records: list, progress: bool) -> object | None:
+def _survey(records: list, progress: bool) -> FaceSurvey | None:
     from image_classifier.faces import FaceCache, FaceModelsNotFoundError, survey_faces
     from image_classifier.train.cache import default_cache_dir
 

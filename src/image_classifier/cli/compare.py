@@ -79,7 +79,7 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     from image_classifier import runtime
-    from image_classifier.compare import CompareConfig, run_compare
+    from image_classifier.compare import CompareConfig, run_compare, weights_for
     from image_classifier.errors import ImageClassifierError
     from image_classifier.evaluate.speed import SpeedConfig
     from image_classifier.models.registry import list_archs
@@ -93,9 +93,10 @@ def run(args: argparse.Namespace) -> int:
         raise ImageClassifierError(f"unknown architecture(s) {', '.join(unknown)}; available: {', '.join(list_archs())}")
     weights = parse_weights(args.weights)
     face_model = args.models is None and not args.no_faces  # may join the models: its weights may be given
-    stray = [a for a in weights if a not in models and not (face_model and a == "face_embedding")]
+    candidates = [*models, "face_embedding"] if face_model else models
+    stray = [a for a in weights if not any(weights_for(m, {a: weights[a]}) for m in candidates)]
     if stray:
-        raise ImageClassifierError(f"--weights given for {', '.join(stray)}, which is not in --models")
+        raise ImageClassifierError(f"--weights given for {', '.join(stray)}, which no model in --models uses")
     out = args.out or Path("runs") / (args.data.resolve().name or "run")
     speed = SpeedConfig()
     if args.speed_repeats is not None:

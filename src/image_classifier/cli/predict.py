@@ -34,6 +34,8 @@ def _decided_by(result: dict) -> str:
     if "face" not in result:
         return ""
     if result["face"] is None:
+        if result.get("faces_found"):
+            return f"  (none of the {result['faces_found']} faces found is like a known person's: whole-image fallback)"
         return "  (no face found: whole-image fallback)"
     x0, y0, x1, y1 = (round(v) for v in result["face"])
     return f"  (face at {x0},{y0}-{x1},{y1}, {result['face_method']})"

@@ -130,7 +130,9 @@
 
   function decidedBy(body) {
     if (!("face" in body)) return "";
-    return body.face ? " · decided by the face in the box" : " · no face found: decided by the whole photo";
+    if (body.face) return " · decided by the face in the box";
+    return body.faces_found ? " · no face like a known person's: decided by the whole photo"
+                            : " · no face found: decided by the whole photo";
   }
 
   function renderResult(body, roundTripMs) {
