@@ -7,9 +7,10 @@
 * **accuracy**: for each seed, a new stratified, duplicate-aware split (``make_split(seed)``), then
   ``face_embedding`` (and each of ``--cnns``) trained on it with that seed and scored once on its
   test split. Test accuracy is reported overall and separately on the test images with a face and
-  without one, with face_embedding's errors sorted by cause: no face found (the fallback answered),
-  a group photo (several faces: the largest may not be the labelled person), or a single face
-  answered wrongly (a look-alike, or a poor descriptor).
+  without one, with face_embedding's errors sorted by cause: the fallback answered because no face
+  was found (``no_face``) or none was like a training face (``no_known_face``); or a face decided
+  wrongly in a group photo (``group_photo``) or in a photo with one face (``single_face``: a
+  look-alike, a poor descriptor, or not the labelled person).
 * **--crops**: the same on a folder of tight face crops cut from DATA (the largest face of every
   photo that has one, box grown by 10 %, resized to 160x160), built in a temporary folder.
 * **--latency**: one prediction from a 2000x1500 JPEG file to probabilities (decode, faces,
@@ -89,7 +90,7 @@ def accuracy(data: Path, seeds: list[int], archs: list[str], cache, work: Path, 
             seconds = time.perf_counter() - t0
             clf = load_model(result.model_dir, face_cache=cache)
             ev = evaluate_classifier(clf, test, n_bootstrap=100, seed=seed)
-            causes = {"no_face": 0, "group_photo": 0, "single_face": 0}
+            causes = {"no_face": 0, "no_known_face": 0, "group_photo": 0, "single_face": 0}
             n_face = n_noface = ok_face = ok_noface = 0
             for p in ev["predictions"]:
                 analysis = cache.get(sha_of[p["rel_path"]])
@@ -99,8 +100,10 @@ def accuracy(data: Path, seeds: list[int], archs: list[str], cache, work: Path, 
                 ok_face += has_face and p["correct"]
                 ok_noface += (not has_face) and p["correct"]
                 if arch == "face_embedding" and not p["correct"]:
-                    cause = ("no_face" if not has_face else "group_photo" if len(analysis.faces) > 1
-                             else "single_face")
+                    if p["face"] is None:  # the fallback answered
+                        cause = "no_known_face" if has_face else "no_face"
+                    else:
+                        cause = "group_photo" if len(analysis.faces) > 1 else "single_face"
                     causes[cause] += 1
             run = {"data": label, "arch": arch, "seed": seed, "val_accuracy": result.best_val_accuracy,
                    "test_accuracy": ev["test"]["accuracy"], "test_n": ev["test"]["n"],

@@ -3,11 +3,11 @@
 The network file holds two paths that share nothing but the classes:
 
 * the **face path**: the faces found by :mod:`image_classifier.faces` → 5-point alignment → 150x150
-  chip → dlib's 128-D descriptor. The face that decides is the one most like a person the model
-  knows: the smallest distance to the *bank*, the descriptors of the training faces. When even that
-  face is further than ``max_distance`` from every training face (a fan in the crowd, a partner
-  beside the athlete, a stranger), no face decides. Otherwise a linear head (standardised
-  descriptor → logits) answers. dlib runs the descriptor; the head and the bank are buffers of
+  chip → dlib's 128-D descriptor. The face that decides is the largest one that looks like a person
+  the model knows: within ``max_distance`` of the *bank*, the descriptors of the training faces.
+  When no face is that close (a fan in the crowd, a partner beside the athlete, a stranger), no
+  face decides and the fallback answers. Otherwise a linear head (standardised descriptor →
+  logits) answers. dlib runs the descriptor; the head and the bank are buffers of
   this module, applied in numpy.
 * the **fallback path**, for images where no face is found: ImageNet MobileNetV2 (frozen) → GAP →
   the study's dense head, i.e. ``ClassifierNet.forward``. This is what the inference backends
@@ -100,14 +100,18 @@ class FaceHead:
         return softmax(self.logits(descriptors)).astype(np.float32)
 
     def choose(self, descriptors: np.ndarray | None, max_distance: float | None = None) -> tuple[int | None, float | None]:
-        """(index of the face that decides, its distance to the nearest training face); the index
-        is None when there is no face or none is within ``max_distance`` (default: the head's)."""
+        """(index of the face that decides, its distance to the nearest training face): the largest
+        face (descriptors come largest first) within ``max_distance`` (default: the head's) of a
+        training face. The index is None when there is no face or none is that close; the distance
+        is then the closest face's."""
         if descriptors is None or len(descriptors) == 0:
             return None, None
         dist = nearest_distances(np.asarray(descriptors, np.float64), self.bank)
-        best = int(dist.argmin())
         limit = self.max_distance if max_distance is None else max_distance
-        return (best if dist[best] <= limit else None), float(dist[best])
+        known = np.flatnonzero(dist <= limit)
+        if len(known) == 0:
+            return None, float(dist.min())
+        return int(known[0]), float(dist[known[0]])
 
 
 @dataclass

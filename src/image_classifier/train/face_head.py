@@ -6,9 +6,10 @@
    it is within :data:`SAME_PERSON` of one (dlib's own same-person threshold); a photo with no such
    face trains only the fallback. Those faces are the model's *bank*.
 2. **The head** is a multinomial logistic regression on the standardised bank descriptors. Its L2
-   strength ``C`` is chosen by log-loss on the validation photos' matching faces.
-3. **When a face decides.** At prediction the face nearest to the bank decides when its distance
-   is at most ``max_distance``; otherwise the fallback network answers for the whole photo.
+   strength ``C`` is chosen by log-loss on the validation photos whose largest face within
+   :data:`SAME_PERSON` of the bank is taken as their person's.
+3. **When a face decides.** At prediction the largest face within ``max_distance`` of the bank
+   decides; when there is none, the fallback network answers for the whole photo.
    ``max_distance`` is chosen on the validation split too, by the whole model's log-loss.
 
 Every choice uses the train and validation splits only; the test split is never read. The
@@ -149,18 +150,21 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
     yv = np.array([val_records[i].label for i in val_idx], dtype=np.int64)
     fallback = _fallback_probs(net, prep, val_set.images[torch.tensor([row_of[val_records[i].rel_path]
                                                                         for i in val_idx])])
-    # Each validation photo's face nearest to the bank, and that distance.
-    nearest: list[tuple[int | None, float]] = []
-    for i in val_idx:
-        a = val_a[i]
-        if a is None or a.descriptors is None:
-            nearest.append((None, float("inf")))
-            continue
-        d = nearest_distances(a.descriptors.astype(np.float64), bank)
-        nearest.append((int(d.argmin()), float(d.min())))
-    matching = [k for k, (f, d) in enumerate(nearest) if f is not None and d <= SAME_PERSON]
-    xv = (np.stack([val_a[val_idx[k]].descriptors[nearest[k][0]] for k in matching]).astype(np.float64)
-          if matching else np.empty((0, bank.shape[1])))
+    # Which face of each validation photo decides at a given max_distance (the head's own rule).
+    rule = FaceHead(np.zeros((num_classes, bank.shape[1])), np.zeros(num_classes), mean, scale, bank, np.inf)
+
+    def deciding(limit: float) -> tuple[list[int], np.ndarray]:
+        """(positions in val_idx where a face decides, their descriptors)."""
+        rows, descriptors = [], []
+        for k, i in enumerate(val_idx):
+            a = val_a[i]
+            face = None if a is None else rule.choose(a.descriptors, limit)[0]
+            if face is not None:
+                rows.append(k)
+                descriptors.append(a.descriptors[face])
+        return rows, (np.stack(descriptors).astype(np.float64) if descriptors else np.empty((0, bank.shape[1])))
+
+    matching, xv = deciding(SAME_PERSON)
 
     tried_c = []
     best_c, best_loss, weight, bias = C_GRID[len(C_GRID) // 2], float("inf"), None, None
@@ -183,10 +187,9 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
     for limit in MAX_DISTANCE_GRID:
         head = FaceHead(weight, bias, mean, scale, bank, limit)
         probs = fallback.copy()
-        decided = [k for k, (f, d) in enumerate(nearest) if f is not None and d <= limit]
+        decided, xd = deciding(limit)
         if decided:
-            probs[decided] = head.probabilities(np.stack([val_a[val_idx[k]].descriptors[nearest[k][0]]
-                                                          for k in decided]))
+            probs[decided] = head.probabilities(xd)
         loss, acc = _nll(probs, yv), float((probs.argmax(1) == yv).mean())
         tried_d.append({"max_distance": None if np.isinf(limit) else limit, "val_loss": round(loss, 5),
                         "val_accuracy": round(acc, 5), "faces_decide": len(decided)})
@@ -195,7 +198,7 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
     val_loss, val_acc, max_distance, _ = best
     head = FaceHead(weight, bias, mean, scale, bank, max_distance)
     head.write_to(net)
-    decided = sum(1 for f, d in nearest if f is not None and d <= max_distance)
+    decided = len(deciding(max_distance)[0])
     log.info("face head: C=%g, max distance %s; %d of %d training photos show their person's face; "
              "validation: a face decides %d of %d, whole model accuracy %.3f, loss %.4f", best_c,
              max_distance, len(kept), len(train_records), decided, len(val_idx), val_acc, val_loss)
