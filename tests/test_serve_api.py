@@ -804,6 +804,105 @@ def test_cli_stopped_under_load_exits_cleanly(run_dir):
         assert set(answers) <= {200, 503}, set(answers)
 
 
+def _start_cli_with_sigint_ignored(args: list[str]) -> subprocess.Popen:
+    """``serve`` started as a background job of a non-interactive shell starts it (``cmd &`` in a
+    script, or the whole test suite run that way): with SIGINT ignored, which exec keeps."""
+    wrapper = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+               "os.execv(sys.executable, [sys.executable, '-m', 'image_classifier.cli', 'serve', *sys.argv[1:]])")
+    return subprocess.Popen([sys.executable, "-c", wrapper, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _start_upload(url: str, body: bytes) -> "socket.socket":
+    """A request in flight: headers and half the body sent, the rest still to come."""
+    import socket
+
+    host, port = url.split("//")[1].strip("/").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    head = (f"POST /api/predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    sock.sendall(head + body[:len(body) // 2])
+    return sock
+
+
+def _finish_upload(sock: "socket.socket", body: bytes) -> tuple[int, dict]:
+    try:
+        sock.sendall(body[len(body) // 2:])
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, json.loads(response.read())
+    finally:
+        sock.close()
+
+
+def _refuses_connections(url: str, timeout: float) -> bool:
+    import socket
+
+    host, port = url.split("//")[1].strip("/").rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cli_started_with_sigint_ignored_stops_cleanly_on_sigint_and_sigterm(run_dir, signum):
+    """``serve`` installs its own SIGINT and SIGTERM handlers (a process started with SIGINT ignored
+    used to ignore Ctrl+C and ``kill -INT``), and either signal stops it cleanly: it stops taking
+    connections at once, answers the requests in flight (here, uploads half sent when the signal
+    comes), and exits 0."""
+    images = {label: encode(colour_image(rgb, size=(400, 300), seed=30 + i))
+              for i, (label, rgb) in enumerate(COLOURS.items())}
+    proc = _start_cli_with_sigint_ignored([str(run_dir), "--port", "0", "--threads", "2"])
+    try:
+        url = _read_until(proc, r"(http://127\.0\.0\.1:\d+/)").group(1)
+        _read_until(proc, r"ready: 2 model\(s\) loaded")
+        uploads = {label: _start_upload(url, data) for label, data in images.items()}
+        time.sleep(0.3)  # the server has accepted them and read their first halves
+        proc.send_signal(signum)
+        assert _refuses_connections(url, timeout=5), "still taking new connections 5 s after the signal"
+        assert proc.poll() is None, "exited without answering the requests in flight"
+        for label, sock in uploads.items():
+            status, body = _finish_upload(sock, images[label])
+            assert status == 200 and body["label"] == label, (status, body)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (proc.returncode, err[-2000:])
+    assert "stopped" in out and "Traceback" not in err
+
+
+def test_cli_second_signal_stops_without_waiting_for_a_stalled_upload(run_dir):
+    """A client that stalls half-way through its upload holds the stop for at most the drain time
+    (8 s); a second signal (Ctrl+C again) stops at once."""
+    proc = _start_cli_with_sigint_ignored([str(run_dir), "--port", "0", "--threads", "2", "--models", "tiny_a"])
+    stalled = None
+    try:
+        url = _read_until(proc, r"(http://127\.0\.0\.1:\d+/)").group(1)
+        _read_until(proc, r"ready: 1 model\(s\) loaded")
+        stalled = _start_upload(url, red_jpeg())
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert _refuses_connections(url, timeout=5)
+        assert proc.poll() is None  # waiting for the stalled upload
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        assert time.monotonic() - t0 < 3
+    finally:
+        if stalled is not None:
+            stalled.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (proc.returncode, err[-2000:])
+    assert "1 request(s) unanswered" in err and "stopped" in out and "Traceback" not in err
+
+
 def test_cli_rejects_a_wrong_path_with_a_message(tmp_path):
     proc = _start_cli([str(tmp_path / "nothing"), "--port", "0"])
     out, err = proc.communicate(timeout=60)
