@@ -8,6 +8,8 @@ Every answer that is not a 2xx, on any URL, is ``{"error": "...", "kind": "..."}
 person and a machine-readable kind (``ERROR_KINDS``), with a status that says whose fault it is (see
 ``openapi.py``); no input can produce a 500 or a stack trace. Uploads never touch the disk:
 multipart files are parsed into memory (the upload limit bounds them) and decoded from bytes.
+(Only a body over the limit, which the app refuses from its length without reading it, is
+spooled to a temporary file by waitress: see ``server.py``.)
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flask import Flask, Request, jsonify, render_template, request
+from flask import Flask, Request, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from image_classifier import __version__
@@ -86,7 +88,7 @@ class ApiError(Exception):
         self.kind = kind
 
 
-def error_response(status: int, message: str, kind: str, headers: dict[str, str] | None = None):  # noqa: ANN201
+def error_response(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> Response:
     """The one shape of every error answer."""
     response = jsonify(error=message, kind=kind)
     response.status_code = status
@@ -168,7 +170,7 @@ def _not_ready(store: ModelStore) -> tuple[str, str]:
     return "models are still loading", "not_ready"
 
 
-def _not_ready_response(store: ModelStore, message: str | None = None):  # noqa: ANN202
+def _not_ready_response(store: ModelStore, message: str | None = None) -> Response:
     default_message, kind = _not_ready(store)
     # Retrying helps while loading or stopping (a restart, another replica), not after a failed load.
     headers = {} if kind == "load_failed" else {"Retry-After": "1"}
