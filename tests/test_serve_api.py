@@ -10,11 +10,13 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -307,7 +309,7 @@ def test_garbage_never_gives_500_or_a_traceback(client):
         r = client.post("/api/predict", data=data, content_type="image/jpeg")
         assert r.status_code in (200, 400, 413, 415), (data[:16], r.status_code, r.data[:200])
         assert "Traceback" not in r.get_data(as_text=True)
-        assert set(r.get_json()) == ({"error"} if r.status_code != 200 else set(r.get_json()))
+        assert set(r.get_json()) == ({"error", "kind"} if r.status_code != 200 else set(r.get_json()))
     # malformed multipart bodies
     for body, ctype in [(b"--x\r\nnot a part", "multipart/form-data; boundary=x"),
                         (jpeg, "multipart/form-data"),
@@ -399,7 +401,7 @@ def test_openapi_document_matches_the_routes(app, openapi):
     predict = openapi["paths"]["/api/predict"]["post"]
     assert {p["name"] for p in predict["parameters"]} == {"model", "top_k"}
     assert predict["parameters"][0]["schema"]["enum"] == ["tiny_a", "tiny_b"]
-    assert set(predict["responses"]) == {"200", "400", "413", "415", "422", "503"}
+    assert set(predict["responses"]) == {"200", "400", "413", "415", "422", "503", "default"}
     assert set(predict["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]) == {
         "file", "model", "top_k"}
 
@@ -461,11 +463,14 @@ def test_real_http_limits_and_chunked_upload(store):
         # just over the limit: the app answers a JSON 413
         status, body = _post(srv.url + "/api/predict", b"\xff" * (limit + 1))
         assert status == 413 and "limit" in json.loads(body)["error"]
-        # far over it: refused by waitress from the Content-Length alone
+        # 50 times over it, but under the server's bound: read, discarded, and a JSON 413 from the app
+        status, body = _post(srv.url + "/api/predict", b"\xff" * (50 * limit))
+        assert status == 413 and json.loads(body)["kind"] == "too_large"
+        # at the server's bound: refused by waitress from the Content-Length alone, unread
         conn = http.client.HTTPConnection(srv.url.split("//")[1], timeout=10)
         conn.putrequest("POST", "/api/predict")
         conn.putheader("Content-Type", "image/jpeg")
-        conn.putheader("Content-Length", str(50 * limit))
+        conn.putheader("Content-Length", str(srv.server.adj.max_request_body_size))
         conn.endheaders()
         assert conn.getresponse().status == 413
         conn.close()
@@ -511,6 +516,175 @@ def test_uploads_are_never_written_to_disk(store):
             watching.clear()
     assert status == 200 and json.loads(raw)["label"] == GREEN and status2 == 200
     assert written == []
+
+
+# ---- the error contract, for every client -----------------------------------------------------------
+
+MB = 1024 * 1024
+
+
+def _assert_error(openapi: dict, status: int, body: bytes | str, want_status: int, want_kind: str) -> dict:
+    """An answer is the documented JSON error: ``{"error": "...", "kind": "..."}`` and nothing else."""
+    assert status == want_status, (status, body[:300])
+    payload = json.loads(body)
+    validate(openapi, openapi["components"]["schemas"]["Error"], payload)
+    assert payload["kind"] == want_kind and payload["error"], payload
+    assert "Traceback" not in payload["error"]
+    return payload
+
+
+def test_a_30_mb_upload_gets_the_json_413_from_urllib_and_http_client(store, openapi):
+    """urllib (and requests) send the whole body before reading the answer: they used to get
+    'Connection reset by peer' (waitress refused the body from its Content-Length and closed the
+    socket). Now waitress reads and discards it and the app answers its JSON 413, with or without
+    a Content-Length, and the connection stays usable."""
+    body = os.urandom(30 * MB)
+    with BackgroundServer(create_app(store), max_upload_bytes=10 * MB) as srv:
+        url = srv.url + "/api/predict"
+        status, raw = _post(url, body)
+        assert "limit" in _assert_error(openapi, status, raw, 413, "too_large")["error"]
+        data, ctype = _multipart(body)
+        status, raw = _post(url, data, {"Content-Type": ctype})
+        _assert_error(openapi, status, raw, 413, "too_large")
+        # chunked (no Content-Length), then a good image on the same keep-alive connection
+        conn = http.client.HTTPConnection(srv.url.split("//")[1], timeout=60)
+        try:
+            chunks = (body[i:i + MB] for i in range(0, len(body), MB))
+            conn.request("POST", "/api/predict", body=chunks, headers={"Content-Type": "image/jpeg"},
+                         encode_chunked=True)
+            resp = conn.getresponse()
+            _assert_error(openapi, resp.status, resp.read(), 413, "too_large")
+            assert resp.headers.get_content_type() == "application/json"
+            conn.request("POST", "/api/predict", body=red_jpeg(), headers={"Content-Type": "image/jpeg"})
+            resp = conn.getresponse()
+            assert resp.status == 200 and json.loads(resp.read())["label"] == RED
+        finally:
+            conn.close()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_a_30_mb_upload_gets_the_json_413_from_curl(store, openapi, tmp_path):
+    """curl used to get waitress' plain-text page ("Request Entity Too Large / exceeds max_body")."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(30 * MB))
+    with BackgroundServer(create_app(store), max_upload_bytes=10 * MB) as srv:
+        for how in (["--data-binary", f"@{big}", "-H", "Content-Type: image/jpeg"], ["-F", f"file=@{big}"]):
+            proc = subprocess.run(["curl", "-sS", "--max-time", "60", "-w", "\n%{http_code}", *how,
+                                   srv.url + "/api/predict"], capture_output=True, timeout=90)
+            assert proc.returncode == 0, proc.stderr
+            text, code = proc.stdout.rsplit(b"\n", 1)
+            _assert_error(openapi, int(code), text, 413, "too_large")
+
+
+def test_an_oversized_body_is_spooled_to_disk_never_held_in_memory(store, openapi):
+    """Waitress keeps a body the app can accept in memory (uploads are never written to disk, see
+    above) and spools a larger one to an anonymous temporary file, which the app never reads:
+    the server's Python heap grows by about the upload limit, not by the body."""
+    import tracemalloc
+
+    body = os.urandom(30 * MB)
+    with BackgroundServer(create_app(store, max_upload_bytes=MB), max_upload_bytes=MB) as srv:
+        tracemalloc.start()
+        try:
+            status, raw = _post(srv.url + "/api/predict", body)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    _assert_error(openapi, status, raw, 413, "too_large")
+    assert peak < 6 * MB, f"{peak / MB:.1f} MB of Python heap for a 30 MB body over a 1 MB limit"
+
+
+def test_every_error_of_every_route_is_json_with_a_kind(store, openapi):
+    client = create_app(store, max_upload_bytes=50_000).test_client()
+    jpeg = red_jpeg()
+    cases = [
+        (client.get("/api/nothing"), 404, "not_found"),
+        (client.get("/nothing.html"), 404, "not_found"),
+        (client.get("/static/nothing.js"), 404, "not_found"),
+        (client.get("/api/predict"), 405, "method_not_allowed"),
+        (client.post("/"), 405, "method_not_allowed"),
+        (client.delete("/api/models"), 405, "method_not_allowed"),
+        (client.put("/api/health"), 405, "method_not_allowed"),
+        (client.post("/api/openapi.json"), 405, "method_not_allowed"),
+        (client.post("/api/predict", data=b""), 400, "empty"),
+        (client.post("/api/predict", data={"file": (io.BytesIO(b""), "empty.jpg")}), 400, "empty"),
+        (client.post("/api/predict", data={"image": (io.BytesIO(jpeg), "x.jpg")}), 400, "no_file"),
+        (client.post("/api/predict", data=jpeg[:200]), 400, "corrupt"),
+        (client.post("/api/predict", data=b"just some notes\n"), 415, "unsupported"),
+        (client.post("/api/predict", data=os.urandom(60_000)), 413, "too_large"),
+        (client.post("/api/predict", data={"file": (io.BytesIO(os.urandom(60_000)), "x.jpg")}), 413, "too_large"),
+        (client.post("/api/predict?top_k=abc", data=jpeg), 422, "bad_parameter"),
+        (client.post("/api/predict?top_k=0", data=jpeg), 422, "bad_parameter"),
+        (client.post("/api/predict?model=nope", data=jpeg), 422, "unknown_model"),
+    ]
+    for response, status, kind in cases:
+        assert response.mimetype == "application/json", (status, kind, response.data[:200])
+        _assert_error(openapi, response.status_code, response.data, status, kind)
+    assert "POST" in client.get("/api/predict").headers["Allow"]
+
+
+def test_loading_failed_stopping_and_internal_errors_have_kinds(run_dir, model_dir, tmp_path, openapi, monkeypatch):
+    def check(client, kind: str, health_status: str) -> None:
+        for method, path in (("post", "/api/predict"), ("get", "/api/models")):
+            r = getattr(client, method)(path, data=red_jpeg()) if method == "post" else client.get(path)
+            check_response(openapi, path, method, r.status_code, r.get_json())
+            _assert_error(openapi, r.status_code, r.data, 503, kind)
+        health = client.get("/api/health")
+        check_response(openapi, "/api/health", "get", health.status_code, health.get_json())
+        assert health.status_code == 503
+        assert health.get_json()["status"] == health_status and health.get_json()["kind"] == kind
+        assert health.get_json()["error"]
+
+    loading = ModelStore.from_paths([run_dir])
+    check(create_app(loading, load=False).test_client(), "not_ready", "loading")
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "weights.safetensors").write_bytes(b"not weights")
+    failed = ModelStore.from_paths([broken])
+    client = create_app(failed, load=False).test_client()
+    failed.start_loading().join(timeout=60)
+    check(client, "load_failed", "failed")
+
+    closed = ModelStore.from_paths([run_dir], only=["tiny_a"]).load()
+    client = create_app(closed).test_client()
+    closed.close()
+    check(client, "stopping", "stopping")
+
+    crashing = ModelStore.from_paths([run_dir], only=["tiny_a"]).load()
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internals /etc/passwd")
+
+    monkeypatch.setattr(crashing, "predict_bytes", boom)
+    r = create_app(crashing).test_client().post("/api/predict", data=red_jpeg())
+    payload = _assert_error(openapi, r.status_code, r.data, 500, "internal")
+    assert "secret" not in payload["error"]
+    crashing.close()
+
+
+def test_real_http_404_and_405_are_json_with_a_kind(store, openapi):
+    with BackgroundServer(create_app(store), max_upload_bytes=10 * MB) as srv:
+        for method, path, status, kind in [("GET", "/nothing", 404, "not_found"),
+                                           ("GET", "/api/predict", 405, "method_not_allowed"),
+                                           ("DELETE", "/api/models", 405, "method_not_allowed")]:
+            req = urllib.request.Request(srv.url + path, method=method)
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(req, timeout=10)
+            assert info.value.headers.get_content_type() == "application/json"
+            _assert_error(openapi, info.value.code, info.value.read(), status, kind)
+
+
+def test_openapi_documents_every_error_kind(openapi):
+    from image_classifier.serve.app import ERROR_KINDS
+
+    error = openapi["components"]["schemas"]["Error"]
+    assert error["required"] == ["error", "kind"]
+    assert error["properties"]["kind"]["enum"] == list(ERROR_KINDS)
+    for path, operations in openapi["paths"].items():
+        for method, operation in operations.items():
+            assert operation["responses"]["default"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Error"}, (path, method)
 
 
 def test_parallel_requests_match_sequential_answers(run_dir):
@@ -628,6 +802,105 @@ def test_cli_stopped_under_load_exits_cleanly(run_dir):
         assert "stopped" in out and "Traceback" not in err
         # Requests caught by the stop are refused with a clear status, never a 500.
         assert set(answers) <= {200, 503}, set(answers)
+
+
+def _start_cli_with_sigint_ignored(args: list[str]) -> subprocess.Popen:
+    """``serve`` started as a background job of a non-interactive shell starts it (``cmd &`` in a
+    script, or the whole test suite run that way): with SIGINT ignored, which exec keeps."""
+    wrapper = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+               "os.execv(sys.executable, [sys.executable, '-m', 'image_classifier.cli', 'serve', *sys.argv[1:]])")
+    return subprocess.Popen([sys.executable, "-c", wrapper, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _start_upload(url: str, body: bytes) -> "socket.socket":
+    """A request in flight: headers and half the body sent, the rest still to come."""
+    import socket
+
+    host, port = url.split("//")[1].strip("/").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    head = (f"POST /api/predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    sock.sendall(head + body[:len(body) // 2])
+    return sock
+
+
+def _finish_upload(sock: "socket.socket", body: bytes) -> tuple[int, dict]:
+    try:
+        sock.sendall(body[len(body) // 2:])
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, json.loads(response.read())
+    finally:
+        sock.close()
+
+
+def _refuses_connections(url: str, timeout: float) -> bool:
+    import socket
+
+    host, port = url.split("//")[1].strip("/").rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cli_started_with_sigint_ignored_stops_cleanly_on_sigint_and_sigterm(run_dir, signum):
+    """``serve`` installs its own SIGINT and SIGTERM handlers (a process started with SIGINT ignored
+    used to ignore Ctrl+C and ``kill -INT``), and either signal stops it cleanly: it stops taking
+    connections at once, answers the requests in flight (here, uploads half sent when the signal
+    comes), and exits 0."""
+    images = {label: encode(colour_image(rgb, size=(400, 300), seed=30 + i))
+              for i, (label, rgb) in enumerate(COLOURS.items())}
+    proc = _start_cli_with_sigint_ignored([str(run_dir), "--port", "0", "--threads", "2"])
+    try:
+        url = _read_until(proc, r"(http://127\.0\.0\.1:\d+/)").group(1)
+        _read_until(proc, r"ready: 2 model\(s\) loaded")
+        uploads = {label: _start_upload(url, data) for label, data in images.items()}
+        time.sleep(0.3)  # the server has accepted them and read their first halves
+        proc.send_signal(signum)
+        assert _refuses_connections(url, timeout=5), "still taking new connections 5 s after the signal"
+        assert proc.poll() is None, "exited without answering the requests in flight"
+        for label, sock in uploads.items():
+            status, body = _finish_upload(sock, images[label])
+            assert status == 200 and body["label"] == label, (status, body)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (proc.returncode, err[-2000:])
+    assert "stopped" in out and "Traceback" not in err
+
+
+def test_cli_second_signal_stops_without_waiting_for_a_stalled_upload(run_dir):
+    """A client that stalls half-way through its upload holds the stop for at most the drain time
+    (8 s); a second signal (Ctrl+C again) stops at once."""
+    proc = _start_cli_with_sigint_ignored([str(run_dir), "--port", "0", "--threads", "2", "--models", "tiny_a"])
+    stalled = None
+    try:
+        url = _read_until(proc, r"(http://127\.0\.0\.1:\d+/)").group(1)
+        _read_until(proc, r"ready: 1 model\(s\) loaded")
+        stalled = _start_upload(url, red_jpeg())
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert _refuses_connections(url, timeout=5)
+        assert proc.poll() is None  # waiting for the stalled upload
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+        assert time.monotonic() - t0 < 3
+    finally:
+        if stalled is not None:
+            stalled.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, (proc.returncode, err[-2000:])
+    assert "1 request(s) unanswered" in err and "stopped" in out and "Traceback" not in err
 
 
 def test_cli_rejects_a_wrong_path_with_a_message(tmp_path):

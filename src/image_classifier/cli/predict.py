@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             where.append(len(results))
             results.append({"image": path})
         except UnreadableImageError as err:
-            results.append({"image": path, "error": err.reason})
+            results.append({"image": path, "error": err.reason, "kind": err.kind})
     probs, details = classifier.predict_details(decoded, batch_size=args.batch_size) if decoded else ([], [])
     classes = classifier.classes
     k = min(args.top_k, len(classes))

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from image_classifier import runtime
     from image_classifier.errors import ImageClassifierError
     from image_classifier.serve.app import create_app
-    from image_classifier.serve.server import make_server, server_urls
+    from image_classifier.serve.server import make_server, serve_until, server_urls
     from image_classifier.serve.store import ModelStore
 
     if args.threads < 1:
@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
               "server (it has no login)", file=sys.stderr, flush=True)
 
     failed = threading.Event()
+    stop = threading.Event()
+    hurry = threading.Event()
 
     def load() -> None:
         try:
@@ -81,27 +83,18 @@ def run(args: argparse.Namespace) -> int:
         except Exception as err:  # noqa: BLE001 - reported to the user, then the server stops
             print(f"image-classifier serve: error: cannot load the models: {err}", file=sys.stderr, flush=True)
             failed.set()
-            # Stop the server from the main thread (closing its sockets from here would pull them
-            # from under its select() call): a real signal, handled by _stop below.
-            signal.raise_signal(signal.SIGTERM)
+            stop.set()  # the serving loop, in the main thread, sees it and stops the server
             return
         if not store.ready:  # stopped while loading
             return
         print(f"image-classifier: ready: {len(store.names)} model(s) loaded in {store.load_seconds:.1f} s; "
               f"default {store.default}", flush=True)
 
-    def _stop(*_: object) -> None:
-        raise KeyboardInterrupt  # waitress' run() and the code below treat it as Ctrl+C
-
-    # `kill` (SIGTERM, also what service managers and `docker stop` send) stops as cleanly as Ctrl+C.
-    signal.signal(signal.SIGTERM, _stop)
+    _install_stop_handlers(stop, hurry)
     threading.Thread(target=load, name="model-loader", daemon=True).start()
     try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
+        serve_until(server, stop, hurry=hurry)  # returns once stopped: requests in flight answered
     finally:
-        server.close()  # stops taking requests, lets the ones under way finish (up to 5 s)
         if not store.ready and not failed.is_set():
             print("image-classifier: stopping after the model being loaded", flush=True)
         store.close()  # joins the inference threads: none may be inside torch when Python exits
@@ -109,3 +102,20 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print("image-classifier: stopped", flush=True)
     return 0
+
+
+def _install_stop_handlers(stop: threading.Event, hurry: threading.Event) -> None:
+    """SIGINT (Ctrl+C) and SIGTERM (`kill`, service managers, `docker stop`) stop the server cleanly.
+
+    Installed for both even when SIGINT was ignored at start-up, as it is for a background job of
+    a non-interactive shell: Python then leaves it ignored and `kill -INT` would do nothing. The
+    handlers only set flags (the serving loop acts on them): raising from a handler could cut
+    waitress off half-way through reading a request. A second signal stops without waiting.
+    """
+    def handle(signum: int, frame: object) -> None:
+        if stop.is_set():
+            hurry.set()
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handle)

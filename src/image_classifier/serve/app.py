@@ -4,9 +4,12 @@
 app; a production WSGI server (waitress, see ``image-classifier serve``) runs it, never Flask's
 debug server. Tests use the same factory with Flask's test client.
 
-Every error is ``{"error": "..."}`` with a status that says whose fault it is (see
+Every answer that is not a 2xx, on any URL, is ``{"error": "...", "kind": "..."}``: a message for a
+person and a machine-readable kind (``ERROR_KINDS``), with a status that says whose fault it is (see
 ``openapi.py``); no input can produce a 500 or a stack trace. Uploads never touch the disk:
 multipart files are parsed into memory (the upload limit bounds them) and decoded from bytes.
+(Only a body over the limit, which the app refuses from its length without reading it, is
+spooled to a temporary file by waitress: see ``server.py``.)
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flask import Flask, Request, jsonify, render_template, request
+from flask import Flask, Request, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from image_classifier import __version__
@@ -48,11 +51,49 @@ SECURITY_HEADERS = {
 }
 
 
+# Every error's machine-readable ``kind`` and what it means (documented in the OpenAPI document, in
+# this order). Clients branch on the kind, never on the message, which may be reworded.
+ERROR_KINDS: dict[str, str] = {
+    "bad_request": "The request is malformed (a broken multipart body, say).",
+    "no_file": "A multipart upload without the field `file`.",
+    "empty": "The upload is empty.",
+    "corrupt": "The image cannot be decoded (truncated or corrupt).",
+    "io": "The image could not be read.",
+    "unsupported": "Not an image in a supported format or colour mode (text, PDF, HEIC, SVG, ...).",
+    "too_large": "The body is over the upload limit, or the image has more pixels than the "
+                 "decompression-bomb limit.",
+    "bad_parameter": "A malformed parameter (`top_k` not a whole number >= 1).",
+    "unknown_model": "No model of that name is served (GET /api/models lists them).",
+    "not_found": "No such URL.",
+    "method_not_allowed": "The URL exists, not with this method (the `Allow` header lists the methods).",
+    "not_ready": "The models are still loading: retry after `Retry-After` seconds.",
+    "load_failed": "Loading the models failed: the operator must fix the model files and restart.",
+    "stopping": "The server is stopping.",
+    "internal": "An unexpected error in the server, logged for the operator.",
+}
+
+# Werkzeug's own errors (routing, body limits, malformed forms) by status; any other 4xx is a
+# bad request and any other 5xx an internal error.
+_KIND_FOR_HTTP_STATUS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+                         415: "unsupported"}
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, kind: str) -> None:
         super().__init__(message)
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown error kind {kind!r}: add it to ERROR_KINDS")
         self.status = status
         self.message = message
+        self.kind = kind
+
+
+def error_response(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> Response:
+    """The one shape of every error answer."""
+    response = jsonify(error=message, kind=kind)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
 
 
 @dataclass(frozen=True)
@@ -84,9 +125,9 @@ def _parse_top_k(raw: str | None, default: int) -> int:
     try:
         value = int(raw.strip())
     except ValueError:
-        raise ApiError(422, f"top_k must be a whole number >= 1, not {raw[:40]!r}") from None
+        raise ApiError(422, f"top_k must be a whole number >= 1, not {raw[:40]!r}", "bad_parameter") from None
     if value < 1:
-        raise ApiError(422, f"top_k must be >= 1, not {value}")
+        raise ApiError(422, f"top_k must be >= 1, not {value}", "bad_parameter")
     return value
 
 
@@ -95,28 +136,45 @@ def _read_upload(max_bytes: int) -> tuple[bytes, dict[str, str]]:
     length = request.content_length
     if request.mimetype == "multipart/form-data":
         if length is not None and length > max_bytes + MULTIPART_SLACK_BYTES:
-            raise ApiError(413, _too_large(max_bytes))
+            raise ApiError(413, _too_large(max_bytes), "too_large")
         upload = request.files.get("file")
         fields = {k: v for k, v in request.form.items() if k in ("model", "top_k")}
         if upload is None:
-            raise ApiError(400, "no file: send the image as the multipart field 'file' (or as the raw request body)")
+            raise ApiError(400, "no file: send the image as the multipart field 'file' (or as the raw request body)",
+                           "no_file")
         data = upload.stream.read(max_bytes + 1)
     else:
         # Any other content type (image/*, application/octet-stream, or curl --data-binary's default
         # x-www-form-urlencoded) is the raw image: never parse it as a form.
         if length is not None and length > max_bytes:
-            raise ApiError(413, _too_large(max_bytes))
+            raise ApiError(413, _too_large(max_bytes), "too_large")
         data = request.get_data(cache=False)
         fields = {}
     if len(data) > max_bytes:
-        raise ApiError(413, _too_large(max_bytes))
+        raise ApiError(413, _too_large(max_bytes), "too_large")
     if not data:
-        raise ApiError(400, "empty upload: no image data was received")
+        raise ApiError(400, "empty upload: no image data was received", "empty")
     return data, fields
 
 
 def _too_large(max_bytes: int) -> str:
     return f"file too large: the limit is {max_bytes / 1024 / 1024:g} MB per image"
+
+
+def _not_ready(store: ModelStore) -> tuple[str, str]:
+    """Why the store cannot answer: (message, kind)."""
+    if store.closed:
+        return "the server is stopping", "stopping"
+    if store.error:
+        return f"loading the models failed: {store.error}", "load_failed"
+    return "models are still loading", "not_ready"
+
+
+def _not_ready_response(store: ModelStore, message: str | None = None) -> Response:
+    default_message, kind = _not_ready(store)
+    # Retrying helps while loading or stopping (a restart, another replica), not after a failed load.
+    headers = {} if kind == "load_failed" else {"Retry-After": "1"}
+    return error_response(503, message or default_message, kind, headers)
 
 
 def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathLike, *,
@@ -162,27 +220,32 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
 
     @app.errorhandler(ApiError)
     def api_error(err: ApiError):  # noqa: ANN202
-        return jsonify(error=err.message), err.status
+        return error_response(err.status, err.message, err.kind)
 
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException):  # noqa: ANN202
-        if err.code == 413:  # body over the limit, or a multipart form with too many parts
+        # Routing (404, 405), Werkzeug's body limits (413) and form parsing (400), on every URL,
+        # static files included: JSON like every other error, never Werkzeug's HTML page.
+        code = err.code or 500
+        kind = _KIND_FOR_HTTP_STATUS.get(code, "bad_request" if code < 500 else "internal")
+        headers = {}
+        if code == 413:  # body over the limit, or a multipart form with too many parts
             message = _too_large(max_upload_bytes)
-        elif err.code == 404:
+        elif code == 404:
             message = f"not found: {request.path[:200]}"
+        elif code == 405:
+            allowed = ", ".join(err.valid_methods or [])
+            message = f"method {request.method} not allowed on {request.path[:200]}: use {allowed}"
+            headers["Allow"] = allowed
         else:
             message = err.description or err.name
-        response = jsonify(error=message)
-        response.status_code = err.code or 500
-        if err.code == 405:
-            response.headers["Allow"] = ", ".join(err.valid_methods or [])
-        return response
+        return error_response(code, message, kind, headers)
 
     @app.errorhandler(Exception)
     def unexpected(err: Exception):  # noqa: ANN202
         # Logged in full for the operator; the client gets no internals.
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return jsonify(error="internal error: the server could not answer this request"), 500
+        return error_response(500, "internal error: the server could not answer this request", "internal")
 
     @app.get("/")
     def index():  # noqa: ANN202
@@ -192,16 +255,16 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
     def health():  # noqa: ANN202
         if store.ready:
             return jsonify(status="ready", models=store.names, default=store.default)
-        if store.error:
-            return jsonify(status="failed", error=f"loading the models failed: {store.error}"), 503
-        if store.closed:
-            return jsonify(status="stopping"), 503
-        return jsonify(status="loading"), 503, {"Retry-After": "1"}
+        # Not ready is a 503 like any error: with `error` and `kind` besides the status.
+        message, kind = _not_ready(store)
+        status = {"load_failed": "failed", "stopping": "stopping"}.get(kind, "loading")
+        headers = {"Retry-After": "1"} if kind == "not_ready" else {}
+        return jsonify(status=status, error=message, kind=kind), 503, headers
 
     @app.get("/api/models")
     def models_list():  # noqa: ANN202
         if not store.ready:
-            raise ApiError(503, "models are still loading" if not store.error else f"loading the models failed: {store.error}")
+            return _not_ready_response(store)
         return jsonify(
             default=store.default,
             models=store.models_info(),
@@ -216,11 +279,11 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
         try:
             result = store.predict_bytes(data, model=model or None, top_k=top_k)
         except UnknownModelError as err:
-            raise ApiError(422, str(err)) from None
+            raise ApiError(422, str(err), "unknown_model") from None
         except NotReadyError as err:
-            return jsonify(error=str(err)), 503, {"Retry-After": "1"}
+            return _not_ready_response(store, str(err))
         except UnreadableImageError as err:
-            raise ApiError(status_for_unreadable(err), err.reason) from None
+            raise ApiError(status_for_unreadable(err), err.reason, err.kind) from None
         return jsonify(result.to_dict())
 
     @app.get("/api/openapi.json")

@@ -8,8 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from image_classifier import __version__
+from image_classifier.serve.app import ERROR_KINDS
+from image_classifier.serve.server import max_request_body_bytes
 
 ERROR = {"$ref": "#/components/schemas/Error"}
+# Every operation also answers errors not listed for it (404, 405, 500, ...) in the same shape.
+DEFAULT_ERROR = {"description": "Any other error (unknown URL or method, internal error): JSON with "
+                                "`error` and `kind`, like every error.",
+                 "content": {"application/json": {"schema": ERROR}}}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -24,6 +30,7 @@ def _ok(description: str, schema: str) -> dict[str, Any]:
 def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
     names = list(store.names)
     limit_mb = f"{max_upload_bytes / 1024 / 1024:g} MB"
+    bound_mb = f"{max_request_body_bytes(max_upload_bytes) / 1024 / 1024:g} MB"
     model_param = {
         "type": "string",
         "enum": names,
@@ -42,10 +49,13 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
             "title": "image-classifier",
             "version": __version__,
             "description": (
-                "Classify a photo with the models trained by `image-classifier`. Errors are always "
-                "JSON `{\"error\": \"...\"}`. Uploads are decoded in memory; a request body is limited "
-                f"to {limit_mb} (bodies of more than twice that are refused by the HTTP server itself "
-                "before they are read, with a plain-text 413)."
+                "Classify a photo with the models trained by `image-classifier`. Every answer other "
+                "than a 2xx, on any URL, is JSON `{\"error\": \"...\", \"kind\": \"...\"}`: a message "
+                "for people and a machine-readable `kind` (see the `Error` schema). Uploads are decoded "
+                f"in memory; an upload is limited to {limit_mb}. Larger bodies, up to {bound_mb}, are read "
+                "and discarded, and answered with the JSON 413; bodies of "
+                f"{bound_mb} or more are refused by the HTTP server itself before they are read, with "
+                "a plain-text 413."
             ),
         },
         "paths": {
@@ -90,6 +100,7 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                                       "(text, PDF, HEIC, SVG, ...)."),
                         "422": _error("A bad parameter: unknown `model`, or `top_k` not a whole number >= 1."),
                         "503": not_ready,
+                        "default": DEFAULT_ERROR,
                     },
                 }
             },
@@ -97,7 +108,8 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                 "get": {
                     "summary": "The loaded models, their classes and test metrics",
                     "operationId": "models",
-                    "responses": {"200": _ok("The models", "Models"), "503": not_ready},
+                    "responses": {"200": _ok("The models", "Models"), "503": not_ready,
+                                  "default": DEFAULT_ERROR},
                 }
             },
             "/api/health": {
@@ -106,8 +118,9 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                     "operationId": "health",
                     "responses": {
                         "200": _ok("Ready", "Health"),
-                        "503": {"description": "Loading, loading failed, or stopping",
+                        "503": {"description": "Loading, loading failed, or stopping (with `error` and `kind`)",
                                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
+                        "default": DEFAULT_ERROR,
                     },
                 }
             },
@@ -116,7 +129,8 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                     "summary": "This document",
                     "operationId": "openapi",
                     "responses": {"200": {"description": "OpenAPI 3.1 document",
-                                          "content": {"application/json": {"schema": {"type": "object"}}}}},
+                                          "content": {"application/json": {"schema": {"type": "object"}}}},
+                                  "default": DEFAULT_ERROR},
                 }
             },
         },
@@ -129,8 +143,13 @@ def _schemas() -> dict[str, Any]:
     return {
         "Error": {
             "type": "object",
-            "required": ["error"],
-            "properties": {"error": {"type": "string"}},
+            "required": ["error", "kind"],
+            "properties": {
+                "error": {"type": "string", "description": "What went wrong and what to do, for people."},
+                "kind": {"type": "string", "enum": list(ERROR_KINDS),
+                         "description": "What went wrong, for programs: "
+                                        + "; ".join(f"`{k}`: {v}" for k, v in ERROR_KINDS.items())},
+            },
             "additionalProperties": False,
         },
         "Prediction": {
@@ -246,6 +265,8 @@ def _schemas() -> dict[str, Any]:
                 "models": {"type": "array", "items": {"type": "string"}},
                 "default": {"type": "string"},
                 "error": {"type": "string"},
+                "kind": {"type": "string", "enum": ["not_ready", "load_failed", "stopping"],
+                         "description": "When not ready: why, as in the `Error` schema."},
             },
         },
     }

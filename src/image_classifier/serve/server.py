@@ -1,12 +1,13 @@
 """Running the app on waitress (a production WSGI server), in the foreground or in a thread.
 
 Used by ``image-classifier serve``, by the tests and by ``bench/serve_load.py`` so that all three
-run the same server with the same settings.
+run the same server with the same settings, and the same graceful stop (``serve_until``).
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from image_classifier.errors import ImageClassifierError
@@ -14,16 +15,42 @@ from image_classifier.serve.app import MULTIPART_SLACK_BYTES
 
 log = logging.getLogger(__name__)
 
+# How long a stop waits for the requests in flight (docker stop and many service managers send
+# SIGKILL 10 s after SIGTERM; a request that is still uploading after that is dropped).
+DRAIN_SECONDS = 8.0
+# How often the serving loop looks at its stop flag: the longest a stop waits to begin. Signal
+# handlers only set the flag (raising from one could interrupt waitress half-way through reading
+# a request), so the loop must wake up by itself to see it.
+POLL_SECONDS = 0.2
+
+# Waitress reads (and the app then discards) bodies up to this bound, so that clients which send
+# the whole body before reading the answer (urllib, requests) get the app's JSON 413 instead of a
+# reset connection. Larger bodies are refused by waitress from the Content-Length header, unread,
+# with its plain-text 413 (and such a client sees a reset). 256 MB, or 4 times the upload limit
+# when that is larger: generous for a mistaken upload (a video, a RAW file), and bounded on disk.
+MIN_BODY_BOUND_BYTES = 256 * 1024 * 1024
+BODY_BOUND_FACTOR = 4
+
+
+def max_request_body_bytes(max_upload_bytes: int) -> int:
+    """The largest body waitress reads (bodies of this many bytes or more it refuses unread)."""
+    return max(MIN_BODY_BOUND_BYTES, BODY_BOUND_FACTOR * (max_upload_bytes + MULTIPART_SLACK_BYTES))
+
 
 def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 5000, threads: int = 4,
-                max_upload_bytes: int) -> Any:
-    """A waitress server bound to ``host:port`` (port 0: any free port), not yet running."""
+                max_upload_bytes: int, max_body_bytes: int | None = None) -> Any:
+    """A waitress server bound to ``host:port`` (port 0: any free port), not yet running.
+
+    ``max_body_bytes`` (default: ``max_request_body_bytes(max_upload_bytes)``) is the bound of the
+    bodies waitress reads; it must be above the upload limit.
+    """
     from waitress.server import create_server
 
-    # Bodies up to twice the limit reach the app, which answers a JSON 413; beyond that waitress
-    # refuses them from the Content-Length header alone, before reading them. Bodies are buffered
-    # in memory, not in temporary files (inbuf_overflow), so no upload is ever written to disk.
-    max_body = 2 * (max_upload_bytes + MULTIPART_SLACK_BYTES)
+    accepted = max_upload_bytes + MULTIPART_SLACK_BYTES  # the largest body the app may accept
+    max_body = max_body_bytes or max_request_body_bytes(max_upload_bytes)
+    if max_body <= accepted:
+        raise ValueError(f"max_body_bytes ({max_body}) must be above the upload limit with its "
+                         f"multipart slack ({accepted})")
     try:
         return create_server(
             app,
@@ -32,7 +59,10 @@ def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 5000, threads:
             threads=threads,
             ident="image-classifier",
             max_request_body_size=max_body,
-            inbuf_overflow=max_body,
+            # A body the app can accept stays in memory, so an upload is never written to disk; a
+            # larger one, which the app refuses from its length without reading it, is spooled by
+            # waitress to an anonymous temporary file past this size rather than held in memory.
+            inbuf_overflow=accepted + 1,
             clear_untrusted_proxy_headers=True,
             channel_timeout=60,
         )
@@ -52,14 +82,110 @@ def server_urls(server: Any) -> list[str]:
     return urls
 
 
+def serve_until(server: Any, stop: threading.Event, *, hurry: threading.Event | None = None,
+                drain_seconds: float = DRAIN_SECONDS) -> bool:
+    """Run ``server`` until ``stop`` is set, then stop gracefully and close it.
+
+    The graceful stop: stop taking connections at once (new clients are refused), let every
+    request in flight finish (being received, queued, answered or still being sent), closing
+    each idle connection, for up to ``drain_seconds`` or until ``hurry`` is set; then close
+    everything. Returns True when no request was left unanswered. (waitress' own ``run`` stops
+    on KeyboardInterrupt and drops the requests being received or queued.)
+    """
+    socket_map = _socket_map(server)
+    try:
+        while not stop.is_set():
+            _loop_once(server, socket_map)
+        in_flight = _requests_in_flight(socket_map)
+        log.info("stopping: no new connections; finishing %d request(s) in flight (at most %g s)",
+                 in_flight, drain_seconds)
+        _stop_listening(socket_map)
+        deadline = time.monotonic() + drain_seconds
+        while in_flight and time.monotonic() < deadline and not (hurry is not None and hurry.is_set()):
+            _close_idle_channels(socket_map)
+            _loop_once(server, socket_map)
+            in_flight = _requests_in_flight(socket_map)
+        if in_flight:
+            log.warning("stopping with %d request(s) unanswered", in_flight)
+        return not in_flight
+    finally:
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+        _close_all(socket_map)
+
+
+def _socket_map(server: Any) -> dict:
+    # One listening socket: the server is the dispatcher (map in ``_map``); several (a host name
+    # with IPv4 and IPv6 addresses): a MultiSocketServer holding them (in ``map``).
+    socket_map = getattr(server, "map", None)
+    return socket_map if socket_map is not None else server._map
+
+
+def _loop_once(server: Any, socket_map: dict) -> None:
+    from waitress import wasyncore
+
+    wasyncore.loop(timeout=POLL_SECONDS, map=socket_map, use_poll=server.adj.asyncore_use_poll, count=1)
+
+
+def _channels(socket_map: dict) -> list[Any]:
+    from waitress.channel import HTTPChannel
+
+    return [d for d in list(socket_map.values()) if isinstance(d, HTTPChannel)]
+
+
+def _busy(channel: Any) -> bool:
+    # A request partly received (``request``), queued or being answered (``requests``), or an
+    # answer not yet sent (``total_outbufs_len``).
+    return bool(channel.request is not None or channel.requests or channel.total_outbufs_len)
+
+
+def _requests_in_flight(socket_map: dict) -> int:
+    return sum(1 for channel in _channels(socket_map) if _busy(channel))
+
+
+def _stop_listening(socket_map: dict) -> None:
+    from waitress import wasyncore
+    from waitress.server import BaseWSGIServer
+
+    for dispatcher in list(socket_map.values()):
+        if isinstance(dispatcher, BaseWSGIServer):
+            # The listening socket only: BaseWSGIServer.close would also close the trigger that
+            # the task threads use to wake this loop up when an answer is ready to send.
+            wasyncore.dispatcher.close(dispatcher)
+
+
+def _close_idle_channels(socket_map: dict) -> None:
+    # A keep-alive connection between requests: closed, so that its client cannot keep the
+    # server busy with new requests (one that races this close sees its connection closed).
+    for channel in _channels(socket_map):
+        if not _busy(channel):
+            channel.handle_close()
+
+
+def _close_all(socket_map: dict) -> None:
+    from waitress import wasyncore
+
+    wasyncore.close_all(socket_map)
+
+
 class BackgroundServer:
-    """A waitress server in a daemon thread; ``with BackgroundServer(app, ...) as s: s.url``."""
+    """A waitress server in a daemon thread; ``with BackgroundServer(app, ...) as s: s.url``.
+
+    Closing it stops it as ``image-classifier serve`` stops on a signal (``serve_until``).
+    """
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, threads: int = 4,
-                 max_upload_bytes: int) -> None:
-        self.server = make_server(app, host=host, port=port, threads=threads, max_upload_bytes=max_upload_bytes)
+                 max_upload_bytes: int, max_body_bytes: int | None = None,
+                 drain_seconds: float = DRAIN_SECONDS) -> None:
+        self.server = make_server(app, host=host, port=port, threads=threads, max_upload_bytes=max_upload_bytes,
+                                  max_body_bytes=max_body_bytes)
         self.url = server_urls(self.server)[0].rstrip("/")
-        self._thread = threading.Thread(target=self.server.run, name="waitress", daemon=True)
+        self.drained: bool | None = None  # after close(): whether every request in flight was answered
+        self._stop = threading.Event()
+        self._drain_seconds = drain_seconds
+        self._thread = threading.Thread(target=self._run, name="waitress", daemon=True)
+
+    def _run(self) -> None:
+        self.drained = serve_until(self.server, self._stop, drain_seconds=self._drain_seconds)
 
     def __enter__(self) -> BackgroundServer:
         self._thread.start()
@@ -69,5 +195,5 @@ class BackgroundServer:
         self.close()
 
     def close(self) -> None:
-        self.server.close()
-        self._thread.join(timeout=5)
+        self._stop.set()
+        self._thread.join(timeout=self._drain_seconds + 5)
