@@ -1,7 +1,7 @@
 """Faces on a folder of people: detection, face_embedding's accuracy over split seeds, its latency.
 
     .venv/bin/python bench/faces.py [DATA] [--seeds 0-4] [--cnns mobilenet_v2,resnet50] [--crops]
-        [--latency] [--out faces.json]
+        [--no-photos] [--no-accuracy] [--latency] [--out faces.json]
 
 * **detection**: images with a face per class and per step of the detector cascade.
 * **accuracy**: for each seed, a new stratified, duplicate-aware split (``make_split(seed)``), then
@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cnns", default="", help="comma-separated CNNs trained on the same splits, e.g. mobilenet_v2")
     p.add_argument("--crops", action="store_true", help="also measure on tight face crops cut from DATA")
     p.add_argument("--no-accuracy", action="store_true", help="skip the training runs")
+    p.add_argument("--no-photos", action="store_true", help="skip the training runs on DATA itself (e.g. with --crops)")
     p.add_argument("--latency", action="store_true", help="time one prediction from a 2000x1500 JPEG")
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--cache-dir", type=Path, default=None, help="face and decode cache (default: a temporary folder)")
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     archs = ["face_embedding", *[a for a in args.cnns.split(",") if a]]
     results: dict = {"data": str(args.data), "seeds": seeds}
     results["detection"] = detection(args.data, cache)
-    if not args.no_accuracy:
+    if not (args.no_accuracy or args.no_photos):
         results["accuracy"] = accuracy(args.data, seeds, archs, cache, work, "photos")
     if args.crops:
         crops = build_crops(args.data, cache, work / "crops")
