@@ -676,7 +676,7 @@ def test_real_http_404_and_405_are_json_with_a_kind(store, openapi):
 
 
 def test_openapi_documents_every_error_kind(openapi):
-    from image_classifier.serve.app import ERROR_KINDS
+    from image_classifier.serve.contract import ERROR_KINDS
 
     error = openapi["components"]["schemas"]["Error"]
     assert error["required"] == ["error", "kind"]

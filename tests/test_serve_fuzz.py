@@ -22,7 +22,7 @@ from serve_fixtures import CLASSES, COLOURS, colour_image, encode, make_run, tra
 from test_serve_api import check_response
 
 from image_classifier.serve import ModelStore, create_app
-from image_classifier.serve.app import ERROR_KINDS
+from image_classifier.serve.contract import ERROR_KINDS
 
 # FUZZ_EXAMPLES=5000 FUZZ_RANDOM=1 pytest tests/test_serve_fuzz.py: a longer, randomised hunt.
 FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")), deadline=None,

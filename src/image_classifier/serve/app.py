@@ -5,7 +5,7 @@ app; a production WSGI server (waitress, see ``image-classifier serve``) runs it
 debug server. Tests use the same factory with Flask's test client.
 
 Every answer that is not a 2xx, on any URL, is ``{"error": "...", "kind": "..."}``: a message for a
-person and a machine-readable kind (``ERROR_KINDS``), with a status that says whose fault it is (see
+person and a machine-readable kind (``contract.ERROR_KINDS``), with a status that says whose fault it is (see
 ``openapi.py``); no input can produce a 500 or a stack trace. Uploads never touch the disk:
 multipart files are parsed into memory (the upload limit bounds them) and decoded from bytes.
 (Only a body over the limit, which the app refuses from its length without reading it, is
@@ -24,14 +24,12 @@ from werkzeug.exceptions import HTTPException
 
 from image_classifier import __version__
 from image_classifier.errors import UnreadableImageError
+from image_classifier.serve.contract import ERROR_KINDS, MULTIPART_SLACK_BYTES
 from image_classifier.serve.store import ModelStore, NotReadyError, UnknownModelError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-# Room for the multipart envelope (boundaries, part headers, the small form fields) so that a file
-# of exactly the limit still fits; the file itself is checked against the limit separately.
-MULTIPART_SLACK_BYTES = 64 * 1024
 DEFAULT_TOP_K = 5
 
 # No external source of any kind: the page is self-contained (the machine and its users may be
@@ -51,26 +49,6 @@ SECURITY_HEADERS = {
 }
 
 
-# Every error's machine-readable ``kind`` and what it means (documented in the OpenAPI document, in
-# this order). Clients branch on the kind, never on the message, which may be reworded.
-ERROR_KINDS: dict[str, str] = {
-    "bad_request": "The request is malformed (a broken multipart body, say).",
-    "no_file": "A multipart upload without the field `file`.",
-    "empty": "The upload is empty.",
-    "corrupt": "The image cannot be decoded (truncated or corrupt).",
-    "io": "The image could not be read.",
-    "unsupported": "Not an image in a supported format or colour mode (text, PDF, HEIC, SVG, ...).",
-    "too_large": "The body is over the upload limit, or the image has more pixels than the "
-                 "decompression-bomb limit.",
-    "bad_parameter": "A malformed parameter (`top_k` not a whole number >= 1).",
-    "unknown_model": "No model of that name is served (GET /api/models lists them).",
-    "not_found": "No such URL.",
-    "method_not_allowed": "The URL exists, not with this method (the `Allow` header lists the methods).",
-    "not_ready": "The models are still loading: retry after `Retry-After` seconds.",
-    "load_failed": "Loading the models failed: the operator must fix the model files and restart.",
-    "stopping": "The server is stopping.",
-    "internal": "An unexpected error in the server, logged for the operator.",
-}
 
 # Werkzeug's own errors (routing, body limits, malformed forms) by status; any other 4xx is a
 # bad request and any other 5xx an internal error.

@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from image_classifier import __version__
-from image_classifier.serve.app import ERROR_KINDS
-from image_classifier.serve.server import max_request_body_bytes
+from image_classifier.serve.contract import ERROR_KINDS, max_request_body_bytes
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 # Every operation also answers errors not listed for it (404, 405, 500, ...) in the same shape.

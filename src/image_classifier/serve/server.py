@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from image_classifier.errors import ImageClassifierError
-from image_classifier.serve.app import MULTIPART_SLACK_BYTES
+from image_classifier.serve.contract import MULTIPART_SLACK_BYTES, max_request_body_bytes
 
 log = logging.getLogger(__name__)
 
@@ -22,20 +22,6 @@ DRAIN_SECONDS = 8.0
 # handlers only set the flag (raising from one could interrupt waitress half-way through reading
 # a request), so the loop must wake up by itself to see it.
 POLL_SECONDS = 0.2
-
-# Waitress reads (and the app then discards) bodies up to this bound, so that clients which send
-# the whole body before reading the answer (urllib, requests) get the app's JSON 413 instead of a
-# reset connection. Larger bodies are refused by waitress from the Content-Length header, unread,
-# with its plain-text 413 (and such a client sees a reset). 256 MB, or 4 times the upload limit
-# when that is larger: generous for a mistaken upload (a video, a RAW file), and bounded on disk.
-MIN_BODY_BOUND_BYTES = 256 * 1024 * 1024
-BODY_BOUND_FACTOR = 4
-
-
-def max_request_body_bytes(max_upload_bytes: int) -> int:
-    """The largest body waitress reads (bodies of this many bytes or more it refuses unread)."""
-    return max(MIN_BODY_BOUND_BYTES, BODY_BOUND_FACTOR * (max_upload_bytes + MULTIPART_SLACK_BYTES))
-
 
 def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 5000, threads: int = 4,
                 max_upload_bytes: int, max_body_bytes: int | None = None) -> Any:
