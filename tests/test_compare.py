@@ -314,5 +314,5 @@ def test_compare_rejects_bad_arguments(tiny_archs, tmp_path, capsys):
     assert "unknown architecture(s) nope" in capsys.readouterr().err
     assert main(["compare", str(data), "--models", "tiny_cmp_a", "--weights", "resnet50=x.pth",
                  "--out", str(tmp_path / "r")]) == 2
-    assert "not in --models" in capsys.readouterr().err
+    assert "which no model in --models uses" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
