@@ -290,3 +290,56 @@ def test_drag_and_drop_and_paste(browser, colour_server):
     assert "image.png" in page.inner_text("#preview-name")
     watch.check_clean()
     watch.close()
+
+
+@pytest.fixture(scope="module")
+def face_model(tmp_path_factory) -> Path:
+    """A face_embedding model trained here on 12 photos of each athlete (a few seconds of fallback)."""
+    if not (ATHLETES.is_dir() and MOBILENET_WEIGHTS.is_file()):
+        pytest.skip("needs ../shared (athletes photos and MobileNetV2 weights)")
+    from image_classifier.data.split import make_split
+    from image_classifier.train import train_model
+
+    tmp = tmp_path_factory.mktemp("face-browser")
+    for cls in ("Kobe Bryant", "Maria Sharapova", "ronaldo"):
+        (tmp / "data" / cls).mkdir(parents=True)
+        for src in sorted((ATHLETES / cls).iterdir())[:12]:
+            (tmp / "data" / cls / src.name).write_bytes(src.read_bytes())
+    split = make_split(tmp / "data", seed=0, val=0.25, test=0.25)
+    return train_model(split, "face_embedding", tmp / "model", weights=MOBILENET_WEIGHTS, progress=False,
+                       recipe_overrides={"phases.frozen.epochs": "2", "feature_views": "1"}).model_dir
+
+
+def test_the_deciding_face_is_boxed_on_the_photo(browser, face_model, tmp_path):
+    ARTIFACTS.mkdir(exist_ok=True)
+    photo = ATHLETES / "Kobe Bryant" / "kobe_(103).jpg"  # one frontal face
+    store = ModelStore.from_paths([face_model]).load()
+    with BackgroundServer(create_app(store), max_upload_bytes=MAX_UPLOAD) as srv:
+        api = _post_file(srv.url, photo)
+        assert api["face"] is not None
+        watch = PageWatch(browser, srv.url)
+        watch.upload(str(photo))
+        watch.wait_result()
+        page = watch.page
+        box = page.locator("#face-box")
+        expect(box).to_be_visible()
+        img = page.locator("#preview").bounding_box()
+        drawn = box.bounding_box()
+        w, h = api["image_size"]
+        x0, y0, x1, y1 = api["face"]
+        # Where the API's box lands on the photo as displayed (border included, so within 4 px).
+        assert drawn["x"] == pytest.approx(img["x"] + x0 * img["width"] / w, abs=4)
+        assert drawn["y"] == pytest.approx(img["y"] + y0 * img["height"] / h, abs=4)
+        assert drawn["width"] == pytest.approx((x1 - x0) * img["width"] / w, abs=4)
+        assert drawn["height"] == pytest.approx((y1 - y0) * img["height"] / h, abs=4)
+        assert "decided by the face in the box" in page.inner_text("#result-meta")
+        page.screenshot(path=str(ARTIFACTS / "serve-browser-face.png"), full_page=True)
+        # A photo without a face: no box, and the page says the whole photo decided.
+        noface = tmp_path / "texture.png"
+        colour_image((90, 140, 60), size=(400, 300), seed=5).save(noface)
+        watch.upload(str(noface))
+        expect(page.locator("#result-meta")).to_contain_text("no face found")
+        expect(box).to_be_hidden()
+        watch.check_clean()
+        watch.close()
+    store.close()

@@ -29,8 +29,8 @@ FACES_VERSION = 2
 #: JPEGs are decoded at the smallest draft scale whose shorter side is at least this: enough for
 #: the 800 px detection copy of a 4:3 photo, and a 24 MP JPEG decodes at 1/4 of its pixels.
 DECODE_SIDE = DETECT_MAX_SIDE * 3 // 4
-#: Analyses kept in memory (about 2 KB each): a server's uploads must not grow it without bound.
-MAX_MEMORY_ENTRIES = 50_000
+#: Analyses kept in memory (1-3 KB each): a server's uploads must not grow it without bound.
+MAX_MEMORY_ENTRIES = 10_000
 #: Below this many files the pool's start-up (a second or two per worker) costs more than it saves.
 MIN_FILES_FOR_POOL = 8
 

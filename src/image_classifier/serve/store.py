@@ -336,8 +336,11 @@ class ModelStore:
 
         After :meth:`close` it loads nothing more and returns with ``ready`` still false.
         """
+        from image_classifier.faces import FaceCache
         from image_classifier.saved_model import load_model
 
+        # In memory and bounded: the same photo uploaded again is not analysed again by a face model.
+        face_cache = FaceCache()
         with self._load_lock:
             if self.ready or self.closed:
                 return self
@@ -348,7 +351,7 @@ class ModelStore:
                     if self.closed:  # stopped while loading: skip the remaining models
                         return self
                     t0 = time.perf_counter()
-                    clf = load_model(entry.path, backend=self.backend)
+                    clf = load_model(entry.path, backend=self.backend, face_cache=face_cache)
                     self._warm_up(clf)
                     self._models[entry.name] = ServedModel(entry, clf)
                     log.info("loaded %s (%s) in %.1f s; backend %s (%s)", entry.name,

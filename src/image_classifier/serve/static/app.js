@@ -140,7 +140,7 @@
     $("result-label").textContent = body.label;
     $("result-probability").textContent = pct(body.probabilities[body.label]);
     $("result-meta").textContent =
-      `${body.model} · ${ms(body.latency_ms)} in the server (decode ${ms(body.timing.decode_ms)}, ` +
+      `${body.model} · ${ms(body.latency_ms)} in the server (decode${"face" in body ? " + faces" : ""} ${ms(body.timing.decode_ms)}, ` +
       (body.timing.queue_ms >= 1 ? `queued ${ms(body.timing.queue_ms)}, ` : "") +
       `model ${ms(body.timing.inference_ms)}` +
       (body.timing.batch_size > 1 ? ` for a batch of ${body.timing.batch_size}` : "") +
