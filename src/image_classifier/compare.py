@@ -18,10 +18,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from image_classifier.errors import DatasetError
 from image_classifier.evaluate.speed import SpeedConfig
+
+if TYPE_CHECKING:
+    from image_classifier.faces import FaceCache, FaceSurvey
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +175,8 @@ def weights_for(arch: str, weights: dict[str, Path]) -> Path | None:
     return None
 
 
-def _survey(config: CompareConfig, audit: Any, face_cache: Any, say: Callable[[str], None]) -> Any:
+def _survey(config: CompareConfig, audit: Any, face_cache: FaceCache,
+            say: Callable[[str], None]) -> FaceSurvey | None:
     """The face survey of the data (None when switched off or when dlib is not installed)."""
     from image_classifier.faces import FaceModelsNotFoundError, survey_faces
 
@@ -198,7 +202,7 @@ def _survey(config: CompareConfig, audit: Any, face_cache: Any, say: Callable[[s
     return survey
 
 
-def face_accuracy(ev: dict, survey: Any) -> dict[str, Any]:
+def face_accuracy(ev: dict, survey: FaceSurvey) -> dict[str, Any]:
     """Test accuracy on the images with a face and on those without (by the survey's detections)."""
     out: dict[str, Any] = {}
     for key, want in (("face", True), ("noface", False)):

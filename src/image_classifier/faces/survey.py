@@ -81,6 +81,5 @@ def survey_faces(records: Sequence[Any], cache: FaceCache | None = None, *, prog
         counts["none" if n == 0 else "one" if n == 1 else "several"] += 1
         if n:
             methods[analysis.method or ""] += 1
-    unreadable = {os_path: reason for os_path, reason in failures.items()}
-    return FaceSurvey(per_class, dict(methods.most_common()), analyses, unreadable,
+    return FaceSurvey(per_class, dict(methods.most_common()), analyses, dict(failures),
                       time.perf_counter() - started)
