@@ -10,6 +10,7 @@ The order of operations is the point of this module:
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import platform
@@ -20,8 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from image_classifier.errors import DatasetError
+from image_classifier.errors import DatasetError, ImageClassifierError
 from image_classifier.evaluate.speed import SpeedConfig
+from image_classifier.fileio import atomic_write_text
 
 if TYPE_CHECKING:
     from image_classifier.faces import FaceCache, FaceSurvey
@@ -61,6 +63,10 @@ class CompareConfig:
     #: Add ``face_embedding`` to ``models`` when the face survey finds a face in at least 70 % of the
     #: images (the CLI sets this when ``--models`` was not given).
     add_face_model: bool = False
+    #: What to do with models already in ``out_dir`` (see :mod:`image_classifier.compare_resume`):
+    #: "auto" reuses finished ones and resumes interrupted ones when their cards match this run and
+    #: refuses otherwise; "resume" the same, but there must be a previous run; "fresh" deletes it.
+    resume: str = "auto"
 
 
 @dataclass
@@ -213,18 +219,60 @@ def face_accuracy(ev: dict, survey: FaceSurvey) -> dict[str, Any]:
 
 
 def _write_predictions_csv(path: Path, per_model: dict[str, dict]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(["model", "rel_path", "true", "pred", "confidence", "correct"])
-        for name, ev in per_model.items():
-            for p in ev["predictions"]:
-                writer.writerow([name, p["rel_path"], p["true"], p["pred"], repr(p["confidence"]), p["correct"]])
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["model", "rel_path", "true", "pred", "confidence", "correct"])
+    for name, ev in per_model.items():
+        for p in ev["predictions"]:
+            writer.writerow([name, p["rel_path"], p["true"], p["pred"], repr(p["confidence"]), p["correct"]])
+    atomic_write_text(path, buf.getvalue())  # a kill or a full disk never leaves half a file
+
+
+def _prepare_run_dir(config: CompareConfig, run_dir: Path, say: Callable[[str], None]) -> None:
+    """Check the run directory can be written, and apply --fresh / --resume, before any work."""
+    from image_classifier.compare_resume import RESUME_MODES, check_writable, clear_run, has_previous_run
+    from image_classifier.runs import model_dir_for
+
+    if config.resume not in RESUME_MODES:
+        raise ValueError(f"resume must be one of {RESUME_MODES}, not {config.resume!r}")
+    check_writable(run_dir, [model_dir_for(run_dir, arch) for arch in config.models])
+    if config.resume == "resume" and not has_previous_run(run_dir):
+        raise ImageClassifierError(f"nothing to resume in {run_dir}: no split.csv and no models (run without --resume)")
+    if config.resume == "fresh":
+        given = config.split_csv is not None and Path(config.split_csv).resolve() == (run_dir / "split.csv").resolve()
+        removed = clear_run(run_dir, keep_split=given)
+        if removed:
+            say(f"--fresh: removed {len(removed)} files of the previous run in {run_dir}")
+
+
+def _plan_models(config: CompareConfig, split: Any, run_dir: Path) -> dict[str, Any]:
+    """Reuse / resume / train per model; refuses the run when any model there is from another
+    configuration (before the split or anything else is written)."""
+    from image_classifier.compare_resume import decide, expected_identity, refusal
+    from image_classifier.runs import model_dir_for
+    from image_classifier.train import resolve_recipe
+
+    def expected(arch: str) -> Callable[[], dict[str, Any]]:
+        # Lazy: hashing ImageNet weights is only worth it when there is a model to check.
+        return lambda: expected_identity(arch, split, resolve_recipe(arch, _overrides_for(config, arch)),
+                                         config.seed, weights_for(arch, config.weights))
+
+    decisions = {arch: decide(arch, model_dir_for(run_dir, arch), expected(arch)) for arch in config.models}
+    refused = [d for d in decisions.values() if d.action == "refuse"]
+    if refused:
+        raise refusal(run_dir, refused)
+    return decisions
+
+
+def _overrides_for(config: CompareConfig, arch: str) -> dict[str, Any] | None:
+    return {**config.recipe_overrides.get("*", {}), **config.recipe_overrides.get(arch, {})} or None
 
 
 def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | None = None) -> CompareResult:
     """Run the study; see the module docstring. ``on_progress`` receives one-line status updates."""
     from image_classifier import load_model
     from image_classifier.compare_backends import measure_model_backends
+    from image_classifier.compare_resume import discard_stale_resume
     from image_classifier.data.check import audit_dataset
     from image_classifier.data.split import resolve_split
     from image_classifier.evaluate.evaluation import DecodeCache, LabelledImage, evaluate_classifier
@@ -234,7 +282,8 @@ def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | N
     from image_classifier.models.registry import get_arch
     from image_classifier.report import write_report
     from image_classifier.runs import model_dir_for, write_best_pointer
-    from image_classifier.train import ImageCache, train_model
+    from image_classifier.saved_model import read_card
+    from image_classifier.train import ImageCache, TrainResult, train_model
 
     say = on_progress or log.info
     started = time.perf_counter()
@@ -244,7 +293,7 @@ def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | N
     for arch in config.models:
         get_arch(arch)  # unknown names fail now, not after an hour of training
     run_dir = Path(config.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_run_dir(config, run_dir, say)
 
     # 1. Audit and split.
     t0 = time.perf_counter()
@@ -262,13 +311,14 @@ def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | N
     split_path = run_dir / "split.csv"
     split_source = config.split_csv or (split_path if split_path.is_file() else None)
     if split_source is not None and config.split_csv is None:
-        say(f"reusing the split in {split_source} (delete it for a new split)")
+        say(f"reusing the split in {split_source} (--fresh starts over with a new split)")
     split = resolve_split(
         config.data_root, split_source, seed=config.seed,
         val=0.15 if config.val_fraction is None else config.val_fraction,
         test=0.15 if config.test_fraction is None else config.test_fraction,
         audit=audit,
     )
+    decisions = _plan_models(config, split, run_dir)
     if split_source is None or Path(split_source).resolve() != split_path.resolve():
         split.save(split_path)
     timings["split_seconds"] = time.perf_counter() - t0
@@ -282,17 +332,27 @@ def run_compare(config: CompareConfig, *, on_progress: Callable[[str], None] | N
     done: list[float] = []
     image_cache = ImageCache(config.cache_dir)
     n = len(config.models)
+    to_train = sum(d.action != "reuse" for d in decisions.values())
     for i, arch in enumerate(config.models, 1):
-        say(f"[model {i}/{n}] training {arch}{_eta_text(done, n - i + 1)}")
-        overrides = {**config.recipe_overrides.get("*", {}), **config.recipe_overrides.get(arch, {})}
+        decision = decisions[arch]
+        model_dir = model_dir_for(run_dir, arch)
+        if decision.action == "reuse":
+            say(f"[model {i}/{n}] {decision.line}")
+            results[arch] = TrainResult.from_card(model_dir, read_card(model_dir))
+            discard_stale_resume(model_dir)
+            r = results[arch]
+            say(f"[model {i}/{n}] {arch}: validation accuracy {r.best_val_accuracy:.3f} (epoch {r.best_epoch})")
+            continue
+        say(f"[model {i}/{n}] {decision.line}{_eta_text(done, to_train - len(done))}")
         t0 = time.perf_counter()
         results[arch] = train_model(
-            split, arch, model_dir_for(run_dir, arch),
-            recipe_overrides=overrides or None,
+            split, arch, model_dir,
+            recipe_overrides=_overrides_for(config, arch),
             weights=weights_for(arch, config.weights),
             seed=config.seed,
             cache=image_cache,
             progress=config.progress,
+            resume=decision.action == "resume",
             face_cache=face_cache,
         )
         done.append(time.perf_counter() - t0)

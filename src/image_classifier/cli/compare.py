@@ -49,6 +49,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-faces", action="store_true",
                    help="do not look for faces (no face survey, no face_embedding model, no face/no-face test accuracy)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in OUT (also the default when OUT holds one): reuse every finished "
+                            "model whose card matches this run (split, recipe, seed, weights, library versions), "
+                            "resume the interrupted one from its last checkpoint; unlike the default, fail when "
+                            "OUT holds no run")
+    again.add_argument("--fresh", action="store_true",
+                       help="start over: delete the models, split and best pointer a previous compare wrote in "
+                            "OUT (nothing else), then run as if OUT were new")
     p.set_defaults(func=run)
 
 
@@ -108,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
         invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), export=not args.no_export,
         faces=not args.no_faces, add_face_model=face_model,
+        resume="fresh" if args.fresh else "resume" if args.resume else "auto",
     )
     result = run_compare(config, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print()

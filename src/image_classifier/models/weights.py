@@ -70,12 +70,30 @@ def _read_card(path: Path) -> dict | None:
         return None
 
 
-def resolve_pretrained(arch: str, source: PretrainedSource, explicit: str | os.PathLike | None) -> ResolvedWeights:
-    """Load the ImageNet weights of ``arch`` from ``explicit`` or torchvision's cache."""
+def locate_pretrained(arch: str, source: PretrainedSource, explicit: str | os.PathLike | None) -> Path:
+    """The file :func:`resolve_pretrained` would read for ``arch`` (without reading it), so that a
+    caller can fingerprint the weights cheaply (``compare`` checks a finished model against them)."""
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
             raise WeightsNotFoundError(f"weights file for {arch} not found: {path}")
+        return path
+    cached = source.cache_file()
+    if cached.is_file():
+        return cached
+    raise WeightsNotFoundError(
+        f"ImageNet weights for {arch} were not found, and nothing is downloaded. Either put "
+        f"torchvision's file {cached.name} in {cached.parent} (torchvision's weights cache, "
+        f"$TORCH_HOME/hub/checkpoints), or pass the file explicitly: "
+        f"--weights {arch}=PATH (for `train`: --weights PATH). This project's machines have them in "
+        f"../shared/weights/ (see its README.md)."
+    )
+
+
+def resolve_pretrained(arch: str, source: PretrainedSource, explicit: str | os.PathLike | None) -> ResolvedWeights:
+    """Load the ImageNet weights of ``arch`` from ``explicit`` or torchvision's cache."""
+    path = locate_pretrained(arch, source, explicit)
+    if explicit is not None:
         card = _read_card(path)
         options = dict(source.options)
         if card and card.get("block_variant"):
@@ -85,14 +103,5 @@ def resolve_pretrained(arch: str, source: PretrainedSource, explicit: str | os.P
             options.setdefault("block_variant", "v1.5")
         log.info("%s: ImageNet weights from %s", arch, path)
         return ResolvedWeights(_read_state_dict(path), str(path), options, card)
-    cached = source.cache_file()
-    if cached.is_file():
-        log.info("%s: ImageNet weights from torchvision's cache %s", arch, cached)
-        return ResolvedWeights(_read_state_dict(cached), str(cached), dict(source.options))
-    raise WeightsNotFoundError(
-        f"ImageNet weights for {arch} were not found, and nothing is downloaded. Either put "
-        f"torchvision's file {cached.name} in {cached.parent} (torchvision's weights cache, "
-        f"$TORCH_HOME/hub/checkpoints), or pass the file explicitly: "
-        f"--weights {arch}=PATH (for `train`: --weights PATH). This project's machines have them in "
-        f"../shared/weights/ (see its README.md)."
-    )
+    log.info("%s: ImageNet weights from torchvision's cache %s", arch, path)
+    return ResolvedWeights(_read_state_dict(path), str(path), dict(source.options))

@@ -31,6 +31,8 @@ from typing import Callable
 
 from PIL import Image
 
+from image_classifier.fileio import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ReportFiles", "write_report", "plot_slug"]
@@ -114,8 +116,8 @@ def write_report(study: dict, run_dir: str | Path, *,
     csv_path = write_comparison_csv(study, run_dir / "comparison.csv")
     json_path = write_metrics_json(study, run_dir / "metrics.json")
     md_path = run_dir / "report.md"
-    md_path.write_text(render_markdown(study), encoding="utf-8")
+    atomic_write_text(md_path, render_markdown(study))  # a kill or a full disk leaves the old file or the new one
     html_path = run_dir / "report.html"
-    html_path.write_text(render_html(study, run_dir), encoding="utf-8")
+    atomic_write_text(html_path, render_html(study, run_dir))
     log.info("report written to %s (%.1f s)", html_path, time.perf_counter() - start)
     return ReportFiles(run_dir, html_path, md_path, csv_path, json_path, plot_files)

@@ -6,6 +6,7 @@ goes through :func:`_text`: matplotlib would otherwise read ``$...$`` in a name 
 """
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -19,6 +20,8 @@ matplotlib.use("Agg")  # no display on servers/CI; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
+
+from image_classifier.fileio import atomic_write_bytes  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,10 @@ def _text(s: object, limit: int | None = None) -> str:
 def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())  # never half a PNG after a kill or a full disk
     return path
 
 

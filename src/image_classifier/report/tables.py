@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from image_classifier.fileio import atomic_write_text
+
 #: CSV columns, in order. The first 13 are the ones the issue asks for; the rest add context.
 COLUMNS = (
     "model",
@@ -178,7 +180,7 @@ def write_comparison_csv(study: dict, path: str | os.PathLike) -> Path:
     writer.writeheader()
     for row in comparison_rows(study):
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-    path.write_text(buf.getvalue(), encoding="utf-8")
+    atomic_write_text(path, buf.getvalue())
     return path
 
 
@@ -206,7 +208,7 @@ def write_metrics_json(study: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     text = json.dumps(_finite(json.loads(json.dumps(study, default=_json_default))), indent=2,
                       ensure_ascii=False)
-    path.write_text(text + "\n", encoding="utf-8")
+    atomic_write_text(path, text + "\n")
     return path
 
 

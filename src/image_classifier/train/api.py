@@ -42,6 +42,17 @@ class TrainResult:
     phases: list[dict[str, Any]] = field(default_factory=list)
     card: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_card(cls, model_dir: str | os.PathLike, card: dict[str, Any]) -> TrainResult:
+        """The result of a finished run, read back from its card (``compare`` reuses finished models)."""
+        best = card["best"]
+        return cls(
+            model_dir=Path(model_dir), arch=str(card["architecture"]), history=list(card.get("history") or []),
+            best_epoch=int(best["epoch"]), best_val_accuracy=float(best["val_accuracy"]),
+            best_val_loss=float(best["val_loss"]), train_seconds=float(card.get("train_seconds") or 0.0),
+            peak_rss_mb=float(card.get("peak_rss_mb") or 0.0), phases=list(card.get("phases") or []), card=card,
+        )
+
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (the whole process: it includes earlier models)."""

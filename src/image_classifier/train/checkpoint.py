@@ -68,7 +68,11 @@ def peek_resume_state(path: Path) -> dict[str, Any]:
         tree = json.loads(meta["tree"])
     except Exception as err:  # noqa: BLE001
         raise ModelFormatError(f"cannot read the resume state {path} ({err}); start the run again without --resume") from err
-    return {k: v for k, v in tree.items() if k in ("arch", "seed", "classes", "recipe", "split_manifest_sha256")}
+    identity = {k: v for k, v in tree.items() if k in ("arch", "seed", "classes", "recipe", "split_manifest_sha256")}
+    state = tree.get("state")
+    # Epochs finished when the state was written (the primitives of TrainState are stored as is).
+    identity["epoch"] = state.get("global_epoch") if isinstance(state, dict) else None
+    return identity
 
 
 class RunWriter:
