@@ -193,12 +193,15 @@ def run_clients(host: str, port: int, image: bytes, clients: int, duration: floa
     }
 
 
-def start_server(model: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, str, int]:
+def start_server(model: Path, args: argparse.Namespace,
+                 extra: list[str] | None = None) -> tuple[subprocess.Popen, str, int]:
+    """The ``serve`` command in a subprocess on 127.0.0.1 (any free port); ``extra``: more ``serve`` options."""
     cmd = [sys.executable, "-c", SERVER_SNIPPET, "serve", str(model), "--port", "0",
            "--threads", str(args.threads), "--backend", args.backend]
     cmd += ["--torch-threads", str(args.torch_threads)]
     if args.max_batch:
         cmd += ["--max-batch", str(args.max_batch)]
+    cmd += extra or []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = None
     deadline = time.monotonic() + 180
