@@ -233,6 +233,11 @@ def test_compare_with_the_face_model_end_to_end(people, tmp_path):
     assert float(row["face_detection_rate"]) == pytest.approx(acc["test_images_face"] / model["test"]["n"])
     html = (run / "report.html").read_text()
     assert "Faces</h3>" in html and "run in dlib" in html
+    # Its per-image cost is the whole file -> label time, not the fallback network's forward pass.
+    from image_classifier.report.tables import fmt_ms
+
+    assert f"{fmt_ms(model['speed']['e2e_latency_ms_p50'])} ms per image from file to label" in html
+    assert row["family"] == "face"
     assert "test acc face / no face" in (run / "report.md").read_text()
     card = json.loads((run / "models" / "face_embedding" / "model.json").read_text())
     assert card["pretrained_weights"]["source"].endswith("mobilenet_v2-b0353104.pth")  # shared with mobilenet_v2

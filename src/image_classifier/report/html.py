@@ -23,6 +23,7 @@ from image_classifier.report.tables import (
     fmt_num,
     fmt_params,
     fmt_seconds,
+    per_image_ms,
 )
 
 CSS = """
@@ -107,10 +108,10 @@ def _answer(study: dict) -> str:
         facts = []
         top = max(rows, key=lambda r: r["test_accuracy"])
         facts.append(f"highest test accuracy: {top['model']} ({top['test_accuracy']:.1%})")
-        timed = [r for r in rows if r["latency_ms_p50"] is not None]
+        timed = [r for r in rows if per_image_ms(r) is not None]
         if timed:
-            fast = min(timed, key=lambda r: r["latency_ms_p50"])
-            facts.append(f"fastest: {fast['model']} ({fmt_ms(fast['latency_ms_p50'])} ms per image)")
+            fast = min(timed, key=per_image_ms)
+            facts.append(f"fastest: {fast['model']} ({fmt_ms(per_image_ms(fast))} ms per image)")
         sized = [r for r in rows if r["size_mb"] is not None]
         if sized:
             small = min(sized, key=lambda r: r["size_mb"])

@@ -52,6 +52,9 @@ COLUMNS = (
     "test_accuracy_face",
     "test_accuracy_noface",
     "face_detection_rate",
+    # "cnn", or "face" for a face model, whose latency_ms_* are those of its no-face fallback network
+    # alone (see per_image_ms).
+    "family",
 )
 
 
@@ -106,9 +109,16 @@ def comparison_rows(study: dict) -> list[dict]:
                 "test_accuracy_noface": faces.get("test_accuracy_noface"),
                 "face_detection_rate": (n_face / (n_face + n_noface) if n_face is not None and n_noface
                                         is not None and n_face + n_noface else None),
+                "family": m.get("family", "cnn"),
             }
         )
     return rows
+
+
+def per_image_ms(row: dict) -> float | None:
+    """What one image costs the model: the batch-1 forward pass for a CNN; for a face model, whose
+    forward pass is only its no-face fallback, the whole file -> label time (dlib included)."""
+    return row["e2e_latency_ms_p50"] if row.get("family") == "face" else row["latency_ms_p50"]
 
 
 def face_survey_table(study: dict) -> tuple[str, list[str], list[list[object]]] | None:
