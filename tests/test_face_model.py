@@ -242,3 +242,15 @@ def test_compare_with_the_face_model_end_to_end(people, tmp_path):
     card = json.loads((run / "models" / "face_embedding" / "model.json").read_text())
     assert card["pretrained_weights"]["source"].endswith("mobilenet_v2-b0353104.pth")  # shared with mobilenet_v2
     assert model.get("serve_backend"), "the fallback network's backend was measured for serve"
+
+
+def test_a_face_model_without_the_weights_package_says_what_to_install(trained, people):
+    """predict with a face model where face_recognition_models is missing: exit 2, the package named."""
+    code = ("import sys; sys.modules['face_recognition_models'] = None\n"
+            "from image_classifier.faces.models import weights_sha256; weights_sha256.cache_clear()\n"
+            "from image_classifier.cli import main\n"
+            f"sys.exit(main(['predict', {str(trained['dir'])!r}, {str(people / 'ronaldo' / 'ronaldo_(1).jpg')!r}]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr
+    assert "face_recognition_models" in out.stderr and "pip install" in out.stderr
+    assert "Traceback" not in out.stderr
