@@ -123,7 +123,7 @@ class FaceInput:
     analysis: FaceAnalysis
     image: Image.Image | None
     face_index: int | None = None
-    distance: float | None = None  # of the closest face to the nearest training face
+    distance: float | None = None  # to the nearest training face: the deciding face's, else the closest's
 
     @property
     def descriptor(self) -> np.ndarray | None:
@@ -132,9 +132,9 @@ class FaceInput:
 
 class FacePath:
     """The face half of a loaded ``face_embedding`` model: decodes and analyses images and scores
-    descriptors with the head. With a ``cache`` (``compare`` and ``evaluate`` pass theirs) a file whose
-    content was analysed before costs nothing; without one every image is analysed, as a
-    server's uploads and a timing must be."""
+    descriptors with the head. With a ``cache`` (``compare`` passes its disk cache, ``serve`` a
+    bounded one in memory) a file whose content was analysed before costs nothing; without one
+    (the default, and ``compare``'s timing) every image is analysed."""
 
     def __init__(self, head: FaceHead, input_size: int, cache: FaceCache | None = None) -> None:
         self.head = head
@@ -165,8 +165,9 @@ class FacePath:
 
     def details(self, item: FaceInput) -> dict[str, Any]:
         """``face``: the box of the face that decided (None: the whole-photo fallback did), with the
-        detector step that found it, how many faces were found, and the closest face's distance
-        to the nearest training face (dlib's usual same-person threshold is 0.6)."""
+        detector step that found it, how many faces were found, and ``face_distance``: the deciding
+        face's distance to the nearest training face (when none decided, the closest face's; dlib's
+        usual same-person threshold is 0.6)."""
         face = None if item.face_index is None else item.analysis.faces[item.face_index]
         return {"face": None if face is None else [round(v, 1) for v in face.box],
                 "face_method": None if face is None else face.method,

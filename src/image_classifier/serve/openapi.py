@@ -201,9 +201,9 @@ def _schemas() -> dict[str, Any]:
                                 "description": "Face models only: the detector step that found the face."},
                 "faces_found": {"type": "integer", "minimum": 0, "description": "Face models only."},
                 "face_distance": {"type": ["number", "null"], "minimum": 0,
-                                  "description": "Face models only: the closest face's distance to the nearest "
-                                                 "training face (null: no face); above the model's max_distance "
-                                                 "no face decides."},
+                                  "description": "Face models only: the deciding face's distance to the nearest "
+                                                 "training face (when none decides, the closest face's; null: no "
+                                                 "face); above the model's max_distance no face decides."},
                 "image_size": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2,
                                "description": "Face models only: [width, height] of the photo, for drawing the box."},
             },
