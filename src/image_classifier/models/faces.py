@@ -99,19 +99,23 @@ class FaceHead:
     def probabilities(self, descriptors: np.ndarray) -> np.ndarray:
         return softmax(self.logits(descriptors)).astype(np.float32)
 
-    def choose(self, descriptors: np.ndarray | None, max_distance: float | None = None) -> tuple[int | None, float | None]:
-        """(index of the face that decides, its distance to the nearest training face): the largest
-        face (descriptors come largest first) within ``max_distance`` (default: the head's) of a
-        training face. The index is None when there is no face or none is that close; the distance
-        is then the closest face's."""
-        if descriptors is None or len(descriptors) == 0:
-            return None, None
-        dist = nearest_distances(np.asarray(descriptors, np.float64), self.bank)
-        limit = self.max_distance if max_distance is None else max_distance
-        known = np.flatnonzero(dist <= limit)
-        if len(known) == 0:
-            return None, float(dist.min())
-        return int(known[0]), float(dist[known[0]])
+    def choose(self, descriptors: np.ndarray | None) -> tuple[int | None, float | None]:
+        """Which face decides, by this head's bank and ``max_distance``: see :func:`choose_face`."""
+        return choose_face(descriptors, self.bank, self.max_distance)
+
+
+def choose_face(descriptors: np.ndarray | None, bank: np.ndarray,
+                max_distance: float) -> tuple[int | None, float | None]:
+    """(index of the face that decides, its distance to the nearest training face): the largest
+    face (descriptors come largest first) within ``max_distance`` of a row of ``bank``. The index is
+    None when there is no face or none is that close; the distance is then the closest face's."""
+    if descriptors is None or len(descriptors) == 0:
+        return None, None
+    dist = nearest_distances(np.asarray(descriptors, np.float64), bank)
+    known = np.flatnonzero(dist <= max_distance)
+    if len(known) == 0:
+        return None, float(dist.min())
+    return int(known[0]), float(dist[known[0]])
 
 
 @dataclass

@@ -28,7 +28,7 @@ import torch
 
 from image_classifier.errors import DatasetError
 from image_classifier.faces import FaceCache, weights_sha256
-from image_classifier.models.faces import FaceHead, nearest_distances
+from image_classifier.models.faces import FaceHead, choose_face, nearest_distances
 from image_classifier.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -150,15 +150,13 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
     yv = np.array([val_records[i].label for i in val_idx], dtype=np.int64)
     fallback = _fallback_probs(net, prep, val_set.images[torch.tensor([row_of[val_records[i].rel_path]
                                                                         for i in val_idx])])
-    # Which face of each validation photo decides at a given max_distance (the head's own rule).
-    rule = FaceHead(np.zeros((num_classes, bank.shape[1])), np.zeros(num_classes), mean, scale, bank, np.inf)
-
+    # Which face of each validation photo decides at a given max_distance (the model's own rule).
     def deciding(limit: float) -> tuple[list[int], np.ndarray]:
         """(positions in val_idx where a face decides, their descriptors)."""
         rows, descriptors = [], []
         for k, i in enumerate(val_idx):
             a = val_a[i]
-            face = None if a is None else rule.choose(a.descriptors, limit)[0]
+            face = None if a is None else choose_face(a.descriptors, bank, limit)[0]
             if face is not None:
                 rows.append(k)
                 descriptors.append(a.descriptors[face])
@@ -183,7 +181,7 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
 
     # max_distance: the whole model's validation log-loss (ties: the larger, faces decide more often).
     tried_d = []
-    best = (float("inf"), 0.0, MAX_DISTANCE_GRID[-1], fallback)
+    best = (float("inf"), 0.0, MAX_DISTANCE_GRID[-1])
     for limit in MAX_DISTANCE_GRID:
         head = FaceHead(weight, bias, mean, scale, bank, limit)
         probs = fallback.copy()
@@ -194,8 +192,8 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
         tried_d.append({"max_distance": None if np.isinf(limit) else limit, "val_loss": round(loss, 5),
                         "val_accuracy": round(acc, 5), "faces_decide": len(decided)})
         if loss <= best[0] + 1e-9:
-            best = (loss, acc, limit, probs)
-    val_loss, val_acc, max_distance, _ = best
+            best = (loss, acc, limit)
+    val_loss, val_acc, max_distance = best
     head = FaceHead(weight, bias, mean, scale, bank, max_distance)
     head.write_to(net)
     decided = len(deciding(max_distance)[0])
