@@ -207,7 +207,7 @@ def test_needs_faces_in_two_classes(image_folder, tmp_path):
         train_model(split, "face_embedding", tmp_path / "m", weights=MOBILENET, recipe_overrides=FAST, progress=False)
 
 
-def test_compare_with_the_face_model_end_to_end(people, tmp_path):
+def test_compare_with_the_face_model_end_to_end(people, tmp_path, capsys):
     """compare trains, evaluates, exports and reports face_embedding like any model."""
     import csv
 
@@ -242,6 +242,15 @@ def test_compare_with_the_face_model_end_to_end(people, tmp_path):
     card = json.loads((run / "models" / "face_embedding" / "model.json").read_text())
     assert card["pretrained_weights"]["source"].endswith("mobilenet_v2-b0353104.pth")  # shared with mobilenet_v2
     assert model.get("serve_backend"), "the fallback network's backend was measured for serve"
+
+    # The same command again: the finished face model is reused (its card, including the face
+    # weights' SHA-256, matches), and the test metrics are the same.
+    weights = (run / "models" / "face_embedding" / "weights.safetensors").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert "reusing face_embedding (finished, card matches)" in capsys.readouterr().err
+    assert (run / "models" / "face_embedding" / "weights.safetensors").stat().st_mtime_ns == weights
+    again = json.loads((run / "metrics.json").read_text())["models"][0]
+    assert again["test"]["accuracy"] == model["test"]["accuracy"] and again["faces"] == model["faces"]
 
 
 def test_a_face_model_without_the_weights_package_says_what_to_install(trained, people):
