@@ -221,6 +221,10 @@ class Classifier:
         :class:`~image_classifier.errors.UnreadableImageError` for bad input."""
         if self.face_path is not None:
             return self.face_path.decode(source, max_pixels=max_pixels)
+        return self._load_picture(source, max_pixels)
+
+    def _load_picture(self, source: ImageSource, max_pixels: int | None = None) -> Image.Image:
+        """The picture itself, decoded at the input size (JPEG draft mode); a PIL image as it is."""
         if isinstance(source, Image.Image):
             return source
         from image_classifier.data.decode import load_image
@@ -229,10 +233,7 @@ class Classifier:
         return load_image(source, target_size=self.preprocessing.input_size, **kwargs)
 
     def load_images(self, images: Sequence[ImageSource]) -> list[Image.Image]:
-        from image_classifier.data.decode import load_image
-
-        size = self.preprocessing.input_size
-        return [img if isinstance(img, Image.Image) else load_image(img, target_size=size) for img in images]
+        return [self._load_picture(img) for img in images]
 
     def preprocess_array(self, images: Sequence[ImageSource]) -> np.ndarray:
         """Decode (when given paths/bytes; JPEGs in draft mode), resize once and normalise into a

@@ -166,13 +166,13 @@ def _find(models: Any, image: Image.Image) -> tuple[np.ndarray, float, list[tupl
     return arr, scale, [], ""
 
 
-def analyse_image(image: Image.Image, *, descriptor: bool = True) -> FaceAnalysis:
-    """Faces, landmarks and (with ``descriptor``) the largest faces' 128-D descriptors of one RGB image."""
+def analyse_image(image: Image.Image) -> FaceAnalysis:
+    """Faces, landmarks and the largest faces' 128-D descriptors of one RGB image."""
     with face_models() as models:
-        return _analyse(models, image, descriptor)
+        return _analyse(models, image)
 
 
-def _analyse(models: Any, image: Image.Image, descriptor: bool) -> FaceAnalysis:
+def _analyse(models: Any, image: Image.Image) -> FaceAnalysis:
     arr, scale, found, method = _find(models, image)
     h, w = arr.shape[:2]
     to_orig = 1.0 / scale
@@ -187,7 +187,7 @@ def _analyse(models: Any, image: Image.Image, descriptor: bool) -> FaceAnalysis:
     order = sorted(range(len(faces)), key=lambda i: -faces[i].area)
     faces = [faces[i] for i in order]
     desc = None
-    if descriptor and faces:
+    if faces:
         import dlib
 
         chips = [dlib.get_face_chip(arr, shapes[i], CHIP_SIZE, CHIP_PADDING) for i in order[:MAX_DESCRIBED]]

@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from pathlib import Path
 
 from image_classifier.data.decode import decode_image, read_source
@@ -48,8 +49,6 @@ def analyse_bytes(data: bytes, path: str | None = None, max_pixels: int | None =
 
 
 def _rescaled(a: FaceAnalysis, k: float, width: int, height: int) -> FaceAnalysis:
-    from dataclasses import replace
-
     faces = [replace(f, box=tuple(v * k for v in f.box), landmarks=tuple((x * k, y * k) for x, y in f.landmarks))
              for f in a.faces]
     return FaceAnalysis(width, height, faces, a.descriptors)
@@ -166,8 +165,10 @@ class FaceCache:
                     # E.g. a script without an ``if __name__ == "__main__":`` guard, which spawned
                     # workers re-run: finish in this process rather than fail.
                     log.warning("face workers could not start (%s); continuing in this process", err)
-            for p in sorted(set(by_path) - set(failures) - {todo[s] for s in results if s in todo}):
-                done(*_analyse_path(p))
+            # Whatever the pool did not answer (no pool, or a broken one): in this process.
+            for p in sorted(by_path):
+                if by_path[p] not in results and p not in failures:
+                    done(*_analyse_path(p))
         finally:
             bar.close()
         return results, failures
