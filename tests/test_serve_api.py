@@ -376,15 +376,19 @@ def test_health_is_ready_only_once_models_are_loaded(run_dir, openapi):
     assert client.post("/api/predict", data=red_jpeg()).get_json()["label"] == RED
 
 
-def test_health_reports_a_failed_load(tmp_path, model_dir):
-    import shutil
-
+def failed_load_client(model_dir: Path, tmp_path: Path):
+    """A test client of an app whose one model (a copy with broken weights) failed to load."""
     broken = tmp_path / "broken"
     shutil.copytree(model_dir, broken)
     (broken / "weights.safetensors").write_bytes(b"not weights")
     store = ModelStore.from_paths([broken])
     client = create_app(store, load=False).test_client()
     store.start_loading().join(timeout=60)
+    return client
+
+
+def test_health_reports_a_failed_load(tmp_path, model_dir):
+    client = failed_load_client(model_dir, tmp_path)
     r = client.get("/api/health")
     assert r.status_code == 503 and r.get_json()["status"] == "failed"
     assert "weights" in r.get_json()["error"]
@@ -638,13 +642,7 @@ def test_loading_failed_stopping_and_internal_errors_have_kinds(run_dir, model_d
     loading = ModelStore.from_paths([run_dir])
     check(create_app(loading, load=False).test_client(), "not_ready", "loading")
 
-    broken = tmp_path / "broken"
-    shutil.copytree(model_dir, broken)
-    (broken / "weights.safetensors").write_bytes(b"not weights")
-    failed = ModelStore.from_paths([broken])
-    client = create_app(failed, load=False).test_client()
-    failed.start_loading().join(timeout=60)
-    check(client, "load_failed", "failed")
+    check(failed_load_client(model_dir, tmp_path), "load_failed", "failed")
 
     closed = ModelStore.from_paths([run_dir], only=["tiny_a"]).load()
     client = create_app(closed).test_client()
