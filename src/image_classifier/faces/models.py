@@ -12,7 +12,6 @@ of its own from a pool, loading another (about 0.3 s and 30 MB) only when all ar
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import threading
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from image_classifier.errors import ImageClassifierError
+from image_classifier.fileio import sha256_file
 
 WEIGHTS_PACKAGE = "face_recognition_models"
 DLIB_PACKAGE = "dlib-bin"
@@ -64,7 +64,7 @@ def weights_sha256() -> dict[str, str]:
     for name, expected in WEIGHTS_SHA256.items():
         path = folder / name
         try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest = sha256_file(path)
         except OSError as err:
             raise FaceModelsNotFoundError(
                 f"{path} cannot be read ({err}): reinstall the weights with "
