@@ -22,9 +22,24 @@ from image_classifier.errors import ModelFormatError
 
 log = logging.getLogger(__name__)
 
+# Every file name of a run directory and of a saved model directory lives here, and only here.
+# A run directory (``compare``):
 BEST_NAME = "best"
 MODELS_DIR = "models"
+SPLIT_NAME = "split.csv"
+METRICS_NAME = "metrics.json"
+COMPARISON_CSV_NAME = "comparison.csv"
+PREDICTIONS_CSV_NAME = "predictions.csv"
+REPORT_MD_NAME = "report.md"
+REPORT_HTML_NAME = "report.html"
+PLOTS_DIR = "plots"
+# A saved model directory (``train``; ``models/<arch>/`` of a run):
 CARD_NAME = "model.json"
+WEIGHTS_NAME = "weights.safetensors"
+BACKEND_RECORD_NAME = "backend.json"
+ONNX_NAME = "model.onnx"
+ONNX_INT8_NAME = "model.int8.onnx"
+RESUME_NAME = "resume.safetensors"
 
 
 def model_dir_for(run_dir: str | os.PathLike, arch: str) -> Path:
