@@ -82,16 +82,10 @@ class CompareResult:
 def machine_info() -> dict[str, Any]:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from image_classifier.machine import cpu_model
+
     info: dict[str, Any] = {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "logical cores": os.cpu_count(),
         "torch threads": torch.get_num_threads(),
         "platform": platform.platform(),

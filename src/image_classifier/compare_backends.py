@@ -104,10 +104,11 @@ def measure_model_backends(model_dir: str | os.PathLike, speed: dict, *, export:
     "measure_seconds": float}.
     """
     from image_classifier.inference.timing import measure_backends
+    from image_classifier.machine import load_average
 
     exp = export_for_serving(model_dir, speed.get("params"), enabled=export)
     t0 = time.perf_counter()
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load_before = load_average()
     if exp["exported"]:
         measured = measure_backends(model_dir, list(COMPARED_BACKENDS), sample_image=sample_image, config=config)
         backends, skipped, fastest = measured["backends"], dict(measured["skipped"]), measured["fastest"]

@@ -15,6 +15,7 @@ import torch
 from image_classifier.errors import DatasetError, ImageClassifierError
 from image_classifier.faces import FaceCache
 from image_classifier.fileio import sha256_file
+from image_classifier.machine import bf16_supported
 from image_classifier.models.registry import build_model, get_arch
 from image_classifier.recipe import Recipe
 from image_classifier.runtime import configure
@@ -22,7 +23,7 @@ from image_classifier.saved_model import CARD_NAME, WEIGHTS_NAME, library_versio
 from image_classifier.train.cache import ImageCache
 from image_classifier.train.checkpoint import RESUME_NAME, RunWriter, load_resume_state
 from image_classifier.train.face_head import fit_face_head
-from image_classifier.train.loop import Trainer, TrainState, bf16_supported, plan_phases
+from image_classifier.train.loop import Trainer, TrainState, plan_phases
 from image_classifier.train.seeding import seed_global
 
 log = logging.getLogger(__name__)

@@ -47,14 +47,6 @@ log = logging.getLogger(__name__)
 EVAL_BATCH = 64
 
 
-def bf16_supported() -> bool:
-    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 / AMX); emulated bf16 is slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 @dataclass(frozen=True)
 class PhasePlan:
     index: int
