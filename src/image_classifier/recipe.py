@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import tomllib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -208,8 +209,13 @@ def flatten_config(data: dict[str, Any], arch: str | None = None, *, known_archs
     return out
 
 
-def load_config(path: str | os.PathLike, arch: str | None = None) -> dict[str, Any]:
+def load_config(path: str | os.PathLike, arch: str | None = None, *,
+                known_archs: Iterable[str]) -> dict[str, Any]:
     """Read a TOML recipe file into dotted overrides for ``arch`` (see :func:`flatten_config`).
+
+    ``known_archs``: every architecture name (``models.list_archs()``), so that a table named
+    after another architecture is left out rather than read as general settings. Passed in, not
+    looked up here: the registry builds its default recipes from this module.
 
     Example::
 
@@ -228,9 +234,7 @@ def load_config(path: str | os.PathLike, arch: str | None = None) -> dict[str, A
         raise ValueError(f"cannot read recipe file {path}: {err.strerror or err}") from err
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path} is not valid TOML: {err}") from err
-    from image_classifier.models.registry import list_archs
-
-    return flatten_config(data, arch, known_archs=tuple(list_archs()))
+    return flatten_config(data, arch, known_archs=tuple(known_archs))
 
 
 def parse_set_options(items: list[str] | None) -> dict[str, str]:

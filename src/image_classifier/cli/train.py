@@ -63,11 +63,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _overrides(args: argparse.Namespace) -> dict:
+    from image_classifier.models.registry import list_archs
     from image_classifier.recipe import load_config, parse_set_options
 
     overrides: dict = {}
     if args.config is not None:
-        overrides.update(load_config(args.config, args.arch))
+        overrides.update(load_config(args.config, args.arch, known_archs=list_archs()))
     overrides.update(parse_set_options(args.set_))
     return overrides
 

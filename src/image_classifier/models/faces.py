@@ -29,7 +29,7 @@ from PIL import Image
 
 from image_classifier.faces import FaceAnalysis, FaceCache, analyse_bytes, analyse_image
 from image_classifier.faces.detect import DESCRIPTOR_DIM
-from image_classifier.models import transfer
+from image_classifier.models.transfer import mobilenet_v2
 from image_classifier.models.net import ClassifierNet
 
 
@@ -52,7 +52,7 @@ class FaceEmbeddingNet(ClassifierNet):
 
 def face_embedding(num_classes: int, backbone_state: Any = None, face_bank_size: int = 0,
                    **_: object) -> FaceEmbeddingNet:
-    return FaceEmbeddingNet(transfer.mobilenet_v2(num_classes, backbone_state), num_classes, int(face_bank_size))
+    return FaceEmbeddingNet(mobilenet_v2(num_classes, backbone_state), num_classes, int(face_bank_size))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -10,8 +10,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from image_classifier.models import faces, scratch, transfer
+from image_classifier.models.faces import face_embedding
 from image_classifier.models.net import ClassifierNet
+from image_classifier.models.scratch import alexnet_like, simple_cnn
+from image_classifier.models.transfer import (
+    MOBILENET_V2_FINETUNE_FROM, RESNET50_FINETUNE_FROM, mobilenet_v2, resnet50,
+)
 from image_classifier.models.weights import PretrainedSource, ResolvedWeights, resolve_pretrained
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.recipe import Augmentation, Phase, Recipe
@@ -122,7 +126,7 @@ def _mobilenet_v2_recipe() -> Recipe:
     return Recipe(
         phases=[
             Phase("frozen", epochs=10, lr=1e-3, trainable_from=None),
-            Phase("finetune", epochs=10, lr=1e-5, trainable_from=transfer.MOBILENET_V2_FINETUNE_FROM),
+            Phase("finetune", epochs=10, lr=1e-5, trainable_from=MOBILENET_V2_FINETUNE_FROM),
         ],
         early_stopping_patience=5,
         plateau_patience=3,
@@ -134,7 +138,7 @@ def _resnet50_recipe() -> Recipe:
     return Recipe(
         phases=[
             Phase("frozen", epochs=15, lr=1e-3, trainable_from=None),
-            Phase("finetune", epochs=20, lr=1e-5, trainable_from=transfer.RESNET50_FINETUNE_FROM),
+            Phase("finetune", epochs=20, lr=1e-5, trainable_from=RESNET50_FINETUNE_FROM),
         ],
         early_stopping_patience=5,
         plateau_patience=3,
@@ -172,25 +176,25 @@ def _face_embedding_recipe() -> Recipe:
 
 
 register_arch(ArchSpec(
-    "simple_cnn", scratch.simple_cnn, Preprocessing(128), _simple_cnn_recipe,
+    "simple_cnn", simple_cnn, Preprocessing(128), _simple_cnn_recipe,
     description="3 conv layers (32/64/128, no pooling) + dense 128, from scratch (the study's baseline)",
 ))
 register_arch(ArchSpec(
-    "alexnet_like", scratch.alexnet_like, Preprocessing(224), _alexnet_like_recipe,
+    "alexnet_like", alexnet_like, Preprocessing(224), _alexnet_like_recipe,
     description="3 conv layers (64/128/256) with max-pooling + dense 512 with dropout, from scratch",
 ))
 register_arch(ArchSpec(
-    "mobilenet_v2", transfer.mobilenet_v2, Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD), _mobilenet_v2_recipe,
+    "mobilenet_v2", mobilenet_v2, Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD), _mobilenet_v2_recipe,
     pretrained=PretrainedSource("MobileNet_V2_Weights.IMAGENET1K_V1"),
     description="ImageNet MobileNetV2, GAP, dense 256 + dropout 0.5; frozen then fine-tuned",
 ))
 register_arch(ArchSpec(
-    "resnet50", transfer.resnet50, Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD), _resnet50_recipe,
+    "resnet50", resnet50, Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD), _resnet50_recipe,
     pretrained=PretrainedSource("ResNet50_Weights.IMAGENET1K_V1", {"block_variant": "v1.5"}),
     description="ImageNet ResNet-50, GAP, dense 512 (dropout 0.4) + 256 (dropout 0.3); frozen then fine-tuned",
 ))
 register_arch(ArchSpec(
-    "face_embedding", faces.face_embedding, Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD), _face_embedding_recipe,
+    "face_embedding", face_embedding, Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD), _face_embedding_recipe,
     pretrained=PretrainedSource("MobileNet_V2_Weights.IMAGENET1K_V1"),
     description="largest face -> 5-point alignment -> dlib 128-D descriptor -> linear head; frozen "
                 "MobileNetV2 + dense head where no face is found",
