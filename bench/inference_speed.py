@@ -135,9 +135,9 @@ def measure_arch(arch: str, model_dir: Path, jpeg: Path, test_items, args) -> di
     from image_classifier.evaluate.speed import SpeedConfig
     from image_classifier.inference.selection import choose_backend
     from image_classifier.inference.timing import measure_classifiers
-    from image_classifier.saved_model import Classifier, load_model
+    from image_classifier.inference.classifier import Classifier, open_classifier
 
-    base = load_model(model_dir, backend="torch")
+    base = open_classifier(model_dir, "torch")
     variants = {"torch": base}
     variants["torch-cl"] = Classifier(base.module, base.classes, base.preprocessing, base.card, model_dir,
                                       backend=ChannelsLastTorch(base.module))
@@ -204,7 +204,7 @@ from image_classifier import runtime
 if tune:
     runtime.configure()
 import torch
-from image_classifier.saved_model import load_model
+from image_classifier import load_model
 out = {}
 for backend in ("torch", "onnx"):
     clf = load_model(sys.argv[3], backend=backend)
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from image_classifier.export.pipeline import ExportOptions, export_model
-    from image_classifier.inference.selection import cpu_model
+    from image_classifier.machine import cpu_model
 
     from image_classifier.data.split import make_split
 

@@ -7,6 +7,9 @@ import torch
 from PIL import Image
 
 from image_classifier.evaluate import speed
+from image_classifier.inference.backends import TorchBackend
+from image_classifier.inference.classifier import Classifier
+from image_classifier.preprocessing import Preprocessing
 
 
 class _Net(torch.nn.Module):
@@ -20,26 +23,21 @@ class _Net(torch.nn.Module):
         return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
 
 
-class _Classifier:
-    """The slice of the saved-model Classifier API that ``measure_classifier`` uses."""
+class _RecordingBackend:
+    """A real :class:`TorchBackend` that also records what it was given (a ``Backend``: the
+    Classifier runs any object with ``name``, ``predict_tensor`` and ``describe``)."""
 
-    def __init__(self) -> None:
-        self.module = _Net().eval()
-
-        self.calls: list[tuple] = []  # shapes and types predict_tensor was given
-
-    def preprocess_array(self, images):
-        arr = np.stack([np.asarray(im.convert("RGB").resize((16, 16))) for im in images])
-        return (arr.transpose(0, 3, 1, 2) / 255.0).astype(np.float32)
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.inner = TorchBackend(module)
+        self.name = self.inner.name
+        self.calls: list[tuple] = []  # types and shapes predict_tensor was given
 
     def predict_tensor(self, batch):
-        self.calls.append((type(batch), batch.shape))
-        with torch.inference_mode():
-            return torch.softmax(self.module(torch.from_numpy(batch)), 1).numpy()
+        self.calls.append((type(batch), tuple(batch.shape)))
+        return self.inner.predict_tensor(batch)
 
-    def predict(self, images):
-        pil = [Image.open(p) if not isinstance(p, Image.Image) else p for p in images]
-        return self.predict_tensor(self.preprocess_array(pil))
+    def describe(self) -> str:
+        return self.inner.describe()
 
 
 def test_count_parameters_and_trainable():
@@ -81,12 +79,14 @@ def test_measure_classifier(tmp_path):
     model_dir.mkdir()
     (model_dir / "weights.bin").write_bytes(b"0" * 5000)
     cfg = speed.SpeedConfig(warmup=1, repeats=5, e2e_repeats=3, throughput_batch=4, throughput_repeats=2)
-    clf = _Classifier()
+    net = _Net()
+    backend = _RecordingBackend(net)
+    clf = Classifier(net, ["red", "other"], Preprocessing(16), {"architecture": "tiny"}, model_dir, backend=backend)
     out = speed.measure_classifier(clf, model_dir=model_dir, sample_image=img, config=cfg)
     # Timed through the backend entry point (predict_tensor), with numpy input as predict gives it:
     # 1 + 5 batch-1 calls, 1 + 2 batch-4 calls, 1 + 3 end-to-end calls.
-    shapes = [shape for kind, shape in clf.calls]
-    assert all(kind is np.ndarray for kind, _ in clf.calls)
+    shapes = [shape for kind, shape in backend.calls]
+    assert all(kind is np.ndarray for kind, _ in backend.calls)
     assert shapes.count((1, 3, 16, 16)) == 6 + 4 and shapes.count((4, 3, 16, 16)) == 3
     assert out["params"] == 242
     assert out["size_bytes"] == 5000
@@ -96,6 +96,7 @@ def test_measure_classifier(tmp_path):
     assert out["e2e_latency_ms_p50"] > 0
     assert out["throughput_ips"] > 0
     assert out["flops_per_image"] == 2 * 8 * 16 * 16 * 27 + 2 * 8 * 2
+    assert out["backend"] == "torch" and out["backend_description"].startswith("PyTorch ")
 
 
 def test_trained_parameter_count_follows_the_recipe():

@@ -13,8 +13,9 @@ from image_classifier.errors import ModelFormatError
 from image_classifier.export.metadata import read_metadata
 from image_classifier.export.pipeline import ExportOptions, export_model
 from image_classifier.export.verify import synthetic_images
+from image_classifier.inference.loading import load_model
 from image_classifier.models.registry import list_archs
-from image_classifier.saved_model import load_model, read_card
+from image_classifier.saved_model import read_card
 
 NO_MEASURE = ExportOptions(measure=False)
 

@@ -10,8 +10,9 @@ from image_classifier.errors import ImageClassifierError
 from image_classifier.export.images import labelled_images
 from image_classifier.export.metadata import read_metadata
 from image_classifier.export.pipeline import ExportOptions, export_model
+from image_classifier.inference.loading import load_model
 from image_classifier.models.registry import build_model, get_arch
-from image_classifier.saved_model import load_model, read_card, save_model
+from image_classifier.saved_model import read_card, save_model
 
 
 @pytest.fixture(scope="module")

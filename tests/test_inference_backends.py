@@ -10,8 +10,9 @@ import pytest
 from export_helpers import CLASSES, make_model_dir, write_labelled_folder
 from image_classifier.export.pipeline import ExportOptions, export_model
 from image_classifier.inference import BACKENDS, add_backend_argument
-from image_classifier.inference.backends import OnnxBackend, TorchBackend, bf16_supported
-from image_classifier.saved_model import load_model
+from image_classifier.inference.backends import OnnxBackend, TorchBackend
+from image_classifier.inference.loading import load_model
+from image_classifier.machine import bf16_supported
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from export_helpers import make_model_dir, photo
-from image_classifier.evaluate.speed import SpeedConfig
 from image_classifier.export.pipeline import ExportOptions, export_model
-from image_classifier.inference.timing import interleaved_times, measure_backends
+from image_classifier.inference.timing import SpeedConfig, interleaved_times, measure_backends
 
 TINY = SpeedConfig(warmup=1, repeats=4, e2e_repeats=3, throughput_batch=4, throughput_repeats=2, min_repeats=1)
 

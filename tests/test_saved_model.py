@@ -14,7 +14,8 @@ from PIL import Image
 from image_classifier import load_model
 from image_classifier.errors import ModelFormatError
 from image_classifier.models import build_model, get_arch
-from image_classifier.saved_model import CARD_NAME, WEIGHTS_NAME, save_model
+from image_classifier.runs import CARD_NAME, WEIGHTS_NAME
+from image_classifier.saved_model import save_model
 
 
 def _images(n: int, seed: int = 0) -> list[Image.Image]:

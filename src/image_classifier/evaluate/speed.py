@@ -5,38 +5,29 @@ parameter counts by hand. Here every number is measured: parameters are counted 
 size is the bytes of the saved model directory, FLOPs come from ``torch.utils.flop_counter``, and
 latency is the median and 95th percentile of many single-image calls after a warm-up (the first
 calls pay for allocator growth and one-time kernel selection, which a server pays only once).
+The timing primitives (:class:`SpeedConfig`, :func:`time_calls`, :func:`latency_summary`) are
+:mod:`image_classifier.inference.timing`'s, shared with the backend measurement.
 """
 from __future__ import annotations
 
 import logging
 import os
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+from image_classifier.inference.classifier import Classifier
+from image_classifier.inference.timing import SpeedConfig, latency_summary, time_calls
+from image_classifier.machine import load_average
+
+__all__ = ["SpeedConfig", "count_parameters", "dir_size_bytes", "flops_per_image", "latency_summary",
+           "measure_classifier", "time_calls", "trained_parameter_count"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SpeedConfig:
-    """Repeat counts. The defaults give stable medians in a few seconds per model on 2 cores;
-    tests pass tiny values."""
-
-    warmup: int = 5
-    repeats: int = 50
-    e2e_repeats: int = 30
-    throughput_batch: int = 32
-    throughput_repeats: int = 5
-    #: Stop a latency loop early once it has run this long (seconds) and has at least
-    #: ``min_repeats`` samples, so a slow model (AlexNet-like at bs 1) cannot stall the study.
-    time_budget_s: float = 20.0
-    min_repeats: int = 10
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def count_parameters(module: Any) -> tuple[int, int]:
@@ -86,46 +77,14 @@ def flops_per_image(module: Any, batch: Any) -> int:
     ignores cheap element-wise ops (ReLU, BatchNorm in eval, additions), which is the usual
     convention for "FLOPs" of a CNN.
     """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
         module(batch)
     return int(counter.get_total_flops() // max(1, batch.shape[0]))
 
 
-def time_calls(
-    fn: Callable[[], Any], *, warmup: int, repeats: int, time_budget_s: float = float("inf"),
-    min_repeats: int = 1,
-) -> np.ndarray:
-    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    start = time.perf_counter()
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if i + 1 >= min_repeats and time.perf_counter() - start > time_budget_s:
-            log.debug("time budget reached after %d of %d repeats", i + 1, repeats)
-            break
-    return np.asarray(times)
-
-
-def latency_summary(seconds: np.ndarray) -> dict:
-    ms = np.asarray(seconds) * 1000.0
-    return {
-        "p50_ms": float(np.median(ms)),
-        "p95_ms": float(np.percentile(ms, 95)),
-        "mean_ms": float(ms.mean()),
-        "repeats": int(ms.size),
-    }
-
-
 def measure_classifier(
-    classifier: Any,
+    classifier: Classifier,
     *,
     model_dir: str | os.PathLike | None = None,
     sample_image: str | os.PathLike | None = None,
@@ -143,14 +102,11 @@ def measure_classifier(
     Parameters and FLOPs are counted on the PyTorch network (the same for every backend).
     Returns a JSON-ready dict; end-to-end keys are ``None`` when no sample image is given.
     """
-    import torch
-    from PIL import Image
-
     config = config or SpeedConfig()
     module = classifier.module
     module.eval()
     total, _ = count_parameters(module)
-    trainable = trained_parameter_count(module, (getattr(classifier, "card", None) or {}).get("recipe"))
+    trainable = trained_parameter_count(module, classifier.card.get("recipe"))
     # The classifier's own preprocessing gives the input shape, whatever the architecture. numpy,
     # as ``predict`` passes it: an ONNX backend takes it as is, PyTorch wraps it without a copy.
     one = np.ascontiguousarray(classifier.preprocess_array([Image.new("RGB", (64, 48), (127, 127, 127))]),
@@ -178,8 +134,8 @@ def measure_classifier(
                 time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
             )
         )
-    backend = getattr(classifier, "backend", None)
     lat = latency_summary(model_only)
+    load = load_average()
     return {
         "params": total,
         "trainable_params": trainable,
@@ -195,17 +151,10 @@ def measure_classifier(
         "e2e_repeats": e2e["repeats"] if e2e else None,
         "throughput_ips": throughput,
         "throughput_batch": config.throughput_batch,
-        "backend": getattr(classifier, "backend_name", None),
-        "backend_description": backend.describe() if hasattr(backend, "describe") else None,
+        "backend": classifier.backend_name,
+        "backend_description": classifier.backend.describe(),
         "torch_threads": torch.get_num_threads(),
         # Other processes competing for the cores inflate latencies; the report warns when this is
         # above the core count.
-        "load_avg_1m": _load_average(),
+        "load_avg_1m": None if load is None else round(load, 2),
     }
-
-
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (OSError, AttributeError):
-        return None

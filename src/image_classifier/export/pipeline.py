@@ -196,11 +196,10 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
     from image_classifier.export.metadata import card_metadata
     from image_classifier.export.onnx_export import export_onnx, graph_summary
     from image_classifier.export.verify import check_parity
-    from image_classifier.inference.backends import (
-        ONNX_INT8_NAME, ONNX_NAME, OnnxBackend, TorchBackend, bf16_supported,
-    )
     from image_classifier.fileio import sha256_file
-    from image_classifier.saved_model import load_model
+    from image_classifier.inference.backends import ONNX_INT8_NAME, ONNX_NAME, OnnxBackend, TorchBackend
+    from image_classifier.inference.classifier import open_classifier
+    from image_classifier.machine import bf16_supported
 
     options = options or ExportOptions()
     if options.format not in FORMATS:
@@ -209,7 +208,7 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
         raise ImageClassifierError(f"unknown quantization {options.quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
     t_start = time.perf_counter()
     model_dir = Path(model_dir)
-    classifier = load_model(model_dir, backend="torch")
+    classifier = open_classifier(model_dir, "torch")
     sources = _resolve_sources(classifier, options)
     if options.quantize and (not sources.calibration or not sources.labelled):
         raise ImageClassifierError(

@@ -1,17 +1,21 @@
-"""Inference backends: the same loaded model run by eager PyTorch or by ONNX Runtime.
+"""Running a saved model: the same network on eager PyTorch or ONNX Runtime, the fastest chosen here.
 
-This package's top level is import-light (no torch, no onnxruntime) because CLI parsers use
-:data:`BACKENDS` and :func:`add_backend_argument` while building ``--help``. The heavy parts load
-on first use:
+Layers, each module importing only those before it (the saved files themselves are
+:mod:`image_classifier.saved_model`'s):
 
-- :mod:`image_classifier.inference.backends`: ``TorchBackend``, ``OnnxBackend``, ``create_backend``;
-- :mod:`image_classifier.inference.selection`: ``choose_backend`` ("auto": fastest measured here);
-- :mod:`image_classifier.inference.timing`: ``measure_backends`` (latency/throughput of each backend).
+1. :mod:`.backends`: ``TorchBackend``, ``OnnxBackend``, ``create_backend`` (batch -> probabilities);
+2. :mod:`.classifier`: ``Classifier`` and ``open_classifier`` (a model on one concrete backend);
+3. :mod:`.timing`: ``measure_backends``, ``SpeedConfig`` (latency and throughput of each backend);
+4. :mod:`.selection`: ``choose_backend`` (``auto``: the fastest measured here, recorded in ``backend.json``);
+5. :mod:`.loading`: ``load_model`` (resolves ``auto``, then opens), exported as ``image_classifier.load_model``.
+
+This package's top level imports nothing heavy (no torch, no onnxruntime), because CLI parsers use
+:data:`BACKENDS` and :func:`add_backend_argument` while building ``--help``: import the modules above
+directly.
 """
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 #: What ``--backend`` / ``load_model(backend=...)`` accept.
 #: "auto" picks the fastest backend measured for the model on this machine (measured once, recorded
@@ -27,18 +31,6 @@ CONCRETE_BACKENDS = BACKENDS[1:]
 #: checked against fp32 (see :mod:`image_classifier.inference.selection`).
 REDUCED_PRECISION = ("torch-bf16", "onnx-int8")
 
-_LAZY = {
-    "Backend": "backends",
-    "TorchBackend": "backends",
-    "OnnxBackend": "backends",
-    "create_backend": "backends",
-    "BackendChoice": "selection",
-    "choose_backend": "selection",
-    "available_backends": "selection",
-    "machine_fingerprint": "selection",
-    "measure_backends": "timing",
-}
-
 
 def add_backend_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     """Add the shared ``--backend`` option (same choices and help in every command)."""
@@ -51,12 +43,3 @@ def add_backend_argument(parser: argparse.ArgumentParser, default: str = "auto")
             "files written by `image-classifier export` (default: %(default)s)"
         ),
     )
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

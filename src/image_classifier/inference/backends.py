@@ -1,7 +1,7 @@
 """The objects that turn a preprocessed batch into class probabilities.
 
 A :class:`Backend` has one job: ``predict_tensor(batch) -> probabilities``. The
-:class:`~image_classifier.saved_model.Classifier` holds one, so decoding, resizing and
+:class:`~image_classifier.inference.classifier.Classifier` holds one, so decoding, resizing and
 normalisation are shared and only the forward pass differs between backends.
 
 Both backends are safe to call from several threads at once (the web server does): a PyTorch
@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
 from image_classifier.errors import ModelFormatError
+from image_classifier.export.metadata import check_against_card
 from image_classifier.fileio import sha256_file
+from image_classifier.machine import bf16_supported
+from image_classifier.runs import ONNX_INT8_NAME, ONNX_NAME
 
 log = logging.getLogger(__name__)
 
-ONNX_NAME = "model.onnx"
-ONNX_INT8_NAME = "model.int8.onnx"
 #: Names of the graph's input and output in files written by ``image-classifier export``.
 ONNX_INPUT = "input"
 ONNX_OUTPUT = "probabilities"
@@ -54,15 +56,6 @@ def inference_threads() -> int:
         except ValueError:
             log.warning("ignoring IMAGE_CLASSIFIER_THREADS=%r (not a number)", env)
     return max(1, torch.get_num_threads())
-
-
-def bf16_supported() -> bool:
-    """True when this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere PyTorch
-    emulates it and bf16 is slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 class TorchBackend:
@@ -109,8 +102,6 @@ def session_options(threads: int | None = None, *, spin: bool = True) -> Any:
       ``bench/inference_speed.py``); ``serve`` runs one thread per forward pass, where there is no
       worker thread to spin.
     """
-    import onnxruntime as ort
-
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or inference_threads()
     so.inter_op_num_threads = 1
@@ -128,8 +119,6 @@ class OnnxBackend:
 
     def __init__(self, path: str | os.PathLike, *, name: str = "onnx", threads: int | None = None,
                  spin: bool = True) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
         self.name = name
         self.threads = threads or inference_threads()
@@ -163,8 +152,6 @@ class OnnxBackend:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
     def describe(self) -> str:
-        import onnxruntime as ort
-
         return f"ONNX Runtime {ort.__version__} CPU on {self.path.name} ({self.threads} threads)"
 
 
@@ -181,8 +168,6 @@ def open_onnx_backend(model_dir: str | os.PathLike, card: dict, name: str = "onn
     """An :class:`OnnxBackend` for a saved model's exported file, checked against the model card:
     a missing, corrupted, replaced or foreign ``.onnx`` file raises ``ModelFormatError`` saying
     what to re-run, never silently predicts with the wrong network."""
-    from image_classifier.export.metadata import check_against_card
-
     path = onnx_path(model_dir, card, name)
     key = "onnx_int8" if name == "onnx-int8" else "onnx"
     record = (card.get("exports") or {}).get(key) or {}

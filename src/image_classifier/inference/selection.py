@@ -27,17 +27,23 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from image_classifier.faces import FaceCache
+from image_classifier.fileio import atomic_write_json
 from image_classifier.inference import REDUCED_PRECISION
+from image_classifier.inference.backends import inference_threads, onnx_path
+from image_classifier.inference.classifier import Classifier
+from image_classifier.inference.timing import SpeedConfig, measure_classifiers, open_backends
+from image_classifier.machine import bf16_supported, load_average, machine_fingerprint
+from image_classifier.runs import BACKEND_RECORD_NAME
+from image_classifier.saved_model import read_card
 
 log = logging.getLogger(__name__)
 
-RECORD_NAME = "backend.json"
 RECORD_VERSION = 1
 
 
@@ -52,34 +58,6 @@ class BackendChoice:
     provisional: bool = False
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_fingerprint() -> dict[str, Any]:
-    """What makes a timing transferable: CPU, cores, threads, library versions."""
-    import onnxruntime as ort
-    import torch
-
-    from image_classifier.inference.backends import inference_threads
-
-    return {
-        "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "threads": inference_threads(),
-        "platform": f"{platform.system()} {platform.machine()}",
-        "torch": torch.__version__,
-        "onnxruntime": ort.__version__,
-    }
-
-
 def _accepted(card: dict, name: str) -> tuple[bool, str]:
     check = ((card.get("exports") or {}).get("accuracy_checks") or {}).get(name)
     if not check:
@@ -92,8 +70,6 @@ def _accepted(card: dict, name: str) -> tuple[bool, str]:
 
 def candidates(model_dir: str | os.PathLike, card: dict) -> tuple[list[str], dict[str, str]]:
     """Backends ``auto`` may choose for this model here, and why the others are left out."""
-    from image_classifier.inference.backends import bf16_supported, onnx_path
-
     names = ["torch"]
     skipped: dict[str, str] = {}
     if onnx_path(model_dir, card, "onnx").is_file():
@@ -131,7 +107,7 @@ def _key(machine: dict, model: dict) -> str:
 
 
 def read_records(model_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(model_dir) / RECORD_NAME
+    path = Path(model_dir) / BACKEND_RECORD_NAME
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -146,12 +122,10 @@ def read_records(model_dir: str | os.PathLike) -> dict[str, Any]:
 
 def write_record(model_dir: str | os.PathLike, key: str, record: dict[str, Any]) -> bool:
     """Add ``record`` to ``backend.json``; False (and a log line) when the directory is read-only."""
-    from image_classifier.fileio import atomic_write_json
-
     records = read_records(model_dir)
     records[key] = record
     try:
-        atomic_write_json(Path(model_dir) / RECORD_NAME, {"version": RECORD_VERSION, "records": records})
+        atomic_write_json(Path(model_dir) / BACKEND_RECORD_NAME, {"version": RECORD_VERSION, "records": records})
     except OSError as err:
         log.info("could not record the backend choice in %s (%s); it will be measured again next time",
                  model_dir, err)
@@ -159,18 +133,11 @@ def write_record(model_dir: str | os.PathLike, key: str, record: dict[str, Any])
     return True
 
 
-def _load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (OSError, AttributeError):  # not on every OS
-        return None
-
-
 def _busy(load_before: float | None) -> str:
     """Why the CPU counts as busy during a measurement ('' when it did not): the 1-minute load
     average stayed above the number of logical CPUs (more runnable threads than cores, ours
     included) from before to after the measurement."""
-    after = _load_average()
+    after = load_average()
     if load_before is None or after is None:
         return ""
     cores = os.cpu_count() or 1
@@ -201,19 +168,19 @@ def decide(timings: dict[str, float]) -> str:
 
 
 def choose_backend(model_dir: str | os.PathLike, card: dict | None = None, *, remeasure: bool = False,
-                   config: Any = None, classifiers: dict[str, Any] | None = None) -> BackendChoice:
+                   config: SpeedConfig | None = None, classifiers: dict[str, Classifier] | None = None,
+                   threads: int | None = None, face_cache: FaceCache | None = None) -> BackendChoice:
     """Resolve ``auto`` for a saved model: the recorded choice for this machine, or measure now.
 
     ``classifiers``: already opened classifiers per backend to measure (saves re-opening them);
     on return it also holds every backend that was opened, so the caller can reuse the winner.
+    ``threads`` and ``face_cache``: how the backends it has to open are opened (see
+    :func:`~image_classifier.inference.classifier.open_classifier`), so that the winner is the
+    classifier the caller wants.
     """
-    from image_classifier.evaluate.speed import SpeedConfig
-    from image_classifier.inference.timing import measure_classifiers, open_backends
-    from image_classifier.saved_model import read_card
-
     card = card if card is not None else read_card(model_dir)
     names, skipped = candidates(model_dir, card)
-    machine = machine_fingerprint()
+    machine = machine_fingerprint(inference_threads())
     model = _model_fingerprint(card, names)
     key = _key(machine, model)
     if len(names) == 1:
@@ -228,13 +195,13 @@ def choose_backend(model_dir: str | os.PathLike, card: dict | None = None, *, re
             return BackendChoice(
                 record["chosen"],
                 f"fastest at batch 1 when measured on this machine on {record.get('measured_at', '?')}: "
-                f"{_format_timings(timings)} (recorded in {RECORD_NAME})",
+                f"{_format_timings(timings)} (recorded in {BACKEND_RECORD_NAME})",
                 timings, from_record=True, skipped=skipped,
             )
     opened = classifiers if classifiers is not None else {}
     missing = [n for n in names if n not in opened]
     if missing:
-        more, failed = open_backends(model_dir, missing)
+        more, failed = open_backends(model_dir, missing, threads=threads, face_cache=face_cache)
         opened.update(more)
         for name, why in failed.items():
             # Auto means "the best that works": a broken ONNX file is reported, torch still serves.
@@ -243,7 +210,7 @@ def choose_backend(model_dir: str | os.PathLike, card: dict | None = None, *, re
     usable = [n for n in names if n in opened]
     config = config or SpeedConfig(warmup=3, repeats=30, time_budget_s=6.0, min_repeats=8)
     t0 = time.perf_counter()
-    load_before = _load_average()
+    load_before = load_average()
     results = measure_classifiers({n: opened[n] for n in usable}, config=config, throughput=False)
     log.debug("measured backends in %.1f s", time.perf_counter() - t0)
     return record_measurement(model_dir, card, results, skipped=skipped, load_before=load_before,
@@ -268,7 +235,7 @@ def record_measurement(model_dir: str | os.PathLike, card: dict, measured: dict[
     if busy:
         log.warning("the CPU was busy while measuring the backends (%s): using %s for now, measuring "
                     "again next time", busy, chosen)
-    machine = machine_fingerprint()
+    machine = machine_fingerprint(inference_threads())
     model = _model_fingerprint(card, names)
     record = {
         "chosen": chosen,

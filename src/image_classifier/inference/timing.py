@@ -17,16 +17,72 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
 
-from image_classifier.evaluate.speed import SpeedConfig, latency_summary
+from image_classifier.errors import ImageClassifierError
+from image_classifier.faces import FaceCache
+from image_classifier.inference.backends import inference_threads
+from image_classifier.inference.classifier import Classifier, open_classifier
+from image_classifier.machine import bf16_supported, machine_fingerprint
 
 log = logging.getLogger(__name__)
 
 BASELINE = "torch"
+
+
+@dataclass
+class SpeedConfig:
+    """Repeat counts. The defaults give stable medians in a few seconds per model on 2 cores;
+    tests pass tiny values."""
+
+    warmup: int = 5
+    repeats: int = 50
+    e2e_repeats: int = 30
+    throughput_batch: int = 32
+    throughput_repeats: int = 5
+    #: Stop a latency loop early once it has run this long (seconds) and has at least
+    #: ``min_repeats`` samples, so a slow model (AlexNet-like at bs 1) cannot stall the study.
+    time_budget_s: float = 20.0
+    min_repeats: int = 10
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def time_calls(
+    fn: Callable[[], Any], *, warmup: int, repeats: int, time_budget_s: float = float("inf"),
+    min_repeats: int = 1,
+) -> np.ndarray:
+    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if i + 1 >= min_repeats and time.perf_counter() - start > time_budget_s:
+            log.debug("time budget reached after %d of %d repeats", i + 1, repeats)
+            break
+    return np.asarray(times)
+
+
+def latency_summary(seconds: np.ndarray) -> dict:
+    """Median, 95th percentile and mean in milliseconds, and the number of samples."""
+    ms = np.asarray(seconds) * 1000.0
+    return {
+        "p50_ms": float(np.median(ms)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "mean_ms": float(ms.mean()),
+        "repeats": int(ms.size),
+    }
 
 
 #: Untimed calls a backend makes, for at least this long, before its timed calls in a round.
@@ -77,33 +133,29 @@ def interleaved_times(fns: dict[str, Callable[[], Any]], *, warmup: int, repeats
     return {name: np.asarray(ts) for name, ts in times.items()}
 
 
-def open_backends(model_dir: str | os.PathLike, names: Sequence[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Load the model once and give a :class:`~image_classifier.saved_model.Classifier` per backend
-    (sharing the PyTorch module and the preprocessing). Backends that cannot be opened (no exported
-    file, a corrupted one) are returned in the second dict with the reason."""
-    from image_classifier.errors import ImageClassifierError
-    from image_classifier.saved_model import load_model
-
-    base = load_model(model_dir, backend="torch")
-    classifiers: dict[str, Any] = {}
+def open_backends(model_dir: str | os.PathLike, names: Sequence[str], *, threads: int | None = None,
+                  face_cache: FaceCache | None = None) -> tuple[dict[str, Classifier], dict[str, str]]:
+    """Load the model once and give a :class:`~image_classifier.inference.classifier.Classifier` per
+    backend (sharing the PyTorch module and the preprocessing; ``threads`` and ``face_cache`` as in
+    :func:`~image_classifier.inference.classifier.open_classifier`). Backends that cannot be opened
+    (no exported file, a corrupted one) are returned in the second dict with the reason."""
+    base = open_classifier(model_dir, "torch", threads=threads, face_cache=face_cache)
+    classifiers: dict[str, Classifier] = {}
     skipped: dict[str, str] = {}
     for name in names:
         if name == "torch":
             classifiers[name] = base
             continue
         try:
-            classifiers[name] = base.with_backend(name)
+            classifiers[name] = base.with_backend(name, threads=threads)
         except ImageClassifierError as err:
             skipped[name] = str(err)
     return classifiers, skipped
 
 
-def measure_classifiers(classifiers: dict[str, Any], *, sample_image: str | os.PathLike | None = None,
+def measure_classifiers(classifiers: dict[str, Classifier], *, sample_image: str | os.PathLike | None = None,
                         config: SpeedConfig | None = None, throughput: bool = True) -> dict[str, dict]:
     """Latency (model only and end to end) and throughput of already loaded classifiers."""
-    import torch
-    from PIL import Image
-
     config = config or SpeedConfig()
     if not classifiers:
         return {}
@@ -174,9 +226,6 @@ def measure_backends(model_dir: str | os.PathLike, backends: Sequence[str] | Non
                              "speedup_throughput", "max_abs_diff_vs_torch"}},
          "skipped": {name: reason}, "fastest": name (lowest model-only latency)}
     """
-    from image_classifier.inference.backends import bf16_supported
-    from image_classifier.inference.selection import machine_fingerprint
-
     config = config or SpeedConfig()
     if backends is None:
         backends = ["torch", "onnx", "onnx-int8"] + (["torch-bf16"] if bf16_supported() else [])
@@ -191,7 +240,7 @@ def measure_backends(model_dir: str | os.PathLike, backends: Sequence[str] | Non
     return {
         "model_dir": str(Path(model_dir)),
         "architecture": any_clf.architecture,
-        "machine": machine_fingerprint(),
+        "machine": machine_fingerprint(inference_threads()),
         "baseline": BASELINE,
         "config": config.to_dict(),
         "backends": {n: results[n] for n in names if n in results},

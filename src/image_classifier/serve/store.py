@@ -337,7 +337,7 @@ class ModelStore:
         After :meth:`close` it loads nothing more and returns with ``ready`` still false.
         """
         from image_classifier.faces import FaceCache
-        from image_classifier.saved_model import load_model
+        from image_classifier.inference.loading import load_model
 
         # In memory and bounded: the same photo uploaded again is not analysed again by a face model.
         face_cache = FaceCache()

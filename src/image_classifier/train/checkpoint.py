@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from image_classifier.saved_model import _ALT_WEIGHTS_NAME, CARD_NAME, WEIGHTS_NAME, save_model
+from image_classifier.saved_model import CARD_NAME, NEXT_WEIGHTS_NAME, WEIGHTS_NAME, save_model
 from image_classifier.tensorio import load_tree, save_tree
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ RESUME_KIND = "image-classifier-resume-v1"
 #: A checkpoint may take at most 1 / (1 + this) of the training time.
 COST_FACTOR = 9.0
 #: Files a run owns in its output directory (``--force`` removes exactly these, nothing else).
-RUN_FILES = (CARD_NAME, WEIGHTS_NAME, _ALT_WEIGHTS_NAME, RESUME_NAME)
+RUN_FILES = (CARD_NAME, WEIGHTS_NAME, NEXT_WEIGHTS_NAME, RESUME_NAME)
 
 
 def load_resume_state(path: Path) -> dict[str, Any]:

