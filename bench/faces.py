@@ -183,11 +183,11 @@ def latency(model_dir: Path, data: Path, work: Path, repeats: int) -> dict:
             break
     out = {}
     for key, path in files.items():
-        clf.predict([path])  # warm-up: loads dlib's models
+        clf.predict_proba([path])  # warm-up: loads dlib's models
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            clf.predict([path])
+            clf.predict_proba([path])
             times.append((time.perf_counter() - t0) * 1000)
         out[key] = {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95)),
                     "repeats": repeats, "file": path.name}

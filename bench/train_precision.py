@@ -63,7 +63,7 @@ def main() -> None:
                     r = train_model(split, arch, Path(tmp) / "m", weights=WEIGHTS.get(arch), seed=seed, cache=cache,
                                     progress=False, checkpoint_interval=1e9,
                                     recipe_overrides={**overrides, "precision": precision})
-                    probs = load_model(Path(tmp) / "m").predict([str(x.path) for x in test])
+                    probs = load_model(Path(tmp) / "m").predict_proba([str(x.path) for x in test])
                 row = {"arch": arch, "seed": seed, "precision": precision, "val_accuracy": r.best_val_accuracy,
                        "val_loss": r.best_val_loss, "test_accuracy": float(np.mean(probs.argmax(1) == labels)),
                        # the saved model evaluated on val in fp32, as it predicts (same for both runs)

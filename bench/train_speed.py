@@ -181,7 +181,7 @@ def tool_worker(args: argparse.Namespace) -> dict:
         wall = time.perf_counter() - t0
         model = load_model(Path(tmp) / args.arch)
         test = split.subset("test")
-        probs = model.predict([str(r.path) for r in test])
+        probs = model.predict_proba([str(r.path) for r in test])
         test_acc = float(np.mean(probs.argmax(1) == np.array([r.label for r in test])))
     phases = [{**p, "recipe_epochs": next(ph.epochs for ph in _recipe(args.arch, args.set_).phases if ph.name == p["name"])}
               for p in result.phases]

@@ -36,8 +36,8 @@ def test_export_matches_pytorch_for_every_architecture(tmp_path, arch):
     torch_clf = load_model(model_dir, backend="torch")
     onnx_clf = load_model(model_dir, backend="onnx")
     images = synthetic_images(7, seed=5)
-    expected = torch_clf.predict(images)
-    got = onnx_clf.predict(images, batch_size=4)  # batches of 4 and 3
+    expected = torch_clf.predict_proba(images)
+    got = onnx_clf.predict_proba(images, batch_size=4)  # batches of 4 and 3
     assert got.shape == (7, len(CLASSES))
     assert np.abs(got - expected).max() <= 1e-4
     assert np.allclose(got.sum(axis=1), 1.0, atol=1e-5)

@@ -65,15 +65,15 @@ def test_int8_export_reports_its_accuracy_change(trained):
     fp32 = load_model(model_dir, backend="torch")
     paths = [p for p, _ in labelled_images(val_dir, CLASSES)]
     labels = np.array([y for _, y in labelled_images(val_dir, CLASSES)])
-    assert check["correct_fp32"] == int((fp32.predict(paths).argmax(1) == labels).sum())
+    assert check["correct_fp32"] == int((fp32.predict_proba(paths).argmax(1) == labels).sum())
     int8 = load_model(model_dir, backend="onnx-int8")
-    assert check["correct"] == int((int8.predict(paths).argmax(1) == labels).sum())
+    assert check["correct"] == int((int8.predict_proba(paths).argmax(1) == labels).sum())
     assert check["change_images"] == check["correct"] - check["correct_fp32"]
     assert check["accepted"] == (check["change_images"] >= -1)
     # The model learnt the task, and int8 keeps it on this easy one.
     assert check["correct_fp32"] >= 20
     assert check["accepted"]
-    assert np.abs(int8.predict(paths) - fp32.predict(paths)).max() < 0.2
+    assert np.abs(int8.predict_proba(paths) - fp32.predict_proba(paths)).max() < 0.2
 
     card = read_card(model_dir)
     assert card["exports"]["onnx_int8"]["file"] == "model.int8.onnx"

@@ -95,7 +95,7 @@ def test_face_path_is_the_head_on_the_descriptor(trained, people):
         analysis = analyse_bytes(rec.path.read_bytes())
         if analysis.descriptor is None:
             continue
-        got = clf.predict([rec.path])[0]
+        got = clf.predict_proba([rec.path])[0]
         assert np.allclose(got, clf.face_path.head.probabilities(analysis.descriptor[None])[0], atol=1e-6)
         break
     else:

@@ -48,10 +48,10 @@ def test_onnx_backend_answers_like_torch_on_jpeg_files(exported):
     onnx_clf = load_model(model_dir, backend="onnx")
     assert isinstance(torch_clf.backend, TorchBackend) and isinstance(onnx_clf.backend, OnnxBackend)
     assert onnx_clf.backend_name == "onnx" and onnx_clf.backend_reason == "requested"
-    expected = torch_clf.predict(files)
-    got = onnx_clf.predict(files, batch_size=5)
+    expected = torch_clf.predict_proba(files)
+    got = onnx_clf.predict_proba(files, batch_size=5)
     assert np.abs(got - expected).max() <= 1e-4
-    assert onnx_clf.predict_labels(files) == torch_clf.predict_labels(files)
+    assert onnx_clf.predict(files) == torch_clf.predict(files)
     assert onnx_clf.classes == list(CLASSES)
     assert "ONNX Runtime" in onnx_clf.backend.describe()
 
@@ -59,7 +59,7 @@ def test_onnx_backend_answers_like_torch_on_jpeg_files(exported):
 def test_onnx_classifier_builds_the_pytorch_module_only_when_asked(exported):
     model_dir, files = exported
     clf = load_model(model_dir, backend="onnx")
-    clf.predict(files[:2])
+    clf.predict_proba(files[:2])
     assert clf._module is None  # serving with ONNX Runtime holds one copy of the weights
     assert clf.module.training is False and clf._module is not None  # still there for FLOPs, training
     assert clf.architecture == "mobilenet_v2"
@@ -74,7 +74,7 @@ def test_onnx_session_threads_are_set(exported):
 
 def test_concurrent_predictions_are_correct(exported):
     model_dir, files = exported
-    expected = load_model(model_dir, backend="torch").predict(files)
+    expected = load_model(model_dir, backend="torch").predict_proba(files)
     for backend in ("onnx", "torch"):
         clf = load_model(model_dir, backend=backend)
         results: dict[int, np.ndarray] = {}
@@ -83,7 +83,7 @@ def test_concurrent_predictions_are_correct(exported):
         def worker(i: int) -> None:
             try:
                 for _ in range(3):
-                    results[i] = clf.predict([files[i]])[0]
+                    results[i] = clf.predict_proba([files[i]])[0]
             except BaseException as err:  # noqa: BLE001 - reported below
                 errors.append(err)
 
@@ -106,7 +106,7 @@ def test_bf16_backend_stays_close_and_keeps_fp32_module(exported):
     bf16 = load_model(model_dir, backend="torch-bf16")
     assert bf16.backend_name == "torch-bf16"
     assert next(bf16.module.parameters()).dtype == torch.float32  # the copy is bf16, not the module
-    got, expected = bf16.predict(files), fp32.predict(files)
+    got, expected = bf16.predict_proba(files), fp32.predict_proba(files)
     # Really bfloat16 (not exact), and close enough to keep the answers of this test model, whose
     # sharpened random head makes it far more sensitive to rounding than a trained one.
     assert np.abs(got - expected).max() > 1e-6
@@ -118,7 +118,7 @@ def test_with_backend_shares_the_module(exported):
     clf = load_model(model_dir, backend="torch")
     other = clf.with_backend("onnx")
     assert other.backend_name == "onnx" and other.module is clf.module
-    assert np.abs(other.predict(files[:3]) - clf.predict(files[:3])).max() <= 1e-4
+    assert np.abs(other.predict_proba(files[:3]) - clf.predict_proba(files[:3])).max() <= 1e-4
 
 
 def test_web_server_answers_identically_with_both_backends(exported):

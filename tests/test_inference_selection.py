@@ -164,7 +164,7 @@ def test_load_model_resolves_auto_by_default(exported):
     again = image_classifier.load_model(exported, threads=1)
     assert again.backend_name == first.backend_name and "recorded in backend.json" in again.backend_reason
     pictures = [photo(np.random.default_rng(5), i % 3) for i in range(4)]
-    np.testing.assert_allclose(again.predict(pictures), first.predict(pictures), atol=1e-4)
+    np.testing.assert_allclose(again.predict_proba(pictures), first.predict_proba(pictures), atol=1e-4)
 
 
 def test_open_classifier_takes_concrete_backends_only(exported):

@@ -1,9 +1,11 @@
-"""Saved models: round trip, fresh-process reload, corruption detected, atomic writes."""
+"""Saved models: round trip, fresh-process reload, corruption detected, atomic writes; predict
+gives labels and predict_proba probabilities."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +43,7 @@ def test_round_trip_keeps_classes_and_preprocessing(saved: Path):
     assert model.classes == ["Kobe Bryant", "<script>alert(1)</script>", "ronaldo"]
     assert model.preprocessing.input_size == 224
     assert model.architecture == "mobilenet_v2"
-    probs = model.predict(_images(3))
+    probs = model.predict_proba(_images(3))
     assert probs.shape == (3, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert all(p.stat().st_mode & 0o044 for p in saved.iterdir()), "files readable by others, like any file"
@@ -53,11 +55,11 @@ def test_reload_in_a_fresh_process_predicts_the_same(saved: Path, tmp_path: Path
     for i, img in enumerate(images):
         paths.append(tmp_path / f"img{i}.png")
         img.save(paths[-1])
-    here = load_model(saved).predict(paths)
+    here = load_model(saved).predict_proba(paths)
     code = (
         "import sys, json, image_classifier as ic;"
         "m = ic.load_model(sys.argv[1]);"
-        "print(json.dumps(m.predict(sys.argv[2:]).tolist()))"
+        "print(json.dumps(m.predict_proba(sys.argv[2:]).tolist()))"
     )
     out = subprocess.run([sys.executable, "-c", code, str(saved), *map(str, paths)],
                          capture_output=True, text=True, check=True)
@@ -106,3 +108,30 @@ def test_no_temporary_files_are_left_behind(saved: Path):
 def test_predict_wants_a_sequence(saved: Path):
     with pytest.raises(TypeError, match="sequence"):
         load_model(saved).predict(_images(1)[0])
+    with pytest.raises(TypeError, match="sequence"):
+        load_model(saved).predict_proba(_images(1)[0])
+
+
+def test_predict_gives_labels_and_predict_proba_probabilities(saved: Path):
+    """The scikit-learn convention: ``predict`` -> one class name per image, ``predict_proba`` ->
+    a row of probabilities per image, in ``classes`` order."""
+    model = load_model(saved)
+    images = _images(6, seed=1)
+    probs = model.predict_proba(images, batch_size=4)  # batches of 4 and 2
+    labels = model.predict(images, batch_size=4)
+    assert isinstance(labels, list) and len(labels) == 6 and all(isinstance(x, str) for x in labels)
+    assert labels == [model.classes[i] for i in probs.argmax(axis=1)]
+    assert model.predict([]) == [] and model.predict_proba([]).shape == (0, 3)
+
+
+def test_predict_labels_is_a_deprecated_alias_of_predict(saved: Path):
+    model = load_model(saved)
+    images = _images(3, seed=2)
+    with pytest.warns(DeprecationWarning, match="predict_labels is deprecated.*use predict") as caught:
+        old = model.predict_labels(images)
+    assert caught[0].filename == __file__  # the warning names the caller's line, not the library's
+    assert old == model.predict(images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new names warn about nothing
+        model.predict(images)
+        model.predict_proba(images)

@@ -64,10 +64,10 @@ def test_saved_model_predicts_the_same_probabilities_in_a_fresh_process(data, tm
     root, split = data
     train_model(split, TINY, tmp_path / "m", seed=0, progress=False, recipe_overrides={"phases.0.epochs": 2})
     images = [str(r.path) for r in split.subset("test")]
-    here = load_model(tmp_path / "m").predict(images)
+    here = load_model(tmp_path / "m").predict_proba(images)
     code = train_helpers.child_prelude() + (
         "import json, sys\nfrom image_classifier import load_model\n"
-        f"p = load_model({str(tmp_path / 'm')!r}).predict({images!r})\n"
+        f"p = load_model({str(tmp_path / 'm')!r}).predict_proba({images!r})\n"
         "json.dump(p.tolist(), sys.stdout)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
@@ -193,7 +193,7 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(data, tmp
     # Whatever moment the kill hit, the best model so far is a complete, loadable model.
     interrupted = load_model(out)
     assert interrupted.card["status"] == "training"
-    assert interrupted.predict([str(split.subset("val")[0].path)]).shape == (1, 3)
+    assert interrupted.predict_proba([str(split.subset("val")[0].path)]).shape == (1, 3)
 
     # Resuming needs only the output directory: split, seed and recipe come from the interrupted run.
     resumed = _cli(["train", root, "--arch", TINY, "--out", out, "--resume", "--no-cache", "--no-progress"])
@@ -268,7 +268,7 @@ def test_predict_cli_prints_top_k_json_and_reports_bad_files(data, tmp_path, cap
     assert doc["backend"] == "torch" and "backend: torch (" in proc.stderr
     ok = [p for p in doc["predictions"] if "error" not in p]
     assert [p["image"] for p in ok] == good
-    expected = load_model(tmp_path / "m").predict(good)
+    expected = load_model(tmp_path / "m").predict_proba(good)
     for p, row in zip(ok, expected):
         assert len(p["top"]) == 2 and p["top"][0]["probability"] >= p["top"][1]["probability"]
         assert p["top"][0]["class"] == split.classes[int(row.argmax())]
@@ -313,7 +313,7 @@ def test_pretrained_backbones_train_from_the_shared_weights(data, tmp_path, arch
     assert card["pretrained_weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert [h["phase"] for h in result.history] == ["frozen", "finetune"]
     model = load_model(tmp_path / arch)
-    assert model.predict([str(split.subset("val")[0].path)]).shape == (1, 2)
+    assert model.predict_proba([str(split.subset("val")[0].path)]).shape == (1, 2)
     if arch == "resnet50":
         assert card["arch_options"]["block_variant"] == "v1"  # read from the weights' JSON card
 
@@ -325,7 +325,7 @@ def test_replacing_a_saved_model_never_breaks_the_one_on_disk(data, tmp_path, mo
     _, split = data
     train_model(split, TINY, tmp_path / "m", seed=0, progress=False, recipe_overrides={"phases.0.epochs": 1})
     images = [str(r.path) for r in split.subset("val")]
-    before = load_model(tmp_path / "m").predict(images)
+    before = load_model(tmp_path / "m").predict_proba(images)
     card = read_card(tmp_path / "m")
     other = train_helpers.tiny_cnn(3)  # different weights, same architecture
 
@@ -337,11 +337,11 @@ def test_replacing_a_saved_model_never_breaks_the_one_on_disk(data, tmp_path, mo
             m.setattr(sm, "atomic_write_json", killed)
             with pytest.raises(KeyboardInterrupt):
                 sm.save_model(other, card, tmp_path / "m", stable_name=stable)
-        np.testing.assert_array_equal(load_model(tmp_path / "m").predict(images), before)
+        np.testing.assert_array_equal(load_model(tmp_path / "m").predict_proba(images), before)
     sm.save_model(other, card, tmp_path / "m", stable_name=False)  # interim checkpoint name
     assert read_card(tmp_path / "m")["weights_file"] == "weights.next.safetensors"
-    after = load_model(tmp_path / "m").predict(images)
+    after = load_model(tmp_path / "m").predict_proba(images)
     assert not np.allclose(after, before)
     sm.save_model(other, card, tmp_path / "m")  # final save: back to the stable name, same weights
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "weights.safetensors"]
-    np.testing.assert_array_equal(load_model(tmp_path / "m").predict(images), after)
+    np.testing.assert_array_equal(load_model(tmp_path / "m").predict_proba(images), after)

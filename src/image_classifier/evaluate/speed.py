@@ -95,7 +95,7 @@ def measure_classifier(
 
     - model-only latency: ``classifier.predict_tensor(x)`` on a ready (1, 3, H, W) float32 array
       (what ``predict`` hands the backend after preprocessing; softmax included);
-    - end-to-end latency: ``classifier.predict([sample_image])``, i.e. read the file, decode,
+    - end-to-end latency: ``classifier.predict_proba([sample_image])``, i.e. read the file, decode,
       resize, normalise and forward, which is what a user of ``predict`` or the web app waits for;
     - throughput: images per second of ``predict_tensor`` at batch ``config.throughput_batch``.
 
@@ -130,7 +130,7 @@ def measure_classifier(
         path = str(sample_image)
         e2e = latency_summary(
             time_calls(
-                lambda: classifier.predict([path]), warmup=config.warmup, repeats=config.e2e_repeats,
+                lambda: classifier.predict_proba([path]), warmup=config.warmup, repeats=config.e2e_repeats,
                 time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
             )
         )

@@ -2,13 +2,15 @@
 
 :func:`open_classifier` opens a saved model on the backend it is told (``torch``, ``onnx``, ...);
 choosing one (``auto``) is :mod:`image_classifier.inference.selection`'s job and
-:func:`image_classifier.load_model` does both.
+:func:`image_classifier.load_model` does both. ``predict`` gives labels and ``predict_proba``
+probabilities, as in scikit-learn.
 """
 from __future__ import annotations
 
 import functools
 import os
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +48,8 @@ class Prepared:
 
 
 class Classifier:
-    """A loaded model: preprocessing + network + class names. ``predict`` gives probabilities.
+    """A loaded model: preprocessing + network + class names. ``predict`` gives labels,
+    ``predict_proba`` probabilities.
 
     The forward pass runs on ``backend`` (see :mod:`image_classifier.inference.backends`): eager
     PyTorch by default, ONNX Runtime when opened with ``backend="onnx"``. ``module`` is always the
@@ -179,7 +182,7 @@ class Classifier:
 
     def predict_details(self, images: Sequence[ImageSource | Any], batch_size: int = 32
                         ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Like :meth:`predict`, plus per image what decided it (for a face model: ``face``, the
+        """Like :meth:`predict_proba`, plus per image what decided it (for a face model: ``face``, the
         box ``[x0, y0, x1, y1]`` of the face whose descriptor answered, or None where the fallback did)."""
         if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
             raise TypeError("predict() takes a sequence of images; wrap a single image in a list")
@@ -191,16 +194,23 @@ class Classifier:
             details.extend(prepared.details)
         return (np.concatenate(probs) if probs else np.empty((0, len(self.classes)), dtype=np.float32)), details
 
-    def predict(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> np.ndarray:
+    def predict_proba(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> np.ndarray:
         """Class probabilities, shape (len(images), len(classes)), rows in ``self.classes`` order.
 
         The whole path (file -> decode -> resize -> normalise -> backend) is what a user waits for;
         with the ONNX backend it runs without PyTorch."""
         return self.predict_details(images, batch_size)[0]
 
-    def predict_labels(self, images: Sequence[ImageSource], batch_size: int = 32) -> list[str]:
-        probs = self.predict(images, batch_size)
+    def predict(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> list[str]:
+        """The most probable class name of each image (see :meth:`predict_proba` for the probabilities)."""
+        probs = self.predict_proba(images, batch_size)
         return [self.classes[i] for i in probs.argmax(axis=1)]
+
+    def predict_labels(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> list[str]:
+        """Deprecated: :meth:`predict` gives the labels now (and :meth:`predict_proba` the probabilities)."""
+        warnings.warn("Classifier.predict_labels is deprecated and will be removed in the next release: "
+                      "use predict (labels) or predict_proba (probabilities)", DeprecationWarning, stacklevel=2)
+        return self.predict(images, batch_size)
 
 
 def open_classifier(model_dir: str | os.PathLike, backend: str = "torch", *, threads: int | None = None,

@@ -181,7 +181,7 @@ def measure_classifiers(classifiers: dict[str, Classifier], *, sample_image: str
     if sample_image is not None:
         path = str(sample_image)
         e2e = interleaved_times(
-            {n: (lambda c=c: c.predict([path])) for n, c in classifiers.items()},
+            {n: (lambda c=c: c.predict_proba([path])) for n, c in classifiers.items()},
             warmup=config.warmup, repeats=config.e2e_repeats, time_budget_s=config.time_budget_s,
             min_repeats=config.min_repeats,
         )
