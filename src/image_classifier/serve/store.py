@@ -218,7 +218,7 @@ class LatencyWindow:
 @dataclass
 class ServedModel:
     entry: ModelEntry
-    classifier: Any  # saved_model.Classifier, or another backend's object with the same methods
+    classifier: Any  # inference.classifier.Classifier, or another backend's object with the same methods
     latency: LatencyWindow = field(default_factory=LatencyWindow)
 
     @property
