@@ -10,6 +10,9 @@ Three figures per backend, as the issue asks:
 - end to end, batch 1: image file -> probabilities (read, decode with JPEG draft mode, one resize,
   normalise, forward), when a sample image is given;
 - throughput at batch ``config.throughput_batch`` (images per second).
+
+The primitives (:class:`SpeedConfig`, :func:`time_calls`, :func:`latency_summary`) also serve
+:mod:`image_classifier.evaluate.speed`, which sits above this package and imports them from here.
 """
 from __future__ import annotations
 
