@@ -138,7 +138,8 @@ def test_class_names_pass_through_untouched():
     es = translator("es")
     for name in (HTML_CLASS, "{name}", "page.status.ready", "Kobe Bryant", "ronaldo", "niño {count} %"):
         assert es("page.model.best", name=name) == f"{name} (el mejor)"
-        assert es("report.narrative.pair.noise", a=name, b="b", detail="d") == f"{name} frente a b: la diferencia es ruido (d)."
+        assert es("report.narrative.pair.noise", a=name, b="b", detail="d") == (
+            f"{name} frente a b: la diferencia es ruido (d).")
     assert translator("en")("page.model.best", name="{name}") == "{name} (best)"
 
 
@@ -277,7 +278,8 @@ def test_the_api_is_the_same_in_every_language(store):
     for lang in ("en", "es"):
         headers = {"Accept-Language": lang}
         models = client.get(f"/api/models?lang={lang}", headers=headers).get_json()
-        predicted = client.post(f"/api/predict?lang={lang}", data=photo, headers={**headers, "Content-Type": "image/jpeg"})
+        predicted = client.post(f"/api/predict?lang={lang}", data=photo,
+                                headers={**headers, "Content-Type": "image/jpeg"})
         error = client.post("/api/predict", data=b"just text", headers={**headers, "Content-Type": "image/jpeg"})
         body = predicted.get_json()
         answers[lang] = (models["default"], [m["classes"] for m in models["models"]], sorted(body),

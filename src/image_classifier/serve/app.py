@@ -27,7 +27,8 @@ from werkzeug.exceptions import HTTPException
 
 from image_classifier import __version__
 from image_classifier.errors import UnreadableImageError
-from image_classifier.i18n import DEFAULT as DEFAULT_LANG, LANGUAGE_NAMES, SUPPORTED as LANGUAGES, negotiate, translator
+from image_classifier.i18n import DEFAULT as DEFAULT_LANG, LANGUAGE_NAMES, SUPPORTED as LANGUAGES
+from image_classifier.i18n import negotiate, translator
 from image_classifier.serve.contract import ERROR_KINDS, MULTIPART_SLACK_BYTES
 from image_classifier.serve.store import ModelStore, NotReadyError, UnknownModelError
 
@@ -171,6 +172,8 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
     ``store.start_loading()``; /api/health answers 503 until they are in). The store is
     ``app.extensions["image_classifier"]``.
     """
+    if lang not in LANGUAGES:
+        raise ValueError(f"unsupported language {lang!r}: choose from {', '.join(LANGUAGES)}")
     if isinstance(models, ModelStore):
         store = models
     else:
@@ -180,8 +183,6 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
         store.load()
     if max_upload_bytes < 1:
         raise ValueError("max_upload_bytes must be positive")
-    if lang not in LANGUAGES:
-        raise ValueError(f"unsupported language {lang!r}: choose from {', '.join(LANGUAGES)}")
     config = ServeConfig(max_upload_bytes=max_upload_bytes, lang=lang)
 
     app = Flask(__name__)
