@@ -15,6 +15,7 @@ import base64
 import dataclasses
 import json
 import os
+import re
 import shutil
 import urllib.request
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 
 from serve_fixtures import COLOURS, HTML_CLASS, colour_image, encode, make_run, train_colour_model
 
+from image_classifier.i18n import catalog, translator
 from image_classifier.serve import ModelStore, create_app
 from image_classifier.serve.server import BackgroundServer
 
@@ -126,15 +128,18 @@ class PageWatch:
     """Opens the page and records what a user would not see: console errors, CSP violations,
     uncaught exceptions, and every URL the page fetched."""
 
-    def __init__(self, browser, url: str, width: int = 1200, height: int = 900) -> None:
-        self.page = browser.new_page(viewport={"width": width, "height": height})
+    def __init__(self, browser, url: str, width: int = 1200, height: int = 900, locale: str | None = None,
+                 path: str = "/") -> None:
+        # locale: the browser's language, which it sends as Accept-Language.
+        self.page = browser.new_page(viewport={"width": width, "height": height},
+                                     **({"locale": locale} if locale else {}))
         self.console: list[str] = []
         self.errors: list[str] = []
         self.requests: list[str] = []
         self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.goto(url + "/")
+        self.page.goto(url + path)
         self.page.wait_for_selector("body[data-ready=true]", timeout=30_000)
         self.url = url
 
@@ -152,6 +157,8 @@ class PageWatch:
         assert len(http_errors) == expected_http_errors, self.console
         outside = [u for u in self.requests if not u.startswith((self.url, "blob:", "data:"))]
         assert not outside, f"the page fetched something outside the server: {outside}"
+        missing = [c for c in self.console if "no message" in c]
+        assert not missing, f"the script asked for messages the catalog lacks: {missing}"
 
     def close(self) -> None:
         self.page.close()
@@ -343,3 +350,93 @@ def test_the_deciding_face_is_boxed_on_the_photo(browser, face_model, tmp_path):
         watch.check_clean()
         watch.close()
     store.close()
+
+
+# ---- the page in each of the study's languages ---------------------------------------------------
+
+def _fixed_parts(lang: str) -> set[str]:
+    """The words of the page's messages in ``lang`` that the other language does not share: the
+    text between placeholders, long enough not to be a unit or a name ("Drop a photo to see...",
+    " in the server (")."""
+    own, other = catalog(lang), catalog("es" if lang == "en" else "en")
+    parts = set()
+    for key, message in own.items():
+        if key.startswith("page.") and message != other[key]:
+            parts.update(p.strip(" ,.:;·()") for p in re.split(r"\{\w+\}", message))
+    return {p for p in parts if len(p) >= 6}
+
+
+@pytest.mark.parametrize("locale, lang", [("en-US", "en"), ("es-ES", "es")])
+def test_the_page_and_its_result_are_in_the_browsers_language(browser, athlete_case, locale, lang):
+    """A browser set to English or Spanish (its Accept-Language) gets every heading, label and
+    result sentence in that language, numbers written its way, and the class names as they are."""
+    t = translator(lang)
+    store = ModelStore.from_paths([athlete_case.model_dir]).load()
+    with BackgroundServer(create_app(store), max_upload_bytes=MAX_UPLOAD) as srv:
+        path, truth = athlete_case.photos[0]
+        api = _post_file(srv.url, path)
+        watch = PageWatch(browser, srv.url, locale=locale)
+        page = watch.page
+        assert page.get_attribute("html", "lang") == lang
+        assert page.inner_text("#status") == t("page.status.ready")
+        assert page.inner_text(".tagline") == t("page.tagline")
+        assert page.locator(".facts dt").all_text_contents() == [  # (shown upper-case by the CSS)
+            t("page.fact.architecture"), t("page.fact.accuracy"), t("page.fact.latency"), t("page.fact.classes")]
+        assert page.inner_text("#limit-hint") == t("page.drop.formats_limit", size=t("page.mb", value="10"))
+        assert page.inner_text("#info-accuracy") == t("page.accuracy.none")  # a lone model: no run metrics
+        assert page.inner_text("#info-classes") == ", ".join(store.get().classes)  # never translated
+
+        watch.upload(str(path))
+        watch.wait_result()
+        # The headings of the three sections (for screen readers) and the result.
+        assert [page.text_content(h) for h in ("#model-heading", "#upload-heading", "#result-heading")] == [
+            t("page.heading.model"), t("page.heading.photo"), t("page.heading.result")]
+        assert page.inner_text("#result-label") == api["label"]  # the class name, untranslated
+        assert page.inner_text("#result-probability") == t(
+            "page.percent", value=t.localize_number(f"{100 * api['probabilities'][api['label']]:.1f}"))
+        meta = page.inner_text("#result-meta")
+        assert meta.startswith(f"{api['model']} · ")
+        server_part = t("page.meta.server", ms="MS", details="DETAILS").split("MS")[1].split("DETAILS")[0]
+        assert server_part in meta, meta  # " in the server (" / " en el servidor ("
+        assert meta.endswith(t("page.meta.round_trip", ms="X").split("X")[1]), meta
+        assert page.locator("#bars .bar-name").all_inner_texts()[0] == api["label"]
+        expect(page.locator("#info-latency")).to_contain_text(
+            t("page.latency.median", ms="MS", n=1).split("MS")[1].split("(")[0].strip())
+        if lang == "es":
+            assert re.fullmatch(r"\d+,\d %", page.inner_text("#result-probability"))
+        # Nothing on the page, hidden headings included, is in the other language.
+        text = page.text_content("body")
+        leftovers = [p for p in _fixed_parts("es" if lang == "en" else "en")
+                     if re.search(rf"(?<!\w){re.escape(p)}(?!\w)", text)]  # whole words: "Result" is in "Resultado"
+        assert not leftovers, leftovers
+        page.screenshot(path=str(ARTIFACTS / f"serve-browser-{lang}.png"), full_page=True)
+        watch.check_clean()
+        watch.close()
+    store.close()
+
+
+def test_spanish_by_query_with_a_run_an_error_and_the_model_choice(browser, colour_server):
+    """?lang=es in an English browser: the run's test accuracy with decimal commas, the best
+    model marked in Spanish, a refused file explained in Spanish (quoting the server)."""
+    watch = PageWatch(browser, colour_server.url, locale="en-US", path="/?lang=es")
+    page = watch.page
+    assert page.get_attribute("html", "lang") == "es"
+    assert page.inner_text("#info-accuracy") == (
+        "90,0 % (IC 95 % 80,0 % – 97,0 %) en 30 imágenes reservadas para la prueba")
+    assert page.eval_on_selector_all("#model-select option", "os => os.map(o => o.textContent)") == [
+        "tiny_a", "tiny_b (el mejor)"]
+    watch.upload({"name": "notas.txt", "mimeType": "text/plain", "buffer": b"lista de la compra: huevos\n"})
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.inner_text("#error") == "No es una imagen (Not an image: the file holds text.)"
+    watch.upload({"name": "rojo.png", "mimeType": "image/png",
+                  "buffer": encode(colour_image(COLOURS[HTML_CLASS], seed=3), "PNG")})
+    watch.wait_result()
+    assert page.inner_text("#result-label") == HTML_CLASS
+    assert " en el servidor (decodificación " in page.inner_text("#result-meta")
+    assert page.is_hidden("#error")
+    # The link back to English keeps the page usable in the other language.
+    page.click("nav.languages a[hreflang=en]")
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.get_attribute("html", "lang") == "en" and page.inner_text("#status") == "Ready."
+    watch.check_clean(expected_http_errors=1)  # the 415, reported by the browser
+    watch.close()

@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 
+from image_classifier.i18n import DEFAULT as DEFAULT_LANG, SUPPORTED as LANGUAGES
 from image_classifier.inference import add_backend_argument
 
 DEFAULT_HOST = "127.0.0.1"
@@ -43,6 +44,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="serve only these models of a run (default: all of them)")
     p.add_argument("--max-upload-mb", type=float, default=10.0,
                    help="largest accepted upload in MB (default: %(default)s)")
+    p.add_argument("--lang", choices=LANGUAGES, default=DEFAULT_LANG,
+                   help="the web page's language when neither ?lang= nor the browser's Accept-Language "
+                        f"asks for one of {', '.join(LANGUAGES)} (default: %(default)s)")
     p.set_defaults(func=run)
     return p
 
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     store = ModelStore.from_paths(args.paths, only=only, backend=args.backend,
                                   **({"max_batch": args.max_batch} if args.max_batch else {}))
     max_upload = int(args.max_upload_mb * 1024 * 1024)
-    app = create_app(store, max_upload_bytes=max_upload, load=False)
+    app = create_app(store, max_upload_bytes=max_upload, load=False, lang=args.lang)
     server = make_server(app, host=args.host, port=args.port, threads=args.threads, max_upload_bytes=max_upload)
 
     for url in server_urls(server):

@@ -4,6 +4,9 @@
 app; a production WSGI server (waitress, see ``image-classifier serve``) runs it, never Flask's
 debug server. Tests use the same factory with Flask's test client.
 
+The page speaks the language of ``?lang=``, else the browser's ``Accept-Language``, else
+``create_app(lang=...)`` (``serve --lang``); the JSON API is the same in every language.
+
 Every answer that is not a 2xx, on any URL, is ``{"error": "...", "kind": "..."}``: a message for a
 person and a machine-readable kind (``contract.ERROR_KINDS``), with a status that says whose fault it is (see
 ``openapi.py``); no input can produce a 500 or a stack trace. Uploads never touch the disk:
@@ -19,11 +22,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from flask import Flask, Request, Response, jsonify, render_template, request
+from flask import Flask, Request, Response, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from image_classifier import __version__
 from image_classifier.errors import UnreadableImageError
+from image_classifier.i18n import DEFAULT as DEFAULT_LANG, LANGUAGE_NAMES, SUPPORTED as LANGUAGES
+from image_classifier.i18n import negotiate, translator
 from image_classifier.serve.contract import ERROR_KINDS, MULTIPART_SLACK_BYTES
 from image_classifier.serve.store import ModelStore, NotReadyError, UnknownModelError
 
@@ -78,6 +83,7 @@ def error_response(status: int, message: str, kind: str, headers: dict[str, str]
 class ServeConfig:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     default_top_k: int = DEFAULT_TOP_K
+    lang: str = DEFAULT_LANG  # the page's language when neither ?lang= nor Accept-Language picks one
 
 
 class InMemoryRequest(Request):
@@ -157,13 +163,17 @@ def _not_ready_response(store: ModelStore, message: str | None = None) -> Respon
 
 def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathLike, *,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, backend: str = "torch",
-               only: Sequence[str] | None = None, load: bool = True) -> Flask:
+               only: Sequence[str] | None = None, load: bool = True, lang: str = DEFAULT_LANG) -> Flask:
     """Build the app for ``models``: a :class:`ModelStore`, or paths of model/run directories.
+
+    ``lang`` is the page's language for a browser that asks for none of :data:`LANGUAGES`.
 
     Given paths, the models are loaded here unless ``load=False`` (then call ``store.load()`` or
     ``store.start_loading()``; /api/health answers 503 until they are in). The store is
     ``app.extensions["image_classifier"]``.
     """
+    if lang not in LANGUAGES:
+        raise ValueError(f"unsupported language {lang!r}: choose from {', '.join(LANGUAGES)}")
     if isinstance(models, ModelStore):
         store = models
     else:
@@ -173,7 +183,7 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
         store.load()
     if max_upload_bytes < 1:
         raise ValueError("max_upload_bytes must be positive")
-    config = ServeConfig(max_upload_bytes=max_upload_bytes)
+    config = ServeConfig(max_upload_bytes=max_upload_bytes, lang=lang)
 
     app = Flask(__name__)
     app.request_class = InMemoryRequest
@@ -227,7 +237,16 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
 
     @app.get("/")
     def index():  # noqa: ANN202
-        return render_template("index.html", version=__version__)
+        lang = negotiate(request.args.get("lang"), request.headers.get("Accept-Language"), config.lang)
+        t = translator(lang)
+        # The script gets its strings from here (a data attribute: the CSP allows no inline script),
+        # so the page has one source of text per language.
+        page = render_template("index.html", version=__version__, lang=lang, t=t, messages=t.subset("page."),
+                               decimal=t.decimal, languages=LANGUAGE_NAMES)
+        response = make_response(page)
+        response.headers["Content-Language"] = lang
+        response.vary.add("Accept-Language")  # caches must not hand one language's page to another
+        return response
 
     @app.get("/api/health")
     def health():  # noqa: ANN202

@@ -1,14 +1,31 @@
 // The page's behaviour. Everything from the server (class names come from folder names and may be
 // anything, "<script>" included) is put into the page with textContent, never as HTML.
+// Every text the script writes comes from the page's language catalog, which the server puts in
+// <html data-messages> (see image_classifier/i18n.py); nothing here is in one language.
 "use strict";
 
 (() => {
   const $ = (id) => document.getElementById(id);
   const state = { models: [], byName: new Map(), current: null, limits: null, file: null, seq: 0, previewUrl: null };
 
-  const pct = (p) => `${(100 * p).toFixed(1)} %`;
-  const ms = (v) => (v < 10 ? v.toFixed(1) : Math.round(v).toString()) + " ms";
-  const mb = (bytes) => `${parseFloat((bytes / 1024 / 1024).toFixed(bytes < 1024 * 1024 ? 2 : 1))} MB`;
+  const MESSAGES = JSON.parse(document.documentElement.dataset.messages || "{}");
+  const DECIMAL = document.documentElement.dataset.decimal || ".";
+  // A message with its {placeholders} filled in one pass, so a value (a class name may be "{n}")
+  // is never read as a placeholder itself.
+  const t = (key, params = {}) => {
+    const message = MESSAGES[key];
+    if (message === undefined) {
+      console.error(`no message ${key}`);
+      return key;
+    }
+    return message.replace(/\{(\w+)\}/g, (whole, name) =>
+      (Object.prototype.hasOwnProperty.call(params, name) ? String(params[name]) : whole));
+  };
+  const decimal = (text) => text.replace(".", DECIMAL);
+  const pct = (p) => t("page.percent", { value: decimal((100 * p).toFixed(1)) });
+  const ms = (v) => t("page.ms", { value: v < 10 ? decimal(v.toFixed(1)) : Math.round(v).toString() });
+  const mb = (bytes) => t("page.mb",
+    { value: decimal(String(parseFloat((bytes / 1024 / 1024).toFixed(bytes < 1024 * 1024 ? 2 : 1)))) });
   const sentence = (text) => {
     const t = String(text || "").trim();
     return t ? t[0].toUpperCase() + t.slice(1) + (/[.!?]$/.test(t) ? "" : ".") : "";
@@ -38,12 +55,12 @@
         const { response, body } = await getJson("/api/health");
         if (response.ok) return true;
         if (body.status === "failed") {
-          showError(body.error || "The server could not load its models.");
+          showError(body.error || t("page.error.load_failed"));
           return false;
         }
-        setStatus("Loading the models…");
+        setStatus(t("page.status.loading"));
       } catch (err) {
-        setStatus("Cannot reach the server; retrying…");
+        setStatus(t("page.status.retrying"));
       }
       await sleep(1000);
     }
@@ -68,7 +85,7 @@
       select.replaceChildren(...state.models.map((m) => {
         const option = document.createElement("option");
         option.value = m.name;
-        option.textContent = m.default ? `${m.name} (best)` : m.name;
+        option.textContent = m.default ? t("page.model.best", { name: m.name }) : m.name;
         return option;
       }));
     }
@@ -76,7 +93,7 @@
     $("model-name").textContent = state.current;
     renderModelInfo();
     if (state.limits) {
-      $("limit-hint").textContent = `JPEG, PNG, WebP, GIF, BMP or TIFF, up to ${mb(state.limits.max_upload_bytes)}`;
+      $("limit-hint").textContent = t("page.drop.formats_limit", { size: mb(state.limits.max_upload_bytes) });
     }
   }
 
@@ -87,18 +104,18 @@
     if (m.test && typeof m.test.accuracy === "number") {
       let text = pct(m.test.accuracy);
       if (Array.isArray(m.test.accuracy_ci95)) {
-        text += ` (95 % CI ${pct(m.test.accuracy_ci95[0])} – ${pct(m.test.accuracy_ci95[1])})`;
+        text = t("page.accuracy.ci", { accuracy: text, low: pct(m.test.accuracy_ci95[0]), high: pct(m.test.accuracy_ci95[1]) });
       }
-      if (m.test.n) text += ` on ${m.test.n} held-out images`;
+      if (m.test.n) text = t("page.accuracy.n", { accuracy: text, n: m.test.n });
       $("info-accuracy").textContent = text;
     } else {
-      $("info-accuracy").textContent = "not evaluated";
+      $("info-accuracy").textContent = t("page.accuracy.none");
     }
     const parts = [];
     parts.push(m.latency_ms_median == null
-      ? "no request yet"
-      : `${ms(m.latency_ms_median)} median here (last ${Math.min(m.requests, 200)} requests)`);
-    if (m.offline_latency_ms != null) parts.push(`${ms(m.offline_latency_ms)} in compare's benchmark`);
+      ? t("page.latency.none")
+      : t("page.latency.median", { ms: ms(m.latency_ms_median), n: Math.min(m.requests, 200) }));
+    if (m.offline_latency_ms != null) parts.push(t("page.latency.offline", { ms: ms(m.offline_latency_ms) }));
     $("info-latency").textContent = parts.join(" · ");
     $("info-classes").textContent = m.classes.join(", ");
   }
@@ -110,7 +127,7 @@
     const img = $("preview");
     $("preview-box").hidden = false;
     img.src = state.previewUrl;
-    $("preview-name").textContent = file.name ? `${file.name} · ${mb(file.size)}` : `pasted image · ${mb(file.size)}`;
+    $("preview-name").textContent = t("page.preview.name", { name: file.name || t("page.preview.pasted"), size: mb(file.size) });
     $("result-card").hidden = false;
   }
 
@@ -125,26 +142,30 @@
     box.style.top = `${(100 * face[1]) / h}%`;
     box.style.width = `${(100 * (face[2] - face[0])) / w}%`;
     box.style.height = `${(100 * (face[3] - face[1])) / h}%`;
-    box.title = `the face that decided (found by ${body.face_method})`;
+    box.title = t("page.face.title", { method: body.face_method });
   }
 
   function decidedBy(body) {
     if (!("face" in body)) return "";
-    if (body.face) return " · decided by the face in the box";
-    return body.faces_found ? " · no face like a known person's: decided by the whole photo"
-                            : " · no face found: decided by the whole photo";
+    if (body.face) return ` · ${t("page.face.decided")}`;
+    return ` · ${t(body.faces_found ? "page.face.unknown" : "page.face.none")}`;
   }
 
   function renderResult(body, roundTripMs) {
     renderFaceBox(body);
     $("result-label").textContent = body.label;
     $("result-probability").textContent = pct(body.probabilities[body.label]);
-    $("result-meta").textContent =
-      `${body.model} · ${ms(body.latency_ms)} in the server (decode${"face" in body ? " + faces" : ""} ${ms(body.timing.decode_ms)}, ` +
-      (body.timing.queue_ms >= 1 ? `queued ${ms(body.timing.queue_ms)}, ` : "") +
-      `model ${ms(body.timing.inference_ms)}` +
-      (body.timing.batch_size > 1 ? ` for a batch of ${body.timing.batch_size}` : "") +
-      `) · ${ms(roundTripMs)} round trip` + decidedBy(body);
+    const timing = body.timing;
+    const details = [t("face" in body ? "page.meta.decode_faces" : "page.meta.decode", { ms: ms(timing.decode_ms) })];
+    if (timing.queue_ms >= 1) details.push(t("page.meta.queued", { ms: ms(timing.queue_ms) }));
+    details.push(timing.batch_size > 1
+      ? t("page.meta.model_batch", { ms: ms(timing.inference_ms), n: timing.batch_size })
+      : t("page.meta.model", { ms: ms(timing.inference_ms) }));
+    $("result-meta").textContent = [
+      body.model,
+      t("page.meta.server", { ms: ms(body.latency_ms), details: details.join(", ") }),
+      t("page.meta.round_trip", { ms: ms(roundTripMs) }),
+    ].join(" · ") + decidedBy(body);
     const rows = Object.entries(body.probabilities).sort((a, b) => b[1] - a[1]);
     $("bars").replaceChildren(...rows.map(([name, p], i) => {
       const li = document.createElement("li");
@@ -167,10 +188,15 @@
     $("result").hidden = false;
   }
 
+  // The server's explanations are in English (the API is the same in every language): the page
+  // says in its own language what went wrong and quotes the server for the details.
   function explain(status, message) {
-    if (status === 415) return /^not an image/i.test(message || "") ? sentence(message) : `Unsupported file: ${sentence(message)}`;
-    if (status === 400) return `This image could not be read: ${sentence(message)}`;
-    return sentence(message) || `The server answered HTTP ${status}.`;
+    const detail = sentence(message);
+    if (status === 415) {
+      return t(/^not an image/i.test(message || "") ? "page.error.not_image" : "page.error.unsupported", { message: detail });
+    }
+    if (status === 400) return t("page.error.unreadable", { message: detail });
+    return detail ? t("page.error.server", { message: detail }) : t("page.error.http", { status });
   }
 
   async function classify(file) {
@@ -180,12 +206,12 @@
     $("result").hidden = true;
     if (state.limits && file.size > state.limits.max_upload_bytes) {
       $("result-card").hidden = true;
-      showError(`This file is ${mb(file.size)}, more than the ${mb(state.limits.max_upload_bytes)} the server accepts.`);
+      showError(t("page.error.too_big", { size: mb(file.size), limit: mb(state.limits.max_upload_bytes) }));
       return;
     }
     showPreview(file);
     const seq = ++state.seq;
-    setStatus("Classifying…");
+    setStatus(t("page.status.classifying"));
     const form = new FormData();
     form.append("file", file, file.name || "pasted-image");
     if (state.current) form.append("model", state.current);
@@ -195,7 +221,7 @@
       response = await fetch("/api/predict", { method: "POST", body: form });
       body = await response.json().catch(() => ({}));
     } catch (err) {
-      if (seq === state.seq) showError("Cannot reach the server. Is `image-classifier serve` still running?");
+      if (seq === state.seq) showError(t("page.error.unreachable"));
       return;
     }
     if (seq !== state.seq) return;  // a newer photo or model choice replaced this request
@@ -236,7 +262,7 @@
       e.preventDefault();
       zone.classList.remove("over");
       const file = firstImageFile(e.dataTransfer && e.dataTransfer.files);
-      if (file) classify(file); else showError("Drop an image file (from your files, not a link from a web page).");
+      if (file) classify(file); else showError(t("page.error.drop"));
     });
     // A photo dropped next to the zone must not make the browser navigate away to it.
     window.addEventListener("dragover", (e) => e.preventDefault());
@@ -262,10 +288,10 @@
     if (!(await waitUntilReady())) return;
     try {
       await loadModels();
-      setStatus("Ready.");
+      setStatus(t("page.status.ready"));
       document.body.dataset.ready = "true";
     } catch (err) {
-      showError(`Cannot list the models: ${err.message}`);
+      showError(t("page.error.models", { message: err.message }));
     }
   }
 
