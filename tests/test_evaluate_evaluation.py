@@ -66,17 +66,18 @@ def test_evaluate_known_answers(colour_model: Path, tmp_path: Path):
 
     cache = DecodeCache()
     out = evaluate_classifier(load_model(colour_model), items, cache=cache, n_bootstrap=200)
-    test = out["test"]
-    assert test["n"] == 6
-    assert test["accuracy"] == pytest.approx(5 / 6)
-    cm = np.array(test["confusion_matrix"])
+    test = out.metrics
+    assert test.n == 6
+    assert test.accuracy == pytest.approx(5 / 6)
+    cm = np.array(test.confusion_matrix)
     assert cm.sum() == 6 and np.trace(cm) == 5
     assert cm[2, 1] == 1  # true red, predicted the green class
-    assert out["skipped"] and "blue/broken.jpg" in out["skipped"]
-    assert [e["rel_path"] for e in out["errors"]] == ["red/g.png"]
-    assert out["errors"][0]["pred"] == "<script>x</script>" and out["errors"][0]["confidence"] > 0.9
-    assert out["correct"].sum() == 5
-    assert len(out["predictions"]) == 6
+    assert out.skipped and "blue/broken.jpg" in out.skipped
+    assert [e.rel_path for e in out.errors] == ["red/g.png"]
+    assert out.errors[0].predicted == "<script>x</script>" and out.errors[0].confidence > 0.9
+    assert out.errors[0].true == "red" and out.errors[0].path == str(data / "red" / "g.png")
+    assert out.correct.sum() == 5
+    assert [p.rel_path for p in out.predictions] == [it.rel_path for it in items if it.path != broken]
     assert len(cache._images) == 6  # decoded once, reusable by the next model of a run
 
 
