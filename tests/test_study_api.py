@@ -61,6 +61,8 @@ def test_best_is_the_model_with_the_best_validation_accuracy(study):
     assert study.best.name == expected
     assert study.best.validation.accuracy == cards[expected]["best"]["val_accuracy"]
     assert (study.run_dir / "best").resolve() == (study.run_dir / "models" / expected).resolve()
+    assert study.model_path() == study.run_dir / "models" / expected
+    assert load_model(study.model_path(TINY), backend="torch").card["architecture"] == TINY
 
 
 def test_table_is_the_comparison_csv(study, without_pandas):

@@ -697,6 +697,14 @@ class Study:
             return pandas.DataFrame(rows, columns=["path", "rel_path", "true", "predicted", "confidence"])
         return rows
 
+    def model_path(self, model: str | None = None) -> Path:
+        """The saved model directory of ``model`` (default: the best), for ``load_model``. A compare
+        run records it relative to the run directory, an ``evaluate`` as it was given."""
+        path = Path(self.model(model).model_dir)
+        if self.selection is not None and self.run_dir is not None:
+            return self.run_dir / path
+        return path
+
     @property
     def report_path(self) -> Path | None:
         """``report.html`` of this run (None for a study not read from or written to a directory)."""
