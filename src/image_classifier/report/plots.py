@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers/CI; must precede pyplot
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
@@ -126,8 +127,6 @@ def training_curves_png(
             i = epochs.index(best_epoch)
             val = series(f"val_{key}")[i]
             ax.plot([best_epoch], [val], "*", ms=13, color=PALETTE[4], label="kept epoch", zorder=5)
-    from matplotlib.ticker import MaxNLocator
-
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.set_ylim(-0.02, 1.02)
@@ -195,8 +194,6 @@ def summary_png(models: Sequence[dict], path: str | os.PathLike, *, best: str | 
     The one picture that answers "which model, how accurate, how fast, how big". ``models`` are
     rows of :meth:`image_classifier.results.Study.rows`.
     """
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
     sizes = [float(m.get("size_mb") or 0.0) for m in models]
     smax = max(sizes) if sizes and max(sizes) > 0 else 1.0
