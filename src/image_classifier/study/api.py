@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 from image_classifier.results import Study
 
 
-def compare(data: str | os.PathLike, *, out: str | os.PathLike | None = None, models: Sequence[str] | None = None,
+def compare(data: str | os.PathLike, *, out: str | os.PathLike | None = None,
+            models: str | Sequence[str] | None = None,
             seed: int = 0, on_progress: Callable[[str], None] | None = None, **options: Any) -> Study:
     """Train and compare ``models`` on the folder ``data`` (one sub-folder of images per class).
 
@@ -22,8 +23,8 @@ def compare(data: str | os.PathLike, *, out: str | os.PathLike | None = None, mo
     returns its :class:`~image_classifier.results.Study`: ``.table``, ``.best``,
     ``.confusion(model)``, ``.errors(model)``, ``.report_path``; a notebook displays it.
 
-    ``models``: architecture names (default: the study's four, plus ``face_embedding`` for a folder
-    of people). ``options`` are the other fields of
+    ``models``: architecture names, a list or "a,b" as the CLI takes them (default: the study's
+    four, plus ``face_embedding`` for a folder of people). ``options`` are the other fields of
     :class:`~image_classifier.study.options.CompareOptions`, named like the CLI's options:
     ``split``, ``val``, ``test``, ``weights`` ({arch: path}), ``overrides`` ({"*": {key: value}}
     for every model, {arch: {...}} for one), ``speed_repeats``, ``cache``, ``cache_dir``,
@@ -34,7 +35,7 @@ def compare(data: str | os.PathLike, *, out: str | os.PathLike | None = None, mo
     # module is imported by `import image_classifier`, which every CLI command (--help included) runs.
     from image_classifier.study import comparison
 
-    chosen = list(models) if models is not None else None
+    chosen = (models.split(",") if isinstance(models, str) else list(models)) if models is not None else None
     run = comparison.CompareOptions(data=Path(data), out=Path(out) if out is not None else None, models=chosen,
                                     seed=seed, **options)
     return comparison.run_compare(run, on_progress=on_progress)
