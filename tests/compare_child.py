@@ -13,6 +13,9 @@ library carries no test hooks:
 * ``evaluate``         after the first model's test-split evaluation;
 * ``export``           after the first model's ONNX export and backend timing;
 * ``report``           in the middle of writing the report (plots and comparison.csv written).
+
+The wrappers replace the names where ``compare`` looks them up (the workflow module
+``image_classifier.study.comparison`` and the report package), before the CLI runs.
 """
 from __future__ import annotations
 
@@ -56,22 +59,20 @@ def _after(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def install_kill(point: str) -> None:
-    import image_classifier.compare_backends as backends
-    import image_classifier.evaluate.evaluation as evaluation
-    import image_classifier.report.tables as tables
-    import image_classifier.train as train
+    import image_classifier.report as report
+    import image_classifier.study.comparison as comparison
     from image_classifier.train.checkpoint import RunWriter
 
     where, _, arch = point.partition(":")
     if where == "train":
-        original_train = train.train_model
+        original_train = comparison.train_model
 
         def train_model(split: Any, name: str, *args: Any, **kwargs: Any) -> Any:
             if name == arch:
                 _die()
             return original_train(split, name, *args, **kwargs)
 
-        train.train_model = train_model
+        comparison.train_model = train_model
     elif where in ("checkpoint", "final"):
         method = "save_resume" if where == "checkpoint" else "remove_resume"
         original = getattr(RunWriter, method)
@@ -85,11 +86,11 @@ def install_kill(point: str) -> None:
 
         setattr(RunWriter, method, hooked)
     elif where == "evaluate":
-        evaluation.evaluate_classifier = _after(evaluation.evaluate_classifier)
+        comparison.evaluate_classifier = _after(comparison.evaluate_classifier)
     elif where == "export":
-        backends.measure_model_backends = _after(backends.measure_model_backends)
+        comparison.measure_model_backends = _after(comparison.measure_model_backends)
     elif where == "report":
-        tables.write_metrics_json = _after(tables.write_metrics_json)
+        report.write_metrics_json = _after(report.write_metrics_json)
     else:
         raise SystemExit(f"unknown kill point {point!r}")
 

@@ -25,7 +25,7 @@ from image_classifier.models.net import ClassifierNet
 from image_classifier.models.registry import ArchSpec, register_arch, unregister_arch
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.recipe import Augmentation, Phase, Recipe
-from image_classifier.report.tables import COLUMNS
+from image_classifier.results import COLUMNS
 from image_classifier.runs import resolve_model_dir
 
 CLASSES = {"<script>": 14, "b b": 14, "c": 14}
@@ -192,12 +192,12 @@ def test_backends_are_exported_measured_and_recorded_for_serve(compared):
 
 
 def test_large_models_are_not_exported(tmp_path):
-    from image_classifier.compare_backends import export_for_serving
+    from image_classifier.study.backends import export_for_serving
 
     info = export_for_serving(tmp_path, 244_000_000)
-    assert not info["exported"] and info["reason"].startswith("not exported (976 MB")
+    assert not info.exported and info.reason.startswith("not exported (976 MB")
     assert not list(tmp_path.iterdir())
-    assert export_for_serving(tmp_path, 10, enabled=False)["reason"] == "not exported (--no-export)"
+    assert export_for_serving(tmp_path, 10, enabled=False).reason == "not exported (--no-export)"
 
 
 def test_report_is_self_contained_and_escaped(compared):

@@ -1,6 +1,8 @@
-"""Scoring a real saved (tiny) model on real image files; the run directory's ``best`` pointer."""
+"""Scoring a real saved (tiny) model on real image files; the run layout (the ``best`` pointer, a
+run's models, the split of a run or a model); ``evaluate``'s warning about images trained on."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,14 @@ from image_classifier.models.net import ClassifierNet
 from image_classifier.models.registry import ArchSpec, register_arch, unregister_arch
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.recipe import Phase, Recipe
-from image_classifier.runs import read_best_pointer, resolve_model_dir, write_best_pointer
+from conftest import make_image_folder
+from image_classifier.data.split import make_split
+from image_classifier.results import Study
+from image_classifier.runs import (
+    best_model_name, models_of_run, read_best_pointer, read_metrics, resolve_model_dir, split_of_model_dir, split_of_run,
+    write_best_pointer,
+)
+from image_classifier.study.evaluate import EvaluateOptions, run_evaluate
 from image_classifier.saved_model import save_model
 
 ARCH = "tiny_eval_colour"
@@ -66,17 +75,18 @@ def test_evaluate_known_answers(colour_model: Path, tmp_path: Path):
 
     cache = DecodeCache()
     out = evaluate_classifier(load_model(colour_model), items, cache=cache, n_bootstrap=200)
-    test = out["test"]
-    assert test["n"] == 6
-    assert test["accuracy"] == pytest.approx(5 / 6)
-    cm = np.array(test["confusion_matrix"])
+    test = out.metrics
+    assert test.n == 6
+    assert test.accuracy == pytest.approx(5 / 6)
+    cm = np.array(test.confusion_matrix)
     assert cm.sum() == 6 and np.trace(cm) == 5
     assert cm[2, 1] == 1  # true red, predicted the green class
-    assert out["skipped"] and "blue/broken.jpg" in out["skipped"]
-    assert [e["rel_path"] for e in out["errors"]] == ["red/g.png"]
-    assert out["errors"][0]["pred"] == "<script>x</script>" and out["errors"][0]["confidence"] > 0.9
-    assert out["correct"].sum() == 5
-    assert len(out["predictions"]) == 6
+    assert out.skipped and "blue/broken.jpg" in out.skipped
+    assert [e.rel_path for e in out.errors] == ["red/g.png"]
+    assert out.errors[0].predicted == "<script>x</script>" and out.errors[0].confidence > 0.9
+    assert out.errors[0].true == "red" and out.errors[0].path == str(data / "red" / "g.png")
+    assert out.correct.sum() == 5
+    assert [p.rel_path for p in out.predictions] == [it.rel_path for it in items if it.path != broken]
     assert len(cache._images) == 6  # decoded once, reusable by the next model of a run
 
 
@@ -101,3 +111,52 @@ def test_best_pointer_round_trip(colour_model: Path, tmp_path: Path):
     assert resolve_model_dir(run) == colour_model.resolve()
     write_best_pointer(run, colour_model)
     assert (run / "best").is_symlink()
+
+
+def test_run_layout_discovery(colour_model: Path, tmp_path: Path):
+    run = colour_model.parent.parent
+    assert models_of_run(run) == {ARCH: colour_model}
+    assert best_model_name(run) is None and read_metrics(run) is None
+    write_best_pointer(run, colour_model)
+    assert best_model_name(run) == ARCH
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (run / "best").unlink()
+    (run / "best").symlink_to(other)
+    with pytest.raises(ModelFormatError, match="not one of the run's models"):
+        best_model_name(run)
+    # A run's split serves its models; a model trained with `train` keeps its own beside it.
+    assert split_of_model_dir(colour_model) is None
+    (run / "split.csv").write_text("x")
+    assert split_of_model_dir(colour_model) == run / "split.csv" and split_of_run(run) == run / "split.csv"
+    (colour_model / "split.csv").write_text("y")
+    assert split_of_model_dir(colour_model) == colour_model / "split.csv"
+    (run / "metrics.json").write_text("{not json")
+    assert read_metrics(run) is None
+    (run / "metrics.json").write_text('{"models": []}')
+    assert read_metrics(run) == {"models": []}
+
+
+def test_evaluate_warns_about_images_a_train_model_was_trained_on(colour_model: Path, tmp_path: Path):
+    """``train --out DIR`` keeps the split beside the model: ``evaluate`` finds it there and says
+    how many of the scored images the model was trained or validated on."""
+    data = make_image_folder(tmp_path / "photos", {"red": 6, "blue": 6})
+    split = make_split(data, seed=0, val=0.25, test=0.25)
+    split.save(colour_model / "split.csv")
+    card = json.loads((colour_model / "model.json").read_text())
+    card["split_manifest_sha256"] = split.manifest_sha256
+    (colour_model / "model.json").write_text(json.dumps(card))
+    seen = len(split.subset("train")) + len(split.subset("val"))
+
+    study = run_evaluate(EvaluateOptions(model=colour_model, data=data, out=tmp_path / "ev", speed=False,
+                                         n_bootstrap=50))
+    assert study.alerts == [
+        f"{seen} of the 12 images were in this model's training or validation split ({colour_model / 'split.csv'}); "
+        f"its scores on them are optimistic. Pass --split {colour_model / 'split.csv'} --subset test to score "
+        "only images it never saw."]
+    assert study.models[0].test.n == 12 and study.scored_set == "images"
+    assert Study.load(tmp_path / "ev") == study
+    # The held-out subset of the same split: nothing to warn about.
+    held_out = run_evaluate(EvaluateOptions(model=colour_model, data=data, split=colour_model / "split.csv",
+                                            out=tmp_path / "ev-test", speed=False, n_bootstrap=50))
+    assert held_out.alerts == [] and held_out.models[0].test.n == len(split.subset("test"))

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import SHARED, synthetic_image
 from image_classifier import load_model
-from image_classifier.compare import CompareConfig, _survey, face_accuracy
+from image_classifier.study.comparison import face_accuracy, face_survey
+from image_classifier.study.options import CompareOptions
 from image_classifier.data.check import audit_dataset
 from image_classifier.data.split import make_split
 from image_classifier.errors import DatasetError, ModelFormatError
@@ -158,25 +159,24 @@ def test_serve_returns_the_deciding_face(trained, people):
 def test_compare_adds_the_face_model_for_folders_of_people(people, tmp_path):
     audit = audit_dataset(people, near_duplicates=False)
     said: list[str] = []
-    config = CompareConfig(data_root=people, out_dir=tmp_path / "run", models=["simple_cnn"], add_face_model=True,
-                           progress=False)
-    survey = _survey(config, audit, FaceCache(), said.append)
+    options = CompareOptions(data=people, out=tmp_path / "run", models=["simple_cnn"], add_face_model=True,
+                             progress=False)
+    survey, models = face_survey(options, audit, FaceCache(), said.append)
     assert survey.detection_rate >= 0.7
-    assert config.models == ["simple_cnn", "face_embedding"]
+    assert models == ["simple_cnn", "face_embedding"]
     assert any("adding face_embedding" in line and "70 %" in line for line in said)
     # --models given: nothing is added.
-    config = CompareConfig(data_root=people, out_dir=tmp_path / "run", models=["simple_cnn"], progress=False)
-    _survey(config, audit, FaceCache(), said.append)
-    assert config.models == ["simple_cnn"]
+    options = CompareOptions(data=people, out=tmp_path / "run", models=["simple_cnn"], progress=False)
+    assert face_survey(options, audit, FaceCache(), said.append)[1] == ["simple_cnn"]
 
 
 def test_compare_does_not_add_it_without_faces(image_folder, tmp_path):
     audit = audit_dataset(image_folder, near_duplicates=False)
     said: list[str] = []
-    config = CompareConfig(data_root=image_folder, out_dir=tmp_path / "run", models=["simple_cnn"],
-                           add_face_model=True, progress=False)
-    survey = _survey(config, audit, FaceCache(), said.append)
-    assert survey.with_face == 0 and config.models == ["simple_cnn"]
+    options = CompareOptions(data=image_folder, out=tmp_path / "run", models=["simple_cnn"],
+                             add_face_model=True, progress=False)
+    survey, models = face_survey(options, audit, FaceCache(), said.append)
+    assert survey.with_face == 0 and models == ["simple_cnn"]
     assert any("not adding face_embedding" in line for line in said)
 
 
@@ -190,13 +190,13 @@ def test_face_and_noface_accuracy_are_split_by_the_survey(trained, people):
     ev = evaluate_classifier(clf, items, n_bootstrap=50)
     survey = survey_faces(split.subset("test"), trained["cache"])
     acc = face_accuracy(ev, survey)
-    assert acc["test_images_face"] + acc["test_images_noface"] == len(items)
-    assert acc["test_images_face"] == survey.with_face
-    correct = {p["rel_path"]: p["correct"] for p in ev["predictions"]}
+    assert acc.test_images_face + acc.test_images_noface == len(items)
+    assert acc.test_images_face == survey.with_face
+    correct = {p.rel_path: p.correct for p in ev.predictions}
     face_rows = [correct[r.rel_path] for r in split.subset("test") if survey.has_face(r.rel_path)]
-    assert acc["test_accuracy_face"] == (sum(face_rows) / len(face_rows) if face_rows else None)
+    assert acc.test_accuracy_face == (sum(face_rows) / len(face_rows) if face_rows else None)
     # Every prediction of a face model says whether a face decided.
-    assert all("face" in p for p in ev["predictions"])
+    assert all("face" in p.details for p in ev.predictions)
 
 
 def test_needs_faces_in_two_classes(image_folder, tmp_path):

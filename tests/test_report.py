@@ -1,4 +1,5 @@
-"""Report rendering from a study dict built with real metrics on real (tiny) images."""
+"""Report rendering from a study built with real metrics on real (tiny) images (as metrics.json
+holds it, read with ``Study.from_json``); metrics.json reads back into the same study."""
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,8 @@ from PIL import Image
 
 from image_classifier.evaluate.metrics import compute_metrics, pairwise_mcnemar
 from image_classifier.report import write_report
-from image_classifier.report.tables import COLUMNS, format_terminal_table
+from image_classifier.report.tables import format_terminal_table
+from image_classifier.results import COLUMNS, Study
 
 CLASSES = ["<script>alert(1)</script>", "Kobe & Co", "cost $5 | cheap"]
 
@@ -29,7 +31,11 @@ def _history(phases):
     return rows
 
 
-def make_study(tmp_path: Path, n: int = 30) -> dict:
+def make_study(tmp_path: Path, n: int = 30) -> Study:
+    return Study.from_json(make_study_json(tmp_path, n))
+
+
+def make_study_json(tmp_path: Path, n: int = 30) -> dict:
     rng = np.random.default_rng(0)
     img_dir = tmp_path / "imgs"
     img_dir.mkdir()
@@ -104,8 +110,25 @@ def test_report_files_and_consistency(tmp_path):
     assert [r["selected"] for r in rows] == ["True", "False"]
     assert metrics["timings"]["report_seconds"] > 0
 
-    table = format_terminal_table(metrics)
+    table = format_terminal_table(Study.from_json(metrics))
     assert "tiny_a *" in table and "tiny_b" in table
+
+
+def test_metrics_json_reads_back_into_the_same_study(tmp_path):
+    study = make_study(tmp_path)
+    files = write_report(study, tmp_path / "run")
+    loaded = Study.load(tmp_path / "run")
+    assert loaded == study  # every field, plots and report timing included
+    assert loaded.to_json() == json.loads(files.metrics_json.read_text())
+    assert loaded.report_path == files.html
+    assert loaded.best.name == "tiny_a"
+    errors = loaded.model("tiny_b").errors
+    assert errors and all(e.true != e.predicted for e in errors)
+    # Written again from what was read, the files are the same.
+    again = write_report(loaded, tmp_path / "again")
+    assert again.csv.read_text() == files.csv.read_text()
+    # (but for the time the report took, its last line)
+    assert again.markdown.read_text().splitlines()[:-1] == files.markdown.read_text().splitlines()[:-1]
 
 
 def test_html_is_self_contained_and_escaped(tmp_path):
@@ -131,9 +154,9 @@ def test_html_is_self_contained_and_escaped(tmp_path):
 
 def test_single_model_report_without_selection(tmp_path):
     study = make_study(tmp_path)
-    study["models"] = study["models"][:1]
-    study["pairwise"] = []
-    study.pop("selection")
+    study.models = study.models[:1]
+    study.pairwise = []
+    study.selection = None
     files = write_report(study, tmp_path / "run")
     assert "tiny_a: test accuracy" in files.html.read_text()
 

@@ -1,22 +1,29 @@
-"""The layout of a ``compare`` run directory, and how to find its selected model.
+"""The layout of a run directory and of a saved model directory, and how to find things in them.
 
 ::
 
-    runs/NAME/
+    runs/NAME/             (``compare``; ``evaluate`` writes the report files only)
       split.csv            the split every model used
       models/<arch>/       one saved model per architecture (model.json + weights.safetensors)
       best                 -> models/<arch>  (symlink; a one-line text file where symlinks fail)
       comparison.csv, metrics.json, predictions.csv, report.md, report.html, plots/
 
+    models/ARCH/           (``train --out``; also each ``models/<arch>/`` of a run)
+      model.json, weights.safetensors, split.csv (``train`` only), backend.json, model.onnx, ...
+
 ``best`` points at the model chosen by *validation* accuracy; anything that takes a model
 directory (``serve``, ``predict``, ``evaluate``, :func:`resolve_model_dir`) also accepts the run
-directory and follows ``best``.
+directory and follows ``best``. Every file name is declared below and nowhere else; the
+functions after them find a run's models, its best model, the split of a run or of a model, and
+read its metrics, so no caller rebuilds a path by hand.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from image_classifier.errors import ModelFormatError
 
@@ -44,6 +51,78 @@ RESUME_NAME = "resume.safetensors"
 
 def model_dir_for(run_dir: str | os.PathLike, arch: str) -> Path:
     return Path(run_dir) / MODELS_DIR / arch
+
+
+def is_model_dir(path: str | os.PathLike) -> bool:
+    """A saved model directory: it holds a card."""
+    return (Path(path) / CARD_NAME).is_file()
+
+
+def models_of_run(run_dir: str | os.PathLike) -> dict[str, Path]:
+    """``{name: model dir}`` of the saved models in ``run_dir/models``, by name (empty when none)."""
+    models = Path(run_dir) / MODELS_DIR
+    if not models.is_dir():
+        return {}
+    return {p.name: p for p in sorted(models.iterdir()) if is_model_dir(p)}
+
+
+def run_of_model_dir(model_dir: str | os.PathLike) -> Path | None:
+    """``runs/NAME`` when ``model_dir`` is ``runs/NAME/models/<arch>`` (or ``runs/NAME/best``)."""
+    resolved = Path(model_dir).resolve()
+    return resolved.parent.parent if resolved.parent.name == MODELS_DIR else None
+
+
+def split_of_run(run_dir: str | os.PathLike) -> Path | None:
+    """The split every model of a compare run used (``run_dir/split.csv``), when it is there."""
+    path = Path(run_dir) / SPLIT_NAME
+    return path if path.is_file() else None
+
+
+def split_of_model_dir(model_dir: str | os.PathLike) -> Path | None:
+    """The split a saved model was trained on, where its run keeps it: next to the model
+    (``train --out DIR`` writes ``DIR/split.csv``), else the compare run's ``split.csv``.
+
+    Only where the file is: whether it is the split the model used is the card's to say
+    (its ``split_manifest_sha256``)."""
+    own = Path(model_dir) / SPLIT_NAME
+    if own.is_file():
+        return own
+    run_dir = run_of_model_dir(model_dir)
+    return split_of_run(run_dir) if run_dir is not None else None
+
+
+def best_model_name(run_dir: str | os.PathLike, models: dict[str, Path] | None = None) -> str | None:
+    """The name (in ``models``, default :func:`models_of_run`) of the model ``run_dir/best``
+    designates; None when the run has no pointer. A pointer at anything else is an error."""
+    models = models_of_run(run_dir) if models is None else models
+    target = read_best_pointer(run_dir)
+    if target is None:
+        return None
+    for name, path in models.items():
+        if path.resolve() == target:
+            return name
+    raise ModelFormatError(
+        f"{Path(run_dir) / BEST_NAME} points at {target}, which is not one of the run's models "
+        f"({', '.join(models)}); re-run `image-classifier compare` or serve one model directory instead")
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """``run_dir/metrics.json`` as written by ``compare`` or ``evaluate``; None when there is none.
+
+    A file that cannot be read or parsed is logged and treated as absent: the metrics only add to
+    what a run directory offers (its models work without them)."""
+    path = Path(run_dir) / METRICS_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("ignoring %s: %s", path, err)
+        return None
+    if not isinstance(data, dict):
+        log.warning("ignoring %s: not a JSON object", path)
+        return None
+    return data
 
 
 def write_best_pointer(run_dir: str | os.PathLike, model_dir: str | os.PathLike) -> Path:
@@ -77,7 +156,7 @@ def read_best_pointer(run_dir: str | os.PathLike) -> Path | None:
 def resolve_model_dir(path: str | os.PathLike) -> Path:
     """A saved model directory from a model dir, a run dir (its ``best``) or a ``best`` pointer."""
     path = Path(path)
-    if (path / CARD_NAME).is_file():
+    if is_model_dir(path):
         return path
     if path.is_file() and path.name == BEST_NAME:
         path = path.parent

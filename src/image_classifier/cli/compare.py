@@ -1,4 +1,4 @@
-"""``image-classifier compare DATA``: the whole study in one command (see image_classifier.compare)."""
+"""``image-classifier compare DATA``: the whole study in one command (see image_classifier.study.comparison)."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,9 @@ import shlex
 import sys
 from pathlib import Path
 
-DEFAULT_MODELS = "simple_cnn,alexnet_like,mobilenet_v2,resnet50"
+from image_classifier.cli.options import parse_arch_path
+from image_classifier.errors import ImageClassifierError
+from image_classifier.study.defaults import DEFAULT_MODELS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", type=Path, help="folder with one sub-folder of images per class")
     p.add_argument("--models", default=None,
-                   help=f"comma-separated architectures (default: {DEFAULT_MODELS}, plus face_embedding when "
+                   help=f"comma-separated architectures (default: {','.join(DEFAULT_MODELS)}, plus face_embedding when "
                         "at least 70 %% of the images show a face)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<DATA folder name>)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, training and bootstrap (default 0)")
@@ -62,20 +64,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_weights(items: list[str]) -> dict[str, Path]:
-    from image_classifier.errors import ImageClassifierError
-
+    """``--weights ARCH=PATH`` (repeatable) -> {arch: path}."""
     out: dict[str, Path] = {}
     for item in items:
-        arch, sep, path = item.partition("=")
-        if not sep or not arch or not path:
+        arch, path = parse_arch_path(item)
+        if arch is None:
             raise ImageClassifierError(f"--weights {item!r}: write ARCH=PATH, e.g. resnet50=weights/resnet50.pth")
-        out[arch.strip()] = Path(path)
+        out[arch] = path
     return out
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
-    from image_classifier.errors import ImageClassifierError
-
+    """``--set [ARCH:]KEY=VALUE`` (repeatable) -> {"*" or arch: {key: value}}."""
     out: dict[str, dict[str, str]] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -88,51 +88,33 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     from image_classifier import runtime
-    from image_classifier.compare import CompareConfig, run_compare, weights_for
-    from image_classifier.errors import ImageClassifierError
-    from image_classifier.evaluate.speed import SpeedConfig
-    from image_classifier.models.registry import list_archs
+    from image_classifier.report import narrative
     from image_classifier.report.tables import format_terminal_table
-    from image_classifier.train import default_cache_dir
+    from image_classifier.runs import BEST_NAME
+    from image_classifier.study.comparison import run_compare
+    from image_classifier.study.options import CompareOptions
 
     runtime.configure()
-    models = [m.strip() for m in (args.models or DEFAULT_MODELS).split(",") if m.strip()]
-    unknown = [m for m in models if m not in list_archs()]
-    if unknown:
-        raise ImageClassifierError(f"unknown architecture(s) {', '.join(unknown)}; available: {', '.join(list_archs())}")
-    weights = parse_weights(args.weights)
-    face_model = args.models is None and not args.no_faces  # may join the models: its weights may be given
-    candidates = [*models, "face_embedding"] if face_model else models
-    stray = [a for a in weights if not any(weights_for(m, {a: weights[a]}) for m in candidates)]
-    if stray:
-        raise ImageClassifierError(f"--weights given for {', '.join(stray)}, which no model in --models uses")
-    out = args.out or Path("runs") / (args.data.resolve().name or "run")
-    speed = SpeedConfig()
-    if args.speed_repeats is not None:
-        speed.repeats = speed.e2e_repeats = max(1, args.speed_repeats)
-    config = CompareConfig(
-        data_root=args.data, out_dir=out, models=models, seed=args.seed, split_csv=args.split,
-        val_fraction=args.val, test_fraction=args.test, weights=weights,
-        recipe_overrides=parse_overrides(args.overrides), speed=speed, progress=not args.no_progress,
-        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
-        invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), export=not args.no_export,
-        faces=not args.no_faces, add_face_model=face_model,
+    options = CompareOptions(
+        data=args.data, out=args.out, seed=args.seed, split=args.split, val=args.val, test=args.test,
+        models=args.models.split(",") if args.models is not None else None,
+        weights=parse_weights(args.weights), overrides=parse_overrides(args.overrides),
+        speed_repeats=args.speed_repeats, progress=not args.no_progress, cache=not args.no_cache,
+        cache_dir=args.cache_dir, export=not args.no_export, faces=not args.no_faces,
         resume="fresh" if args.fresh else "resume" if args.resume else "auto",
+        invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]),
     )
-    result = run_compare(config, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
+    study = run_compare(options, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print()
-    print(format_terminal_table(result.study))
+    print(format_terminal_table(study))
     print()
-    from image_classifier.report import narrative
-
-    print(narrative.headline(result.study))
-    for line in narrative.significance_lines(result.study):
+    print(narrative.headline(study))
+    for line in narrative.significance_lines(study):
         print(f"  - {line}")
     print()
-    print(f"report: {result.report_html}")
-    print(f"best model: {result.run_dir / 'best'} -> {result.study['selection']['model_dir']}")
-    best = next(m for m in result.study["models"] if m["name"] == result.best)
-    serving = best.get("serve_backend") or {}
+    print(f"report: {study.report_path}")
+    print(f"best model: {study.run_dir / BEST_NAME} -> {study.selection.model_dir}")
+    serving = study.best.backends.serve_backend if study.best.backends else None
     if serving:
-        print(f"`image-classifier serve {result.run_dir}` will use backend {serving['name']} ({serving['reason']})")
+        print(f"`image-classifier serve {study.run_dir}` will use backend {serving.name} ({serving.reason})")
     return 0

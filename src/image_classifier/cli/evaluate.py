@@ -37,24 +37,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from image_classifier import runtime
-    from image_classifier.evaluate.single import EvaluateConfig, run_evaluate
     from image_classifier.report import narrative
     from image_classifier.report.tables import format_terminal_table
+    from image_classifier.study.evaluate import EvaluateOptions, run_evaluate
 
     runtime.configure()
-    config = EvaluateConfig(
-        model_dir=args.model_dir, data_root=args.data, split_csv=args.split, subset=args.subset,
-        out_dir=args.out, seed=args.seed, measure_speed=not args.no_speed,
-        invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), backend=args.backend,
+    options = EvaluateOptions(
+        model=args.model_dir, data=args.data, split=args.split, subset=args.subset, out=args.out, seed=args.seed,
+        speed=not args.no_speed, invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), backend=args.backend,
     )
-    result = run_evaluate(config, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
-    print(format_terminal_table(result.study))
+    study = run_evaluate(options, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_terminal_table(study))
     print()
-    print(narrative.headline(result.study))
-    skipped = result.study["models"][0].get("skipped") or {}
-    if skipped:
-        print(f"{len(skipped)} unreadable image(s) skipped: {', '.join(list(skipped)[:5])}")
-    backend = result.study["models"][0]["backend"]
-    print(f"backend: {backend['name']} ({backend['reason']})")
-    print(f"report: {result.report_html}")
+    print(narrative.headline(study))
+    (model,) = study.models
+    if model.skipped:
+        print(f"{len(model.skipped)} unreadable image(s) skipped: {', '.join(list(model.skipped)[:5])}")
+    print(f"backend: {model.backend.name} ({model.backend.reason})")
+    print(f"report: {study.report_path}")
     return 0

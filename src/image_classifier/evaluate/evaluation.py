@@ -1,5 +1,5 @@
-"""Score one loaded model on a list of labelled images: the per-model part of ``compare`` and
-``evaluate``.
+"""Score one loaded model on a list of labelled images (an :class:`Evaluation`): the per-model
+part of ``compare`` and ``evaluate``.
 
 Labels are matched to the model **by class name**, never by index: a folder evaluated against a
 model may list its classes in another order, lack some, or (an error) hold classes the model has
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from image_classifier.errors import DatasetError, UnreadableImageError
 from image_classifier.evaluate.metrics import compute_metrics
+from image_classifier.results import Misclassified, TestMetrics
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,43 @@ def predict_items(classifier: Any, items: Sequence[LabelledImage], *, batch_size
     return probs, kept, details
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """What the model said about one scored image."""
+
+    path: Path
+    rel_path: str
+    true: str
+    predicted: str
+    confidence: float  # the probability of ``predicted``
+    #: What decided it (see :meth:`Classifier.predict_details`; a face model: ``face``, a box or None).
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def correct(self) -> bool:
+        return self.predicted == self.true
+
+
+@dataclass
+class Evaluation:
+    """One model scored on a list of labelled images."""
+
+    metrics: TestMetrics
+    predictions: list[Prediction]  # one per image that decoded, in the order given
+    skipped: dict[str, str]  # {rel_path: reason} of the images that could not be decoded
+    probs: np.ndarray  # [scored images, model classes]
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Per scored image, whether the model was right (aligned with ``predictions``)."""
+        return np.array([p.correct for p in self.predictions], dtype=bool)
+
+    @property
+    def errors(self) -> list[Misclassified]:
+        return [Misclassified(os.fspath(p.path), p.rel_path, p.true, p.predicted, p.confidence)
+                for p in self.predictions if not p.correct]
+
+
 def evaluate_classifier(
     classifier: Any,
     items: Sequence[LabelledImage],
@@ -101,37 +139,23 @@ def evaluate_classifier(
     batch_size: int = 32,
     n_bootstrap: int = 2000,
     seed: int = 0,
-) -> dict:
-    """Metrics, misclassified images and per-image predictions of ``classifier`` on ``items``.
-
-    Returns {``test``: :func:`compute_metrics` dict, ``errors``: [{path, rel_path, true, pred,
-    confidence}], ``predictions``: [{rel_path, true, pred, confidence, correct}], ``skipped``:
-    {rel_path: reason}, ``correct``: bool array aligned with the scored items, ``probs``}. A face
-    model's predictions also say which face decided (``face``: box or None).
-    """
+) -> Evaluation:
+    """Metrics, per-image predictions and the images left out of ``classifier`` on ``items``."""
     y_all = label_indices(classifier.classes, items)  # fail before any decoding
     cache = cache or DecodeCache()
     probs, kept, details = predict_items(classifier, items, batch_size=batch_size, cache=cache)
     if not kept:
         raise DatasetError("none of the images could be decoded; run `image-classifier check` on the folder")
-    scored = [items[i] for i in kept]
     y = y_all[kept]
-    metrics = compute_metrics(y, probs, classifier.classes, n_bootstrap=n_bootstrap, seed=seed)
+    classes = list(classifier.classes)
+    metrics = compute_metrics(y, probs, classes, n_bootstrap=n_bootstrap, seed=seed)
     pred = probs.argmax(axis=1)
     conf = probs.max(axis=1)
-    classes = classifier.classes
     predictions = [
-        {"rel_path": it.rel_path, "true": classes[y[k]], "pred": classes[pred[k]],
-         "confidence": float(conf[k]), "correct": bool(pred[k] == y[k]), **details[k]}
-        for k, it in enumerate(scored)
-    ]
-    errors = [
-        {"path": os.fspath(it.path), "rel_path": it.rel_path, "true": classes[y[k]], "pred": classes[pred[k]],
-         "confidence": float(conf[k])}
-        for k, it in enumerate(scored) if pred[k] != y[k]
+        Prediction(items[i].path, items[i].rel_path, classes[y[k]], classes[pred[k]], float(conf[k]), dict(details[k]))
+        for k, i in enumerate(kept)
     ]
     kept_set = set(kept)
     skipped = {items[i].rel_path: cache.failures.get(items[i].rel_path, "unreadable")
                for i in range(len(items)) if i not in kept_set}
-    return {"test": metrics, "errors": errors, "predictions": predictions, "skipped": skipped,
-            "correct": pred == y, "probs": probs, "rel_paths": [it.rel_path for it in scored]}
+    return Evaluation(TestMetrics.from_json(metrics), predictions, skipped, probs)

@@ -1,24 +1,10 @@
 """Everything a run writes for people: figures, ``comparison.csv``, ``metrics.json``, ``report.md``,
 ``report.html``.
 
-All of it is drawn from one plain dict, the *study*, which is also what ``metrics.json`` holds, so
-a report can be redrawn from a finished run and no two artefacts can disagree. Its keys:
-
-- ``title``, ``created_utc``, ``command`` (the exact command line to reproduce the run);
-- ``data``: ``root``, ``classes``, ``num_images``, ``split`` {``path``, ``seed``,
-  ``manifest_sha256``, ``sizes`` {subset: {class: count}}}, ``warnings`` [str],
-  ``duplicates`` {``summary``, ``policy``, ``groups`` [{``kind``, ``files``, ``subset``}]};
-- ``machine``, ``versions``: flat {name: value} dicts; ``speed_config``;
-- ``selection``: {``best``, ``criterion``, ``model_dir``} (absent for a single ``evaluate``);
-- ``models``: list of {``name``, ``model_dir``, ``validation`` {``accuracy``, ``loss``,
-  ``best_epoch``}, ``test`` (:func:`image_classifier.evaluate.metrics.compute_metrics`),
-  ``speed`` (:func:`image_classifier.evaluate.speed.measure_classifier`), ``training``
-  {``seconds``, ``peak_rss_mb``, ``history`` [epoch dicts]}, ``errors`` [{``path``,
-  ``rel_path``, ``true``, ``pred``, ``confidence``}]}; ``plots`` is filled in here;
-- ``pairwise``: :func:`image_classifier.evaluate.metrics.pairwise_mcnemar` output;
-- ``timings``: {name: seconds}; ``report_seconds`` is filled in here;
-- optional: ``scored_set`` (what the scored images are called, default "test images"),
-  ``alerts`` [str] (shown first, e.g. "these images were trained on").
+All of it is drawn from one :class:`~image_classifier.results.Study`, which is also what
+``metrics.json`` holds (:meth:`Study.to_json`), so a report can be redrawn from a finished run
+(``Study.load(run_dir)``) and no two artefacts can disagree. :func:`write_report` fills in the
+figures (``Study.plots``, ``ModelResult.plots``) and ``timings["report_seconds"]``.
 """
 from __future__ import annotations
 
@@ -32,6 +18,12 @@ from typing import Callable
 from PIL import Image
 
 from image_classifier.fileio import atomic_write_text
+from image_classifier.report import plots
+from image_classifier.report.html import render_html
+from image_classifier.report.markdown import render_markdown
+from image_classifier.report.tables import write_comparison_csv, write_metrics_json
+from image_classifier.results import TEST_IMAGES, Study
+from image_classifier.runs import COMPARISON_CSV_NAME, METRICS_NAME, PLOTS_DIR, REPORT_HTML_NAME, REPORT_MD_NAME
 
 log = logging.getLogger(__name__)
 
@@ -54,70 +46,63 @@ def plot_slug(name: str) -> str:
     return slug or "model"
 
 
-def draw_plots(study: dict, run_dir: Path, *, image_loader: Callable[[str], Image.Image] | None = None) -> list[Path]:
+def draw_plots(study: Study, run_dir: Path, *,
+               image_loader: Callable[[str], Image.Image] | None = None) -> list[Path]:
     """Draw every figure into ``run_dir/plots`` and record their relative paths in ``study``."""
-    from image_classifier.report import plots
-    from image_classifier.report.tables import comparison_rows
-
     out: list[Path] = []
-    plot_dir = run_dir / "plots"
+    plot_dir = run_dir / PLOTS_DIR
     used: set[str] = set()
-    for m in study["models"]:
-        slug = plot_slug(m["name"])
+    for m in study.models:
+        slug = plot_slug(m.name)
         while slug in used:  # two names that slug alike must not overwrite each other's plots
             slug += "_"
         used.add(slug)
-        test = m["test"]
         rel: dict[str, str] = {}
-        rel["confusion"] = f"plots/{slug}-confusion.png"
-        out.append(plots.confusion_matrix_png(test["confusion_matrix"], test["classes"], run_dir / rel["confusion"],
-                                              title=m["name"]))
-        training = m.get("training") or {}
-        rel["curves"] = f"plots/{slug}-training.png"
-        out.append(plots.training_curves_png(training.get("history") or [], run_dir / rel["curves"],
-                                             title=f"{m['name']}: training", best_epoch=(m.get("validation") or {}).get("best_epoch")))
-        gallery = plots.error_gallery_png(m.get("errors") or [], run_dir / f"plots/{slug}-errors.png",
-                                          title=m["name"], loader=image_loader)
+        rel["confusion"] = f"{PLOTS_DIR}/{slug}-confusion.png"
+        out.append(plots.confusion_matrix_png(m.test.confusion_matrix, m.test.classes, run_dir / rel["confusion"],
+                                              title=m.name))
+        rel["curves"] = f"{PLOTS_DIR}/{slug}-training.png"
+        out.append(plots.training_curves_png(m.training.history, run_dir / rel["curves"],
+                                             title=f"{m.name}: training", best_epoch=m.validation.best_epoch))
+        errors_rel = f"{PLOTS_DIR}/{slug}-errors.png"
+        gallery = plots.error_gallery_png(m.errors, run_dir / errors_rel, title=m.name, loader=image_loader)
         if gallery is not None:
-            rel["errors"] = f"plots/{slug}-errors.png"
+            rel["errors"] = errors_rel
             out.append(gallery)
-        m["plots"] = rel
-    rows = comparison_rows(study)
+        m.plots = rel
+    rows = study.rows()
     study_plots: dict[str, str] = {}
     # One model has no trade-off to show; its numbers are in the table.
     if len(rows) > 1 and all(r["latency_ms_p50"] is not None for r in rows):
-        out.append(plots.summary_png(rows, plot_dir / "summary.png", best=(study.get("selection") or {}).get("best")))
-        study_plots["summary"] = "plots/summary.png"
-    out.append(plots.reliability_png([(m["name"], m["test"].get("reliability") or [], m["test"]["ece"])
-                                      for m in study["models"]], plot_dir / "reliability.png",
-                                     where="test split" if study.get("scored_set", "test images") == "test images"
-                                     else "scored images"))
-    study_plots["reliability"] = "plots/reliability.png"
-    study["plots"] = study_plots
+        best = study.selection.best if study.selection is not None else None
+        out.append(plots.summary_png(rows, plot_dir / "summary.png", best=best))
+        study_plots["summary"] = f"{PLOTS_DIR}/summary.png"
+    out.append(plots.reliability_png([(m.name, m.test.reliability, m.test.ece) for m in study.models],
+                                     plot_dir / "reliability.png",
+                                     where="test split" if study.scored_set == TEST_IMAGES else "scored images"))
+    study_plots["reliability"] = f"{PLOTS_DIR}/reliability.png"
+    study.plots = study_plots
     return out
 
 
-def write_report(study: dict, run_dir: str | Path, *,
+def write_report(study: Study, run_dir: str | Path, *,
                  image_loader: Callable[[str], Image.Image] | None = None) -> ReportFiles:
     """Draw the figures and write ``comparison.csv``, ``metrics.json``, ``report.md``, ``report.html``.
 
-    Mutates ``study`` (adds ``plots`` and ``timings.report_seconds``) so that ``metrics.json``
-    describes exactly what was written.
+    Fills in ``study``'s figures and ``timings["report_seconds"]`` (and its ``run_dir``) so that
+    ``metrics.json`` describes exactly what was written.
     """
-    from image_classifier.report.html import render_html
-    from image_classifier.report.markdown import render_markdown
-    from image_classifier.report.tables import write_comparison_csv, write_metrics_json
-
     start = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    study.run_dir = run_dir
     plot_files = draw_plots(study, run_dir, image_loader=image_loader)
-    study.setdefault("timings", {})["report_seconds"] = time.perf_counter() - start
-    csv_path = write_comparison_csv(study, run_dir / "comparison.csv")
-    json_path = write_metrics_json(study, run_dir / "metrics.json")
-    md_path = run_dir / "report.md"
+    study.timings["report_seconds"] = time.perf_counter() - start
+    csv_path = write_comparison_csv(study, run_dir / COMPARISON_CSV_NAME)
+    json_path = write_metrics_json(study, run_dir / METRICS_NAME)
+    md_path = run_dir / REPORT_MD_NAME
     atomic_write_text(md_path, render_markdown(study))  # a kill or a full disk leaves the old file or the new one
-    html_path = run_dir / "report.html"
+    html_path = run_dir / REPORT_HTML_NAME
     atomic_write_text(html_path, render_html(study, run_dir))
     log.info("report written to %s (%.1f s)", html_path, time.perf_counter() - start)
     return ReportFiles(run_dir, html_path, md_path, csv_path, json_path, plot_files)

@@ -25,6 +25,7 @@ from image_classifier.report.tables import (
     fmt_seconds,
     per_image_ms,
 )
+from image_classifier.results import TEST_IMAGES, ModelResult, Study
 
 CSS = """
 *{box-sizing:border-box}
@@ -98,11 +99,9 @@ def anchor(name: str) -> str:
     return "model-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
 
 
-def _answer(study: dict) -> str:
-    from image_classifier.report.tables import comparison_rows
-
-    rows = comparison_rows(study)
-    parts = [f'<p class="alert">{esc(a)}</p>' for a in study.get("alerts") or []]
+def _answer(study: Study) -> str:
+    rows = study.rows()
+    parts = [f'<p class="alert">{esc(a)}</p>' for a in study.alerts]
     parts.append(f"<p><strong>{esc(narrative.headline(study))}</strong></p>")
     if len(rows) > 1:
         facts = []
@@ -123,18 +122,16 @@ def _answer(study: dict) -> str:
     return '<section class="card answer">' + "".join(parts) + "</section>"
 
 
-def _comparison(study: dict, run_dir: Path) -> str:
-    from image_classifier.report.tables import comparison_rows
-
+def _comparison(study: Study, run_dir: Path) -> str:
     headers, body = display_table(study)
-    selected = ["selected" if r["selected"] else "" for r in comparison_rows(study)]
-    heading = "Comparison (test split)" if len(study["models"]) > 1 else "Results"
+    selected = ["selected" if r["selected"] else "" for r in study.rows()]
+    heading = "Comparison (test split)" if len(study.models) > 1 else "Results"
     out = [f'<h2 id="comparison">{heading}</h2>', _table(headers, body, selected)]
-    scored = ("accuracy on the held-out test split" if narrative.scored_set(study) == "test images"
-              else f"accuracy on the {narrative.scored_set(study)} scored here")
+    scored = ("accuracy on the held-out test split" if study.scored_set == TEST_IMAGES
+              else f"accuracy on the {study.scored_set} scored here")
     out.append(f'<p class="muted">test acc: {esc(scored)} with its 95 % bootstrap '
                "interval. val acc: accuracy on the validation split during training"
-               + (", which chose the best model (*). " if study.get("selection") else ". ") +
+               + (", which chose the best model (*). " if study.selection is not None else ". ") +
                "ECE: expected calibration error. ms/img: model-only latency per image at batch 1 "
                "(median / 95th percentile); file→label: reading, decoding, resizing and classifying one "
                "JPEG. img/s @32: throughput at batch 32. Measured on the machine below.</p>")
@@ -149,7 +146,7 @@ def _comparison(study: dict, run_dir: Path) -> str:
                  narrative.timing_note(study)):
         if note:
             out.append(f'<p class="note">{esc(note)}</p>')
-    plots = study.get("plots") or {}
+    plots = study.plots
     figs = [
         _figure(run_dir, plots.get("summary"), "accuracy against latency, per model",
                 "Test accuracy (bars: 95 % CI) against latency; the outlined marker is the selected model."),
@@ -160,7 +157,7 @@ def _comparison(study: dict, run_dir: Path) -> str:
     return "".join(out)
 
 
-def _backends(study: dict) -> str:
+def _backends(study: Study) -> str:
     headers, rows = backend_table(study)
     if not rows:
         return ""
@@ -172,55 +169,51 @@ def _backends(study: dict) -> str:
     return "".join(out)
 
 
-def _model_section(m: dict, study: dict, run_dir: Path) -> str:
-    test = m["test"]
-    speed = m.get("speed") or {}
-    val = m.get("validation") or {}
-    training = m.get("training") or {}
-    selected = (study.get("selection") or {}).get("best") == m["name"]
-    title = esc(m["name"]) + (" — selected" if selected else "")
+def _model_section(m: ModelResult, study: Study, run_dir: Path) -> str:
+    test, speed, val, training = m.test, m.speed, m.validation, m.training
+    selected = study.selection is not None and study.selection.best == m.name
+    title = esc(m.name) + (" — selected" if selected else "")
     facts = [
-        f"test accuracy {test['accuracy']:.1%} [{test['accuracy_ci'][0]:.1%}, {test['accuracy_ci'][1]:.1%}]",
-        f"macro-F1 {test['macro_f1']:.3f}",
-        f"log-loss {test['log_loss']:.3f}",
-        f"ECE {test['ece']:.3f}",
+        f"test accuracy {test.accuracy:.1%} [{test.accuracy_ci[0]:.1%}, {test.accuracy_ci[1]:.1%}]",
+        f"macro-F1 {test.macro_f1:.3f}",
+        f"log-loss {fmt_num(test.log_loss)}",
+        f"ECE {fmt_num(test.ece)}",
     ]
-    if val.get("accuracy") is not None:
-        facts.append(f"validation accuracy {val['accuracy']:.1%} (epoch {val.get('best_epoch', '?')})")
-    if speed:
-        trained = speed.get("trainable_params")
-        facts.append(f"{fmt_params(speed.get('params'))} parameters"
+    if val.accuracy is not None:
+        facts.append(f"validation accuracy {val.accuracy:.1%} (epoch {'?' if val.best_epoch is None else val.best_epoch})")
+    if speed is not None:
+        trained = speed.trainable_params
+        facts.append(f"{fmt_params(speed.params)} parameters"
                      + (f" ({fmt_params(trained)} trained, the rest pretrained)" if trained is not None
-                        and trained < (speed.get("params") or 0) else ""))
-        if speed.get("flops_per_image") is not None:
-            facts.append(f"{speed['flops_per_image'] / 1e9:.2f} GFLOPs per image")
-    if (m.get("backend") or {}).get("name"):
-        facts.append(f"predictions and timings by backend {m['backend']['name']} ({m['backend']['reason']})")
-    if training.get("seconds") is not None:
-        facts.append(f"trained in {fmt_seconds(training['seconds'])}")
-    if training.get("peak_rss_mb") is not None:
-        facts.append(f"peak process memory by the end of its training {training['peak_rss_mb']:.0f} MB")
-    if m.get("model_dir"):
-        facts.append(f"saved in {m['model_dir']}")
-    out = [f'<section class="card" id="{esc(anchor(m["name"]))}"><h3>{title}</h3>',
+                        and trained < (speed.params or 0) else ""))
+        if speed.flops_per_image is not None:
+            facts.append(f"{speed.flops_per_image / 1e9:.2f} GFLOPs per image")
+    if m.backend is not None:
+        facts.append(f"predictions and timings by backend {m.backend.name} ({m.backend.reason})")
+    if training.seconds is not None:
+        facts.append(f"trained in {fmt_seconds(training.seconds)}")
+    if training.peak_rss_mb is not None:
+        facts.append(f"peak process memory by the end of its training {training.peak_rss_mb:.0f} MB")
+    if m.model_dir:
+        facts.append(f"saved in {m.model_dir}")
+    out = [f'<section class="card" id="{esc(anchor(m.name))}"><h3>{title}</h3>',
            f'<p class="muted">{esc("; ".join(facts))}</p>']
-    plots = m.get("plots") or {}
-    per_class = [[c["class"], fmt_num(c["precision"]), fmt_num(c["recall"]), fmt_num(c["f1"]), c["support"]]
-                 for c in test["per_class"]]
+    plots = m.plots
+    per_class = [[c.name, fmt_num(c.precision), fmt_num(c.recall), fmt_num(c.f1), c.support] for c in test.per_class]
     out.append('<div class="figs">')
-    out.append(_figure(run_dir, plots.get("confusion"), f"confusion matrix of {m['name']}",
+    out.append(_figure(run_dir, plots.get("confusion"), f"confusion matrix of {m.name}",
                        "Confusion matrix on the test split (rows: true class; colour: share of the row)."))
     out.append('<div class="side">' + _table(["class", "precision", "recall", "F1", "test images"], per_class)
                + "</div>")
     out.append("</div>")
-    out.append(_figure(run_dir, plots.get("curves"), f"training curves of {m['name']}",
+    out.append(_figure(run_dir, plots.get("curves"), f"training curves of {m.name}",
                        "Training curves; dashed lines separate training phases, the star marks the kept epoch."))
-    errors = m.get("errors") or []
+    errors = m.errors
     if errors:
-        out.append(_figure(run_dir, plots.get("errors"), f"misclassified test images of {m['name']}",
+        out.append(_figure(run_dir, plots.get("errors"), f"misclassified test images of {m.name}",
                            "Misclassified test images, most confident mistakes first."))
-        rows = [[e.get("rel_path") or e["path"], e["true"], e["pred"], f"{e['confidence']:.1%}"]
-                for e in sorted(errors, key=lambda e: -e["confidence"])]
+        rows = [[e.rel_path or e.path, e.true, e.predicted, f"{e.confidence:.1%}"]
+                for e in sorted(errors, key=lambda e: -e.confidence)]
         out.append(f"<details><summary>All {len(errors)} misclassified test images</summary>"
                    + _table(["file", "true", "predicted", "confidence"], rows) + "</details>")
     else:
@@ -229,49 +222,49 @@ def _model_section(m: dict, study: dict, run_dir: Path) -> str:
     return "".join(out)
 
 
-def _data_section(study: dict) -> str:
-    data = study.get("data") or {}
+def _data_section(study: Study) -> str:
+    data = study.data
     out = ['<h2 id="data">Data</h2>']
-    if data.get("root"):
-        out.append(f"<p>Folder <code>{esc(data['root'])}</code>: {esc(data.get('num_images', '?'))} images in "
-                   f"{len(data.get('classes') or [])} classes.</p>")
-    split = data.get("split") or {}
-    sizes = split.get("sizes") or {}
+    if data.root:
+        out.append(f"<p>Folder <code>{esc(data.root)}</code>: {esc(data.num_images)} images in "
+                   f"{len(data.classes)} classes.</p>")
+    split = data.split
+    sizes = split.sizes
     if sizes:
         subsets = [s for s in ("train", "val", "test") if s in sizes] + [s for s in sizes if s not in ("train", "val", "test")]
-        classes = list(data.get("classes") or sorted({c for s in subsets for c in sizes[s]}))
+        classes = list(data.classes or sorted({c for s in subsets for c in sizes[s]}))
         rows = [[c, *[sizes[s].get(c, 0) for s in subsets], sum(sizes[s].get(c, 0) for s in subsets)] for c in classes]
         rows.append(["total", *[sum(sizes[s].values()) for s in subsets], sum(sum(sizes[s].values()) for s in subsets)])
         out.append(_table(["class", *subsets, "all"], rows))
         desc = []
-        if split.get("seed") is not None:
-            desc.append(f"stratified split, seed {split['seed']}")
-        if split.get("path"):
-            desc.append(f"manifest {split['path']}")
-        if split.get("manifest_sha256"):
-            desc.append(f"sha256 {split['manifest_sha256'][:16]}…")
+        if split.seed is not None:
+            desc.append(f"stratified split, seed {split.seed}")
+        if split.path:
+            desc.append(f"manifest {split.path}")
+        if split.manifest_sha256:
+            desc.append(f"sha256 {split.manifest_sha256[:16]}…")
         if desc:
             out.append(f'<p class="muted">{esc("; ".join(desc))}. Every model was trained, selected and tested on this same split.</p>')
-    dups = data.get("duplicates") or {}
-    if dups:
+    dups = data.duplicates
+    if dups is not None:
         out.append("<h3>Duplicates</h3>")
-        if dups.get("summary"):
-            out.append(f"<p>{esc(dups['summary'])}</p>")
-        if dups.get("policy"):
-            out.append(f"<p>{esc(dups['policy'])}</p>")
-        groups = dups.get("groups") or []
+        if dups.summary:
+            out.append(f"<p>{esc(dups.summary)}</p>")
+        if dups.policy:
+            out.append(f"<p>{esc(dups.policy)}</p>")
+        groups = dups.groups
         if groups:
-            rows = [[g.get("kind", ""), ", ".join(g.get("files", [])), g.get("subset", "")] for g in groups]
+            rows = [[g.kind, ", ".join(g.files), g.subset] for g in groups]
             out.append(f"<details><summary>{len(groups)} duplicate groups</summary>"
                        + _table(["kind", "files", "kept together in"], rows) + "</details>")
     faces = face_survey_table(study)
     if faces:
         out.append(f"<h3>Faces</h3><p>{esc(faces[0])}</p>" + _table(faces[1], faces[2]))
-    unreadable = data.get("unreadable") or []
+    unreadable = data.unreadable
     if unreadable:
         out.append(f"<details><summary>{len(unreadable)} unreadable files were left out</summary>"
                    + _table(["file", "reason"], [[u["path"], u["reason"]] for u in unreadable]) + "</details>")
-    warnings = data.get("warnings") or []
+    warnings = data.warnings
     out.append("<h3>Warnings from the data check</h3>")
     if warnings:
         out.append("<ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>")
@@ -280,13 +273,13 @@ def _data_section(study: dict) -> str:
     return "".join(out)
 
 
-def _machine_section(study: dict) -> str:
+def _machine_section(study: Study) -> str:
     out = ['<h2 id="machine">Machine and versions</h2>']
-    rows = [(k, v) for k, v in (study.get("machine") or {}).items()]
-    rows += [(k, v) for k, v in (study.get("versions") or {}).items()]
+    rows = [(k, v) for k, v in study.environment.machine.items()]
+    rows += [(k, v) for k, v in study.environment.versions.items()]
     if rows:
         out.append(_kv_table(rows))
-    speed_cfg = study.get("speed_config")
+    speed_cfg = study.speed_config
     if speed_cfg:
         out.append(f'<p class="muted">Latency: {esc(speed_cfg.get("warmup"))} warm-up calls, then up to '
                    f'{esc(speed_cfg.get("repeats"))} timed calls at batch 1; throughput: median of '
@@ -294,35 +287,35 @@ def _machine_section(study: dict) -> str:
     return "".join(out)
 
 
-def render_html(study: dict, run_dir: Path) -> str:
+def render_html(study: Study, run_dir: Path) -> str:
     """The whole report as one HTML string; PNG paths in ``study`` are relative to ``run_dir``."""
     run_dir = Path(run_dir)
-    title = study.get("title") or "Image classifier comparison"
-    nav = [f'<a href="#comparison">{"Comparison" if len(study["models"]) > 1 else "Results"}</a>']
+    title = study.title or "Image classifier comparison"
+    nav = [f'<a href="#comparison">{"Comparison" if len(study.models) > 1 else "Results"}</a>']
     if backend_table(study)[1]:
         nav.append('<a href="#backends">Backends</a>')
-    nav += [f'<a href="#{esc(anchor(m["name"]))}">{esc(m["name"])}</a>' for m in study["models"]]
+    nav += [f'<a href="#{esc(anchor(m.name))}">{esc(m.name)}</a>' for m in study.models]
     nav += ['<a href="#data">Data</a>', '<a href="#machine">Machine</a>', '<a href="#reproduce">Reproduce</a>']
-    created = study.get("created_utc", "")
+    created = study.created_utc
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>",
         f"<h1>{esc(title)}</h1>",
-        f'<p class="muted">{esc(created)} · {esc(", ".join(study.get("data", {}).get("classes") or []))}</p>',
+        f'<p class="muted">{esc(created)} · {esc(", ".join(study.data.classes))}</p>',
         f"<nav>{' '.join(nav)}</nav>",
         _answer(study),
         _comparison(study, run_dir),
         _backends(study),
         '<h2 id="models">Models</h2>',
-        *[_model_section(m, study, run_dir) for m in study["models"]],
+        *[_model_section(m, study, run_dir) for m in study.models],
         _data_section(study),
         _machine_section(study),
         '<h2 id="reproduce">Reproduce</h2>',
-        f"<pre>{esc(study.get('command', ''))}</pre>",
+        f"<pre>{esc(study.command)}</pre>",
     ]
-    timings = study.get("timings") or {}
+    timings = study.timings
     if timings:
         parts.append('<p class="muted">' + esc("; ".join(f"{k.replace('_', ' ')}: {fmt_seconds(v)}"
                                                        for k, v in timings.items() if v is not None)) + "</p>")

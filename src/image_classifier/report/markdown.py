@@ -7,6 +7,7 @@ from image_classifier.report import narrative
 from image_classifier.report.tables import (
     BACKEND_HELP, backend_notes, backend_table, display_table, face_survey_table, fmt_num, fmt_seconds,
 )
+from image_classifier.results import Study
 
 
 def md(value: object) -> str:
@@ -25,14 +26,14 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str
     return out
 
 
-def render_markdown(study: dict) -> str:
-    title = study.get("title") or "Image classifier comparison"
+def render_markdown(study: Study) -> str:
+    title = study.title or "Image classifier comparison"
     lines = [f"# {md(title)}", ""]
-    lines += [f"> **Warning:** {md(a)}\n" for a in study.get("alerts") or []]
+    lines += [f"> **Warning:** {md(a)}\n" for a in study.alerts]
     lines += [f"**{md(narrative.headline(study))}**", ""]
     headers, body = display_table(study)
     lines += ["## Comparison (test split)", "", *_table(headers, body), ""]
-    if any(m["name"] == (study.get("selection") or {}).get("best") for m in study["models"]):
+    if study.selection is not None and any(m.name == study.selection.best for m in study.models):
         lines += ["\\* selected by validation accuracy (ties: validation loss); the test split played no part.", ""]
     summary = narrative.significance_summary(study)
     if summary:
@@ -42,10 +43,9 @@ def render_markdown(study: dict) -> str:
                  narrative.timing_note(study)):
         if note:
             lines += [f"> {md(note)}", ""]
-    plots = study.get("plots") or {}
     for key, alt in (("summary", "accuracy vs latency"), ("reliability", "reliability diagram")):
-        if plots.get(key):
-            lines += [f"![{alt}]({plots[key]})", ""]
+        if study.plots.get(key):
+            lines += [f"![{alt}]({study.plots[key]})", ""]
 
     b_headers, b_rows = backend_table(study)
     if b_rows:
@@ -54,49 +54,45 @@ def render_markdown(study: dict) -> str:
         lines += [f"- {md(n)}" for n in backend_notes(study)] + [""]
 
     lines += ["## Models", ""]
-    for m in study["models"]:
-        test = m["test"]
-        lines += [f"### {md(m['name'])}", ""]
-        p = m.get("plots") or {}
+    for m in study.models:
+        test = m.test
+        lines += [f"### {md(m.name)}", ""]
         for key, alt in (("confusion", "confusion matrix"), ("curves", "training curves"), ("errors", "misclassified")):
-            if p.get(key):
-                lines += [f"![{alt}]({p[key]})", ""]
+            if m.plots.get(key):
+                lines += [f"![{alt}]({m.plots[key]})", ""]
         lines += _table(["class", "precision", "recall", "F1", "test images"],
-                        [[c["class"], fmt_num(c["precision"]), fmt_num(c["recall"]), fmt_num(c["f1"]), c["support"]]
-                         for c in test["per_class"]])
+                        [[c.name, fmt_num(c.precision), fmt_num(c.recall), fmt_num(c.f1), c.support]
+                         for c in test.per_class])
         lines.append("")
-        errors = m.get("errors") or []
-        lines.append(f"{len(errors)} of {test['n']} test images misclassified.")
+        lines.append(f"{len(m.errors)} of {test.n} test images misclassified.")
         lines.append("")
 
-    data = study.get("data") or {}
+    data = study.data
     lines += ["## Data", ""]
-    if data.get("root"):
-        lines += [f"Folder `{data['root']}`: {data.get('num_images', '?')} images, "
-                  f"{len(data.get('classes') or [])} classes.", ""]
-    sizes = (data.get("split") or {}).get("sizes") or {}
+    if data.root:
+        lines += [f"Folder `{data.root}`: {data.num_images} images, {len(data.classes)} classes.", ""]
+    sizes = data.split.sizes
     if sizes:
         subsets = list(sizes)
-        classes = list(data.get("classes") or sorted({c for s in subsets for c in sizes[s]}))
+        classes = list(data.classes or sorted({c for s in subsets for c in sizes[s]}))
         rows = [[c, *[sizes[s].get(c, 0) for s in subsets]] for c in classes]
         rows.append(["total", *[sum(sizes[s].values()) for s in subsets]])
         lines += _table(["class", *subsets], rows) + [""]
-    dups = data.get("duplicates") or {}
-    for key in ("summary", "policy"):
-        if dups.get(key):
-            lines += [md(dups[key]), ""]
+    if data.duplicates is not None:
+        for text in (data.duplicates.summary, data.duplicates.policy):
+            if text:
+                lines += [md(text), ""]
     faces = face_survey_table(study)
     if faces:
         lines += [md(faces[0]), ""] + _table(faces[1], faces[2]) + [""]
-    warnings = data.get("warnings") or []
-    lines += ["Warnings:", ""] + ([f"- {md(w)}" for w in warnings] or ["- none"]) + [""]
+    lines += ["Warnings:", ""] + ([f"- {md(w)}" for w in data.warnings] or ["- none"]) + [""]
 
     lines += ["## Machine and versions", ""]
-    rows = [[k, v] for k, v in {**(study.get("machine") or {}), **(study.get("versions") or {})}.items()]
+    rows = [[k, v] for k, v in {**study.environment.machine, **study.environment.versions}.items()]
     if rows:
         lines += _table(["item", "value"], rows) + [""]
-    lines += ["## Reproduce", "", "```", study.get("command", ""), "```", ""]
-    timings = study.get("timings") or {}
+    lines += ["## Reproduce", "", "```", study.command, "```", ""]
+    timings = study.timings
     if timings:
         lines.append("; ".join(f"{k.replace('_', ' ')}: {fmt_seconds(v)}" for k, v in timings.items() if v is not None))
         lines.append("")

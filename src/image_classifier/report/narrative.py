@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 
-from image_classifier.report.tables import comparison_rows, fmt_mb, fmt_ms, fmt_params
+from image_classifier.report.tables import fmt_mb, fmt_ms, fmt_params
+from image_classifier.results import TEST_IMAGES, Study
 
 #: The study's published accuracies, measured on all 437 images of which it had trained on 351.
 PUBLISHED = {"alexnet_like": 0.90, "mobilenet_v2": 0.94, "resnet50": 0.94}
@@ -15,13 +16,8 @@ PUBLISHED_NAMES = {"alexnet_like": "AlexNet-like", "mobilenet_v2": "MobileNetV2"
 ALPHA = 0.05
 
 
-def scored_set(study: dict) -> str:
-    """What the scored images are called: "test images" for compare, maybe just "images" for evaluate."""
-    return str(study.get("scored_set") or "test images")
-
-
-def _describe(r: dict, noun: str = "test images") -> str:
-    acc_word = "test accuracy" if noun == "test images" else "accuracy"
+def _describe(r: dict, noun: str = TEST_IMAGES) -> str:
+    acc_word = "test accuracy" if noun == TEST_IMAGES else "accuracy"
     text = (f"{acc_word} {r['test_accuracy']:.1%} (95 % CI {r['test_accuracy_ci_low']:.0%}–"
             f"{r['test_accuracy_ci_high']:.0%} on {r['test_n']} {noun}), macro-F1 {r['macro_f1']:.3f}")
     if r.get("family") == "face" and r["e2e_latency_ms_p50"] is not None:
@@ -34,36 +30,36 @@ def _describe(r: dict, noun: str = "test images") -> str:
     return text
 
 
-def headline(study: dict) -> str:
+def headline(study: Study) -> str:
     """One sentence: which model, how accurate, how fast, how big."""
-    rows = comparison_rows(study)
+    rows = study.rows()
     best = next((r for r in rows if r["selected"]), None)
     if best is not None:
-        return f"Best model (by validation accuracy): {best['model']} — {_describe(best, scored_set(study))}."
+        return f"Best model (by validation accuracy): {best['model']} — {_describe(best, study.scored_set)}."
     if len(rows) == 1:
-        return f"{rows[0]['model']}: {_describe(rows[0], scored_set(study))}."
+        return f"{rows[0]['model']}: {_describe(rows[0], study.scored_set)}."
     return "No model was selected."
 
 
-def significance_lines(study: dict) -> list[str]:
+def significance_lines(study: Study) -> list[str]:
     """Plain-language verdict on every pair of models from the exact McNemar test."""
-    pairs = study.get("pairwise") or []
+    pairs = study.pairwise
     if not pairs:
         return []
-    acc = {m["name"]: m["test"]["accuracy"] for m in study["models"]}
+    acc = {m.name: m.test.accuracy for m in study.models}
     lines = []
     significant, noise = [], []
     for p in pairs:
-        a, b = p["model_a"], p["model_b"]
+        a, b = p.model_a, p.model_b
         if acc[b] > acc[a]:
             a, b = b, a
-            a_only, b_only = p["b_only_correct"], p["a_only_correct"]
+            a_only, b_only = p.b_only_correct, p.a_only_correct
         else:
-            a_only, b_only = p["a_only_correct"], p["b_only_correct"]
+            a_only, b_only = p.a_only_correct, p.b_only_correct
         detail = (f"{a} {acc[a]:.1%} vs {b} {acc[b]:.1%}; {a} alone right on {a_only} images, "
-                  f"{b} alone on {b_only}; p = {p['p_value']:.3g}")
-        if p["p_value"] < ALPHA:
-            holm = p.get("p_holm")
+                  f"{b} alone on {b_only}; p = {p.p_value:.3g}")
+        if p.p_value < ALPHA:
+            holm = p.p_holm
             extra = ""
             if holm is not None and len(pairs) > 1:
                 extra = (" (still significant after Holm correction for "
@@ -76,12 +72,12 @@ def significance_lines(study: dict) -> list[str]:
     return lines
 
 
-def significance_summary(study: dict) -> str:
-    pairs = study.get("pairwise") or []
+def significance_summary(study: Study) -> str:
+    pairs = study.pairwise
     if not pairs:
         return ""
-    n_sig = sum(1 for p in pairs if p["p_value"] < ALPHA)
-    n = study["models"][0]["test"]["n"]
+    n_sig = sum(1 for p in pairs if p.p_value < ALPHA)
+    n = study.models[0].test.n
     head = f"Exact McNemar tests on the same {n} test images: "
     if n_sig == 0:
         return head + (f"none of the {len(pairs)} pairwise accuracy difference{'s' if len(pairs) > 1 else ''} "
@@ -94,27 +90,27 @@ def significance_summary(study: dict) -> str:
     return text + "."
 
 
-def uncertainty_note(study: dict) -> str:
-    rows = comparison_rows(study)
+def uncertainty_note(study: Study) -> str:
+    rows = study.rows()
     if not rows:
         return ""
     n = rows[0]["test_n"]
     widths = [r["test_accuracy_ci_high"] - r["test_accuracy_ci_low"] for r in rows]
     half = max(widths) / 2
-    lead = (f"The test split has only {n} images, so each test accuracy" if scored_set(study) == "test images"
+    lead = (f"The test split has only {n} images, so each test accuracy" if study.scored_set == TEST_IMAGES
             else f"With {n} images scored, the accuracy")
     multi = len(rows) > 1
     return (f"{lead} is uncertain by up to about ±{half * 100:.0f} points (95 % bootstrap interval)"
             + ("; read differences smaller than that as noise unless McNemar's test says otherwise." if multi else ".")
             + (" The best model was chosen on the validation split, never on the test split, so its test "
-               "accuracy is an unbiased estimate." if study.get("selection") else ""))
+               "accuracy is an unbiased estimate." if study.selection is not None else ""))
 
 
-def published_note(study: dict) -> str:
+def published_note(study: Study) -> str:
     """One sentence on the study's published accuracies; only where held-out test numbers are shown."""
-    if scored_set(study) != "test images":
+    if study.scored_set != TEST_IMAGES:
         return ""
-    rows = {r["model"]: r for r in comparison_rows(study)}
+    rows = {r["model"]: r for r in study.rows()}
     here = [f"{PUBLISHED_NAMES[k]} {rows[k]['test_accuracy']:.2f}" for k in PUBLISHED if k in rows]
     published = " / ".join(f"{v:.2f} {PUBLISHED_NAMES[k]}" for k, v in PUBLISHED.items())
     sentence = (f"The original study published {published}, but measured them on all 437 images, 351 of "
@@ -125,23 +121,23 @@ def published_note(study: dict) -> str:
     return sentence + "."
 
 
-def calibration_note(study: dict) -> str:
-    models = [m for m in study["models"] if m["test"].get("ece") is not None and math.isfinite(m["test"]["ece"])]
-    if not models:
+def calibration_note(study: Study) -> str:
+    eces = {m.name: m.test.ece for m in study.models if m.test.ece is not None and math.isfinite(m.test.ece)}
+    if not eces:
         return ""
-    worst = max(models, key=lambda m: m["test"]["ece"])
-    best = min(models, key=lambda m: m["test"]["ece"])
+    worst = max(eces, key=eces.__getitem__)
+    best = min(eces, key=eces.__getitem__)
     meaning = "0 means a reported confidence of 90 % is right 90 % of the time."
-    if len(models) == 1:
-        return f"Calibration: expected calibration error (ECE, 15 bins) is {best['test']['ece']:.3f}; {meaning}"
-    return (f"Calibration: expected calibration error (ECE, 15 bins) ranges from {best['test']['ece']:.3f} "
-            f"({best['name']}) to {worst['test']['ece']:.3f} ({worst['name']}); {meaning}")
+    if len(eces) == 1:
+        return f"Calibration: expected calibration error (ECE, 15 bins) is {eces[best]:.3f}; {meaning}"
+    return (f"Calibration: expected calibration error (ECE, 15 bins) ranges from {eces[best]:.3f} "
+            f"({best}) to {eces[worst]:.3f} ({worst}); {meaning}")
 
 
-def timing_note(study: dict) -> str:
+def timing_note(study: Study) -> str:
     """A warning when the machine was busy while latencies were measured (they are then pessimistic)."""
-    cores = (study.get("machine") or {}).get("logical cores")
-    loads = [(m["name"], (m.get("speed") or {}).get("load_avg_1m")) for m in study["models"]]
+    cores = study.environment.machine.get("logical cores")
+    loads = [(m.name, m.speed.load_avg_1m if m.speed is not None else None) for m in study.models]
     loads = [(n, v) for n, v in loads if v is not None]
     if not cores or not loads:
         return ""

@@ -1,7 +1,7 @@
 """The report's figures, drawn with matplotlib's non-interactive Agg backend into PNG files.
 
-Every function takes plain data (lists, dicts from ``metrics.json``) so a report can be redrawn
-from a finished run without the models. Class names come from users' folder names, so every label
+Every function takes plain data (lists, rows, :mod:`image_classifier.results` records) so a
+report can be redrawn from a finished run without the models. Class names come from users' folder names, so every label
 goes through :func:`_text`: matplotlib would otherwise read ``$...$`` in a name as math.
 """
 from __future__ import annotations
@@ -18,10 +18,12 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers/CI; must precede pyplot
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
 from image_classifier.fileio import atomic_write_bytes  # noqa: E402
+from image_classifier.results import Misclassified  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +127,6 @@ def training_curves_png(
             i = epochs.index(best_epoch)
             val = series(f"val_{key}")[i]
             ax.plot([best_epoch], [val], "*", ms=13, color=PALETTE[4], label="kept epoch", zorder=5)
-    from matplotlib.ticker import MaxNLocator
-
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.set_ylim(-0.02, 1.02)
@@ -143,7 +143,7 @@ def _default_loader(path: str) -> Image.Image:
 
 
 def error_gallery_png(
-    errors: Sequence[dict],
+    errors: Sequence[Misclassified],
     path: str | os.PathLike,
     *,
     title: str = "",
@@ -153,13 +153,13 @@ def error_gallery_png(
 ) -> Path | None:
     """Thumbnails of misclassified images captioned with true label, prediction and confidence.
 
-    ``errors``: dicts with ``path``, ``true``, ``pred``, ``confidence``; most confident mistakes
-    first (those are the worrying ones). Returns ``None`` when there is nothing to draw.
+    Most confident mistakes first (those are the worrying ones). Returns ``None`` when there is
+    nothing to draw.
     """
     if not errors:
         return None
     loader = loader or _default_loader
-    items = sorted(errors, key=lambda e: -float(e["confidence"]))[:max_items]
+    items = sorted(errors, key=lambda e: -e.confidence)[:max_items]
     cols = min(6, len(items))
     rows = math.ceil(len(items) / cols)
     cell_w = thumb / DPI
@@ -168,7 +168,7 @@ def error_gallery_png(
         ax.set_axis_off()
     for ax, err in zip(axes.flat, items):
         try:
-            img = loader(str(err["path"]))
+            img = loader(str(err.path))
             img.thumbnail((thumb * 2, thumb * 2))
             # Letterbox on a square canvas: every cell the same size, so captions never overlap.
             side = max(img.size)
@@ -176,10 +176,10 @@ def error_gallery_png(
             canvas.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
             ax.imshow(np.asarray(canvas))
         except Exception as exc:  # a file moved since the run: say so in the cell, keep the rest
-            log.warning("error gallery: cannot show %s: %s", err["path"], exc)
+            log.warning("error gallery: cannot show %s: %s", err.path, exc)
             ax.text(0.5, 0.5, "image\nunavailable", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(
-            _text(f"true: {_short(err['true'], 16)}\npred: {_short(err['pred'], 16)} ({float(err['confidence']):.0%})"),
+            _text(f"true: {_short(err.true, 16)}\npred: {_short(err.predicted, 16)} ({err.confidence:.0%})"),
             fontsize=9, loc="left", color="#8b0000",
         )
     shown = f" (the {len(items)} most confident of {len(errors)})" if len(items) < len(errors) else ""
@@ -192,10 +192,8 @@ def summary_png(models: Sequence[dict], path: str | os.PathLike, *, best: str | 
     """Accuracy (with its 95 % CI) against per-image latency; marker area ~ model size on disk.
 
     The one picture that answers "which model, how accurate, how fast, how big". ``models`` are
-    rows of :func:`image_classifier.report.tables.comparison_rows`.
+    rows of :meth:`image_classifier.results.Study.rows`.
     """
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
     sizes = [float(m.get("size_mb") or 0.0) for m in models]
     smax = max(sizes) if sizes and max(sizes) > 0 else 1.0
@@ -232,7 +230,7 @@ def summary_png(models: Sequence[dict], path: str | os.PathLike, *, best: str | 
     return _save(fig, path)
 
 
-def reliability_png(models: Sequence[tuple[str, Sequence[dict], float]], path: str | os.PathLike, *,
+def reliability_png(models: Sequence[tuple[str, Sequence[dict], float | None]], path: str | os.PathLike, *,
                     where: str = "test split") -> Path:
     """Reliability diagram: per confidence bin, accuracy against mean confidence, one line a model.
 
@@ -248,7 +246,7 @@ def reliability_png(models: Sequence[tuple[str, Sequence[dict], float]], path: s
         acc = [b["accuracy"] for b in bins]
         counts = np.array([b["count"] for b in bins], dtype=float)
         color = PALETTE[k % len(PALETTE)]
-        ax.plot(conf, acc, "-", color=color, lw=1.2, label=_text(f"{name} (ECE {ece:.3f})"))
+        ax.plot(conf, acc, "-", color=color, lw=1.2, label=_text(f"{name} (ECE {'–' if ece is None else f'{ece:.3f}'})"))
         ax.scatter(conf, acc, s=12 + 120 * counts / counts.max(), color=color, alpha=0.8)
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)

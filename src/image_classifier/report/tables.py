@@ -1,7 +1,9 @@
-"""The comparison table in its three forms: rows (dicts), ``comparison.csv``, terminal text.
+"""The comparison table in its forms: ``comparison.csv``, ``metrics.json``, terminal text, and the
+report's other tables (backends, faces), with the number formatting they share.
 
-All of them are derived from the study dict (the content of ``metrics.json``, see
-:mod:`image_classifier.report`), so the CSV, the JSON, the HTML and the terminal never disagree.
+All of them are derived from one :class:`~image_classifier.results.Study` (its rows are
+:meth:`Study.rows`, columns :data:`~image_classifier.results.COLUMNS`), so the CSV, the JSON, the
+HTML and the terminal never disagree.
 """
 from __future__ import annotations
 
@@ -14,106 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from image_classifier.fileio import atomic_write_text
-
-#: CSV columns, in order. The first 13 are the ones the issue asks for; the rest add context.
-COLUMNS = (
-    "model",
-    "test_accuracy",
-    "test_accuracy_ci_low",
-    "test_accuracy_ci_high",
-    "macro_f1",
-    "log_loss",
-    "ece",
-    "params",
-    "size_mb",
-    "latency_ms_p50",
-    "latency_ms_p95",
-    "throughput_ips",
-    "train_seconds",
-    "test_n",
-    "val_accuracy",
-    "val_loss",
-    "best_epoch",
-    "trainable_params",
-    "gflops_per_image",
-    "e2e_latency_ms_p50",
-    "e2e_latency_ms_p95",
-    "peak_rss_mb",
-    "selected",
-    # Inference backends (``compare``): ONNX Runtime timed against eager PyTorch in the same rounds;
-    # empty when the model was not exported.
-    "onnx_latency_ms_p50",
-    "onnx_e2e_latency_ms_p50",
-    "onnx_throughput_ips",
-    "onnx_speedup",
-    "serve_backend",
-    # Photos of people (``compare`` with the face survey on): test accuracy on the test images in
-    # which a face was found and on the others, and the share of test images with a face.
-    "test_accuracy_face",
-    "test_accuracy_noface",
-    "face_detection_rate",
-    # "cnn", or "face" for a face model, whose latency_ms_* are those of its no-face fallback network
-    # alone (see per_image_ms).
-    "family",
-)
-
-
-def _get(d: dict | None, key: str) -> Any:
-    return None if d is None else d.get(key)
-
-
-def comparison_rows(study: dict) -> list[dict]:
-    """One flat dict per model, keys = :data:`COLUMNS`, numbers unrounded."""
-    best = (study.get("selection") or {}).get("best")
-    rows = []
-    for m in study["models"]:
-        test = m["test"]
-        speed = m.get("speed") or {}
-        val = m.get("validation") or {}
-        training = m.get("training") or {}
-        flops = speed.get("flops_per_image")
-        onnx = (m.get("backends") or {}).get("onnx") or {}
-        faces = m.get("faces") or {}
-        n_face, n_noface = faces.get("test_images_face"), faces.get("test_images_noface")
-        rows.append(
-            {
-                "model": m["name"],
-                "test_accuracy": test["accuracy"],
-                "test_accuracy_ci_low": test["accuracy_ci"][0],
-                "test_accuracy_ci_high": test["accuracy_ci"][1],
-                "macro_f1": test["macro_f1"],
-                "log_loss": test["log_loss"],
-                "ece": test["ece"],
-                "params": speed.get("params"),
-                "size_mb": speed.get("size_mb"),
-                "latency_ms_p50": speed.get("latency_ms_p50"),
-                "latency_ms_p95": speed.get("latency_ms_p95"),
-                "throughput_ips": speed.get("throughput_ips"),
-                "train_seconds": training.get("seconds"),
-                "test_n": test["n"],
-                "val_accuracy": val.get("accuracy"),
-                "val_loss": val.get("loss"),
-                "best_epoch": val.get("best_epoch"),
-                "trainable_params": speed.get("trainable_params"),
-                "gflops_per_image": flops / 1e9 if flops is not None else None,
-                "e2e_latency_ms_p50": speed.get("e2e_latency_ms_p50"),
-                "e2e_latency_ms_p95": speed.get("e2e_latency_ms_p95"),
-                "peak_rss_mb": training.get("peak_rss_mb"),
-                "selected": m["name"] == best,
-                "onnx_latency_ms_p50": onnx.get("latency_ms_p50"),
-                "onnx_e2e_latency_ms_p50": onnx.get("e2e_latency_ms_p50"),
-                "onnx_throughput_ips": onnx.get("throughput_ips"),
-                "onnx_speedup": onnx.get("speedup_latency"),
-                "serve_backend": (m.get("serve_backend") or {}).get("name"),
-                "test_accuracy_face": faces.get("test_accuracy_face"),
-                "test_accuracy_noface": faces.get("test_accuracy_noface"),
-                "face_detection_rate": (n_face / (n_face + n_noface) if n_face is not None and n_noface
-                                        is not None and n_face + n_noface else None),
-                "family": m.get("family", "cnn"),
-            }
-        )
-    return rows
-
+from image_classifier.results import COLUMNS, Study
 
 def per_image_ms(row: dict) -> float | None:
     """What one image costs the model: the batch-1 forward pass for a CNN; for a face model, whose
@@ -121,16 +24,16 @@ def per_image_ms(row: dict) -> float | None:
     return row["e2e_latency_ms_p50"] if row.get("family") == "face" else row["latency_ms_p50"]
 
 
-def face_survey_table(study: dict) -> tuple[str, list[str], list[list[object]]] | None:
+def face_survey_table(study: Study) -> tuple[str, list[str], list[list[object]]] | None:
     """(summary sentence, headers, rows per class) of the face survey, or None when it did not run."""
-    faces = (study.get("data") or {}).get("faces")
-    if not faces:
+    faces = study.data.faces
+    if faces is None:
         return None
-    methods = ", ".join(f"{m} {n}" for m, n in (faces.get("methods") or {}).items()) or "none"
-    text = (f"{faces['with_face']} of {faces['images']} images show a face ({100 * faces['detection_rate']:.0f} %; "
+    methods = ", ".join(f"{m} {n}" for m, n in faces.methods.items()) or "none"
+    text = (f"{faces.with_face} of {faces.images} images show a face ({100 * faces.detection_rate:.0f} %; "
             f"the largest face found by: {methods}). Each model's test accuracy on the test images with "
             "a face and on those without is in the comparison table.")
-    rows = [[c, v["none"], v["one"], v["several"]] for c, v in faces["per_class"].items()]
+    rows = [[c, v["none"], v["one"], v["several"]] for c, v in faces.per_class.items()]
     return text, ["class", "no face", "one face", "several faces"], rows
 
 
@@ -145,25 +48,24 @@ BACKEND_HELP = ("Figures: both backends timed in the same interleaved rounds on 
                 "`image-classifier serve` runs with --backend auto (recorded in the model's backend.json).")
 
 
-def backend_table(study: dict) -> tuple[list[str], list[list[str]]]:
+def backend_table(study: Study) -> tuple[list[str], list[list[str]]]:
     """The "Inference backends" table: one row per model and backend (figures from ``compare``'s
     interleaved measurement), plus a row for each backend left out and why. Empty when no model
     has backend figures (e.g. ``evaluate``)."""
     headers = ["model", "backend", "ms/img p50", "file→label ms", "img/s @32", "speedup vs PyTorch",
                "serve default"]
     rows: list[list[str]] = []
-    for m in study["models"]:
-        backends = m.get("backends") or {}
-        if not backends:
+    for m in study.models:
+        if m.backends is None or not m.backends.backends:
             continue
-        default = (m.get("serve_backend") or {}).get("name")
-        for name, b in backends.items():
+        default = m.backends.serve_backend.name
+        for name, b in m.backends.backends.items():
             speedup = b.get("speedup_latency")
-            rows.append([m["name"], BACKEND_LABELS.get(name, name), fmt_ms(b.get("latency_ms_p50")),
+            rows.append([m.name, BACKEND_LABELS.get(name, name), fmt_ms(b.get("latency_ms_p50")),
                          fmt_ms(b.get("e2e_latency_ms_p50")), fmt_num(b.get("throughput_ips"), 1),
                          "–" if speedup is None else f"{speedup:.2f}×", "yes" if name == default else ""])
-        for name, why in (m.get("skipped") or {}).items():
-            rows.append([m["name"], BACKEND_LABELS.get(name, name), why, "", "", "", ""])
+        for name, why in m.backends.skipped.items():
+            rows.append([m.name, BACKEND_LABELS.get(name, name), why, "", "", "", ""])
     return headers, rows
 
 
@@ -174,21 +76,21 @@ FACE_BACKEND_NOTE = ("finding the faces, their landmarks and the 128-D descripto
                      "the dlib part")
 
 
-def backend_notes(study: dict) -> list[str]:
+def backend_notes(study: Study) -> list[str]:
     """One line per model: which backend ``serve`` runs by default and why (and for a face model,
     which part runs in dlib)."""
-    notes = [f"{m['name']}: serve uses {m['serve_backend']['name']} ({m['serve_backend']['reason']})"
-             for m in study["models"] if m.get("serve_backend")]
-    return notes + [f"{m['name']}: {FACE_BACKEND_NOTE}" for m in study["models"] if m.get("family") == "face"]
+    notes = [f"{m.name}: serve uses {m.backends.serve_backend.name} ({m.backends.serve_backend.reason})"
+             for m in study.models if m.backends is not None]
+    return notes + [f"{m.name}: {FACE_BACKEND_NOTE}" for m in study.models if m.family == "face"]
 
 
-def write_comparison_csv(study: dict, path: str | os.PathLike) -> Path:
+def write_comparison_csv(study: Study, path: str | os.PathLike) -> Path:
     """``comparison.csv``: full-precision numbers (``repr`` of floats), empty cell for unknown."""
     path = Path(path)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
     writer.writeheader()
-    for row in comparison_rows(study):
+    for row in study.rows():
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     atomic_write_text(path, buf.getvalue())
     return path
@@ -214,9 +116,10 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def write_metrics_json(study: dict, path: str | os.PathLike) -> Path:
+def write_metrics_json(study: Study, path: str | os.PathLike) -> Path:
+    """``metrics.json``: :meth:`Study.to_json` (read back with :meth:`Study.load`)."""
     path = Path(path)
-    text = json.dumps(_finite(json.loads(json.dumps(study, default=_json_default))), indent=2,
+    text = json.dumps(_finite(json.loads(json.dumps(study.to_json(), default=_json_default))), indent=2,
                       ensure_ascii=False)
     atomic_write_text(path, text + "\n")
     return path
@@ -292,8 +195,8 @@ FACE_DISPLAY_COLUMNS: Sequence[tuple[str, Any]] = (
 )
 
 
-def display_table(study: dict) -> tuple[list[str], list[list[str]]]:
-    rows = comparison_rows(study)
+def display_table(study: Study) -> tuple[list[str], list[list[str]]]:
+    rows = study.rows()
     columns = list(DISPLAY_COLUMNS)
     if any(r["face_detection_rate"] is not None for r in rows):
         columns += FACE_DISPLAY_COLUMNS
@@ -301,7 +204,7 @@ def display_table(study: dict) -> tuple[list[str], list[list[str]]]:
     return headers, [[f(r) for _, f in columns] for r in rows]
 
 
-def format_terminal_table(study: dict) -> str:
+def format_terminal_table(study: Study) -> str:
     """Fixed-width text table; ``*`` marks the model selected by validation accuracy."""
     headers, body = display_table(study)
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
@@ -311,6 +214,6 @@ def format_terminal_table(study: dict) -> str:
 
     out = [line(headers), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in body]
-    if any(r["selected"] for r in comparison_rows(study)):
+    if any(r["selected"] for r in study.rows()):
         out.append("* selected by validation accuracy (the test split played no part in the choice)")
     return "\n".join(out)

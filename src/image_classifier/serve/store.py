@@ -15,7 +15,6 @@ threads), which batch requests that arrive together (see :mod:`image_classifier.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import statistics
@@ -28,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from image_classifier.errors import ImageClassifierError, ModelFormatError
-from image_classifier.runs import BEST_NAME, MODELS_DIR, read_best_pointer
-from image_classifier.saved_model import CARD_NAME, read_card
+from image_classifier.runs import (
+    CARD_NAME, MODELS_DIR, best_model_name, is_model_dir, models_of_run, read_metrics, run_of_model_dir,
+)
+from image_classifier.saved_model import read_card
 from image_classifier.serve.batcher import InferenceWorkers, WorkersClosedError
 
 log = logging.getLogger(__name__)
 
-METRICS_NAME = "metrics.json"
 # How many recent request timings each model keeps for the median shown on the page.
 LATENCY_WINDOW = 200
 # Largest batch the inference threads form from requests waiting at the same time.
@@ -64,23 +64,6 @@ class Discovery:
     entries: list[ModelEntry]
     default: str
     run_dir: Path | None = None
-
-
-def _is_model_dir(path: Path) -> bool:
-    return (path / CARD_NAME).is_file()
-
-
-def _read_best(run_dir: Path, dirs: dict[str, Path]) -> str | None:
-    """The model the run's ``best`` pointer designates (see :mod:`image_classifier.runs`), or None."""
-    target = read_best_pointer(run_dir)
-    if target is None:
-        return None
-    for name, path in dirs.items():
-        if path.resolve() == target:
-            return name
-    raise ModelFormatError(
-        f"{run_dir / BEST_NAME} points at {target}, which is not one of the run's models "
-        f"({', '.join(dirs)}); re-run `image-classifier compare` or serve one model directory instead")
 
 
 def _metrics_by_model(metrics: Any) -> dict[str, dict[str, Any]]:
@@ -115,25 +98,10 @@ def _number(obj: Any, *keys: str) -> float | None:
 
 
 def _read_metrics(run_dir: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
-    """Per-model entries of ``run_dir/metrics.json`` (written by compare) and its selected model."""
-    path = run_dir / METRICS_NAME
-    if not path.is_file():
-        return {}, None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        log.warning("ignoring %s: %s", path, err)
-        return {}, None
-    selected = data.get("selection", {}).get("best") if isinstance(data, dict) else None
+    """Per-model entries of the run's metrics.json (written by compare) and its selected model."""
+    data = read_metrics(run_dir) or {}
+    selected = (data.get("selection") or {}).get("best") if isinstance(data.get("selection"), dict) else None
     return _metrics_by_model(data), selected if isinstance(selected, str) else None
-
-
-def _run_of_model_dir(model_dir: Path) -> Path | None:
-    """``runs/NAME`` when ``model_dir`` is ``runs/NAME/models/<arch>`` (or ``runs/NAME/best``)."""
-    resolved = model_dir.resolve()
-    if resolved.parent.name == MODELS_DIR and (resolved.parent.parent / METRICS_NAME).is_file():
-        return resolved.parent.parent
-    return None
 
 
 def discover(paths: Sequence[str | os.PathLike], only: Sequence[str] | None = None) -> Discovery:
@@ -152,22 +120,21 @@ def discover(paths: Sequence[str | os.PathLike], only: Sequence[str] | None = No
         path = Path(raw)
         if not path.exists():
             raise ModelFormatError(f"{path} does not exist: give a saved model directory or a runs/NAME directory")
-        if _is_model_dir(path):
+        if is_model_dir(path):
             # A model inside a run (runs/NAME/best, runs/NAME/models/x) still shows its test metrics.
-            parent_run = _run_of_model_dir(path)
+            parent_run = run_of_model_dir(path)
             metrics = _read_metrics(parent_run)[0].get(path.resolve().name) if parent_run else None
             name = path.resolve().name
             entries.append(ModelEntry(_unique(name, entries), path, read_card(path), metrics))
             continue
-        models_dir = path / MODELS_DIR
-        dirs = {p.name: p for p in sorted(models_dir.iterdir()) if _is_model_dir(p)} if models_dir.is_dir() else {}
+        dirs = models_of_run(path)
         if not dirs:
             raise ModelFormatError(
                 f"{path} is neither a saved model (no {CARD_NAME}) nor a run directory (no {MODELS_DIR}/*/{CARD_NAME}); "
                 "train one with `image-classifier train` or `image-classifier compare`")
         run_dir = path
         metrics_by_model, selected = _read_metrics(path)
-        best = _read_best(path, dirs) or (selected if selected in dirs else None)
+        best = best_model_name(path, dirs) or (selected if selected in dirs else None)
         chosen = list(dirs)
         if only:
             missing = [n for n in only if n not in dirs]

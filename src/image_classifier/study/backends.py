@@ -18,7 +18,14 @@ import os
 import time
 from typing import Any
 
+from image_classifier.errors import ImageClassifierError
 from image_classifier.evaluate.speed import SpeedConfig
+from image_classifier.export.pipeline import ExportOptions, export_model
+from image_classifier.inference import selection
+from image_classifier.inference.timing import measure_backends
+from image_classifier.machine import load_average
+from image_classifier.results import BackendComparison, ExportInfo, ServeChoice, Speed
+from image_classifier.saved_model import read_card
 
 log = logging.getLogger(__name__)
 
@@ -29,25 +36,15 @@ COMPARED_BACKENDS = ("torch", "onnx")
 
 
 def export_for_serving(model_dir: str | os.PathLike, params: int | None, *, enabled: bool = True,
-                       max_params: int = MAX_EXPORT_PARAMS) -> dict[str, Any]:
-    """Export ``model.onnx`` (verified against PyTorch) unless disabled or the model is too big.
-
-    Returns {"exported": bool, "reason": str (why not, '' when exported), "onnx_size_bytes",
-    "estimated_size_bytes" (fp32 weights: what the file would take), "seconds"}.
-    """
-    from image_classifier.errors import ImageClassifierError
-    from image_classifier.export.pipeline import ExportOptions, export_model
-
+                       max_params: int = MAX_EXPORT_PARAMS) -> ExportInfo:
+    """Export ``model.onnx`` (verified against PyTorch) unless disabled or the model is too big."""
     estimated = 4 * int(params) if params is not None else None
-    info: dict[str, Any] = {"exported": False, "reason": "", "onnx_size_bytes": None,
-                            "estimated_size_bytes": estimated, "seconds": 0.0}
     if not enabled:
-        info["reason"] = "not exported (--no-export)"
-        return info
+        return ExportInfo(False, "not exported (--no-export)", estimated_size_bytes=estimated)
     if params is not None and params > max_params:
-        info["reason"] = (f"not exported ({estimated / 1e6:.0f} MB ONNX file for {params / 1e6:.0f} M "
-                          f"parameters, above the {max_params / 1e6:.0f} M limit)")
-        return info
+        return ExportInfo(False, f"not exported ({estimated / 1e6:.0f} MB ONNX file for {params / 1e6:.0f} M "
+                                 f"parameters, above the {max_params / 1e6:.0f} M limit)",
+                          estimated_size_bytes=estimated)
     t0 = time.perf_counter()
     try:
         # measure=False: the backends are timed below with the study's own repeat counts.
@@ -56,21 +53,19 @@ def export_for_serving(model_dir: str | os.PathLike, params: int | None, *, enab
         # A failed export leaves nothing behind (the pipeline publishes only verified files): the
         # model is still served by PyTorch, and the report says why.
         log.warning("%s: ONNX export failed: %s", model_dir, err)
-        info.update(reason=f"export failed: {err}", seconds=time.perf_counter() - t0)
-        return info
-    info.update(exported=True, onnx_size_bytes=result.size_bytes, seconds=time.perf_counter() - t0,
-                max_abs_diff_vs_torch=result.parity.max_abs_diff)
-    return info
+        return ExportInfo(False, f"export failed: {err}", estimated_size_bytes=estimated,
+                          seconds=time.perf_counter() - t0)
+    return ExportInfo(True, "", onnx_size_bytes=result.size_bytes, estimated_size_bytes=estimated,
+                      seconds=time.perf_counter() - t0, max_abs_diff_vs_torch=result.parity.max_abs_diff)
 
 
-def _torch_only(speed: dict) -> dict[str, Any]:
+def _torch_only(speed: Speed) -> dict[str, Any]:
     """The eager-PyTorch figures ``measure_classifier`` already took (for a model not exported)."""
-    keys = ("latency_ms_p50", "latency_ms_p95", "latency_repeats", "e2e_latency_ms_p50", "e2e_latency_ms_p95",
-            "throughput_ips", "throughput_batch", "backend_description")
-    out = {k: speed.get(k) for k in keys}
-    out["description"] = out.pop("backend_description")
-    out.update(speedup_latency=1.0, speedup_e2e=1.0, speedup_throughput=1.0)
-    return out
+    return {"latency_ms_p50": speed.latency_ms_p50, "latency_ms_p95": speed.latency_ms_p95,
+            "latency_repeats": speed.latency_repeats, "e2e_latency_ms_p50": speed.e2e_latency_ms_p50,
+            "e2e_latency_ms_p95": speed.e2e_latency_ms_p95, "throughput_ips": speed.throughput_ips,
+            "throughput_batch": speed.throughput_batch, "description": speed.backend_description,
+            "speedup_latency": 1.0, "speedup_e2e": 1.0, "speedup_throughput": 1.0}
 
 
 def record_serving_choice(model_dir: str | os.PathLike, measured: dict[str, dict],
@@ -81,9 +76,6 @@ def record_serving_choice(model_dir: str | os.PathLike, measured: dict[str, dict
 
     Returns the :class:`~image_classifier.inference.selection.BackendChoice` ``serve`` will make.
     """
-    from image_classifier.inference import selection
-    from image_classifier.saved_model import read_card
-
     card = read_card(model_dir)
     names, skipped = selection.candidates(model_dir, card)
     if len(names) > 1 and all(n in measured for n in names):
@@ -94,28 +86,23 @@ def record_serving_choice(model_dir: str | os.PathLike, measured: dict[str, dict
     return selection.choose_backend(model_dir, card)
 
 
-def measure_model_backends(model_dir: str | os.PathLike, speed: dict, *, export: bool = True,
+def measure_model_backends(model_dir: str | os.PathLike, speed: Speed, *, export: bool = True,
                            sample_image: str | os.PathLike | None = None,
-                           config: SpeedConfig | None = None) -> dict[str, Any]:
+                           config: SpeedConfig | None = None) -> tuple[BackendComparison, float]:
     """Export (see :func:`export_for_serving`) and time torch vs onnx for one saved model.
 
-    Returns {"backends": {name: figures from ``measure_backends``}, "export": {...},
-    "skipped": {name: reason}, "fastest": name, "serve_backend": {"name", "reason"},
-    "measure_seconds": float}.
+    Returns the comparison and the seconds the timing took (the export's are in it).
     """
-    from image_classifier.inference.timing import measure_backends
-    from image_classifier.machine import load_average
-
-    exp = export_for_serving(model_dir, speed.get("params"), enabled=export)
+    exp = export_for_serving(model_dir, speed.params, enabled=export)
     t0 = time.perf_counter()
     load_before = load_average()
-    if exp["exported"]:
+    if exp.exported:
         measured = measure_backends(model_dir, list(COMPARED_BACKENDS), sample_image=sample_image, config=config)
         backends, skipped, fastest = measured["backends"], dict(measured["skipped"]), measured["fastest"]
     else:
         # Only PyTorch can run it: its figures were just measured, no need to time it twice.
         backends = {"torch": _torch_only(speed)}
-        skipped, fastest = {"onnx": exp["reason"]}, "torch"
+        skipped, fastest = {"onnx": exp.reason}, "torch"
     measure_seconds = time.perf_counter() - t0
     # The classifiers opened for the measurement hold reference cycles (backend <-> module loader):
     # collect them now, so this model's weights and ONNX Runtime session are freed before the next
@@ -123,12 +110,5 @@ def measure_model_backends(model_dir: str | os.PathLike, speed: dict, *, export:
     gc.collect()
     choice = record_serving_choice(model_dir, backends, load_before)
     log.info("%s: serve will use %s (%s)", model_dir, choice.name, choice.reason)
-    return {
-        "backends": backends,
-        "export": exp,
-        "skipped": skipped,
-        "fastest": fastest,
-        "serve_backend": {"name": choice.name, "reason": choice.reason, "provisional": choice.provisional},
-        "measure_seconds": measure_seconds,
-    }
-
+    return BackendComparison(backends, exp, skipped, fastest,
+                             ServeChoice(choice.name, choice.reason, choice.provisional)), measure_seconds

@@ -27,20 +27,17 @@ from typing import Any
 from image_classifier.errors import ImageClassifierError
 from image_classifier.faces import weights_sha256
 from image_classifier.fileio import sha256_file
-from image_classifier.inference.backends import ONNX_INT8_NAME, ONNX_NAME
 from image_classifier.models.registry import get_arch
 from image_classifier.models.weights import locate_pretrained
 from image_classifier.recipe import Recipe
-from image_classifier.runs import BEST_NAME, MODELS_DIR
-from image_classifier.saved_model import CARD_NAME, library_versions
-from image_classifier.train.checkpoint import RESUME_NAME, RUN_FILES, peek_resume_state
+from image_classifier.runs import (
+    BEST_NAME, CARD_NAME, MODELS_DIR, ONNX_INT8_NAME, ONNX_NAME, RESUME_NAME, SPLIT_NAME, split_of_run,
+)
+from image_classifier.saved_model import library_versions
+from image_classifier.train.checkpoint import RUN_FILES, peek_resume_state
 
 log = logging.getLogger(__name__)
 
-#: How a re-run treats a run directory: "auto" reuses what matches and refuses what differs,
-#: "resume" does the same but insists there is a previous run, "fresh" deletes it first.
-RESUME_MODES = ("auto", "resume", "fresh")
-SPLIT_NAME = "split.csv"
 #: Files ``compare`` writes into a model directory (``--fresh`` removes these and nothing else).
 MODEL_FILES = (*RUN_FILES, ONNX_NAME, ONNX_INT8_NAME)
 
@@ -212,7 +209,7 @@ def refusal(run_dir: Path, refused: Iterable[ModelDecision]) -> ImageClassifierE
 
 def has_previous_run(run_dir: Path) -> bool:
     models = run_dir / MODELS_DIR
-    return (run_dir / SPLIT_NAME).is_file() or (models.is_dir() and any(models.iterdir()))
+    return split_of_run(run_dir) is not None or (models.is_dir() and any(models.iterdir()))
 
 
 def clear_run(run_dir: Path, *, keep_split: bool = False) -> list[Path]:

@@ -1,0 +1,753 @@
+"""What a study found, typed: :class:`Study` (one ``compare`` or ``evaluate`` run) and its
+:class:`ModelResult` per model, with the data, split, environment and significance tests.
+
+A run's ``metrics.json`` is :meth:`Study.to_json`, and :meth:`Study.load` reads it back, so the
+report, ``comparison.csv``, the terminal table, ``serve`` and a notebook all read one structure.
+The JSON keys are those the files have always had; a field's docstring or comment names its key
+where the two differ.
+
+In a notebook, a :class:`Study` shows its table and figures (:meth:`Study._repr_html_`);
+:attr:`Study.table`, :meth:`Study.confusion` and :meth:`Study.errors` are pandas DataFrames when
+pandas is installed (it is not a dependency), else plain lists and dicts.
+
+This module sits below ``report`` and ``study`` (both use it) and imports only the bottom layer.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from image_classifier.errors import ModelFormatError
+from image_classifier.runs import METRICS_NAME, REPORT_HTML_NAME, read_metrics
+
+try:  # optional: the tables are DataFrames when pandas is there, lists of dicts otherwise
+    import pandas
+except ImportError:  # pragma: no cover - depends on the environment
+    pandas = None
+
+#: What the scored images of a compare run are called (``evaluate`` may score other images).
+TEST_IMAGES = "test images"
+
+#: ``comparison.csv`` columns (and :attr:`Study.table`'s), in order. The first 13 are the ones the
+#: study's question needs; the rest add context.
+COLUMNS = (
+    "model",
+    "test_accuracy",
+    "test_accuracy_ci_low",
+    "test_accuracy_ci_high",
+    "macro_f1",
+    "log_loss",
+    "ece",
+    "params",
+    "size_mb",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "throughput_ips",
+    "train_seconds",
+    "test_n",
+    "val_accuracy",
+    "val_loss",
+    "best_epoch",
+    "trainable_params",
+    "gflops_per_image",
+    "e2e_latency_ms_p50",
+    "e2e_latency_ms_p95",
+    "peak_rss_mb",
+    "selected",
+    # Inference backends (``compare``): ONNX Runtime timed against eager PyTorch in the same rounds;
+    # empty when the model was not exported.
+    "onnx_latency_ms_p50",
+    "onnx_e2e_latency_ms_p50",
+    "onnx_throughput_ips",
+    "onnx_speedup",
+    "serve_backend",
+    # Photos of people (``compare`` with the face survey on): test accuracy on the test images in
+    # which a face was found and on the others, and the share of test images with a face.
+    "test_accuracy_face",
+    "test_accuracy_noface",
+    "face_detection_rate",
+    # "cnn", or "face" for a face model, whose latency_ms_* are those of its no-face fallback network
+    # alone (see report.tables.per_image_ms).
+    "family",
+)
+
+#: The columns a notebook shows (:meth:`Study._repr_html_`); the table has them all.
+NOTEBOOK_COLUMNS = ("model", "val_accuracy", "test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high",
+                    "macro_f1", "params", "size_mb", "latency_ms_p50", "train_seconds", "selected")
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+# ---- one model -------------------------------------------------------------------------------
+
+@dataclass
+class ClassScores:
+    name: str  # key "class"
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"class": self.name, "precision": self.precision, "recall": self.recall, "f1": self.f1,
+                "support": self.support}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ClassScores:
+        return cls(str(d["class"]), d["precision"], d["recall"], d["f1"], int(d["support"]))
+
+
+@dataclass
+class TestMetrics:
+    """The scores of one model on the scored images (from ``evaluate.metrics.compute_metrics``).
+
+    A float that was not finite (no JSON for it) reads back as None."""
+
+    n: int
+    classes: list[str]
+    accuracy: float
+    accuracy_ci: tuple[float, float]  # 95 % percentile bootstrap interval
+    macro_f1: float
+    log_loss: float | None
+    ece: float | None
+    per_class: list[ClassScores]
+    confusion_matrix: list[list[int]]  # rows: true class, columns: predicted, in ``classes`` order
+    reliability: list[dict[str, Any]] = field(default_factory=list)  # ECE bins
+    accuracy_ci_level: float = 0.95
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": self.n, "classes": list(self.classes), "accuracy": self.accuracy,
+                "accuracy_ci": list(self.accuracy_ci), "accuracy_ci_level": self.accuracy_ci_level,
+                "macro_f1": self.macro_f1, "log_loss": self.log_loss, "ece": self.ece,
+                "per_class": [c.to_json() for c in self.per_class], "confusion_matrix": self.confusion_matrix,
+                "reliability": self.reliability}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TestMetrics:
+        low, high = d["accuracy_ci"]
+        return cls(n=int(d["n"]), classes=[str(c) for c in d["classes"]], accuracy=float(d["accuracy"]),
+                   accuracy_ci=(float(low), float(high)), macro_f1=float(d["macro_f1"]),
+                   log_loss=_float(d.get("log_loss")), ece=_float(d.get("ece")),
+                   per_class=[ClassScores.from_json(c) for c in d.get("per_class") or []],
+                   confusion_matrix=[[int(v) for v in row] for row in d["confusion_matrix"]],
+                   reliability=list(d.get("reliability") or []),
+                   accuracy_ci_level=float(d.get("accuracy_ci_level", 0.95)))
+
+
+@dataclass
+class Validation:
+    """The model's score on the validation split when training kept it (what selection uses)."""
+
+    accuracy: float | None = None
+    loss: float | None = None
+    best_epoch: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy, "loss": self.loss, "best_epoch": self.best_epoch}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> Validation:
+        d = d or {}
+        return cls(_float(d.get("accuracy")), _float(d.get("loss")), _int(d.get("best_epoch")))
+
+
+@dataclass
+class Training:
+    seconds: float | None = None
+    peak_rss_mb: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch, from the card
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "peak_rss_mb": self.peak_rss_mb, "epochs_run": self.epochs_run,
+                "history": list(self.history)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> Training:
+        d = d or {}
+        return cls(_float(d.get("seconds")), _float(d.get("peak_rss_mb")), list(d.get("history") or []))
+
+
+@dataclass
+class Speed:
+    """Size and speed on this machine (``evaluate.speed.measure_classifier``); None: not measured."""
+
+    params: int | None = None
+    trainable_params: int | None = None
+    size_bytes: int | None = None
+    size_mb: float | None = None
+    flops_per_image: int | None = None
+    input_shape: list[int] | None = None
+    latency_ms_p50: float | None = None
+    latency_ms_p95: float | None = None
+    latency_repeats: int | None = None
+    e2e_latency_ms_p50: float | None = None
+    e2e_latency_ms_p95: float | None = None
+    e2e_repeats: int | None = None
+    throughput_ips: float | None = None
+    throughput_batch: int | None = None
+    backend: str | None = None
+    backend_description: str | None = None
+    torch_threads: int | None = None
+    load_avg_1m: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Speed:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Misclassified:
+    """A scored image the model got wrong."""
+
+    path: str
+    rel_path: str
+    true: str
+    predicted: str  # key "pred"
+    confidence: float  # the model's probability for ``predicted``
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "rel_path": self.rel_path, "true": self.true, "pred": self.predicted,
+                "confidence": self.confidence}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Misclassified:
+        return cls(str(d["path"]), str(d.get("rel_path") or d["path"]), str(d["true"]), str(d["pred"]),
+                   float(d["confidence"]))
+
+
+@dataclass
+class FaceAccuracy:
+    """Test accuracy on the test images with a face and on those without (by the face survey)."""
+
+    test_images_face: int
+    test_accuracy_face: float | None
+    test_images_noface: int
+    test_accuracy_noface: float | None
+
+    @property
+    def detection_rate(self) -> float | None:
+        total = self.test_images_face + self.test_images_noface
+        return self.test_images_face / total if total else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"test_images_face": self.test_images_face, "test_accuracy_face": self.test_accuracy_face,
+                "test_images_noface": self.test_images_noface, "test_accuracy_noface": self.test_accuracy_noface}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FaceAccuracy:
+        return cls(int(d["test_images_face"]), _float(d.get("test_accuracy_face")), int(d["test_images_noface"]),
+                   _float(d.get("test_accuracy_noface")))
+
+
+@dataclass
+class ExportInfo:
+    """Whether ``compare`` exported the model to ONNX, and if not, why."""
+
+    exported: bool
+    reason: str = ""  # why not ('' when exported)
+    onnx_size_bytes: int | None = None
+    estimated_size_bytes: int | None = None  # fp32 weights: what the file would take
+    seconds: float = 0.0
+    max_abs_diff_vs_torch: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ExportInfo:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class ServeChoice:
+    """The backend ``serve --backend auto`` runs the model with, and why."""
+
+    name: str
+    reason: str
+    provisional: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "reason": self.reason, "provisional": self.provisional}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ServeChoice:
+        return cls(str(d["name"]), str(d.get("reason", "")), bool(d.get("provisional", False)))
+
+
+@dataclass
+class BackendComparison:
+    """``compare``'s inference-backend step for one model: each backend's figures (from
+    ``inference.timing.measure_backends``: batch-1 medians, speedups, ...), the export, the
+    backends left out and why, and what ``serve`` will run."""
+
+    backends: dict[str, dict[str, Any]]
+    export: ExportInfo
+    skipped: dict[str, str]
+    fastest: str
+    serve_backend: ServeChoice
+
+    def to_json(self) -> dict[str, Any]:
+        return {"backends": self.backends, "export": self.export.to_json(), "skipped": dict(self.skipped),
+                "fastest": self.fastest, "serve_backend": self.serve_backend.to_json()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BackendComparison:
+        return cls(dict(d["backends"]), ExportInfo.from_json(d.get("export") or {"exported": False}),
+                   dict(d.get("skipped") or {}), str(d.get("fastest") or ""),
+                   ServeChoice.from_json(d.get("serve_backend") or {"name": "torch", "reason": ""}))
+
+
+@dataclass
+class BackendUsed:
+    """The backend that computed an ``evaluate`` run's predictions and timings, and why."""
+
+    name: str
+    reason: str
+    description: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "reason": self.reason, "description": self.description}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> BackendUsed:
+        return cls(str(d["name"]), str(d.get("reason", "")), d.get("description"))
+
+
+@dataclass
+class ModelResult:
+    """One model of a study: how it trained, how it scored, how big and fast it is."""
+
+    name: str
+    model_dir: str  # relative to the run directory for compare, as given for evaluate
+    validation: Validation
+    test: TestMetrics
+    errors: list[Misclassified] = field(default_factory=list)
+    speed: Speed | None = None
+    training: Training = field(default_factory=Training)
+    family: str | None = None  # "cnn" | "face"; None: not recorded (read as "cnn")
+    #: Scored images that could not be read: {rel_path: reason}.
+    skipped: dict[str, str] = field(default_factory=dict)
+    faces: FaceAccuracy | None = None
+    backends: BackendComparison | None = None  # compare
+    backend: BackendUsed | None = None  # evaluate
+    #: Figures, relative to the run directory: "confusion", "curves", "errors".
+    plots: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        if self.family is not None:
+            d["family"] = self.family
+        d.update(model_dir=self.model_dir, validation=self.validation.to_json(), test=self.test.to_json(),
+                 speed=self.speed.to_json() if self.speed is not None else None, training=self.training.to_json(),
+                 errors=[e.to_json() for e in self.errors], skipped=dict(self.skipped))
+        if self.faces is not None:
+            d["faces"] = self.faces.to_json()
+        if self.backends is not None:
+            # The file has one "skipped" key per model; a compare run, whose test images were all read
+            # by the data check, has always used it for the backends left out.
+            d.update(self.backends.to_json())
+        if self.backend is not None:
+            d["backend"] = self.backend.to_json()
+        if self.plots:
+            d["plots"] = dict(self.plots)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ModelResult:
+        backends = BackendComparison.from_json(d) if isinstance(d.get("backends"), dict) else None
+        return cls(
+            name=str(d["name"]), model_dir=str(d.get("model_dir") or ""),
+            validation=Validation.from_json(d.get("validation")), test=TestMetrics.from_json(d["test"]),
+            errors=[Misclassified.from_json(e) for e in d.get("errors") or []],
+            speed=Speed.from_json(d["speed"]) if d.get("speed") else None,
+            training=Training.from_json(d.get("training")), family=d.get("family"),
+            skipped={} if backends is not None else dict(d.get("skipped") or {}),
+            faces=FaceAccuracy.from_json(d["faces"]) if d.get("faces") else None, backends=backends,
+            backend=BackendUsed.from_json(d["backend"]) if d.get("backend") else None,
+            plots=dict(d.get("plots") or {}),
+        )
+
+    def row(self, selected: bool = False) -> dict[str, Any]:
+        """This model's row of the comparison table: keys = :data:`COLUMNS`, numbers unrounded."""
+        test, speed, val, training = self.test, self.speed or Speed(), self.validation, self.training
+        onnx = (self.backends.backends.get("onnx") if self.backends else None) or {}
+        faces = self.faces
+        return {
+            "model": self.name,
+            "test_accuracy": test.accuracy,
+            "test_accuracy_ci_low": test.accuracy_ci[0],
+            "test_accuracy_ci_high": test.accuracy_ci[1],
+            "macro_f1": test.macro_f1,
+            "log_loss": test.log_loss,
+            "ece": test.ece,
+            "params": speed.params,
+            "size_mb": speed.size_mb,
+            "latency_ms_p50": speed.latency_ms_p50,
+            "latency_ms_p95": speed.latency_ms_p95,
+            "throughput_ips": speed.throughput_ips,
+            "train_seconds": training.seconds,
+            "test_n": test.n,
+            "val_accuracy": val.accuracy,
+            "val_loss": val.loss,
+            "best_epoch": val.best_epoch,
+            "trainable_params": speed.trainable_params,
+            "gflops_per_image": speed.flops_per_image / 1e9 if speed.flops_per_image is not None else None,
+            "e2e_latency_ms_p50": speed.e2e_latency_ms_p50,
+            "e2e_latency_ms_p95": speed.e2e_latency_ms_p95,
+            "peak_rss_mb": training.peak_rss_mb,
+            "selected": selected,
+            "onnx_latency_ms_p50": onnx.get("latency_ms_p50"),
+            "onnx_e2e_latency_ms_p50": onnx.get("e2e_latency_ms_p50"),
+            "onnx_throughput_ips": onnx.get("throughput_ips"),
+            "onnx_speedup": onnx.get("speedup_latency"),
+            "serve_backend": self.backends.serve_backend.name if self.backends else None,
+            "test_accuracy_face": faces.test_accuracy_face if faces else None,
+            "test_accuracy_noface": faces.test_accuracy_noface if faces else None,
+            "face_detection_rate": faces.detection_rate if faces else None,
+            "family": self.family or "cnn",
+        }
+
+
+# ---- the data and the machine ------------------------------------------------------------------
+
+@dataclass
+class SplitInfo:
+    """Which split the models used: its manifest, seed and per-subset class counts."""
+
+    path: str | None = None
+    seed: int | None = None
+    manifest_sha256: str | None = None
+    #: {subset: {class: images}}; an ``evaluate`` without a split has one subset, "evaluated".
+    sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "seed": self.seed, "manifest_sha256": self.manifest_sha256, "sizes": self.sizes}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> SplitInfo:
+        d = d or {}
+        return cls(d.get("path"), _int(d.get("seed")), d.get("manifest_sha256"),
+                   {s: {str(c): int(n) for c, n in v.items()} for s, v in (d.get("sizes") or {}).items()})
+
+
+@dataclass
+class DuplicateGroup:
+    kind: str  # "exact", "near", "exact + near"
+    files: list[str]
+    subset: str  # where the group went (one subset: the split keeps a group together)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "files": list(self.files), "subset": self.subset}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DuplicateGroup:
+        return cls(str(d.get("kind", "")), [str(f) for f in d.get("files") or []], str(d.get("subset", "")))
+
+
+@dataclass
+class Duplicates:
+    """What the data check found, in sentences for the report, and each group's subset."""
+
+    summary: str
+    policy: str
+    groups: list[DuplicateGroup] = field(default_factory=list)
+    exact_groups: int = 0
+    near_pairs: int = 0
+    crossing_subsets: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"summary": self.summary, "policy": self.policy, "groups": [g.to_json() for g in self.groups],
+                "exact_groups": self.exact_groups, "near_pairs": self.near_pairs,
+                "crossing_subsets": self.crossing_subsets}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Duplicates:
+        return cls(str(d.get("summary", "")), str(d.get("policy", "")),
+                   [DuplicateGroup.from_json(g) for g in d.get("groups") or []], int(d.get("exact_groups", 0)),
+                   int(d.get("near_pairs", 0)), int(d.get("crossing_subsets", 0)))
+
+
+@dataclass
+class FaceSummary:
+    """The face survey of the data (``faces.FaceSurvey``): faces per class and who found them."""
+
+    per_class: dict[str, dict[str, int]]  # class -> {"none", "one", "several"}
+    images: int
+    with_face: int
+    detection_rate: float
+    methods: dict[str, int]  # detector step -> images whose largest face it found
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"per_class": self.per_class, "images": self.images, "with_face": self.with_face,
+                "detection_rate": self.detection_rate, "methods": self.methods, "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FaceSummary:
+        return cls(dict(d["per_class"]), int(d["images"]), int(d["with_face"]), float(d["detection_rate"]),
+                   dict(d.get("methods") or {}), float(d.get("seconds", 0.0)))
+
+
+@dataclass
+class DataSummary:
+    """The folder the study ran on, what the data check said about it, and the split."""
+
+    root: str
+    classes: list[str]
+    num_images: int
+    split: SplitInfo = field(default_factory=SplitInfo)
+    warnings: list[str] = field(default_factory=list)
+    unreadable: list[dict[str, str]] = field(default_factory=list)  # [{"path", "reason"}] left out
+    duplicates: Duplicates | None = None  # compare's data check
+    faces: FaceSummary | None = None  # compare's face survey (None: not run)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"root": self.root, "classes": list(self.classes), "num_images": self.num_images,
+                "unreadable": list(self.unreadable), "split": self.split.to_json(), "warnings": list(self.warnings),
+                "duplicates": self.duplicates.to_json() if self.duplicates is not None else None,
+                "faces": self.faces.to_json() if self.faces is not None else None}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> DataSummary:
+        d = d or {}
+        return cls(str(d.get("root", "")), [str(c) for c in d.get("classes") or []], int(d.get("num_images") or 0),
+                   SplitInfo.from_json(d.get("split")), [str(w) for w in d.get("warnings") or []],
+                   list(d.get("unreadable") or []),
+                   Duplicates.from_json(d["duplicates"]) if d.get("duplicates") else None,
+                   FaceSummary.from_json(d["faces"]) if d.get("faces") else None)
+
+
+@dataclass
+class Environment:
+    """Where the figures were measured: machine facts and library versions (flat, for the report).
+    Keys "machine" and "versions" of metrics.json."""
+
+    machine: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Selection:
+    best: str
+    criterion: str
+    model_dir: str | None = None  # relative to the run directory
+
+    def to_json(self) -> dict[str, Any]:
+        return {"best": self.best, "criterion": self.criterion, "model_dir": self.model_dir}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Selection:
+        return cls(str(d["best"]), str(d.get("criterion", "")), d.get("model_dir"))
+
+
+@dataclass
+class PairwiseTest:
+    """Exact McNemar test of two models on the same images (``evaluate.metrics.pairwise_mcnemar``)."""
+
+    model_a: str
+    model_b: str
+    a_only_correct: int
+    b_only_correct: int
+    p_value: float
+    p_holm: float | None = None  # Holm-adjusted over all pairs
+    significant: bool = False  # p_value < 0.05
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PairwiseTest:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+# ---- the study -----------------------------------------------------------------------------------
+
+@dataclass
+class Study:
+    """One ``compare`` (several models, one selected on validation) or ``evaluate`` (one model) run.
+
+    ``run_dir`` is where its files are (not part of ``metrics.json``)."""
+
+    title: str
+    data: DataSummary
+    models: list[ModelResult]
+    created_utc: str = ""
+    command: str = ""  # the explicit command line that redoes the run
+    invoked_as: str = ""
+    scored_set: str = TEST_IMAGES  # what the scored images are called
+    environment: Environment = field(default_factory=Environment)
+    speed_config: dict[str, Any] | None = None  # evaluate.speed.SpeedConfig's repeat counts
+    selection: Selection | None = None  # compare only
+    pairwise: list[PairwiseTest] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)  # shown first (e.g. "these images were trained on")
+    timings: dict[str, float] = field(default_factory=dict)  # {what: seconds}
+    #: Study-wide figures, relative to ``run_dir``: "summary", "reliability".
+    plots: dict[str, str] = field(default_factory=dict)
+    run_dir: Path | None = field(default=None, compare=False)
+
+    # -- JSON ------------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """The content of ``metrics.json``."""
+        d: dict[str, Any] = {
+            "title": self.title, "scored_set": self.scored_set, "created_utc": self.created_utc,
+            "command": self.command, "invoked_as": self.invoked_as, "data": self.data.to_json(),
+            "machine": dict(self.environment.machine), "versions": dict(self.environment.versions),
+            "speed_config": self.speed_config,
+            "selection": self.selection.to_json() if self.selection is not None else None,
+            "models": [m.to_json() for m in self.models], "pairwise": [p.to_json() for p in self.pairwise],
+            "alerts": list(self.alerts), "timings": dict(self.timings),
+        }
+        if self.plots:
+            d["plots"] = dict(self.plots)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], run_dir: str | os.PathLike | None = None) -> Study:
+        return cls(
+            title=str(d.get("title") or ""), data=DataSummary.from_json(d.get("data")),
+            models=[ModelResult.from_json(m) for m in d.get("models") or []],
+            created_utc=str(d.get("created_utc") or ""), command=str(d.get("command") or ""),
+            invoked_as=str(d.get("invoked_as") or ""), scored_set=str(d.get("scored_set") or TEST_IMAGES),
+            environment=Environment(dict(d.get("machine") or {}), dict(d.get("versions") or {})),
+            speed_config=d.get("speed_config"),
+            selection=Selection.from_json(d["selection"]) if d.get("selection") else None,
+            pairwise=[PairwiseTest.from_json(p) for p in d.get("pairwise") or []],
+            alerts=[str(a) for a in d.get("alerts") or []], timings=dict(d.get("timings") or {}),
+            plots=dict(d.get("plots") or {}), run_dir=Path(run_dir) if run_dir is not None else None,
+        )
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> Study:
+        """The study a finished ``compare`` or ``evaluate`` run wrote into ``run_dir``."""
+        data = read_metrics(run_dir)
+        if data is None:
+            raise ModelFormatError(f"{Path(run_dir) / METRICS_NAME} is missing or unreadable: "
+                                   "pass a directory written by `image-classifier compare` or `evaluate`")
+        try:
+            return cls.from_json(data, run_dir)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelFormatError(f"{Path(run_dir) / METRICS_NAME} is not a study's metrics ({err!r})") from err
+
+    # -- what a notebook asks ---------------------------------------------------------------------
+    @property
+    def best(self) -> ModelResult | None:
+        """The model selected on validation accuracy (the one model of an ``evaluate``)."""
+        if self.selection is not None:
+            return self.model(self.selection.best)
+        return self.models[0] if len(self.models) == 1 else None
+
+    def model(self, name: str | None = None) -> ModelResult:
+        """The model called ``name`` (default: :attr:`best`)."""
+        if name is None:
+            best = self.best
+            if best is None:
+                raise KeyError("this study selected no model: name one of " + ", ".join(m.name for m in self.models))
+            return best
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(f"no model {name!r} in this study; it has {', '.join(m.name for m in self.models)}")
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The comparison table as one dict per model (keys = :data:`COLUMNS`, numbers unrounded)."""
+        best = self.selection.best if self.selection is not None else None
+        return [m.row(selected=m.name == best) for m in self.models]
+
+    @property
+    def table(self) -> Any:
+        """The comparison table (the rows of ``comparison.csv``): a DataFrame with pandas, else a list of dicts."""
+        rows = self.rows()
+        return pandas.DataFrame(rows, columns=list(COLUMNS)) if pandas is not None else rows
+
+    def confusion(self, model: str | None = None) -> Any:
+        """The test confusion matrix of ``model`` (default: the best) with class labels: a DataFrame
+        (index: true class, columns: predicted class) with pandas, else ``{true: {predicted: count}}``."""
+        test = self.model(model).test
+        if pandas is not None:
+            return pandas.DataFrame(test.confusion_matrix,
+                                    index=pandas.Index(test.classes, name="true"),
+                                    columns=pandas.Index(test.classes, name="predicted"))
+        return {t: dict(zip(test.classes, row)) for t, row in zip(test.classes, test.confusion_matrix)}
+
+    def errors(self, model: str | None = None) -> Any:
+        """The misclassified test images of ``model`` (default: the best), most confident first:
+        path, rel_path, true, predicted, confidence. A DataFrame with pandas, else a list of dicts."""
+        rows = [{"path": e.path, "rel_path": e.rel_path, "true": e.true, "predicted": e.predicted,
+                 "confidence": e.confidence}
+                for e in sorted(self.model(model).errors, key=lambda e: -e.confidence)]
+        if pandas is not None:
+            return pandas.DataFrame(rows, columns=["path", "rel_path", "true", "predicted", "confidence"])
+        return rows
+
+    def model_path(self, model: str | None = None) -> Path:
+        """The saved model directory of ``model`` (default: the best), for ``load_model``. A compare
+        run records it relative to the run directory, an ``evaluate`` as it was given."""
+        path = Path(self.model(model).model_dir)
+        if self.selection is not None and self.run_dir is not None:
+            return self.run_dir / path
+        return path
+
+    @property
+    def report_path(self) -> Path | None:
+        """``report.html`` of this run (None for a study not read from or written to a directory)."""
+        return self.run_dir / REPORT_HTML_NAME if self.run_dir is not None else None
+
+    def plot_paths(self) -> list[tuple[str, Path]]:
+        """(caption, file) of every figure of the run that exists: the study's, then each model's."""
+        if self.run_dir is None:
+            return []
+        found = [(key, self.run_dir / rel) for key, rel in self.plots.items()]
+        for m in self.models:
+            found += [(f"{m.name}: {key}", self.run_dir / rel) for key, rel in m.plots.items()]
+        return [(caption, path) for caption, path in found if path.is_file()]
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the headline, the table and every figure (embedded, so the notebook
+        keeps them when the run directory moves)."""
+        best = self.best
+        parts = [f"<h3>{html.escape(self.title)}</h3>"]
+        if best is not None:
+            parts.append(f"<p>Best model{' (by validation accuracy)' if self.selection else ''}: "
+                         f"<b>{html.escape(best.name)}</b>, test accuracy {best.test.accuracy:.1%} on "
+                         f"{best.test.n} {html.escape(self.scored_set)}.</p>")
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in NOTEBOOK_COLUMNS)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r[c]))}</td>" for c in NOTEBOOK_COLUMNS) + "</tr>"
+                       for r in self.rows())
+        parts.append(f'<table class="image-classifier-study"><thead><tr>{head}</tr></thead>'
+                     f"<tbody>{body}</tbody></table>")
+        if self.report_path is not None:
+            parts.append(f"<p>Full report: <code>{html.escape(os.fspath(self.report_path))}</code></p>")
+        for caption, path in self.plot_paths():
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            parts.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}" '
+                         f'style="max-width:640px"><figcaption>{html.escape(caption)}</figcaption></figure>')
+        return "\n".join(parts)
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "*" if value else ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+

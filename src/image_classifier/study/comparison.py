@@ -1,0 +1,380 @@
+"""The whole study in one call: audit, split, train every model, evaluate on the test split once,
+measure size and speed, pick the best by validation, write the report.
+
+The order of operations is the point of this module:
+- every model shares one split (made once, saved as ``split.csv``, reused on re-runs);
+- the best model is chosen on the validation split only; the test split is scored once per
+  model, after all training, and never feeds back into any choice;
+- everything the report says is computed here and returned as a :class:`Study` (``metrics.json``).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import shlex
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from image_classifier.data.check import AuditReport, audit_dataset
+from image_classifier.data.split import Split, resolve_split
+from image_classifier.errors import DatasetError, ImageClassifierError
+from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage, evaluate_classifier
+from image_classifier.evaluate.metrics import pairwise_mcnemar
+from image_classifier.evaluate.speed import SpeedConfig, measure_classifier
+from image_classifier.faces import FaceCache, FaceModelsNotFoundError, FaceSurvey, survey_faces
+from image_classifier.fileio import atomic_write_text
+from image_classifier.models.registry import get_arch
+from image_classifier.report import write_report
+from image_classifier.report.tables import fmt_seconds, write_metrics_json
+from image_classifier.results import (
+    DataSummary, DuplicateGroup, Duplicates, FaceAccuracy, FaceSummary, ModelResult, PairwiseTest, Selection,
+    SplitInfo, Speed, Study, Training, Validation,
+)
+from image_classifier.runs import PREDICTIONS_CSV_NAME, SPLIT_NAME, model_dir_for, split_of_run, write_best_pointer
+from image_classifier.inference.loading import load_model
+from image_classifier.saved_model import read_card
+from image_classifier.study.backends import measure_model_backends
+from image_classifier.study.environment import describe_environment
+from image_classifier.study.defaults import DEFAULT_TEST, DEFAULT_VAL, FACE_MODEL, SELECTION_CRITERION
+from image_classifier.study.options import CompareOptions
+from image_classifier.study.resume import (
+    ModelDecision, check_writable, clear_run, decide, discard_stale_resume, expected_identity, has_previous_run,
+    refusal,
+)
+from image_classifier.train import ImageCache, TrainResult, resolve_recipe, train_model
+
+log = logging.getLogger(__name__)
+
+def reproduce_command(options: CompareOptions, split: Split | None = None) -> str:
+    """The explicit command line that redoes this run (``options`` checked).
+
+    A split this run made (or reused) with the run's own seed is reproduced from the data by
+    ``--seed/--val/--test``, so the command also works on another machine with the same files; a
+    split given with ``--split``, or made earlier with another seed, is named explicitly.
+    """
+    args = ["image-classifier", "compare", os.fspath(options.data), "--models", ",".join(options.models or []),
+            "--out", os.fspath(options.run_dir), "--seed", str(options.seed)]
+    if options.split is not None or split is None or split.seed != options.seed:
+        args += ["--split", os.fspath(options.split or options.run_dir / SPLIT_NAME)]
+    else:
+        args += ["--val", repr(split.val), "--test", repr(split.test)]
+    for arch, path in sorted(options.weights.items()):
+        args += ["--weights", f"{arch}={os.fspath(path)}"]
+    for scope, overrides in sorted(options.overrides.items()):
+        for key, value in overrides.items():
+            args += ["--set", f"{key}={value}" if scope == "*" else f"{scope}:{key}={value}"]
+    if options.speed.repeats != SpeedConfig().repeats:
+        args += ["--speed-repeats", str(options.speed.repeats)]
+    if not options.export:
+        args.append("--no-export")
+    if not options.faces:
+        args.append("--no-faces")
+    return shlex.join(args)
+
+
+# ---- steps ---------------------------------------------------------------------------------------
+
+def _select_best(results: dict[str, TrainResult]) -> str:
+    """By validation accuracy, then validation loss, then the order given (stable)."""
+    def key(item: tuple[int, str]) -> tuple[float, float, int]:
+        i, name = item
+        r = results[name]
+        loss = r.best_val_loss if r.best_val_loss is not None else float("inf")
+        return (-float(r.best_val_accuracy), float(loss), i)
+
+    return min(enumerate(results), key=key)[1]
+
+
+def _eta_text(done_seconds: list[float], remaining: int) -> str:
+    if not done_seconds or remaining == 0:
+        return ""
+    avg = sum(done_seconds) / len(done_seconds)
+    return f", rough ETA {fmt_seconds(avg * remaining)} for the other {remaining} (at the average so far)"
+
+
+def face_survey(options: CompareOptions, audit: AuditReport, face_cache: FaceCache,
+                say: Callable[[str], None]) -> tuple[FaceSurvey | None, list[str]]:
+    """The face survey of the data (None when switched off or when dlib is not installed), and the
+    models to train: ``options.models``, plus the face model for a folder of people when
+    ``options.add_face_model``."""
+    models = list(options.models or [])
+    if not options.faces:
+        return None, models
+    try:
+        survey = survey_faces(audit.records, face_cache, progress=options.progress)
+    except FaceModelsNotFoundError as err:
+        if FACE_MODEL in models:
+            raise
+        say(f"warning: no face survey: {err}")
+        return None, models
+    say(f"faces: {survey.with_face} of {survey.images} images show a face "
+        f"({100 * survey.detection_rate:.0f} %), found in {survey.seconds:.0f} s")
+    if options.add_face_model and FACE_MODEL not in models:
+        if survey.is_face_folder:
+            models.append(FACE_MODEL)
+            say(f"adding {FACE_MODEL} to the models: {100 * survey.detection_rate:.0f} % of the images show "
+                "a face (at least 70 %), so the folder is taken to be photos of people (--models decides)")
+        else:
+            say(f"not adding {FACE_MODEL}: only {100 * survey.detection_rate:.0f} % of the images show a face "
+                f"(it is added from 70 %; --models {FACE_MODEL},... adds it anyway)")
+    return survey, models
+
+
+def face_accuracy(ev: Evaluation, survey: FaceSurvey) -> FaceAccuracy:
+    """Test accuracy on the images with a face and on those without (by the survey's detections)."""
+    counts: dict[bool, list[bool]] = {True: [], False: []}
+    for p in ev.predictions:
+        found = survey.has_face(p.rel_path)
+        if found is not None:
+            counts[found].append(p.correct)
+
+    def accuracy(rows: list[bool]) -> float | None:
+        return sum(rows) / len(rows) if rows else None
+
+    return FaceAccuracy(len(counts[True]), accuracy(counts[True]), len(counts[False]), accuracy(counts[False]))
+
+
+def _write_predictions_csv(path: Path, evaluations: dict[str, Evaluation]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["model", "rel_path", "true", "pred", "confidence", "correct"])
+    for name, ev in evaluations.items():
+        for p in ev.predictions:
+            writer.writerow([name, p.rel_path, p.true, p.predicted, repr(p.confidence), p.correct])
+    atomic_write_text(path, buf.getvalue())  # a kill or a full disk never leaves half a file
+
+
+def _prepare_run_dir(options: CompareOptions, say: Callable[[str], None]) -> None:
+    """Check the run directory can be written, and apply --fresh / --resume, before any work."""
+    run_dir = options.run_dir
+    check_writable(run_dir, [model_dir_for(run_dir, arch) for arch in options.models or []])
+    if options.resume == "resume" and not has_previous_run(run_dir):
+        raise ImageClassifierError(f"nothing to resume in {run_dir}: no split.csv and no models (run without --resume)")
+    if options.resume == "fresh":
+        given = options.split is not None and options.split.resolve() == (run_dir / SPLIT_NAME).resolve()
+        removed = clear_run(run_dir, keep_split=given)
+        if removed:
+            say(f"--fresh: removed {len(removed)} files of the previous run in {run_dir}")
+
+
+def _plan_models(options: CompareOptions, split: Split) -> dict[str, ModelDecision]:
+    """Reuse / resume / train per model; refuses the run when any model there is from another
+    configuration (before the split or anything else is written)."""
+    def expected(arch: str) -> Callable[[], dict[str, Any]]:
+        # Lazy: hashing ImageNet weights is only worth it when there is a model to check.
+        return lambda: expected_identity(arch, split, resolve_recipe(arch, options.overrides_for(arch)),
+                                         options.seed, options.weights_for(arch))
+
+    decisions = {arch: decide(arch, model_dir_for(options.run_dir, arch), expected(arch))
+                 for arch in options.models or []}
+    refused = [d for d in decisions.values() if d.action == "refuse"]
+    if refused:
+        raise refusal(options.run_dir, refused)
+    return decisions
+
+
+def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] | None = None) -> Study:
+    """Run the study; see the module docstring. ``on_progress`` receives one-line status updates."""
+    say = on_progress or log.info
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    options = options.check()  # every argument is checked before anything is read or written
+    run_dir = options.run_dir
+    _prepare_run_dir(options, say)
+
+    # 1. Audit and split.
+    t0 = time.perf_counter()
+    audit = audit_dataset(options.data)
+    timings["audit_seconds"] = time.perf_counter() - t0
+    for w in audit.warnings:
+        say(f"warning: {w}")
+    if not audit.usable:
+        raise DatasetError("the data cannot be used: " + "; ".join(audit.errors))
+    face_cache = FaceCache(options.cache_dir)
+    t0 = time.perf_counter()
+    survey, models = face_survey(options, audit, face_cache, say)
+    options = replace(options, models=models)  # with the face model, if added: the command names it
+    timings["face_survey_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    split_path = run_dir / SPLIT_NAME
+    split_source = options.split or split_of_run(run_dir)
+    if split_source is not None and options.split is None:
+        say(f"reusing the split in {split_source} (--fresh starts over with a new split)")
+    split = resolve_split(
+        options.data, split_source, seed=options.seed,
+        val=DEFAULT_VAL if options.val is None else options.val,
+        test=DEFAULT_TEST if options.test is None else options.test,
+        audit=audit,
+    )
+    decisions = _plan_models(options, split)
+    if split_source is None or Path(split_source).resolve() != split_path.resolve():
+        split.save(split_path)
+    timings["split_seconds"] = time.perf_counter() - t0
+    test_items = [LabelledImage.from_record(r) for r in split.subset("test")]
+    if not test_items:
+        raise DatasetError("the split has no test images; use a larger --test fraction or more images")
+    say(_split_line(split))
+
+    # 2. Train every model on the same split.
+    results: dict[str, TrainResult] = {}
+    done: list[float] = []
+    image_cache = ImageCache(options.cache_dir)
+    n = len(models)
+    to_train = sum(d.action != "reuse" for d in decisions.values())
+    for i, arch in enumerate(models, 1):
+        decision = decisions[arch]
+        model_dir = model_dir_for(run_dir, arch)
+        if decision.action == "reuse":
+            say(f"[model {i}/{n}] {decision.line}")
+            results[arch] = TrainResult.from_card(model_dir, read_card(model_dir))
+            discard_stale_resume(model_dir)
+            r = results[arch]
+            say(f"[model {i}/{n}] {arch}: validation accuracy {r.best_val_accuracy:.3f} (epoch {r.best_epoch})")
+            continue
+        say(f"[model {i}/{n}] {decision.line}{_eta_text(done, to_train - len(done))}")
+        t0 = time.perf_counter()
+        results[arch] = train_model(
+            split, arch, model_dir,
+            recipe_overrides=options.overrides_for(arch),
+            weights=options.weights_for(arch),
+            seed=options.seed,
+            cache=image_cache,
+            progress=options.progress,
+            resume=decision.action == "resume",
+            face_cache=face_cache,
+        )
+        done.append(time.perf_counter() - t0)
+        r = results[arch]
+        say(f"[model {i}/{n}] {arch}: validation accuracy {r.best_val_accuracy:.3f} "
+            f"(epoch {r.best_epoch}), trained in {done[-1]:.0f} s")
+    timings["train_seconds"] = sum(done)
+
+    # 3. Choose on validation, before looking at the test split.
+    best = _select_best(results)
+    say(f"selected {best} (validation accuracy {results[best].best_val_accuracy:.3f})")
+
+    # 4. Evaluate on the test split and measure size/speed.
+    t0 = time.perf_counter()
+    cache = DecodeCache()
+    evaluations: dict[str, Evaluation] = {}
+    entries: list[ModelResult] = []
+    sample_image = test_items[0].path
+    speed_seconds = test_seconds = 0.0
+    for i, arch in enumerate(models, 1):
+        r = results[arch]
+        say(f"[model {i}/{n}] evaluating {arch} on {len(test_items)} test images and timing it")
+        model_dir = Path(r.model_dir)
+        classifier = load_model(model_dir, backend="torch", face_cache=face_cache)
+        t1 = time.perf_counter()
+        ev = evaluate_classifier(classifier, test_items, cache=cache, n_bootstrap=options.n_bootstrap,
+                                 seed=options.seed)
+        evaluations[arch] = ev
+        if classifier.face_path is not None:
+            classifier.face_path.cache = None  # time the face pipeline itself, not a cache hit
+        t2 = time.perf_counter()
+        speed = measure_classifier(classifier, model_dir=model_dir, sample_image=sample_image, config=options.speed)
+        speed_seconds += time.perf_counter() - t2
+        test_seconds += t2 - t1
+        entries.append(ModelResult(
+            name=arch, family=get_arch(arch).family, model_dir=os.path.relpath(model_dir, run_dir),
+            validation=Validation(r.best_val_accuracy, r.best_val_loss, r.best_epoch), test=ev.metrics,
+            speed=Speed.from_json(speed), training=Training(r.train_seconds, r.peak_rss_mb, list(r.history)),
+            errors=ev.errors, skipped=ev.skipped,
+            faces=face_accuracy(ev, survey) if survey is not None else None,
+        ))
+        del classifier
+    # 4b. Inference backends: export to ONNX and time it against eager PyTorch, per model; the
+    # measurement also decides (and records) which backend `serve` runs by default.
+    export_seconds = backend_seconds = 0.0
+    for i, m in enumerate(entries, 1):
+        model_dir = Path(results[m.name].model_dir)
+        if options.export:
+            say(f"[model {i}/{n}] exporting {m.name} to ONNX and timing PyTorch against ONNX Runtime")
+        m.backends, seconds = measure_model_backends(model_dir, m.speed or Speed(), export=options.export,
+                                                     sample_image=sample_image, config=options.speed)
+        export_seconds += m.backends.export.seconds
+        backend_seconds += seconds
+        if not m.backends.export.exported:
+            say(f"[model {i}/{n}] {m.name}: {m.backends.export.reason}")
+        serving = m.backends.serve_backend
+        say(f"[model {i}/{n}] {m.name}: serve will use {serving.name} ({serving.reason})")
+    pairwise = pairwise_mcnemar({a: evaluations[a].correct for a in models})
+    # Test-split scoring (decode + predict + metrics) and the speed measurements, apart: the first
+    # is the cost of evaluating, the second a choice of how many timing repeats to run.
+    timings["test_evaluation_seconds"] = test_seconds
+    timings["speed_measurement_seconds"] = speed_seconds
+    timings["export_seconds"] = export_seconds
+    timings["backend_measurement_seconds"] = backend_seconds
+    timings["evaluation_seconds"] = time.perf_counter() - t0
+
+    # 5. Write everything.
+    write_best_pointer(run_dir, results[best].model_dir)
+    _write_predictions_csv(run_dir / PREDICTIONS_CSV_NAME, evaluations)
+    study = Study(
+        title=f"Image classifier comparison: {Path(options.data).name}",
+        created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        command=reproduce_command(options, split),
+        invoked_as=options.invoked_as,
+        data=DataSummary(
+            root=os.fspath(options.data), classes=list(split.classes), num_images=len(split.records),
+            unreadable=[{"path": u.rel_path, "reason": u.reason} for u in audit.unreadable],
+            split=SplitInfo(SPLIT_NAME, options.seed, split.manifest_sha256, _sizes(split)),
+            warnings=list(audit.warnings), duplicates=describe_duplicates(audit, split),
+            faces=FaceSummary.from_json(survey.to_json()) if survey is not None else None,
+        ),
+        environment=describe_environment(),
+        speed_config=options.speed.to_dict(),
+        selection=Selection(best, SELECTION_CRITERION, os.path.relpath(results[best].model_dir, run_dir)),
+        models=entries,
+        pairwise=[PairwiseTest.from_json(p) for p in pairwise],
+        timings=timings,
+    )
+    files = write_report(study, run_dir)
+    timings["total_seconds"] = time.perf_counter() - started
+    # metrics.json was written by write_report; rewrite it so it includes the total.
+    write_metrics_json(study, files.metrics_json)
+    return study
+
+
+# ---- adapters to the data layer's reports --------------------------------------------------------
+
+def _sizes(split: Split) -> dict[str, dict[str, int]]:
+    sizes = split.sizes()
+    return {subset: {str(c): int(n) for c, n in per_class.items()} for subset, per_class in sizes.items()}
+
+
+def _split_line(split: Split) -> str:
+    sizes = _sizes(split)
+    parts = [f"{subset} {sum(v.values())}" for subset, v in sizes.items()]
+    return f"split: {', '.join(parts)} images; {len(split.classes)} classes"
+
+
+def describe_duplicates(audit: AuditReport, split: Split) -> Duplicates:
+    """What the audit found and where each duplicate group went, for the report."""
+    exact = [list(g) for g in audit.exact_duplicate_groups]
+    near = [list(g) for g in audit.near_duplicate_groups]
+    in_exact = {p for g in exact for p in g}
+    in_near = {p for g in near for p in g}
+    summary = split.group_summary()
+    groups = []
+    for records in split.groups().values():
+        files = sorted(r.rel_path for r in records)
+        kinds = [k for k, members in (("exact", in_exact), ("near", in_near)) if any(f in members for f in files)]
+        subsets = sorted({r.subset for r in records})
+        groups.append(DuplicateGroup(" + ".join(kinds) or "duplicate", files, ", ".join(subsets)))
+    groups.sort(key=lambda g: g.files[0])
+    where = ", ".join(f"{n} in {s}" for s, n in sorted(summary.get("by_subset", {}).items()))
+    crossing = summary.get("groups_crossing_subsets", 0)
+    text = (f"The data check found {len(exact)} groups of byte-identical files "
+            f"({sum(len(g) for g in exact)} files) and {len(audit.near_duplicate_pairs)} near-duplicate pairs "
+            f"(the same photo re-encoded or re-cropped) in {len(near)} groups.")
+    policy = (f"The split treats each of the {summary.get('duplicate_groups', 0)} duplicate groups "
+              f"({summary.get('images_in_groups', 0)} images) as one unit, so no photo is in training "
+              f"and in test at once{' (' + where + ')' if where else ''}; groups crossing subsets: {crossing}.")
+    return Duplicates(text, policy, groups, exact_groups=len(exact), near_pairs=len(audit.near_duplicate_pairs),
+                      crossing_subsets=crossing)

@@ -1,0 +1,187 @@
+"""Evaluate one saved model on any labelled folder (``image-classifier evaluate``): the same
+metrics, plots and report files as ``compare``, for one model.
+
+Honesty check: the split a model was trained on (``split.csv`` next to it, or its compare run's,
+found by :func:`image_classifier.runs.split_of_model_dir`) says which files it was trained and
+validated on; evaluating on a folder that contains them inflates the scores, and the report says
+how many such images were scored.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shlex
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from image_classifier.data.scan import list_dataset
+from image_classifier.data.split import SUBSETS, load_split
+from image_classifier.errors import DatasetError, ImageClassifierError
+from image_classifier.evaluate.evaluation import LabelledImage, evaluate_classifier
+from image_classifier.evaluate.speed import SpeedConfig, measure_classifier
+from image_classifier.fileio import sha256_file
+from image_classifier.models.registry import get_arch, list_archs
+from image_classifier.report import write_report
+from image_classifier.results import (
+    BackendUsed, DataSummary, ModelResult, SplitInfo, Speed, Study, Training, Validation,
+)
+from image_classifier.runs import resolve_model_dir, split_of_model_dir
+from image_classifier.inference.loading import load_model
+from image_classifier.study.environment import describe_environment
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvaluateOptions:
+    """An ``evaluate`` run; each field is the CLI option of the same name (``speed=False`` is
+    ``--no-speed``)."""
+
+    model: Path  # a saved model directory, or a compare run (its best model)
+    data: Path
+    #: Score only ``subset`` of this split manifest (default: every image of ``data``).
+    split: Path | None = None
+    subset: str = "test"
+    #: Where to write the report (default: :func:`default_out_dir`).
+    out: Path | None = None
+    seed: int = 0  # bootstrap seed
+    speed: bool = True  # measure size, latency and throughput
+    speed_config: SpeedConfig = field(default_factory=SpeedConfig)
+    n_bootstrap: int = 2000
+    invoked_as: str = ""
+    #: Inference backend (see :data:`image_classifier.inference.BACKENDS`); "auto" = the fastest
+    #: measured for this model on this machine, as ``serve`` uses.
+    backend: str = "auto"
+
+    def check(self) -> EvaluateOptions:
+        if self.subset not in SUBSETS:
+            raise ImageClassifierError(f"--subset must be one of {', '.join(SUBSETS)}, not {self.subset!r}")
+        return self
+
+
+def default_out_dir(arch: str, data_root: Path, subset: str | None) -> Path:
+    name = f"evaluate-{arch}-{Path(data_root).resolve().name or 'data'}"
+    return Path("runs") / (f"{name}-{subset}" if subset else name)
+
+
+def _training_manifest(model_dir: Path, card: dict[str, Any]) -> Path | None:
+    """The split the model was trained on, when it is where its run keeps it (checked by hash)."""
+    candidate = split_of_model_dir(model_dir)
+    if candidate is None:
+        return None
+    expected = card.get("split_manifest_sha256")
+    return candidate if expected and sha256_file(candidate) == expected else None
+
+
+def _seen_hashes(manifest: Path) -> set[str]:
+    with manifest.open(encoding="utf-8-sig", newline="") as fh:
+        return {row["sha256"] for row in csv.DictReader(fh) if row.get("split") in ("train", "val")}
+
+
+def reproduce_command(options: EvaluateOptions, out_dir: Path) -> str:
+    args = ["image-classifier", "evaluate", os.fspath(options.model), os.fspath(options.data)]
+    if options.split is not None:
+        args += ["--split", os.fspath(options.split), "--subset", options.subset]
+    args += ["--out", os.fspath(out_dir), "--seed", str(options.seed)]
+    if not options.speed:
+        args.append("--no-speed")
+    if options.backend != "auto":
+        args += ["--backend", options.backend]
+    return shlex.join(args)
+
+
+def run_evaluate(options: EvaluateOptions, *, on_progress: Callable[[str], None] | None = None) -> Study:
+    say = on_progress or log.info
+    options = options.check()
+    timings: dict[str, float] = {}
+    model_dir = resolve_model_dir(options.model)
+    classifier = load_model(model_dir, backend=options.backend)
+    card = classifier.card
+    arch = str(card.get("architecture", model_dir.name))
+    backend = BackendUsed(classifier.backend_name, classifier.backend_reason, classifier.backend.describe())
+    say(f"backend: {backend.name} ({backend.reason})")
+
+    sizes: dict[str, dict[str, int]]
+    if options.split is not None:
+        split = load_split(options.split, options.data)
+        records = split.subset(options.subset)
+        items = [LabelledImage.from_record(r) for r in records]
+        hashes = {r.rel_path: r.sha256 for r in records}
+        sizes = {options.subset: {c: n for c, n in split.sizes()[options.subset].items()}}
+        data_classes = list(split.classes)
+    else:
+        listing = list_dataset(options.data)
+        items = [LabelledImage(f.path, f.rel_path, f.class_name) for f in listing.files]
+        hashes = {}
+        data_classes = list(listing.classes)
+        sizes = {"evaluated": {c: sum(1 for it in items if it.class_name == c) for c in data_classes}}
+    if not items:
+        raise DatasetError(f"no images to evaluate in {options.data}"
+                           + (f" (subset {options.subset!r} of {options.split} is empty)" if options.split else ""))
+    say(f"evaluating {arch} ({model_dir}) on {len(items)} images of {options.data}")
+
+    warnings: list[str] = []
+    alerts: list[str] = []
+    manifest = _training_manifest(model_dir, card)
+    if manifest is not None:
+        seen = _seen_hashes(manifest)
+        overlap = [it.rel_path for it in items
+                   if (hashes.get(it.rel_path) or sha256_file(it.path)) in seen]
+        if overlap:
+            alerts.append(
+                f"{len(overlap)} of the {len(items)} images were in this model's training or validation "
+                f"split ({manifest}); its scores on them are optimistic. Pass --split {manifest} "
+                "--subset test to score only images it never saw."
+            )
+    for w in alerts:
+        say(f"warning: {w}")
+
+    t0 = time.perf_counter()
+    ev = evaluate_classifier(classifier, items, n_bootstrap=options.n_bootstrap, seed=options.seed)
+    speed = None
+    if options.speed:
+        sample = ev.predictions[0].path  # an image that decodes
+        speed = Speed.from_json(measure_classifier(classifier, model_dir=model_dir, sample_image=sample,
+                                                   config=options.speed_config))
+    timings["evaluation_seconds"] = time.perf_counter() - t0
+    if ev.skipped:
+        warnings.append(f"{len(ev.skipped)} unreadable image(s) skipped: {', '.join(list(ev.skipped)[:5])}")
+
+    out_dir = Path(options.out) if options.out is not None else default_out_dir(
+        arch, options.data, options.subset if options.split else None)
+    best = card.get("best") or {}
+    entry = ModelResult(
+        name=arch, model_dir=os.fspath(model_dir),
+        family=get_arch(arch).family if arch in list_archs() else None,
+        validation=Validation(best.get("val_accuracy"), best.get("val_loss"), best.get("epoch")),
+        test=ev.metrics, speed=speed,
+        training=Training(card.get("train_seconds"), card.get("peak_rss_mb"), list(card.get("history") or [])),
+        errors=ev.errors, skipped=ev.skipped,
+        # Which backend computed these predictions and timings, and why it was chosen.
+        backend=backend,
+    )
+    what = f"subset {options.subset!r} of {options.split}" if options.split else "all images"
+    study = Study(
+        title=f"Evaluation of {arch} on {Path(options.data).name} ({what})",
+        scored_set="test images" if options.split and options.subset == "test" else
+                   f"{options.subset} images" if options.split else "images",
+        created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        command=reproduce_command(options, out_dir),
+        invoked_as=options.invoked_as,
+        data=DataSummary(
+            root=os.fspath(options.data), classes=data_classes, num_images=ev.metrics.n,
+            split=SplitInfo(path=os.fspath(options.split) if options.split else None, sizes=sizes),
+            warnings=warnings,
+        ),
+        environment=describe_environment(),
+        speed_config=options.speed_config.to_dict() if speed else None,
+        models=[entry],
+        alerts=alerts,
+        timings=timings,
+    )
+    write_report(study, out_dir)
+    return study
