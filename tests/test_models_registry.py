@@ -92,6 +92,7 @@ def test_a_fifth_architecture_is_a_few_lines():
 
 def test_missing_pretrained_weights_name_the_file_and_never_fall_back(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.delenv("IMAGE_CLASSIFIER_WEIGHTS", raising=False)
     with pytest.raises(WeightsNotFoundError) as info:
         build_model("mobilenet_v2", 3, pretrained=True)
     message = str(info.value)

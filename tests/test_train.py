@@ -286,6 +286,7 @@ def test_predict_cli_prints_top_k_json_and_reports_bad_files(data, tmp_path, cap
 def test_missing_pretrained_weights_stop_with_the_expected_file_and_place(data, tmp_path, monkeypatch):
     _, split = data
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("IMAGE_CLASSIFIER_WEIGHTS", raising=False)
     with pytest.raises(WeightsNotFoundError) as err:
         train_model(split, "mobilenet_v2", tmp_path / "m", progress=False)
     text = str(err.value)
