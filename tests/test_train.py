@@ -64,6 +64,7 @@ def test_a_registered_architecture_trains_learns_and_saves_a_complete_card(data,
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "weights.safetensors"]
 
 
+@pytest.mark.slow
 def test_saved_model_predicts_the_same_probabilities_in_a_fresh_process(data, tmp_path):
     root, split = data
     train_model(split, TINY, tmp_path / "m", seed=0, progress=False, recipe_overrides={"phases.0.epochs": 2})
@@ -167,6 +168,7 @@ def _cli(args, *, timeout=180, **kw):
                           timeout=timeout, **kw)
 
 
+@pytest.mark.slow
 def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(data, tmp_path):
     root, split = data
     split_csv = tmp_path / "split.csv"
