@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install everything the tests need (virtual environment, the package with its test extra, and
 # Debian's Chromium for the browser tests), then run the whole test suite.
-# Usage: bash scripts/test.sh [pytest args...]
+# Usage: bash scripts/test.sh [pytest args...]   (the arguments go to pytest as they are)
+#   bash scripts/test.sh -m "not slow and not browser"   the fast inner loop
+#   bash scripts/test.sh tests/test_data_split.py -x      one file
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -10,17 +10,18 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 from torch import nn
 
 from conftest import make_image_folder
 from image_classifier.cli import main
-from image_classifier.evaluate.metrics import mcnemar_exact
 from image_classifier.models.net import ClassifierNet
 from image_classifier.models.registry import ArchSpec, register_arch, unregister_arch
 from image_classifier.preprocessing import Preprocessing
@@ -70,7 +71,12 @@ def compared(tiny_archs, tmp_path_factory):
     cache = root / "cache"
     argv = ["compare", str(data), "--models", ",".join(ARCHS), "--out", str(run), "--seed", "3",
             "--val", "0.25", "--test", "0.3", "--speed-repeats", "3", "--cache-dir", str(cache), "--no-progress"]
-    code = main(argv)
+    with pytest.MonkeyPatch.context() as mp:
+        # Time the backends as on an idle machine: on a busy CPU the choice is provisional and the
+        # next load measures again (test_inference_selection covers that), so serve's choice
+        # could not be compared with the report's.
+        mp.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+        code = main(argv)
     assert code == 0
     return {"data": data, "run": run, "cache": cache, "argv": argv}
 
@@ -149,11 +155,13 @@ def test_numbers_are_consistent(compared):
     assert metrics["selection"]["best"] == expected
     assert [r["model"] for r in rows.values() if r["selected"] == "True"] == [expected]
 
-    # McNemar counts recomputed from the per-image predictions.
+    # McNemar counts from the per-image predictions; the exact p-value is a two-sided binomial test.
     (pair,) = metrics["pairwise"]
-    res = mcnemar_exact(correct[pair["model_a"]], correct[pair["model_b"]])
-    assert (pair["a_only_correct"], pair["b_only_correct"]) == (res.b, res.c)
-    assert pair["p_value"] == res.p_value
+    a, b = correct[pair["model_a"]], correct[pair["model_b"]]
+    a_only, b_only = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    assert (pair["a_only_correct"], pair["b_only_correct"]) == (a_only, b_only)
+    expected_p = binomtest(a_only, a_only + b_only, 0.5).pvalue if a_only + b_only else 1.0
+    assert pair["p_value"] == pytest.approx(expected_p)
 
 
 def test_backends_are_exported_measured_and_recorded_for_serve(compared):
@@ -185,7 +193,7 @@ def test_backends_are_exported_measured_and_recorded_for_serve(compared):
         serving = m["serve_backend"]
         assert row["serve_backend"] == serving["name"] in ("torch", "onnx")
         clf = load_model(model_dir, backend="auto")
-        assert clf.backend_name == serving["name"] or serving["provisional"]
+        assert serving["provisional"] is False and clf.backend_name == serving["name"]
         assert f"{m['name']}: serve uses {serving['name']}" in md
     best = metrics["selection"]["best"]
     assert (run / "best" / "model.onnx").is_file(), f"the best model {best} must be servable by ONNX Runtime"

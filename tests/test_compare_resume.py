@@ -25,6 +25,9 @@ from conftest import make_image_folder
 from image_classifier.cli import main
 from image_classifier.train.checkpoint import RESUME_NAME
 
+# Every test here runs whole compare runs in child processes (about 100 s for the file).
+pytestmark = pytest.mark.slow
+
 TINY, TWO_PHASE = compare_child.register()
 CHILD = Path(compare_child.__file__)
 OPTIONS = ["--seed", "1", "--val", "0.3", "--test", "0.3", "--speed-repeats", "1", "--no-export", "--no-faces",

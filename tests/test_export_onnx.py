@@ -20,6 +20,7 @@ from image_classifier.saved_model import read_card
 NO_MEASURE = ExportOptions(measure=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", list_archs())
 def test_export_matches_pytorch_for_every_architecture(tmp_path, arch):
     model_dir = make_model_dir(tmp_path, arch)

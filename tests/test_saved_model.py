@@ -49,6 +49,7 @@ def test_round_trip_keeps_classes_and_preprocessing(saved: Path):
     assert all(p.stat().st_mode & 0o044 for p in saved.iterdir()), "files readable by others, like any file"
 
 
+@pytest.mark.slow
 def test_reload_in_a_fresh_process_predicts_the_same(saved: Path, tmp_path: Path):
     images = _images(2, seed=3)
     paths = []

@@ -740,6 +740,7 @@ def _read_until(proc: subprocess.Popen, pattern: str, timeout: float = 60) -> re
     raise AssertionError(f"no {pattern!r} in output: {''.join(seen)} / {proc.stderr.read()}")
 
 
+@pytest.mark.slow
 def test_cli_serves_a_run_and_stops_cleanly(run_dir):
     proc = _start_cli([str(run_dir), "--port", "0", "--threads", "2"])
     try:
@@ -762,6 +763,7 @@ def test_cli_serves_a_run_and_stops_cleanly(run_dir):
     assert proc.returncode == 0, (proc.returncode, proc.stdout.read(), proc.stderr.read())
 
 
+@pytest.mark.slow
 def test_cli_stopped_under_load_exits_cleanly(run_dir):
     """Ctrl+C while requests are being answered: the forward passes under way finish and the
     process exits 0. (Before the inference threads were joined, a thread still inside torch when
@@ -847,6 +849,7 @@ def _refuses_connections(url: str, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_cli_started_with_sigint_ignored_stops_cleanly_on_sigint_and_sigterm(run_dir, signum):
     """``serve`` installs its own SIGINT and SIGTERM handlers (a process started with SIGINT ignored
@@ -875,6 +878,7 @@ def test_cli_started_with_sigint_ignored_stops_cleanly_on_sigint_and_sigterm(run
     assert "stopped" in out and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_second_signal_stops_without_waiting_for_a_stalled_upload(run_dir):
     """A client that stalls half-way through its upload holds the stop for at most the drain time
     (8 s); a second signal (Ctrl+C again) stops at once."""
@@ -901,6 +905,7 @@ def test_cli_second_signal_stops_without_waiting_for_a_stalled_upload(run_dir):
     assert "1 request(s) unanswered" in err and "stopped" in out and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_rejects_a_wrong_path_with_a_message(tmp_path):
     proc = _start_cli([str(tmp_path / "nothing"), "--port", "0"])
     out, err = proc.communicate(timeout=60)
@@ -908,6 +913,7 @@ def test_cli_rejects_a_wrong_path_with_a_message(tmp_path):
     assert "does not exist" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_rejects_a_busy_port(run_dir):
     import socket
 
@@ -1051,6 +1057,7 @@ def test_a_closed_store_answers_503_stopping(run_dir):
     assert store.load() is store and not store.ready  # a closed store loads nothing more
 
 
+@pytest.mark.slow
 def test_cli_stops_on_sigterm_and_exits_2_when_the_weights_cannot_load(tmp_path, run_dir):
     import shutil
 

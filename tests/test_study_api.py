@@ -17,7 +17,7 @@ from conftest import make_image_folder, synthetic_image
 from image_classifier import results
 from image_classifier.errors import ImageClassifierError
 from image_classifier.results import COLUMNS, Study
-from image_classifier.saved_model import load_model
+from image_classifier.inference.loading import load_model
 
 TINY, TWO_PHASE = compare_child.register()
 CLASSES = {"red": 10, "blue": 10, "green": 10}

