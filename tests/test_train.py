@@ -54,7 +54,7 @@ def test_a_registered_architecture_trains_learns_and_saves_a_complete_card(data,
     assert card["best"]["epoch"] == result.best_epoch
     # The saved model, loaded and asked for labels, gets the validation accuracy its card records.
     val = split.subset("val")
-    labels = load_model(tmp_path / "m", backend="torch").predict_labels([r.path for r in val])
+    labels = load_model(tmp_path / "m", backend="torch").predict([r.path for r in val])
     right = sum(label == r.class_name for label, r in zip(labels, val))
     assert card["best"]["inference_val_accuracy"] == pytest.approx(right / len(val))
     assert len(card["history"]) == 8 and card["train_seconds"] > 0 and card["peak_rss_mb"] > 0
