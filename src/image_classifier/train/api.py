@@ -24,6 +24,7 @@ from image_classifier.train.checkpoint import RESUME_NAME, RunWriter, load_resum
 from image_classifier.train.face_head import fit_face_head
 from image_classifier.train.loop import Trainer, TrainState, bf16_supported, plan_phases
 from image_classifier.train.seeding import seed_global
+from image_classifier.units import fmt_seconds
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ def train_model(
     writer.remove_resume()
     log.debug(
         "%s: best epoch %d (%s): val accuracy %.3f, val loss %.4f; trained in %s; peak RSS %.0f MB; model saved to %s",
-        arch, best["epoch"], best["phase"], best["val_accuracy"], best["val_loss"], _fmt_seconds(state.seconds),
+        arch, best["epoch"], best["phase"], best["val_accuracy"], best["val_loss"], fmt_seconds(state.seconds),
         peak_rss_mb(), out,
     )
     return TrainResult(
@@ -292,9 +293,3 @@ def train_model(
         best_val_accuracy=float(best["val_accuracy"]), best_val_loss=float(best["val_loss"]),
         train_seconds=state.seconds, peak_rss_mb=peak_rss_mb(), phases=phases, card=read_card(out),
     )
-
-
-def _fmt_seconds(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{seconds:.1f} s"
