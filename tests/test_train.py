@@ -271,8 +271,8 @@ def test_predict_cli_prints_top_k_json_and_reports_bad_files(data, tmp_path, cap
     expected = load_model(tmp_path / "m").predict(good)
     for p, row in zip(ok, expected):
         assert len(p["top"]) == 2 and p["top"][0]["probability"] >= p["top"][1]["probability"]
-        assert p["top"][0]["class"] == split.classes[int(row.argmax())]
-        assert p["probabilities"][p["top"][0]["class"]] == pytest.approx(float(row.max()), abs=1e-6)
+        assert p["top"][0]["label"] == split.classes[int(row.argmax())]
+        assert p["probabilities"][p["top"][0]["label"]] == pytest.approx(float(row.max()), abs=1e-6)
     assert doc["predictions"][-1] == {"image": str(bad), "error": "not an image: the file holds text",
                                       "kind": "unsupported"}
     text = _main(["predict", tmp_path / "m", good[0]], capsys)
