@@ -1,9 +1,11 @@
 """image-classifier: folders of labelled photos -> honestly compared classifiers and a web app."""
 from __future__ import annotations
 
+from image_classifier.api import train
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_model"]
+__all__ = ["__version__", "load_model", "train"]
 
 
 def load_model(path, **kwargs):

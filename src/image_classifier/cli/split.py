@@ -42,10 +42,10 @@ def format_sizes(split) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from image_classifier.data.check import audit_dataset
-    from image_classifier.data.split import _check_fractions, make_split
+    from image_classifier.data.split import check_fractions, make_split
     from image_classifier.errors import DatasetError
 
-    _check_fractions(args.val, args.test)  # fail before the scan, not after it
+    check_fractions(args.val, args.test)  # fail before the scan, not after it
     audit = audit_dataset(args.data, progress=True)
     if not audit.usable:
         raise DatasetError("the data cannot be split: " + "; ".join(audit.errors)
