@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -93,7 +93,7 @@ def _holds_run(out: Path) -> bool:
     return any((out / name).exists() for name in (CARD_NAME, RESUME_NAME))
 
 
-def _refuse_existing(out: Path) -> None:
+def _refuse_existing(out: Path) -> NoReturn:
     raise ImageClassifierError(
         f"{out} already holds a model or an interrupted run; pass --resume to continue it, "
         "--force to replace it, or choose another --out"
