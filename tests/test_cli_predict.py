@@ -39,7 +39,7 @@ def test_predict_json_reports_the_kind_of_every_unreadable_file(model_dir, tmp_p
     assert kinds == {"good.jpg": None, "notes.jpg": "unsupported", "cut.jpg": "corrupt", "empty.jpg": "empty",
                      "bomb.png": "too_large", "missing.jpg": "io"}
     assert by_name[str(tmp_path)]["kind"] == "io"  # a directory
-    assert by_name[str(tmp_path / "good.jpg")]["top"][0]["class"] == "green"
+    assert by_name[str(tmp_path / "good.jpg")]["top"][0]["label"] == "green"
     for prediction in by_name.values():
         if "error" in prediction:
             assert prediction["error"] and set(prediction) == {"image", "error", "kind"}

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from image_classifier.data.decode import (
-    MAX_PIXELS, SUPPORTED_FORMATS, decode_image, extension_mismatch, load_image)
+    MAX_PIXELS, SUPPORTED_FORMATS, decode_each, decode_image, extension_mismatch, load_image)
 from image_classifier.errors import UnreadableImageError
 
 
@@ -310,3 +310,25 @@ def test_fuzzed_files_only_ever_raise_unreadable_image_error():
 def test_bad_target_size():
     with pytest.raises(ValueError):
         load_image(encode(textured(), "PNG"), target_size=0)
+
+
+@pytest.mark.parametrize("threads", [False, True])
+def test_decode_each_keeps_the_readable_in_order_and_says_why_the_rest_failed(tmp_path, caplog, threads):
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = {"a.png": encode(textured(seed=1), "PNG"), "notes.jpg": b"just text\n", "b.jpg": encode(textured(seed=2), "JPEG"),
+             "empty.png": b"", "c.png": encode(textured(seed=3), "PNG")}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    paths = [tmp_path / name for name in files] + [tmp_path / "missing.png"]
+    with ThreadPoolExecutor(2) as pool, caplog.at_level("WARNING"):
+        out = decode_each(paths, lambda p: load_image(p, target_size=16), name=lambda p: p.name,
+                          mapper=pool.map if threads else map)
+    assert out.kept == [0, 2, 4]
+    for i, im in zip(out.kept, out.images):  # each result belongs to its own file, whatever the mapper's order
+        assert np.array_equal(np.asarray(im), np.asarray(load_image(paths[i], target_size=16)))
+    assert {i: err.kind for i, err in out.failures.items()} == {1: "unsupported", 3: "empty", 5: "io"}
+    assert "skipping unreadable image empty.png: empty file (0 bytes)" in caplog.text
+    caplog.clear()
+    quiet = decode_each(paths, load_image, what=None)  # a caller that reports failures itself
+    assert sorted(quiet.failures) == [1, 3, 5] and caplog.text == ""

@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import torch
 
+import image_classifier
 import train_helpers
 from conftest import SHARED, make_image_folder
 from image_classifier import load_model
-from image_classifier.data.split import make_split
-from image_classifier.errors import WeightsNotFoundError
+from image_classifier.data.split import load_split, make_split
+from image_classifier.errors import OptionError, WeightsNotFoundError
+from image_classifier.runs import CARD_NAME, SPLIT_NAME
 from image_classifier.saved_model import read_card
-from image_classifier.train import ImageCache, train_model
+from image_classifier.train import ImageCache, TrainOptions, train_model
 from image_classifier.train.checkpoint import RESUME_NAME, load_resume_state
 from image_classifier.train.loop import plan_phases
 
@@ -62,6 +64,64 @@ def test_a_registered_architecture_trains_learns_and_saves_a_complete_card(data,
         assert key in card
     assert not (tmp_path / "m" / RESUME_NAME).exists(), "the resume state is removed after a finished run"
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "weights.safetensors"]
+
+
+def test_python_train_returns_a_loaded_model_that_tells_the_classes_apart(data, tmp_path, monkeypatch):
+    root, _ = data
+    monkeypatch.chdir(tmp_path)  # the default model directory is models/<arch> under the working directory
+    model = image_classifier.train(root, arch=TINY, epochs=8, seed=1, val=0.2, test=0.2, cache=False, progress=False,
+                                   set={"early_stopping_patience": 8})
+    out = tmp_path / "models" / TINY
+    assert model.model_dir.resolve() == out.resolve()
+    assert (out / CARD_NAME).is_file() and (out / SPLIT_NAME).is_file()
+    assert model.classes == ["blue", "green", "red"]
+    assert len(model.card["history"]) == 8  # epochs=8 set the recipe's one phase
+    # The test images of the split it saved, which training never saw: an easy task (colour and
+    # stripes), so the model must do far better than chance (1/3).
+    split = load_split(out / SPLIT_NAME, root)
+    test = split.subset("test")
+    truth = [split.classes[r.label] for r in test]
+    labels = model.predict([str(r.path) for r in test])
+    assert set(labels) <= set(model.classes) and len(set(labels)) >= 2
+    accuracy = sum(a == b for a, b in zip(labels, truth)) / len(test)
+    assert len(test) >= 6 and accuracy >= 0.8, (labels, truth)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"arch": "nope"}, "unknown architecture 'nope'; available: "),
+        ({"arch": TINY, "val": 1.2}, "--val must be a fraction between 0 and 1, not 1.2"),
+        ({"arch": TINY, "val": 0.6, "test": 0.5}, "leave nothing to train on"),
+        ({"arch": TINY, "epochs": 0}, "epochs must be at least 1, not 0"),
+        ({"arch": TINY, "epochs": -3}, "epochs must be at least 1, not -3"),
+        ({"arch": TINY, "batch_size": 0}, "batch_size must be at least 1, not 0"),
+        ({"arch": TINY, "threads": 0}, "threads must be at least 1"),
+        ({"arch": TINY, "checkpoint_every": -1}, "--checkpoint-every must be 0 or more seconds"),
+        ({"arch": TINY, "resume": True, "force": True}, "--resume and --force contradict each other"),
+        ({"arch": TINY, "set": {"bach_size": 3}}, "bad recipe option: unknown recipe key 'bach_size'"),
+        ({"arch": TINY, "set": {"phases.0.lr": "fast"}}, "bad recipe option: phases.0.lr: expected float"),
+        ({"arch": TINY, "weights": "w.pth"}, "trains from scratch: it takes no pretrained --weights"),
+    ],
+)
+def test_train_options_reject_what_cannot_work_with_a_message_saying_what(options, message):
+    with pytest.raises(OptionError) as err:
+        TrainOptions(**options).validate()
+    assert message in str(err.value)
+    assert isinstance(err.value, ValueError)  # what a Python caller expects of a bad argument
+
+
+def test_python_train_checks_its_arguments_before_reading_any_image(data, tmp_path):
+    root, _ = data
+    with pytest.raises(OptionError, match="is not a folder"):
+        image_classifier.train(tmp_path / "no_such_folder", arch=TINY, out=tmp_path / "m")
+    with pytest.raises(OptionError, match=r"unknown training option\(s\) epoch; the options are .*epochs"):
+        image_classifier.train(root, arch=TINY, out=tmp_path / "m", epoch=3)
+    with pytest.raises(OptionError, match="epochs must be at least 1"):
+        image_classifier.train(root, arch=TINY, out=tmp_path / "m", epochs=0)
+    with pytest.raises(WeightsNotFoundError, match="no such file"):
+        image_classifier.train(root, arch="mobilenet_v2", out=tmp_path / "m", weights=tmp_path / "missing.pth")
+    assert not (tmp_path / "m").exists()  # nothing written, no split made
 
 
 @pytest.mark.slow
@@ -225,7 +285,8 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(data, tmp
         (["--arch", TINY, "--set", "augmentation.interpolation=cubic"],
          "augmentation.interpolation must be one of ('bilinear', 'nearest'), not 'cubic'"),
         (["--arch", TINY, "--set", "phases.0.trainable_from=40"], "past the end of the backbone"),
-        (["--arch", TINY, "--weights", "/nonexistent/w.pth"], "no such file"),
+        (["--arch", "mobilenet_v2", "--weights", "/nonexistent/w.pth"], "no such file"),
+        (["--arch", TINY, "--weights", "/nonexistent/w.pth"], "trains from scratch"),
         (["--arch", TINY, "--weights", "resnet50=/nonexistent/w.pth"], "but --arch is"),
         (["--arch", TINY, "--resume", "--force"], "contradict"),
         (["--arch", TINY, "--resume"], "nothing to resume"),
@@ -252,6 +313,8 @@ def test_existing_model_needs_force_and_recipe_round_trips_through_a_config_file
     assert first.returncode == 0, first.stderr
     assert "best epoch" in first.stdout and str(tmp_path / "m") in first.stdout
     card = read_card(tmp_path / "m")
+    assert card["args"]["seed"] == 0 and card["args"]["arch"] == TINY and card["args"]["config"] == str(tmp_path / "r.toml")
+    assert load_split(tmp_path / "m" / SPLIT_NAME, root).manifest_sha256 == split.manifest_sha256  # the split it used
     assert card["recipe"]["phases"][0]["epochs"] == 2 and card["recipe"]["augmentation"]["zoom"] == 0.1
     again = _main(base + ["--out", tmp_path / "m", "--set", "phases.0.epochs=1"], capsys)
     assert again.returncode == 2 and "--force" in again.stderr
@@ -277,8 +340,8 @@ def test_predict_cli_prints_top_k_json_and_reports_bad_files(data, tmp_path, cap
     expected = load_model(tmp_path / "m").predict_proba(good)
     for p, row in zip(ok, expected):
         assert len(p["top"]) == 2 and p["top"][0]["probability"] >= p["top"][1]["probability"]
-        assert p["top"][0]["class"] == split.classes[int(row.argmax())]
-        assert p["probabilities"][p["top"][0]["class"]] == pytest.approx(float(row.max()), abs=1e-6)
+        assert p["top"][0]["label"] == split.classes[int(row.argmax())]
+        assert p["probabilities"][p["top"][0]["label"]] == pytest.approx(float(row.max()), abs=1e-6)
     assert doc["predictions"][-1] == {"image": str(bad), "error": "not an image: the file holds text",
                                       "kind": "unsupported"}
     text = _main(["predict", tmp_path / "m", good[0]], capsys)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from image_classifier.api import train
 from image_classifier.study import compare
 from image_classifier.version import __version__
 
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
     from image_classifier.faces import FaceCache
     from image_classifier.inference.classifier import Classifier
 
-__all__ = ["__version__", "compare", "load_model"]
+__all__ = ["__version__", "compare", "load_model", "train"]
 
 
 def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: int | None = None,

@@ -37,3 +37,8 @@ class WeightsNotFoundError(ImageClassifierError):
 
 class ModelFormatError(ImageClassifierError):
     """A saved model directory (or exported file) is missing, corrupted or inconsistent."""
+
+
+class OptionError(ImageClassifierError, ValueError):
+    """An option that cannot work (unknown architecture, a fraction out of range, ...): a ``ValueError``
+    for Python callers, an error message and exit status 2 for the command line."""

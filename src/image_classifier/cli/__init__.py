@@ -1,8 +1,15 @@
 """The ``image-classifier`` command: one entry point, one module per subcommand.
 
 Each subcommand module exposes ``add_parser(subparsers)`` which registers its parser and sets
-``func`` to a ``run(args) -> int`` callable. Heavy imports (torch) happen inside ``run`` so that
-``--help`` stays instant.
+``func`` to a ``run(args) -> int`` callable that parses its arguments into the library's options,
+calls the library (which checks them) and prints.
+
+Imports: ``--help`` imports every subcommand module, so those import at module level only the
+standard library and the light modules (``errors``, ``runs``, ``cli.options``); the library
+itself is imported at the top of each ``run``. Measured on the 2-core development machine (busy,
+best of 5): the whole ``image-classifier --help`` takes 0.05-0.1 s, while importing
+``data.split`` adds 35 ms, ``data.check`` (Pillow, numpy) 0.3 s, and anything that loads torch
+(``train``, ``load_model``, ``export``, ``serve``) 3.5-5 s.
 """
 from __future__ import annotations
 

@@ -34,6 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _survey(records: list, progress: bool) -> FaceSurvey | None:
+    # Lazy (see image_classifier.cli): dlib, and torch through the training package.
     from image_classifier.faces import FaceCache, FaceModelsNotFoundError, survey_faces
     from image_classifier.train.cache import default_cache_dir
 
@@ -45,7 +46,7 @@ def _survey(records: list, progress: bool) -> FaceSurvey | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from image_classifier.data.check import audit_dataset
+    from image_classifier.data.check import audit_dataset  # lazy: Pillow and numpy (see image_classifier.cli)
 
     progress = not args.json or sys.stderr.isatty()
     report = audit_dataset(args.data, near_duplicates=not args.no_near_duplicates, progress=progress)

@@ -54,6 +54,7 @@ def _fmt_ms(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Lazy (see image_classifier.cli): export loads torch and ONNX.
     from image_classifier import runtime
 
     runtime.configure()

@@ -1,11 +1,14 @@
-"""``image-classifier predict DIR IMAGE...``: class probabilities from a saved model."""
+"""``image-classifier predict DIR IMAGE...``: class probabilities from a saved model (see
+:func:`image_classifier.inference.files.predict_files`)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
+from image_classifier.errors import ImageClassifierError
 from image_classifier.inference import add_backend_argument
+from image_classifier.runs import resolve_model_dir
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -42,16 +45,12 @@ def _decided_by(result: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from image_classifier.errors import ImageClassifierError, UnreadableImageError
-
-    if args.top_k < 1:
-        raise ImageClassifierError("--top-k must be at least 1")
-    if args.batch_size < 1:
-        raise ImageClassifierError("--batch-size must be at least 1")
-
+    # Lazy (see image_classifier.cli): numpy, Pillow, torch, which --help never needs.
     from image_classifier import load_model
-    from image_classifier.runs import resolve_model_dir
+    from image_classifier.inference.files import PredictOptions, predict_files
     from image_classifier.runtime import configure
+
+    options = PredictOptions(top_k=args.top_k, batch_size=args.batch_size)  # checked before the model loads
 
     configure()
     model_dir = resolve_model_dir(args.model)
@@ -62,29 +61,12 @@ def run(args: argparse.Namespace) -> int:
     # stderr, so that --json output stays machine-readable.
     print(f"backend: {classifier.backend_name} ({classifier.backend_reason})", file=sys.stderr)
 
-    results: list[dict] = []
-    decoded, where = [], []
-    for path in args.images:
-        try:
-            decoded.append(classifier.decode(path))
-            where.append(len(results))
-            results.append({"image": path})
-        except UnreadableImageError as err:
-            results.append({"image": path, "error": err.reason, "kind": err.kind})
-    probs, details = classifier.predict_details(decoded, batch_size=args.batch_size) if decoded else ([], [])
-    classes = classifier.classes
-    k = min(args.top_k, len(classes))
-    for i, row, detail in zip(where, probs, details):
-        results[i].update(detail)  # a face model: the face box that decided, or null
-        order = sorted(range(len(classes)), key=lambda c: -float(row[c]))
-        results[i]["top"] = [{"class": classes[c], "probability": float(row[c])} for c in order[:k]]
-        results[i]["probabilities"] = {classes[c]: float(row[c]) for c in range(len(classes))}
-
+    results = predict_files(classifier, args.images, options)
     failed = sum(1 for r in results if "error" in r)
     if args.json:
         json.dump({"model": str(model_dir), "architecture": classifier.card.get("architecture"),
                    "backend": classifier.backend_name,
-                   "classes": classes, "predictions": results}, sys.stdout, indent=2)
+                   "classes": classifier.classes, "predictions": results}, sys.stdout, indent=2)
         print()
     else:
         width = max(len(r["image"]) for r in results)
@@ -92,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             if "error" in r:
                 print(f"{r['image']:<{width}}  error: {r['error']}")
             else:
-                tops = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
+                tops = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"])
                 print(f"{r['image']:<{width}}  {tops}{_decided_by(r)}")
     if failed:
         print(f"{failed} of {len(results)} image(s) could not be read", file=sys.stderr)

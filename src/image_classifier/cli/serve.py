@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 
+from image_classifier.errors import ImageClassifierError
 from image_classifier.i18n import DEFAULT as DEFAULT_LANG, SUPPORTED as LANGUAGES
 from image_classifier.inference import add_backend_argument
 
@@ -52,8 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    # Lazy (see image_classifier.cli): the server loads Flask, waitress and torch.
     from image_classifier import runtime
-    from image_classifier.errors import ImageClassifierError
     from image_classifier.serve.app import create_app
     from image_classifier.serve.server import make_server, serve_until, server_urls
     from image_classifier.serve.store import ModelStore

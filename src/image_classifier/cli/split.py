@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from image_classifier.errors import DatasetError
+
+if TYPE_CHECKING:
+    from image_classifier.data.split import Split
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def format_sizes(split) -> str:
+def format_sizes(split: Split) -> str:
     """A table: one row per class, one column per subset, with totals."""
     from image_classifier.data.split import SUBSETS
 
@@ -41,11 +47,11 @@ def format_sizes(split) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Lazy (see image_classifier.cli): the data layer brings in Pillow and numpy.
     from image_classifier.data.check import audit_dataset
-    from image_classifier.data.split import _check_fractions, make_split
-    from image_classifier.errors import DatasetError
+    from image_classifier.data.split import check_fractions, make_split
 
-    _check_fractions(args.val, args.test)  # fail before the scan, not after it
+    check_fractions(args.val, args.test)  # fail before the scan, not after it
     audit = audit_dataset(args.data, progress=True)
     if not audit.usable:
         raise DatasetError("the data cannot be split: " + "; ".join(audit.errors)

@@ -5,6 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from image_classifier.cli.options import parse_arch_path
+from image_classifier.errors import OptionError
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -62,99 +65,46 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _overrides(args: argparse.Namespace) -> dict:
-    from image_classifier.models.registry import list_archs
-    from image_classifier.recipe import load_config, parse_set_options
-
-    overrides: dict = {}
-    if args.config is not None:
-        overrides.update(load_config(args.config, args.arch, known_archs=list_archs()))
-    overrides.update(parse_set_options(args.set_))
-    return overrides
+def _weights(value: str | None, arch: str) -> Path | None:
+    """``--weights`` is a PATH or, as ``compare`` takes it, ARCH=PATH (a file whose name holds "=" is a PATH)."""
+    if value is None:
+        return None
+    name, path = parse_arch_path(value)
+    if name is not None and name != arch:
+        raise OptionError(f"--weights {value} names {name!r}, but --arch is {arch!r}")
+    return path
 
 
 def run(args: argparse.Namespace) -> int:
-    from image_classifier.errors import ImageClassifierError
-    from image_classifier.models.registry import get_arch
-
-    try:
-        get_arch(args.arch)
-    except KeyError as err:
-        raise ImageClassifierError(err.args[0]) from None
-    out = args.out or Path("models") / args.arch
-    resumed: dict = {}
-    if args.resume and not args.force:
-        from image_classifier.train.checkpoint import RESUME_NAME, peek_resume_state
-
-        if (out / RESUME_NAME).is_file():
-            resumed = peek_resume_state(out / RESUME_NAME)
-    if args.seed is None:
-        args.seed = resumed.get("seed", 0)
-    try:
-        overrides = _overrides(args)
-        from image_classifier.recipe import Recipe
-        from image_classifier.train import resolve_recipe
-
-        base = Recipe.from_dict(resumed["recipe"]) if resumed.get("recipe") and not overrides else None
-        recipe = resolve_recipe(args.arch, overrides, base)
-    except ValueError as err:
-        raise ImageClassifierError(f"bad recipe option: {err}") from None
-    if args.recipe:
-        from image_classifier.recipe import recipe_to_toml
-
-        print(f"# effective recipe of {args.arch} (load it back with --config FILE)")
-        print(recipe_to_toml(recipe), end="")
-        return 0
-    if args.checkpoint_every < 0:
-        raise ImageClassifierError("--checkpoint-every must be 0 or more seconds")
-    if args.resume and args.force:
-        raise ImageClassifierError("--resume and --force contradict each other: choose one")
-    if args.weights is not None:
-        name, sep, path = args.weights.partition("=")
-        if sep and not Path(args.weights).exists():  # ARCH=PATH
-            if name != args.arch:
-                raise ImageClassifierError(f"--weights {args.weights} names {name!r}, but --arch is {args.arch!r}")
-            args.weights = path
-        args.weights = Path(args.weights)
-        if not args.weights.is_file():
-            raise ImageClassifierError(f"--weights {args.weights}: no such file")
-    if not Path(args.data).is_dir():
-        raise ImageClassifierError(f"{args.data} is not a folder (expected one sub-folder of images per class)")
-
+    # Lazy (see image_classifier.cli): the training library brings in torch, which --help never needs.
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from image_classifier.data.split import resolve_split
-    from image_classifier.runtime import configure
-    from image_classifier.train import ImageCache, default_cache_dir, train_model
+    from image_classifier.recipe import parse_set_options, recipe_to_toml
+    from image_classifier.train import TrainOptions, train_folder
 
-    configure(args.threads)
-    split_csv = args.split
-    if split_csv is None and args.resume and (out / "split.csv").is_file():
-        split_csv = out / "split.csv"  # a resumed run continues on its own split
-    from image_classifier.train.checkpoint import RESUME_NAME
-
-    if not args.resume and not args.force and any((out / n).exists() for n in ("model.json", RESUME_NAME)):
-        raise ImageClassifierError(
-            f"{out} already holds a model or an interrupted run; pass --resume to continue it, "
-            "--force to replace it, or choose another --out"
-        )
-    split = resolve_split(args.data, split_csv, seed=args.seed, val=args.val, test=args.test)
-    if not args.resume:
-        split.save(out / "split.csv")  # next to the model: `evaluate` and --resume find it there
-    cache = ImageCache(None if args.no_cache else (args.cache_dir or default_cache_dir()))
+    try:
+        overrides = parse_set_options(args.set_)
+    except ValueError as err:
+        raise OptionError(f"bad recipe option: {err}") from None
+    options = TrainOptions(
+        arch=args.arch, out=args.out, seed=args.seed, split=args.split, val=args.val, test=args.test,
+        weights=_weights(args.weights, args.arch), set=overrides, config=args.config, resume=args.resume,
+        force=args.force, threads=args.threads, checkpoint_every=args.checkpoint_every, cache_dir=args.cache_dir,
+        cache=not args.no_cache, progress=not args.no_progress and sys.stderr.isatty(),
+    ).validate()
+    if args.recipe:
+        print(f"# effective recipe of {args.arch} (load it back with --config FILE)")
+        print(recipe_to_toml(options.effective_recipe()), end="")
+        return 0
     card_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
-    card_args["argv"] = sys.argv[1:]
-    progress = not args.no_progress and sys.stderr.isatty()
+    card_args.update(seed=options.effective_seed(), weights=None if options.weights is None else str(options.weights),
+                     argv=sys.argv[1:])
     with logging_redirect_tqdm():
-        result = train_model(
-            split, args.arch, out, recipe_overrides=overrides or None, recipe=base, weights=args.weights, seed=args.seed,
-            cache=cache, progress=progress, resume=args.resume, overwrite=args.force, args=card_args,
-            checkpoint_interval=args.checkpoint_every,
-        )
+        result = train_folder(args.data, options, args=card_args)
     best = result.card.get("best") or {}
     print(
         f"{args.arch}: best epoch {result.best_epoch} ({best.get('phase', '?')}), val accuracy "
         f"{result.best_val_accuracy:.3f} (val loss {result.best_val_loss:.4f}), trained in "
-        f"{result.train_seconds:.0f} s, peak memory {result.peak_rss_mb:.0f} MB; model saved to {out}"
+        f"{result.train_seconds:.0f} s, peak memory {result.peak_rss_mb:.0f} MB; model saved to {options.out_dir}"
     )
     return 0

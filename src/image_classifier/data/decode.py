@@ -14,9 +14,9 @@ import logging
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Callable, Generic, Iterable, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -302,3 +302,48 @@ def extension_mismatch(path: str | Path, fmt: str) -> str | None:
     if expected is None or fmt in expected:
         return None
     return "JPEG" if "JPEG" in expected else sorted(expected)[0]
+
+
+Item = TypeVar("Item")
+Decoded = TypeVar("Decoded")
+
+
+@dataclass
+class DecodedItems(Generic[Decoded]):
+    """What :func:`decode_each` made of a list: the readable items' results and why the rest failed."""
+
+    images: list[Decoded]
+    #: For each entry of ``images``, the index of its item in the input.
+    kept: list[int]
+    #: Input index -> the error that made the item unreadable.
+    failures: dict[int, UnreadableImageError] = field(default_factory=dict)
+
+
+def decode_each(items: Iterable[Item], decode: Callable[[Item], Decoded], *, what: str | None = "image",
+                name: Callable[[Item], Any] = str, mapper: Callable[..., Iterable[Any]] = map) -> DecodedItems[Decoded]:
+    """Decode every item with ``decode``, leaving out (and recording) the ones that are unreadable.
+
+    The one loop behind training, evaluation, export and ``predict``: a bad file among many is
+    skipped, never fatal, and its :class:`~image_classifier.errors.UnreadableImageError` is kept
+    for the caller to report. Each skip is logged as a warning, "skipping unreadable {what}
+    {name(item)}: {reason}", unless ``what`` is None (a caller that prints failures itself).
+    ``mapper`` runs ``decode`` over the items, e.g. a thread pool's ``map``: the results keep
+    the input's order whatever it is.
+    """
+    def attempt(item: Item) -> tuple[Decoded | None, UnreadableImageError | None]:
+        try:
+            return decode(item), None
+        except UnreadableImageError as err:
+            return None, err
+
+    items = list(items)
+    out: DecodedItems[Decoded] = DecodedItems([], [])
+    for i, (image, err) in enumerate(mapper(attempt, items)):
+        if err is None:
+            out.images.append(image)  # type: ignore[arg-type]  # decoded: not None
+            out.kept.append(i)
+        else:
+            out.failures[i] = err
+            if what is not None:
+                log.warning("skipping unreadable %s %s: %s", what, name(items[i]), err.reason)
+    return out

@@ -144,7 +144,8 @@ def class_targets(n: int, val: float, test: float) -> dict[str, int]:
     return {"train": n - t_val - t_test, "val": t_val, "test": t_test}
 
 
-def _check_fractions(val: float, test: float) -> None:
+def check_fractions(val: float, test: float) -> None:
+    """Raise :class:`DatasetError` unless ``val`` and ``test`` are fractions that leave images to train on."""
     for name, f in (("val", val), ("test", test)):
         if not 0 <= f < 1:
             raise DatasetError(f"--{name} must be a fraction between 0 and 1, not {f}")
@@ -160,7 +161,7 @@ def make_split(data_root: str | os.PathLike, *, seed: int = 0, val: float = 0.15
     """
     from image_classifier.data.check import audit_dataset
 
-    _check_fractions(val, test)
+    check_fractions(val, test)
     if audit is None:
         audit = audit_dataset(data_root)
     if not audit.usable:

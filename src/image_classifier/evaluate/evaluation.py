@@ -15,7 +15,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from image_classifier.errors import DatasetError, UnreadableImageError
+from image_classifier.data.decode import decode_each
+from image_classifier.errors import DatasetError
 from image_classifier.evaluate.metrics import compute_metrics
 from image_classifier.results import Misclassified, TestMetrics
 
@@ -80,18 +81,12 @@ def predict_items(classifier: Any, items: Sequence[LabelledImage], *, batch_size
     in a folder does not stop an evaluation; the caller reports how many were skipped.
     """
     cache = cache or DecodeCache()
-    images, kept = [], []
-    for i, it in enumerate(items):
-        try:
-            images.append(cache.get(it.path, classifier))
-            kept.append(i)
-        except UnreadableImageError as err:
-            cache.failures[it.rel_path] = err.reason
-            log.warning("skipping unreadable image %s: %s", it.rel_path, err.reason)
-    if not images:
-        return np.empty((0, len(classifier.classes))), kept, []
-    probs, details = classifier.predict_details(images, batch_size=batch_size)
-    return probs, kept, details
+    decoded = decode_each(items, lambda it: cache.get(it.path, classifier), name=lambda it: it.rel_path)
+    cache.failures.update({items[i].rel_path: err.reason for i, err in decoded.failures.items()})
+    if not decoded.images:
+        return np.empty((0, len(classifier.classes))), decoded.kept, []
+    probs, details = classifier.predict_details(decoded.images, batch_size=batch_size)
+    return probs, decoded.kept, details
 
 
 @dataclass(frozen=True)

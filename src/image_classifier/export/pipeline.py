@@ -72,24 +72,17 @@ class ExportResult:
 
 def _load_batches(classifier: Any, paths: Sequence[Path], batch_size: int = 32) -> tuple[list[np.ndarray], list[int]]:
     """Preprocessed float32 batches of the readable images among ``paths`` and their indices."""
-    from image_classifier.errors import UnreadableImageError
+    from image_classifier.data.decode import decode_each, load_image
 
-    images, kept = [], []
     size = classifier.preprocessing.input_size
-    from image_classifier.data.decode import load_image
-
-    for i, path in enumerate(paths):
-        try:
-            images.append(load_image(path, target_size=size))
-            kept.append(i)
-        except UnreadableImageError as err:
-            log.warning("skipping %s", err)
+    decoded = decode_each(paths, lambda path: load_image(path, target_size=size))
+    images = decoded.images
     batches = [classifier.preprocessing(images[i:i + batch_size]).numpy() for i in range(0, len(images), batch_size)]
-    return batches, kept
+    return batches, decoded.kept
 
 
 def _verification_images(classifier: Any, options: ExportOptions) -> tuple[list, str]:
-    from image_classifier.data.decode import load_image
+    from image_classifier.data.decode import decode_each, load_image
     from image_classifier.export.images import any_images, spread_sample
     from image_classifier.export.verify import synthetic_images
 
@@ -97,12 +90,7 @@ def _verification_images(classifier: Any, options: ExportOptions) -> tuple[list,
     if folder is not None:
         paths = spread_sample(any_images(folder, classifier.classes), options.verify_images, seed=1)
         size = classifier.preprocessing.input_size
-        images = []
-        for p in paths:
-            try:
-                images.append(load_image(p, target_size=size))
-            except ImageClassifierError as err:
-                log.warning("skipping %s", err)
+        images = decode_each(paths, lambda p: load_image(p, target_size=size)).images
         if images:
             return images, f"{len(images)} images from {folder}"
     return synthetic_images(options.verify_images), "synthetic"

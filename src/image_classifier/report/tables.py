@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from image_classifier.fileio import atomic_write_text
 from image_classifier.results import COLUMNS, Study
+from image_classifier.units import fmt_seconds
 
 def per_image_ms(row: dict) -> float | None:
     """What one image costs the model: the batch-1 forward pass for a CNN; for a face model, whose
@@ -135,16 +136,6 @@ def fmt_params(n: int | None) -> str:
     if n >= 1e3:
         return f"{n / 1e3:.1f} k"
     return str(n)
-
-
-def fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "–"
-    if s < 60:
-        return f"{s:.1f} s"
-    if s < 3600:
-        return f"{s / 60:.1f} min"
-    return f"{s / 3600:.2f} h"
 
 
 def fmt_ms(ms: float | None) -> str:

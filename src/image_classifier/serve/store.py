@@ -31,6 +31,7 @@ from image_classifier.runs import (
     CARD_NAME, MODELS_DIR, best_model_name, is_model_dir, models_of_run, read_metrics, run_of_model_dir,
 )
 from image_classifier.saved_model import read_card
+from image_classifier.inference.files import top_labels
 from image_classifier.serve.batcher import InferenceWorkers, WorkersClosedError
 
 log = logging.getLogger(__name__)
@@ -402,15 +403,14 @@ class ModelStore:
             probs = clf.finish(prepared, None)[0]
         t2 = time.perf_counter()
         classes = served.classes
-        order = sorted(range(len(classes)), key=lambda i: -float(probs[i]))
-        k = len(classes) if top_k is None else max(1, min(top_k, len(classes)))
+        top = top_labels(probs, classes, top_k)
         latency = (t2 - t0) * 1000
         served.latency.add(latency)
         return Prediction(
             model=served.name,
-            label=classes[order[0]],
+            label=top[0]["label"],
             probabilities={c: float(p) for c, p in zip(classes, probs)},
-            top=[{"label": classes[i], "probability": float(probs[i])} for i in order[:k]],
+            top=top,
             latency_ms=latency,
             decode_ms=(t1 - t0) * 1000,
             queue_ms=queue_ms,

@@ -1,4 +1,6 @@
-"""``train_model``: one architecture, one split, one saved model directory."""
+"""``train_model``: one architecture, one split, one saved model directory; ``train_folder``: the
+same from a data folder (the split made or read first), as ``image-classifier train`` runs it;
+``train``: that, then the model loaded (what :func:`image_classifier.train` calls)."""
 from __future__ import annotations
 
 import logging
@@ -6,25 +8,29 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
-from image_classifier.errors import DatasetError, ImageClassifierError
+from image_classifier.data.split import resolve_split
+from image_classifier.errors import DatasetError, ImageClassifierError, OptionError
 from image_classifier.faces import FaceCache
 from image_classifier.fileio import sha256_file
 from image_classifier.machine import bf16_supported
 from image_classifier.models.registry import build_model, get_arch
 from image_classifier.recipe import Recipe
 from image_classifier.runtime import configure
-from image_classifier.saved_model import CARD_NAME, WEIGHTS_NAME, library_versions, read_card
-from image_classifier.train.cache import ImageCache
-from image_classifier.train.checkpoint import RESUME_NAME, RunWriter, load_resume_state
+from image_classifier.runs import CARD_NAME, RESUME_NAME, SPLIT_NAME, WEIGHTS_NAME
+from image_classifier.saved_model import Classifier, library_versions, load_model, read_card
+from image_classifier.train.cache import ImageCache, default_cache_dir
+from image_classifier.train.checkpoint import RunWriter, load_resume_state
 from image_classifier.train.face_head import fit_face_head
 from image_classifier.train.loop import Trainer, TrainState, plan_phases
+from image_classifier.train.options import TrainOptions
 from image_classifier.train.seeding import seed_global
+from image_classifier.units import fmt_seconds
 
 log = logging.getLogger(__name__)
 
@@ -77,65 +83,89 @@ def _jsonable(value: Any) -> Any:
 
 
 def resolve_recipe(arch: str, recipe_overrides: dict[str, Any] | None = None, recipe: Recipe | None = None) -> Recipe:
-    """The effective recipe: the architecture's default (or ``recipe``) with overrides applied, validated."""
-    base = recipe if recipe is not None else get_arch(arch).default_recipe()
-    try:
-        return base.with_overrides(recipe_overrides or {}).validate()
-    except KeyError as err:
-        raise ValueError(err.args[0]) from None
+    """The effective recipe: the architecture's default (or ``recipe``) with overrides applied, validated.
+
+    Raises :class:`~image_classifier.errors.OptionError` (a ``ValueError``) for a bad override.
+    """
+    return TrainOptions(arch, set=dict(recipe_overrides or {}), recipe=recipe).effective_recipe()
+
+
+def _holds_run(out: Path) -> bool:
+    return any((out / name).exists() for name in (CARD_NAME, RESUME_NAME))
+
+
+def _refuse_existing(out: Path) -> NoReturn:
+    raise ImageClassifierError(
+        f"{out} already holds a model or an interrupted run; pass --resume to continue it, "
+        "--force to replace it, or choose another --out"
+    )
+
+
+def _keyword_options(arch: str, out_dir: str | os.PathLike | None, *, recipe_overrides: dict[str, Any] | None = None,
+                     weights: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
+                     resume: bool = False, overwrite: bool = True, recipe: Recipe | None = None,
+                     checkpoint_interval: float = 30.0, channels_last: bool = True) -> TrainOptions:
+    """The :class:`TrainOptions` that ``train_model``'s keyword form means (its defaults included:
+    an existing model is replaced unless ``overwrite=False``)."""
+    return TrainOptions(
+        arch, out=out_dir, seed=seed, weights=weights, set=dict(recipe_overrides or {}), recipe=recipe,
+        resume=resume, force=overwrite and not resume, checkpoint_every=checkpoint_interval,
+        progress=progress, channels_last=channels_last,
+    )
 
 
 def train_model(
     split: Any,
-    arch: str,
-    out_dir: str | os.PathLike,
+    options: TrainOptions | str,
+    out_dir: str | os.PathLike | None = None,
     *,
-    recipe_overrides: dict[str, Any] | None = None,
-    weights: str | os.PathLike | None = None,
-    seed: int = 0,
     cache: ImageCache | None = None,
-    progress: bool = True,
-    resume: bool = False,
-    overwrite: bool = True,
-    recipe: Recipe | None = None,
-    args: dict[str, Any] | None = None,
-    checkpoint_interval: float = 30.0,
-    channels_last: bool = True,
     face_cache: FaceCache | None = None,
+    args: dict[str, Any] | None = None,
+    **keywords: Any,
 ) -> TrainResult:
-    """Train ``arch`` on ``split``'s train subset, choosing epochs on its val subset; save to ``out_dir``.
+    """Train on ``split``'s train subset, choosing epochs on its val subset; save to ``options.out_dir``.
 
     ``split`` is a :class:`image_classifier.data.split.Split` (``classes``, ``subset(name)``,
-    ``manifest_sha256``); its test subset is never read. ``weights`` is an explicit ImageNet weights
-    file for pretrained architectures (else torchvision's cache is used; missing weights raise
-    :class:`~image_classifier.errors.WeightsNotFoundError`). ``cache`` is an :class:`ImageCache`
-    shared across calls (e.g. by ``compare``); by default an in-memory one is used.
-    ``resume`` continues the interrupted run in ``out_dir``; otherwise an existing model there is
-    replaced when ``overwrite`` (the CLI passes ``overwrite=False`` unless ``--force``).
-    ``args`` (e.g. the CLI arguments) are stored in the card. Same seed and data on the same machine
-    give the same metrics. ``face_cache`` holds each file's faces for a face architecture (default:
-    beside ``cache``'s disk store, or in memory).
+    ``manifest_sha256``); its test subset is never read (``options.split``/``val``/``test`` are not
+    used: :func:`train_folder` makes the split). ``options`` is a :class:`TrainOptions`, or, in the
+    keyword form kept for existing callers, an architecture name: ``train_model(split, arch,
+    out_dir, seed=, recipe_overrides=, weights=, resume=, overwrite=, recipe=, checkpoint_interval=,
+    channels_last=, progress=)`` means the same options (``overwrite`` defaults to True there).
+    Missing pretrained weights raise :class:`~image_classifier.errors.WeightsNotFoundError`
+    (without ``weights``, torchvision's cache is used). ``cache`` is an :class:`ImageCache` shared
+    across calls (e.g. by ``compare``); by default an in-memory one is used. ``args`` (e.g. the CLI
+    arguments) are stored in the card. Same seed and data on the same machine give the same metrics.
+    ``face_cache`` holds each file's faces for a face architecture (default: beside ``cache``'s disk
+    store, or in memory).
     """
-    configure()
+    if isinstance(options, TrainOptions):
+        if out_dir is not None or keywords:
+            raise TypeError("train_model(split, TrainOptions) takes no out_dir or option keywords: set them in the options")
+    else:
+        options = _keyword_options(options, out_dir, **keywords)
+    options.validate()
+    arch, seed, weights, resume = options.arch, options.effective_seed(), options.weights, options.resume
+    configure(options.threads)
+    if options.threads and torch.get_num_threads() != options.threads:  # configured earlier in this process
+        torch.set_num_threads(options.threads)
     wall0 = time.perf_counter()
     spec = get_arch(arch)
-    recipe = resolve_recipe(arch, recipe_overrides, recipe)
-    out = Path(out_dir)
+    recipe = options.effective_recipe()
+    out = options.out_dir
     manifest = _manifest_hash(split)
     classes = [str(c) for c in split.classes]
     if len(classes) < 2:
         raise DatasetError(f"training needs at least 2 classes, the split has {len(classes)}: {classes}")
 
     payload = None
-    writer = RunWriter(out, checkpoint_interval)
+    writer = RunWriter(out, options.checkpoint_every)
     if resume:
         if not writer.resume_path.is_file():
             if (out / CARD_NAME).is_file() and read_card(out).get("status") == "complete":
                 raise ImageClassifierError(f"the run in {out} already finished; nothing to resume")
             raise ImageClassifierError(f"nothing to resume in {out}: {RESUME_NAME} is missing (start a new run without --resume)")
         payload = load_resume_state(writer.resume_path)
-        if recipe_overrides is None and recipe is None and isinstance(payload.get("recipe"), dict):
-            recipe = resolve_recipe(arch, None, Recipe.from_dict(payload["recipe"]))  # continue as started
         theirs = {"arch": payload.get("arch"), "seed": payload.get("seed"), "classes": payload.get("classes"),
                   "recipe": payload.get("recipe"), "split_manifest_sha256": payload.get("split_manifest_sha256")}
         ours = {"arch": arch, "seed": seed, "classes": classes, "recipe": recipe.to_dict(), "split_manifest_sha256": manifest}
@@ -145,12 +175,9 @@ def train_model(
                 f"cannot resume the run in {out}: its {', '.join(diff)} differ from this command's. Resume with the "
                 "same data, split, architecture, seed and recipe options, or start a new run (--force replaces it)"
             )
-    elif any((out / name).exists() for name in (CARD_NAME, RESUME_NAME)):
-        if not overwrite:
-            raise ImageClassifierError(
-                f"{out} already holds a model or an interrupted run; pass --resume to continue it, "
-                "--force to replace it, or choose another --out"
-            )
+    elif _holds_run(out):
+        if not options.force:
+            _refuse_existing(out)
         writer.clear()
 
     train_records, val_records = list(split.subset("train")), list(split.subset("val"))
@@ -164,8 +191,6 @@ def train_model(
 
     # The network: ImageNet weights for transfer architectures (never random ones), seeded init otherwise.
     resolved = None
-    if spec.pretrained is None and weights is not None:
-        raise ValueError(f"{arch} trains from scratch: it takes no pretrained --weights")
     seed_global(seed, "init")
     if payload is not None:
         # Every weight comes from the resume state (which started from the ImageNet weights), so
@@ -203,7 +228,7 @@ def train_model(
              prep.input_size, decode_seconds)
 
     card_args = _jsonable(args if args is not None else {
-        "seed": seed, "weights": weights, "recipe_overrides": recipe_overrides or {}, "resume": resume,
+        "seed": seed, "weights": weights, "recipe_overrides": options.set, "resume": resume,
     })
     base_card = {
         "architecture": arch,
@@ -230,8 +255,8 @@ def train_model(
                    "split_manifest_sha256": manifest, "arch_options": _jsonable(arch_options),
                    "pretrained_weights": pretrained_info}
     trainer = Trainer(
-        net, recipe, prep, train_set, val_set, seed=seed, name=arch, bf16=bf16, channels_last=channels_last,
-        progress=progress, writer=writer, make_card=make_card,
+        net, recipe, prep, train_set, val_set, seed=seed, name=arch, bf16=bf16, channels_last=options.channels_last,
+        progress=options.progress, writer=writer, make_card=make_card,
     )
     setup_seconds = time.perf_counter() - wall0
     if payload is not None:
@@ -260,7 +285,7 @@ def train_model(
         # The network trained above is the no-face fallback; now the face head, and the whole
         # model's validation score (what compare ranks it by).
         fit = fit_face_head(trainer.net, train_records, val_records, val_set, prep, len(classes),
-                            face_cache if face_cache is not None else FaceCache(cache.root), progress=progress)
+                            face_cache if face_cache is not None else FaceCache(cache.root), progress=options.progress)
         trainer.best_state = {k: v.detach().clone() for k, v in trainer.net.state_dict().items()}
         best = {**best, "fallback_val_loss": best["val_loss"], "fallback_val_accuracy": best["val_accuracy"],
                 "val_loss": fit.val_loss, "val_accuracy": fit.val_accuracy,
@@ -285,7 +310,7 @@ def train_model(
     writer.remove_resume()
     log.debug(
         "%s: best epoch %d (%s): val accuracy %.3f, val loss %.4f; trained in %s; peak RSS %.0f MB; model saved to %s",
-        arch, best["epoch"], best["phase"], best["val_accuracy"], best["val_loss"], _fmt_seconds(state.seconds),
+        arch, best["epoch"], best["phase"], best["val_accuracy"], best["val_loss"], fmt_seconds(state.seconds),
         peak_rss_mb(), out,
     )
     return TrainResult(
@@ -295,7 +320,39 @@ def train_model(
     )
 
 
-def _fmt_seconds(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{seconds:.1f} s"
+def train_folder(data: str | os.PathLike, options: TrainOptions, *, args: dict[str, Any] | None = None) -> TrainResult:
+    """Train on the class folders in ``data``: what ``image-classifier train`` and
+    :func:`image_classifier.train` run.
+
+    The split is ``options.split``, else (resuming) the run's own ``split.csv``, else a new one
+    (seed/val/test), saved as ``split.csv`` beside the model so that ``evaluate`` and a later
+    resume find it. Decoded images are cached in ``options.cache_dir`` (default:
+    :func:`default_cache_dir`) unless ``options.cache`` is False. Raises
+    :class:`~image_classifier.errors.OptionError` for bad options or a missing folder, before any
+    image is read.
+    """
+    options.validate()
+    if not Path(data).is_dir():
+        raise OptionError(f"{data} is not a folder (expected one sub-folder of images per class)")
+    out = options.out_dir
+    split_csv = options.split
+    if split_csv is None and options.resume and (out / SPLIT_NAME).is_file():
+        split_csv = out / SPLIT_NAME  # a resumed run continues on its own split
+    if not options.resume and not options.force and _holds_run(out):
+        _refuse_existing(out)  # before the new split.csv replaces that model's
+    split = resolve_split(data, split_csv, seed=options.effective_seed(), val=options.val, test=options.test)
+    if not options.resume:
+        split.save(out / SPLIT_NAME)
+    cache = ImageCache((options.cache_dir or default_cache_dir()) if options.cache else None)
+    return train_model(split, options, cache=cache, args=args)
+
+
+def train(data: str | os.PathLike, arch: str, out: str | os.PathLike | None = None, **options: Any) -> Classifier:
+    """:func:`image_classifier.train`: :func:`train_folder` with ``TrainOptions(arch, out, **options)``,
+    then the saved model, loaded."""
+    known = {f.name for f in fields(TrainOptions)} - {"arch", "out"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise OptionError(f"unknown training option(s) {', '.join(unknown)}; the options are {', '.join(sorted(known))}")
+    result = train_folder(data, TrainOptions(arch=arch, out=out, **options))
+    return load_model(result.model_dir)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from image_classifier.errors import UnreadableImageError
+from image_classifier.data.decode import decode_each, load_image
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.fileio import atomic_write_bytes, sha256_file
 
@@ -89,8 +89,6 @@ class ImageCache:
                 log.debug("ignoring cache entry %s with shape %s", disk, arr.shape)
             except (OSError, ValueError) as err:  # a damaged entry is a miss, never an error
                 log.debug("ignoring unreadable cache entry %s: %s", disk, err)
-        from image_classifier.data.decode import load_image
-
         # The same two calls Classifier.preprocess makes: training sees the pixels serving will see.
         image = load_image(path, target_size=prep.input_size)
         arr = prep.to_uint8([image])[0].numpy()
@@ -109,22 +107,18 @@ class ImageCache:
         ``sha256``). Unreadable files are logged and left out (listed in ``skipped``)."""
         records = list(records)
 
-        def work(rec: Any) -> tuple[Any, np.ndarray | None, str | None]:
-            try:
-                key, arr = self._load_one(os.fspath(rec.path), getattr(rec, "sha256", None) or None, prep)
-            except UnreadableImageError as err:
-                return rec, None, err.reason
+        def work(rec: Any) -> np.ndarray:
+            key, arr = self._load_one(os.fspath(rec.path), getattr(rec, "sha256", None) or None, prep)
             self._mem[key] = arr
-            return rec, arr, None
+            return arr
 
         # Pillow releases the GIL while decoding and resizing, so threads use both cores.
         with ThreadPoolExecutor(max_workers=self.max_workers) as pool:
-            results = list(pool.map(work, records))
+            decoded = decode_each(records, work, what="training image", name=lambda rec: rec.rel_path,
+                                  mapper=pool.map)
         size = prep.input_size
-        kept = [(rec, arr) for rec, arr, _ in results if arr is not None]
-        skipped = {str(rec.rel_path): reason for rec, arr, reason in results if arr is None}
-        for rel, reason in skipped.items():
-            log.warning("skipping unreadable training image %s: %s", rel, reason)
+        kept = [(records[i], arr) for i, arr in zip(decoded.kept, decoded.images)]
+        skipped = {str(records[i].rel_path): err.reason for i, err in decoded.failures.items()}
         images = (torch.from_numpy(np.stack([arr for _, arr in kept])) if kept
                   else torch.empty(0, 3, size, size, dtype=torch.uint8))
         labels = torch.tensor([int(rec.label) for rec, _ in kept], dtype=torch.long)

@@ -1,0 +1,56 @@
+"""Classifying image files with a loaded model: what ``image-classifier predict`` prints, and the
+``top`` list that the web API (``POST /api/predict``) and the CLI both answer with."""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from image_classifier.data.decode import decode_each
+from image_classifier.errors import ImageClassifierError
+
+
+def top_labels(probabilities: Sequence[float], classes: Sequence[str], k: int | None = None) -> list[dict[str, Any]]:
+    """The ``k`` most probable classes, most probable first, as ``[{"label", "probability"}]``.
+
+    ``k`` is capped at the number of classes (None: all of them); ties keep the classes' order.
+    """
+    order = sorted(range(len(classes)), key=lambda c: -float(probabilities[c]))
+    k = len(classes) if k is None else max(1, min(k, len(classes)))
+    return [{"label": classes[c], "probability": float(probabilities[c])} for c in order[:k]]
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How :func:`predict_files` answers; checked when made, before any model is loaded."""
+
+    #: Classes listed per image, most probable first.
+    top_k: int = 3
+    #: Images per forward pass.
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ImageClassifierError("--top-k must be at least 1")
+        if self.batch_size < 1:
+            raise ImageClassifierError("--batch-size must be at least 1")
+
+
+def predict_files(classifier: Any, paths: Sequence[str | os.PathLike],
+                  options: PredictOptions = PredictOptions()) -> list[dict[str, Any]]:
+    """One entry per path, in order: ``{"image", "top", "probabilities"}`` (plus, for a face model,
+    the face that decided: see :meth:`Classifier.predict_details`), or ``{"image", "error", "kind"}``
+    for a file that cannot be read (the others are still classified)."""
+    results: list[dict[str, Any]] = [{"image": os.fspath(path)} for path in paths]
+    decoded = decode_each(paths, classifier.decode, what=None)
+    for i, err in decoded.failures.items():
+        results[i].update({"error": err.reason, "kind": err.kind})
+    if decoded.images:
+        probs, details = classifier.predict_details(decoded.images, batch_size=options.batch_size)
+        classes = list(classifier.classes)
+        for i, row, detail in zip(decoded.kept, probs, details):
+            results[i].update(detail)  # a face model: the face box that decided, or null
+            results[i]["top"] = top_labels(row, classes, options.top_k)
+            results[i]["probabilities"] = {c: float(p) for c, p in zip(classes, row)}
+    return results
