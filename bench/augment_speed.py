@@ -15,7 +15,7 @@ import torch
 
 from image_classifier.recipe import Augmentation
 from image_classifier.runtime import configure
-from image_classifier.train.augment import Augmenter
+from image_classifier.training.augment import Augmenter
 
 
 def main() -> None:

@@ -75,7 +75,7 @@ def accuracy(data: Path, seeds: list[int], archs: list[str], cache, work: Path, 
     from image_classifier import load_model
     from image_classifier.evaluate.evaluation import LabelledImage, evaluate_classifier
     from image_classifier.data.split import make_split
-    from image_classifier.train import ImageCache, train_model
+    from image_classifier.training import ImageCache, train_model
 
     image_cache = ImageCache(work / "decoded")
     runs = []
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             results["crops_accuracy"] = accuracy(crops, seeds, archs, cache, work, "crops")
     if args.latency:
         from image_classifier.data.split import make_split
-        from image_classifier.train import train_model
+        from image_classifier.training import train_model
 
         model = work / "latency-model"
         train_model(make_split(args.data, seed=0), "face_embedding", model, weights=WEIGHTS["face_embedding"],

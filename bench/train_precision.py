@@ -41,7 +41,7 @@ def main() -> None:
     from image_classifier import load_model
     from image_classifier.data.split import load_split, make_split
     from image_classifier.runtime import configure
-    from image_classifier.train import ImageCache, train_model
+    from image_classifier.training import ImageCache, train_model
 
     configure()
     split = load_split(args.split, args.data) if args.split else make_split(args.data, seed=0)

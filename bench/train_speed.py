@@ -10,7 +10,7 @@
     its defaults, PyTorch's default threads and glibc's default malloc; frozen layers get
     ``requires_grad=False`` but still run forward every step. Same networks (the registry's), same
     recipe (phases, epochs, LR, early stopping, ReduceLROnPlateau), same split, same seed.
-(b) **tool**: :func:`image_classifier.train.train_model` with the architecture's default recipe.
+(b) **tool**: :func:`image_classifier.training.train_model` with the architecture's default recipe.
 
 Each side of each architecture runs in its own fresh process (the tool's allocator and thread
 settings are process-wide and must not leak into the naive side). Reported per architecture and
@@ -170,7 +170,7 @@ def tool_worker(args: argparse.Namespace) -> dict:
 
     from image_classifier import load_model
     from image_classifier.data.split import load_split
-    from image_classifier.train import train_model
+    from image_classifier.training import train_model
 
     split = load_split(args.split, args.data)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:

@@ -61,7 +61,7 @@ def _after(fn: Callable[..., Any]) -> Callable[..., Any]:
 def install_kill(point: str) -> None:
     import image_classifier.report as report
     import image_classifier.study.comparison as comparison
-    from image_classifier.train.checkpoint import RunWriter
+    from image_classifier.training.checkpoint import RunWriter
 
     where, _, arch = point.partition(":")
     if where == "train":

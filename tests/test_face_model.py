@@ -21,7 +21,7 @@ from image_classifier.data.check import audit_dataset
 from image_classifier.data.split import make_split
 from image_classifier.errors import DatasetError, ModelFormatError
 from image_classifier.faces import FaceCache, weights_sha256
-from image_classifier.train import train_model
+from image_classifier.training import train_model
 
 pytestmark = pytest.mark.slow
 

@@ -102,7 +102,7 @@ def athlete_case(tmp_path_factory) -> AthleteCase:
 
     from image_classifier.data.split import make_split
     from image_classifier.models.registry import get_arch
-    from image_classifier.train import train_model
+    from image_classifier.training import train_model
 
     split = make_split(ATHLETES, seed=0)
     recipe = get_arch("mobilenet_v2").default_recipe()
@@ -305,7 +305,7 @@ def face_model(tmp_path_factory) -> Path:
     if not (ATHLETES.is_dir() and MOBILENET_WEIGHTS.is_file()):
         pytest.skip("needs ../shared (athletes photos and MobileNetV2 weights)")
     from image_classifier.data.split import make_split
-    from image_classifier.train import train_model
+    from image_classifier.training import train_model
 
     tmp = tmp_path_factory.mktemp("face-browser")
     for cls in ("Kobe Bryant", "Maria Sharapova", "ronaldo"):

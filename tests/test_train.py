@@ -20,9 +20,9 @@ from image_classifier.data.split import load_split, make_split
 from image_classifier.errors import OptionError, WeightsNotFoundError
 from image_classifier.runs import CARD_NAME, SPLIT_NAME
 from image_classifier.saved_model import read_card
-from image_classifier.train import ImageCache, TrainOptions, train_model
-from image_classifier.train.checkpoint import RESUME_NAME, load_resume_state
-from image_classifier.train.loop import plan_phases
+from image_classifier.training import ImageCache, TrainOptions, train_model
+from image_classifier.training.checkpoint import RESUME_NAME, load_resume_state
+from image_classifier.training.loop import plan_phases
 
 TINY = train_helpers.register_tiny()
 WEIGHTS = SHARED / "weights"
@@ -164,7 +164,7 @@ def test_cached_activation_phases_keep_frozen_batchnorm_and_match_their_plan(dat
     assert [p["name"] for p in result.phases] == ["frozen", "finetune"]
     # The first block (backbone[0:4], frozen in both phases) must be exactly as initialised,
     # BatchNorm running statistics included: frozen layers stay in eval mode.
-    from image_classifier.train.seeding import seed_global
+    from image_classifier.training.seeding import seed_global
 
     seed_global(0, "init")
     fresh = train_helpers.tiny_cnn(3)

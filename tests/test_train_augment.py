@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from image_classifier.recipe import Augmentation
-from image_classifier.train.augment import Augmenter, keras_affine_matrices
-from image_classifier.train.features import run_segments
+from image_classifier.training.augment import Augmenter, keras_affine_matrices
+from image_classifier.training.features import run_segments
 
 NONE = dict(rotation=0.0, width_shift=0.0, height_shift=0.0, shear=0.0, zoom=0.0)
 

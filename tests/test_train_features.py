@@ -6,8 +6,8 @@ from torch import nn
 
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.recipe import Augmentation
-from image_classifier.train.augment import Augmenter
-from image_classifier.train.features import FeatureStore, fold_batchnorm
+from image_classifier.training.augment import Augmenter
+from image_classifier.training.features import FeatureStore, fold_batchnorm
 
 NO_AUGMENTATION = Augmentation(rotation=0.0, width_shift=0.0, height_shift=0.0, shear=0.0, zoom=0.0,
                                horizontal_flip=False)

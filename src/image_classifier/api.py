@@ -11,7 +11,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from image_classifier.saved_model import Classifier
+    from image_classifier.inference.classifier import Classifier
 
 
 def train(data: str | os.PathLike, arch: str, out: str | os.PathLike | None = None, **options: Any) -> Classifier:
@@ -21,7 +21,7 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike | None = No
     The model is saved in ``out`` (default: ``models/<arch>`` under the working directory, as
     ``image-classifier train`` does), with the ``split.csv`` it was trained on beside it; load it
     again later with :func:`image_classifier.load_model`. ``options`` are
-    :class:`~image_classifier.train.TrainOptions` fields, the ``train`` command's options by name:
+    :class:`~image_classifier.training.TrainOptions` fields, the ``train`` command's options by name:
     ``epochs``, ``batch_size``, ``set`` (recipe overrides such as ``{"phases.finetune.lr": 1e-5}``),
     ``seed``, ``weights`` (ImageNet weights file of a pretrained architecture), ``split``, ``val``,
     ``test``, ``resume``, ``force`` (replace a model already in ``out``), ``threads``, ``progress``, ...
@@ -36,6 +36,8 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike | None = No
         model = ic.train("photos", arch="mobilenet_v2", weights="weights/mobilenet_v2-b0353104.pth")
         model.predict(["new.jpg"])
     """
-    from image_classifier.train.api import train as train_and_load
+    from image_classifier.inference.loading import load_model
+    from image_classifier.training import TrainOptions, train_folder
 
-    return train_and_load(data, arch, out, **options)
+    result = train_folder(data, TrainOptions.from_kwargs(arch=arch, out=out, **options))
+    return load_model(result.model_dir)

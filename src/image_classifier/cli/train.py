@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from image_classifier.recipe import parse_set_options, recipe_to_toml
-    from image_classifier.train import TrainOptions, train_folder
+    from image_classifier.training import TrainOptions, train_folder
 
     try:
         overrides = parse_set_options(args.set_)

@@ -46,7 +46,7 @@ from image_classifier.study.resume import (
     ModelDecision, check_writable, clear_run, decide, discard_stale_resume, expected_identity, has_previous_run,
     refusal,
 )
-from image_classifier.train import ImageCache, TrainResult, resolve_recipe, train_model
+from image_classifier.training import ImageCache, TrainResult, resolve_recipe, train_model
 
 log = logging.getLogger(__name__)
 

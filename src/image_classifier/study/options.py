@@ -14,7 +14,7 @@ from image_classifier.errors import DatasetError, ImageClassifierError
 from image_classifier.evaluate.speed import SpeedConfig
 from image_classifier.models.registry import get_arch, list_archs
 from image_classifier.study.defaults import DEFAULT_MODELS, FACE_MODEL, RESUME_MODES
-from image_classifier.train import default_cache_dir
+from image_classifier.training import default_cache_dir
 
 
 def weights_for(arch: str, weights: dict[str, Path]) -> Path | None:

@@ -34,7 +34,7 @@ from image_classifier.runs import (
     BEST_NAME, CARD_NAME, MODELS_DIR, ONNX_INT8_NAME, ONNX_NAME, RESUME_NAME, SPLIT_NAME, split_of_run,
 )
 from image_classifier.saved_model import library_versions
-from image_classifier.train.checkpoint import RUN_FILES, peek_resume_state
+from image_classifier.training.checkpoint import RUN_FILES, peek_resume_state
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ Semantics (Keras' callbacks, as the study used them):
 
 Speed (see ``bench/train_speed.py``): images are decoded once and augmented as uint8 tensors;
 phases that train only the top of the network train it on cached activations of the frozen bottom
-(:mod:`image_classifier.train.features`); the network runs in ``channels_last`` with bf16
+(:mod:`image_classifier.training.features`); the network runs in ``channels_last`` with bf16
 autocast where the recipe asks for it and the CPU supports it; Adam is PyTorch's fused kernel.
 
 The loop keeps its state in the :class:`Trainer` object (no module-level state) and writes files
@@ -36,11 +36,11 @@ from torch import nn
 from image_classifier.models.net import ClassifierNet
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.recipe import Phase, Recipe
-from image_classifier.train.augment import Augmenter
-from image_classifier.train.cache import DecodedSet
-from image_classifier.train.checkpoint import RunWriter
-from image_classifier.train.features import FeatureStore
-from image_classifier.train.seeding import generator, seed_global
+from image_classifier.training.augment import Augmenter
+from image_classifier.training.cache import DecodedSet
+from image_classifier.training.checkpoint import RunWriter
+from image_classifier.training.features import FeatureStore
+from image_classifier.training.seeding import generator, seed_global
 
 log = logging.getLogger(__name__)
 

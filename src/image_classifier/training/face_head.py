@@ -123,7 +123,7 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
                   progress: bool = False) -> FaceHeadFit:
     """Fit the face head of ``net`` (written into its buffers) and score the whole model on validation.
 
-    ``val_set`` is the decoded validation subset (:class:`~image_classifier.train.cache.DecodedSet`)
+    ``val_set`` is the decoded validation subset (:class:`~image_classifier.training.cache.DecodedSet`)
     the fallback network was validated on; validation photos that did not decode are left out.
     """
     t0 = time.perf_counter()

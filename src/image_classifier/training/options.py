@@ -3,13 +3,13 @@
 The field names are the ``image-classifier train`` options (``--set`` is ``set``, ``--out`` is
 ``out``, ...), so an error message naming ``--val`` means the same thing in both. Checks that need
 only the options run in :meth:`TrainOptions.validate` (before any data is read); checks of the
-data or of the model directory run where those are read (:func:`~image_classifier.train.train_folder`,
-:func:`~image_classifier.train.train_model`).
+data or of the model directory run where those are read (:func:`~image_classifier.training.train_folder`,
+:func:`~image_classifier.training.train_model`).
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from image_classifier.errors import DatasetError, OptionError, WeightsNotFoundEr
 from image_classifier.models.registry import get_arch, list_archs
 from image_classifier.recipe import Recipe, load_config
 from image_classifier.runs import RESUME_NAME
-from image_classifier.train.checkpoint import peek_resume_state
+from image_classifier.training.checkpoint import peek_resume_state
 
 #: Where a model is saved when no ``out`` is given: ``models/<arch>`` under the working directory,
 #: the same place for the CLI and Python (never a temporary folder: the model is the result).
@@ -79,6 +79,18 @@ class TrainOptions:
     def out_dir(self) -> Path:
         """The model directory: ``out``, else ``models/<arch>``."""
         return Path(self.out) if self.out is not None else DEFAULT_MODELS_DIR / self.arch
+
+    @classmethod
+    def from_kwargs(cls, **options: Any) -> TrainOptions:
+        """Options given by name, as the Python API takes them; a misspelt name is an
+        :class:`OptionError` that lists the valid ones (a dataclass would say only "unexpected
+        keyword argument")."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            allowed = ", ".join(sorted(known - {"arch", "out"}))
+            raise OptionError(f"unknown training option(s) {', '.join(unknown)}; the options are {allowed}")
+        return cls(**options)
 
     def validate(self) -> TrainOptions:
         """Raise :class:`~image_classifier.errors.OptionError` (a ``ValueError``) naming the first

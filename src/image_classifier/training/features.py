@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from image_classifier.preprocessing import Preprocessing
-from image_classifier.train.augment import Augmenter
-from image_classifier.train.seeding import derive_seed
+from image_classifier.training.augment import Augmenter
+from image_classifier.training.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,7 @@
 """Training: ``train_folder(data, TrainOptions(arch=...))`` or ``train_model(split, options)`` -> a
 saved model directory and a ``TrainResult``; ``image_classifier.train(data, arch=..., **options)``
--> the trained model, loaded (:func:`image_classifier.api.train`).
-
-This package is callable, as that function: importing it makes it the ``train`` attribute of
-``image_classifier`` (Python sets a package's attribute to each subpackage imported), where the
-function was, so ``image_classifier.train(...)`` must keep working either way.
+-> the trained model, loaded (:func:`image_classifier.api.train`). The package is called
+``training``, not ``train``, so that importing it never replaces that function on the package.
 
 Modules: ``options`` (:class:`TrainOptions`, every option of a run, checked in one place),
 ``cache`` (decode once), ``augment`` (the study's augmentation on uint8 tensors), ``features``
@@ -20,21 +17,10 @@ and picks kernels by instruction set; without native bf16 a "bf16" recipe runs i
 in the card as ``precision``), other torch/oneDNN versions, and bf16 itself (deterministic, but
 not the same numbers as fp32).
 """
-import sys
-import types
-from typing import Any
-
-from image_classifier.train.api import TrainResult, resolve_recipe, train, train_folder, train_model
-from image_classifier.train.cache import ImageCache, default_cache_dir
-from image_classifier.train.options import TrainOptions
+from image_classifier.training.api import TrainResult, resolve_recipe, train_folder, train_model
+from image_classifier.training.cache import ImageCache, default_cache_dir
+from image_classifier.training.options import TrainOptions
 
 __all__ = ["ImageCache", "TrainOptions", "TrainResult", "default_cache_dir", "resolve_recipe", "train_folder",
            "train_model"]
 
-
-class _CallablePackage(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage

@@ -1,6 +1,6 @@
 """``train_model``: one architecture, one split, one saved model directory; ``train_folder``: the
-same from a data folder (the split made or read first), as ``image-classifier train`` runs it;
-``train``: that, then the model loaded (what :func:`image_classifier.train` calls)."""
+same from a data folder (the split made or read first), as ``image-classifier train`` runs it
+(and :func:`image_classifier.train`, which then loads the saved model)."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +8,7 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,13 +23,13 @@ from image_classifier.models.registry import build_model, get_arch
 from image_classifier.recipe import Recipe
 from image_classifier.runtime import configure
 from image_classifier.runs import CARD_NAME, RESUME_NAME, SPLIT_NAME, WEIGHTS_NAME
-from image_classifier.saved_model import Classifier, library_versions, load_model, read_card
-from image_classifier.train.cache import ImageCache, default_cache_dir
-from image_classifier.train.checkpoint import RunWriter, load_resume_state
-from image_classifier.train.face_head import fit_face_head
-from image_classifier.train.loop import Trainer, TrainState, plan_phases
-from image_classifier.train.options import TrainOptions
-from image_classifier.train.seeding import seed_global
+from image_classifier.saved_model import library_versions, read_card
+from image_classifier.training.cache import ImageCache, default_cache_dir
+from image_classifier.training.checkpoint import RunWriter, load_resume_state
+from image_classifier.training.face_head import fit_face_head
+from image_classifier.training.loop import Trainer, TrainState, plan_phases
+from image_classifier.training.options import TrainOptions
+from image_classifier.training.seeding import seed_global
 from image_classifier.units import fmt_seconds
 
 log = logging.getLogger(__name__)
@@ -346,13 +346,3 @@ def train_folder(data: str | os.PathLike, options: TrainOptions, *, args: dict[s
     cache = ImageCache((options.cache_dir or default_cache_dir()) if options.cache else None)
     return train_model(split, options, cache=cache, args=args)
 
-
-def train(data: str | os.PathLike, arch: str, out: str | os.PathLike | None = None, **options: Any) -> Classifier:
-    """:func:`image_classifier.train`: :func:`train_folder` with ``TrainOptions(arch, out, **options)``,
-    then the saved model, loaded."""
-    known = {f.name for f in fields(TrainOptions)} - {"arch", "out"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise OptionError(f"unknown training option(s) {', '.join(unknown)}; the options are {', '.join(sorted(known))}")
-    result = train_folder(data, TrainOptions(arch=arch, out=out, **options))
-    return load_model(result.model_dir)
