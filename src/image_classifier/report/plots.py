@@ -85,6 +85,13 @@ def confusion_matrix_png(
     t: Translator = EN,
 ) -> Path:
     """Counts in every cell; colour = share of the true class (row), so small classes still show."""
+    return _save(confusion_matrix_figure(cm, classes, title=title, t=t), path)
+
+
+def confusion_matrix_figure(
+    cm: Sequence[Sequence[int]], classes: Sequence[str], *, title: str = "", t: Translator = EN,
+) -> plt.Figure:
+    """The figure :func:`confusion_matrix_png` saves."""
     cm = np.asarray(cm, dtype=np.int64)
     n = len(classes)
     rows = cm.sum(axis=1, keepdims=True)
@@ -106,7 +113,7 @@ def confusion_matrix_png(
     counts = {"correct": np.trace(cm), "total": cm.sum(), "accuracy": t.percent(acc, 1)}
     ax.set_title(_text(t("report.plot.confusion.title", title=title, **counts) if title else
                        t("report.plot.confusion.title_untitled", **counts)), fontsize=10)
-    return _save(fig, path)
+    return fig
 
 
 def _phase_spans(history: Sequence[dict]) -> list[tuple[str, float, float]]:
@@ -126,13 +133,20 @@ def training_curves_png(
     t: Translator = EN,
 ) -> Path:
     """Loss and accuracy per epoch, train vs validation, with the training phases shaded/labelled."""
+    return _save(training_curves_figure(history, title=title, best_epoch=best_epoch, t=t), path)
+
+
+def training_curves_figure(
+    history: Sequence[dict], *, title: str = "", best_epoch: int | None = None, t: Translator = EN,
+) -> plt.Figure:
+    """The figure :func:`training_curves_png` saves."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     if not history:
         for ax in (ax_loss, ax_acc):
             ax.text(0.5, 0.5, t("report.plot.curves.no_history"), ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
         fig.suptitle(_text(title), fontsize=11)
-        return _save(fig, path)
+        return fig
     epochs = [r["epoch"] for r in history]
 
     def series(key: str) -> list[float]:
@@ -169,7 +183,7 @@ def training_curves_png(
     ax_acc.legend(fontsize=8, loc="lower right")
     fig.suptitle(_text(title), fontsize=11, y=1.0)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def _default_loader(path: str) -> Image.Image:
@@ -193,6 +207,20 @@ def error_gallery_png(
     Most confident mistakes first (those are the worrying ones). Returns ``None`` when there is
     nothing to draw.
     """
+    fig = error_gallery_figure(errors, title=title, max_items=max_items, loader=loader, thumb=thumb, t=t)
+    return None if fig is None else _save(fig, path)
+
+
+def error_gallery_figure(
+    errors: Sequence[Misclassified],
+    *,
+    title: str = "",
+    max_items: int = 40,
+    loader: Callable[[str], Image.Image] | None = None,
+    thumb: int = 180,
+    t: Translator = EN,
+) -> plt.Figure | None:
+    """The figure :func:`error_gallery_png` saves (None: no errors)."""
     if not errors:
         return None
     loader = loader or _default_loader
@@ -224,7 +252,7 @@ def error_gallery_png(
              else "")
     fig.suptitle(_text(t("report.plot.errors.title", title=title, count=len(errors), shown=shown)), fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def summary_png(models: Sequence[dict], path: str | os.PathLike, *, best: str | None = None,
@@ -234,6 +262,11 @@ def summary_png(models: Sequence[dict], path: str | os.PathLike, *, best: str | 
     The one picture that answers "which model, how accurate, how fast, how big". ``models`` are
     rows of :meth:`image_classifier.results.Study.rows`.
     """
+    return _save(summary_figure(models, best=best, t=t), path)
+
+
+def summary_figure(models: Sequence[dict], *, best: str | None = None, t: Translator = EN) -> plt.Figure:
+    """The figure :func:`summary_png` saves."""
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
     sizes = [float(m.get("size_mb") or 0.0) for m in models]
     smax = max(sizes) if sizes and max(sizes) > 0 else 1.0
@@ -269,7 +302,7 @@ def summary_png(models: Sequence[dict], path: str | os.PathLike, *, best: str | 
     ax.set_ylim(max(0.0, low - 0.08), 1.03)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: t.percent(v, 0)))
     ax.set_title(t("report.plot.summary.title"), fontsize=10, pad=10)
-    return _save(fig, path)
+    return fig
 
 
 def reliability_png(models: Sequence[tuple[str, Sequence[dict], float | None]], path: str | os.PathLike, *,
@@ -280,6 +313,12 @@ def reliability_png(models: Sequence[tuple[str, Sequence[dict], float | None]], 
     mean the confidence can be read as a probability; below it, the model is over-confident.
     ``where``: what the images are, for the title (default: the test split, in ``t``'s language).
     """
+    return _save(reliability_figure(models, where=where, t=t), path)
+
+
+def reliability_figure(models: Sequence[tuple[str, Sequence[dict], float | None]], *, where: str | None = None,
+                       t: Translator = EN) -> plt.Figure:
+    """The figure :func:`reliability_png` saves."""
     where = t("report.plot.reliability.where_test") if where is None else where
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     ax.plot([0, 1], [0, 1], "--", color="0.5", lw=1, label=t("report.plot.reliability.diagonal"))
@@ -300,4 +339,4 @@ def reliability_png(models: Sequence[tuple[str, Sequence[dict], float | None]], 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     ax.set_title(_text(t("report.plot.reliability.title", where=where)), fontsize=10)
-    return _save(fig, path)
+    return fig
