@@ -14,10 +14,13 @@ import html
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
+from PIL import Image
 
 import compare_child
 import image_classifier
@@ -392,3 +395,16 @@ def test_evaluate_lang_es_writes_a_spanish_report_and_prints_english(spanish_run
     assert json.loads((out / "metrics.json").read_text())["title"] == (
         f"Evaluation of {study.best.name} on data (subset 'test' of {split})")
     shutil.rmtree(out)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="no chromium")
+def test_the_spanish_report_renders_in_chromium(reports, tmp_path):
+    shot = tmp_path / "shot.png"
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", f"--screenshot={shot}", "--window-size=420,2000",
+                    reports["files"]["es"].html.as_uri()], check=True, capture_output=True, timeout=120)
+    with Image.open(shot) as im:
+        arr = np.asarray(im.convert("L"))
+    assert (arr < 200).mean() > 0.02  # rendered content, not a blank page
