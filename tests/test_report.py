@@ -35,7 +35,7 @@ def make_study(tmp_path: Path, n: int = 30) -> Study:
     return Study.from_json(make_study_json(tmp_path, n))
 
 
-def make_study_json(tmp_path: Path, n: int = 30) -> dict:
+def make_study_json(tmp_path: Path, n: int = 30, classes: list[str] = CLASSES) -> dict:
     rng = np.random.default_rng(0)
     img_dir = tmp_path / "imgs"
     img_dir.mkdir()
@@ -52,13 +52,13 @@ def make_study_json(tmp_path: Path, n: int = 30) -> dict:
         probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
         pred = probs.argmax(1)
         correct[name] = pred == y
-        errors = [{"path": str(paths[i]), "rel_path": f"x/{i}.jpg", "true": CLASSES[y[i]], "pred": CLASSES[pred[i]],
+        errors = [{"path": str(paths[i]), "rel_path": f"x/{i}.jpg", "true": classes[y[i]], "pred": classes[pred[i]],
                    "confidence": float(probs[i].max())} for i in np.flatnonzero(pred != y)]
         models.append({
             "name": name,
             "model_dir": f"models/{name}",
             "validation": {"accuracy": 0.9 - 0.2 * k, "loss": 0.3 + k, "best_epoch": 3},
-            "test": compute_metrics(y, probs, CLASSES),
+            "test": compute_metrics(y, probs, classes),
             "speed": {"params": 1234 * (k + 1), "trainable_params": 1000, "size_mb": 0.5 + k, "flops_per_image": 10**7,
                       "latency_ms_p50": 1.5 + 10 * k, "latency_ms_p95": 2.0 + 10 * k, "e2e_latency_ms_p50": 3.0,
                       "e2e_latency_ms_p95": 4.0, "throughput_ips": 500.0, "throughput_batch": 32},
@@ -70,10 +70,10 @@ def make_study_json(tmp_path: Path, n: int = 30) -> dict:
         "title": "Test <b>study</b>",
         "created_utc": "2024-01-01T00:00:00Z",
         "command": "image-classifier compare data --models tiny_a,tiny_b --out 'runs/<x>'",
-        "data": {"root": "data", "classes": CLASSES, "num_images": n,
+        "data": {"root": "data", "classes": classes, "num_images": n,
                  "split": {"seed": 0, "manifest_sha256": "ab" * 32, "path": "split.csv",
-                           "sizes": {"train": {c: 5 for c in CLASSES}, "val": {c: 2 for c in CLASSES},
-                                     "test": {c: n // 3 for c in CLASSES}}},
+                           "sizes": {"train": {c: 5 for c in classes}, "val": {c: 2 for c in classes},
+                                     "test": {c: n // 3 for c in classes}}},
                  "warnings": ["2 exact duplicates <kept together>", "classes 5 -> 3"],
                  "duplicates": {"summary": "1 group", "policy": "kept in one subset",
                                 "groups": [{"kind": "exact", "files": ["a.jpg", "b.jpg"], "subset": "train"}]}},

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from image_classifier.cli.options import parse_arch_path
 from image_classifier.errors import ImageClassifierError
+from image_classifier.i18n import DEFAULT, SUPPORTED
 from image_classifier.study.defaults import DEFAULT_MODELS
 
 
@@ -51,6 +52,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-faces", action="store_true",
                    help="do not look for faces (no face survey, no face_embedding model, no face/no-face test accuracy)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
+    p.add_argument("--lang", choices=SUPPORTED, default=DEFAULT,
+                   help="language of report.md, report.html and their figures: "
+                        f"{', '.join(SUPPORTED)} (default {DEFAULT}); comparison.csv, metrics.json and "
+                        "what this command prints are the same in every language")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="continue the run in OUT (also the default when OUT holds one): reuse every finished "
@@ -102,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         speed_repeats=args.speed_repeats, progress=not args.no_progress, cache=not args.no_cache,
         cache_dir=args.cache_dir, export=not args.no_export, faces=not args.no_faces,
         resume="fresh" if args.fresh else "resume" if args.resume else "auto",
-        invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]),
+        invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), lang=args.lang,
     )
     study = run_compare(options, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print()

@@ -6,6 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from image_classifier.i18n import DEFAULT, SUPPORTED
 from image_classifier.inference import add_backend_argument
 
 
@@ -32,6 +33,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--no-speed", action="store_true", help="skip the size/latency/throughput measurements")
     add_backend_argument(p)
+    p.add_argument("--lang", choices=SUPPORTED, default=DEFAULT,
+                   help="language of report.md, report.html and their figures: "
+                        f"{', '.join(SUPPORTED)} (default {DEFAULT}); comparison.csv, metrics.json and "
+                        "what this command prints are the same in every language")
     p.set_defaults(func=run)
 
 
@@ -45,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     options = EvaluateOptions(
         model=args.model_dir, data=args.data, split=args.split, subset=args.subset, out=args.out, seed=args.seed,
         speed=not args.no_speed, invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), backend=args.backend,
+        lang=args.lang,
     )
     study = run_evaluate(options, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_terminal_table(study))

@@ -5,6 +5,10 @@ All of it is drawn from one :class:`~image_classifier.results.Study`, which is a
 ``metrics.json`` holds (:meth:`Study.to_json`), so a report can be redrawn from a finished run
 (``Study.load(run_dir)``) and no two artefacts can disagree. :func:`write_report` fills in the
 figures (``Study.plots``, ``ModelResult.plots``) and ``timings["report_seconds"]``.
+
+``report.md``, ``report.html`` and the figures are written in one of :data:`i18n.SUPPORTED
+<image_classifier.i18n.SUPPORTED>` (``lang``); class, model and file names are never translated,
+and ``comparison.csv`` and ``metrics.json`` are the same in every language.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from typing import Callable
 from PIL import Image
 
 from image_classifier.fileio import atomic_write_text
+from image_classifier.i18n import DEFAULT, Translator, translator
 from image_classifier.report import plots
 from image_classifier.report.html import render_html
 from image_classifier.report.markdown import render_markdown
@@ -47,8 +52,10 @@ def plot_slug(name: str) -> str:
 
 
 def draw_plots(study: Study, run_dir: Path, *,
-               image_loader: Callable[[str], Image.Image] | None = None) -> list[Path]:
-    """Draw every figure into ``run_dir/plots`` and record their relative paths in ``study``."""
+               image_loader: Callable[[str], Image.Image] | None = None, t: Translator | None = None) -> list[Path]:
+    """Draw every figure into ``run_dir/plots`` (in ``t``'s language, default English) and record
+    their relative paths in ``study``."""
+    t = t or translator(DEFAULT)
     out: list[Path] = []
     plot_dir = run_dir / PLOTS_DIR
     used: set[str] = set()
@@ -60,12 +67,13 @@ def draw_plots(study: Study, run_dir: Path, *,
         rel: dict[str, str] = {}
         rel["confusion"] = f"{PLOTS_DIR}/{slug}-confusion.png"
         out.append(plots.confusion_matrix_png(m.test.confusion_matrix, m.test.classes, run_dir / rel["confusion"],
-                                              title=m.name))
+                                              title=m.name, t=t))
         rel["curves"] = f"{PLOTS_DIR}/{slug}-training.png"
         out.append(plots.training_curves_png(m.training.history, run_dir / rel["curves"],
-                                             title=f"{m.name}: training", best_epoch=m.validation.best_epoch))
+                                             title=t("report.plot.curves.title", model=m.name),
+                                             best_epoch=m.validation.best_epoch, t=t))
         errors_rel = f"{PLOTS_DIR}/{slug}-errors.png"
-        gallery = plots.error_gallery_png(m.errors, run_dir / errors_rel, title=m.name, loader=image_loader)
+        gallery = plots.error_gallery_png(m.errors, run_dir / errors_rel, title=m.name, loader=image_loader, t=t)
         if gallery is not None:
             rel["errors"] = errors_rel
             out.append(gallery)
@@ -75,34 +83,41 @@ def draw_plots(study: Study, run_dir: Path, *,
     # One model has no trade-off to show; its numbers are in the table.
     if len(rows) > 1 and all(r["latency_ms_p50"] is not None for r in rows):
         best = study.selection.best if study.selection is not None else None
-        out.append(plots.summary_png(rows, plot_dir / "summary.png", best=best))
+        out.append(plots.summary_png(rows, plot_dir / "summary.png", best=best, t=t))
         study_plots["summary"] = f"{PLOTS_DIR}/summary.png"
     out.append(plots.reliability_png([(m.name, m.test.reliability, m.test.ece) for m in study.models],
                                      plot_dir / "reliability.png",
-                                     where="test split" if study.scored_set == TEST_IMAGES else "scored images"))
+                                     where=t("report.plot.reliability.where_test") if study.scored_set == TEST_IMAGES
+                                     else t("report.plot.reliability.where_scored"), t=t))
     study_plots["reliability"] = f"{PLOTS_DIR}/reliability.png"
     study.plots = study_plots
     return out
 
 
 def write_report(study: Study, run_dir: str | Path, *,
-                 image_loader: Callable[[str], Image.Image] | None = None) -> ReportFiles:
+                 image_loader: Callable[[str], Image.Image] | None = None, lang: str = DEFAULT,
+                 title: str | None = None) -> ReportFiles:
     """Draw the figures and write ``comparison.csv``, ``metrics.json``, ``report.md``, ``report.html``.
+
+    ``lang``: the language of ``report.md``, ``report.html`` and the figures (ValueError for one
+    not in :data:`~image_classifier.i18n.SUPPORTED`). ``title``: the reports' heading, already in
+    ``lang`` (default: ``study.title``, which ``metrics.json`` keeps whatever the language).
 
     Fills in ``study``'s figures and ``timings["report_seconds"]`` (and its ``run_dir``) so that
     ``metrics.json`` describes exactly what was written.
     """
+    t = translator(lang)
     start = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     study.run_dir = run_dir
-    plot_files = draw_plots(study, run_dir, image_loader=image_loader)
+    plot_files = draw_plots(study, run_dir, image_loader=image_loader, t=t)
     study.timings["report_seconds"] = time.perf_counter() - start
     csv_path = write_comparison_csv(study, run_dir / COMPARISON_CSV_NAME)
     json_path = write_metrics_json(study, run_dir / METRICS_NAME)
     md_path = run_dir / REPORT_MD_NAME
-    atomic_write_text(md_path, render_markdown(study))  # a kill or a full disk leaves the old file or the new one
+    atomic_write_text(md_path, render_markdown(study, t, title=title))  # a kill or a full disk leaves the old file or the new one
     html_path = run_dir / REPORT_HTML_NAME
-    atomic_write_text(html_path, render_html(study, run_dir))
+    atomic_write_text(html_path, render_html(study, run_dir, t, title=title))
     log.info("report written to %s (%.1f s)", html_path, time.perf_counter() - start)
     return ReportFiles(run_dir, html_path, md_path, csv_path, json_path, plot_files)

@@ -3,6 +3,8 @@
 Every string that came from data (class names are folder names, and a folder may be called
 ``<script>``) goes through :func:`esc`. Nothing is loaded from the network: no fonts, scripts or
 stylesheets, so the file renders the same offline, in an e-mail attachment or years later.
+Its text is in the language of the translator given (``<html lang>`` says which); class, model
+and file names are values in it, never translated.
 """
 from __future__ import annotations
 
@@ -11,21 +13,26 @@ import html
 from pathlib import Path
 from typing import Iterable
 
+from image_classifier.i18n import Translator, translator
 from image_classifier.report import narrative
 from image_classifier.report.tables import (
-    BACKEND_HELP,
     backend_notes,
     backend_table,
     display_table,
     face_survey_table,
     fmt_mb,
     fmt_ms,
-    fmt_num,
     fmt_params,
     fmt_seconds,
     per_image_ms,
+    report_command,
+    subset_label,
+    timings_line,
 )
 from image_classifier.results import TEST_IMAGES, ModelResult, Study
+
+#: The split's subsets in the order the data table shows them (any other after them).
+SUBSET_ORDER = ("train", "val", "test")
 
 CSS = """
 *{box-sizing:border-box}
@@ -99,225 +106,244 @@ def anchor(name: str) -> str:
     return "model-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
 
 
-def _answer(study: Study) -> str:
+def _answer(study: Study, t: Translator) -> str:
     rows = study.rows()
     parts = [f'<p class="alert">{esc(a)}</p>' for a in study.alerts]
-    parts.append(f"<p><strong>{esc(narrative.headline(study))}</strong></p>")
+    parts.append(f"<p><strong>{esc(narrative.headline(study, t))}</strong></p>")
     if len(rows) > 1:
         facts = []
         top = max(rows, key=lambda r: r["test_accuracy"])
-        facts.append(f"highest test accuracy: {top['model']} ({top['test_accuracy']:.1%})")
+        facts.append(t("report.html.fact.highest", model=top["model"], accuracy=t.percent(top["test_accuracy"], 1)))
         timed = [r for r in rows if per_image_ms(r) is not None]
         if timed:
             fast = min(timed, key=per_image_ms)
-            facts.append(f"fastest: {fast['model']} ({fmt_ms(per_image_ms(fast))} ms per image)")
+            facts.append(t("report.html.fact.fastest", model=fast["model"],
+                           ms=t.localize_number(fmt_ms(per_image_ms(fast)))))
         sized = [r for r in rows if r["size_mb"] is not None]
         if sized:
             small = min(sized, key=lambda r: r["size_mb"])
-            facts.append(f"smallest: {small['model']} ({fmt_mb(small['size_mb'])} MB)")
+            facts.append(t("report.html.fact.smallest", model=small["model"],
+                           mb=t.localize_number(fmt_mb(small["size_mb"]))))
         parts.append("<p>" + esc("; ".join(facts) + ".") + "</p>")
-    summary = narrative.significance_summary(study)
+    summary = narrative.significance_summary(study, t)
     if summary:
         parts.append(f"<p>{esc(summary)}</p>")
     return '<section class="card answer">' + "".join(parts) + "</section>"
 
 
-def _comparison(study: Study, run_dir: Path) -> str:
-    headers, body = display_table(study)
+def _comparison(study: Study, run_dir: Path, t: Translator) -> str:
+    headers, body = display_table(study, t)
     selected = ["selected" if r["selected"] else "" for r in study.rows()]
-    heading = "Comparison (test split)" if len(study.models) > 1 else "Results"
-    out = [f'<h2 id="comparison">{heading}</h2>', _table(headers, body, selected)]
-    scored = ("accuracy on the held-out test split" if study.scored_set == TEST_IMAGES
-              else f"accuracy on the {study.scored_set} scored here")
-    out.append(f'<p class="muted">test acc: {esc(scored)} with its 95 % bootstrap '
-               "interval. val acc: accuracy on the validation split during training"
-               + (", which chose the best model (*). " if study.selection is not None else ". ") +
-               "ECE: expected calibration error. ms/img: model-only latency per image at batch 1 "
-               "(median / 95th percentile); file→label: reading, decoding, resizing and classifying one "
-               "JPEG. img/s @32: throughput at batch 32. Measured on the machine below.</p>")
-    lines = narrative.significance_lines(study)
-    if lines:
-        out.append("<h3>Which differences are real?</h3><ul class=\"sig\">")
-        for line in lines:
-            cls = "good" if " is more accurate than " in line else ""
-            out.append(f'<li class="{cls}">{esc(line)}</li>')
+    heading = t("report.heading.comparison") if len(study.models) > 1 else t("report.heading.results")
+    out = [f'<h2 id="comparison">{esc(heading)}</h2>', _table(headers, body, selected)]
+    scored = (t("report.html.scored.test") if study.scored_set == TEST_IMAGES
+              else t("report.html.scored.named", scored=narrative.scored_noun(study, t)))
+    legend = "report.html.legend.selected" if study.selection is not None else "report.html.legend.plain"
+    out.append(f'<p class="muted">{esc(t(legend, scored=scored))}</p>')
+    verdicts = narrative.significance_verdicts(study, t)
+    if verdicts:
+        out.append(f'<h3>{esc(t("report.heading.significance"))}</h3><ul class="sig">')
+        for verdict in verdicts:
+            cls = "good" if verdict.significant else ""
+            out.append(f'<li class="{cls}">{esc(verdict.text)}</li>')
         out.append("</ul>")
-    for note in (narrative.uncertainty_note(study), narrative.published_note(study), narrative.calibration_note(study),
-                 narrative.timing_note(study)):
+    for note in (narrative.uncertainty_note(study, t), narrative.published_note(study, t),
+                 narrative.calibration_note(study, t), narrative.timing_note(study, t)):
         if note:
             out.append(f'<p class="note">{esc(note)}</p>')
     plots = study.plots
     figs = [
-        _figure(run_dir, plots.get("summary"), "accuracy against latency, per model",
-                "Test accuracy (bars: 95 % CI) against latency; the outlined marker is the selected model."),
-        _figure(run_dir, plots.get("reliability"), "reliability diagram",
-                "Reliability: below the diagonal means over-confident."),
+        _figure(run_dir, plots.get("summary"), t("report.html.summary.alt"), t("report.html.summary.caption")),
+        _figure(run_dir, plots.get("reliability"), t("report.html.reliability.alt"),
+                t("report.html.reliability.caption")),
     ]
     out.append('<div class="figs">' + "".join(figs) + "</div>")
     return "".join(out)
 
 
-def _backends(study: Study) -> str:
-    headers, rows = backend_table(study)
+def _backends(study: Study, t: Translator) -> str:
+    headers, rows = backend_table(study, t)
     if not rows:
         return ""
-    out = ['<h2 id="backends">Inference backends</h2>', _table(headers, rows)]
-    out.append(f'<p class="muted">{esc(BACKEND_HELP)}</p>')
-    notes = backend_notes(study)
+    out = [f'<h2 id="backends">{esc(t("report.heading.backends"))}</h2>', _table(headers, rows)]
+    out.append(f'<p class="muted">{esc(t("report.backends.help"))}</p>')
+    notes = backend_notes(study, t)
     if notes:
         out.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
     return "".join(out)
 
 
-def _model_section(m: ModelResult, study: Study, run_dir: Path) -> str:
+def _model_section(m: ModelResult, study: Study, run_dir: Path, t: Translator) -> str:
     test, speed, val, training = m.test, m.speed, m.validation, m.training
     selected = study.selection is not None and study.selection.best == m.name
-    title = esc(m.name) + (" — selected" if selected else "")
+    title = esc(m.name) + (esc(t("report.html.model.selected")) if selected else "")
     facts = [
-        f"test accuracy {test.accuracy:.1%} [{test.accuracy_ci[0]:.1%}, {test.accuracy_ci[1]:.1%}]",
-        f"macro-F1 {test.macro_f1:.3f}",
-        f"log-loss {fmt_num(test.log_loss)}",
-        f"ECE {fmt_num(test.ece)}",
+        t("report.html.model.test_accuracy", accuracy=t.percent(test.accuracy, 1),
+          interval=t("report.format.interval", low=t.percent(test.accuracy_ci[0], 1),
+                     high=t.percent(test.accuracy_ci[1], 1))),
+        t("report.html.model.macro_f1", value=t.number(test.macro_f1, 3)),
+        t("report.html.model.log_loss", value=t.number(test.log_loss, 3)),
+        t("report.html.model.ece", value=t.number(test.ece, 3)),
     ]
     if val.accuracy is not None:
-        facts.append(f"validation accuracy {val.accuracy:.1%} (epoch {'?' if val.best_epoch is None else val.best_epoch})")
+        facts.append(t("report.html.model.validation", accuracy=t.percent(val.accuracy, 1),
+                       epoch="?" if val.best_epoch is None else val.best_epoch))
     if speed is not None:
         trained = speed.trainable_params
-        facts.append(f"{fmt_params(speed.params)} parameters"
-                     + (f" ({fmt_params(trained)} trained, the rest pretrained)" if trained is not None
-                        and trained < (speed.params or 0) else ""))
+        facts.append(t("report.html.model.params", params=t.localize_number(fmt_params(speed.params)))
+                     + (t("report.html.model.trained_params", trained=t.localize_number(fmt_params(trained)))
+                        if trained is not None and trained < (speed.params or 0) else ""))
         if speed.flops_per_image is not None:
-            facts.append(f"{speed.flops_per_image / 1e9:.2f} GFLOPs per image")
+            facts.append(t("report.html.model.gflops", gflops=t.number(speed.flops_per_image / 1e9, 2)))
     if m.backend is not None:
-        facts.append(f"predictions and timings by backend {m.backend.name} ({m.backend.reason})")
+        facts.append(t("report.html.model.backend", backend=m.backend.name, reason=m.backend.reason))
     if training.seconds is not None:
-        facts.append(f"trained in {fmt_seconds(training.seconds)}")
+        facts.append(t("report.html.model.trained_in", time=t.localize_number(fmt_seconds(training.seconds))))
     if training.peak_rss_mb is not None:
-        facts.append(f"peak process memory by the end of its training {training.peak_rss_mb:.0f} MB")
+        facts.append(t("report.html.model.peak_memory", mb=t.number(training.peak_rss_mb, 0)))
     if m.model_dir:
-        facts.append(f"saved in {m.model_dir}")
+        facts.append(t("report.html.model.saved_in", path=m.model_dir))
     out = [f'<section class="card" id="{esc(anchor(m.name))}"><h3>{title}</h3>',
            f'<p class="muted">{esc("; ".join(facts))}</p>']
     plots = m.plots
-    per_class = [[c.name, fmt_num(c.precision), fmt_num(c.recall), fmt_num(c.f1), c.support] for c in test.per_class]
+    per_class = [[c.name, t.number(c.precision, 3), t.number(c.recall, 3), t.number(c.f1, 3), c.support]
+                 for c in test.per_class]
     out.append('<div class="figs">')
-    out.append(_figure(run_dir, plots.get("confusion"), f"confusion matrix of {m.name}",
-                       "Confusion matrix on the test split (rows: true class; colour: share of the row)."))
-    out.append('<div class="side">' + _table(["class", "precision", "recall", "F1", "test images"], per_class)
+    out.append(_figure(run_dir, plots.get("confusion"), t("report.html.confusion.alt", model=m.name),
+                       t("report.html.confusion.caption")))
+    out.append('<div class="side">' + _table([t("report.table.class"), t("report.table.precision"),
+                                              t("report.table.recall"), t("report.table.f1"),
+                                              t("report.table.test_images")], per_class)
                + "</div>")
     out.append("</div>")
-    out.append(_figure(run_dir, plots.get("curves"), f"training curves of {m.name}",
-                       "Training curves; dashed lines separate training phases, the star marks the kept epoch."))
+    out.append(_figure(run_dir, plots.get("curves"), t("report.html.curves.alt", model=m.name),
+                       t("report.html.curves.caption")))
     errors = m.errors
     if errors:
-        out.append(_figure(run_dir, plots.get("errors"), f"misclassified test images of {m.name}",
-                           "Misclassified test images, most confident mistakes first."))
-        rows = [[e.rel_path or e.path, e.true, e.predicted, f"{e.confidence:.1%}"]
+        out.append(_figure(run_dir, plots.get("errors"), t("report.html.errors.alt", model=m.name),
+                           t("report.html.errors.caption")))
+        rows = [[e.rel_path or e.path, e.true, e.predicted, t.percent(e.confidence, 1)]
                 for e in sorted(errors, key=lambda e: -e.confidence)]
-        out.append(f"<details><summary>All {len(errors)} misclassified test images</summary>"
-                   + _table(["file", "true", "predicted", "confidence"], rows) + "</details>")
+        out.append(f"<details><summary>{esc(t('report.html.errors.all', count=len(errors)))}</summary>"
+                   + _table([t("report.table.file"), t("report.table.true"), t("report.table.predicted"),
+                             t("report.table.confidence")], rows) + "</details>")
     else:
-        out.append("<p>No test image was misclassified.</p>")
+        out.append(f"<p>{esc(t('report.html.errors.none'))}</p>")
     out.append("</section>")
     return "".join(out)
 
 
-def _data_section(study: Study) -> str:
+def _duplicate_kind(kind: str, t: Translator) -> str:
+    """A group's kind ("exact", "near", "exact + near", "duplicate") in ``t``'s language."""
+    return " + ".join(t.get(f"report.data.duplicate_kind.{k}", k) for k in kind.split(" + "))
+
+
+def _data_section(study: Study, t: Translator) -> str:
     data = study.data
-    out = ['<h2 id="data">Data</h2>']
+    out = [f'<h2 id="data">{esc(t("report.heading.data"))}</h2>']
     if data.root:
-        out.append(f"<p>Folder <code>{esc(data.root)}</code>: {esc(data.num_images)} images in "
-                   f"{len(data.classes)} classes.</p>")
+        out.append("<p>" + t.html("report.html.folder", markup={"root": f"<code>{esc(data.root)}</code>"},
+                                  images=data.num_images, classes=len(data.classes)) + "</p>")
     split = data.split
     sizes = split.sizes
     if sizes:
-        subsets = [s for s in ("train", "val", "test") if s in sizes] + [s for s in sizes if s not in ("train", "val", "test")]
+        subsets = [s for s in SUBSET_ORDER if s in sizes] + [s for s in sizes if s not in SUBSET_ORDER]
         classes = list(data.classes or sorted({c for s in subsets for c in sizes[s]}))
         rows = [[c, *[sizes[s].get(c, 0) for s in subsets], sum(sizes[s].get(c, 0) for s in subsets)] for c in classes]
-        rows.append(["total", *[sum(sizes[s].values()) for s in subsets], sum(sum(sizes[s].values()) for s in subsets)])
-        out.append(_table(["class", *subsets, "all"], rows))
+        rows.append([t("report.table.total"), *[sum(sizes[s].values()) for s in subsets],
+                     sum(sum(sizes[s].values()) for s in subsets)])
+        out.append(_table([t("report.table.class"), *[subset_label(s, t) for s in subsets], t("report.table.all")],
+                          rows))
         desc = []
         if split.seed is not None:
-            desc.append(f"stratified split, seed {split.seed}")
+            desc.append(t("report.html.split.stratified", seed=split.seed))
         if split.path:
-            desc.append(f"manifest {split.path}")
+            desc.append(t("report.html.split.manifest", path=split.path))
         if split.manifest_sha256:
-            desc.append(f"sha256 {split.manifest_sha256[:16]}…")
+            desc.append(t("report.html.split.sha256", digest=split.manifest_sha256[:16]))
         if desc:
-            out.append(f'<p class="muted">{esc("; ".join(desc))}. Every model was trained, selected and tested on this same split.</p>')
+            out.append(f'<p class="muted">{esc(t("report.html.split.same", description="; ".join(desc)))}</p>')
     dups = data.duplicates
     if dups is not None:
-        out.append("<h3>Duplicates</h3>")
+        out.append(f"<h3>{esc(t('report.heading.duplicates'))}</h3>")
+        # The data check's sentences are stored in the study as it wrote them.
         if dups.summary:
             out.append(f"<p>{esc(dups.summary)}</p>")
         if dups.policy:
             out.append(f"<p>{esc(dups.policy)}</p>")
         groups = dups.groups
         if groups:
-            rows = [[g.kind, ", ".join(g.files), g.subset] for g in groups]
-            out.append(f"<details><summary>{len(groups)} duplicate groups</summary>"
-                       + _table(["kind", "files", "kept together in"], rows) + "</details>")
-    faces = face_survey_table(study)
+            rows = [[_duplicate_kind(g.kind, t), ", ".join(g.files),
+                     ", ".join(subset_label(s, t) for s in g.subset.split(", ")) if g.subset else ""]
+                    for g in groups]
+            out.append(f"<details><summary>{esc(t('report.html.duplicates.groups', count=len(groups)))}</summary>"
+                       + _table([t("report.table.kind"), t("report.table.files"), t("report.table.kept_together_in")],
+                                rows) + "</details>")
+    faces = face_survey_table(study, t)
     if faces:
-        out.append(f"<h3>Faces</h3><p>{esc(faces[0])}</p>" + _table(faces[1], faces[2]))
+        out.append(f"<h3>{esc(t('report.heading.faces'))}</h3><p>{esc(faces[0])}</p>" + _table(faces[1], faces[2]))
     unreadable = data.unreadable
     if unreadable:
-        out.append(f"<details><summary>{len(unreadable)} unreadable files were left out</summary>"
-                   + _table(["file", "reason"], [[u["path"], u["reason"]] for u in unreadable]) + "</details>")
+        out.append(f"<details><summary>{esc(t('report.html.unreadable', count=len(unreadable)))}</summary>"
+                   + _table([t("report.table.file"), t("report.table.reason")],
+                            [[u["path"], u["reason"]] for u in unreadable]) + "</details>")
     warnings = data.warnings
-    out.append("<h3>Warnings from the data check</h3>")
+    out.append(f"<h3>{esc(t('report.heading.data_warnings'))}</h3>")
     if warnings:
         out.append("<ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>")
     else:
-        out.append("<p>None.</p>")
+        out.append(f"<p>{esc(t('report.html.warnings.none'))}</p>")
     return "".join(out)
 
 
-def _machine_section(study: Study) -> str:
-    out = ['<h2 id="machine">Machine and versions</h2>']
-    rows = [(k, v) for k, v in study.environment.machine.items()]
+def _machine_section(study: Study, t: Translator) -> str:
+    out = [f'<h2 id="machine">{esc(t("report.heading.machine"))}</h2>']
+    rows = [(t.get(f"report.machine.{k}", k), v) for k, v in study.environment.machine.items()]
     rows += [(k, v) for k, v in study.environment.versions.items()]
     if rows:
         out.append(_kv_table(rows))
     speed_cfg = study.speed_config
     if speed_cfg:
-        out.append(f'<p class="muted">Latency: {esc(speed_cfg.get("warmup"))} warm-up calls, then up to '
-                   f'{esc(speed_cfg.get("repeats"))} timed calls at batch 1; throughput: median of '
-                   f'{esc(speed_cfg.get("throughput_repeats"))} batches of {esc(speed_cfg.get("throughput_batch"))}.</p>')
+        out.append('<p class="muted">' + t.html("report.html.speed_config", warmup=speed_cfg.get("warmup"),
+                                                 repeats=speed_cfg.get("repeats"),
+                                                 throughput_repeats=speed_cfg.get("throughput_repeats"),
+                                                 throughput_batch=speed_cfg.get("throughput_batch")) + "</p>")
     return "".join(out)
 
 
-def render_html(study: Study, run_dir: Path) -> str:
-    """The whole report as one HTML string; PNG paths in ``study`` are relative to ``run_dir``."""
+def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, title: str | None = None) -> str:
+    """The whole report as one HTML string, in ``t``'s language (default English); PNG paths in
+    ``study`` are relative to ``run_dir``; ``title``: its heading (default: ``study.title``)."""
+    t = t or translator("en")
     run_dir = Path(run_dir)
-    title = study.title or "Image classifier comparison"
-    nav = [f'<a href="#comparison">{"Comparison" if len(study.models) > 1 else "Results"}</a>']
-    if backend_table(study)[1]:
-        nav.append('<a href="#backends">Backends</a>')
+    title = title or study.title or t("report.title.default")
+    first = t("report.nav.comparison") if len(study.models) > 1 else t("report.nav.results")
+    nav = [f'<a href="#comparison">{esc(first)}</a>']
+    if backend_table(study, t)[1]:
+        nav.append(f'<a href="#backends">{esc(t("report.nav.backends"))}</a>')
     nav += [f'<a href="#{esc(anchor(m.name))}">{esc(m.name)}</a>' for m in study.models]
-    nav += ['<a href="#data">Data</a>', '<a href="#machine">Machine</a>', '<a href="#reproduce">Reproduce</a>']
+    nav += [f'<a href="#data">{esc(t("report.nav.data"))}</a>', f'<a href="#machine">{esc(t("report.nav.machine"))}</a>',
+            f'<a href="#reproduce">{esc(t("report.nav.reproduce"))}</a>']
     created = study.created_utc
     parts = [
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
+        f'<html lang="{esc(t.lang)}"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>",
         f"<h1>{esc(title)}</h1>",
         f'<p class="muted">{esc(created)} · {esc(", ".join(study.data.classes))}</p>',
         f"<nav>{' '.join(nav)}</nav>",
-        _answer(study),
-        _comparison(study, run_dir),
-        _backends(study),
-        '<h2 id="models">Models</h2>',
-        *[_model_section(m, study, run_dir) for m in study.models],
-        _data_section(study),
-        _machine_section(study),
-        '<h2 id="reproduce">Reproduce</h2>',
-        f"<pre>{esc(study.command)}</pre>",
+        _answer(study, t),
+        _comparison(study, run_dir, t),
+        _backends(study, t),
+        f'<h2 id="models">{esc(t("report.heading.models"))}</h2>',
+        *[_model_section(m, study, run_dir, t) for m in study.models],
+        _data_section(study, t),
+        _machine_section(study, t),
+        f'<h2 id="reproduce">{esc(t("report.heading.reproduce"))}</h2>',
+        f"<pre>{esc(report_command(study, t))}</pre>",
     ]
-    timings = study.timings
-    if timings:
-        parts.append('<p class="muted">' + esc("; ".join(f"{k.replace('_', ' ')}: {fmt_seconds(v)}"
-                                                       for k, v in timings.items() if v is not None)) + "</p>")
+    if study.timings:
+        parts.append('<p class="muted">' + esc(timings_line(study.timings, t)) + "</p>")
     parts.append("</main></body></html>")
     return "\n".join(p for p in parts if p)

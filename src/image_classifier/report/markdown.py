@@ -1,11 +1,13 @@
-"""``report.md``: the same findings as the HTML, as Markdown with the figures linked (not embedded)."""
+"""``report.md``: the same findings as the HTML, as Markdown with the figures linked (not embedded),
+in the language of the translator given."""
 from __future__ import annotations
 
 from typing import Iterable
 
+from image_classifier.i18n import Translator, translator
 from image_classifier.report import narrative
 from image_classifier.report.tables import (
-    BACKEND_HELP, backend_notes, backend_table, display_table, face_survey_table, fmt_num, fmt_seconds,
+    backend_notes, backend_table, display_table, face_survey_table, report_command, subset_label, timings_line,
 )
 from image_classifier.results import Study
 
@@ -26,74 +28,81 @@ def _table(headers: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str
     return out
 
 
-def render_markdown(study: Study) -> str:
-    title = study.title or "Image classifier comparison"
+def render_markdown(study: Study, t: Translator | None = None, *, title: str | None = None) -> str:
+    """The whole report as Markdown, in ``t``'s language (default English); ``title``: its heading
+    (default: ``study.title``)."""
+    t = t or translator("en")
+    title = title or study.title or t("report.title.default")
     lines = [f"# {md(title)}", ""]
-    lines += [f"> **Warning:** {md(a)}\n" for a in study.alerts]
-    lines += [f"**{md(narrative.headline(study))}**", ""]
-    headers, body = display_table(study)
-    lines += ["## Comparison (test split)", "", *_table(headers, body), ""]
+    lines += [f"> **{t('report.md.warning')}** {md(a)}\n" for a in study.alerts]
+    lines += [f"**{md(narrative.headline(study, t))}**", ""]
+    headers, body = display_table(study, t)
+    lines += [f"## {t('report.heading.comparison')}", "", *_table(headers, body), ""]
     if study.selection is not None and any(m.name == study.selection.best for m in study.models):
-        lines += ["\\* selected by validation accuracy (ties: validation loss); the test split played no part.", ""]
-    summary = narrative.significance_summary(study)
+        lines += ["\\* " + md(t("report.md.selected_note")), ""]
+    summary = narrative.significance_summary(study, t)
     if summary:
         lines += [md(summary), ""]
-        lines += [f"- {md(line)}" for line in narrative.significance_lines(study)] + [""]
-    for note in (narrative.uncertainty_note(study), narrative.published_note(study), narrative.calibration_note(study),
-                 narrative.timing_note(study)):
+        lines += [f"- {md(line)}" for line in narrative.significance_lines(study, t)] + [""]
+    for note in (narrative.uncertainty_note(study, t), narrative.published_note(study, t),
+                 narrative.calibration_note(study, t), narrative.timing_note(study, t)):
         if note:
             lines += [f"> {md(note)}", ""]
-    for key, alt in (("summary", "accuracy vs latency"), ("reliability", "reliability diagram")):
+    for key, alt in (("summary", t("report.alt.summary")), ("reliability", t("report.alt.reliability"))):
         if study.plots.get(key):
             lines += [f"![{alt}]({study.plots[key]})", ""]
 
-    b_headers, b_rows = backend_table(study)
+    b_headers, b_rows = backend_table(study, t)
     if b_rows:
-        lines += ["## Inference backends", "", *_table(b_headers, b_rows), "",
-                  md(BACKEND_HELP), ""]
-        lines += [f"- {md(n)}" for n in backend_notes(study)] + [""]
+        lines += [f"## {t('report.heading.backends')}", "", *_table(b_headers, b_rows), "",
+                  md(t("report.backends.help")), ""]
+        lines += [f"- {md(n)}" for n in backend_notes(study, t)] + [""]
 
-    lines += ["## Models", ""]
+    lines += [f"## {t('report.heading.models')}", ""]
+    figures = (("confusion", t("report.alt.confusion")), ("curves", t("report.alt.curves")),
+               ("errors", t("report.alt.errors")))
     for m in study.models:
         test = m.test
         lines += [f"### {md(m.name)}", ""]
-        for key, alt in (("confusion", "confusion matrix"), ("curves", "training curves"), ("errors", "misclassified")):
+        for key, alt in figures:
             if m.plots.get(key):
                 lines += [f"![{alt}]({m.plots[key]})", ""]
-        lines += _table(["class", "precision", "recall", "F1", "test images"],
-                        [[c.name, fmt_num(c.precision), fmt_num(c.recall), fmt_num(c.f1), c.support]
+        lines += _table([t("report.table.class"), t("report.table.precision"), t("report.table.recall"),
+                         t("report.table.f1"), t("report.table.test_images")],
+                        [[c.name, t.number(c.precision, 3), t.number(c.recall, 3), t.number(c.f1, 3), c.support]
                          for c in test.per_class])
         lines.append("")
-        lines.append(f"{len(m.errors)} of {test.n} test images misclassified.")
+        lines.append(t("report.md.misclassified", errors=len(m.errors), n=test.n))
         lines.append("")
 
     data = study.data
-    lines += ["## Data", ""]
+    lines += [f"## {t('report.heading.data')}", ""]
     if data.root:
-        lines += [f"Folder `{data.root}`: {data.num_images} images, {len(data.classes)} classes.", ""]
+        lines += [t("report.md.folder", root=f"`{data.root}`", images=data.num_images, classes=len(data.classes)), ""]
     sizes = data.split.sizes
     if sizes:
         subsets = list(sizes)
         classes = list(data.classes or sorted({c for s in subsets for c in sizes[s]}))
         rows = [[c, *[sizes[s].get(c, 0) for s in subsets]] for c in classes]
-        rows.append(["total", *[sum(sizes[s].values()) for s in subsets]])
-        lines += _table(["class", *subsets], rows) + [""]
+        rows.append([t("report.table.total"), *[sum(sizes[s].values()) for s in subsets]])
+        lines += _table([t("report.table.class"), *[subset_label(s, t) for s in subsets]], rows) + [""]
     if data.duplicates is not None:
         for text in (data.duplicates.summary, data.duplicates.policy):
             if text:
                 lines += [md(text), ""]
-    faces = face_survey_table(study)
+    faces = face_survey_table(study, t)
     if faces:
         lines += [md(faces[0]), ""] + _table(faces[1], faces[2]) + [""]
-    lines += ["Warnings:", ""] + ([f"- {md(w)}" for w in data.warnings] or ["- none"]) + [""]
+    lines += [t("report.md.warnings"), ""] + ([f"- {md(w)}" for w in data.warnings]
+                                              or [f"- {t('report.format.none')}"]) + [""]
 
-    lines += ["## Machine and versions", ""]
-    rows = [[k, v] for k, v in {**study.environment.machine, **study.environment.versions}.items()]
+    lines += [f"## {t('report.heading.machine')}", ""]
+    rows = [[t.get(f"report.machine.{k}", k), v] for k, v in study.environment.machine.items()]
+    rows += [[k, v] for k, v in study.environment.versions.items()]
     if rows:
-        lines += _table(["item", "value"], rows) + [""]
-    lines += ["## Reproduce", "", "```", study.command, "```", ""]
-    timings = study.timings
-    if timings:
-        lines.append("; ".join(f"{k.replace('_', ' ')}: {fmt_seconds(v)}" for k, v in timings.items() if v is not None))
+        lines += _table([t("report.table.item"), t("report.table.value")], rows) + [""]
+    lines += [f"## {t('report.heading.reproduce')}", "", "```", report_command(study, t), "```", ""]
+    if study.timings:
+        lines.append(timings_line(study.timings, t))
         lines.append("")
     return "\n".join(lines)

@@ -3,6 +3,8 @@
 Every function takes plain data (lists, rows, :mod:`image_classifier.results` records) so a
 report can be redrawn from a finished run without the models. Class names come from users' folder names, so every label
 goes through :func:`_text`: matplotlib would otherwise read ``$...$`` in a name as math.
+Titles, axis labels and legends come from the catalog of the translator given (English by
+default), and numbers on the axes take its decimal separator.
 """
 from __future__ import annotations
 
@@ -18,12 +20,15 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers/CI; must precede pyplot
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, ScalarFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
 from image_classifier.fileio import atomic_write_bytes  # noqa: E402
+from image_classifier.i18n import Translator, translator  # noqa: E402
 from image_classifier.results import Misclassified  # noqa: E402
+
+EN = translator("en")
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,28 @@ def _text(s: object, limit: int | None = None) -> str:
     return s.replace("$", r"\$")
 
 
+class _DecimalFormatter(ScalarFormatter):
+    """matplotlib's default tick labels with another decimal separator ("0,2" for "0.2")."""
+
+    def __init__(self, decimal: str) -> None:
+        super().__init__()
+        self.decimal = decimal
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return super().__call__(x, pos).replace(".", self.decimal)
+
+
+def _localize_ticks(t: Translator, *axes: plt.Axes) -> None:
+    """Give the linear axes of ``axes`` the language's decimal separator. Nothing changes for a
+    language that writes "." (English figures stay exactly as matplotlib draws them)."""
+    if t.decimal == ".":
+        return
+    for ax in axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if isinstance(axis.get_major_formatter(), ScalarFormatter):
+                axis.set_major_formatter(_DecimalFormatter(t.decimal))
+
+
 def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,9 +81,17 @@ def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
 
 
 def confusion_matrix_png(
-    cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike, *, title: str = ""
+    cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike, *, title: str = "",
+    t: Translator = EN,
 ) -> Path:
     """Counts in every cell; colour = share of the true class (row), so small classes still show."""
+    return _save(confusion_matrix_figure(cm, classes, title=title, t=t), path)
+
+
+def confusion_matrix_figure(
+    cm: Sequence[Sequence[int]], classes: Sequence[str], *, title: str = "", t: Translator = EN,
+) -> plt.Figure:
+    """The figure :func:`confusion_matrix_png` saves."""
     cm = np.asarray(cm, dtype=np.int64)
     n = len(classes)
     rows = cm.sum(axis=1, keepdims=True)
@@ -67,17 +102,18 @@ def confusion_matrix_png(
     labels = [_text(c, 18) for c in classes]
     ax.set_xticks(range(n), labels, rotation=35, ha="right")
     ax.set_yticks(range(n), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xlabel(t("report.plot.confusion.predicted"))
+    ax.set_ylabel(t("report.plot.confusion.true"))
     fontsize = 11 if n <= 8 else 8 if n <= 15 else 6
     for i in range(n):
         for j in range(n):
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=fontsize,
                     color="white" if share[i, j] > 0.55 else "black")
     acc = np.trace(cm) / cm.sum() if cm.sum() else float("nan")
-    ax.set_title(_text(f"{title} — {np.trace(cm)}/{cm.sum()} correct ({acc:.1%})" if title else
-                       f"{np.trace(cm)}/{cm.sum()} correct ({acc:.1%})"), fontsize=10)
-    return _save(fig, path)
+    counts = {"correct": np.trace(cm), "total": cm.sum(), "accuracy": t.percent(acc, 1)}
+    ax.set_title(_text(t("report.plot.confusion.title", title=title, **counts) if title else
+                       t("report.plot.confusion.title_untitled", **counts)), fontsize=10)
+    return fig
 
 
 def _phase_spans(history: Sequence[dict]) -> list[tuple[str, float, float]]:
@@ -93,25 +129,38 @@ def _phase_spans(history: Sequence[dict]) -> list[tuple[str, float, float]]:
 
 
 def training_curves_png(
-    history: Sequence[dict], path: str | os.PathLike, *, title: str = "", best_epoch: int | None = None
+    history: Sequence[dict], path: str | os.PathLike, *, title: str = "", best_epoch: int | None = None,
+    t: Translator = EN,
 ) -> Path:
     """Loss and accuracy per epoch, train vs validation, with the training phases shaded/labelled."""
+    return _save(training_curves_figure(history, title=title, best_epoch=best_epoch, t=t), path)
+
+
+def training_curves_figure(
+    history: Sequence[dict], *, title: str = "", best_epoch: int | None = None, t: Translator = EN,
+) -> plt.Figure:
+    """The figure :func:`training_curves_png` saves."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     if not history:
         for ax in (ax_loss, ax_acc):
-            ax.text(0.5, 0.5, "no training history recorded", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, t("report.plot.curves.no_history"), ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
         fig.suptitle(_text(title), fontsize=11)
-        return _save(fig, path)
+        return fig
     epochs = [r["epoch"] for r in history]
 
     def series(key: str) -> list[float]:
         return [float(r[key]) if r.get(key) is not None else math.nan for r in history]
 
-    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
-        ax.plot(epochs, series(f"train_{key}"), "-o", ms=3, color=PALETTE[0], label=f"train {label}")
-        ax.plot(epochs, series(f"val_{key}"), "-o", ms=3, color=PALETTE[1], label=f"validation {label}")
-        ax.set_xlabel("epoch")
+    labels = {"loss": (t("report.plot.curves.loss"), t("report.plot.curves.train_loss"),
+                       t("report.plot.curves.val_loss")),
+              "accuracy": (t("report.plot.curves.accuracy"), t("report.plot.curves.train_accuracy"),
+                           t("report.plot.curves.val_accuracy"))}
+    for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        label, train_label, val_label = labels[key]
+        ax.plot(epochs, series(f"train_{key}"), "-o", ms=3, color=PALETTE[0], label=train_label)
+        ax.plot(epochs, series(f"val_{key}"), "-o", ms=3, color=PALETTE[1], label=val_label)
+        ax.set_xlabel(t("report.plot.curves.epoch"))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         spans = _phase_spans(history)
@@ -126,14 +175,15 @@ def training_curves_png(
         if best_epoch is not None and best_epoch in epochs:
             i = epochs.index(best_epoch)
             val = series(f"val_{key}")[i]
-            ax.plot([best_epoch], [val], "*", ms=13, color=PALETTE[4], label="kept epoch", zorder=5)
+            ax.plot([best_epoch], [val], "*", ms=13, color=PALETTE[4], label=t("report.plot.curves.kept_epoch"), zorder=5)
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _localize_ticks(t, ax_loss, ax_acc)
     ax_acc.set_ylim(-0.02, 1.02)
     ax_acc.legend(fontsize=8, loc="lower right")
     fig.suptitle(_text(title), fontsize=11, y=1.0)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def _default_loader(path: str) -> Image.Image:
@@ -150,12 +200,27 @@ def error_gallery_png(
     max_items: int = 40,
     loader: Callable[[str], Image.Image] | None = None,
     thumb: int = 180,
+    t: Translator = EN,
 ) -> Path | None:
     """Thumbnails of misclassified images captioned with true label, prediction and confidence.
 
     Most confident mistakes first (those are the worrying ones). Returns ``None`` when there is
     nothing to draw.
     """
+    fig = error_gallery_figure(errors, title=title, max_items=max_items, loader=loader, thumb=thumb, t=t)
+    return None if fig is None else _save(fig, path)
+
+
+def error_gallery_figure(
+    errors: Sequence[Misclassified],
+    *,
+    title: str = "",
+    max_items: int = 40,
+    loader: Callable[[str], Image.Image] | None = None,
+    thumb: int = 180,
+    t: Translator = EN,
+) -> plt.Figure | None:
+    """The figure :func:`error_gallery_png` saves (None: no errors)."""
     if not errors:
         return None
     loader = loader or _default_loader
@@ -177,23 +242,31 @@ def error_gallery_png(
             ax.imshow(np.asarray(canvas))
         except Exception as exc:  # a file moved since the run: say so in the cell, keep the rest
             log.warning("error gallery: cannot show %s: %s", err.path, exc)
-            ax.text(0.5, 0.5, "image\nunavailable", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, t("report.plot.errors.unavailable"), ha="center", va="center", transform=ax.transAxes)
         ax.set_title(
-            _text(f"true: {_short(err.true, 16)}\npred: {_short(err.predicted, 16)} ({err.confidence:.0%})"),
+            _text(t("report.plot.errors.caption", true=_short(err.true, 16), pred=_short(err.predicted, 16),
+                    confidence=t.percent(err.confidence, 0))),
             fontsize=9, loc="left", color="#8b0000",
         )
-    shown = f" (the {len(items)} most confident of {len(errors)})" if len(items) < len(errors) else ""
-    fig.suptitle(_text(f"{title}: {len(errors)} misclassified{shown}"), fontsize=10)
+    shown = (t("report.plot.errors.shown", shown=len(items), count=len(errors)) if len(items) < len(errors)
+             else "")
+    fig.suptitle(_text(t("report.plot.errors.title", title=title, count=len(errors), shown=shown)), fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def summary_png(models: Sequence[dict], path: str | os.PathLike, *, best: str | None = None) -> Path:
+def summary_png(models: Sequence[dict], path: str | os.PathLike, *, best: str | None = None,
+                t: Translator = EN) -> Path:
     """Accuracy (with its 95 % CI) against per-image latency; marker area ~ model size on disk.
 
     The one picture that answers "which model, how accurate, how fast, how big". ``models`` are
     rows of :meth:`image_classifier.results.Study.rows`.
     """
+    return _save(summary_figure(models, best=best, t=t), path)
+
+
+def summary_figure(models: Sequence[dict], *, best: str | None = None, t: Translator = EN) -> plt.Figure:
+    """The figure :func:`summary_png` saves."""
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
     sizes = [float(m.get("size_mb") or 0.0) for m in models]
     smax = max(sizes) if sizes and max(sizes) > 0 else 1.0
@@ -207,7 +280,9 @@ def summary_png(models: Sequence[dict], path: str | os.PathLike, *, best: str | 
         chosen = m["model"] == best
         ax.scatter([x], [y], s=area, color=color, alpha=0.75, zorder=3,
                    edgecolors="black" if chosen else "none", linewidths=2.5)
-        label = f"{_short(m['model'], 20)}{' (selected)' if chosen else ''}\n{y:.1%}, {sizes[k]:.1f} MB"
+        label = t("report.plot.summary.label", model=_short(m["model"], 20),
+                  selected=t("report.plot.summary.selected") if chosen else "", accuracy=t.percent(y, 1),
+                  mb=t.number(sizes[k], 1))
         # Alternate above/below so labels of models with similar speed do not overprint.
         above = k % 2 == 1
         ax.annotate(_text(label), (x, y), xytext=(10, 8 if above else -6), textcoords="offset points",
@@ -218,27 +293,35 @@ def summary_png(models: Sequence[dict], path: str | os.PathLike, *, best: str | 
     span = max(hi_x / lo_x, 3.0)
     ax.set_xlim(lo_x / span**0.15, hi_x * span**0.45)
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: t.localize_number(f"{v:g}")))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("latency per image at batch 1, median (ms, log scale)")
-    ax.set_ylabel("test accuracy (bars: 95 % CI)")
+    ax.set_xlabel(t("report.plot.summary.xlabel"))
+    ax.set_ylabel(t("report.plot.summary.ylabel"))
     ax.grid(alpha=0.3, which="major")
     low = min(float(m["test_accuracy_ci_low"]) for m in models)
     ax.set_ylim(max(0.0, low - 0.08), 1.03)
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}"))
-    ax.set_title("Accuracy vs speed (marker area ∝ size on disk)", fontsize=10, pad=10)
-    return _save(fig, path)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: t.percent(v, 0)))
+    ax.set_title(t("report.plot.summary.title"), fontsize=10, pad=10)
+    return fig
 
 
 def reliability_png(models: Sequence[tuple[str, Sequence[dict], float | None]], path: str | os.PathLike, *,
-                    where: str = "test split") -> Path:
+                    where: str | None = None, t: Translator = EN) -> Path:
     """Reliability diagram: per confidence bin, accuracy against mean confidence, one line a model.
 
     ``models``: (name, reliability bins from ``compute_metrics``, ECE). Points on the diagonal
     mean the confidence can be read as a probability; below it, the model is over-confident.
+    ``where``: what the images are, for the title (default: the test split, in ``t``'s language).
     """
+    return _save(reliability_figure(models, where=where, t=t), path)
+
+
+def reliability_figure(models: Sequence[tuple[str, Sequence[dict], float | None]], *, where: str | None = None,
+                       t: Translator = EN) -> plt.Figure:
+    """The figure :func:`reliability_png` saves."""
+    where = t("report.plot.reliability.where_test") if where is None else where
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
-    ax.plot([0, 1], [0, 1], "--", color="0.5", lw=1, label="perfectly calibrated")
+    ax.plot([0, 1], [0, 1], "--", color="0.5", lw=1, label=t("report.plot.reliability.diagonal"))
     for k, (name, bins, ece) in enumerate(models):
         if not bins:
             continue
@@ -246,13 +329,14 @@ def reliability_png(models: Sequence[tuple[str, Sequence[dict], float | None]], 
         acc = [b["accuracy"] for b in bins]
         counts = np.array([b["count"] for b in bins], dtype=float)
         color = PALETTE[k % len(PALETTE)]
-        ax.plot(conf, acc, "-", color=color, lw=1.2, label=_text(f"{name} (ECE {'–' if ece is None else f'{ece:.3f}'})"))
+        ax.plot(conf, acc, "-", color=color, lw=1.2, label=_text(t("report.plot.reliability.legend", model=name, ece=t.number(ece, 3))))
         ax.scatter(conf, acc, s=12 + 120 * counts / counts.max(), color=color, alpha=0.8)
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("confidence (top class probability)")
-    ax.set_ylabel("accuracy in bin")
+    ax.set_xlabel(t("report.plot.reliability.xlabel"))
+    ax.set_ylabel(t("report.plot.reliability.ylabel"))
+    _localize_ticks(t, ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    ax.set_title(_text(f"Calibration on the {where} (dot area ∝ images)"), fontsize=10)
-    return _save(fig, path)
+    ax.set_title(_text(t("report.plot.reliability.title", where=where)), fontsize=10)
+    return fig

@@ -3,7 +3,9 @@ report's other tables (backends, faces), with the number formatting they share.
 
 All of them are derived from one :class:`~image_classifier.results.Study` (its rows are
 :meth:`Study.rows`, columns :data:`~image_classifier.results.COLUMNS`), so the CSV, the JSON, the
-HTML and the terminal never disagree.
+HTML and the terminal never disagree. Headers and sentences come from the catalog of the
+report's language (a :class:`~image_classifier.i18n.Translator`, English by default: the terminal
+is always English); ``comparison.csv`` and ``metrics.json`` are the same in every language.
 """
 from __future__ import annotations
 
@@ -16,8 +18,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from image_classifier.fileio import atomic_write_text
+from image_classifier.i18n import DEFAULT, Translator, translator
 from image_classifier.results import COLUMNS, Study
 from image_classifier.units import fmt_seconds
+
+EN = translator("en")
+
 
 def per_image_ms(row: dict) -> float | None:
     """What one image costs the model: the batch-1 forward pass for a CNN; for a face model, whose
@@ -25,36 +31,34 @@ def per_image_ms(row: dict) -> float | None:
     return row["e2e_latency_ms_p50"] if row.get("family") == "face" else row["latency_ms_p50"]
 
 
-def face_survey_table(study: Study) -> tuple[str, list[str], list[list[object]]] | None:
+def face_survey_table(study: Study, t: Translator = EN) -> tuple[str, list[str], list[list[object]]] | None:
     """(summary sentence, headers, rows per class) of the face survey, or None when it did not run."""
     faces = study.data.faces
     if faces is None:
         return None
-    methods = ", ".join(f"{m} {n}" for m, n in faces.methods.items()) or "none"
-    text = (f"{faces.with_face} of {faces.images} images show a face ({100 * faces.detection_rate:.0f} %; "
-            f"the largest face found by: {methods}). Each model's test accuracy on the test images with "
-            "a face and on those without is in the comparison table.")
+    # Detector names (hog, cnn, ...) are the face package's, the same in every language.
+    methods = t("report.format.number_list_separator").join(
+        t("report.faces.method", method=m, count=n) for m, n in faces.methods.items()) or t("report.format.none")
+    text = t("report.faces.summary", with_face=faces.with_face, images=faces.images,
+             rate=t.number(100 * faces.detection_rate, 0), methods=methods)
     rows = [[c, v["none"], v["one"], v["several"]] for c, v in faces.per_class.items()]
-    return text, ["class", "no face", "one face", "several faces"], rows
+    return text, [t("report.table.class"), t("report.table.no_face"), t("report.table.one_face"),
+                  t("report.table.several_faces")], rows
 
 
-#: How the report names each backend.
-BACKEND_LABELS = {"torch": "PyTorch (eager)", "torch-bf16": "PyTorch bf16", "onnx": "ONNX Runtime",
-                  "onnx-int8": "ONNX Runtime int8"}
+def backend_label(name: str, t: Translator = EN) -> str:
+    """How the report names a backend ("onnx" -> "ONNX Runtime"); an unknown one by its own name."""
+    return t.get(f"report.backends.name.{name}", name)
 
 
-#: What the backend table's figures mean (shown under it in HTML and Markdown).
-BACKEND_HELP = ("Figures: both backends timed in the same interleaved rounds on this machine (batch 1 "
-                "medians; speedup = eager PyTorch latency / this backend's). serve default: what "
-                "`image-classifier serve` runs with --backend auto (recorded in the model's backend.json).")
-
-
-def backend_table(study: Study) -> tuple[list[str], list[list[str]]]:
+def backend_table(study: Study, t: Translator = EN) -> tuple[list[str], list[list[str]]]:
     """The "Inference backends" table: one row per model and backend (figures from ``compare``'s
     interleaved measurement), plus a row for each backend left out and why. Empty when no model
     has backend figures (e.g. ``evaluate``)."""
-    headers = ["model", "backend", "ms/img p50", "file→label ms", "img/s @32", "speedup vs PyTorch",
-               "serve default"]
+    headers = [t("report.backends.table.model"), t("report.backends.table.backend"),
+               t("report.backends.table.latency"), t("report.backends.table.e2e_latency"),
+               t("report.backends.table.throughput"), t("report.backends.table.speedup"),
+               t("report.backends.table.serve_default")]
     rows: list[list[str]] = []
     for m in study.models:
         if m.backends is None or not m.backends.backends:
@@ -62,27 +66,42 @@ def backend_table(study: Study) -> tuple[list[str], list[list[str]]]:
         default = m.backends.serve_backend.name
         for name, b in m.backends.backends.items():
             speedup = b.get("speedup_latency")
-            rows.append([m.name, BACKEND_LABELS.get(name, name), fmt_ms(b.get("latency_ms_p50")),
-                         fmt_ms(b.get("e2e_latency_ms_p50")), fmt_num(b.get("throughput_ips"), 1),
-                         "–" if speedup is None else f"{speedup:.2f}×", "yes" if name == default else ""])
+            rows.append([m.name, backend_label(name, t), t.localize_number(fmt_ms(b.get("latency_ms_p50"))),
+                         t.localize_number(fmt_ms(b.get("e2e_latency_ms_p50"))), t.number(b.get("throughput_ips"), 1),
+                         "–" if speedup is None else t("report.format.speedup", value=t.number(speedup, 2)),
+                         t("report.format.yes") if name == default else ""])
         for name, why in m.backends.skipped.items():
-            rows.append([m.name, BACKEND_LABELS.get(name, name), why, "", "", "", ""])
+            rows.append([m.name, backend_label(name, t), why, "", "", "", ""])
     return headers, rows
 
 
-#: What runs where in a face model (the backends run only its no-face fallback network).
-FACE_BACKEND_NOTE = ("finding the faces, their landmarks and the 128-D descriptor run in dlib (CPU) for every "
-                     "image, outside these backends; the face head is a small matrix product in numpy; the "
-                     "backends above run the no-face fallback network (MobileNetV2), and file→label includes "
-                     "the dlib part")
-
-
-def backend_notes(study: Study) -> list[str]:
+def backend_notes(study: Study, t: Translator = EN) -> list[str]:
     """One line per model: which backend ``serve`` runs by default and why (and for a face model,
-    which part runs in dlib)."""
-    notes = [f"{m.name}: serve uses {m.backends.serve_backend.name} ({m.backends.serve_backend.reason})"
-             for m in study.models if m.backends is not None]
-    return notes + [f"{m.name}: {FACE_BACKEND_NOTE}" for m in study.models if m.family == "face"]
+    which part runs in dlib: the backends run only its no-face fallback network)."""
+    notes = [t("report.backends.serve_note", model=m.name, backend=m.backends.serve_backend.name,
+               reason=m.backends.serve_backend.reason) for m in study.models if m.backends is not None]
+    return notes + [t("report.backends.face_note", model=m.name) for m in study.models if m.family == "face"]
+
+
+def subset_label(subset: str, t: Translator = EN) -> str:
+    """How the report names a subset of the split ("train", "val", "test", "evaluated")."""
+    return t.get(f"report.subset.{subset}", subset)
+
+
+def report_command(study: Study, t: Translator = EN) -> str:
+    """The command that redoes the run and writes this very report: ``study.command`` (the same in
+    every language, as ``metrics.json`` keeps it), plus ``--lang`` for a report not in English."""
+    if study.command and t.lang != DEFAULT:
+        return f"{study.command} --lang {t.lang}"
+    return study.command
+
+
+def timings_line(timings: dict[str, float], t: Translator = EN) -> str:
+    """"audit seconds: 1.5 s; train seconds: 1.2 min": what each step of the run took."""
+    return t("report.timing.separator").join(
+        t("report.timing.item", name=t.get(f"report.timing.{k}", k.replace("_", " ")),
+          time=t.localize_number(fmt_seconds(v)))
+        for k, v in timings.items() if v is not None)
 
 
 def write_comparison_csv(study: Study, path: str | os.PathLike) -> Path:
@@ -159,45 +178,51 @@ def fmt_num(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def fmt_acc_ci(row: dict) -> str:
-    return (f"{row['test_accuracy']:.3f} [{row['test_accuracy_ci_low']:.2f}, "
-            f"{row['test_accuracy_ci_high']:.2f}]")
+def fmt_acc_ci(row: dict, t: Translator = EN) -> str:
+    """"0.913 [0.85, 0.96]": test accuracy and its 95 % interval."""
+    return t.number(row["test_accuracy"], 3) + " " + t("report.format.interval",
+                                                       low=t.number(row["test_accuracy_ci_low"], 2),
+                                                       high=t.number(row["test_accuracy_ci_high"], 2))
 
 
-#: (header, formatter) for the human-readable comparison table.
+#: (header key, formatter(row, translator)) for the human-readable comparison table. Numbers are
+#: formatted the English way, then given the language's decimal separator.
 DISPLAY_COLUMNS: Sequence[tuple[str, Any]] = (
-    ("model", lambda r: r["model"] + (" *" if r["selected"] else "")),
-    ("val acc", lambda r: fmt_num(r["val_accuracy"])),
-    ("test acc [95% CI]", fmt_acc_ci),
-    ("macro-F1", lambda r: fmt_num(r["macro_f1"])),
-    ("log-loss", lambda r: fmt_num(r["log_loss"])),
-    ("ECE", lambda r: fmt_num(r["ece"])),
-    ("params", lambda r: fmt_params(r["params"])),
-    ("size MB", lambda r: fmt_mb(r["size_mb"])),
-    ("GFLOPs", lambda r: fmt_sig(r["gflops_per_image"])),
-    ("ms/img p50 / p95", lambda r: f"{fmt_ms(r['latency_ms_p50'])} / {fmt_ms(r['latency_ms_p95'])}"),
-    ("file→label ms", lambda r: fmt_ms(r["e2e_latency_ms_p50"])),
-    ("img/s @32", lambda r: fmt_num(r["throughput_ips"], 1)),
-    ("train", lambda r: fmt_seconds(r["train_seconds"])),
+    ("report.table.model", lambda r, t: r["model"] + (" *" if r["selected"] else "")),
+    ("report.table.val_accuracy", lambda r, t: t.number(r["val_accuracy"], 3)),
+    ("report.table.test_accuracy_ci", fmt_acc_ci),
+    ("report.table.macro_f1", lambda r, t: t.number(r["macro_f1"], 3)),
+    ("report.table.log_loss", lambda r, t: t.number(r["log_loss"], 3)),
+    ("report.table.ece", lambda r, t: t.number(r["ece"], 3)),
+    ("report.table.params", lambda r, t: t.localize_number(fmt_params(r["params"]))),
+    ("report.table.size_mb", lambda r, t: t.localize_number(fmt_mb(r["size_mb"]))),
+    ("report.table.gflops", lambda r, t: t.localize_number(fmt_sig(r["gflops_per_image"]))),
+    ("report.table.latency",
+     lambda r, t: t.localize_number(f"{fmt_ms(r['latency_ms_p50'])} / {fmt_ms(r['latency_ms_p95'])}")),
+    ("report.table.e2e_latency", lambda r, t: t.localize_number(fmt_ms(r["e2e_latency_ms_p50"]))),
+    ("report.table.throughput", lambda r, t: t.number(r["throughput_ips"], 1)),
+    ("report.table.train_time", lambda r, t: t.localize_number(fmt_seconds(r["train_seconds"]))),
 )
 #: Shown after the others when the face survey ran.
 FACE_DISPLAY_COLUMNS: Sequence[tuple[str, Any]] = (
-    ("test acc face / no face", lambda r: f"{fmt_num(r['test_accuracy_face'])} / {fmt_num(r['test_accuracy_noface'])}"),
+    ("report.table.face_accuracy",
+     lambda r, t: f"{t.number(r['test_accuracy_face'], 3)} / {t.number(r['test_accuracy_noface'], 3)}"),
 )
 
 
-def display_table(study: Study) -> tuple[list[str], list[list[str]]]:
+def display_table(study: Study, t: Translator = EN) -> tuple[list[str], list[list[str]]]:
     rows = study.rows()
     columns = list(DISPLAY_COLUMNS)
     if any(r["face_detection_rate"] is not None for r in rows):
         columns += FACE_DISPLAY_COLUMNS
-    headers = [h for h, _ in columns]
-    return headers, [[f(r) for _, f in columns] for r in rows]
+    headers = [t(key) for key, _ in columns]
+    return headers, [[f(r, t) for _, f in columns] for r in rows]
 
 
 def format_terminal_table(study: Study) -> str:
-    """Fixed-width text table; ``*`` marks the model selected by validation accuracy."""
-    headers, body = display_table(study)
+    """Fixed-width text table; ``*`` marks the model selected by validation accuracy. Always
+    English, like every line the CLI prints."""
+    headers, body = display_table(study, EN)
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
 
     def line(cells: list[str]) -> str:
@@ -206,5 +231,5 @@ def format_terminal_table(study: Study) -> str:
     out = [line(headers), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in body]
     if any(r["selected"] for r in study.rows()):
-        out.append("* selected by validation accuracy (the test split played no part in the choice)")
+        out.append(EN("report.table.selected_footnote"))
     return "\n".join(out)

@@ -16,7 +16,8 @@ from image_classifier.results import Study
 
 def compare(data: str | os.PathLike, *, out: str | os.PathLike | None = None,
             models: str | Sequence[str] | None = None,
-            seed: int = 0, on_progress: Callable[[str], None] | None = None, **options: Any) -> Study:
+            seed: int = 0, lang: str = "en", on_progress: Callable[[str], None] | None = None,
+            **options: Any) -> Study:
     """Train and compare ``models`` on the folder ``data`` (one sub-folder of images per class).
 
     Writes the run into ``out`` (default ``runs/<data folder name>``: split, models, report) and
@@ -29,6 +30,8 @@ def compare(data: str | os.PathLike, *, out: str | os.PathLike | None = None,
     ``split``, ``val``, ``test``, ``weights`` ({arch: path}), ``overrides`` ({"*": {key: value}}
     for every model, {arch: {...}} for one), ``speed_repeats``, ``cache``, ``cache_dir``,
     ``export``, ``faces``, ``resume`` ("auto", "resume", "fresh"), ``progress``, ``n_bootstrap``.
+    ``lang``: the language of ``report.md``, ``report.html`` and their figures, "en" or "es"
+    (``comparison.csv``, ``metrics.json`` and the returned study are the same in every language).
     ``on_progress`` receives the one-line status updates the CLI prints (default: logging).
     """
     # Imported here, not at the top: the workflow pulls in torch and torchvision (seconds), and this
@@ -37,5 +40,5 @@ def compare(data: str | os.PathLike, *, out: str | os.PathLike | None = None,
 
     chosen = (models.split(",") if isinstance(models, str) else list(models)) if models is not None else None
     run = comparison.CompareOptions(data=Path(data), out=Path(out) if out is not None else None, models=chosen,
-                                    seed=seed, **options)
+                                    seed=seed, lang=lang, **options)
     return comparison.run_compare(run, on_progress=on_progress)

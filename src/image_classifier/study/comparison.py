@@ -28,6 +28,7 @@ from image_classifier.evaluate.metrics import pairwise_mcnemar
 from image_classifier.evaluate.speed import SpeedConfig, measure_classifier
 from image_classifier.faces import FaceCache, FaceModelsNotFoundError, FaceSurvey, survey_faces
 from image_classifier.fileio import atomic_write_text
+from image_classifier.i18n import DEFAULT, translator
 from image_classifier.models.registry import get_arch
 from image_classifier.report import write_report
 from image_classifier.report.tables import fmt_seconds, write_metrics_json
@@ -316,7 +317,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     write_best_pointer(run_dir, results[best].model_dir)
     _write_predictions_csv(run_dir / PREDICTIONS_CSV_NAME, evaluations)
     study = Study(
-        title=f"Image classifier comparison: {Path(options.data).name}",
+        title=translator(DEFAULT)("report.title.compare", data=Path(options.data).name),  # metrics.json's
         created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         command=reproduce_command(options, split),
         invoked_as=options.invoked_as,
@@ -334,7 +335,8 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         pairwise=[PairwiseTest.from_json(p) for p in pairwise],
         timings=timings,
     )
-    files = write_report(study, run_dir)
+    files = write_report(study, run_dir, lang=options.lang,
+                         title=translator(options.lang)("report.title.compare", data=Path(options.data).name))
     timings["total_seconds"] = time.perf_counter() - started
     # metrics.json was written by write_report; rewrite it so it includes the total.
     write_metrics_json(study, files.metrics_json)

@@ -24,6 +24,7 @@ from image_classifier.errors import DatasetError, ImageClassifierError
 from image_classifier.evaluate.evaluation import LabelledImage, evaluate_classifier
 from image_classifier.evaluate.speed import SpeedConfig, measure_classifier
 from image_classifier.fileio import sha256_file
+from image_classifier.i18n import DEFAULT, translator
 from image_classifier.models.registry import get_arch, list_archs
 from image_classifier.report import write_report
 from image_classifier.results import (
@@ -32,6 +33,7 @@ from image_classifier.results import (
 from image_classifier.runs import resolve_model_dir, split_of_model_dir
 from image_classifier.inference.loading import load_model
 from image_classifier.study.environment import describe_environment
+from image_classifier.study.options import check_lang
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +58,13 @@ class EvaluateOptions:
     #: Inference backend (see :data:`image_classifier.inference.BACKENDS`); "auto" = the fastest
     #: measured for this model on this machine, as ``serve`` uses.
     backend: str = "auto"
+    #: Language of report.md, report.html and the figures (``--lang``).
+    lang: str = DEFAULT
 
     def check(self) -> EvaluateOptions:
         if self.subset not in SUBSETS:
             raise ImageClassifierError(f"--subset must be one of {', '.join(SUBSETS)}, not {self.subset!r}")
+        check_lang(self.lang)
         return self
 
 
@@ -164,9 +169,15 @@ def run_evaluate(options: EvaluateOptions, *, on_progress: Callable[[str], None]
         # Which backend computed these predictions and timings, and why it was chosen.
         backend=backend,
     )
-    what = f"subset {options.subset!r} of {options.split}" if options.split else "all images"
+
+    def title(lang: str) -> str:
+        t = translator(lang)
+        what = (t("report.title.evaluate_subset", subset=t(f"report.subset.{options.subset}"), split=options.split)
+                if options.split else t("report.title.evaluate_all"))
+        return t("report.title.evaluate", arch=arch, data=Path(options.data).name, what=what)
+
     study = Study(
-        title=f"Evaluation of {arch} on {Path(options.data).name} ({what})",
+        title=title(DEFAULT),  # metrics.json's, the same in every language
         scored_set="test images" if options.split and options.subset == "test" else
                    f"{options.subset} images" if options.split else "images",
         created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -183,5 +194,5 @@ def run_evaluate(options: EvaluateOptions, *, on_progress: Callable[[str], None]
         alerts=alerts,
         timings=timings,
     )
-    write_report(study, out_dir)
+    write_report(study, out_dir, lang=options.lang, title=title(options.lang))
     return study

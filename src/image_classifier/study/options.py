@@ -12,6 +12,7 @@ from typing import Any
 
 from image_classifier.errors import DatasetError, ImageClassifierError
 from image_classifier.evaluate.speed import SpeedConfig
+from image_classifier.i18n import DEFAULT, SUPPORTED
 from image_classifier.models.registry import get_arch, list_archs
 from image_classifier.study.defaults import DEFAULT_MODELS, FACE_MODEL, RESUME_MODES
 from image_classifier.training import default_cache_dir
@@ -30,6 +31,14 @@ def weights_for(arch: str, weights: dict[str, Path]) -> Path | None:
         if source is not None and spec is not None and spec.torchvision_weights == source.torchvision_weights:
             return path
     return None
+
+
+def check_lang(lang: str) -> str:
+    """``lang`` when the report can be written in it (one of :data:`~image_classifier.i18n.SUPPORTED`);
+    ImageClassifierError otherwise, before a run starts rather than after its training."""
+    if lang not in SUPPORTED:
+        raise ImageClassifierError(f"unsupported report language {lang!r}: choose from {', '.join(SUPPORTED)}")
+    return lang
 
 
 @dataclass
@@ -77,6 +86,9 @@ class CompareOptions:
     resume: str = "auto"
     #: How the run was invoked (for the report); the reproduce command is built from the options.
     invoked_as: str = ""
+    #: Language of report.md, report.html and the figures (``--lang``); comparison.csv and
+    #: metrics.json are the same in every language.
+    lang: str = DEFAULT
 
     def check(self) -> CompareOptions:
         """Validate every option and return a copy with the defaults filled in (paths as Paths,
@@ -97,6 +109,7 @@ class CompareOptions:
             raise ImageClassifierError(f"--weights given for {', '.join(stray)}, which no model in --models uses")
         if self.resume not in RESUME_MODES:
             raise ImageClassifierError(f"resume must be one of {', '.join(RESUME_MODES)}, not {self.resume!r}")
+        lang = check_lang(self.lang)
         data = Path(self.data)
         return CompareOptions(
             data=data, out=Path(self.out) if self.out is not None else Path("runs") / (data.resolve().name or "run"),
@@ -107,7 +120,7 @@ class CompareOptions:
             cache_dir=(Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()) if self.cache
             else None,
             export=self.export, faces=self.faces, add_face_model=add_face_model, resume=self.resume,
-            invoked_as=self.invoked_as,
+            invoked_as=self.invoked_as, lang=lang,
         )
 
     @property
