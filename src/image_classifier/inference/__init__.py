@@ -3,6 +3,8 @@
 Layers, each module importing only those before it (the saved files themselves are
 :mod:`image_classifier.saved_model`'s):
 
+0. :mod:`.onnx_metadata`: what an exported ONNX file says about itself (written by
+   :mod:`image_classifier.export`, checked here when the file is opened);
 1. :mod:`.backends`: ``TorchBackend``, ``OnnxBackend``, ``create_backend`` (batch -> probabilities);
 2. :mod:`.classifier`: ``Classifier`` and ``open_classifier`` (a model on one concrete backend);
 3. :mod:`.timing`: ``measure_backends``, ``SpeedConfig`` (latency and throughput of each backend);

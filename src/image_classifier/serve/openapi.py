@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from image_classifier import __version__
+from image_classifier.version import __version__
 from image_classifier.serve.contract import ERROR_KINDS, max_request_body_bytes
 
 ERROR = {"$ref": "#/components/schemas/Error"}
