@@ -36,7 +36,7 @@ from image_classifier.inference.classifier import Classifier, open_classifier
 from image_classifier.inference.onnx_metadata import card_metadata
 from image_classifier.inference.selection import BackendChoice, choose_backend
 from image_classifier.machine import bf16_supported
-from image_classifier.runs import CARD_NAME, ONNX_INT8_NAME, ONNX_NAME
+from image_classifier.runs import CARD_NAME, ONNX_INT8_NAME, ONNX_NAME, SPLIT_NAME
 from image_classifier.saved_model import read_card
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
     if options.quantize and (not sources.calibration or not sources.labelled):
         raise ImageClassifierError(
             "--quantize int8 needs training images to calibrate on and labelled images to measure its "
-            "accuracy change on: give --data DIR --split split.csv (train / val subsets), or "
+            f"accuracy change on: give --data DIR --split {SPLIT_NAME} (train / val subsets), or "
             "--calibration-data DIR and --eval-data DIR; an int8 model is only offered with its measured "
             "accuracy change"
         )

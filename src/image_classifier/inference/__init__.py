@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 
+from image_classifier.runs import BACKEND_RECORD_NAME
+
 #: What ``--backend`` / ``load_model(backend=...)`` accept.
 #: "auto" picks the fastest backend measured for the model on this machine (measured once, recorded
 #: in ``MODEL_DIR/backend.json``). "torch" is eager PyTorch fp32. "torch-bf16" is PyTorch with
@@ -40,7 +42,7 @@ def add_backend_argument(parser: argparse.ArgumentParser, default: str = "auto")
         "--backend", choices=BACKENDS, default=default,
         help=(
             "inference backend: auto = the fastest measured for this model on this machine "
-            "(measured once, recorded in MODEL_DIR/backend.json); torch = eager PyTorch fp32; "
+            f"(measured once, recorded in MODEL_DIR/{BACKEND_RECORD_NAME}); torch = eager PyTorch fp32; "
             "torch-bf16 = PyTorch bfloat16 + channels-last; onnx / onnx-int8 = ONNX Runtime on the "
             "files written by `image-classifier export` (default: %(default)s)"
         ),
