@@ -23,7 +23,7 @@ import pytest
 import compare_child
 from conftest import make_image_folder
 from image_classifier.cli import main
-from image_classifier.training.checkpoint import RESUME_NAME
+from image_classifier.runs import RESUME_NAME
 
 # Every test here runs whole compare runs in child processes (about 100 s for the file).
 pytestmark = pytest.mark.slow

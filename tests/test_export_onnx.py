@@ -10,7 +10,7 @@ import pytest
 
 from export_helpers import CLASSES, SHARED, make_model_dir, write_labelled_folder
 from image_classifier.errors import ModelFormatError
-from image_classifier.export.metadata import read_metadata
+from image_classifier.inference.onnx_metadata import read_metadata
 from image_classifier.export.pipeline import ExportOptions, export_model
 from image_classifier.export.verify import synthetic_images
 from image_classifier.inference.loading import load_model

@@ -8,7 +8,7 @@ import torch
 from export_helpers import CLASSES, write_labelled_folder
 from image_classifier.errors import ImageClassifierError
 from image_classifier.export.images import labelled_images
-from image_classifier.export.metadata import read_metadata
+from image_classifier.inference.onnx_metadata import read_metadata
 from image_classifier.export.pipeline import ExportOptions, export_model
 from image_classifier.inference.loading import load_model
 from image_classifier.models.registry import build_model, get_arch

@@ -1,4 +1,5 @@
-"""The package's import graph has no cycles, at import time or inside functions.
+"""The package's import graph has no cycles, at import time or inside functions, and follows the
+import layers docs/architecture.md states (a module never imports one of a higher layer).
 
 Built from the source with :mod:`ast` (nothing is imported): every ``import`` and ``from ... import``
 statement of ``src/image_classifier``, at module level and inside functions, is an edge from the
@@ -10,6 +11,7 @@ edges. Dynamic imports (``importlib.import_module`` with a computed name) cannot
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,107 @@ def test_the_package_has_no_import_cycle():
     if cycles:
         pytest.fail("import cycles (module -> module it imports -> ...):\n"
                     + "\n".join("  " + " -> ".join(cycle) for cycle in cycles))
+
+
+# --- the layers of docs/architecture.md ------------------------------------------------------
+
+#: The import layers, bottom to top, as docs/architecture.md states them ("## Import layers"): each
+#: entry names packages or modules under ``image_classifier`` (a package stands for all its modules;
+#: "image_classifier" is the package's own ``__init__``). A module may import its own layer and those
+#: below it, never one above.
+LAYERS: list[tuple[str, ...]] = [
+    ("errors", "version", "units", "fileio", "tensorio", "runtime", "machine", "i18n", "runs", "results"),
+    ("data",),
+    ("faces",),
+    ("preprocessing", "recipe", "models"),
+    ("saved_model",),
+    ("training",),
+    ("inference",),
+    ("export",),
+    ("evaluate", "report"),
+    ("study", "serve"),
+    ("api", "image_classifier"),
+    ("cli",),
+]
+
+#: Inside ``inference``, the stack (docs/architecture.md, "## The inference stack"), bottom to top;
+#: each entry is one module ("inference" is the package's ``__init__``: the backend names).
+INFERENCE_STACK: list[tuple[str, ...]] = [
+    ("inference", "inference.onnx_metadata", "inference.preprocess"),
+    ("inference.backends",),
+    ("inference.classifier",),
+    ("inference.timing",),
+    ("inference.selection",),
+    ("inference.loading", "inference.files"),
+]
+
+
+def layer_of(module: str, layers: list[tuple[str, ...]], package: str = PACKAGE, *,
+             exact: bool = False) -> int | None:
+    """Index of the layer whose longest matching entry names ``module`` (None: in no layer); with
+    ``exact``, an entry names one module only, not the package's modules under it."""
+    best: tuple[int, int] | None = None  # (entry length, layer)
+    for index, entries in enumerate(layers):
+        for entry in entries:
+            name = package if entry == package else f"{package}.{entry}"
+            if module == name or (not exact and entry != package and module.startswith(name + ".")):
+                if best is None or len(name) > best[0]:
+                    best = (len(name), index)
+    return None if best is None else best[1]
+
+
+def upward_imports(graph: dict[str, set[str]], layers: list[tuple[str, ...]],
+                   package: str = PACKAGE, *, exact: bool = False) -> list[str]:
+    """``a (layer i) -> b (layer j)`` for every import from a lower layer into a higher one."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        low = layer_of(module, layers, package, exact=exact)
+        if low is None:
+            continue
+        for target in sorted(targets):
+            high = layer_of(target, layers, package, exact=exact)
+            if high is not None and high > low:
+                found.append(f"{module} (layer {low + 1}) -> {target} (layer {high + 1})")
+    return found
+
+
+def documented_layers(section: str) -> list[tuple[str, ...]]:
+    """The numbered list under ``## <section>`` of docs/architecture.md: the backticked names of
+    each item, before its first dash (what follows it is prose)."""
+    text = (SRC.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    items = re.findall(r"^\d+\. (.*(?:\n {3}.*)*)", body, flags=re.MULTILINE)
+    return [tuple(re.findall(r"`([\w.]+)`", item.split(" — ", 1)[0])) for item in items]
+
+
+def test_layer_checker_finds_an_upward_import(tmp_path):
+    src = _write_package(tmp_path, {
+        "__init__.py": "from pkg import top\n",
+        "low.py": "def f():\n    from pkg.top import thing\n",  # inside a function: still an import
+        "top.py": "import pkg.low\nthing = 1\n",
+        "sub/__init__.py": "",
+        "sub/mid.py": "from pkg import low\n",
+    })
+    layers = [("low",), ("sub",), ("top", "pkg")]
+    graph = import_graph(src, "pkg")
+    assert layer_of("pkg.sub.mid", layers, "pkg") == 1 and layer_of("pkg", layers, "pkg") == 2
+    assert upward_imports(graph, layers, "pkg") == ["pkg.low (layer 1) -> pkg.top (layer 3)"]
+
+
+def test_every_module_has_a_layer():
+    graph = import_graph()
+    assert [m for m in graph if layer_of(m, LAYERS) is None] == []
+    inference = [m for m in graph if m == f"{PACKAGE}.inference" or m.startswith(f"{PACKAGE}.inference.")]
+    assert [m for m in inference if layer_of(m, INFERENCE_STACK, exact=True) is None] == []
+
+
+def test_the_layers_here_are_the_documented_ones():
+    assert documented_layers("Import layers") == LAYERS
+    assert documented_layers("The inference stack") == INFERENCE_STACK
+
+
+def test_no_module_imports_a_higher_layer():
+    graph = import_graph()
+    upward = upward_imports(graph, LAYERS) + upward_imports(graph, INFERENCE_STACK, exact=True)
+    if upward:
+        pytest.fail("imports against the layers of docs/architecture.md:\n" + "\n".join("  " + u for u in upward))

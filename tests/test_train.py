@@ -18,10 +18,10 @@ from conftest import SHARED, make_image_folder
 from image_classifier import load_model
 from image_classifier.data.split import load_split, make_split
 from image_classifier.errors import OptionError, WeightsNotFoundError
-from image_classifier.runs import CARD_NAME, SPLIT_NAME
+from image_classifier.runs import CARD_NAME, RESUME_NAME, SPLIT_NAME
 from image_classifier.saved_model import read_card
 from image_classifier.training import ImageCache, TrainOptions, train_model
-from image_classifier.training.checkpoint import RESUME_NAME, load_resume_state
+from image_classifier.training.checkpoint import load_resume_state
 from image_classifier.training.loop import plan_phases
 
 TINY = train_helpers.register_tiny()

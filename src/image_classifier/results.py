@@ -25,10 +25,23 @@ from typing import Any
 from image_classifier.errors import ModelFormatError
 from image_classifier.runs import METRICS_NAME, REPORT_HTML_NAME, read_metrics
 
-try:  # optional: the tables are DataFrames when pandas is there, lists of dicts otherwise
-    import pandas
-except ImportError:  # pragma: no cover - depends on the environment
-    pandas = None
+_UNLOADED: Any = object()
+#: pandas (optional: the tables are DataFrames when it is installed, lists of dicts otherwise), imported
+#: on first use by :func:`_pandas`: ``image-classifier --help`` imports this module, and importing pandas
+#: here made it take 0.47 s instead of 0.1 s (2-core development machine, median of 5).
+pandas: Any = _UNLOADED
+
+
+def _pandas() -> Any:
+    """The pandas module, or None when it is not installed."""
+    global pandas
+    if pandas is _UNLOADED:
+        try:
+            import pandas as module
+        except ImportError:  # pragma: no cover - depends on the environment
+            module = None
+        pandas = module
+    return pandas
 
 #: What the scored images of a compare run are called (``evaluate`` may score other images).
 TEST_IMAGES = "test images"
@@ -675,16 +688,17 @@ class Study:
     def table(self) -> Any:
         """The comparison table (the rows of ``comparison.csv``): a DataFrame with pandas, else a list of dicts."""
         rows = self.rows()
-        return pandas.DataFrame(rows, columns=list(COLUMNS)) if pandas is not None else rows
+        pd = _pandas()
+        return pd.DataFrame(rows, columns=list(COLUMNS)) if pd is not None else rows
 
     def confusion(self, model: str | None = None) -> Any:
         """The test confusion matrix of ``model`` (default: the best) with class labels: a DataFrame
         (index: true class, columns: predicted class) with pandas, else ``{true: {predicted: count}}``."""
         test = self.model(model).test
-        if pandas is not None:
-            return pandas.DataFrame(test.confusion_matrix,
-                                    index=pandas.Index(test.classes, name="true"),
-                                    columns=pandas.Index(test.classes, name="predicted"))
+        pd = _pandas()
+        if pd is not None:
+            return pd.DataFrame(test.confusion_matrix, index=pd.Index(test.classes, name="true"),
+                                columns=pd.Index(test.classes, name="predicted"))
         return {t: dict(zip(test.classes, row)) for t, row in zip(test.classes, test.confusion_matrix)}
 
     def errors(self, model: str | None = None) -> Any:
@@ -693,8 +707,9 @@ class Study:
         rows = [{"path": e.path, "rel_path": e.rel_path, "true": e.true, "predicted": e.predicted,
                  "confidence": e.confidence}
                 for e in sorted(self.model(model).errors, key=lambda e: -e.confidence)]
-        if pandas is not None:
-            return pandas.DataFrame(rows, columns=["path", "rel_path", "true", "predicted", "confidence"])
+        pd = _pandas()
+        if pd is not None:
+            return pd.DataFrame(rows, columns=["path", "rel_path", "true", "predicted", "confidence"])
         return rows
 
     def model_path(self, model: str | None = None) -> Path:

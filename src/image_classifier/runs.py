@@ -43,6 +43,9 @@ PLOTS_DIR = "plots"
 # A saved model directory (``train``; ``models/<arch>/`` of a run):
 CARD_NAME = "model.json"
 WEIGHTS_NAME = "weights.safetensors"
+#: Where a save writes new weights while the card still points at ``weights.safetensors``
+#: (training's interim checkpoints may leave it until the final save).
+NEXT_WEIGHTS_NAME = "weights.next.safetensors"
 BACKEND_RECORD_NAME = "backend.json"
 ONNX_NAME = "model.onnx"
 ONNX_INT8_NAME = "model.int8.onnx"

@@ -13,6 +13,8 @@ import ctypes.util
 import logging
 import os
 
+import torch
+
 log = logging.getLogger(__name__)
 
 # glibc <malloc.h> parameter numbers.
@@ -52,7 +54,6 @@ def configure(num_threads: int | None = None) -> None:
     _configured = True
     if tune_allocator():
         log.debug("glibc malloc tuned: no mmap chunks, no trimming")
-    import torch
 
     if num_threads is None:
         env = os.environ.get("IMAGE_CLASSIFIER_THREADS")

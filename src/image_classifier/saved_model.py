@@ -32,14 +32,11 @@ from safetensors.torch import load as st_load
 from image_classifier.errors import ModelFormatError
 from image_classifier.fileio import atomic_write_json
 from image_classifier.models.registry import build_model
-from image_classifier.runs import CARD_NAME, WEIGHTS_NAME
+from image_classifier.runs import CARD_NAME, NEXT_WEIGHTS_NAME, WEIGHTS_NAME
 from image_classifier.tensorio import safetensors_sha256, write_safetensors
 from image_classifier.version import __version__
 
 FORMAT_VERSION = 1
-#: Where :func:`save_model` writes new weights while the card still points at ``weights.safetensors``
-#: (training's interim checkpoints may leave it until the final save).
-NEXT_WEIGHTS_NAME = "weights.next.safetensors"
 
 
 def library_versions() -> dict[str, str]:

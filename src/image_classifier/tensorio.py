@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 _DTYPES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -147,8 +148,6 @@ def save_tree(path: str | os.PathLike, obj: Any, *, kind: str) -> str:
 
 def load_tree(path: str | os.PathLike, *, kind: str) -> Any:
     """Read a file written by :func:`save_tree`; ``ValueError`` when it is not one of ``kind``."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         if meta.get("format") != kind or "tree" not in meta:

@@ -5,11 +5,13 @@ Each subcommand module exposes ``add_parser(subparsers)`` which registers its pa
 calls the library (which checks them) and prints.
 
 Imports: ``--help`` imports every subcommand module, so those import at module level only the
-standard library and the light modules (``errors``, ``runs``, ``cli.options``); the library
-itself is imported at the top of each ``run``. Measured on the 2-core development machine (busy,
-best of 5): the whole ``image-classifier --help`` takes 0.05-0.1 s, while importing
-``data.split`` adds 35 ms, ``data.check`` (Pillow, numpy) 0.3 s, and anything that loads torch
-(``train``, ``load_model``, ``export``, ``serve``) 3.5-5 s.
+standard library and the light modules (``errors``, ``runs``, ``cli.options``, ``inference``'s
+``__init__``); the library itself is imported at the top of each ``run``, the one place in the
+package where imports sit inside functions for start-up time. Measured on the 2-core development
+machine (busy, best of 3): the whole ``image-classifier --help`` takes 0.1 s (0.07 s of imports),
+while importing ``data.split`` or ``data.check`` (Pillow, numpy, OpenCV) takes 0.3 s,
+``faces`` (dlib) 0.4 s, and anything that loads torch (``training``, ``inference.loading``,
+``export``, ``serve``) 4-6 s.
 """
 from __future__ import annotations
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from image_classifier.runs import ONNX_INT8_NAME, ONNX_NAME
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export",
         help="export a trained model to ONNX (verified), optionally int8, and pick the fastest backend",
         description=(
-            "Write MODEL_DIR/model.onnx (dynamic batch, softmax output, class names and preprocessing in "
+            f"Write MODEL_DIR/{ONNX_NAME} (dynamic batch, softmax output, class names and preprocessing in "
             "its metadata), verify that ONNX Runtime's probabilities match PyTorch's (max abs diff <= 1e-4 "
             "on real or synthetic images), record it in the model card, then measure the inference "
             "backends on this machine and record the fastest, which `predict`, `evaluate` and `serve` "
@@ -21,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: %(default)s)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset, 11-20 (default: 17)")
     p.add_argument("--quantize", choices=("int8",), default=None,
-                   help="also write model.int8.onnx (ONNX Runtime static quantization); needs --data and "
+                   help=f"also write {ONNX_INT8_NAME} (ONNX Runtime static quantization); needs --data and "
                         "--split (or --calibration-data and --eval-data), and shows its measured accuracy change")
     p.add_argument("--data", type=Path, default=None, metavar="DIR",
                    help="the data folder the model was trained on; with --split, int8 calibrates on its "

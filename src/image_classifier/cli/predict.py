@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from image_classifier import load_model  # light: inference loads on the call
 from image_classifier.errors import ImageClassifierError
 from image_classifier.inference import add_backend_argument
 from image_classifier.runs import resolve_model_dir
@@ -46,7 +47,6 @@ def _decided_by(result: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # Lazy (see image_classifier.cli): numpy, Pillow, torch, which --help never needs.
-    from image_classifier import load_model
     from image_classifier.inference.files import PredictOptions, predict_files
     from image_classifier.runtime import configure
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from image_classifier.cli.options import parse_arch_path
 from image_classifier.errors import OptionError
+from image_classifier.runs import CARD_NAME, WEIGHTS_NAME
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -16,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Train one architecture on the train subset of DATA, choosing when to stop on the "
             "validation subset (the test subset is never used), and save the best model (lowest "
-            "validation loss) in --out: weights.safetensors + model.json (classes, preprocessing, "
+            f"validation loss) in --out: {WEIGHTS_NAME} + {CARD_NAME} (classes, preprocessing, "
             "recipe, history, versions). The directory predicts on its own: `image-classifier "
             "predict DIR IMAGE...` or image_classifier.load_model(DIR). The recipe is the "
             "architecture's default (print it with --recipe); change it with --set KEY=VALUE or "

@@ -48,6 +48,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -174,8 +175,6 @@ def phash(gray: Image.Image) -> int:
 
 def compute_fingerprint(image: Image.Image) -> Fingerprint:
     """Fingerprint an RGB image (any size; it is reduced to a thumbnail first)."""
-    import cv2  # imported here: OpenCV loads in ~0.1 s, the CLI's --help should not pay it
-
     gray = image.convert("L")
     scale = THUMB_SIDE / min(gray.size)
     if scale < 1:
@@ -195,8 +194,6 @@ def compute_fingerprint(image: Image.Image) -> Fingerprint:
 
 
 def _bandpass(img: np.ndarray) -> np.ndarray:
-    import cv2
-
     return cv2.GaussianBlur(img, (0, 0), 1.0) - cv2.GaussianBlur(img, (0, 0), 4.0)
 
 
@@ -213,8 +210,6 @@ def _bandpass_ncc(fixed: np.ndarray, moving: np.ndarray, to_fixed: np.ndarray,
 
     None when the overlap is too small or flat on one side (the correlation is then undefined).
     """
-    import cv2
-
     h, w = fixed.shape
     warped = cv2.warpAffine(moving, to_fixed, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
     mask = cv2.warpAffine(np.ones_like(moving), to_fixed, (w, h), flags=cv2.INTER_NEAREST,
@@ -237,8 +232,6 @@ def _bandpass_ncc(fixed: np.ndarray, moving: np.ndarray, to_fixed: np.ndarray,
 def _verify(fa: Fingerprint, fb: Fingerprint, src: np.ndarray, dst: np.ndarray,
             params: NearDuplicateParams) -> _Evidence | None:
     """Align a to b from matched points and return the band-pass NCC evidence, or None."""
-    import cv2
-
     matrix, inliers = cv2.estimateAffine2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=3.0)
     if matrix is None or inliers is None:
         return None
@@ -268,8 +261,6 @@ def _texture(img: np.ndarray) -> float:
 
 def _ecc_correction(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
     """Small affine map from ``moving`` to ``fixed`` (same size) by ECC; identity if it fails or strays."""
-    import cv2
-
     identity = np.eye(2, 3, dtype=np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
     try:  # on blurred images: ECC aligns the layout; the band-pass NCC then judges the detail
@@ -288,8 +279,6 @@ def _ecc_correction(fixed: np.ndarray, moving: np.ndarray) -> np.ndarray:
 def _lowpass_agreement(fixed: np.ndarray, moving: np.ndarray) -> float | None:
     """RMS difference of two textureless images' blurred versions after removing a brightness
     offset, or None when the offset or the RMS is too large for the same picture."""
-    import cv2
-
     diff = cv2.GaussianBlur(moving, (0, 0), 4.0) - cv2.GaussianBlur(fixed, (0, 0), 4.0)
     offset = float(diff.mean())
     rms = float(np.sqrt(((diff - offset) ** 2).mean()))
@@ -301,8 +290,6 @@ def _lowpass_agreement(fixed: np.ndarray, moving: np.ndarray) -> float | None:
 def _confirm_whole_frame(fa: Fingerprint, fb: Fingerprint,
                          params: NearDuplicateParams) -> _Evidence | None:
     """Confirm a pHash candidate that has no keypoint alignment, taking frame for frame."""
-    import cv2
-
     # pHash squeezes whole frames to 32x32, so its candidates are taken to show the same frame:
     # the larger thumbnail is resized (aspect ratio included) onto the smaller one.
     swap = fa.gray.size > fb.gray.size
@@ -375,8 +362,6 @@ def search_near_duplicates(fingerprints: Sequence[Fingerprint],
 
 def _candidate_matches(fingerprints: Sequence[Fingerprint], params: NearDuplicateParams):
     """Yield ((i, j), points_in_i, points_in_j) for image pairs with enough ratio-test votes."""
-    import cv2
-
     owners = np.concatenate([np.full(len(f.descriptors), k, dtype=np.int64)
                              for k, f in enumerate(fingerprints)])
     if len(owners) == 0:

@@ -15,7 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from image_classifier.data.decode import decode_image, extension_mismatch, read_source
+from image_classifier.data.near_duplicates import THUMB_SIDE, compute_fingerprint
 from image_classifier.errors import DatasetError, UnreadableImageError
 
 log = logging.getLogger(__name__)
@@ -138,14 +141,12 @@ def _read_one(item: DatasetFile, label: int, fingerprints: bool) -> ImageRecord 
         # JPEG draft mode makes that cheap, and the thumbnail is all the fingerprint needs.
         target = 64
         if fingerprints:
-            from image_classifier.data.near_duplicates import THUMB_SIDE
             target = THUMB_SIDE
         decoded = decode_image(data, path=item.rel_path, target_size=target)
     except UnreadableImageError as err:
         return UnreadableFile(item.rel_path, item.class_name, err.reason)
     fingerprint = None
     if fingerprints:
-        from image_classifier.data.near_duplicates import compute_fingerprint
         fingerprint = compute_fingerprint(decoded.image)
     return ImageRecord(
         rel_path=item.rel_path, path=item.path, class_name=item.class_name, label=label,
@@ -164,7 +165,6 @@ def read_files(files: list[DatasetFile], classes: list[str], *, fingerprints: bo
     with ThreadPoolExecutor(max_workers=workers) as pool:
         it = pool.map(lambda f: _read_one(f, labels[f.class_name], fingerprints), files)
         if progress:
-            from tqdm import tqdm
             it = tqdm(it, total=len(files), desc=desc, unit="img", disable=None, leave=False)
         results = list(it)
     records = [r for r in results if isinstance(r, ImageRecord)]

@@ -36,8 +36,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from image_classifier.data.check import AuditReport, audit_dataset
+from image_classifier.data.scan import list_dataset, read_files
 from image_classifier.errors import DatasetError, ManifestMismatchError
-from image_classifier.fileio import atomic_write_text
+from image_classifier.fileio import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +156,11 @@ def check_fractions(val: float, test: float) -> None:
 
 
 def make_split(data_root: str | os.PathLike, *, seed: int = 0, val: float = 0.15, test: float = 0.15,
-               audit=None) -> Split:
+               audit: AuditReport | None = None) -> Split:
     """Audit ``data_root`` (unless ``audit`` is given) and split it; see the module docstring.
 
     Raises :class:`DatasetError` when the data is not usable or the fractions make no sense.
     """
-    from image_classifier.data.check import audit_dataset
-
     check_fractions(val, test)
     if audit is None:
         audit = audit_dataset(data_root)
@@ -251,9 +251,6 @@ def load_split(csv_path: str | os.PathLike, data_root: str | os.PathLike) -> Spl
     Every listed file must exist with the same sha256 and class, and no readable image may have
     been added. Raises :class:`ManifestMismatchError` naming (a few of) the offending files.
     """
-    from image_classifier.data.scan import list_dataset, read_files
-    from image_classifier.fileio import sha256_file
-
     csv_path = Path(csv_path)
     rows = _read_manifest(csv_path)
     listing = list_dataset(data_root)

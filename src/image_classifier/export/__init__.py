@@ -1,7 +1,8 @@
 """Exporting a saved model for fast inference: ONNX file, metadata, parity check, int8 quantization.
 
 - :mod:`.onnx_export`: the network (+ softmax) to ``model.onnx`` with a dynamic batch dimension;
-- :mod:`.metadata`: class names and preprocessing inside the ONNX file, checked when it is loaded;
+- :mod:`image_classifier.inference.onnx_metadata` (beside the backend that checks it when the file is
+  loaded): class names and preprocessing inside the ONNX file;
 - :mod:`.verify`: ONNX Runtime against PyTorch on the same images (max abs difference);
 - :mod:`.quantize`: static int8 quantization calibrated on training images, with its accuracy change;
 - :mod:`.pipeline`: ``export_model``, what ``image-classifier export`` runs.

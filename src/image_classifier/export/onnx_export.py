@@ -16,10 +16,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 from torch import nn
 
 from image_classifier.inference.backends import ONNX_INPUT, ONNX_OUTPUT
+from image_classifier.inference.onnx_metadata import set_metadata
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +50,6 @@ def export_onnx(module: nn.Module, input_size: int, out_path: str | os.PathLike,
     preprocessing says; output ``probabilities``: float32 (batch, num_classes). The batch dimension
     is dynamic, so one file serves single requests and batches.
     """
-    import onnx
-
-    from image_classifier.export.metadata import set_metadata
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset must be between {MIN_OPSET} and {MAX_OPSET}, not {opset}")
@@ -89,8 +88,6 @@ def export_onnx(module: nn.Module, input_size: int, out_path: str | os.PathLike,
 
 def graph_summary(path: str | os.PathLike) -> dict[str, Any]:
     """Opset, operator counts and tensor shapes of an ONNX file (for the export report)."""
-    import onnx
-
     model = onnx.load(str(path), load_external_data=False)
     ops: dict[str, int] = {}
     for node in model.graph.node:

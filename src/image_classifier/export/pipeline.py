@@ -21,10 +21,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
+from image_classifier.data.decode import decode_each, load_image
+from image_classifier.data.split import load_split
 from image_classifier.errors import DatasetError, ImageClassifierError, ModelFormatError
-from image_classifier.export.onnx_export import DEFAULT_OPSET
-from image_classifier.export.verify import FP32_TOLERANCE, ParityReport
+from image_classifier.export.images import any_images, labelled_images, spread_sample
+from image_classifier.export.onnx_export import DEFAULT_OPSET, export_onnx, graph_summary
+from image_classifier.export.quantize import accuracy_change, quantize_int8
+from image_classifier.export.verify import FP32_TOLERANCE, ParityReport, check_parity, synthetic_images
+from image_classifier.fileio import atomic_write_json, sha256_file
+from image_classifier.inference.backends import OnnxBackend, TorchBackend
+from image_classifier.inference.classifier import Classifier, open_classifier
+from image_classifier.inference.onnx_metadata import card_metadata
+from image_classifier.inference.selection import BackendChoice, choose_backend
+from image_classifier.machine import bf16_supported
+from image_classifier.runs import CARD_NAME, ONNX_INT8_NAME, ONNX_NAME, SPLIT_NAME
+from image_classifier.saved_model import read_card
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +80,11 @@ class ExportResult:
     seconds: float
     int8: dict[str, Any] | None = None
     accuracy_checks: dict[str, dict] = field(default_factory=dict)
-    choice: Any = None  # inference.selection.BackendChoice
+    choice: BackendChoice | None = None
 
 
-def _load_batches(classifier: Any, paths: Sequence[Path], batch_size: int = 32) -> tuple[list[np.ndarray], list[int]]:
+def _load_batches(classifier: Classifier, paths: Sequence[Path], batch_size: int = 32) -> tuple[list[np.ndarray], list[int]]:
     """Preprocessed float32 batches of the readable images among ``paths`` and their indices."""
-    from image_classifier.data.decode import decode_each, load_image
-
     size = classifier.preprocessing.input_size
     decoded = decode_each(paths, lambda path: load_image(path, target_size=size))
     images = decoded.images
@@ -81,11 +92,7 @@ def _load_batches(classifier: Any, paths: Sequence[Path], batch_size: int = 32) 
     return batches, decoded.kept
 
 
-def _verification_images(classifier: Any, options: ExportOptions) -> tuple[list, str]:
-    from image_classifier.data.decode import decode_each, load_image
-    from image_classifier.export.images import any_images, spread_sample
-    from image_classifier.export.verify import synthetic_images
-
+def _verification_images(classifier: Classifier, options: ExportOptions) -> tuple[list, str]:
     folder = options.verify_data or options.eval_data or options.calibration_data or options.data
     if folder is not None:
         paths = spread_sample(any_images(folder, classifier.classes), options.verify_images, seed=1)
@@ -97,9 +104,6 @@ def _verification_images(classifier: Any, options: ExportOptions) -> tuple[list,
 
 
 def _update_card(model_dir: Path, update: dict[str, Any]) -> dict[str, Any]:
-    from image_classifier.fileio import atomic_write_json
-    from image_classifier.saved_model import CARD_NAME, read_card
-
     card = read_card(model_dir)
     exports = dict(card.get("exports") or {})
     checks = dict(exports.get("accuracy_checks") or {})
@@ -122,9 +126,7 @@ class _Sources:
     labelled_source: str
 
 
-def _resolve_sources(classifier: Any, options: ExportOptions) -> _Sources:
-    from image_classifier.export.images import any_images, labelled_images
-
+def _resolve_sources(classifier: Classifier, options: ExportOptions) -> _Sources:
     classes = classifier.classes
     calibration: list[Path] = []
     labelled: list[tuple[Path, int]] = []
@@ -132,8 +134,6 @@ def _resolve_sources(classifier: Any, options: ExportOptions) -> _Sources:
     if options.data is not None or options.split is not None:
         if options.data is None or options.split is None:
             raise ImageClassifierError("--data and --split go together (the data folder and its split manifest)")
-        from image_classifier.data.split import load_split
-
         split = load_split(options.split, options.data)
         expected = classifier.card.get("split_manifest_sha256")
         if expected and expected != split.manifest_sha256:
@@ -156,7 +156,7 @@ def _resolve_sources(classifier: Any, options: ExportOptions) -> _Sources:
     return _Sources(calibration, calib_src, labelled, label_src)
 
 
-def _accuracy_data(classifier: Any, sources: _Sources, exclude: set[Path]) -> tuple[list[np.ndarray], list[int], str]:
+def _accuracy_data(classifier: Classifier, sources: _Sources, exclude: set[Path]) -> tuple[list[np.ndarray], list[int], str]:
     items = [(p, y) for p, y in sources.labelled if p.resolve() not in exclude]
     if len(items) < len(sources.labelled):
         log.info("the accuracy check leaves out %d calibration images", len(sources.labelled) - len(items))
@@ -179,15 +179,6 @@ def _judge(check: dict[str, Any], options: ExportOptions, source: str) -> dict[s
 def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = None) -> ExportResult:
     """Export, verify and record; see the module docstring. Raises ``ImageClassifierError`` with
     what to do when the model, the data or the verification fails."""
-    import onnxruntime as ort
-
-    from image_classifier.export.metadata import card_metadata
-    from image_classifier.export.onnx_export import export_onnx, graph_summary
-    from image_classifier.export.verify import check_parity
-    from image_classifier.fileio import sha256_file
-    from image_classifier.inference.backends import ONNX_INT8_NAME, ONNX_NAME, OnnxBackend, TorchBackend
-    from image_classifier.inference.classifier import open_classifier
-    from image_classifier.machine import bf16_supported
 
     options = options or ExportOptions()
     if options.format not in FORMATS:
@@ -201,7 +192,7 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
     if options.quantize and (not sources.calibration or not sources.labelled):
         raise ImageClassifierError(
             "--quantize int8 needs training images to calibrate on and labelled images to measure its "
-            "accuracy change on: give --data DIR --split split.csv (train / val subsets), or "
+            f"accuracy change on: give --data DIR --split {SPLIT_NAME} (train / val subsets), or "
             "--calibration-data DIR and --eval-data DIR; an int8 model is only offered with its measured "
             "accuracy change"
         )
@@ -252,9 +243,6 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
     int8_info = None
     calib_paths: list[Path] = []
     if options.quantize == "int8":
-        from image_classifier.export.images import spread_sample
-        from image_classifier.export.quantize import quantize_int8
-
         calib_paths = spread_sample(sources.calibration, options.calibration_images, seed=2)
         calib_batches, kept = _load_batches(classifier, calib_paths, batch_size=8)
         if not kept:
@@ -274,8 +262,6 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
     if sources.labelled:
         exclude = {p.resolve() for p in calib_paths}
         batches, labels, source = _accuracy_data(classifier, sources, exclude)
-        from image_classifier.export.quantize import accuracy_change
-
         if options.quantize == "int8":
             int8_backend = OnnxBackend(model_dir / ONNX_INT8_NAME, name="onnx-int8")
             checks["onnx-int8"] = _judge(accuracy_change(torch_backend, int8_backend, batches, labels), options, source)
@@ -291,8 +277,6 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
     # 5. measure and record what "auto" will serve.
     choice = None
     if options.measure:
-        from image_classifier.inference.selection import choose_backend
-
         choice = choose_backend(model_dir, remeasure=True)
     return ExportResult(model_dir, final, final.stat().st_size, parity, graph,
                         time.perf_counter() - t_start, int8_info, checks, choice)

@@ -20,29 +20,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                      quantize_static)
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from image_classifier.inference.backends import ONNX_INPUT
+from image_classifier.inference.onnx_metadata import set_metadata
 
 log = logging.getLogger(__name__)
 
 
-def _calibration_reader(batches: Sequence[np.ndarray], input_name: str) -> Any:
-    from onnxruntime.quantization import CalibrationDataReader
+class _BatchReader(CalibrationDataReader):
+    """Feeds the preprocessed calibration batches to ORT's calibrator, one at a time."""
 
-    class Reader(CalibrationDataReader):
-        """Feeds the preprocessed calibration batches to ORT's calibrator, one at a time."""
+    def __init__(self, batches: Sequence[np.ndarray], input_name: str) -> None:
+        self._batches = batches
+        self._input_name = input_name
+        self._iter: Iterator[np.ndarray] = iter(batches)
 
-        def __init__(self) -> None:
-            self._iter: Iterator[np.ndarray] = iter(batches)
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._iter, None)
+        return None if batch is None else {self._input_name: np.ascontiguousarray(batch, dtype=np.float32)}
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self._iter, None)
-            return None if batch is None else {input_name: np.ascontiguousarray(batch, dtype=np.float32)}
-
-        def rewind(self) -> None:
-            self._iter = iter(batches)
-
-    return Reader()
+    def rewind(self) -> None:
+        self._iter = iter(self._batches)
 
 
 def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
@@ -52,12 +54,6 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
 
     ``calibration_batches``: preprocessed float32 (N, 3, H, W) arrays of training images.
     """
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from image_classifier.export.metadata import set_metadata
-
     if not calibration_batches:
         raise ValueError("int8 quantization needs calibration images")
     out_path = Path(out_path)
@@ -72,7 +68,7 @@ def quantize_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
         quantized = tmp / "int8.onnx"
         quantize_static(
-            str(prepared), str(quantized), _calibration_reader(calibration_batches, ONNX_INPUT),
+            str(prepared), str(quantized), _BatchReader(calibration_batches, ONNX_INPUT),
             quant_format=QuantFormat.QDQ, per_channel=per_channel,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,

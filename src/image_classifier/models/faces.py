@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from image_classifier.data.decode import decode_image, read_source
 from image_classifier.faces import FaceAnalysis, FaceCache, analyse_bytes, analyse_image
 from image_classifier.faces.detect import DESCRIPTOR_DIM
-from image_classifier.models.transfer import mobilenet_v2
 from image_classifier.models.net import ClassifierNet
+from image_classifier.models.transfer import mobilenet_v2
 
 
 class FaceEmbeddingNet(ClassifierNet):
@@ -147,8 +148,6 @@ class FacePath:
 
     def decode(self, source: Any, *, max_pixels: int | None = None) -> FaceInput:
         """Analyse a path, bytes, stream or PIL image; decodes the fallback picture only when needed."""
-        from image_classifier.data.decode import decode_image, read_source
-
         if isinstance(source, FaceInput):
             return source
         if isinstance(source, Image.Image):

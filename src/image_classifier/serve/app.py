@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from flask import Flask, Request, Response, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from image_classifier import __version__
 from image_classifier.errors import UnreadableImageError
 from image_classifier.i18n import DEFAULT as DEFAULT_LANG, LANGUAGE_NAMES, SUPPORTED as LANGUAGES
 from image_classifier.i18n import negotiate, translator
 from image_classifier.serve.contract import ERROR_KINDS, MULTIPART_SLACK_BYTES
+from image_classifier.serve.openapi import openapi_document
 from image_classifier.serve.store import ModelStore, NotReadyError, UnknownModelError
+from image_classifier.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -285,8 +286,6 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
 
     @app.get("/api/openapi.json")
     def openapi():  # noqa: ANN202
-        from image_classifier.serve.openapi import openapi_document
-
         return jsonify(openapi_document(store, max_upload_bytes=config.max_upload_bytes))
 
     return app

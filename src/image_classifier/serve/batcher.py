@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,6 @@ class InferenceWorkers:
                 job.future.set_exception(WorkersClosedError("the server is stopping"))
 
     def _loop(self) -> None:
-        import torch
-
         held: list[_Job] = []  # jobs taken from the queue for another model, served next
         while True:
             if not held:

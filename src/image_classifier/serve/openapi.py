@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from image_classifier import __version__
+from image_classifier.version import __version__
+from image_classifier.runs import METRICS_NAME
 from image_classifier.serve.contract import ERROR_KINDS, max_request_body_bytes
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -223,7 +224,7 @@ def _schemas() -> dict[str, Any]:
                 "default": {"type": "boolean"},
                 "input_size": {"type": ["integer", "null"]},
                 "test": {
-                    "description": "Held-out test metrics from the run's metrics.json; null when not evaluated.",
+                    "description": f"Held-out test metrics from the run's {METRICS_NAME}; null when not evaluated.",
                     "type": ["object", "null"],
                     "required": ["accuracy"],
                     "properties": {
@@ -234,7 +235,7 @@ def _schemas() -> dict[str, Any]:
                     },
                 },
                 "validation_accuracy": {**number_or_null,
-                                        "description": "Best validation accuracy, from the run's metrics.json."},
+                                        "description": f"Best validation accuracy, from the run's {METRICS_NAME}."},
                 "offline_latency_ms": {**number_or_null,
                                        "description": "File-to-label latency at batch 1 measured by compare."},
                 "latency_ms_median": {**number_or_null,

@@ -10,6 +10,10 @@ import threading
 import time
 from typing import Any
 
+from waitress import wasyncore
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
+
 from image_classifier.errors import ImageClassifierError
 from image_classifier.serve.contract import MULTIPART_SLACK_BYTES, max_request_body_bytes
 
@@ -30,8 +34,6 @@ def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 5000, threads:
     ``max_body_bytes`` (default: ``max_request_body_bytes(max_upload_bytes)``) is the bound of the
     bodies waitress reads; it must be above the upload limit.
     """
-    from waitress.server import create_server
-
     accepted = max_upload_bytes + MULTIPART_SLACK_BYTES  # the largest body the app may accept
     max_body = max_body_bytes or max_request_body_bytes(max_upload_bytes)
     if max_body <= accepted:
@@ -107,14 +109,10 @@ def _socket_map(server: Any) -> dict:
 
 
 def _loop_once(server: Any, socket_map: dict) -> None:
-    from waitress import wasyncore
-
     wasyncore.loop(timeout=POLL_SECONDS, map=socket_map, use_poll=server.adj.asyncore_use_poll, count=1)
 
 
 def _channels(socket_map: dict) -> list[Any]:
-    from waitress.channel import HTTPChannel
-
     return [d for d in list(socket_map.values()) if isinstance(d, HTTPChannel)]
 
 
@@ -129,9 +127,6 @@ def _requests_in_flight(socket_map: dict) -> int:
 
 
 def _stop_listening(socket_map: dict) -> None:
-    from waitress import wasyncore
-    from waitress.server import BaseWSGIServer
-
     for dispatcher in list(socket_map.values()):
         if isinstance(dispatcher, BaseWSGIServer):
             # The listening socket only: BaseWSGIServer.close would also close the trigger that
@@ -148,8 +143,6 @@ def _close_idle_channels(socket_map: dict) -> None:
 
 
 def _close_all(socket_map: dict) -> None:
-    from waitress import wasyncore
-
     wasyncore.close_all(socket_map)
 
 

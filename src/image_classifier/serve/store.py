@@ -26,12 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+from PIL import Image
+
+from image_classifier.data.decode import MAX_PIXELS
 from image_classifier.errors import ImageClassifierError, ModelFormatError
+from image_classifier.faces import FaceCache
+from image_classifier.inference.files import top_labels
+from image_classifier.inference.loading import load_model
 from image_classifier.runs import (
     CARD_NAME, MODELS_DIR, best_model_name, is_model_dir, models_of_run, read_metrics, run_of_model_dir,
 )
 from image_classifier.saved_model import read_card
-from image_classifier.inference.files import top_labels
 from image_classifier.serve.batcher import InferenceWorkers, WorkersClosedError
 
 log = logging.getLogger(__name__)
@@ -245,8 +251,6 @@ class Prediction:
 
 
 def default_max_parallel() -> int:
-    import torch
-
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, torch.get_num_threads()))
 
@@ -260,8 +264,6 @@ class ModelStore:
 
     def __init__(self, discovery: Discovery, *, backend: str = "torch", max_pixels: int | None = None,
                  max_parallel: int | None = None, max_batch: int = DEFAULT_MAX_BATCH) -> None:
-        from image_classifier.data.decode import MAX_PIXELS
-
         self.discovery = discovery
         self.backend = backend
         self.max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
@@ -304,9 +306,6 @@ class ModelStore:
 
         After :meth:`close` it loads nothing more and returns with ``ready`` still false.
         """
-        from image_classifier.faces import FaceCache
-        from image_classifier.inference.loading import load_model
-
         # In memory and bounded: the same photo uploaded again is not analysed again by a face model.
         face_cache = FaceCache()
         with self._load_lock:
@@ -358,8 +357,6 @@ class ModelStore:
     @staticmethod
     def _warm_up(clf: Any) -> None:
         # The first forward pass pays for allocator growth and kernel selection; pay it at start-up.
-        from PIL import Image
-
         size = int(clf.preprocessing.input_size)
         clf.predict([Image.new("RGB", (size, size), (128, 128, 128))])
 
@@ -380,8 +377,6 @@ class ModelStore:
 
     def predict_bytes(self, data: bytes, model: str | None = None, top_k: int | None = None) -> Prediction:
         """Decode ``data`` (in memory) and classify it. Raises ``UnreadableImageError`` for bad bytes."""
-        import torch
-
         served = self.get(model)
         clf = served.classifier
         t0 = time.perf_counter()

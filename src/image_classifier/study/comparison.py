@@ -155,7 +155,7 @@ def _prepare_run_dir(options: CompareOptions, say: Callable[[str], None]) -> Non
     run_dir = options.run_dir
     check_writable(run_dir, [model_dir_for(run_dir, arch) for arch in options.models or []])
     if options.resume == "resume" and not has_previous_run(run_dir):
-        raise ImageClassifierError(f"nothing to resume in {run_dir}: no split.csv and no models (run without --resume)")
+        raise ImageClassifierError(f"nothing to resume in {run_dir}: no {SPLIT_NAME} and no models (run without --resume)")
     if options.resume == "fresh":
         given = options.split is not None and options.split.resolve() == (run_dir / SPLIT_NAME).resolve()
         removed = clear_run(run_dir, keep_split=given)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
+from safetensors.torch import load_file
 
 from image_classifier.data.split import resolve_split
 from image_classifier.errors import DatasetError, ImageClassifierError, OptionError
@@ -20,6 +21,7 @@ from image_classifier.faces import FaceCache
 from image_classifier.fileio import sha256_file
 from image_classifier.machine import bf16_supported
 from image_classifier.models.registry import build_model, get_arch
+from image_classifier.models.weights import resolve_pretrained
 from image_classifier.recipe import Recipe
 from image_classifier.runtime import configure
 from image_classifier.runs import CARD_NAME, RESUME_NAME, SPLIT_NAME, WEIGHTS_NAME
@@ -199,8 +201,6 @@ def train_model(
         pretrained_info = payload.get("pretrained_weights")
     else:
         if spec.pretrained is not None:
-            from image_classifier.models.weights import resolve_pretrained
-
             resolved = resolve_pretrained(arch, spec.pretrained, weights)
         net, arch_options = build_model(arch, len(classes), pretrained=resolved is not None, resolved=resolved)
         pretrained_info = None
@@ -260,8 +260,6 @@ def train_model(
     )
     setup_seconds = time.perf_counter() - wall0
     if payload is not None:
-        from safetensors.torch import load_file
-
         best_state = None
         if payload["state"].get("best") is not None:
             card = read_card(out)

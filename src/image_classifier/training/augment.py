@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import v2
 
 from image_classifier.recipe import Augmentation
 
@@ -66,8 +67,6 @@ class Augmenter:
         self.aug = aug
         self._tv = None
         if aug.engine == "torchvision":
-            from torchvision.transforms import v2
-
             transforms = [v2.RandomAffine(
                 degrees=aug.rotation, translate=(aug.width_shift, aug.height_shift),
                 scale=(1 - aug.zoom, 1 + aug.zoom), shear=(-aug.shear, aug.shear),

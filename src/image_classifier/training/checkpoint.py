@@ -20,6 +20,7 @@ under ``torchrun``/DistributedDataParallel with the other ranks passing ``writer
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -28,13 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
-from image_classifier.saved_model import CARD_NAME, NEXT_WEIGHTS_NAME, WEIGHTS_NAME, save_model
+from image_classifier.errors import ModelFormatError
+from image_classifier.runs import CARD_NAME, NEXT_WEIGHTS_NAME, RESUME_NAME, WEIGHTS_NAME
+from image_classifier.saved_model import save_model
 from image_classifier.tensorio import load_tree, save_tree
 
 log = logging.getLogger(__name__)
 
-RESUME_NAME = "resume.safetensors"
 RESUME_KIND = "image-classifier-resume-v1"
 #: A checkpoint may take at most 1 / (1 + this) of the training time.
 COST_FACTOR = 9.0
@@ -43,8 +46,6 @@ RUN_FILES = (CARD_NAME, WEIGHTS_NAME, NEXT_WEIGHTS_NAME, RESUME_NAME)
 
 
 def load_resume_state(path: Path) -> dict[str, Any]:
-    from image_classifier.errors import ModelFormatError
-
     try:
         payload = load_tree(path, kind=RESUME_KIND)
     except Exception as err:  # noqa: BLE001 - any failure means the file is unusable
@@ -56,12 +57,6 @@ def load_resume_state(path: Path) -> dict[str, Any]:
 
 def peek_resume_state(path: Path) -> dict[str, Any]:
     """The run identity stored in a resume state (arch, seed, recipe, ...) without loading its tensors."""
-    import json
-
-    from safetensors import safe_open
-
-    from image_classifier.errors import ModelFormatError
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

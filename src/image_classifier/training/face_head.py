@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
 
 from image_classifier.errors import DatasetError
 from image_classifier.faces import FaceCache, weights_sha256
@@ -93,8 +94,6 @@ def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
 def _fit(x: np.ndarray, y: np.ndarray, num_classes: int, c: float, mean: np.ndarray,
          scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(weight (C, 128), bias (C,)) of a logistic regression on standardised descriptors."""
-    from sklearn.linear_model import LogisticRegression
-
     present = np.unique(y)
     weight = np.zeros((num_classes, x.shape[1]))
     bias = np.full(num_classes, ABSENT_CLASS_BIAS)

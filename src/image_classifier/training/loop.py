@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from image_classifier.models.net import ClassifierNet
 from image_classifier.preprocessing import Preprocessing
@@ -244,8 +245,6 @@ class Trainer:
 
     def _train_epoch(self, inputs: torch.Tensor, labels: torch.Tensor, cut: int, optimizer: torch.optim.Optimizer,
                      gen: torch.Generator, desc: str) -> tuple[float, float]:
-        from tqdm.auto import tqdm
-
         self.net.train()
         n, bs = len(labels), self.recipe.batch_size
         order = torch.randperm(n, generator=gen)

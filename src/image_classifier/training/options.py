@@ -17,12 +17,13 @@ from image_classifier.data.split import check_fractions
 from image_classifier.errors import DatasetError, OptionError, WeightsNotFoundError
 from image_classifier.models.registry import get_arch, list_archs
 from image_classifier.recipe import Recipe, load_config
-from image_classifier.runs import RESUME_NAME
+from image_classifier.runs import MODELS_DIR, RESUME_NAME
 from image_classifier.training.checkpoint import peek_resume_state
 
 #: Where a model is saved when no ``out`` is given: ``models/<arch>`` under the working directory,
-#: the same place for the CLI and Python (never a temporary folder: the model is the result).
-DEFAULT_MODELS_DIR = Path("models")
+#: the same place for the CLI and Python (never a temporary folder: the model is the result), laid
+#: out like a compare run's ``models/<arch>``.
+DEFAULT_MODELS_DIR = Path(MODELS_DIR)
 
 
 @dataclass

@@ -4,12 +4,17 @@ The class names and the preprocessing are stored in the ONNX file's ``metadata_p
 model card), so the file alone is enough to deploy it with any ONNX runtime. The weights' sha256 of
 the saved model it came from is stored too: a ``model.onnx`` left over from before a retrain, or
 copied from another model directory, is refused instead of silently serving the wrong network.
+
+It lives in the inference layer because both sides need it: :mod:`image_classifier.export` writes
+these entries and :mod:`.backends` checks them when it opens a file.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+import onnx
 
 from image_classifier.errors import ModelFormatError
 
@@ -63,8 +68,6 @@ def parse_metadata(metadata: dict[str, str]) -> dict[str, Any]:
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The decoded ``image_classifier.*`` metadata of an ONNX file (without loading its weights
     into a runtime)."""
-    import onnx
-
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # noqa: BLE001 - protobuf DecodeError and friends
