@@ -77,6 +77,10 @@ def full_study_json(tmp_path: Path) -> dict:
     s["data"]["unreadable"] = [{"path": "bad.jpg", "reason": "truncated"}]
     s["data"]["duplicates"]["groups"].append({"kind": "exact + near", "files": ["c.jpg", "d.jpg"],
                                               "subset": "train, val"})
+    # The counts a run stores (the report writes the sentences from them, in its language).
+    s["data"]["duplicates"].update({"exact_groups": 1, "exact_files": 2, "near_pairs": 3, "near_groups": 1,
+                                    "images_in_groups": 4, "groups_by_subset": {"train": 2},
+                                    "crossing_subsets": 1})
     s["data"]["faces"] = {"with_face": 20, "images": 30, "detection_rate": 2 / 3, "methods": {"hog": 15, "cnn": 5},
                           "per_class": {c: {"none": 1, "one": 8, "several": 1} for c in CLASSES}, "seconds": 1.0}
     a["speed"]["load_avg_1m"] = 3.5
@@ -167,6 +171,13 @@ def test_the_spanish_report_says_its_findings_in_spanish(reports):
     assert "Se dejaron fuera 1 archivos ilegibles" in page
     # The run's steps by their Spanish names, durations with a decimal comma.
     assert "comprobación de los datos: 1,5 s; entrenamiento: 1,2 min; evaluación: 2,0 s; informe: " in md
+    # The data check's sentences, written from the stored counts, not the stored English.
+    assert ("La comprobación de los datos encontró 1 grupos de archivos idénticos byte a byte (2 archivos) y 3 "
+            "pares de casi duplicados") in md
+    assert ("La partición trata cada uno de los 2 grupos de duplicados (4 imágenes) como una unidad, así que "
+            "ninguna foto está a la vez en entrenamiento y en prueba (2 en entrenamiento); grupos repartidos "
+            "entre subconjuntos: 1.") in page
+    assert "kept in one subset" not in page + md and "1 group" not in md
     # A duplicate group's kind and subsets are named in Spanish too.
     assert "<td>exacto + casi</td><td>c.jpg, d.jpg</td><td>entrenamiento, validación</td>" in page
     # The command that redoes the run writes this report: in Spanish.
@@ -377,6 +388,10 @@ def test_compare_lang_es_writes_the_report_in_spanish_and_the_data_in_english(sp
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["title"] == study.title == "Image classifier comparison: data"
     assert (run / "comparison.csv").read_text().startswith("model,test_accuracy,")
+    # The data check's findings: counted in metrics.json with the English sentences, said in Spanish.
+    dups = metrics["data"]["duplicates"]
+    assert dups["summary"].startswith(f"The data check found {dups['exact_groups']} groups of byte-identical files")
+    assert f"La comprobación de los datos encontró {dups['exact_groups']} grupos de archivos idénticos" in md
 
 
 def test_evaluate_lang_es_writes_a_spanish_report_and_prints_english(spanish_run, tmp_path, capsys):

@@ -477,7 +477,9 @@ class DuplicateGroup:
 
 @dataclass
 class Duplicates:
-    """What the data check found, in sentences for the report, and each group's subset."""
+    """What the data check found, counted, and each group's subset. ``summary`` and ``policy`` are
+    the English sentences ``metrics.json`` keeps; the report writes its own, in its language, from
+    the counts (a run saved before the counts were stored has only the sentences)."""
 
     summary: str
     policy: str
@@ -485,17 +487,29 @@ class Duplicates:
     exact_groups: int = 0
     near_pairs: int = 0
     crossing_subsets: int = 0
+    exact_files: int | None = None
+    near_groups: int | None = None
+    images_in_groups: int | None = None
+    groups_by_subset: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def counted(self) -> bool:
+        return self.exact_files is not None and self.near_groups is not None and self.images_in_groups is not None
 
     def to_json(self) -> dict[str, Any]:
         return {"summary": self.summary, "policy": self.policy, "groups": [g.to_json() for g in self.groups],
                 "exact_groups": self.exact_groups, "near_pairs": self.near_pairs,
-                "crossing_subsets": self.crossing_subsets}
+                "crossing_subsets": self.crossing_subsets, "exact_files": self.exact_files,
+                "near_groups": self.near_groups, "images_in_groups": self.images_in_groups,
+                "groups_by_subset": dict(self.groups_by_subset)}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Duplicates:
         return cls(str(d.get("summary", "")), str(d.get("policy", "")),
                    [DuplicateGroup.from_json(g) for g in d.get("groups") or []], int(d.get("exact_groups", 0)),
-                   int(d.get("near_pairs", 0)), int(d.get("crossing_subsets", 0)))
+                   int(d.get("near_pairs", 0)), int(d.get("crossing_subsets", 0)), _int(d.get("exact_files")),
+                   _int(d.get("near_groups")), _int(d.get("images_in_groups")),
+                   {str(k): int(v) for k, v in (d.get("groups_by_subset") or {}).items()})
 
 
 @dataclass

@@ -266,11 +266,9 @@ def _data_section(study: Study, t: Translator) -> str:
     dups = data.duplicates
     if dups is not None:
         out.append(f"<h3>{esc(t('report.heading.duplicates'))}</h3>")
-        # The data check's sentences are stored in the study as it wrote them.
-        if dups.summary:
-            out.append(f"<p>{esc(dups.summary)}</p>")
-        if dups.policy:
-            out.append(f"<p>{esc(dups.policy)}</p>")
+        for text in narrative.duplicate_sentences(dups, t):
+            if text:
+                out.append(f"<p>{esc(text)}</p>")
         groups = dups.groups
         if groups:
             rows = [[_duplicate_kind(g.kind, t), ", ".join(g.files),

@@ -87,7 +87,7 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
         rows.append([t("report.table.total"), *[sum(sizes[s].values()) for s in subsets]])
         lines += _table([t("report.table.class"), *[subset_label(s, t) for s in subsets]], rows) + [""]
     if data.duplicates is not None:
-        for text in (data.duplicates.summary, data.duplicates.policy):
+        for text in narrative.duplicate_sentences(data.duplicates, t):
             if text:
                 lines += [md(text), ""]
     faces = face_survey_table(study, t)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from image_classifier.i18n import Translator, translator
 from image_classifier.report.tables import fmt_mb, fmt_ms, fmt_params
-from image_classifier.results import TEST_IMAGES, Study
+from image_classifier.results import TEST_IMAGES, Duplicates, Study
 
 EN = translator("en")
 
@@ -185,3 +185,18 @@ def timing_note(study: Study, t: Translator = EN) -> str:
         return ""
     listed = t("report.format.number_list_separator").join(f"{n} {t.number(v, 1)}" for n, v in busy)
     return t("report.narrative.timing", cores=cores, listed=listed)
+
+
+def duplicate_sentences(dups: Duplicates, t: Translator = EN) -> tuple[str, str]:
+    """What the data check found and how the split kept each duplicate group together, in ``t``'s
+    language, from the counts; a run saved without the counts keeps its stored English sentences."""
+    if not dups.counted:
+        return dups.summary, dups.policy
+    summary = t("report.data.duplicates.summary", exact_groups=dups.exact_groups, exact_files=dups.exact_files,
+                near_pairs=dups.near_pairs, near_groups=dups.near_groups)
+    items = [t("report.data.duplicates.where_item", count=n, subset=t.get(f"report.subset.{subset}", subset))
+             for subset, n in sorted(dups.groups_by_subset.items())]
+    where = t("report.data.duplicates.where", where=", ".join(items)) if items else ""
+    policy = t("report.data.duplicates.policy", groups=len(dups.groups), images=dups.images_in_groups, where=where,
+               crossing=dups.crossing_subsets)
+    return summary, policy

@@ -31,6 +31,7 @@ from image_classifier.fileio import atomic_write_text
 from image_classifier.i18n import DEFAULT, translator
 from image_classifier.models.registry import get_arch
 from image_classifier.report import write_report
+from image_classifier.report.narrative import duplicate_sentences
 from image_classifier.report.tables import fmt_seconds, write_metrics_json
 from image_classifier.results import (
     DataSummary, DuplicateGroup, Duplicates, FaceAccuracy, FaceSummary, ModelResult, PairwiseTest, Selection,
@@ -370,13 +371,11 @@ def describe_duplicates(audit: AuditReport, split: Split) -> Duplicates:
         subsets = sorted({r.subset for r in records})
         groups.append(DuplicateGroup(" + ".join(kinds) or "duplicate", files, ", ".join(subsets)))
     groups.sort(key=lambda g: g.files[0])
-    where = ", ".join(f"{n} in {s}" for s, n in sorted(summary.get("by_subset", {}).items()))
-    crossing = summary.get("groups_crossing_subsets", 0)
-    text = (f"The data check found {len(exact)} groups of byte-identical files "
-            f"({sum(len(g) for g in exact)} files) and {len(audit.near_duplicate_pairs)} near-duplicate pairs "
-            f"(the same photo re-encoded or re-cropped) in {len(near)} groups.")
-    policy = (f"The split treats each of the {summary.get('duplicate_groups', 0)} duplicate groups "
-              f"({summary.get('images_in_groups', 0)} images) as one unit, so no photo is in training "
-              f"and in test at once{' (' + where + ')' if where else ''}; groups crossing subsets: {crossing}.")
-    return Duplicates(text, policy, groups, exact_groups=len(exact), near_pairs=len(audit.near_duplicate_pairs),
-                      crossing_subsets=crossing)
+    dups = Duplicates("", "", groups, exact_groups=len(exact), near_pairs=len(audit.near_duplicate_pairs),
+                      crossing_subsets=summary.get("groups_crossing_subsets", 0),
+                      exact_files=sum(len(g) for g in exact), near_groups=len(near),
+                      images_in_groups=summary.get("images_in_groups", 0),
+                      groups_by_subset=dict(summary.get("by_subset", {})))
+    # metrics.json keeps the English sentences; the report writes them in its own language.
+    dups.summary, dups.policy = duplicate_sentences(dups)
+    return dups
