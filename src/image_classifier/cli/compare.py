@@ -9,6 +9,9 @@ from pathlib import Path
 from image_classifier.cli.options import parse_arch_path
 from image_classifier.errors import ImageClassifierError
 from image_classifier.i18n import DEFAULT, SUPPORTED
+from image_classifier.runs import (
+    COMPARISON_CSV_NAME, METRICS_NAME, REPORT_HTML_NAME, REPORT_MD_NAME, SPLIT_NAME,
+)
 from image_classifier.study.defaults import DEFAULT_MODELS
 
 
@@ -20,7 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "Audit DATA, make (or reuse) one train/val/test split, train every model on it, pick the best "
             "by validation accuracy, evaluate every model once on the test split (accuracy with 95%% "
             "bootstrap CI, macro-F1, log-loss, calibration, McNemar tests), measure size and speed on "
-            "this machine, and write OUT/report.html, report.md, comparison.csv, metrics.json."
+            f"this machine, and write OUT/{REPORT_HTML_NAME}, {REPORT_MD_NAME}, {COMPARISON_CSV_NAME}, "
+            f"{METRICS_NAME}."
         ),
     )
     p.add_argument("data", type=Path, help="folder with one sub-folder of images per class")
@@ -30,7 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<DATA folder name>)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, training and bootstrap (default 0)")
     p.add_argument("--split", type=Path, default=None,
-                   help="use this split manifest (default: OUT/split.csv when it exists, else a new split)")
+                   help=f"use this split manifest (default: OUT/{SPLIT_NAME} when it exists, else a new split)")
     p.add_argument("--val", type=float, default=None, help="validation fraction for a new split")
     p.add_argument("--test", type=float, default=None, help="test fraction for a new split")
     p.add_argument("--weights", action="append", default=[], metavar="ARCH=PATH",
@@ -53,8 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="do not look for faces (no face survey, no face_embedding model, no face/no-face test accuracy)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     p.add_argument("--lang", choices=SUPPORTED, default=DEFAULT,
-                   help="language of report.md, report.html and their figures: "
-                        f"{', '.join(SUPPORTED)} (default {DEFAULT}); comparison.csv, metrics.json and "
+                   help=f"language of {REPORT_MD_NAME}, {REPORT_HTML_NAME} and their figures: "
+                        f"{', '.join(SUPPORTED)} (default {DEFAULT}); {COMPARISON_CSV_NAME}, {METRICS_NAME} and "
                         "what this command prints are the same in every language")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
