@@ -9,6 +9,8 @@ fixture, which builds the default two-class folder under ``tmp_path``.
 """
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +103,17 @@ def unknown_people_dir() -> Path:
     if not UNKNOWN_PEOPLE.is_dir():
         pytest.skip(f"real dataset not found at {UNKNOWN_PEOPLE}")
     return UNKNOWN_PEOPLE
+
+
+#: Debian's Chromium, when installed (the report rendering tests skip without it).
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def rendered_ink(html_path: Path, shot: Path, window: str) -> float:
+    """Open a report in headless Chromium, screenshot it and return the share of dark pixels: a
+    rendered page has content, a blank or broken one does not."""
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", f"--screenshot={shot}", f"--window-size={window}",
+                    Path(html_path).as_uri()], check=True, capture_output=True, timeout=120)
+    with Image.open(shot) as im:
+        return float((np.asarray(im.convert("L")) < 200).mean())

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import pytest
 from scipy.stats import binomtest
 from torch import nn
 
-from conftest import make_image_folder
+from conftest import CHROMIUM, make_image_folder, rendered_ink
 from image_classifier.cli import main
 from image_classifier.models.net import ClassifierNet
 from image_classifier.models.registry import ArchSpec, register_arch, unregister_arch
@@ -284,20 +283,9 @@ def test_evaluate_unknown_class_is_a_clear_error(compared, tmp_path, capsys):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="no chromium")
+@pytest.mark.skipif(not CHROMIUM, reason="no chromium")
 def test_compare_report_renders_in_chromium(compared, tmp_path):
-    import subprocess
-
-    from PIL import Image
-
-    shot = tmp_path / "shot.png"
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", f"--screenshot={shot}", "--window-size=1200,2400",
-                    (compared["run"] / "report.html").as_uri()], check=True, capture_output=True, timeout=120)
-    with Image.open(shot) as im:
-        arr = np.asarray(im.convert("L"))
-    assert (arr < 200).mean() > 0.02
+    assert rendered_ink(compared["run"] / "report.html", tmp_path / "shot.png", "1200,2400") > 0.02
 
 
 def test_reproduce_command_and_argument_parsing(compared):

@@ -14,17 +14,14 @@ import html
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pytest
-from PIL import Image
 
 import compare_child
 import image_classifier
-from conftest import make_image_folder
+from conftest import CHROMIUM, make_image_folder, rendered_ink
 from image_classifier import i18n
 from image_classifier.cli import main
 from image_classifier.errors import ImageClassifierError
@@ -413,13 +410,7 @@ def test_evaluate_lang_es_writes_a_spanish_report_and_prints_english(spanish_run
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="no chromium")
+@pytest.mark.skipif(not CHROMIUM, reason="no chromium")
 def test_the_spanish_report_renders_in_chromium(reports, tmp_path):
-    shot = tmp_path / "shot.png"
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--disable-component-update", f"--screenshot={shot}", "--window-size=420,2000",
-                    reports["files"]["es"].html.as_uri()], check=True, capture_output=True, timeout=120)
-    with Image.open(shot) as im:
-        arr = np.asarray(im.convert("L"))
-    assert (arr < 200).mean() > 0.02  # rendered content, not a blank page
+    # rendered content, not a blank page
+    assert rendered_ink(reports["files"]["es"].html, tmp_path / "shot.png", "420,2000") > 0.02

@@ -19,7 +19,6 @@ for it (its faces, and the decoded picture the fallback needs).
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from typing import Any
 
