@@ -9,6 +9,7 @@ from typing import Any
 
 from image_classifier.data.decode import decode_each
 from image_classifier.errors import ImageClassifierError
+from image_classifier.inference.classifier import Classifier
 
 
 def top_labels(probabilities: Sequence[float], classes: Sequence[str], k: int | None = None) -> list[dict[str, Any]]:
@@ -37,7 +38,7 @@ class PredictOptions:
             raise ImageClassifierError("--batch-size must be at least 1")
 
 
-def predict_files(classifier: Any, paths: Sequence[str | os.PathLike],
+def predict_files(classifier: Classifier, paths: Sequence[str | os.PathLike],
                   options: PredictOptions = PredictOptions()) -> list[dict[str, Any]]:
     """One entry per path, in order: ``{"image", "top", "probabilities"}`` (plus, for a face model,
     the face that decided: see :meth:`Classifier.predict_details`), or ``{"image", "error", "kind"}``
