@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from image_classifier.runs import SPLIT_NAME
+
 if TYPE_CHECKING:
     from image_classifier.inference.classifier import Classifier
 
@@ -39,5 +41,11 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike | None = No
     from image_classifier.inference.loading import load_model
     from image_classifier.training import TrainOptions, train_folder
 
-    result = train_folder(data, TrainOptions.from_kwargs(arch=arch, out=out, **options))
+    train_options = TrainOptions.from_kwargs(arch=arch, out=out, **options)
+    result = train_folder(data, train_options)
+    # "None of these" (issue 14): the rejection rule, fitted on the validation split after training.
+    from image_classifier.trust.rejection import fit_for_trained_model
+
+    fit_for_trained_model(result.model_dir, data, train_options.split or train_options.out_dir / SPLIT_NAME,
+                          train_options.keep)
     return load_model(result.model_dir)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from image_classifier.cli.options import parse_arch_path
 from image_classifier.errors import OptionError
-from image_classifier.runs import CARD_NAME, WEIGHTS_NAME
+from image_classifier.runs import CARD_NAME, SPLIT_NAME, WEIGHTS_NAME
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -61,6 +61,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="write the best model and the resume state at most this often (default: %(default)s; "
                         "0 = every epoch)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: one per core)")
+    p.add_argument("--keep", type=float, default=0.95, metavar="FRACTION",
+                   help="\"none of these\": the fraction of the known validation images the rejection rule "
+                        "keeps; a photo less like the classes than the rest is answered \"unknown\" "
+                        "(default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (the per-epoch lines remain)")
     p.set_defaults(func=run)
     return p
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         arch=args.arch, out=args.out, seed=args.seed, split=args.split, val=args.val, test=args.test,
         weights=_weights(args.weights, args.arch), set=overrides, config=args.config, resume=args.resume,
         force=args.force, threads=args.threads, checkpoint_every=args.checkpoint_every, cache_dir=args.cache_dir,
-        cache=not args.no_cache, progress=not args.no_progress and sys.stderr.isatty(),
+        cache=not args.no_cache, progress=not args.no_progress and sys.stderr.isatty(), keep=args.keep,
     ).validate()
     if args.recipe:
         print(f"# effective recipe of {args.arch} (load it back with --config FILE)")
@@ -102,10 +106,17 @@ def run(args: argparse.Namespace) -> int:
                      argv=sys.argv[1:])
     with logging_redirect_tqdm():
         result = train_folder(args.data, options, args=card_args)
+    # "None of these" (issue 14): the rejection rule, fitted on the validation split after training.
+    from image_classifier.trust.rejection import fit_for_trained_model
+
+    rule = fit_for_trained_model(result.model_dir, args.data, options.split or options.out_dir / SPLIT_NAME,
+                                 options.keep)
     best = result.card.get("best") or {}
     print(
         f"{args.arch}: best epoch {result.best_epoch} ({best.get('phase', '?')}), val accuracy "
         f"{result.best_val_accuracy:.3f} (val loss {result.best_val_loss:.4f}), trained in "
         f"{result.train_seconds:.0f} s, peak memory {result.peak_rss_mb:.0f} MB; model saved to {options.out_dir}"
     )
+    print(f"none of these: images less like the classes than {100 * rule['kept']:.1f} % of the validation images "
+          f"are answered \"unknown\" (score {rule['score']}, --keep {options.keep})")
     return 0

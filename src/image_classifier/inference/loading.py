@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: int | None = None,
-               remeasure: bool = False, face_cache: FaceCache | None = None) -> Classifier:
+               remeasure: bool = False, face_cache: FaceCache | None = None, reject: bool = True) -> Classifier:
     """Open a saved model directory with its forward pass on ``backend`` (one of :data:`BACKENDS`).
 
     ``backend="auto"`` (the default) runs the backend measured fastest for this model on this
@@ -29,11 +29,13 @@ def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: 
     again); the choice and its reason are logged and kept in ``classifier.backend_reason``.
     ``threads`` sets ONNX Runtime's intra-op threads (default: the process's PyTorch thread count).
     ``face_cache`` is where a face model looks up (and stores) each file's faces; by default, in memory.
+    ``reject`` (default True): answer ``"unknown"`` for an image the model's rejection rule (fitted
+    on validation, in the card) finds like none of its classes; False never does (``--no-reject``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend != "auto":
-        return open_classifier(model_dir, backend, threads=threads, face_cache=face_cache)
+        return open_classifier(model_dir, backend, threads=threads, face_cache=face_cache, reject=reject)
     model_dir = Path(model_dir)
     opened: dict[str, Classifier] = {}
     choice = choose_backend(model_dir, read_card(model_dir), remeasure=remeasure, classifiers=opened,
@@ -41,5 +43,8 @@ def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: 
     log.info("%s: backend %s (auto: %s)", model_dir, choice.name, choice.reason)
     reason = f"auto: {choice.reason}"
     if choice.name in opened:  # just measured: keep the classifier the measurement opened
-        return opened[choice.name].chosen(reason)
-    return open_classifier(model_dir, choice.name, threads=threads, face_cache=face_cache, backend_reason=reason)
+        chosen = opened[choice.name].chosen(reason)
+        chosen.reject = reject
+        return chosen
+    return open_classifier(model_dir, choice.name, threads=threads, face_cache=face_cache, backend_reason=reason,
+                           reject=reject)

@@ -1,0 +1,106 @@
+"""Fitting a model's "none of these" rule on its validation split and storing it in the card.
+
+The rule itself (score kinds, threshold, p-values) is :mod:`image_classifier.inference.rejection`;
+this module runs the one validation pass that feeds it. The probabilities must be the ones the
+loaded model serves (calibrated, once the card has a temperature), since the threshold is on them:
+fit the temperature first, then the rule.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from image_classifier.data.decode import decode_each
+from image_classifier.data.split import load_split
+from image_classifier.fileio import atomic_write_json
+from image_classifier.inference.classifier import Classifier, open_classifier
+from image_classifier.inference.rejection import DEFAULT_KEEP, RejectionRule, fit_rule
+from image_classifier.runs import CARD_NAME
+from image_classifier.saved_model import read_card
+
+log = logging.getLogger(__name__)
+
+#: The card key of the rule.
+CARD_KEY = "rejection"
+
+
+def validation_predictions(classifier: Classifier, val_items: Sequence[Any], cache: Any = None,
+                           batch_size: int = 32) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Probabilities and per-image details of the validation images that decode (anything with a
+    ``path``). ``cache``: an ``evaluate.evaluation.DecodeCache`` (``get(path, classifier)``) so
+    that images decoded for another model of the same input size are not decoded again."""
+    def decode(item: Any) -> Any:
+        return cache.get(item.path, classifier) if cache is not None else classifier.decode(item.path)
+
+    decoded = decode_each(val_items, decode, name=lambda it: getattr(it, "rel_path", it.path))
+    if not decoded.images:
+        return np.empty((0, len(classifier.classes))), []
+    return classifier.predict_details(decoded.images, batch_size=batch_size)
+
+
+def rejection_entry(classifier: Classifier, probabilities: np.ndarray, details: Sequence[dict[str, Any]],
+                    keep: float = DEFAULT_KEEP) -> dict[str, Any]:
+    """The card entry of the rule fitted on these validation predictions (one pass, shared with
+    calibration: pass the calibrated probabilities)."""
+    rule = fit_rule(probabilities, details, keep, face_model=classifier.face_path is not None)
+    return rule.to_card()
+
+
+def fit_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
+                  cache: Any = None) -> dict[str, Any]:
+    """The ``rejection`` card entry of ``classifier``, fitted on ``val_items`` (its validation split)."""
+    t0 = time.perf_counter()
+    probs, details = validation_predictions(classifier, val_items, cache)
+    entry = rejection_entry(classifier, probs, details, keep)
+    entry["seconds"] = round(time.perf_counter() - t0, 3)
+    log.info("%s: rejection rule on %d validation images: %s", classifier.architecture, entry["images"],
+             RejectionRule.from_card(entry).describe())  # type: ignore[union-attr]
+    return entry
+
+
+def store_rejection(model_dir: str | os.PathLike, entry: dict[str, Any] | None) -> dict[str, Any]:
+    """Write ``entry`` as the card's ``rejection`` (None removes it); returns the new card. The
+    weights are not touched, so the card's weights hash stays valid."""
+    card = read_card(model_dir)
+    if entry is None:
+        card.pop(CARD_KEY, None)
+    else:
+        card[CARD_KEY] = entry
+    atomic_write_json(Path(model_dir) / CARD_NAME, card)
+    return card
+
+
+def needs_rejection(card: dict[str, Any], keep: float) -> bool:
+    """True when the card has no rule, or one fitted for another ``keep``."""
+    entry = card.get(CARD_KEY) or {}
+    return not entry or abs(float(entry.get("keep", -1)) - keep) > 1e-12
+
+
+def ensure_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
+                     cache: Any = None) -> dict[str, Any]:
+    """Fit and store the rule unless the card already has one for ``keep``; the classifier then
+    applies it. Returns the entry."""
+    card = classifier.card
+    if needs_rejection(card, keep):
+        entry = fit_rejection(classifier, val_items, keep, cache)
+        if classifier.model_dir is not None:
+            classifier.card = store_rejection(classifier.model_dir, entry)
+        else:
+            classifier.card = {**card, CARD_KEY: entry}
+    classifier.rejection_rule = RejectionRule.from_card(classifier.card[CARD_KEY])
+    return classifier.card[CARD_KEY]
+
+
+def fit_for_trained_model(model_dir: str | os.PathLike, data_root: str | os.PathLike, split_csv: str | os.PathLike,
+                          keep: float = DEFAULT_KEEP) -> dict[str, Any]:
+    """After ``train``: fit and store the rule of the model in ``model_dir`` on the validation
+    images of the split it was trained on (``split_csv`` over ``data_root``)."""
+    split = load_split(split_csv, data_root)
+    classifier = open_classifier(model_dir, "torch")
+    return ensure_rejection(classifier, split.subset("val"), keep)
