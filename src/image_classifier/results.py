@@ -87,6 +87,14 @@ COLUMNS = (
     # "cnn", or "face" for a face model, whose latency_ms_* are those of its no-face fallback network
     # alone (see report.tables.per_image_ms).
     "family",
+    # "None of these" (open-set rejection, see OpenSet): AUROC of the rejection score, known test images
+    # against unknown ones; the share of unknown images accepted as a class at the validation
+    # threshold; accuracy on the known test images the rule keeps, and the share it keeps.
+    "unknown_auroc",
+    "unknown_accept_rate",
+    "known_accuracy_kept",
+    "known_kept_rate",
+    "unknown_method",
 )
 
 #: The columns a notebook shows (:meth:`Study._repr_html_`); the table has them all.
@@ -271,6 +279,43 @@ class FaceAccuracy:
 
 
 @dataclass
+class OpenSet:
+    """"None of these", measured on one model: its rejection rule (fitted on validation) on known
+    test images against images of none of its classes.
+
+    ``method`` is ``"unknown folder"`` (``compare --unknown DIR``: the folder's images are the
+    unknowns, the known ones are the test split) or ``"leave-one-class-out"`` (no such folder: for
+    each class, a head refitted on the other classes' features, its threshold from their validation
+    images, the left-out class's test images as the unknowns; the numbers are averaged over classes).
+    """
+
+    method: str
+    score: str  # the rule's score: max_probability, or p_value (a face model: face distance / max probability)
+    keep: float  # the fraction of known validation images the threshold keeps
+    auroc: float | None  # known test vs unknown images by the rejection score (1 = perfect, 0.5 = chance)
+    unknown_accept_rate: float | None  # unknown images accepted as one of the classes
+    known_kept_rate: float | None  # known test images kept (not rejected)
+    known_accuracy_kept: float | None  # accuracy on the known test images kept
+    known_images: int = 0
+    unknown_images: int = 0
+    source: str | None = None  # the unknown folder, as given
+    seconds: float | None = None  # what measuring it cost
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "score": self.score, "keep": self.keep, "auroc": self.auroc,
+                "unknown_accept_rate": self.unknown_accept_rate, "known_kept_rate": self.known_kept_rate,
+                "known_accuracy_kept": self.known_accuracy_kept, "known_images": self.known_images,
+                "unknown_images": self.unknown_images, "source": self.source, "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> OpenSet:
+        return cls(str(d["method"]), str(d.get("score") or ""), float(d.get("keep") or 0.0), _float(d.get("auroc")),
+                   _float(d.get("unknown_accept_rate")), _float(d.get("known_kept_rate")),
+                   _float(d.get("known_accuracy_kept")), int(d.get("known_images") or 0),
+                   int(d.get("unknown_images") or 0), d.get("source"), _float(d.get("seconds")))
+
+
+@dataclass
 class ExportInfo:
     """Whether ``compare`` exported the model to ONNX, and if not, why."""
 
@@ -363,6 +408,8 @@ class ModelResult:
     backend: BackendUsed | None = None  # evaluate
     #: Figures, relative to the run directory: "confusion", "curves", "errors".
     plots: dict[str, str] = field(default_factory=dict)
+    #: "None of these" measured (None: not measured, or a run from before it existed).
+    open_set: OpenSet | None = None
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name}
@@ -381,6 +428,8 @@ class ModelResult:
             d["backend"] = self.backend.to_json()
         if self.plots:
             d["plots"] = dict(self.plots)
+        if self.open_set is not None:
+            d["open_set"] = self.open_set.to_json()
         return d
 
     @classmethod
@@ -396,6 +445,7 @@ class ModelResult:
             faces=FaceAccuracy.from_json(d["faces"]) if d.get("faces") else None, backends=backends,
             backend=BackendUsed.from_json(d["backend"]) if d.get("backend") else None,
             plots=dict(d.get("plots") or {}),
+            open_set=OpenSet.from_json(d["open_set"]) if d.get("open_set") else None,
         )
 
     def row(self, selected: bool = False) -> dict[str, Any]:
@@ -436,6 +486,11 @@ class ModelResult:
             "test_accuracy_noface": faces.test_accuracy_noface if faces else None,
             "face_detection_rate": faces.detection_rate if faces else None,
             "family": self.family or "cnn",
+            "unknown_auroc": self.open_set.auroc if self.open_set else None,
+            "unknown_accept_rate": self.open_set.unknown_accept_rate if self.open_set else None,
+            "known_accuracy_kept": self.open_set.known_accuracy_kept if self.open_set else None,
+            "known_kept_rate": self.open_set.known_kept_rate if self.open_set else None,
+            "unknown_method": self.open_set.method if self.open_set else None,
         }
 
 

@@ -55,6 +55,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "compares PyTorch with ONNX Runtime")
     p.add_argument("--no-faces", action="store_true",
                    help="do not look for faces (no face survey, no face_embedding model, no face/no-face test accuracy)")
+    p.add_argument("--keep", type=float, default=0.95, metavar="FRACTION",
+                   help="\"none of these\": the fraction of the known validation images each model's rejection "
+                        "rule keeps; less familiar images are answered \"unknown\" (default: %(default)s)")
+    p.add_argument("--unknown", type=Path, default=None, metavar="DIR",
+                   help="a folder of images of none of the classes (nested or flat): each model's rejection "
+                        "rule is measured on them against the test split (default: leave-one-class-out on "
+                        "the models' features)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     p.add_argument("--lang", choices=SUPPORTED, default=DEFAULT,
                    help=f"language of {REPORT_MD_NAME}, {REPORT_HTML_NAME} and their figures: "
@@ -112,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir, export=not args.no_export, faces=not args.no_faces,
         resume="fresh" if args.fresh else "resume" if args.resume else "auto",
         invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), lang=args.lang,
+        keep=args.keep, unknown=args.unknown,
     )
     study = run_compare(options, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print()

@@ -9,6 +9,7 @@ The order of operations is the point of this module:
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -20,11 +21,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from image_classifier.data.check import AuditReport, audit_dataset
 from image_classifier.data.split import Split, resolve_split
 from image_classifier.errors import DatasetError, ImageClassifierError
 from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage, evaluate_classifier
 from image_classifier.evaluate.metrics import pairwise_mcnemar
+from image_classifier.evaluate.open_set import (
+    FeatureTap, UnknownImage, features_of, leave_one_class_out, measure_unknown_folder, sample_per_class,
+    unknown_images,
+)
 from image_classifier.evaluate.speed import SpeedConfig, measure_classifier
 from image_classifier.faces import FaceCache, FaceModelsNotFoundError, FaceSurvey, survey_faces
 from image_classifier.fileio import atomic_write_text
@@ -34,7 +41,7 @@ from image_classifier.report import write_report
 from image_classifier.report.narrative import duplicate_sentences
 from image_classifier.report.tables import fmt_seconds, write_metrics_json
 from image_classifier.results import (
-    DataSummary, DuplicateGroup, Duplicates, FaceAccuracy, FaceSummary, ModelResult, PairwiseTest, Selection,
+    DataSummary, DuplicateGroup, Duplicates, FaceAccuracy, FaceSummary, ModelResult, OpenSet, PairwiseTest, Selection,
     SplitInfo, Speed, Study, Training, Validation,
 )
 from image_classifier.runs import PREDICTIONS_CSV_NAME, SPLIT_NAME, model_dir_for, split_of_run, write_best_pointer
@@ -49,6 +56,7 @@ from image_classifier.study.resume import (
     refusal,
 )
 from image_classifier.training import ImageCache, TrainResult, resolve_recipe, train_model
+from image_classifier.trust.rejection import ensure_rejection
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +84,10 @@ def reproduce_command(options: CompareOptions, split: Split | None = None) -> st
         args.append("--no-export")
     if not options.faces:
         args.append("--no-faces")
+    if options.keep != 0.95:
+        args += ["--keep", repr(options.keep)]
+    if options.unknown is not None:
+        args += ["--unknown", os.fspath(options.unknown)]
     return shlex.join(args)
 
 
@@ -267,15 +279,34 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     entries: list[ModelResult] = []
     sample_image = test_items[0].path
     speed_seconds = test_seconds = 0.0
+    # "None of these" (issue 14; the rule's fit belongs in trust.fit_trust once it exists): the rule
+    # is fitted on the validation split, then measured on the unknown folder or leave-one-class-out.
+    val_items = [LabelledImage.from_record(r) for r in split.subset("val")]
+    train_items = [LabelledImage.from_record(r) for r in split.subset("train")]
+    unknowns = unknown_images(options.unknown) if options.unknown is not None else None
+    rejection_seconds = open_set_seconds = 0.0
     for i, arch in enumerate(models, 1):
         r = results[arch]
         say(f"[model {i}/{n}] evaluating {arch} on {len(test_items)} test images and timing it")
         model_dir = Path(r.model_dir)
         classifier = load_model(model_dir, backend="torch", face_cache=face_cache)
         t1 = time.perf_counter()
-        ev = evaluate_classifier(classifier, test_items, cache=cache, n_bootstrap=options.n_bootstrap,
-                                 seed=options.seed)
+        ensure_rejection(classifier, val_items, options.keep, cache=cache)  # issue 14: to fit_trust
+        rejection_seconds += time.perf_counter() - t1
+        t1 = time.perf_counter()
+        tap = FeatureTap(classifier.module) if unknowns is None and classifier.face_path is None else None
+        with tap.attached() if tap is not None else contextlib.nullcontext():
+            ev = evaluate_classifier(classifier, test_items, cache=cache, n_bootstrap=options.n_bootstrap,
+                                     seed=options.seed)
         evaluations[arch] = ev
+        t3 = time.perf_counter()
+        open_set = _open_set(classifier, ev, tap, unknowns, options, train_items, val_items, cache)
+        if open_set is not None:
+            say(f"[model {i}/{n}] {arch}: none of these ({open_set.method}): AUROC {_fmt(open_set.auroc)}, "
+                f"unknowns accepted {_fmt(open_set.unknown_accept_rate)}, known accuracy when kept "
+                f"{_fmt(open_set.known_accuracy_kept)} ({_fmt(open_set.known_kept_rate)} kept)")
+        open_set_seconds += time.perf_counter() - t3
+        t1 += time.perf_counter() - t3  # the test evaluation's time without the open-set measurement
         if classifier.face_path is not None:
             classifier.face_path.cache = None  # time the face pipeline itself, not a cache hit
         t2 = time.perf_counter()
@@ -288,6 +319,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             speed=Speed.from_json(speed), training=Training(r.train_seconds, r.peak_rss_mb, list(r.history)),
             errors=ev.errors, skipped=ev.skipped,
             faces=face_accuracy(ev, survey) if survey is not None else None,
+            open_set=open_set,
         ))
         del classifier
     # 4b. Inference backends: export to ONNX and time it against eager PyTorch, per model; the
@@ -309,6 +341,8 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     # Test-split scoring (decode + predict + metrics) and the speed measurements, apart: the first
     # is the cost of evaluating, the second a choice of how many timing repeats to run.
     timings["test_evaluation_seconds"] = test_seconds
+    timings["rejection_fit_seconds"] = rejection_seconds
+    timings["open_set_seconds"] = open_set_seconds
     timings["speed_measurement_seconds"] = speed_seconds
     timings["export_seconds"] = export_seconds
     timings["backend_measurement_seconds"] = backend_seconds
@@ -342,6 +376,33 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     # metrics.json was written by write_report; rewrite it so it includes the total.
     write_metrics_json(study, files.metrics_json)
     return study
+
+
+# ---- "none of these" (issue 14) ------------------------------------------------------------------
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _open_set(classifier: Any, ev: Evaluation, tap: FeatureTap | None, unknowns: list[UnknownImage] | None,
+              options: CompareOptions, train_items: list[LabelledImage], val_items: list[LabelledImage],
+              cache: DecodeCache) -> OpenSet | None:
+    """The rule of ``classifier`` measured: on the unknown folder when given, else leave-one-class-out
+    on the network's penultimate features (test features captured by ``tap`` during the test pass)."""
+    if unknowns is not None:
+        return measure_unknown_folder(classifier, ev.probs, [p.details for p in ev.predictions], ev.correct,
+                                      unknowns, cache=cache, source=os.fspath(options.unknown))
+    if tap is None or not tap.available or len(classifier.classes) < 3:
+        return None
+    t0 = time.perf_counter()
+    index = {c: k for k, c in enumerate(classifier.classes)}
+    test = (tap.features(), np.array([index[p.true] for p in ev.predictions]))
+    subsets = []
+    for items in (sample_per_class(train_items), val_items):
+        feats, kept = features_of(classifier, tap, items, cache)
+        subsets.append((feats, np.array([index[items[k].class_name] for k in kept], dtype=np.int64)))
+    return leave_one_class_out(subsets[0], subsets[1], test, len(classifier.classes), options.keep,
+                               seconds=time.perf_counter() - t0)
 
 
 # ---- adapters to the data layer's reports --------------------------------------------------------

@@ -89,6 +89,11 @@ class CompareOptions:
     #: Language of report.md, report.html and the figures (``--lang``); comparison.csv and
     #: metrics.json are the same in every language.
     lang: str = DEFAULT
+    #: "None of these": the fraction of known validation images each model's rejection rule keeps (``--keep``).
+    keep: float = 0.95
+    #: A folder of images of none of the classes (``--unknown``): the rule is measured on them; None:
+    #: measured by leave-one-class-out on the models' features.
+    unknown: Path | None = None
 
     def check(self) -> CompareOptions:
         """Validate every option and return a copy with the defaults filled in (paths as Paths,
@@ -110,6 +115,12 @@ class CompareOptions:
         if self.resume not in RESUME_MODES:
             raise ImageClassifierError(f"resume must be one of {', '.join(RESUME_MODES)}, not {self.resume!r}")
         lang = check_lang(self.lang)
+        if not 0.0 < float(self.keep) < 1.0:
+            raise ImageClassifierError(f"--keep must be between 0 and 1 (the fraction of known validation images "
+                                       f"the rejection rule keeps, e.g. 0.95), not {self.keep}")
+        if self.unknown is not None and not Path(self.unknown).is_dir():
+            raise ImageClassifierError(f"--unknown {self.unknown}: not a folder (give a folder of images of none "
+                                       "of the classes)")
         data = Path(self.data)
         return CompareOptions(
             data=data, out=Path(self.out) if self.out is not None else Path("runs") / (data.resolve().name or "run"),
@@ -121,6 +132,7 @@ class CompareOptions:
             else None,
             export=self.export, faces=self.faces, add_face_model=add_face_model, resume=self.resume,
             invoked_as=self.invoked_as, lang=lang,
+            keep=float(self.keep), unknown=Path(self.unknown) if self.unknown is not None else None,
         )
 
     @property
