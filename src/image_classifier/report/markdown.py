@@ -7,7 +7,8 @@ from typing import Iterable
 from image_classifier.i18n import Translator, translator
 from image_classifier.report import narrative
 from image_classifier.report.tables import (
-    backend_notes, backend_table, display_table, face_survey_table, report_command, subset_label, timings_line,
+    backend_notes, backend_table, display_table, face_survey_table, open_set_table, report_command, subset_label,
+    timings_line,
 )
 from image_classifier.results import Study
 
@@ -57,6 +58,11 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
         lines += [f"## {t('report.heading.backends')}", "", *_table(b_headers, b_rows), "",
                   md(t("report.backends.help")), ""]
         lines += [f"- {md(n)}" for n in backend_notes(study, t)] + [""]
+
+    o_headers, o_rows = open_set_table(study, t)
+    if o_rows:
+        lines += [f"## {t('report.heading.open_set')}", "", *_table(o_headers, o_rows), "",
+                  md(narrative.open_set_note(study, t)), "", md(t("report.open_set.help")), ""]
 
     lines += [f"## {t('report.heading.models')}", ""]
     figures = (("confusion", t("report.alt.confusion")), ("curves", t("report.alt.curves")),
