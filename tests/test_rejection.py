@@ -286,3 +286,17 @@ def test_open_set_results_round_trip_and_old_files_load():
     new = ModelResult.from_json({**base, "open_set": o.to_json()})
     assert new.open_set == o and new.row()["unknown_accept_rate"] == 0.4
     assert ModelResult.from_json(new.to_json()).open_set == o
+
+
+def test_evaluate_unknown_measures_the_rule(trained, unknown_dir, tmp_path, capsys):
+    data, model_dir = trained
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(model_dir), str(data), "--split", str(model_dir / SPLIT_NAME), "--subset", "test",
+                 "--out", str(out), "--no-speed", "--backend", "torch", "--unknown", str(unknown_dir)]) == 0
+    o = Study.load(out).models[0].open_set
+    assert o is not None and o.method == "unknown folder" and o.unknown_images == 6
+    assert o.unknown_accept_rate == 0.0 and o.auroc == 1.0  # green noise, unlike red and blue
+    assert main(["evaluate", str(model_dir), str(data), "--split", str(model_dir / SPLIT_NAME), "--subset", "test",
+                 "--out", str(tmp_path / "off"), "--no-speed", "--backend", "torch", "--unknown", str(unknown_dir),
+                 "--no-reject"]) == 0
+    assert Study.load(tmp_path / "off").models[0].open_set is None
