@@ -56,7 +56,7 @@ from image_classifier.study.resume import (
     refusal,
 )
 from image_classifier.training import ImageCache, TrainResult, resolve_recipe, train_model
-from image_classifier.trust.rejection import ensure_rejection
+from image_classifier.trust.rejection import ensure_rejection, needs_rejection, validation_predictions
 
 log = logging.getLogger(__name__)
 
@@ -291,16 +291,25 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         model_dir = Path(r.model_dir)
         classifier = load_model(model_dir, backend="torch", face_cache=face_cache)
         t1 = time.perf_counter()
-        ensure_rejection(classifier, val_items, options.keep, cache=cache)  # issue 14: to fit_trust
+        # One validation pass serves the rule's fit and, with no unknown folder, the leave-one-class-out
+        # features (the tap records the network's penultimate features during the passes it wraps).
+        tap = (FeatureTap(classifier.module) if unknowns is None and classifier.face_path is None
+               and len(classifier.classes) >= 3 else None)
+        val_pass, val_features = None, None
+        if tap is not None or needs_rejection(classifier.card, options.keep):
+            with tap.attached() if tap is not None else contextlib.nullcontext():
+                val_pass = validation_predictions(classifier, val_items, cache)
+            if tap is not None:
+                val_features = (tap.features(), [val_items[k] for k in val_pass.kept])
+        ensure_rejection(classifier, val_items, options.keep, cache=cache, predictions=val_pass)  # -> fit_trust
         rejection_seconds += time.perf_counter() - t1
         t1 = time.perf_counter()
-        tap = FeatureTap(classifier.module) if unknowns is None and classifier.face_path is None else None
         with tap.attached() if tap is not None else contextlib.nullcontext():
             ev = evaluate_classifier(classifier, test_items, cache=cache, n_bootstrap=options.n_bootstrap,
                                      seed=options.seed)
         evaluations[arch] = ev
         t3 = time.perf_counter()
-        open_set = _open_set(classifier, ev, tap, unknowns, options, train_items, val_items, cache)
+        open_set = _open_set(classifier, ev, tap, unknowns, options, train_items, val_features, cache)
         if open_set is not None:
             say(f"[model {i}/{n}] {arch}: none of these ({open_set.method}): AUROC {_fmt(open_set.auroc)}, "
                 f"unknowns accepted {_fmt(open_set.unknown_accept_rate)}, known accuracy when kept "
@@ -385,24 +394,29 @@ def _fmt(value: float | None) -> str:
 
 
 def _open_set(classifier: Any, ev: Evaluation, tap: FeatureTap | None, unknowns: list[UnknownImage] | None,
-              options: CompareOptions, train_items: list[LabelledImage], val_items: list[LabelledImage],
-              cache: DecodeCache) -> OpenSet | None:
+              options: CompareOptions, train_items: list[LabelledImage],
+              val_features: tuple[np.ndarray, list[LabelledImage]] | None, cache: DecodeCache) -> OpenSet | None:
     """The rule of ``classifier`` measured: on the unknown folder when given, else leave-one-class-out
-    on the network's penultimate features (test features captured by ``tap`` during the test pass)."""
+    on the network's penultimate features (validation and test features captured by ``tap`` during
+    the passes that fitted the rule and scored the test split; a sample of training images is run here)."""
     if unknowns is not None:
         return measure_unknown_folder(classifier, ev.probs, [p.details for p in ev.predictions], ev.correct,
                                       unknowns, cache=cache, source=os.fspath(options.unknown))
-    if tap is None or not tap.available or len(classifier.classes) < 3:
+    if tap is None or not tap.available or val_features is None:
         return None
     t0 = time.perf_counter()
     index = {c: k for k, c in enumerate(classifier.classes)}
-    test = (tap.features(), np.array([index[p.true] for p in ev.predictions]))
-    subsets = []
-    for items in (sample_per_class(train_items), val_items):
-        feats, kept = features_of(classifier, tap, items, cache)
-        subsets.append((feats, np.array([index[items[k].class_name] for k in kept], dtype=np.int64)))
-    return leave_one_class_out(subsets[0], subsets[1], test, len(classifier.classes), options.keep,
-                               seconds=time.perf_counter() - t0)
+
+    def labels(items: list[Any]) -> np.ndarray:
+        return np.array([index[it.class_name] for it in items], dtype=np.int64)
+
+    test_features = tap.features()  # from the test pass, before the tap records the training sample
+    sample = sample_per_class(train_items)
+    train_features, kept = features_of(classifier, tap, sample, cache)
+    return leave_one_class_out((train_features, labels([sample[k] for k in kept])),
+                               (val_features[0], labels(val_features[1])),
+                               (test_features, np.array([index[p.true] for p in ev.predictions], dtype=np.int64)),
+                               len(classifier.classes), options.keep, seconds=time.perf_counter() - t0)
 
 
 # ---- adapters to the data layer's reports --------------------------------------------------------

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from image_classifier.data.decode import decode_each
 from image_classifier.data.split import load_split
+from image_classifier.errors import DatasetError
 from image_classifier.fileio import atomic_write_json
 from image_classifier.inference.classifier import Classifier, open_classifier
 from image_classifier.inference.rejection import DEFAULT_KEEP, RejectionRule, fit_rule
@@ -30,8 +32,17 @@ log = logging.getLogger(__name__)
 CARD_KEY = "rejection"
 
 
+@dataclass
+class ValidationPredictions:
+    """One pass over the validation images: what the rule (and calibration) are fitted on."""
+
+    probabilities: np.ndarray  # (kept images, classes), as the loaded model serves them
+    details: list[dict[str, Any]]  # Classifier.predict_details' dict per kept image
+    kept: list[int]  # indices into the items of the images that decoded
+
+
 def validation_predictions(classifier: Classifier, val_items: Sequence[Any], cache: Any = None,
-                           batch_size: int = 32) -> tuple[np.ndarray, list[dict[str, Any]]]:
+                           batch_size: int = 32) -> ValidationPredictions:
     """Probabilities and per-image details of the validation images that decode (anything with a
     ``path``). ``cache``: an ``evaluate.evaluation.DecodeCache`` (``get(path, classifier)``) so
     that images decoded for another model of the same input size are not decoded again."""
@@ -40,8 +51,9 @@ def validation_predictions(classifier: Classifier, val_items: Sequence[Any], cac
 
     decoded = decode_each(val_items, decode, name=lambda it: getattr(it, "rel_path", it.path))
     if not decoded.images:
-        return np.empty((0, len(classifier.classes))), []
-    return classifier.predict_details(decoded.images, batch_size=batch_size)
+        return ValidationPredictions(np.empty((0, len(classifier.classes))), [], [])
+    probs, details = classifier.predict_details(decoded.images, batch_size=batch_size)
+    return ValidationPredictions(probs, details, decoded.kept)
 
 
 def rejection_entry(classifier: Classifier, probabilities: np.ndarray, details: Sequence[dict[str, Any]],
@@ -53,11 +65,14 @@ def rejection_entry(classifier: Classifier, probabilities: np.ndarray, details: 
 
 
 def fit_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
-                  cache: Any = None) -> dict[str, Any]:
-    """The ``rejection`` card entry of ``classifier``, fitted on ``val_items`` (its validation split)."""
+                  cache: Any = None, predictions: ValidationPredictions | None = None) -> dict[str, Any]:
+    """The ``rejection`` card entry of ``classifier``, fitted on ``val_items`` (its validation split);
+    ``predictions``: that split's pass, when the caller already made it (none is then run here)."""
     t0 = time.perf_counter()
-    probs, details = validation_predictions(classifier, val_items, cache)
-    entry = rejection_entry(classifier, probs, details, keep)
+    pred = predictions if predictions is not None else validation_predictions(classifier, val_items, cache)
+    if not pred.details:
+        raise DatasetError("none of the validation images could be decoded: no rejection rule can be fitted")
+    entry = rejection_entry(classifier, pred.probabilities, pred.details, keep)
     entry["seconds"] = round(time.perf_counter() - t0, 3)
     log.info("%s: rejection rule on %d validation images: %s", classifier.architecture, entry["images"],
              RejectionRule.from_card(entry).describe())  # type: ignore[union-attr]
@@ -83,12 +98,12 @@ def needs_rejection(card: dict[str, Any], keep: float) -> bool:
 
 
 def ensure_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
-                     cache: Any = None) -> dict[str, Any]:
+                     cache: Any = None, predictions: ValidationPredictions | None = None) -> dict[str, Any]:
     """Fit and store the rule unless the card already has one for ``keep``; the classifier then
-    applies it. Returns the entry."""
+    applies it. Returns the entry. ``predictions``: see :func:`fit_rejection`."""
     card = classifier.card
     if needs_rejection(card, keep):
-        entry = fit_rejection(classifier, val_items, keep, cache)
+        entry = fit_rejection(classifier, val_items, keep, cache, predictions)
         if classifier.model_dir is not None:
             classifier.card = store_rejection(classifier.model_dir, entry)
         else:
