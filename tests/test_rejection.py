@@ -300,3 +300,16 @@ def test_evaluate_unknown_measures_the_rule(trained, unknown_dir, tmp_path, caps
                  "--out", str(tmp_path / "off"), "--no-speed", "--backend", "torch", "--unknown", str(unknown_dir),
                  "--no-reject"]) == 0
     assert Study.load(tmp_path / "off").models[0].open_set is None
+
+
+def test_the_rule_is_refitted_when_keep_or_the_calibration_changes(trained):
+    from image_classifier.trust.rejection import needs_rejection
+
+    _, model_dir = trained
+    card = json.loads((model_dir / CARD_NAME).read_text())
+    assert not needs_rejection(card, 0.95)
+    assert needs_rejection(card, 0.9)
+    assert needs_rejection({k: v for k, v in card.items() if k != "rejection"}, 0.95)
+    # Thresholds are on calibrated probabilities: a temperature fitted (or refitted) after the rule stales it.
+    assert needs_rejection({**card, "calibration": {"temperature": 1.7, "face_temperature": None}}, 0.95)
+    assert not needs_rejection({**card, "calibration": {"temperature": 1.0, "face_temperature": None}}, 0.95)

@@ -73,6 +73,7 @@ def fit_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float 
     if not pred.details:
         raise DatasetError("none of the validation images could be decoded: no rejection rule can be fitted")
     entry = rejection_entry(classifier, pred.probabilities, pred.details, keep)
+    entry["calibrated_with"] = _temperatures(classifier.card)
     entry["seconds"] = round(time.perf_counter() - t0, 3)
     log.info("%s: rejection rule on %d validation images: %s", classifier.architecture, entry["images"],
              RejectionRule.from_card(entry).describe())  # type: ignore[union-attr]
@@ -91,10 +92,20 @@ def store_rejection(model_dir: str | os.PathLike, entry: dict[str, Any] | None) 
     return card
 
 
+def _temperatures(card: dict[str, Any]) -> dict[str, float | None]:
+    """The temperatures the card's probabilities are calibrated with (none: 1), which the rule's
+    thresholds depend on."""
+    calibration = card.get("calibration") or {}
+    return {"temperature": calibration.get("temperature", 1.0), "face_temperature": calibration.get("face_temperature")}
+
+
 def needs_rejection(card: dict[str, Any], keep: float) -> bool:
-    """True when the card has no rule, or one fitted for another ``keep``."""
+    """True when the card has no rule, one fitted for another ``keep``, or one fitted on
+    probabilities calibrated otherwise than the card's now are (the calibration was refitted)."""
     entry = card.get(CARD_KEY) or {}
-    return not entry or abs(float(entry.get("keep", -1)) - keep) > 1e-12
+    if not entry or abs(float(entry.get("keep", -1)) - keep) > 1e-12:
+        return True
+    return entry.get("calibrated_with", _temperatures({})) != _temperatures(card)
 
 
 def ensure_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
