@@ -309,6 +309,8 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
                                      seed=options.seed)
         evaluations[arch] = ev
         t3 = time.perf_counter()
+        if unknowns is not None:
+            say(f"[model {i}/{n}] scoring the {len(unknowns)} images of {options.unknown} (none of the classes)")
         open_set = _open_set(classifier, ev, tap, unknowns, options, train_items, val_features, cache)
         if open_set is not None:
             say(f"[model {i}/{n}] {arch}: none of these ({open_set.method}): AUROC {_fmt(open_set.auroc)}, "
