@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -245,7 +246,7 @@ def test_the_report_section_renders_with_the_findings(tmp_path):
     assert any("tiny_a stays far above chance without the face: 85.0%" in s and "reads background" in s
                for s in sentences), sentences
     assert any("tiny_a collapses in greyscale: 42.0%" in s for s in sentences), sentences
-    assert any(s.startswith("tiny_b needs the face: with the face masked it falls to 41.0%") for s in sentences)
+    assert any(s.startswith("tiny_b relies on the face: with the face masked it falls to 41.0%") for s in sentences)
     assert any(s.startswith("tiny_b holds up in greyscale: 88.0%") for s in sentences)
     # An example strip written by compare is kept by the report and embedded.
     run = tmp_path / "run"
@@ -282,3 +283,88 @@ def test_old_metrics_without_the_audit_still_load_and_render(tmp_path):
     rows = list(csv.DictReader(files.csv.open()))
     assert all(r["acc_face_masked"] == r["acc_face_only"] == r["acc_greyscale"] == "" for r in rows)
     assert ShortcutAudit.from_json(_numbers(0.5, 0.5).to_json()) == _numbers(0.5, 0.5)
+
+
+# ---- compare on a few real photos --------------------------------------------------------------
+
+MOBILENET = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
+PER_CLASS = 14
+TINY = "tiny_audit"
+
+
+def _tiny_net(num_classes: int, backbone_state=None) -> ClassifierNet:
+    backbone = nn.Sequential(
+        nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU()),
+        nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU()),
+        nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+    )
+    return ClassifierNet(backbone, nn.Linear(16, num_classes), 16)
+
+
+@pytest.fixture(scope="module")
+def audited_run(athletes_dir, tmp_path_factory):
+    """compare on the first photos of each athlete: a tiny CNN and the face model, faces on."""
+    if not MOBILENET.is_file():
+        pytest.skip(f"needs {MOBILENET}")
+    register_arch(ArchSpec(TINY, _tiny_net, Preprocessing(32), lambda: Recipe(
+        phases=[Phase("scratch", epochs=2, lr=5e-3, trainable_from=0)], batch_size=16, precision="fp32",
+        augmentation=Augmentation(rotation=0, width_shift=0, height_shift=0, shear=0, zoom=0))), replace=True)
+    root = tmp_path_factory.mktemp("audit")
+    data = root / "people"
+    for cls in ("Kobe Bryant", "Maria Sharapova", "ronaldo"):
+        (data / cls).mkdir(parents=True)
+        for src in sorted((athletes_dir / cls).iterdir())[:PER_CLASS]:
+            (data / cls / src.name).write_bytes(src.read_bytes())
+    run = root / "run"
+    argv = ["compare", str(data), "--models", f"{TINY},face_embedding", "--out", str(run), "--seed", "0",
+            "--val", "0.25", "--test", "0.3", "--speed-repeats", "1", "--no-export", "--no-progress",
+            "--cache-dir", str(root / "cache"), "--weights", f"mobilenet_v2={MOBILENET}",
+            "--set", "face_embedding:phases.frozen.epochs=2", "--set", "face_embedding:feature_views=1"]
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+            assert main(argv) == 0
+        yield {"run": run, "argv": argv}
+    finally:
+        unregister_arch(TINY)
+
+
+@pytest.mark.slow
+def test_compare_audits_every_model_and_reports_it(audited_run):
+    run = audited_run["run"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    test_n = sum(metrics["data"]["split"]["sizes"]["test"].values())
+    rows = {r["model"]: r for r in csv.DictReader((run / "comparison.csv").open())}
+    assert set(rows) == {TINY, "face_embedding"}
+    for m in metrics["models"]:
+        a = m["shortcut"]
+        assert a["images"] == a["greyscale_images"] == test_n
+        assert a["images_with_face"] + a["no_face"] == test_n and a["images_with_face"] > 0
+        assert a["accuracy"] == m["test"]["accuracy"]  # the plain accuracy is the test split's own
+        assert a["chance_uniform"] == pytest.approx(1 / 3)
+        for key, column in (("face_masked", "acc_face_masked"), ("face_only", "acc_face_only"),
+                            ("greyscale", "acc_greyscale")):
+            assert 0.0 <= a[key] <= 1.0 and float(rows[m["name"]][column]) == a[key]
+    # The images with a face are those the survey found one in (the face/no-face split of the table).
+    face_model = next(m for m in metrics["models"] if m["name"] == "face_embedding")
+    assert face_model["shortcut"]["images_with_face"] == face_model["faces"]["test_images_face"]
+    assert metrics["timings"]["shortcut_audit_seconds"] > 0
+    html = (run / "report.html").read_text()
+    section = html[html.index('id="shortcut"'):html.index('id="models"')]
+    assert "The rule:" in section and "data:image/png;base64," in section
+    with Image.open(run / metrics["plots"]["shortcut_example"]) as im:
+        assert im.width > 2 * im.height  # three photos side by side
+    assert "## Is it reading the face? The shortcut audit" in (run / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_no_audit_skips_it(audited_run):
+    run = audited_run["run"]
+    argv = [*audited_run["argv"], "--no-audit"]
+    assert main(argv) == 0  # the models are reused: only evaluation and the report run again
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert all("shortcut" not in m for m in metrics["models"])
+    assert "shortcut_audit_seconds" not in metrics["timings"] and "--no-audit" in metrics["command"]
+    rows = list(csv.DictReader((run / "comparison.csv").open()))
+    assert all(r["acc_face_masked"] == r["acc_greyscale"] == "" for r in rows)
+    assert 'id="shortcut"' not in (run / "report.html").read_text()
