@@ -44,6 +44,7 @@ from image_classifier.errors import UnreadableImageError
 from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage, label_indices
 from image_classifier.faces.detect import MAX_DESCRIBED, FaceAnalysis, face_chip
 from image_classifier.faces.models import face_models
+from image_classifier.inference.classifier import Classifier
 from image_classifier.models.faces import FaceInput
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.results import ShortcutAudit
@@ -207,10 +208,11 @@ class AuditImages:
         return _Entry({k: None if v is None else preprocessing.resize(v) for k, v in full.items()})
 
 
-def _face_inputs(classifier: object, name: str, images: Sequence[Image.Image], analyses: Sequence[FaceAnalysis | None],
-                 grey: Sequence[np.ndarray | None]) -> list[FaceInput]:
+def _face_inputs(classifier: Classifier, name: str, images: Sequence[Image.Image],
+                 analyses: Sequence[FaceAnalysis | None], grey: Sequence[np.ndarray | None]) -> list[FaceInput]:
     """A face model's inputs for one variant, from the cached analyses (see the module docstring)."""
-    head = classifier.face_path.head  # type: ignore[attr-defined]
+    assert classifier.face_path is not None
+    head = classifier.face_path.head
     out = []
     for image, analysis, desc in zip(images, analyses, grey):
         if analysis is None or name == "face_masked":
@@ -225,16 +227,16 @@ def _face_inputs(classifier: object, name: str, images: Sequence[Image.Image], a
     return out
 
 
-def audit_classifier(classifier: object, evaluation: Evaluation, images: AuditImages, *,
+def audit_classifier(classifier: Classifier, evaluation: Evaluation, images: AuditImages, *,
                      batch_size: int = 32) -> ShortcutAudit:
     """The shortcut audit of one loaded model on the images ``evaluation`` scored (its test split)."""
     started = time.perf_counter()
-    classes = list(classifier.classes)  # type: ignore[attr-defined]
+    classes = list(classifier.classes)
     preds = evaluation.predictions
     items = [LabelledImage(p.path, p.rel_path, p.true) for p in preds]
     y = label_indices(classes, items)
-    face_model = getattr(classifier, "face_path", None) is not None
-    prep: Preprocessing = classifier.preprocessing  # type: ignore[attr-defined]
+    face_model = classifier.face_path is not None
+    prep = classifier.preprocessing
     built = [images.variants(it, prep, face_model) for it in items]
     correct: dict[str, float | None] = {}
     used: dict[str, int] = {}
@@ -248,7 +250,7 @@ def audit_classifier(classifier: object, evaluation: Evaluation, images: AuditIm
         if face_model:
             inputs = _face_inputs(classifier, name, inputs, [images.analysis(items[i].rel_path) for i in rows],
                                   [images.grey_descriptors(items[i].rel_path) for i in rows])
-        probs = classifier.predict_proba(inputs, batch_size=batch_size)  # type: ignore[attr-defined]
+        probs = classifier.predict_proba(inputs, batch_size=batch_size)
         correct[name] = float(np.mean(probs.argmax(axis=1) == y[rows]))
     with_face = [i for i, v in enumerate(built) if v is not None and v["face_masked"] is not None]
     counts = Counter(p.true for p in preds)
