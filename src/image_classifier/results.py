@@ -87,6 +87,11 @@ COLUMNS = (
     # "cnn", or "face" for a face model, whose latency_ms_* are those of its no-face fallback network
     # alone (see report.tables.per_image_ms).
     "family",
+    # The shortcut audit (``compare``): test accuracy with the faces masked, with only the faces
+    # kept (both on the test images with a face found), and in greyscale.
+    "acc_face_masked",
+    "acc_face_only",
+    "acc_greyscale",
 )
 
 #: The columns a notebook shows (:meth:`Study._repr_html_`); the table has them all.
@@ -271,6 +276,42 @@ class FaceAccuracy:
 
 
 @dataclass
+class ShortcutAudit:
+    """``compare``'s shortcut audit of one model on the test split (``evaluate.shortcut``): accuracy
+    with every found face masked, with only the faces kept, and in greyscale, against chance."""
+
+    images: int  # test images scored (greyscale uses all that decode: ``greyscale_images``)
+    accuracy: float | None  # the model's plain test accuracy on them
+    images_with_face: int  # those with a face found: what face_masked and face_only use
+    accuracy_with_face: float | None  # plain accuracy on those same images
+    no_face: int  # left out of face_masked and face_only: no face found (all, when faces were not looked for)
+    face_masked: float | None
+    face_only: float | None
+    greyscale: float | None
+    greyscale_images: int
+    chance_uniform: float  # 1 / classes
+    chance_majority: float  # the most common class's share of the test images
+    faces_looked_for: bool = True
+    seconds: float = 0.0
+
+    @property
+    def chance(self) -> float:
+        """What a model knowing nothing scores: always answering the most common class, or guessing."""
+        return max(self.chance_uniform, self.chance_majority)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ShortcutAudit:
+        return cls(int(d["images"]), _float(d.get("accuracy")), int(d.get("images_with_face") or 0),
+                   _float(d.get("accuracy_with_face")), int(d.get("no_face") or 0), _float(d.get("face_masked")),
+                   _float(d.get("face_only")), _float(d.get("greyscale")), int(d.get("greyscale_images") or 0),
+                   float(d.get("chance_uniform") or 0.0), float(d.get("chance_majority") or 0.0),
+                   bool(d.get("faces_looked_for", True)), float(d.get("seconds") or 0.0))
+
+
+@dataclass
 class ExportInfo:
     """Whether ``compare`` exported the model to ONNX, and if not, why."""
 
@@ -361,6 +402,7 @@ class ModelResult:
     faces: FaceAccuracy | None = None
     backends: BackendComparison | None = None  # compare
     backend: BackendUsed | None = None  # evaluate
+    shortcut: ShortcutAudit | None = None  # compare's shortcut audit (None: not run)
     #: Figures, relative to the run directory: "confusion", "curves", "errors".
     plots: dict[str, str] = field(default_factory=dict)
 
@@ -379,6 +421,8 @@ class ModelResult:
             d.update(self.backends.to_json())
         if self.backend is not None:
             d["backend"] = self.backend.to_json()
+        if self.shortcut is not None:
+            d["shortcut"] = self.shortcut.to_json()
         if self.plots:
             d["plots"] = dict(self.plots)
         return d
@@ -395,6 +439,7 @@ class ModelResult:
             skipped={} if backends is not None else dict(d.get("skipped") or {}),
             faces=FaceAccuracy.from_json(d["faces"]) if d.get("faces") else None, backends=backends,
             backend=BackendUsed.from_json(d["backend"]) if d.get("backend") else None,
+            shortcut=ShortcutAudit.from_json(d["shortcut"]) if d.get("shortcut") else None,
             plots=dict(d.get("plots") or {}),
         )
 
@@ -436,6 +481,9 @@ class ModelResult:
             "test_accuracy_noface": faces.test_accuracy_noface if faces else None,
             "face_detection_rate": faces.detection_rate if faces else None,
             "family": self.family or "cnn",
+            "acc_face_masked": self.shortcut.face_masked if self.shortcut else None,
+            "acc_face_only": self.shortcut.face_only if self.shortcut else None,
+            "acc_greyscale": self.shortcut.greyscale if self.shortcut else None,
         }
 
 

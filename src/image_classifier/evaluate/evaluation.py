@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from image_classifier.data.decode import decode_each
+from image_classifier.data.decode import decode_each, load_image
 from image_classifier.errors import DatasetError
 from image_classifier.evaluate.metrics import compute_metrics
 from image_classifier.results import Misclassified, TestMetrics
@@ -69,6 +69,15 @@ class DecodeCache:
         key = (os.fspath(path), classifier.decode_key)
         if key not in self._images:
             self._images[key] = classifier.decode(path)
+        return self._images[key]
+
+    def picture(self, path: Path, size: int) -> Any:
+        """The picture itself decoded for a ``size`` px model input: what a CNN's ``decode`` gives
+        (the same entry, keyed as :attr:`Classifier.decode_key` keys it), decoded here if no CNN of
+        that size has asked yet. The shortcut audit builds its variants from it."""
+        key = (os.fspath(path), ("image", size))
+        if key not in self._images:
+            self._images[key] = load_image(path, target_size=size)
         return self._images[key]
 
 

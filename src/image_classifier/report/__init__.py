@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ReportFiles", "write_report", "plot_slug"]
 
+#: Study figures that ``compare`` draws from the test images (the shortcut audit's example strip):
+#: a redrawn report keeps them.
+KEPT_PLOTS = ("shortcut_example",)
+
 
 @dataclass(frozen=True)
 class ReportFiles:
@@ -79,7 +83,8 @@ def draw_plots(study: Study, run_dir: Path, *,
             out.append(gallery)
         m.plots = rel
     rows = study.rows()
-    study_plots: dict[str, str] = {}
+    # Figures drawn by compare from the images themselves (not from the Study) are kept.
+    study_plots: dict[str, str] = {k: v for k, v in study.plots.items() if k in KEPT_PLOTS}
     # One model has no trade-off to show; its numbers are in the table.
     if len(rows) > 1 and all(r["latency_ms_p50"] is not None for r in rows):
         best = study.selection.best if study.selection is not None else None

@@ -29,6 +29,7 @@ from image_classifier.report.tables import (
     subset_label,
     timings_line,
 )
+from image_classifier.report.tables import shortcut_table
 from image_classifier.results import TEST_IMAGES, ModelResult, Study
 
 #: The split's subsets in the order the data table shows them (any other after them).
@@ -170,6 +171,22 @@ def _backends(study: Study, t: Translator) -> str:
     notes = backend_notes(study, t)
     if notes:
         out.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    return "".join(out)
+
+
+def _shortcut(study: Study, run_dir: Path, t: Translator) -> str:
+    """The shortcut audit: its table, what each model reads in plain sentences, one example photo."""
+    headers, rows = shortcut_table(study, t)
+    if not rows:
+        return ""
+    out = [f'<h2 id="shortcut">{esc(t("report.heading.shortcut"))}</h2>',
+           f'<p>{esc(t("report.shortcut.intro"))}</p>', _table(headers, rows)]
+    sentences = narrative.shortcut_sentences(study, t)
+    if sentences:
+        out.append('<ul class="sig">' + "".join(f"<li>{esc(s)}</li>" for s in sentences) + "</ul>")
+    out.append('<div class="figs">' + _figure(run_dir, study.plots.get("shortcut_example"),
+                                              t("report.shortcut.example_alt"), t("report.shortcut.example_caption"))
+               + "</div>")
     return "".join(out)
 
 
@@ -319,6 +336,8 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
     nav = [f'<a href="#comparison">{esc(first)}</a>']
     if backend_table(study, t)[1]:
         nav.append(f'<a href="#backends">{esc(t("report.nav.backends"))}</a>')
+    if shortcut_table(study, t)[1]:
+        nav.append(f'<a href="#shortcut">{esc(t("report.nav.shortcut"))}</a>')
     nav += [f'<a href="#{esc(anchor(m.name))}">{esc(m.name)}</a>' for m in study.models]
     nav += [f'<a href="#data">{esc(t("report.nav.data"))}</a>', f'<a href="#machine">{esc(t("report.nav.machine"))}</a>',
             f'<a href="#reproduce">{esc(t("report.nav.reproduce"))}</a>']
@@ -334,6 +353,7 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
         _answer(study, t),
         _comparison(study, run_dir, t),
         _backends(study, t),
+        _shortcut(study, run_dir, t),
         f'<h2 id="models">{esc(t("report.heading.models"))}</h2>',
         *[_model_section(m, study, run_dir, t) for m in study.models],
         _data_section(study, t),

@@ -9,6 +9,7 @@ from image_classifier.report import narrative
 from image_classifier.report.tables import (
     backend_notes, backend_table, display_table, face_survey_table, report_command, subset_label, timings_line,
 )
+from image_classifier.report.tables import shortcut_table
 from image_classifier.results import Study
 
 
@@ -57,6 +58,15 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
         lines += [f"## {t('report.heading.backends')}", "", *_table(b_headers, b_rows), "",
                   md(t("report.backends.help")), ""]
         lines += [f"- {md(n)}" for n in backend_notes(study, t)] + [""]
+
+    s_headers, s_rows = shortcut_table(study, t)
+    if s_rows:
+        lines += [f"## {t('report.heading.shortcut')}", "", md(t("report.shortcut.intro")), "",
+                  *_table(s_headers, s_rows), ""]
+        lines += [f"- {md(line)}" for line in narrative.shortcut_sentences(study, t)] + [""]
+        if study.plots.get("shortcut_example"):
+            lines += [f"![{t('report.shortcut.example_alt')}]({study.plots['shortcut_example']})", "",
+                      md(t("report.shortcut.example_caption")), ""]
 
     lines += [f"## {t('report.heading.models')}", ""]
     figures = (("confusion", t("report.alt.confusion")), ("curves", t("report.alt.curves")),

@@ -104,6 +104,29 @@ def timings_line(timings: dict[str, float], t: Translator = EN) -> str:
         for k, v in timings.items() if v is not None)
 
 
+def shortcut_table(study: Study, t: Translator = EN) -> tuple[list[str], list[list[str]]]:
+    """The shortcut audit's table: per model its plain test accuracy, then with the faces masked,
+    with only the faces (both on the test images with a face, against the plain accuracy on those),
+    in greyscale, and chance. Empty when no model was audited."""
+    headers = [t("report.shortcut.table.model"), t("report.shortcut.table.accuracy"),
+               t("report.shortcut.table.with_face"), t("report.shortcut.table.face_masked"),
+               t("report.shortcut.table.face_only"), t("report.shortcut.table.greyscale"),
+               t("report.shortcut.table.chance")]
+    rows: list[list[str]] = []
+
+    def cell(value: float | None, n: int) -> str:  # "0.913 (66)": the same in every language
+        return f"{t.number(value, 3)} ({n})"
+
+    for m in study.models:
+        a = m.shortcut
+        if a is None:
+            continue
+        rows.append([m.name, cell(a.accuracy, a.images), cell(a.accuracy_with_face, a.images_with_face),
+                     t.number(a.face_masked, 3), t.number(a.face_only, 3), cell(a.greyscale, a.greyscale_images),
+                     t.number(a.chance, 3)])
+    return headers, rows
+
+
 def write_comparison_csv(study: Study, path: str | os.PathLike) -> Path:
     """``comparison.csv``: full-precision numbers (``repr`` of floats), empty cell for unknown."""
     path = Path(path)

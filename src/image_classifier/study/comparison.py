@@ -25,6 +25,7 @@ from image_classifier.data.split import Split, resolve_split
 from image_classifier.errors import DatasetError, ImageClassifierError
 from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage, evaluate_classifier
 from image_classifier.evaluate.metrics import pairwise_mcnemar
+from image_classifier.evaluate.shortcut import AuditImages, audit_classifier, example_strip
 from image_classifier.evaluate.speed import SpeedConfig, measure_classifier
 from image_classifier.faces import FaceCache, FaceModelsNotFoundError, FaceSurvey, survey_faces
 from image_classifier.fileio import atomic_write_text
@@ -37,7 +38,9 @@ from image_classifier.results import (
     DataSummary, DuplicateGroup, Duplicates, FaceAccuracy, FaceSummary, ModelResult, PairwiseTest, Selection,
     SplitInfo, Speed, Study, Training, Validation,
 )
+from image_classifier.results import ShortcutAudit
 from image_classifier.runs import PREDICTIONS_CSV_NAME, SPLIT_NAME, model_dir_for, split_of_run, write_best_pointer
+from image_classifier.runs import PLOTS_DIR, SHORTCUT_EXAMPLE_NAME
 from image_classifier.inference.loading import load_model
 from image_classifier.saved_model import read_card
 from image_classifier.study.backends import measure_model_backends
@@ -76,6 +79,8 @@ def reproduce_command(options: CompareOptions, split: Split | None = None) -> st
         args.append("--no-export")
     if not options.faces:
         args.append("--no-faces")
+    if not options.shortcut_audit:
+        args.append("--no-audit")
     return shlex.join(args)
 
 
@@ -266,7 +271,10 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     evaluations: dict[str, Evaluation] = {}
     entries: list[ModelResult] = []
     sample_image = test_items[0].path
-    speed_seconds = test_seconds = 0.0
+    speed_seconds = test_seconds = audit_seconds = 0.0
+    # The shortcut audit's variants, built once per test image and model input, shared by the models.
+    audit_images = (AuditImages(survey.analyses if survey is not None else None, cache)
+                    if options.shortcut_audit else None)
     for i, arch in enumerate(models, 1):
         r = results[arch]
         say(f"[model {i}/{n}] evaluating {arch} on {len(test_items)} test images and timing it")
@@ -282,12 +290,20 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         speed = measure_classifier(classifier, model_dir=model_dir, sample_image=sample_image, config=options.speed)
         speed_seconds += time.perf_counter() - t2
         test_seconds += t2 - t1
+        shortcut = None
+        if audit_images is not None:
+            t3 = time.perf_counter()
+            say(f"[model {i}/{n}] shortcut audit of {arch}: {len(ev.predictions)} test images with the face masked, "
+                "only the face, and in greyscale")
+            shortcut = audit_classifier(classifier, ev, audit_images)
+            audit_seconds += time.perf_counter() - t3
+            say(f"[model {i}/{n}] {arch}: {_audit_line(shortcut)}")
         entries.append(ModelResult(
             name=arch, family=get_arch(arch).family, model_dir=os.path.relpath(model_dir, run_dir),
             validation=Validation(r.best_val_accuracy, r.best_val_loss, r.best_epoch), test=ev.metrics,
             speed=Speed.from_json(speed), training=Training(r.train_seconds, r.peak_rss_mb, list(r.history)),
             errors=ev.errors, skipped=ev.skipped,
-            faces=face_accuracy(ev, survey) if survey is not None else None,
+            faces=face_accuracy(ev, survey) if survey is not None else None, shortcut=shortcut,
         ))
         del classifier
     # 4b. Inference backends: export to ONNX and time it against eager PyTorch, per model; the
@@ -309,6 +325,8 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     # Test-split scoring (decode + predict + metrics) and the speed measurements, apart: the first
     # is the cost of evaluating, the second a choice of how many timing repeats to run.
     timings["test_evaluation_seconds"] = test_seconds
+    if audit_images is not None:
+        timings["shortcut_audit_seconds"] = audit_seconds
     timings["speed_measurement_seconds"] = speed_seconds
     timings["export_seconds"] = export_seconds
     timings["backend_measurement_seconds"] = backend_seconds
@@ -336,12 +354,27 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         pairwise=[PairwiseTest.from_json(p) for p in pairwise],
         timings=timings,
     )
+    if audit_images is not None and audit_images.example is not None:
+        # One test photo's three variants, so a reader of the report sees what was masked.
+        rel = f"{PLOTS_DIR}/{SHORTCUT_EXAMPLE_NAME}"
+        example_strip(audit_images.example, run_dir / rel)
+        study.plots["shortcut_example"] = rel
     files = write_report(study, run_dir, lang=options.lang,
                          title=translator(options.lang)("report.title.compare", data=Path(options.data).name))
     timings["total_seconds"] = time.perf_counter() - started
     # metrics.json was written by write_report; rewrite it so it includes the total.
     write_metrics_json(study, files.metrics_json)
     return study
+
+
+def _audit_line(a: ShortcutAudit) -> str:
+    def acc(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    faces = (f"face masked {acc(a.face_masked)}, only the face {acc(a.face_only)} on {a.images_with_face} images "
+             f"with a face ({a.no_face} without, left out)" if a.images_with_face else "no test image with a face found")
+    return (f"test accuracy {acc(a.accuracy)}; {faces}; greyscale {acc(a.greyscale)} on {a.greyscale_images}; "
+            f"chance {a.chance:.3f}; audit took {a.seconds:.1f} s")
 
 
 # ---- adapters to the data layer's reports --------------------------------------------------------
