@@ -695,8 +695,6 @@ class Study:
         }
         if self.plots:
             d["plots"] = dict(self.plots)
-        if self.calibration is not None:
-            d["calibration"] = self.calibration.to_json()
         return d
 
     @classmethod
