@@ -185,3 +185,82 @@ def test_face_head_applies_its_own_temperature():
     path = FacePath(head, 48, temperature=2.5)
     np.testing.assert_allclose(path.probabilities(d), softmax(head.logits(d), 2.5), atol=1e-6)
     np.testing.assert_allclose(FacePath(head, 48).probabilities(d), head.probabilities(d), atol=0)
+
+
+def _calibrated_study_json(tmp_path):
+    """test_report's study, its models' probabilities calibrated by a temperature fitted on a
+    separate validation draw (the "before" figures from the raw ones)."""
+    from test_report import make_study_json
+
+    from image_classifier.evaluate.metrics import compute_metrics, uncalibrated_metrics
+
+    d = make_study_json(tmp_path)
+    rng = np.random.default_rng(5)
+    classes = d["data"]["classes"]
+    for k, model in enumerate(d["models"]):
+        n = model["test"]["n"]
+        y = np.arange(n) % 3
+        sharp = 6.0 if k == 0 else 0.7  # tiny_a over-confident, tiny_b under-confident
+
+        def draw(size: int) -> tuple[np.ndarray, np.ndarray]:
+            labels = rng.integers(0, 3, size)
+            z = rng.normal(size=(size, 3))
+            z[np.arange(size), labels] += 1.5
+            return z * sharp, labels
+
+        zv, yv = draw(400)
+        fit = calibrate(zv, yv)
+        z = rng.normal(size=(n, 3))
+        z[np.arange(n), y] += 1.5
+        z *= sharp
+        model["test"] = {**compute_metrics(y, softmax(z, fit.temperature), classes),
+                         **uncalibrated_metrics(y, softmax(z))}
+        model["calibration"] = {"method": "temperature", "temperature": fit.temperature, "face_temperature": None,
+                                "fitted_on": "validation", "images": 400, "nll_before": fit.nll_before,
+                                "nll_after": fit.nll_after, "ece_before": fit.ece_before, "ece_after": fit.ece_after}
+    return d
+
+
+@pytest.mark.parametrize("lang", ["en", "es"])
+def test_report_renders_the_calibration_section(tmp_path, lang):
+    import csv
+
+    from image_classifier.report import write_report
+    from image_classifier.results import Study
+
+    d = _calibrated_study_json(tmp_path)
+    study = Study.from_json(d)
+    run = tmp_path / "run"
+    files = write_report(study, run, lang=lang)
+    html, md = files.html.read_text(), files.markdown.read_text()
+    heading = {"en": "Calibrated probabilities", "es": "Probabilidades calibradas"}[lang]
+    assert 'id="calibration"' in html and f"## {heading}" in md
+    for m in study.models:
+        assert (run / f"plots/{m.name}-calibration.png").is_file()
+        shown = f"{m.calibration.temperature:.2f}"
+        assert (shown if lang == "en" else shown.replace(".", ",")) in md
+        assert m.plots["calibration"] in md
+    verdict = {"en": "The probabilities served", "es": "Las probabilidades servidas"}[lang]
+    assert verdict in html and verdict in md
+    rows = {r["model"]: r for r in csv.DictReader(files.csv.open())}
+    for m in study.models:
+        row = rows[m.name]
+        assert float(row["ece"]) == pytest.approx(m.test.ece) and float(row["log_loss"]) == pytest.approx(m.test.log_loss)
+        assert float(row["ece_uncalibrated"]) == pytest.approx(m.test.ece_uncalibrated)
+        assert float(row["log_loss_uncalibrated"]) == pytest.approx(m.test.log_loss_uncalibrated)
+        assert float(row["temperature"]) == pytest.approx(m.calibration.temperature)
+    # metrics.json round-trips the new fields.
+    again = Study.load(run)
+    assert [m.calibration for m in again.models] == [m.calibration for m in study.models]
+    assert [m.test.reliability_uncalibrated for m in again.models] == [m.test.reliability_uncalibrated
+                                                                       for m in study.models]
+
+
+def test_a_report_from_before_calibration_has_no_section(tmp_path):
+    from test_report import make_study
+
+    from image_classifier.report import write_report
+
+    files = write_report(make_study(tmp_path), tmp_path / "run")
+    assert 'id="calibration"' not in files.html.read_text()
+    assert not list((tmp_path / "run" / "plots").glob("*-calibration.png"))
