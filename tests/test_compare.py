@@ -294,7 +294,14 @@ def test_evaluate_matches_compare_on_the_test_split(compared, tmp_path, capsys):
     assert (out / "report.html").is_file() and (out / f"plots/{best}-confusion.png").is_file()
     # The default backend is "auto" and the output says which one ran and why.
     assert entry["backend"]["name"] in ("torch", "onnx") and entry["backend"]["reason"].startswith("auto:")
-    assert f"backend: {entry['backend']['name']} (auto:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"backend: {entry['backend']['name']} (auto:" in printed
+    # The same calibrated model on the same test images: the same figures, before and after.
+    temperature = ref["calibration"]["temperature"]
+    assert f"calibration: temperature {temperature:.2f}" in printed
+    for key in ("log_loss", "ece", "log_loss_uncalibrated", "ece_uncalibrated"):
+        assert entry["test"][key] == pytest.approx(ref["test"][key], rel=1e-4, abs=1e-6)
+    assert entry["calibration"] == ref["calibration"]
 
     # ONNX Runtime scores the test split exactly as PyTorch does, and is timed as the backend in use.
     out_onnx = tmp_path / "ev-onnx"

@@ -177,7 +177,7 @@ def fit_trust(model_dir: str | os.PathLike, val_items: Sequence[Any], *, keep: f
         card["rejection"] = rejection
     atomic_write_json(model_dir / CARD_NAME, card)
     fit = TrustFit(calibration, rejection, time.perf_counter() - t0, notes)
-    log.info("%s: %s", model_dir, fit.line())
+    log.debug("%s: %s", model_dir, fit.line())
     return fit
 
 
