@@ -38,6 +38,7 @@ from image_classifier.results import (
     Selection, SplitInfo, Speed, Study, Training, Validation,
 )
 from image_classifier.runs import PREDICTIONS_CSV_NAME, SPLIT_NAME, model_dir_for, split_of_run, write_best_pointer
+from image_classifier.inference.calibration import CALIBRATION_KEY
 from image_classifier.inference.loading import load_model
 from image_classifier.saved_model import read_card
 from image_classifier.study.backends import measure_model_backends
@@ -49,7 +50,6 @@ from image_classifier.study.resume import (
     refusal,
 )
 from image_classifier.training import ImageCache, TrainResult, resolve_recipe, train_model
-from image_classifier.inference.calibration import CALIBRATION_KEY
 from image_classifier.trust.fit import fit_trust
 
 log = logging.getLogger(__name__)
