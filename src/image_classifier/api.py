@@ -37,7 +37,10 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike | None = No
         model.predict(["new.jpg"])
     """
     from image_classifier.inference.loading import load_model
-    from image_classifier.training import TrainOptions, train_folder
+    from image_classifier.training import TrainOptions
+    from image_classifier.trust.fit import train_and_fit
 
-    result = train_folder(data, TrainOptions.from_kwargs(arch=arch, out=out, **options))
+    # Trained, then calibrated on the validation split (the card's temperature): the returned
+    # model's probabilities are calibrated.
+    result, _ = train_and_fit(data, TrainOptions.from_kwargs(arch=arch, out=out, **options))
     return load_model(result.model_dir)

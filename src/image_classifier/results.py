@@ -56,6 +56,11 @@ COLUMNS = (
     "macro_f1",
     "log_loss",
     "ece",
+    # log_loss and ece are those of the calibrated probabilities (what the model serves); these are
+    # before calibration, with the temperature fitted on the validation split (empty: none).
+    "log_loss_uncalibrated",
+    "ece_uncalibrated",
+    "temperature",
     "params",
     "size_mb",
     "latency_ms_p50",
@@ -143,13 +148,20 @@ class TestMetrics:
     confusion_matrix: list[list[int]]  # rows: true class, columns: predicted, in ``classes`` order
     reliability: list[dict[str, Any]] = field(default_factory=list)  # ECE bins
     accuracy_ci_level: float = 0.95
+    #: The same three before calibration (log_loss, ece and reliability above are the calibrated
+    #: probabilities the model serves); None / empty in a metrics.json written before calibration.
+    log_loss_uncalibrated: float | None = None
+    ece_uncalibrated: float | None = None
+    reliability_uncalibrated: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"n": self.n, "classes": list(self.classes), "accuracy": self.accuracy,
                 "accuracy_ci": list(self.accuracy_ci), "accuracy_ci_level": self.accuracy_ci_level,
                 "macro_f1": self.macro_f1, "log_loss": self.log_loss, "ece": self.ece,
                 "per_class": [c.to_json() for c in self.per_class], "confusion_matrix": self.confusion_matrix,
-                "reliability": self.reliability}
+                "reliability": self.reliability,
+                "log_loss_uncalibrated": self.log_loss_uncalibrated, "ece_uncalibrated": self.ece_uncalibrated,
+                "reliability_uncalibrated": self.reliability_uncalibrated}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TestMetrics:
@@ -160,7 +172,38 @@ class TestMetrics:
                    per_class=[ClassScores.from_json(c) for c in d.get("per_class") or []],
                    confusion_matrix=[[int(v) for v in row] for row in d["confusion_matrix"]],
                    reliability=list(d.get("reliability") or []),
-                   accuracy_ci_level=float(d.get("accuracy_ci_level", 0.95)))
+                   accuracy_ci_level=float(d.get("accuracy_ci_level", 0.95)),
+                   log_loss_uncalibrated=_float(d.get("log_loss_uncalibrated")),
+                   ece_uncalibrated=_float(d.get("ece_uncalibrated")),
+                   reliability_uncalibrated=list(d.get("reliability_uncalibrated") or []))
+
+
+@dataclass
+class Calibration:
+    """The temperature(s) fitted on the validation split (the card's ``calibration``), with the
+    validation NLL and ECE before and after. The test-split figures are in :class:`TestMetrics`."""
+
+    temperature: float = 1.0
+    face_temperature: float | None = None  # a face model's face head
+    images: int = 0
+    nll_before: float | None = None
+    nll_after: float | None = None
+    ece_before: float | None = None
+    ece_after: float | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. why a temperature was kept at 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": "temperature", "temperature": self.temperature, "face_temperature": self.face_temperature,
+                "fitted_on": "validation", "images": self.images, "nll_before": self.nll_before,
+                "nll_after": self.nll_after, "ece_before": self.ece_before, "ece_after": self.ece_after,
+                "notes": list(self.notes)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Calibration:
+        return cls(temperature=float(d.get("temperature") or 1.0), face_temperature=_float(d.get("face_temperature")),
+                   images=int(d.get("images") or 0), nll_before=_float(d.get("nll_before")),
+                   nll_after=_float(d.get("nll_after")), ece_before=_float(d.get("ece_before")),
+                   ece_after=_float(d.get("ece_after")), notes=[str(n) for n in d.get("notes") or []])
 
 
 @dataclass
@@ -405,6 +448,8 @@ class ModelResult:
     shortcut: ShortcutAudit | None = None  # compare's shortcut audit (None: not run)
     #: Figures, relative to the run directory: "confusion", "curves", "errors".
     plots: dict[str, str] = field(default_factory=dict)
+    #: The temperature(s) in its card (None: a model saved before calibration, T = 1).
+    calibration: Calibration | None = None
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name}
@@ -425,6 +470,8 @@ class ModelResult:
             d["shortcut"] = self.shortcut.to_json()
         if self.plots:
             d["plots"] = dict(self.plots)
+        if self.calibration is not None:
+            d["calibration"] = self.calibration.to_json()
         return d
 
     @classmethod
@@ -441,6 +488,7 @@ class ModelResult:
             backend=BackendUsed.from_json(d["backend"]) if d.get("backend") else None,
             shortcut=ShortcutAudit.from_json(d["shortcut"]) if d.get("shortcut") else None,
             plots=dict(d.get("plots") or {}),
+            calibration=Calibration.from_json(d["calibration"]) if d.get("calibration") else None,
         )
 
     def row(self, selected: bool = False) -> dict[str, Any]:
@@ -456,6 +504,9 @@ class ModelResult:
             "macro_f1": test.macro_f1,
             "log_loss": test.log_loss,
             "ece": test.ece,
+            "log_loss_uncalibrated": test.log_loss_uncalibrated,
+            "ece_uncalibrated": test.ece_uncalibrated,
+            "temperature": self.calibration.temperature if self.calibration else None,
             "params": speed.params,
             "size_mb": speed.size_mb,
             "latency_ms_p50": speed.latency_ms_p50,

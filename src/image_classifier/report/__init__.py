@@ -76,6 +76,15 @@ def draw_plots(study: Study, run_dir: Path, *,
         out.append(plots.training_curves_png(m.training.history, run_dir / rel["curves"],
                                              title=t("report.plot.curves.title", model=m.name),
                                              best_epoch=m.validation.best_epoch, t=t))
+        if m.test.reliability_uncalibrated:
+            # Before and after this model's temperature (a metrics.json from before calibration has
+            # no "before" bins, and no figure).
+            rel["calibration"] = f"{PLOTS_DIR}/{slug}-calibration.png"
+            out.append(plots.calibration_png(
+                m.name, m.test.reliability_uncalibrated, m.test.ece_uncalibrated, m.test.reliability, m.test.ece,
+                run_dir / rel["calibration"], temperature=m.calibration.temperature if m.calibration else None,
+                where=t("report.plot.reliability.where_test") if study.scored_set == TEST_IMAGES
+                else t("report.plot.reliability.where_scored"), t=t))
         errors_rel = f"{PLOTS_DIR}/{slug}-errors.png"
         gallery = plots.error_gallery_png(m.errors, run_dir / errors_rel, title=m.name, loader=image_loader, t=t)
         if gallery is not None:

@@ -15,6 +15,7 @@ from typing import Iterable
 
 from image_classifier.i18n import Translator, translator
 from image_classifier.report import narrative
+from image_classifier.report.tables import calibration_table
 from image_classifier.report.tables import (
     backend_notes,
     backend_table,
@@ -159,6 +160,24 @@ def _comparison(study: Study, run_dir: Path, t: Translator) -> str:
                 t("report.html.reliability.caption")),
     ]
     out.append('<div class="figs">' + "".join(figs) + "</div>")
+    return "".join(out)
+
+
+def _calibration(study: Study, run_dir: Path, t: Translator) -> str:
+    """Each model's temperature, log-loss and ECE before -> after, whether the served probabilities
+    are calibrated, and a reliability diagram per model (before and after)."""
+    headers, rows = calibration_table(study, t)
+    if not rows:
+        return ""
+    out = [f'<h2 id="calibration">{esc(t("report.heading.calibration"))}</h2>', _table(headers, rows)]
+    out.append(f'<p class="muted">{esc(t("report.calibration.help"))}</p>')
+    verdict = narrative.calibration_verdict(study, t)
+    if verdict:
+        out.append(f'<p class="note">{esc(verdict)}</p>')
+    figs = [_figure(run_dir, m.plots.get("calibration"), t("report.html.calibration.alt", model=m.name))
+            for m in study.models if m.plots.get("calibration")]
+    if figs:
+        out.append('<div class="figs">' + "".join(figs) + "</div>")
     return "".join(out)
 
 
@@ -334,6 +353,8 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
     title = title or study.title or t("report.title.default")
     first = t("report.nav.comparison") if len(study.models) > 1 else t("report.nav.results")
     nav = [f'<a href="#comparison">{esc(first)}</a>']
+    if calibration_table(study, t)[1]:
+        nav.append(f'<a href="#calibration">{esc(t("report.nav.calibration"))}</a>')
     if backend_table(study, t)[1]:
         nav.append(f'<a href="#backends">{esc(t("report.nav.backends"))}</a>')
     if shortcut_table(study, t)[1]:
@@ -352,6 +373,7 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
         f"<nav>{' '.join(nav)}</nav>",
         _answer(study, t),
         _comparison(study, run_dir, t),
+        _calibration(study, run_dir, t),
         _backends(study, t),
         _shortcut(study, run_dir, t),
         f'<h2 id="models">{esc(t("report.heading.models"))}</h2>',

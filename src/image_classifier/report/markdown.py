@@ -6,6 +6,7 @@ from typing import Iterable
 
 from image_classifier.i18n import Translator, translator
 from image_classifier.report import narrative
+from image_classifier.report.tables import calibration_table
 from image_classifier.report.tables import (
     backend_notes, backend_table, display_table, face_survey_table, report_command, subset_label, timings_line,
 )
@@ -52,6 +53,17 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
     for key, alt in (("summary", t("report.alt.summary")), ("reliability", t("report.alt.reliability"))):
         if study.plots.get(key):
             lines += [f"![{alt}]({study.plots[key]})", ""]
+
+    c_headers, c_rows = calibration_table(study, t)
+    if c_rows:
+        lines += [f"## {t('report.heading.calibration')}", "", *_table(c_headers, c_rows), "",
+                  md(t("report.calibration.help")), ""]
+        verdict = narrative.calibration_verdict(study, t)
+        if verdict:
+            lines += [f"> {md(verdict)}", ""]
+        for m in study.models:
+            if m.plots.get("calibration"):
+                lines += [f"![{md(t('report.html.calibration.alt', model=m.name))}]({m.plots['calibration']})", ""]
 
     b_headers, b_rows = backend_table(study, t)
     if b_rows:

@@ -173,6 +173,28 @@ def calibration_note(study: Study, t: Translator = EN) -> str:
              worst_ece=t.number(eces[worst], 3), worst=worst, meaning=meaning)
 
 
+#: ECE at or below this on the scored images: the served probabilities count as calibrated.
+CALIBRATED_ECE = 0.05
+
+
+def calibration_verdict(study: Study, t: Translator = EN) -> str:
+    """Whether the probabilities the models serve (calibrated by their temperature) can be read as
+    probabilities: ECE <= :data:`CALIBRATED_ECE` on the scored images, and what calibration changed."""
+    scored = [m for m in study.models if m.test.ece is not None and math.isfinite(m.test.ece)
+              and m.test.ece_uncalibrated is not None]
+    if not scored:
+        return ""
+    good = [m.name for m in scored if m.test.ece <= CALIBRATED_ECE]
+    poor = [m.name for m in scored if m.test.ece > CALIBRATED_ECE]
+    sep = t("report.format.number_list_separator")
+    limit = t.number(CALIBRATED_ECE, 2)
+    if not poor:
+        return t("report.narrative.calibrated.all", limit=limit)
+    if not good:
+        return t("report.narrative.calibrated.none", limit=limit, models=sep.join(poor))
+    return t("report.narrative.calibrated.some", limit=limit, good=sep.join(good), poor=sep.join(poor))
+
+
 def timing_note(study: Study, t: Translator = EN) -> str:
     """A warning when the machine was busy while latencies were measured (they are then pessimistic)."""
     cores = study.environment.machine.get("logical cores")

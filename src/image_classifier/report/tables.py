@@ -256,3 +256,28 @@ def format_terminal_table(study: Study) -> str:
     if any(r["selected"] for r in study.rows()):
         out.append(EN("report.table.selected_footnote"))
     return "\n".join(out)
+
+
+# ---- calibration ---------------------------------------------------------------------------------
+
+def calibration_table(study: Study, t: Translator = EN) -> tuple[list[str], list[list[str]]]:
+    """Per model: its temperature(s) (fitted on the validation split) and the scored images'
+    log-loss and ECE before -> after calibration. No rows when no model has the "before" figures
+    (a metrics.json from before calibration)."""
+    headers = [t("report.table.model"), t("report.calibration.temperature"), t("report.calibration.log_loss"),
+               t("report.calibration.ece")]
+    rows = []
+    for m in study.models:
+        test = m.test
+        if test.log_loss_uncalibrated is None and test.ece_uncalibrated is None:
+            continue
+        c = m.calibration
+        temperature = t.number(c.temperature if c else 1.0, 2)
+        if c is not None and c.face_temperature is not None:
+            temperature += " / " + t("report.calibration.face", temperature=t.number(c.face_temperature, 2))
+        if c is None:
+            temperature += " " + t("report.calibration.none")
+        rows.append([m.name, temperature,
+                     f"{t.number(test.log_loss_uncalibrated, 3)} → {t.number(test.log_loss, 3)}",
+                     f"{t.number(test.ece_uncalibrated, 3)} → {t.number(test.ece, 3)}"])
+    return headers, rows

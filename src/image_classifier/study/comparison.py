@@ -35,12 +35,13 @@ from image_classifier.report import write_report
 from image_classifier.report.narrative import duplicate_sentences
 from image_classifier.report.tables import fmt_seconds, write_metrics_json
 from image_classifier.results import (
-    DataSummary, DuplicateGroup, Duplicates, FaceAccuracy, FaceSummary, ModelResult, PairwiseTest, Selection,
-    SplitInfo, Speed, Study, Training, Validation,
+    Calibration, DataSummary, DuplicateGroup, Duplicates, FaceAccuracy, FaceSummary, ModelResult, PairwiseTest,
+    Selection, ShortcutAudit, SplitInfo, Speed, Study, Training, Validation,
 )
-from image_classifier.results import ShortcutAudit
-from image_classifier.runs import PREDICTIONS_CSV_NAME, SPLIT_NAME, model_dir_for, split_of_run, write_best_pointer
-from image_classifier.runs import PLOTS_DIR, SHORTCUT_EXAMPLE_NAME
+from image_classifier.runs import (
+    PLOTS_DIR, PREDICTIONS_CSV_NAME, SHORTCUT_EXAMPLE_NAME, SPLIT_NAME, model_dir_for, split_of_run, write_best_pointer,
+)
+from image_classifier.inference.calibration import CALIBRATION_KEY
 from image_classifier.inference.loading import load_model
 from image_classifier.saved_model import read_card
 from image_classifier.study.backends import measure_model_backends
@@ -52,6 +53,7 @@ from image_classifier.study.resume import (
     refusal,
 )
 from image_classifier.training import ImageCache, TrainResult, resolve_recipe, train_model
+from image_classifier.trust.fit import fit_trust
 
 log = logging.getLogger(__name__)
 
@@ -227,12 +229,22 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         raise DatasetError("the split has no test images; use a larger --test fraction or more images")
     say(_split_line(split))
 
-    # 2. Train every model on the same split.
+    # 2. Train every model on the same split; right after each, fit its calibration (and rejection
+    # rule) on the validation split (trust.fit), before anything chooses or looks at the test split.
     results: dict[str, TrainResult] = {}
     done: list[float] = []
     image_cache = ImageCache(options.cache_dir)
+    cache = DecodeCache()  # decoded images shared by every model's validation and test passes
+    val_items = [LabelledImage.from_record(r) for r in split.subset("val")]
+    trust_seconds = 0.0
     n = len(models)
     to_train = sum(d.action != "reuse" for d in decisions.values())
+
+    def fit_after_training(i: int, arch: str, model_dir: Path) -> float:
+        fit = fit_trust(model_dir, val_items, cache=cache, face_cache=face_cache)
+        say(f"[model {i}/{n}] {arch}: {fit.line()}")
+        return fit.seconds
+
     for i, arch in enumerate(models, 1):
         decision = decisions[arch]
         model_dir = model_dir_for(run_dir, arch)
@@ -242,6 +254,8 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             discard_stale_resume(model_dir)
             r = results[arch]
             say(f"[model {i}/{n}] {arch}: validation accuracy {r.best_val_accuracy:.3f} (epoch {r.best_epoch})")
+            if CALIBRATION_KEY not in r.card:  # a model finished before calibration existed
+                trust_seconds += fit_after_training(i, arch, model_dir)
             continue
         say(f"[model {i}/{n}] {decision.line}{_eta_text(done, to_train - len(done))}")
         t0 = time.perf_counter()
@@ -259,7 +273,9 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         r = results[arch]
         say(f"[model {i}/{n}] {arch}: validation accuracy {r.best_val_accuracy:.3f} "
             f"(epoch {r.best_epoch}), trained in {done[-1]:.0f} s")
+        trust_seconds += fit_after_training(i, arch, model_dir)
     timings["train_seconds"] = sum(done)
+    timings["trust_seconds"] = trust_seconds
 
     # 3. Choose on validation, before looking at the test split.
     best = _select_best(results)
@@ -267,7 +283,6 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
 
     # 4. Evaluate on the test split and measure size/speed.
     t0 = time.perf_counter()
-    cache = DecodeCache()
     evaluations: dict[str, Evaluation] = {}
     entries: list[ModelResult] = []
     sample_image = test_items[0].path
@@ -304,6 +319,8 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             speed=Speed.from_json(speed), training=Training(r.train_seconds, r.peak_rss_mb, list(r.history)),
             errors=ev.errors, skipped=ev.skipped,
             faces=face_accuracy(ev, survey) if survey is not None else None, shortcut=shortcut,
+            calibration=Calibration.from_json(classifier.card[CALIBRATION_KEY])
+            if classifier.card.get(CALIBRATION_KEY) else None,
         ))
         del classifier
     # 4b. Inference backends: export to ONNX and time it against eager PyTorch, per model; the
