@@ -218,6 +218,47 @@ def test_report_is_self_contained_and_escaped(compared):
     assert "McNemar" in text and "Duplicates" in text
 
 
+def test_each_model_is_calibrated_on_validation_and_serves_calibrated_probabilities(compared, tmp_path):
+    """compare fits each model's temperature on the validation split right after training; the
+    test metrics are those of the calibrated probabilities, with the uncalibrated ones beside."""
+    import shutil
+
+    from image_classifier.evaluate.metrics import log_loss
+    from image_classifier.inference.loading import load_model
+
+    run, data = compared["run"], compared["data"]
+    metrics = _metrics(run)
+    with (run / "split.csv").open() as fh:
+        split_rows = list(csv.DictReader(fh))
+    val_n = sum(r["split"] == "val" for r in split_rows)
+    test_rows = [r for r in split_rows if r["split"] == "test"]
+    rows = {r["model"]: r for r in csv.DictReader((run / "comparison.csv").open())}
+    assert metrics["timings"]["trust_seconds"] > 0
+    for m in metrics["models"]:
+        card = json.loads((run / "models" / m["name"] / "model.json").read_text())
+        cal = card["calibration"]
+        assert cal["fitted_on"] == "validation" and cal["images"] == val_n and cal["method"] == "temperature"
+        assert m["calibration"]["temperature"] == cal["temperature"]
+        row, test = rows[m["name"]], m["test"]
+        for key in ("ece", "log_loss", "ece_uncalibrated", "log_loss_uncalibrated"):
+            assert float(row[key]) == pytest.approx(test[key])
+        # The uncalibrated figures are those of the same network without its temperature.
+        plain = tmp_path / m["name"]
+        shutil.copytree(run / "models" / m["name"], plain)
+        card.pop("calibration")
+        (plain / "model.json").write_text(json.dumps(card))
+        classes = load_model(plain, backend="torch").classes
+        files = [data / r["rel_path"] for r in test_rows]
+        labels = np.array([classes.index(r["class"]) for r in test_rows])
+        before = load_model(plain, backend="torch").predict_proba(files)
+        after = load_model(run / "models" / m["name"], backend="torch").predict_proba(files)
+        assert test["log_loss_uncalibrated"] == pytest.approx(log_loss(labels, before), rel=1e-4)
+        assert test["log_loss"] == pytest.approx(log_loss(labels, after), rel=1e-4)
+        assert (before.argmax(1) == after.argmax(1)).all()
+        assert (run / f"plots/{m['name']}-calibration.png").is_file()
+    assert 'id="calibration"' in (run / "report.html").read_text()
+
+
 def test_rerun_with_a_subset_reuses_split_and_decode(compared, capsys):
     run, cache = compared["run"], compared["cache"]
     split_before = (run / "split.csv").read_bytes()
@@ -229,6 +270,7 @@ def test_rerun_with_a_subset_reuses_split_and_decode(compared, capsys):
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "reusing the split" in err
+    assert "tiny_cmp_a: temperature" not in err  # a reused model keeps the calibration in its card
     assert (run / "split.csv").read_bytes() == split_before
     assert sorted(p for p in cache.rglob("*.npy")) == cached_files
     assert [p.stat().st_mtime_ns for p in cached_files] == mtimes
@@ -252,7 +294,14 @@ def test_evaluate_matches_compare_on_the_test_split(compared, tmp_path, capsys):
     assert (out / "report.html").is_file() and (out / f"plots/{best}-confusion.png").is_file()
     # The default backend is "auto" and the output says which one ran and why.
     assert entry["backend"]["name"] in ("torch", "onnx") and entry["backend"]["reason"].startswith("auto:")
-    assert f"backend: {entry['backend']['name']} (auto:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"backend: {entry['backend']['name']} (auto:" in printed
+    # The same calibrated model on the same test images: the same figures, before and after.
+    temperature = ref["calibration"]["temperature"]
+    assert f"calibration: temperature {temperature:.2f}" in printed
+    for key in ("log_loss", "ece", "log_loss_uncalibrated", "ece_uncalibrated"):
+        assert entry["test"][key] == pytest.approx(ref["test"][key], rel=1e-3, abs=1e-5)  # auto: maybe ONNX
+    assert entry["calibration"] == ref["calibration"]
 
     # ONNX Runtime scores the test split exactly as PyTorch does, and is timed as the backend in use.
     out_onnx = tmp_path / "ev-onnx"

@@ -284,3 +284,43 @@ def test_the_largest_face_like_a_known_person_decides():
     assert index is None and distance == pytest.approx(2.0)  # the closest face's distance
     assert choose_face(faces, bank, float("inf"))[0] == 0  # no limit: the largest face
     assert choose_face(None, bank, 0.6) == (None, None)
+
+
+def test_calibration_has_a_temperature_per_path(trained, people, tmp_path):
+    """fit_trust on the validation split: one temperature for the face head, one for the fallback
+    (each kept at 1 with a note when its images are too few); a loaded model applies each to the
+    images its path answers, and undoing them gives back the uncalibrated probabilities."""
+    import shutil
+
+    from image_classifier.inference.calibration import softmax
+    from image_classifier.trust.fit import fit_trust
+    from image_classifier.trust.temperature import MIN_IMAGES
+
+    copy = tmp_path / "model"
+    shutil.copytree(trained["dir"], copy)
+    val = trained["split"].subset("val")
+    fit = fit_trust(copy, val, face_cache=trained["cache"])
+    cal = json.loads((copy / "model.json").read_text())["calibration"]
+    assert cal == fit.calibration and cal["images"] == len(val)
+    assert cal["face_images"] + cal["fallback_images"] == len(val)
+    for key, images in (("face_temperature", cal["face_images"]), ("temperature", cal["fallback_images"])):
+        if images < MIN_IMAGES:
+            assert cal[key] == 1.0 and any(f"only {images} validation images" in n for n in cal["notes"])
+        else:
+            assert 0.05 <= cal[key] <= 20.0
+
+    card = json.loads((copy / "model.json").read_text())
+    card["calibration"] = {**cal, "temperature": 2.0, "face_temperature": 0.5}
+    (copy / "model.json").write_text(json.dumps(card))
+    face_photo = people / "Kobe Bryant" / "kobe_(103).jpg"
+    noface = tmp_path / "texture.png"
+    synthetic_image(1, np.random.default_rng(0), (300, 200)).save(noface)
+    plain = load_model(trained["dir"], backend="torch")
+    calibrated = load_model(copy, backend="torch")
+    assert (calibrated.temperature, calibrated.face_temperature) == (2.0, 0.5)
+    before, _ = plain.predict_details([face_photo, noface])
+    after, details = calibrated.predict_details([face_photo, noface])
+    assert details[0]["face"] is not None and details[1]["face"] is None
+    np.testing.assert_allclose(after[0], softmax(np.log(before[0:1]), 0.5)[0], atol=1e-5)
+    np.testing.assert_allclose(after[1], softmax(np.log(before[1:2]), 2.0)[0], atol=1e-5)
+    np.testing.assert_allclose(calibrated.uncalibrated(after, details), before, atol=1e-5)

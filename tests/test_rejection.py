@@ -165,7 +165,10 @@ def test_a_trained_model_rejects_a_third_kind_and_keeps_validation(trained):
     probs, details = model.predict_details(val)
     kept = np.mean([not d["unknown"] for d in details])
     assert kept == entry["kept"] == (40 - 2) / 40
-    assert kept == np.mean(probs.max(1) >= entry["threshold"])
+    # The rule scores the probabilities with the card's temperature taken out: calibration made
+    # this model (perfect on validation) so sure that its served probabilities are all 1.0.
+    assert model.temperature < 1
+    assert kept == np.mean(model.uncalibrated(probs, details).max(1) >= entry["threshold"])
 
     green = green_noise(8)
     assert model.predict(green) == ["unknown"] * 8
@@ -302,7 +305,7 @@ def test_evaluate_unknown_measures_the_rule(trained, unknown_dir, tmp_path, caps
     assert Study.load(tmp_path / "off").models[0].open_set is None
 
 
-def test_the_rule_is_refitted_when_keep_or_the_calibration_changes(trained):
+def test_the_rule_is_refitted_when_keep_changes_not_when_the_temperature_does(trained):
     from image_classifier.trust.rejection import needs_rejection
 
     _, model_dir = trained
@@ -310,6 +313,13 @@ def test_the_rule_is_refitted_when_keep_or_the_calibration_changes(trained):
     assert not needs_rejection(card, 0.95)
     assert needs_rejection(card, 0.9)
     assert needs_rejection({k: v for k, v in card.items() if k != "rejection"}, 0.95)
-    # Thresholds are on calibrated probabilities: a temperature fitted (or refitted) after the rule stales it.
-    assert needs_rejection({**card, "calibration": {"temperature": 1.7, "face_temperature": None}}, 0.95)
-    assert not needs_rejection({**card, "calibration": {"temperature": 1.0, "face_temperature": None}}, 0.95)
+    # The rule scores probabilities with the temperature taken out: another temperature leaves the
+    # decisions as they were.
+    assert not needs_rejection({**card, "calibration": {**card["calibration"], "temperature": 1.7}}, 0.95)
+    green = green_noise(6, seed=4)
+    decisions = [d["unknown"] for d in ic.load_model(model_dir, backend="torch").predict_details(green)[1]]
+    other = tmp_copy = model_dir.parent / "recalibrated"
+    shutil.copytree(model_dir, tmp_copy, dirs_exist_ok=True)
+    (other / CARD_NAME).write_text(json.dumps({**card, "calibration": {**card["calibration"], "temperature": 1.7}}))
+    again = [d["unknown"] for d in ic.load_model(other, backend="torch").predict_details(green)[1]]
+    assert decisions == again == [True] * 6

@@ -23,6 +23,7 @@ from image_classifier.saved_model import read_card
 from image_classifier.training import ImageCache, TrainOptions, train_model
 from image_classifier.training.checkpoint import load_resume_state
 from image_classifier.training.loop import plan_phases
+from image_classifier.trust.temperature import MIN_IMAGES
 
 TINY = train_helpers.register_tiny()
 WEIGHTS = SHARED / "weights"
@@ -86,6 +87,14 @@ def test_python_train_returns_a_loaded_model_that_tells_the_classes_apart(data, 
     assert set(labels) <= set(model.classes) and len(set(labels)) >= 2
     accuracy = sum(a == b for a, b in zip(labels, truth)) / len(test)
     assert len(test) >= 6 and accuracy >= 0.8, (labels, truth)
+    # Calibrated after training, on the split's validation images (T = 1 with a note when too few).
+    cal = model.card["calibration"]
+    assert cal["fitted_on"] == "validation" and cal["images"] == len(split.subset("val"))
+    assert model.temperature == cal["temperature"]
+    if cal["images"] < MIN_IMAGES:
+        assert cal["temperature"] == 1.0 and cal["notes"]
+    else:
+        assert cal["nll_after"] <= cal["nll_before"]
 
 
 @pytest.mark.parametrize(
@@ -314,6 +323,7 @@ def test_existing_model_needs_force_and_recipe_round_trips_through_a_config_file
     assert first.returncode == 0, first.stderr
     assert "best epoch" in first.stdout and str(tmp_path / "m") in first.stdout
     card = read_card(tmp_path / "m")
+    assert f"{TINY}: temperature" in first.stdout and card["calibration"]["images"] == len(split.subset("val"))
     assert card["args"]["seed"] == 0 and card["args"]["arch"] == TINY and card["args"]["config"] == str(tmp_path / "r.toml")
     assert load_split(tmp_path / "m" / SPLIT_NAME, root).manifest_sha256 == split.manifest_sha256  # the split it used
     assert card["recipe"]["phases"][0]["epochs"] == 2 and card["recipe"]["augmentation"]["zoom"] == 0.1

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from image_classifier.runs import SPLIT_NAME
-
 if TYPE_CHECKING:
     from image_classifier.inference.classifier import Classifier
 
@@ -39,13 +37,10 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike | None = No
         model.predict(["new.jpg"])
     """
     from image_classifier.inference.loading import load_model
-    from image_classifier.training import TrainOptions, train_folder
+    from image_classifier.training import TrainOptions
+    from image_classifier.trust.fit import train_and_fit
 
-    train_options = TrainOptions.from_kwargs(arch=arch, out=out, **options)
-    result = train_folder(data, train_options)
-    # "None of these" (issue 14): the rejection rule, fitted on the validation split after training.
-    from image_classifier.trust.rejection import fit_for_trained_model
-
-    fit_for_trained_model(result.model_dir, data, train_options.split or train_options.out_dir / SPLIT_NAME,
-                          train_options.keep)
+    # Trained, then calibrated on the validation split (the card's temperature): the returned
+    # model's probabilities are calibrated.
+    result, _ = train_and_fit(data, TrainOptions.from_kwargs(arch=arch, out=out, **options))
     return load_model(result.model_dir)

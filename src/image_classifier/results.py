@@ -56,6 +56,11 @@ COLUMNS = (
     "macro_f1",
     "log_loss",
     "ece",
+    # log_loss and ece are those of the calibrated probabilities (what the model serves); these are
+    # before calibration, with the temperature fitted on the validation split (empty: none).
+    "log_loss_uncalibrated",
+    "ece_uncalibrated",
+    "temperature",
     "params",
     "size_mb",
     "latency_ms_p50",
@@ -87,6 +92,11 @@ COLUMNS = (
     # "cnn", or "face" for a face model, whose latency_ms_* are those of its no-face fallback network
     # alone (see report.tables.per_image_ms).
     "family",
+    # The shortcut audit (``compare``): test accuracy with the faces masked, with only the faces
+    # kept (both on the test images with a face found), and in greyscale.
+    "acc_face_masked",
+    "acc_face_only",
+    "acc_greyscale",
     # "None of these" (open-set rejection, see OpenSet): AUROC of the rejection score, known test images
     # against unknown ones; the share of unknown images accepted as a class at the validation
     # threshold; accuracy on the known test images the rule keeps, and the share it keeps.
@@ -146,13 +156,20 @@ class TestMetrics:
     confusion_matrix: list[list[int]]  # rows: true class, columns: predicted, in ``classes`` order
     reliability: list[dict[str, Any]] = field(default_factory=list)  # ECE bins
     accuracy_ci_level: float = 0.95
+    #: The same three before calibration (log_loss, ece and reliability above are the calibrated
+    #: probabilities the model serves); None / empty in a metrics.json written before calibration.
+    log_loss_uncalibrated: float | None = None
+    ece_uncalibrated: float | None = None
+    reliability_uncalibrated: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"n": self.n, "classes": list(self.classes), "accuracy": self.accuracy,
                 "accuracy_ci": list(self.accuracy_ci), "accuracy_ci_level": self.accuracy_ci_level,
                 "macro_f1": self.macro_f1, "log_loss": self.log_loss, "ece": self.ece,
                 "per_class": [c.to_json() for c in self.per_class], "confusion_matrix": self.confusion_matrix,
-                "reliability": self.reliability}
+                "reliability": self.reliability,
+                "log_loss_uncalibrated": self.log_loss_uncalibrated, "ece_uncalibrated": self.ece_uncalibrated,
+                "reliability_uncalibrated": self.reliability_uncalibrated}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TestMetrics:
@@ -163,7 +180,38 @@ class TestMetrics:
                    per_class=[ClassScores.from_json(c) for c in d.get("per_class") or []],
                    confusion_matrix=[[int(v) for v in row] for row in d["confusion_matrix"]],
                    reliability=list(d.get("reliability") or []),
-                   accuracy_ci_level=float(d.get("accuracy_ci_level", 0.95)))
+                   accuracy_ci_level=float(d.get("accuracy_ci_level", 0.95)),
+                   log_loss_uncalibrated=_float(d.get("log_loss_uncalibrated")),
+                   ece_uncalibrated=_float(d.get("ece_uncalibrated")),
+                   reliability_uncalibrated=list(d.get("reliability_uncalibrated") or []))
+
+
+@dataclass
+class Calibration:
+    """The temperature(s) fitted on the validation split (the card's ``calibration``), with the
+    validation NLL and ECE before and after. The test-split figures are in :class:`TestMetrics`."""
+
+    temperature: float = 1.0
+    face_temperature: float | None = None  # a face model's face head
+    images: int = 0
+    nll_before: float | None = None
+    nll_after: float | None = None
+    ece_before: float | None = None
+    ece_after: float | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. why a temperature was kept at 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": "temperature", "temperature": self.temperature, "face_temperature": self.face_temperature,
+                "fitted_on": "validation", "images": self.images, "nll_before": self.nll_before,
+                "nll_after": self.nll_after, "ece_before": self.ece_before, "ece_after": self.ece_after,
+                "notes": list(self.notes)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Calibration:
+        return cls(temperature=float(d.get("temperature") or 1.0), face_temperature=_float(d.get("face_temperature")),
+                   images=int(d.get("images") or 0), nll_before=_float(d.get("nll_before")),
+                   nll_after=_float(d.get("nll_after")), ece_before=_float(d.get("ece_before")),
+                   ece_after=_float(d.get("ece_after")), notes=[str(n) for n in d.get("notes") or []])
 
 
 @dataclass
@@ -276,6 +324,42 @@ class FaceAccuracy:
     def from_json(cls, d: dict[str, Any]) -> FaceAccuracy:
         return cls(int(d["test_images_face"]), _float(d.get("test_accuracy_face")), int(d["test_images_noface"]),
                    _float(d.get("test_accuracy_noface")))
+
+
+@dataclass
+class ShortcutAudit:
+    """``compare``'s shortcut audit of one model on the test split (``evaluate.shortcut``): accuracy
+    with every found face masked, with only the faces kept, and in greyscale, against chance."""
+
+    images: int  # test images scored (greyscale uses all that decode: ``greyscale_images``)
+    accuracy: float | None  # the model's plain test accuracy on them
+    images_with_face: int  # those with a face found: what face_masked and face_only use
+    accuracy_with_face: float | None  # plain accuracy on those same images
+    no_face: int  # left out of face_masked and face_only: no face found (all, when faces were not looked for)
+    face_masked: float | None
+    face_only: float | None
+    greyscale: float | None
+    greyscale_images: int
+    chance_uniform: float  # 1 / classes
+    chance_majority: float  # the most common class's share of the test images
+    faces_looked_for: bool = True
+    seconds: float = 0.0
+
+    @property
+    def chance(self) -> float:
+        """What a model knowing nothing scores: always answering the most common class, or guessing."""
+        return max(self.chance_uniform, self.chance_majority)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ShortcutAudit:
+        return cls(int(d["images"]), _float(d.get("accuracy")), int(d.get("images_with_face") or 0),
+                   _float(d.get("accuracy_with_face")), int(d.get("no_face") or 0), _float(d.get("face_masked")),
+                   _float(d.get("face_only")), _float(d.get("greyscale")), int(d.get("greyscale_images") or 0),
+                   float(d.get("chance_uniform") or 0.0), float(d.get("chance_majority") or 0.0),
+                   bool(d.get("faces_looked_for", True)), float(d.get("seconds") or 0.0))
 
 
 @dataclass
@@ -406,8 +490,11 @@ class ModelResult:
     faces: FaceAccuracy | None = None
     backends: BackendComparison | None = None  # compare
     backend: BackendUsed | None = None  # evaluate
+    shortcut: ShortcutAudit | None = None  # compare's shortcut audit (None: not run)
     #: Figures, relative to the run directory: "confusion", "curves", "errors".
     plots: dict[str, str] = field(default_factory=dict)
+    #: The temperature(s) in its card (None: a model saved before calibration, T = 1).
+    calibration: Calibration | None = None
     #: "None of these" measured (None: not measured, or a run from before it existed).
     open_set: OpenSet | None = None
 
@@ -426,8 +513,12 @@ class ModelResult:
             d.update(self.backends.to_json())
         if self.backend is not None:
             d["backend"] = self.backend.to_json()
+        if self.shortcut is not None:
+            d["shortcut"] = self.shortcut.to_json()
         if self.plots:
             d["plots"] = dict(self.plots)
+        if self.calibration is not None:
+            d["calibration"] = self.calibration.to_json()
         if self.open_set is not None:
             d["open_set"] = self.open_set.to_json()
         return d
@@ -444,7 +535,9 @@ class ModelResult:
             skipped={} if backends is not None else dict(d.get("skipped") or {}),
             faces=FaceAccuracy.from_json(d["faces"]) if d.get("faces") else None, backends=backends,
             backend=BackendUsed.from_json(d["backend"]) if d.get("backend") else None,
+            shortcut=ShortcutAudit.from_json(d["shortcut"]) if d.get("shortcut") else None,
             plots=dict(d.get("plots") or {}),
+            calibration=Calibration.from_json(d["calibration"]) if d.get("calibration") else None,
             open_set=OpenSet.from_json(d["open_set"]) if d.get("open_set") else None,
         )
 
@@ -461,6 +554,9 @@ class ModelResult:
             "macro_f1": test.macro_f1,
             "log_loss": test.log_loss,
             "ece": test.ece,
+            "log_loss_uncalibrated": test.log_loss_uncalibrated,
+            "ece_uncalibrated": test.ece_uncalibrated,
+            "temperature": self.calibration.temperature if self.calibration else None,
             "params": speed.params,
             "size_mb": speed.size_mb,
             "latency_ms_p50": speed.latency_ms_p50,
@@ -486,6 +582,9 @@ class ModelResult:
             "test_accuracy_noface": faces.test_accuracy_noface if faces else None,
             "face_detection_rate": faces.detection_rate if faces else None,
             "family": self.family or "cnn",
+            "acc_face_masked": self.shortcut.face_masked if self.shortcut else None,
+            "acc_face_only": self.shortcut.face_only if self.shortcut else None,
+            "acc_greyscale": self.shortcut.greyscale if self.shortcut else None,
             "unknown_auroc": self.open_set.auroc if self.open_set else None,
             "unknown_accept_rate": self.open_set.unknown_accept_rate if self.open_set else None,
             "known_accuracy_kept": self.open_set.known_accuracy_kept if self.open_set else None,

@@ -40,6 +40,8 @@ PREDICTIONS_CSV_NAME = "predictions.csv"
 REPORT_MD_NAME = "report.md"
 REPORT_HTML_NAME = "report.html"
 PLOTS_DIR = "plots"
+#: Inside PLOTS_DIR: one test photo with the face masked, only the face, in greyscale (compare's shortcut audit).
+SHORTCUT_EXAMPLE_NAME = "shortcut-example.png"
 # A saved model directory (``train``; ``models/<arch>/`` of a run):
 CARD_NAME = "model.json"
 WEIGHTS_NAME = "weights.safetensors"

@@ -55,6 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "compares PyTorch with ONNX Runtime")
     p.add_argument("--no-faces", action="store_true",
                    help="do not look for faces (no face survey, no face_embedding model, no face/no-face test accuracy)")
+    p.add_argument("--no-audit", action="store_true",
+                   help="skip the shortcut audit (each model's test accuracy with the faces masked, with only "
+                        "the faces, and in greyscale)")
     p.add_argument("--keep", type=float, default=0.95, metavar="FRACTION",
                    help="\"none of these\": the fraction of the known validation images each model's rejection "
                         "rule keeps; less familiar images are answered \"unknown\" (default: %(default)s)")
@@ -117,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         weights=parse_weights(args.weights), overrides=parse_overrides(args.overrides),
         speed_repeats=args.speed_repeats, progress=not args.no_progress, cache=not args.no_cache,
         cache_dir=args.cache_dir, export=not args.no_export, faces=not args.no_faces,
+        shortcut_audit=not args.no_audit,
         resume="fresh" if args.fresh else "resume" if args.resume else "auto",
         invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), lang=args.lang,
         keep=args.keep, unknown=args.unknown,

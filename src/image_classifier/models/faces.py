@@ -96,8 +96,9 @@ class FaceHead:
     def logits(self, descriptors: np.ndarray) -> np.ndarray:
         return ((np.asarray(descriptors, np.float64) - self.mean) / self.scale) @ self.weight.T + self.bias
 
-    def probabilities(self, descriptors: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(descriptors)).astype(np.float32)
+    def probabilities(self, descriptors: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        """``softmax(logits / temperature)``; a loaded model passes its card's ``face_temperature``."""
+        return softmax(self.logits(descriptors) / float(temperature)).astype(np.float32)
 
     def choose(self, descriptors: np.ndarray | None) -> tuple[int | None, float | None]:
         """Which face decides, by this head's bank and ``max_distance``: see :func:`choose_face`."""
@@ -138,12 +139,19 @@ class FacePath:
     """The face half of a loaded ``face_embedding`` model: decodes and analyses images and scores
     descriptors with the head. With a ``cache`` (``compare`` passes its disk cache, ``serve`` a
     bounded one in memory) a file whose content was analysed before costs nothing; without one
-    (the default, and ``compare``'s timing) every image is analysed."""
+    (the default, and ``compare``'s timing) every image is analysed. ``temperature`` calibrates the
+    head's probabilities (the card's ``face_temperature``; 1.0 uncalibrated)."""
 
-    def __init__(self, head: FaceHead, input_size: int, cache: FaceCache | None = None) -> None:
+    def __init__(self, head: FaceHead, input_size: int, cache: FaceCache | None = None, *,
+                 temperature: float = 1.0) -> None:
         self.head = head
         self.input_size = input_size
         self.cache = cache
+        self.temperature = float(temperature)
+
+    def probabilities(self, descriptors: np.ndarray) -> np.ndarray:
+        """The head's calibrated probabilities for deciding faces' descriptors (k, 128)."""
+        return self.head.probabilities(descriptors, self.temperature)
 
     def decode(self, source: Any, *, max_pixels: int | None = None) -> FaceInput:
         """Analyse a path, bytes, stream or PIL image; decodes the fallback picture only when needed."""

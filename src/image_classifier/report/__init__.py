@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ReportFiles", "write_report", "plot_slug"]
 
+#: Study figures that ``compare`` draws from the test images (the shortcut audit's example strip):
+#: a redrawn report keeps them.
+KEPT_PLOTS = ("shortcut_example",)
+
 
 @dataclass(frozen=True)
 class ReportFiles:
@@ -72,6 +76,15 @@ def draw_plots(study: Study, run_dir: Path, *,
         out.append(plots.training_curves_png(m.training.history, run_dir / rel["curves"],
                                              title=t("report.plot.curves.title", model=m.name),
                                              best_epoch=m.validation.best_epoch, t=t))
+        if m.test.reliability_uncalibrated:
+            # Before and after this model's temperature (a metrics.json from before calibration has
+            # no "before" bins, and no figure).
+            rel["calibration"] = f"{PLOTS_DIR}/{slug}-calibration.png"
+            out.append(plots.calibration_png(
+                m.name, m.test.reliability_uncalibrated, m.test.ece_uncalibrated, m.test.reliability, m.test.ece,
+                run_dir / rel["calibration"], temperature=m.calibration.temperature if m.calibration else None,
+                where=t("report.plot.reliability.where_test") if study.scored_set == TEST_IMAGES
+                else t("report.plot.reliability.where_scored"), t=t))
         errors_rel = f"{PLOTS_DIR}/{slug}-errors.png"
         gallery = plots.error_gallery_png(m.errors, run_dir / errors_rel, title=m.name, loader=image_loader, t=t)
         if gallery is not None:
@@ -79,7 +92,8 @@ def draw_plots(study: Study, run_dir: Path, *,
             out.append(gallery)
         m.plots = rel
     rows = study.rows()
-    study_plots: dict[str, str] = {}
+    # Figures drawn by compare from the images themselves (not from the Study) are kept.
+    study_plots: dict[str, str] = {k: v for k, v in study.plots.items() if k in KEPT_PLOTS}
     # One model has no trade-off to show; its numbers are in the table.
     if len(rows) > 1 and all(r["latency_ms_p50"] is not None for r in rows):
         best = study.selection.best if study.selection is not None else None

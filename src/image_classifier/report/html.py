@@ -15,6 +15,7 @@ from typing import Iterable
 
 from image_classifier.i18n import Translator, translator
 from image_classifier.report import narrative
+from image_classifier.report.tables import calibration_table
 from image_classifier.report.tables import (
     backend_notes,
     backend_table,
@@ -30,6 +31,7 @@ from image_classifier.report.tables import (
     subset_label,
     timings_line,
 )
+from image_classifier.report.tables import shortcut_table
 from image_classifier.results import TEST_IMAGES, ModelResult, Study
 
 #: The split's subsets in the order the data table shows them (any other after them).
@@ -162,6 +164,24 @@ def _comparison(study: Study, run_dir: Path, t: Translator) -> str:
     return "".join(out)
 
 
+def _calibration(study: Study, run_dir: Path, t: Translator) -> str:
+    """Each model's temperature, log-loss and ECE before -> after, whether the served probabilities
+    are calibrated, and a reliability diagram per model (before and after)."""
+    headers, rows = calibration_table(study, t)
+    if not rows:
+        return ""
+    out = [f'<h2 id="calibration">{esc(t("report.heading.calibration"))}</h2>', _table(headers, rows)]
+    out.append(f'<p class="muted">{esc(t("report.calibration.help"))}</p>')
+    verdict = narrative.calibration_verdict(study, t)
+    if verdict:
+        out.append(f'<p class="note">{esc(verdict)}</p>')
+    figs = [_figure(run_dir, m.plots.get("calibration"), t("report.html.calibration.alt", model=m.name))
+            for m in study.models if m.plots.get("calibration")]
+    if figs:
+        out.append('<div class="figs">' + "".join(figs) + "</div>")
+    return "".join(out)
+
+
 def _backends(study: Study, t: Translator) -> str:
     headers, rows = backend_table(study, t)
     if not rows:
@@ -171,6 +191,22 @@ def _backends(study: Study, t: Translator) -> str:
     notes = backend_notes(study, t)
     if notes:
         out.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    return "".join(out)
+
+
+def _shortcut(study: Study, run_dir: Path, t: Translator) -> str:
+    """The shortcut audit: its table, what each model reads in plain sentences, one example photo."""
+    headers, rows = shortcut_table(study, t)
+    if not rows:
+        return ""
+    out = [f'<h2 id="shortcut">{esc(t("report.heading.shortcut"))}</h2>',
+           f'<p>{esc(t("report.shortcut.intro"))}</p>', _table(headers, rows)]
+    sentences = narrative.shortcut_sentences(study, t)
+    if sentences:
+        out.append('<ul class="sig">' + "".join(f"<li>{esc(s)}</li>" for s in sentences) + "</ul>")
+    out.append('<div class="figs">' + _figure(run_dir, study.plots.get("shortcut_example"),
+                                              t("report.shortcut.example_alt"), t("report.shortcut.example_caption"))
+               + "</div>")
     return "".join(out)
 
 
@@ -328,8 +364,12 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
     title = title or study.title or t("report.title.default")
     first = t("report.nav.comparison") if len(study.models) > 1 else t("report.nav.results")
     nav = [f'<a href="#comparison">{esc(first)}</a>']
+    if calibration_table(study, t)[1]:
+        nav.append(f'<a href="#calibration">{esc(t("report.nav.calibration"))}</a>')
     if backend_table(study, t)[1]:
         nav.append(f'<a href="#backends">{esc(t("report.nav.backends"))}</a>')
+    if shortcut_table(study, t)[1]:
+        nav.append(f'<a href="#shortcut">{esc(t("report.nav.shortcut"))}</a>')
     if open_set_table(study, t)[1]:
         nav.append(f'<a href="#unknown">{esc(t("report.nav.open_set"))}</a>')
     nav += [f'<a href="#{esc(anchor(m.name))}">{esc(m.name)}</a>' for m in study.models]
@@ -346,7 +386,9 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
         f"<nav>{' '.join(nav)}</nav>",
         _answer(study, t),
         _comparison(study, run_dir, t),
+        _calibration(study, run_dir, t),
         _backends(study, t),
+        _shortcut(study, run_dir, t),
         _open_set(study, t),
         f'<h2 id="models">{esc(t("report.heading.models"))}</h2>',
         *[_model_section(m, study, run_dir, t) for m in study.models],

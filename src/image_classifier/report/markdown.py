@@ -6,10 +6,12 @@ from typing import Iterable
 
 from image_classifier.i18n import Translator, translator
 from image_classifier.report import narrative
+from image_classifier.report.tables import calibration_table
 from image_classifier.report.tables import (
     backend_notes, backend_table, display_table, face_survey_table, open_set_table, report_command, subset_label,
     timings_line,
 )
+from image_classifier.report.tables import shortcut_table
 from image_classifier.results import Study
 
 
@@ -53,12 +55,31 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
         if study.plots.get(key):
             lines += [f"![{alt}]({study.plots[key]})", ""]
 
+    c_headers, c_rows = calibration_table(study, t)
+    if c_rows:
+        lines += [f"## {t('report.heading.calibration')}", "", *_table(c_headers, c_rows), "",
+                  md(t("report.calibration.help")), ""]
+        verdict = narrative.calibration_verdict(study, t)
+        if verdict:
+            lines += [f"> {md(verdict)}", ""]
+        for m in study.models:
+            if m.plots.get("calibration"):
+                lines += [f"![{md(t('report.html.calibration.alt', model=m.name))}]({m.plots['calibration']})", ""]
+
     b_headers, b_rows = backend_table(study, t)
     if b_rows:
         lines += [f"## {t('report.heading.backends')}", "", *_table(b_headers, b_rows), "",
                   md(t("report.backends.help")), ""]
         lines += [f"- {md(n)}" for n in backend_notes(study, t)] + [""]
 
+    s_headers, s_rows = shortcut_table(study, t)
+    if s_rows:
+        lines += [f"## {t('report.heading.shortcut')}", "", md(t("report.shortcut.intro")), "",
+                  *_table(s_headers, s_rows), ""]
+        lines += [f"- {md(line)}" for line in narrative.shortcut_sentences(study, t)] + [""]
+        if study.plots.get("shortcut_example"):
+            lines += [f"![{t('report.shortcut.example_alt')}]({study.plots['shortcut_example']})", "",
+                      md(t("report.shortcut.example_caption")), ""]
     o_headers, o_rows = open_set_table(study, t)
     if o_rows:
         lines += [f"## {t('report.heading.open_set')}", "", *_table(o_headers, o_rows), "",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from image_classifier.i18n import Translator, translator
 from image_classifier.report.tables import fmt_mb, fmt_ms, fmt_params
-from image_classifier.results import TEST_IMAGES, Duplicates, Study
+from image_classifier.results import TEST_IMAGES, Duplicates, ShortcutAudit, Study
 
 EN = translator("en")
 
@@ -173,6 +173,28 @@ def calibration_note(study: Study, t: Translator = EN) -> str:
              worst_ece=t.number(eces[worst], 3), worst=worst, meaning=meaning)
 
 
+#: ECE at or below this on the scored images: the served probabilities count as calibrated.
+CALIBRATED_ECE = 0.05
+
+
+def calibration_verdict(study: Study, t: Translator = EN) -> str:
+    """Whether the probabilities the models serve (calibrated by their temperature) can be read as
+    probabilities: ECE <= :data:`CALIBRATED_ECE` on the scored images, and what calibration changed."""
+    scored = [m for m in study.models if m.test.ece is not None and math.isfinite(m.test.ece)
+              and m.test.ece_uncalibrated is not None]
+    if not scored:
+        return ""
+    good = [m.name for m in scored if m.test.ece <= CALIBRATED_ECE]
+    poor = [m.name for m in scored if m.test.ece > CALIBRATED_ECE]
+    sep = t("report.format.number_list_separator")
+    limit = t.number(CALIBRATED_ECE, 2)
+    if not poor:
+        return t("report.narrative.calibrated.all", limit=limit)
+    if not good:
+        return t("report.narrative.calibrated.none", limit=limit, models=sep.join(poor))
+    return t("report.narrative.calibrated.some", limit=limit, good=sep.join(good), poor=sep.join(poor))
+
+
 def timing_note(study: Study, t: Translator = EN) -> str:
     """A warning when the machine was busy while latencies were measured (they are then pessimistic)."""
     cores = study.environment.machine.get("logical cores")
@@ -200,6 +222,74 @@ def duplicate_sentences(dups: Duplicates, t: Translator = EN) -> tuple[str, str]
     policy = t("report.data.duplicates.policy", groups=len(dups.groups), images=dups.images_in_groups, where=where,
                crossing=dups.crossing_subsets)
     return summary, policy
+
+
+# ---- the shortcut audit ---------------------------------------------------------------------------
+
+#: "Far above chance": a model keeps at least this share of its margin over chance (its plain
+#: accuracy on the same images minus chance) with the faces masked; "collapses": greyscale leaves
+#: it at or below this share of its margin.
+SHORTCUT_SHARE = 0.5
+#: Fewer images than this say too little for a sentence either way (one image is then > 10 points).
+SHORTCUT_MIN_IMAGES = 10
+
+
+def _kept_share(value: float | None, full: float | None, chance: float, n: int) -> float | None:
+    """Which share of its margin over chance a model keeps under a variant (None: nothing to judge)."""
+    if value is None or full is None or n < SHORTCUT_MIN_IMAGES or full - chance <= 0:
+        return None
+    return (value - chance) / (full - chance)
+
+
+def reads_without_face(audit: ShortcutAudit) -> bool | None:
+    """True when the model stays far above chance with the faces masked (it reads background, kit
+    or court): accuracy with the faces masked >= chance + :data:`SHORTCUT_SHARE` x (its plain
+    accuracy on the same images - chance). None when there is nothing to judge."""
+    kept = _kept_share(audit.face_masked, audit.accuracy_with_face, audit.chance, audit.images_with_face)
+    return None if kept is None else kept >= SHORTCUT_SHARE
+
+
+def reads_colour(audit: ShortcutAudit) -> bool | None:
+    """True when the model collapses in greyscale (it reads colour): greyscale accuracy <= chance +
+    :data:`SHORTCUT_SHARE` x (its plain accuracy - chance). None when there is nothing to judge."""
+    kept = _kept_share(audit.greyscale, audit.accuracy, audit.chance, audit.greyscale_images)
+    return None if kept is None else kept <= SHORTCUT_SHARE
+
+
+def shortcut_sentences(study: Study, t: Translator = EN) -> list[str]:
+    """The audit in plain sentences: the rule once, then per model what it reads, with the numbers."""
+    audited = [m for m in study.models if m.shortcut is not None]
+    if not audited:
+        return []
+    first = audited[0].shortcut
+    assert first is not None
+    out = [t("report.shortcut.rule", share=t.percent(SHORTCUT_SHARE, 0), chance=t.percent(first.chance, 1),
+             classes=round(1 / first.chance_uniform) if first.chance_uniform else 0,
+             majority=t.percent(first.chance_majority, 1))]
+    for m in audited:
+        a = m.shortcut
+        assert a is not None
+        common = dict(model=m.name, chance=t.percent(a.chance, 1))
+        face = reads_without_face(a)
+        if face is not None:
+            key = "report.shortcut.reads_background" if face else "report.shortcut.needs_face"
+            out.append(t(key, masked=t.percent(a.face_masked, 1), full=t.percent(a.accuracy_with_face, 1),
+                         only=t.percent(a.face_only, 1), n=a.images_with_face, **common))
+        elif a.faces_looked_for and a.images_with_face < SHORTCUT_MIN_IMAGES:
+            out.append(t("report.shortcut.too_few_faces", n=a.images_with_face, minimum=SHORTCUT_MIN_IMAGES,
+                         model=m.name))
+        grey = reads_colour(a)
+        if grey is not None:
+            key = "report.shortcut.reads_colour" if grey else "report.shortcut.holds_in_grey"
+            out.append(t(key, grey=t.percent(a.greyscale, 1), full=t.percent(a.accuracy, 1), n=a.greyscale_images,
+                         **common))
+        if m.family == "face" and a.images_with_face:
+            out.append(t("report.shortcut.face_model", model=m.name))
+    if not first.faces_looked_for:
+        out.append(t("report.shortcut.no_survey"))
+    elif first.no_face:
+        out.append(t("report.shortcut.left_out", no_face=first.no_face, images=first.images))
+    return out
 
 
 def open_set_note(study: Study, t: Translator = EN) -> str:

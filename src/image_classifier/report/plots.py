@@ -340,3 +340,43 @@ def reliability_figure(models: Sequence[tuple[str, Sequence[dict], float | None]
     ax.legend(fontsize=7, loc="upper left")
     ax.set_title(_text(t("report.plot.reliability.title", where=where)), fontsize=10)
     return fig
+
+
+# ---- calibration: one model's reliability before and after its temperature --------------------
+
+def calibration_png(name: str, before: Sequence[dict], ece_before: float | None, after: Sequence[dict],
+                    ece_after: float | None, path: str | os.PathLike, *, temperature: float | None = None,
+                    where: str | None = None, t: Translator = EN) -> Path:
+    """One model's reliability diagram before (uncalibrated, dashed) and after (calibrated, the
+    probabilities it serves) temperature scaling; see :func:`calibration_figure`."""
+    return _save(calibration_figure(name, before, ece_before, after, ece_after, temperature=temperature,
+                                    where=where, t=t), path)
+
+
+def calibration_figure(name: str, before: Sequence[dict], ece_before: float | None, after: Sequence[dict],
+                       ece_after: float | None, *, temperature: float | None = None, where: str | None = None,
+                       t: Translator = EN) -> plt.Figure:
+    """The figure :func:`calibration_png` saves: per confidence bin, accuracy against mean confidence."""
+    where = t("report.plot.reliability.where_test") if where is None else where
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.plot([0, 1], [0, 1], "--", color="0.5", lw=1, label=t("report.plot.reliability.diagonal"))
+    for bins, ece, key, color, style in ((before, ece_before, "report.plot.calibration.before", PALETTE[1], ":"),
+                                         (after, ece_after, "report.plot.calibration.after", PALETTE[0], "-")):
+        if not bins:
+            continue
+        conf = [b["confidence"] for b in bins]
+        acc = [b["accuracy"] for b in bins]
+        counts = np.array([b["count"] for b in bins], dtype=float)
+        ax.plot(conf, acc, style, color=color, lw=1.4, label=_text(t(key, ece=t.number(ece, 3))))
+        ax.scatter(conf, acc, s=12 + 100 * counts / counts.max(), color=color, alpha=0.75)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(t("report.plot.reliability.xlabel"))
+    ax.set_ylabel(t("report.plot.reliability.ylabel"))
+    _localize_ticks(t, ax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    title = t("report.plot.calibration.title", model=_short(name, 28), where=where,
+              temperature=t.number(temperature if temperature is not None else 1.0, 2))
+    ax.set_title(_text(title), fontsize=9)
+    return fig

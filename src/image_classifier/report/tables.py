@@ -104,6 +104,29 @@ def timings_line(timings: dict[str, float], t: Translator = EN) -> str:
         for k, v in timings.items() if v is not None)
 
 
+def shortcut_table(study: Study, t: Translator = EN) -> tuple[list[str], list[list[str]]]:
+    """The shortcut audit's table: per model its plain test accuracy, then with the faces masked,
+    with only the faces (both on the test images with a face, against the plain accuracy on those),
+    in greyscale, and chance. Empty when no model was audited."""
+    headers = [t("report.shortcut.table.model"), t("report.shortcut.table.accuracy"),
+               t("report.shortcut.table.with_face"), t("report.shortcut.table.face_masked"),
+               t("report.shortcut.table.face_only"), t("report.shortcut.table.greyscale"),
+               t("report.shortcut.table.chance")]
+    rows: list[list[str]] = []
+
+    def cell(value: float | None, n: int) -> str:  # "0.913 (66)": the same in every language
+        return f"{t.number(value, 3)} ({n})"
+
+    for m in study.models:
+        a = m.shortcut
+        if a is None:
+            continue
+        rows.append([m.name, cell(a.accuracy, a.images), cell(a.accuracy_with_face, a.images_with_face),
+                     t.number(a.face_masked, 3), t.number(a.face_only, 3), cell(a.greyscale, a.greyscale_images),
+                     t.number(a.chance, 3)])
+    return headers, rows
+
+
 def write_comparison_csv(study: Study, path: str | os.PathLike) -> Path:
     """``comparison.csv``: full-precision numbers (``repr`` of floats), empty cell for unknown."""
     path = Path(path)
@@ -233,6 +256,31 @@ def format_terminal_table(study: Study) -> str:
     if any(r["selected"] for r in study.rows()):
         out.append(EN("report.table.selected_footnote"))
     return "\n".join(out)
+
+
+# ---- calibration ---------------------------------------------------------------------------------
+
+def calibration_table(study: Study, t: Translator = EN) -> tuple[list[str], list[list[str]]]:
+    """Per model: its temperature(s) (fitted on the validation split) and the scored images'
+    log-loss and ECE before -> after calibration. No rows when no model has the "before" figures
+    (a metrics.json from before calibration)."""
+    headers = [t("report.table.model"), t("report.calibration.temperature"), t("report.calibration.log_loss"),
+               t("report.calibration.ece")]
+    rows = []
+    for m in study.models:
+        test = m.test
+        if test.log_loss_uncalibrated is None and test.ece_uncalibrated is None:
+            continue
+        c = m.calibration
+        temperature = t.number(c.temperature if c else 1.0, 2)
+        if c is not None and c.face_temperature is not None:
+            temperature += " / " + t("report.calibration.face", temperature=t.number(c.face_temperature, 2))
+        if c is None:
+            temperature += " " + t("report.calibration.none")
+        rows.append([m.name, temperature,
+                     f"{t.number(test.log_loss_uncalibrated, 3)} → {t.number(test.log_loss, 3)}",
+                     f"{t.number(test.ece_uncalibrated, 3)} → {t.number(test.ece, 3)}"])
+    return headers, rows
 
 
 # ---- "none of these" (issue 14) ------------------------------------------------------------------

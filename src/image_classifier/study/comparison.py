@@ -32,6 +32,7 @@ from image_classifier.evaluate.open_set import (
     FeatureTap, UnknownImage, features_of, leave_one_class_out, measure_unknown_folder, sample_per_class,
     unknown_images,
 )
+from image_classifier.evaluate.shortcut import AuditImages, audit_classifier, example_strip
 from image_classifier.evaluate.speed import SpeedConfig, measure_classifier
 from image_classifier.faces import FaceCache, FaceModelsNotFoundError, FaceSurvey, survey_faces
 from image_classifier.fileio import atomic_write_text
@@ -41,10 +42,13 @@ from image_classifier.report import write_report
 from image_classifier.report.narrative import duplicate_sentences
 from image_classifier.report.tables import fmt_seconds, write_metrics_json
 from image_classifier.results import (
-    DataSummary, DuplicateGroup, Duplicates, FaceAccuracy, FaceSummary, ModelResult, OpenSet, PairwiseTest, Selection,
-    SplitInfo, Speed, Study, Training, Validation,
+    Calibration, DataSummary, DuplicateGroup, Duplicates, FaceAccuracy, FaceSummary, ModelResult, OpenSet, PairwiseTest,
+    Selection, ShortcutAudit, SplitInfo, Speed, Study, Training, Validation,
 )
-from image_classifier.runs import PREDICTIONS_CSV_NAME, SPLIT_NAME, model_dir_for, split_of_run, write_best_pointer
+from image_classifier.runs import (
+    PLOTS_DIR, PREDICTIONS_CSV_NAME, SHORTCUT_EXAMPLE_NAME, SPLIT_NAME, model_dir_for, split_of_run, write_best_pointer,
+)
+from image_classifier.inference.calibration import CALIBRATION_KEY
 from image_classifier.inference.loading import load_model
 from image_classifier.saved_model import read_card
 from image_classifier.study.backends import measure_model_backends
@@ -56,7 +60,8 @@ from image_classifier.study.resume import (
     refusal,
 )
 from image_classifier.training import ImageCache, TrainResult, resolve_recipe, train_model
-from image_classifier.trust.rejection import ensure_rejection, needs_rejection, validation_predictions
+from image_classifier.trust.fit import fit_trust
+from image_classifier.trust.rejection import needs_rejection, validation_predictions
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,8 @@ def reproduce_command(options: CompareOptions, split: Split | None = None) -> st
         args.append("--no-export")
     if not options.faces:
         args.append("--no-faces")
+    if not options.shortcut_audit:
+        args.append("--no-audit")
     if options.keep != 0.95:
         args += ["--keep", repr(options.keep)]
     if options.unknown is not None:
@@ -234,12 +241,22 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         raise DatasetError("the split has no test images; use a larger --test fraction or more images")
     say(_split_line(split))
 
-    # 2. Train every model on the same split.
+    # 2. Train every model on the same split; right after each, fit its calibration (and rejection
+    # rule) on the validation split (trust.fit), before anything chooses or looks at the test split.
     results: dict[str, TrainResult] = {}
     done: list[float] = []
     image_cache = ImageCache(options.cache_dir)
+    cache = DecodeCache()  # decoded images shared by every model's validation and test passes
+    val_items = [LabelledImage.from_record(r) for r in split.subset("val")]
+    trust_seconds = 0.0
     n = len(models)
     to_train = sum(d.action != "reuse" for d in decisions.values())
+
+    def fit_after_training(i: int, arch: str, model_dir: Path) -> float:
+        fit = fit_trust(model_dir, val_items, keep=options.keep, cache=cache, face_cache=face_cache)
+        say(f"[model {i}/{n}] {arch}: {fit.line()}")
+        return fit.seconds
+
     for i, arch in enumerate(models, 1):
         decision = decisions[arch]
         model_dir = model_dir_for(run_dir, arch)
@@ -249,6 +266,9 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             discard_stale_resume(model_dir)
             r = results[arch]
             say(f"[model {i}/{n}] {arch}: validation accuracy {r.best_val_accuracy:.3f} (epoch {r.best_epoch})")
+            # A model finished before calibration or its rejection rule existed, or asked for another --keep.
+            if CALIBRATION_KEY not in r.card or needs_rejection(r.card, options.keep):
+                trust_seconds += fit_after_training(i, arch, model_dir)
             continue
         say(f"[model {i}/{n}] {decision.line}{_eta_text(done, to_train - len(done))}")
         t0 = time.perf_counter()
@@ -266,7 +286,9 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         r = results[arch]
         say(f"[model {i}/{n}] {arch}: validation accuracy {r.best_val_accuracy:.3f} "
             f"(epoch {r.best_epoch}), trained in {done[-1]:.0f} s")
+        trust_seconds += fit_after_training(i, arch, model_dir)
     timings["train_seconds"] = sum(done)
+    timings["trust_seconds"] = trust_seconds
 
     # 3. Choose on validation, before looking at the test split.
     best = _select_best(results)
@@ -274,36 +296,35 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
 
     # 4. Evaluate on the test split and measure size/speed.
     t0 = time.perf_counter()
-    cache = DecodeCache()
     evaluations: dict[str, Evaluation] = {}
     entries: list[ModelResult] = []
     sample_image = test_items[0].path
-    speed_seconds = test_seconds = 0.0
-    # "None of these" (issue 14; the rule's fit belongs in trust.fit_trust once it exists): the rule
-    # is fitted on the validation split, then measured on the unknown folder or leave-one-class-out.
-    val_items = [LabelledImage.from_record(r) for r in split.subset("val")]
+    speed_seconds = test_seconds = audit_seconds = 0.0
+    # The shortcut audit's variants, built once per test image and model input, shared by the models.
+    audit_images = (AuditImages(survey.analyses if survey is not None else None, cache)
+                    if options.shortcut_audit else None)
+    # "None of these": each model's rule was fitted with its calibration (trust.fit); here it is
+    # measured, on the unknown folder or leave-one-class-out.
     train_items = [LabelledImage.from_record(r) for r in split.subset("train")]
     unknowns = unknown_images(options.unknown) if options.unknown is not None else None
-    rejection_seconds = open_set_seconds = 0.0
+    open_set_seconds = 0.0
     for i, arch in enumerate(models, 1):
         r = results[arch]
         say(f"[model {i}/{n}] evaluating {arch} on {len(test_items)} test images and timing it")
         model_dir = Path(r.model_dir)
         classifier = load_model(model_dir, backend="torch", face_cache=face_cache)
         t1 = time.perf_counter()
-        # One validation pass serves the rule's fit and, with no unknown folder, the leave-one-class-out
-        # features (the tap records the network's penultimate features during the passes it wraps).
+        # Leave-one-class-out (no unknown folder) needs the network's penultimate features: the tap
+        # records them during the validation pass here and the test pass below.
         tap = (FeatureTap(classifier.module) if unknowns is None and classifier.face_path is None
                and len(classifier.classes) >= 3 else None)
-        val_pass, val_features = None, None
-        if tap is not None or needs_rejection(classifier.card, options.keep):
-            with tap.attached() if tap is not None else contextlib.nullcontext():
+        val_features = None
+        if tap is not None:
+            with tap.attached():
                 val_pass = validation_predictions(classifier, val_items, cache)
-            if tap is not None:
-                val_features = (tap.features(), [val_items[k] for k in val_pass.kept])
-        ensure_rejection(classifier, val_items, options.keep, cache=cache, predictions=val_pass)  # -> fit_trust
-        rejection_seconds += time.perf_counter() - t1
-        t1 = time.perf_counter()
+            val_features = (tap.features(), [val_items[k] for k in val_pass.kept])
+            open_set_seconds += time.perf_counter() - t1
+            t1 = time.perf_counter()
         with tap.attached() if tap is not None else contextlib.nullcontext():
             ev = evaluate_classifier(classifier, test_items, cache=cache, n_bootstrap=options.n_bootstrap,
                                      seed=options.seed)
@@ -324,12 +345,22 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         speed = measure_classifier(classifier, model_dir=model_dir, sample_image=sample_image, config=options.speed)
         speed_seconds += time.perf_counter() - t2
         test_seconds += t2 - t1
+        shortcut = None
+        if audit_images is not None:
+            t3 = time.perf_counter()
+            say(f"[model {i}/{n}] shortcut audit of {arch}: {len(ev.predictions)} test images with the face masked, "
+                "only the face, and in greyscale")
+            shortcut = audit_classifier(classifier, ev, audit_images)
+            audit_seconds += time.perf_counter() - t3
+            say(f"[model {i}/{n}] {arch}: {_audit_line(shortcut)}")
         entries.append(ModelResult(
             name=arch, family=get_arch(arch).family, model_dir=os.path.relpath(model_dir, run_dir),
             validation=Validation(r.best_val_accuracy, r.best_val_loss, r.best_epoch), test=ev.metrics,
             speed=Speed.from_json(speed), training=Training(r.train_seconds, r.peak_rss_mb, list(r.history)),
             errors=ev.errors, skipped=ev.skipped,
-            faces=face_accuracy(ev, survey) if survey is not None else None,
+            faces=face_accuracy(ev, survey) if survey is not None else None, shortcut=shortcut,
+            calibration=Calibration.from_json(classifier.card[CALIBRATION_KEY])
+            if classifier.card.get(CALIBRATION_KEY) else None,
             open_set=open_set,
         ))
         del classifier
@@ -352,7 +383,8 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     # Test-split scoring (decode + predict + metrics) and the speed measurements, apart: the first
     # is the cost of evaluating, the second a choice of how many timing repeats to run.
     timings["test_evaluation_seconds"] = test_seconds
-    timings["rejection_fit_seconds"] = rejection_seconds
+    if audit_images is not None:
+        timings["shortcut_audit_seconds"] = audit_seconds
     timings["open_set_seconds"] = open_set_seconds
     timings["speed_measurement_seconds"] = speed_seconds
     timings["export_seconds"] = export_seconds
@@ -381,12 +413,27 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         pairwise=[PairwiseTest.from_json(p) for p in pairwise],
         timings=timings,
     )
+    if audit_images is not None and audit_images.example is not None:
+        # One test photo's three variants, so a reader of the report sees what was masked.
+        rel = f"{PLOTS_DIR}/{SHORTCUT_EXAMPLE_NAME}"
+        example_strip(audit_images.example, run_dir / rel)
+        study.plots["shortcut_example"] = rel
     files = write_report(study, run_dir, lang=options.lang,
                          title=translator(options.lang)("report.title.compare", data=Path(options.data).name))
     timings["total_seconds"] = time.perf_counter() - started
     # metrics.json was written by write_report; rewrite it so it includes the total.
     write_metrics_json(study, files.metrics_json)
     return study
+
+
+def _audit_line(a: ShortcutAudit) -> str:
+    def acc(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    faces = (f"face masked {acc(a.face_masked)}, only the face {acc(a.face_only)} on {a.images_with_face} images "
+             f"with a face ({a.no_face} without, left out)" if a.images_with_face else "no test image with a face found")
+    return (f"test accuracy {acc(a.accuracy)}; {faces}; greyscale {acc(a.greyscale)} on {a.greyscale_images}; "
+            f"chance {a.chance:.3f}; audit took {a.seconds:.1f} s")
 
 
 # ---- "none of these" (issue 14) ------------------------------------------------------------------

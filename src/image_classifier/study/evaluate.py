@@ -29,7 +29,7 @@ from image_classifier.i18n import DEFAULT, translator
 from image_classifier.models.registry import get_arch, list_archs
 from image_classifier.report import write_report
 from image_classifier.results import (
-    BackendUsed, DataSummary, ModelResult, SplitInfo, Speed, Study, Training, Validation,
+    BackendUsed, Calibration, DataSummary, ModelResult, SplitInfo, Speed, Study, Training, Validation,
 )
 from image_classifier.runs import resolve_model_dir, split_of_model_dir
 from image_classifier.inference.loading import load_model
@@ -187,6 +187,7 @@ def run_evaluate(options: EvaluateOptions, *, on_progress: Callable[[str], None]
         errors=ev.errors, skipped=ev.skipped,
         # Which backend computed these predictions and timings, and why it was chosen.
         backend=backend,
+        calibration=Calibration.from_json(card["calibration"]) if card.get("calibration") else None,
         open_set=open_set,
     )
 

@@ -80,6 +80,9 @@ class CompareOptions:
     #: Look for faces in every image (reported per class, and per model: test accuracy on the images
     #: with and without a face); False (``--no-faces``) skips it, and the face model with it.
     faces: bool = True
+    #: The shortcut audit: each model's test accuracy with the faces masked, with only the faces,
+    #: and in greyscale; False (``--no-audit``) skips it.
+    shortcut_audit: bool = True
     #: Add ``face_embedding`` when the survey finds a folder of people; None: when ``models`` is None.
     add_face_model: bool | None = None
     #: What to do with models already in ``out``: one of :data:`RESUME_MODES`.
@@ -131,6 +134,7 @@ class CompareOptions:
             cache_dir=(Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()) if self.cache
             else None,
             export=self.export, faces=self.faces, add_face_model=add_face_model, resume=self.resume,
+            shortcut_audit=bool(self.shortcut_audit),
             invoked_as=self.invoked_as, lang=lang,
             keep=float(self.keep), unknown=Path(self.unknown) if self.unknown is not None else None,
         )

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from image_classifier.data.decode import decode_each
-from image_classifier.data.split import load_split
 from image_classifier.errors import DatasetError
 from image_classifier.fileio import atomic_write_json
-from image_classifier.inference.classifier import Classifier, open_classifier
+from image_classifier.inference.calibration import uncalibrated
+from image_classifier.inference.classifier import Classifier
 from image_classifier.inference.rejection import DEFAULT_KEEP, RejectionRule, fit_rule
 from image_classifier.runs import CARD_NAME
 from image_classifier.saved_model import read_card
@@ -57,10 +57,15 @@ def validation_predictions(classifier: Classifier, val_items: Sequence[Any], cac
 
 
 def rejection_entry(classifier: Classifier, probabilities: np.ndarray, details: Sequence[dict[str, Any]],
-                    keep: float = DEFAULT_KEEP) -> dict[str, Any]:
+                    keep: float = DEFAULT_KEEP, card: dict[str, Any] | None = None) -> dict[str, Any]:
     """The card entry of the rule fitted on these validation predictions (one pass, shared with
-    calibration: pass the calibrated probabilities)."""
-    rule = fit_rule(probabilities, details, keep, face_model=classifier.face_path is not None)
+    calibration): ``probabilities`` as the model serves them with ``card``'s calibration (default:
+    the classifier's card); the rule scores them with the temperature taken out, as
+    :meth:`Classifier.judge` does, in the precision the model serves (float32), so that a
+    validation image scores the same when predicted again."""
+    probs = uncalibrated(np.asarray(probabilities, dtype=np.float32), details,
+                         classifier.card if card is None else card)
+    rule = fit_rule(probs, details, keep, face_model=classifier.face_path is not None)
     return rule.to_card()
 
 
@@ -73,7 +78,6 @@ def fit_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float 
     if not pred.details:
         raise DatasetError("none of the validation images could be decoded: no rejection rule can be fitted")
     entry = rejection_entry(classifier, pred.probabilities, pred.details, keep)
-    entry["calibrated_with"] = _temperatures(classifier.card)
     entry["seconds"] = round(time.perf_counter() - t0, 3)
     log.info("%s: rejection rule on %d validation images: %s", classifier.architecture, entry["images"],
              RejectionRule.from_card(entry).describe())  # type: ignore[union-attr]
@@ -92,20 +96,11 @@ def store_rejection(model_dir: str | os.PathLike, entry: dict[str, Any] | None) 
     return card
 
 
-def _temperatures(card: dict[str, Any]) -> dict[str, float | None]:
-    """The temperatures the card's probabilities are calibrated with (none: 1), which the rule's
-    thresholds depend on."""
-    calibration = card.get("calibration") or {}
-    return {"temperature": calibration.get("temperature", 1.0), "face_temperature": calibration.get("face_temperature")}
-
-
 def needs_rejection(card: dict[str, Any], keep: float) -> bool:
-    """True when the card has no rule, one fitted for another ``keep``, or one fitted on
-    probabilities calibrated otherwise than the card's now are (the calibration was refitted)."""
+    """True when the card has no rule, or one fitted for another ``keep``. (A refitted temperature
+    does not stale it: the rule scores the probabilities with the temperature taken out.)"""
     entry = card.get(CARD_KEY) or {}
-    if not entry or abs(float(entry.get("keep", -1)) - keep) > 1e-12:
-        return True
-    return entry.get("calibrated_with", _temperatures({})) != _temperatures(card)
+    return not entry or abs(float(entry.get("keep", -1)) - keep) > 1e-12
 
 
 def ensure_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
@@ -122,11 +117,3 @@ def ensure_rejection(classifier: Classifier, val_items: Sequence[Any], keep: flo
     classifier.rejection_rule = RejectionRule.from_card(classifier.card[CARD_KEY])
     return classifier.card[CARD_KEY]
 
-
-def fit_for_trained_model(model_dir: str | os.PathLike, data_root: str | os.PathLike, split_csv: str | os.PathLike,
-                          keep: float = DEFAULT_KEEP) -> dict[str, Any]:
-    """After ``train``: fit and store the rule of the model in ``model_dir`` on the validation
-    images of the split it was trained on (``split_csv`` over ``data_root``)."""
-    split = load_split(split_csv, data_root)
-    classifier = open_classifier(model_dir, "torch")
-    return ensure_rejection(classifier, split.subset("val"), keep)

@@ -1,0 +1,86 @@
+"""The card's temperatures: read, applied to logits, and undone on calibrated probabilities.
+
+A model's probabilities are ``softmax(logits / T)``, with ``T`` fitted on the validation split
+after training (:mod:`image_classifier.trust`) and stored in the card's ``calibration`` key; a
+face model has a second one, ``face_temperature``, for the images its face head answers. A card
+without the key (a model trained before calibration existed) has ``T = 1``: its probabilities
+are what they always were.
+
+Dividing logits by ``T > 0`` never changes which class is largest, so calibration changes the
+probabilities and never the predicted label.
+
+The inverse is exact up to a per-row constant: ``log p_c = z / T - c``, so ``T * log p_c`` is the
+logits up to a constant and ``softmax(T * log p_c)`` the uncalibrated probabilities. That is how
+``evaluate`` reports log-loss and ECE before calibration without a second forward pass.
+
+numpy only (the ONNX backends run without torch).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+#: The card key (see docs: ``{"method": "temperature", "temperature": T, "face_temperature": ...}``).
+CALIBRATION_KEY = "calibration"
+
+# The smallest positive float32: a calibrated probability that underflowed to 0 is read as this.
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+def card_temperature(card: Mapping[str, Any] | None) -> float:
+    """The temperature of the network's probabilities (1.0 for a card without calibration)."""
+    value = ((card or {}).get(CALIBRATION_KEY) or {}).get("temperature")
+    return float(value) if value else 1.0
+
+
+def card_face_temperature(card: Mapping[str, Any] | None) -> float:
+    """The temperature of a face model's face head (1.0 when none was fitted)."""
+    value = ((card or {}).get(CALIBRATION_KEY) or {}).get("face_temperature")
+    return float(value) if value else 1.0
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise ``softmax(logits / temperature)`` in float64, stable for large logits."""
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def log_probabilities(probs: np.ndarray) -> np.ndarray:
+    """``log p`` (float64), a probability that underflowed to 0 read as the smallest float32."""
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64), _TINY, 1.0))
+
+
+def rescale(probs: np.ndarray, factor: float | np.ndarray) -> np.ndarray:
+    """``softmax(factor * log probs)``: probabilities of temperature ``T`` become those of
+    temperature ``T / factor``. ``factor`` is one number or one per row."""
+    factor = np.asarray(factor, dtype=np.float64)
+    if factor.ndim == 1:
+        factor = factor[:, None]
+    return softmax(factor * log_probabilities(probs))
+
+
+def row_temperatures(details: Sequence[Mapping[str, Any]] | None, n: int, temperature: float,
+                     face_temperature: float = 1.0) -> np.ndarray:
+    """The temperature that made each of ``n`` rows: ``face_temperature`` where a face decided
+    (``details[i]["face"]`` is not None, see ``Classifier.predict_details``), else ``temperature``."""
+    out = np.full(n, float(temperature))
+    for i, d in enumerate(details or []):
+        if d and d.get("face") is not None:
+            out[i] = float(face_temperature)
+    return out
+
+
+def uncalibrated(probs: np.ndarray, details: Sequence[Mapping[str, Any]] | None, card: Mapping[str, Any] | None
+                 ) -> np.ndarray:
+    """The probabilities a model gave before calibration, from the calibrated ``probs`` it gives
+    now and per row what answered (``details`` from ``predict_details``; None for a CNN).
+    Float32, rows summing to 1; equal to ``probs`` for a model without calibration."""
+    probs = np.asarray(probs)
+    temps = row_temperatures(details, len(probs), card_temperature(card), card_face_temperature(card))
+    if len(probs) == 0 or np.all(temps == 1.0):
+        return probs.astype(np.float32, copy=False)
+    return rescale(probs, temps).astype(np.float32)
