@@ -55,6 +55,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "compares PyTorch with ONNX Runtime")
     p.add_argument("--no-faces", action="store_true",
                    help="do not look for faces (no face survey, no face_embedding model, no face/no-face test accuracy)")
+    p.add_argument("--no-ensemble", action="store_true",
+                   help="do not try an ensemble (by default the models are mixed by greedy selection on the "
+                        "validation split, and the mix is kept as models/ensemble when it beats the best single model)")
+    p.add_argument("--ensemble-max-latency", type=float, default=None, metavar="MS",
+                   help="keep only ensembles whose members' measured single-image latencies add up to at most MS "
+                        "milliseconds (e.g. 50: the best mix within 50 ms)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     p.add_argument("--lang", choices=SUPPORTED, default=DEFAULT,
                    help=f"language of {REPORT_MD_NAME}, {REPORT_HTML_NAME} and their figures: "
@@ -112,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir, export=not args.no_export, faces=not args.no_faces,
         resume="fresh" if args.fresh else "resume" if args.resume else "auto",
         invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), lang=args.lang,
+        ensemble=not args.no_ensemble, ensemble_max_latency_ms=args.ensemble_max_latency,
     )
     study = run_compare(options, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print()
