@@ -7,7 +7,7 @@ from typing import Iterable
 from image_classifier.i18n import Translator, translator
 from image_classifier.report import narrative
 from image_classifier.report.tables import (
-    backend_notes, backend_table, display_table, face_survey_table, report_command, subset_label, timings_line,
+    backend_notes, backend_table, display_table, ensemble_table, face_survey_table, report_command, subset_label, timings_line,
 )
 from image_classifier.results import Study
 
@@ -57,6 +57,13 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
         lines += [f"## {t('report.heading.backends')}", "", *_table(b_headers, b_rows), "",
                   md(t("report.backends.help")), ""]
         lines += [f"- {md(n)}" for n in backend_notes(study, t)] + [""]
+
+    ensemble_text = narrative.ensemble_sentences(study, t)
+    if ensemble_text:
+        e_headers, e_rows = ensemble_table(study, t)
+        lines += [f"## {t('report.heading.ensemble')}", "", md(" ".join(ensemble_text[:-1])), ""]
+        lines += (_table(e_headers, e_rows) + [""]) if e_rows else []
+        lines += [f"> {md(ensemble_text[-1])}", ""]
 
     lines += [f"## {t('report.heading.models')}", ""]
     figures = (("confusion", t("report.alt.confusion")), ("curves", t("report.alt.curves")),
