@@ -376,3 +376,26 @@ def test_no_ensemble_and_a_tight_budget_keep_none(compared, tmp_path):
     assert metrics["ensemble"]["outcome"] == "over_budget"
     assert all(m["name"] != "ensemble" for m in metrics["models"])
     assert "## Ensemble" in (run / "report.md").read_text()
+
+
+def test_the_report_says_why_no_ensemble_was_kept_in_both_languages(compared):
+    from image_classifier.i18n import translator
+    from image_classifier.report.markdown import render_markdown
+    from image_classifier.report.narrative import ensemble_sentences
+    from image_classifier.results import EnsembleInfo, EnsembleMember
+
+    study = Study.load(compared["run"])
+    es = render_markdown(study, translator("es"))
+    assert "## Ensemble (combinación de modelos)" in es and "combinó" in es
+    # A run saved before ensembles has none, and still loads.
+    old = study.to_json()
+    del old["ensemble"]
+    assert Study.from_json(old).ensemble is None and ensemble_sentences(Study.from_json(old)) == []
+    lost = EnsembleInfo("lost", [EnsembleMember("a", 0.5, 0.7, 0.8, 10.0), EnsembleMember("b", 0.5, 0.9, 0.6, 5.0)],
+                        steps=2, val_images=30, val_log_loss=0.71, val_accuracy=0.8, best_single="a",
+                        best_single_val_log_loss=0.7, best_single_val_accuracy=0.8)
+    study.ensemble = lost
+    text = " ".join(ensemble_sentences(study))
+    assert "tried and lost" in text and "0.7100" in text and "0.7000" in text and "a 0.50, b 0.50" in text
+    assert "perdió" in " ".join(ensemble_sentences(study, translator("es")))
+    assert Study.from_json(study.to_json()).ensemble == lost

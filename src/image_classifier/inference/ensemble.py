@@ -76,11 +76,13 @@ class MemberSpec:
 
 
 def write_ensemble(out_dir: str | os.PathLike, members: dict[str, Path], weights: dict[str, float], *,
-                   extra: dict[str, Any] | None = None) -> Path:
+                   extra: dict[str, Any] | None = None, best: dict[str, Any] | None = None) -> Path:
     """Save an ensemble of the saved models ``members`` (``{name: model dir}``) with ``weights``
     (summing to 1; a name without a weight gets 0) into ``out_dir``; returns the directory.
 
-    ``extra`` is stored under the card's ``ensemble`` key beside the members (how it was chosen)."""
+    ``extra`` is stored under the card's ``ensemble`` key beside the members (how it was chosen);
+    ``best`` is the card's ``best`` (``val_accuracy``, ``val_loss``: what ``evaluate`` reports as its
+    validation figures, as for a trained model)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     specs, cards = [], {}
@@ -110,6 +112,8 @@ def write_ensemble(out_dir: str | os.PathLike, members: dict[str, Path], weights
         "preprocessing": dict(cards[largest.name]["preprocessing"]),
         "ensemble": {**(extra or {}), "members": [s.to_json() for s in specs]},
     }
+    if best is not None:
+        card["best"] = dict(best)
     atomic_write_json(out / CARD_NAME, card)
     return out
 

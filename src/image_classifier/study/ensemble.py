@@ -146,7 +146,8 @@ def run_ensemble_step(*, run_dir: Path, model_dirs: dict[str, Path], val: Valida
     write_ensemble(out, {m.name: model_dirs[m.name] for m in entries}, selection.weights, extra={
         "method": "greedy selection with replacement (Caruana et al. 2004)", "fitted_on": "validation",
         "metric": "log_loss", "steps": selection.steps, "images": val.images,
-        "val_log_loss": info.val_log_loss, "val_accuracy": info.val_accuracy})
+        "val_log_loss": info.val_log_loss, "val_accuracy": info.val_accuracy},
+        best={"val_accuracy": info.val_accuracy, "val_loss": info.val_log_loss, "epoch": None})
     info.name = ENSEMBLE_ROW
     info.model_dir = os.path.relpath(out, run_dir)
     say(f"ensemble: {mix}; validation log-loss {_num(info.val_log_loss)} vs {_num(info.best_single_val_log_loss)} "
