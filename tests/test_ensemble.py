@@ -15,24 +15,31 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from torch import nn
 
 from image_classifier.cli import main
 from image_classifier.errors import ModelFormatError
 from image_classifier.evaluate.ensemble_selection import greedy_selection, log_loss, mix
+from image_classifier.i18n import translator
 from image_classifier.inference.ensemble import EnsembleClassifier, ensemble_members, write_ensemble
 from image_classifier.inference.loading import load_model
 from image_classifier.models.net import ClassifierNet
 from image_classifier.models.registry import ArchSpec, register_arch, unregister_arch
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.recipe import Augmentation, Phase, Recipe
-from image_classifier.results import COLUMNS, Study
+from image_classifier.report.markdown import render_markdown
+from image_classifier.report.narrative import ensemble_sentences
+from image_classifier.results import COLUMNS, EnsembleInfo, EnsembleMember, Study
 from image_classifier.runs import WEIGHTS_NAME
+from image_classifier.serve.app import create_app
+from image_classifier.serve.store import ModelStore
 
 TESTS_DIR = Path(__file__).resolve().parent
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 220)}
@@ -334,8 +341,6 @@ def test_a_weight_zero_member_is_not_loaded_and_a_changed_member_is_refused(comp
 
 
 def test_predict_and_serve_answer_with_the_ensemble(compared, capsys):
-    from image_classifier.serve.app import create_app
-
     run = compared["run"]
     images = _test_images(run, compared["data"])[:2]
     capsys.readouterr()
@@ -379,11 +384,6 @@ def test_no_ensemble_and_a_tight_budget_keep_none(compared, tmp_path):
 
 
 def test_the_report_says_why_no_ensemble_was_kept_in_both_languages(compared):
-    from image_classifier.i18n import translator
-    from image_classifier.report.markdown import render_markdown
-    from image_classifier.report.narrative import ensemble_sentences
-    from image_classifier.results import EnsembleInfo, EnsembleMember
-
     study = Study.load(compared["run"])
     es = render_markdown(study, translator("es"))
     assert "## Ensemble (combinación de modelos)" in es and "combinó" in es
@@ -399,3 +399,27 @@ def test_the_report_says_why_no_ensemble_was_kept_in_both_languages(compared):
     assert "tried and lost" in text and "0.7100" in text and "0.7000" in text and "a 0.50, b 0.50" in text
     assert "perdió" in " ".join(ensemble_sentences(study, translator("es")))
     assert Study.from_json(study.to_json()).ensemble == lost
+
+
+def test_concurrent_requests_batched_by_the_server_get_the_ensembles_answers(compared):
+    """The server's inference threads batch waiting requests: packed rows of several images (each
+    with its members' flags and inputs) must come apart into each image's own answer."""
+    run = compared["run"]
+    images = _test_images(run, compared["data"])[:8]
+    ens = load_model(run / "models" / "ensemble", backend="torch")
+    direct = ens.predict_proba(images)
+    # What a worker does with a batch of requests: one forward pass over the concatenated rows.
+    prepared = [ens.prepare([ens.decode(p.read_bytes())]) for p in images]
+    forward = ens.predict_tensor(torch.cat([torch.from_numpy(p.batch) for p in prepared]))
+    batched = np.concatenate([ens.finish(p, forward[i:i + 1]) for i, p in enumerate(prepared)])
+    np.testing.assert_allclose(batched, direct, atol=1e-5)
+    # And through the server's own threads, concurrently.
+    store = ModelStore.from_paths([run / "models" / "ensemble"], backend="torch", max_parallel=1, max_batch=8).load()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda p: store.predict_bytes(p.read_bytes()), images))
+    finally:
+        store.close()
+    for answer, row in zip(answers, direct):
+        np.testing.assert_allclose([answer.probabilities[c] for c in ens.classes], row, atol=1e-5)
+        assert [m["name"] for m in answer.details["members"]] == list(ARCHS)

@@ -127,6 +127,9 @@ def run(args: argparse.Namespace) -> int:
     print(narrative.headline(study))
     for line in narrative.significance_lines(study):
         print(f"  - {line}")
+    ensemble = narrative.ensemble_sentences(study)
+    if ensemble:
+        print(f"ensemble: {ensemble[0]}")
     print()
     print(f"report: {study.report_path}")
     print(f"best model: {study.run_dir / BEST_NAME} -> {study.selection.model_dir}")

@@ -131,7 +131,7 @@ def run_ensemble_step(*, run_dir: Path, model_dirs: dict[str, Path], val: Valida
                       seed: int, say: Callable[[str], None]) -> EnsembleOutcome:
     """Select on ``val``; when worth keeping, save ``models/ensemble``, score it on ``test_items``
     (once) and measure it. ``selected`` is the model the study chose alone (its rule: validation
-    accuracy, then loss)."""
+    accuracy, then loss); the outcome's ``is_best`` says whether the ensemble replaces it."""
     t0 = time.perf_counter()
     latencies = {m.name: member_latency(m) for m in entries}
     selection, info = select(val, latencies, max_latency_ms)
@@ -169,9 +169,11 @@ def run_ensemble_step(*, run_dir: Path, model_dirs: dict[str, Path], val: Valida
         training=Training(sum(seconds) if all(s is not None for s in seconds) else None),  # type: ignore[arg-type]
         errors=ev.errors, skipped=ev.skipped,
     )
-    single = val.probs[selected]
-    single_acc, single_loss = accuracy(single, val.labels), log_loss(single, val.labels)
-    is_best = (selection.accuracy, -selection.log_loss) > (single_acc, -single_loss)
+    # The study's rule (validation accuracy, then loss), on this one validation pass for every
+    # model alike: the ensemble is best only when it beats each model alone, the selected one included.
+    ours = (selection.accuracy, -selection.log_loss)
+    is_best = selected in val.probs and all(ours > (accuracy(p, val.labels), -log_loss(p, val.labels))
+                                            for p in val.probs.values())
     return EnsembleOutcome(info, entry, ev, is_best)
 
 
