@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from conftest import CHROMIUM, rendered_ink
 from image_classifier.cli import main
 from image_classifier.errors import ModelFormatError
 from image_classifier.evaluate.ensemble_selection import greedy_selection, log_loss, mix
@@ -423,3 +424,16 @@ def test_concurrent_requests_batched_by_the_server_get_the_ensembles_answers(com
     for answer, row in zip(answers, direct):
         np.testing.assert_allclose([answer.probabilities[c] for c in ens.classes], row, atol=1e-5)
         assert [m["name"] for m in answer.details["members"]] == list(ARCHS)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM, reason="no chromium")
+def test_the_ensemble_section_renders_in_chromium(compared, tmp_path):
+    """The report's ensemble section alone (with the report's own style) shows text and its table."""
+    page = (compared["run"] / "report.html").read_text(encoding="utf-8")
+    head = page.split("<main>", 1)[0]
+    section = page.split('<h2 id="ensemble">', 1)[1].split("<h2 ", 1)[0]
+    assert "<table" in section
+    alone = tmp_path / "section.html"
+    alone.write_text(f'{head}<main><h2 id="ensemble">{section}</main></body></html>', encoding="utf-8")
+    assert rendered_ink(alone, tmp_path / "shot.png", "1000,500") > 0.01
