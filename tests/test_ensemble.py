@@ -437,3 +437,10 @@ def test_the_ensemble_section_renders_in_chromium(compared, tmp_path):
     alone = tmp_path / "section.html"
     alone.write_text(f'{head}<main><h2 id="ensemble">{section}</main></body></html>', encoding="utf-8")
     assert rendered_ink(alone, tmp_path / "shot.png", "1000,500") > 0.01
+
+
+def test_export_says_an_ensemble_has_no_onnx_of_its_own(compared, capsys):
+    assert main(["export", str(compared["run"] / "models" / "ensemble")]) == 2
+    err = capsys.readouterr().err
+    assert "is an ensemble" in err and "../tiny_half_left" in err
+    assert not (compared["run"] / "models" / "ensemble" / "model.onnx").exists()
