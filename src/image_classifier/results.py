@@ -85,7 +85,8 @@ COLUMNS = (
     "test_accuracy_noface",
     "face_detection_rate",
     # "cnn", or "face" for a face model, whose latency_ms_* are those of its no-face fallback network
-    # alone (see report.tables.per_image_ms).
+    # alone (see report.tables.per_image_ms), or "ensemble" for compare's ensemble (every member's
+    # forward pass; size and parameters are the members' sums).
     "family",
 )
 
@@ -355,7 +356,7 @@ class ModelResult:
     errors: list[Misclassified] = field(default_factory=list)
     speed: Speed | None = None
     training: Training = field(default_factory=Training)
-    family: str | None = None  # "cnn" | "face"; None: not recorded (read as "cnn")
+    family: str | None = None  # "cnn" | "face" | "ensemble"; None: not recorded (read as "cnn")
     #: Scored images that could not be read: {rel_path: reason}.
     skipped: dict[str, str] = field(default_factory=dict)
     faces: FaceAccuracy | None = None
