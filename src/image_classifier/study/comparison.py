@@ -274,11 +274,12 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     entries: list[ModelResult] = []
     sample_image = test_items[0].path
     speed_seconds = test_seconds = 0.0
-    # The ensemble's selection reads the validation split only: one pass per model, here, with the
+    # The ensemble's selection reads the validation split only: one pass per model, here (after
+    # training and any post-training fit, so these are the probabilities the model serves), with the
     # decoded images shared with the test scoring (the cache keys them by file and decoding).
     try_ensemble = options.ensemble and len(models) >= 2
     val_items = [LabelledImage.from_record(r) for r in split.subset("val")] if try_ensemble else []
-    val_passes: dict[str, Any] = {}
+    val_passes: dict[str, tuple[Any, list[int]]] = {}  # {model: (probabilities, kept val items)}
     val_seconds = 0.0
     for i, arch in enumerate(models, 1):
         r = results[arch]
@@ -327,9 +328,10 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     if val_passes and val_items:
         te = time.perf_counter()
         say(f"ensemble: greedy selection of {', '.join(models)} on {len(val_items)} validation images")
+        classes = read_card(results[models[0]].model_dir)["classes"]
         ensemble = run_ensemble_step(
             run_dir=run_dir, model_dirs={a: Path(results[a].model_dir) for a in models},
-            val=align(val_passes, read_card(results[models[0]].model_dir)["classes"], val_items, val_seconds), entries=entries, selected=best,
+            val=align(val_passes, classes, val_items, val_seconds), entries=entries, selected=best,
             test_items=test_items, cache=cache, max_latency_ms=options.ensemble_max_latency_ms,
             speed=options.speed, n_bootstrap=options.n_bootstrap, seed=options.seed, say=say)
         if ensemble.entry is not None and ensemble.evaluation is not None:
@@ -357,7 +359,8 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     timings["evaluation_seconds"] = time.perf_counter() - t0
 
     # 5. Write everything.
-    best_dir = run_dir / str(ensemble.info.model_dir) if ensemble.info and best == ENSEMBLE_ROW else Path(results[best].model_dir)
+    kept = ensemble.info is not None and best == ENSEMBLE_ROW
+    best_dir = run_dir / str(ensemble.info.model_dir) if kept else Path(results[best].model_dir)  # type: ignore[union-attr]
     write_best_pointer(run_dir, best_dir)
     _write_predictions_csv(run_dir / PREDICTIONS_CSV_NAME, evaluations)
     study = Study(
