@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from conftest import CHROMIUM, rendered_ink
+from conftest import CHROMIUM, SHARED, rendered_ink
 from image_classifier.cli import main
 from image_classifier.errors import ModelFormatError
 from image_classifier.evaluate.ensemble_selection import greedy_selection, log_loss, mix
@@ -444,3 +444,46 @@ def test_export_says_an_ensemble_has_no_onnx_of_its_own(compared, capsys):
     err = capsys.readouterr().err
     assert "is an ensemble" in err and "../tiny_half_left" in err
     assert not (compared["run"] / "models" / "ensemble" / "model.onnx").exists()
+
+
+@pytest.mark.slow
+def test_a_face_model_and_a_cnn_mix_per_image_whether_a_face_decided(halves, athletes_dir, tmp_path):
+    """compare with face_embedding and a CNN on a small real sample of the athletes: the face
+    model answers images with a face from its descriptor (no forward pass) and the others with its
+    fallback network; in the ensemble both kinds of image still get the weighted average, alone
+    and through the server's batched path."""
+    mobilenet = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
+    if not mobilenet.is_file():
+        pytest.skip(f"needs {mobilenet}")
+    data = tmp_path / "people"
+    for cls in ("Kobe Bryant", "Maria Sharapova", "ronaldo"):
+        (data / cls).mkdir(parents=True)
+        for src in sorted((athletes_dir / cls).iterdir())[:10]:
+            (data / cls / src.name).write_bytes(src.read_bytes())
+    run = tmp_path / "run"
+    argv = ["compare", str(data), "--models", f"face_embedding,{ARCHS[0]}", "--out", str(run), "--seed", "0",
+            "--val", "0.3", "--test", "0.3", "--speed-repeats", "2", "--cache-dir", str(tmp_path / "cache"),
+            "--no-progress", "--no-export", "--weights", f"mobilenet_v2={mobilenet}",
+            "--set", "face_embedding:phases.frozen.epochs=2", "--set", "face_embedding:feature_views=1"]
+    assert main(argv) == 0
+    info = _metrics(run)["ensemble"]
+    assert info["outcome"] in ("kept", "lost", "single") and info["val_images"] > 0
+    # Whatever compare decided, a half-and-half mix of the two must average them image by image.
+    models = {"face_embedding": run / "models" / "face_embedding", ARCHS[0]: run / "models" / ARCHS[0]}
+    mixed = write_ensemble(tmp_path / "mixed", models, {"face_embedding": 0.5, ARCHS[0]: 0.5})
+    ens = load_model(mixed, backend="torch")
+    images = _test_images(run, data)
+    face = load_model(models["face_embedding"], backend="torch")
+    probs, details = face.predict_details(images)
+    decided = [d.get("face") is not None for d in details]
+    assert any(decided), "no test image with a face: the face path is not exercised"
+    expected = 0.5 * probs + 0.5 * load_model(models[ARCHS[0]], backend="torch").predict_proba(images)
+    np.testing.assert_allclose(ens.predict_proba(images), expected, atol=1e-5)
+    prepared = [ens.prepare([ens.decode(p.read_bytes())]) for p in images]
+    rows = [p for p in prepared if p.rows]
+    forward = ens.predict_tensor(torch.cat([torch.from_numpy(p.batch) for p in rows]))
+    batched, r = [], 0
+    for p in prepared:
+        batched.append(ens.finish(p, forward[r:r + 1] if p.rows else None))
+        r += bool(p.rows)
+    np.testing.assert_allclose(np.concatenate(batched), expected, atol=1e-5)
