@@ -251,6 +251,7 @@ INFERENCE_STACK: list[tuple[str, ...]] = [
     ("inference", "inference.calibration", "inference.onnx_metadata", "inference.preprocess"),
     ("inference.backends",),
     ("inference.classifier",),
+    ("inference.ensemble",),
     ("inference.timing",),
     ("inference.selection",),
     ("inference.loading", "inference.files"),

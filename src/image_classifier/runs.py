@@ -5,6 +5,7 @@
     runs/NAME/             (``compare``; ``evaluate`` writes the report files only)
       split.csv            the split every model used
       models/<arch>/       one saved model per architecture (model.json + weights.safetensors)
+      models/ensemble/     the ensemble compare kept, if any (model.json listing members by relative path)
       best                 -> models/<arch>  (symlink; a one-line text file where symlinks fail)
       comparison.csv, metrics.json, predictions.csv, report.md, report.html, plots/
 
@@ -52,10 +53,17 @@ BACKEND_RECORD_NAME = "backend.json"
 ONNX_NAME = "model.onnx"
 ONNX_INT8_NAME = "model.int8.onnx"
 RESUME_NAME = "resume.safetensors"
+# compare's ensemble: a model directory (card only) beside the others, listing them as members.
+ENSEMBLE_NAME = "ensemble"
 
 
 def model_dir_for(run_dir: str | os.PathLike, arch: str) -> Path:
     return Path(run_dir) / MODELS_DIR / arch
+
+
+def ensemble_dir_for(run_dir: str | os.PathLike) -> Path:
+    """``run_dir/models/ensemble``: where ``compare`` saves the ensemble it keeps."""
+    return Path(run_dir) / MODELS_DIR / ENSEMBLE_NAME
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:

@@ -20,6 +20,7 @@ from image_classifier.report.tables import (
     backend_notes,
     backend_table,
     display_table,
+    ensemble_table,
     face_survey_table,
     fmt_mb,
     fmt_ms,
@@ -209,6 +210,18 @@ def _shortcut(study: Study, run_dir: Path, t: Translator) -> str:
     return "".join(out)
 
 
+def _ensemble(study: Study, t: Translator) -> str:
+    text = narrative.ensemble_sentences(study, t)
+    if not text:
+        return ""
+    out = [f'<h2 id="ensemble">{esc(t("report.heading.ensemble"))}</h2>', f"<p>{esc(' '.join(text[:-1]))}</p>"]
+    headers, rows = ensemble_table(study, t)
+    if rows:
+        out.append(_table(headers, rows))
+    out.append(f'<p class="muted">{esc(text[-1])}</p>')
+    return "".join(out)
+
+
 def _model_section(m: ModelResult, study: Study, run_dir: Path, t: Translator) -> str:
     test, speed, val, training = m.test, m.speed, m.validation, m.training
     selected = study.selection is not None and study.selection.best == m.name
@@ -359,6 +372,8 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
         nav.append(f'<a href="#backends">{esc(t("report.nav.backends"))}</a>')
     if shortcut_table(study, t)[1]:
         nav.append(f'<a href="#shortcut">{esc(t("report.nav.shortcut"))}</a>')
+    if study.ensemble is not None:
+        nav.append(f'<a href="#ensemble">{esc(t("report.nav.ensemble"))}</a>')
     nav += [f'<a href="#{esc(anchor(m.name))}">{esc(m.name)}</a>' for m in study.models]
     nav += [f'<a href="#data">{esc(t("report.nav.data"))}</a>', f'<a href="#machine">{esc(t("report.nav.machine"))}</a>',
             f'<a href="#reproduce">{esc(t("report.nav.reproduce"))}</a>']
@@ -376,6 +391,7 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
         _calibration(study, run_dir, t),
         _backends(study, t),
         _shortcut(study, run_dir, t),
+        _ensemble(study, t),
         f'<h2 id="models">{esc(t("report.heading.models"))}</h2>',
         *[_model_section(m, study, run_dir, t) for m in study.models],
         _data_section(study, t),

@@ -8,7 +8,7 @@ from image_classifier.i18n import Translator, translator
 from image_classifier.report import narrative
 from image_classifier.report.tables import calibration_table
 from image_classifier.report.tables import (
-    backend_notes, backend_table, display_table, face_survey_table, report_command, subset_label, timings_line,
+    backend_notes, backend_table, display_table, ensemble_table, face_survey_table, report_command, subset_label, timings_line,
 )
 from image_classifier.report.tables import shortcut_table
 from image_classifier.results import Study
@@ -79,6 +79,12 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
         if study.plots.get("shortcut_example"):
             lines += [f"![{t('report.shortcut.example_alt')}]({study.plots['shortcut_example']})", "",
                       md(t("report.shortcut.example_caption")), ""]
+    ensemble_text = narrative.ensemble_sentences(study, t)
+    if ensemble_text:
+        e_headers, e_rows = ensemble_table(study, t)
+        lines += [f"## {t('report.heading.ensemble')}", "", md(" ".join(ensemble_text[:-1])), ""]
+        lines += (_table(e_headers, e_rows) + [""]) if e_rows else []
+        lines += [f"> {md(ensemble_text[-1])}", ""]
 
     lines += [f"## {t('report.heading.models')}", ""]
     figures = (("confusion", t("report.alt.confusion")), ("curves", t("report.alt.curves")),

@@ -45,6 +45,9 @@ from image_classifier.inference.calibration import CALIBRATION_KEY
 from image_classifier.inference.loading import load_model
 from image_classifier.saved_model import read_card
 from image_classifier.study.backends import measure_model_backends
+from image_classifier.study.ensemble import (
+    ENSEMBLE_ROW, EnsembleOutcome, align, remove_stale, run_ensemble_step, validation_pass,
+)
 from image_classifier.study.environment import describe_environment
 from image_classifier.study.defaults import DEFAULT_TEST, DEFAULT_VAL, FACE_MODEL, SELECTION_CRITERION
 from image_classifier.study.options import CompareOptions
@@ -83,6 +86,10 @@ def reproduce_command(options: CompareOptions, split: Split | None = None) -> st
         args.append("--no-faces")
     if not options.shortcut_audit:
         args.append("--no-audit")
+    if not options.ensemble:
+        args.append("--no-ensemble")
+    elif options.ensemble_max_latency_ms is not None:
+        args += ["--ensemble-max-latency", repr(options.ensemble_max_latency_ms)]
     return shlex.join(args)
 
 
@@ -290,11 +297,22 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     # The shortcut audit's variants, built once per test image and model input, shared by the models.
     audit_images = (AuditImages(survey.analyses if survey is not None else None, cache)
                     if options.shortcut_audit else None)
+    # The ensemble's selection reads the validation split only: one pass per model, here (after
+    # training and any post-training fit, so these are the probabilities the model serves), with the
+    # decoded images shared with the test scoring (the cache keys them by file and decoding).
+    try_ensemble = options.ensemble and len(models) >= 2
+    val_items = [LabelledImage.from_record(r) for r in split.subset("val")] if try_ensemble else []
+    val_passes: dict[str, tuple[Any, list[int]]] = {}  # {model: (probabilities, kept val items)}
+    val_seconds = 0.0
     for i, arch in enumerate(models, 1):
         r = results[arch]
         say(f"[model {i}/{n}] evaluating {arch} on {len(test_items)} test images and timing it")
         model_dir = Path(r.model_dir)
         classifier = load_model(model_dir, backend="torch", face_cache=face_cache)
+        if val_items:
+            tv = time.perf_counter()
+            val_passes[arch] = validation_pass(classifier, val_items, cache)
+            val_seconds += time.perf_counter() - tv
         t1 = time.perf_counter()
         ev = evaluate_classifier(classifier, test_items, cache=cache, n_bootstrap=options.n_bootstrap,
                                  seed=options.seed)
@@ -338,7 +356,33 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             say(f"[model {i}/{n}] {m.name}: {m.backends.export.reason}")
         serving = m.backends.serve_backend
         say(f"[model {i}/{n}] {m.name}: serve will use {serving.name} ({serving.reason})")
-    pairwise = pairwise_mcnemar({a: evaluations[a].correct for a in models})
+    # 4c. The ensemble: chosen on the validation probabilities above, then scored on the test split once.
+    ensemble = EnsembleOutcome()
+    if val_passes and val_items:
+        te = time.perf_counter()
+        say(f"ensemble: greedy selection of {', '.join(models)} on {len(val_items)} validation images")
+        classes = read_card(results[models[0]].model_dir)["classes"]
+        ensemble = run_ensemble_step(
+            run_dir=run_dir, model_dirs={a: Path(results[a].model_dir) for a in models},
+            val=align(val_passes, classes, val_items, val_seconds), entries=entries, selected=best,
+            test_items=test_items, cache=cache, max_latency_ms=options.ensemble_max_latency_ms,
+            speed=options.speed, n_bootstrap=options.n_bootstrap, seed=options.seed, say=say)
+        if ensemble.entry is not None and ensemble.evaluation is not None:
+            if survey is not None:
+                ensemble.entry.faces = face_accuracy(ensemble.evaluation, survey)
+            entries.append(ensemble.entry)
+            evaluations[ENSEMBLE_ROW] = ensemble.evaluation
+            if ensemble.is_best:
+                say(f"selected {ENSEMBLE_ROW} instead of {best}: better on validation "
+                    f"(accuracy {ensemble.info.val_accuracy or 0:.3f}, then log-loss)")
+                best = ENSEMBLE_ROW
+        # What the ensemble added: the validation passes, the selection, and (when kept) saving it and
+        # its test scoring; timing it counts with the other models' speed measurements.
+        timings["ensemble_seconds"] = val_seconds + time.perf_counter() - te - ensemble.speed_seconds
+        speed_seconds += ensemble.speed_seconds
+    else:
+        remove_stale(run_dir)
+    pairwise = pairwise_mcnemar({name: ev.correct for name, ev in evaluations.items()})
     # Test-split scoring (decode + predict + metrics) and the speed measurements, apart: the first
     # is the cost of evaluating, the second a choice of how many timing repeats to run.
     timings["test_evaluation_seconds"] = test_seconds
@@ -350,7 +394,9 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     timings["evaluation_seconds"] = time.perf_counter() - t0
 
     # 5. Write everything.
-    write_best_pointer(run_dir, results[best].model_dir)
+    kept = ensemble.info is not None and best == ENSEMBLE_ROW
+    best_dir = run_dir / str(ensemble.info.model_dir) if kept else Path(results[best].model_dir)  # type: ignore[union-attr]
+    write_best_pointer(run_dir, best_dir)
     _write_predictions_csv(run_dir / PREDICTIONS_CSV_NAME, evaluations)
     study = Study(
         title=translator(DEFAULT)("report.title.compare", data=Path(options.data).name),  # metrics.json's
@@ -366,10 +412,11 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         ),
         environment=describe_environment(),
         speed_config=options.speed.to_dict(),
-        selection=Selection(best, SELECTION_CRITERION, os.path.relpath(results[best].model_dir, run_dir)),
+        selection=Selection(best, SELECTION_CRITERION, os.path.relpath(best_dir, run_dir)),
         models=entries,
         pairwise=[PairwiseTest.from_json(p) for p in pairwise],
         timings=timings,
+        ensemble=ensemble.info,
     )
     if audit_images is not None and audit_images.example is not None:
         # One test photo's three variants, so a reader of the report sees what was masked.

@@ -92,6 +92,11 @@ class CompareOptions:
     #: Language of report.md, report.html and the figures (``--lang``); comparison.csv and
     #: metrics.json are the same in every language.
     lang: str = DEFAULT
+    #: Try a greedy ensemble of the trained models, chosen on validation (False: ``--no-ensemble``).
+    ensemble: bool = True
+    #: Keep only ensembles whose members' measured single-image latencies sum to at most this
+    #: (``--ensemble-max-latency MS``); None: no budget.
+    ensemble_max_latency_ms: float | None = None
 
     def check(self) -> CompareOptions:
         """Validate every option and return a copy with the defaults filled in (paths as Paths,
@@ -113,6 +118,10 @@ class CompareOptions:
         if self.resume not in RESUME_MODES:
             raise ImageClassifierError(f"resume must be one of {', '.join(RESUME_MODES)}, not {self.resume!r}")
         lang = check_lang(self.lang)
+        max_latency = None if self.ensemble_max_latency_ms is None else float(self.ensemble_max_latency_ms)
+        if max_latency is not None and not max_latency > 0:
+            raise ImageClassifierError(f"--ensemble-max-latency must be a positive number of milliseconds, "
+                                       f"not {self.ensemble_max_latency_ms}")
         data = Path(self.data)
         return CompareOptions(
             data=data, out=Path(self.out) if self.out is not None else Path("runs") / (data.resolve().name or "run"),
@@ -124,7 +133,7 @@ class CompareOptions:
             else None,
             export=self.export, faces=self.faces, add_face_model=add_face_model, resume=self.resume,
             shortcut_audit=bool(self.shortcut_audit),
-            invoked_as=self.invoked_as, lang=lang,
+            invoked_as=self.invoked_as, lang=lang, ensemble=bool(self.ensemble), ensemble_max_latency_ms=max_latency,
         )
 
     @property
