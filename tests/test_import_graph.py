@@ -252,7 +252,7 @@ INFERENCE_STACK: list[tuple[str, ...]] = [
     ("inference.classifier",),
     ("inference.timing",),
     ("inference.selection",),
-    ("inference.loading", "inference.files"),
+    ("inference.loading", "inference.files", "inference.explain"),
 ]
 
 
