@@ -40,6 +40,8 @@ PREDICTIONS_CSV_NAME = "predictions.csv"
 REPORT_MD_NAME = "report.md"
 REPORT_HTML_NAME = "report.html"
 PLOTS_DIR = "plots"
+#: Grad-CAM overlays of each model's misclassified test images: ``explanations/<model>/<image>.png``.
+EXPLANATIONS_DIR = "explanations"
 # A saved model directory (``train``; ``models/<arch>/`` of a run):
 CARD_NAME = "model.json"
 WEIGHTS_NAME = "weights.safetensors"
