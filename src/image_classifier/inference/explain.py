@@ -16,7 +16,8 @@ For a ``face_embedding`` model whose answer came from a face, the explanation is
 ("decided by the face in this box"); when its fallback network answered, Grad-CAM of the fallback.
 
 The overlay is drawn with numpy and Pillow (a jet colour map, half over the photo), at the photo's
-size, at most :data:`OVERLAY_MAX_SIDE` pixels on its longer side.
+size, at most :data:`OVERLAY_MAX_SIDE` pixels on its longer side (a JPEG may be decoded at a
+reduced size, 1/2 to 1/8, that is still at least that big).
 """
 from __future__ import annotations
 
@@ -186,6 +187,15 @@ def overlay_box(photo: Image.Image, box: list[float], image_size: tuple[int, int
     return out
 
 
+def _photo_to_show(image: ImageSource, decoded: Image.Image, max_side: int) -> Image.Image:
+    """The picture to draw on: the decoded one when it is big enough. A JPEG decoded for a small
+    network (draft mode) can be a fraction of the photo: it is decoded again, at about the
+    overlay's size (only when explaining, and only the file it came from)."""
+    if isinstance(image, Image.Image) or max(decoded.size) >= max_side or hasattr(image, "read"):
+        return decoded
+    return load_image(image, target_size=max_side)
+
+
 def _target_index(classifier: Classifier, target: str | int | None) -> int | None:
     if target is None or isinstance(target, int):
         return target
@@ -213,7 +223,7 @@ def explain(classifier: Classifier, image: ImageSource, *, target: str | int | N
         photo = item
     batch = images_to_array(classifier.preprocessing, [photo])
     cam = grad_cam(classifier.module, batch, index)
-    shown = _display(photo, max_side)
+    shown = _display(_photo_to_show(image, photo, max_side), max_side)
     overlay = overlay_heatmap(shown, heat_on_photo(cam.heatmap, shown.size, classifier.preprocessing))
     return Explanation(GRAD_CAM, classifier.classes[cam.target], overlay, heatmap=cam.heatmap, layer=cam.layer,
                        image_size=photo.size)
