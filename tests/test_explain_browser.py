@@ -22,9 +22,11 @@ from image_classifier.serve.server import BackgroundServer
 
 pytestmark = pytest.mark.browser
 
-#: A rejection rule (card key ``rejection``, issue 14's contract) that no image passes: the maximum
-#: calibrated probability is never above 1.01, so every answer is "unknown".
-REJECT_ALL = {"score": "max_probability", "keep": 0.95, "threshold": 1.01}
+#: A rejection rule (card key ``rejection``, issue 14's contract, as branch i14-reject writes it)
+#: that no image passes: the maximum calibrated probability is never 1.01, so every answer is
+#: "unknown". ``kinds`` holds the validation scores the rule was fitted on (here two made-up ones).
+REJECT_ALL = {"score": "max_probability", "keep": 0.95, "threshold": 1.01, "fitted_on": "validation", "images": 2,
+              "kinds": {"max_probability": [0.5, 0.9]}}
 
 
 def _post(url: str, data: bytes, query: str = "") -> dict:
