@@ -2,7 +2,6 @@
 driven by Playwright) against the real server with a real trained model (see test_serve_browser.py)."""
 from __future__ import annotations
 
-import base64
 import io
 import json
 import shutil

@@ -233,7 +233,8 @@ def _face_explanation(classifier: Classifier, image: ImageSource, item: Any, ind
                       max_side: int) -> Explanation:
     details = classifier.face_path.details(item)  # type: ignore[union-attr]
     if index is None:
-        index = int(classifier.face_path.head.probabilities(item.descriptor[None])[0].argmax())  # type: ignore[union-attr]
+        head = classifier.face_path.head  # type: ignore[union-attr]
+        index = int(head.probabilities(item.descriptor[None])[0].argmax())
     # The face path keeps no picture: decode one, reduced (JPEG draft) to about the overlay's size.
     photo = image if isinstance(image, Image.Image) else load_image(image, target_size=max_side)
     size = (int(details["image_size"][0]), int(details["image_size"][1]))
