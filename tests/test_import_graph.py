@@ -254,7 +254,7 @@ INFERENCE_STACK: list[tuple[str, ...]] = [
     ("inference.ensemble",),
     ("inference.timing",),
     ("inference.selection",),
-    ("inference.loading", "inference.files"),
+    ("inference.loading", "inference.files", "inference.explain"),
 ]
 
 

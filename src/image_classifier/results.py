@@ -284,15 +284,21 @@ class Misclassified:
     true: str
     predicted: str  # key "pred"
     confidence: float  # the model's probability for ``predicted``
+    #: Why it said ``predicted``: a PNG (Grad-CAM overlay, or the deciding face boxed), relative to
+    #: the run directory (``explanations/<model>/``); None: not computed (evaluate, older runs).
+    overlay: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "rel_path": self.rel_path, "true": self.true, "pred": self.predicted,
-                "confidence": self.confidence}
+        d: dict[str, Any] = {"path": self.path, "rel_path": self.rel_path, "true": self.true, "pred": self.predicted,
+                             "confidence": self.confidence}
+        if self.overlay is not None:
+            d["overlay"] = self.overlay
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Misclassified:
         return cls(str(d["path"]), str(d.get("rel_path") or d["path"]), str(d["true"]), str(d["pred"]),
-                   float(d["confidence"]))
+                   float(d["confidence"]), d.get("overlay"))
 
 
 @dataclass

@@ -43,6 +43,8 @@ REPORT_HTML_NAME = "report.html"
 PLOTS_DIR = "plots"
 #: Inside PLOTS_DIR: one test photo with the face masked, only the face, in greyscale (compare's shortcut audit).
 SHORTCUT_EXAMPLE_NAME = "shortcut-example.png"
+#: Grad-CAM overlays of each model's misclassified test images: ``explanations/<model>/<image>.png``.
+EXPLANATIONS_DIR = "explanations"
 # A saved model directory (``train``; ``models/<arch>/`` of a run):
 CARD_NAME = "model.json"
 WEIGHTS_NAME = "weights.safetensors"

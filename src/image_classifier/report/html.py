@@ -269,8 +269,10 @@ def _model_section(m: ModelResult, study: Study, run_dir: Path, t: Translator) -
                        t("report.html.curves.caption")))
     errors = m.errors
     if errors:
-        out.append(_figure(run_dir, plots.get("errors"), t("report.html.errors.alt", model=m.name),
-                           t("report.html.errors.caption")))
+        caption = t("report.html.errors.caption")
+        if any(e.overlay for e in errors):  # issue 14: why, beside each mistake
+            caption += " " + t("report.html.errors.overlays")
+        out.append(_figure(run_dir, plots.get("errors"), t("report.html.errors.alt", model=m.name), caption))
         rows = [[e.rel_path or e.path, e.true, e.predicted, t.percent(e.confidence, 1)]
                 for e in sorted(errors, key=lambda e: -e.confidence)]
         out.append(f"<details><summary>{esc(t('report.html.errors.all', count=len(errors)))}</summary>"

@@ -102,6 +102,8 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
         lines.append("")
         lines.append(t("report.md.misclassified", errors=len(m.errors), n=test.n))
         lines.append("")
+        if m.plots.get("errors") and any(e.overlay for e in m.errors):  # issue 14: why, beside each mistake
+            lines += [t("report.html.errors.overlays"), ""]
 
     data = study.data
     lines += [f"## {t('report.heading.data')}", ""]

@@ -49,6 +49,7 @@ from image_classifier.study.ensemble import (
     ENSEMBLE_ROW, EnsembleOutcome, align, remove_stale, run_ensemble_step, validation_pass,
 )
 from image_classifier.study.environment import describe_environment
+from image_classifier.study.explanations import explain_errors
 from image_classifier.study.defaults import DEFAULT_TEST, DEFAULT_VAL, FACE_MODEL, SELECTION_CRITERION
 from image_classifier.study.options import CompareOptions
 from image_classifier.study.resume import (
@@ -293,7 +294,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     evaluations: dict[str, Evaluation] = {}
     entries: list[ModelResult] = []
     sample_image = test_items[0].path
-    speed_seconds = test_seconds = audit_seconds = 0.0
+    speed_seconds = test_seconds = audit_seconds = explain_seconds = 0.0
     # The shortcut audit's variants, built once per test image and model input, shared by the models.
     audit_images = (AuditImages(survey.analyses if survey is not None else None, cache)
                     if options.shortcut_audit else None)
@@ -317,12 +318,18 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         ev = evaluate_classifier(classifier, test_items, cache=cache, n_bootstrap=options.n_bootstrap,
                                  seed=options.seed)
         evaluations[arch] = ev
+        # Why: Grad-CAM of the misclassified test images only (the report's error gallery).
+        explained = explain_errors(classifier, ev, run_dir, arch, cache=cache)
+        explain_seconds += explained.seconds
+        if explained.explained:
+            say(f"[model {i}/{n}] {arch}: Grad-CAM of {explained.explained} misclassified test images "
+                f"in {explained.seconds:.1f} s")
         if classifier.face_path is not None:
             classifier.face_path.cache = None  # time the face pipeline itself, not a cache hit
         t2 = time.perf_counter()
         speed = measure_classifier(classifier, model_dir=model_dir, sample_image=sample_image, config=options.speed)
         speed_seconds += time.perf_counter() - t2
-        test_seconds += t2 - t1
+        test_seconds += t2 - t1 - explained.seconds
         shortcut = None
         if audit_images is not None:
             t3 = time.perf_counter()
@@ -335,7 +342,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             name=arch, family=get_arch(arch).family, model_dir=os.path.relpath(model_dir, run_dir),
             validation=Validation(r.best_val_accuracy, r.best_val_loss, r.best_epoch), test=ev.metrics,
             speed=Speed.from_json(speed), training=Training(r.train_seconds, r.peak_rss_mb, list(r.history)),
-            errors=ev.errors, skipped=ev.skipped,
+            errors=explained.errors, skipped=ev.skipped,
             faces=face_accuracy(ev, survey) if survey is not None else None, shortcut=shortcut,
             calibration=Calibration.from_json(classifier.card[CALIBRATION_KEY])
             if classifier.card.get(CALIBRATION_KEY) else None,
@@ -389,6 +396,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     if audit_images is not None:
         timings["shortcut_audit_seconds"] = audit_seconds
     timings["speed_measurement_seconds"] = speed_seconds
+    timings["explain_seconds"] = explain_seconds
     timings["export_seconds"] = export_seconds
     timings["backend_measurement_seconds"] = backend_seconds
     timings["evaluation_seconds"] = time.perf_counter() - t0
