@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from scipy.stats import binomtest
 from torch import nn
 
@@ -361,3 +362,23 @@ def test_compare_rejects_bad_arguments(tiny_archs, tmp_path, capsys):
                  "--out", str(tmp_path / "r")]) == 2
     assert "which no model in --models uses" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+# ---- issue 14, "why": the misclassified test images are explained --------------------------------
+
+def test_misclassified_test_images_get_their_overlays(compared):
+    run = compared["run"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["timings"]["explain_seconds"] >= 0
+    errors = [(m["name"], e) for m in metrics["models"] for e in m["errors"]]
+    for name, e in errors:
+        overlay = run / e["overlay"]
+        assert e["overlay"].startswith(f"explanations/{name}/") and overlay.is_file()
+        with Image.open(overlay) as im, Image.open(e["path"]) as photo:
+            assert im.format == "PNG" and im.size == photo.size  # the photo's size (under 512 px)
+    for m in metrics["models"]:  # (a rerun with fewer models leaves the others' folders, like their models)
+        folder = run / "explanations" / m["name"]
+        on_disk = sorted(p.relative_to(run).as_posix() for p in folder.glob("*.png")) if folder.is_dir() else []
+        assert on_disk == sorted(e["overlay"] for e in m["errors"])  # only the misclassified ones
+    print(f"{len(errors)} overlays in {metrics['timings']['explain_seconds']:.2f} s; "
+          f"compare took {metrics['timings']['total_seconds']:.1f} s")

@@ -37,6 +37,8 @@ SAME_IN_BOTH = {
     "report.html.model.ece", "report.html.split.sha256", "report.data.duplicates.where", "report.timing.item",
     "report.timing.separator", "report.plot.summary.label", "report.plot.reliability.legend",
 }
+# The ensemble's (issue 19): a loanword in the nav, and a name with its weight.
+SAME_IN_BOTH |= {"report.nav.ensemble", "report.ensemble.mix_item"}
 
 
 # ---- negotiation ---------------------------------------------------------------------------------

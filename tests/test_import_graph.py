@@ -251,9 +251,10 @@ INFERENCE_STACK: list[tuple[str, ...]] = [
     ("inference", "inference.calibration", "inference.onnx_metadata", "inference.preprocess", "inference.rejection"),
     ("inference.backends",),
     ("inference.classifier",),
+    ("inference.ensemble",),
     ("inference.timing",),
     ("inference.selection",),
-    ("inference.loading", "inference.files"),
+    ("inference.loading", "inference.files", "inference.explain"),
 ]
 
 

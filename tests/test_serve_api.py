@@ -403,11 +403,11 @@ def test_openapi_document_matches_the_routes(app, openapi):
     documented = {path: set(ops) for path, ops in openapi["paths"].items()}
     assert routes == documented
     predict = openapi["paths"]["/api/predict"]["post"]
-    assert {p["name"] for p in predict["parameters"]} == {"model", "top_k"}
+    assert {p["name"] for p in predict["parameters"]} == {"model", "top_k", "explain"}
     assert predict["parameters"][0]["schema"]["enum"] == ["tiny_a", "tiny_b"]
     assert set(predict["responses"]) == {"200", "400", "413", "415", "422", "503", "default"}
     assert set(predict["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]) == {
-        "file", "model", "top_k"}
+        "file", "model", "top_k", "explain"}
 
 
 def test_security_headers_everywhere(client):

@@ -90,7 +90,8 @@ COLUMNS = (
     "test_accuracy_noface",
     "face_detection_rate",
     # "cnn", or "face" for a face model, whose latency_ms_* are those of its no-face fallback network
-    # alone (see report.tables.per_image_ms).
+    # alone (see report.tables.per_image_ms), or "ensemble" for compare's ensemble (every member's
+    # forward pass; size and parameters are the members' sums).
     "family",
     # The shortcut audit (``compare``): test accuracy with the faces masked, with only the faces
     # kept (both on the test images with a face found), and in greyscale.
@@ -291,15 +292,21 @@ class Misclassified:
     true: str
     predicted: str  # key "pred"
     confidence: float  # the model's probability for ``predicted``
+    #: Why it said ``predicted``: a PNG (Grad-CAM overlay, or the deciding face boxed), relative to
+    #: the run directory (``explanations/<model>/``); None: not computed (evaluate, older runs).
+    overlay: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "rel_path": self.rel_path, "true": self.true, "pred": self.predicted,
-                "confidence": self.confidence}
+        d: dict[str, Any] = {"path": self.path, "rel_path": self.rel_path, "true": self.true, "pred": self.predicted,
+                             "confidence": self.confidence}
+        if self.overlay is not None:
+            d["overlay"] = self.overlay
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Misclassified:
         return cls(str(d["path"]), str(d.get("rel_path") or d["path"]), str(d["true"]), str(d["pred"]),
-                   float(d["confidence"]))
+                   float(d["confidence"]), d.get("overlay"))
 
 
 @dataclass
@@ -484,7 +491,7 @@ class ModelResult:
     errors: list[Misclassified] = field(default_factory=list)
     speed: Speed | None = None
     training: Training = field(default_factory=Training)
-    family: str | None = None  # "cnn" | "face"; None: not recorded (read as "cnn")
+    family: str | None = None  # "cnn" | "face" | "ensemble"; None: not recorded (read as "cnn")
     #: Scored images that could not be read: {rel_path: reason}.
     skipped: dict[str, str] = field(default_factory=dict)
     faces: FaceAccuracy | None = None
@@ -759,6 +766,81 @@ class PairwiseTest:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
+# ---- the ensemble (compare) -----------------------------------------------------------------------
+
+@dataclass
+class EnsembleMember:
+    """One model of a run as a candidate of the ensemble: its weight (0: never chosen) and its own
+    validation figures, measured on the same pass as the ensemble's."""
+
+    name: str
+    weight: float
+    val_log_loss: float | None = None
+    val_accuracy: float | None = None
+    latency_ms: float | None = None  # its measured single-image latency (what the budget sums)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> EnsembleMember:
+        return cls(str(d["name"]), float(d["weight"]), _float(d.get("val_log_loss")), _float(d.get("val_accuracy")),
+                   _float(d.get("latency_ms")))
+
+
+#: :attr:`EnsembleInfo.outcome` values: kept (a row of the comparison), or why not.
+ENSEMBLE_OUTCOMES = ("kept", "lost", "single", "over_budget")
+
+
+@dataclass
+class EnsembleInfo:
+    """``compare``'s ensemble step: greedy selection on the validation split, and what came of it.
+
+    ``outcome``: "kept" (saved as ``model_dir`` and a row named ``name``), "lost" (no mix beat the
+    best single model's validation log-loss), "single" (the best mix was one model), or
+    "over_budget" (no model fits ``max_latency_ms``)."""
+
+    outcome: str
+    members: list[EnsembleMember] = field(default_factory=list)
+    steps: int = 0
+    val_images: int = 0
+    val_log_loss: float | None = None
+    val_accuracy: float | None = None
+    best_single: str | None = None  # the lowest validation log-loss alone
+    best_single_val_log_loss: float | None = None
+    best_single_val_accuracy: float | None = None
+    max_latency_ms: float | None = None  # --ensemble-max-latency
+    member_latency_ms: float | None = None  # the members' latencies summed
+    name: str | None = None  # its row in the comparison
+    model_dir: str | None = None  # relative to the run directory
+    seconds: float = 0.0  # the validation pass and the selection (not the test scoring)
+
+    @property
+    def kept(self) -> bool:
+        return self.outcome == "kept"
+
+    @property
+    def chosen(self) -> list[EnsembleMember]:
+        return [m for m in self.members if m.weight > 0]
+
+    def to_json(self) -> dict[str, Any]:
+        d = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        d["members"] = [m.to_json() for m in self.members]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> EnsembleInfo:
+        return cls(
+            outcome=str(d.get("outcome") or "lost"), members=[EnsembleMember.from_json(m) for m in d.get("members") or []],
+            steps=int(d.get("steps") or 0), val_images=int(d.get("val_images") or 0),
+            val_log_loss=_float(d.get("val_log_loss")), val_accuracy=_float(d.get("val_accuracy")),
+            best_single=d.get("best_single"), best_single_val_log_loss=_float(d.get("best_single_val_log_loss")),
+            best_single_val_accuracy=_float(d.get("best_single_val_accuracy")),
+            max_latency_ms=_float(d.get("max_latency_ms")), member_latency_ms=_float(d.get("member_latency_ms")),
+            name=d.get("name"), model_dir=d.get("model_dir"), seconds=float(d.get("seconds") or 0.0),
+        )
+
+
 # ---- the study -----------------------------------------------------------------------------------
 
 @dataclass
@@ -783,6 +865,8 @@ class Study:
     #: Study-wide figures, relative to ``run_dir``: "summary", "reliability".
     plots: dict[str, str] = field(default_factory=dict)
     run_dir: Path | None = field(default=None, compare=False)
+    #: compare's ensemble step (None: not tried, or a run saved before ensembles).
+    ensemble: EnsembleInfo | None = None
 
     # -- JSON ------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -798,11 +882,14 @@ class Study:
         }
         if self.plots:
             d["plots"] = dict(self.plots)
+        if self.ensemble is not None:
+            d["ensemble"] = self.ensemble.to_json()
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any], run_dir: str | os.PathLike | None = None) -> Study:
         return cls(
+            ensemble=EnsembleInfo.from_json(d["ensemble"]) if isinstance(d.get("ensemble"), dict) else None,
             title=str(d.get("title") or ""), data=DataSummary.from_json(d.get("data")),
             models=[ModelResult.from_json(m) for m in d.get("models") or []],
             created_utc=str(d.get("created_utc") or ""), command=str(d.get("command") or ""),

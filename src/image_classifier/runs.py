@@ -5,6 +5,7 @@
     runs/NAME/             (``compare``; ``evaluate`` writes the report files only)
       split.csv            the split every model used
       models/<arch>/       one saved model per architecture (model.json + weights.safetensors)
+      models/ensemble/     the ensemble compare kept, if any (model.json listing members by relative path)
       best                 -> models/<arch>  (symlink; a one-line text file where symlinks fail)
       comparison.csv, metrics.json, predictions.csv, report.md, report.html, plots/
 
@@ -42,6 +43,8 @@ REPORT_HTML_NAME = "report.html"
 PLOTS_DIR = "plots"
 #: Inside PLOTS_DIR: one test photo with the face masked, only the face, in greyscale (compare's shortcut audit).
 SHORTCUT_EXAMPLE_NAME = "shortcut-example.png"
+#: Grad-CAM overlays of each model's misclassified test images: ``explanations/<model>/<image>.png``.
+EXPLANATIONS_DIR = "explanations"
 # A saved model directory (``train``; ``models/<arch>/`` of a run):
 CARD_NAME = "model.json"
 WEIGHTS_NAME = "weights.safetensors"
@@ -52,10 +55,17 @@ BACKEND_RECORD_NAME = "backend.json"
 ONNX_NAME = "model.onnx"
 ONNX_INT8_NAME = "model.int8.onnx"
 RESUME_NAME = "resume.safetensors"
+# compare's ensemble: a model directory (card only) beside the others, listing them as members.
+ENSEMBLE_NAME = "ensemble"
 
 
 def model_dir_for(run_dir: str | os.PathLike, arch: str) -> Path:
     return Path(run_dir) / MODELS_DIR / arch
+
+
+def ensemble_dir_for(run_dir: str | os.PathLike) -> Path:
+    """``run_dir/models/ensemble``: where ``compare`` saves the ensemble it keeps."""
+    return Path(run_dir) / MODELS_DIR / ENSEMBLE_NAME
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:

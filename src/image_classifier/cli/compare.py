@@ -58,6 +58,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-audit", action="store_true",
                    help="skip the shortcut audit (each model's test accuracy with the faces masked, with only "
                         "the faces, and in greyscale)")
+    p.add_argument("--no-ensemble", action="store_true",
+                   help="do not try an ensemble (by default the models are mixed by greedy selection on the "
+                        "validation split, and the mix is kept as models/ensemble when it beats the best single model)")
+    p.add_argument("--ensemble-max-latency", type=float, default=None, metavar="MS",
+                   help="keep only ensembles whose members' measured single-image latencies add up to at most MS "
+                        "milliseconds (e.g. 50: the best mix within 50 ms)")
     p.add_argument("--keep", type=float, default=0.95, metavar="FRACTION",
                    help="\"none of these\": the fraction of the known validation images each model's rejection "
                         "rule keeps; less familiar images are answered \"unknown\" (default: %(default)s)")
@@ -123,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         shortcut_audit=not args.no_audit,
         resume="fresh" if args.fresh else "resume" if args.resume else "auto",
         invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), lang=args.lang,
-        keep=args.keep, unknown=args.unknown,
+        ensemble=not args.no_ensemble, ensemble_max_latency_ms=args.ensemble_max_latency, keep=args.keep, unknown=args.unknown,
     )
     study = run_compare(options, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print()
@@ -132,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
     print(narrative.headline(study))
     for line in narrative.significance_lines(study):
         print(f"  - {line}")
+    ensemble = narrative.ensemble_sentences(study)
+    if ensemble:
+        print(f"ensemble: {ensemble[0]}")
     print()
     print(f"report: {study.report_path}")
     print(f"best model: {study.run_dir / BEST_NAME} -> {study.selection.model_dir}")

@@ -69,7 +69,9 @@ class DecodeCache:
     def get(self, path: Path, classifier: Any) -> Any:
         key = (os.fspath(path), classifier.decode_key)
         if key not in self._images:
-            self._images[key] = classifier.decode(path)
+            # An ensemble assembles its decoding from its members' (cached here by their own evaluations).
+            assemble = getattr(classifier, "decode_from", None)
+            self._images[key] = assemble(path, self) if assemble is not None else classifier.decode(path)
         return self._images[key]
 
     def picture(self, path: Path, size: int) -> Any:

@@ -21,11 +21,12 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from image_classifier.inference.classifier import Classifier
+from image_classifier.inference.ensemble import EnsembleClassifier
 from image_classifier.inference.timing import SpeedConfig, latency_summary, time_calls
 from image_classifier.machine import load_average
 
 __all__ = ["SpeedConfig", "count_parameters", "dir_size_bytes", "flops_per_image", "latency_summary",
-           "measure_classifier", "time_calls", "trained_parameter_count"]
+           "measure_classifier", "measure_ensemble", "time_calls", "trained_parameter_count"]
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def flops_per_image(module: Any, batch: Any) -> int:
 
 
 def measure_classifier(
-    classifier: Classifier,
+    classifier: Classifier | EnsembleClassifier,
     *,
     model_dir: str | os.PathLike | None = None,
     sample_image: str | os.PathLike | None = None,
@@ -102,6 +103,8 @@ def measure_classifier(
     Parameters and FLOPs are counted on the PyTorch network (the same for every backend).
     Returns a JSON-ready dict; end-to-end keys are ``None`` when no sample image is given.
     """
+    if isinstance(classifier, EnsembleClassifier):
+        return measure_ensemble(classifier, sample_image=sample_image, config=config)
     config = config or SpeedConfig()
     module = classifier.module
     module.eval()
@@ -156,5 +159,68 @@ def measure_classifier(
         "torch_threads": torch.get_num_threads(),
         # Other processes competing for the cores inflate latencies; the report warns when this is
         # above the core count.
+        "load_avg_1m": None if load is None else round(load, 2),
+    }
+
+
+def measure_ensemble(
+    ensemble: EnsembleClassifier,
+    *,
+    sample_image: str | os.PathLike | None = None,
+    config: SpeedConfig | None = None,
+) -> dict:
+    """:func:`measure_classifier`'s figures for an ensemble, measured as the ensemble itself (every
+    member's forward pass for one image, then the whole ``predict_proba`` path); parameters, FLOPs
+    and size are the members' sums (what serving it loads and computes)."""
+    config = config or SpeedConfig()
+    members = [clf for _, clf, _ in ensemble.members]
+    grey = Image.new("RGB", (64, 48), (127, 127, 127))
+    params = trainable = flops = 0
+    trainable_known = True
+    for clf in members:
+        total, _ = count_parameters(clf.module)
+        params += total
+        own = trained_parameter_count(clf.module, clf.card.get("recipe"))
+        trainable_known = trainable_known and own is not None
+        trainable += own or 0
+        flops += flops_per_image(clf.module, torch.from_numpy(clf.preprocess_array([grey])))
+    size = sum(dir_size_bytes(clf.model_dir) for clf in members if clf.model_dir is not None)
+    one = ensemble.forward_input([grey])
+    batch = ensemble.forward_input([grey] * config.throughput_batch)
+    model_only = time_calls(
+        lambda: ensemble.predict_tensor(one), warmup=config.warmup, repeats=config.repeats,
+        time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
+    )
+    batch_times = time_calls(
+        lambda: ensemble.predict_tensor(batch), warmup=1, repeats=config.throughput_repeats,
+        time_budget_s=config.time_budget_s, min_repeats=min(config.min_repeats, config.throughput_repeats),
+    )
+    e2e = None
+    if sample_image is not None:
+        path = str(sample_image)
+        e2e = latency_summary(time_calls(
+            lambda: ensemble.predict_proba([path]), warmup=config.warmup, repeats=config.e2e_repeats,
+            time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
+        ))
+    lat = latency_summary(model_only)
+    load = load_average()
+    return {
+        "params": params,
+        "trainable_params": trainable if trainable_known else None,
+        "size_bytes": size,
+        "size_mb": size / 1e6,
+        "flops_per_image": flops,
+        "input_shape": None,
+        "latency_ms_p50": lat["p50_ms"],
+        "latency_ms_p95": lat["p95_ms"],
+        "latency_repeats": lat["repeats"],
+        "e2e_latency_ms_p50": e2e["p50_ms"] if e2e else None,
+        "e2e_latency_ms_p95": e2e["p95_ms"] if e2e else None,
+        "e2e_repeats": e2e["repeats"] if e2e else None,
+        "throughput_ips": config.throughput_batch / float(np.median(batch_times)),
+        "throughput_batch": config.throughput_batch,
+        "backend": ensemble.backend_name,
+        "backend_description": ensemble.backend.describe(),
+        "torch_threads": torch.get_num_threads(),
         "load_avg_1m": None if load is None else round(load, 2),
     }

@@ -33,6 +33,7 @@ from image_classifier.export.verify import FP32_TOLERANCE, ParityReport, check_p
 from image_classifier.fileio import atomic_write_json, sha256_file
 from image_classifier.inference.backends import OnnxBackend, TorchBackend
 from image_classifier.inference.classifier import Classifier, open_classifier
+from image_classifier.inference.ensemble import ensemble_members, is_ensemble_card
 from image_classifier.inference.onnx_metadata import card_metadata
 from image_classifier.inference.selection import BackendChoice, choose_backend
 from image_classifier.machine import bf16_supported
@@ -187,6 +188,11 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
         raise ImageClassifierError(f"unknown quantization {options.quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
     t_start = time.perf_counter()
     model_dir = Path(model_dir)
+    if is_ensemble_card(read_card(model_dir)):
+        # Its members have their own ONNX files and backends; the ensemble is only their weights.
+        members = ", ".join(m.path for m in ensemble_members(model_dir) if m.weight > 0)
+        raise ImageClassifierError(f"{model_dir} is an ensemble: it has no ONNX file of its own; export its members "
+                                   f"instead ({members}, relative to it), and it runs each on its own backend")
     classifier = open_classifier(model_dir, "torch")
     sources = _resolve_sources(classifier, options)
     if options.quantize and (not sources.calibration or not sources.labelled):

@@ -14,6 +14,7 @@ from pathlib import Path
 from image_classifier.faces import FaceCache
 from image_classifier.inference import BACKENDS
 from image_classifier.inference.classifier import Classifier, open_classifier
+from image_classifier.inference.ensemble import EnsembleClassifier, is_ensemble_card, open_ensemble
 from image_classifier.inference.selection import choose_backend
 from image_classifier.saved_model import read_card
 
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: int | None = None,
-               remeasure: bool = False, face_cache: FaceCache | None = None, reject: bool = True) -> Classifier:
+               remeasure: bool = False, face_cache: FaceCache | None = None, reject: bool = True
+               ) -> Classifier | EnsembleClassifier:
     """Open a saved model directory with its forward pass on ``backend`` (one of :data:`BACKENDS`).
 
     ``backend="auto"`` (the default) runs the backend measured fastest for this model on this
@@ -29,16 +31,24 @@ def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: 
     again); the choice and its reason are logged and kept in ``classifier.backend_reason``.
     ``threads`` sets ONNX Runtime's intra-op threads (default: the process's PyTorch thread count).
     ``face_cache`` is where a face model looks up (and stores) each file's faces; by default, in memory.
+
+    An ensemble's directory (``models/ensemble`` of a compare run) opens as an
+    :class:`~image_classifier.inference.ensemble.EnsembleClassifier`: each member with a weight is
+    loaded by this function on ``backend`` (``auto``: each on its own fastest backend).
     ``reject`` (default True): answer ``"unknown"`` for an image the model's rejection rule (fitted
     on validation, in the card) finds like none of its classes; False never does (``--no-reject``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    card = read_card(model_dir)
+    if is_ensemble_card(card):
+        return open_ensemble(model_dir, card, lambda member: load_model(
+            member, backend, threads=threads, remeasure=remeasure, face_cache=face_cache))
     if backend != "auto":
         return open_classifier(model_dir, backend, threads=threads, face_cache=face_cache, reject=reject)
     model_dir = Path(model_dir)
     opened: dict[str, Classifier] = {}
-    choice = choose_backend(model_dir, read_card(model_dir), remeasure=remeasure, classifiers=opened,
+    choice = choose_backend(model_dir, card, remeasure=remeasure, classifiers=opened,
                             threads=threads, face_cache=face_cache)
     log.info("%s: backend %s (auto: %s)", model_dir, choice.name, choice.reason)
     reason = f"auto: {choice.reason}"

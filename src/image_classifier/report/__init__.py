@@ -86,7 +86,8 @@ def draw_plots(study: Study, run_dir: Path, *,
                 where=t("report.plot.reliability.where_test") if study.scored_set == TEST_IMAGES
                 else t("report.plot.reliability.where_scored"), t=t))
         errors_rel = f"{PLOTS_DIR}/{slug}-errors.png"
-        gallery = plots.error_gallery_png(m.errors, run_dir / errors_rel, title=m.name, loader=image_loader, t=t)
+        gallery = plots.error_gallery_png(m.errors, run_dir / errors_rel, title=m.name, loader=image_loader, t=t,
+                                          overlay_root=run_dir)
         if gallery is not None:
             rel["errors"] = errors_rel
             out.append(gallery)

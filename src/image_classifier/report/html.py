@@ -20,6 +20,7 @@ from image_classifier.report.tables import (
     backend_notes,
     backend_table,
     display_table,
+    ensemble_table,
     face_survey_table,
     open_set_table,
     fmt_mb,
@@ -210,6 +211,18 @@ def _shortcut(study: Study, run_dir: Path, t: Translator) -> str:
     return "".join(out)
 
 
+def _ensemble(study: Study, t: Translator) -> str:
+    text = narrative.ensemble_sentences(study, t)
+    if not text:
+        return ""
+    out = [f'<h2 id="ensemble">{esc(t("report.heading.ensemble"))}</h2>', f"<p>{esc(' '.join(text[:-1]))}</p>"]
+    headers, rows = ensemble_table(study, t)
+    if rows:
+        out.append(_table(headers, rows))
+    out.append(f'<p class="muted">{esc(text[-1])}</p>')
+    return "".join(out)
+
+
 def _open_set(study: Study, t: Translator) -> str:
     """"None of these": how well each model's rejection rule tells known from unknown images."""
     headers, rows = open_set_table(study, t)
@@ -267,8 +280,10 @@ def _model_section(m: ModelResult, study: Study, run_dir: Path, t: Translator) -
                        t("report.html.curves.caption")))
     errors = m.errors
     if errors:
-        out.append(_figure(run_dir, plots.get("errors"), t("report.html.errors.alt", model=m.name),
-                           t("report.html.errors.caption")))
+        caption = t("report.html.errors.caption")
+        if any(e.overlay for e in errors):  # issue 14: why, beside each mistake
+            caption += " " + t("report.html.errors.overlays")
+        out.append(_figure(run_dir, plots.get("errors"), t("report.html.errors.alt", model=m.name), caption))
         rows = [[e.rel_path or e.path, e.true, e.predicted, t.percent(e.confidence, 1)]
                 for e in sorted(errors, key=lambda e: -e.confidence)]
         out.append(f"<details><summary>{esc(t('report.html.errors.all', count=len(errors)))}</summary>"
@@ -370,6 +385,8 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
         nav.append(f'<a href="#backends">{esc(t("report.nav.backends"))}</a>')
     if shortcut_table(study, t)[1]:
         nav.append(f'<a href="#shortcut">{esc(t("report.nav.shortcut"))}</a>')
+    if study.ensemble is not None:
+        nav.append(f'<a href="#ensemble">{esc(t("report.nav.ensemble"))}</a>')
     if open_set_table(study, t)[1]:
         nav.append(f'<a href="#unknown">{esc(t("report.nav.open_set"))}</a>')
     nav += [f'<a href="#{esc(anchor(m.name))}">{esc(m.name)}</a>' for m in study.models]
@@ -389,6 +406,7 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
         _calibration(study, run_dir, t),
         _backends(study, t),
         _shortcut(study, run_dir, t),
+        _ensemble(study, t),
         _open_set(study, t),
         f'<h2 id="models">{esc(t("report.heading.models"))}</h2>',
         *[_model_section(m, study, run_dir, t) for m in study.models],

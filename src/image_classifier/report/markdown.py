@@ -8,8 +8,8 @@ from image_classifier.i18n import Translator, translator
 from image_classifier.report import narrative
 from image_classifier.report.tables import calibration_table
 from image_classifier.report.tables import (
-    backend_notes, backend_table, display_table, face_survey_table, open_set_table, report_command, subset_label,
-    timings_line,
+    backend_notes, backend_table, display_table, ensemble_table, face_survey_table, open_set_table, report_command,
+    subset_label, timings_line,
 )
 from image_classifier.report.tables import shortcut_table
 from image_classifier.results import Study
@@ -80,6 +80,12 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
         if study.plots.get("shortcut_example"):
             lines += [f"![{t('report.shortcut.example_alt')}]({study.plots['shortcut_example']})", "",
                       md(t("report.shortcut.example_caption")), ""]
+    ensemble_text = narrative.ensemble_sentences(study, t)
+    if ensemble_text:
+        e_headers, e_rows = ensemble_table(study, t)
+        lines += [f"## {t('report.heading.ensemble')}", "", md(" ".join(ensemble_text[:-1])), ""]
+        lines += (_table(e_headers, e_rows) + [""]) if e_rows else []
+        lines += [f"> {md(ensemble_text[-1])}", ""]
     o_headers, o_rows = open_set_table(study, t)
     if o_rows:
         lines += [f"## {t('report.heading.open_set')}", "", *_table(o_headers, o_rows), "",
@@ -101,6 +107,8 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
         lines.append("")
         lines.append(t("report.md.misclassified", errors=len(m.errors), n=test.n))
         lines.append("")
+        if m.plots.get("errors") and any(e.overlay for e in m.errors):  # issue 14: why, beside each mistake
+            lines += [t("report.html.errors.overlays"), ""]
 
     data = study.data
     lines += [f"## {t('report.heading.data')}", ""]

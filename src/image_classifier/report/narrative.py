@@ -292,6 +292,39 @@ def shortcut_sentences(study: Study, t: Translator = EN) -> list[str]:
     return out
 
 
+def ensemble_sentences(study: Study, t: Translator = EN) -> list[str]:
+    """What compare's ensemble step found: kept (and whether it is the selected model, its latency)
+    or tried and why not, with the validation numbers; then how it was chosen. Empty when not tried."""
+    info = study.ensemble
+    if info is None:
+        return []
+    mix = t("report.format.number_list_separator").join(
+        t("report.ensemble.mix_item", model=m.name, weight=t.number(m.weight, 2)) for m in info.chosen)
+    common = dict(images=info.val_images, mix=mix, loss=t.number(info.val_log_loss, 4),
+                  single=info.best_single or "–", single_loss=t.number(info.best_single_val_log_loss, 4),
+                  accuracy=t.percent(info.val_accuracy, 1), single_accuracy=t.percent(info.best_single_val_accuracy, 1))
+    out = []
+    if info.outcome == "over_budget":
+        out.append(t("report.ensemble.over_budget", budget=t.localize_number(fmt_ms(info.max_latency_ms))))
+    elif info.outcome in ("lost", "single"):
+        out.append(t(f"report.ensemble.{info.outcome}", **common))
+    else:
+        out.append(t("report.ensemble.kept", name=info.name or "", **common))
+        row = next((m for m in study.models if m.name == info.name), None)
+        speed = row.speed if row is not None else None
+        if speed is not None and speed.e2e_latency_ms_p50 is not None:
+            out.append(t("report.ensemble.latency", ms=t.localize_number(fmt_ms(speed.e2e_latency_ms_p50)),
+                         sum=t.localize_number(fmt_ms(info.member_latency_ms))))
+        selected = study.selection.best if study.selection is not None else None
+        out.append(t("report.ensemble.best") if selected == info.name
+                   else t("report.ensemble.not_best", selected=selected or "–"))
+    if info.max_latency_ms is not None and info.outcome != "over_budget":
+        out.append(t("report.ensemble.budget", budget=t.localize_number(fmt_ms(info.max_latency_ms)),
+                     sum=t.localize_number(fmt_ms(info.member_latency_ms))))
+    out.append(t("report.ensemble.how"))
+    return out
+
+
 def open_set_note(study: Study, t: Translator = EN) -> str:
     """How "none of these" was measured and what the best AUROC means, or "" when nothing was measured."""
     measured = [m for m in study.models if m.open_set is not None and m.open_set.auroc is not None]

@@ -192,54 +192,89 @@ def _default_loader(path: str) -> Image.Image:
         return im.convert("RGB")
 
 
+#: The error gallery shows at most this many mistakes (the most confident); compare explains as many.
+GALLERY_MAX_ITEMS = 40
+
+
 def error_gallery_png(
     errors: Sequence[Misclassified],
     path: str | os.PathLike,
     *,
     title: str = "",
-    max_items: int = 40,
+    max_items: int = GALLERY_MAX_ITEMS,
     loader: Callable[[str], Image.Image] | None = None,
     thumb: int = 180,
     t: Translator = EN,
+    overlay_root: str | os.PathLike | None = None,
 ) -> Path | None:
     """Thumbnails of misclassified images captioned with true label, prediction and confidence.
 
-    Most confident mistakes first (those are the worrying ones). Returns ``None`` when there is
-    nothing to draw.
+    Most confident mistakes first (those are the worrying ones). With ``overlay_root`` (the run
+    directory), an error's :attr:`~Misclassified.overlay` (its Grad-CAM heat map, or the face that
+    decided) is drawn beside its photo. Returns ``None`` when there is nothing to draw.
     """
-    fig = error_gallery_figure(errors, title=title, max_items=max_items, loader=loader, thumb=thumb, t=t)
+    fig = error_gallery_figure(errors, title=title, max_items=max_items, loader=loader, thumb=thumb, t=t,
+                               overlay_root=overlay_root)
     return None if fig is None else _save(fig, path)
+
+
+def _letterbox(img: Image.Image, side: int) -> Image.Image:
+    """``img`` fitted into a white ``side`` x ``side`` square: every cell the same size, so captions never overlap."""
+    img = img.copy()
+    img.thumbnail((side, side))
+    canvas = Image.new("RGB", (side, side), (255, 255, 255))
+    canvas.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
+    return canvas
+
+
+def _gallery_cell(err: Misclassified, loader: Callable[[str], Image.Image], thumb: int,
+                  overlay_root: Path | None) -> Image.Image:
+    """The photo, and beside it (when there is one) its overlay, side by side."""
+    img = loader(str(err.path))
+    side = min(max(img.size), thumb * 2)
+    photo = _letterbox(img, side)
+    if overlay_root is None or not err.overlay:
+        return photo
+    try:
+        with Image.open(overlay_root / err.overlay) as ov:
+            overlay = _letterbox(ov.convert("RGB"), side)
+    except OSError as exc:  # deleted since the run: the photo alone
+        log.warning("error gallery: cannot show the overlay %s: %s", err.overlay, exc)
+        return photo
+    pair = Image.new("RGB", (2 * side + side // 20, side), (255, 255, 255))
+    pair.paste(photo, (0, 0))
+    pair.paste(overlay, (side + side // 20, 0))
+    return pair
 
 
 def error_gallery_figure(
     errors: Sequence[Misclassified],
     *,
     title: str = "",
-    max_items: int = 40,
+    max_items: int = GALLERY_MAX_ITEMS,
     loader: Callable[[str], Image.Image] | None = None,
     thumb: int = 180,
     t: Translator = EN,
+    overlay_root: str | os.PathLike | None = None,
 ) -> plt.Figure | None:
     """The figure :func:`error_gallery_png` saves (None: no errors)."""
     if not errors:
         return None
     loader = loader or _default_loader
+    root = Path(overlay_root) if overlay_root is not None else None
     items = sorted(errors, key=lambda e: -e.confidence)[:max_items]
-    cols = min(6, len(items))
+    paired = root is not None and any(e.overlay for e in items)
+    # A photo with its overlay is twice as wide: fewer columns, so a cell keeps its size.
+    cols = min(3 if paired else 6, len(items))
     rows = math.ceil(len(items) / cols)
-    cell_w = thumb / DPI
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell_w * 1.2, rows * cell_w * 1.25), squeeze=False)
+    cell_w = thumb / DPI * (2 if paired else 1)
+    cell_h = thumb / DPI
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell_w * 1.2, rows * cell_h * 1.25), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, err in zip(axes.flat, items):
         try:
-            img = loader(str(err.path))
-            img.thumbnail((thumb * 2, thumb * 2))
-            # Letterbox on a square canvas: every cell the same size, so captions never overlap.
-            side = max(img.size)
-            canvas = Image.new("RGB", (side, side), (255, 255, 255))
-            canvas.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
-            ax.imshow(np.asarray(canvas))
+            ax.imshow(np.asarray(_gallery_cell(err, loader, thumb, root)))
         except Exception as exc:  # a file moved since the run: say so in the cell, keep the rest
             log.warning("error gallery: cannot show %s: %s", err.path, exc)
             ax.text(0.5, 0.5, t("report.plot.errors.unavailable"), ha="center", va="center", transform=ax.transAxes)
@@ -250,7 +285,10 @@ def error_gallery_figure(
         )
     shown = (t("report.plot.errors.shown", shown=len(items), count=len(errors)) if len(items) < len(errors)
              else "")
-    fig.suptitle(_text(t("report.plot.errors.title", title=title, count=len(errors), shown=shown)), fontsize=10)
+    heading = t("report.plot.errors.title", title=title, count=len(errors), shown=shown)
+    if paired:
+        heading += "\n" + t("report.plot.errors.overlay_note")
+    fig.suptitle(_text(heading), fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -283,6 +283,24 @@ def calibration_table(study: Study, t: Translator = EN) -> tuple[list[str], list
     return headers, rows
 
 
+# ---- the ensemble (compare) ---------------------------------------------------------------------
+
+def ensemble_table(study: Study, t: Translator = EN) -> tuple[list[str], list[list[str]]]:
+    """Each candidate of compare's ensemble (weight, its own validation figures, latency), then the
+    mix; no rows when no ensemble was tried."""
+    info = study.ensemble
+    if info is None or not info.members:
+        return [], []
+    headers = [t("report.ensemble.col.model"), t("report.ensemble.col.weight"), t("report.ensemble.col.val_log_loss"),
+               t("report.ensemble.col.val_accuracy"), t("report.ensemble.col.latency")]
+    rows = [[m.name, t.number(m.weight, 2), t.number(m.val_log_loss, 4), t.number(m.val_accuracy, 3),
+             t.localize_number(fmt_ms(m.latency_ms))] for m in info.members]
+    if info.val_log_loss is not None:
+        rows.append([info.name or t("report.ensemble.mix_row"), t.number(1.0, 2), t.number(info.val_log_loss, 4),
+                     t.number(info.val_accuracy, 3), t.localize_number(fmt_ms(info.member_latency_ms))])
+    return headers, rows
+
+
 # ---- "none of these" (issue 14) ------------------------------------------------------------------
 
 def open_set_table(study: Study, t: Translator = EN) -> tuple[list[str], list[list[str]]]:

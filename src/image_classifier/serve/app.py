@@ -116,6 +116,20 @@ def _parse_top_k(raw: str | None, default: int) -> int:
     return value
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def _parse_flag(name: str, raw: str | None) -> bool:
+    """A yes/no parameter (``?explain=1``); anything but the usual spellings is a 422."""
+    value = (raw or "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ApiError(422, f"{name} must be 1 or 0 (true or false), not {raw[:40]!r}", "bad_parameter")
+
+
 def _read_upload(max_bytes: int) -> tuple[bytes, dict[str, str]]:
     """The uploaded bytes and the form fields, from multipart (field ``file``) or the raw body."""
     length = request.content_length
@@ -123,7 +137,7 @@ def _read_upload(max_bytes: int) -> tuple[bytes, dict[str, str]]:
         if length is not None and length > max_bytes + MULTIPART_SLACK_BYTES:
             raise ApiError(413, _too_large(max_bytes), "too_large")
         upload = request.files.get("file")
-        fields = {k: v for k, v in request.form.items() if k in ("model", "top_k")}
+        fields = {k: v for k, v in request.form.items() if k in ("model", "top_k", "explain")}
         if upload is None:
             raise ApiError(400, "no file: send the image as the multipart field 'file' (or as the raw request body)",
                            "no_file")
@@ -276,8 +290,9 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
         data, fields = _read_upload(config.max_upload_bytes)
         model = fields.get("model", request.args.get("model"))
         top_k = _parse_top_k(fields.get("top_k", request.args.get("top_k")), config.default_top_k)
+        explain = _parse_flag("explain", fields.get("explain", request.args.get("explain")))
         try:
-            result = store.predict_bytes(data, model=model or None, top_k=top_k)
+            result = store.predict_bytes(data, model=model or None, top_k=top_k, explain=explain)
         except UnknownModelError as err:
             raise ApiError(422, str(err), "unknown_model") from None
         except NotReadyError as err:

@@ -42,6 +42,13 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
         "default": 5,
         "description": "How many classes to list in `top` (larger values are capped at the number of classes).",
     }
+    explain_param = {
+        "type": "string",
+        "enum": ["1", "0", "true", "false", "yes", "no", "on", "off", ""],
+        "default": "0",
+        "description": "1: also say why (the `explanation` object: a Grad-CAM heat map over the photo, or "
+                       "the box of the face that decided); computed only when asked.",
+    }
     not_ready = _error("The models are still loading (or failed to load); retry after `Retry-After` seconds.")
     return {
         "openapi": "3.1.0",
@@ -66,13 +73,14 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                     "parameters": [
                         {"name": "model", "in": "query", "required": False, "schema": model_param},
                         {"name": "top_k", "in": "query", "required": False, "schema": top_k_param},
+                        {"name": "explain", "in": "query", "required": False, "schema": explain_param},
                     ],
                     "requestBody": {
                         "required": True,
                         "description": (
                             "The image (JPEG, PNG, GIF, BMP, WebP, TIFF, PPM; the format is read from the "
                             "content, not the name or content type), either as the multipart field `file` "
-                            "(form fields `model` and `top_k` override the query parameters) or as the raw body."
+                            "(form fields `model`, `top_k` and `explain` override the query parameters) or as the raw body."
                         ),
                         "content": {
                             "multipart/form-data": {
@@ -83,6 +91,7 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                                         "file": {"type": "string", "contentMediaType": "application/octet-stream"},
                                         "model": model_param,
                                         "top_k": top_k_param,
+                                        "explain": explain_param,
                                     },
                                 }
                             },
@@ -98,7 +107,8 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                             f"decompression-bomb limit ({store.max_pixels} pixels)."),
                         "415": _error("The file is not an image in a supported format or colour mode "
                                       "(text, PDF, HEIC, SVG, ...)."),
-                        "422": _error("A bad parameter: unknown `model`, or `top_k` not a whole number >= 1."),
+                        "422": _error("A bad parameter: unknown `model`, `top_k` not a whole number >= 1, or `explain` "
+                                      "not 1 or 0."),
                         "503": not_ready,
                         "default": DEFAULT_ERROR,
                     },
@@ -193,6 +203,8 @@ def _schemas() -> dict[str, Any]:
                         "batch_size": {"type": "integer", "minimum": 0,
                                        "description": "Requests that arrived together and shared the forward pass "
                                                       "(0: a face answered, no forward pass ran)."},
+                        "explain_ms": {"type": "number", "minimum": 0,
+                                       "description": "With `explain=1` only: computing the explanation."},
                     },
                 },
                 "face": {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
@@ -229,6 +241,28 @@ def _schemas() -> dict[str, Any]:
                     "properties": {"score": {"type": "number"}, "threshold": {"type": "number"},
                                    "kind": {"type": "string"}, "value": {"type": "number"}},
                 },
+                # Issue 14, "why": only with explain=1.
+                "explanation": {"$ref": "#/components/schemas/Explanation"},
+            },
+        },
+        "Explanation": {
+            "type": "object",
+            "description": "Why the model answered `target` (with `explain=1` only). `grad-cam`: the Grad-CAM "
+                           "heat map of the network's last convolutional stage (`layer`) in a jet colour map, "
+                           "half over the photo. `face`: a face model's answer came from the face in `box` "
+                           "(photo pixels of `image_size`); the picture shows it boxed, the rest dimmed. "
+                           "The PNG has the photo's proportions, at most 512 pixels on its longer side.",
+            "required": ["method", "png_base64", "target"],
+            "additionalProperties": False,
+            "properties": {
+                "method": {"type": "string", "enum": ["grad-cam", "face"]},
+                "png_base64": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png"},
+                "target": {"type": "string", "description": "The class explained: the model's answer."},
+                "layer": {"type": "string", "description": "grad-cam: the module of the stage explained."},
+                "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
+                        "description": "face: [x0, y0, x1, y1] of the deciding face."},
+                "image_size": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+                "text": {"type": "string", "description": "face: \"decided by the face in this box\"."},
             },
         },
         "Model": {

@@ -32,6 +32,7 @@ from PIL import Image
 from image_classifier.data.decode import MAX_PIXELS
 from image_classifier.errors import ImageClassifierError, ModelFormatError
 from image_classifier.faces import FaceCache
+from image_classifier.inference.explain import explain as explain_image
 from image_classifier.inference.files import top_labels
 from image_classifier.inference.loading import load_model
 from image_classifier.inference.rejection import UNKNOWN
@@ -238,9 +239,12 @@ class Prediction:
     #: What decided (a face model: ``face`` box, ``face_method``, ``faces_found``, ``image_size``), and
     #: "none of these": ``unknown``, ``closest`` {label, probability}, ``rejection`` (or None).
     details: dict[str, Any] = field(default_factory=dict)
+    #: Why (``?explain=1`` only): :meth:`inference.explain.Explanation.to_api`, and what it cost.
+    explanation: dict[str, Any] | None = None
+    explain_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "model": self.model,
             "label": self.label,
             "probabilities": self.probabilities,
@@ -250,6 +254,10 @@ class Prediction:
                        "inference_ms": round(self.inference_ms, 3), "batch_size": self.batch_size},
             **self.details,
         }
+        if self.explanation is not None:
+            d["explanation"] = self.explanation
+            d["timing"]["explain_ms"] = round(self.explain_ms or 0.0, 3)
+        return d
 
 
 def default_max_parallel() -> int:
@@ -379,8 +387,12 @@ class ModelStore:
             return []
         return [self._models[n].info(default=n == self.default) for n in self.names]
 
-    def predict_bytes(self, data: bytes, model: str | None = None, top_k: int | None = None) -> Prediction:
-        """Decode ``data`` (in memory) and classify it. Raises ``UnreadableImageError`` for bad bytes."""
+    def predict_bytes(self, data: bytes, model: str | None = None, top_k: int | None = None, *,
+                      explain: bool = False) -> Prediction:
+        """Decode ``data`` (in memory) and classify it. Raises ``UnreadableImageError`` for bad bytes.
+
+        ``explain``: also say why (Grad-CAM of the answer, or the deciding face's box), computed
+        here in the request thread, outside the batched forward passes, and only when asked."""
         served = self.get(model)
         clf = served.classifier
         t0 = time.perf_counter()
@@ -407,6 +419,11 @@ class ModelStore:
         top = top_labels(probs, classes, top_k)
         latency = (t2 - t0) * 1000
         served.latency.add(latency)
+        explanation = explain_ms = None
+        if explain:
+            t3 = time.perf_counter()
+            explanation = explain_image(clf, data, target=top[0]["label"], decoded=image).to_api()
+            explain_ms = (time.perf_counter() - t3) * 1000
         return Prediction(
             model=served.name,
             label=UNKNOWN if unknown else top[0]["label"],
@@ -418,4 +435,6 @@ class ModelStore:
             inference_ms=forward_ms,
             batch_size=batch_size,
             details=details,
+            explanation=explanation,
+            explain_ms=explain_ms,
         )

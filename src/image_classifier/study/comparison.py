@@ -52,7 +52,11 @@ from image_classifier.inference.calibration import CALIBRATION_KEY
 from image_classifier.inference.loading import load_model
 from image_classifier.saved_model import read_card
 from image_classifier.study.backends import measure_model_backends
+from image_classifier.study.ensemble import (
+    ENSEMBLE_ROW, EnsembleOutcome, align, remove_stale, run_ensemble_step, validation_pass,
+)
 from image_classifier.study.environment import describe_environment
+from image_classifier.study.explanations import explain_errors
 from image_classifier.study.defaults import DEFAULT_TEST, DEFAULT_VAL, FACE_MODEL, SELECTION_CRITERION
 from image_classifier.study.options import CompareOptions
 from image_classifier.study.resume import (
@@ -91,6 +95,10 @@ def reproduce_command(options: CompareOptions, split: Split | None = None) -> st
         args.append("--no-faces")
     if not options.shortcut_audit:
         args.append("--no-audit")
+    if not options.ensemble:
+        args.append("--no-ensemble")
+    elif options.ensemble_max_latency_ms is not None:
+        args += ["--ensemble-max-latency", repr(options.ensemble_max_latency_ms)]
     if options.keep != 0.95:
         args += ["--keep", repr(options.keep)]
     if options.unknown is not None:
@@ -299,7 +307,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     evaluations: dict[str, Evaluation] = {}
     entries: list[ModelResult] = []
     sample_image = test_items[0].path
-    speed_seconds = test_seconds = audit_seconds = 0.0
+    speed_seconds = test_seconds = audit_seconds = explain_seconds = 0.0
     # The shortcut audit's variants, built once per test image and model input, shared by the models.
     audit_images = (AuditImages(survey.analyses if survey is not None else None, cache)
                     if options.shortcut_audit else None)
@@ -308,18 +316,32 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     train_items = [LabelledImage.from_record(r) for r in split.subset("train")]
     unknowns = unknown_images(options.unknown) if options.unknown is not None else None
     open_set_seconds = 0.0
+    # The ensemble's selection reads the validation split only: one pass per model, here (after
+    # training and any post-training fit, so these are the probabilities the model serves), with the
+    # decoded images shared with the test scoring (the cache keys them by file and decoding).
+    try_ensemble = options.ensemble and len(models) >= 2
+    ensemble_val = val_items if try_ensemble else []  # val_items: the split's, from step 2
+    val_passes: dict[str, tuple[Any, list[int]]] = {}  # {model: (probabilities, kept val items)}
+    val_seconds = 0.0
     for i, arch in enumerate(models, 1):
         r = results[arch]
         say(f"[model {i}/{n}] evaluating {arch} on {len(test_items)} test images and timing it")
         model_dir = Path(r.model_dir)
         classifier = load_model(model_dir, backend="torch", face_cache=face_cache)
-        t1 = time.perf_counter()
         # Leave-one-class-out (no unknown folder) needs the network's penultimate features: the tap
-        # records them during the validation pass here and the test pass below.
+        # records them during a validation pass (the ensemble's, when it makes one) and the test pass.
         tap = (FeatureTap(classifier.module) if unknowns is None and classifier.face_path is None
                and len(classifier.classes) >= 3 else None)
         val_features = None
-        if tap is not None:
+        if ensemble_val:
+            tv = time.perf_counter()
+            with tap.attached() if tap is not None else contextlib.nullcontext():
+                val_passes[arch] = validation_pass(classifier, ensemble_val, cache)
+            val_seconds += time.perf_counter() - tv
+            if tap is not None:
+                val_features = (tap.features(), [val_items[k] for k in val_passes[arch][1]])
+        t1 = time.perf_counter()
+        if tap is not None and val_features is None:
             with tap.attached():
                 val_pass = validation_predictions(classifier, val_items, cache)
             val_features = (tap.features(), [val_items[k] for k in val_pass.kept])
@@ -339,12 +361,18 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
                 f"{_fmt(open_set.known_accuracy_kept)} ({_fmt(open_set.known_kept_rate)} kept)")
         open_set_seconds += time.perf_counter() - t3
         t1 += time.perf_counter() - t3  # the test evaluation's time without the open-set measurement
+        # Why: Grad-CAM of the misclassified test images only (the report's error gallery).
+        explained = explain_errors(classifier, ev, run_dir, arch, cache=cache)
+        explain_seconds += explained.seconds
+        if explained.explained:
+            say(f"[model {i}/{n}] {arch}: Grad-CAM of {explained.explained} misclassified test images "
+                f"in {explained.seconds:.1f} s")
         if classifier.face_path is not None:
             classifier.face_path.cache = None  # time the face pipeline itself, not a cache hit
         t2 = time.perf_counter()
         speed = measure_classifier(classifier, model_dir=model_dir, sample_image=sample_image, config=options.speed)
         speed_seconds += time.perf_counter() - t2
-        test_seconds += t2 - t1
+        test_seconds += t2 - t1 - explained.seconds
         shortcut = None
         if audit_images is not None:
             t3 = time.perf_counter()
@@ -357,7 +385,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             name=arch, family=get_arch(arch).family, model_dir=os.path.relpath(model_dir, run_dir),
             validation=Validation(r.best_val_accuracy, r.best_val_loss, r.best_epoch), test=ev.metrics,
             speed=Speed.from_json(speed), training=Training(r.train_seconds, r.peak_rss_mb, list(r.history)),
-            errors=ev.errors, skipped=ev.skipped,
+            errors=explained.errors, skipped=ev.skipped,
             faces=face_accuracy(ev, survey) if survey is not None else None, shortcut=shortcut,
             calibration=Calibration.from_json(classifier.card[CALIBRATION_KEY])
             if classifier.card.get(CALIBRATION_KEY) else None,
@@ -379,7 +407,33 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             say(f"[model {i}/{n}] {m.name}: {m.backends.export.reason}")
         serving = m.backends.serve_backend
         say(f"[model {i}/{n}] {m.name}: serve will use {serving.name} ({serving.reason})")
-    pairwise = pairwise_mcnemar({a: evaluations[a].correct for a in models})
+    # 4c. The ensemble: chosen on the validation probabilities above, then scored on the test split once.
+    ensemble = EnsembleOutcome()
+    if val_passes and ensemble_val:
+        te = time.perf_counter()
+        say(f"ensemble: greedy selection of {', '.join(models)} on {len(ensemble_val)} validation images")
+        classes = read_card(results[models[0]].model_dir)["classes"]
+        ensemble = run_ensemble_step(
+            run_dir=run_dir, model_dirs={a: Path(results[a].model_dir) for a in models},
+            val=align(val_passes, classes, ensemble_val, val_seconds), entries=entries, selected=best,
+            test_items=test_items, cache=cache, max_latency_ms=options.ensemble_max_latency_ms,
+            speed=options.speed, n_bootstrap=options.n_bootstrap, seed=options.seed, say=say)
+        if ensemble.entry is not None and ensemble.evaluation is not None:
+            if survey is not None:
+                ensemble.entry.faces = face_accuracy(ensemble.evaluation, survey)
+            entries.append(ensemble.entry)
+            evaluations[ENSEMBLE_ROW] = ensemble.evaluation
+            if ensemble.is_best:
+                say(f"selected {ENSEMBLE_ROW} instead of {best}: better on validation "
+                    f"(accuracy {ensemble.info.val_accuracy or 0:.3f}, then log-loss)")
+                best = ENSEMBLE_ROW
+        # What the ensemble added: the validation passes, the selection, and (when kept) saving it and
+        # its test scoring; timing it counts with the other models' speed measurements.
+        timings["ensemble_seconds"] = val_seconds + time.perf_counter() - te - ensemble.speed_seconds
+        speed_seconds += ensemble.speed_seconds
+    else:
+        remove_stale(run_dir)
+    pairwise = pairwise_mcnemar({name: ev.correct for name, ev in evaluations.items()})
     # Test-split scoring (decode + predict + metrics) and the speed measurements, apart: the first
     # is the cost of evaluating, the second a choice of how many timing repeats to run.
     timings["test_evaluation_seconds"] = test_seconds
@@ -387,12 +441,15 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         timings["shortcut_audit_seconds"] = audit_seconds
     timings["open_set_seconds"] = open_set_seconds
     timings["speed_measurement_seconds"] = speed_seconds
+    timings["explain_seconds"] = explain_seconds
     timings["export_seconds"] = export_seconds
     timings["backend_measurement_seconds"] = backend_seconds
     timings["evaluation_seconds"] = time.perf_counter() - t0
 
     # 5. Write everything.
-    write_best_pointer(run_dir, results[best].model_dir)
+    kept = ensemble.info is not None and best == ENSEMBLE_ROW
+    best_dir = run_dir / str(ensemble.info.model_dir) if kept else Path(results[best].model_dir)  # type: ignore[union-attr]
+    write_best_pointer(run_dir, best_dir)
     _write_predictions_csv(run_dir / PREDICTIONS_CSV_NAME, evaluations)
     study = Study(
         title=translator(DEFAULT)("report.title.compare", data=Path(options.data).name),  # metrics.json's
@@ -408,10 +465,11 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         ),
         environment=describe_environment(),
         speed_config=options.speed.to_dict(),
-        selection=Selection(best, SELECTION_CRITERION, os.path.relpath(results[best].model_dir, run_dir)),
+        selection=Selection(best, SELECTION_CRITERION, os.path.relpath(best_dir, run_dir)),
         models=entries,
         pairwise=[PairwiseTest.from_json(p) for p in pairwise],
         timings=timings,
+        ensemble=ensemble.info,
     )
     if audit_images is not None and audit_images.example is not None:
         # One test photo's three variants, so a reader of the report sees what was masked.

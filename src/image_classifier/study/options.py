@@ -92,6 +92,11 @@ class CompareOptions:
     #: Language of report.md, report.html and the figures (``--lang``); comparison.csv and
     #: metrics.json are the same in every language.
     lang: str = DEFAULT
+    #: Try a greedy ensemble of the trained models, chosen on validation (False: ``--no-ensemble``).
+    ensemble: bool = True
+    #: Keep only ensembles whose members' measured single-image latencies sum to at most this
+    #: (``--ensemble-max-latency MS``); None: no budget.
+    ensemble_max_latency_ms: float | None = None
     #: "None of these": the fraction of known validation images each model's rejection rule keeps (``--keep``).
     keep: float = 0.95
     #: A folder of images of none of the classes (``--unknown``): the rule is measured on them; None:
@@ -118,6 +123,10 @@ class CompareOptions:
         if self.resume not in RESUME_MODES:
             raise ImageClassifierError(f"resume must be one of {', '.join(RESUME_MODES)}, not {self.resume!r}")
         lang = check_lang(self.lang)
+        max_latency = None if self.ensemble_max_latency_ms is None else float(self.ensemble_max_latency_ms)
+        if max_latency is not None and not max_latency > 0:
+            raise ImageClassifierError(f"--ensemble-max-latency must be a positive number of milliseconds, "
+                                       f"not {self.ensemble_max_latency_ms}")
         if not 0.0 < float(self.keep) < 1.0:
             raise ImageClassifierError(f"--keep must be between 0 and 1 (the fraction of known validation images "
                                        f"the rejection rule keeps, e.g. 0.95), not {self.keep}")
@@ -135,7 +144,7 @@ class CompareOptions:
             else None,
             export=self.export, faces=self.faces, add_face_model=add_face_model, resume=self.resume,
             shortcut_audit=bool(self.shortcut_audit),
-            invoked_as=self.invoked_as, lang=lang,
+            invoked_as=self.invoked_as, lang=lang, ensemble=bool(self.ensemble), ensemble_max_latency_ms=max_latency,
             keep=float(self.keep), unknown=Path(self.unknown) if self.unknown is not None else None,
         )
 

@@ -6,7 +6,8 @@
 
 (() => {
   const $ = (id) => document.getElementById(id);
-  const state = { models: [], byName: new Map(), current: null, limits: null, file: null, seq: 0, previewUrl: null };
+  const state = { models: [], byName: new Map(), current: null, limits: null, file: null, seq: 0, previewUrl: null,
+    why: false, explanation: null };
 
   const MESSAGES = JSON.parse(document.documentElement.dataset.messages || "{}");
   const DECIMAL = document.documentElement.dataset.decimal || ".";
@@ -23,6 +24,7 @@
   };
   const decimal = (text) => text.replace(".", DECIMAL);
   const pct = (p) => t("page.percent", { value: decimal((100 * p).toFixed(1)) });
+  const pctWhole = (p) => t("page.percent", { value: Math.round(100 * p).toString() });
   const ms = (v) => t("page.ms", { value: v < 10 ? decimal(v.toFixed(1)) : Math.round(v).toString() });
   const mb = (bytes) => t("page.mb",
     { value: decimal(String(parseFloat((bytes / 1024 / 1024).toFixed(bytes < 1024 * 1024 ? 2 : 1)))) });
@@ -122,6 +124,8 @@
 
   function showPreview(file) {
     $("face-box").hidden = true;
+    state.explanation = null;
+    hideWhy();
     if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
     state.previewUrl = URL.createObjectURL(file);
     const img = $("preview");
@@ -151,10 +155,87 @@
     return ` · ${t(body.faces_found ? "page.face.unknown" : "page.face.none")}`;
   }
 
+  // "why?": the API's explanation (?explain=1) is a PNG of the photo with the heat map (or the
+  // deciding face boxed), in the photo's proportions, laid over the preview.
+  function hideWhy() {
+    $("why-overlay").hidden = true;
+    $("why-overlay").removeAttribute("src");
+    $("why-note").hidden = true;
+    $("why-note").textContent = "";
+  }
+
+  function whyNote(text) {
+    $("why-note").textContent = text;
+    $("why-note").hidden = !text;
+  }
+
+  function renderWhy(explanation) {
+    if (!explanation) { hideWhy(); return; }
+    const overlay = $("why-overlay");
+    overlay.src = `data:image/png;base64,${explanation.png_base64}`;
+    overlay.hidden = false;
+    whyNote(explanation.method === "face"
+      ? t("page.why.face", { label: explanation.target })
+      : t("page.why.gradcam", { label: explanation.target, layer: explanation.layer }));
+  }
+
+  // Asks for the explanation of the photo on show (the answer itself is already on the page).
+  async function fetchWhy() {
+    const seq = state.seq;
+    whyNote(t("page.why.working"));
+    const form = new FormData();
+    form.append("file", state.file, state.file.name || "pasted-image");
+    if (state.current) form.append("model", state.current);
+    form.append("explain", "1");
+    let response, body;
+    try {
+      response = await fetch("/api/predict", { method: "POST", body: form });
+      body = await response.json().catch(() => ({}));
+    } catch (err) {
+      if (seq === state.seq && state.why) whyNote(t("page.why.failed", { message: t("page.error.unreachable") }));
+      return;
+    }
+    if (seq !== state.seq || !state.why) return;  // another photo, or the toggle was turned off
+    if (!response.ok || !body.explanation) {
+      whyNote(t("page.why.failed", { message: sentence(body.error || `HTTP ${response.status}`) }));
+      return;
+    }
+    state.explanation = body.explanation;
+    renderWhy(state.explanation);
+  }
+
+  function toggleWhy() {
+    state.why = !state.why;
+    $("why-toggle").setAttribute("aria-pressed", String(state.why));
+    if (!state.why) hideWhy();
+    else if (state.explanation) renderWhy(state.explanation);
+    else if (state.file && !$("result").hidden) fetchWhy();
+  }
+
+  // "None of these" (the model's rejection rule, when it has one): the closest class is still said.
+  // The API without a rejection rule sends no "unknown": the answer is then one of the classes.
+  function renderVerdict(body) {
+    const unknown = body.unknown === true;
+    const top = (body.top && body.top[0]) || { label: body.label, probability: body.probabilities[body.label] };
+    const closest = body.closest || top;
+    $("result-label").classList.toggle("unknown", unknown);
+    if (unknown) {
+      $("result-label").textContent = t("page.unknown.label");
+      $("result-probability").textContent = t("page.unknown.closest",
+        { label: closest.label, probability: pctWhole(closest.probability) });
+    } else {
+      $("result-label").textContent = body.label;
+      $("result-probability").textContent = pct(body.probabilities[body.label]);
+    }
+  }
+
   function renderResult(body, roundTripMs) {
     renderFaceBox(body);
-    $("result-label").textContent = body.label;
-    $("result-probability").textContent = pct(body.probabilities[body.label]);
+    renderVerdict(body);
+    state.explanation = body.explanation || null;
+    if (!state.why) hideWhy();
+    else if (state.explanation) renderWhy(state.explanation);
+    else fetchWhy();  // "why?" was turned on while this answer was on its way
     const timing = body.timing;
     const details = [t("face" in body ? "page.meta.decode_faces" : "page.meta.decode", { ms: ms(timing.decode_ms) })];
     if (timing.queue_ms >= 1) details.push(t("page.meta.queued", { ms: ms(timing.queue_ms) }));
@@ -218,7 +299,7 @@
     const t0 = performance.now();
     let response, body;
     try {
-      response = await fetch("/api/predict", { method: "POST", body: form });
+      response = await fetch(state.why ? "/api/predict?explain=1" : "/api/predict", { method: "POST", body: form });
       body = await response.json().catch(() => ({}));
     } catch (err) {
       if (seq === state.seq) showError(t("page.error.unreachable"));
@@ -281,6 +362,7 @@
       if (state.file) classify(state.file);
     });
     $("preview").addEventListener("error", () => { $("preview-box").hidden = true; });
+    $("why-toggle").addEventListener("click", toggleWhy);
   }
 
   async function start() {

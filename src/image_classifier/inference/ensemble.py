@@ -1,0 +1,337 @@
+"""A saved ensemble: a model directory whose card lists other saved models and their weights, and
+:class:`EnsembleClassifier`, which answers like a :class:`~image_classifier.inference.classifier.Classifier`.
+
+The card (``model.json``) has ``architecture: "ensemble"``, the classes, and under ``ensemble``
+each candidate model by its path *relative to the ensemble's directory* (so the run directory
+can be moved or copied), its weight and the SHA-256 of what it predicts with (its weights and the
+prediction-relevant part of its card: :func:`member_fingerprint`). A member with weight 0 is
+listed (the report names it) but never opened. Each member keeps its own preprocessing, face
+path and backend; an image is decoded once per distinct :attr:`Classifier.decode_key` among the
+members, and the probabilities are the weighted average of the members' (calibrated, where the
+members are).
+
+For the server's batcher the ensemble looks like one network: :meth:`EnsembleClassifier.prepare`
+packs, per image, a flag per member (does this member's forward pass need to run?) and every
+member's input into one flat row; :meth:`EnsembleClassifier.predict_tensor` unpacks a batch of
+such rows and runs each member's forward pass on its own backend; :meth:`EnsembleClassifier.finish`
+hands each member its part so that members finish (face answers, calibration) as they always do.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from image_classifier.errors import ModelFormatError
+from image_classifier.fileio import atomic_write_json
+from image_classifier.inference.classifier import Classifier, ImageSource, Prepared
+from image_classifier.inference.rejection import annotate
+from image_classifier.preprocessing import Preprocessing
+from image_classifier.runs import CARD_NAME
+from image_classifier.saved_model import FORMAT_VERSION, read_card
+
+#: ``architecture`` of an ensemble's card.
+ENSEMBLE_ARCHITECTURE = "ensemble"
+#: The card keys that decide what a member predicts: a change to any of them changes its probabilities.
+FINGERPRINT_KEYS = ("architecture", "arch_options", "classes", "preprocessing", "weights_sha256", "calibration",
+                    "faces")
+
+
+def is_ensemble_card(card: dict[str, Any]) -> bool:
+    return card.get("architecture") == ENSEMBLE_ARCHITECTURE
+
+
+def member_fingerprint(card: dict[str, Any]) -> str:
+    """SHA-256 of what a member predicts with: its weights' hash and the card keys that shape its
+    probabilities (:data:`FINGERPRINT_KEYS`). Re-exporting a member or re-measuring its backends
+    rewrites other parts of its card and leaves this unchanged; retraining or recalibrating changes it."""
+    core = {k: card.get(k) for k in FINGERPRINT_KEYS}
+    return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One candidate model of a saved ensemble, as its card lists it."""
+
+    name: str
+    path: str  # relative to the ensemble's directory
+    weight: float
+    sha256: str  # member_fingerprint of its card
+    weights_sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "weight": self.weight, "sha256": self.sha256,
+                "weights_sha256": self.weights_sha256}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> MemberSpec:
+        return cls(str(d["name"]), str(d["path"]), float(d["weight"]), str(d["sha256"]), d.get("weights_sha256"))
+
+
+def write_ensemble(out_dir: str | os.PathLike, members: dict[str, Path], weights: dict[str, float], *,
+                   extra: dict[str, Any] | None = None, best: dict[str, Any] | None = None) -> Path:
+    """Save an ensemble of the saved models ``members`` (``{name: model dir}``) with ``weights``
+    (summing to 1; a name without a weight gets 0) into ``out_dir``; returns the directory.
+
+    ``extra`` is stored under the card's ``ensemble`` key beside the members (how it was chosen);
+    ``best`` is the card's ``best`` (``val_accuracy``, ``val_loss``: what ``evaluate`` reports as its
+    validation figures, as for a trained model)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    specs, cards = [], {}
+    for name, path in members.items():
+        card = read_card(path)
+        cards[name] = card
+        rel = os.path.relpath(Path(path).resolve(), out.resolve())
+        specs.append(MemberSpec(name, Path(rel).as_posix(), float(weights.get(name, 0.0)), member_fingerprint(card),
+                                card.get("weights_sha256")))
+    chosen = [s for s in specs if s.weight > 0]
+    if not chosen:
+        raise ValueError("an ensemble needs a member with a weight above 0")
+    total = sum(s.weight for s in chosen)
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"ensemble weights must sum to 1, not {total}")
+    classes = list(cards[chosen[0].name]["classes"])
+    differing = [s.name for s in chosen if list(cards[s.name]["classes"]) != classes]
+    if differing:
+        raise ModelFormatError(f"{', '.join(differing)} have other classes than {chosen[0].name}: an ensemble's "
+                               "members must be trained on the same classes, in the same order")
+    # Informative only (each member uses its own card's): the largest input, which a warm-up picture needs.
+    largest = max(chosen, key=lambda s: int(cards[s.name]["preprocessing"]["input_size"]))
+    card = {
+        "format_version": FORMAT_VERSION,
+        "architecture": ENSEMBLE_ARCHITECTURE,
+        "classes": classes,
+        "preprocessing": dict(cards[largest.name]["preprocessing"]),
+        "ensemble": {**(extra or {}), "members": [s.to_json() for s in specs]},
+    }
+    if best is not None:
+        card["best"] = dict(best)
+    atomic_write_json(out / CARD_NAME, card)
+    return out
+
+
+def ensemble_members(model_dir: str | os.PathLike, card: dict[str, Any] | None = None) -> list[MemberSpec]:
+    """The members the card of the ensemble in ``model_dir`` lists (every candidate, weight 0 included)."""
+    card = card if card is not None else read_card(model_dir)
+    try:
+        return [MemberSpec.from_json(d) for d in card["ensemble"]["members"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelFormatError(f"{Path(model_dir) / CARD_NAME} is not a valid ensemble card ({err!r})") from err
+
+
+def check_member(model_dir: Path, spec: MemberSpec) -> Path:
+    """The member's directory, after checking it is the model the ensemble was chosen with."""
+    path = (Path(model_dir) / spec.path).resolve()
+    if not (path / CARD_NAME).is_file():
+        raise ModelFormatError(
+            f"{model_dir}: member {spec.name} ({spec.path}) is missing ({path / CARD_NAME} not found); keep the "
+            "ensemble inside its run directory (move or copy the whole run), or re-run `image-classifier compare`")
+    found = member_fingerprint(read_card(path))
+    if found != spec.sha256:
+        raise ModelFormatError(
+            f"{model_dir}: member {spec.name} ({path}) has changed since the ensemble was chosen (SHA-256 "
+            f"{found[:12]}... instead of {spec.sha256[:12]}...): its weights were chosen for the old model; re-run "
+            "`image-classifier compare` to choose them again")
+    return path
+
+
+@dataclass
+class EnsembleInput:
+    """One image decoded for an ensemble: once per distinct decode key of its members."""
+
+    by_key: dict[Any, Any]
+
+
+@dataclass
+class EnsemblePrepared:
+    """Images made ready for :meth:`EnsembleClassifier.predict_tensor` (what the batcher moves)."""
+
+    batch: np.ndarray  # (len(rows), members + sum of inputs) float32: flags, then each member's input
+    rows: list[int]  # images for which some member's forward pass runs
+    parts: list[Prepared]  # each member's own preparation
+    details: list[dict[str, Any]]
+    n: int
+
+    @property
+    def size(self) -> int:
+        return self.n
+
+
+class EnsembleBackend:
+    """What ``backend_name`` / ``backend.describe()`` say about an ensemble: its members' backends."""
+
+    def __init__(self, members: Sequence[tuple[str, Classifier, float]]) -> None:
+        self.members = members
+        self.name = "ensemble(" + "+".join(sorted({c.backend_name for _, c, _ in members})) + ")"
+
+    def describe(self) -> str:
+        return "; ".join(f"{n} ({w:.2f}): {c.backend.describe()}" for n, c, w in self.members)
+
+    def predict_tensor(self, batch: Any) -> np.ndarray:  # pragma: no cover - EnsembleClassifier answers
+        raise NotImplementedError
+
+
+class EnsembleClassifier:
+    """The weighted average of several loaded classifiers, with :class:`Classifier`'s interface
+    (``predict``, ``predict_proba``, ``predict_details``, ``decode``, ``prepare``, ``predict_tensor``,
+    ``finish``), so ``predict``, ``evaluate`` and ``serve`` use it unchanged."""
+
+    face_path = None  # the members have their own
+    #: "None of these": an ensemble has no rejection rule of its own (yet), so it never answers
+    #: "unknown"; its details still say so, with the closest class (see Classifier.judge).
+    rejection_rule = None
+    reject = True
+
+    def __init__(self, members: Sequence[tuple[str, Classifier, float]], card: dict[str, Any],
+                 model_dir: Path | None = None, backend_reason: str = "") -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = list(members)
+        self.card = card
+        self.model_dir = model_dir
+        self.classes = list(card["classes"])
+        for name, clf, _ in self.members:
+            if list(clf.classes) != self.classes:
+                raise ModelFormatError(f"{model_dir}: member {name} has classes {clf.classes}, the ensemble {self.classes}")
+        self.preprocessing = Preprocessing.from_dict(card["preprocessing"])
+        self.backend = EnsembleBackend(self.members)
+        self.backend_reason = backend_reason or "each member on its own backend"
+        # One member per decode key decodes for all the members sharing it.
+        self._decoders: dict[Any, Classifier] = {}
+        for _, clf, _ in self.members:
+            self._decoders.setdefault(clf.decode_key, clf)
+        self._shapes = [(3, clf.preprocessing.input_size, clf.preprocessing.input_size) for _, clf, _ in self.members]
+        self._widths = [int(np.prod(s)) for s in self._shapes]
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def architecture(self) -> str:
+        return ENSEMBLE_ARCHITECTURE
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {n: w for n, _, w in self.members}
+
+    @property
+    def decode_key(self) -> tuple[Any, ...]:
+        return (ENSEMBLE_ARCHITECTURE, *sorted(self._decoders, key=repr))
+
+    # -- decoding ----------------------------------------------------------------------------------
+    def decode(self, source: ImageSource | EnsembleInput, *, max_pixels: int | None = None) -> EnsembleInput:
+        """One image decoded once per distinct decode key of the members."""
+        if isinstance(source, EnsembleInput):
+            return source
+        if hasattr(source, "read") and not isinstance(source, (str, os.PathLike, bytes, Image.Image)):
+            source = source.read()  # a stream can be read once; bytes can be decoded many times
+        kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
+        return EnsembleInput({key: clf.decode(source, **kwargs) for key, clf in self._decoders.items()})
+
+    def decode_from(self, path: Path, cache: Any) -> EnsembleInput:
+        """Like :meth:`decode`, taking each member's decoding from ``cache`` (an
+        :class:`~image_classifier.evaluate.evaluation.DecodeCache`), where the members' own
+        evaluations already put it."""
+        return EnsembleInput({key: cache.get(path, clf) for key, clf in self._decoders.items()})
+
+    # -- the batcher's three steps -----------------------------------------------------------------
+    def prepare(self, images: Sequence[Any]) -> EnsemblePrepared:
+        items = [self.decode(img) for img in images]
+        n = len(items)
+        parts = [clf.prepare([it.by_key[clf.decode_key] for it in items]) for _, clf, _ in self.members]
+        k = len(self.members)
+        rows = sorted({i for p in parts for i in p.rows})
+        position = {i: r for r, i in enumerate(rows)}
+        batch = np.zeros((len(rows), k + sum(self._widths)), dtype=np.float32)
+        offset = k
+        for m, (part, width) in enumerate(zip(parts, self._widths)):
+            if part.rows:
+                at = [position[i] for i in part.rows]
+                batch[at, m] = 1.0
+                batch[at, offset:offset + width] = part.batch.reshape(len(part.rows), width)
+            offset += width
+        details = [{"members": [{"name": name, "weight": w, **part.details[i]}
+                                for (name, _, w), part in zip(self.members, parts)]} for i in range(n)]
+        return EnsemblePrepared(batch, rows, parts, details, n)
+
+    def predict_tensor(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Each member's forward pass on its own backend, for rows packed by :meth:`prepare`:
+        (rows, members x classes), a member's columns 0 where its pass did not run."""
+        x = batch.numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch)
+        k, c = len(self.members), len(self.classes)
+        out = np.zeros((x.shape[0], k * c), dtype=np.float32)
+        offset = k
+        for m, ((_, clf, _), shape, width) in enumerate(zip(self.members, self._shapes, self._widths)):
+            selected = np.flatnonzero(x[:, m] > 0.5)
+            if selected.size:
+                inputs = np.ascontiguousarray(x[selected, offset:offset + width]).reshape(-1, *shape)
+                out[selected, m * c:(m + 1) * c] = clf.predict_tensor(inputs)
+            offset += width
+        return out
+
+    def finish(self, prepared: EnsemblePrepared, forward: np.ndarray | None) -> np.ndarray:
+        """The weighted average of the members' probabilities for every prepared image."""
+        c = len(self.classes)
+        position = {i: r for r, i in enumerate(prepared.rows)}
+        total = np.zeros((prepared.n, c), dtype=np.float64)
+        for m, ((_, clf, weight), part) in enumerate(zip(self.members, prepared.parts)):
+            own = None
+            if part.rows:
+                own = np.asarray(forward)[[position[i] for i in part.rows], m * c:(m + 1) * c]
+            total += weight * clf.finish(part, own)
+        return total.astype(np.float32)
+
+    # -- Classifier's public methods ----------------------------------------------------------------
+    def predict_details(self, images: Sequence[Any], batch_size: int = 32) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
+            raise TypeError("predict() takes a sequence of images; wrap a single image in a list")
+        probs, details = [], []
+        for start in range(0, len(images), batch_size):
+            prepared = self.prepare(images[start:start + batch_size])
+            forward = self.predict_tensor(prepared.batch) if prepared.rows else None
+            probs.append(self.finish(prepared, forward))
+            details.extend(prepared.details)
+        out = np.concatenate(probs) if probs else np.empty((0, len(self.classes)), dtype=np.float32)
+        self.judge(out, details)
+        return out, details
+
+    def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:
+        """``unknown`` (always False: no rule), ``closest`` and ``rejection`` (None) in each details dict."""
+        return annotate(probabilities, details, self.classes, None)
+
+    def predict_proba(self, images: Sequence[Any], batch_size: int = 32) -> np.ndarray:
+        return self.predict_details(images, batch_size)[0]
+
+    def predict(self, images: Sequence[Any], batch_size: int = 32) -> list[str]:
+        probs = self.predict_proba(images, batch_size)
+        return [self.classes[i] for i in probs.argmax(axis=1)]
+
+    def forward_input(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Packed rows in which every member's forward pass runs (what timing the networks needs)."""
+        k = len(self.members)
+        parts = [clf.preprocess_array(images).reshape(len(images), -1) for _, clf, _ in self.members]
+        return np.ascontiguousarray(np.concatenate([np.ones((len(images), k), dtype=np.float32), *parts], axis=1))
+
+
+def open_ensemble(model_dir: str | os.PathLike, card: dict[str, Any],
+                  load_member: Callable[[Path], Classifier]) -> EnsembleClassifier:
+    """Open the ensemble saved in ``model_dir``: each member with a weight above 0 is checked
+    (:func:`check_member`) and opened by ``load_member`` (``load_model`` on the backend asked for);
+    the members with weight 0 are not read at all."""
+    model_dir = Path(model_dir)
+    specs = [s for s in ensemble_members(model_dir, card) if s.weight > 0]
+    if not specs:
+        raise ModelFormatError(f"{model_dir / CARD_NAME}: no member has a weight above 0")
+    members = [(s.name, load_member(check_member(model_dir, s)), s.weight) for s in specs]
+    reasons = "; ".join(f"{n}: {c.backend_name}" for n, c, _ in members)
+    return EnsembleClassifier(members, card, model_dir, backend_reason=f"each member on its own backend ({reasons})")

@@ -1,0 +1,489 @@
+"""The ensemble: greedy selection on validation probabilities, a saved ensemble directory that
+``predict``, ``load_model`` and ``serve`` open like any model, and ``compare``'s ensemble step.
+
+The end-to-end part trains two tiny networks that each see one half of the picture (left or
+right) on images whose class shows in one half only: each model is right on about half of the
+images and unsure on the rest, so their average is the known best mix. Everything is real:
+Pillow images, the real trainer, the CLI, files on disk, a fresh process, Flask's test client.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from conftest import CHROMIUM, SHARED, rendered_ink
+from image_classifier.cli import main
+from image_classifier.errors import ModelFormatError
+from image_classifier.evaluate.ensemble_selection import greedy_selection, log_loss, mix
+from image_classifier.i18n import translator
+from image_classifier.inference.ensemble import EnsembleClassifier, ensemble_members, write_ensemble
+from image_classifier.inference.loading import load_model
+from image_classifier.models.net import ClassifierNet
+from image_classifier.models.registry import ArchSpec, register_arch, unregister_arch
+from image_classifier.preprocessing import Preprocessing
+from image_classifier.recipe import Augmentation, Phase, Recipe
+from image_classifier.report.markdown import render_markdown
+from image_classifier.report.narrative import ensemble_sentences
+from image_classifier.results import COLUMNS, EnsembleInfo, EnsembleMember, Study
+from image_classifier.runs import WEIGHTS_NAME
+from image_classifier.serve.app import create_app
+from image_classifier.serve.store import ModelStore
+
+TESTS_DIR = Path(__file__).resolve().parent
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 220)}
+ARCHS = ("tiny_half_left", "tiny_half_right")
+
+
+# ---- greedy selection on synthetic probabilities ---------------------------------------------------
+
+def _complementary(n: int = 40, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Three classes; ``left`` is sure and right on the first half, unsure on the second; ``right``
+    the opposite; ``bad`` is confidently wrong everywhere."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    sure = np.full((n, 3), 0.025)
+    sure[np.arange(n), y] = 0.95
+    unsure = np.full((n, 3), 1 / 3)
+    half = np.arange(n) < n // 2
+    left = np.where(half[:, None], sure, unsure)
+    right = np.where(half[:, None], unsure, sure)
+    bad = np.full((n, 3), 0.05)
+    bad[np.arange(n), (y + 1) % 3] = 0.9
+    return {"bad": bad, "left": left, "right": right}, y
+
+
+def test_greedy_selection_picks_the_complementary_pair_and_leaves_a_bad_model_out():
+    probs, y = _complementary()
+    sel = greedy_selection(probs, y)
+    assert sel is not None
+    assert sel.weights["bad"] == 0.0 and sel.counts["bad"] == 0
+    assert sel.members == ["left", "right"]
+    assert abs(sum(sel.weights.values()) - 1.0) < 1e-12
+    # Symmetric halves: the best mix is half and half.
+    assert sel.weights["left"] == pytest.approx(0.5) and sel.weights["right"] == pytest.approx(0.5)
+    assert sel.log_loss == pytest.approx(log_loss(mix(probs, sel.weights), y))
+    assert sel.log_loss < sel.best_single_log_loss and sel.improves
+    assert sel.accuracy == 1.0 and sel.best_single_accuracy < 0.8
+    assert sel.history == sorted(sel.history, reverse=True) and len(sel.history) == sel.steps
+
+
+def test_greedy_selection_weights_follow_the_better_model():
+    probs, y = _complementary(60, seed=1)
+    # Make "left" right on two thirds of the images: it should get more weight than "right".
+    n = len(y)
+    sure = np.full((n, 3), 0.025)
+    sure[np.arange(n), y] = 0.95
+    probs["left"] = np.where((np.arange(n) < 2 * n // 3)[:, None], sure, 1 / 3)
+    sel = greedy_selection({"left": probs["left"], "right": probs["right"]}, y, max_steps=20)
+    assert sel is not None and sel.weights["left"] > sel.weights["right"] > 0
+    assert abs(sum(sel.weights.values()) - 1.0) < 1e-12
+    assert all((sel.counts[k] / sel.steps) == sel.weights[k] for k in sel.weights)
+
+
+def test_one_good_model_alone_is_not_an_ensemble():
+    probs, y = _complementary()
+    sure = np.full((len(y), 3), 0.01)
+    sure[np.arange(len(y)), y] = 0.98
+    sel = greedy_selection({"sure": sure, "bad": probs["bad"]}, y)
+    assert sel is not None and sel.members == ["sure"] and not sel.improves
+
+
+def test_the_latency_budget_restricts_the_choice():
+    probs, y = _complementary()
+    latency = {"bad": 1.0, "left": 10.0, "right": 30.0}
+    sel = greedy_selection(probs, y, allowed=lambda chosen: sum(latency[n] for n in chosen) <= 35)
+    assert sel is not None and "right" not in sel.members and "left" in sel.members
+    assert greedy_selection(probs, y, allowed=lambda chosen: False) is None
+
+
+# ---- tiny models that each see one half ------------------------------------------------------------
+
+class Half(nn.Module):
+    """Keeps one half of the picture (the other half is what the other model sees)."""
+
+    def __init__(self, side: str) -> None:
+        super().__init__()
+        self.side = side
+
+    def forward(self, x):
+        w = x.shape[-1] // 2
+        return x[..., :w] if self.side == "left" else x[..., w:]
+
+
+def _half_net(side: str):
+    def build(num_classes: int, backbone_state=None) -> ClassifierNet:
+        backbone = nn.Sequential(
+            nn.Sequential(Half(side), nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU()),
+            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+        )
+        return ClassifierNet(backbone, nn.Linear(6, num_classes), 6)
+
+    return build
+
+
+def _recipe() -> Recipe:
+    return Recipe(phases=[Phase("scratch", epochs=12, lr=2e-2, trainable_from=0)], batch_size=8, precision="fp32",
+                  early_stopping_patience=12, augmentation=Augmentation(rotation=0, width_shift=0, height_shift=0,
+                                                                        shear=0, zoom=0, horizontal_flip=False))
+
+
+def register_halves() -> None:
+    # Two input sizes: the ensemble decodes each image once per size.
+    register_arch(ArchSpec(ARCHS[0], _half_net("left"), Preprocessing(32), _recipe), replace=True)
+    register_arch(ArchSpec(ARCHS[1], _half_net("right"), Preprocessing(24), _recipe), replace=True)
+
+
+CHILD_PRELUDE = (f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); import test_ensemble; "
+                 "test_ensemble.register_halves()\n")
+
+
+def half_image(colour: tuple[int, int, int], side: str, rng: np.random.Generator, size: int = 48) -> Image.Image:
+    """The class colour on one half, grey noise on the other."""
+    a = rng.integers(100, 156, (size, size, 3)).astype(np.int16)
+    w = size // 2
+    part = (slice(None), slice(0, w)) if side == "left" else (slice(None), slice(w, size))
+    a[part] = np.asarray(colour) + rng.integers(-20, 21, (size, w, 3))
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def make_halves(root: Path, per_class: int = 16, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            half_image(colour, "left" if i % 2 == 0 else "right", rng).save(root / name / f"{name}_{i:03d}.png")
+    return root
+
+
+def _compare(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    argv = ["compare", str(data), "--models", ",".join(ARCHS), "--out", str(out), "--seed", "1", "--val", "0.3",
+            "--test", "0.3", "--speed-repeats", "2", "--cache-dir", str(cache), "--no-progress", "--no-faces", *extra]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # as on an idle machine (see test_compare)
+        assert main(argv) == 0
+    return argv
+
+
+@pytest.fixture(scope="module")
+def halves():
+    register_halves()
+    yield
+    for name in ARCHS:
+        unregister_arch(name)
+
+
+@pytest.fixture(scope="module")
+def compared(halves, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ens")
+    data = make_halves(root / "data")
+    run = root / "runs" / "halves"
+    argv = _compare(data, run, root / "cache")
+    return {"root": root, "data": data, "run": run, "cache": root / "cache", "argv": argv}
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def _test_images(run: Path, data: Path) -> list[Path]:
+    with (run / "split.csv").open() as fh:
+        return [data / r["rel_path"] for r in csv.DictReader(fh) if r["split"] == "test"]
+
+
+def test_compare_keeps_the_ensemble_with_every_metric(compared):
+    run = compared["run"]
+    metrics = _metrics(run)
+    info = metrics["ensemble"]
+    assert info["outcome"] == "kept" and info["model_dir"] == "models/ensemble"
+    weights = {m["name"]: m["weight"] for m in info["members"]}
+    assert set(weights) == set(ARCHS) and all(w > 0 for w in weights.values())
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert info["val_log_loss"] < info["best_single_val_log_loss"]
+    rows = {m["name"]: m for m in metrics["models"]}
+    ens = rows["ensemble"]
+    assert ens["family"] == "ensemble" and ens["test"]["n"] == rows[ARCHS[0]]["test"]["n"]
+    # Size and parameters are the members' sums; latency is measured on the ensemble itself.
+    assert ens["speed"]["params"] == sum(rows[a]["speed"]["params"] for a in ARCHS)
+    assert ens["speed"]["size_bytes"] >= sum(rows[a]["speed"]["size_bytes"] for a in ARCHS)
+    assert ens["speed"]["latency_ms_p50"] > 0 and ens["speed"]["e2e_latency_ms_p50"] > 0
+    assert info["member_latency_ms"] == pytest.approx(sum(rows[a]["speed"]["e2e_latency_ms_p50"] for a in ARCHS))
+    # McNemar against each member, from the per-image predictions.
+    pairs = {(p["model_a"], p["model_b"]) for p in metrics["pairwise"]}
+    assert {(a, "ensemble") for a in ARCHS} <= pairs
+    with (run / "predictions.csv").open() as fh:
+        preds = [r for r in csv.DictReader(fh) if r["model"] == "ensemble"]
+    assert len(preds) == ens["test"]["n"]
+    correct = sum(r["correct"] == "True" for r in preds)
+    assert correct / len(preds) == pytest.approx(ens["test"]["accuracy"])
+    # Each model alone is right on about half; the mix of the two halves on (almost) all.
+    assert ens["validation"]["accuracy"] > max(info["members"][i]["val_accuracy"] for i in range(2))
+    assert metrics["selection"]["best"] == "ensemble"
+    assert (run / "best").resolve() == (run / "models" / "ensemble").resolve()
+    with (run / "comparison.csv").open() as fh:
+        table = {r["model"]: r for r in csv.DictReader(fh)}
+    assert list(table["ensemble"]) == list(COLUMNS) and table["ensemble"]["selected"] == "True"
+    assert table["ensemble"]["test_accuracy"] and table["ensemble"]["latency_ms_p50"]
+    study = Study.load(run)
+    assert study.ensemble is not None and study.ensemble.kept and study.best.name == "ensemble"
+    assert Study.from_json(study.to_json()).ensemble == study.ensemble
+    report = (run / "report.md").read_text()
+    assert "## Ensemble" in report and ARCHS[0] in report
+    html = (run / "report.html").read_text()
+    assert 'id="ensemble"' in html
+    card = json.loads((run / "models" / "ensemble" / "model.json").read_text())
+    assert card["architecture"] == "ensemble"
+    assert all(not os.path.isabs(m["path"]) and len(m["sha256"]) == 64 for m in card["ensemble"]["members"])
+
+
+def test_the_ensemble_decodes_once_per_input_size_and_averages_its_members(compared):
+    run = compared["run"]
+    ens = load_model(run / "models" / "ensemble", backend="torch")
+    assert isinstance(ens, EnsembleClassifier)
+    images = _test_images(run, compared["data"])[:5]
+    decoded = ens.decode(images[0])
+    assert len(decoded.by_key) == 2  # 32 px and 24 px
+    singles = {a: load_model(run / "models" / a, backend="torch").predict_proba(images) for a in ARCHS}
+    expected = sum(ens.weights[a] * singles[a] for a in ARCHS)
+    np.testing.assert_allclose(ens.predict_proba(images), expected, atol=1e-5)
+    assert ens.predict(images) == [ens.classes[i] for i in expected.argmax(axis=1)]
+
+
+def test_poisoned_test_labels_leave_the_chosen_weights_unchanged(compared, tmp_path):
+    """The test split never takes part in the selection: relabel every test image (move it to
+    another class folder, and say so in the split) and the same members and weights come out."""
+    data = tmp_path / "data"
+    shutil.copytree(compared["data"], data)
+    classes = list(COLOURS)
+    with (compared["run"] / "split.csv").open() as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames, list(reader)
+    moved = 0
+    for r in rows:
+        if r["split"] == "test":
+            wrong = classes[(classes.index(r["class"]) + 1) % len(classes)]
+            src = data / r["rel_path"]
+            r["rel_path"] = f"{wrong}/{src.name}"
+            r["class"] = wrong
+            src.rename(data / r["rel_path"])
+            moved += 1
+    assert moved > 0
+    split = tmp_path / "poisoned.csv"
+    with split.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    run = tmp_path / "run"
+    _compare(data, run, compared["cache"], "--split", str(split))
+    before, after = _metrics(compared["run"]), _metrics(run)
+    def chosen(metrics: dict) -> list[tuple]:  # latencies are measured anew, and differ
+        return [(m["name"], m["weight"], m["val_log_loss"], m["val_accuracy"]) for m in metrics["ensemble"]["members"]]
+
+    assert chosen(after) == chosen(before)
+    assert after["ensemble"]["val_log_loss"] == before["ensemble"]["val_log_loss"]
+    # The poison did reach the test scoring.
+    test_acc = {m["name"]: m["test"]["accuracy"] for m in after["models"]}
+    assert test_acc["ensemble"] < {m["name"]: m["test"]["accuracy"] for m in before["models"]}["ensemble"]
+
+
+def test_a_moved_run_reloads_in_a_fresh_process_and_predicts_the_same(compared, tmp_path):
+    run = tmp_path / "copied"
+    shutil.copytree(compared["run"], run, symlinks=True)
+    images = _test_images(compared["run"], compared["data"])[:6]
+    here = load_model(compared["run"] / "models" / "ensemble", backend="torch").predict_proba(images)
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    shutil.move(str(run), str(moved))
+    code = CHILD_PRELUDE + (
+        "import json, sys\n"
+        "from image_classifier import load_model\n"
+        "clf = load_model(sys.argv[1])\n"  # auto: each member on its recorded backend; via the best link
+        "print(json.dumps({'probs': clf.predict_proba(sys.argv[2:]).tolist(), 'kind': type(clf).__name__}))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR.parent / "src"), str(TESTS_DIR)])}
+    out = subprocess.run([sys.executable, "-c", code, str(moved / "best"), *map(str, images)], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    assert answer["kind"] == "EnsembleClassifier"
+    np.testing.assert_allclose(np.array(answer["probs"]), here, atol=1e-4)
+
+
+def test_a_weight_zero_member_is_not_loaded_and_a_changed_member_is_refused(compared, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(compared["run"], run, symlinks=True)
+    models = {a: run / "models" / a for a in ARCHS}
+    solo = write_ensemble(tmp_path / "solo", models, {ARCHS[0]: 1.0})
+    assert [(m.name, m.weight) for m in ensemble_members(solo)] == [(ARCHS[0], 1.0), (ARCHS[1], 0.0)]
+    (models[ARCHS[1]] / WEIGHTS_NAME).unlink()  # the weight-0 member could not be loaded now
+    ens = load_model(solo, backend="torch")
+    assert [n for n, _, _ in ens.members] == [ARCHS[0]]
+    images = _test_images(compared["run"], compared["data"])[:3]
+    alone = load_model(models[ARCHS[0]], backend="torch").predict_proba(images)
+    np.testing.assert_allclose(ens.predict_proba(images), alone, atol=1e-6)
+    # A member that changed since the weights were chosen (recalibrated here) is a clear error.
+    card_path = models[ARCHS[0]] / "model.json"
+    card = json.loads(card_path.read_text())
+    card["calibration"] = {"method": "temperature", "temperature": 2.0}
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match="changed since the ensemble was chosen"):
+        load_model(solo, backend="torch")
+
+
+def test_predict_and_serve_answer_with_the_ensemble(compared, capsys):
+    run = compared["run"]
+    images = _test_images(run, compared["data"])[:2]
+    capsys.readouterr()
+    assert main(["predict", str(run / "models" / "ensemble"), *map(str, images), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["architecture"] == "ensemble"
+    direct = load_model(run / "models" / "ensemble", backend="torch").predict_proba(images)
+    for answer, row in zip(printed["predictions"], direct):
+        got = [answer["probabilities"][c] for c in printed["classes"]]
+        np.testing.assert_allclose(got, row, atol=1e-4)  # predict's default backend is auto (ONNX here)
+        assert [m["name"] for m in answer["members"]] == list(ARCHS)
+    app = create_app([run], backend="auto")
+    client = app.test_client()
+    models = client.get("/api/models").get_json()
+    names = [m["name"] for m in (models["models"] if isinstance(models, dict) else models)]
+    assert "ensemble" in names
+    body = images[0].read_bytes()
+    r = client.post("/api/predict", data={"file": (io.BytesIO(body), "x.png")})  # the run's best: the ensemble
+    assert r.status_code == 200, r.get_json()
+    answer = r.get_json()
+    assert answer["model"] == "ensemble"
+    got = np.array([answer["probabilities"][c] for c in load_model(run / "models" / "ensemble").classes])
+    np.testing.assert_allclose(got, direct[0], atol=1e-4)
+    assert answer["label"] == max(answer["probabilities"], key=answer["probabilities"].get)
+
+
+def test_no_ensemble_and_a_tight_budget_keep_none(compared, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(compared["run"], run, symlinks=True)
+    _compare(compared["data"], run, compared["cache"], "--no-ensemble")
+    metrics = _metrics(run)
+    assert "ensemble" not in metrics and all(m["name"] != "ensemble" for m in metrics["models"])
+    assert not (run / "models" / "ensemble").exists()  # the previous run's is gone: serve won't offer it
+    assert metrics["selection"]["best"] in ARCHS and "--no-ensemble" in metrics["command"]
+    # A budget below any single model's latency: tried, nothing fits, said so.
+    _compare(compared["data"], run, compared["cache"], "--ensemble-max-latency", "0.0001")
+    metrics = _metrics(run)
+    assert metrics["ensemble"]["outcome"] == "over_budget"
+    assert all(m["name"] != "ensemble" for m in metrics["models"])
+    assert "## Ensemble" in (run / "report.md").read_text()
+
+
+def test_the_report_says_why_no_ensemble_was_kept_in_both_languages(compared):
+    study = Study.load(compared["run"])
+    es = render_markdown(study, translator("es"))
+    assert "## Ensemble (combinación de modelos)" in es and "combinó" in es
+    # A run saved before ensembles has none, and still loads.
+    old = study.to_json()
+    del old["ensemble"]
+    assert Study.from_json(old).ensemble is None and ensemble_sentences(Study.from_json(old)) == []
+    lost = EnsembleInfo("lost", [EnsembleMember("a", 0.5, 0.7, 0.8, 10.0), EnsembleMember("b", 0.5, 0.9, 0.6, 5.0)],
+                        steps=2, val_images=30, val_log_loss=0.71, val_accuracy=0.8, best_single="a",
+                        best_single_val_log_loss=0.7, best_single_val_accuracy=0.8)
+    study.ensemble = lost
+    text = " ".join(ensemble_sentences(study))
+    assert "tried and lost" in text and "0.7100" in text and "0.7000" in text and "a 0.50, b 0.50" in text
+    assert "perdió" in " ".join(ensemble_sentences(study, translator("es")))
+    assert Study.from_json(study.to_json()).ensemble == lost
+
+
+def test_concurrent_requests_batched_by_the_server_get_the_ensembles_answers(compared):
+    """The server's inference threads batch waiting requests: packed rows of several images (each
+    with its members' flags and inputs) must come apart into each image's own answer."""
+    run = compared["run"]
+    images = _test_images(run, compared["data"])[:8]
+    ens = load_model(run / "models" / "ensemble", backend="torch")
+    direct = ens.predict_proba(images)
+    # What a worker does with a batch of requests: one forward pass over the concatenated rows.
+    prepared = [ens.prepare([ens.decode(p.read_bytes())]) for p in images]
+    forward = ens.predict_tensor(torch.cat([torch.from_numpy(p.batch) for p in prepared]))
+    batched = np.concatenate([ens.finish(p, forward[i:i + 1]) for i, p in enumerate(prepared)])
+    np.testing.assert_allclose(batched, direct, atol=1e-5)
+    # And through the server's own threads, concurrently.
+    store = ModelStore.from_paths([run / "models" / "ensemble"], backend="torch", max_parallel=1, max_batch=8).load()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda p: store.predict_bytes(p.read_bytes()), images))
+    finally:
+        store.close()
+    for answer, row in zip(answers, direct):
+        np.testing.assert_allclose([answer.probabilities[c] for c in ens.classes], row, atol=1e-5)
+        assert [m["name"] for m in answer.details["members"]] == list(ARCHS)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM, reason="no chromium")
+def test_the_ensemble_section_renders_in_chromium(compared, tmp_path):
+    """The report's ensemble section alone (with the report's own style) shows text and its table."""
+    page = (compared["run"] / "report.html").read_text(encoding="utf-8")
+    head = page.split("<main>", 1)[0]
+    section = page.split('<h2 id="ensemble">', 1)[1].split("<h2 ", 1)[0]
+    assert "<table" in section
+    alone = tmp_path / "section.html"
+    alone.write_text(f'{head}<main><h2 id="ensemble">{section}</main></body></html>', encoding="utf-8")
+    assert rendered_ink(alone, tmp_path / "shot.png", "1000,500") > 0.01
+
+
+def test_export_says_an_ensemble_has_no_onnx_of_its_own(compared, capsys):
+    assert main(["export", str(compared["run"] / "models" / "ensemble")]) == 2
+    err = capsys.readouterr().err
+    assert "is an ensemble" in err and "../tiny_half_left" in err
+    assert not (compared["run"] / "models" / "ensemble" / "model.onnx").exists()
+
+
+@pytest.mark.slow
+def test_a_face_model_and_a_cnn_mix_per_image_whether_a_face_decided(halves, athletes_dir, tmp_path):
+    """compare with face_embedding and a CNN on a small real sample of the athletes: the face
+    model answers images with a face from its descriptor (no forward pass) and the others with its
+    fallback network; in the ensemble both kinds of image still get the weighted average, alone
+    and through the server's batched path."""
+    mobilenet = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
+    if not mobilenet.is_file():
+        pytest.skip(f"needs {mobilenet}")
+    data = tmp_path / "people"
+    for cls in ("Kobe Bryant", "Maria Sharapova", "ronaldo"):
+        (data / cls).mkdir(parents=True)
+        for src in sorted((athletes_dir / cls).iterdir())[:10]:
+            (data / cls / src.name).write_bytes(src.read_bytes())
+    run = tmp_path / "run"
+    argv = ["compare", str(data), "--models", f"face_embedding,{ARCHS[0]}", "--out", str(run), "--seed", "0",
+            "--val", "0.3", "--test", "0.3", "--speed-repeats", "2", "--cache-dir", str(tmp_path / "cache"),
+            "--no-progress", "--no-export", "--weights", f"mobilenet_v2={mobilenet}",
+            "--set", "face_embedding:phases.frozen.epochs=2", "--set", "face_embedding:feature_views=1"]
+    assert main(argv) == 0
+    info = _metrics(run)["ensemble"]
+    assert info["outcome"] in ("kept", "lost", "single") and info["val_images"] > 0
+    # Whatever compare decided, a half-and-half mix of the two must average them image by image.
+    models = {"face_embedding": run / "models" / "face_embedding", ARCHS[0]: run / "models" / ARCHS[0]}
+    mixed = write_ensemble(tmp_path / "mixed", models, {"face_embedding": 0.5, ARCHS[0]: 0.5})
+    ens = load_model(mixed, backend="torch")
+    images = _test_images(run, data)
+    face = load_model(models["face_embedding"], backend="torch")
+    probs, details = face.predict_details(images)
+    decided = [d.get("face") is not None for d in details]
+    assert any(decided), "no test image with a face: the face path is not exercised"
+    expected = 0.5 * probs + 0.5 * load_model(models[ARCHS[0]], backend="torch").predict_proba(images)
+    np.testing.assert_allclose(ens.predict_proba(images), expected, atol=1e-5)
+    prepared = [ens.prepare([ens.decode(p.read_bytes())]) for p in images]
+    rows = [p for p in prepared if p.rows]
+    forward = ens.predict_tensor(torch.cat([torch.from_numpy(p.batch) for p in rows]))
+    batched, r = [], 0
+    for p in prepared:
+        batched.append(ens.finish(p, forward[r:r + 1] if p.rows else None))
+        r += bool(p.rows)
+    np.testing.assert_allclose(np.concatenate(batched), expected, atol=1e-5)
