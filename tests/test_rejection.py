@@ -31,7 +31,13 @@ from image_classifier.results import ModelResult, OpenSet, Study
 from image_classifier.runs import CARD_NAME, SPLIT_NAME
 from image_classifier.serve import create_app
 
-TINY = train_helpers.register_tiny()
+TINY = train_helpers.TINY
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tiny_architecture():
+    # Registered while these tests run, not at import: other modules parametrize over list_archs().
+    train_helpers.register_tiny()
 
 
 def green_noise(n: int, seed: int = 0) -> list[Image.Image]:
