@@ -99,7 +99,9 @@ def test_fit_trust_writes_the_card(fitted):
     assert cal["nll_before"] == pytest.approx(log_loss(labels, fitted["uncal"]), rel=1e-4)
     assert cal["nll_after"] == pytest.approx(log_loss(labels, rescale(fitted["uncal"], 1 / cal["temperature"])),
                                              rel=1e-4)
-    assert fitted["fit"].rejection is None and fitted["fit"].calibration == cal
+    assert fitted["fit"].calibration == cal
+    # The same pass fits the "none of these" rule (tests/test_rejection.py).
+    assert fitted["fit"].rejection["keep"] == 0.95 and fitted["fit"].rejection["fitted_on"] == "validation"
     assert "temperature" in fitted["fit"].line() and "NLL" in fitted["fit"].line()
 
 

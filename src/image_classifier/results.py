@@ -98,6 +98,14 @@ COLUMNS = (
     "acc_face_masked",
     "acc_face_only",
     "acc_greyscale",
+    # "None of these" (open-set rejection, see OpenSet): AUROC of the rejection score, known test images
+    # against unknown ones; the share of unknown images accepted as a class at the validation
+    # threshold; accuracy on the known test images the rule keeps, and the share it keeps.
+    "unknown_auroc",
+    "unknown_accept_rate",
+    "known_accuracy_kept",
+    "known_kept_rate",
+    "unknown_method",
 )
 
 #: The columns a notebook shows (:meth:`Study._repr_html_`); the table has them all.
@@ -362,6 +370,43 @@ class ShortcutAudit:
 
 
 @dataclass
+class OpenSet:
+    """"None of these", measured on one model: its rejection rule (fitted on validation) on known
+    test images against images of none of its classes.
+
+    ``method`` is ``"unknown folder"`` (``compare --unknown DIR``: the folder's images are the
+    unknowns, the known ones are the test split) or ``"leave-one-class-out"`` (no such folder: for
+    each class, a head refitted on the other classes' features, its threshold from their validation
+    images, the left-out class's test images as the unknowns; the numbers are averaged over classes).
+    """
+
+    method: str
+    score: str  # the rule's score: max_probability, or p_value (a face model: face distance / max probability)
+    keep: float  # the fraction of known validation images the threshold keeps
+    auroc: float | None  # known test vs unknown images by the rejection score (1 = perfect, 0.5 = chance)
+    unknown_accept_rate: float | None  # unknown images accepted as one of the classes
+    known_kept_rate: float | None  # known test images kept (not rejected)
+    known_accuracy_kept: float | None  # accuracy on the known test images kept
+    known_images: int = 0
+    unknown_images: int = 0
+    source: str | None = None  # the unknown folder, as given
+    seconds: float | None = None  # what measuring it cost
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "score": self.score, "keep": self.keep, "auroc": self.auroc,
+                "unknown_accept_rate": self.unknown_accept_rate, "known_kept_rate": self.known_kept_rate,
+                "known_accuracy_kept": self.known_accuracy_kept, "known_images": self.known_images,
+                "unknown_images": self.unknown_images, "source": self.source, "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> OpenSet:
+        return cls(str(d["method"]), str(d.get("score") or ""), float(d.get("keep") or 0.0), _float(d.get("auroc")),
+                   _float(d.get("unknown_accept_rate")), _float(d.get("known_kept_rate")),
+                   _float(d.get("known_accuracy_kept")), int(d.get("known_images") or 0),
+                   int(d.get("unknown_images") or 0), d.get("source"), _float(d.get("seconds")))
+
+
+@dataclass
 class ExportInfo:
     """Whether ``compare`` exported the model to ONNX, and if not, why."""
 
@@ -457,6 +502,8 @@ class ModelResult:
     plots: dict[str, str] = field(default_factory=dict)
     #: The temperature(s) in its card (None: a model saved before calibration, T = 1).
     calibration: Calibration | None = None
+    #: "None of these" measured (None: not measured, or a run from before it existed).
+    open_set: OpenSet | None = None
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name}
@@ -479,6 +526,8 @@ class ModelResult:
             d["plots"] = dict(self.plots)
         if self.calibration is not None:
             d["calibration"] = self.calibration.to_json()
+        if self.open_set is not None:
+            d["open_set"] = self.open_set.to_json()
         return d
 
     @classmethod
@@ -496,6 +545,7 @@ class ModelResult:
             shortcut=ShortcutAudit.from_json(d["shortcut"]) if d.get("shortcut") else None,
             plots=dict(d.get("plots") or {}),
             calibration=Calibration.from_json(d["calibration"]) if d.get("calibration") else None,
+            open_set=OpenSet.from_json(d["open_set"]) if d.get("open_set") else None,
         )
 
     def row(self, selected: bool = False) -> dict[str, Any]:
@@ -542,6 +592,11 @@ class ModelResult:
             "acc_face_masked": self.shortcut.face_masked if self.shortcut else None,
             "acc_face_only": self.shortcut.face_only if self.shortcut else None,
             "acc_greyscale": self.shortcut.greyscale if self.shortcut else None,
+            "unknown_auroc": self.open_set.auroc if self.open_set else None,
+            "unknown_accept_rate": self.open_set.unknown_accept_rate if self.open_set else None,
+            "known_accuracy_kept": self.open_set.known_accuracy_kept if self.open_set else None,
+            "known_kept_rate": self.open_set.known_kept_rate if self.open_set else None,
+            "unknown_method": self.open_set.method if self.open_set else None,
         }
 
 

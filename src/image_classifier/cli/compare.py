@@ -64,6 +64,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ensemble-max-latency", type=float, default=None, metavar="MS",
                    help="keep only ensembles whose members' measured single-image latencies add up to at most MS "
                         "milliseconds (e.g. 50: the best mix within 50 ms)")
+    p.add_argument("--keep", type=float, default=0.95, metavar="FRACTION",
+                   help="\"none of these\": the fraction of the known validation images each model's rejection "
+                        "rule keeps; less familiar images are answered \"unknown\" (default: %(default)s)")
+    p.add_argument("--unknown", type=Path, default=None, metavar="DIR",
+                   help="a folder of images of none of the classes (nested or flat): each model's rejection "
+                        "rule is measured on them against the test split (default: leave-one-class-out on "
+                        "the models' features)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     p.add_argument("--lang", choices=SUPPORTED, default=DEFAULT,
                    help=f"language of {REPORT_MD_NAME}, {REPORT_HTML_NAME} and their figures: "
@@ -122,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         shortcut_audit=not args.no_audit,
         resume="fresh" if args.fresh else "resume" if args.resume else "auto",
         invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), lang=args.lang,
-        ensemble=not args.no_ensemble, ensemble_max_latency_ms=args.ensemble_max_latency,
+        ensemble=not args.no_ensemble, ensemble_max_latency_ms=args.ensemble_max_latency, keep=args.keep, unknown=args.unknown,
     )
     study = run_compare(options, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print()

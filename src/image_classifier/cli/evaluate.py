@@ -34,6 +34,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--no-speed", action="store_true", help="skip the size/latency/throughput measurements")
     add_backend_argument(p)
+    p.add_argument("--no-reject", action="store_true",
+                   help="do not apply the model's \"none of these\" rejection rule")
+    p.add_argument("--unknown", type=Path, default=None, metavar="DIR",
+                   help="a folder of images of none of the model's classes (nested or flat): measure how well "
+                        "its rejection rule tells them from DATA's images (AUROC, unknowns accepted)")
     p.add_argument("--lang", choices=SUPPORTED, default=DEFAULT,
                    help="language of report.md, report.html and their figures: "
                         f"{', '.join(SUPPORTED)} (default {DEFAULT}); comparison.csv, metrics.json and "
@@ -51,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     options = EvaluateOptions(
         model=args.model_dir, data=args.data, split=args.split, subset=args.subset, out=args.out, seed=args.seed,
         speed=not args.no_speed, invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), backend=args.backend,
-        lang=args.lang,
+        lang=args.lang, reject=not args.no_reject, unknown=args.unknown,
     )
     study = run_evaluate(options, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_terminal_table(study))

@@ -28,6 +28,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes to show per image (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON: every class's probability per image")
     add_backend_argument(p)
+    p.add_argument("--no-reject", action="store_true",
+                   help="never answer \"unknown\": always print the most probable classes, even for an image "
+                        "like none of the model's classes (default: the model's rejection rule, fitted on "
+                        "its validation split)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per forward pass (default: %(default)s)")
     p.set_defaults(func=run)
     return p
@@ -45,6 +49,15 @@ def _decided_by(result: dict) -> str:
     return f"  (face at {x0},{y0}-{x1},{y1}, {result['face_method']})"
 
 
+def _answer(result: dict) -> str:
+    """The top classes with their probabilities or, for an image like none of the classes,
+    ``unknown (closest: X, 41 %)``."""
+    if result.get("unknown"):
+        closest = result["closest"]
+        return f"unknown (closest: {closest['label']}, {100 * closest['probability']:.0f} %)"
+    return "  ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top"])
+
+
 def run(args: argparse.Namespace) -> int:
     # Lazy (see image_classifier.cli): numpy, Pillow, torch, which --help never needs.
     from image_classifier.inference.files import PredictOptions, predict_files
@@ -55,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     configure()
     model_dir = resolve_model_dir(args.model)
     try:
-        classifier = load_model(model_dir, backend=args.backend)
+        classifier = load_model(model_dir, backend=args.backend, reject=not args.no_reject)
     except ValueError as err:  # unknown backend
         raise ImageClassifierError(str(err)) from None
     # stderr, so that --json output stays machine-readable.
@@ -74,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
             if "error" in r:
                 print(f"{r['image']:<{width}}  error: {r['error']}")
             else:
-                tops = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top"])
-                print(f"{r['image']:<{width}}  {tops}{_decided_by(r)}")
+                print(f"{r['image']:<{width}}  {_answer(r)}{_decided_by(r)}")
     if failed:
         print(f"{failed} of {len(results)} image(s) could not be read", file=sys.stderr)
         return 1

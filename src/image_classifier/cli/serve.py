@@ -45,6 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="serve only these models of a run (default: all of them)")
     p.add_argument("--max-upload-mb", type=float, default=10.0,
                    help="largest accepted upload in MB (default: %(default)s)")
+    p.add_argument("--no-reject", action="store_true",
+                   help="never answer \"unknown\": always the most probable class, even for a photo like none "
+                        "of the classes (default: each model's rejection rule, fitted on its validation split)")
     p.add_argument("--lang", choices=LANGUAGES, default=DEFAULT_LANG,
                    help="the web page's language when neither ?lang= nor the browser's Accept-Language "
                         f"asks for one of {', '.join(LANGUAGES)} (default: %(default)s)")
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     runtime.configure(num_threads=args.torch_threads or DEFAULT_TORCH_THREADS)
     only = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
     # Reads only the model cards: a wrong path fails here, before the server starts.
-    store = ModelStore.from_paths(args.paths, only=only, backend=args.backend,
+    store = ModelStore.from_paths(args.paths, only=only, backend=args.backend, reject=not args.no_reject,
                                   **({"max_batch": args.max_batch} if args.max_batch else {}))
     max_upload = int(args.max_upload_mb * 1024 * 1024)
     app = create_app(store, max_upload_bytes=max_upload, load=False, lang=args.lang)

@@ -61,6 +61,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="write the best model and the resume state at most this often (default: %(default)s; "
                         "0 = every epoch)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: one per core)")
+    p.add_argument("--keep", type=float, default=0.95, metavar="FRACTION",
+                   help="\"none of these\": the fraction of the known validation images the rejection rule "
+                        "keeps; a photo less like the classes than the rest is answered \"unknown\" "
+                        "(default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (the per-epoch lines remain)")
     p.set_defaults(func=run)
     return p
@@ -92,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         arch=args.arch, out=args.out, seed=args.seed, split=args.split, val=args.val, test=args.test,
         weights=_weights(args.weights, args.arch), set=overrides, config=args.config, resume=args.resume,
         force=args.force, threads=args.threads, checkpoint_every=args.checkpoint_every, cache_dir=args.cache_dir,
-        cache=not args.no_cache, progress=not args.no_progress and sys.stderr.isatty(),
+        cache=not args.no_cache, progress=not args.no_progress and sys.stderr.isatty(), keep=args.keep,
     ).validate()
     if args.recipe:
         print(f"# effective recipe of {args.arch} (load it back with --config FILE)")

@@ -28,6 +28,7 @@ from image_classifier.inference.backends import Backend, TorchBackend, create_ba
 from image_classifier.inference.calibration import card_face_temperature, card_temperature
 from image_classifier.inference.calibration import uncalibrated as undo_temperatures
 from image_classifier.inference.preprocess import images_to_array
+from image_classifier.inference.rejection import UNKNOWN, RejectionRule, annotate
 from image_classifier.models.faces import FaceHead, FacePath
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.saved_model import load_module, read_card
@@ -62,7 +63,7 @@ class Classifier:
     def __init__(self, module: torch.nn.Module | None, classes: Sequence[str], preprocessing: Preprocessing,
                  card: dict[str, Any] | None = None, model_dir: Path | None = None, *,
                  backend: Backend | None = None, module_loader: Callable[[], torch.nn.Module] | None = None,
-                 backend_reason: str = "", face_path: FacePath | None = None) -> None:
+                 backend_reason: str = "", face_path: FacePath | None = None, reject: bool = True) -> None:
         if module is None and module_loader is None:
             raise ValueError("Classifier needs a module or a module_loader")
         self._module = module.eval() if module is not None else None
@@ -79,6 +80,15 @@ class Classifier:
         #: The face half of a ``face_embedding`` model (None for the CNNs): images with a face are
         #: answered from their descriptor, the others by ``backend`` (the fallback network).
         self.face_path = face_path
+        #: The card's "none of these" rule (None: an older model, which never rejects).
+        self.rejection_rule: RejectionRule | None = RejectionRule.from_card(self.card.get("rejection"))
+        #: Whether :meth:`predict` answers "unknown" for an image the rule rejects (``--no-reject``: False).
+        self.reject = reject
+
+    @property
+    def rejects(self) -> bool:
+        """True when this classifier can answer "unknown": it has a rule and ``reject`` is on."""
+        return self.reject and self.rejection_rule is not None
 
     @property
     def module(self) -> torch.nn.Module:
@@ -101,7 +111,7 @@ class Classifier:
         backend = create_backend(name, self.model_dir, self.card, lambda: self.module, threads=threads)
         return Classifier(self._module, self.classes, self.preprocessing, self.card, self.model_dir,
                           backend=backend, module_loader=self._module_loader or (lambda: self.module),
-                          face_path=self.face_path)
+                          face_path=self.face_path, reject=self.reject)
 
     def chosen(self, reason: str) -> Classifier:
         """This classifier kept to serve, ``reason`` saying why its backend was chosen. On ONNX
@@ -113,7 +123,7 @@ class Classifier:
             loader = functools.partial(load_module, self.model_dir, self.card)
         return Classifier(module, self.classes, self.preprocessing, self.card, self.model_dir,
                           backend=self.backend, module_loader=loader, backend_reason=reason,
-                          face_path=self.face_path)
+                          face_path=self.face_path, reject=self.reject)
 
     @property
     def temperature(self) -> float:
@@ -202,7 +212,10 @@ class Classifier:
     def predict_details(self, images: Sequence[ImageSource | Any], batch_size: int = 32
                         ) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Like :meth:`predict_proba`, plus per image what decided it (for a face model: ``face``, the
-        box ``[x0, y0, x1, y1]`` of the face whose descriptor answered, or None where the fallback did)."""
+        box ``[x0, y0, x1, y1]`` of the face whose descriptor answered, or None where the fallback did)
+        and the "none of these" answer: ``unknown`` (bool), ``closest`` ({label, probability}: the
+        most probable class, shown also when unknown) and ``rejection`` ({score, threshold, kind}, or
+        None when the model has no rule or ``reject`` is off)."""
         if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
             raise TypeError("predict() takes a sequence of images; wrap a single image in a list")
         probs, details = [], []
@@ -211,7 +224,17 @@ class Classifier:
             forward = self.predict_tensor(prepared.batch) if prepared.rows else None
             probs.append(self.finish(prepared, forward))
             details.extend(prepared.details)
-        return (np.concatenate(probs) if probs else np.empty((0, len(self.classes)), dtype=np.float32)), details
+        out = np.concatenate(probs) if probs else np.empty((0, len(self.classes)), dtype=np.float32)
+        self.judge(out, details)
+        return out, details
+
+    def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:
+        """Add the "none of these" answer (``unknown``, ``closest``, ``rejection``) to each image's
+        details dict, in place, from its probabilities; returns the ``unknown`` flags. For callers
+        that run :meth:`prepare` and :meth:`finish` themselves (the web server)."""
+        rule = self.rejection_rule if self.reject else None
+        scored = self.uncalibrated(probabilities, details) if rule is not None else None
+        return annotate(probabilities, details, self.classes, rule, scored)
 
     def predict_proba(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> np.ndarray:
         """Class probabilities, shape (len(images), len(classes)), rows in ``self.classes`` order.
@@ -221,9 +244,11 @@ class Classifier:
         return self.predict_details(images, batch_size)[0]
 
     def predict(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> list[str]:
-        """The most probable class name of each image (see :meth:`predict_proba` for the probabilities)."""
-        probs = self.predict_proba(images, batch_size)
-        return [self.classes[i] for i in probs.argmax(axis=1)]
+        """The most probable class name of each image (see :meth:`predict_proba` for the probabilities),
+        or ``"unknown"`` where the model's rejection rule finds the image like none of its classes
+        (only when :attr:`reject` is on and the model has a rule)."""
+        probs, details = self.predict_details(images, batch_size)
+        return [UNKNOWN if d["unknown"] else self.classes[i] for i, d in zip(probs.argmax(axis=1), details)]
 
     def predict_labels(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> list[str]:
         """Deprecated: :meth:`predict` gives the labels now (and :meth:`predict_proba` the probabilities)."""
@@ -233,7 +258,8 @@ class Classifier:
 
 
 def open_classifier(model_dir: str | os.PathLike, backend: str = "torch", *, threads: int | None = None,
-                    face_cache: FaceCache | None = None, backend_reason: str = "requested") -> Classifier:
+                    face_cache: FaceCache | None = None, backend_reason: str = "requested",
+                    reject: bool = True) -> Classifier:
     """Open a saved model (architecture from the registry, weights from safetensors) with its
     forward pass on the concrete ``backend`` (one of :data:`~image_classifier.inference.CONCRETE_BACKENDS`).
 
@@ -241,6 +267,7 @@ def open_classifier(model_dir: str | os.PathLike, backend: str = "torch", *, thr
     ``face_cache`` is where a face model looks up (and stores) each file's faces; by default, in memory.
     The PyTorch network is kept only for the torch backends; an ONNX-run classifier builds it when
     first asked for (a face model reads its face head from it, then lets it go).
+    ``reject=False`` never answers "unknown" (the card's rejection rule is not applied).
     """
     if backend not in CONCRETE_BACKENDS:
         hint = " (resolve it with image_classifier.load_model)" if backend == "auto" else ""
@@ -257,7 +284,8 @@ def open_classifier(model_dir: str | os.PathLike, backend: str = "torch", *, thr
     face_path = _face_path(model_dir, card, preprocessing, network, face_cache) if "faces" in card else None
     impl = create_backend(backend, model_dir, card, network, threads=threads)
     return Classifier(module, card["classes"], preprocessing, card, model_dir,
-                      backend=impl, module_loader=loader, backend_reason=backend_reason, face_path=face_path)
+                      backend=impl, module_loader=loader, backend_reason=backend_reason, face_path=face_path,
+                      reject=reject)
 
 
 def _face_path(model_dir: Path, card: dict[str, Any], preprocessing: Preprocessing,

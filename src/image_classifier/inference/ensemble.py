@@ -33,6 +33,7 @@ from PIL import Image
 from image_classifier.errors import ModelFormatError
 from image_classifier.fileio import atomic_write_json
 from image_classifier.inference.classifier import Classifier, ImageSource, Prepared
+from image_classifier.inference.rejection import annotate
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.runs import CARD_NAME
 from image_classifier.saved_model import FORMAT_VERSION, read_card
@@ -185,6 +186,10 @@ class EnsembleClassifier:
     ``finish``), so ``predict``, ``evaluate`` and ``serve`` use it unchanged."""
 
     face_path = None  # the members have their own
+    #: "None of these": an ensemble has no rejection rule of its own (yet), so it never answers
+    #: "unknown"; its details still say so, with the closest class (see Classifier.judge).
+    rejection_rule = None
+    reject = True
 
     def __init__(self, members: Sequence[tuple[str, Classifier, float]], card: dict[str, Any],
                  model_dir: Path | None = None, backend_reason: str = "") -> None:
@@ -296,7 +301,13 @@ class EnsembleClassifier:
             forward = self.predict_tensor(prepared.batch) if prepared.rows else None
             probs.append(self.finish(prepared, forward))
             details.extend(prepared.details)
-        return (np.concatenate(probs) if probs else np.empty((0, len(self.classes)), dtype=np.float32)), details
+        out = np.concatenate(probs) if probs else np.empty((0, len(self.classes)), dtype=np.float32)
+        self.judge(out, details)
+        return out, details
+
+    def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:
+        """``unknown`` (always False: no rule), ``closest`` and ``rejection`` (None) in each details dict."""
+        return annotate(probabilities, details, self.classes, None)
 
     def predict_proba(self, images: Sequence[Any], batch_size: int = 32) -> np.ndarray:
         return self.predict_details(images, batch_size)[0]

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: int | None = None,
-               remeasure: bool = False, face_cache: FaceCache | None = None) -> Classifier | EnsembleClassifier:
+               remeasure: bool = False, face_cache: FaceCache | None = None, reject: bool = True
+               ) -> Classifier | EnsembleClassifier:
     """Open a saved model directory with its forward pass on ``backend`` (one of :data:`BACKENDS`).
 
     ``backend="auto"`` (the default) runs the backend measured fastest for this model on this
@@ -34,6 +35,8 @@ def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: 
     An ensemble's directory (``models/ensemble`` of a compare run) opens as an
     :class:`~image_classifier.inference.ensemble.EnsembleClassifier`: each member with a weight is
     loaded by this function on ``backend`` (``auto``: each on its own fastest backend).
+    ``reject`` (default True): answer ``"unknown"`` for an image the model's rejection rule (fitted
+    on validation, in the card) finds like none of its classes; False never does (``--no-reject``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -42,7 +45,7 @@ def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: 
         return open_ensemble(model_dir, card, lambda member: load_model(
             member, backend, threads=threads, remeasure=remeasure, face_cache=face_cache))
     if backend != "auto":
-        return open_classifier(model_dir, backend, threads=threads, face_cache=face_cache)
+        return open_classifier(model_dir, backend, threads=threads, face_cache=face_cache, reject=reject)
     model_dir = Path(model_dir)
     opened: dict[str, Classifier] = {}
     choice = choose_backend(model_dir, card, remeasure=remeasure, classifiers=opened,
@@ -50,5 +53,8 @@ def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: 
     log.info("%s: backend %s (auto: %s)", model_dir, choice.name, choice.reason)
     reason = f"auto: {choice.reason}"
     if choice.name in opened:  # just measured: keep the classifier the measurement opened
-        return opened[choice.name].chosen(reason)
-    return open_classifier(model_dir, choice.name, threads=threads, face_cache=face_cache, backend_reason=reason)
+        chosen = opened[choice.name].chosen(reason)
+        chosen.reject = reject
+        return chosen
+    return open_classifier(model_dir, choice.name, threads=threads, face_cache=face_cache, backend_reason=reason,
+                           reject=reject)

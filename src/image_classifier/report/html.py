@@ -22,6 +22,7 @@ from image_classifier.report.tables import (
     display_table,
     ensemble_table,
     face_survey_table,
+    open_set_table,
     fmt_mb,
     fmt_ms,
     fmt_params,
@@ -222,6 +223,16 @@ def _ensemble(study: Study, t: Translator) -> str:
     return "".join(out)
 
 
+def _open_set(study: Study, t: Translator) -> str:
+    """"None of these": how well each model's rejection rule tells known from unknown images."""
+    headers, rows = open_set_table(study, t)
+    if not rows:
+        return ""
+    return "".join([f'<h2 id="unknown">{esc(t("report.heading.open_set"))}</h2>', _table(headers, rows),
+                    f"<p>{esc(narrative.open_set_note(study, t))}</p>",
+                    f'<p class="muted">{esc(t("report.open_set.help"))}</p>'])
+
+
 def _model_section(m: ModelResult, study: Study, run_dir: Path, t: Translator) -> str:
     test, speed, val, training = m.test, m.speed, m.validation, m.training
     selected = study.selection is not None and study.selection.best == m.name
@@ -376,6 +387,8 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
         nav.append(f'<a href="#shortcut">{esc(t("report.nav.shortcut"))}</a>')
     if study.ensemble is not None:
         nav.append(f'<a href="#ensemble">{esc(t("report.nav.ensemble"))}</a>')
+    if open_set_table(study, t)[1]:
+        nav.append(f'<a href="#unknown">{esc(t("report.nav.open_set"))}</a>')
     nav += [f'<a href="#{esc(anchor(m.name))}">{esc(m.name)}</a>' for m in study.models]
     nav += [f'<a href="#data">{esc(t("report.nav.data"))}</a>', f'<a href="#machine">{esc(t("report.nav.machine"))}</a>',
             f'<a href="#reproduce">{esc(t("report.nav.reproduce"))}</a>']
@@ -394,6 +407,7 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
         _backends(study, t),
         _shortcut(study, run_dir, t),
         _ensemble(study, t),
+        _open_set(study, t),
         f'<h2 id="models">{esc(t("report.heading.models"))}</h2>',
         *[_model_section(m, study, run_dir, t) for m in study.models],
         _data_section(study, t),

@@ -8,7 +8,8 @@ from image_classifier.i18n import Translator, translator
 from image_classifier.report import narrative
 from image_classifier.report.tables import calibration_table
 from image_classifier.report.tables import (
-    backend_notes, backend_table, display_table, ensemble_table, face_survey_table, report_command, subset_label, timings_line,
+    backend_notes, backend_table, display_table, ensemble_table, face_survey_table, open_set_table, report_command,
+    subset_label, timings_line,
 )
 from image_classifier.report.tables import shortcut_table
 from image_classifier.results import Study
@@ -85,6 +86,10 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
         lines += [f"## {t('report.heading.ensemble')}", "", md(" ".join(ensemble_text[:-1])), ""]
         lines += (_table(e_headers, e_rows) + [""]) if e_rows else []
         lines += [f"> {md(ensemble_text[-1])}", ""]
+    o_headers, o_rows = open_set_table(study, t)
+    if o_rows:
+        lines += [f"## {t('report.heading.open_set')}", "", *_table(o_headers, o_rows), "",
+                  md(narrative.open_set_note(study, t)), "", md(t("report.open_set.help")), ""]
 
     lines += [f"## {t('report.heading.models')}", ""]
     figures = (("confusion", t("report.alt.confusion")), ("curves", t("report.alt.curves")),

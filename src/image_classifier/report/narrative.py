@@ -323,3 +323,22 @@ def ensemble_sentences(study: Study, t: Translator = EN) -> list[str]:
                      sum=t.localize_number(fmt_ms(info.member_latency_ms))))
     out.append(t("report.ensemble.how"))
     return out
+
+
+def open_set_note(study: Study, t: Translator = EN) -> str:
+    """How "none of these" was measured and what the best AUROC means, or "" when nothing was measured."""
+    measured = [m for m in study.models if m.open_set is not None and m.open_set.auroc is not None]
+    if not measured:
+        return ""
+    first = measured[0].open_set
+    assert first is not None
+    if first.method == "unknown folder":
+        method = t("report.open_set.note_folder", images=first.unknown_images, folder=first.source or "")
+    else:
+        method = t("report.open_set.note_loco")
+    best = max(measured, key=lambda m: m.open_set.auroc)  # type: ignore[union-attr]
+    o = best.open_set
+    assert o is not None and o.auroc is not None
+    return t("report.open_set.note", keep=t.number(100 * o.keep, 0), method=method, model=best.name,
+             auroc=t.number(o.auroc, 3),
+             accepted=t.number(None if o.unknown_accept_rate is None else 100 * o.unknown_accept_rate, 0))

@@ -299,3 +299,26 @@ def ensemble_table(study: Study, t: Translator = EN) -> tuple[list[str], list[li
         rows.append([info.name or t("report.ensemble.mix_row"), t.number(1.0, 2), t.number(info.val_log_loss, 4),
                      t.number(info.val_accuracy, 3), t.localize_number(fmt_ms(info.member_latency_ms))])
     return headers, rows
+
+
+# ---- "none of these" (issue 14) ------------------------------------------------------------------
+
+def open_set_table(study: Study, t: Translator = EN) -> tuple[list[str], list[list[str]]]:
+    """Per model with a measured rejection rule: method, AUROC, unknowns accepted, known images kept
+    and their accuracy (rows empty when no model was measured)."""
+    headers = [t("report.table.model"), t("report.open_set.method"), t("report.open_set.auroc"),
+               t("report.open_set.accept_rate"), t("report.open_set.kept_rate"), t("report.open_set.accuracy_kept"),
+               t("report.open_set.accuracy_all")]
+    rows = []
+    for m in study.models:
+        o = m.open_set
+        if o is None:
+            continue
+        method = t("report.open_set.method_folder") if o.method == "unknown folder" else t("report.open_set.method_loco")
+
+        def pct(value: float | None) -> str:
+            return t.number(None if value is None else 100 * value, 1)
+
+        rows.append([m.name, method, t.number(o.auroc, 3), pct(o.unknown_accept_rate), pct(o.known_kept_rate),
+                     pct(o.known_accuracy_kept), pct(m.test.accuracy)])
+    return headers, rows

@@ -164,7 +164,8 @@ def _schemas() -> dict[str, Any]:
         },
         "Prediction": {
             "type": "object",
-            "required": ["model", "label", "probabilities", "top", "latency_ms", "timing"],
+            "required": ["model", "label", "probabilities", "top", "latency_ms", "timing", "unknown", "closest",
+                         "rejection"],
             "additionalProperties": False,
             "properties": {
                 "model": {"type": "string"},
@@ -219,6 +220,27 @@ def _schemas() -> dict[str, Any]:
                                                  "face); above the model's max_distance no face decides."},
                 "image_size": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2,
                                "description": "Face models only: [width, height] of the photo, for drawing the box."},
+                # "None of these" (open-set rejection).
+                "unknown": {"type": "boolean",
+                            "description": "True when the model's rejection rule (fitted on its validation split) "
+                                           "finds the photo like none of its classes; `label` is then \"unknown\" "
+                                           "and `closest` names the most probable class. Always false for a model "
+                                           "without a rule or a server started with --no-reject."},
+                "closest": {"type": "object", "required": ["label", "probability"], "additionalProperties": False,
+                            "description": "The most probable class, also when the answer is unknown.",
+                            "properties": {"label": {"type": "string"},
+                                           "probability": {"type": "number", "minimum": 0, "maximum": 1}}},
+                "rejection": {
+                    "type": ["object", "null"],
+                    "description": "The rejection rule's verdict: `score` against `threshold` (accepted when "
+                                   "score >= threshold; `kind` max_probability: the largest probability; "
+                                   "face_distance: a p-value of the face's distance to the nearest training face; "
+                                   "`value`: the raw probability or distance). Null: no rule, or --no-reject.",
+                    "required": ["score", "threshold", "kind"],
+                    "additionalProperties": False,
+                    "properties": {"score": {"type": "number"}, "threshold": {"type": "number"},
+                                   "kind": {"type": "string"}, "value": {"type": "number"}},
+                },
                 # Issue 14, "why": only with explain=1.
                 "explanation": {"$ref": "#/components/schemas/Explanation"},
             },

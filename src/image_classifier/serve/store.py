@@ -35,6 +35,7 @@ from image_classifier.faces import FaceCache
 from image_classifier.inference.explain import explain as explain_image
 from image_classifier.inference.files import top_labels
 from image_classifier.inference.loading import load_model
+from image_classifier.inference.rejection import UNKNOWN
 from image_classifier.runs import (
     CARD_NAME, MODELS_DIR, best_model_name, is_model_dir, models_of_run, read_metrics, run_of_model_dir,
 )
@@ -235,7 +236,8 @@ class Prediction:
     queue_ms: float  # waiting while other requests' forward passes use the cores
     inference_ms: float  # the forward pass (of the whole batch this image was part of; 0 when a face answered)
     batch_size: int = 1
-    #: What decided (a face model: ``face`` box, ``face_method``, ``faces_found``, ``image_size``).
+    #: What decided (a face model: ``face`` box, ``face_method``, ``faces_found``, ``image_size``), and
+    #: "none of these": ``unknown``, ``closest`` {label, probability}, ``rejection`` (or None).
     details: dict[str, Any] = field(default_factory=dict)
     #: Why (``?explain=1`` only): :meth:`inference.explain.Explanation.to_api`, and what it cost.
     explanation: dict[str, Any] | None = None
@@ -271,9 +273,11 @@ class ModelStore:
     """
 
     def __init__(self, discovery: Discovery, *, backend: str = "torch", max_pixels: int | None = None,
-                 max_parallel: int | None = None, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+                 max_parallel: int | None = None, max_batch: int = DEFAULT_MAX_BATCH, reject: bool = True) -> None:
         self.discovery = discovery
         self.backend = backend
+        #: Answer "unknown" (None of these) where a model's rejection rule says so (``serve --no-reject``: False).
+        self.reject = reject
         self.max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
         self.max_parallel = max_parallel or default_max_parallel()
         self.max_batch = max_batch
@@ -326,7 +330,7 @@ class ModelStore:
                     if self.closed:  # stopped while loading: skip the remaining models
                         return self
                     t0 = time.perf_counter()
-                    clf = load_model(entry.path, backend=self.backend, face_cache=face_cache)
+                    clf = load_model(entry.path, backend=self.backend, face_cache=face_cache, reject=self.reject)
                     self._warm_up(clf)
                     self._models[entry.name] = ServedModel(entry, clf)
                     log.info("loaded %s (%s) in %.1f s; backend %s (%s)", entry.name,
@@ -408,6 +412,8 @@ class ModelStore:
             queue_ms, forward_ms, batch_size = result.queue_ms, result.forward_ms, result.batch_size
         else:  # answered from the face descriptor computed while decoding
             probs = clf.finish(prepared, None)[0]
+        details = dict(prepared.details[0])
+        unknown = clf.judge(probs[None], [details])[0]  # "none of these": unknown, closest, rejection
         t2 = time.perf_counter()
         classes = served.classes
         top = top_labels(probs, classes, top_k)
@@ -420,7 +426,7 @@ class ModelStore:
             explain_ms = (time.perf_counter() - t3) * 1000
         return Prediction(
             model=served.name,
-            label=top[0]["label"],
+            label=UNKNOWN if unknown else top[0]["label"],
             probabilities={c: float(p) for c, p in zip(classes, probs)},
             top=top,
             latency_ms=latency,
@@ -428,7 +434,7 @@ class ModelStore:
             queue_ms=queue_ms,
             inference_ms=forward_ms,
             batch_size=batch_size,
-            details=prepared.details[0],
+            details=details,
             explanation=explanation,
             explain_ms=explain_ms,
         )

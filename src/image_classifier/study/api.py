@@ -32,6 +32,9 @@ def compare(data: str | os.PathLike, *, out: str | os.PathLike | None = None,
     ``export``, ``faces``, ``resume`` ("auto", "resume", "fresh"), ``progress``, ``n_bootstrap``.
     ``lang``: the language of ``report.md``, ``report.html`` and their figures, "en" or "es"
     (``comparison.csv``, ``metrics.json`` and the returned study are the same in every language).
+    ``keep`` (default 0.95): the share of known validation images each model's "none of these"
+    rule keeps; ``unknown``: a folder of images of none of the classes to measure that rule on
+    (default: leave-one-class-out on the models' features).
     ``on_progress`` receives the one-line status updates the CLI prints (default: logging).
     """
     # Imported here, not at the top: the workflow pulls in torch and torchvision (seconds), and this

@@ -9,6 +9,7 @@ The order of operations is the point of this module:
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -20,11 +21,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from image_classifier.data.check import AuditReport, audit_dataset
 from image_classifier.data.split import Split, resolve_split
 from image_classifier.errors import DatasetError, ImageClassifierError
 from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage, evaluate_classifier
 from image_classifier.evaluate.metrics import pairwise_mcnemar
+from image_classifier.evaluate.open_set import (
+    FeatureTap, UnknownImage, features_of, leave_one_class_out, measure_unknown_folder, sample_per_class,
+    unknown_images,
+)
 from image_classifier.evaluate.shortcut import AuditImages, audit_classifier, example_strip
 from image_classifier.evaluate.speed import SpeedConfig, measure_classifier
 from image_classifier.faces import FaceCache, FaceModelsNotFoundError, FaceSurvey, survey_faces
@@ -35,7 +42,7 @@ from image_classifier.report import write_report
 from image_classifier.report.narrative import duplicate_sentences
 from image_classifier.report.tables import fmt_seconds, write_metrics_json
 from image_classifier.results import (
-    Calibration, DataSummary, DuplicateGroup, Duplicates, FaceAccuracy, FaceSummary, ModelResult, PairwiseTest,
+    Calibration, DataSummary, DuplicateGroup, Duplicates, FaceAccuracy, FaceSummary, ModelResult, OpenSet, PairwiseTest,
     Selection, ShortcutAudit, SplitInfo, Speed, Study, Training, Validation,
 )
 from image_classifier.runs import (
@@ -58,6 +65,7 @@ from image_classifier.study.resume import (
 )
 from image_classifier.training import ImageCache, TrainResult, resolve_recipe, train_model
 from image_classifier.trust.fit import fit_trust
+from image_classifier.trust.rejection import needs_rejection, validation_predictions
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +99,10 @@ def reproduce_command(options: CompareOptions, split: Split | None = None) -> st
         args.append("--no-ensemble")
     elif options.ensemble_max_latency_ms is not None:
         args += ["--ensemble-max-latency", repr(options.ensemble_max_latency_ms)]
+    if options.keep != 0.95:
+        args += ["--keep", repr(options.keep)]
+    if options.unknown is not None:
+        args += ["--unknown", os.fspath(options.unknown)]
     return shlex.join(args)
 
 
@@ -249,7 +261,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     to_train = sum(d.action != "reuse" for d in decisions.values())
 
     def fit_after_training(i: int, arch: str, model_dir: Path) -> float:
-        fit = fit_trust(model_dir, val_items, cache=cache, face_cache=face_cache)
+        fit = fit_trust(model_dir, val_items, keep=options.keep, cache=cache, face_cache=face_cache)
         say(f"[model {i}/{n}] {arch}: {fit.line()}")
         return fit.seconds
 
@@ -262,7 +274,8 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             discard_stale_resume(model_dir)
             r = results[arch]
             say(f"[model {i}/{n}] {arch}: validation accuracy {r.best_val_accuracy:.3f} (epoch {r.best_epoch})")
-            if CALIBRATION_KEY not in r.card:  # a model finished before calibration existed
+            # A model finished before calibration or its rejection rule existed, or asked for another --keep.
+            if CALIBRATION_KEY not in r.card or needs_rejection(r.card, options.keep):
                 trust_seconds += fit_after_training(i, arch, model_dir)
             continue
         say(f"[model {i}/{n}] {decision.line}{_eta_text(done, to_train - len(done))}")
@@ -298,11 +311,16 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     # The shortcut audit's variants, built once per test image and model input, shared by the models.
     audit_images = (AuditImages(survey.analyses if survey is not None else None, cache)
                     if options.shortcut_audit else None)
+    # "None of these": each model's rule was fitted with its calibration (trust.fit); here it is
+    # measured, on the unknown folder or leave-one-class-out.
+    train_items = [LabelledImage.from_record(r) for r in split.subset("train")]
+    unknowns = unknown_images(options.unknown) if options.unknown is not None else None
+    open_set_seconds = 0.0
     # The ensemble's selection reads the validation split only: one pass per model, here (after
     # training and any post-training fit, so these are the probabilities the model serves), with the
     # decoded images shared with the test scoring (the cache keys them by file and decoding).
     try_ensemble = options.ensemble and len(models) >= 2
-    val_items = [LabelledImage.from_record(r) for r in split.subset("val")] if try_ensemble else []
+    ensemble_val = val_items if try_ensemble else []  # val_items: the split's, from step 2
     val_passes: dict[str, tuple[Any, list[int]]] = {}  # {model: (probabilities, kept val items)}
     val_seconds = 0.0
     for i, arch in enumerate(models, 1):
@@ -310,14 +328,39 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         say(f"[model {i}/{n}] evaluating {arch} on {len(test_items)} test images and timing it")
         model_dir = Path(r.model_dir)
         classifier = load_model(model_dir, backend="torch", face_cache=face_cache)
-        if val_items:
+        # Leave-one-class-out (no unknown folder) needs the network's penultimate features: the tap
+        # records them during a validation pass (the ensemble's, when it makes one) and the test pass.
+        tap = (FeatureTap(classifier.module) if unknowns is None and classifier.face_path is None
+               and len(classifier.classes) >= 3 else None)
+        val_features = None
+        if ensemble_val:
             tv = time.perf_counter()
-            val_passes[arch] = validation_pass(classifier, val_items, cache)
+            with tap.attached() if tap is not None else contextlib.nullcontext():
+                val_passes[arch] = validation_pass(classifier, ensemble_val, cache)
             val_seconds += time.perf_counter() - tv
+            if tap is not None:
+                val_features = (tap.features(), [val_items[k] for k in val_passes[arch][1]])
         t1 = time.perf_counter()
-        ev = evaluate_classifier(classifier, test_items, cache=cache, n_bootstrap=options.n_bootstrap,
-                                 seed=options.seed)
+        if tap is not None and val_features is None:
+            with tap.attached():
+                val_pass = validation_predictions(classifier, val_items, cache)
+            val_features = (tap.features(), [val_items[k] for k in val_pass.kept])
+            open_set_seconds += time.perf_counter() - t1
+            t1 = time.perf_counter()
+        with tap.attached() if tap is not None else contextlib.nullcontext():
+            ev = evaluate_classifier(classifier, test_items, cache=cache, n_bootstrap=options.n_bootstrap,
+                                     seed=options.seed)
         evaluations[arch] = ev
+        t3 = time.perf_counter()
+        if unknowns is not None:
+            say(f"[model {i}/{n}] scoring the {len(unknowns)} images of {options.unknown} (none of the classes)")
+        open_set = _open_set(classifier, ev, tap, unknowns, options, train_items, val_features, cache)
+        if open_set is not None:
+            say(f"[model {i}/{n}] {arch}: none of these ({open_set.method}): AUROC {_fmt(open_set.auroc)}, "
+                f"unknowns accepted {_fmt(open_set.unknown_accept_rate)}, known accuracy when kept "
+                f"{_fmt(open_set.known_accuracy_kept)} ({_fmt(open_set.known_kept_rate)} kept)")
+        open_set_seconds += time.perf_counter() - t3
+        t1 += time.perf_counter() - t3  # the test evaluation's time without the open-set measurement
         # Why: Grad-CAM of the misclassified test images only (the report's error gallery).
         explained = explain_errors(classifier, ev, run_dir, arch, cache=cache)
         explain_seconds += explained.seconds
@@ -346,6 +389,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             faces=face_accuracy(ev, survey) if survey is not None else None, shortcut=shortcut,
             calibration=Calibration.from_json(classifier.card[CALIBRATION_KEY])
             if classifier.card.get(CALIBRATION_KEY) else None,
+            open_set=open_set,
         ))
         del classifier
     # 4b. Inference backends: export to ONNX and time it against eager PyTorch, per model; the
@@ -365,13 +409,13 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         say(f"[model {i}/{n}] {m.name}: serve will use {serving.name} ({serving.reason})")
     # 4c. The ensemble: chosen on the validation probabilities above, then scored on the test split once.
     ensemble = EnsembleOutcome()
-    if val_passes and val_items:
+    if val_passes and ensemble_val:
         te = time.perf_counter()
-        say(f"ensemble: greedy selection of {', '.join(models)} on {len(val_items)} validation images")
+        say(f"ensemble: greedy selection of {', '.join(models)} on {len(ensemble_val)} validation images")
         classes = read_card(results[models[0]].model_dir)["classes"]
         ensemble = run_ensemble_step(
             run_dir=run_dir, model_dirs={a: Path(results[a].model_dir) for a in models},
-            val=align(val_passes, classes, val_items, val_seconds), entries=entries, selected=best,
+            val=align(val_passes, classes, ensemble_val, val_seconds), entries=entries, selected=best,
             test_items=test_items, cache=cache, max_latency_ms=options.ensemble_max_latency_ms,
             speed=options.speed, n_bootstrap=options.n_bootstrap, seed=options.seed, say=say)
         if ensemble.entry is not None and ensemble.evaluation is not None:
@@ -395,6 +439,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     timings["test_evaluation_seconds"] = test_seconds
     if audit_images is not None:
         timings["shortcut_audit_seconds"] = audit_seconds
+    timings["open_set_seconds"] = open_set_seconds
     timings["speed_measurement_seconds"] = speed_seconds
     timings["explain_seconds"] = explain_seconds
     timings["export_seconds"] = export_seconds
@@ -447,6 +492,38 @@ def _audit_line(a: ShortcutAudit) -> str:
              f"with a face ({a.no_face} without, left out)" if a.images_with_face else "no test image with a face found")
     return (f"test accuracy {acc(a.accuracy)}; {faces}; greyscale {acc(a.greyscale)} on {a.greyscale_images}; "
             f"chance {a.chance:.3f}; audit took {a.seconds:.1f} s")
+
+
+# ---- "none of these" (issue 14) ------------------------------------------------------------------
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _open_set(classifier: Any, ev: Evaluation, tap: FeatureTap | None, unknowns: list[UnknownImage] | None,
+              options: CompareOptions, train_items: list[LabelledImage],
+              val_features: tuple[np.ndarray, list[LabelledImage]] | None, cache: DecodeCache) -> OpenSet | None:
+    """The rule of ``classifier`` measured: on the unknown folder when given, else leave-one-class-out
+    on the network's penultimate features (validation and test features captured by ``tap`` during
+    the passes that fitted the rule and scored the test split; a sample of training images is run here)."""
+    if unknowns is not None:
+        return measure_unknown_folder(classifier, ev.probs, [p.details for p in ev.predictions], ev.correct,
+                                      unknowns, cache=cache, source=os.fspath(options.unknown))
+    if tap is None or not tap.available or val_features is None:
+        return None
+    t0 = time.perf_counter()
+    index = {c: k for k, c in enumerate(classifier.classes)}
+
+    def labels(items: list[Any]) -> np.ndarray:
+        return np.array([index[it.class_name] for it in items], dtype=np.int64)
+
+    test_features = tap.features()  # from the test pass, before the tap records the training sample
+    sample = sample_per_class(train_items)
+    train_features, kept = features_of(classifier, tap, sample, cache)
+    return leave_one_class_out((train_features, labels([sample[k] for k in kept])),
+                               (val_features[0], labels(val_features[1])),
+                               (test_features, np.array([index[p.true] for p in ev.predictions], dtype=np.int64)),
+                               len(classifier.classes), options.keep, seconds=time.perf_counter() - t0)
 
 
 # ---- adapters to the data layer's reports --------------------------------------------------------

@@ -22,6 +22,7 @@ from image_classifier.data.scan import list_dataset
 from image_classifier.data.split import SUBSETS, load_split
 from image_classifier.errors import DatasetError, ImageClassifierError
 from image_classifier.evaluate.evaluation import LabelledImage, evaluate_classifier
+from image_classifier.evaluate.open_set import measure_unknown_folder, unknown_images
 from image_classifier.evaluate.speed import SpeedConfig, measure_classifier
 from image_classifier.fileio import sha256_file
 from image_classifier.i18n import DEFAULT, translator
@@ -60,6 +61,10 @@ class EvaluateOptions:
     backend: str = "auto"
     #: Language of report.md, report.html and the figures (``--lang``).
     lang: str = DEFAULT
+    #: "None of these": apply the model's rejection rule (``--no-reject``: False).
+    reject: bool = True
+    #: A folder of images of none of the classes (``--unknown``): the rejection rule is measured on them.
+    unknown: Path | None = None
 
     def check(self) -> EvaluateOptions:
         if self.subset not in SUBSETS:
@@ -96,6 +101,10 @@ def reproduce_command(options: EvaluateOptions, out_dir: Path) -> str:
         args.append("--no-speed")
     if options.backend != "auto":
         args += ["--backend", options.backend]
+    if not options.reject:
+        args.append("--no-reject")
+    if options.unknown is not None:
+        args += ["--unknown", os.fspath(options.unknown)]
     return shlex.join(args)
 
 
@@ -104,7 +113,8 @@ def run_evaluate(options: EvaluateOptions, *, on_progress: Callable[[str], None]
     options = options.check()
     timings: dict[str, float] = {}
     model_dir = resolve_model_dir(options.model)
-    classifier = load_model(model_dir, backend=options.backend)
+    classifier = load_model(model_dir, backend=options.backend, reject=options.reject)
+    unknowns = unknown_images(options.unknown) if options.unknown is not None else None  # checked before scoring
     card = classifier.card
     arch = str(card.get("architecture", model_dir.name))
     backend = BackendUsed(classifier.backend_name, classifier.backend_reason, classifier.backend.describe())
@@ -153,6 +163,15 @@ def run_evaluate(options: EvaluateOptions, *, on_progress: Callable[[str], None]
         speed = Speed.from_json(measure_classifier(classifier, model_dir=model_dir, sample_image=sample,
                                                    config=options.speed_config))
     timings["evaluation_seconds"] = time.perf_counter() - t0
+    open_set = None
+    if unknowns is not None:
+        if classifier.rejects:
+            open_set = measure_unknown_folder(classifier, ev.probs, [p.details for p in ev.predictions], ev.correct,
+                                              unknowns, source=os.fspath(options.unknown))
+            timings["open_set_seconds"] = open_set.seconds or 0.0  # type: ignore[union-attr]
+        else:
+            say("warning: --unknown: the model has no rejection rule (trained before it existed) or --no-reject "
+                "was given; nothing to measure")
     if ev.skipped:
         warnings.append(f"{len(ev.skipped)} unreadable image(s) skipped: {', '.join(list(ev.skipped)[:5])}")
 
@@ -169,6 +188,7 @@ def run_evaluate(options: EvaluateOptions, *, on_progress: Callable[[str], None]
         # Which backend computed these predictions and timings, and why it was chosen.
         backend=backend,
         calibration=Calibration.from_json(card["calibration"]) if card.get("calibration") else None,
+        open_set=open_set,
     )
 
     def title(lang: str) -> str:

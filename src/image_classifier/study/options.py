@@ -97,6 +97,11 @@ class CompareOptions:
     #: Keep only ensembles whose members' measured single-image latencies sum to at most this
     #: (``--ensemble-max-latency MS``); None: no budget.
     ensemble_max_latency_ms: float | None = None
+    #: "None of these": the fraction of known validation images each model's rejection rule keeps (``--keep``).
+    keep: float = 0.95
+    #: A folder of images of none of the classes (``--unknown``): the rule is measured on them; None:
+    #: measured by leave-one-class-out on the models' features.
+    unknown: Path | None = None
 
     def check(self) -> CompareOptions:
         """Validate every option and return a copy with the defaults filled in (paths as Paths,
@@ -122,6 +127,12 @@ class CompareOptions:
         if max_latency is not None and not max_latency > 0:
             raise ImageClassifierError(f"--ensemble-max-latency must be a positive number of milliseconds, "
                                        f"not {self.ensemble_max_latency_ms}")
+        if not 0.0 < float(self.keep) < 1.0:
+            raise ImageClassifierError(f"--keep must be between 0 and 1 (the fraction of known validation images "
+                                       f"the rejection rule keeps, e.g. 0.95), not {self.keep}")
+        if self.unknown is not None and not Path(self.unknown).is_dir():
+            raise ImageClassifierError(f"--unknown {self.unknown}: not a folder (give a folder of images of none "
+                                       "of the classes)")
         data = Path(self.data)
         return CompareOptions(
             data=data, out=Path(self.out) if self.out is not None else Path("runs") / (data.resolve().name or "run"),
@@ -134,6 +145,7 @@ class CompareOptions:
             export=self.export, faces=self.faces, add_face_model=add_face_model, resume=self.resume,
             shortcut_audit=bool(self.shortcut_audit),
             invoked_as=self.invoked_as, lang=lang, ensemble=bool(self.ensemble), ensemble_max_latency_ms=max_latency,
+            keep=float(self.keep), unknown=Path(self.unknown) if self.unknown is not None else None,
         )
 
     @property

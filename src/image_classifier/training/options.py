@@ -75,6 +75,9 @@ class TrainOptions:
     progress: bool = True
     #: Train convolutions in channels-last memory format (faster on CPUs; the results are the same).
     channels_last: bool = True
+    #: "None of these": the fraction of the known validation images the rejection rule keeps
+    #: (fitted after training; images less like the classes than the rest answer "unknown").
+    keep: float = 0.95
 
     @property
     def out_dir(self) -> Path:
@@ -115,6 +118,9 @@ class TrainOptions:
             raise OptionError("--checkpoint-every must be 0 or more seconds")
         if self.resume and self.force:
             raise OptionError("--resume and --force contradict each other: choose one")
+        if not 0.0 < float(self.keep) < 1.0:
+            raise OptionError(f"--keep must be between 0 and 1 (the fraction of known validation images the "
+                              f"rejection rule keeps, e.g. 0.95), not {self.keep}")
         if self.weights is not None:
             if spec.pretrained is None:
                 raise OptionError(f"{self.arch} trains from scratch: it takes no pretrained --weights")

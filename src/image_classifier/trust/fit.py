@@ -8,7 +8,9 @@ once and fits, on those predictions:
 
 1. **calibration**: one temperature (two for a face model: the face head's and the fallback
    network's) minimising the validation NLL, card key ``calibration``;
-2. **rejection** ("none of these"): card key ``rejection`` (added in its own block below).
+2. **rejection** ("none of these"): card key ``rejection``, the rule of
+   :mod:`image_classifier.inference.rejection` on the calibrated validation probabilities
+   (:mod:`.rejection`).
 
 The card is rewritten atomically; the weights are untouched (an exported ONNX file whose
 temperature no longer matches the card is refused when opened, saying to re-export).
@@ -34,9 +36,12 @@ from image_classifier.inference.calibration import (
     CALIBRATION_KEY, log_probabilities, row_temperatures, softmax,
 )
 from image_classifier.inference.classifier import Classifier, open_classifier
+from image_classifier.inference.rejection import RejectionRule
 from image_classifier.runs import CARD_NAME, SPLIT_NAME
 from image_classifier.saved_model import read_card
 from image_classifier.training import TrainOptions, TrainResult, default_cache_dir, train_folder
+from image_classifier.trust.rejection import CARD_KEY as REJECTION_KEY
+from image_classifier.trust.rejection import rejection_entry as rule_entry
 from image_classifier.trust.temperature import MIN_IMAGES, TemperatureFit, calibrate, ece, nll
 
 log = logging.getLogger(__name__)
@@ -167,14 +172,18 @@ def fit_trust(model_dir: str | os.PathLike, val_items: Sequence[Any], *, keep: f
     preds = predict_validation(classifier, list(val_items), cache=cache)
     calibration, notes = fit_calibration(preds)
 
-    # ---- rejection ("none of these"): fitted here on ``preds`` (calibrated probabilities in
-    # ``preds.calibrated``), with ``keep`` and ``reject``; None until that part fills it in.
+    # ---- rejection ("none of these"): the rule on the same pass's calibrated probabilities (its
+    # threshold is on what the loaded model will serve), keeping ``keep`` of the validation images.
     rejection: dict[str, Any] | None = None
+    if reject and len(preds.details):
+        rejection = rule_entry(classifier, preds.calibrated, preds.details, keep, card={CALIBRATION_KEY: calibration})
+        notes.append(f"none of these: {RejectionRule.from_card(rejection).describe()}")  # type: ignore[union-attr]
 
     card = read_card(model_dir)
     card[CALIBRATION_KEY] = calibration
+    card.pop(REJECTION_KEY, None)  # a rule fitted on other probabilities is stale
     if rejection is not None:
-        card["rejection"] = rejection
+        card[REJECTION_KEY] = rejection
     atomic_write_json(model_dir / CARD_NAME, card)
     fit = TrustFit(calibration, rejection, time.perf_counter() - t0, notes)
     log.debug("%s: %s", model_dir, fit.line())
@@ -197,7 +206,7 @@ def train_and_fit(data: str | os.PathLike, options: TrainOptions, *, args: dict[
     split = load_split(split_of_trained(model_dir, options), data)
     # The face cache training filled (a face model's validation faces are found again for free).
     face_cache = FaceCache((options.cache_dir or default_cache_dir()) if options.cache else None)
-    fit = fit_trust(model_dir, split.subset("val"), face_cache=face_cache)
+    fit = fit_trust(model_dir, split.subset("val"), keep=options.keep, face_cache=face_cache)
     result.card = read_card(model_dir)
     return result, fit
 

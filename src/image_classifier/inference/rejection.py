@@ -1,0 +1,235 @@
+""""None of these": the open-set rejection rule of a model, fitted on its validation split.
+
+A classifier trained on three people answers one of the three for any photo. The rule turns a
+prediction into ``unknown`` when the image looks less like the known classes than almost every
+validation image did. Per image there is one **score kind**:
+
+* ``max_probability``: the largest (calibrated) class probability, higher = more like a known class.
+  What every CNN uses, and a face model's whole-image fallback where no face is found.
+* ``face_distance``: for a face model where a face is found, the descriptor's distance to the
+  nearest training face (the model's bank; dlib's same-person distance is about 0.6), lower = more
+  like a known person. A stranger's face is far from every training face even when the fallback
+  network is sure of its answer, which is why this beats the fallback's probability.
+
+A model whose images can have two kinds (the face model) puts them on one scale with a conformal
+p-value: the fraction of the validation images *of the same kind* that look no more like the known
+classes than this one. The threshold ``1 - keep`` on that scale rejects, in every kind, at most
+``(1 - keep)`` of its validation images, so the rule keeps ``keep`` of them by construction. A model
+with one kind (the CNNs) thresholds the raw score instead (the same decisions, a readable number).
+
+The rule lives in the card under ``rejection`` (:meth:`RejectionRule.to_card`): the kinds'
+sorted validation scores are stored, so a loaded model recomputes every p-value. Models without
+the key (older cards) never reject.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+MAX_PROBABILITY = "max_probability"
+FACE_DISTANCE = "face_distance"
+#: The score of a rule that mixes kinds: a conformal p-value against the validation scores of the image's kind.
+P_VALUE = "p_value"
+#: Direction of each kind: +1 when higher means "more like a known class".
+ORIENTATION = {MAX_PROBABILITY: 1.0, FACE_DISTANCE: -1.0}
+#: What ``Classifier.predict`` answers for an image the rule rejects.
+UNKNOWN = "unknown"
+#: The fraction of validation images kept when nothing says otherwise (``--keep``).
+DEFAULT_KEEP = 0.95
+
+
+def check_keep(keep: float) -> float:
+    """``keep`` as a float when 0 < keep < 1, else ValueError naming the option."""
+    value = float(keep)
+    if not 0.0 < value < 1.0 or math.isnan(value):
+        raise ValueError(f"--keep must be between 0 and 1 (the fraction of known validation images kept, "
+                         f"e.g. 0.95), not {keep}")
+    return value
+
+
+def score_kinds(probabilities: np.ndarray, details: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.ndarray]:
+    """Per image: its score kind and raw value (max probability, or a face's distance to the nearest
+    training face where a face model found one: ``details['face_distance']``).
+
+    The probabilities scored are the network's before calibration (the calibrated ones with the
+    temperature taken out): the temperature is one number per model, and a small one (a model
+    very sure of its validation images) pushes most float32 probabilities to exactly 1.0, where
+    the familiar and the strange can no longer be told apart."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    kinds: list[str] = []
+    values = np.empty(len(probs), dtype=np.float64)
+    for i, row in enumerate(probs):
+        distance = details[i].get("face_distance") if i < len(details) else None
+        if distance is not None:
+            kinds.append(FACE_DISTANCE)
+            values[i] = float(distance)
+        else:
+            kinds.append(MAX_PROBABILITY)
+            values[i] = float(row.max()) if row.size else 0.0
+    return kinds, values
+
+
+def _rejected_count(n: int, keep: float) -> int:
+    """How many of ``n`` validation images of one kind the rule rejects: floor((1 - keep) n)."""
+    return int(math.floor((1.0 - keep) * n + 1e-9))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The rule applied to one image: ``score`` on the rule's scale against ``threshold``."""
+
+    kind: str
+    value: float  # the raw score: a probability, or a distance
+    score: float  # what is compared with the threshold (the raw value, or a p-value)
+    threshold: float
+    accepted: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"score": round(self.score, 6), "threshold": round(self.threshold, 6), "kind": self.kind,
+                "value": round(self.value, 6)}
+
+
+@dataclass(frozen=True)
+class RejectionRule:
+    """Which images count as none of the known classes (see the module docstring).
+
+    ``references`` holds, per kind, the validation images' raw scores, sorted ascending.
+    ``scale`` is ``max_probability`` (one kind, raw threshold) or ``p_value``.
+    """
+
+    keep: float
+    scale: str
+    references: dict[str, np.ndarray]
+    threshold: float
+
+    # -- fitting ---------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, kinds: Sequence[str], values: np.ndarray, keep: float = DEFAULT_KEEP, *,
+            p_value: bool | None = None) -> RejectionRule:
+        """The rule that keeps ``keep`` of these validation scores (per kind). ``p_value``: use the
+        p-value scale (default: when the scores are not all ``max_probability``; a face model
+        passes True, since its other images have the other kind)."""
+        keep = check_keep(keep)
+        values = np.asarray(values, dtype=np.float64)
+        if len(values) == 0:
+            raise ValueError("fitting a rejection rule needs at least one validation image")
+        references = {k: np.sort(values[[i for i, kk in enumerate(kinds) if kk == k]]) for k in sorted(set(kinds))}
+        if p_value is None:
+            p_value = set(references) != {MAX_PROBABILITY}
+        if p_value:
+            return cls(keep, P_VALUE, references, 1.0 - keep)
+        ref = references[MAX_PROBABILITY]
+        m = _rejected_count(len(ref), keep)
+        # Half-way between the last rejected and the first kept validation score: the decision on
+        # the validation images is exactly "reject the m lowest" (ties at the boundary are kept).
+        threshold = float(ref[0]) if m == 0 else float((ref[m - 1] + ref[m]) / 2)
+        if m > 0 and ref[m - 1] == ref[m]:
+            threshold = float(ref[m])
+        return cls(keep, MAX_PROBABILITY, references, threshold)
+
+    # -- applying --------------------------------------------------------------------------------
+    def p_values(self, kinds: Sequence[str], values: np.ndarray) -> np.ndarray:
+        """Per image: the fraction of its kind's validation scores that look no more like a known
+        class than it does (1.0 for a kind the validation split never had: no evidence to reject)."""
+        out = np.ones(len(values), dtype=np.float64)
+        for i, (kind, value) in enumerate(zip(kinds, np.asarray(values, dtype=np.float64))):
+            ref = self.references.get(kind)
+            if ref is None or len(ref) == 0:
+                continue
+            if ORIENTATION[kind] > 0:  # a probability: validation scores <= it
+                count = int(np.searchsorted(ref, value, side="right"))
+            else:  # a distance: validation distances >= it
+                count = len(ref) - int(np.searchsorted(ref, value, side="left"))
+            out[i] = count / len(ref)
+        return out
+
+    def decide(self, kinds: Sequence[str], values: np.ndarray) -> list[Decision]:
+        values = np.asarray(values, dtype=np.float64)
+        if self.scale == P_VALUE:
+            scores = self.p_values(kinds, values)
+            out = []
+            for kind, value, p in zip(kinds, values, scores):
+                ref = self.references.get(kind)
+                n = 0 if ref is None else len(ref)
+                # p > 1 - keep, counted in whole images so that rounding never flips a boundary case.
+                accepted = n == 0 or round(p * n) > _rejected_count(n, self.keep)
+                out.append(Decision(kind, float(value), float(p), self.threshold, bool(accepted)))
+            return out
+        return [Decision(kind, float(v), float(v), self.threshold,
+                         bool(v >= self.threshold) if kind == MAX_PROBABILITY else True)
+                for kind, v in zip(kinds, values)]
+
+    def scores(self, kinds: Sequence[str], values: np.ndarray) -> np.ndarray:
+        """The rule's score of each image (higher = more like a known class): what AUROC ranks."""
+        return np.array([d.score for d in self.decide(kinds, values)], dtype=np.float64)
+
+    def accepts(self, probabilities: np.ndarray, details: Sequence[Mapping[str, Any]]) -> list[Decision]:
+        """The decision for each image from its probabilities and :meth:`Classifier.predict_details` dict."""
+        return self.decide(*score_kinds(probabilities, details))
+
+    # -- the card --------------------------------------------------------------------------------
+    def kept_fraction(self) -> float:
+        """The fraction of the validation images the rule keeps (at least ``keep``)."""
+        kinds = [k for k, ref in self.references.items() for _ in ref]
+        values = np.concatenate([ref for ref in self.references.values()])
+        decisions = self.decide(kinds, values)
+        return sum(d.accepted for d in decisions) / len(decisions) if decisions else 1.0
+
+    def to_card(self) -> dict[str, Any]:
+        """The card's ``rejection`` entry."""
+        return {"score": self.scale, "keep": self.keep, "threshold": self.threshold, "fitted_on": "validation",
+                "images": int(sum(len(r) for r in self.references.values())),
+                "kept": round(self.kept_fraction(), 6),
+                "kinds": {k: [round(float(v), 6) for v in ref] for k, ref in self.references.items()}}
+
+    @classmethod
+    def from_card(cls, entry: Mapping[str, Any] | None) -> RejectionRule | None:
+        """The rule stored in a card (None when the card has none: an older model never rejects)."""
+        if not entry:
+            return None
+        references = {str(k): np.sort(np.asarray(v, dtype=np.float64)) for k, v in (entry.get("kinds") or {}).items()
+                      if k in ORIENTATION}
+        return cls(float(entry["keep"]), str(entry["score"]), references, float(entry["threshold"]))
+
+    def describe(self) -> str:
+        """One line for people: what is scored and how much of validation is kept."""
+        kinds = " / ".join(k.replace("_", " ") for k in self.references)
+        scale = "" if self.scale == MAX_PROBABILITY else " (as p-values against validation)"
+        return f"{kinds}{scale}, threshold {self.threshold:.3f} keeps {100 * self.kept_fraction():.1f} % of validation"
+
+
+def fit_rule(probabilities: np.ndarray, details: Sequence[Mapping[str, Any]], keep: float = DEFAULT_KEEP, *,
+             face_model: bool = False) -> RejectionRule:
+    """The rule fitted on validation predictions (probabilities already calibrated, and their
+    :meth:`Classifier.predict_details` dicts): what ``trust`` calls after one validation pass."""
+    kinds, values = score_kinds(probabilities, details)
+    return RejectionRule.fit(kinds, values, keep, p_value=True if face_model else None)
+
+
+def no_rejection() -> dict[str, Any]:
+    """What ``predict_details`` says when no rule applies."""
+    return {"unknown": False, "rejection": None}
+
+
+def annotate(probabilities: np.ndarray, details: list[dict[str, Any]], classes: Sequence[str],
+             rule: RejectionRule | None, scored: np.ndarray | None = None) -> list[bool]:
+    """Add ``unknown``, ``closest`` and ``rejection`` to each details dict (in place); returns the
+    ``unknown`` flags. Without a ``rule`` nothing is rejected and ``rejection`` is None. ``scored``:
+    the probabilities the rule scores (default ``probabilities``; a calibrated model's
+    uncalibrated ones, see :func:`score_kinds`)."""
+    probs = np.asarray(probabilities)
+    scored = probs if scored is None else np.asarray(scored)
+    decisions = rule.accepts(scored, details) if rule is not None and len(probs) else [None] * len(probs)
+    flags = []
+    for row, detail, decision in zip(probs, details, decisions):
+        best = int(row.argmax())
+        unknown = decision is not None and not decision.accepted
+        detail["unknown"] = unknown
+        detail["closest"] = {"label": classes[best], "probability": float(row[best])}
+        detail["rejection"] = None if decision is None else decision.to_json()
+        flags.append(unknown)
+    return flags

@@ -1,0 +1,119 @@
+"""Fitting a model's "none of these" rule on its validation split and storing it in the card.
+
+The rule itself (score kinds, threshold, p-values) is :mod:`image_classifier.inference.rejection`;
+this module runs the one validation pass that feeds it. The probabilities must be the ones the
+loaded model serves (calibrated, once the card has a temperature), since the threshold is on them:
+fit the temperature first, then the rule.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from image_classifier.data.decode import decode_each
+from image_classifier.errors import DatasetError
+from image_classifier.fileio import atomic_write_json
+from image_classifier.inference.calibration import uncalibrated
+from image_classifier.inference.classifier import Classifier
+from image_classifier.inference.rejection import DEFAULT_KEEP, RejectionRule, fit_rule
+from image_classifier.runs import CARD_NAME
+from image_classifier.saved_model import read_card
+
+log = logging.getLogger(__name__)
+
+#: The card key of the rule.
+CARD_KEY = "rejection"
+
+
+@dataclass
+class ValidationPredictions:
+    """One pass over the validation images: what the rule (and calibration) are fitted on."""
+
+    probabilities: np.ndarray  # (kept images, classes), as the loaded model serves them
+    details: list[dict[str, Any]]  # Classifier.predict_details' dict per kept image
+    kept: list[int]  # indices into the items of the images that decoded
+
+
+def validation_predictions(classifier: Classifier, val_items: Sequence[Any], cache: Any = None,
+                           batch_size: int = 32) -> ValidationPredictions:
+    """Probabilities and per-image details of the validation images that decode (anything with a
+    ``path``). ``cache``: an ``evaluate.evaluation.DecodeCache`` (``get(path, classifier)``) so
+    that images decoded for another model of the same input size are not decoded again."""
+    def decode(item: Any) -> Any:
+        return cache.get(item.path, classifier) if cache is not None else classifier.decode(item.path)
+
+    decoded = decode_each(val_items, decode, name=lambda it: getattr(it, "rel_path", it.path))
+    if not decoded.images:
+        return ValidationPredictions(np.empty((0, len(classifier.classes))), [], [])
+    probs, details = classifier.predict_details(decoded.images, batch_size=batch_size)
+    return ValidationPredictions(probs, details, decoded.kept)
+
+
+def rejection_entry(classifier: Classifier, probabilities: np.ndarray, details: Sequence[dict[str, Any]],
+                    keep: float = DEFAULT_KEEP, card: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The card entry of the rule fitted on these validation predictions (one pass, shared with
+    calibration): ``probabilities`` as the model serves them with ``card``'s calibration (default:
+    the classifier's card); the rule scores them with the temperature taken out, as
+    :meth:`Classifier.judge` does, in the precision the model serves (float32), so that a
+    validation image scores the same when predicted again."""
+    probs = uncalibrated(np.asarray(probabilities, dtype=np.float32), details,
+                         classifier.card if card is None else card)
+    rule = fit_rule(probs, details, keep, face_model=classifier.face_path is not None)
+    return rule.to_card()
+
+
+def fit_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
+                  cache: Any = None, predictions: ValidationPredictions | None = None) -> dict[str, Any]:
+    """The ``rejection`` card entry of ``classifier``, fitted on ``val_items`` (its validation split);
+    ``predictions``: that split's pass, when the caller already made it (none is then run here)."""
+    t0 = time.perf_counter()
+    pred = predictions if predictions is not None else validation_predictions(classifier, val_items, cache)
+    if not pred.details:
+        raise DatasetError("none of the validation images could be decoded: no rejection rule can be fitted")
+    entry = rejection_entry(classifier, pred.probabilities, pred.details, keep)
+    entry["seconds"] = round(time.perf_counter() - t0, 3)
+    log.info("%s: rejection rule on %d validation images: %s", classifier.architecture, entry["images"],
+             RejectionRule.from_card(entry).describe())  # type: ignore[union-attr]
+    return entry
+
+
+def store_rejection(model_dir: str | os.PathLike, entry: dict[str, Any] | None) -> dict[str, Any]:
+    """Write ``entry`` as the card's ``rejection`` (None removes it); returns the new card. The
+    weights are not touched, so the card's weights hash stays valid."""
+    card = read_card(model_dir)
+    if entry is None:
+        card.pop(CARD_KEY, None)
+    else:
+        card[CARD_KEY] = entry
+    atomic_write_json(Path(model_dir) / CARD_NAME, card)
+    return card
+
+
+def needs_rejection(card: dict[str, Any], keep: float) -> bool:
+    """True when the card has no rule, or one fitted for another ``keep``. (A refitted temperature
+    does not stale it: the rule scores the probabilities with the temperature taken out.)"""
+    entry = card.get(CARD_KEY) or {}
+    return not entry or abs(float(entry.get("keep", -1)) - keep) > 1e-12
+
+
+def ensure_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
+                     cache: Any = None, predictions: ValidationPredictions | None = None) -> dict[str, Any]:
+    """Fit and store the rule unless the card already has one for ``keep``; the classifier then
+    applies it. Returns the entry. ``predictions``: see :func:`fit_rejection`."""
+    card = classifier.card
+    if needs_rejection(card, keep):
+        entry = fit_rejection(classifier, val_items, keep, cache, predictions)
+        if classifier.model_dir is not None:
+            classifier.card = store_rejection(classifier.model_dir, entry)
+        else:
+            classifier.card = {**card, CARD_KEY: entry}
+    classifier.rejection_rule = RejectionRule.from_card(classifier.card[CARD_KEY])
+    return classifier.card[CARD_KEY]
+

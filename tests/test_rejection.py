@@ -1,0 +1,331 @@
+""""None of these": the rejection rule, fitted on validation, applied everywhere a model answers.
+
+A tiny CNN really trained on red vs blue pictures (through the package, as a user trains) must
+answer "unknown" for green noise, keep exactly the share of its validation images the threshold
+implies (at least ``keep``), and say so in ``predict``, ``predict --json``, the web API and the
+Python API; ``--no-reject`` turns it off and a model without a rule (an older card) never rejects.
+AUROC is checked on cases with a known answer; ``compare --unknown`` writes the new columns.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import image_classifier as ic
+import train_helpers
+from conftest import make_image_folder
+from image_classifier.cli import main
+from image_classifier.evaluate.open_set import auroc, leave_one_class_out, unknown_images
+from image_classifier.inference.rejection import (
+    FACE_DISTANCE, MAX_PROBABILITY, P_VALUE, RejectionRule, check_keep, fit_rule, score_kinds,
+)
+from image_classifier.results import ModelResult, OpenSet, Study
+from image_classifier.runs import CARD_NAME, SPLIT_NAME
+from image_classifier.serve import create_app
+
+TINY = train_helpers.TINY
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tiny_architecture():
+    # Registered while these tests run, not at import: other modules parametrize over list_archs().
+    train_helpers.register_tiny()
+
+
+def green_noise(n: int, seed: int = 0) -> list[Image.Image]:
+    """A third kind of picture, neither red nor blue: green noise."""
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(np.dstack([rng.integers(0, 80, (32, 32)), rng.integers(120, 256, (32, 32)),
+                                       rng.integers(0, 80, (32, 32))]).astype(np.uint8)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(data folder, model directory): red vs blue, 40 + 40 images, half of them for validation."""
+    root = tmp_path_factory.mktemp("rejection")
+    data = make_image_folder(root / "data", {"red": 40, "blue": 40})
+    ic.train(data, arch=TINY, out=root / "model", epochs=3, cache=False, progress=False, val=0.5, test=0.1)
+    return data, root / "model"
+
+
+@pytest.fixture(scope="module")
+def unknown_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("unknown")
+    (folder / "nested").mkdir()
+    for i, im in enumerate(green_noise(6, seed=3)):
+        im.save(folder / ("nested" if i % 2 else ".") / f"green_{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+# ---- the rule ------------------------------------------------------------------------------------
+
+def test_the_threshold_keeps_the_fraction_it_implies_of_validation():
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 20, 40, 133):
+        values = rng.uniform(0.3, 1.0, n)
+        rule = RejectionRule.fit([MAX_PROBABILITY] * n, values, 0.95)
+        kept = np.mean([d.accepted for d in rule.decide([MAX_PROBABILITY] * n, values)])
+        assert kept == (n - math.floor(0.05 * n + 1e-9)) / n  # the m lowest are rejected, no more
+        assert kept >= 0.95
+        assert rule.kept_fraction() == kept
+        # A new image scoring like the lowest kept validation image is kept; like the highest
+        # rejected one, rejected.
+        m = math.floor(0.05 * n + 1e-9)
+        assert rule.decide([MAX_PROBABILITY], [np.sort(values)[m]])[0].accepted
+        if m:
+            assert not rule.decide([MAX_PROBABILITY], [np.sort(values)[m - 1]])[0].accepted
+
+
+def test_a_face_model_puts_two_kinds_on_one_p_value_scale():
+    rng = np.random.default_rng(1)
+    distances = rng.uniform(0.2, 0.6, 60)  # lower = more like a training face
+    probs = rng.uniform(0.5, 1.0, 20)
+    kinds = [FACE_DISTANCE] * 60 + [MAX_PROBABILITY] * 20
+    rule = RejectionRule.fit(kinds, np.concatenate([distances, probs]), 0.9, p_value=True)
+    assert rule.scale == P_VALUE and rule.threshold == pytest.approx(0.1)
+    decisions = rule.decide(kinds, np.concatenate([distances, probs]))
+    # Each kind keeps n - floor(0.1 n) of its own validation images: 54 of 60 and 18 of 20.
+    assert sum(d.accepted for d in decisions[:60]) == 54
+    assert sum(d.accepted for d in decisions[60:]) == 18
+    # The farthest validation faces are the rejected ones; a stranger's distant face is rejected.
+    rejected = sorted(distances[[not d.accepted for d in decisions[:60]]])
+    assert rejected == sorted(distances)[-6:]
+    far, near = rule.decide([FACE_DISTANCE, FACE_DISTANCE], [0.9, 0.1])
+    assert not far.accepted and far.score == 0.0
+    assert near.accepted and near.score == 1.0
+    # The card keeps what is needed to decide the same way.
+    again = RejectionRule.from_card(json.loads(json.dumps(rule.to_card())))
+    assert [d.accepted for d in again.decide(kinds, np.concatenate([distances, probs]))] == [d.accepted for d in decisions]
+
+
+def test_score_kinds_use_the_face_distance_where_a_face_was_found():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4]])
+    kinds, values = score_kinds(probs, [{"face_distance": 0.42}, {"face_distance": None}])
+    assert kinds == [FACE_DISTANCE, MAX_PROBABILITY]
+    assert values.tolist() == [0.42, 0.6]
+    rule = fit_rule(probs, [{}, {}], 0.5)
+    assert rule.scale == MAX_PROBABILITY
+
+
+def test_keep_must_be_a_fraction():
+    for bad in (0, 1, -0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="--keep"):
+            check_keep(bad)
+    with pytest.raises(ValueError, match="--keep"):
+        ic.train("nowhere", arch=TINY, keep=1.0)
+
+
+def test_auroc_on_known_cases():
+    assert auroc([0.9, 0.8, 0.7], [0.1, 0.2]) == 1.0  # perfect separation
+    assert auroc([0.1, 0.2], [0.9, 0.8, 0.7]) == 0.0  # reversed
+    assert auroc([0.5, 0.5], [0.5, 0.5, 0.5]) == 0.5  # all tied
+    assert auroc([0.9, 0.3], [0.5]) == 0.5  # one above, one below
+    assert auroc([0.6, 0.4], [0.4]) == 0.75  # one above, one tied
+    assert auroc([], [0.1]) is None
+    rng = np.random.default_rng(2)
+    known, unknown = rng.normal(1, 1, 50), rng.normal(0, 1, 40)
+    pairs = np.mean([(k > u) + 0.5 * (k == u) for k in known for u in unknown])
+    assert auroc(known, unknown) == pytest.approx(pairs)
+
+
+def test_leave_one_class_out_finds_a_class_between_the_others():
+    # Three classes on a line: the middle one, left out, falls where the head fitted on the two
+    # outer ones is least sure, so it is told apart perfectly; the outer ones, left out, are not.
+    rng = np.random.default_rng(4)
+
+    def subset(n: int) -> tuple[np.ndarray, np.ndarray]:
+        centres = np.array([[-8.0, 0.0], [0.0, 0.0], [8.0, 0.0]])
+        y = np.repeat(np.arange(3), n)
+        return centres[y] + rng.normal(0, 1.0, (3 * n, 2)), y
+
+    result = leave_one_class_out(subset(30), subset(20), subset(20), 3, 0.95)
+    assert result is not None and result.method == "leave-one-class-out"
+    assert result.unknown_images == 60 and result.known_images == 120
+    assert result.known_accuracy_kept == 1.0
+    assert leave_one_class_out(subset(5), subset(5), (np.zeros((2, 2)), np.array([0, 1])), 3, 0.95) is None
+
+
+# ---- a real model --------------------------------------------------------------------------------
+
+def test_a_trained_model_rejects_a_third_kind_and_keeps_validation(trained):
+    data, model_dir = trained
+    card = json.loads((model_dir / CARD_NAME).read_text())
+    entry = card["rejection"]
+    assert entry["score"] == MAX_PROBABILITY and entry["fitted_on"] == "validation" and entry["keep"] == 0.95
+    assert entry["images"] == 40  # half of 80 images
+    model = ic.load_model(model_dir, backend="torch")
+    assert model.reject and model.rejection_rule is not None
+    # Re-predicting the validation images gives exactly the share of them the card says is kept.
+    from image_classifier.data.split import load_split
+
+    val = [r.path for r in load_split(model_dir / SPLIT_NAME, data).subset("val")]
+    probs, details = model.predict_details(val)
+    kept = np.mean([not d["unknown"] for d in details])
+    assert kept == entry["kept"] == (40 - 2) / 40
+    # The rule scores the probabilities with the card's temperature taken out: calibration made
+    # this model (perfect on validation) so sure that its served probabilities are all 1.0.
+    assert model.temperature < 1
+    assert kept == np.mean(model.uncalibrated(probs, details).max(1) >= entry["threshold"])
+
+    green = green_noise(8)
+    assert model.predict(green) == ["unknown"] * 8
+    _, details = model.predict_details(green)
+    for d in details:
+        assert d["unknown"] is True
+        assert d["closest"]["label"] in ("red", "blue")
+        assert d["rejection"]["kind"] == MAX_PROBABILITY
+        assert d["rejection"]["score"] < d["rejection"]["threshold"] == pytest.approx(entry["threshold"], abs=1e-6)
+    # predict_proba is unchanged: the class probabilities, summing to 1.
+    assert np.allclose(model.predict_proba(green).sum(1), 1.0, atol=1e-5)
+
+    off = ic.load_model(model_dir, backend="torch", reject=False)
+    assert "unknown" not in off.predict(green)
+    assert all(d["rejection"] is None and d["unknown"] is False for d in off.predict_details(green)[1])
+
+
+def test_a_model_without_a_rule_never_rejects(trained, tmp_path):
+    _, model_dir = trained
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    card = json.loads((old / CARD_NAME).read_text())
+    del card["rejection"]
+    (old / CARD_NAME).write_text(json.dumps(card))
+    model = ic.load_model(old, backend="torch")
+    assert model.rejection_rule is None
+    green = green_noise(4)
+    assert "unknown" not in model.predict(green)
+    details = model.predict_details(green)[1]
+    assert all(d["unknown"] is False and d["rejection"] is None and d["closest"]["label"] for d in details)
+
+
+def test_predict_prints_unknown_with_the_closest_class(trained, tmp_path, capsys):
+    _, model_dir = trained
+    green = tmp_path / "green.png"
+    green_noise(1, seed=9)[0].save(green)
+    red = next((trained[0] / "red").iterdir())
+    assert main(["predict", str(model_dir), str(green), str(red), "--backend", "torch"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    line = next(line for line in out if "green.png" in line)
+    assert "unknown (closest: " in line and (" red, " in line or " blue, " in line) and line.endswith("%)")
+    assert "unknown" not in next(line for line in out if red.name in line)
+
+    assert main(["predict", str(model_dir), str(green), "--backend", "torch", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert result["unknown"] is True
+    assert result["closest"]["label"] in ("red", "blue")
+    assert result["rejection"]["score"] < result["rejection"]["threshold"]
+
+    assert main(["predict", str(model_dir), str(green), "--backend", "torch", "--json", "--no-reject"]) == 0
+    result = json.loads(capsys.readouterr().out)["predictions"][0]
+    assert result["unknown"] is False and result["rejection"] is None
+
+
+def test_the_web_api_answers_unknown(trained):
+    from test_serve_api import check_response
+
+    _, model_dir = trained
+    buf = io.BytesIO()
+    green_noise(1, seed=5)[0].save(buf, "PNG")
+    for reject in (True, False):
+        app = create_app(model_dir, reject=reject)
+        client = app.test_client()
+        openapi = client.get("/api/openapi.json").get_json()
+        r = client.post("/api/predict", data={"file": (io.BytesIO(buf.getvalue()), "green.png")})
+        body = r.get_json()
+        assert r.status_code == 200, body
+        check_response(openapi, "/api/predict", "post", 200, body)
+        assert body["unknown"] is reject
+        assert body["closest"]["label"] in ("red", "blue")
+        if reject:
+            assert body["label"] == "unknown" and body["rejection"]["kind"] == MAX_PROBABILITY
+        else:
+            assert body["label"] == body["closest"]["label"] and body["rejection"] is None
+
+
+# ---- measuring it --------------------------------------------------------------------------------
+
+def test_unknown_images_are_found_nested_or_flat(unknown_dir):
+    found = unknown_images(unknown_dir)
+    assert [u.rel_path for u in found] == ["green_0.png", "green_2.png", "green_4.png",
+                                           "nested/green_1.png", "nested/green_3.png", "nested/green_5.png"]
+
+
+def test_compare_unknown_writes_the_columns(tmp_path, unknown_dir):
+    data = make_image_folder(tmp_path / "data", {"red": 20, "blue": 20})
+    out = tmp_path / "run"
+    code = main(["compare", str(data), "--models", TINY, "--out", str(out), "--no-export", "--no-faces",
+                 "--no-cache", "--no-progress", "--speed-repeats", "1", "--set", "phases.0.epochs=3",
+                 "--unknown", str(unknown_dir), "--keep", "0.9"])
+    assert code == 0
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    row = rows[0]
+    for column in ("unknown_auroc", "unknown_accept_rate", "known_accuracy_kept", "known_kept_rate"):
+        assert 0.0 <= float(row[column]) <= 1.0, column
+    assert row["unknown_method"] == "unknown folder"
+    study = Study.load(out)
+    o = study.models[0].open_set
+    assert o is not None and o.unknown_images == 6 and o.keep == 0.9 and o.known_images == study.models[0].test.n
+    # The green noise is unlike both classes: the rule, fitted on validation, rejects it.
+    assert o.unknown_accept_rate < 0.5 and o.auroc > 0.9
+    card = json.loads((out / "models" / TINY / CARD_NAME).read_text())
+    assert card["rejection"]["keep"] == 0.9
+    assert "--keep 0.9" in study.command and "--unknown" in study.command
+    report = (out / "report.md").read_text()
+    assert "None of these" in report and "unknown folder" in report
+    assert 'id="unknown"' in (out / "report.html").read_text()
+
+
+def test_open_set_results_round_trip_and_old_files_load():
+    o = OpenSet("unknown folder", MAX_PROBABILITY, 0.95, 0.81, 0.4, 0.96, 0.99, 65, 150, "unknown_people", 3.2)
+    assert OpenSet.from_json(json.loads(json.dumps(o.to_json()))) == o
+    base = {"name": "m", "model_dir": "models/m", "validation": {"accuracy": 0.9},
+            "test": {"n": 2, "accuracy": 1.0, "accuracy_ci": [1.0, 1.0], "macro_f1": 1.0, "log_loss": 0.1,
+                     "ece": 0.05, "per_class": [], "confusion_matrix": [[1, 0], [0, 1]], "classes": ["a", "b"]}}
+    old = ModelResult.from_json(base)  # a metrics.json from before: no open_set
+    assert old.open_set is None and old.row()["unknown_auroc"] is None
+    new = ModelResult.from_json({**base, "open_set": o.to_json()})
+    assert new.open_set == o and new.row()["unknown_accept_rate"] == 0.4
+    assert ModelResult.from_json(new.to_json()).open_set == o
+
+
+def test_evaluate_unknown_measures_the_rule(trained, unknown_dir, tmp_path, capsys):
+    data, model_dir = trained
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(model_dir), str(data), "--split", str(model_dir / SPLIT_NAME), "--subset", "test",
+                 "--out", str(out), "--no-speed", "--backend", "torch", "--unknown", str(unknown_dir)]) == 0
+    o = Study.load(out).models[0].open_set
+    assert o is not None and o.method == "unknown folder" and o.unknown_images == 6
+    assert o.unknown_accept_rate == 0.0 and o.auroc == 1.0  # green noise, unlike red and blue
+    assert main(["evaluate", str(model_dir), str(data), "--split", str(model_dir / SPLIT_NAME), "--subset", "test",
+                 "--out", str(tmp_path / "off"), "--no-speed", "--backend", "torch", "--unknown", str(unknown_dir),
+                 "--no-reject"]) == 0
+    assert Study.load(tmp_path / "off").models[0].open_set is None
+
+
+def test_the_rule_is_refitted_when_keep_changes_not_when_the_temperature_does(trained):
+    from image_classifier.trust.rejection import needs_rejection
+
+    _, model_dir = trained
+    card = json.loads((model_dir / CARD_NAME).read_text())
+    assert not needs_rejection(card, 0.95)
+    assert needs_rejection(card, 0.9)
+    assert needs_rejection({k: v for k, v in card.items() if k != "rejection"}, 0.95)
+    # The rule scores probabilities with the temperature taken out: another temperature leaves the
+    # decisions as they were.
+    assert not needs_rejection({**card, "calibration": {**card["calibration"], "temperature": 1.7}}, 0.95)
+    green = green_noise(6, seed=4)
+    decisions = [d["unknown"] for d in ic.load_model(model_dir, backend="torch").predict_details(green)[1]]
+    other = tmp_copy = model_dir.parent / "recalibrated"
+    shutil.copytree(model_dir, tmp_copy, dirs_exist_ok=True)
+    (other / CARD_NAME).write_text(json.dumps({**card, "calibration": {**card["calibration"], "temperature": 1.7}}))
+    again = [d["unknown"] for d in ic.load_model(other, backend="torch").predict_details(green)[1]]
+    assert decisions == again == [True] * 6
