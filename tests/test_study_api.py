@@ -50,16 +50,30 @@ def without_pandas(monkeypatch):
 
 
 def _cards(study: Study) -> dict[str, dict]:
-    return {m.name: json.loads((study.run_dir / m.model_dir / "model.json").read_text()) for m in study.models}
+    """The cards of the trained models (not of a kept ensemble: it has no training of its own)."""
+    return {m.name: json.loads((study.run_dir / m.model_dir / "model.json").read_text()) for m in study.models
+            if m.family != "ensemble"}
+
+
+def _rows(study: Study) -> list[str]:
+    """The comparison's rows: the two models, then the ensemble when compare kept one."""
+    kept = study.ensemble is not None and study.ensemble.outcome == "kept"
+    return [TINY, TWO_PHASE] + ([study.ensemble.name] if kept else [])
 
 
 def test_best_is_the_model_with_the_best_validation_accuracy(study):
     cards = _cards(study)
     # Highest validation accuracy, ties broken by lower validation loss, then by the order given.
-    expected = min(enumerate(cards), key=lambda item: (-cards[item[1]]["best"]["val_accuracy"],
-                                                      cards[item[1]]["best"]["val_loss"], item[0]))[1]
+    single = min(enumerate(cards), key=lambda item: (-cards[item[1]]["best"]["val_accuracy"],
+                                                    cards[item[1]]["best"]["val_loss"], item[0]))[1]
+    # A kept ensemble is selected only when it beats every model alone on the same validation pass.
+    info = study.ensemble
+    ensemble_won = info is not None and info.outcome == "kept" and all(
+        (info.val_accuracy, -info.val_log_loss) > (m.val_accuracy, -m.val_log_loss) for m in info.members)
+    expected = info.name if ensemble_won else single
     assert study.best.name == expected
-    assert study.best.validation.accuracy == cards[expected]["best"]["val_accuracy"]
+    if not ensemble_won:
+        assert study.best.validation.accuracy == cards[expected]["best"]["val_accuracy"]
     assert (study.run_dir / "best").resolve() == (study.run_dir / "models" / expected).resolve()
     assert study.model_path() == study.run_dir / "models" / expected
     assert load_model(study.model_path(TINY), backend="torch").card["architecture"] == TINY
@@ -67,7 +81,7 @@ def test_best_is_the_model_with_the_best_validation_accuracy(study):
 
 def test_table_is_the_comparison_csv(study, without_pandas):
     table = study.table
-    assert isinstance(table, list) and [r["model"] for r in table] == [TINY, TWO_PHASE]
+    assert isinstance(table, list) and [r["model"] for r in table] == _rows(study)
     with (study.run_dir / "comparison.csv").open(newline="") as fh:
         written = list(csv.DictReader(fh))
     for row, line in zip(table, written, strict=True):
@@ -81,7 +95,7 @@ def test_table_is_a_dataframe_with_pandas(study):
     pandas = pytest.importorskip("pandas")
     table = study.table
     assert isinstance(table, pandas.DataFrame)
-    assert list(table.columns) == list(COLUMNS) and list(table["model"]) == [TINY, TWO_PHASE]
+    assert list(table.columns) == list(COLUMNS) and list(table["model"]) == _rows(study)
     assert table.loc[table["selected"], "model"].tolist() == [study.best.name]
     confusion = study.confusion(TINY)
     assert list(confusion.index) == list(confusion.columns) == study.model(TINY).test.classes
