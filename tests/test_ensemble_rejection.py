@@ -21,12 +21,17 @@ import train_helpers
 from conftest import make_image_folder
 from image_classifier.data.split import load_split
 from image_classifier.evaluate.evaluation import DecodeCache, LabelledImage
+from image_classifier.evaluate.open_set import UNKNOWN_FOLDER
 from image_classifier.inference.ensemble import write_ensemble
 from image_classifier.inference.rejection import MEMBER_P_VALUE, P_VALUE, RejectionRule, score_kinds
+from image_classifier.models.registry import unregister_arch
+from image_classifier.results import Study
 from image_classifier.runs import CARD_NAME, SPLIT_NAME
 from image_classifier.serve import create_app
 from image_classifier.trust.rejection import fit_ensemble_rejection
+from test_ensemble import ARCHS, _compare, make_halves, register_halves
 from test_rejection import green_noise
+from test_serve_api import check_response
 
 TINY = train_helpers.TINY
 KEEP = 0.9
@@ -121,8 +126,6 @@ def test_the_rule_round_trips_through_the_card(pair):
 
 
 def test_the_web_api_answers_unknown_with_the_ensemble(pair):
-    from test_serve_api import check_response
-
     buf = io.BytesIO()
     green_noise(1, seed=5)[0].save(buf, "PNG")
     for reject in (True, False):
@@ -137,3 +140,44 @@ def test_the_web_api_answers_unknown_with_the_ensemble(pair):
             assert body["label"] == "unknown" and body["rejection"]["kind"] == MEMBER_P_VALUE
         else:
             assert body["label"] == body["closest"]["label"] and body["rejection"] is None
+
+
+# ---- compare: fitted on validation, measured on --unknown --------------------------------------
+
+def test_compare_fits_the_ensembles_rule_and_measures_it_on_the_unknown_folder(tmp_path):
+
+    register_halves()
+    try:
+        data = make_halves(tmp_path / "data")
+        unknown = tmp_path / "unknown"
+        unknown.mkdir()
+        for i, im in enumerate(green_noise(6, seed=7)):
+            # Green noise over the whole picture: the green class's colour, but on both halves and noisy.
+            im.resize((48, 48)).convert("L").convert("RGB").save(unknown / f"grey_{i}.png")
+        run = tmp_path / "run"
+        _compare(data, run, tmp_path / "cache", "--unknown", str(unknown), "--keep", "0.9")
+        # The saved ensemble keeps at least keep of its validation images when loaded again.
+        val = [r.path for r in load_split(run / SPLIT_NAME, data).subset("val")]
+        details = ic.load_model(run / "models" / "ensemble", backend="torch").predict_details(val)[1]
+    finally:
+        for name in ARCHS:
+            unregister_arch(name)
+    assert np.mean([not d["unknown"] for d in details]) >= 0.9
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["ensemble"]["outcome"] == "kept"
+    card = json.loads((run / "models" / "ensemble" / CARD_NAME).read_text())
+    entry = card["rejection"]
+    assert entry["score"] == P_VALUE and entry["keep"] == 0.9 and list(entry["kinds"]) == [MEMBER_P_VALUE]
+    assert entry["images"] == metrics["ensemble"]["val_images"] and entry["kept"] >= 0.9
+    rows = {m["name"]: m for m in metrics["models"]}
+    for name in (*ARCHS, "ensemble"):
+        open_set = rows[name]["open_set"]
+        assert open_set["method"] == UNKNOWN_FOLDER and open_set["unknown_images"] == 6, name
+        assert open_set["known_images"] == rows[name]["test"]["n"] and open_set["keep"] == 0.9
+        assert 0.0 <= open_set["auroc"] <= 1.0 and 0.0 <= open_set["unknown_accept_rate"] <= 1.0
+    assert rows["ensemble"]["open_set"]["score"] == P_VALUE
+    assert metrics["timings"]["ensemble_rejection_seconds"] > 0
+    study = Study.load(run)
+    assert next(m for m in study.models if m.name == "ensemble").open_set.method == UNKNOWN_FOLDER
+    print(f"ensemble rule fit {metrics['timings']['ensemble_rejection_seconds']:.2f} s of "
+          f"{metrics['timings']['total_seconds']:.1f} s; ensemble open set {rows['ensemble']['open_set']}")

@@ -327,7 +327,9 @@ class EnsembleClassifier:
             for i in range(prepared.n):
                 prepared.details[i]["members"][m]["p_value"] = round(float(p[i]), 6)
         for i in range(prepared.n):
-            prepared.details[i][MEMBER_P_VALUE] = None if smallest is None else float(smallest[i])
+            # Rounded as the card stores the rule's validation scores (RejectionRule.to_card): p-values
+            # are fractions k/n, and 1/15 against the card's 0.066667 would turn a tie into a rejection.
+            prepared.details[i][MEMBER_P_VALUE] = None if smallest is None else round(float(smallest[i]), 6)
         return total.astype(np.float32)
 
     # -- Classifier's public methods ----------------------------------------------------------------
