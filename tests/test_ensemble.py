@@ -487,3 +487,18 @@ def test_a_face_model_and_a_cnn_mix_per_image_whether_a_face_decided(halves, ath
         batched.append(ens.finish(p, forward[r:r + 1] if p.rows else None))
         r += bool(p.rows)
     np.testing.assert_allclose(np.concatenate(batched), expected, atol=1e-5)
+
+
+def test_the_kept_ensemble_has_its_own_rejection_rule_and_no_leave_one_class_out_row(compared):
+    # "None of these" for the ensemble (tests/test_ensemble_rejection.py has the rest): compare fits
+    # its rule on the validation split for the default keep; leave-one-class-out (no --unknown)
+    # needs one network's features, so the ensemble's row is not measured (None) while its members' are.
+    run = compared["run"]
+    card = json.loads((run / "models" / "ensemble" / "model.json").read_text())
+    assert card["rejection"]["keep"] == 0.95 and card["rejection"]["fitted_on"] == "validation"
+    assert list(card["rejection"]["kinds"]) == ["member_p_value"]
+    metrics = _metrics(run)
+    rows = {m["name"]: m for m in metrics["models"]}
+    assert rows["ensemble"].get("open_set") is None
+    assert all(rows[a]["open_set"]["method"] == "leave-one-class-out" for a in ARCHS)
+    assert metrics["timings"]["ensemble_rejection_seconds"] >= 0
