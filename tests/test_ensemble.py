@@ -502,3 +502,5 @@ def test_the_kept_ensemble_has_its_own_rejection_rule_and_no_leave_one_class_out
     assert rows["ensemble"].get("open_set") is None
     assert all(rows[a]["open_set"]["method"] == "leave-one-class-out" for a in ARCHS)
     assert metrics["timings"]["ensemble_rejection_seconds"] >= 0
+    report = (run / "report.md").read_text()
+    assert "the ensemble is not measured here: give compare --unknown DIR" in report

@@ -179,5 +179,6 @@ def test_compare_fits_the_ensembles_rule_and_measures_it_on_the_unknown_folder(t
     assert metrics["timings"]["ensemble_rejection_seconds"] > 0
     study = Study.load(run)
     assert next(m for m in study.models if m.name == "ensemble").open_set.method == UNKNOWN_FOLDER
+    assert "an image is as strange as its strangest member finds it" in (run / "report.md").read_text()
     print(f"ensemble rule fit {metrics['timings']['ensemble_rejection_seconds']:.2f} s of "
           f"{metrics['timings']['total_seconds']:.1f} s; ensemble open set {rows['ensemble']['open_set']}")
