@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ import pytest
 import image_classifier as ic
 import train_helpers
 from conftest import make_image_folder
+from image_classifier.cli import main
 from image_classifier.data.split import load_split
 from image_classifier.evaluate.evaluation import DecodeCache, LabelledImage
 from image_classifier.evaluate.open_set import UNKNOWN_FOLDER
@@ -182,3 +182,21 @@ def test_compare_fits_the_ensembles_rule_and_measures_it_on_the_unknown_folder(t
     assert "an image is as strange as its strangest member finds it" in (run / "report.md").read_text()
     print(f"ensemble rule fit {metrics['timings']['ensemble_rejection_seconds']:.2f} s of "
           f"{metrics['timings']['total_seconds']:.1f} s; ensemble open set {rows['ensemble']['open_set']}")
+
+
+def test_evaluate_unknown_measures_the_ensembles_rule(pair, tmp_path):
+    unknown = tmp_path / "unknown"
+    unknown.mkdir()
+    for i, im in enumerate(green_noise(5, seed=11)):
+        im.save(unknown / f"green_{i}.png")
+    split = pair["members"]["a"] / SPLIT_NAME
+    args = ["evaluate", str(pair["ens"]), str(pair["data"]), "--split", str(split), "--subset", "test", "--no-speed",
+            "--backend", "torch", "--unknown", str(unknown)]
+    assert main([*args, "--out", str(tmp_path / "on")]) == 0
+    o = Study.load(tmp_path / "on").models[0].open_set
+    assert o is not None and o.method == UNKNOWN_FOLDER and o.unknown_images == 5 and o.score == P_VALUE
+    # Green noise, which both members reject, is all rejected. AUROC is not quite 1: a p-value bottoms
+    # out at 0 (stranger than every validation image), and a known test image can tie the noise there.
+    assert o.unknown_accept_rate == 0.0 and o.auroc >= 0.9
+    assert main([*args, "--out", str(tmp_path / "off"), "--no-reject"]) == 0
+    assert Study.load(tmp_path / "off").models[0].open_set is None
