@@ -31,6 +31,7 @@ from image_classifier.evaluate.ensemble_selection import greedy_selection, log_l
 from image_classifier.i18n import translator
 from image_classifier.inference.ensemble import EnsembleClassifier, ensemble_members, write_ensemble
 from image_classifier.inference.loading import load_model
+from image_classifier.inference.rejection import score_kinds
 from image_classifier.models.net import ClassifierNet
 from image_classifier.models.registry import ArchSpec, register_arch, unregister_arch
 from image_classifier.preprocessing import Preprocessing
@@ -487,6 +488,15 @@ def test_a_face_model_and_a_cnn_mix_per_image_whether_a_face_decided(halves, ath
         batched.append(ens.finish(p, forward[r:r + 1] if p.rows else None))
         r += bool(p.rows)
     np.testing.assert_allclose(np.concatenate(batched), expected, atol=1e-5)
+    # "None of these": each image's member_p_value is the smaller of the members' own p-values, the
+    # face model's from the face's distance to its bank where a face was found.
+    cnn = load_model(models[ARCHS[0]], backend="torch")
+    cnn_probs, cnn_details = cnn.predict_details(images)
+    face_kinds, face_values = score_kinds(face.uncalibrated(probs, details), details)
+    assert "face_distance" in face_kinds
+    own = np.minimum(face.rejection_rule.p_values(face_kinds, face_values),
+                     cnn.rejection_rule.p_values(*score_kinds(cnn.uncalibrated(cnn_probs, cnn_details), cnn_details)))
+    np.testing.assert_allclose([d["member_p_value"] for d in ens.predict_details(images)[1]], own, atol=1e-6)
 
 
 def test_the_kept_ensemble_has_its_own_rejection_rule_and_no_leave_one_class_out_row(compared):
