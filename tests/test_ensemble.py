@@ -31,6 +31,7 @@ from image_classifier.evaluate.ensemble_selection import greedy_selection, log_l
 from image_classifier.i18n import translator
 from image_classifier.inference.ensemble import EnsembleClassifier, ensemble_members, write_ensemble
 from image_classifier.inference.loading import load_model
+from image_classifier.inference.rejection import score_kinds
 from image_classifier.models.net import ClassifierNet
 from image_classifier.models.registry import ArchSpec, register_arch, unregister_arch
 from image_classifier.preprocessing import Preprocessing
@@ -487,3 +488,29 @@ def test_a_face_model_and_a_cnn_mix_per_image_whether_a_face_decided(halves, ath
         batched.append(ens.finish(p, forward[r:r + 1] if p.rows else None))
         r += bool(p.rows)
     np.testing.assert_allclose(np.concatenate(batched), expected, atol=1e-5)
+    # "None of these": each image's member_p_value is the smaller of the members' own p-values, the
+    # face model's from the face's distance to its bank where a face was found.
+    cnn = load_model(models[ARCHS[0]], backend="torch")
+    cnn_probs, cnn_details = cnn.predict_details(images)
+    face_kinds, face_values = score_kinds(face.uncalibrated(probs, details), details)
+    assert "face_distance" in face_kinds
+    own = np.minimum(face.rejection_rule.p_values(face_kinds, face_values),
+                     cnn.rejection_rule.p_values(*score_kinds(cnn.uncalibrated(cnn_probs, cnn_details), cnn_details)))
+    np.testing.assert_allclose([d["member_p_value"] for d in ens.predict_details(images)[1]], own, atol=1e-6)
+
+
+def test_the_kept_ensemble_has_its_own_rejection_rule_and_no_leave_one_class_out_row(compared):
+    # "None of these" for the ensemble (tests/test_ensemble_rejection.py has the rest): compare fits
+    # its rule on the validation split for the default keep; leave-one-class-out (no --unknown)
+    # needs one network's features, so the ensemble's row is not measured (None) while its members' are.
+    run = compared["run"]
+    card = json.loads((run / "models" / "ensemble" / "model.json").read_text())
+    assert card["rejection"]["keep"] == 0.95 and card["rejection"]["fitted_on"] == "validation"
+    assert list(card["rejection"]["kinds"]) == ["member_p_value"]
+    metrics = _metrics(run)
+    rows = {m["name"]: m for m in metrics["models"]}
+    assert rows["ensemble"].get("open_set") is None
+    assert all(rows[a]["open_set"]["method"] == "leave-one-class-out" for a in ARCHS)
+    assert metrics["timings"]["ensemble_rejection_seconds"] >= 0
+    report = (run / "report.md").read_text()
+    assert "the ensemble is not measured here: give compare --unknown DIR" in report

@@ -15,6 +15,12 @@ packs, per image, a flag per member (does this member's forward pass need to run
 member's input into one flat row; :meth:`EnsembleClassifier.predict_tensor` unpacks a batch of
 such rows and runs each member's forward pass on its own backend; :meth:`EnsembleClassifier.finish`
 hands each member its part so that members finish (face answers, calibration) as they always do.
+
+"None of these": :meth:`EnsembleClassifier.finish` also scores each image as its strangest member
+finds it: the smallest, over the members that have a rejection rule, of the member's own conformal
+p-value (``details['member_p_value']``). The ensemble's own rule (card key ``rejection``, fitted
+by ``compare`` on the validation split) thresholds that score; an ensemble card without one (older
+runs) never answers "unknown".
 """
 from __future__ import annotations
 
@@ -33,7 +39,9 @@ from PIL import Image
 from image_classifier.errors import ModelFormatError
 from image_classifier.fileio import atomic_write_json
 from image_classifier.inference.classifier import Classifier, ImageSource, Prepared
-from image_classifier.inference.rejection import annotate
+from image_classifier.inference.rejection import (
+    MEMBER_P_VALUE, UNKNOWN, RejectionRule, annotate, member_p_values,
+)
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.runs import CARD_NAME
 from image_classifier.saved_model import FORMAT_VERSION, read_card
@@ -186,17 +194,15 @@ class EnsembleClassifier:
     ``finish``), so ``predict``, ``evaluate`` and ``serve`` use it unchanged."""
 
     face_path = None  # the members have their own
-    #: "None of these": an ensemble has no rejection rule of its own (yet), so it never answers
-    #: "unknown"; its details still say so, with the closest class (see Classifier.judge).
-    rejection_rule = None
-    reject = True
 
     def __init__(self, members: Sequence[tuple[str, Classifier, float]], card: dict[str, Any],
-                 model_dir: Path | None = None, backend_reason: str = "") -> None:
+                 model_dir: Path | None = None, backend_reason: str = "", reject: bool = True) -> None:
         if not members:
             raise ValueError("an ensemble needs at least one member")
         self.members = list(members)
         self.card = card
+        #: Whether :meth:`predict` answers "unknown" for an image the ensemble's rule rejects.
+        self.reject = reject
         self.model_dir = model_dir
         self.classes = list(card["classes"])
         for name, clf, _ in self.members:
@@ -211,6 +217,25 @@ class EnsembleClassifier:
             self._decoders.setdefault(clf.decode_key, clf)
         self._shapes = [(3, clf.preprocessing.input_size, clf.preprocessing.input_size) for _, clf, _ in self.members]
         self._widths = [int(np.prod(s)) for s in self._shapes]
+
+    @property
+    def card(self) -> dict[str, Any]:
+        return self._card
+
+    @card.setter
+    def card(self, value: dict[str, Any]) -> None:
+        # The rule follows the card (compare stores a freshly fitted one into a loaded ensemble).
+        self._card = value
+        self.rejection_rule: RejectionRule | None = RejectionRule.from_card(value.get("rejection"))
+
+    @property
+    def rejects(self) -> bool:
+        """True when this ensemble can answer "unknown": it has a rule and ``reject`` is on."""
+        return self.reject and self.rejection_rule is not None
+
+    def uncalibrated(self, probs: np.ndarray, details: Sequence[dict[str, Any]] | None = None) -> np.ndarray:
+        """The probabilities as given: the ensemble's rule scores ``member_p_value``, not them."""
+        return np.asarray(probs)
 
     @property
     def backend_name(self) -> str:
@@ -280,15 +305,31 @@ class EnsembleClassifier:
         return out
 
     def finish(self, prepared: EnsemblePrepared, forward: np.ndarray | None) -> np.ndarray:
-        """The weighted average of the members' probabilities for every prepared image."""
+        """The weighted average of the members' probabilities for every prepared image; each
+        image's details get ``member_p_value`` (the smallest member p-value, None when no member
+        has a rule) and each member's entry its own ``p_value``."""
         c = len(self.classes)
         position = {i: r for r, i in enumerate(prepared.rows)}
         total = np.zeros((prepared.n, c), dtype=np.float64)
+        smallest: np.ndarray | None = None
         for m, ((_, clf, weight), part) in enumerate(zip(self.members, prepared.parts)):
             own = None
             if part.rows:
                 own = np.asarray(forward)[[position[i] for i in part.rows], m * c:(m + 1) * c]
-            total += weight * clf.finish(part, own)
+            probs = clf.finish(part, own)
+            total += weight * probs
+            rule = clf.rejection_rule
+            if rule is None or weight <= 0:
+                continue
+            # Scored exactly as the member's own judge scores it: its probabilities before calibration.
+            p = member_p_values(rule, clf.uncalibrated(probs, part.details), part.details)
+            smallest = p if smallest is None else np.minimum(smallest, p)
+            for i in range(prepared.n):
+                prepared.details[i]["members"][m]["p_value"] = round(float(p[i]), 6)
+        for i in range(prepared.n):
+            # Rounded as the card stores the rule's validation scores (RejectionRule.to_card): p-values
+            # are fractions k/n, and 1/15 against the card's 0.066667 would turn a tie into a rejection.
+            prepared.details[i][MEMBER_P_VALUE] = None if smallest is None else round(float(smallest[i]), 6)
         return total.astype(np.float32)
 
     # -- Classifier's public methods ----------------------------------------------------------------
@@ -306,15 +347,17 @@ class EnsembleClassifier:
         return out, details
 
     def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:
-        """``unknown`` (always False: no rule), ``closest`` and ``rejection`` (None) in each details dict."""
-        return annotate(probabilities, details, self.classes, None)
+        """``unknown``, ``closest`` and ``rejection`` in each details dict (as :meth:`Classifier.judge`):
+        the ensemble's rule on ``member_p_value``; never unknown without a rule or with ``reject`` off."""
+        rule = self.rejection_rule if self.reject else None
+        return annotate(probabilities, details, self.classes, rule)
 
     def predict_proba(self, images: Sequence[Any], batch_size: int = 32) -> np.ndarray:
         return self.predict_details(images, batch_size)[0]
 
     def predict(self, images: Sequence[Any], batch_size: int = 32) -> list[str]:
-        probs = self.predict_proba(images, batch_size)
-        return [self.classes[i] for i in probs.argmax(axis=1)]
+        probs, details = self.predict_details(images, batch_size)
+        return [UNKNOWN if d["unknown"] else self.classes[i] for i, d in zip(probs.argmax(axis=1), details)]
 
     def forward_input(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Packed rows in which every member's forward pass runs (what timing the networks needs)."""
@@ -324,14 +367,15 @@ class EnsembleClassifier:
 
 
 def open_ensemble(model_dir: str | os.PathLike, card: dict[str, Any],
-                  load_member: Callable[[Path], Classifier]) -> EnsembleClassifier:
+                  load_member: Callable[[Path], Classifier], reject: bool = True) -> EnsembleClassifier:
     """Open the ensemble saved in ``model_dir``: each member with a weight above 0 is checked
     (:func:`check_member`) and opened by ``load_member`` (``load_model`` on the backend asked for);
-    the members with weight 0 are not read at all."""
+    the members with weight 0 are not read at all. ``reject=False``: never answer "unknown"."""
     model_dir = Path(model_dir)
     specs = [s for s in ensemble_members(model_dir, card) if s.weight > 0]
     if not specs:
         raise ModelFormatError(f"{model_dir / CARD_NAME}: no member has a weight above 0")
     members = [(s.name, load_member(check_member(model_dir, s)), s.weight) for s in specs]
     reasons = "; ".join(f"{n}: {c.backend_name}" for n, c, _ in members)
-    return EnsembleClassifier(members, card, model_dir, backend_reason=f"each member on its own backend ({reasons})")
+    return EnsembleClassifier(members, card, model_dir, backend_reason=f"each member on its own backend ({reasons})",
+                              reject=reject)

@@ -43,7 +43,7 @@ def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: 
     card = read_card(model_dir)
     if is_ensemble_card(card):
         return open_ensemble(model_dir, card, lambda member: load_model(
-            member, backend, threads=threads, remeasure=remeasure, face_cache=face_cache))
+            member, backend, threads=threads, remeasure=remeasure, face_cache=face_cache), reject=reject)
     if backend != "auto":
         return open_classifier(model_dir, backend, threads=threads, face_cache=face_cache, reject=reject)
     model_dir = Path(model_dir)

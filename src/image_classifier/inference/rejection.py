@@ -10,6 +10,10 @@ validation image did. Per image there is one **score kind**:
   nearest training face (the model's bank; dlib's same-person distance is about 0.6), lower = more
   like a known person. A stranger's face is far from every training face even when the fallback
   network is sure of its answer, which is why this beats the fallback's probability.
+* ``member_p_value``: for an ensemble, the smallest of its members' own conformal p-values for the
+  image (each member's rule on that member's scores), higher = more like a known class: the image
+  is as strange as its strangest member finds it (a stranger's face is far from the face model's
+  bank even when the whole-image CNN is sure). ``details['member_p_value']``.
 
 A model whose images can have two kinds (the face model) puts them on one scale with a conformal
 p-value: the fraction of the validation images *of the same kind* that look no more like the known
@@ -32,10 +36,12 @@ import numpy as np
 
 MAX_PROBABILITY = "max_probability"
 FACE_DISTANCE = "face_distance"
+#: An ensemble's score: the minimum of its members' p-values (see the module docstring).
+MEMBER_P_VALUE = "member_p_value"
 #: The score of a rule that mixes kinds: a conformal p-value against the validation scores of the image's kind.
 P_VALUE = "p_value"
 #: Direction of each kind: +1 when higher means "more like a known class".
-ORIENTATION = {MAX_PROBABILITY: 1.0, FACE_DISTANCE: -1.0}
+ORIENTATION = {MAX_PROBABILITY: 1.0, FACE_DISTANCE: -1.0, MEMBER_P_VALUE: 1.0}
 #: What ``Classifier.predict`` answers for an image the rule rejects.
 UNKNOWN = "unknown"
 #: The fraction of validation images kept when nothing says otherwise (``--keep``).
@@ -53,7 +59,8 @@ def check_keep(keep: float) -> float:
 
 def score_kinds(probabilities: np.ndarray, details: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.ndarray]:
     """Per image: its score kind and raw value (max probability, or a face's distance to the nearest
-    training face where a face model found one: ``details['face_distance']``).
+    training face where a face model found one: ``details['face_distance']``; for an ensemble, the
+    smallest member p-value ``details['member_p_value']``).
 
     The probabilities scored are the network's before calibration (the calibrated ones with the
     temperature taken out): the temperature is one number per model, and a small one (a model
@@ -63,8 +70,12 @@ def score_kinds(probabilities: np.ndarray, details: Sequence[Mapping[str, Any]])
     kinds: list[str] = []
     values = np.empty(len(probs), dtype=np.float64)
     for i, row in enumerate(probs):
+        member_p = details[i].get(MEMBER_P_VALUE) if i < len(details) else None
         distance = details[i].get("face_distance") if i < len(details) else None
-        if distance is not None:
+        if member_p is not None:
+            kinds.append(MEMBER_P_VALUE)
+            values[i] = float(member_p)
+        elif distance is not None:
             kinds.append(FACE_DISTANCE)
             values[i] = float(distance)
         else:
@@ -208,6 +219,24 @@ def fit_rule(probabilities: np.ndarray, details: Sequence[Mapping[str, Any]], ke
     :meth:`Classifier.predict_details` dicts): what ``trust`` calls after one validation pass."""
     kinds, values = score_kinds(probabilities, details)
     return RejectionRule.fit(kinds, values, keep, p_value=True if face_model else None)
+
+
+def member_p_values(rule: RejectionRule, uncalibrated_probabilities: np.ndarray,
+                    details: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """One model's conformal p-value of each image under its own ``rule`` (whatever the rule's
+    scale), from its probabilities before calibration and its details: what an ensemble takes the
+    minimum of (:data:`MEMBER_P_VALUE`)."""
+    return rule.p_values(*score_kinds(uncalibrated_probabilities, details))
+
+
+def fit_ensemble_rule(details: Sequence[Mapping[str, Any]], keep: float = DEFAULT_KEEP) -> RejectionRule:
+    """An ensemble's rule from its validation images' details (each with ``member_p_value``): on
+    the p-value scale, so it keeps ``keep`` of those images by construction."""
+    missing = sum(1 for d in details if d.get(MEMBER_P_VALUE) is None)
+    if missing:
+        raise ValueError(f"{missing} validation images have no {MEMBER_P_VALUE}: the ensemble's members need rules")
+    values = np.array([float(d[MEMBER_P_VALUE]) for d in details], dtype=np.float64)
+    return RejectionRule.fit([MEMBER_P_VALUE] * len(values), values, keep, p_value=True)
 
 
 def no_rejection() -> dict[str, Any]:

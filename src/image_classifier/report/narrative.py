@@ -339,6 +339,17 @@ def open_set_note(study: Study, t: Translator = EN) -> str:
     best = max(measured, key=lambda m: m.open_set.auroc)  # type: ignore[union-attr]
     o = best.open_set
     assert o is not None and o.auroc is not None
-    return t("report.open_set.note", keep=t.number(100 * o.keep, 0), method=method, model=best.name,
+    note = t("report.open_set.note", keep=t.number(100 * o.keep, 0), method=method, model=best.name,
              auroc=t.number(o.auroc, 3),
              accepted=t.number(None if o.unknown_accept_rate is None else 100 * o.unknown_accept_rate, 0))
+    return note + _ensemble_open_set(study, t)
+
+
+def _ensemble_open_set(study: Study, t: Translator) -> str:
+    """The ensemble's "none of these" (its own rule, on its members' p-values): a sentence saying
+    how it was measured, or that leave-one-class-out does not measure it."""
+    row = next((m for m in study.models if m.family == "ensemble"), None)
+    if row is None or (row.open_set is None and "ensemble_rejection_seconds" not in study.timings):
+        return ""  # no ensemble, or one from before ensembles had a rule
+    key = "report.open_set.ensemble_measured" if row.open_set is not None else "report.open_set.ensemble_not_measured"
+    return " " + t(key)

@@ -220,6 +220,17 @@ def _schemas() -> dict[str, Any]:
                                                  "face); above the model's max_distance no face decides."},
                 "image_size": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2,
                                "description": "Face models only: [width, height] of the photo, for drawing the box."},
+                # An ensemble (models/ensemble): what each member said, and its "none of these" score.
+                "members": {"type": "array",
+                            "description": "Ensembles only: each member's name, weight and details (a face "
+                                           "model's face fields; `p_value`: the member's own rejection p-value).",
+                            "items": {"type": "object", "required": ["name", "weight"],
+                                      "properties": {"name": {"type": "string"}, "weight": {"type": "number"},
+                                                     "p_value": {"type": "number", "minimum": 0, "maximum": 1}}}},
+                "member_p_value": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                                   "description": "Ensembles only: the smallest of its members' p-values (how "
+                                                  "strange the strangest member finds the photo), what the "
+                                                  "ensemble's rejection rule thresholds; null: no member has a rule."},
                 # "None of these" (open-set rejection).
                 "unknown": {"type": "boolean",
                             "description": "True when the model's rejection rule (fitted on its validation split) "
@@ -235,6 +246,7 @@ def _schemas() -> dict[str, Any]:
                     "description": "The rejection rule's verdict: `score` against `threshold` (accepted when "
                                    "score >= threshold; `kind` max_probability: the largest probability; "
                                    "face_distance: a p-value of the face's distance to the nearest training face; "
+                                   "member_p_value (an ensemble): the smallest of its members' own p-values; "
                                    "`value`: the raw probability or distance). Null: no rule, or --no-reject.",
                     "required": ["score", "threshold", "kind"],
                     "additionalProperties": False,

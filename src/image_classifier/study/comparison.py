@@ -417,7 +417,12 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             run_dir=run_dir, model_dirs={a: Path(results[a].model_dir) for a in models},
             val=align(val_passes, classes, ensemble_val, val_seconds), entries=entries, selected=best,
             test_items=test_items, cache=cache, max_latency_ms=options.ensemble_max_latency_ms,
-            speed=options.speed, n_bootstrap=options.n_bootstrap, seed=options.seed, say=say)
+            speed=options.speed, n_bootstrap=options.n_bootstrap, seed=options.seed, say=say,
+            val_items=ensemble_val, keep=options.keep, unknowns=unknowns,
+            unknown_source=os.fspath(options.unknown) if options.unknown is not None else None)
+        # The ensemble's "none of these": its rule's fit and its unknown-folder measurement.
+        timings["ensemble_rejection_seconds"] = ensemble.rejection_seconds
+        open_set_seconds += ensemble.open_set_seconds
         if ensemble.entry is not None and ensemble.evaluation is not None:
             if survey is not None:
                 ensemble.entry.faces = face_accuracy(ensemble.evaluation, survey)
@@ -429,7 +434,8 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
                 best = ENSEMBLE_ROW
         # What the ensemble added: the validation passes, the selection, and (when kept) saving it and
         # its test scoring; timing it counts with the other models' speed measurements.
-        timings["ensemble_seconds"] = val_seconds + time.perf_counter() - te - ensemble.speed_seconds
+        timings["ensemble_seconds"] = (val_seconds + time.perf_counter() - te - ensemble.speed_seconds
+                                       - ensemble.open_set_seconds)
         speed_seconds += ensemble.speed_seconds
     else:
         remove_stale(run_dir)

@@ -25,11 +25,14 @@ from image_classifier.evaluate.ensemble_selection import (
 from image_classifier.evaluate.evaluation import (
     DecodeCache, Evaluation, LabelledImage, evaluate_classifier, label_indices, predict_items,
 )
+from image_classifier.evaluate.open_set import UnknownImage, measure_unknown_folder
 from image_classifier.evaluate.speed import SpeedConfig, measure_classifier
 from image_classifier.inference.ensemble import write_ensemble
 from image_classifier.inference.loading import load_model
+from image_classifier.inference.rejection import DEFAULT_KEEP, RejectionRule
 from image_classifier.results import EnsembleInfo, EnsembleMember, ModelResult, Speed, Training, Validation
 from image_classifier.runs import CARD_NAME, ensemble_dir_for
+from image_classifier.trust.rejection import fit_ensemble_rejection
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +116,8 @@ class EnsembleOutcome:
     evaluation: Evaluation | None = None
     is_best: bool = False  # better on validation than the model chosen alone
     speed_seconds: float = 0.0  # timing the kept ensemble (the study counts it with the other models')
+    rejection_seconds: float = 0.0  # fitting its "none of these" rule on the validation split
+    open_set_seconds: float = 0.0  # measuring that rule on the unknown folder
 
 
 def remove_stale(run_dir: Path) -> None:
@@ -129,10 +134,18 @@ def remove_stale(run_dir: Path) -> None:
 def run_ensemble_step(*, run_dir: Path, model_dirs: dict[str, Path], val: ValidationProbabilities,
                       entries: Sequence[ModelResult], selected: str, test_items: Sequence[LabelledImage],
                       cache: DecodeCache, max_latency_ms: float | None, speed: SpeedConfig, n_bootstrap: int,
-                      seed: int, say: Callable[[str], None]) -> EnsembleOutcome:
+                      seed: int, say: Callable[[str], None], val_items: Sequence[LabelledImage] = (),
+                      keep: float = DEFAULT_KEEP, unknowns: Sequence[UnknownImage] | None = None,
+                      unknown_source: str | None = None) -> EnsembleOutcome:
     """Select on ``val``; when worth keeping, save ``models/ensemble``, score it on ``test_items``
     (once) and measure it. ``selected`` is the model the study chose alone (its rule: validation
-    accuracy, then loss); the outcome's ``is_best`` says whether the ensemble replaces it."""
+    accuracy, then loss); the outcome's ``is_best`` says whether the ensemble replaces it.
+
+    "None of these": with ``val_items`` (the validation images ``val`` was computed on) the saved
+    ensemble's rule is fitted on them for ``keep`` (one pass, decoding shared through ``cache``),
+    before the test split is read; with ``unknowns`` (``compare --unknown``) it is measured on them
+    like every model's. Leave-one-class-out is not measured for the ensemble (its row's
+    ``open_set`` stays None): it needs one network's features, and an ensemble has several."""
     t0 = time.perf_counter()
     latencies = {m.name: member_latency(m) for m in entries}
     selection, info = select(val, latencies, max_latency_ms)
@@ -155,7 +168,22 @@ def run_ensemble_step(*, run_dir: Path, model_dirs: dict[str, Path], val: Valida
         f"({info.best_single} alone), accuracy {_num(info.val_accuracy)}; scoring it on {len(test_items)} test images")
     # Evaluated on PyTorch like every other row (the test numbers are the models', not a backend's).
     ensemble = load_model(out, backend="torch")
+    rejection_seconds = 0.0
+    if val_items:
+        t2 = time.perf_counter()
+        entry_rule = fit_ensemble_rejection(ensemble, val_items, keep, cache)
+        rejection_seconds = time.perf_counter() - t2
+        if entry_rule is not None:
+            say(f"ensemble: none of these, {RejectionRule.from_card(entry_rule).describe()} "  # type: ignore[union-attr]
+                f"({rejection_seconds:.1f} s)")
     ev = evaluate_classifier(ensemble, test_items, cache=cache, n_bootstrap=n_bootstrap, seed=seed)
+    open_set = None
+    open_set_seconds = 0.0
+    if unknowns is not None:
+        t2 = time.perf_counter()
+        open_set = measure_unknown_folder(ensemble, ev.probs, [p.details for p in ev.predictions], ev.correct,
+                                          unknowns, cache=cache, source=unknown_source)
+        open_set_seconds = time.perf_counter() - t2
     for _, clf, _ in ensemble.members:
         if clf.face_path is not None:
             clf.face_path.cache = None  # time the face pipeline itself, not a cache hit
@@ -170,14 +198,14 @@ def run_ensemble_step(*, run_dir: Path, model_dirs: dict[str, Path], val: Valida
         name=ENSEMBLE_ROW, family="ensemble", model_dir=info.model_dir,
         validation=Validation(info.val_accuracy, info.val_log_loss, None), test=ev.metrics, speed=measured,
         training=Training(sum(seconds) if all(s is not None for s in seconds) else None),  # type: ignore[arg-type]
-        errors=ev.errors, skipped=ev.skipped,
+        errors=ev.errors, skipped=ev.skipped, open_set=open_set,
     )
     # The study's rule (validation accuracy, then loss), on this one validation pass for every
     # model alike: the ensemble is best only when it beats each model alone, the selected one included.
     ours = (selection.accuracy, -selection.log_loss)
     is_best = selected in val.probs and all(ours > (accuracy(p, val.labels), -log_loss(p, val.labels))
                                             for p in val.probs.values())
-    return EnsembleOutcome(info, entry, ev, is_best, speed_seconds)
+    return EnsembleOutcome(info, entry, ev, is_best, speed_seconds, rejection_seconds, open_set_seconds)
 
 
 def _num(value: float | None) -> str:

@@ -22,7 +22,9 @@ from image_classifier.errors import DatasetError
 from image_classifier.fileio import atomic_write_json
 from image_classifier.inference.calibration import uncalibrated
 from image_classifier.inference.classifier import Classifier
-from image_classifier.inference.rejection import DEFAULT_KEEP, RejectionRule, fit_rule
+from image_classifier.inference.rejection import (
+    DEFAULT_KEEP, MEMBER_P_VALUE, RejectionRule, fit_ensemble_rule, fit_rule,
+)
 from image_classifier.runs import CARD_NAME
 from image_classifier.saved_model import read_card
 
@@ -117,3 +119,31 @@ def ensure_rejection(classifier: Classifier, val_items: Sequence[Any], keep: flo
     classifier.rejection_rule = RejectionRule.from_card(classifier.card[CARD_KEY])
     return classifier.card[CARD_KEY]
 
+
+
+# ---- an ensemble's rule ------------------------------------------------------------------------
+
+def fit_ensemble_rejection(ensemble: Any, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
+                           cache: Any = None) -> dict[str, Any] | None:
+    """Fit and store the rule of a saved ensemble (an ``EnsembleClassifier`` opened from its
+    directory) on ``val_items``, its members' validation split: one pass of the ensemble (decoding
+    shared through ``cache``), each image scored by its smallest member p-value
+    (:data:`~image_classifier.inference.rejection.MEMBER_P_VALUE`), thresholded on the p-value scale
+    so that ``keep`` of these images are kept. The ensemble applies the rule from then on; returns
+    the entry (without a rule on any member the ensemble gets none and never rejects: None)."""
+    t0 = time.perf_counter()
+    pred = validation_predictions(ensemble, val_items, cache)
+    if not pred.details:
+        raise DatasetError("none of the validation images could be decoded: no rejection rule can be fitted")
+    if any(d.get(MEMBER_P_VALUE) is None for d in pred.details):
+        log.info("ensemble: no member has a rejection rule, so the ensemble gets none")
+        return None
+    entry = fit_ensemble_rule(pred.details, keep).to_card()
+    entry["seconds"] = round(time.perf_counter() - t0, 3)
+    if ensemble.model_dir is not None:
+        ensemble.card = store_rejection(ensemble.model_dir, entry)
+    else:
+        ensemble.card = {**ensemble.card, CARD_KEY: entry}
+    log.info("ensemble: rejection rule on %d validation images: %s", entry["images"],
+             RejectionRule.from_card(entry).describe())  # type: ignore[union-attr]
+    return entry
