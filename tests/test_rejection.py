@@ -329,3 +329,25 @@ def test_the_rule_is_refitted_when_keep_changes_not_when_the_temperature_does(tr
     (other / CARD_NAME).write_text(json.dumps({**card, "calibration": {**card["calibration"], "temperature": 1.7}}))
     again = [d["unknown"] for d in ic.load_model(other, backend="torch").predict_details(green)[1]]
     assert decisions == again == [True] * 6
+
+
+def test_leave_one_class_out_by_distance_tells_every_separated_cluster_apart():
+    # Three tight clusters far apart: by the distance to the known classes' training embeddings,
+    # no left-out cluster is accepted - not even the outer ones, which the max-probability score of
+    # a linear head accepts (a linear head is surest far from its boundary). (AUROC stops short of
+    # 1: a known test image further out than every validation image ties with the unknowns at p = 0.)
+    rng = np.random.default_rng(5)
+
+    def subset(n: int) -> tuple[np.ndarray, np.ndarray]:
+        centres = np.array([[-8.0, 0.0], [0.0, 0.0], [8.0, 0.0]])
+        y = np.repeat(np.arange(3), n)
+        return centres[y] + rng.normal(0, 0.5, (3 * n, 2)), y
+
+    train, val, test = subset(30), subset(20), subset(20)
+    by_distance = leave_one_class_out(train, val, test, 3, 0.95, score="face_distance")
+    by_probability = leave_one_class_out(train, val, test, 3, 0.95)
+    assert by_distance is not None and by_probability is not None
+    assert by_distance.score == "p_value" and by_probability.score == "max_probability"
+    assert by_distance.auroc > 0.98 and by_distance.unknown_accept_rate == 0.0
+    assert by_probability.auroc < 0.9 and by_probability.unknown_accept_rate > 0.3
+    assert by_distance.known_kept_rate >= 0.9 and by_distance.known_accuracy_kept == 1.0

@@ -11,7 +11,10 @@ Two ways, both scoring the rule fitted on the validation split (``inference.reje
   the validation and test images are captured during the passes that fit the rule and score the
   test split; only a sample of the training images (:data:`LOCO_TRAIN_PER_CLASS` per class) is run
   again, so the cost stays a fraction of one evaluation. It needs at least three classes (two
-  known ones left), and a CNN: a face model's answers come from face descriptors, not features.
+  known ones left). For a face model the features are the face descriptors the run's face survey
+  already computed (the largest face of each image that has one), and the score is the distance to
+  the nearest training descriptor of the known classes, as its own rule scores a face: images
+  without a face are left out of this measurement.
 
 Per model: ``auroc`` (known test vs unknown images by the rule's score), ``unknown_accept_rate``
 (unknowns accepted as a class at the validation threshold), ``known_kept_rate`` and
@@ -35,7 +38,7 @@ from torch import nn
 from image_classifier.data.decode import decode_each
 from image_classifier.data.scan import is_ignored
 from image_classifier.errors import DatasetError
-from image_classifier.inference.rejection import MAX_PROBABILITY, RejectionRule
+from image_classifier.inference.rejection import FACE_DISTANCE, MAX_PROBABILITY, RejectionRule
 from image_classifier.results import OpenSet
 
 log = logging.getLogger(__name__)
@@ -222,11 +225,23 @@ def _head_probs(head: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], x: 
     return e / e.sum(1, keepdims=True)
 
 
+def nearest_distance(x: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """Euclidean distance from each row of ``x`` to its nearest row of ``bank``."""
+    x, bank = np.asarray(x, dtype=np.float64), np.asarray(bank, dtype=np.float64)
+    d2 = (x ** 2).sum(1)[:, None] - 2 * x @ bank.T + (bank ** 2).sum(1)[None, :]
+    return np.sqrt(np.clip(d2.min(1), 0, None))
+
+
 def leave_one_class_out(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                         test: tuple[np.ndarray, np.ndarray], num_classes: int, keep: float, *,
-                        seconds: float | None = None) -> OpenSet | None:
+                        seconds: float | None = None, score: str = MAX_PROBABILITY) -> OpenSet | None:
     """Leave-one-class-out on (features, labels) of the three subsets; see the module docstring.
-    None when fewer than three classes have images in every subset."""
+    None when fewer than three classes have images in every subset.
+
+    ``score``: ``max_probability`` (the refitted head's, for a CNN's penultimate features) or
+    ``face_distance`` (for embeddings such as a face model's descriptors: the distance to the
+    nearest training embedding of the known classes, as the face model's own rule scores a face;
+    the head still gives the known images' predicted class)."""
     t0 = time.perf_counter()
     present = [c for c in range(num_classes)
                if all((labels == c).any() for _, labels in (train, val, test))]
@@ -242,14 +257,20 @@ def leave_one_class_out(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndar
             mask = np.isin(y, others)
             return x[mask], np.array([remap[int(v)] for v in y[mask]], dtype=np.int64)
 
-        head = fit_softmax_head(*subset(train), len(others))
+        xt, yt = subset(train)
+        head = fit_softmax_head(xt, yt, len(others))
         xv, _ = subset(val)
-        rule = RejectionRule.fit([MAX_PROBABILITY] * len(xv), _head_probs(head, xv).max(1), keep)
         xk, yk = subset(test)
+        xu = test[0][test[1] == c]
         known_probs = _head_probs(head, xk)
-        unknown_probs = _head_probs(head, test[0][test[1] == c])
-        known = rule.decide([MAX_PROBABILITY] * len(xk), known_probs.max(1))
-        unknown = rule.decide([MAX_PROBABILITY] * len(unknown_probs), unknown_probs.max(1))
+        if score == FACE_DISTANCE:
+            rule = RejectionRule.fit([FACE_DISTANCE] * len(xv), nearest_distance(xv, xt), keep)
+            known_values, unknown_values = nearest_distance(xk, xt), nearest_distance(xu, xt)
+        else:
+            rule = RejectionRule.fit([MAX_PROBABILITY] * len(xv), _head_probs(head, xv).max(1), keep)
+            known_values, unknown_values = known_probs.max(1), _head_probs(head, xu).max(1)
+        known = rule.decide([score] * len(xk), known_values)
+        unknown = rule.decide([score] * len(xu), unknown_values)
         per_class.append(summarise(
             LEAVE_ONE_CLASS_OUT, rule, np.array([d.score for d in known]), np.array([d.accepted for d in known]),
             known_probs.argmax(1) == yk, np.array([d.score for d in unknown]),
@@ -259,7 +280,7 @@ def leave_one_class_out(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndar
         vals = [v for v in values if v is not None]
         return float(np.mean(vals)) if vals else None
 
-    return OpenSet(LEAVE_ONE_CLASS_OUT, MAX_PROBABILITY, keep, mean([p.auroc for p in per_class]),
+    return OpenSet(LEAVE_ONE_CLASS_OUT, per_class[0].score, keep, mean([p.auroc for p in per_class]),
                    mean([p.unknown_accept_rate for p in per_class]), mean([p.known_kept_rate for p in per_class]),
                    mean([p.known_accuracy_kept for p in per_class]),
                    known_images=sum(p.known_images for p in per_class),
