@@ -351,3 +351,31 @@ def test_leave_one_class_out_by_distance_tells_every_separated_cluster_apart():
     assert by_distance.auroc > 0.98 and by_distance.unknown_accept_rate == 0.0
     assert by_probability.auroc < 0.9 and by_probability.unknown_accept_rate > 0.3
     assert by_distance.known_kept_rate >= 0.9 and by_distance.known_accuracy_kept == 1.0
+
+
+def test_face_leave_one_class_out_reads_the_surveyed_descriptors():
+    from types import SimpleNamespace
+
+    from image_classifier.evaluate.open_set import face_leave_one_class_out
+
+    rng = np.random.default_rng(6)
+    centres = rng.normal(0, 1, (3, 128))
+    centres *= 1.5 / np.linalg.norm(centres, axis=1, keepdims=True)  # people ~1 apart, like dlib's
+    classes = ["a", "b", "c"]
+    analyses, subsets = {}, {}
+    for subset, n in (("train", 20), ("val", 15), ("test", 15)):
+        items = []
+        for k, name in enumerate(classes):
+            for i in range(n):
+                rel = f"{subset}/{name}/{i}.jpg"
+                items.append(SimpleNamespace(rel_path=rel, class_name=name))
+                # one image in five shows no face: left out, whatever it would score
+                face = None if i % 5 == 0 else centres[k] + rng.normal(0, 0.02, 128)
+                analyses[rel] = SimpleNamespace(descriptor=face)
+        subsets[subset] = items
+    result = face_leave_one_class_out(analyses, classes, subsets, 0.95)
+    assert result is not None and result.method == "leave-one-class-out" and result.score == "p_value"
+    assert result.unknown_images == 3 * 12 and result.known_images == 3 * 2 * 12  # faces only
+    assert result.unknown_accept_rate == 0.0 and result.auroc > 0.95
+    no_faces = {rel: SimpleNamespace(descriptor=None) for rel in analyses}
+    assert face_leave_one_class_out(no_faces, classes, subsets, 0.95) is None

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -309,3 +309,27 @@ def features_of(classifier: Any, tap: FeatureTap, items: Sequence[Any], cache: A
     with tap.attached():
         classifier.predict_proba(decoded.images)
     return tap.features(), decoded.kept
+
+
+def face_leave_one_class_out(analyses: Mapping[str, Any], classes: Sequence[str],
+                             subsets: Mapping[str, Sequence[Any]], keep: float) -> OpenSet | None:
+    """Leave-one-class-out for a face model, on the descriptors the face survey already computed
+    (``analyses``: rel_path -> FaceAnalysis; the largest face of each image that has one) of the
+    ``train``, ``val`` and ``test`` items (anything with ``rel_path`` and ``class_name``), scored by
+    the distance to the nearest training descriptor of the known classes. Images without a face
+    are left out. None when fewer than three classes have a face in every subset."""
+    t0 = time.perf_counter()
+    index = {name: i for i, name in enumerate(classes)}
+
+    def embed(items: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        rows, labels = [], []
+        for item in items:
+            analysis = analyses.get(item.rel_path)
+            descriptor = None if analysis is None else analysis.descriptor
+            if descriptor is not None and item.class_name in index:
+                rows.append(np.asarray(descriptor, dtype=np.float64))
+                labels.append(index[item.class_name])
+        return (np.stack(rows) if rows else np.empty((0, 128))), np.array(labels, dtype=np.int64)
+
+    return leave_one_class_out(embed(subsets["train"]), embed(subsets["val"]), embed(subsets["test"]),
+                               len(classes), keep, score=FACE_DISTANCE, seconds=time.perf_counter() - t0)
