@@ -9,7 +9,6 @@ The order of operations is the point of this module:
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
@@ -21,51 +20,46 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from image_classifier.data.check import AuditReport, audit_dataset
 from image_classifier.data.split import Split, resolve_split
 from image_classifier.errors import DatasetError, ImageClassifierError
-from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage, evaluate_classifier
+from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage
 from image_classifier.evaluate.metrics import pairwise_mcnemar
-from image_classifier.evaluate.open_set import (
-    FeatureTap, UnknownImage, features_of, leave_one_class_out, measure_unknown_folder, sample_per_class,
-    unknown_images,
-)
-from image_classifier.evaluate.shortcut import AuditImages, audit_classifier, example_strip
-from image_classifier.evaluate.speed import SpeedConfig, measure_classifier
+from image_classifier.evaluate.open_set import unknown_images
+from image_classifier.evaluate.shortcut import AuditImages, example_strip
+from image_classifier.evaluate.speed import SpeedConfig
 from image_classifier.faces import FaceCache, FaceModelsNotFoundError, FaceSurvey, survey_faces
 from image_classifier.fileio import atomic_write_text
 from image_classifier.i18n import DEFAULT, translator
-from image_classifier.models.registry import get_arch
 from image_classifier.report import write_report
 from image_classifier.report.narrative import duplicate_sentences
 from image_classifier.report.tables import fmt_seconds, write_metrics_json
 from image_classifier.results import (
-    Calibration, DataSummary, DuplicateGroup, Duplicates, FaceAccuracy, FaceSummary, ModelResult, OpenSet, PairwiseTest,
-    Selection, ShortcutAudit, SplitInfo, Speed, Study, Training, Validation,
+    DataSummary, DuplicateGroup, Duplicates, FaceSummary, ModelResult, PairwiseTest, Selection, SplitInfo, Speed,
+    Study,
 )
 from image_classifier.runs import (
     PLOTS_DIR, PREDICTIONS_CSV_NAME, SHORTCUT_EXAMPLE_NAME, SPLIT_NAME, model_dir_for, split_of_run, write_best_pointer,
 )
 from image_classifier.inference.calibration import CALIBRATION_KEY
-from image_classifier.inference.loading import load_model
 from image_classifier.saved_model import read_card
 from image_classifier.study.backends import measure_model_backends
 from image_classifier.study.ensemble import (
-    ENSEMBLE_ROW, EnsembleOutcome, align, remove_stale, run_ensemble_step, validation_pass,
+    ENSEMBLE_ROW, EnsembleOutcome, align, remove_stale, run_ensemble_step,
 )
 from image_classifier.study.environment import describe_environment
-from image_classifier.study.explanations import explain_errors
 from image_classifier.study.defaults import DEFAULT_TEST, DEFAULT_VAL, FACE_MODEL, SELECTION_CRITERION
 from image_classifier.study.options import CompareOptions
+from image_classifier.study.scoring import (
+    EXPLAIN, OPEN_SET, SHORTCUT_AUDIT, SPEED, TEST, VALIDATION, ScoringContext, Stopwatch, face_accuracy, score_model,
+)
 from image_classifier.study.resume import (
     ModelDecision, check_writable, clear_run, decide, discard_stale_resume, expected_identity, has_previous_run,
     refusal,
 )
 from image_classifier.training import ImageCache, TrainResult, resolve_recipe, train_model
 from image_classifier.trust.fit import fit_trust
-from image_classifier.trust.rejection import needs_rejection, validation_predictions
+from image_classifier.trust.rejection import needs_rejection
 
 log = logging.getLogger(__name__)
 
@@ -152,20 +146,6 @@ def face_survey(options: CompareOptions, audit: AuditReport, face_cache: FaceCac
             say(f"not adding {FACE_MODEL}: only {100 * survey.detection_rate:.0f} % of the images show a face "
                 f"(it is added from 70 %; --models {FACE_MODEL},... adds it anyway)")
     return survey, models
-
-
-def face_accuracy(ev: Evaluation, survey: FaceSurvey) -> FaceAccuracy:
-    """Test accuracy on the images with a face and on those without (by the survey's detections)."""
-    counts: dict[bool, list[bool]] = {True: [], False: []}
-    for p in ev.predictions:
-        found = survey.has_face(p.rel_path)
-        if found is not None:
-            counts[found].append(p.correct)
-
-    def accuracy(rows: list[bool]) -> float | None:
-        return sum(rows) / len(rows) if rows else None
-
-    return FaceAccuracy(len(counts[True]), accuracy(counts[True]), len(counts[False]), accuracy(counts[False]))
 
 
 def _write_predictions_csv(path: Path, evaluations: dict[str, Evaluation]) -> None:
@@ -302,96 +282,38 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     best = _select_best(results)
     say(f"selected {best} (validation accuracy {results[best].best_val_accuracy:.3f})")
 
-    # 4. Evaluate on the test split and measure size/speed.
+    # 4. Evaluate on the test split and measure size/speed: each model scored once (study.scoring),
+    # with the decoded images, the audit's variants and the unknown images shared by the models.
     t0 = time.perf_counter()
     evaluations: dict[str, Evaluation] = {}
     entries: list[ModelResult] = []
     sample_image = test_items[0].path
-    speed_seconds = test_seconds = audit_seconds = explain_seconds = 0.0
-    # The shortcut audit's variants, built once per test image and model input, shared by the models.
-    audit_images = (AuditImages(survey.analyses if survey is not None else None, cache)
-                    if options.shortcut_audit else None)
-    # "None of these": each model's rule was fitted with its calibration (trust.fit); here it is
-    # measured, on the unknown folder or leave-one-class-out.
-    train_items = [LabelledImage.from_record(r) for r in split.subset("train")]
-    unknowns = unknown_images(options.unknown) if options.unknown is not None else None
-    open_set_seconds = 0.0
-    # The ensemble's selection reads the validation split only: one pass per model, here (after
-    # training and any post-training fit, so these are the probabilities the model serves), with the
-    # decoded images shared with the test scoring (the cache keys them by file and decoding).
+    # The ensemble's selection reads the validation split only: one pass per model, while scoring
+    # it (after training and any post-training fit, so these are the probabilities the model
+    # serves), with the decoded images shared with the test scoring.
     try_ensemble = options.ensemble and len(models) >= 2
     ensemble_val = val_items if try_ensemble else []  # val_items: the split's, from step 2
+    scoring = ScoringContext(
+        options=options, say=say, models=n, test_items=test_items, val_items=val_items,
+        # The shortcut audit's variants, built once per test image and model input, shared by the models.
+        audit_images=(AuditImages(survey.analyses if survey is not None else None, cache)
+                      if options.shortcut_audit else None),
+        # "None of these": each model's rule was fitted with its calibration (trust.fit); scoring
+        # measures it, on the unknown folder or leave-one-class-out.
+        train_items=[LabelledImage.from_record(r) for r in split.subset("train")],
+        unknowns=unknown_images(options.unknown) if options.unknown is not None else None,
+        cache=cache, face_cache=face_cache, survey=survey, ensemble_val=ensemble_val,
+    )
+    unknowns, audit_images = scoring.unknowns, scoring.audit_images
+    spent = Stopwatch()  # seconds per activity (scoring's keys), over all the models
     val_passes: dict[str, tuple[Any, list[int]]] = {}  # {model: (probabilities, kept val items)}
-    val_seconds = 0.0
     for i, arch in enumerate(models, 1):
-        r = results[arch]
-        say(f"[model {i}/{n}] evaluating {arch} on {len(test_items)} test images and timing it")
-        model_dir = Path(r.model_dir)
-        classifier = load_model(model_dir, backend="torch", face_cache=face_cache)
-        # Leave-one-class-out (no unknown folder) needs the network's penultimate features: the tap
-        # records them during a validation pass (the ensemble's, when it makes one) and the test pass.
-        tap = (FeatureTap(classifier.module) if unknowns is None and classifier.face_path is None
-               and len(classifier.classes) >= 3 else None)
-        val_features = None
-        if ensemble_val:
-            tv = time.perf_counter()
-            with tap.attached() if tap is not None else contextlib.nullcontext():
-                val_passes[arch] = validation_pass(classifier, ensemble_val, cache)
-            val_seconds += time.perf_counter() - tv
-            if tap is not None:
-                val_features = (tap.features(), [val_items[k] for k in val_passes[arch][1]])
-        t1 = time.perf_counter()
-        if tap is not None and val_features is None:
-            with tap.attached():
-                val_pass = validation_predictions(classifier, val_items, cache)
-            val_features = (tap.features(), [val_items[k] for k in val_pass.kept])
-            open_set_seconds += time.perf_counter() - t1
-            t1 = time.perf_counter()
-        with tap.attached() if tap is not None else contextlib.nullcontext():
-            ev = evaluate_classifier(classifier, test_items, cache=cache, n_bootstrap=options.n_bootstrap,
-                                     seed=options.seed)
-        evaluations[arch] = ev
-        t3 = time.perf_counter()
-        if unknowns is not None:
-            say(f"[model {i}/{n}] scoring the {len(unknowns)} images of {options.unknown} (none of the classes)")
-        open_set = _open_set(classifier, ev, tap, unknowns, options, train_items, val_features, cache)
-        if open_set is not None:
-            say(f"[model {i}/{n}] {arch}: none of these ({open_set.method}): AUROC {_fmt(open_set.auroc)}, "
-                f"unknowns accepted {_fmt(open_set.unknown_accept_rate)}, known accuracy when kept "
-                f"{_fmt(open_set.known_accuracy_kept)} ({_fmt(open_set.known_kept_rate)} kept)")
-        open_set_seconds += time.perf_counter() - t3
-        t1 += time.perf_counter() - t3  # the test evaluation's time without the open-set measurement
-        # Why: Grad-CAM of the misclassified test images only (the report's error gallery).
-        explained = explain_errors(classifier, ev, run_dir, arch, cache=cache)
-        explain_seconds += explained.seconds
-        if explained.explained:
-            say(f"[model {i}/{n}] {arch}: Grad-CAM of {explained.explained} misclassified test images "
-                f"in {explained.seconds:.1f} s")
-        if classifier.face_path is not None:
-            classifier.face_path.cache = None  # time the face pipeline itself, not a cache hit
-        t2 = time.perf_counter()
-        speed = measure_classifier(classifier, model_dir=model_dir, sample_image=sample_image, config=options.speed)
-        speed_seconds += time.perf_counter() - t2
-        test_seconds += t2 - t1 - explained.seconds
-        shortcut = None
-        if audit_images is not None:
-            t3 = time.perf_counter()
-            say(f"[model {i}/{n}] shortcut audit of {arch}: {len(ev.predictions)} test images with the face masked, "
-                "only the face, and in greyscale")
-            shortcut = audit_classifier(classifier, ev, audit_images)
-            audit_seconds += time.perf_counter() - t3
-            say(f"[model {i}/{n}] {arch}: {_audit_line(shortcut)}")
-        entries.append(ModelResult(
-            name=arch, family=get_arch(arch).family, model_dir=os.path.relpath(model_dir, run_dir),
-            validation=Validation(r.best_val_accuracy, r.best_val_loss, r.best_epoch), test=ev.metrics,
-            speed=Speed.from_json(speed), training=Training(r.train_seconds, r.peak_rss_mb, list(r.history)),
-            errors=explained.errors, skipped=ev.skipped,
-            faces=face_accuracy(ev, survey) if survey is not None else None, shortcut=shortcut,
-            calibration=Calibration.from_json(classifier.card[CALIBRATION_KEY])
-            if classifier.card.get(CALIBRATION_KEY) else None,
-            open_set=open_set,
-        ))
-        del classifier
+        scored = score_model(scoring, i, arch, results[arch])
+        evaluations[arch] = scored.evaluation
+        entries.append(scored.entry)
+        if scored.val_pass is not None:
+            val_passes[arch] = scored.val_pass
+        spent.add_all(scored.seconds)
     # 4b. Inference backends: export to ONNX and time it against eager PyTorch, per model; the
     # measurement also decides (and records) which backend `serve` runs by default.
     export_seconds = backend_seconds = 0.0
@@ -415,14 +337,14 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         classes = read_card(results[models[0]].model_dir)["classes"]
         ensemble = run_ensemble_step(
             run_dir=run_dir, model_dirs={a: Path(results[a].model_dir) for a in models},
-            val=align(val_passes, classes, ensemble_val, val_seconds), entries=entries, selected=best,
+            val=align(val_passes, classes, ensemble_val, spent[VALIDATION]), entries=entries, selected=best,
             test_items=test_items, cache=cache, max_latency_ms=options.ensemble_max_latency_ms,
             speed=options.speed, n_bootstrap=options.n_bootstrap, seed=options.seed, say=say,
             val_items=ensemble_val, keep=options.keep, unknowns=unknowns,
             unknown_source=os.fspath(options.unknown) if options.unknown is not None else None)
         # The ensemble's "none of these": its rule's fit and its unknown-folder measurement.
         timings["ensemble_rejection_seconds"] = ensemble.rejection_seconds
-        open_set_seconds += ensemble.open_set_seconds
+        spent.add(OPEN_SET, ensemble.open_set_seconds)
         if ensemble.entry is not None and ensemble.evaluation is not None:
             if survey is not None:
                 ensemble.entry.faces = face_accuracy(ensemble.evaluation, survey)
@@ -434,20 +356,20 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
                 best = ENSEMBLE_ROW
         # What the ensemble added: the validation passes, the selection, and (when kept) saving it and
         # its test scoring; timing it counts with the other models' speed measurements.
-        timings["ensemble_seconds"] = (val_seconds + time.perf_counter() - te - ensemble.speed_seconds
+        timings["ensemble_seconds"] = (spent[VALIDATION] + time.perf_counter() - te - ensemble.speed_seconds
                                        - ensemble.open_set_seconds)
-        speed_seconds += ensemble.speed_seconds
+        spent.add(SPEED, ensemble.speed_seconds)
     else:
         remove_stale(run_dir)
     pairwise = pairwise_mcnemar({name: ev.correct for name, ev in evaluations.items()})
     # Test-split scoring (decode + predict + metrics) and the speed measurements, apart: the first
     # is the cost of evaluating, the second a choice of how many timing repeats to run.
-    timings["test_evaluation_seconds"] = test_seconds
+    timings["test_evaluation_seconds"] = spent[TEST]
     if audit_images is not None:
-        timings["shortcut_audit_seconds"] = audit_seconds
-    timings["open_set_seconds"] = open_set_seconds
-    timings["speed_measurement_seconds"] = speed_seconds
-    timings["explain_seconds"] = explain_seconds
+        timings["shortcut_audit_seconds"] = spent[SHORTCUT_AUDIT]
+    timings["open_set_seconds"] = spent[OPEN_SET]
+    timings["speed_measurement_seconds"] = spent[SPEED]
+    timings["explain_seconds"] = spent[EXPLAIN]
     timings["export_seconds"] = export_seconds
     timings["backend_measurement_seconds"] = backend_seconds
     timings["evaluation_seconds"] = time.perf_counter() - t0
@@ -488,48 +410,6 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     # metrics.json was written by write_report; rewrite it so it includes the total.
     write_metrics_json(study, files.metrics_json)
     return study
-
-
-def _audit_line(a: ShortcutAudit) -> str:
-    def acc(value: float | None) -> str:
-        return "–" if value is None else f"{value:.3f}"
-
-    faces = (f"face masked {acc(a.face_masked)}, only the face {acc(a.face_only)} on {a.images_with_face} images "
-             f"with a face ({a.no_face} without, left out)" if a.images_with_face else "no test image with a face found")
-    return (f"test accuracy {acc(a.accuracy)}; {faces}; greyscale {acc(a.greyscale)} on {a.greyscale_images}; "
-            f"chance {a.chance:.3f}; audit took {a.seconds:.1f} s")
-
-
-# ---- "none of these" (issue 14) ------------------------------------------------------------------
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _open_set(classifier: Any, ev: Evaluation, tap: FeatureTap | None, unknowns: list[UnknownImage] | None,
-              options: CompareOptions, train_items: list[LabelledImage],
-              val_features: tuple[np.ndarray, list[LabelledImage]] | None, cache: DecodeCache) -> OpenSet | None:
-    """The rule of ``classifier`` measured: on the unknown folder when given, else leave-one-class-out
-    on the network's penultimate features (validation and test features captured by ``tap`` during
-    the passes that fitted the rule and scored the test split; a sample of training images is run here)."""
-    if unknowns is not None:
-        return measure_unknown_folder(classifier, ev.probs, [p.details for p in ev.predictions], ev.correct,
-                                      unknowns, cache=cache, source=os.fspath(options.unknown))
-    if tap is None or not tap.available or val_features is None:
-        return None
-    t0 = time.perf_counter()
-    index = {c: k for k, c in enumerate(classifier.classes)}
-
-    def labels(items: list[Any]) -> np.ndarray:
-        return np.array([index[it.class_name] for it in items], dtype=np.int64)
-
-    test_features = tap.features()  # from the test pass, before the tap records the training sample
-    sample = sample_per_class(train_items)
-    train_features, kept = features_of(classifier, tap, sample, cache)
-    return leave_one_class_out((train_features, labels([sample[k] for k in kept])),
-                               (val_features[0], labels(val_features[1])),
-                               (test_features, np.array([index[p.true] for p in ev.predictions], dtype=np.int64)),
-                               len(classifier.classes), options.keep, seconds=time.perf_counter() - t0)
 
 
 # ---- adapters to the data layer's reports --------------------------------------------------------
