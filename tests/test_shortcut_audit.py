@@ -358,6 +358,19 @@ def test_compare_audits_every_model_and_reports_it(audited_run):
 
 
 @pytest.mark.slow
+def test_without_an_unknown_folder_the_face_model_is_measured_on_its_descriptors(audited_run):
+    metrics = json.loads((audited_run["run"] / "metrics.json").read_text())
+    face_model = next(m for m in metrics["models"] if m["name"] == "face_embedding")
+    o = face_model["open_set"]
+    # Leave-one-class-out on the survey's descriptors: every left-out athlete's test faces are the
+    # unknowns once, scored by the distance to the other athletes' training faces (a p-value).
+    assert o["method"] == "leave-one-class-out" and o["score"] == "p_value"
+    assert o["unknown_images"] == face_model["faces"]["test_images_face"]
+    assert o["known_images"] == 2 * o["unknown_images"]
+    assert o["auroc"] > 0.8  # three different people: a stranger's face is far from the others'
+
+
+@pytest.mark.slow
 def test_no_audit_skips_it(audited_run):
     run = audited_run["run"]
     argv = [*audited_run["argv"], "--no-audit"]

@@ -25,7 +25,8 @@ import numpy as np
 
 from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage, evaluate_classifier
 from image_classifier.evaluate.open_set import (
-    FeatureTap, UnknownImage, features_of, leave_one_class_out, measure_unknown_folder, sample_per_class,
+    FeatureTap, UnknownImage, face_leave_one_class_out, features_of, leave_one_class_out, measure_unknown_folder,
+    sample_per_class,
 )
 from image_classifier.evaluate.shortcut import AuditImages, audit_classifier
 from image_classifier.evaluate.speed import measure_classifier
@@ -144,7 +145,7 @@ def score_model(ctx: ScoringContext, i: int, arch: str, trained: TrainResult) ->
     with watch.timed(OPEN_SET):
         if ctx.unknowns is not None:
             say(f"{step} scoring the {len(ctx.unknowns)} images of {options.unknown} (none of the classes)")
-        open_set = _open_set(classifier, ev, tap, ctx.unknowns, options, ctx.train_items, val_features, ctx.cache)
+        open_set = _open_set(classifier, ev, tap, ctx, val_features)
         if open_set is not None:
             say(f"{step} {arch}: none of these ({open_set.method}): AUROC {_fmt(open_set.auroc)}, "
                 f"unknowns accepted {_fmt(open_set.unknown_accept_rate)}, known accuracy when kept "
@@ -216,15 +217,20 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _open_set(classifier: Any, ev: Evaluation, tap: FeatureTap | None, unknowns: list[UnknownImage] | None,
-              options: CompareOptions, train_items: list[LabelledImage],
-              val_features: tuple[np.ndarray, list[LabelledImage]] | None, cache: DecodeCache) -> OpenSet | None:
+def _open_set(classifier: Any, ev: Evaluation, tap: FeatureTap | None, ctx: ScoringContext,
+              val_features: tuple[np.ndarray, list[LabelledImage]] | None) -> OpenSet | None:
     """The rule of ``classifier`` measured: on the unknown folder when given, else leave-one-class-out
     on the network's penultimate features (validation and test features captured by ``tap`` during
-    the passes that fitted the rule and scored the test split; a sample of training images is run here)."""
-    if unknowns is not None:
+    the passes that fitted the rule and scored the test split; a sample of training images is run
+    here), or for a face model on the face survey's descriptors."""
+    options = ctx.options
+    if ctx.unknowns is not None:
         return measure_unknown_folder(classifier, ev.probs, [p.details for p in ev.predictions], ev.correct,
-                                      unknowns, cache=cache, source=os.fspath(options.unknown))
+                                      ctx.unknowns, cache=ctx.cache, source=os.fspath(options.unknown))
+    if classifier.face_path is not None and ctx.survey is not None:
+        return face_leave_one_class_out(ctx.survey.analyses, classifier.classes,
+                                        {"train": ctx.train_items, "val": ctx.val_items, "test": ctx.test_items},
+                                        options.keep)
     if tap is None or not tap.available or val_features is None:
         return None
     t0 = time.perf_counter()
@@ -234,8 +240,8 @@ def _open_set(classifier: Any, ev: Evaluation, tap: FeatureTap | None, unknowns:
         return np.array([index[it.class_name] for it in items], dtype=np.int64)
 
     test_features = tap.features()  # from the test pass, before the tap records the training sample
-    sample = sample_per_class(train_items)
-    train_features, kept = features_of(classifier, tap, sample, cache)
+    sample = sample_per_class(ctx.train_items)
+    train_features, kept = features_of(classifier, tap, sample, ctx.cache)
     return leave_one_class_out((train_features, labels([sample[k] for k in kept])),
                                (val_features[0], labels(val_features[1])),
                                (test_features, np.array([index[p.true] for p in ev.predictions], dtype=np.int64)),
