@@ -50,7 +50,61 @@ class Prepared:
         return len(self.rows) + len(self.direct)
 
 
-class Classifier:
+class BatchedPrediction:
+    """``predict_details``, ``predict_proba`` and ``predict`` for anything that has ``classes`` and
+    the serving steps ``prepare`` -> ``predict_tensor`` -> ``finish`` -> ``judge`` (a
+    :class:`Classifier`, and an ensemble of them): the steps the web server runs itself, batched."""
+
+    classes: list[str]
+
+    # The serving steps, each defined by the subclass.
+    def prepare(self, images: Sequence[ImageSource | Any]) -> Any:
+        raise NotImplementedError
+
+    def predict_tensor(self, batch: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def finish(self, prepared: Any, forward: np.ndarray | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:
+        raise NotImplementedError
+
+    def predict_details(self, images: Sequence[ImageSource | Any], batch_size: int = 32
+                        ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Like :meth:`predict_proba`, plus per image what decided it (for a face model: ``face``, the
+        box ``[x0, y0, x1, y1]`` of the face whose descriptor answered, or None where the fallback did)
+        and the "none of these" answer: ``unknown`` (bool), ``closest`` ({label, probability}: the
+        most probable class, shown also when unknown) and ``rejection`` ({score, threshold, kind}, or
+        None when the model has no rule or ``reject`` is off)."""
+        if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
+            raise TypeError("predict() takes a sequence of images; wrap a single image in a list")
+        probs, details = [], []
+        for start in range(0, len(images), batch_size):
+            prepared = self.prepare(images[start:start + batch_size])
+            forward = self.predict_tensor(prepared.batch) if prepared.rows else None
+            probs.append(self.finish(prepared, forward))
+            details.extend(prepared.details)
+        out = np.concatenate(probs) if probs else np.empty((0, len(self.classes)), dtype=np.float32)
+        self.judge(out, details)
+        return out, details
+
+    def predict_proba(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities, shape (len(images), len(classes)), rows in ``self.classes`` order.
+
+        The whole path (file -> decode -> resize -> normalise -> backend) is what a user waits for;
+        with the ONNX backend it runs without PyTorch."""
+        return self.predict_details(images, batch_size)[0]
+
+    def predict(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> list[str]:
+        """The most probable class name of each image (see :meth:`predict_proba` for the probabilities),
+        or ``"unknown"`` where the model's rejection rule finds the image like none of its classes
+        (only when :attr:`reject` is on and the model has a rule)."""
+        probs, details = self.predict_details(images, batch_size)
+        return [UNKNOWN if d["unknown"] else self.classes[i] for i, d in zip(probs.argmax(axis=1), details)]
+
+
+class Classifier(BatchedPrediction):
     """A loaded model: preprocessing + network + class names. ``predict`` gives labels,
     ``predict_proba`` probabilities.
 
@@ -209,25 +263,6 @@ class Classifier:
             out[i] = probs
         return out
 
-    def predict_details(self, images: Sequence[ImageSource | Any], batch_size: int = 32
-                        ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Like :meth:`predict_proba`, plus per image what decided it (for a face model: ``face``, the
-        box ``[x0, y0, x1, y1]`` of the face whose descriptor answered, or None where the fallback did)
-        and the "none of these" answer: ``unknown`` (bool), ``closest`` ({label, probability}: the
-        most probable class, shown also when unknown) and ``rejection`` ({score, threshold, kind}, or
-        None when the model has no rule or ``reject`` is off)."""
-        if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
-            raise TypeError("predict() takes a sequence of images; wrap a single image in a list")
-        probs, details = [], []
-        for start in range(0, len(images), batch_size):
-            prepared = self.prepare(images[start:start + batch_size])
-            forward = self.predict_tensor(prepared.batch) if prepared.rows else None
-            probs.append(self.finish(prepared, forward))
-            details.extend(prepared.details)
-        out = np.concatenate(probs) if probs else np.empty((0, len(self.classes)), dtype=np.float32)
-        self.judge(out, details)
-        return out, details
-
     def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:
         """Add the "none of these" answer (``unknown``, ``closest``, ``rejection``) to each image's
         details dict, in place, from its probabilities; returns the ``unknown`` flags. For callers
@@ -235,20 +270,6 @@ class Classifier:
         rule = self.rejection_rule if self.reject else None
         scored = self.uncalibrated(probabilities, details) if rule is not None else None
         return annotate(probabilities, details, self.classes, rule, scored)
-
-    def predict_proba(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities, shape (len(images), len(classes)), rows in ``self.classes`` order.
-
-        The whole path (file -> decode -> resize -> normalise -> backend) is what a user waits for;
-        with the ONNX backend it runs without PyTorch."""
-        return self.predict_details(images, batch_size)[0]
-
-    def predict(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> list[str]:
-        """The most probable class name of each image (see :meth:`predict_proba` for the probabilities),
-        or ``"unknown"`` where the model's rejection rule finds the image like none of its classes
-        (only when :attr:`reject` is on and the model has a rule)."""
-        probs, details = self.predict_details(images, batch_size)
-        return [UNKNOWN if d["unknown"] else self.classes[i] for i, d in zip(probs.argmax(axis=1), details)]
 
     def predict_labels(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> list[str]:
         """Deprecated: :meth:`predict` gives the labels now (and :meth:`predict_proba` the probabilities)."""

@@ -38,9 +38,9 @@ from PIL import Image
 
 from image_classifier.errors import ModelFormatError
 from image_classifier.fileio import atomic_write_json
-from image_classifier.inference.classifier import Classifier, ImageSource, Prepared
+from image_classifier.inference.classifier import BatchedPrediction, Classifier, ImageSource, Prepared
 from image_classifier.inference.rejection import (
-    MEMBER_P_VALUE, UNKNOWN, RejectionRule, annotate, member_p_values,
+    MEMBER_P_VALUE, RejectionRule, annotate, member_p_values,
 )
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.runs import CARD_NAME
@@ -188,7 +188,7 @@ class EnsembleBackend:
         raise NotImplementedError
 
 
-class EnsembleClassifier:
+class EnsembleClassifier(BatchedPrediction):
     """The weighted average of several loaded classifiers, with :class:`Classifier`'s interface
     (``predict``, ``predict_proba``, ``predict_details``, ``decode``, ``prepare``, ``predict_tensor``,
     ``finish``), so ``predict``, ``evaluate`` and ``serve`` use it unchanged."""
@@ -332,32 +332,12 @@ class EnsembleClassifier:
             prepared.details[i][MEMBER_P_VALUE] = None if smallest is None else round(float(smallest[i]), 6)
         return total.astype(np.float32)
 
-    # -- Classifier's public methods ----------------------------------------------------------------
-    def predict_details(self, images: Sequence[Any], batch_size: int = 32) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
-            raise TypeError("predict() takes a sequence of images; wrap a single image in a list")
-        probs, details = [], []
-        for start in range(0, len(images), batch_size):
-            prepared = self.prepare(images[start:start + batch_size])
-            forward = self.predict_tensor(prepared.batch) if prepared.rows else None
-            probs.append(self.finish(prepared, forward))
-            details.extend(prepared.details)
-        out = np.concatenate(probs) if probs else np.empty((0, len(self.classes)), dtype=np.float32)
-        self.judge(out, details)
-        return out, details
-
+    # -- the "none of these" answer (predict, predict_proba, predict_details: BatchedPrediction) ----
     def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:
         """``unknown``, ``closest`` and ``rejection`` in each details dict (as :meth:`Classifier.judge`):
         the ensemble's rule on ``member_p_value``; never unknown without a rule or with ``reject`` off."""
         rule = self.rejection_rule if self.reject else None
         return annotate(probabilities, details, self.classes, rule)
-
-    def predict_proba(self, images: Sequence[Any], batch_size: int = 32) -> np.ndarray:
-        return self.predict_details(images, batch_size)[0]
-
-    def predict(self, images: Sequence[Any], batch_size: int = 32) -> list[str]:
-        probs, details = self.predict_details(images, batch_size)
-        return [UNKNOWN if d["unknown"] else self.classes[i] for i, d in zip(probs.argmax(axis=1), details)]
 
     def forward_input(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Packed rows in which every member's forward pass runs (what timing the networks needs)."""
