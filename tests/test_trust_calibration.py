@@ -24,7 +24,7 @@ from image_classifier.models.faces import FaceHead, FacePath
 from image_classifier.runs import CARD_NAME
 from image_classifier.saved_model import load_module, read_card
 from image_classifier.trust.fit import fit_trust
-from image_classifier.trust.temperature import MIN_IMAGES, calibrate, fit_temperature, nll
+from image_classifier.trust.temperature import MIN_IMAGES, MIN_TEMPERATURE, calibrate, fit_temperature, nll
 
 
 def _synthetic(t0: float, n: int = 6000, classes: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -48,6 +48,21 @@ def test_fitting_recovers_a_known_temperature(t0):
     assert fit.fitted and fit.nll_after < fit.nll_before and fit.ece_after < fit.ece_before
     # It is the minimum: a little either side is worse.
     assert nll(z, y, t) < nll(z, y, t * 1.05) and nll(z, y, t) < nll(z, y, t / 1.05)
+
+
+def test_a_validation_split_without_errors_does_not_drive_the_temperature_to_zero():
+    # 58 images, every one right with a clear margin (a face head on its validation faces): the
+    # plain NLL keeps falling as T -> 0, so the unregularised fit lands on the lower bound and makes
+    # every answer certain; the prior on log T keeps it where one error would not cost without limit.
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 58)
+    z = rng.normal(0.0, 0.5, (58, 3))
+    z[np.arange(58), y] += 3.0
+    assert fit_temperature(z, y, prior_sigma=None) == pytest.approx(MIN_TEMPERATURE, rel=0.05)
+    t = fit_temperature(z, y)
+    assert 0.25 < t < 1.0  # sharper than the network, not certain
+    wrong = np.roll(np.eye(3)[y] * 3.0, 1, axis=1)[:1]  # one confident mistake on the test split
+    assert nll(wrong, y[:1], t) < 0.1 * nll(wrong, y[:1], MIN_TEMPERATURE)
 
 
 def test_too_few_images_keep_temperature_one():
