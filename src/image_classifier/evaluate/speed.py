@@ -84,6 +84,29 @@ def flops_per_image(module: Any, batch: Any) -> int:
     return int(counter.get_total_flops() // max(1, batch.shape[0]))
 
 
+def _time_paths(model: Any, one: np.ndarray, batch: np.ndarray, sample_image: str | os.PathLike | None,
+                config: SpeedConfig) -> tuple[list[float], list[float], dict | None]:
+    """The three timings every model gets: ``predict_tensor`` on one input and on a batch (seconds
+    per call), and the whole ``predict_proba`` path from ``sample_image`` (a latency summary; None
+    without a sample)."""
+    model_only = time_calls(
+        lambda: model.predict_tensor(one), warmup=config.warmup, repeats=config.repeats,
+        time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
+    )
+    batch_times = time_calls(
+        lambda: model.predict_tensor(batch), warmup=1, repeats=config.throughput_repeats,
+        time_budget_s=config.time_budget_s, min_repeats=min(config.min_repeats, config.throughput_repeats),
+    )
+    e2e = None
+    if sample_image is not None:
+        path = str(sample_image)
+        e2e = latency_summary(time_calls(
+            lambda: model.predict_proba([path]), warmup=config.warmup, repeats=config.e2e_repeats,
+            time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
+        ))
+    return model_only, batch_times, e2e
+
+
 def measure_classifier(
     classifier: Classifier | EnsembleClassifier,
     *,
@@ -118,25 +141,9 @@ def measure_classifier(
 
     flops = flops_per_image(module, torch.from_numpy(one))
 
-    model_only = time_calls(
-        lambda: classifier.predict_tensor(one), warmup=config.warmup, repeats=config.repeats,
-        time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
-    )
-    batch_times = time_calls(
-        lambda: classifier.predict_tensor(batch), warmup=1, repeats=config.throughput_repeats,
-        time_budget_s=config.time_budget_s, min_repeats=min(config.min_repeats, config.throughput_repeats),
-    )
+    model_only, batch_times, e2e = _time_paths(classifier, one, batch, sample_image, config)
     throughput = config.throughput_batch / float(np.median(batch_times))
 
-    e2e = None
-    if sample_image is not None:
-        path = str(sample_image)
-        e2e = latency_summary(
-            time_calls(
-                lambda: classifier.predict_proba([path]), warmup=config.warmup, repeats=config.e2e_repeats,
-                time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
-            )
-        )
     lat = latency_summary(model_only)
     load = load_average()
     return {
@@ -187,21 +194,7 @@ def measure_ensemble(
     size = sum(dir_size_bytes(clf.model_dir) for clf in members if clf.model_dir is not None)
     one = ensemble.forward_input([grey])
     batch = ensemble.forward_input([grey] * config.throughput_batch)
-    model_only = time_calls(
-        lambda: ensemble.predict_tensor(one), warmup=config.warmup, repeats=config.repeats,
-        time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
-    )
-    batch_times = time_calls(
-        lambda: ensemble.predict_tensor(batch), warmup=1, repeats=config.throughput_repeats,
-        time_budget_s=config.time_budget_s, min_repeats=min(config.min_repeats, config.throughput_repeats),
-    )
-    e2e = None
-    if sample_image is not None:
-        path = str(sample_image)
-        e2e = latency_summary(time_calls(
-            lambda: ensemble.predict_proba([path]), warmup=config.warmup, repeats=config.e2e_repeats,
-            time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
-        ))
+    model_only, batch_times, e2e = _time_paths(ensemble, one, batch, sample_image, config)
     lat = latency_summary(model_only)
     load = load_average()
     return {
