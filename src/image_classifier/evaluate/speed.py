@@ -107,6 +107,22 @@ def _time_paths(model: Any, one: np.ndarray, batch: np.ndarray, sample_image: st
     return model_only, batch_times, e2e
 
 
+def _timing_fields(model_only: list[float], batch_times: list[float], e2e: dict | None,
+                   config: SpeedConfig) -> dict[str, Any]:
+    """The result keys of :func:`_time_paths`'s timings, for a single model and an ensemble alike."""
+    lat = latency_summary(model_only)
+    return {
+        "latency_ms_p50": lat["p50_ms"],
+        "latency_ms_p95": lat["p95_ms"],
+        "latency_repeats": lat["repeats"],
+        "e2e_latency_ms_p50": e2e["p50_ms"] if e2e else None,
+        "e2e_latency_ms_p95": e2e["p95_ms"] if e2e else None,
+        "e2e_repeats": e2e["repeats"] if e2e else None,
+        "throughput_ips": config.throughput_batch / float(np.median(batch_times)),
+        "throughput_batch": config.throughput_batch,
+    }
+
+
 def measure_classifier(
     classifier: Classifier | EnsembleClassifier,
     *,
@@ -142,9 +158,6 @@ def measure_classifier(
     flops = flops_per_image(module, torch.from_numpy(one))
 
     model_only, batch_times, e2e = _time_paths(classifier, one, batch, sample_image, config)
-    throughput = config.throughput_batch / float(np.median(batch_times))
-
-    lat = latency_summary(model_only)
     load = load_average()
     return {
         "params": total,
@@ -153,14 +166,7 @@ def measure_classifier(
         "size_mb": dir_size_bytes(model_dir) / 1e6 if model_dir is not None else None,
         "flops_per_image": flops,
         "input_shape": list(one.shape[1:]),
-        "latency_ms_p50": lat["p50_ms"],
-        "latency_ms_p95": lat["p95_ms"],
-        "latency_repeats": lat["repeats"],
-        "e2e_latency_ms_p50": e2e["p50_ms"] if e2e else None,
-        "e2e_latency_ms_p95": e2e["p95_ms"] if e2e else None,
-        "e2e_repeats": e2e["repeats"] if e2e else None,
-        "throughput_ips": throughput,
-        "throughput_batch": config.throughput_batch,
+        **_timing_fields(model_only, batch_times, e2e, config),
         "backend": classifier.backend_name,
         "backend_description": classifier.backend.describe(),
         "torch_threads": torch.get_num_threads(),
@@ -195,7 +201,6 @@ def measure_ensemble(
     one = ensemble.forward_input([grey])
     batch = ensemble.forward_input([grey] * config.throughput_batch)
     model_only, batch_times, e2e = _time_paths(ensemble, one, batch, sample_image, config)
-    lat = latency_summary(model_only)
     load = load_average()
     return {
         "params": params,
@@ -204,14 +209,7 @@ def measure_ensemble(
         "size_mb": size / 1e6,
         "flops_per_image": flops,
         "input_shape": None,
-        "latency_ms_p50": lat["p50_ms"],
-        "latency_ms_p95": lat["p95_ms"],
-        "latency_repeats": lat["repeats"],
-        "e2e_latency_ms_p50": e2e["p50_ms"] if e2e else None,
-        "e2e_latency_ms_p95": e2e["p95_ms"] if e2e else None,
-        "e2e_repeats": e2e["repeats"] if e2e else None,
-        "throughput_ips": config.throughput_batch / float(np.median(batch_times)),
-        "throughput_batch": config.throughput_batch,
+        **_timing_fields(model_only, batch_times, e2e, config),
         "backend": ensemble.backend_name,
         "backend_description": ensemble.backend.describe(),
         "torch_threads": torch.get_num_threads(),

@@ -369,6 +369,13 @@ def reliability_figure(models: Sequence[tuple[str, Sequence[dict], float | None]
         color = PALETTE[k % len(PALETTE)]
         ax.plot(conf, acc, "-", color=color, lw=1.2, label=_text(t("report.plot.reliability.legend", model=name, ece=t.number(ece, 3))))
         ax.scatter(conf, acc, s=12 + 120 * counts / counts.max(), color=color, alpha=0.8)
+    _reliability_axes(ax, t)
+    ax.set_title(_text(t("report.plot.reliability.title", where=where)), fontsize=10)
+    return fig
+
+
+def _reliability_axes(ax: plt.Axes, t: Translator) -> None:
+    """The axes every reliability diagram shares: [0, 1] both ways, labels, grid, legend."""
     ax.set_xlim(0, 1.02)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel(t("report.plot.reliability.xlabel"))
@@ -376,8 +383,6 @@ def reliability_figure(models: Sequence[tuple[str, Sequence[dict], float | None]
     _localize_ticks(t, ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    ax.set_title(_text(t("report.plot.reliability.title", where=where)), fontsize=10)
-    return fig
 
 
 # ---- calibration: one model's reliability before and after its temperature --------------------
@@ -407,13 +412,7 @@ def calibration_figure(name: str, before: Sequence[dict], ece_before: float | No
         counts = np.array([b["count"] for b in bins], dtype=float)
         ax.plot(conf, acc, style, color=color, lw=1.4, label=_text(t(key, ece=t.number(ece, 3))))
         ax.scatter(conf, acc, s=12 + 100 * counts / counts.max(), color=color, alpha=0.75)
-    ax.set_xlim(0, 1.02)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel(t("report.plot.reliability.xlabel"))
-    ax.set_ylabel(t("report.plot.reliability.ylabel"))
-    _localize_ticks(t, ax)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    _reliability_axes(ax, t)
     title = t("report.plot.calibration.title", model=_short(name, 28), where=where,
               temperature=t.number(temperature if temperature is not None else 1.0, 2))
     ax.set_title(_text(title), fontsize=9)
