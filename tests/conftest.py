@@ -117,3 +117,17 @@ def rendered_ink(html_path: Path, shot: Path, window: str) -> float:
                     Path(html_path).as_uri()], check=True, capture_output=True, timeout=120)
     with Image.open(shot) as im:
         return float((np.asarray(im.convert("L")) < 200).mean())
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run where PyTorch sees a GPU and are skipped, with the reason, elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    reason = ("no CUDA GPU: torch.cuda.is_available() is False "
+              f"(torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none: a CPU-only build'})")
+    skip = pytest.mark.skip(reason=reason)
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
