@@ -242,7 +242,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("evaluate", "report"),
     ("study", "serve"),
     ("api", "image_classifier"),
-    ("cli",),
+    ("cli", "__main__"),
 ]
 
 #: Inside ``inference``, the stack (docs/architecture.md, "## The inference stack"), bottom to top;

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from image_classifier import __version__
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    if os.environ.get("RANK", "0") not in ("", "0") and not args.verbose:
+        level = logging.WARNING  # under torchrun, rank 0 alone reports progress
     logging.basicConfig(level=level, format="%(message)s")
     try:
         return int(args.func(args) or 0)

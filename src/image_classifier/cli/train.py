@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from image_classifier.cli.options import parse_arch_path
+from image_classifier.cli.options import add_device_argument, parse_arch_path
 from image_classifier.errors import OptionError
 from image_classifier.runs import CARD_NAME, WEIGHTS_NAME
 
@@ -61,6 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="write the best model and the resume state at most this often (default: %(default)s; "
                         "0 = every epoch)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: one per core)")
+    add_device_argument(p)
+    p.add_argument("--no-amp", action="store_true",
+                   help="on a GPU, train in fp32 instead of mixed precision (bf16, or fp16 with a gradient scaler)")
     p.add_argument("--keep", type=float, default=0.95, metavar="FRACTION",
                    help="\"none of these\": the fraction of the known validation images the rejection rule "
                         "keeps; a photo less like the classes than the rest is answered \"unknown\" "
@@ -97,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         weights=_weights(args.weights, args.arch), set=overrides, config=args.config, resume=args.resume,
         force=args.force, threads=args.threads, checkpoint_every=args.checkpoint_every, cache_dir=args.cache_dir,
         cache=not args.no_cache, progress=not args.no_progress and sys.stderr.isatty(), keep=args.keep,
+        device=args.device, amp=not args.no_amp,
     ).validate()
     if args.recipe:
         print(f"# effective recipe of {args.arch} (load it back with --config FILE)")
@@ -107,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
                      argv=sys.argv[1:])
     with logging_redirect_tqdm():
         result, trust = train_and_fit(args.data, options, args=card_args)
+    if not result.is_main or trust is None:  # another process of a torchrun job: rank 0 reports
+        return 0
     best = result.card.get("best") or {}
     print(
         f"{args.arch}: best epoch {result.best_epoch} ({best.get('phase', '?')}), val accuracy "

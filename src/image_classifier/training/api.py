@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from image_classifier.data.split import resolve_split
+from image_classifier.device import describe_device
 from image_classifier.errors import DatasetError, ImageClassifierError, OptionError
 from image_classifier.faces import FaceCache
 from image_classifier.fileio import sha256_file
@@ -28,6 +29,14 @@ from image_classifier.runs import CARD_NAME, RESUME_NAME, SPLIT_NAME, WEIGHTS_NA
 from image_classifier.saved_model import library_versions, read_card
 from image_classifier.training.cache import ImageCache, default_cache_dir
 from image_classifier.training.checkpoint import RunWriter, load_resume_state
+from image_classifier.training.distributed import (
+    Dist,
+    DistributedJobError,
+    broadcast_object,
+    init_from_environment,
+    is_collective_failure,
+    shutdown,
+)
 from image_classifier.training.face_head import fit_face_head
 from image_classifier.training.loop import Trainer, TrainState, plan_phases
 from image_classifier.training.options import TrainOptions
@@ -50,6 +59,8 @@ class TrainResult:
     #: Per phase: {"name", "epochs", "seconds", "images_per_s", "feature_seconds"}.
     phases: list[dict[str, Any]] = field(default_factory=list)
     card: dict[str, Any] = field(default_factory=dict)
+    #: False on the processes of a distributed job other than rank 0: they trained, rank 0 wrote.
+    is_main: bool = True
 
     @classmethod
     def from_card(cls, model_dir: str | os.PathLike, card: dict[str, Any]) -> TrainResult:
@@ -116,6 +127,33 @@ def _keyword_options(arch: str, out_dir: str | os.PathLike | None, *, recipe_ove
     )
 
 
+def _read_resume(writer: RunWriter, out: Path) -> dict[str, Any]:
+    if not writer.resume_path.is_file():
+        if (out / CARD_NAME).is_file() and read_card(out).get("status") == "complete":
+            raise ImageClassifierError(f"the run in {out} already finished; nothing to resume")
+        raise ImageClassifierError(f"nothing to resume in {out}: {RESUME_NAME} is missing (start a new run without --resume)")
+    return load_resume_state(writer.resume_path)
+
+
+def _precision_name(autocast_dtype: torch.dtype | None, device: torch.device) -> str:
+    """The card's ``precision``: ``bf16``/``fp32`` on a CPU (as before), ``bf16-mixed``/``fp16-mixed`` on a GPU."""
+    name = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[autocast_dtype]
+    return f"{name}-mixed" if device.type == "cuda" and autocast_dtype is not None else name
+
+
+def _fit(trainer: Trainer, dist: Dist, out: Path) -> TrainState:
+    """``trainer.fit()``; with several processes, a peer's death becomes an error that says so."""
+    try:
+        return trainer.fit()
+    except Exception as err:
+        if not (dist.enabled and is_collective_failure(err)):
+            raise
+        raise DistributedJobError(
+            f"process {dist.rank} of {dist.world_size}: another process of this job stopped or stopped answering "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}). The run cannot go on; "
+            f"its last checkpoint in {out} continues with --resume") from err
+
+
 def train_model(
     split: Any,
     options: TrainOptions | str,
@@ -148,6 +186,8 @@ def train_model(
         options = _keyword_options(options, out_dir, **keywords)
     options.validate()
     arch, seed, weights, resume = options.arch, options.effective_seed(), options.weights, options.resume
+    # Under torchrun: join the job's process group (a no-op for one process, or if joined already).
+    dist, device = init_from_environment(options.device)
     configure(options.threads)
     if options.threads and torch.get_num_threads() != options.threads:  # configured earlier in this process
         torch.set_num_threads(options.threads)
@@ -160,14 +200,17 @@ def train_model(
     if len(classes) < 2:
         raise DatasetError(f"training needs at least 2 classes, the split has {len(classes)}: {classes}")
 
+    if recipe.batch_size % dist.world_size:
+        raise OptionError(
+            f"the batch of {recipe.batch_size} images cannot be shared by {dist.world_size} processes: the global "
+            f"batch is the recipe's and each process takes batch / {dist.world_size}; use --set batch_size=N with N "
+            f"a multiple of {dist.world_size}, or another number of processes")
+
     payload = None
     writer = RunWriter(out, options.checkpoint_every)
     if resume:
-        if not writer.resume_path.is_file():
-            if (out / CARD_NAME).is_file() and read_card(out).get("status") == "complete":
-                raise ImageClassifierError(f"the run in {out} already finished; nothing to resume")
-            raise ImageClassifierError(f"nothing to resume in {out}: {RESUME_NAME} is missing (start a new run without --resume)")
-        payload = load_resume_state(writer.resume_path)
+        # Rank 0 reads the resume state and hands it to the others (their disks may not hold it).
+        payload = broadcast_object(dist, _read_resume(writer, out) if dist.is_main else None)
         theirs = {"arch": payload.get("arch"), "seed": payload.get("seed"), "classes": payload.get("classes"),
                   "recipe": payload.get("recipe"), "split_manifest_sha256": payload.get("split_manifest_sha256")}
         ours = {"arch": arch, "seed": seed, "classes": classes, "recipe": recipe.to_dict(), "split_manifest_sha256": manifest}
@@ -177,7 +220,7 @@ def train_model(
                 f"cannot resume the run in {out}: its {', '.join(diff)} differ from this command's. Resume with the "
                 "same data, split, architecture, seed and recipe options, or start a new run (--force replaces it)"
             )
-    elif _holds_run(out):
+    elif dist.is_main and _holds_run(out):
         if not options.force:
             _refuse_existing(out)
         writer.clear()
@@ -212,9 +255,8 @@ def train_model(
         raise ImageClassifierError(f"bad recipe option: {err}") from None
 
     bf16 = recipe.precision == "bf16" and bf16_supported()
-    if recipe.precision == "bf16" and not bf16:
+    if device.type == "cpu" and recipe.precision == "bf16" and not bf16:
         log.warning("this CPU has no native bf16: training %s in fp32 instead", arch)
-    precision_used = "bf16" if bf16 else "fp32"
 
     t0 = time.perf_counter()
     cache = cache if cache is not None else ImageCache()
@@ -238,8 +280,10 @@ def train_model(
         "recipe": recipe.to_dict(),
         "args": card_args,
         "seed": seed,
-        "precision": precision_used,
+        "precision": None,  # set below, from the trainer's choice for this device
         "threads": torch.get_num_threads(),
+        "device": describe_device(device).to_dict(),
+        "distributed": dist.to_card(),
         "pretrained_weights": pretrained_info,
         "split_manifest_sha256": manifest,
         "data": {"train_images": len(train_set), "val_images": len(val_set),
@@ -256,27 +300,37 @@ def train_model(
                    "pretrained_weights": pretrained_info}
     trainer = Trainer(
         net, recipe, prep, train_set, val_set, seed=seed, name=arch, bf16=bf16, channels_last=options.channels_last,
-        progress=options.progress, writer=writer, make_card=make_card,
+        progress=options.progress, writer=writer if dist.is_main else None, make_card=make_card,
+        device=device, amp=options.amp, dist=dist,
     )
+    base_card["precision"] = _precision_name(trainer.autocast_dtype, device)
     setup_seconds = time.perf_counter() - wall0
     if payload is not None:
         best_state = None
-        if payload["state"].get("best") is not None:
+        if dist.is_main and payload["state"].get("best") is not None:
             card = read_card(out)
             best_state = load_file(str(out / card.get("weights_file", WEIGHTS_NAME)))
-        trainer.load_resume(payload, best_state)
+        trainer.load_resume(payload, broadcast_object(dist, best_state))
         log.info("%s: resuming at epoch %d (phase %d of %d)", arch, trainer.state.global_epoch + 1,
                  trainer.state.phase_index + 1, len(recipe.phases))
     trainer.state.seconds += setup_seconds
 
-    state = trainer.fit()
+    state = _fit(trainer, dist, out)
+    shutdown(dist)  # no collective follows: rank 0 alone scores, fits and writes what is left
     if trainer.best_state is None:
         raise ImageClassifierError(f"{arch}: no epoch was trained")
+    if not dist.is_main:
+        best = state.best or {}
+        return TrainResult(model_dir=out, arch=arch, history=state.history, best_epoch=int(best.get("epoch", 0)),
+                           best_val_accuracy=float(best.get("val_accuracy", 0.0)),
+                           best_val_loss=float(best.get("val_loss", 0.0)), train_seconds=state.seconds,
+                           peak_rss_mb=peak_rss_mb(), is_main=False)
 
     # The saved model predicts in fp32 from decoded images: measure it that way once.
     t0 = time.perf_counter()
     trainer.net.load_state_dict(trainer.best_state)
-    inf_loss, inf_acc = trainer.evaluate(val_set.images, val_set.labels, 0, bf16=False)
+    inf_loss, inf_acc = trainer.evaluate(trainer.val_images, trainer.val_labels, 0, bf16=False)
+    trainer.net.to("cpu")  # what follows (the face head, the saved weights) works on the CPU
     best = {**state.best, "inference_val_loss": inf_loss, "inference_val_accuracy": inf_acc}
     faces_card = None
     if spec.family == "face":
@@ -336,11 +390,16 @@ def train_folder(data: str | os.PathLike, options: TrainOptions, *, args: dict[s
     split_csv = options.split
     if split_csv is None and options.resume and (out / SPLIT_NAME).is_file():
         split_csv = out / SPLIT_NAME  # a resumed run continues on its own split
+    dist, _device = init_from_environment(options.device)
     if not options.resume and not options.force and _holds_run(out):
         _refuse_existing(out)  # before the new split.csv replaces that model's
-    split = resolve_split(data, split_csv, seed=options.effective_seed(), val=options.val, test=options.test)
-    if not options.resume:
-        split.save(out / SPLIT_NAME)
+    # Rank 0 makes (and saves) the split, the other processes receive it: one split per job.
+    split = None
+    if dist.is_main:
+        split = resolve_split(data, split_csv, seed=options.effective_seed(), val=options.val, test=options.test)
+        if not options.resume:
+            split.save(out / SPLIT_NAME)
+    split = broadcast_object(dist, split)
     cache = ImageCache((options.cache_dir or default_cache_dir()) if options.cache else None)
     return train_model(split, options, cache=cache, args=args)
 

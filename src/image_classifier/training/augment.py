@@ -23,27 +23,34 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from image_classifier.recipe import Augmentation
+from image_classifier.training.seeding import derive_seed, sample_uniforms
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=generator, dtype=torch.float64) * (high - low) + low
+#: Uniforms one image's transform uses: rotation, two shifts, shear, two zooms, flip.
+DRAWS = 7
 
 
-def keras_affine_matrices(aug: Augmentation, n: int, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Random (n, 2, 3) ``affine_grid`` matrices (output -> input, normalised x/y coordinates).
+def _scaled(u: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    return u.to(torch.float64) * (high - low) + low
+
+
+def keras_affine_matrices(aug: Augmentation, uniforms: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, 2, 3) ``affine_grid`` matrices (output -> input, normalised x/y coordinates) from an
+    (n, DRAWS) tensor of uniforms in [0, 1), one row per image.
 
     Keras composes rotation @ shift @ shear @ zoom in (row, column) pixel coordinates centred on
     the image, maps *output* pixels to *input* pixels (scipy's ``affine_transform``), and flips the
     result afterwards. For a square image of side ``size`` a centred pixel offset d is
     ``d * 2 / size`` in ``affine_grid``'s normalised units (``align_corners=False``).
     """
-    theta = torch.deg2rad(_uniform(n, -aug.rotation, aug.rotation, generator))
-    tx = _uniform(n, -aug.height_shift, aug.height_shift, generator) * size  # rows
-    ty = _uniform(n, -aug.width_shift, aug.width_shift, generator) * size  # columns
-    shear = torch.deg2rad(_uniform(n, -aug.shear, aug.shear, generator))
-    zx = _uniform(n, 1 - aug.zoom, 1 + aug.zoom, generator)
-    zy = _uniform(n, 1 - aug.zoom, 1 + aug.zoom, generator)
-    flip = (torch.rand(n, generator=generator) < 0.5) if aug.horizontal_flip else torch.zeros(n, dtype=torch.bool)
+    u = uniforms.cpu()
+    theta = torch.deg2rad(_scaled(u[:, 0], -aug.rotation, aug.rotation))
+    tx = _scaled(u[:, 1], -aug.height_shift, aug.height_shift) * size  # rows
+    ty = _scaled(u[:, 2], -aug.width_shift, aug.width_shift) * size  # columns
+    shear = torch.deg2rad(_scaled(u[:, 3], -aug.shear, aug.shear))
+    zx = _scaled(u[:, 4], 1 - aug.zoom, 1 + aug.zoom)
+    zy = _scaled(u[:, 5], 1 - aug.zoom, 1 + aug.zoom)
+    flip = (u[:, 6] < 0.5) if aug.horizontal_flip else torch.zeros(u.shape[0], dtype=torch.bool)
 
     cos, sin = torch.cos(theta), torch.sin(theta)
     rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
@@ -61,7 +68,10 @@ def keras_affine_matrices(aug: Augmentation, n: int, size: int, generator: torch
 
 
 class Augmenter:
-    """``augmenter(uint8 batch, generator) -> float32 batch in [0, 1]``, one random transform per image."""
+    """``augmenter(uint8 batch, seed, indices, *tags) -> float32 batch in [0, 1]``: one random
+    transform per image, drawn from (seed, tags, that image's index in the training set) alone
+    (:func:`~image_classifier.training.seeding.sample_uniforms`), so an image is augmented the same
+    whichever batch, process or device it is in."""
 
     def __init__(self, aug: Augmentation) -> None:
         self.aug = aug
@@ -76,23 +86,26 @@ class Augmenter:
                 transforms.append(v2.RandomHorizontalFlip())
             self._tv = v2.Compose(transforms)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, seed: int, indices: torch.Tensor, *tags: object) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise TypeError("augment expects a (N, 3, H, W) uint8 batch")
         n, _, h, w = images.shape
+        if indices.shape[0] != n:
+            raise ValueError(f"{indices.shape[0]} sample indices for a batch of {n} images")
         if self._tv is not None:
-            # torchvision draws from the global RNG: seed it from ours, inside fork_rng so the
-            # caller's global RNG state is left exactly as it was.
-            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            # torchvision draws from the global RNG: seed it per image from ours, inside fork_rng so
+            # the caller's global RNG state is left exactly as it was.
+            out = []
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                out = torch.stack([self._tv(img) for img in images])
-            return out.float().div_(255.0)
+                for img, i in zip(images, indices.tolist()):
+                    torch.manual_seed(derive_seed(seed, "augment", *tags, int(i)))
+                    out.append(self._tv(img))
+            return torch.stack(out).float().div_(255.0)
         if h != w:
             raise ValueError(f"the batched engine expects square images, got {h}x{w}")
-        matrices = keras_affine_matrices(self.aug, n, h, generator)
+        uniforms = sample_uniforms(seed, indices.cpu(), DRAWS, "augment", *tags)
+        matrices = keras_affine_matrices(self.aug, uniforms, h).to(images.device, non_blocking=True)
         x = images.float()
         grid = F.affine_grid(matrices, list(x.shape), align_corners=False)
         out = F.grid_sample(x, grid, mode=self.aug.interpolation, padding_mode="border", align_corners=False)
         return out.div_(255.0)
-

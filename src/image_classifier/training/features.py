@@ -3,7 +3,7 @@
 While a phase trains only ``backbone[cut:]`` and the head, ``backbone[:cut]`` is frozen and in
 eval mode, so its output for a given input never changes. Running it every epoch (what the naive
 loop does) repeats the most expensive part of each step; here it runs once per *view*: one
-augmented copy of the whole training set, drawn from a generator seeded by ``(seed, view)``.
+augmented copy of the whole training set, each image's transform drawn from ``(seed, view, its index)``.
 
 * Epoch k < ``views`` of a phase uses view k, computed when first needed (so an early stop also
   saves the views it never reaches). Later epochs draw, for every image, one of the cached views at
@@ -17,7 +17,12 @@ augmented copy of the whole training set, drawn from a generator seeded by ``(se
   (:func:`fold_batchnorm`; 7 % faster for ResNet-50), refolded whenever their weights change.
 
 Activations are stored in bfloat16 when the recipe trains in bf16 (they are computed in bf16
-anyway), else float32.
+anyway), else float32; on a GPU they stay on the GPU when they fit
+(:func:`~image_classifier.device.fits_on_device`), else in pinned CPU memory.
+
+With several processes (:mod:`image_classifier.training.distributed`) each computes a contiguous
+share of the images and the shares are gathered, so every process holds every row: an image's
+augmentation depends on its index alone, so the rows are those one process would compute.
 """
 from __future__ import annotations
 
@@ -30,9 +35,11 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 from tqdm.auto import tqdm
 
+from image_classifier.device import fits_on_device
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.training.augment import Augmenter
-from image_classifier.training.seeding import derive_seed
+from image_classifier.training.distributed import SINGLE, Dist, all_gather_rows, shard
+from image_classifier.training.seeding import sample_uniforms
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,9 @@ class FeatureStore:
         batch_size: int = 64,
         progress: bool = False,
         desc: str = "",
+        device: torch.device | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        dist: Dist = SINGLE,
     ) -> None:
         self.backbone = backbone
         self.prep = preprocessing
@@ -101,7 +111,11 @@ class FeatureStore:
         self.batch_size = batch_size
         self.progress = progress
         self.desc = desc
-        self.storage_dtype = torch.bfloat16 if bf16 else torch.float32
+        self.device = device if device is not None else torch.device("cpu")
+        # Mixed precision: the recipe's bf16 on a CPU, the GPU's autocast dtype on CUDA.
+        self.autocast_dtype = autocast_dtype if autocast_dtype is not None else (torch.bfloat16 if bf16 else None)
+        self.dist = dist
+        self.storage_dtype = self.autocast_dtype or torch.float32
         self._train: dict[int, dict[int, torch.Tensor]] = {}  # view -> cut -> (N, ...)
         self._val: dict[int, torch.Tensor] = {}
         self._mixed: dict[int, torch.Tensor] = {}
@@ -131,33 +145,47 @@ class FeatureStore:
 
     def _forward(self, images: torch.Tensor, cuts: list[int], view: int | None, desc: str) -> dict[int, torch.Tensor]:
         t0 = time.perf_counter()
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, "view", view)) if view is not None else None
         n = images.shape[0]
-        out: dict[int, torch.Tensor] = {}
+        rows = shard(n, self.dist)  # this process's share (all of them with one process)
+        local: dict[int, torch.Tensor] = {}
         self.backbone.eval()
         segments = self._segments(cuts)
-        bar = tqdm(total=n, unit="img", desc=desc, leave=False, disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(total=len(rows), unit="img", desc=desc, leave=False, disable=not self.progress, dynamic_ncols=True)
         try:
-            for start in range(0, n, self.batch_size):
-                u8 = images[start:start + self.batch_size]
-                x = self.augmenter(u8, gen) if gen is not None else u8
+            for start in range(rows.start, rows.stop, self.batch_size):
+                stop = min(start + self.batch_size, rows.stop)
+                u8 = images[start:stop].to(self.device, non_blocking=True)
+                if view is not None:  # each image's transform comes from (seed, view, its index)
+                    x = self.augmenter(u8, self.seed, torch.arange(start, stop), "view", view)
+                else:
+                    x = u8
                 x = self.prep.normalize(x)
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 # no_grad, not inference_mode: these tensors become inputs of trainable layers.
-                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                with torch.no_grad(), torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                                                     enabled=self.autocast_dtype is not None):
                     acts = run_segments(segments, x)
                 for cut, a in acts.items():
-                    if cut not in out:
-                        shape = (n, *a.shape[1:])
+                    if cut not in local:
+                        shape = (len(rows), *a.shape[1:])
                         fmt = torch.channels_last if (a.dim() == 4 and self.channels_last) else torch.contiguous_format
-                        out[cut] = torch.empty(shape, dtype=self.storage_dtype).contiguous(memory_format=fmt)
-                    out[cut][start:start + a.shape[0]] = a
-                bar.update(u8.shape[0])
+                        local[cut] = torch.empty(shape, dtype=self.storage_dtype, device=self.device).contiguous(memory_format=fmt)
+                    local[cut][start - rows.start:stop - rows.start] = a
+                bar.update(stop - start)
         finally:
             bar.close()
+        out = {cut: self._place(all_gather_rows(self.dist, a, n, self.device)) for cut, a in local.items()}
         self.seconds += time.perf_counter() - t0
         return out
+
+    def _place(self, acts: torch.Tensor) -> torch.Tensor:
+        """Keep activations on the GPU when they fit, else in pinned CPU memory (fast copies)."""
+        if self.device.type != "cuda":
+            return acts
+        if fits_on_device(acts.numel() * acts.element_size(), self.device):
+            return acts.to(self.device, non_blocking=True)
+        return acts.cpu().pin_memory()
 
     def ensure_view(self, view: int, cuts: Iterable[int]) -> dict[int, torch.Tensor]:
         cuts = sorted(set(cuts))
@@ -177,8 +205,9 @@ class FeatureStore:
         return self._val[cut]
 
     # -- reading -------------------------------------------------------------------------------
-    def train_inputs(self, cut: int, epoch: int, generator: torch.Generator, store_cuts: Iterable[int]) -> torch.Tensor:
-        """Inputs of ``backbone[cut:]`` for every training image for epoch ``epoch`` of a phase.
+    def train_inputs(self, cut: int, epoch: int, global_epoch: int, store_cuts: Iterable[int]) -> torch.Tensor:
+        """Inputs of ``backbone[cut:]`` for every training image for epoch ``epoch`` of a phase
+        (``global_epoch`` of the run).
 
         ``store_cuts`` are the cuts to keep while a view is computed (this phase's and later ones').
         """
@@ -188,13 +217,15 @@ class FeatureStore:
         for v in range(self.views):
             self.ensure_view(v, store_cuts)
         n = self.train_images.shape[0]
-        choice = torch.randint(0, self.views, (n,), generator=generator)
+        # Each image's view is drawn from (seed, epoch, its index): the same in every process.
+        u = sample_uniforms(self.seed, torch.arange(n), 1, "view-choice", global_epoch)[:, 0]
+        choice = (u * self.views).long().clamp_(max=self.views - 1)
         stacked = [self._train[v][cut] for v in range(self.views)]
         out = self._mixed.get(cut)
         if out is None:  # one buffer per cut, reused every epoch (no per-epoch allocation)
             out = self._mixed[cut] = torch.empty_like(stacked[0])
         for v in range(self.views):
-            rows = (choice == v).nonzero().flatten()
+            rows = (choice == v).nonzero().flatten().to(out.device)
             out[rows] = stacked[v][rows]
         return out
 

@@ -16,9 +16,19 @@ phases that train only the top of the network train it on cached activations of 
 (:mod:`image_classifier.training.features`); the network runs in ``channels_last`` with bf16
 autocast where the recipe asks for it and the CPU supports it; Adam is PyTorch's fused kernel.
 
-The loop keeps its state in the :class:`Trainer` object (no module-level state) and writes files
-only through its ``writer`` (``None`` on all but one process), so a DistributedDataParallel
-version needs no rewrite of this structure.
+Devices: the network, the decoded images and the cached activations live on the trainer's
+device (a GPU when they fit there, else pinned CPU memory copied batch by batch without blocking);
+on a GPU the forward pass runs in mixed precision (bf16, or fp16 with a gradient scaler).
+
+Several processes (``torchrun``, :mod:`image_classifier.training.distributed`): the trainable part
+is wrapped in DistributedDataParallel; every epoch a ``DistributedSampler`` (``set_epoch``) deals
+one seeded permutation of the training set out to the processes, so step s of every process
+together covers the same ``batch_size`` images that step s of one process would; the loss is
+scaled so the averaged gradient is that batch's mean; augmentation and dropout draw per sample
+(from seed, epoch and index), so the trained weights do not depend on the number of processes
+(up to float rounding; BatchNorm layers that train normalise per process). Losses and accuracies
+are summed over processes; early stopping and the learning rate follow rank 0's decisions,
+broadcast; only rank 0 has a ``writer``.
 """
 from __future__ import annotations
 
@@ -32,16 +42,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
+from image_classifier.device import amp_dtype, fits_on_device
 from image_classifier.models.net import ClassifierNet
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.recipe import Phase, Recipe
 from image_classifier.training.augment import Augmenter
 from image_classifier.training.cache import DecodedSet
 from image_classifier.training.checkpoint import RunWriter
+from image_classifier.training.distributed import SINGLE, Dist, all_reduce_sum, broadcast_object, shard
+from image_classifier.training.dropout import SampleDropout, per_sample_dropout
 from image_classifier.training.features import FeatureStore
-from image_classifier.training.seeding import generator, seed_global
+from image_classifier.training.seeding import derive_seed, seed_global
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +163,8 @@ def _channels_last_grad_hooks(net: nn.Module) -> list[Any]:
 
 
 def _copy_state(net: nn.Module, into: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
-    """A copy of ``net``'s state, written into ``into``'s tensors when given.
+    """A CPU copy of ``net``'s state (what is saved, whatever device trains), written into
+    ``into``'s tensors when given.
 
     Reusing the buffers matters for big models: glibc (with the allocator settings of
     :mod:`image_classifier.runtime`) cannot reuse a freed block for a new tensor of the same size,
@@ -156,10 +172,35 @@ def _copy_state(net: nn.Module, into: dict[str, torch.Tensor] | None) -> dict[st
     """
     state = net.state_dict()
     if into is None or into.keys() != state.keys():
-        return {k: v.detach().clone() for k, v in state.items()}
+        return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
     for k, v in state.items():
         into[k].copy_(v)
     return into
+
+
+def _to_cpu(tree: Any) -> Any:
+    """``tree`` with every tensor on the CPU (a resume state written from a GPU run loads anywhere)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu()
+    if isinstance(tree, dict):
+        return {k: _to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_to_cpu(v) for v in tree)
+    return tree
+
+
+class _Tail(nn.Module):
+    """``backbone[cut:]`` + head as one module: what DistributedDataParallel wraps in a phase."""
+
+    def __init__(self, net: ClassifierNet, cut: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(list(net.backbone[cut:]))
+        self.head = net.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
 
 
 class Trainer:
@@ -180,6 +221,9 @@ class Trainer:
         progress: bool = True,
         writer: RunWriter | None = None,
         make_card: Callable[[TrainState, str], dict[str, Any]] | None = None,
+        device: torch.device | None = None,
+        amp: bool = True,
+        dist: Dist = SINGLE,
     ) -> None:
         self.net = net
         self.recipe = recipe
@@ -190,7 +234,14 @@ class Trainer:
         self.name = name
         self.bf16 = bf16
         self.channels_last = channels_last
-        self.progress = progress
+        self.device = device if device is not None else torch.device("cpu")
+        self.dist = dist
+        # Mixed precision: on a GPU its autocast dtype (unless amp=False), on a CPU the recipe's bf16.
+        cuda_amp = amp_dtype(self.device) if amp else None
+        self.autocast_dtype = cuda_amp if self.device.type == "cuda" else (torch.bfloat16 if bf16 else None)
+        # fp16's narrow range needs the loss scaled; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
+        self.progress = progress and dist.is_main
         self.writer = writer
         self.make_card = make_card or (lambda state, status: {})
         self.plans = plan_phases(recipe, len(net.backbone))
@@ -200,23 +251,41 @@ class Trainer:
         self._best_dirty = False
         self._phase_resume: dict[str, Any] | None = None
         self.phase_stats: dict[str, dict[str, float]] = {}
-        self.features = FeatureStore(
-            net.backbone, preprocessing, self.augmenter, train.images, val.images,
-            seed=seed, views=recipe.feature_views, bf16=bf16, channels_last=channels_last,
-            progress=progress, desc=name,
-        )
-        self._val_full: torch.Tensor | None = None
+        self.net.to(self.device)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
+        self.train_images = self._place(train.images)
+        self.val_images = self._place(val.images)
+        self.train_labels = train.labels.to(self.device)
+        self.val_labels = val.labels.to(self.device)
+        self.features = FeatureStore(
+            net.backbone, preprocessing, self.augmenter, self.train_images, self.val_images,
+            seed=seed, views=recipe.feature_views, bf16=bf16, channels_last=channels_last,
+            progress=self.progress, desc=name, device=self.device, autocast_dtype=self.autocast_dtype, dist=dist,
+        )
+        self._dropouts: list[SampleDropout] = []
+
+    def _place(self, images: torch.Tensor) -> torch.Tensor:
+        """Decoded images on the GPU when they fit, else in pinned memory (non-blocking copies)."""
+        if self.device.type != "cuda":
+            return images
+        if fits_on_device(images.numel() * images.element_size(), self.device):
+            return images.to(self.device)
+        return images.pin_memory()
+
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                              enabled=self.autocast_dtype is not None)
 
     # -- resume ------------------------------------------------------------------------------
     def resume_payload(self, optimizer: torch.optim.Optimizer | None, scheduler: Any, stopper: EarlyStopping | None) -> dict[str, Any]:
         return {
             "state": asdict(self.state),
-            "model": self.net.state_dict(),
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "model": _to_cpu(self.net.state_dict()),
+            "optimizer": _to_cpu(optimizer.state_dict()) if optimizer is not None else None,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "stopper": asdict(stopper) if stopper is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "phase_stats": self.phase_stats,
         }
 
@@ -234,57 +303,98 @@ class Trainer:
             x = block(x)
         return self.net.head(x)
 
-    def _prepare(self, x: torch.Tensor, cut: int, gen: torch.Generator | None) -> torch.Tensor:
+    def _prepare(self, x: torch.Tensor, cut: int, indices: torch.Tensor | None, epoch: int) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
         if cut == 0:
-            if gen is not None:
-                x = self.augmenter(x, gen)
+            if indices is not None:  # each image's transform: from (seed, epoch, its index)
+                x = self.augmenter(x, self.seed, indices, "epoch", epoch)
             x = self.prep.normalize(x)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def _train_epoch(self, inputs: torch.Tensor, labels: torch.Tensor, cut: int, optimizer: torch.optim.Optimizer,
-                     gen: torch.Generator, desc: str) -> tuple[float, float]:
+    def _order(self, n: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's training indices for ``epoch`` and which of them are real.
+
+        One seeded permutation per epoch, dealt out by ``DistributedSampler`` (process r takes
+        positions r, r + W, ...): step s of the W processes together covers positions
+        [s * batch, (s + 1) * batch) of the permutation, what one process's step s covers. The
+        sampler pads the permutation to a multiple of W by repeating its start; those repeats are
+        marked not real and weigh nothing.
+        """
+        world, rank = self.dist.world_size, self.dist.rank
+        sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,  # type: ignore[arg-type]
+                                     seed=derive_seed(self.seed, "shuffle") >> 2, drop_last=False)
+        sampler.set_epoch(epoch)
+        local = torch.tensor(list(sampler), dtype=torch.long)
+        real = torch.arange(len(local)) * world + rank < n
+        return local, real
+
+    def _train_epoch(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, cut: int,
+                     optimizer: torch.optim.Optimizer, epoch: int, desc: str) -> tuple[float, float]:
         self.net.train()
-        n, bs = len(labels), self.recipe.batch_size
-        order = torch.randperm(n, generator=gen)
-        loss_sum, correct, seen = 0.0, 0, 0
+        n, world = len(labels), self.dist.world_size
+        per_process = self.recipe.batch_size // world  # divisibility is checked before training
+        order, real = self._order(n, epoch)
+        # Sums stay on the device: reading them every step would wait for the GPU every step.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
         bar = tqdm(total=n, unit="img", desc=desc, leave=False, disable=not self.progress, dynamic_ncols=True)
         try:
-            for start in range(0, n, bs):
-                idx = order[start:start + bs]
-                x = self._prepare(inputs[idx], cut, gen)
-                y = labels[idx]
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                    logits = self._forward_from(x, cut)
-                loss = F.cross_entropy(logits.float(), y)
+            for step, start in enumerate(range(0, len(order), per_process)):
+                idx = order[start:start + per_process]
+                weight = real[start:start + per_process].to(self.device, non_blocking=True).float()
+                in_step = min(self.recipe.batch_size, n - step * self.recipe.batch_size)  # real images, all processes
+                x = self._prepare(inputs[idx.to(inputs.device)], cut, idx if cut == 0 else None, epoch)
+                y = labels[idx.to(labels.device)]
+                for d in self._dropouts:
+                    d.keys = (self.seed, epoch, idx)
+                with self._autocast():
+                    logits = model(x)
+                losses = F.cross_entropy(logits.float(), y, reduction="none") * weight
+                # DDP averages the processes' gradients; scaled so, the average is the step's mean.
+                loss = losses.sum() * (world / in_step)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += float(loss.detach()) * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(y)
-                bar.update(len(y))
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", refresh=False)
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(optimizer)
+                    self.scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                loss_sum += losses.detach().sum()
+                correct += ((logits.argmax(1) == y) & (weight > 0)).sum()
+                bar.update(in_step)
         finally:
             bar.close()
-        return loss_sum / max(seen, 1), correct / max(seen, 1)
+            for d in self._dropouts:
+                d.keys = None
+        total_loss, total_correct = all_reduce_sum(self.dist, [float(loss_sum), float(correct)], self.device)
+        return total_loss / max(n, 1), total_correct / max(n, 1)
 
     @torch.no_grad()
-    def evaluate(self, inputs: torch.Tensor, labels: torch.Tensor, cut: int, *, bf16: bool | None = None) -> tuple[float, float]:
-        """(mean cross-entropy, accuracy) of ``backbone[cut:]`` + head on ``inputs``, eval mode."""
+    def evaluate(self, inputs: torch.Tensor, labels: torch.Tensor, cut: int, *, bf16: bool | None = None,
+                 across_processes: bool = False) -> tuple[float, float]:
+        """(mean cross-entropy, accuracy) of ``backbone[cut:]`` + head on ``inputs``, eval mode;
+        ``across_processes``: each process scores its share and the sums are added up."""
         self.net.eval()
-        bf16 = self.bf16 if bf16 is None else bf16
-        loss_sum, correct = 0.0, 0
-        for start in range(0, len(labels), EVAL_BATCH):
-            x = self._prepare(inputs[start:start + EVAL_BATCH], cut, None)
-            y = labels[start:start + EVAL_BATCH]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        dtype = self.autocast_dtype if bf16 is None else (torch.bfloat16 if bf16 else None)
+        rows = shard(len(labels), self.dist) if across_processes else range(len(labels))
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        for start in range(rows.start, rows.stop, EVAL_BATCH):
+            stop = min(start + EVAL_BATCH, rows.stop)
+            x = self._prepare(inputs[start:stop], cut, None, 0)
+            y = labels[start:stop].to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 logits = self._forward_from(x, cut).float()
-            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+        sums = [float(loss_sum), float(correct)]
+        if across_processes:
+            sums = all_reduce_sum(self.dist, sums, self.device)
         n = max(len(labels), 1)
-        return loss_sum / n, correct / n
+        return sums[0] / n, sums[1] / n
 
     # -- checkpoints -----------------------------------------------------------------------------
     def _checkpoint(self, optimizer: Any, scheduler: Any, stopper: EarlyStopping | None, *, force: bool) -> None:
@@ -299,12 +409,24 @@ class Trainer:
     def fit(self) -> TrainState:
         hooks = _channels_last_grad_hooks(self.net) if self.channels_last else []
         try:
-            for plan in self.plans[self.state.phase_index:]:
-                self._run_phase(plan)
+            with per_sample_dropout(self.net) as dropouts:
+                self._dropouts = dropouts
+                for plan in self.plans[self.state.phase_index:]:
+                    self._run_phase(plan)
         finally:
+            self._dropouts = []
             for h in hooks:
                 h.remove()
         return self.state
+
+    def _wrap(self, cut: int) -> nn.Module:
+        """What a training step calls: ``backbone[cut:]`` + head, in DistributedDataParallel when
+        several processes train (it averages their gradients during the backward pass)."""
+        tail = _Tail(self.net, cut)
+        if not self.dist.enabled:
+            return tail
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(tail, device_ids=ids)
 
     def _run_phase(self, plan: PhasePlan) -> None:
         st, recipe, phase = self.state, self.recipe, plan.phase
@@ -320,7 +442,11 @@ class Trainer:
             _match_param_layout(optimizer)
             scheduler.load_state_dict(self._phase_resume["scheduler"])
             stopper = EarlyStopping(**self._phase_resume["stopper"])
+            if self.scaler is not None and self._phase_resume.get("scaler"):
+                self.scaler.load_state_dict(self._phase_resume["scaler"])
             self._phase_resume = None
+        if self._phase_resume is None and self.scaler is not None:
+            self.scaler = torch.amp.GradScaler("cuda")
         needed = {c for p in self.plans[plan.index:] for c in p.store_cuts}
         self.features.keep_only(needed)
         stats = self.phase_stats.setdefault(phase.name, {"epochs": 0, "seconds": 0.0, "images": 0, "feature_seconds": 0.0})
@@ -332,27 +458,35 @@ class Trainer:
         if plan.cached:
             val_inputs = self.features.val(plan.cut, plan.store_cuts)
         else:
-            val_inputs = self.val_set.images
+            val_inputs = self.val_images
+        model = self._wrap(plan.cut)
 
         stop = False
         while st.epoch_in_phase < phase.epochs and not stop:
             t0 = time.perf_counter()
             feat0 = self.features.seconds
             e = st.epoch_in_phase
-            seed_global(self.seed, "epoch", st.global_epoch)  # dropout masks
-            gen = generator(self.seed, "epoch", st.global_epoch)  # shuffling, augmentation, view choice
+            # Per-sample draws (augmentation, dropout, view choice) come from (seed, epoch, index);
+            # the global RNG is seeded too, for any other random layer a user's network has.
+            seed_global(self.seed, "epoch", st.global_epoch)
             lr = optimizer.param_groups[0]["lr"]
             if plan.cached:
-                inputs = self.features.train_inputs(plan.cut, e, gen, plan.store_cuts)
+                inputs = self.features.train_inputs(plan.cut, e, st.global_epoch, plan.store_cuts)
             else:
-                inputs = self.train_set.images
+                inputs = self.train_images
             desc = f"{self.name} {phase.name} {e + 1}/{phase.epochs}"
-            train_loss, train_acc = self._train_epoch(inputs, self.train_set.labels, plan.cut, optimizer, gen, desc)
-            val_loss, val_acc = self.evaluate(val_inputs, self.val_set.labels, plan.cut)
+            train_loss, train_acc = self._train_epoch(model, inputs, self.train_labels, plan.cut, optimizer,
+                                                      st.global_epoch, desc)
+            val_loss, val_acc = self.evaluate(val_inputs, self.val_labels, plan.cut, across_processes=True)
             if not math.isfinite(val_loss):
                 val_loss = math.inf
             scheduler.step(val_loss)
             stop = stopper.step(val_loss)
+            if self.dist.enabled:
+                # Rank 0 decides (stop, learning rate); every process follows, so none can drift.
+                stop, new_lr = broadcast_object(self.dist, (stop, optimizer.param_groups[0]["lr"]))
+                for group in optimizer.param_groups:
+                    group["lr"] = new_lr
             seconds = time.perf_counter() - t0
             st.epoch_in_phase += 1
             st.global_epoch += 1
@@ -388,6 +522,7 @@ class Trainer:
                 self._checkpoint(optimizer, scheduler, stopper, force=False)
 
         # Phase over: continue from (and in the end keep) the best weights seen so far.
+        del model
         if self.best_state is not None:
             self.net.load_state_dict(self.best_state)
         st.phase_index = plan.index + 1

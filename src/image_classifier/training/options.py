@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from image_classifier.data.split import check_fractions
+from image_classifier.device import resolve_device
 from image_classifier.errors import DatasetError, OptionError, WeightsNotFoundError
 from image_classifier.models.registry import get_arch, list_archs
 from image_classifier.recipe import Recipe, load_config
@@ -75,6 +76,11 @@ class TrainOptions:
     progress: bool = True
     #: Train convolutions in channels-last memory format (faster on CPUs; the results are the same).
     channels_last: bool = True
+    #: Where to train: "auto" (a CUDA GPU when PyTorch sees one, else the CPU), "cpu", "cuda", "cuda:N".
+    device: str = "auto"
+    #: Mixed precision on a GPU (bf16 where the GPU has it, else fp16 with a gradient scaler);
+    #: False trains in fp32 there. On a CPU the recipe's ``precision`` decides.
+    amp: bool = True
     #: "None of these": the fraction of the known validation images the rejection rule keeps
     #: (fitted after training; images less like the classes than the rest answer "unknown").
     keep: float = 0.95
@@ -118,6 +124,7 @@ class TrainOptions:
             raise OptionError("--checkpoint-every must be 0 or more seconds")
         if self.resume and self.force:
             raise OptionError("--resume and --force contradict each other: choose one")
+        resolve_device(self.device)  # "cuda" on a machine without one fails here, before any data is read
         if not 0.0 < float(self.keep) < 1.0:
             raise OptionError(f"--keep must be between 0 and 1 (the fraction of known validation images the "
                               f"rejection rule keeps, e.g. 0.95), not {self.keep}")

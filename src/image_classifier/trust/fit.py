@@ -198,10 +198,13 @@ def split_of_trained(model_dir: Path, options: TrainOptions) -> Path:
 
 
 def train_and_fit(data: str | os.PathLike, options: TrainOptions, *, args: dict[str, Any] | None = None
-                  ) -> tuple[TrainResult, TrustFit]:
+                  ) -> tuple[TrainResult, TrustFit | None]:
     """``train_folder`` then :func:`fit_trust` on the split's validation images: what
-    ``image-classifier train`` and :func:`image_classifier.train` run."""
+    ``image-classifier train`` and :func:`image_classifier.train` run. In a distributed job the
+    processes other than rank 0 return after training, with no fit (rank 0 fits and writes)."""
     result = train_folder(data, options, args=args)
+    if not result.is_main:
+        return result, None
     model_dir = Path(result.model_dir)
     split = load_split(split_of_trained(model_dir, options), data)
     # The face cache training filled (a face model's validation faces are found again for free).
