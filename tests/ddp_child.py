@@ -1,7 +1,7 @@
 """What the distributed tests start under ``torchrun``: train one tiny architecture on a folder.
 
 ``python -m torch.distributed.run --nproc_per_node=N tests/ddp_child.py DATA OUT ARCH [--resume]
-[--epochs K] [--batch B] [--die-after-epoch E]`` (or plain ``python tests/ddp_child.py ...`` for
+[--epochs K] [--batch B] [--device D] [--die-after-epoch E]`` (or plain ``python tests/ddp_child.py ...`` for
 one process). Two test-only architectures, registered here because a fresh process knows only the
 built-in ones, both without BatchNorm layers that train (those normalise per process):
 
@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--batch", type=int)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--die-after-epoch", type=int, help="rank 1 kills itself (SIGKILL) when this epoch starts")
     args = ap.parse_args()
     register()
@@ -80,7 +81,7 @@ def main() -> None:
         loop.Trainer._train_epoch = dying
     options = TrainOptions(args.arch, out=args.out, seed=3, epochs=args.epochs, batch_size=args.batch,
                            resume=args.resume, force=not args.resume, cache=False, progress=False,
-                           checkpoint_every=0.0, threads=1, device="cpu")
+                           checkpoint_every=0.0, threads=1, device=args.device)
     result = train_folder(args.data, options)
     if result.is_main:
         print(f"trained {args.arch}: best epoch {result.best_epoch}, val loss {result.best_val_loss:.6f}")

@@ -50,6 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_",
                    help="override one recipe value, e.g. phases.0.epochs=3, batch_size=16, "
                         "augmentation.zoom=0.1, precision=fp32 (repeatable; wins over --config)")
+    p.add_argument("--epochs", type=int, metavar="N", help="epochs of every phase of the recipe (a quick try: --epochs 2)")
+    p.add_argument("--batch-size", type=int, metavar="N",
+                   help="images per training step, over all processes of a torchrun job (default: the recipe's)")
     p.add_argument("--recipe", action="store_true", help="print the effective recipe (TOML) and exit")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--force", action="store_true", help="replace a model already in --out")
@@ -98,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     options = TrainOptions(
         arch=args.arch, out=args.out, seed=args.seed, split=args.split, val=args.val, test=args.test,
         weights=_weights(args.weights, args.arch), set=overrides, config=args.config, resume=args.resume,
+        epochs=args.epochs, batch_size=args.batch_size,
         force=args.force, threads=args.threads, checkpoint_every=args.checkpoint_every, cache_dir=args.cache_dir,
         cache=not args.no_cache, progress=not args.no_progress and sys.stderr.isatty(), keep=args.keep,
         device=args.device, amp=not args.no_amp,

@@ -142,14 +142,17 @@ def all_gather_rows(d: Dist, local: torch.Tensor, n: int, device: torch.device) 
         return local
     size = math.ceil(n / d.world_size)
     comm = _comm_device(d, device)
-    dtype = local.dtype
-    # Sent as raw bits: gloo has no bfloat16 reductions, and a gather needs none.
-    wire = torch.int16 if dtype in (torch.bfloat16, torch.float16) else dtype
-    padded = torch.zeros((size, *local.shape[1:]), dtype=dtype, device=comm)
+    row_shape = tuple(local.shape[1:])
+    padded = torch.zeros((size, *row_shape), dtype=local.dtype, device=comm)
     padded[: local.shape[0]] = local.to(comm)
-    parts = [torch.empty((size, *local.shape[1:]), dtype=wire, device=comm) for _ in range(d.world_size)]
-    dist.all_gather(parts, padded.view(wire))
-    return torch.cat([p.view(dtype) for p in parts])[:n]
+    # Sent as raw bytes: gloo gathers neither bfloat16 nor int16, and a gather needs no arithmetic.
+    wire = padded.reshape(size, -1).view(torch.uint8)
+    parts = [torch.empty_like(wire) for _ in range(d.world_size)]
+    dist.all_gather(parts, wire)
+    rows = torch.cat(parts)[:n].view(local.dtype).reshape(n, *row_shape)
+    if local.dim() == 4 and local.is_contiguous(memory_format=torch.channels_last):
+        rows = rows.contiguous(memory_format=torch.channels_last)
+    return rows
 
 
 def barrier(d: Dist) -> None:
