@@ -191,6 +191,10 @@ def train_model(
     configure(options.threads)
     if options.threads and torch.get_num_threads() != options.threads:  # configured earlier in this process
         torch.set_num_threads(options.threads)
+    elif dist.enabled and device.type == "cpu" and not options.threads and not os.environ.get("IMAGE_CLASSIFIER_THREADS"):
+        # torchrun starts each process with one thread (OMP_NUM_THREADS=1): share the cores instead.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(local, 1)))
     wall0 = time.perf_counter()
     spec = get_arch(arch)
     recipe = options.effective_recipe()
