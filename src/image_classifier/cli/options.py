@@ -1,7 +1,9 @@
 """Parsing shared by several subcommands' options (the values are checked by the library)."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import Any
 
 from image_classifier.errors import ImageClassifierError
 
@@ -15,3 +17,29 @@ def parse_arch_path(text: str, *, flag: str = "--weights") -> tuple[str | None, 
     if not arch.strip() or not path:
         raise ImageClassifierError(f"{flag} {text!r}: write ARCH=PATH, e.g. resnet50=weights/resnet50.pth")
     return arch.strip(), Path(path)
+
+
+# --- --device (issue 15): shared by every command that predicts or trains -------------------------
+#: What ``--device`` accepts (image_classifier.device.DEVICE_CHOICES; spelled here so that ``--help``
+#: does not import torch).
+DEVICE_METAVAR = "{auto,cpu,cuda,cuda:N}"
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """Add the shared ``--device`` option; the value is checked by
+    :func:`image_classifier.device.resolve_device` (see :func:`resolve_device_option`)."""
+    parser.add_argument(
+        "--device", default=default, metavar=DEVICE_METAVAR,
+        help="where the network computes: auto (default): the first CUDA GPU when PyTorch sees one, else the "
+             "CPU; cpu; cuda or cuda:N: that GPU (an error when there is none)",
+    )
+
+
+def resolve_device_option(device: str, backend: str = "torch") -> Any:
+    """``--device`` checked against ``--backend`` before anything heavy is loaded: the
+    :class:`torch.device` to compute on, or an :class:`~image_classifier.errors.OptionError` (exit 2)
+    for a malformed name, ``cuda`` without a GPU, or an ONNX backend asked to run on a GPU."""
+    # Lazy (see image_classifier.cli): resolving a device imports torch, which --help never needs.
+    from image_classifier.inference.backends import backend_device
+
+    return backend_device(backend, device)
