@@ -43,4 +43,5 @@ def train(data: str | os.PathLike, arch: str, out: str | os.PathLike | None = No
     # Trained, then calibrated on the validation split (the card's temperature): the returned
     # model's probabilities are calibrated.
     result, _ = train_and_fit(data, TrainOptions.from_kwargs(arch=arch, out=out, **options))
-    return load_model(result.model_dir)
+    # On the device it was trained on (``device``, a TrainOptions field: "auto" by default).
+    return load_model(result.model_dir, device=options.get("device") or "auto")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from image_classifier.cli.options import add_device_argument, resolve_device_option
 from image_classifier.i18n import DEFAULT, SUPPORTED
 from image_classifier.inference import add_backend_argument
 
@@ -34,6 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--no-speed", action="store_true", help="skip the size/latency/throughput measurements")
     add_backend_argument(p)
+    add_device_argument(p)
     p.add_argument("--no-reject", action="store_true",
                    help="do not apply the model's \"none of these\" rejection rule")
     p.add_argument("--unknown", type=Path, default=None, metavar="DIR",
@@ -52,11 +54,12 @@ def run(args: argparse.Namespace) -> int:
     from image_classifier.report.tables import format_terminal_table
     from image_classifier.study.evaluate import EvaluateOptions, run_evaluate
 
+    resolve_device_option(args.device, args.backend)  # no GPU for --device cuda: exit 2 before loading
     runtime.configure()
     options = EvaluateOptions(
         model=args.model_dir, data=args.data, split=args.split, subset=args.subset, out=args.out, seed=args.seed,
         speed=not args.no_speed, invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), backend=args.backend,
-        lang=args.lang, reject=not args.no_reject, unknown=args.unknown,
+        lang=args.lang, reject=not args.no_reject, unknown=args.unknown, device=args.device,
     )
     study = run_evaluate(options, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_terminal_table(study))
@@ -65,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     (model,) = study.models
     if model.skipped:
         print(f"{len(model.skipped)} unreadable image(s) skipped: {', '.join(list(model.skipped)[:5])}")
-    print(f"backend: {model.backend.name} ({model.backend.reason})")
+    print(f"backend: {model.backend.name} ({model.backend.reason}); device: "
+          f"{study.environment.machine.get('device', 'cpu')}")
     print(calibration_line(model))
     print(f"report: {study.report_path}")
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from image_classifier.errors import ImageClassifierError
 
@@ -18,8 +19,27 @@ def parse_arch_path(text: str, *, flag: str = "--weights") -> tuple[str | None, 
     return arch.strip(), Path(path)
 
 
-def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    """``--device auto|cpu|cuda|cuda:N`` (checked by :func:`image_classifier.device.resolve_device`)."""
-    parser.add_argument("--device", default="auto", metavar="DEVICE",
-                        help="auto (default): the first CUDA GPU when PyTorch sees one, else the CPU; "
-                             "or cpu, cuda, cuda:N")
+# --- --device (issue 15): shared by every command that predicts or trains -------------------------
+#: What ``--device`` accepts (image_classifier.device.DEVICE_CHOICES; spelled here so that ``--help``
+#: does not import torch).
+DEVICE_METAVAR = "{auto,cpu,cuda,cuda:N}"
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """Add the shared ``--device`` option; the value is checked by
+    :func:`image_classifier.device.resolve_device` (see :func:`resolve_device_option`)."""
+    parser.add_argument(
+        "--device", default=default, metavar=DEVICE_METAVAR,
+        help="where the network computes: auto (default): the first CUDA GPU when PyTorch sees one, else the "
+             "CPU; cpu; cuda or cuda:N: that GPU (an error when there is none)",
+    )
+
+
+def resolve_device_option(device: str, backend: str = "torch") -> Any:
+    """``--device`` checked against ``--backend`` before anything heavy is loaded: the
+    :class:`torch.device` to compute on, or an :class:`~image_classifier.errors.OptionError` (exit 2)
+    for a malformed name, ``cuda`` without a GPU, or an ONNX backend asked to run on a GPU."""
+    # Lazy (see image_classifier.cli): resolving a device imports torch, which --help never needs.
+    from image_classifier.inference.backends import backend_device
+
+    return backend_device(backend, device)

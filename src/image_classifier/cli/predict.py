@@ -8,6 +8,7 @@ import sys
 
 from image_classifier import load_model  # light: inference loads on the call
 from image_classifier.errors import ImageClassifierError
+from image_classifier.cli.options import add_device_argument, resolve_device_option
 from image_classifier.inference import add_backend_argument
 from image_classifier.runs import resolve_model_dir
 
@@ -28,6 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes to show per image (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON: every class's probability per image")
     add_backend_argument(p)
+    add_device_argument(p)
     p.add_argument("--no-reject", action="store_true",
                    help="never answer \"unknown\": always print the most probable classes, even for an image "
                         "like none of the model's classes (default: the model's rejection rule, fitted on "
@@ -64,21 +66,23 @@ def run(args: argparse.Namespace) -> int:
     from image_classifier.runtime import configure
 
     options = PredictOptions(top_k=args.top_k, batch_size=args.batch_size)  # checked before the model loads
+    device = resolve_device_option(args.device, args.backend)  # so is --device (no GPU: exit 2)
 
     configure()
     model_dir = resolve_model_dir(args.model)
     try:
-        classifier = load_model(model_dir, backend=args.backend, reject=not args.no_reject)
+        classifier = load_model(model_dir, backend=args.backend, reject=not args.no_reject, device=device)
     except ValueError as err:  # unknown backend
         raise ImageClassifierError(str(err)) from None
     # stderr, so that --json output stays machine-readable.
-    print(f"backend: {classifier.backend_name} ({classifier.backend_reason})", file=sys.stderr)
+    print(f"backend: {classifier.backend_name} ({classifier.backend_reason}); device: {classifier.device}",
+          file=sys.stderr)
 
     results = predict_files(classifier, args.images, options)
     failed = sum(1 for r in results if "error" in r)
     if args.json:
         json.dump({"model": str(model_dir), "architecture": classifier.card.get("architecture"),
-                   "backend": classifier.backend_name,
+                   "backend": classifier.backend_name, "device": str(classifier.device),
                    "classes": classifier.classes, "predictions": results}, sys.stdout, indent=2)
         print()
     else:

@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 
+from image_classifier.cli.options import add_device_argument, resolve_device_option
 from image_classifier.errors import ImageClassifierError
 from image_classifier.i18n import DEFAULT as DEFAULT_LANG, SUPPORTED as LANGUAGES
 from image_classifier.inference import add_backend_argument
@@ -41,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--max-batch", type=int, default=None,
                    help="largest batch formed from requests that arrive together (default: 8; 1 = no batching)")
     add_backend_argument(p)
+    add_device_argument(p)
     p.add_argument("--models", default=None, metavar="NAME[,NAME...]",
                    help="serve only these models of a run (default: all of them)")
     p.add_argument("--max-upload-mb", type=float, default=10.0,
@@ -66,10 +68,12 @@ def run(args: argparse.Namespace) -> int:
         raise ImageClassifierError("--threads must be at least 1")
     if args.max_upload_mb <= 0:
         raise ImageClassifierError("--max-upload-mb must be positive")
+    device = resolve_device_option(args.device, args.backend)  # no GPU for --device cuda: exit 2, no server
     runtime.configure(num_threads=args.torch_threads or DEFAULT_TORCH_THREADS)
     only = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
     # Reads only the model cards: a wrong path fails here, before the server starts.
     store = ModelStore.from_paths(args.paths, only=only, backend=args.backend, reject=not args.no_reject,
+                                  device=device,
                                   **({"max_batch": args.max_batch} if args.max_batch else {}))
     max_upload = int(args.max_upload_mb * 1024 * 1024)
     app = create_app(store, max_upload_bytes=max_upload, load=False, lang=args.lang)
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         if not store.ready:  # stopped while loading
             return
         print(f"image-classifier: ready: {len(store.names)} model(s) loaded in {store.load_seconds:.1f} s; "
-              f"default {store.default}", flush=True)
+              f"default {store.default}; computing on {store.device}", flush=True)
 
     _install_stop_handlers(stop, hurry)
     threading.Thread(target=load, name="model-loader", daemon=True).start()

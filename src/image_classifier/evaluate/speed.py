@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+from image_classifier.inference.backends import module_device
 from image_classifier.inference.classifier import Classifier
 from image_classifier.inference.ensemble import EnsembleClassifier
 from image_classifier.inference.timing import SpeedConfig, latency_summary, time_calls
@@ -80,7 +81,7 @@ def flops_per_image(module: Any, batch: Any) -> int:
     """
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
-        module(batch)
+        module(torch.as_tensor(batch).to(module_device(module)))  # where the network is: CPU or GPU
     return int(counter.get_total_flops() // max(1, batch.shape[0]))
 
 

@@ -23,9 +23,10 @@ from image_classifier.runs import BACKEND_RECORD_NAME
 
 #: What ``--backend`` / ``load_model(backend=...)`` accept.
 #: "auto" picks the fastest backend measured for the model on this machine (measured once, recorded
-#: in ``MODEL_DIR/backend.json``). "torch" is eager PyTorch fp32. "torch-bf16" is PyTorch with
-#: channels-last and bfloat16 autocast (only where the CPU has native bf16). "onnx" is ONNX Runtime
-#: on ``model.onnx`` and "onnx-int8" on ``model.int8.onnx`` (both written by ``image-classifier export``).
+#: in ``MODEL_DIR/backend.json``; on a GPU, ``device="cuda"``, it is "torch" there without measuring).
+#: "torch" is eager PyTorch fp32. "torch-bf16" is PyTorch with channels-last and bfloat16 (only
+#: where the CPU has native bf16; on a GPU, bf16 autocast). "onnx" is ONNX Runtime on ``model.onnx``
+#: and "onnx-int8" on ``model.int8.onnx`` (both written by ``image-classifier export``; CPU only).
 BACKENDS = ("auto", "torch", "torch-bf16", "onnx", "onnx-int8")
 
 #: Concrete backends ("auto" resolves to one of these).
@@ -41,9 +42,10 @@ def add_backend_argument(parser: argparse.ArgumentParser, default: str = "auto")
     parser.add_argument(
         "--backend", choices=BACKENDS, default=default,
         help=(
-            "inference backend: auto = the fastest measured for this model on this machine "
-            f"(measured once, recorded in MODEL_DIR/{BACKEND_RECORD_NAME}); torch = eager PyTorch fp32; "
-            "torch-bf16 = PyTorch bfloat16 + channels-last; onnx / onnx-int8 = ONNX Runtime on the "
-            "files written by `image-classifier export` (default: %(default)s)"
+            "inference backend: auto = on a GPU (see --device) eager PyTorch there, on the CPU the fastest "
+            f"measured for this model on this machine (measured once, recorded in MODEL_DIR/{BACKEND_RECORD_NAME}); "
+            "torch = eager PyTorch fp32; torch-bf16 = PyTorch bfloat16 + channels-last (on a GPU: bf16 autocast); "
+            "onnx / onnx-int8 = ONNX Runtime on the CPU, on the files written by `image-classifier export` "
+            "(default: %(default)s)"
         ),
     )

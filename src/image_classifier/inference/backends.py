@@ -21,7 +21,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from image_classifier.errors import ModelFormatError
+from image_classifier.device import amp_dtype, describe_device, is_cuda, resolve_device
+from image_classifier.errors import ModelFormatError, OptionError
 from image_classifier.inference.calibration import card_temperature
 from image_classifier.inference.onnx_metadata import check_against_card
 from image_classifier.fileio import sha256_file
@@ -59,19 +60,68 @@ def inference_threads() -> int:
     return max(1, torch.get_num_threads())
 
 
+#: The ONNX backends: ONNX Runtime's CPU execution provider only.
+ONNX_BACKENDS = ("onnx", "onnx-int8")
+
+
+def _asks_for_cuda(spec: str | torch.device | None) -> bool:
+    """Whether ``spec`` names a GPU explicitly (``cuda``, ``cuda:N``), not ``auto`` or ``cpu``."""
+    if isinstance(spec, torch.device):
+        return spec.type == "cuda"
+    return (spec or "auto").strip().lower().startswith("cuda")
+
+
+def backend_device(backend: str, device: str | torch.device | None = "auto") -> torch.device:
+    """The device ``backend`` runs on when ``device`` (``--device``) is asked for.
+
+    The torch backends (and ``auto``) run on :func:`~image_classifier.device.resolve_device`'s
+    answer. The ONNX backends run on the CPU only: ``auto`` means the CPU for them, and an explicit
+    ``cuda`` is an :class:`~image_classifier.errors.OptionError` saying what to use instead (never
+    a silent CPU run for a user who asked for the GPU)."""
+    if backend in ONNX_BACKENDS:
+        if _asks_for_cuda(device):
+            raise OptionError(
+                f"--backend {backend} --device {device}: the ONNX backends run on the CPU only (ONNX Runtime's "
+                "CPU provider); use --backend torch or torch-bf16 to predict on the GPU, or --device cpu")
+        resolve_device(device)  # a malformed name is still an error
+        return torch.device("cpu")
+    return resolve_device(device)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where ``module``'s weights are (the CPU for a module without parameters)."""
+    first = next(module.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 class TorchBackend:
     """Eager PyTorch. ``bf16=True`` runs a bfloat16 copy of the network in channels-last layout,
     which oneDNN executes with native bf16 instructions on CPUs that have them.
 
     ``temperature`` is the model's calibration (the card's, see
     :mod:`image_classifier.inference.calibration`): the probabilities are ``softmax(logits / T)``,
-    what the exported ONNX graph computes too."""
+    what the exported ONNX graph computes too.
 
-    def __init__(self, module: torch.nn.Module, *, bf16: bool = False, temperature: float = 1.0) -> None:
+    ``device`` (default the CPU): on a CUDA GPU the network itself is moved there in channels-last
+    layout (so :attr:`Classifier.module` is the network that computes, and hooks on it see every
+    pass), each batch is copied from pinned memory without blocking, and ``bf16=True`` runs it
+    under bfloat16 autocast (float16 on a GPU without bf16) instead of a bf16 copy. The
+    probabilities come back as a CPU numpy array on every device."""
+
+    def __init__(self, module: torch.nn.Module, *, bf16: bool = False, temperature: float = 1.0,
+                 device: torch.device | str | None = None) -> None:
         self.bf16 = bf16
         self.temperature = float(temperature)
         self.name = "torch-bf16" if bf16 else "torch"
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.cuda = is_cuda(self.device)
+        #: The autocast dtype on a GPU (None: fp32, and always None on the CPU, whose bf16 is a copy).
+        self.autocast_dtype = amp_dtype(self.device) if self.cuda and bf16 else None
         module = module.eval()
+        if self.cuda:
+            # In place, not a copy: one network on the GPU, shared with Classifier.module.
+            self.module = module.to(self.device, memory_format=torch.channels_last)
+            return
         if bf16:
             if not bf16_supported():
                 log.warning("this CPU has no native bfloat16: torch-bf16 will be slower than torch")
@@ -84,6 +134,8 @@ class TorchBackend:
     def predict_tensor(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
         if isinstance(batch, np.ndarray):
             batch = torch.from_numpy(batch)
+        if self.cuda:
+            return self._predict_on_gpu(batch)
         if self.bf16:
             batch = batch.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
         logits = self.module(batch).float()
@@ -91,7 +143,26 @@ class TorchBackend:
             logits = logits / self.temperature
         return torch.softmax(logits, dim=1).numpy()
 
+    def _predict_on_gpu(self, batch: torch.Tensor) -> np.ndarray:
+        # Pinned host memory lets the copy run asynchronously; ``.cpu()`` at the end waits for it all.
+        if batch.device.type == "cpu":
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
+        batch = batch.to(self.device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
+        if self.autocast_dtype is not None:
+            with torch.autocast(device_type="cuda", dtype=self.autocast_dtype):
+                logits = self.module(batch)
+        else:
+            logits = self.module(batch)
+        logits = logits.float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        return torch.softmax(logits, dim=1).cpu().numpy()
+
     def describe(self) -> str:
+        if self.cuda:
+            precision = (f"{str(self.autocast_dtype).removeprefix('torch.')} autocast, channels-last"
+                         if self.autocast_dtype is not None else "float32, channels-last")
+            return f"PyTorch {torch.__version__} eager ({precision}, {self.device}: {describe_device(self.device).name})"
         precision = "bfloat16, channels-last" if self.bf16 else "float32"
         return f"PyTorch {torch.__version__} eager ({precision}, {torch.get_num_threads()} threads)"
 
@@ -203,14 +274,18 @@ def open_onnx_backend(model_dir: str | os.PathLike, card: dict, name: str = "onn
 
 
 def create_backend(name: str, model_dir: str | os.PathLike | None, card: dict,
-                   module_loader: Callable[[], torch.nn.Module], *, threads: int | None = None) -> Backend:
+                   module_loader: Callable[[], torch.nn.Module], *, threads: int | None = None,
+                   device: torch.device | None = None) -> Backend:
     """Build the concrete backend ``name`` for a saved model. ``module_loader`` gives the PyTorch
-    network and is only called by the torch backends, so an ONNX-served model never loads it."""
+    network and is only called by the torch backends, so an ONNX-served model never loads it.
+    ``device``: where a torch backend computes (default the CPU); an ONNX backend refuses a GPU."""
     if name == "torch":
-        return TorchBackend(module_loader(), temperature=card_temperature(card))
+        return TorchBackend(module_loader(), temperature=card_temperature(card), device=device)
     if name == "torch-bf16":
-        return TorchBackend(module_loader(), bf16=True, temperature=card_temperature(card))
-    if name in ("onnx", "onnx-int8"):
+        return TorchBackend(module_loader(), bf16=True, temperature=card_temperature(card), device=device)
+    if name in ONNX_BACKENDS:
+        if device is not None:
+            backend_device(name, device)  # an OptionError on a GPU
         if model_dir is None:
             raise ValueError(f"backend {name!r} needs a saved model directory with an exported file")
         return open_onnx_backend(model_dir, card, name, threads=threads)

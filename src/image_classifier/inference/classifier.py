@@ -160,9 +160,18 @@ class Classifier(BatchedPrediction):
     def backend_name(self) -> str:
         return self.backend.name
 
-    def with_backend(self, name: str, *, threads: int | None = None) -> Classifier:
-        """The same model on another concrete backend (sharing the PyTorch module and preprocessing)."""
-        backend = create_backend(name, self.model_dir, self.card, lambda: self.module, threads=threads)
+    @property
+    def device(self) -> torch.device:
+        """Where the forward pass computes: the torch backend's device; the CPU for ONNX Runtime."""
+        return getattr(self.backend, "device", None) or torch.device("cpu")
+
+    def with_backend(self, name: str, *, threads: int | None = None, device: torch.device | None = None
+                     ) -> Classifier:
+        """The same model on another concrete backend (sharing the PyTorch module and preprocessing),
+        a torch backend on ``device`` (default: where this classifier computes)."""
+        device = device if device is not None else (self.device if name.startswith("torch") else None)
+        backend = create_backend(name, self.model_dir, self.card, lambda: self.module, threads=threads,
+                                 device=device)
         return Classifier(self._module, self.classes, self.preprocessing, self.card, self.model_dir,
                           backend=backend, module_loader=self._module_loader or (lambda: self.module),
                           face_path=self.face_path, reject=self.reject)
@@ -280,7 +289,7 @@ class Classifier(BatchedPrediction):
 
 def open_classifier(model_dir: str | os.PathLike, backend: str = "torch", *, threads: int | None = None,
                     face_cache: FaceCache | None = None, backend_reason: str = "requested",
-                    reject: bool = True) -> Classifier:
+                    reject: bool = True, device: torch.device | None = None) -> Classifier:
     """Open a saved model (architecture from the registry, weights from safetensors) with its
     forward pass on the concrete ``backend`` (one of :data:`~image_classifier.inference.CONCRETE_BACKENDS`).
 
@@ -289,6 +298,8 @@ def open_classifier(model_dir: str | os.PathLike, backend: str = "torch", *, thr
     The PyTorch network is kept only for the torch backends; an ONNX-run classifier builds it when
     first asked for (a face model reads its face head from it, then lets it go).
     ``reject=False`` never answers "unknown" (the card's rejection rule is not applied).
+    ``device`` (a resolved :class:`torch.device`, default the CPU): where a torch backend computes;
+    the weights are read on the CPU and moved there (see :class:`~.backends.TorchBackend`).
     """
     if backend not in CONCRETE_BACKENDS:
         hint = " (resolve it with image_classifier.load_model)" if backend == "auto" else ""
@@ -303,7 +314,7 @@ def open_classifier(model_dir: str | os.PathLike, backend: str = "torch", *, thr
         return module if module is not None else loader()
 
     face_path = _face_path(model_dir, card, preprocessing, network, face_cache) if "faces" in card else None
-    impl = create_backend(backend, model_dir, card, network, threads=threads)
+    impl = create_backend(backend, model_dir, card, network, threads=threads, device=device)
     return Classifier(module, card["classes"], preprocessing, card, model_dir,
                       backend=impl, module_loader=loader, backend_reason=backend_reason, face_path=face_path,
                       reject=reject)

@@ -242,6 +242,12 @@ class EnsembleClassifier(BatchedPrediction):
         return self.backend.name
 
     @property
+    def device(self) -> torch.device:
+        """Where the members compute: the GPU when one of them runs there, else the CPU."""
+        devices = [clf.device for _, clf, _ in self.members]
+        return next((d for d in devices if d.type == "cuda"), devices[0])
+
+    @property
     def architecture(self) -> str:
         return ENSEMBLE_ARCHITECTURE
 

@@ -10,7 +10,9 @@ for ResNet-50 the last bottleneck of layer4.
 It runs on :attr:`Classifier.module`, the PyTorch network, whatever backend serves the model: for
 an ONNX-served model the network is built on the first explanation only (cost only when asked).
 No hook is registered: the backbone is split at that stage, the prefix runs without gradients and
-the rest on a leaf tensor, so concurrent requests never share state.
+the rest on a leaf tensor, so concurrent requests never share state. It computes where the
+network is (a model loaded with ``device="cuda"`` explains on the GPU, in float32, whatever
+autocast its backend uses) and the heat map comes back as a CPU numpy array.
 
 For a ``face_embedding`` model whose answer came from a face, the explanation is that face's box
 ("decided by the face in this box"); when its fallback network answered, Grad-CAM of the fallback.
@@ -33,6 +35,7 @@ from torch import nn
 
 from image_classifier.data.decode import load_image
 from image_classifier.errors import ModelFormatError
+from image_classifier.inference.backends import module_device
 from image_classifier.inference.classifier import Classifier, ImageSource
 from image_classifier.inference.preprocess import images_to_array
 from image_classifier.preprocessing import Preprocessing
@@ -112,7 +115,7 @@ def grad_cam(net: nn.Module, batch: torch.Tensor | np.ndarray, target: int | Non
     """Grad-CAM of one preprocessed image ``batch`` (1, 3, H, W) for class ``target`` (default:
     the network's own top class), upsampled to (H, W) and scaled to [0, 1] (all zero when nothing
     speaks for the class)."""
-    x = torch.as_tensor(batch, dtype=torch.float32)
+    x = torch.as_tensor(batch, dtype=torch.float32).to(module_device(net))
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError(f"grad_cam takes one image as a (1, 3, H, W) batch, not {tuple(x.shape)}")
     stage = conv_stage(net)
@@ -134,7 +137,7 @@ def grad_cam(net: nn.Module, batch: torch.Tensor | np.ndarray, target: int | Non
         cam = nn.functional.interpolate(cam, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)[0, 0]
         top = float(cam.max())
         heat = (cam / top) if top > 0 else torch.zeros_like(cam)
-    return GradCam(heat.clamp(0, 1).numpy().astype(np.float32), index, stage.layer)
+    return GradCam(heat.clamp(0, 1).cpu().numpy().astype(np.float32), index, stage.layer)
 
 
 def jet(values: np.ndarray) -> np.ndarray:

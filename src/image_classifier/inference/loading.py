@@ -4,6 +4,10 @@ The top of the inference stack: ``auto`` is resolved by :mod:`image_classifier.i
 (the recorded choice, or a measurement that opens every candidate), then the model is opened on
 that concrete backend (:func:`~image_classifier.inference.classifier.open_classifier`), reusing the
 classifier the measurement already opened.
+
+``device`` (``--device``): the torch backends run on it. On a GPU ``auto`` is eager PyTorch fp32
+there, without measuring (the ONNX backends run on the CPU only, and no CPU backend is faster than
+the GPU on a batch); on the CPU ``auto`` is the measured choice, as before.
 """
 from __future__ import annotations
 
@@ -11,8 +15,12 @@ import logging
 import os
 from pathlib import Path
 
+import torch
+
+from image_classifier.device import describe_device, is_cuda
 from image_classifier.faces import FaceCache
 from image_classifier.inference import BACKENDS
+from image_classifier.inference.backends import backend_device
 from image_classifier.inference.classifier import Classifier, open_classifier
 from image_classifier.inference.ensemble import EnsembleClassifier, is_ensemble_card, open_ensemble
 from image_classifier.inference.selection import choose_backend
@@ -22,8 +30,8 @@ log = logging.getLogger(__name__)
 
 
 def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: int | None = None,
-               remeasure: bool = False, face_cache: FaceCache | None = None, reject: bool = True
-               ) -> Classifier | EnsembleClassifier:
+               remeasure: bool = False, face_cache: FaceCache | None = None, reject: bool = True,
+               device: str | torch.device | None = "auto") -> Classifier | EnsembleClassifier:
     """Open a saved model directory with its forward pass on ``backend`` (one of :data:`BACKENDS`).
 
     ``backend="auto"`` (the default) runs the backend measured fastest for this model on this
@@ -37,15 +45,28 @@ def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: 
     loaded by this function on ``backend`` (``auto``: each on its own fastest backend).
     ``reject`` (default True): answer ``"unknown"`` for an image the model's rejection rule (fitted
     on validation, in the card) finds like none of its classes; False never does (``--no-reject``).
+    ``device``: ``auto`` (default: the first CUDA GPU when PyTorch sees one, else the CPU), ``cpu``,
+    ``cuda`` or ``cuda:N`` (or a :class:`torch.device`): where the torch backends compute. The
+    probabilities come back as CPU numpy arrays on every device. ONNX backends run on the CPU:
+    with them ``auto`` is the CPU and ``cuda`` an :class:`~image_classifier.errors.OptionError`.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    where = backend_device(backend, device)  # a bad --device fails before any file is read
     card = read_card(model_dir)
     if is_ensemble_card(card):
         return open_ensemble(model_dir, card, lambda member: load_model(
-            member, backend, threads=threads, remeasure=remeasure, face_cache=face_cache), reject=reject)
+            member, backend, threads=threads, remeasure=remeasure, face_cache=face_cache, device=where),
+            reject=reject)
     if backend != "auto":
-        return open_classifier(model_dir, backend, threads=threads, face_cache=face_cache, reject=reject)
+        return open_classifier(model_dir, backend, threads=threads, face_cache=face_cache, reject=reject,
+                               device=where)
+    if is_cuda(where):
+        reason = (f"auto: PyTorch on the GPU ({where}: {describe_device(where).name}); "
+                  "the ONNX backends run on the CPU only")
+        log.info("%s: backend torch (%s)", model_dir, reason)
+        return open_classifier(model_dir, "torch", threads=threads, face_cache=face_cache, backend_reason=reason,
+                               reject=reject, device=where)
     model_dir = Path(model_dir)
     opened: dict[str, Classifier] = {}
     choice = choose_backend(model_dir, card, remeasure=remeasure, classifiers=opened,

@@ -179,11 +179,13 @@ def _not_ready_response(store: ModelStore, message: str | None = None) -> Respon
 def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathLike, *,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, backend: str = "torch",
                only: Sequence[str] | None = None, load: bool = True, lang: str = DEFAULT_LANG,
-               reject: bool = True) -> Flask:
+               reject: bool = True, device: str = "cpu") -> Flask:
     """Build the app for ``models``: a :class:`ModelStore`, or paths of model/run directories.
 
     ``lang`` is the page's language for a browser that asks for none of :data:`LANGUAGES`.
     ``reject=False`` (``serve --no-reject``) never answers "unknown" (given paths; a store has its own).
+    ``device`` (``serve --device``: auto, cpu, cuda, cuda:N) is where the networks compute (given
+    paths; a store has its own); the page and the API are the same on every device.
 
     Given paths, the models are loaded here unless ``load=False`` (then call ``store.load()`` or
     ``store.start_loading()``; /api/health answers 503 until they are in). The store is
@@ -195,7 +197,7 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
         store = models
     else:
         paths = [models] if isinstance(models, (str, os.PathLike)) else list(models)
-        store = ModelStore.from_paths(paths, only=only, backend=backend, reject=reject)
+        store = ModelStore.from_paths(paths, only=only, backend=backend, reject=reject, device=device)
     if load:
         store.load()
     if max_upload_bytes < 1:

@@ -32,6 +32,7 @@ from PIL import Image
 from image_classifier.data.decode import MAX_PIXELS
 from image_classifier.errors import ImageClassifierError, ModelFormatError
 from image_classifier.faces import FaceCache
+from image_classifier.inference.backends import backend_device
 from image_classifier.inference.explain import explain as explain_image
 from image_classifier.inference.files import top_labels
 from image_classifier.inference.loading import load_model
@@ -273,9 +274,13 @@ class ModelStore:
     """
 
     def __init__(self, discovery: Discovery, *, backend: str = "torch", max_pixels: int | None = None,
-                 max_parallel: int | None = None, max_batch: int = DEFAULT_MAX_BATCH, reject: bool = True) -> None:
+                 max_parallel: int | None = None, max_batch: int = DEFAULT_MAX_BATCH, reject: bool = True,
+                 device: str | torch.device = "cpu") -> None:
         self.discovery = discovery
         self.backend = backend
+        #: Where the networks compute (``serve --device``), checked against the backend now, before
+        #: any weights are read: a GPU that is not there fails at start-up, not at the first request.
+        self.device = backend_device(backend, device)
         #: Answer "unknown" (None of these) where a model's rejection rule says so (``serve --no-reject``: False).
         self.reject = reject
         self.max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
@@ -330,7 +335,8 @@ class ModelStore:
                     if self.closed:  # stopped while loading: skip the remaining models
                         return self
                     t0 = time.perf_counter()
-                    clf = load_model(entry.path, backend=self.backend, face_cache=face_cache, reject=self.reject)
+                    clf = load_model(entry.path, backend=self.backend, face_cache=face_cache, reject=self.reject,
+                                     device=self.device)
                     self._warm_up(clf)
                     self._models[entry.name] = ServedModel(entry, clf)
                     log.info("loaded %s (%s) in %.1f s; backend %s (%s)", entry.name,

@@ -65,6 +65,8 @@ class EvaluateOptions:
     reject: bool = True
     #: A folder of images of none of the classes (``--unknown``): the rejection rule is measured on them.
     unknown: Path | None = None
+    #: Where the network computes (``--device``): auto, cpu, cuda or cuda:N (issue 15).
+    device: str = "auto"
 
     def check(self) -> EvaluateOptions:
         if self.subset not in SUBSETS:
@@ -101,6 +103,8 @@ def reproduce_command(options: EvaluateOptions, out_dir: Path) -> str:
         args.append("--no-speed")
     if options.backend != "auto":
         args += ["--backend", options.backend]
+    if options.device != "auto":
+        args += ["--device", options.device]
     if not options.reject:
         args.append("--no-reject")
     if options.unknown is not None:
@@ -113,12 +117,12 @@ def run_evaluate(options: EvaluateOptions, *, on_progress: Callable[[str], None]
     options = options.check()
     timings: dict[str, float] = {}
     model_dir = resolve_model_dir(options.model)
-    classifier = load_model(model_dir, backend=options.backend, reject=options.reject)
+    classifier = load_model(model_dir, backend=options.backend, reject=options.reject, device=options.device)
     unknowns = unknown_images(options.unknown) if options.unknown is not None else None  # checked before scoring
     card = classifier.card
     arch = str(card.get("architecture", model_dir.name))
     backend = BackendUsed(classifier.backend_name, classifier.backend_reason, classifier.backend.describe())
-    say(f"backend: {backend.name} ({backend.reason})")
+    say(f"backend: {backend.name} ({backend.reason}); device: {classifier.device}")
 
     sizes: dict[str, dict[str, int]]
     if options.split is not None:
@@ -209,7 +213,7 @@ def run_evaluate(options: EvaluateOptions, *, on_progress: Callable[[str], None]
             split=SplitInfo(path=os.fspath(options.split) if options.split else None, sizes=sizes),
             warnings=warnings,
         ),
-        environment=describe_environment(),
+        environment=describe_environment(device=classifier.device),  # the device that computed
         speed_config=options.speed_config.to_dict() if speed else None,
         models=[entry],
         alerts=alerts,
