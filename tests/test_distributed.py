@@ -216,3 +216,38 @@ def test_device_cuda_without_a_gpu_is_a_clear_error_and_auto_is_the_cpu(folder, 
     one = _child(folder, tmp_path / "auto", "ddp_scratch", "--epochs", "1", "--device", "auto")
     assert one.returncode == 0
     assert json.loads((tmp_path / "auto" / CARD_NAME).read_text())["device"]["device"] == "cpu"
+
+
+@pytest.mark.slow
+def test_compare_nproc_trains_each_model_through_torchrun(tmp_path, athletes_dir):
+    weights = ROOT.parent / "shared" / "weights" / "mobilenet_v2-b0353104.pth"
+    data = tmp_path / "data"
+    for cls in sorted(p for p in athletes_dir.iterdir() if p.is_dir()):
+        (data / cls.name).mkdir(parents=True)
+        for f in sorted(cls.iterdir())[:14]:
+            (data / cls.name / f.name).symlink_to(f)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "image_classifier", "compare", str(data), "--models", "mobilenet_v2",
+           "--weights", f"mobilenet_v2={weights}", "--nproc", "2", "--device", "cpu", "--out", str(out),
+           "--set", "phases.0.epochs=1", "--set", "phases.1.epochs=1", "--set", "feature_views=1",
+           "--set", "batch_size=8", "--no-export", "--no-faces", "--no-audit", "--no-ensemble", "--no-cache",
+           "--no-progress", "--speed-repeats", "1"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=_env(), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-4000:]
+    card = json.loads((out / "models" / "mobilenet_v2" / CARD_NAME).read_text())
+    assert card["distributed"] == {"world_size": 2, "backend": "gloo"}
+    assert "calibration" in card and "rejection" in card
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["machine"]["device"] == "cpu"
+    assert "nproc_per_node=2" in run.stderr  # the command it ran is shown
+
+
+def test_compare_refuses_a_gpu_it_does_not_have(tmp_path, folder):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    run = subprocess.run([sys.executable, "-m", "image_classifier", "compare", str(folder), "--device", "cuda:0",
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120, env=_env())
+    assert run.returncode == 2 and "no CUDA GPU is available" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "image_classifier", "compare", str(folder), "--nproc", "0",
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120, env=_env())
+    assert run.returncode == 2 and "--nproc must be at least 1" in run.stderr

@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from image_classifier.cli.options import parse_arch_path
+from image_classifier.cli.options import add_device_argument, parse_arch_path
 from image_classifier.errors import ImageClassifierError
 from image_classifier.i18n import DEFAULT, SUPPORTED
 from image_classifier.runs import (
@@ -71,6 +71,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="a folder of images of none of the classes (nested or flat): each model's rejection "
                         "rule is measured on them against the test split (default: leave-one-class-out on "
                         "the models' features)")
+    add_device_argument(p)
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train each model on N processes of this machine through torchrun (DistributedDataParallel; "
+                        "on a GPU machine one GPU per process); default 1")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch progress bars")
     p.add_argument("--lang", choices=SUPPORTED, default=DEFAULT,
                    help=f"language of {REPORT_MD_NAME}, {REPORT_HTML_NAME} and their figures: "
@@ -130,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         resume="fresh" if args.fresh else "resume" if args.resume else "auto",
         invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), lang=args.lang,
         ensemble=not args.no_ensemble, ensemble_max_latency_ms=args.ensemble_max_latency, keep=args.keep, unknown=args.unknown,
+        device=args.device, nproc=args.nproc,
     )
     study = run_compare(options, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print()

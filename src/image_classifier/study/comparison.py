@@ -57,7 +57,9 @@ from image_classifier.study.resume import (
     ModelDecision, check_writable, clear_run, decide, discard_stale_resume, expected_identity, has_previous_run,
     refusal,
 )
-from image_classifier.training import ImageCache, TrainResult, resolve_recipe, train_model
+from image_classifier.device import resolve_device
+from image_classifier.training import ImageCache, TrainOptions, TrainResult, resolve_recipe, train_model
+from image_classifier.training.launch import train_on_processes
 from image_classifier.trust.fit import fit_trust
 from image_classifier.trust.rejection import needs_rejection
 
@@ -260,21 +262,24 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             continue
         say(f"[model {i}/{n}] {decision.line}{_eta_text(done, to_train - len(done))}")
         t0 = time.perf_counter()
-        results[arch] = train_model(
-            split, arch, model_dir,
-            recipe_overrides=options.overrides_for(arch),
-            weights=options.weights_for(arch),
-            seed=options.seed,
-            cache=image_cache,
-            progress=options.progress,
-            resume=decision.action == "resume",
-            face_cache=face_cache,
+        train_options = TrainOptions(
+            arch, out=model_dir, seed=options.seed, split=split_path, set=options.overrides_for(arch) or {},
+            weights=options.weights_for(arch), resume=decision.action == "resume",
+            force=decision.action != "resume", progress=options.progress, keep=options.keep,
+            cache=options.cache_dir is not None, cache_dir=options.cache_dir, device=options.device,
         )
+        if options.nproc > 1:
+            # torchrun runs `image-classifier train`, which also fits calibration and rejection.
+            train_on_processes(options.data, train_options, options.nproc)
+            results[arch] = TrainResult.from_card(model_dir, read_card(model_dir))
+        else:
+            results[arch] = train_model(split, train_options, cache=image_cache, face_cache=face_cache)
         done.append(time.perf_counter() - t0)
         r = results[arch]
         say(f"[model {i}/{n}] {arch}: validation accuracy {r.best_val_accuracy:.3f} "
             f"(epoch {r.best_epoch}), trained in {done[-1]:.0f} s")
-        trust_seconds += fit_after_training(i, arch, model_dir)
+        if CALIBRATION_KEY not in r.card or needs_rejection(r.card, options.keep):
+            trust_seconds += fit_after_training(i, arch, model_dir)
     timings["train_seconds"] = sum(done)
     timings["trust_seconds"] = trust_seconds
 
@@ -391,7 +396,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             warnings=list(audit.warnings), duplicates=describe_duplicates(audit, split),
             faces=FaceSummary.from_json(survey.to_json()) if survey is not None else None,
         ),
-        environment=describe_environment(),
+        environment=describe_environment(resolve_device(options.device)),
         speed_config=options.speed.to_dict(),
         selection=Selection(best, SELECTION_CRITERION, os.path.relpath(best_dir, run_dir)),
         models=entries,

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from image_classifier.errors import DatasetError, ImageClassifierError
+import torch
+
+from image_classifier.device import resolve_device
+from image_classifier.errors import DatasetError, ImageClassifierError, OptionError
 from image_classifier.evaluate.speed import SpeedConfig
 from image_classifier.i18n import DEFAULT, SUPPORTED
 from image_classifier.models.registry import get_arch, list_archs
@@ -102,6 +105,12 @@ class CompareOptions:
     #: A folder of images of none of the classes (``--unknown``): the rule is measured on them; None:
     #: measured by leave-one-class-out on the models' features.
     unknown: Path | None = None
+    #: Where the networks train and are scored (``--device``): "auto" (a CUDA GPU when PyTorch sees
+    #: one, else the CPU), "cpu", "cuda", "cuda:N".
+    device: str = "auto"
+    #: Processes each model trains on (``--nproc``): above 1, through ``torchrun`` on this machine
+    #: (DistributedDataParallel; one GPU per process on a GPU machine).
+    nproc: int = 1
 
     def check(self) -> CompareOptions:
         """Validate every option and return a copy with the defaults filled in (paths as Paths,
@@ -133,6 +142,12 @@ class CompareOptions:
         if self.unknown is not None and not Path(self.unknown).is_dir():
             raise ImageClassifierError(f"--unknown {self.unknown}: not a folder (give a folder of images of none "
                                        "of the classes)")
+        device = resolve_device(self.device)
+        if int(self.nproc) < 1:
+            raise OptionError(f"--nproc must be at least 1, not {self.nproc}")
+        if int(self.nproc) > 1 and device.type == "cuda" and int(self.nproc) > torch.cuda.device_count():
+            raise OptionError(f"--nproc {self.nproc} on --device {self.device}: this machine has "
+                              f"{torch.cuda.device_count()} GPU(s) and each process needs its own")
         data = Path(self.data)
         return CompareOptions(
             data=data, out=Path(self.out) if self.out is not None else Path("runs") / (data.resolve().name or "run"),
@@ -146,6 +161,7 @@ class CompareOptions:
             shortcut_audit=bool(self.shortcut_audit),
             invoked_as=self.invoked_as, lang=lang, ensemble=bool(self.ensemble), ensemble_max_latency_ms=max_latency,
             keep=float(self.keep), unknown=Path(self.unknown) if self.unknown is not None else None,
+            device=str(self.device), nproc=int(self.nproc),
         )
 
     @property

@@ -122,7 +122,7 @@ def score_model(ctx: ScoringContext, i: int, arch: str, trained: TrainResult) ->
     watch = Stopwatch()
     say(f"{step} evaluating {arch} on {len(ctx.test_items)} test images and timing it")
     model_dir = Path(trained.model_dir)
-    classifier = load_model(model_dir, backend="torch", face_cache=ctx.face_cache)
+    classifier = load_model(model_dir, backend="torch", face_cache=ctx.face_cache, device=options.device)
     # Leave-one-class-out (no unknown folder) needs the network's penultimate features: the tap
     # records them during a validation pass (the ensemble's, when it makes one) and the test pass.
     tap = (FeatureTap(classifier.module) if ctx.unknowns is None and classifier.face_path is None
