@@ -6,6 +6,12 @@
 # 1. the CUDA tests (tests marked cuda); 2. the four-model compare on DATA on the GPU, with each
 # model's training seconds from its card; 3. the same training on the GPU and on the machine's CPU
 # cores (two epochs of alexnet_like and of mobilenet_v2), images/s and the ratio.
+#
+# What travels to the device machine is at most 64 MiB per call, and ../shared does not travel:
+# a copy of the athletes photos resized to a 240 px short side (10 MB), the MobileNetV2 weights
+# and the wheels fit one call; the 98 MB ResNet-50 file needs two (`head -c 62000000` in the
+# first, the rest in the second, then `cat` them into WEIGHTS_DIR: its SHA-256 is checked on load).
+# Without it, step 2 compares three models and says so.
 set -uo pipefail
 DATA=$1 WEIGHTS=$2 OUT=$3
 mkdir -p "$OUT"

@@ -6,13 +6,18 @@ saved model directory and a ``TrainResult``; ``image_classifier.train(data, arch
 Modules: ``options`` (:class:`TrainOptions`, every option of a run, checked in one place),
 ``cache`` (decode once), ``augment`` (the study's augmentation on uint8 tensors), ``features``
 (frozen-part activations cached per augmented view), ``loop`` (phases, early stopping, LR on
-plateau), ``checkpoint`` (best model + resume state, atomic), ``seeding``, ``api``.
+plateau; devices and DistributedDataParallel steps), ``checkpoint`` (best model + resume state,
+atomic), ``seeding`` (seeded streams, per-sample uniforms), ``dropout`` (per-sample masks),
+``distributed`` (torchrun's process group and the few collectives the loop uses), ``launch``
+(a model trained on N processes through torchrun), ``api``.
 
 Reproducibility: the same seed, data, recipe, thread count, CPU and library versions give the same
 metrics and the same weights, bit for bit, and a resumed run gives exactly what the uninterrupted
 one would have (both are tested). Every random stream is derived from (seed, purpose, index): the
-initial weights, each epoch's shuffling, augmentation and dropout, each cached view. What can still
-change results: a different number of threads or another CPU (oneDNN splits reductions by thread
+initial weights, each epoch's shuffling, and, per sample (seed, epoch, sample index), its
+augmentation, dropout masks and cached view, so the number of processes under ``torchrun`` and the
+device do not change them: 1 and 2 processes give the same weights up to float rounding (tested,
+<= 1e-3). What can still change results: a different number of threads or another CPU (oneDNN splits reductions by thread
 and picks kernels by instruction set; without native bf16 a "bf16" recipe runs in fp32, recorded
 in the card as ``precision``), other torch/oneDNN versions, and bf16 itself (deterministic, but
 not the same numbers as fp32).
