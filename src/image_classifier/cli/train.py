@@ -29,7 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "  image-classifier train photos --arch resnet50 --weights ../shared/weights/resnet50-keras-imagenet.pth\n"
             "  image-classifier train photos --arch simple_cnn --set phases.scratch.epochs=20 --set batch_size=16\n"
             "  image-classifier train photos --arch resnet50 --recipe          # print the effective recipe\n"
-            "  image-classifier train photos --arch resnet50 --out m --resume  # continue an interrupted run"
+            "  image-classifier train photos --arch resnet50 --out m --resume  # continue an interrupted run\n"
+            "  image-classifier train photos --arch alexnet_like --device cuda  # on the GPU (auto: if there is one)\n"
+            "  torchrun --standalone --nproc_per_node=2 -m image_classifier train photos --arch resnet50  # 2 processes"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -339,6 +339,7 @@ class Trainer:
         # Sums stay on the device: reading them every step would wait for the GPU every step.
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = 0
         bar = tqdm(total=n, unit="img", desc=desc, leave=False, disable=not self.progress, dynamic_ncols=True)
         try:
             for step, start in enumerate(range(0, len(order), per_process)):
@@ -364,7 +365,12 @@ class Trainer:
                     optimizer.step()
                 loss_sum += losses.detach().sum()
                 correct += ((logits.argmax(1) == y) & (weight > 0)).sum()
+                seen += int(real[start:start + per_process].sum())
                 bar.update(in_step)
+                # Reading the sums waits for the device: every step on a CPU, now and then on a GPU.
+                if self.progress and (self.device.type == "cpu" or step % 20 == 0):
+                    bar.set_postfix(loss=f"{float(loss_sum) / max(seen, 1):.4f}", acc=f"{int(correct) / max(seen, 1):.3f}",
+                                    refresh=False)
         finally:
             bar.close()
             for d in self._dropouts:
@@ -445,8 +451,6 @@ class Trainer:
             if self.scaler is not None and self._phase_resume.get("scaler"):
                 self.scaler.load_state_dict(self._phase_resume["scaler"])
             self._phase_resume = None
-        if self._phase_resume is None and self.scaler is not None:
-            self.scaler = torch.amp.GradScaler("cuda")
         needed = {c for p in self.plans[plan.index:] for c in p.store_cuts}
         self.features.keep_only(needed)
         stats = self.phase_stats.setdefault(phase.name, {"epochs": 0, "seconds": 0.0, "images": 0, "feature_seconds": 0.0})
