@@ -66,7 +66,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
+    # The caller's PYTHONPATH wins (e.g. another checkout's src/); else this checkout's.
+    env["PYTHONPATH"] = env.get("PYTHONPATH") or str(ROOT / "src")
     env.setdefault("IMAGE_CLASSIFIER_WEIGHTS", str(SHARED / "weights"))
     return env
 
@@ -193,16 +194,21 @@ def run_images(args: argparse.Namespace) -> int:
     if args.data and not args.no_source:
         folders.insert(0, (f"{args.data.name} (source photos)", args.data))
     runs = []
+    for path in args.merge:  # earlier runs' results (--out of this command), shown in the same tables
+        runs += json.loads(Path(path).read_text())
     for label, folder in folders:
         samples = []
+        n_files = sum(1 for f in folder.rglob("*") if f.is_file())
+        stages = [s for s in args.stages
+                  if s not in ("train", "score") or not args.heavy_max or n_files <= args.heavy_max]
         for _ in range(args.repeats):
             cmd = [sys.executable, __file__, "_stages", str(folder), "--arch", args.arch,
-                   "--stages", ",".join(args.stages), "--workdir", str(workdir),
+                   "--stages", ",".join(stages), "--workdir", str(workdir),
                    "--faces-sample", str(args.faces_sample)]
             if args.weights:
                 cmd += ["--weights", str(args.weights)]
-            proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
-            sys.stderr.write(proc.stderr[-4000:] if proc.returncode else proc.stderr)
+            # The worker's log (stage times, training's epoch lines) goes straight to our stderr.
+            proc = subprocess.run(cmd, env=_env(), stdout=subprocess.PIPE, text=True)
             if proc.returncode:
                 print(f"{label}: worker failed (exit {proc.returncode})", file=sys.stderr)
                 return 1
@@ -232,9 +238,10 @@ def run_images(args: argparse.Namespace) -> int:
         print(f"\n### slope and growth ({args.kind} folders only, sizes "
               f"{', '.join(str(r['images']) for r in curve)})\n")
         srows = []
+        common = [s for s in stages if all(r["stages"].get(s) is not None for r in curve)]
         for s in stages + ["total"]:
-            pts = [(r["images"], (sum(t for t in r["stages"].values() if t) if s == "total"
-                                  else r["stages"][s])) for r in curve]
+            pts = [(r["images"], (sum(r["stages"][c] for c in common) if s == "total"
+                                  else r["stages"].get(s))) for r in curve]
             pts = [(n, t) for n, t in pts if t is not None]
             slope, expo = _slope(pts), _exponent(pts)
             per_k = [f"{1000 * t / n:.2f}" for n, t in pts]
@@ -242,6 +249,7 @@ def run_images(args: argparse.Namespace) -> int:
                           f"{expo:.2f}" if expo is not None else "-",
                           "" if expo is None else ("linear" if expo < 1.25 else
                                                    "SUPERLINEAR" if expo < 1.6 else "QUADRATIC?")])
+        print(f"(total: {' + '.join(common)}, the stages timed at every size)\n")
         print(_md_table(["stage", "slope s / 1,000 images", "s per 1,000 at each size",
                          "growth exponent (largest two)", "verdict"], srows))
     dup = [[r["label"], r.get("near_duplicate_groups", "-"), r.get("images_in_groups", "-"),
@@ -274,7 +282,7 @@ def _prepare(data: Path, arch: str, work: Path) -> tuple[Path, Path]:
 
 
 def _train_cmd(nproc: int | None, data: Path, arch: str, out: Path, device: str, split_csv: Path,
-               cache_dir: Path, sets: list[str]) -> list[str]:
+               cache_dir: Path, epochs: int | None) -> list[str]:
     if nproc is None:  # plain single process, no launcher
         cmd = [sys.executable, "-m", "image_classifier"]
     else:
@@ -282,8 +290,8 @@ def _train_cmd(nproc: int | None, data: Path, arch: str, out: Path, device: str,
                f"--nproc_per_node={nproc}", "-m", "image_classifier"]
     cmd += ["train", str(data), "--arch", arch, "--out", str(out), "--no-progress", "--device", device,
             "--split", str(split_csv), "--cache-dir", str(cache_dir), "--force"]
-    for s in sets:
-        cmd += ["--set", s]
+    if epochs is not None:
+        cmd += ["--epochs", str(epochs)]
     return cmd
 
 
@@ -314,13 +322,12 @@ def _card_numbers(model_dir: Path) -> dict:
 def run_procs(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="scale-procs-", dir=args.workdir))
     split_csv, cache_dir = _prepare(args.data, args.arch, work)
-    sets = [f"phases.{i}.epochs={args.epochs}" for i in range(_phase_count(args.arch))]
     results: dict[int, list[dict]] = {n: [] for n in args.nprocs}
     for _ in range(args.repeats):
         for n in args.nprocs:  # interleaved, so a change in machine load hits every N alike
             out = work / f"model-n{n}"
-            wall, rc, tail = _run_train(_train_cmd(n, args.data, args.arch, out, args.device, split_csv,
-                                                   cache_dir, sets))
+            wall, rc, tail = _run_train(_train_cmd(n or None, args.data, args.arch, out, args.device, split_csv,
+                                                   cache_dir, args.epochs))
             if rc:
                 print(f"nproc {n} failed (exit {rc}):\n{tail}", file=sys.stderr)
                 return 1
@@ -332,7 +339,7 @@ def run_procs(args: argparse.Namespace) -> int:
         ts = statistics.median(r["train_seconds"] for r in rs)
         ips = statistics.median(r["images_per_s"] for r in rs if r["images_per_s"])
         dist = rs[0]["distributed"]
-        rows.append([n, f"{wall:.1f}", f"{ts:.1f}", f"{ips:.1f}", rs[0]["epochs"],
+        rows.append([n or "1 (plain, no torchrun)", f"{wall:.1f}", f"{ts:.1f}", f"{ips:.1f}", rs[0]["epochs"],
                      f"{base / wall:.2f}x",
                      f"{dist['world_size']} / {dist['backend']}" if dist else "none"])
     print(f"\n### 1 vs N processes: {args.arch}, {args.epochs} epoch(s) per phase, --device {args.device}, "
@@ -348,12 +355,6 @@ def run_procs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _phase_count(arch: str) -> int:
-    from image_classifier.training import resolve_recipe
-
-    return len(resolve_recipe(arch).phases)
-
-
 # --------------------------------------------------------------------------------------------
 # device: the GPU against the CPU cores
 # --------------------------------------------------------------------------------------------
@@ -365,7 +366,7 @@ def run_device(args: argparse.Namespace) -> int:
     for arch in archs:
         split_csv, cache_dir = _prepare(args.data, arch, work)
         out = work / f"gpu-{arch}"
-        wall, rc, tail = _run_train(_train_cmd(None, args.data, arch, out, "cuda", split_csv, cache_dir, []),
+        wall, rc, tail = _run_train(_train_cmd(None, args.data, arch, out, "cuda", split_csv, cache_dir, None),
                                     timeout=args.gpu_cap)
         if rc:
             print(f"{arch} on cuda failed (exit {rc}):\n{tail}", file=sys.stderr)
@@ -383,11 +384,10 @@ def run_device(args: argparse.Namespace) -> int:
 
     arch = args.ratio_arch
     split_csv, cache_dir = _prepare(args.data, arch, work)
-    sets = [f"phases.{i}.epochs={args.ratio_epochs}" for i in range(_phase_count(arch))]
     res = {}
     for device, cap in (("cuda", args.gpu_cap), ("cpu", args.cpu_cap)):
         out = work / f"ratio-{device}"
-        wall, rc, tail = _run_train(_train_cmd(None, args.data, arch, out, device, split_csv, cache_dir, sets),
+        wall, rc, tail = _run_train(_train_cmd(None, args.data, arch, out, device, split_csv, cache_dir, args.ratio_epochs),
                                     timeout=cap)
         if rc == 0:
             res[device] = {"wall": wall, **_card_numbers(out), "capped": False}
@@ -438,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--faces-sample", type=int, default=100, help="images the face survey is timed on "
                    "per folder, scaled to the folder's size (0: all)")
+    p.add_argument("--heavy-max", type=int, default=2000, help="time train and score only on folders "
+                   "of at most this many images (an epoch is n/batch steps: linear by construction, "
+                   "and 10,000 images of simple_cnn's 244 M-parameter Adam steps take ~20 min "
+                   "on 2 cores); 0: on every folder")
+    p.add_argument("--merge", action="append", default=[], help="JSON written by an earlier --out: "
+                   "its folders join the tables")
     p.add_argument("--out")
 
     w = sub.add_parser("_stages", help=argparse.SUPPRESS)
@@ -451,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     q = sub.add_parser("procs", help="1 vs N processes (torchrun)")
     q.add_argument("data", type=Path)
     q.add_argument("--arch", default="simple_cnn")
-    q.add_argument("--nprocs", type=csv_ints, default=[1, 2])
+    q.add_argument("--nprocs", type=csv_ints, default=[1, 2],
+                   help="process counts; 0 = one plain process without the launcher")
     q.add_argument("--epochs", type=int, default=2, help="epochs per phase")
     q.add_argument("--device", default="cpu")
     q.add_argument("--repeats", type=int, default=1)
@@ -469,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "_stages":
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="    %(name)s: %(message)s", stream=sys.stderr)
         print(json.dumps(stages_worker(args)))
         return 0
     if args.command == "images":
