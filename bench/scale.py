@@ -351,7 +351,7 @@ def run_procs(args: argparse.Namespace) -> int:
     print(f"\n### 1 vs N processes: {args.arch}, {args.epochs} epoch(s) per phase, --device {args.device}, "
           f"{os.cpu_count()} CPU cores, median of {args.repeats}\n")
     print(_md_table(["processes", "wall s", "train s (card)", "images/s (card, median epoch)", "epochs",
-                     f"speed-up vs {args.nprocs[0]}", "distributed (card)"], rows))
+                     f"speed-up vs {args.nprocs[0] or 'plain'}", "distributed (card)"], rows))
     if (os.cpu_count() or 1) <= 2:
         print(f"\nOn {os.cpu_count()} cores the processes share the same cores: one process already "
               "uses both through PyTorch's intra-op threads, so N processes split the cores between "
