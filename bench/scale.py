@@ -307,10 +307,10 @@ def _run_train(cmd: list[str], timeout: float | None = None) -> tuple[float, int
     try:
         proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
         rc, tail = proc.returncode, (proc.stdout + proc.stderr)[-3000:]
-    except subprocess.TimeoutExpired as err:
+    except subprocess.TimeoutExpired as err:  # the partial output is bytes on POSIX, str elsewhere
         rc = 124
-        tail = ((err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes)
-                else (err.stdout or ""))[-3000:]
+        tail = "".join(x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
+                       for x in (err.stdout, err.stderr))[-3000:]
     wall = time.perf_counter() - t0
     print(f"  {' '.join(cmd[2:8])}...: {wall:.1f} s, exit {rc} (load {load})", file=sys.stderr, flush=True)
     return wall, rc, tail
@@ -322,7 +322,9 @@ def _card_numbers(model_dir: Path) -> dict:
     ips = [h["images_per_s"] for h in hist if h.get("images_per_s")]
     return {"train_seconds": card.get("train_seconds"), "epochs": len(hist),
             "images_per_s": statistics.median(ips) if ips else None,
-            "distributed": card.get("distributed"), "device": (card.get("device") or {}).get("device")}
+            "distributed": card.get("distributed"),
+            "device": " ".join(str(v) for v in ((card.get("device") or {}).get("device"),
+                                                (card.get("device") or {}).get("name")) if v)}
 
 
 def run_procs(args: argparse.Namespace) -> int:
@@ -392,26 +394,27 @@ def run_device(args: argparse.Namespace) -> int:
 
     arch = args.ratio_arch
     split_csv, cache_dir = _prepare(args.data, arch, work)
-    res = {}
-    for device, cap in ((args.gpu, args.gpu_cap), ("cpu", args.cpu_cap)):
-        out = work / f"ratio-{device}"
+    res: dict[str, dict] = {}
+    for key, device, cap in (("accelerator", args.gpu, args.gpu_cap), ("cpu", "cpu", args.cpu_cap)):
+        out = work / f"ratio-{key}"
         wall, rc, tail = _run_train(_train_cmd(None, args.data, arch, out, device, split_csv, cache_dir, args.ratio_epochs),
                                     timeout=cap)
         if rc == 0:
-            res[device] = {"wall": wall, **_card_numbers(out), "capped": False}
+            res[key] = {"wall": wall, **_card_numbers(out), "capped": False}
         elif rc == 124:
-            res[device] = {"wall": wall, "capped": True, "images_per_s": _epoch_rate(tail)}
+            res[key] = {"wall": wall, "capped": True, "images_per_s": _epoch_rate(tail)}
         else:
             print(f"{device} run failed (exit {rc}):\n{tail}", file=sys.stderr)
             return 1
     print(f"\n### --device {args.gpu} vs cpu: {arch}, {args.ratio_epochs} epoch(s) per phase, same split and warm decode cache\n")
     rrows = []
-    for device, r in res.items():
-        rrows.append([device, f"{r['wall']:.1f}" + (" (capped)" if r["capped"] else ""),
+    for key, r in res.items():
+        rrows.append([f"{args.gpu if key == 'accelerator' else 'cpu'} ({r.get('device') or 'capped'})",
+                      f"{r['wall']:.1f}" + (" (capped)" if r["capped"] else ""),
                       f"{r['train_seconds']:.1f}" if r.get("train_seconds") else "-",
                       f"{r['images_per_s']:.0f}" if r.get("images_per_s") else "-"])
     print(_md_table(["device", "wall s", "train s (card)", "images/s (median epoch)"], rrows))
-    g, c = res.get(args.gpu, {}).get("images_per_s"), res.get("cpu", {}).get("images_per_s")
+    g, c = res.get("accelerator", {}).get("images_per_s"), res.get("cpu", {}).get("images_per_s")
     if g and c:
         print(f"\nGPU / CPU training images/s: {g / c:.1f}x ({os.cpu_count()} CPU cores)")
     shutil.rmtree(work, ignore_errors=True)
