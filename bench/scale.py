@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/scale.py images [--sizes 437,2000,10000] [--kind synthetic|augmented]
         [--data ../shared/datasets/athletes] [--arch simple_cnn] [--stages scan,audit,...]
-        [--workdir /tmp/scale] [--repeats 1] [--out results.json]
+        [--workdir /tmp/scale] [--repeats 1] [--faces-sample 100] [--heavy-max 2000]
+        [--merge earlier.json] [--out results.json]
     .venv/bin/python bench/scale.py procs DATA [--arch simple_cnn] [--nprocs 1,2] [--epochs 2]
         [--repeats 1] [--device cpu]
-    .venv/bin/python bench/scale.py device DATA [--quick] [--archs simple_cnn,...] [--cpu-cap 120]
+    .venv/bin/python bench/scale.py device DATA [--quick] [--archs simple_cnn,...] [--ratio-arch A]
+        [--ratio-epochs 2] [--cpu-cap 60] [--gpu-cap 150] [--gpu cuda]
 
 **images** (issue 15's "cost linear in the number of images"): one fresh process per folder times
 compare's stages one after the other, each through the library call compare makes:
@@ -19,8 +21,8 @@ compare's stages one after the other, each through the library call compare make
   what matters; a photo without a face runs the whole cascade, CNN included, and costs ~10x one
   where HOG finds a face at once);
 * ``train``: one model (``--arch``, default simple_cnn) for ONE epoch per phase (``epochs=1``),
-  decoding at its own input size included: a full compare runs each recipe's 10-30 epochs of four
-  models, each an epoch cost like this one;
+  decoding at its own input size, building and saving the model included: a full compare runs
+  each recipe's 10-150 epochs of four models. Only on folders up to ``--heavy-max`` images;
 * ``score``: the saved model on the test split (decode + forward), as compare's step 4 does first.
 
 Folders of ``--sizes`` images are made by ``bench/folders.py`` under ``--workdir`` (224 px,
