@@ -306,3 +306,52 @@ def test_synthetic_folders_have_no_duplicates(tmp_path):
     # Other tests train on make_image_folder output: it must not hide duplicates.
     report = audit_dataset(make_image_folder(tmp_path, {"a": 15, "b": 15, "c": 15}))
     assert report.groups == [] and report.usable
+
+
+# --- pHash candidates without comparing every pair (issue 15: the audit's cost linear in images) ---
+def _all_pairs_within(hashes: np.ndarray, max_distance: int) -> set[tuple[int, int]]:
+    """The reference: every pair compared (what the audit did before multi-index hashing)."""
+    out = set()
+    for i in range(len(hashes)):
+        for j in range(i + 1, len(hashes)):
+            if bin(int(hashes[i]) ^ int(hashes[j])).count("1") <= max_distance:
+                out.add((i, j))
+    return out
+
+
+def _hashes_with_near_pairs(seed: int) -> np.ndarray:
+    """Random hashes, copies with 0-8 bits flipped, exact repeats, and a cluster sharing most bits."""
+    rng = np.random.default_rng(seed)
+    base = [int(v) for v in rng.integers(0, 2**63, 150, dtype=np.int64)]
+    hashes = list(base)
+    for k, h in enumerate(base[:60]):
+        flips = rng.choice(64, size=k % 9, replace=False)
+        hashes.append(h ^ sum(1 << int(b) for b in flips))
+    hashes += base[:5]  # byte-identical contents
+    hashes += [base[0] ^ (1 << int(b)) ^ (1 << int(c)) for b, c in rng.integers(0, 64, (25, 2))]
+    return np.array(hashes, dtype=np.uint64)
+
+
+@pytest.mark.parametrize("max_distance", [0, 1, 4, 8, 20])
+def test_phash_pairs_equal_comparing_every_pair(max_distance):
+    hashes = _hashes_with_near_pairs(max_distance)
+    expected = _all_pairs_within(hashes, max_distance)
+    assert len(expected) > 0
+    assert near_duplicates.phash_pairs(hashes, max_distance) == expected
+
+
+def test_audit_proposes_the_same_phash_candidates_as_comparing_every_pair():
+    data = variants(seed=3)
+    data.update({f"smooth_{k}": jpeg_bytes(im, 40) for k, im in smooth_images().items()})
+    data.update({f"smooth_{k}_hi": jpeg_bytes(im, 95) for k, im in smooth_images().items()})
+    names, fps = fingerprints(data)
+    hashes = np.array([f.phash for f in fps], dtype=np.uint64)
+    search = search_near_duplicates(fps)
+    expected = _all_pairs_within(hashes, NearDuplicateParams().max_phash_distance)
+    assert len(expected) >= 4
+    # Every pair the reference proposes is judged and counted under pHash, nothing else is.
+    assert search.candidates["phash"].considered == len(expected)
+    phash_found = {(p.a, p.b) for p in search.pairs if p.method == "phash"}
+    assert phash_found <= expected
+    assert {(names[a], names[b]) for a, b in phash_found} >= {
+        (f"smooth_{k}", f"smooth_{k}_hi") for k in smooth_images()}
