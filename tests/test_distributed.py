@@ -30,6 +30,7 @@ CHILD = Path(__file__).resolve().parent / "ddp_child.py"
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 BOUND_S = 120  # a job whose process died must end well within this
+MOBILENET_WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_v2-b0353104.pth"
 
 
 def _env() -> dict[str, str]:
@@ -48,6 +49,15 @@ def _child(data: Path, out: Path, arch: str, *extra: str, nproc: int = 1, timeou
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                str(CHILD), str(data), str(out), arch, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
+
+
+def _athletes_sample(athletes: Path, into: Path, per_class: int) -> Path:
+    """The first ``per_class`` photos of each athlete, linked into a folder of their own."""
+    for cls in sorted(p for p in athletes.iterdir() if p.is_dir()):
+        (into / cls.name).mkdir(parents=True)
+        for f in sorted(cls.iterdir())[:per_class]:
+            (into / cls.name / f.name).symlink_to(f)
+    return into
 
 
 def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -182,15 +192,10 @@ def test_a_batch_the_processes_cannot_share_is_an_error(folder, tmp_path):
 def test_torchrun_runs_the_package_as_the_readme_writes_it(tmp_path, athletes_dir):
     """``torchrun --standalone --nproc_per_node=2 -m image_classifier train DATA ...`` with a real
     transfer architecture and its ImageNet weights, on a small sample of real photos."""
-    weights = ROOT.parent / "shared" / "weights" / "mobilenet_v2-b0353104.pth"
-    data = tmp_path / "data"
-    for cls in sorted(p for p in athletes_dir.iterdir() if p.is_dir()):
-        (data / cls.name).mkdir(parents=True)
-        for f in sorted(cls.iterdir())[:12]:
-            (data / cls.name / f.name).symlink_to(f)
+    data = _athletes_sample(athletes_dir, tmp_path / "data", 12)
     out = tmp_path / "mnv2"
     cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "image_classifier", "train", str(data),
-           "--arch", "mobilenet_v2", "--weights", str(weights), "--epochs", "1", "--set", "feature_views=1",
+           "--arch", "mobilenet_v2", "--weights", str(MOBILENET_WEIGHTS), "--epochs", "1", "--set", "feature_views=1",
            "--batch-size", "8", "--out", str(out), "--device", "cpu", "--no-progress", "--no-cache"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=_env(), cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-4000:]
@@ -220,15 +225,10 @@ def test_device_cuda_without_a_gpu_is_a_clear_error_and_auto_is_the_cpu(folder, 
 
 @pytest.mark.slow
 def test_compare_nproc_trains_each_model_through_torchrun(tmp_path, athletes_dir):
-    weights = ROOT.parent / "shared" / "weights" / "mobilenet_v2-b0353104.pth"
-    data = tmp_path / "data"
-    for cls in sorted(p for p in athletes_dir.iterdir() if p.is_dir()):
-        (data / cls.name).mkdir(parents=True)
-        for f in sorted(cls.iterdir())[:14]:
-            (data / cls.name / f.name).symlink_to(f)
+    data = _athletes_sample(athletes_dir, tmp_path / "data", 14)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "image_classifier", "compare", str(data), "--models", "mobilenet_v2",
-           "--weights", f"mobilenet_v2={weights}", "--nproc", "2", "--device", "cpu", "--out", str(out),
+           "--weights", f"mobilenet_v2={MOBILENET_WEIGHTS}", "--nproc", "2", "--device", "cpu", "--out", str(out),
            "--set", "phases.0.epochs=1", "--set", "phases.1.epochs=1", "--set", "feature_views=1",
            "--set", "batch_size=8", "--no-export", "--no-faces", "--no-audit", "--no-ensemble", "--no-cache",
            "--no-progress", "--speed-repeats", "1"]
@@ -240,6 +240,7 @@ def test_compare_nproc_trains_each_model_through_torchrun(tmp_path, athletes_dir
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["machine"]["device"] == "cpu"
     assert "nproc_per_node=2" in run.stderr  # the command it ran is shown
+    assert "--nproc 2" in metrics["command"] and "--device cpu" in metrics["command"]  # and how to redo the run
 
 
 def test_compare_refuses_a_gpu_it_does_not_have(tmp_path, folder):

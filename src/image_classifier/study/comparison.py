@@ -99,6 +99,10 @@ def reproduce_command(options: CompareOptions, split: Split | None = None) -> st
         args += ["--keep", repr(options.keep)]
     if options.unknown is not None:
         args += ["--unknown", os.fspath(options.unknown)]
+    if options.device != "auto":
+        args += ["--device", options.device]
+    if options.nproc != 1:
+        args += ["--nproc", str(options.nproc)]
     return shlex.join(args)
 
 
