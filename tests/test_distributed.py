@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -160,6 +161,26 @@ def test_two_processes_give_the_weights_of_one(folder, tmp_path, arch):
         assert h2["train_accuracy"] == pytest.approx(h1["train_accuracy"], abs=1e-9)
     # One process wrote: one line of output, one model.
     assert two.stdout.count("trained ") == 1
+
+
+def test_the_several_machines_command_on_loopback(folder, tmp_path):
+    """The README's multi-node form: one torchrun agent per machine meeting at a c10d rendezvous
+    (here two agents on this machine, one process each, on loopback)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [str(TORCHRUN), "--nnodes=2", "--nproc_per_node=1", "--rdzv-backend=c10d",
+           f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=test", str(CHILD), str(folder), str(tmp_path / "two"),
+           "ddp_scratch"]
+    agents = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+              for _ in range(2)]
+    outputs = [a.communicate(timeout=300)[0] for a in agents]
+    assert [a.returncode for a in agents] == [0, 0], outputs
+    card = json.loads((tmp_path / "two" / CARD_NAME).read_text())
+    assert card["distributed"] == {"world_size": 2, "backend": "gloo"}
+    one = _child(folder, tmp_path / "one", "ddp_scratch")
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert _max_difference(tmp_path / "one", tmp_path / "two") <= 1e-3
 
 
 def test_a_killed_process_ends_the_job_and_resume_finishes_it(folder, tmp_path):
