@@ -155,11 +155,6 @@ def all_gather_rows(d: Dist, local: torch.Tensor, n: int, device: torch.device) 
     return rows
 
 
-def barrier(d: Dist) -> None:
-    if d.enabled:
-        dist.barrier()
-
-
 def is_collective_failure(err: BaseException) -> bool:
     """Whether an error came from a collective whose peers are gone (not from this process's own code)."""
     dist_error = getattr(dist, "DistError", None)

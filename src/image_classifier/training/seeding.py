@@ -19,10 +19,6 @@ def derive_seed(seed: int, *tags: object) -> int:
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") & ((1 << 63) - 1)
 
 
-def generator(seed: int, *tags: object) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(seed, *tags))
-
-
 def seed_global(seed: int, *tags: object) -> None:
     """Seed the process-global RNGs (torch's is what dropout draws from)."""
     s = derive_seed(seed, *tags)
