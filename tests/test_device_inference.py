@@ -21,7 +21,6 @@ from PIL import Image
 
 import image_classifier as ic
 import train_helpers
-from conftest import make_image_folder
 from image_classifier.cli import main
 from image_classifier.device import resolve_device
 from image_classifier.errors import OptionError
@@ -51,10 +50,7 @@ def _tiny_architecture():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(data folder, model directory): red vs blue, 16 + 16 images of 32 px, trained 3 epochs."""
-    root = tmp_path_factory.mktemp("device")
-    data = make_image_folder(root / "data", {"red": 16, "blue": 16})
-    ic.train(data, arch=TINY, out=root / "model", epochs=3, cache=False, progress=False, val=0.5, test=0.1)
-    return data, root / "model"
+    return train_helpers.train_red_blue(tmp_path_factory.mktemp("device"), 16)
 
 
 def _images(data: Path) -> list[Path]:

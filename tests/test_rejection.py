@@ -50,10 +50,7 @@ def green_noise(n: int, seed: int = 0) -> list[Image.Image]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(data folder, model directory): red vs blue, 40 + 40 images, half of them for validation."""
-    root = tmp_path_factory.mktemp("rejection")
-    data = make_image_folder(root / "data", {"red": 40, "blue": 40})
-    ic.train(data, arch=TINY, out=root / "model", epochs=3, cache=False, progress=False, val=0.5, test=0.1)
-    return data, root / "model"
+    return train_helpers.train_red_blue(tmp_path_factory.mktemp("rejection"), 40)
 
 
 @pytest.fixture(scope="module")

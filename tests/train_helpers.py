@@ -61,3 +61,17 @@ def child_prelude() -> str:
 
 def python() -> str:
     return sys.executable
+
+
+def train_red_blue(root: Path, per_class: int) -> tuple[Path, Path]:
+    """(data folder, model directory): the tiny CNN trained 3 epochs through ``image_classifier.train``
+    (calibrated, with its rejection rule) on ``per_class`` red and as many blue pictures, half of
+    them for validation."""
+    # Imported here: the subprocesses that import this module (child_prelude) need neither.
+    import image_classifier as ic
+    from conftest import make_image_folder
+
+    register_tiny()
+    data = make_image_folder(root / "data", {"red": per_class, "blue": per_class})
+    ic.train(data, arch=TINY, out=root / "model", epochs=3, cache=False, progress=False, val=0.5, test=0.1)
+    return data, root / "model"
