@@ -37,19 +37,25 @@ def _no_cuda_reason() -> str:
             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}; is the NVIDIA driver loaded?)")
 
 
+def parse_device(spec: str | torch.device | None) -> tuple[str, int | None]:
+    """``(kind, index)`` that ``spec`` names, without looking at the machine: ``("auto", None)``,
+    ``("cpu", None)``, ``("cuda", None)`` or ``("cuda", N)``; an
+    :class:`~image_classifier.errors.OptionError` for anything else."""
+    text = (str(spec) if spec is not None else "auto").strip().lower() or "auto"
+    match = _SPEC.match(text)
+    if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise OptionError(f"--device {spec!r}: expected {DEVICE_CHOICES}")
+    return match.group(1), int(match.group(2)) if match.group(2) is not None else None
+
+
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """The :class:`torch.device` that ``spec`` names; ``auto``/None: ``cuda:0`` when available, else CPU.
 
     Raises :class:`~image_classifier.errors.OptionError` for a malformed name, for ``cuda`` on a
     machine where PyTorch sees no GPU, and for a GPU index past the last one.
     """
-    if isinstance(spec, torch.device):
-        spec = str(spec)
-    text = (spec or "auto").strip().lower()
-    match = _SPEC.match(text)
-    if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
-        raise OptionError(f"--device {spec!r}: expected {DEVICE_CHOICES}")
-    kind, index = match.group(1), match.group(2)
+    kind, index = parse_device(spec)
+    text = str(spec).strip().lower()
     if kind == "auto":
         return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     if kind == "cpu":
@@ -58,7 +64,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         raise OptionError(f"--device {text}: no CUDA GPU is available: {_no_cuda_reason()}. "
                           "Use --device cpu, or --device auto to use a GPU only when there is one")
     n = torch.cuda.device_count()
-    i = int(index) if index is not None else 0
+    i = index if index is not None else 0
     if i >= n:
         raise OptionError(f"--device {text}: this machine has {n} CUDA GPU(s), numbered 0 to {n - 1}")
     return torch.device("cuda", i)
@@ -66,6 +72,11 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
 
 def is_cuda(device: torch.device | str) -> bool:
     return torch.device(device).type == "cuda"
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Mixed precision in ``dtype`` on ``device``'s kind; ``None``: a disabled context (fp32)."""
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:

@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from image_classifier.device import amp_dtype, describe_device, is_cuda, resolve_device
+from image_classifier.device import amp_dtype, describe_device, is_cuda, parse_device, resolve_device
 from image_classifier.errors import ModelFormatError, OptionError
 from image_classifier.inference.calibration import card_temperature
 from image_classifier.inference.onnx_metadata import check_against_card
@@ -64,13 +64,6 @@ def inference_threads() -> int:
 ONNX_BACKENDS = ("onnx", "onnx-int8")
 
 
-def _asks_for_cuda(spec: str | torch.device | None) -> bool:
-    """Whether ``spec`` names a GPU explicitly (``cuda``, ``cuda:N``), not ``auto`` or ``cpu``."""
-    if isinstance(spec, torch.device):
-        return spec.type == "cuda"
-    return (spec or "auto").strip().lower().startswith("cuda")
-
-
 def backend_device(backend: str, device: str | torch.device | None = "auto") -> torch.device:
     """The device ``backend`` runs on when ``device`` (``--device``) is asked for.
 
@@ -79,11 +72,10 @@ def backend_device(backend: str, device: str | torch.device | None = "auto") -> 
     ``cuda`` is an :class:`~image_classifier.errors.OptionError` saying what to use instead (never
     a silent CPU run for a user who asked for the GPU)."""
     if backend in ONNX_BACKENDS:
-        if _asks_for_cuda(device):
+        if parse_device(device)[0] == "cuda":  # asked for a GPU explicitly (not auto)
             raise OptionError(
                 f"--backend {backend} --device {device}: the ONNX backends run on the CPU only (ONNX Runtime's "
                 "CPU provider); use --backend torch or torch-bf16 to predict on the GPU, or --device cpu")
-        resolve_device(device)  # a malformed name is still an error
         return torch.device("cpu")
     return resolve_device(device)
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from image_classifier.device import resolve_device
+from image_classifier.device import parse_device, resolve_device
 from image_classifier.errors import ImageClassifierError, OptionError
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,7 @@ def init_from_environment(device_spec: str | None = "auto") -> tuple[Dist, torch
         return SINGLE, device
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
-        named = (device_spec or "").strip().lower().startswith("cuda:")
-        if not named:
+        if parse_device(device_spec)[1] is None:  # no cuda:N given: this process's own GPU
             if local_rank >= torch.cuda.device_count():
                 raise OptionError(f"process {local_rank} on this machine has no GPU of its own: "
                                   f"{torch.cuda.device_count()} GPU(s) for --nproc_per_node processes; "

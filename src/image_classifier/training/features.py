@@ -35,7 +35,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 from tqdm.auto import tqdm
 
-from image_classifier.device import fits_on_device
+from image_classifier.device import autocast, fits_on_device
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.training.augment import Augmenter
 from image_classifier.training.distributed import SINGLE, Dist, all_gather_rows, shard
@@ -163,8 +163,7 @@ class FeatureStore:
                 if self.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 # no_grad, not inference_mode: these tensors become inputs of trainable layers.
-                with torch.no_grad(), torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
-                                                     enabled=self.autocast_dtype is not None):
+                with torch.no_grad(), autocast(self.device, self.autocast_dtype):
                     acts = run_segments(segments, x)
                 for cut, a in acts.items():
                     if cut not in local:

@@ -46,7 +46,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from image_classifier.device import amp_dtype, fits_on_device
+from image_classifier.device import amp_dtype, autocast, fits_on_device
 from image_classifier.models.net import ClassifierNet
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.recipe import Phase, Recipe
@@ -273,9 +273,7 @@ class Trainer:
             return images.to(self.device)
         return images.pin_memory()
 
-    def _autocast(self) -> Any:
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
-                              enabled=self.autocast_dtype is not None)
+
 
     # -- resume ------------------------------------------------------------------------------
     def resume_payload(self, optimizer: torch.optim.Optimizer | None, scheduler: Any, stopper: EarlyStopping | None) -> dict[str, Any]:
@@ -350,7 +348,7 @@ class Trainer:
                 y = labels[idx.to(labels.device)]
                 for d in self._dropouts:
                     d.keys = (self.seed, epoch, idx)
-                with self._autocast():
+                with autocast(self.device, self.autocast_dtype):
                     logits = model(x)
                 losses = F.cross_entropy(logits.float(), y, reduction="none") * weight
                 # DDP averages the processes' gradients; scaled so, the average is the step's mean.
@@ -392,7 +390,7 @@ class Trainer:
             stop = min(start + EVAL_BATCH, rows.stop)
             x = self._prepare(inputs[start:stop], cut, None, 0)
             y = labels[start:stop].to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            with autocast(self.device, dtype):
                 logits = self._forward_from(x, cut).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
