@@ -214,7 +214,7 @@ def test_report_is_self_contained_and_escaped(compared):
     assert "<script>" not in text and "&lt;script&gt;" in text
     assert all(s.startswith("data:image/png;base64,") for s in re.findall(r'src="([^"]+)"', text))
     metrics = _metrics(compared["run"])
-    assert f"Best model (by validation accuracy): {metrics['selection']['best']}" in text
+    assert f"Served model (chosen on the training and validation images): {metrics['selection']['best']}" in text
     assert "image-classifier compare" in text and "--seed 3" in text
     assert "McNemar" in text and "Duplicates" in text
 

@@ -1,4 +1,4 @@
-"""The ensemble: greedy selection on validation probabilities, a saved ensemble directory that
+"""The ensemble: its weights on validation probabilities, a saved ensemble directory that
 ``predict``, ``load_model`` and ``serve`` open like any model, and ``compare``'s ensemble step.
 
 The end-to-end part trains two tiny networks that each see one half of the picture (left or
@@ -27,7 +27,7 @@ from torch import nn
 from conftest import CHROMIUM, SHARED, rendered_ink
 from image_classifier.cli import main
 from image_classifier.errors import ModelFormatError
-from image_classifier.evaluate.ensemble_selection import greedy_selection, log_loss, mix
+from image_classifier.evaluate.ensemble_selection import accuracy, cross_fitted, log_loss, mix, optimal_weights
 from image_classifier.i18n import translator
 from image_classifier.inference.ensemble import EnsembleClassifier, ensemble_members, write_ensemble
 from image_classifier.inference.loading import load_model
@@ -48,7 +48,7 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 220)}
 ARCHS = ("tiny_half_left", "tiny_half_right")
 
 
-# ---- greedy selection on synthetic probabilities ---------------------------------------------------
+# ---- the weights, on synthetic probabilities ---------------------------------------------------
 
 def _complementary(n: int = 40, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Three classes; ``left`` is sure and right on the first half, unsure on the second; ``right``
@@ -66,48 +66,72 @@ def _complementary(n: int = 40, seed: int = 0) -> tuple[dict[str, np.ndarray], n
     return {"bad": bad, "left": left, "right": right}, y
 
 
-def test_greedy_selection_picks_the_complementary_pair_and_leaves_a_bad_model_out():
+def test_the_optimal_weights_take_the_complementary_pair_and_leave_a_bad_model_out():
     probs, y = _complementary()
-    sel = greedy_selection(probs, y)
-    assert sel is not None
-    assert sel.weights["bad"] == 0.0 and sel.counts["bad"] == 0
-    assert sel.members == ["left", "right"]
-    assert abs(sum(sel.weights.values()) - 1.0) < 1e-12
+    fitted = optimal_weights(probs, y)
+    assert fitted.weights["bad"] == 0.0
+    assert fitted.members == ["left", "right"]
+    assert abs(sum(fitted.weights.values()) - 1.0) < 1e-12
     # Symmetric halves: the best mix is half and half.
-    assert sel.weights["left"] == pytest.approx(0.5) and sel.weights["right"] == pytest.approx(0.5)
-    assert sel.log_loss == pytest.approx(log_loss(mix(probs, sel.weights), y))
-    assert sel.log_loss < sel.best_single_log_loss and sel.improves
-    assert sel.accuracy == 1.0 and sel.best_single_accuracy < 0.8
-    assert sel.history == sorted(sel.history, reverse=True) and len(sel.history) == sel.steps
+    assert fitted.weights["left"] == pytest.approx(0.5, abs=1e-3) and fitted.weights["right"] == pytest.approx(0.5, abs=1e-3)
+    assert fitted.log_loss == pytest.approx(log_loss(mix(probs, fitted.weights), y))
+    assert fitted.log_loss < fitted.best_single_log_loss
+    assert fitted.accuracy == 1.0 and fitted.best_single_accuracy < 0.8
 
 
-def test_greedy_selection_weights_follow_the_better_model():
+def test_the_weights_are_the_optimum_a_grid_finds_and_follow_the_better_model():
     probs, y = _complementary(60, seed=1)
     # Make "left" right on two thirds of the images: it should get more weight than "right".
     n = len(y)
     sure = np.full((n, 3), 0.025)
     sure[np.arange(n), y] = 0.95
     probs["left"] = np.where((np.arange(n) < 2 * n // 3)[:, None], sure, 1 / 3)
-    sel = greedy_selection({"left": probs["left"], "right": probs["right"]}, y, max_steps=20)
-    assert sel is not None and sel.weights["left"] > sel.weights["right"] > 0
-    assert abs(sum(sel.weights.values()) - 1.0) < 1e-12
-    assert all((sel.counts[k] / sel.steps) == sel.weights[k] for k in sel.weights)
+    pair = {"left": probs["left"], "right": probs["right"]}
+    fitted = optimal_weights(pair, y)
+    assert fitted.weights["left"] > fitted.weights["right"] > 0
+    grid = min((log_loss(mix(pair, {"left": a, "right": 1 - a}), y), a) for a in np.linspace(0, 1, 1001))
+    assert fitted.weights["left"] == pytest.approx(grid[1], abs=2e-3)
+    assert fitted.log_loss <= grid[0] + 1e-9
 
 
 def test_one_good_model_alone_is_not_an_ensemble():
     probs, y = _complementary()
     sure = np.full((len(y), 3), 0.01)
     sure[np.arange(len(y)), y] = 0.98
-    sel = greedy_selection({"sure": sure, "bad": probs["bad"]}, y)
-    assert sel is not None and sel.members == ["sure"] and not sel.improves
+    fitted = optimal_weights({"sure": sure, "bad": probs["bad"]}, y)
+    assert fitted.members == ["sure"]
 
 
-def test_the_latency_budget_restricts_the_choice():
-    probs, y = _complementary()
-    latency = {"bad": 1.0, "left": 10.0, "right": 30.0}
-    sel = greedy_selection(probs, y, allowed=lambda chosen: sum(latency[n] for n in chosen) <= 35)
-    assert sel is not None and "right" not in sel.members and "left" in sel.members
-    assert greedy_selection(probs, y, allowed=lambda chosen: False) is None
+def test_a_weight_of_one_third_is_found_where_one_half_would_be_worse():
+    """From one model, a greedy forward step can only reach 1/2 for a second model; here 1/2 is
+    worse than the best model alone while a smaller weight is better, and the optimum finds it."""
+    n = 30
+    y = np.zeros(n, dtype=np.int64)
+    strong = np.tile([0.99, 0.005, 0.005], (n, 1))
+    strong[:5] = [0.2, 0.79, 0.01]  # wrong and sure on five images
+    weak = np.tile([0.5, 0.25, 0.25], (n, 1))
+    weak[:5] = [0.9, 0.05, 0.05]
+    pair = {"strong": strong, "weak": weak}
+    half = log_loss(mix(pair, {"strong": 0.5, "weak": 0.5}), y)
+    assert half > log_loss(strong, y)
+    fitted = optimal_weights(pair, y)
+    assert 0 < fitted.weights["weak"] < 0.5 and fitted.log_loss < log_loss(strong, y)
+
+
+def test_cross_fitting_scores_each_image_with_weights_fitted_without_it():
+    probs, y = _complementary(40)
+    fitted, oof = cross_fitted(probs, y, seed=0)
+    assert fitted.members == ["left", "right"]
+    assert oof.shape == (len(y), 3) and np.allclose(oof.sum(axis=1), 1.0)
+    assert accuracy(oof, y) == 1.0
+    # With one image per fold the weights of a fold never see it: a model right only on that image
+    # gets no weight from the others, so the image is not rescued.
+    y1 = np.zeros(5, dtype=np.int64)
+    lucky = np.tile([0.0, 1.0, 0.0], (5, 1))
+    lucky[2] = [1.0, 0.0, 0.0]
+    wrong = np.tile([0.45, 0.55, 0.0], (5, 1))
+    _, oof1 = cross_fitted({"wrong": wrong, "lucky": lucky}, y1, folds=5)
+    assert oof1[2].argmax() != 0
 
 
 # ---- tiny models that each see one half ------------------------------------------------------------
@@ -160,7 +184,7 @@ def half_image(colour: tuple[int, int, int], side: str, rng: np.random.Generator
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 
 
-def make_halves(root: Path, per_class: int = 16, seed: int = 0) -> Path:
+def make_halves(root: Path, per_class: int = 40, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     for name, colour in COLOURS.items():
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -212,7 +236,14 @@ def test_compare_keeps_the_ensemble_with_every_metric(compared):
     weights = {m["name"]: m["weight"] for m in info["members"]}
     assert set(weights) == set(ARCHS) and all(w > 0 for w in weights.values())
     assert sum(weights.values()) == pytest.approx(1.0)
-    assert info["val_log_loss"] < info["best_single_val_log_loss"]
+    # Its validation estimate is cross-fitted (each image mixed with weights fitted without it), and
+    # beats each model alone beyond the noise: it is the served model.
+    assert info["val_accuracy"] > max(m["val_accuracy"] for m in info["members"])
+    selection = metrics["selection"]
+    assert selection["decided_by"] == "accuracy" and selection["best"] == "ensemble"
+    ens_row = next(c for c in selection["candidates"] if c["name"] == "ensemble")
+    assert ens_row["kind"] == "ensemble" and ens_row["val_accuracy"] == info["val_accuracy"]
+    assert all(c["difference_low"] > 0 for c in selection["candidates"] if c["name"] != "ensemble")
     rows = {m["name"]: m for m in metrics["models"]}
     ens = rows["ensemble"]
     assert ens["family"] == "ensemble" and ens["test"]["n"] == rows[ARCHS[0]]["test"]["n"]

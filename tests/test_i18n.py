@@ -29,6 +29,7 @@ STATIC = Path(i18n.__file__).parent / "serve" / "static"
 SAME_IN_BOTH = {
     "page.percent", "page.ms", "page.mb", "page.preview.name", "page.footer.api",
     "report.format.speedup", "report.nav.backends", "report.narrative.headline.single",
+    "report.choice.sentence", "report.choice.compare.item",
     "report.narrative.uncertainty.single_model", "report.table.log_loss", "report.table.ece", "report.table.gflops",
     "report.table.latency", "report.table.throughput", "report.table.f1", "report.table.total",
     "report.backends.table.backend", "report.backends.table.latency", "report.backends.table.throughput",

@@ -143,7 +143,7 @@ def test_html_is_self_contained_and_escaped(tmp_path):
     srcs = re.findall(r'src="([^"]+)"', text)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     # Leads with the answer, and says what the study's numbers were measured on.
-    assert text.index("Best model (by validation accuracy): tiny_a") < text.index('id="comparison"')
+    assert text.index("Served model (chosen on the training and validation images): tiny_a") < text.index('id="comparison"')
     assert "351" in text and "0.94" in text
     assert "McNemar" in text
     md = files.markdown.read_text()

@@ -48,8 +48,8 @@ ENGLISH_HEADERS = [
     "predicted", "confidence", "reason", "all", "item", "value", "train", "val", "test",
 ]
 ENGLISH_SENTENCES = [
-    "Best model", " is more accurate than ", "test accuracy", "Exact McNemar tests", "Calibration:",
-    "The test split has only", "The original study published", "Other work was running", "selected by validation",
+    "Served model", " is more accurate than ", "test accuracy", "Exact McNemar tests", "Calibration:",
+    "The test split has only", "The original study published", "Other work was running", "chosen on the training and validation images",
     "stratified split", "Every model was trained", "Latency:", "warm-up", " seconds: ", "Folder ", "Warnings:",
     "misclassified", "confusion matrix", "training curves", "reliability diagram", "duplicate groups",
     "unreadable files", "serve uses", "finding the faces", "show a face", "logical cores", "torch threads",
@@ -152,7 +152,7 @@ def test_the_spanish_report_has_spanish_headings_and_headers_and_no_english_ones
 def test_the_spanish_report_says_its_findings_in_spanish(reports):
     page, md, study = reports["html"]["es"], reports["md"]["es"], reports["study"]
     a = study.model("tiny_a").test
-    headline = (f"Mejor modelo (por exactitud en validación): tiny_a — exactitud en prueba {_es(100 * a.accuracy, 1)} % "
+    headline = (f"Modelo servido (elegido con las imágenes de entrenamiento y validación): tiny_a — exactitud en prueba {_es(100 * a.accuracy, 1)} % "
                 f"(IC 95 % {_es(100 * a.accuracy_ci[0], 0)} %–{_es(100 * a.accuracy_ci[1], 0)} % sobre {a.n} "
                 f"imágenes de prueba), F1 macro {_es(a.macro_f1, 3)}")
     assert f"**{headline}" in md and f"<strong>{headline}" in page
@@ -306,7 +306,7 @@ def test_english_is_the_default_and_the_data_files_do_not_depend_on_the_language
         del m["timings"]["report_seconds"]
     assert metrics["en"] == metrics["es"]
     a = reports["study"].model("tiny_a").test
-    assert (f"**Best model (by validation accuracy): tiny_a — test accuracy {a.accuracy:.1%} (95 % CI "
+    assert (f"**Served model (chosen on the training and validation images): tiny_a — test accuracy {a.accuracy:.1%} (95 % CI "
             f"{a.accuracy_ci[0]:.0%}–{a.accuracy_ci[1]:.0%} on {a.n} test images), macro-F1 {a.macro_f1:.3f}") in md
     assert set(ENGLISH_HEADINGS) - {"Results"} <= set(_texts(r"<h[1-3][^>]*>(.*?)</h[1-3]>", page))
     assert f"<pre>{html.escape(reports['study'].command)}</pre>" in page  # no --lang for the default
@@ -377,7 +377,7 @@ def test_compare_lang_es_writes_the_report_in_spanish_and_the_data_in_english(sp
     assert page.startswith('<!DOCTYPE html>\n<html lang="es">')
     assert "<h1>Comparación de clasificadores de imágenes: data</h1>" in page
     assert md.startswith("# Comparación de clasificadores de imágenes: data\n")
-    assert "## Comparación (partición de prueba)" in md and "Mejor modelo (por exactitud en validación)" in md
+    assert "## Comparación (partición de prueba)" in md and "Modelo servido (elegido con las imágenes de entrenamiento y validación)" in md
     assert "<td>{model}</td>" in page
     for name in (TINY, TWO_PHASE):
         assert (run / f"plots/{name}-confusion.png").is_file()

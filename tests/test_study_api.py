@@ -40,7 +40,7 @@ def study(tmp_path_factory) -> Study:
     lines: list[str] = []
     study = image_classifier.compare(data, out=root / "run", models=[TINY, TWO_PHASE], on_progress=lines.append,
                                      **FAST)
-    assert any(line.startswith("selected ") for line in lines)
+    assert any(line.startswith("selected: ") for line in lines)
     return study
 
 
@@ -61,19 +61,18 @@ def _rows(study: Study) -> list[str]:
     return [TINY, TWO_PHASE] + ([study.ensemble.name] if kept else [])
 
 
-def test_best_is_the_model_with_the_best_validation_accuracy(study):
-    cards = _cards(study)
-    # Highest validation accuracy, ties broken by lower validation loss, then by the order given.
-    single = min(enumerate(cards), key=lambda item: (-cards[item[1]]["best"]["val_accuracy"],
-                                                    cards[item[1]]["best"]["val_loss"], item[0]))[1]
-    # A kept ensemble is selected only when it beats every model alone on the same validation pass.
-    info = study.ensemble
-    ensemble_won = info is not None and info.outcome == "kept" and all(
-        (info.val_accuracy, -info.val_log_loss) > (m.val_accuracy, -m.val_log_loss) for m in info.members)
-    expected = info.name if ensemble_won else single
+def test_best_is_the_candidate_no_other_beats_beyond_the_noise(study):
+    selection = study.selection
+    expected = selection.best
     assert study.best.name == expected
-    if not ensemble_won:
-        assert study.best.validation.accuracy == cards[expected]["best"]["val_accuracy"]
+    # No candidate is more accurate than the chosen one beyond the noise (the 95 % paired-bootstrap
+    # interval of chosen minus it is not all below 0), and the chosen one is among those tied.
+    others = [c for c in selection.candidates if c.name != expected]
+    assert others and all(c.difference_high is not None and c.difference_high >= 0 for c in others)
+    assert selection.candidate(expected).tied
+    # Not a folder of people: strangers played no part.
+    assert not selection.people and selection.can_reject is None
+    assert selection.reason.startswith(f"{expected}: validation accuracy ")
     assert (study.run_dir / "best").resolve() == (study.run_dir / "models" / expected).resolve()
     assert study.model_path() == study.run_dir / "models" / expected
     assert load_model(study.model_path(TINY), backend="torch").card["architecture"] == TINY
@@ -139,7 +138,7 @@ def test_repr_html_shows_the_table_and_the_figures(study):
     assert page.count("<tr>") == 1 + len(study.models)
     for m in study.models:
         assert f"<td>{m.name}</td>" in page
-    assert f"Best model (by validation accuracy): <b>{study.best.name}</b>" in page
+    assert f"Served model (chosen on the training and validation images): <b>{study.best.name}</b>" in page
     figures = study.plot_paths()
     assert len(figures) >= 1 + 2 * len(study.models)  # reliability, and each model's confusion and curves
     assert page.count('src="data:image/png;base64,') == len(figures)

@@ -106,6 +106,17 @@ COLUMNS = (
     "known_accuracy_kept",
     "known_kept_rate",
     "unknown_method",
+    # The choice of the served model (compare; evaluate.choice), on the training and validation
+    # images only: out-of-fold accuracy and log-loss over train + validation for a model refitted in
+    # seconds (mean and standard deviation over repeats x folds, e.g. "5x2"), the share of strangers
+    # its rule accepts on validation (a folder of people), and whether no eligible candidate is more
+    # accurate beyond the noise ("tied": it was among those the rule chose from).
+    "cv_accuracy",
+    "cv_accuracy_std",
+    "cv_log_loss",
+    "cv_folds",
+    "val_strangers_accepted",
+    "tied",
 )
 
 #: The columns a notebook shows (:meth:`Study._repr_html_`); the table has them all.
@@ -548,9 +559,11 @@ class ModelResult:
             open_set=OpenSet.from_json(d["open_set"]) if d.get("open_set") else None,
         )
 
-    def row(self, selected: bool = False) -> dict[str, Any]:
-        """This model's row of the comparison table: keys = :data:`COLUMNS`, numbers unrounded."""
+    def row(self, selected: bool = False, evidence: CandidateEvidence | None = None) -> dict[str, Any]:
+        """This model's row of the comparison table: keys = :data:`COLUMNS`, numbers unrounded
+        (``evidence``: its candidate's in the run's choice, when it was one)."""
         test, speed, val, training = self.test, self.speed or Speed(), self.validation, self.training
+        ev = evidence
         onnx = (self.backends.backends.get("onnx") if self.backends else None) or {}
         faces = self.faces
         return {
@@ -597,6 +610,12 @@ class ModelResult:
             "known_accuracy_kept": self.open_set.known_accuracy_kept if self.open_set else None,
             "known_kept_rate": self.open_set.known_kept_rate if self.open_set else None,
             "unknown_method": self.open_set.method if self.open_set else None,
+            "cv_accuracy": ev.cv_accuracy if ev else None,
+            "cv_accuracy_std": ev.cv_accuracy_std if ev else None,
+            "cv_log_loss": ev.cv_log_loss if ev else None,
+            "cv_folds": f"{ev.cv_repeats}x{ev.cv_folds}" if ev and ev.cv_repeats else None,
+            "val_strangers_accepted": ev.strangers_accepted if ev else None,
+            "tied": ev.tied if ev else None,
         }
 
 
@@ -733,17 +752,84 @@ class Environment:
 
 
 @dataclass
+class CandidateEvidence:
+    """One candidate of ``compare``'s choice (a model, a face-first cascade or the weighted mix) and
+    the evidence it was weighed on (see :mod:`image_classifier.evaluate.choice`)."""
+
+    name: str
+    kind: str  # "model", "cascade" or "ensemble"
+    description: str
+    parameters: int
+    val_accuracy: float | None
+    val_log_loss: float | None
+    val_images: int
+    #: Out-of-fold over train + validation (None: not refitted, see ``cv_method``).
+    cv_accuracy: float | None = None
+    cv_accuracy_std: float | None = None
+    cv_log_loss: float | None = None
+    cv_log_loss_std: float | None = None
+    cv_repeats: int | None = None
+    cv_folds: int | None = None
+    cv_method: str | None = None
+    #: The share of strangers its rule accepts at ``keep`` (None: not measured).
+    strangers_accepted: float | None = None
+    strangers: int = 0
+    eligible: bool = True  # turns away enough strangers (always, when that is not required)
+    tied: bool = False  # no eligible candidate is more accurate beyond the noise
+    #: The chosen candidate's accuracy minus this one's, with its 95 % paired-bootstrap interval,
+    #: on ``difference_evidence`` ("cv" or "val"); None for the chosen one.
+    difference: float | None = None
+    difference_low: float | None = None
+    difference_high: float | None = None
+    difference_evidence: str | None = None
+
+    @property
+    def accuracy(self) -> float | None:
+        """The best estimate of its accuracy: out-of-fold where it has one, else validation."""
+        return self.cv_accuracy if self.cv_accuracy is not None else self.val_accuracy
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> CandidateEvidence:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
 class Selection:
+    """Which model the run serves (``best``), by which rule, and why (``reason``, one sentence with
+    its numbers). ``candidates`` is the evidence every candidate was weighed on; a folder of people
+    also requires turning strangers away (``people``): ``can_reject`` False says no candidate could,
+    so the served model calls strangers one of the known people."""
+
     best: str
     criterion: str
     model_dir: str | None = None  # relative to the run directory
+    reason: str = ""
+    decided_by: str | None = None  # the step of the rule that decided (evaluate.choice)
+    people: bool = False
+    can_reject: bool | None = None
+    keep: float | None = None  # the rules' kept share of known validation images
+    max_strangers: float | None = None
+    strangers_source: str = ""  # "leave-one-class-out on validation" or the unknown folder's validation half
+    candidates: list[CandidateEvidence] = field(default_factory=list)
+    seconds: float | None = None  # the evidence beyond the validation passes, and the choice
 
     def to_json(self) -> dict[str, Any]:
-        return {"best": self.best, "criterion": self.criterion, "model_dir": self.model_dir}
+        d = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        d["candidates"] = [c.to_json() for c in self.candidates]
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Selection:
-        return cls(str(d["best"]), str(d.get("criterion", "")), d.get("model_dir"))
+        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "candidates"}
+        fields.setdefault("criterion", "")
+        return cls(**{**fields, "best": str(d["best"])},
+                   candidates=[CandidateEvidence.from_json(c) for c in d.get("candidates") or []])
+
+    def candidate(self, name: str) -> CandidateEvidence | None:
+        return next((c for c in self.candidates if c.name == name), None)
 
 
 @dataclass
@@ -936,8 +1022,10 @@ class Study:
 
     def rows(self) -> list[dict[str, Any]]:
         """The comparison table as one dict per model (keys = :data:`COLUMNS`, numbers unrounded)."""
-        best = self.selection.best if self.selection is not None else None
-        return [m.row(selected=m.name == best) for m in self.models]
+        selection = self.selection
+        best = selection.best if selection is not None else None
+        return [m.row(selected=m.name == best, evidence=selection.candidate(m.name) if selection else None)
+                for m in self.models]
 
     @property
     def table(self) -> Any:
@@ -995,7 +1083,7 @@ class Study:
         best = self.best
         parts = [f"<h3>{html.escape(self.title)}</h3>"]
         if best is not None:
-            parts.append(f"<p>Best model{' (by validation accuracy)' if self.selection else ''}: "
+            parts.append(f"<p>{'Served model (chosen on the training and validation images)' if self.selection else 'Best model'}: "
                          f"<b>{html.escape(best.name)}</b>, test accuracy {best.test.accuracy:.1%} on "
                          f"{best.test.n} {html.escape(self.scored_set)}.</p>")
         head = "".join(f"<th>{html.escape(c)}</th>" for c in NOTEBOOK_COLUMNS)

@@ -98,6 +98,16 @@ def unknown_images(folder: str | os.PathLike) -> list[UnknownImage]:
     return sorted(found, key=lambda u: u.rel_path)
 
 
+def split_unknowns(images: Sequence[UnknownImage], seed: int = 0) -> tuple[list[UnknownImage], list[UnknownImage]]:
+    """The unknown folder in two halves, dealt by a seeded permutation: the first (rounded down)
+    for the validation side (choosing the served model), the second for the test side (measuring
+    it). Both halves keep the folder's sorted order."""
+    order = np.random.default_rng(seed).permutation(len(images))
+    val = sorted(order[: len(images) // 2].tolist())
+    test = sorted(order[len(images) // 2:].tolist())
+    return [images[i] for i in val], [images[i] for i in test]
+
+
 def summarise(method: str, rule: RejectionRule, known_scores: np.ndarray, known_accepted: np.ndarray,
               known_correct: np.ndarray, unknown_scores: np.ndarray, unknown_accepted: np.ndarray, *,
               source: str | None = None, seconds: float | None = None) -> OpenSet:
@@ -217,7 +227,7 @@ def fit_softmax_head(x: np.ndarray, y: np.ndarray, num_classes: int, *, l2: floa
     return w.detach().double().numpy(), b.detach().double().numpy(), mean, projection
 
 
-def _head_probs(head: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
+def head_probabilities(head: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
     w, b, mean, projection = head
     z = ((np.asarray(x, dtype=np.float64) - mean) @ projection) @ w + b
     z = z - z.max(1, keepdims=True)
@@ -262,13 +272,13 @@ def leave_one_class_out(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndar
         xv, _ = subset(val)
         xk, yk = subset(test)
         xu = test[0][test[1] == c]
-        known_probs = _head_probs(head, xk)
+        known_probs = head_probabilities(head, xk)
         if score == FACE_DISTANCE:
             rule = RejectionRule.fit([FACE_DISTANCE] * len(xv), nearest_distance(xv, xt), keep)
             known_values, unknown_values = nearest_distance(xk, xt), nearest_distance(xu, xt)
         else:
-            rule = RejectionRule.fit([MAX_PROBABILITY] * len(xv), _head_probs(head, xv).max(1), keep)
-            known_values, unknown_values = known_probs.max(1), _head_probs(head, xu).max(1)
+            rule = RejectionRule.fit([MAX_PROBABILITY] * len(xv), head_probabilities(head, xv).max(1), keep)
+            known_values, unknown_values = known_probs.max(1), head_probabilities(head, xu).max(1)
         known = rule.decide([score] * len(xk), known_values)
         unknown = rule.decide([score] * len(xu), unknown_values)
         per_class.append(summarise(

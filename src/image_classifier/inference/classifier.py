@@ -265,7 +265,8 @@ class Classifier(BatchedPrediction):
     def finish(self, prepared: Prepared, forward: np.ndarray | None) -> np.ndarray:
         """Probabilities for every prepared image, from the backend's ``forward`` output for
         ``prepared.rows`` and the answers :meth:`prepare` already had."""
-        out = np.empty((prepared.size, len(self.classes)), dtype=np.float32)
+        # Zeros, not garbage, for an image neither path answered (a cascade skips a member's forward pass).
+        out = np.zeros((prepared.size, len(self.classes)), dtype=np.float32)
         if prepared.rows:
             out[prepared.rows] = forward
         for i, probs in prepared.direct.items():

@@ -10,6 +10,12 @@ path and backend; an image is decoded once per distinct :attr:`Classifier.decode
 members, and the probabilities are the weighted average of the members' (calibrated, where the
 members are).
 
+Two ways of combining the members (the card's ``ensemble.combine``): ``mean`` (the default), the
+weighted average above; ``face_first``, a cascade of a face model and one whole-image model: the
+face model answers where a face like a known person's decides, the other model everywhere else
+(its forward pass runs only for those images; the face model's fallback never runs), and the
+members' weights are only the share of validation images each answered.
+
 For the server's batcher the ensemble looks like one network: :meth:`EnsembleClassifier.prepare`
 packs, per image, a flag per member (does this member's forward pass need to run?) and every
 member's input into one flat row; :meth:`EnsembleClassifier.predict_tensor` unpacks a batch of
@@ -18,7 +24,9 @@ hands each member its part so that members finish (face answers, calibration) as
 
 "None of these": :meth:`EnsembleClassifier.finish` also scores each image as its strangest member
 finds it: the smallest, over the members that have a rejection rule, of the member's own conformal
-p-value (``details['member_p_value']``). The ensemble's own rule (card key ``rejection``, fitted
+p-value (``details['member_p_value']``); for a cascade, the face model's p-value where it found a
+face (a stranger's face is far from its bank whichever member answers), the other model's
+elsewhere. The ensemble's own rule (card key ``rejection``, fitted
 by ``compare`` on the validation split) thresholds that score; an ensemble card without one (older
 runs) never answers "unknown".
 """
@@ -48,6 +56,9 @@ from image_classifier.saved_model import FORMAT_VERSION, read_card
 
 #: ``architecture`` of an ensemble's card.
 ENSEMBLE_ARCHITECTURE = "ensemble"
+#: How the members' answers combine (the card's ``ensemble.combine``; see the module docstring).
+MEAN, FACE_FIRST = "mean", "face_first"
+COMBINE = (MEAN, FACE_FIRST)
 #: The card keys that decide what a member predicts: a change to any of them changes its probabilities.
 FINGERPRINT_KEYS = ("architecture", "arch_options", "classes", "preprocessing", "weights_sha256", "calibration",
                     "faces")
@@ -85,13 +96,17 @@ class MemberSpec:
 
 
 def write_ensemble(out_dir: str | os.PathLike, members: dict[str, Path], weights: dict[str, float], *,
-                   extra: dict[str, Any] | None = None, best: dict[str, Any] | None = None) -> Path:
+                   extra: dict[str, Any] | None = None, best: dict[str, Any] | None = None,
+                   combine: str = MEAN) -> Path:
     """Save an ensemble of the saved models ``members`` (``{name: model dir}``) with ``weights``
     (summing to 1; a name without a weight gets 0) into ``out_dir``; returns the directory.
 
     ``extra`` is stored under the card's ``ensemble`` key beside the members (how it was chosen);
     ``best`` is the card's ``best`` (``val_accuracy``, ``val_loss``: what ``evaluate`` reports as its
-    validation figures, as for a trained model)."""
+    validation figures, as for a trained model). ``combine``: :data:`MEAN` or :data:`FACE_FIRST`
+    (then exactly two members with a weight: a face model first, and a whole-image model)."""
+    if combine not in COMBINE:
+        raise ValueError(f"combine must be one of {', '.join(COMBINE)}, not {combine!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     specs, cards = [], {}
@@ -112,6 +127,9 @@ def write_ensemble(out_dir: str | os.PathLike, members: dict[str, Path], weights
     if differing:
         raise ModelFormatError(f"{', '.join(differing)} have other classes than {chosen[0].name}: an ensemble's "
                                "members must be trained on the same classes, in the same order")
+    if combine == FACE_FIRST and (len(chosen) != 2 or "faces" not in cards[chosen[0].name]
+                                  or "faces" in cards[chosen[1].name]):
+        raise ValueError("a face-first cascade has two members: a face model first, then a whole-image model")
     # Informative only (each member uses its own card's): the largest input, which a warm-up picture needs.
     largest = max(chosen, key=lambda s: int(cards[s.name]["preprocessing"]["input_size"]))
     card = {
@@ -119,7 +137,7 @@ def write_ensemble(out_dir: str | os.PathLike, members: dict[str, Path], weights
         "architecture": ENSEMBLE_ARCHITECTURE,
         "classes": classes,
         "preprocessing": dict(cards[largest.name]["preprocessing"]),
-        "ensemble": {**(extra or {}), "members": [s.to_json() for s in specs]},
+        "ensemble": {**(extra or {}), "combine": combine, "members": [s.to_json() for s in specs]},
     }
     if best is not None:
         card["best"] = dict(best)
@@ -208,6 +226,10 @@ class EnsembleClassifier(BatchedPrediction):
         for name, clf, _ in self.members:
             if list(clf.classes) != self.classes:
                 raise ModelFormatError(f"{model_dir}: member {name} has classes {clf.classes}, the ensemble {self.classes}")
+        self.combine = str((card.get("ensemble") or {}).get("combine") or MEAN)
+        if self.combine == FACE_FIRST and (len(self.members) != 2 or self.members[0][1].face_path is None
+                                           or self.members[1][1].face_path is not None):
+            raise ModelFormatError(f"{model_dir}: a face-first cascade needs a face model and then a whole-image model")
         self.preprocessing = Preprocessing.from_dict(card["preprocessing"])
         self.backend = EnsembleBackend(self.members)
         self.backend_reason = backend_reason or "each member on its own backend"
@@ -280,6 +302,8 @@ class EnsembleClassifier(BatchedPrediction):
         items = [self.decode(img) for img in images]
         n = len(items)
         parts = [clf.prepare([it.by_key[clf.decode_key] for it in items]) for _, clf, _ in self.members]
+        if self.combine == FACE_FIRST:
+            parts = _face_first_parts(parts)
         k = len(self.members)
         rows = sorted({i for p in parts for i in p.rows})
         position = {i: r for r, i in enumerate(rows)}
@@ -317,21 +341,33 @@ class EnsembleClassifier(BatchedPrediction):
         c = len(self.classes)
         position = {i: r for r, i in enumerate(prepared.rows)}
         total = np.zeros((prepared.n, c), dtype=np.float64)
-        smallest: np.ndarray | None = None
+        own_probs, own_p = [], []
         for m, ((_, clf, weight), part) in enumerate(zip(self.members, prepared.parts)):
             own = None
             if part.rows:
                 own = np.asarray(forward)[[position[i] for i in part.rows], m * c:(m + 1) * c]
             probs = clf.finish(part, own)
+            own_probs.append(probs)
             total += weight * probs
             rule = clf.rejection_rule
             if rule is None or weight <= 0:
+                own_p.append(None)
                 continue
             # Scored exactly as the member's own judge scores it: its probabilities before calibration.
             p = member_p_values(rule, clf.uncalibrated(probs, part.details), part.details)
-            smallest = p if smallest is None else np.minimum(smallest, p)
+            own_p.append(p)
             for i in range(prepared.n):
                 prepared.details[i]["members"][m]["p_value"] = round(float(p[i]), 6)
+        if self.combine == FACE_FIRST:
+            face_details = prepared.parts[0].details
+            decided = np.array([d.get("face") is not None for d in face_details], dtype=bool)
+            total = np.where(decided[:, None], own_probs[0], own_probs[1]).astype(np.float64)
+            found = np.array([d.get("face_distance") is not None for d in face_details], dtype=bool)
+            smallest = (None if own_p[0] is None or own_p[1] is None
+                        else np.where(found, own_p[0], own_p[1]))
+        else:
+            present = [p for p in own_p if p is not None]
+            smallest = np.min(present, axis=0) if present else None
         for i in range(prepared.n):
             # Rounded as the card stores the rule's validation scores (RejectionRule.to_card): p-values
             # are fractions k/n, and 1/15 against the card's 0.066667 would turn a tie into a rejection.
@@ -350,6 +386,16 @@ class EnsembleClassifier(BatchedPrediction):
         k = len(self.members)
         parts = [clf.preprocess_array(images).reshape(len(images), -1) for _, clf, _ in self.members]
         return np.ascontiguousarray(np.concatenate([np.ones((len(images), k), dtype=np.float32), *parts], axis=1))
+
+
+def _face_first_parts(parts: list[Prepared]) -> list[Prepared]:
+    """A cascade's preparations: no forward pass for the face model (its fallback is not used) and
+    the other model's only for the images where no face decided."""
+    face, other = parts
+    decided = {i for i, d in enumerate(face.details) if d.get("face") is not None}
+    keep = [k for k, i in enumerate(other.rows) if i not in decided]
+    return [Prepared(face.batch[:0], [], face.direct, face.details),
+            Prepared(other.batch[keep], [other.rows[k] for k in keep], other.direct, other.details)]
 
 
 def open_ensemble(model_dir: str | os.PathLike, card: dict[str, Any],

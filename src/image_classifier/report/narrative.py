@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from image_classifier.i18n import Translator, translator
 from image_classifier.report.tables import fmt_mb, fmt_ms, fmt_params
-from image_classifier.results import TEST_IMAGES, Duplicates, ShortcutAudit, Study
+from image_classifier.results import TEST_IMAGES, CandidateEvidence, Duplicates, Selection, ShortcutAudit, Study
 
 EN = translator("en")
 
@@ -353,3 +353,67 @@ def _ensemble_open_set(study: Study, t: Translator) -> str:
         return ""  # no ensemble, or one from before ensembles had a rule
     key = "report.open_set.ensemble_measured" if row.open_set is not None else "report.open_set.ensemble_not_measured"
     return " " + t(key)
+
+
+# ---- the choice of the served model (issue 25) ---------------------------------------------------
+
+#: At most this many other candidates are named in the choice's sentence (the most accurate ones).
+CHOICE_NAMED = 3
+
+
+def _candidate_accuracy(c: CandidateEvidence, t: Translator) -> str:
+    if c.cv_accuracy is not None:
+        return t("report.choice.accuracy.cv", accuracy=t.number(c.cv_accuracy, 3), std=t.number(c.cv_accuracy_std, 3),
+                 repeats=c.cv_repeats, folds=c.cv_folds, val=t.number(c.val_accuracy, 3), n=c.val_images)
+    return t("report.choice.accuracy.val", val=t.number(c.val_accuracy, 3), n=c.val_images)
+
+
+def _listed(items: list[str], t: Translator) -> str:
+    return t("report.choice.list", head=", ".join(items[:-1]), last=items[-1]) if len(items) > 1 else items[0]
+
+
+def choice_sentence(selection: Selection, t: Translator = EN) -> str:
+    """The chosen model and why, in one sentence with its numbers; "" for a run from before the rule
+    existed (see also :func:`cannot_reject_sentence`)."""
+    chosen = selection.candidate(selection.best)
+    if chosen is None:
+        return ""
+    others = sorted((c for c in selection.candidates if c.name != chosen.name),
+                    key=lambda c: -(c.accuracy if c.accuracy is not None else -1.0))
+    # Candidates the chosen one does not beat beyond the noise (eligible or not), most accurate first.
+    close = [c for c in others if c.difference_low is not None and c.difference_low <= 0.0][:CHOICE_NAMED]
+    compare = (t("report.choice.compare.tied", others=_listed(
+        [t("report.choice.compare.item", name=c.name, accuracy=t.number(c.accuracy, 3)) for c in close], t))
+               if close else t("report.choice.compare.best"))
+    keep = t.percent(selection.keep, 0)
+    source = selection.strangers_source
+    excluded = [c for c in close if not c.eligible]
+    decided = selection.decided_by
+    if selection.people and selection.can_reject and excluded:
+        why = t("report.choice.why.excluded", rate=t.percent(chosen.strangers_accepted, 0), source=source, keep=keep,
+                others=_listed([t("report.choice.why.excluded_item", rate=t.percent(c.strangers_accepted, 0),
+                                  name=c.name) for c in excluded], t))
+    elif decided == "strangers":
+        tied = [c for c in others if c.tied][:CHOICE_NAMED]
+        why = t("report.choice.why.strangers", rate=t.percent(chosen.strangers_accepted, 0),
+                others=_listed([t("report.choice.why.excluded_item", rate=t.percent(c.strangers_accepted, 0),
+                                  name=c.name) for c in tied], t))
+    elif decided == "parameters":
+        tied = [c for c in others if c.tied and c.kind == chosen.kind][:CHOICE_NAMED]
+        why = t("report.choice.why.parameters", params=t.localize_number(fmt_params(chosen.parameters)),
+                others=_listed([f"{t.localize_number(fmt_params(c.parameters))} ({c.name})" for c in tied], t))
+    else:
+        why = t(f"report.choice.why.{decided}" if decided in ("simplicity", "order", "only") else
+                "report.choice.why.accuracy")
+    return t("report.choice.sentence", model=chosen.name, accuracy=_candidate_accuracy(chosen, t),
+             compare=compare, why=why)
+
+
+def cannot_reject_sentence(selection: Selection | None, t: Translator = EN) -> str:
+    """For a folder of people whose candidates all accept too many strangers, the sentence that says
+    the served model will call strangers one of the known people; "" otherwise."""
+    if selection is None or not selection.people or selection.can_reject is not False:
+        return ""
+    rates = [c.strangers_accepted for c in selection.candidates if c.strangers_accepted is not None]
+    return t("report.choice.cannot_reject", source=selection.strangers_source or "–",
+             rate=t.percent(min(rates), 0) if rates else "–")

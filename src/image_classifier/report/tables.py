@@ -243,7 +243,7 @@ def display_table(study: Study, t: Translator = EN) -> tuple[list[str], list[lis
 
 
 def format_terminal_table(study: Study) -> str:
-    """Fixed-width text table; ``*`` marks the model selected by validation accuracy. Always
+    """Fixed-width text table; ``*`` marks the served model (chosen on the training and validation images). Always
     English, like every line the CLI prints."""
     headers, body = display_table(study, EN)
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]

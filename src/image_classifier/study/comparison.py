@@ -1,10 +1,12 @@
-"""The whole study in one call: audit, split, train every model, evaluate on the test split once,
-measure size and speed, pick the best by validation, write the report.
+"""The whole study in one call: audit, split, train every model, choose the model to serve on the
+training and validation images, evaluate on the test split once, measure size and speed, write
+the report.
 
 The order of operations is the point of this module:
 - every model shares one split (made once, saved as ``split.csv``, reused on re-runs);
-- the best model is chosen on the validation split only; the test split is scored once per
-  model, after all training, and never feeds back into any choice;
+- the served model is chosen on the training and validation images only (study.evidence: out-of-fold
+  estimates, paired comparisons, strangers turned away for a folder of people); the test split is
+  scored once per model, after the choice, and never feeds back into it;
 - everything the report says is computed here and returned as a :class:`Study` (``metrics.json``).
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import os
 import shlex
 import time
@@ -25,18 +28,19 @@ from image_classifier.data.split import Split, resolve_split
 from image_classifier.errors import DatasetError, ImageClassifierError
 from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage
 from image_classifier.evaluate.metrics import pairwise_mcnemar
-from image_classifier.evaluate.open_set import unknown_images
+from image_classifier.evaluate.choice import Candidate, choose
+from image_classifier.evaluate.open_set import split_unknowns, unknown_images
 from image_classifier.evaluate.shortcut import AuditImages, example_strip
 from image_classifier.evaluate.speed import SpeedConfig
 from image_classifier.faces import FaceCache, FaceModelsNotFoundError, FaceSurvey, survey_faces
 from image_classifier.fileio import atomic_write_text
 from image_classifier.i18n import DEFAULT, translator
 from image_classifier.report import write_report
-from image_classifier.report.narrative import duplicate_sentences
+from image_classifier.report.narrative import cannot_reject_sentence, choice_sentence, duplicate_sentences
 from image_classifier.report.tables import fmt_seconds, write_metrics_json
 from image_classifier.results import (
-    DataSummary, DuplicateGroup, Duplicates, FaceSummary, ModelResult, PairwiseTest, Selection, SplitInfo, Speed,
-    Study,
+    CandidateEvidence, DataSummary, DuplicateGroup, Duplicates, FaceSummary, ModelResult, PairwiseTest, Selection,
+    SplitInfo, Speed, Study,
 )
 from image_classifier.runs import (
     PLOTS_DIR, PREDICTIONS_CSV_NAME, SHORTCUT_EXAMPLE_NAME, SPLIT_NAME, model_dir_for, split_of_run, write_best_pointer,
@@ -44,14 +48,16 @@ from image_classifier.runs import (
 from image_classifier.inference.calibration import CALIBRATION_KEY
 from image_classifier.saved_model import read_card
 from image_classifier.study.backends import measure_model_backends
+from image_classifier.inference.loading import load_model
 from image_classifier.study.ensemble import (
-    ENSEMBLE_ROW, EnsembleOutcome, align, remove_stale, run_ensemble_step,
+    EnsembleOutcome, member_latency, mix_info, over_budget, remove_stale, save_and_score,
 )
+from image_classifier.study.evidence import Evidence, EvidenceInputs, gather_evidence, validation_pass
 from image_classifier.study.environment import describe_environment
 from image_classifier.study.defaults import DEFAULT_TEST, DEFAULT_VAL, FACE_MODEL, SELECTION_CRITERION
 from image_classifier.study.options import CompareOptions
 from image_classifier.study.scoring import (
-    EXPLAIN, OPEN_SET, SHORTCUT_AUDIT, SPEED, TEST, VALIDATION, ScoringContext, Stopwatch, face_accuracy, score_model,
+    EXPLAIN, OPEN_SET, SHORTCUT_AUDIT, SPEED, TEST, ScoringContext, Stopwatch, face_accuracy, score_model,
 )
 from image_classifier.study.resume import (
     ModelDecision, check_writable, clear_run, decide, discard_stale_resume, expected_identity, has_previous_run,
@@ -107,17 +113,6 @@ def reproduce_command(options: CompareOptions, split: Split | None = None) -> st
 
 
 # ---- steps ---------------------------------------------------------------------------------------
-
-def _select_best(results: dict[str, TrainResult]) -> str:
-    """By validation accuracy, then validation loss, then the order given (stable)."""
-    def key(item: tuple[int, str]) -> tuple[float, float, int]:
-        i, name = item
-        r = results[name]
-        loss = r.best_val_loss if r.best_val_loss is not None else float("inf")
-        return (-float(r.best_val_accuracy), float(loss), i)
-
-    return min(enumerate(results), key=key)[1]
-
 
 def _eta_text(done_seconds: list[float], remaining: int) -> str:
     if not done_seconds or remaining == 0:
@@ -287,9 +282,36 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     timings["train_seconds"] = sum(done)
     timings["trust_seconds"] = trust_seconds
 
-    # 3. Choose on validation, before looking at the test split.
-    best = _select_best(results)
-    say(f"selected {best} (validation accuracy {results[best].best_val_accuracy:.3f})")
+    # 3. The evidence on the training and validation images, and the choice of the model to serve
+    # (study.evidence): every model's validation pass, out-of-fold estimates where a model refits in
+    # seconds, the composites, and for a folder of people the strangers each would accept. The test
+    # split is not read before the choice.
+    t0 = time.perf_counter()
+    people = survey is not None and survey.is_face_folder
+    unknown_val = unknowns = None
+    if options.unknown is not None:
+        # One half chooses (strangers turned away), the other is measured with the test split.
+        unknown_val, unknowns = split_unknowns(unknown_images(options.unknown), options.seed)
+    train_items = [LabelledImage.from_record(r) for r in split.subset("train")]
+    # Leave-one-class-out reads penultimate features (needs two classes left besides the one out).
+    loco = options.unknown is None and len(split.classes) >= 3
+    passes = {}
+    for i, arch in enumerate(models, 1):
+        say(f"[model {i}/{n}] {arch}: predicting the {len(val_items)} validation images")
+        classifier = load_model(Path(results[arch].model_dir), backend="torch", face_cache=face_cache,
+                                device=options.device)
+        passes[arch] = validation_pass(classifier, val_items, train_items, cache, tap_features=loco,
+                                       unknown=unknown_val if people else None)
+    timings["validation_pass_seconds"] = time.perf_counter() - t0
+    evidence = gather_evidence(EvidenceInputs(
+        models=models, model_dirs={a: Path(results[a].model_dir) for a in models}, classes=list(split.classes),
+        train_records=split.subset("train"), val_records=split.subset("val"), survey=survey, keep=options.keep,
+        seed=options.seed, people=people, unknown_val=unknown_val,
+        weights={a: options.weights_for(a) for a in models}, cache_dir=options.cache_dir,
+        progress=options.progress), passes, image_cache=image_cache, say=say)
+    timings["selection_seconds"] = evidence.seconds
+    for c in evidence.candidates:
+        say(f"candidate {c.name}: {_evidence_line(c)}")
 
     # 4. Evaluate on the test split and measure size/speed: each model scored once (study.scoring),
     # with the decoded images, the audit's variants and the unknown images shared by the models.
@@ -297,31 +319,21 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     evaluations: dict[str, Evaluation] = {}
     entries: list[ModelResult] = []
     sample_image = test_items[0].path
-    # The ensemble's selection reads the validation split only: one pass per model, while scoring
-    # it (after training and any post-training fit, so these are the probabilities the model
-    # serves), with the decoded images shared with the test scoring.
-    try_ensemble = options.ensemble and len(models) >= 2
-    ensemble_val = val_items if try_ensemble else []  # val_items: the split's, from step 2
     scoring = ScoringContext(
         options=options, say=say, models=n, test_items=test_items, val_items=val_items,
         # The shortcut audit's variants, built once per test image and model input, shared by the models.
         audit_images=(AuditImages(survey.analyses if survey is not None else None, cache)
                       if options.shortcut_audit else None),
         # "None of these": each model's rule was fitted with its calibration (trust.fit); scoring
-        # measures it, on the unknown folder or leave-one-class-out.
-        train_items=[LabelledImage.from_record(r) for r in split.subset("train")],
-        unknowns=unknown_images(options.unknown) if options.unknown is not None else None,
-        cache=cache, face_cache=face_cache, survey=survey, ensemble_val=ensemble_val,
+        # measures it, on the unknown folder's test half or leave-one-class-out.
+        train_items=train_items, unknowns=unknowns, cache=cache, face_cache=face_cache, survey=survey,
     )
-    unknowns, audit_images = scoring.unknowns, scoring.audit_images
+    audit_images = scoring.audit_images
     spent = Stopwatch()  # seconds per activity (scoring's keys), over all the models
-    val_passes: dict[str, tuple[Any, list[int]]] = {}  # {model: (probabilities, kept val items)}
     for i, arch in enumerate(models, 1):
-        scored = score_model(scoring, i, arch, results[arch])
+        scored = score_model(scoring, i, arch, results[arch], passes[arch])
         evaluations[arch] = scored.evaluation
         entries.append(scored.entry)
-        if scored.val_pass is not None:
-            val_passes[arch] = scored.val_pass
         spent.add_all(scored.seconds)
     # 4b. Inference backends: export to ONNX and time it against eager PyTorch, per model; the
     # measurement also decides (and records) which backend `serve` runs by default.
@@ -338,36 +350,40 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             say(f"[model {i}/{n}] {m.name}: {m.backends.export.reason}")
         serving = m.backends.serve_backend
         say(f"[model {i}/{n}] {m.name}: serve will use {serving.name} ({serving.reason})")
-    # 4c. The ensemble: chosen on the validation probabilities above, then scored on the test split once.
+    # 4c. The composite the choice serves (a cascade or the mix), saved and scored on the test split
+    # once. A latency budget (--ensemble-max-latency) is checked against the members' measured
+    # latencies: a composite over it is taken out and the choice is made again without it.
+    latencies = {m.name: member_latency(m) for m in entries}
+    excluded = over_budget(evidence, latencies, options.ensemble_max_latency_ms)
+    if not options.ensemble:
+        excluded = list(evidence.composites)
+    if excluded:
+        kept = [c for c in evidence.candidates if c.name not in excluded]
+        evidence.choice = choose(kept, people=evidence.choice.people, seed=options.seed)
+        evidence.candidates = kept + [c for c in evidence.candidates if c.name in excluded]
+    best = evidence.choice.chosen
     ensemble = EnsembleOutcome()
-    if val_passes and ensemble_val:
+    composite = evidence.composites.get(best)
+    if composite is not None:
         te = time.perf_counter()
-        say(f"ensemble: greedy selection of {', '.join(models)} on {len(ensemble_val)} validation images")
-        classes = read_card(results[models[0]].model_dir)["classes"]
-        ensemble = run_ensemble_step(
-            run_dir=run_dir, model_dirs={a: Path(results[a].model_dir) for a in models},
-            val=align(val_passes, classes, ensemble_val, spent[VALIDATION]), entries=entries, selected=best,
-            test_items=test_items, cache=cache, max_latency_ms=options.ensemble_max_latency_ms,
-            speed=options.speed, n_bootstrap=options.n_bootstrap, seed=options.seed, say=say,
-            val_items=ensemble_val, keep=options.keep, unknowns=unknowns,
-            unknown_source=os.fspath(options.unknown) if options.unknown is not None else None)
-        # The ensemble's "none of these": its rule's fit and its unknown-folder measurement.
+        candidate = next(c for c in evidence.candidates if c.name == best)
+        ensemble = save_and_score(
+            run_dir=run_dir, composite=composite, candidate=candidate,
+            model_dirs={a: Path(results[a].model_dir) for a in models}, entries=entries, test_items=test_items,
+            cache=cache, speed=options.speed, n_bootstrap=options.n_bootstrap, seed=options.seed, say=say,
+            val_items=evidence.val_items, keep=options.keep, unknowns=unknowns,
+            unknown_source=os.fspath(options.unknown) if options.unknown is not None else None,
+            device=options.device)
         timings["ensemble_rejection_seconds"] = ensemble.rejection_seconds
         spent.add(OPEN_SET, ensemble.open_set_seconds)
+        spent.add(SPEED, ensemble.speed_seconds)
         if ensemble.entry is not None and ensemble.evaluation is not None:
             if survey is not None:
                 ensemble.entry.faces = face_accuracy(ensemble.evaluation, survey)
             entries.append(ensemble.entry)
-            evaluations[ENSEMBLE_ROW] = ensemble.evaluation
-            if ensemble.is_best:
-                say(f"selected {ENSEMBLE_ROW} instead of {best}: better on validation "
-                    f"(accuracy {ensemble.info.val_accuracy or 0:.3f}, then log-loss)")
-                best = ENSEMBLE_ROW
-        # What the ensemble added: the validation passes, the selection, and (when kept) saving it and
-        # its test scoring; timing it counts with the other models' speed measurements.
-        timings["ensemble_seconds"] = (spent[VALIDATION] + time.perf_counter() - te - ensemble.speed_seconds
+            evaluations[best] = ensemble.evaluation
+        timings["ensemble_seconds"] = (time.perf_counter() - te - ensemble.speed_seconds
                                        - ensemble.open_set_seconds)
-        spent.add(SPEED, ensemble.speed_seconds)
     else:
         remove_stale(run_dir)
     pairwise = pairwise_mcnemar({name: ev.correct for name, ev in evaluations.items()})
@@ -384,9 +400,13 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     timings["evaluation_seconds"] = time.perf_counter() - t0
 
     # 5. Write everything.
-    kept = ensemble.info is not None and best == ENSEMBLE_ROW
-    best_dir = run_dir / str(ensemble.info.model_dir) if kept else Path(results[best].model_dir)  # type: ignore[union-attr]
+    best_dir = (run_dir / ensemble.entry.model_dir if composite is not None and ensemble.entry is not None
+                else Path(results[best].model_dir))
     write_best_pointer(run_dir, best_dir)
+    selection = describe_selection(evidence, options, os.path.relpath(best_dir, run_dir))
+    for line in (cannot_reject_sentence(selection), selection.reason):
+        if line:
+            say(f"selected: {line}")
     _write_predictions_csv(run_dir / PREDICTIONS_CSV_NAME, evaluations)
     study = Study(
         title=translator(DEFAULT)("report.title.compare", data=Path(options.data).name),  # metrics.json's
@@ -402,12 +422,14 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         ),
         environment=describe_environment(resolve_device(options.device)),
         speed_config=options.speed.to_dict(),
-        selection=Selection(best, SELECTION_CRITERION, os.path.relpath(best_dir, run_dir)),
+        selection=selection,
         models=entries,
         pairwise=[PairwiseTest.from_json(p) for p in pairwise],
         timings=timings,
-        ensemble=ensemble.info,
+        ensemble=(mix_info(evidence, latencies, options.ensemble_max_latency_ms, excluded, selection.model_dir)
+                  if options.ensemble and len(models) >= 2 else None),
     )
+
     if audit_images is not None and audit_images.example is not None:
         # One test photo's three variants, so a reader of the report sees what was masked.
         rel = f"{PLOTS_DIR}/{SHORTCUT_EXAMPLE_NAME}"
@@ -419,6 +441,48 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     # metrics.json was written by write_report; rewrite it so it includes the total.
     write_metrics_json(study, files.metrics_json)
     return study
+
+
+# ---- the choice, as the report keeps it ------------------------------------------------------------
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _evidence_line(c: Candidate) -> str:
+    """One progress line of a candidate's evidence."""
+    parts = [f"validation accuracy {c.val_accuracy:.3f} ({int(c.val_correct.sum())}/{len(c.val_correct)})"]
+    if c.cv is not None:
+        parts.append(f"{c.cv.repeats}x{c.cv.folds} folds {c.cv.accuracy:.3f} ± {c.cv.accuracy_std:.3f}")
+    if c.strangers_rate is not None:
+        parts.append(f"strangers accepted {100 * c.strangers_rate:.0f} % of {len(c.strangers_accepted)}")  # type: ignore[arg-type]
+    return "; ".join(parts)
+
+
+def describe_selection(evidence: Evidence, options: CompareOptions, model_dir: str) -> Selection:
+    """The run's :class:`Selection`: the choice, every candidate's evidence, and the sentence that says why."""
+    choice = evidence.choice
+    differences = {d.b: d for d in choice.accuracy_differences}
+    rows = []
+    for c in evidence.candidates:
+        d, cv = differences.get(c.name), c.cv
+        rows.append(CandidateEvidence(
+            name=c.name, kind=c.kind, description=c.description, parameters=c.parameters,
+            val_accuracy=_finite(c.val_accuracy), val_log_loss=_finite(c.val_log_loss), val_images=len(c.val_correct),
+            cv_accuracy=cv.accuracy if cv else None, cv_accuracy_std=cv.accuracy_std if cv else None,
+            cv_log_loss=cv.log_loss if cv else None, cv_log_loss_std=cv.log_loss_std if cv else None,
+            cv_repeats=cv.repeats if cv else None, cv_folds=cv.folds if cv else None, cv_method=cv.method if cv else None,
+            strangers_accepted=c.strangers_rate,
+            strangers=0 if c.strangers_accepted is None else len(c.strangers_accepted),
+            eligible=c.name in choice.eligible, tied=c.name in choice.tied,
+            difference=_finite(d.estimate) if d else None, difference_low=_finite(d.low) if d else None,
+            difference_high=_finite(d.high) if d else None, difference_evidence=d.evidence if d else None))
+    selection = Selection(
+        best=choice.chosen, criterion=SELECTION_CRITERION, model_dir=model_dir, decided_by=choice.decided_by,
+        people=choice.people, can_reject=choice.can_reject, keep=options.keep, max_strangers=choice.max_strangers,
+        strangers_source=evidence.strangers, candidates=rows, seconds=round(evidence.seconds, 3))
+    selection.reason = choice_sentence(selection)
+    return selection
 
 
 # ---- adapters to the data layer's reports --------------------------------------------------------

@@ -1,10 +1,10 @@
 """Compare's step 4 for one model: score it on the test split once, and everything that reads that pass.
 
-:func:`score_model` loads one trained model and, in this order: makes the ensemble's validation
-pass (when compare tries an ensemble), scores the test split, measures "none of these" (the
-unknown folder, or leave-one-class-out on the penultimate features a :class:`FeatureTap` recorded
-during the validation and test passes), draws the Grad-CAM overlays of its errors, times it, and
-audits it for shortcuts. What every model shares (the decoded images, the audit's variants, the
+:func:`score_model` takes one trained model as the evidence step loaded it (with its validation
+pass: :class:`~image_classifier.study.evidence.ValidationPass`) and, in this order: scores the test
+split, measures "none of these" (the unknown folder's test half, or leave-one-class-out on the
+penultimate features a :class:`FeatureTap` recorded during the validation and test passes), draws
+the Grad-CAM overlays of its errors, times it, and audits it for shortcuts. What every model shares (the decoded images, the audit's variants, the
 unknown images, the split's items, the options) travels in a :class:`ScoringContext`; what it
 returns is a :class:`ScoredModel`.
 
@@ -25,29 +25,25 @@ import numpy as np
 
 from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage, evaluate_classifier
 from image_classifier.evaluate.open_set import (
-    FeatureTap, UnknownImage, face_leave_one_class_out, features_of, leave_one_class_out, measure_unknown_folder,
-    sample_per_class,
+    FeatureTap, UnknownImage, face_leave_one_class_out, leave_one_class_out, measure_unknown_folder,
 )
 from image_classifier.evaluate.shortcut import AuditImages, audit_classifier
 from image_classifier.evaluate.speed import measure_classifier
 from image_classifier.faces import FaceCache, FaceSurvey
 from image_classifier.inference.calibration import CALIBRATION_KEY
-from image_classifier.inference.loading import load_model
 from image_classifier.models.registry import get_arch
 from image_classifier.results import (
     Calibration, FaceAccuracy, ModelResult, OpenSet, ShortcutAudit, Speed, Training, Validation,
 )
-from image_classifier.study.ensemble import validation_pass
+from image_classifier.study.evidence import ValidationPass
 from image_classifier.study.explanations import explain_errors
 from image_classifier.study.options import CompareOptions
 from image_classifier.training import TrainResult
-from image_classifier.trust.rejection import validation_predictions
 
 # The activities a model's scoring times apart (the keys of ScoredModel.seconds); compare adds
 # them up over the models into metrics.json's timings.
-VALIDATION = "validation"  # the ensemble's validation pass
 TEST = "test"  # the test split's scoring: decode, predict, metrics
-OPEN_SET = "open_set"  # "none of these": its own validation pass when needed, and its measurement
+OPEN_SET = "open_set"  # "none of these" measured on the test split
 EXPLAIN = "explain"  # Grad-CAM of the misclassified test images
 SPEED = "speed"  # the latency / throughput measurement
 SHORTCUT_AUDIT = "shortcut_audit"  # face masked, only the face, greyscale
@@ -92,8 +88,7 @@ class ScoringContext:
     face_cache: FaceCache
     survey: FaceSurvey | None  # the face survey, when faces were looked for
     audit_images: AuditImages | None  # the shortcut audit's variants; None when the audit is off
-    unknowns: list[UnknownImage] | None  # the unknown folder's images; None: leave-one-class-out
-    ensemble_val: list[LabelledImage]  # the validation items of the ensemble's pass; empty: no ensemble
+    unknowns: list[UnknownImage] | None  # the unknown folder's test half; None: leave-one-class-out
 
     @property
     def run_dir(self) -> Path:
@@ -111,41 +106,28 @@ class ScoredModel:
 
     entry: ModelResult  # its row of the study (backends filled in later by compare)
     evaluation: Evaluation  # its test-split scoring
-    val_pass: tuple[np.ndarray, list[int]] | None  # the ensemble's validation pass: (probabilities, kept items)
     seconds: dict[str, float]  # seconds per activity (the keys above)
 
 
-def score_model(ctx: ScoringContext, i: int, arch: str, trained: TrainResult) -> ScoredModel:
-    """Score model number ``i`` (``arch``, trained as ``trained``) on the test split, once; see the module docstring."""
+def score_model(ctx: ScoringContext, i: int, arch: str, trained: TrainResult, vp: ValidationPass) -> ScoredModel:
+    """Score model number ``i`` (``arch``, trained as ``trained``, loaded with its validation pass
+    ``vp``) on the test split, once; see the module docstring."""
     options, say = ctx.options, ctx.say
     step = f"[model {i}/{ctx.models}]"
     watch = Stopwatch()
     say(f"{step} evaluating {arch} on {len(ctx.test_items)} test images and timing it")
     model_dir = Path(trained.model_dir)
-    classifier = load_model(model_dir, backend="torch", face_cache=ctx.face_cache, device=options.device)
-    # Leave-one-class-out (no unknown folder) needs the network's penultimate features: the tap
-    # records them during a validation pass (the ensemble's, when it makes one) and the test pass.
-    tap = (FeatureTap(classifier.module) if ctx.unknowns is None and classifier.face_path is None
-           and len(classifier.classes) >= 3 else None)
-    val_pass = None
-    val_features = None
-    if ctx.ensemble_val:
-        with watch.timed(VALIDATION), _recording(tap):
-            val_pass = validation_pass(classifier, ctx.ensemble_val, ctx.cache)
-        if tap is not None:
-            val_features = (tap.features(), [ctx.val_items[k] for k in val_pass[1]])
-    if tap is not None and val_features is None:
-        with watch.timed(OPEN_SET):
-            with tap.attached():
-                fitted = validation_predictions(classifier, ctx.val_items, ctx.cache)
-            val_features = (tap.features(), [ctx.val_items[k] for k in fitted.kept])
+    classifier = vp.classifier
+    # Leave-one-class-out (no unknown folder) reads the penultimate features the tap recorded
+    # during the validation pass, and records the test pass's.
+    tap = vp.tap if ctx.unknowns is None else None
     with watch.timed(TEST), _recording(tap):
         ev = evaluate_classifier(classifier, ctx.test_items, cache=ctx.cache, n_bootstrap=options.n_bootstrap,
                                  seed=options.seed)
     with watch.timed(OPEN_SET):
         if ctx.unknowns is not None:
             say(f"{step} scoring the {len(ctx.unknowns)} images of {options.unknown} (none of the classes)")
-        open_set = _open_set(classifier, ev, tap, ctx, val_features)
+        open_set = _open_set(classifier, ev, tap, ctx, vp)
         if open_set is not None:
             say(f"{step} {arch}: none of these ({open_set.method}): AUROC {_fmt(open_set.auroc)}, "
                 f"unknowns accepted {_fmt(open_set.unknown_accept_rate)}, known accuracy when kept "
@@ -179,7 +161,7 @@ def score_model(ctx: ScoringContext, i: int, arch: str, trained: TrainResult) ->
         if classifier.card.get(CALIBRATION_KEY) else None,
         open_set=open_set,
     )
-    return ScoredModel(entry, ev, val_pass, dict(watch.seconds))
+    return ScoredModel(entry, ev, dict(watch.seconds))
 
 
 def _recording(tap: FeatureTap | None) -> ContextManager[Any]:
@@ -218,11 +200,11 @@ def _fmt(value: float | None) -> str:
 
 
 def _open_set(classifier: Any, ev: Evaluation, tap: FeatureTap | None, ctx: ScoringContext,
-              val_features: tuple[np.ndarray, list[LabelledImage]] | None) -> OpenSet | None:
-    """The rule of ``classifier`` measured: on the unknown folder when given, else leave-one-class-out
-    on the network's penultimate features (validation and test features captured by ``tap`` during
-    the passes that fitted the rule and scored the test split; a sample of training images is run
-    here), or for a face model on the face survey's descriptors."""
+              vp: ValidationPass) -> OpenSet | None:
+    """The rule of ``classifier`` measured: on the unknown folder's test half when given, else
+    leave-one-class-out on the network's penultimate features (of the validation images and the
+    training sample, recorded in ``vp``; of the test images, by ``tap`` during the test pass), or
+    for a face model on the face survey's descriptors."""
     options = ctx.options
     if ctx.unknowns is not None:
         return measure_unknown_folder(classifier, ev.probs, [p.details for p in ev.predictions], ev.correct,
@@ -231,7 +213,7 @@ def _open_set(classifier: Any, ev: Evaluation, tap: FeatureTap | None, ctx: Scor
         return face_leave_one_class_out(ctx.survey.analyses, classifier.classes,
                                         {"train": ctx.train_items, "val": ctx.val_items, "test": ctx.test_items},
                                         options.keep)
-    if tap is None or not tap.available or val_features is None:
+    if tap is None or vp.features is None or vp.train_sample is None:
         return None
     t0 = time.perf_counter()
     index = {c: k for k, c in enumerate(classifier.classes)}
@@ -239,10 +221,8 @@ def _open_set(classifier: Any, ev: Evaluation, tap: FeatureTap | None, ctx: Scor
     def labels(items: list[Any]) -> np.ndarray:
         return np.array([index[it.class_name] for it in items], dtype=np.int64)
 
-    test_features = tap.features()  # from the test pass, before the tap records the training sample
-    sample = sample_per_class(ctx.train_items)
-    train_features, kept = features_of(classifier, tap, sample, ctx.cache)
-    return leave_one_class_out((train_features, labels([sample[k] for k in kept])),
-                               (val_features[0], labels(val_features[1])),
-                               (test_features, np.array([index[p.true] for p in ev.predictions], dtype=np.int64)),
+    train_features, sample = vp.train_sample
+    return leave_one_class_out((train_features, labels(sample)),
+                               (vp.features, labels([ctx.val_items[k] for k in vp.kept])),
+                               (tap.features(), np.array([index[p.true] for p in ev.predictions], dtype=np.int64)),
                                len(classifier.classes), options.keep, seconds=time.perf_counter() - t0)
