@@ -15,7 +15,7 @@ from typing import Iterable
 
 from image_classifier.i18n import Translator, translator
 from image_classifier.report import narrative
-from image_classifier.report.tables import calibration_table
+from image_classifier.report.tables import calibration_table, choice_notes, choice_table
 from image_classifier.report.tables import (
     backend_notes,
     backend_table,
@@ -113,7 +113,13 @@ def anchor(name: str) -> str:
 def _answer(study: Study, t: Translator) -> str:
     rows = study.rows()
     parts = [f'<p class="alert">{esc(a)}</p>' for a in study.alerts]
+    cannot = narrative.cannot_reject_sentence(study.selection, t)
+    if cannot:
+        parts.append(f'<p class="alert" id="cannot-reject">{esc(cannot)}</p>')
     parts.append(f"<p><strong>{esc(narrative.headline(study, t))}</strong></p>")
+    why = narrative.choice_sentence(study.selection, t) if study.selection is not None else ""
+    if why:
+        parts.append(f'<p id="why">{esc(why)} <a href="#choice">{esc(t("report.heading.choice"))}</a></p>')
     if len(rows) > 1:
         facts = []
         top = max(rows, key=lambda r: r["test_accuracy"])
@@ -208,6 +214,20 @@ def _shortcut(study: Study, run_dir: Path, t: Translator) -> str:
     out.append('<div class="figs">' + _figure(run_dir, study.plots.get("shortcut_example"),
                                               t("report.shortcut.example_alt"), t("report.shortcut.example_caption"))
                + "</div>")
+    return "".join(out)
+
+
+def _choice(study: Study, t: Translator) -> str:
+    """Every candidate of the choice with its evidence, and the rule."""
+    headers, rows = choice_table(study, t)
+    if not rows:
+        return ""
+    out = [f'<h2 id="choice">{esc(t("report.heading.choice"))}</h2>']
+    why = narrative.choice_sentence(study.selection, t)  # type: ignore[arg-type]
+    if why:
+        out.append(f"<p>{esc(why)}</p>")
+    out.append(_table(headers, rows))
+    out += [f'<p class="muted">{esc(note)}</p>' for note in choice_notes(study, t)]
     return "".join(out)
 
 
@@ -379,6 +399,8 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
     title = title or study.title or t("report.title.default")
     first = t("report.nav.comparison") if len(study.models) > 1 else t("report.nav.results")
     nav = [f'<a href="#comparison">{esc(first)}</a>']
+    if choice_table(study, t)[1]:
+        nav.append(f'<a href="#choice">{esc(t("report.nav.choice"))}</a>')
     if calibration_table(study, t)[1]:
         nav.append(f'<a href="#calibration">{esc(t("report.nav.calibration"))}</a>')
     if backend_table(study, t)[1]:
@@ -403,6 +425,7 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
         f"<nav>{' '.join(nav)}</nav>",
         _answer(study, t),
         _comparison(study, run_dir, t),
+        _choice(study, t),
         _calibration(study, run_dir, t),
         _backends(study, t),
         _shortcut(study, run_dir, t),

@@ -6,7 +6,7 @@ from typing import Iterable
 
 from image_classifier.i18n import Translator, translator
 from image_classifier.report import narrative
-from image_classifier.report.tables import calibration_table
+from image_classifier.report.tables import calibration_table, choice_notes, choice_table
 from image_classifier.report.tables import (
     backend_notes, backend_table, display_table, ensemble_table, face_survey_table, open_set_table, report_command,
     subset_label, timings_line,
@@ -38,7 +38,13 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
     title = title or study.title or t("report.title.default")
     lines = [f"# {md(title)}", ""]
     lines += [f"> **{t('report.md.warning')}** {md(a)}\n" for a in study.alerts]
+    cannot = narrative.cannot_reject_sentence(study.selection, t)
+    if cannot:
+        lines += [f"> **{t('report.md.warning')}** {md(cannot)}", ""]
     lines += [f"**{md(narrative.headline(study, t))}**", ""]
+    why = narrative.choice_sentence(study.selection, t) if study.selection is not None else ""
+    if why:
+        lines += [md(why), ""]
     headers, body = display_table(study, t)
     lines += [f"## {t('report.heading.comparison')}", "", *_table(headers, body), ""]
     if study.selection is not None and any(m.name == study.selection.best for m in study.models):
@@ -54,6 +60,12 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
     for key, alt in (("summary", t("report.alt.summary")), ("reliability", t("report.alt.reliability"))):
         if study.plots.get(key):
             lines += [f"![{alt}]({study.plots[key]})", ""]
+
+    ch_headers, ch_rows = choice_table(study, t)
+    if ch_rows:
+        lines += [f"## {t('report.heading.choice')}", "", *_table(ch_headers, ch_rows), ""]
+        for note in choice_notes(study, t):
+            lines += [f"> {md(note)}", ""]
 
     c_headers, c_rows = calibration_table(study, t)
     if c_rows:

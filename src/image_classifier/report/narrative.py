@@ -293,8 +293,9 @@ def shortcut_sentences(study: Study, t: Translator = EN) -> list[str]:
 
 
 def ensemble_sentences(study: Study, t: Translator = EN) -> list[str]:
-    """What compare's ensemble step found: kept (and whether it is the selected model, its latency)
-    or tried and why not, with the validation numbers; then how it was chosen. Empty when not tried."""
+    """What compare found of the weighted mix: served (with its latency), a candidate not chosen, a
+    single model, or over the latency budget, with its validation numbers; then how its weights are
+    fitted. Empty when not tried."""
     info = study.ensemble
     if info is None:
         return []
@@ -306,18 +307,18 @@ def ensemble_sentences(study: Study, t: Translator = EN) -> list[str]:
     out = []
     if info.outcome == "over_budget":
         out.append(t("report.ensemble.over_budget", budget=t.localize_number(fmt_ms(info.max_latency_ms))))
-    elif info.outcome in ("lost", "single"):
-        out.append(t(f"report.ensemble.{info.outcome}", **common))
-    else:
+    elif info.outcome == "single":
+        out.append(t("report.ensemble.single", **common))
+    elif info.outcome == "kept":
         out.append(t("report.ensemble.kept", name=info.name or "", **common))
         row = next((m for m in study.models if m.name == info.name), None)
         speed = row.speed if row is not None else None
         if speed is not None and speed.e2e_latency_ms_p50 is not None:
             out.append(t("report.ensemble.latency", ms=t.localize_number(fmt_ms(speed.e2e_latency_ms_p50)),
                          sum=t.localize_number(fmt_ms(info.member_latency_ms))))
+    else:  # a candidate, not served
         selected = study.selection.best if study.selection is not None else None
-        out.append(t("report.ensemble.best") if selected == info.name
-                   else t("report.ensemble.not_best", selected=selected or "–"))
+        out.append(t("report.ensemble.not_chosen", selected=selected or "–", **common))
     if info.max_latency_ms is not None and info.outcome != "over_budget":
         out.append(t("report.ensemble.budget", budget=t.localize_number(fmt_ms(info.max_latency_ms)),
                      sum=t.localize_number(fmt_ms(info.member_latency_ms))))

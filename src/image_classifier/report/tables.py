@@ -301,6 +301,60 @@ def ensemble_table(study: Study, t: Translator = EN) -> tuple[list[str], list[li
     return headers, rows
 
 
+# ---- the choice of the served model (issue 25) ---------------------------------------------------
+
+def choice_table(study: Study, t: Translator = EN) -> tuple[list[str], list[list[str]]]:
+    """Every candidate of the choice with its evidence, the served one first (no rows for a run from
+    before the rule, or an ``evaluate``)."""
+    selection = study.selection
+    if selection is None or not selection.candidates:
+        return [], []
+    people = selection.people
+    headers = [t("report.choice.col.candidate"), t("report.choice.col.kind"), t("report.choice.col.val"),
+               t("report.choice.col.cv"), t("report.choice.col.difference")]
+    if people:
+        headers.append(t("report.choice.col.strangers"))
+    headers.append(t("report.choice.col.params"))
+    order = sorted(selection.candidates, key=lambda c: (c.name != selection.best, not c.eligible, not c.tied))
+    rows = []
+    for c in order:
+        marks = [t("report.choice.mark.chosen")] if c.name == selection.best else []
+        if c.name != selection.best and c.tied:
+            marks.append(t("report.choice.mark.tied"))
+        if people and not c.eligible:
+            marks.append(t("report.choice.mark.ineligible"))
+        name = c.name + (f" ({', '.join(marks)})" if marks else "")
+        val = f"{t.number(c.val_accuracy, 3)} ({c.val_images})"
+        cv = (f"{t.number(c.cv_accuracy, 3)} ± {t.number(c.cv_accuracy_std, 3)}" if c.cv_accuracy is not None
+              else "–")
+        diff = ("–" if c.difference is None else
+                f"{t.number(c.difference, 3)} [{t.number(c.difference_low, 3)}, {t.number(c.difference_high, 3)}]")
+        row = [name, t(f"report.choice.kind.{c.kind}"), val, cv, diff]
+        if people:
+            row.append("–" if c.strangers_accepted is None else
+                       f"{t.percent(c.strangers_accepted, 0)} ({c.strangers})")
+        row.append(t.localize_number(fmt_params(c.parameters)))
+        rows.append(row)
+    return headers, rows
+
+
+def choice_notes(study: Study, t: Translator = EN) -> list[str]:
+    """The rule, and where the evidence came from (strangers, out-of-fold estimates, composites)."""
+    selection = study.selection
+    if selection is None or not selection.candidates:
+        return []
+    out = [t("report.choice.rule", criterion=selection.criterion)]
+    if selection.people and selection.strangers_source:
+        out.append(t("report.choice.strangers_note", source=selection.strangers_source,
+                     keep=t.percent(selection.keep, 0), limit=t.percent(selection.max_strangers, 0)))
+    methods = sorted({c.cv_method for c in selection.candidates if c.cv_method})
+    if methods:
+        out.append(t("report.choice.cv_note", method="; ".join(methods)))
+    if any(c.kind != "model" for c in selection.candidates):
+        out.append(t("report.choice.composites_note"))
+    return out
+
+
 # ---- "none of these" (issue 14) ------------------------------------------------------------------
 
 def open_set_table(study: Study, t: Translator = EN) -> tuple[list[str], list[list[str]]]:

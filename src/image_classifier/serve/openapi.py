@@ -280,7 +280,7 @@ def _schemas() -> dict[str, Any]:
         "Model": {
             "type": "object",
             "required": ["name", "architecture", "backend", "classes", "default", "input_size", "test",
-                         "validation_accuracy", "offline_latency_ms", "latency_ms_median", "requests"],
+                         "validation_accuracy", "offline_latency_ms", "latency_ms_median", "requests", "strangers"],
             "additionalProperties": False,
             "properties": {
                 "name": {"type": "string"},
@@ -309,6 +309,16 @@ def _schemas() -> dict[str, Any]:
                 "latency_ms_median": {**number_or_null,
                                       "description": "Median server time of this model's recent requests."},
                 "requests": {"type": "integer", "minimum": 0},
+                "strangers": {
+                    "type": ["object", "null"],
+                    "description": "For a folder of people: the share of strangers this model accepted as one of "
+                                   f"the known people when compare chose the served model (from {METRICS_NAME}); "
+                                   "above `limit`, it will call a stranger one of the known people.",
+                    "required": ["accepted", "limit", "source"],
+                    "additionalProperties": False,
+                    "properties": {"accepted": {"type": "number", "minimum": 0, "maximum": 1},
+                                   "limit": number_or_null, "source": {"type": "string"}},
+                },
             },
         },
         "Models": {

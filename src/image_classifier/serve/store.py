@@ -67,6 +67,9 @@ class ModelEntry:
     path: Path
     card: dict[str, Any]
     metrics: dict[str, Any] | None = None  # this model's entry in the run's metrics.json, if any
+    #: How many strangers it accepted when compare chose the served model (a folder of people):
+    #: {"accepted", "limit", "source"}; None when not measured.
+    strangers: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,29 @@ class Discovery:
 
 
 def _metrics_by_model(metrics: Any) -> dict[str, dict[str, Any]]:
-    """``{name: entry}`` from compare's metrics.json (``{"models": [{"name": ..., "test": ...}, ...]}``)."""
+    """``{model directory name: entry}`` from compare's metrics.json (``{"models": [{"name": ...,
+    "model_dir": "models/x", "test": ...}, ...]}``; a row without ``model_dir`` by its name): a
+    cascade's row is named after its members but lives in ``models/ensemble``."""
     models = metrics.get("models") if isinstance(metrics, dict) else None
     if not isinstance(models, list):
         return {}
-    return {m["name"]: m for m in models if isinstance(m, dict) and isinstance(m.get("name"), str)}
+    out = {}
+    for m in models:
+        if isinstance(m, dict) and isinstance(m.get("name"), str):
+            out[Path(m["model_dir"]).name if isinstance(m.get("model_dir"), str) and m["model_dir"] else m["name"]] = m
+    return out
+
+
+def _strangers(metrics: Any, model: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The strangers a model accepted in its run's choice (metrics.json's ``selection``), or None."""
+    selection = metrics.get("selection") if isinstance(metrics, dict) else None
+    if not isinstance(selection, dict) or not selection.get("people") or not model:
+        return None
+    for c in selection.get("candidates") or []:
+        if isinstance(c, dict) and c.get("name") == model.get("name") and c.get("strangers_accepted") is not None:
+            return {"accepted": float(c["strangers_accepted"]), "limit": selection.get("max_strangers"),
+                    "source": selection.get("strangers_source") or ""}
+    return None
 
 
 def test_summary(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -107,11 +128,11 @@ def _number(obj: Any, *keys: str) -> float | None:
     return float(obj) if isinstance(obj, (int, float)) and not isinstance(obj, bool) else None
 
 
-def _read_metrics(run_dir: Path) -> tuple[dict[str, dict[str, Any]], str | None]:
-    """Per-model entries of the run's metrics.json (written by compare) and its selected model."""
+def _read_metrics(run_dir: Path) -> tuple[dict[str, dict[str, Any]], str | None, dict[str, Any]]:
+    """Per-model entries of the run's metrics.json (written by compare), its selected model, and the file."""
     data = read_metrics(run_dir) or {}
     selected = (data.get("selection") or {}).get("best") if isinstance(data.get("selection"), dict) else None
-    return _metrics_by_model(data), selected if isinstance(selected, str) else None
+    return _metrics_by_model(data), selected if isinstance(selected, str) else None, data
 
 
 def discover(paths: Sequence[str | os.PathLike], only: Sequence[str] | None = None) -> Discovery:
@@ -133,9 +154,10 @@ def discover(paths: Sequence[str | os.PathLike], only: Sequence[str] | None = No
         if is_model_dir(path):
             # A model inside a run (runs/NAME/best, runs/NAME/models/x) still shows its test metrics.
             parent_run = run_of_model_dir(path)
-            metrics = _read_metrics(parent_run)[0].get(path.resolve().name) if parent_run else None
+            by_model, _, data = _read_metrics(parent_run) if parent_run else ({}, None, {})
+            metrics = by_model.get(path.resolve().name)
             name = path.resolve().name
-            entries.append(ModelEntry(_unique(name, entries), path, read_card(path), metrics))
+            entries.append(ModelEntry(_unique(name, entries), path, read_card(path), metrics, _strangers(data, metrics)))
             continue
         dirs = models_of_run(path)
         if not dirs:
@@ -143,7 +165,7 @@ def discover(paths: Sequence[str | os.PathLike], only: Sequence[str] | None = No
                 f"{path} is neither a saved model (no {CARD_NAME}) nor a run directory (no {MODELS_DIR}/*/{CARD_NAME}); "
                 "train one with `image-classifier train` or `image-classifier compare`")
         run_dir = path
-        metrics_by_model, selected = _read_metrics(path)
+        metrics_by_model, selected, data = _read_metrics(path)
         best = best_model_name(path, dirs) or (selected if selected in dirs else None)
         chosen = list(dirs)
         if only:
@@ -151,8 +173,8 @@ def discover(paths: Sequence[str | os.PathLike], only: Sequence[str] | None = No
             if missing:
                 raise ModelFormatError(f"{path} has no model {', '.join(missing)}; it has {', '.join(dirs)}")
             chosen = [n for n in dirs if n in only]
-        run_entries = [ModelEntry(_unique(n, entries), dirs[n], read_card(dirs[n]), metrics_by_model.get(n))
-                       for n in chosen]
+        run_entries = [ModelEntry(_unique(n, entries), dirs[n], read_card(dirs[n]), metrics_by_model.get(n),
+                                  _strangers(data, metrics_by_model.get(n))) for n in chosen]
         entries.extend(run_entries)
         if default is None:
             by_dir = {e.path.name: e.name for e in run_entries}
@@ -223,6 +245,7 @@ class ServedModel:
             "offline_latency_ms": _number(self.entry.metrics, "speed", "e2e_latency_ms_p50"),
             "latency_ms_median": None if median is None else round(median, 2),
             "requests": self.latency.count,
+            "strangers": self.entry.strangers,
         }
 
 

@@ -120,6 +120,11 @@
     if (m.offline_latency_ms != null) parts.push(t("page.latency.offline", { ms: ms(m.offline_latency_ms) }));
     $("info-latency").textContent = parts.join(" · ");
     $("info-classes").textContent = m.classes.join(", ");
+    // A model that accepted too many strangers when the run chose what to serve says so plainly.
+    const s = m.strangers;
+    const warn = s && typeof s.limit === "number" && s.accepted > s.limit;
+    $("strangers-note").hidden = !warn;
+    $("strangers-note").textContent = warn ? t("page.strangers.warning", { rate: pct(s.accepted) }) : "";
   }
 
   function showPreview(file) {

@@ -1,0 +1,215 @@
+"""The choice of the served model (issue 25), its parts on synthetic evidence: the noise-aware rule,
+folds that keep duplicate groups together, the face model's out-of-fold estimate, and strangers
+measured per trial. compare's use of them on real photos is in tests/test_choice_people.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from image_classifier.evaluate.choice import (
+    ACCURACY, CASCADE, ENSEMBLE, MODEL, ORDER, PARAMETERS, SIMPLICITY, STRANGERS, Candidate, CrossValidated, choose,
+    paired_difference,
+)
+from image_classifier.evaluate.cross_validation import face_model_oof, linear_probe_oof, repeated_folds, summarise
+from image_classifier.evaluate.strangers import (
+    Trial, conformal_p_values, face_first, loco_trials, single, strangers_accepted, strangest,
+)
+from image_classifier.faces.detect import FaceAnalysis
+
+
+def _candidate(name: str, right: int, n: int = 66, *, kind: str = MODEL, params: int = 1000, seed: int = 0,
+               strangers: np.ndarray | None = None, cv: CrossValidated | None = None) -> Candidate:
+    """``right`` of ``n`` validation images right, the wrong ones drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    correct = np.ones(n, dtype=bool)
+    correct[rng.choice(n, n - right, replace=False)] = False
+    return Candidate(name, kind, correct, np.where(correct, 0.1, 2.0), params, cv=cv, strangers_accepted=strangers)
+
+
+def _accepting(rate: float, n: int = 40) -> np.ndarray:
+    out = np.zeros(n, dtype=bool)
+    out[: int(round(rate * n))] = True
+    return out
+
+
+# ---- the rule ------------------------------------------------------------------------------------
+
+def test_the_paired_bootstrap_interval_contains_the_difference_and_0_for_noise():
+    a = np.ones(66)
+    b = a.copy()
+    b[:2] = 0  # two images apart: noise on 66
+    est, low, high = paired_difference(a, b)
+    assert est == pytest.approx(2 / 66) and low <= 0.0 <= high
+    b[:20] = 0  # twenty apart, all in one direction: not noise
+    est, low, high = paired_difference(a, b)
+    assert low > 0.0 and low < est < high
+
+
+def test_a_difference_inside_the_noise_is_a_tie_and_goes_to_the_simpler_candidate():
+    single = _candidate("face", 63)
+    cascade = _candidate("face+cnn", 64, kind=CASCADE, params=2000, seed=1)
+    choice = choose([cascade, single], people=False)
+    assert choice.chosen == "face" and choice.decided_by == SIMPLICITY
+    assert set(choice.tied) == {"face", "face+cnn"}
+    diff = next(d for d in choice.accuracy_differences if d.b == "face+cnn")
+    assert diff.tie and diff.evidence == "val"
+
+
+def test_ties_among_single_models_go_to_the_fewest_parameters_then_the_order_given():
+    big = _candidate("big", 60, params=10_000, seed=2)
+    small = _candidate("small", 59, params=100, seed=3)
+    assert choose([big, small], people=False).chosen == "small"
+    assert choose([big, small], people=False).decided_by == PARAMETERS
+    twin = _candidate("twin", 59, params=100, seed=4)
+    choice = choose([small, twin], people=False)
+    assert choice.chosen == "small" and choice.decided_by == ORDER
+
+
+def test_a_candidate_better_beyond_the_noise_wins_whatever_its_kind():
+    single = _candidate("alone", 44, seed=5)
+    mix = _candidate("ensemble", 66, kind=ENSEMBLE, params=5000)
+    choice = choose([single, mix], people=False)
+    assert choice.chosen == "ensemble" and choice.decided_by == ACCURACY and choice.tied == ["ensemble"]
+
+
+def test_for_people_a_model_that_accepts_strangers_is_not_eligible_even_when_more_accurate():
+    cnn = _candidate("resnet50", 66, strangers=_accepting(0.85))
+    face = _candidate("face_embedding", 64, strangers=_accepting(0.02), seed=6)
+    choice = choose([cnn, face], people=True)
+    assert choice.chosen == "face_embedding" and choice.can_reject is True
+    assert choice.eligible == ["face_embedding"]
+    # Without the people rule the same evidence is a tie, which the order given breaks.
+    assert choose([cnn, face], people=False).chosen == "resnet50"
+
+
+def test_when_no_candidate_turns_strangers_away_the_choice_says_so_and_falls_back_to_accuracy():
+    a = _candidate("a", 50, strangers=_accepting(0.6), seed=7)
+    b = _candidate("b", 66, strangers=_accepting(0.4))
+    c = _candidate("c", 66, strangers=None)  # not measured: nothing shows it can
+    choice = choose([a, b, c], people=True)
+    assert choice.can_reject is False and set(choice.eligible) == {"a", "b", "c"}
+    assert choice.chosen == "b"  # a is beaten beyond the noise; b and c tie, the order decides
+
+
+def test_among_eligible_ties_for_people_fewer_strangers_beyond_the_noise_decides():
+    loose = _candidate("loose", 64, strangers=_accepting(0.10, 200), seed=8)
+    tight = _candidate("tight", 64, kind=CASCADE, strangers=_accepting(0.0, 200), seed=9)
+    choice = choose([loose, tight], people=True)
+    assert choice.chosen == "tight" and choice.decided_by == STRANGERS
+
+
+def test_two_cross_validated_candidates_are_compared_out_of_fold():
+    def cv(acc: float) -> CrossValidated:
+        correct = np.r_[np.ones(int(acc * 300)), np.zeros(300 - int(acc * 300))]
+        return CrossValidated(correct, 1 - correct, np.full(10, acc), np.full(10, 0.2), 5, 2, "synthetic")
+
+    # Identical on validation, 8 points apart over 300 out-of-fold images: not a tie.
+    a = _candidate("a", 60, cv=cv(0.96))
+    b = _candidate("b", 60, cv=cv(0.88))
+    choice = choose([b, a], people=False)
+    assert choice.chosen == "a" and choice.decided_by == ACCURACY
+    assert choice.accuracy_differences[0].evidence == "cv"
+
+
+def test_the_rule_refuses_candidates_scored_on_other_images():
+    with pytest.raises(ValueError, match="same validation images"):
+        choose([_candidate("a", 10, n=20), _candidate("b", 10, n=21)], people=False)
+    with pytest.raises(ValueError, match="unique"):
+        choose([_candidate("a", 10), _candidate("a", 11)], people=False)
+    with pytest.raises(ValueError, match="kind"):
+        Candidate("x", "committee", np.ones(3, bool), np.zeros(3), 1)
+
+
+# ---- folds -----------------------------------------------------------------------------------------
+
+def test_folds_are_stratified_and_keep_every_duplicate_group_in_one_fold():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 40)
+    groups = np.full(len(labels), -1)
+    groups[[0, 1, 2]] = 7  # a group of three copies
+    groups[[50, 51]] = 8
+    groups[rng.choice(np.arange(60, 120), 10, replace=False)] = 9
+    folds = repeated_folds(labels, groups, repeats=5, folds=2, seed=3)
+    assert len(folds) == 10
+    for r in range(5):
+        parts = [f for f in folds if f.repeat == r]
+        assert sorted(np.concatenate([f.test for f in parts]).tolist()) == list(range(len(labels)))
+        for f in parts:
+            for g in (7, 8, 9):
+                members = np.flatnonzero(groups == g)
+                assert np.isin(members, f.test).all() or not np.isin(members, f.test).any()
+            counts = np.bincount(labels[f.test], minlength=3)
+            assert counts.max() - counts.min() <= 8  # stratified up to the groups
+    # Repeats shuffle differently; the same seed gives the same folds.
+    assert any(not np.array_equal(folds[0].test, folds[2 * r].test) for r in range(1, 5))
+    again = repeated_folds(labels, groups, repeats=5, folds=2, seed=3)
+    assert all(np.array_equal(a.test, b.test) for a, b in zip(folds, again))
+
+
+def test_folds_need_two_images_of_every_class():
+    with pytest.raises(ValueError, match="at least 2 images of every class"):
+        repeated_folds([0, 0, 1], [-1, -1, -1])
+
+
+def test_a_linear_probe_out_of_fold_never_sees_the_image_it_predicts():
+    # Features that are pure noise with labels: any accuracy above chance would be a leak.
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 20))
+    y = np.repeat([0, 1, 2], 30)
+    folds = repeated_folds(y, np.full(90, -1), seed=0)
+    cv = summarise(linear_probe_oof(x, y, folds, 3), y, folds, "probe")
+    assert cv.accuracy < 0.5 and cv.repeats == 5 and cv.folds == 2 and cv.images == 90
+    # The same features with the label written into them: nearly perfect.
+    x[:, :10] += 3 * y[:, None]
+    assert summarise(linear_probe_oof(x, y, folds, 3), y, folds, "probe").accuracy > 0.95
+
+
+def _face(centre: np.ndarray, rng: np.random.Generator, spread: float = 0.02) -> FaceAnalysis:
+    d = centre + rng.normal(scale=spread, size=128)
+    return FaceAnalysis(100, 100, [object()], d[None, :].astype(np.float32))  # type: ignore[list-item]
+
+
+def test_the_face_models_out_of_fold_answers_come_from_faces_and_the_fallback_elsewhere():
+    rng = np.random.default_rng(2)
+    centres = rng.normal(scale=0.3, size=(3, 128))
+    y = np.repeat([0, 1, 2], 20)
+    analyses = [_face(centres[c], rng) for c in y]
+    analyses[5] = None  # no face: the fallback answers
+    fallback = np.zeros((5, 60, 3))
+    fallback[:, :, 2] = 1.0  # the fallback always says class 2
+    folds = repeated_folds(y, np.full(60, -1), seed=0)
+    probs = face_model_oof(analyses, y, folds, 3, fallback, c=1.0, max_distance=0.6)
+    assert (probs[:, 5].argmax(axis=1) == 2).all()  # the face-less image: the fallback's answer
+    faces = np.delete(np.arange(60), 5)
+    assert (probs[:, faces].argmax(axis=2) == y[faces]).mean() > 0.95
+
+
+# ---- strangers -------------------------------------------------------------------------------------
+
+def test_conformal_p_values_follow_the_direction_of_the_score():
+    refs = np.array([0.3, 0.4, 0.5, 0.6])
+    # A distance: lower is more known; a probability: higher is.
+    assert conformal_p_values(refs, np.array([0.2, 0.45, 0.9]), "face_distance").tolist() == [1.0, 0.5, 0.0]
+    assert conformal_p_values(refs, np.array([0.2, 0.45, 0.9]), "max_probability").tolist() == [0.0, 0.5, 1.0]
+
+
+def test_leave_one_class_out_trials_take_the_strangers_with_a_face():
+    y = np.array([0, 0, 1, 1, 2, 2])
+    face = np.array([True, False, True, True, False, False])
+    trials = loco_trials(y, face, ["a", "b", "c"])
+    assert [t.label for t in trials] == ["a left out", "b left out"]  # c has no stranger with a face
+    assert trials[0].strangers.tolist() == [0] and trials[0].known.tolist() == [2, 3, 4, 5]
+
+
+def test_candidates_combine_their_members_p_values_as_their_saved_rules_do():
+    trial = Trial("t", np.arange(20), np.arange(4), np.r_[np.ones(10, bool), np.zeros(10, bool)],
+                  np.ones(4, bool))
+    known = np.linspace(0.05, 1.0, 20)
+    trial.known_p = {"face": known, "cnn": known[::-1]}
+    trial.strangers_p = {"face": np.array([0.0, 0.0, 0.0, 0.9]), "cnn": np.array([1.0, 1.0, 1.0, 1.0])}
+    keep = 0.9
+    assert strangers_accepted([trial], single("cnn"), keep).all()  # sure of every stranger
+    assert strangers_accepted([trial], single("face"), keep).tolist() == [False, False, False, True]
+    # Strangers show a face: a face-first cascade scores them by the face model.
+    assert strangers_accepted([trial], face_first("face", "cnn"), keep).tolist() == [False, False, False, True]
+    assert not strangers_accepted([trial], strangest(["face", "cnn"]), keep)[:3].any()
