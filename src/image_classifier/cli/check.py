@@ -34,9 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _survey(records: list, progress: bool) -> FaceSurvey | None:
-    # Lazy (see image_classifier.cli): dlib, and torch through the training package.
+    # Lazy (see image_classifier.cli): dlib.
     from image_classifier.faces import FaceCache, FaceModelsNotFoundError, survey_faces
-    from image_classifier.training.cache import default_cache_dir
+    from image_classifier.fileio import default_cache_dir
 
     try:
         return survey_faces(records, FaceCache(default_cache_dir()), progress=progress)

@@ -176,14 +176,18 @@ def centres_of(descriptors: np.ndarray, labels: np.ndarray) -> dict[int, np.ndar
     return {int(g): x[labels == g].mean(0) for g in np.unique(labels) if g != SINGLE}
 
 
-def _attach(x: np.ndarray, labels: np.ndarray, candidates: np.ndarray, groups: list[int],
-            others: dict[int, list[int]], radius: float) -> np.ndarray:
-    """Give each candidate face the nearest group whose centre is within ``radius`` and that holds
-    no other face of its photo; returns the faces that attached."""
+def _attach(x: np.ndarray, centre_labels: np.ndarray, candidates: np.ndarray, others: dict[int, list[int]],
+            radius: float, labels: np.ndarray | None = None) -> np.ndarray:
+    """Give each candidate face the nearest group whose centre (the mean of the faces labelled with
+    it in ``centre_labels``) is within ``radius`` and that holds no other face of its photo (in
+    ``labels``, default ``centre_labels``, which is updated in place); returns the faces that
+    attached."""
+    labels = centre_labels if labels is None else labels
+    groups = sorted({int(v) for v in centre_labels if v != SINGLE})
     if not groups or not len(candidates):
         return np.zeros(0, dtype=np.int64)
     ids = np.asarray(groups, dtype=np.int64)
-    centres = np.stack([x[labels == g].mean(0) for g in groups])
+    centres = np.stack([x[centre_labels == g].mean(0) for g in groups])
     d = np.sqrt(np.clip(((x[candidates, None, :] - centres[None]) ** 2).sum(-1), 0, None))
     attached = []
     for row, k in enumerate(candidates):
@@ -199,12 +203,17 @@ def _attach(x: np.ndarray, labels: np.ndarray, candidates: np.ndarray, groups: l
 
 
 def cluster_faces(descriptors: np.ndarray, photos: Sequence[object] | None = None,
-                  params: ClusterParams | None = None, *, seeds: np.ndarray | None = None) -> Clustering:
+                  params: ClusterParams | None = None, *, seeds: np.ndarray | None = None,
+                  seeds_attached: np.ndarray | None = None) -> Clustering:
     """Group faces into people (see the module docstring).
 
     ``descriptors``: (n, 128) face descriptors; ``photos``: per face, anything naming its photo
     (two faces of one photo are never grouped together); ``seeds``: per face, the group it already
-    belongs to (>= 0, kept whatever its size) or -1. New groups are numbered above the seeds'."""
+    belongs to (>= 0, kept whatever its size) or -1; ``seeds_attached``: which seeds joined their
+    group by the attach step. Those keep their group but, as in the run that attached them, take no
+    part in the core graph or in the centres faces attach to: so a run again with nothing new gives
+    the same groups, and a face attached once never pulls a second one in after it (chaining).
+    New groups are numbered above the seeds'."""
     params = params or ClusterParams()
     x = np.asarray(descriptors, dtype=np.float64).reshape(len(descriptors), -1)
     n = len(x)
@@ -212,13 +221,16 @@ def cluster_faces(descriptors: np.ndarray, photos: Sequence[object] | None = Non
     seeds = np.full(n, SINGLE, dtype=np.int64) if seeds is None else np.asarray(seeds, dtype=np.int64).copy()
     if n == 0:
         return Clustering(np.zeros(0, dtype=np.int64), {}, np.zeros(0), np.zeros(0, dtype=bool))
+    fixed = seeds >= 0
+    was_attached = (np.zeros(n, dtype=bool) if seeds_attached is None
+                    else np.asarray(seeds_attached, dtype=bool) & fixed)
     others = _same_photo(photos)
     i, j, _ = close_pairs(x, params.core_distance)
+    keep = ~(was_attached[i] | was_attached[j])
     if others:  # two faces of one photo are never joined
-        same = np.array([photos[a] == photos[b] for a, b in zip(i, j)], dtype=bool)
-        i, j = i[~same], j[~same]
+        keep &= np.array([photos[a] != photos[b] for a, b in zip(i, j)], dtype=bool)
+    i, j = i[keep], j[keep]
     raw = chinese_whispers(n, i, j, photos=photos, seeds=seeds, seed=params.seed)
-    fixed = seeds >= 0
     # Keep the seeded groups whatever their size, and new core groups of min_size faces or more.
     sizes = Counter(int(v) for v in raw)
     seeded = {int(v) for v in seeds[fixed]}
@@ -230,10 +242,10 @@ def cluster_faces(descriptors: np.ndarray, photos: Sequence[object] | None = Non
                  key=lambda g: (-sizes[g], g))
     mapping = {g: base + r for r, g in enumerate(new)}
     labels = np.array([mapping.get(int(v), int(v)) for v in labels], dtype=np.int64)
-    groups = sorted({int(v) for v in labels if v != SINGLE})
     leftovers = np.flatnonzero((labels == SINGLE) & ~fixed)
-    attached = np.zeros(n, dtype=bool)
-    attached[_attach(x, labels, leftovers, groups, others, params.attach_distance)] = True
+    attached = was_attached.copy()
+    core = np.where(was_attached, SINGLE, labels)  # the faces the attach step measures centres on
+    attached[_attach(x, core, leftovers, others, params.attach_distance, labels)] = True
     centres = centres_of(x, labels)
     distances = np.full(n, np.nan)
     for g, c in centres.items():
@@ -260,7 +272,7 @@ def split_group(descriptors: np.ndarray, photos: Sequence[object] | None = None,
         if len(result.groups) >= 2:
             labels = result.labels.copy()
             rest = np.flatnonzero(labels == SINGLE)
-            _attach(x, labels, rest, sorted(result.groups), _same_photo(photos), np.inf)
+            _attach(x, labels.copy(), rest, _same_photo(photos), np.inf, labels)
             # Faces no part can take (another face of their photo is in every part) stay apart.
             order = {g: r for r, g in enumerate(Clustering(labels, {}, np.zeros(n), np.zeros(n, bool)).groups)}
             return np.array([order.get(int(v), SINGLE) for v in labels], dtype=np.int64), round(core, 4)
