@@ -29,10 +29,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+import os
+from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from image_classifier.data.decode import read_source
+from image_classifier.errors import UnreadableImageError
 from image_classifier.faces.clustering import SINGLE, ClusterParams, cluster_faces
 from image_classifier.faces.detect import FaceAnalysis
+from image_classifier.faces.thumbnails import face_thumbnails, jpeg_bytes
+from image_classifier.fileio import atomic_write_bytes
 
 ANOTHER_CLASS = "another_class"
 ANOTHER_PERSON = "another_person"
@@ -58,8 +66,8 @@ class SuspectLabel:
         if self.kind == ANOTHER_CLASS:
             return (f"face {self.face + 1} looks like {self.shows!r} (distance {self.distance:.2f} to that "
                     f"person's centre), no face looks like {self.label!r}")
-        return (f"its only face is someone else: a person in {self.group_photos} photos of the folder "
-                f"who is no class's majority")
+        return (f"its only face is someone else's: a person in {self.group_photos} photos of the folder "
+                f"who is no class's person")
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.rel_path, "label": self.label, "kind": self.kind, "shows": self.shows,
@@ -161,3 +169,35 @@ def find_suspect_labels(records: Sequence[Any], analyses: Mapping[str, FaceAnaly
                                      class_of_group.get(g) if kind == ANOTHER_CLASS else None,
                                      group_photos[g], float(clustering.distances[other]), label_distance))
     return SuspectReport(suspects, persons, len(rows))
+
+
+def suspect_thumbnails(suspects: Sequence[SuspectLabel],
+                       paths: Mapping[str, str | os.PathLike]) -> dict[str, Image.Image]:
+    """rel_path -> a thumbnail of the face that makes each photo suspect (``paths``: rel_path -> file);
+    a photo that can no longer be read has none."""
+    out: dict[str, Image.Image] = {}
+    for s in suspects:
+        try:
+            data, path = read_source(paths[s.rel_path])
+            out[s.rel_path] = face_thumbnails(data, [s.box], path=path)[0]
+        except (UnreadableImageError, KeyError):
+            continue
+    return out
+
+
+def suspect_entries(records: Sequence[Any], analyses: Mapping[str, FaceAnalysis], folder: Path,
+                    root: Path) -> list[dict[str, Any]]:
+    """The suspect labels of a folder as JSON entries, each face's thumbnail written to
+    ``folder/<n>.jpg`` and named in the entry's ``thumbnail``, relative to ``root`` (what
+    ``compare`` keeps in its ``metrics.json`` and shows in its report)."""
+    report = find_suspect_labels(records, analyses)
+    thumbs = suspect_thumbnails(report.suspects, {r.rel_path: r.path for r in records})
+    entries = []
+    for n, s in enumerate(report.suspects):
+        entry = s.to_json()
+        if s.rel_path in thumbs:
+            path = folder / f"{n}.jpg"
+            atomic_write_bytes(path, jpeg_bytes(thumbs[s.rel_path]))
+            entry["thumbnail"] = path.relative_to(root).as_posix()
+        entries.append(entry)
+    return entries
