@@ -36,9 +36,10 @@ import numpy as np
 
 #: Faces closer than this are joined in the core graph (see the module docstring).
 CORE_DISTANCE = 0.5
-#: A leftover face joins the nearest group whose centre is within this distance (dlib's
-#: same-person distance, measured on single faces: 99.38 % of LFW pairs right).
-ATTACH_DISTANCE = 0.6
+#: dlib's same-person distance: two faces closer than this are one person (99.38 % of LFW pairs right).
+SAME_PERSON_DISTANCE = 0.6
+#: A leftover face joins the nearest group whose centre is within this distance.
+ATTACH_DISTANCE = SAME_PERSON_DISTANCE
 #: Groups smaller than this are dissolved into singles (``group --min-size``).
 MIN_GROUP_SIZE = 3
 #: Chinese whispers stops when a pass changes no label, or after this many passes.

@@ -281,7 +281,7 @@ def _write(out: Path, data: Path, folder: FolderFaces, labels: np.ndarray, names
         members = labels == g
         distances[members] = np.linalg.norm(folder.descriptors[members] - c, axis=1)
     write_csv(out, folder, labels, distances, names, filing)
-    write_thumbnails(out, folder.faces, progress=options.progress)
+    missing = write_thumbnails(out, folder.faces, progress=options.progress)
     folder_of = {p.rel_path: names[g] for g, ps in filing.by_group.items() for p in ps}
     folder_of.update({p.rel_path: "singles" for p in filing.singles})
     distance = {f.key: float(d) for f, d in zip(folder.faces, distances) if not np.isnan(d)}
@@ -305,5 +305,5 @@ def _write(out: Path, data: Path, folder: FolderFaces, labels: np.ndarray, names
                f"(at least {options.min_size} faces each when made), {len(singles)} faces in no group, "
                f"{len(filing.no_face)} photos without a face")
     page = render_sheet(data, sheet_groups, singles, [link_name(p) for p in filing.no_face], folder.unreadable,
-                        folder_of, distance, summary)
+                        folder_of, distance, summary, set(missing))
     atomic_write_text(out / INDEX_NAME, page)

@@ -3,7 +3,11 @@
 Each face of a group is asked of the model's face half the way ``predict`` asks it: the face must
 be within the model's ``max_distance`` of a training face (its bank), its rejection rule must
 accept that distance (the card's "none of these" rule, fitted on validation), and then the face
-head's most probable class is the face's person. A group takes a class's name when more than half
+head's most probable class is the face's person. Naming a group is a stronger claim than one
+prediction, so the face must also be within dlib's same-person distance (0.6) of a training
+face: a model validated on a handful of photos can have a rule that rejects nothing
+(``max_distance`` infinite, a rule that keeps its 6 validation faces whatever the threshold), and
+would name any stranger. A group takes a class's name when more than half
 of its faces are that class; otherwise it stays a new person.
 
 :class:`ModelNamer` is what ``group --model`` passes to
@@ -18,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from image_classifier.errors import ModelFormatError
+from image_classifier.faces.clustering import SAME_PERSON_DISTANCE
 from image_classifier.faces.detect import DESCRIPTOR_DIM
 from image_classifier.inference.classifier import Classifier, open_classifier
 from image_classifier.inference.rejection import FACE_DISTANCE
@@ -63,6 +68,9 @@ def face_labels(model: Classifier, descriptors: np.ndarray) -> list[str | None]:
             continue
         rule = model.rejection_rule
         if rule is not None and not rule.decide([FACE_DISTANCE], np.array([distance]))[0].accepted:
+            out.append(None)
+            continue
+        if distance is None or distance > SAME_PERSON_DISTANCE:
             out.append(None)
             continue
         out.append(model.classes[int(face_path.probabilities(d[None])[0].argmax())])

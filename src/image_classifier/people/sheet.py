@@ -55,24 +55,29 @@ def _href(*parts: str) -> str:
     return "/".join(quote(p) for p in parts)
 
 
-def _faces(faces: Sequence[FaceRef], folder_of: dict[str, str], distance: dict[str, float]) -> str:
+def _faces(faces: Sequence[FaceRef], folder_of: dict[str, str], distance: dict[str, float],
+           missing: set[str]) -> str:
     items = []
     for f in faces:
+        if f.key in missing:  # the photo could not be decoded again for its thumbnail
+            continue
         d = distance.get(f.key)
         title = f.photo.rel_path + (f" (face {f.index + 1}, {d:.2f} from the group's centre)" if d is not None
                                     else f" (face {f.index + 1})")
         folder = folder_of.get(f.photo.rel_path)
         img = (f'<img src="{esc(_href(THUMBS_DIR, thumb_name(f)))}" alt="{esc(f.photo.rel_path)}" '
-               f'title="{esc(title)}" loading="lazy">')
+               f'title="{esc(title)}">')
         items.append(f'<a href="{esc(_href(folder, link_name(f.photo)))}">{img}</a>' if folder else img)
     return '<div class="faces">' + "".join(items) + "</div>"
 
 
 def render_sheet(data: Path, groups: Sequence[SheetGroup], singles: Sequence[FaceRef],
                  no_face: Sequence[str], unreadable: dict[str, str], folder_of: dict[str, str],
-                 distance: dict[str, float], summary: str) -> str:
+                 distance: dict[str, float], summary: str, missing: set[str] | None = None) -> str:
     """The page. ``folder_of``: photo -> the output folder it is filed in (faces link to it);
-    ``distance``: face key -> its distance to its group's centre."""
+    ``distance``: face key -> its distance to its group's centre; ``missing``: faces without a
+    thumbnail (left out, so the page never shows a broken picture)."""
+    missing = missing or set()
     out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>People in {esc(data.name)}</title><style>{CSS}</style></head><body><main>",
@@ -87,11 +92,11 @@ def render_sheet(data: Path, groups: Sequence[SheetGroup], singles: Sequence[Fac
         note = f"; {esc(g.note)}" if g.note else ""
         out.append(f'<section id="{esc(g.name)}"><h2>{esc(g.name)}</h2>'
                    f'<p class="muted">{len(g.faces)} faces, {g.photos} photos filed here{note}{nearest}</p>'
-                   + _faces(g.faces, folder_of, distance) + "</section>")
+                   + _faces(g.faces, folder_of, distance, missing) + "</section>")
     if singles:
         out.append(f'<section id="{SINGLES_DIR}"><h2>{SINGLES_DIR}</h2><p class="muted">{len(singles)} faces '
                    "like no group's (a person in fewer photos than the minimum group size, or a poor face)"
-                   "</p>" + _faces(singles, folder_of, distance) + "</section>")
+                   "</p>" + _faces(singles, folder_of, distance, missing) + "</section>")
     if no_face:
         out.append(f'<section id="{NO_FACE_DIR}"><h2>{NO_FACE_DIR}</h2><p class="muted">{len(no_face)} photos '
                    'in which no face was found</p><ul class="files">'
