@@ -13,8 +13,8 @@
   reference protocol), ``group`` clusters every face of every photo, as ``group`` does, and scores
   the faces of the one-face photos. On the athletes a third truth is printed: the folder names with
   the 11 one-face photos that show someone else (checked by eye, :data:`ATHLETES_SOMEONE_ELSE`)
-  given their own identities: a method that groups Kobe Bryant's wife apart from him is right,
-  which the folder names count as an error.
+  given their own identities: a method that keeps a photo of someone else apart from the athlete
+  is right, which the folder names count as an error.
 * **suspects**: for each seed, ``--moved`` photos with a face (chosen at random) are moved to
   another person's folder (a copy of the athletes folder made of symbolic links), then
   ``image-classifier check --json`` runs on it; counts of moved photos flagged and of the other
@@ -54,18 +54,18 @@ DATASETS = SHARED / "datasets"
 #: One-face photos of the athletes folder that show someone other than the folder's athlete,
 #: found by looking at the face of each of the 320 one-face photos (kobe_(94) and the other
 #: doubtful-looking ones were judged to be the athlete). Used as a second truth only.
-ATHLETES_SOMEONE_ELSE = {
-    "Kobe Bryant/kobe_(108).jpg": "Vanessa Bryant",
-    "Kobe Bryant/kobe_(2).jpg": "Vanessa Bryant",
-    "Kobe Bryant/kobe_(110).jpg": "a daughter of Kobe Bryant",
-    "Kobe Bryant/kobe_(77).jpg": "a daughter of Kobe Bryant",
+ATHLETES_SOMEONE_ELSE = {  # photo -> who it shows instead (the same text: the same person)
+    "Kobe Bryant/kobe_(108).jpg": "a woman",
+    "Kobe Bryant/kobe_(2).jpg": "a woman",
+    "Kobe Bryant/kobe_(110).jpg": "a girl",
+    "Kobe Bryant/kobe_(77).jpg": "a girl",
     "Kobe Bryant/kobe_(52).jpg": "a man in the crowd",
     "Kobe Bryant/kobe_(68).jpg": "another basketball player (1)",
     "Kobe Bryant/kobe_(7).jpg": "another basketball player (2)",
     "Kobe Bryant/kobe_(8).jpg": "another basketball player (3)",
     "Maria Sharapova/Sharapova_ (74).jpg": "a man in a suit",
-    "ronaldo/ronaldo_(63).jpg": "Lionel Messi",
-    "ronaldo/ronaldo_(73).jpg": "Lionel Messi",
+    "ronaldo/ronaldo_(63).jpg": "another footballer",
+    "ronaldo/ronaldo_(73).jpg": "another footballer",
 }
 
 

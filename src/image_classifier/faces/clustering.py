@@ -9,7 +9,8 @@ docs/benchmarks.md, "Grouping faces into people"):
    people chain their groups together (on ``lfw_people12`` 386 of 150,000 pairs of different
    people lie under 0.55, and Chinese whispers at 0.55 merges 12 people into 10); under 0.5 the
    graph joins few pairs of different people, so the core groups are pure, but it misses faces of
-   poorer photos (on the athletes' web photos 27 of 320 faces have no neighbour under 0.5).
+   poorer photos (on the athletes' web photos 27 of the 320 one-face photos end outside a core
+   group of 3 faces).
 2. **Attach**: each face left outside a core group of at least ``min_size`` faces joins the
    nearest core group whose *centre* (the mean descriptor of its faces) is within
    :data:`ATTACH_DISTANCE` (0.6, dlib's same-person distance). A centre averages out the noise of
