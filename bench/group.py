@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from faces import parse_seeds  # bench/faces.py: "0-4,7" -> [0, 1, 2, 3, 4, 7]
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 DATASETS = SHARED / "datasets"
@@ -194,14 +196,6 @@ def accuracy(args: argparse.Namespace) -> dict:
 
 
 # -- suspect labels ------------------------------------------------------------------------------
-
-def parse_seeds(text: str) -> list[int]:
-    seeds: list[int] = []
-    for part in text.split(","):
-        lo, dash, hi = part.strip().partition("-")
-        seeds.extend(range(int(lo), int(hi) + 1) if dash else [int(lo)])
-    return seeds
-
 
 def suspects(args: argparse.Namespace) -> dict:
     from image_classifier.data.scan import scan_dataset
