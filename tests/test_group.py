@@ -321,3 +321,33 @@ def test_the_contact_sheet_renders_in_chromium_without_console_errors(sample, tm
     assert errors == []
     assert [g.name for g in result.groups] == [s for s in sections if s not in ("singles", "no_face")]
     assert images and all(done and width > 0 for done, width in images)
+
+
+def test_photos_without_faces_and_unreadable_files(tmp_path):
+    from conftest import make_image_folder
+
+    data = make_image_folder(tmp_path / "photos", {"a": 3})
+    (data / "notes.txt").write_text("not a photo")
+    out = data / "people"  # OUT inside DIR: never read as photos
+    result = group_photos(data, out, cache_dir=tmp_path / "cache")
+    assert (result.photos, result.faces, result.groups, result.no_face) == (3, 0, [], 3)
+    assert list(result.unreadable) == ["notes.txt"]
+    assert sorted(p.name for p in (out / "no_face").iterdir()) == ["a__a_000.jpg", "a__a_001.jpg", "a__a_002.jpg"]
+    again = group_photos(data, out, cache_dir=tmp_path / "cache")
+    assert again.photos == 3  # the output folder's links were not taken for photos
+    rows = read_groups(out)
+    assert [r["group"] for r in rows] == ["no_face"] * 3
+    assert "notes.txt" in (out / "index.html").read_text()
+
+
+def test_a_merge_never_puts_two_faces_of_one_photo_in_the_group():
+    from image_classifier.people.grouping import _merge
+
+    x, who = blobs([4, 4])
+    photos = [f"p{k}" for k in range(8)]
+    photos[4] = photos[0]  # the photo of face 0 (group 1) also shows face 4 (group 2)
+    labels = np.where(who == 0, 1, 2)
+    names = {1: "Ana", 2: "person_002"}
+    event = _merge(1, 2, labels, np.zeros(8, dtype=bool), x, photos, names)
+    assert names == {1: "Ana"} and "1 faces left out" in event
+    assert sorted(labels[[0, 4]].tolist()) == [SINGLE, 1] and (labels[[1, 2, 3, 5, 6, 7]] == 1).all()

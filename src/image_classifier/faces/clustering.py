@@ -217,7 +217,7 @@ def cluster_faces(descriptors: np.ndarray, photos: Sequence[object] | None = Non
     the same groups, and a face attached once never pulls a second one in after it (chaining).
     New groups are numbered above the seeds'."""
     params = params or ClusterParams()
-    x = np.asarray(descriptors, dtype=np.float64).reshape(len(descriptors), -1)
+    x = np.asarray(descriptors, dtype=np.float64)
     n = len(x)
     photos = list(photos) if photos is not None else list(range(n))
     seeds = np.full(n, SINGLE, dtype=np.int64) if seeds is None else np.asarray(seeds, dtype=np.int64).copy()

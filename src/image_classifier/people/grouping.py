@@ -188,16 +188,10 @@ def group_photos(data: str | os.PathLike, out: str | os.PathLike, options: Group
     clustering = cluster_faces(folder.descriptors, photos, params, seeds=seeds, seeds_attached=seeds_attached)
     attached = clustering.attached.copy()
     labels = clustering.labels.copy()
-    taken = set(names.values()) | {p.name for p in out.iterdir()} if out.is_dir() else set(names.values())
+    taken = set(names.values()) | ({p.name for p in out.iterdir()} if out.is_dir() else set())
     seeded = set(names)
     for g in [g for g in clustering.groups if g not in seeded]:  # new groups, largest first
-        gid = state.next_id
-        while default_name(gid) in taken:
-            gid += 1
-        state.next_id = gid + 1
-        labels[clustering.labels == g] = gid
-        names[gid] = default_name(gid)
-        taken.add(names[gid])
+        labels[clustering.labels == g] = _new_group(state, names, taken)
     notes: dict[int, str] = {g: "new" for g in names if g not in before}
     for g, n in before.items():
         grown = int((labels == g).sum()) - n
@@ -206,54 +200,100 @@ def group_photos(data: str | os.PathLike, out: str | os.PathLike, options: Group
     gone_folders: dict[int, str] = {}
     if options.merge is not None:
         keep, other = (_resolve(n, names) for n in options.merge)
-        labels[labels == other] = keep
-        gone_folders[other] = names.pop(other)
+        gone_folders[other] = names[other]
+        events.append(_merge(keep, other, labels, attached, folder.descriptors, photos, names))
         notes[keep] = f"merged with {gone_folders[other]}"
-        events.append(f"merged {gone_folders[other]} into {names[keep]}")
     if options.split is not None:
         gid = _resolve(options.split, names)
-        members = np.flatnonzero(labels == gid)
-        parts, core = split_group(folder.descriptors[members], [photos[i] for i in members], params)
-        if core is None:
-            events.append(f"{names[gid]} did not come apart (no core distance down to 0.2 splits it)")
-        else:
-            made = []
-            for part in range(1, int(parts.max()) + 1):
-                new_gid = state.next_id
-                while default_name(new_gid) in taken:
-                    new_gid += 1
-                state.next_id = new_gid + 1
-                labels[members[parts == part]] = new_gid
-                names[new_gid] = default_name(new_gid)
-                taken.add(names[new_gid])
-                notes[new_gid] = f"split from {names[gid]}"
-                made.append(names[new_gid])
-            labels[members[parts == SINGLE]] = SINGLE
-            attached[members] = False  # each part is a core of its own now
-            notes[gid] = f"split at core distance {core:.2f}"
-            events.append(f"split {names[gid]} at core distance {core:.2f}: {names[gid]}, " + ", ".join(made))
+        events.append(_split(gid, labels, attached, folder.descriptors, photos, params, state, names, taken, notes))
     if namer is not None:
-        for gid in sorted(names, key=lambda g: -int((labels == g).sum())):
-            if not is_default_name(names[gid]) or not (labels == gid).any():
-                continue
-            verdict = namer(folder.descriptors[labels == gid])
-            if verdict.label is None:
-                notes[gid] = (notes.get(gid, "") + "; " if gid in notes else "") + "not a person the model knows"
-                continue
-            new_name = _unique_name(verdict.label, set(names.values()) - {names[gid]})
-            events.append(f"{names[gid]} is {new_name!r} by the model ({100 * verdict.share:.0f} % of its "
-                          f"{verdict.faces} faces)")
-            old = out / names[gid]
-            if old.is_dir():
-                old.rename(out / new_name)
-            names[gid] = new_name
-            notes[gid] = (notes.get(gid, "") + "; " if gid in notes else "") + f"named by the model ({100 * verdict.share:.0f} %)"
+        events += _name(namer, out, labels, folder.descriptors, names, taken, notes)
     _write(out, data, folder, labels, names, notes, state, options, gone_folders)
     state.names = dict(names)
     state.faces = {k: int(g) for k, g in zip(keys, labels) if g != SINGLE}
     state.attached = {k for k, g, a in zip(keys, labels, attached) if g != SINGLE and a}
     save_state(out, state)
     return _result(data, out, folder, labels, names, notes, events, time.perf_counter() - started)
+
+
+def _new_group(state: GroupState, names: dict[int, str], taken: set[str]) -> int:
+    """A new group number and its default folder name (one no folder of OUT has)."""
+    gid = state.next_id
+    while default_name(gid) in taken:
+        gid += 1
+    state.next_id = gid + 1
+    names[gid] = default_name(gid)
+    taken.add(names[gid])
+    return gid
+
+
+def _note(notes: dict[int, str], gid: int, text: str) -> None:
+    notes[gid] = f"{notes[gid]}; {text}" if notes.get(gid) else text
+
+
+def _merge(keep: int, other: int, labels: np.ndarray, attached: np.ndarray, descriptors: np.ndarray,
+           photos: list[str], names: dict[int, str]) -> str:
+    """Group ``other`` joins ``keep`` (in place). Where both held a face of one photo, the face
+    nearer the merged group's centre stays and the other leaves: two faces of one photo are never
+    one person, even when a person asks."""
+    labels[labels == other] = keep
+    attached[labels == keep] = False  # one group, one core: a merge is the person's word
+    members = np.flatnonzero(labels == keep)
+    centre = descriptors[members].mean(0)
+    by_photo: dict[str, list[int]] = {}
+    for i in members:
+        by_photo.setdefault(photos[i], []).append(int(i))
+    left = 0
+    for faces in by_photo.values():
+        if len(faces) > 1:
+            faces.sort(key=lambda i: float(np.linalg.norm(descriptors[i] - centre)))
+            labels[faces[1:]] = SINGLE
+            left += len(faces) - 1
+    gone = names.pop(other)
+    text = f"merged {gone} into {names[keep]}"
+    return text + (f" ({left} faces left out: another face of their photo is in it)" if left else "")
+
+
+def _split(gid: int, labels: np.ndarray, attached: np.ndarray, descriptors: np.ndarray, photos: list[str],
+           params: ClusterParams, state: GroupState, names: dict[int, str], taken: set[str],
+           notes: dict[int, str]) -> str:
+    """Group ``gid`` re-clustered tighter (in place): its largest part keeps its name."""
+    members = np.flatnonzero(labels == gid)
+    parts, core = split_group(descriptors[members], [photos[i] for i in members], params)
+    if core is None:
+        return f"{names[gid]} did not come apart (no core distance down to 0.2 splits it)"
+    made = []
+    for part in range(1, int(parts.max()) + 1):
+        new = _new_group(state, names, taken)
+        labels[members[parts == part]] = new
+        notes[new] = f"split from {names[gid]}"
+        made.append(names[new])
+    labels[members[parts == SINGLE]] = SINGLE
+    attached[members] = False  # each part is a core of its own now
+    notes[gid] = f"split at core distance {core:.2f}"
+    return f"split {names[gid]} at core distance {core:.2f}: {names[gid]}, " + ", ".join(made)
+
+
+def _name(namer: Namer, out: Path, labels: np.ndarray, descriptors: np.ndarray, names: dict[int, str],
+          taken: set[str], notes: dict[int, str]) -> list[str]:
+    """Name each group that still has its default name after the class most of its faces are."""
+    events = []
+    for gid in sorted(names, key=lambda g: -int((labels == g).sum())):
+        if not is_default_name(names[gid]) or not (labels == gid).any():
+            continue
+        verdict = namer(descriptors[labels == gid])
+        if verdict.label is None:
+            _note(notes, gid, "not a person the model knows")
+            continue
+        new_name = _unique_name(verdict.label, taken - {names[gid]})
+        events.append(f"{names[gid]} is {new_name!r} by the model ({100 * verdict.share:.0f} % of its "
+                      f"{verdict.faces} faces)")
+        if (out / names[gid]).is_dir():
+            (out / names[gid]).rename(out / new_name)
+        names[gid] = new_name
+        taken.add(new_name)
+        _note(notes, gid, f"named by the model ({100 * verdict.share:.0f} %)")
+    return events
 
 
 def _result(data: Path, out: Path, folder: FolderFaces, labels: np.ndarray, names: dict[int, str],
