@@ -106,7 +106,7 @@ class GroupResult:
     undescribed: int
     events: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    labels: np.ndarray = field(default=None, repr=False)  # per face (FolderFaces.faces order): group id or -1
+    labels: np.ndarray | None = field(default=None, repr=False)  # per face (FolderFaces.faces order): group id or -1
     face_keys: list[str] = field(default_factory=list, repr=False)
     face_photos: list[str] = field(default_factory=list, repr=False)  # per face: its photo's path in DATA
 
