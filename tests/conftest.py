@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ATHLETES = SHARED / "datasets" / "athletes"
 UNKNOWN_PEOPLE = SHARED / "datasets" / "unknown_people"  # LFW deep-funneled 250x250, one per person
+LFW_PEOPLE12 = SHARED / "datasets" / "lfw_people12"  # 12 people, 39-60 LFW photos each
 
 # Distinct, saturated class colours (RGB); classes beyond the list get a colour from the seed.
 CLASS_COLOURS = [(220, 40, 40), (40, 90, 220), (40, 170, 60), (230, 200, 40), (150, 60, 190),
@@ -95,6 +96,29 @@ def athletes_dir() -> Path:
     if not ATHLETES.is_dir():
         pytest.skip(f"real dataset not found at {ATHLETES}")
     return ATHLETES
+
+
+@pytest.fixture(scope="session")
+def lfw_people12_dir() -> Path:
+    """12 people, 39 to 60 face-centred news photos each; tests using it skip when it is absent."""
+    if not LFW_PEOPLE12.is_dir():
+        pytest.skip(f"real dataset not found at {LFW_PEOPLE12}")
+    return LFW_PEOPLE12
+
+
+def copy_people(source: Path, dest: Path, people: dict[str, range], *, flat: bool = False) -> dict[str, str]:
+    """Copy photos ``people[name]`` (indices in name order) of each person's folder of ``source``
+    into ``dest/<name>/`` (``flat``: into ``dest`` itself, as an unlabelled folder); returns
+    {path relative to ``dest``: person}."""
+    truth = {}
+    for name, which in people.items():
+        files = sorted(p for p in (source / name).iterdir() if p.is_file())
+        for k in which:
+            rel = files[k].name if flat else f"{name}/{files[k].name}"
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            (dest / rel).write_bytes(files[k].read_bytes())
+            truth[rel] = name
+    return truth
 
 
 @pytest.fixture(scope="session")

@@ -240,7 +240,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("trust",),
     ("export",),
     ("evaluate", "report"),
-    ("study", "serve"),
+    ("study", "serve", "people"),
     ("api", "image_classifier"),
     ("cli", "__main__"),
 ]

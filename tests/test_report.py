@@ -175,3 +175,30 @@ def test_report_renders_in_chromium(tmp_path):
         arr = np.asarray(im.convert("L"))
     # Rendered content, not a blank page: plenty of non-white pixels.
     assert (arr < 200).mean() > 0.02
+
+
+def test_suspect_labels_show_with_their_face_in_both_reports(tmp_path):
+    run = tmp_path / "run"
+    thumb = run / "plots" / "suspect_labels" / "0.jpg"
+    thumb.parent.mkdir(parents=True)
+    Image.new("RGB", (112, 112), (200, 150, 120)).save(thumb)
+    data = make_study_json(tmp_path)
+    entry = {"path": "Kobe & Co/<b>x</b>.jpg", "label": CLASSES[1], "kind": "another_class", "shows": CLASSES[0],
+             "face": 0, "box": [1, 2, 3, 4], "group_photos": 9, "distance": 0.3, "label_distance": 0.8,
+             "reason": "...", "thumbnail": "plots/suspect_labels/0.jpg"}
+    data["data"]["faces"] = {"per_class": {c: {"none": 1, "one": 8, "several": 1} for c in CLASSES}, "images": 30,
+                             "with_face": 27, "detection_rate": 0.9, "methods": {"hog": 27}, "seconds": 1.0,
+                             "suspect_labels": [entry]}
+    files = write_report(Study.from_json(data), run)
+    text = files.html.read_text()
+    section = text[text.index("Suspect labels"):]
+    assert "Kobe &amp; Co/&lt;b&gt;x&lt;/b&gt;.jpg" in section and "<b>x</b>" not in section
+    assert "looks like &lt;script&gt;alert(1)&lt;/script&gt;" in section
+    assert 'src="data:image/jpeg;base64,' in section
+    md = files.markdown.read_text()
+    assert "### Suspect labels" in md and "1 photos probably show someone other" in md
+    # A run whose survey found none says so; one without a survey has no section.
+    data["data"]["faces"]["suspect_labels"] = []
+    assert "No photo&#x27;s faces disagree with its folder" in write_report(Study.from_json(data), run).html.read_text()
+    data["data"]["faces"] = None
+    assert "Suspect labels" not in write_report(Study.from_json(data), tmp_path / "run2").html.read_text()

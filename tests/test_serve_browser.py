@@ -14,14 +14,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import os
 import re
-import shutil
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from browser_helpers import CHROMIUM_ARGS, chromium
 from serve_fixtures import COLOURS, HTML_CLASS, colour_image, encode, make_run, train_colour_model
 
 from image_classifier.i18n import catalog, translator
@@ -35,30 +34,7 @@ SHARED = REPO.parent / "shared"
 ATHLETES = SHARED / "datasets" / "athletes"
 MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
-                 "--disable-dev-shm-usage"]
 MAX_UPLOAD = 10 * 1024 * 1024
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
-
-
-def _chromium() -> str:
-    """Debian's Chromium, or skip (fail under CI: there the browser test must run)."""
-    problem = None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        problem = "the playwright package is not installed (pip install -e '.[test]')"
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if problem is None and exe is None:
-        problem = "chromium is not installed (apt-get install chromium; scripts/test.sh does it)"
-    if problem:
-        if _in_ci():
-            pytest.fail(f"browser test cannot run in CI: {problem}")
-        pytest.skip(problem)
-    return exe  # type: ignore[return-value]
 
 
 def expect(locator):
@@ -71,7 +47,7 @@ def expect(locator):
 
 @pytest.fixture(scope="module")
 def browser():
-    exe = _chromium()
+    exe = chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

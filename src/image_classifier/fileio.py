@@ -1,4 +1,5 @@
-"""Small file helpers shared by every module that writes or fingerprints files (no torch import).
+"""Small file helpers shared by every module that writes or fingerprints files (no torch import),
+and where the tool keeps its caches (:func:`default_cache_dir`).
 
 Atomic writes: the data goes to a temporary file in the same folder, is flushed to disk, then
 renamed over the target, so a reader (or a run killed mid-write) sees the old file or the whole new
@@ -57,3 +58,15 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """The root of the on-disk caches (decoded images, and faces beside them in ``faces-v<N>``):
+    ``$IMAGE_CLASSIFIER_CACHE_DIR``, else ``$XDG_CACHE_HOME/image-classifier/decoded``, else
+    ``~/.cache/image-classifier/decoded``. Here, not in ``training``, so that commands that only
+    need faces (``check``, ``group``) find the cache without importing torch."""
+    env = os.environ.get("IMAGE_CLASSIFIER_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "image-classifier" / "decoded"

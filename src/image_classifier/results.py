@@ -702,15 +702,21 @@ class FaceSummary:
     detection_rate: float
     methods: dict[str, int]  # detector step -> images whose largest face it found
     seconds: float
+    # Photos that probably show someone other than their folder's person (faces.suspects), each
+    # with "thumbnail": the face's picture relative to the run directory. None: not looked for.
+    suspect_labels: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"per_class": self.per_class, "images": self.images, "with_face": self.with_face,
-                "detection_rate": self.detection_rate, "methods": self.methods, "seconds": self.seconds}
+                "detection_rate": self.detection_rate, "methods": self.methods, "seconds": self.seconds,
+                "suspect_labels": self.suspect_labels}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> FaceSummary:
+        suspects = d.get("suspect_labels")
         return cls(dict(d["per_class"]), int(d["images"]), int(d["with_face"]), float(d["detection_rate"]),
-                   dict(d.get("methods") or {}), float(d.get("seconds", 0.0)))
+                   dict(d.get("methods") or {}), float(d.get("seconds", 0.0)),
+                   None if suspects is None else [dict(e) for e in suspects])
 
 
 @dataclass

@@ -43,6 +43,8 @@ REPORT_HTML_NAME = "report.html"
 PLOTS_DIR = "plots"
 #: Inside PLOTS_DIR: one test photo with the face masked, only the face, in greyscale (compare's shortcut audit).
 SHORTCUT_EXAMPLE_NAME = "shortcut-example.png"
+#: Inside PLOTS_DIR: a face thumbnail per suspect label (compare's face survey), ``<n>.jpg``.
+SUSPECTS_DIR = "suspect_labels"
 #: Grad-CAM overlays of each model's misclassified test images: ``explanations/<model>/<image>.png``.
 EXPLANATIONS_DIR = "explanations"
 # A saved model directory (``train``; ``models/<arch>/`` of a run):

@@ -27,6 +27,7 @@ from image_classifier.errors import ImageClassifierError
 # Subcommand modules, in the order they are listed in --help.
 COMMANDS = (
     "check",
+    "group",
     "split",
     "train",
     "predict",

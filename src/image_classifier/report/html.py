@@ -33,6 +33,8 @@ from image_classifier.report.tables import (
     timings_line,
 )
 from image_classifier.report.tables import shortcut_table
+from image_classifier.report.suspects import CSS as SUSPECTS_CSS
+from image_classifier.report.suspects import suspects_html
 from image_classifier.results import TEST_IMAGES, ModelResult, Study
 
 #: The split's subsets in the order the data table shows them (any other after them).
@@ -320,7 +322,22 @@ def _duplicate_kind(kind: str, t: Translator) -> str:
     return " + ".join(t.get(f"report.data.duplicate_kind.{k}", k) for k in kind.split(" + "))
 
 
-def _data_section(study: Study, t: Translator) -> str:
+def _suspects(study: Study, run_dir: Path, t: Translator) -> str:
+    """The photos whose faces are probably not their folder's person, with the face that says so."""
+    entries = study.data.faces.suspect_labels if study.data.faces is not None else None
+    if entries is None:
+        return ""
+
+    def src(entry: dict) -> str | None:
+        rel = entry.get("thumbnail")
+        if not rel or not (run_dir / rel).is_file():
+            return None
+        return "data:image/jpeg;base64," + base64.b64encode((run_dir / rel).read_bytes()).decode("ascii")
+
+    return f"<h3>{esc(t('report.heading.suspects'))}</h3>" + suspects_html(entries, src, t)
+
+
+def _data_section(study: Study, t: Translator, run_dir: Path) -> str:
     data = study.data
     out = [f'<h2 id="data">{esc(t("report.heading.data"))}</h2>']
     if data.root:
@@ -362,6 +379,7 @@ def _data_section(study: Study, t: Translator) -> str:
     faces = face_survey_table(study, t)
     if faces:
         out.append(f"<h3>{esc(t('report.heading.faces'))}</h3><p>{esc(faces[0])}</p>" + _table(faces[1], faces[2]))
+    out.append(_suspects(study, run_dir, t))
     unreadable = data.unreadable
     if unreadable:
         out.append(f"<details><summary>{esc(t('report.html.unreadable', count=len(unreadable)))}</summary>"
@@ -419,7 +437,7 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
         "<!DOCTYPE html>",
         f'<html lang="{esc(t.lang)}"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>",
+        f"<title>{esc(title)}</title><style>{CSS}{SUSPECTS_CSS}</style></head><body><main>",
         f"<h1>{esc(title)}</h1>",
         f'<p class="muted">{esc(created)} · {esc(", ".join(study.data.classes))}</p>',
         f"<nav>{' '.join(nav)}</nav>",
@@ -433,7 +451,7 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
         _open_set(study, t),
         f'<h2 id="models">{esc(t("report.heading.models"))}</h2>',
         *[_model_section(m, study, run_dir, t) for m in study.models],
-        _data_section(study, t),
+        _data_section(study, t, run_dir),
         _machine_section(study, t),
         f'<h2 id="reproduce">{esc(t("report.heading.reproduce"))}</h2>',
         f"<pre>{esc(report_command(study, t))}</pre>",

@@ -12,6 +12,8 @@ from image_classifier.report.tables import (
     subset_label, timings_line,
 )
 from image_classifier.report.tables import shortcut_table
+from image_classifier.report.suspects import caption as suspect_caption
+from image_classifier.report.suspects import summary as suspect_summary
 from image_classifier.results import Study
 
 
@@ -140,6 +142,10 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
     faces = face_survey_table(study, t)
     if faces:
         lines += [md(faces[0]), ""] + _table(faces[1], faces[2]) + [""]
+    suspects = data.faces.suspect_labels if data.faces is not None else None
+    if suspects is not None:
+        lines += [f"### {t('report.heading.suspects')}", "", md(suspect_summary(suspects, t)), ""]
+        lines += [f"- {md(e['path'])}: {md(suspect_caption(e, t))}" for e in suspects] + ([""] if suspects else [])
     lines += [t("report.md.warnings"), ""] + ([f"- {md(w)}" for w in data.warnings]
                                               or [f"- {t('report.format.none')}"]) + [""]
 

@@ -33,6 +33,7 @@ from image_classifier.evaluate.open_set import split_unknowns, unknown_images
 from image_classifier.evaluate.shortcut import AuditImages, example_strip
 from image_classifier.evaluate.speed import SpeedConfig
 from image_classifier.faces import FaceCache, FaceModelsNotFoundError, FaceSurvey, survey_faces
+from image_classifier.faces.suspects import suspect_entries
 from image_classifier.fileio import atomic_write_text
 from image_classifier.i18n import DEFAULT, translator
 from image_classifier.report import write_report
@@ -43,7 +44,8 @@ from image_classifier.results import (
     SplitInfo, Speed, Study,
 )
 from image_classifier.runs import (
-    PLOTS_DIR, PREDICTIONS_CSV_NAME, SHORTCUT_EXAMPLE_NAME, SPLIT_NAME, model_dir_for, split_of_run, write_best_pointer,
+    PLOTS_DIR, PREDICTIONS_CSV_NAME, SHORTCUT_EXAMPLE_NAME, SPLIT_NAME, SUSPECTS_DIR, model_dir_for, split_of_run,
+    write_best_pointer,
 )
 from image_classifier.inference.calibration import CALIBRATION_KEY
 from image_classifier.saved_model import read_card
@@ -147,6 +149,16 @@ def face_survey(options: CompareOptions, audit: AuditReport, face_cache: FaceCac
             say(f"not adding {FACE_MODEL}: only {100 * survey.detection_rate:.0f} % of the images show a face "
                 f"(it is added from 70 %; --models {FACE_MODEL},... adds it anyway)")
     return survey, models
+
+
+def _face_summary(survey: FaceSurvey | None, audit: AuditReport, run_dir: Path) -> FaceSummary | None:
+    """The survey for metrics.json, with the photos whose faces are probably not their folder's
+    person (suspect labels, thumbnails under ``plots/``)."""
+    if survey is None:
+        return None
+    faces = FaceSummary.from_json(survey.to_json())
+    faces.suspect_labels = suspect_entries(audit.records, survey.analyses, run_dir / PLOTS_DIR / SUSPECTS_DIR, run_dir)
+    return faces
 
 
 def _write_predictions_csv(path: Path, evaluations: dict[str, Evaluation]) -> None:
@@ -418,7 +430,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             unreadable=[{"path": u.rel_path, "reason": u.reason} for u in audit.unreadable],
             split=SplitInfo(SPLIT_NAME, options.seed, split.manifest_sha256, _sizes(split)),
             warnings=list(audit.warnings), duplicates=describe_duplicates(audit, split),
-            faces=FaceSummary.from_json(survey.to_json()) if survey is not None else None,
+            faces=_face_summary(survey, audit, run_dir),
         ),
         environment=describe_environment(resolve_device(options.device)),
         speed_config=options.speed.to_dict(),

@@ -28,20 +28,15 @@ import torch
 
 from image_classifier.data.decode import decode_each, load_image
 from image_classifier.preprocessing import Preprocessing
-from image_classifier.fileio import atomic_write_bytes, sha256_file
+from image_classifier.fileio import atomic_write_bytes, default_cache_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
 #: Bump when decoding or resizing changes pixels, so stale disk entries are never read.
 DECODE_VERSION = 1
 
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("IMAGE_CLASSIFIER_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "image-classifier" / "decoded"
+# default_cache_dir lives in fileio (no torch needed to find the cache); imported here for the
+# callers that have always found it in this module.
 
 
 @dataclass
