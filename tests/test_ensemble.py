@@ -293,9 +293,10 @@ def test_the_ensemble_decodes_once_per_input_size_and_averages_its_members(compa
     assert ens.predict(images) == [ens.classes[i] for i in expected.argmax(axis=1)]
 
 
-def test_poisoned_test_labels_leave_the_chosen_weights_unchanged(compared, tmp_path):
-    """The test split never takes part in the selection: relabel every test image (move it to
-    another class folder, and say so in the split) and the same members and weights come out."""
+def test_poisoned_test_labels_leave_the_choice_unchanged(compared, tmp_path):
+    """The test split never takes part in the choice: relabel every test image (move it to another
+    class folder, and say so in the split) and the same candidates, evidence, members and weights
+    come out."""
     data = tmp_path / "data"
     shutil.copytree(compared["data"], data)
     classes = list(COLOURS)
@@ -323,8 +324,17 @@ def test_poisoned_test_labels_leave_the_chosen_weights_unchanged(compared, tmp_p
     def chosen(metrics: dict) -> list[tuple]:  # latencies are measured anew, and differ
         return [(m["name"], m["weight"], m["val_log_loss"], m["val_accuracy"]) for m in metrics["ensemble"]["members"]]
 
+    def evidence(metrics: dict) -> list[tuple]:
+        keys = ("name", "val_accuracy", "val_log_loss", "cv_accuracy", "strangers_accepted", "eligible", "tied",
+                "difference", "difference_low", "difference_high")
+        return [tuple(c[k] for k in keys) for c in metrics["selection"]["candidates"]]
+
     assert chosen(after) == chosen(before)
     assert after["ensemble"]["val_log_loss"] == before["ensemble"]["val_log_loss"]
+    # The whole choice: every candidate's evidence, and what was served.
+    assert evidence(after) == evidence(before) and len(evidence(after)) == 3
+    assert after["selection"]["best"] == before["selection"]["best"] == "ensemble"
+    assert after["selection"]["reason"] == before["selection"]["reason"]
     # The poison did reach the test scoring.
     test_acc = {m["name"]: m["test"]["accuracy"] for m in after["models"]}
     assert test_acc["ensemble"] < {m["name"]: m["test"]["accuracy"] for m in before["models"]}["ensemble"]
@@ -416,22 +426,26 @@ def test_no_ensemble_and_a_tight_budget_keep_none(compared, tmp_path):
     assert "## Ensemble" in (run / "report.md").read_text()
 
 
-def test_the_report_says_why_no_ensemble_was_kept_in_both_languages(compared):
+def test_the_report_says_whether_the_mix_is_served_in_both_languages(compared):
     study = Study.load(compared["run"])
     es = render_markdown(study, translator("es"))
-    assert "## Ensemble (combinación de modelos)" in es and "combinó" in es
+    assert "## Ensemble (combinación de modelos)" in es and "Es el modelo servido" in es
+    assert "## Cómo se eligió el modelo servido" in es
     # A run saved before ensembles has none, and still loads.
     old = study.to_json()
     del old["ensemble"]
     assert Study.from_json(old).ensemble is None and ensemble_sentences(Study.from_json(old)) == []
-    lost = EnsembleInfo("lost", [EnsembleMember("a", 0.5, 0.7, 0.8, 10.0), EnsembleMember("b", 0.5, 0.9, 0.6, 5.0)],
-                        steps=2, val_images=30, val_log_loss=0.71, val_accuracy=0.8, best_single="a",
-                        best_single_val_log_loss=0.7, best_single_val_accuracy=0.8)
-    study.ensemble = lost
+    # A mix that was a candidate but not the choice says which model is served instead.
+    other = EnsembleInfo("not_chosen", [EnsembleMember("a", 0.5, 0.7, 0.8, 10.0),
+                                        EnsembleMember("b", 0.5, 0.9, 0.6, 5.0)],
+                         val_images=30, val_log_loss=0.71, val_accuracy=0.8, best_single="a",
+                         best_single_val_log_loss=0.7, best_single_val_accuracy=0.8, name="ensemble")
+    study.ensemble = other
     text = " ".join(ensemble_sentences(study))
-    assert "tried and lost" in text and "0.7100" in text and "0.7000" in text and "a 0.50, b 0.50" in text
-    assert "perdió" in " ".join(ensemble_sentences(study, translator("es")))
-    assert Study.from_json(study.to_json()).ensemble == lost
+    assert "It is not the served model: ensemble is" in text  # the run's selection is the mix
+    assert "0.7100" in text and "0.7000" in text and "a 0.50, b 0.50" in text
+    assert "No es el modelo servido" in " ".join(ensemble_sentences(study, translator("es")))
+    assert Study.from_json(study.to_json()).ensemble == other
 
 
 def test_concurrent_requests_batched_by_the_server_get_the_ensembles_answers(compared):
