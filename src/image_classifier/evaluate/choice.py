@@ -198,9 +198,8 @@ class Choice:
     can_reject: bool | None
     eligible: list[str]
     tied: list[str]  # the eligible candidates no other beat on accuracy beyond the noise
-    #: Every paired accuracy comparison with the chosen candidate, and the strangers' ones.
+    #: Every paired accuracy comparison of the chosen candidate with another.
     accuracy_differences: list[Difference] = field(default_factory=list)
-    strangers_differences: list[Difference] = field(default_factory=list)
     max_strangers: float = MAX_STRANGERS
 
 
@@ -258,6 +257,5 @@ def choose(candidates: Sequence[Candidate], *, people: bool, max_strangers: floa
         tied=[c.name for c in tied],
         accuracy_differences=[accuracy_difference(chosen, c, n_bootstrap=n_bootstrap, seed=seed)
                               for c in candidates if c is not chosen],
-        strangers_differences=[d for (a, _), d in strangers.items() if a == chosen.name],
         max_strangers=max_strangers,
     )

@@ -21,7 +21,7 @@ is fitted on the trial's known images, so it keeps ``keep`` of them by construct
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -170,13 +170,3 @@ def strangers_accepted(trials: Sequence[Trial], scorer: Scorer, keep: float) -> 
         values = scorer(t, True)
         out.extend(d.accepted for d in rule.decide([MEMBER_P_VALUE] * len(values), values))
     return np.array(out, dtype=bool)
-
-
-def by_trial(trials: Sequence[Trial], accepted: np.ndarray) -> Mapping[str, float]:
-    """The share of each trial's strangers accepted, from :func:`strangers_accepted`'s flags."""
-    out, start = {}, 0
-    for t in trials:
-        part = accepted[start:start + len(t.strangers)]
-        out[t.label] = float(part.mean()) if len(part) else float("nan")
-        start += len(t.strangers)
-    return out

@@ -316,7 +316,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
                                        unknown=unknown_val if people else None)
     timings["validation_pass_seconds"] = time.perf_counter() - t0
     evidence = gather_evidence(EvidenceInputs(
-        models=models, model_dirs={a: Path(results[a].model_dir) for a in models}, classes=list(split.classes),
+        models=models, classes=list(split.classes),
         train_records=split.subset("train"), val_records=split.subset("val"), survey=survey, keep=options.keep,
         seed=options.seed, people=people, unknown_val=unknown_val,
         weights={a: options.weights_for(a) for a in models}, cache_dir=options.cache_dir,

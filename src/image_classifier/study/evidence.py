@@ -87,10 +87,9 @@ class Evidence:
     strangers: str  # where the strangers came from ("" when not measured)
     trials: list[Trial] = field(default_factory=list)
     keep: float = 0.95
-    #: Seconds of the evidence beyond the validation passes compare always made (cross-validation,
-    #: features, leave-one-class-out, the choice).
+    #: Seconds of the evidence beyond the validation passes (cross-validation, features,
+    #: leave-one-class-out, the composites, the choice).
     seconds: float = 0.0
-    pass_seconds: float = 0.0
 
 
 @dataclass
@@ -98,7 +97,6 @@ class EvidenceInputs:
     """What the evidence reads: built by compare from its split, survey and options."""
 
     models: list[str]
-    model_dirs: dict[str, Path]
     classes: list[str]
     train_records: list[Any]  # split records
     val_records: list[Any]

@@ -92,13 +92,13 @@ def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def fit_linear_head(x: np.ndarray, y: np.ndarray, num_classes: int, c: float, mean: np.ndarray,
-                    scale: np.ndarray, *, tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+                    scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(weight (C, d), bias (C,)) of a logistic regression on standardised features (descriptors);
     a class absent from ``y`` gets :data:`ABSENT_CLASS_BIAS`."""
     present = np.unique(y)
     weight = np.zeros((num_classes, x.shape[1]))
     bias = np.full(num_classes, ABSENT_CLASS_BIAS)
-    lr = LogisticRegression(C=c, max_iter=5000, tol=tol).fit((x - mean) / scale, y)
+    lr = LogisticRegression(C=c, max_iter=5000, tol=1e-6).fit((x - mean) / scale, y)
     if len(present) == 2:  # sklearn returns one row for a binary problem: logit of the second class
         weight[present[1]] = lr.coef_[0]
         bias[present[0]], bias[present[1]] = 0.0, lr.intercept_[0]
