@@ -14,6 +14,6 @@ DEFAULT_VAL = DEFAULT_TEST = 0.15
 #: (see :mod:`image_classifier.study.resume`).
 RESUME_MODES = ("auto", "resume", "fresh")
 #: How ``compare`` picks the best model (never on the test split).
-SELECTION_CRITERION = ("on the training and validation images only: for a folder of people, turning away at most "
-                       "10 % of strangers; then accuracy, a difference inside the noise (95 % paired bootstrap) "
-                       "being a tie; then, for people, fewer strangers accepted; then the simplest, the smallest")
+SELECTION_CRITERION = ("for a folder of people, turning away at most 10 % of strangers; then accuracy, a difference "
+                       "inside the noise (95 % paired bootstrap) being a tie; then, for people, fewer strangers "
+                       "accepted; then the simplest (a model, a cascade, a mix), the smallest")
