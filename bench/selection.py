@@ -127,19 +127,27 @@ def old_choice(run: Path, data: Path, models: list[str]) -> tuple[str, dict[str,
 
 # ---- measuring a served model ------------------------------------------------------------------------
 
+def _key(detail: dict[str, Any]) -> tuple[float, float]:
+    """How known an image looks to its rule: the rule's score (a p-value or a probability), ties
+    broken by the raw value (oriented: a smaller face distance is more known). p-values bottom out
+    at 0 for everything stranger than every validation image; the raw value still orders those."""
+    r = detail["rejection"]
+    return (float(r["score"]), -float(r["value"]) if r["kind"] == "face_distance" else float(r["value"]))
+
+
 def measure(classifier: Any, known: list[LabelledImage], strangers: list[Any]) -> dict[str, float]:
-    """Test accuracy, and the strangers accepted by the rule and at the threshold keeping 95 % of the known."""
+    """Test accuracy, and the strangers accepted by the rule and at the threshold keeping 95 % of
+    the known test images (the same operating point for every model)."""
     kp, kd = classifier.predict_details([it.path for it in known])
     sp, sd = classifier.predict_details([u.path for u in strangers])
     y = label_indices(classifier.classes, known)
-    ks = np.array([d["rejection"]["score"] for d in kd])
-    ss = np.array([d["rejection"]["score"] for d in sd])
-    threshold = np.sort(ks)[int(np.floor((1 - KEPT) * len(ks)))]
+    ks = sorted(_key(d) for d in kd)
+    threshold = ks[int(np.floor((1 - KEPT) * len(ks)))]
     return {"accuracy": float(np.mean(kp.argmax(1) == y)),
             "strangers_rule": float(np.mean([not d["unknown"] for d in sd])),
             "known_kept_rule": float(np.mean([not d["unknown"] for d in kd])),
-            "strangers_at_95": float(np.mean(ss >= threshold)),
-            "known_kept_at_95": float(np.mean(ks >= threshold))}
+            "strangers_at_95": float(np.mean([_key(d) >= threshold for d in sd])),
+            "known_kept_at_95": float(np.mean([_key(d) >= threshold for d in kd]))}
 
 
 def old_served(run: Path, data: Path, models: list[str], name: str, weights: dict[str, float] | None,
@@ -174,17 +182,17 @@ def pct(x: float | None) -> str:
 
 def report(name: str, rows: list[dict[str, Any]]) -> None:
     print(f"\n### {name}\n")
-    print("| seed | served | test acc | strangers accepted (rule / at 95 % kept) | old rule served | test acc "
-          "| strangers accepted (rule / at 95 % kept) | evidence s / compare s |")
+    print("| seed | served | test acc | strangers accepted: rule (known kept) / at 95 % kept | old rule served "
+          "| test acc | strangers accepted: rule (known kept) / at 95 % kept | evidence s / compare s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         n, o = r["new_m"], r["old_m"]
         cost = (f"{r['selection_seconds']:.0f} / {r['total_seconds']:.0f} "
                 f"({100 * r['selection_seconds'] / r['total_seconds']:.1f} %)"
                 if r["selection_seconds"] is not None and r["total_seconds"] else "–")
-        print(f"| {r['seed']} | {r['new']} | {n['accuracy']:.3f} | {pct(n['strangers_rule'])} / "
-              f"{pct(n['strangers_at_95'])} | {r['old']} | {o['accuracy']:.3f} | {pct(o['strangers_rule'])} / "
-              f"{pct(o['strangers_at_95'])} | {cost} |")
+        print(f"| {r['seed']} | {r['new']} | {n['accuracy']:.3f} | {pct(n['strangers_rule'])} "
+              f"({pct(n['known_kept_rule'])}) / {pct(n['strangers_at_95'])} | {r['old']} | {o['accuracy']:.3f} | "
+              f"{pct(o['strangers_rule'])} ({pct(o['known_kept_rule'])}) / {pct(o['strangers_at_95'])} | {cost} |")
     mean = lambda side, key: float(np.mean([r[side][key] for r in rows]))  # noqa: E731
     print(f"\nmean over {len(rows)} seeds: served test accuracy {mean('new_m', 'accuracy'):.3f} "
           f"(old rule {mean('old_m', 'accuracy'):.3f}); strangers accepted at 95 % kept: max "
@@ -197,17 +205,18 @@ def report(name: str, rows: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog="Options after -- go to compare as they are (e.g. -- --no-export).")
     ap.add_argument("data", type=Path, nargs="+", help="class folders of people (e.g. the athletes, lfw_people12)")
     ap.add_argument("--seeds", default="0-4", help="split seeds: 0-4 or 0,2,3 (default 0-4)")
     ap.add_argument("--runs", type=Path, default=Path("runs/selection"), help="where the run directories go")
     ap.add_argument("--strangers", type=Path, default=Path("../shared/datasets/unknown_people"),
                     help="photos of none of the people (their test half is measured)")
     ap.add_argument("--report-only", action="store_true", help="run nothing: read the run directories")
-    ap.add_argument("compare_args", nargs=argparse.REMAINDER,
-                    help="after --, more options for compare (e.g. -- --no-export)")
-    args = ap.parse_args(argv)
-    extra = [a for a in args.compare_args if a != "--"]
+    argv = sys.argv[1:] if argv is None else argv
+    # Everything after "--" goes to compare as it is (e.g. -- --no-export).
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     for data in args.data:
         rows = []
         for seed in seeds_of(args.seeds):

@@ -199,17 +199,17 @@ def test_leave_one_class_out_trials_take_the_strangers_with_a_face():
     trials = loco_trials(y, face, ["a", "b", "c"])
     assert [t.label for t in trials] == ["a left out", "b left out"]  # c has no stranger with a face
     assert trials[0].strangers.tolist() == [0] and trials[0].known.tolist() == [2, 3, 4, 5]
+    assert trials[1].strangers.tolist() == [2, 3] and trials[1].left_out == 1
 
 
 def test_candidates_combine_their_members_p_values_as_their_saved_rules_do():
-    trial = Trial("t", np.arange(20), np.arange(4), np.r_[np.ones(10, bool), np.zeros(10, bool)],
-                  np.ones(4, bool))
+    trial = Trial("t", np.arange(20), np.arange(4))
     known = np.linspace(0.05, 1.0, 20)
     trial.known_p = {"face": known, "cnn": known[::-1]}
     trial.strangers_p = {"face": np.array([0.0, 0.0, 0.0, 0.9]), "cnn": np.array([1.0, 1.0, 1.0, 1.0])}
     keep = 0.9
     assert strangers_accepted([trial], single("cnn"), keep).all()  # sure of every stranger
     assert strangers_accepted([trial], single("face"), keep).tolist() == [False, False, False, True]
-    # Strangers show a face: a face-first cascade scores them by the face model.
-    assert strangers_accepted([trial], face_first("face", "cnn"), keep).tolist() == [False, False, False, True]
+    # A face-first cascade scores every image by its face model.
+    assert strangers_accepted([trial], face_first("face"), keep).tolist() == [False, False, False, True]
     assert not strangers_accepted([trial], strangest(["face", "cnn"]), keep)[:3].any()

@@ -34,13 +34,11 @@ from image_classifier.models.faces import choose_face
 @dataclass
 class Trial:
     """One showing of strangers (see the module docstring): every model's p-values of the same
-    known images and the same strangers, and which of them show a face."""
+    known images and the same strangers."""
 
     label: str
     known: np.ndarray  # indices of the known images (into the validation images)
     strangers: np.ndarray  # indices of the strangers (into the validation images, or the unknown folder's)
-    known_face: np.ndarray  # (known,) bool: a face is found in the image
-    strangers_face: np.ndarray  # (strangers,) bool
     left_out: int | None = None  # leave-one-class-out: the class playing the strangers
     known_p: dict[str, np.ndarray] = field(default_factory=dict)  # model -> (known,)
     strangers_p: dict[str, np.ndarray] = field(default_factory=dict)  # model -> (strangers,)
@@ -83,7 +81,7 @@ def loco_trials(val_labels: np.ndarray, val_face: np.ndarray, classes: Sequence[
         known = np.flatnonzero(y != c)
         strangers = np.flatnonzero((y == c) & face)
         if len(strangers) and len(known):
-            trials.append(Trial(f"{classes[c]} left out", known, strangers, face[known], face[strangers], left_out=c))
+            trials.append(Trial(f"{classes[c]} left out", known, strangers, left_out=c))
     return trials
 
 
@@ -140,14 +138,9 @@ def single(model: str) -> Scorer:
     return lambda t, strangers: (t.strangers_p if strangers else t.known_p)[model]
 
 
-def face_first(face_model: str, other: str) -> Scorer:
-    """A cascade's score: the face model's p-value where a face is found, the other model's elsewhere."""
-    def score(t: Trial, strangers: bool) -> np.ndarray:
-        p = t.strangers_p if strangers else t.known_p
-        face = t.strangers_face if strangers else t.known_face
-        return np.where(face, p[face_model], p[other])
-
-    return score
+def face_first(face_model: str) -> Scorer:
+    """A face-first cascade's score: its face model's p-value (as its saved rule scores it)."""
+    return single(face_model)
 
 
 def strangest(models: Sequence[str]) -> Scorer:

@@ -24,9 +24,9 @@ hands each member its part so that members finish (face answers, calibration) as
 
 "None of these": :meth:`EnsembleClassifier.finish` also scores each image as its strangest member
 finds it: the smallest, over the members that have a rejection rule, of the member's own conformal
-p-value (``details['member_p_value']``); for a cascade, the face model's p-value where it found a
-face (a stranger's face is far from its bank whichever member answers), the other model's
-elsewhere. The ensemble's own rule (card key ``rejection``, fitted
+p-value (``details['member_p_value']``); for a cascade, the face model's p-value (a stranger's face is
+far from its bank whichever member answers; a photo without a face is never rejected, as by the face
+model itself). The ensemble's own rule (card key ``rejection``, fitted
 by ``compare`` on the validation split) thresholds that score; an ensemble card without one (older
 runs) never answers "unknown".
 """
@@ -362,9 +362,7 @@ class EnsembleClassifier(BatchedPrediction):
             face_details = prepared.parts[0].details
             decided = np.array([d.get("face") is not None for d in face_details], dtype=bool)
             total = np.where(decided[:, None], own_probs[0], own_probs[1]).astype(np.float64)
-            found = np.array([d.get("face_distance") is not None for d in face_details], dtype=bool)
-            smallest = (None if own_p[0] is None or own_p[1] is None
-                        else np.where(found, own_p[0], own_p[1]))
+            smallest = own_p[0]  # the face model's: "none of these" is a question about faces
         else:
             present = [p for p in own_p if p is not None]
             smallest = np.min(present, axis=0) if present else None

@@ -205,7 +205,7 @@ def gather_evidence(inputs: EvidenceInputs, passes: dict[str, ValidationPass], *
     trials: list[Trial] = []
     strangers_source = ""
     if inputs.people and inputs.unknown_val is not None:
-        trials, strangers_source = _folder_trial(models, passes, common, probs, details, face_val), UNKNOWN_HALF
+        trials, strangers_source = _folder_trial(models, passes, common, probs, details), UNKNOWN_HALF
     elif inputs.people:
         trials = loco_trials(y, face_val, inputs.classes)
         strangers_source = LEAVE_ONE_CLASS_OUT
@@ -244,7 +244,7 @@ def gather_evidence(inputs: EvidenceInputs, passes: dict[str, ValidationPass], *
             description = f"{f} where a face matches a known person's, {x} elsewhere"
             candidates.append(Candidate(name, CASCADE, p.argmax(1) == y, _nll(p, y),
                                         _parameters(passes[f].classifier) + _parameters(passes[x].classifier),
-                                        strangers_accepted=rejection(face_first(f, x), [f, x]),
+                                        strangers_accepted=rejection(face_first(f), [f]),
                                         members=(f, x), description=description))
             composites[name] = Composite(name, CASCADE, _cascade_weights(f, x, share), description, "face_first")
     if len(models) >= 2:
@@ -295,14 +295,12 @@ def _face_trials(trials: list[Trial], m: str, vp: ValidationPass, inputs: Eviden
 
 
 def _folder_trial(models: Sequence[str], passes: dict[str, ValidationPass], common: list[int],
-                  probs: dict[str, np.ndarray], details: dict[str, list[dict[str, Any]]],
-                  face_val: np.ndarray) -> list[Trial]:
+                  probs: dict[str, np.ndarray], details: dict[str, list[dict[str, Any]]]) -> list[Trial]:
     """The one trial of ``--unknown``: the validation images known, the folder's validation half strangers."""
     kept = sorted(set.intersection(*(set(passes[m].unknown[2]) for m in models)))  # type: ignore[index]
     if not kept:
         return []
-    face_unknown = np.zeros(len(kept), dtype=bool)
-    trial = Trial(UNKNOWN_HALF, np.arange(len(common)), np.array(kept), face_val, face_unknown)
+    trial = Trial(UNKNOWN_HALF, np.arange(len(common)), np.array(kept))
     for m in models:
         u_probs, u_details, u_kept = passes[m].unknown  # type: ignore[misc]
         row = {i: k for k, i in enumerate(u_kept)}
@@ -310,6 +308,4 @@ def _folder_trial(models: Sequence[str], passes: dict[str, ValidationPass], comm
         clf = passes[m].classifier
         trial.known_p[m] = _real_p_values(clf, probs[m], details[m])
         trial.strangers_p[m] = _real_p_values(clf, np.asarray(u_probs)[rows], [u_details[k] for k in rows])
-        if clf.face_path is not None:  # the face model says which strangers show a face
-            trial.strangers_face = np.array([u_details[k].get("face_distance") is not None for k in rows])
     return [trial]
