@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from image_classifier.data.scan import check_root
-from image_classifier.errors import DatasetError, OptionError
+from image_classifier.errors import OptionError
 from image_classifier.faces import FaceCache
 from image_classifier.faces.clustering import (ATTACH_DISTANCE, CORE_DISTANCE, MIN_GROUP_SIZE, SINGLE, ClusterParams,
                                                centres_of, cluster_faces, split_group)
