@@ -93,7 +93,7 @@ class Clustering:
     centres: dict[int, np.ndarray] = field(repr=False)  # group -> mean descriptor of its faces
     distances: np.ndarray = field(repr=False)  # (n,) distance to the own group's centre (nan: single)
     attached: np.ndarray = field(repr=False)  # (n,) bool: joined by the attach step, not the core graph
-    edges: int = 0  # pairs under the core distance
+    edges: int = 0  # pairs under the core distance joined in the core graph (the round over every face)
 
     @property
     def groups(self) -> list[int]:
@@ -284,7 +284,9 @@ def _grow(x: np.ndarray, photos: list[object], params: ClusterParams, seeds: np.
     if others:  # two faces of one photo are never joined
         keep &= np.array([photos[a] != photos[b] for a, b in zip(i, j)], dtype=bool)
     i, j, d = i[keep], j[keep], d[keep]
-    weights = 1.0 - d.astype(np.float64) if params.weighted else None
+    # Similarity as the weight; floored so that an edge always counts for something, even under a
+    # core distance over 1 (valid, if of no use with dlib's descriptors).
+    weights = np.maximum(1.0 - d.astype(np.float64), 1e-3) if params.weighted else None
     raw = chinese_whispers(n, i, j, weights=weights, photos=photos, seeds=seeds, seed=params.seed)
     # Keep the seeded groups whatever their size, and new core groups of min_size faces or more.
     sizes = Counter(int(v) for v in raw)
