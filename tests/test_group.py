@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -17,9 +16,9 @@ from PIL import Image
 from conftest import copy_people
 from image_classifier.cli import main
 from image_classifier.errors import OptionError
-from image_classifier.faces.clustering import (ATTACH_DISTANCE, CORE_DISTANCE, MIN_GROUP_SIZE, SINGLE, ClusterParams,
-                                               bcubed, chinese_whispers, cluster_faces, split_group)
-from image_classifier.people import GroupOptions, group_photos
+from image_classifier.faces.clustering import (ATTACH_DISTANCE, CORE_DISTANCE, MIN_GROUP_SIZE, SINGLE, bcubed,
+                                               chinese_whispers, cluster_faces, main_faces, split_group)
+from image_classifier.people import group_photos
 from image_classifier.people.state import MARKER_NAME, STATE_NAME
 
 PEOPLE = ("Hans_Blix", "Jennifer_Capriati", "Laura_Bush", "Junichiro_Koizumi")
@@ -99,6 +98,60 @@ def test_a_run_again_with_nothing_new_gives_the_same_groups():
     first = cluster_faces(x)
     again = cluster_faces(x, seeds=first.labels, seeds_attached=first.attached)
     assert (again.labels == first.labels).all()
+
+
+def test_weighted_votes_follow_the_closer_neighbours():
+    # Node 0 has three neighbours in group 5, each 0.49 away, and two in group 9, each 0.1 away.
+    i, j = np.zeros(5, dtype=np.int64), np.arange(1, 6)
+    seeds = np.array([SINGLE, 5, 5, 5, 9, 9])
+    assert chinese_whispers(6, i, j, seeds=seeds)[0] == 5  # counted edges: three against two
+    distance = np.array([0.49, 0.49, 0.49, 0.1, 0.1])
+    assert chinese_whispers(6, i, j, weights=1 - distance, seeds=seeds)[0] == 9  # 3 x 0.51 < 2 x 0.9
+
+
+def test_main_faces_are_the_largest_of_each_photo():
+    photos = ["a", "a", "b", "c", "c", "c"]
+    areas = [50.0, 80.0, 10.0, 30.0, 30.0, 5.0]
+    assert main_faces(photos, areas).tolist() == [False, True, True, True, False, False]  # ties: the first
+
+
+def junk_scene() -> tuple[np.ndarray, list[str], list[float]]:
+    """A person's 8 clear faces (0.21 apart), 2 poor main faces of theirs (0.53 from their centre,
+    0.55 from each clear face: no edge) and 3 small background faces in the person's photos that
+    lie near the poor faces (0.27) and 0.77 from the person: the shape of the athletes' junk group."""
+    e = np.eye(128)
+    clear = [0.15 * e[10 + k] for k in range(8)]
+    poor = [0.52 * e[0] + 0.1 * e[30 + k] for k in range(2)]
+    background = [0.75 * e[0] + 0.1 * e[40 + k] for k in range(3)]
+    photos = [f"clear{k}" for k in range(8)] + ["poor0", "poor1"] + ["clear0", "clear1", "clear2"]
+    return np.stack(clear + poor + background), photos, [100.0] * 10 + [10.0] * 3
+
+
+def test_background_faces_never_take_a_photos_main_face():
+    x, photos, areas = junk_scene()
+    together = cluster_faces(x, photos)  # one round: the poor faces found a group with the background
+    assert together.labels[8] == together.labels[10] != together.labels[0]
+    result = cluster_faces(x, photos, first=main_faces(photos, areas))
+    person = result.labels[0]
+    assert person != SINGLE and (result.labels[:10] == person).all()  # the poor faces attach to their person
+    assert result.attached[8] and result.attached[9]
+    # The background faces, a person of their own, still make a group: they just come second.
+    background = set(result.labels[10:].tolist())
+    assert len(background) == 1 and background.pop() not in (SINGLE, person)
+
+
+def test_two_rounds_run_again_give_the_same_groups_and_number_new_groups_above_every_seed():
+    x, photos, areas = junk_scene()
+    first = main_faces(photos, areas)
+    once = cluster_faces(x, photos, first=first)
+    again = cluster_faces(x, photos, first=first, seeds=once.labels, seeds_attached=once.attached)
+    assert (again.labels == once.labels).all() and (again.attached == once.attached).all()
+    # A group held only by background faces (number 7) is a seed too: a new person's group gets 8.
+    y, who = blobs([4], seed=5)
+    seeds = np.r_[np.where(once.labels == once.labels[10], 7, once.labels), np.full(4, SINGLE)]
+    grown = cluster_faces(np.r_[x, y], photos + [f"new{k}" for k in range(4)], first=np.r_[first, [True] * 4],
+                          seeds=seeds, seeds_attached=np.r_[once.attached, [False] * 4])
+    assert (grown.labels[10:13] == 7).all() and set(grown.labels[13:].tolist()) == {8}
 
 
 def test_split_separates_two_people_merged_in_one_group():
@@ -205,6 +258,50 @@ def test_two_faces_in_one_photo_never_share_a_group(lfw_people12_dir, tmp_path, 
     groups = [r["group"] for r in faces]
     assert groups[0] != groups[1] or groups[0] == "singles"
     assert groups.count("singles") <= 1  # one of them is his, in his group
+
+
+def partition(rows: list[dict[str, str]], face: str = "0") -> set[frozenset[str]]:
+    """The photos whose face ``face`` shares a group, as a set of sets (a single is a set of one)."""
+    groups: dict[str, set[str]] = {}
+    for r in rows:
+        if r["face"] == face:
+            groups.setdefault(r["group"] if r["group"] != "singles" else f"single:{r['photo']}", set()).add(r["photo"])
+    return {frozenset(g) for g in groups.values()}
+
+
+@pytest.mark.slow
+def test_faces_in_the_background_never_move_a_main_face(sample, lfw_people12_dir, tmp_path, face_cache):
+    data, truth = sample
+    # Each photo, enlarged, alone on a canvas; and the same with someone else beside the person,
+    # smaller (a team-mate, a fan): two people, each beside 12 of the 24 photos.
+    behind = copy_people(lfw_people12_dir, tmp_path / "others", {"Jacques_Chirac": range(12),
+                                                                 "Lleyton_Hewitt": range(12)})
+    alone, scenes = tmp_path / "alone", tmp_path / "scenes"
+    alone.mkdir()
+    scenes.mkdir()
+    who_beside = {}
+    for name, other in zip(sorted(truth), sorted(behind)):
+        canvas = Image.new("RGB", (530, 330), (128, 128, 128))
+        canvas.paste(Image.open(data / name).convert("RGB").resize((330, 330)), (0, 0))
+        canvas.save(alone / name, quality=95)
+        canvas.paste(Image.open(tmp_path / "others" / other).convert("RGB").resize((200, 200)), (330, 65))
+        canvas.save(scenes / name, quality=95)
+        who_beside[name] = behind[other]
+    group_photos(alone, tmp_path / "plain", cache_dir=face_cache)
+    group_photos(scenes, tmp_path / "busy", cache_dir=face_cache)
+    plain, busy = read_groups(tmp_path / "plain"), read_groups(tmp_path / "busy")
+    beside = [r for r in busy if r["face"] != "" and float(r["x0"]) >= 330]
+    assert all(float(r["x0"]) < 330 for r in busy if r["face"] == "0"), "the person must stay the largest face"
+    assert len(beside) >= 20, "the faces beside must be found for this test to mean anything"
+    # The people's faces are grouped exactly as without anyone beside them.
+    assert partition(busy) == partition(plain)
+    assert score(busy, truth)[0] >= 0.95
+    # Each person beside them, seen in 12 photos, is a group of their own, apart from the people's.
+    people_groups = {r["group"] for r in busy if r["face"] == "0"} - {"singles"}
+    for person in ("Jacques_Chirac", "Lleyton_Hewitt"):
+        groups = Counter(r["group"] for r in beside if who_beside[r["photo"]] == person)
+        group, n = groups.most_common(1)[0]
+        assert group != "singles" and group not in people_groups and n >= 0.8 * sum(groups.values()), groups
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ from PIL import Image
 
 from image_classifier.data.decode import read_source
 from image_classifier.errors import UnreadableImageError
-from image_classifier.faces.clustering import SINGLE, ClusterParams, cluster_faces
+from image_classifier.faces.clustering import SINGLE, ClusterParams, cluster_faces, main_faces
 from image_classifier.faces.detect import FaceAnalysis
 from image_classifier.faces.thumbnails import face_thumbnails, jpeg_bytes
 from image_classifier.fileio import atomic_write_bytes
@@ -119,7 +119,9 @@ def find_suspect_labels(records: Sequence[Any], analyses: Mapping[str, FaceAnaly
     persons: dict[str, int | None] = {c: None for c in dict.fromkeys(label_of.values())}
     if not rows:
         return SuspectReport([], persons, 0)
-    clustering = cluster_faces(np.stack(vectors), [p for p, _ in rows], params)
+    photos = [p for p, _ in rows]
+    first = main_faces(photos, [analyses[p].faces[k].area for p, k in rows])
+    clustering = cluster_faces(np.stack(vectors), photos, params, first=first)
     labels = clustering.labels
     groups_of: dict[str, set[int]] = {}
     for (path, _), g in zip(rows, labels):

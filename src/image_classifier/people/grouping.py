@@ -20,10 +20,10 @@ from typing import Any, Callable
 import numpy as np
 
 from image_classifier.data.scan import check_root
-from image_classifier.errors import DatasetError, OptionError
+from image_classifier.errors import OptionError
 from image_classifier.faces import FaceCache
 from image_classifier.faces.clustering import (ATTACH_DISTANCE, CORE_DISTANCE, MIN_GROUP_SIZE, SINGLE, ClusterParams,
-                                               centres_of, cluster_faces, split_group)
+                                               centres_of, cluster_faces, main_faces, split_group)
 from image_classifier.fileio import atomic_write_text
 from image_classifier.people.layout import (file_photos, link_name, remove_group_folder, write_csv, write_folders,
                                             write_thumbnails)
@@ -185,7 +185,9 @@ def group_photos(data: str | os.PathLike, out: str | os.PathLike, options: Group
                      dtype=np.int64)
     seeds_attached = np.array([k in state.attached for k in keys], dtype=bool)
     before = Counter(int(g) for g in seeds if g != SINGLE)
-    clustering = cluster_faces(folder.descriptors, photos, params, seeds=seeds, seeds_attached=seeds_attached)
+    first = main_faces(photos, [f.area for f in folder.faces])
+    clustering = cluster_faces(folder.descriptors, photos, params, first=first,
+                               seeds=seeds, seeds_attached=seeds_attached)
     attached = clustering.attached.copy()
     labels = clustering.labels.copy()
     taken = set(names.values()) | ({p.name for p in out.iterdir()} if out.is_dir() else set())

@@ -30,13 +30,14 @@ from image_classifier.data.decode import decode_each, load_image
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.fileio import atomic_write_bytes, default_cache_dir, sha256_file
 
+# default_cache_dir lives in fileio (no torch needed to find the cache); it is re-exported here for
+# the callers that have always imported it from this module, so it is listed in __all__.
+__all__ = ["DECODE_VERSION", "DecodedSet", "ImageCache", "default_cache_dir"]
+
 log = logging.getLogger(__name__)
 
 #: Bump when decoding or resizing changes pixels, so stale disk entries are never read.
 DECODE_VERSION = 1
-
-# default_cache_dir lives in fileio (no torch needed to find the cache); imported here for the
-# callers that have always found it in this module.
 
 
 @dataclass
