@@ -55,6 +55,9 @@ ORIENTATION = {MAX_PROBABILITY: 1.0, FACE_DISTANCE: -1.0, MEMBER_P_VALUE: 1.0}
 UNKNOWN = "unknown"
 #: The fraction of validation images kept when nothing says otherwise (``--keep``).
 DEFAULT_KEEP = 0.95
+#: How the rule is fitted, in the card (a card with another version is refitted by ``compare`` and
+#: ``train``): 2 fits a face model's rule on its images with a face only (1: on all of them).
+RULE_VERSION = 2
 
 
 def check_keep(keep: float) -> float:
@@ -202,6 +205,7 @@ class RejectionRule:
     def to_card(self) -> dict[str, Any]:
         """The card's ``rejection`` entry."""
         return {"score": self.scale, "keep": self.keep, "threshold": self.threshold, "fitted_on": "validation",
+                "version": RULE_VERSION,
                 "images": int(sum(len(r) for r in self.references.values())),
                 "kept": round(self.kept_fraction(), 6),
                 "kinds": {k: [round(float(v), 6) for v in ref] for k, ref in self.references.items()}}

@@ -23,7 +23,7 @@ from image_classifier.fileio import atomic_write_json
 from image_classifier.inference.calibration import uncalibrated
 from image_classifier.inference.classifier import Classifier
 from image_classifier.inference.rejection import (
-    DEFAULT_KEEP, MEMBER_P_VALUE, RejectionRule, fit_ensemble_rule, fit_rule,
+    DEFAULT_KEEP, RULE_VERSION, MEMBER_P_VALUE, RejectionRule, fit_ensemble_rule, fit_rule,
 )
 from image_classifier.runs import CARD_NAME
 from image_classifier.saved_model import read_card
@@ -99,10 +99,12 @@ def store_rejection(model_dir: str | os.PathLike, entry: dict[str, Any] | None) 
 
 
 def needs_rejection(card: dict[str, Any], keep: float) -> bool:
-    """True when the card has no rule, or one fitted for another ``keep``. (A refitted temperature
-    does not stale it: the rule scores the probabilities with the temperature taken out.)"""
+    """True when the card has no rule, one fitted for another ``keep``, or one fitted another way
+    (:data:`~image_classifier.inference.rejection.RULE_VERSION`). (A refitted temperature does not
+    stale it: the rule scores the probabilities with the temperature taken out.)"""
     entry = card.get(CARD_KEY) or {}
-    return not entry or abs(float(entry.get("keep", -1)) - keep) > 1e-12
+    return (not entry or abs(float(entry.get("keep", -1)) - keep) > 1e-12
+            or int(entry.get("version", 1)) != RULE_VERSION)
 
 
 def ensure_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
