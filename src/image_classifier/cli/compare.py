@@ -60,11 +60,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="skip the shortcut audit (each model's test accuracy with the faces masked, with only "
                         "the faces, and in greyscale)")
     p.add_argument("--no-ensemble", action="store_true",
-                   help="do not try an ensemble (by default the models are mixed by greedy selection on the "
-                        "validation split, and the mix is kept as models/ensemble when it beats the best single model)")
+                   help="serve a single model: no face-first cascades and no weighted mix among the candidates "
+                        "(by default they are, and the one chosen is saved as models/ensemble)")
     p.add_argument("--ensemble-max-latency", type=float, default=None, metavar="MS",
-                   help="keep only ensembles whose members' measured single-image latencies add up to at most MS "
-                        "milliseconds (e.g. 50: the best mix within 50 ms)")
+                   help="leave out the cascades and mixes whose members' measured single-image latencies add up "
+                        "to more than MS milliseconds (e.g. 50)")
     p.add_argument("--keep", type=float, default=0.95, metavar="FRACTION",
                    help="\"none of these\": the fraction of the known validation images each model's rejection "
                         "rule keeps; less familiar images are answered \"unknown\" (default: %(default)s)")

@@ -320,7 +320,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         train_records=split.subset("train"), val_records=split.subset("val"), survey=survey, keep=options.keep,
         seed=options.seed, people=people, unknown_val=unknown_val,
         weights={a: options.weights_for(a) for a in models}, cache_dir=options.cache_dir,
-        progress=options.progress), passes, image_cache=image_cache, say=say)
+        progress=options.progress, composites=options.ensemble), passes, image_cache=image_cache, say=say)
     timings["selection_seconds"] = evidence.seconds
     for c in evidence.candidates:
         say(f"candidate {c.name}: {_evidence_line(c)}")
@@ -367,8 +367,6 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     # latencies: a composite over it is taken out and the choice is made again without it.
     latencies = {m.name: member_latency(m) for m in entries}
     excluded = over_budget(evidence, latencies, options.ensemble_max_latency_ms)
-    if not options.ensemble:
-        excluded = list(evidence.composites)
     if excluded:
         kept = [c for c in evidence.candidates if c.name not in excluded]
         evidence.choice = choose(kept, people=evidence.choice.people, seed=options.seed)

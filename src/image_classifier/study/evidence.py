@@ -108,6 +108,7 @@ class EvidenceInputs:
     weights: dict[str, Path | None]  # ImageNet weights file per architecture (None: searched)
     cache_dir: Path | None
     progress: bool
+    composites: bool = True  # the cascades and the mix are candidates (compare --no-ensemble: not)
 
 
 def _unknown_pass(classifier: Any, images: Sequence[UnknownImage], cache: DecodeCache
@@ -235,7 +236,7 @@ def gather_evidence(inputs: EvidenceInputs, passes: dict[str, ValidationPass], *
         candidates.append(Candidate(m, MODEL, probs[m].argmax(1) == y, _nll(probs[m], y),
                                     _parameters(passes[m].classifier), cv=cv,
                                     strangers_accepted=rejection(single(m), [m])))
-    for f in face_models:
+    for f in face_models if inputs.composites else []:
         decided = np.array([d.get("face") is not None for d in details[f]])
         for x in whole:
             p = np.where(decided[:, None], probs[f], probs[x])
@@ -247,7 +248,7 @@ def gather_evidence(inputs: EvidenceInputs, passes: dict[str, ValidationPass], *
                                         strangers_accepted=rejection(face_first(f), [f]),
                                         members=(f, x), description=description))
             composites[name] = Composite(name, CASCADE, _cascade_weights(f, x, share), description, "face_first")
-    if len(models) >= 2:
+    if inputs.composites and len(models) >= 2:
         fitted, oof = cross_fitted(probs, y, seed=inputs.seed)
         if len(fitted.members) >= 2:
             weights, members = fitted.weights, tuple(fitted.members)

@@ -95,9 +95,9 @@ class CompareOptions:
     #: Language of report.md, report.html and the figures (``--lang``); comparison.csv and
     #: metrics.json are the same in every language.
     lang: str = DEFAULT
-    #: Try a greedy ensemble of the trained models, chosen on validation (False: ``--no-ensemble``).
+    #: Face-first cascades and the weighted mix among the candidates (False: ``--no-ensemble``).
     ensemble: bool = True
-    #: Keep only ensembles whose members' measured single-image latencies sum to at most this
+    #: Leave out the cascades and mixes whose members' measured single-image latencies sum to more
     #: (``--ensemble-max-latency MS``); None: no budget.
     ensemble_max_latency_ms: float | None = None
     #: "None of these": the fraction of known validation images each model's rejection rule keeps (``--keep``).
