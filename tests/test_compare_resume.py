@@ -101,7 +101,8 @@ def test_killed_at_several_points_the_rerun_equals_an_uninterrupted_run(data, un
     assert "training " not in proc.stderr and "resuming " not in proc.stderr
 
     done, ref = _metrics(run), _metrics(uninterrupted)
-    assert done["selection"] == ref["selection"]
+    # What choosing cost is timed, so it differs between two runs; everything else must not.
+    assert _without_seconds([done["selection"]]) == _without_seconds([ref["selection"]])
     assert done["data"]["split"] == ref["data"]["split"]
     for mine, theirs in zip(done["models"], ref["models"], strict=True):
         assert mine["name"] == theirs["name"]
