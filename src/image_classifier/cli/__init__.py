@@ -30,6 +30,7 @@ COMMANDS = (
     "split",
     "train",
     "predict",
+    "sort",
     "compare",
     "evaluate",
     "serve",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from image_classifier.faces.detect import METHODS, Face, FaceAnalysis, analyse_image, face_chip
 from image_classifier.faces.models import FaceModelsNotFoundError, weights_sha256
-from image_classifier.faces.store import FaceCache, analyse_bytes
+from image_classifier.faces.store import FaceCache, FaceStream, analyse_bytes
 from image_classifier.faces.survey import FaceSurvey, survey_faces
 
-__all__ = ["METHODS", "Face", "FaceAnalysis", "FaceCache", "FaceModelsNotFoundError", "FaceSurvey",
+__all__ = ["METHODS", "Face", "FaceAnalysis", "FaceCache", "FaceModelsNotFoundError", "FaceStream", "FaceSurvey",
            "analyse_bytes", "analyse_image", "face_chip", "survey_faces", "weights_sha256"]

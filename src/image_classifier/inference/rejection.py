@@ -142,6 +142,19 @@ class RejectionRule:
             threshold = float(ref[m])
         return cls(keep, MAX_PROBABILITY, references, threshold)
 
+    def with_keep(self, keep: float) -> RejectionRule:
+        """The same rule keeping another share of the validation images (``--keep``, ``?keep=``):
+        the threshold recomputed from the stored validation scores, as :meth:`fit` would have
+        placed it, without predicting anything again."""
+        keep = check_keep(keep)
+        if self.scale != MAX_PROBABILITY:
+            return RejectionRule(keep, self.scale, self.references, 1.0 - keep)
+        kinds = [k for k, ref in self.references.items() for _ in ref]
+        values = np.concatenate([ref for ref in self.references.values()]) if kinds else np.empty(0)
+        if len(values) == 0:
+            return RejectionRule(keep, self.scale, self.references, self.threshold)
+        return RejectionRule.fit(kinds, values, keep, p_value=False)
+
     # -- applying --------------------------------------------------------------------------------
     def p_values(self, kinds: Sequence[str], values: np.ndarray) -> np.ndarray:
         """Per image: the fraction of its kind's validation scores that look no more like a known
@@ -237,6 +250,64 @@ def fit_ensemble_rule(details: Sequence[Mapping[str, Any]], keep: float = DEFAUL
         raise ValueError(f"{missing} validation images have no {MEMBER_P_VALUE}: the ensemble's members need rules")
     values = np.array([float(d[MEMBER_P_VALUE]) for d in details], dtype=np.float64)
     return RejectionRule.fit([MEMBER_P_VALUE] * len(values), values, keep, p_value=True)
+
+
+def accepted_share(rule: RejectionRule, kind: str, values: Sequence[float] | np.ndarray) -> float | None:
+    """The share of ``values`` (raw scores of one ``kind``) that ``rule`` accepts, e.g. the
+    validation strangers' face distances (None when there are none)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return None
+    return float(np.mean([d.accepted for d in rule.decide([kind] * len(values), values)]))
+
+
+def tradeoff(rule: RejectionRule, strangers: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What ``rule`` trades, as measured on the validation split: ``kept``, the share of the known
+    validation photos it keeps (at least ``keep``), and for a face model whose card has them
+    (``faces.validation_strangers``), ``strangers_accepted``: the share of the validation photos
+    seen as strangers (each against the training faces of the *other* people) it would accept."""
+    out: dict[str, Any] = {"keep": rule.keep, "kept": rule.kept_fraction(), "threshold": rule.threshold,
+                           "scale": rule.scale, "strangers_accepted": None, "strangers": 0, "strangers_method": None}
+    distances = (strangers or {}).get("distances")
+    if distances:
+        out.update(strangers_accepted=accepted_share(rule, FACE_DISTANCE, distances), strangers=len(distances),
+                   strangers_method=(strangers or {}).get("method"))
+    return out
+
+
+def describe_tradeoff(trade: Mapping[str, Any]) -> str:
+    """One line for people, e.g. ``keep 0.95: keeps 97.0 % of the known validation photos, accepts
+    1.9 % of 54 validation faces seen as strangers``."""
+    text = f"keep {trade['keep']:g}: keeps {100 * trade['kept']:.1f} % of the known validation photos"
+    if trade.get("strangers_accepted") is None:
+        return text + " (strangers accepted: not measured on validation for this model)"
+    return (text + f", accepts {100 * trade['strangers_accepted']:.1f} % of {trade['strangers']} validation faces "
+            "seen as strangers (each photo against the other people's training faces)")
+
+
+def annotate_faces(details: list[dict[str, Any]], classes: Sequence[str], rule: RejectionRule | None,
+                   max_distance: float) -> None:
+    """Each face of a face model's photos (``details[i]['faces']``, see ``FacePath.every_face``)
+    gets its own answer, in place: ``label`` (a class, or ``unknown``), ``unknown``, ``closest``
+    ({label, probability}: the head's most probable class for that face), ``probability`` and
+    ``rejection``. A face is unknown when it is further than ``max_distance`` from every training
+    face (the model's own rule for a face that may decide) or when ``rule`` rejects its distance,
+    as it would for a photo decided by that face. Without a rule (none, or ``--no-reject``) no face
+    is unknown. A face without a descriptor has no answer (``label`` None)."""
+    for detail in details:
+        for face in detail.get("faces") or []:
+            probs = face.pop("probabilities", None)
+            if probs is None or face.get("distance") is None:
+                face.update(label=None, unknown=None, closest=None, probability=None, rejection=None)
+                continue
+            best = int(np.argmax(probs))
+            face["closest"] = {"label": classes[best], "probability": float(probs[best])}
+            face["probability"] = float(probs[best])
+            decision = rule.decide([FACE_DISTANCE], [float(face["distance"])])[0] if rule is not None else None
+            unknown = decision is not None and (not decision.accepted or float(face["distance"]) > max_distance)
+            face["unknown"] = bool(unknown)
+            face["label"] = UNKNOWN if unknown else classes[best]
+            face["rejection"] = None if decision is None else decision.to_json()
 
 
 def no_rejection() -> dict[str, Any]:

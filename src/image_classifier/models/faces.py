@@ -183,6 +183,28 @@ class FacePath:
                 "face_method": None if face is None else face.method,
                 "faces_found": len(item.analysis.faces),
                 "face_distance": None if item.distance is None else round(item.distance, 4),
-                "image_size": [item.analysis.width, item.analysis.height]}
+                "image_size": [item.analysis.width, item.analysis.height],
+                "face_index": item.face_index}
+
+    def every_face(self, item: FaceInput) -> list[dict[str, Any]]:
+        """Every face found in the photo, largest first, each on its own: ``box``, ``method`` (the
+        detector step), ``decided`` (the face that answered for the photo), and for a face with a
+        descriptor its ``distance`` to the nearest training face (rounded as ``face_distance`` is)
+        and ``probabilities``, the head's calibrated answer for that face alone (None without a
+        descriptor: only the :data:`~image_classifier.faces.detect.MAX_DESCRIBED` largest get one,
+        or every face of an analysis made by :meth:`FaceCache.describe_every_face`)."""
+        analysis = item.analysis
+        desc = analysis.descriptors if analysis.descriptors is not None else np.empty((0, DESCRIPTOR_DIM))
+        desc = np.asarray(desc, np.float64)
+        distances = nearest_distances(desc, self.head.bank) if len(desc) else np.empty(0)
+        probs = self.probabilities(desc) if len(desc) else None
+        out = []
+        for i, face in enumerate(analysis.faces):
+            described = i < len(desc)
+            out.append({"box": [round(v, 1) for v in face.box], "method": face.method,
+                        "decided": i == item.face_index,
+                        "distance": round(float(distances[i]), 4) if described else None,
+                        "probabilities": probs[i] if described and probs is not None else None})
+        return out
 
 
