@@ -19,11 +19,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from image_classifier.data.decode import decode_image, read_source
 from image_classifier.errors import UnreadableImageError
-from image_classifier.faces.detect import DETECT_MAX_SIDE, FaceAnalysis, analyse_image
+from image_classifier.faces.detect import DETECT_MAX_SIDE, FaceAnalysis, analyse_image, describe
 from image_classifier.faces.models import weights_sha256
 from image_classifier.fileio import atomic_write_json
 
@@ -50,6 +51,25 @@ def analyse_bytes(data: bytes, path: str | None = None, max_pixels: int | None =
     if k != 1.0:
         analysis = _rescaled(analysis, k, decoded.width, decoded.height)
     return analysis
+
+
+def describe_every_face(analysis: FaceAnalysis, data: bytes, path: str | None = None,
+                        max_pixels: int | None = None) -> FaceAnalysis:
+    """``analysis`` with a descriptor for every face, not only the largest
+    :data:`~image_classifier.faces.detect.MAX_DESCRIBED` (a group photo): the image is decoded
+    again as :func:`analyse_bytes` decoded it, and the other faces described from their landmarks.
+    The analysis itself is returned when every face has a descriptor already."""
+    described = 0 if analysis.descriptors is None else len(analysis.descriptors)
+    if described >= len(analysis.faces):
+        return analysis
+    kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
+    decoded = decode_image(data, path=path, target_size=DECODE_SIDE, **kwargs)
+    k = decoded.width / decoded.image.width  # file pixels per decoded pixel (see analyse_bytes)
+    rest = [replace(f, box=tuple(v / k for v in f.box), landmarks=tuple((x / k, y / k) for x, y in f.landmarks))
+            for f in analysis.faces[described:]]
+    more = describe(decoded.image, rest)
+    first = analysis.descriptors if analysis.descriptors is not None else np.empty((0, more.shape[1]), np.float32)
+    return FaceAnalysis(analysis.width, analysis.height, analysis.faces, np.concatenate([first, more]))
 
 
 def _rescaled(a: FaceAnalysis, k: float, width: int, height: int) -> FaceAnalysis:
@@ -120,6 +140,20 @@ class FaceCache:
         self.stats["analysed"] += 1
         self.put(sha, analysis)
         return analysis
+
+    def every_face(self, analysis: FaceAnalysis, data: bytes, sha: str, path: str | None = None,
+                   max_pixels: int | None = None) -> FaceAnalysis:
+        """:func:`describe_every_face`, cached by content beside the file's analysis (a separate entry:
+        what training and ``check`` read stays the analysis of the largest faces)."""
+        if analysis.descriptors is not None and len(analysis.descriptors) >= len(analysis.faces):
+            return analysis
+        key = f"{sha}-every"
+        cached = self.get(key)
+        if cached is not None:
+            return cached
+        full = describe_every_face(analysis, data, path, max_pixels)
+        self.put(key, full)
+        return full
 
     def analyse_files(self, files: Sequence[tuple[str | os.PathLike, str]], *, progress: bool = False,
                       desc: str = "faces") -> tuple[dict[str, FaceAnalysis], dict[str, str]]:

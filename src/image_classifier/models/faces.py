@@ -27,7 +27,9 @@ import torch
 from PIL import Image
 
 from image_classifier.data.decode import decode_image, read_source
-from image_classifier.faces import FaceAnalysis, FaceCache, analyse_bytes, analyse_image
+from image_classifier.faces import (
+    FaceAnalysis, FaceCache, analyse_bytes, analyse_image, describe, describe_every_face,
+)
 from image_classifier.faces.detect import DESCRIPTOR_DIM
 from image_classifier.models.net import ClassifierNet
 from image_classifier.models.transfer import mobilenet_v2
@@ -119,6 +121,11 @@ def choose_face(descriptors: np.ndarray | None, bank: np.ndarray,
     return int(known[0]), float(dist[known[0]])
 
 
+def _undescribed(analysis: FaceAnalysis) -> bool:
+    """Whether some faces of ``analysis`` have no descriptor (more than the largest few were found)."""
+    return len(analysis.faces) > (0 if analysis.descriptors is None else len(analysis.descriptors))
+
+
 @dataclass
 class FaceInput:
     """One image ready for a face model: what the face pipeline found, which face decides (None:
@@ -129,6 +136,9 @@ class FaceInput:
     image: Image.Image | None
     face_index: int | None = None
     distance: float | None = None  # to the nearest training face: the deciding face's, else the closest's
+    #: The analysis with a descriptor for every face (a group photo with more faces than the
+    #: largest ones described), for each face's own answer; None when ``analysis`` has them all.
+    every: FaceAnalysis | None = None
 
     @property
     def descriptor(self) -> np.ndarray | None:
@@ -160,18 +170,31 @@ class FacePath:
         if isinstance(source, Image.Image):
             rgb = source if source.mode == "RGB" else source.convert("RGB")
             analysis = analyse_image(rgb)
-            return FaceInput(analysis, rgb, *self.head.choose(analysis.descriptors))
+            every = None
+            if _undescribed(analysis):
+                done = analysis.descriptors if analysis.descriptors is not None else np.empty((0, DESCRIPTOR_DIM))
+                more = describe(rgb, analysis.faces[len(done):])
+                every = FaceAnalysis(analysis.width, analysis.height, analysis.faces,
+                                     np.concatenate([done, more]).astype(np.float32))
+            return FaceInput(analysis, rgb, *self.head.choose(analysis.descriptors), every=every)
         data, path = read_source(source)
+        sha = hashlib.sha256(data).hexdigest() if self.cache is not None else ""
         if self.cache is None:
             analysis = analyse_bytes(data, path, max_pixels)
         else:
-            analysis = self.cache.analyse_data(data, hashlib.sha256(data).hexdigest(), path, max_pixels)
+            analysis = self.cache.analyse_data(data, sha, path, max_pixels)
+        # The photo's answer comes from the largest faces, as always; the others are described only
+        # for their own answers (a group photo).
         index, distance = self.head.choose(analysis.descriptors)
+        every = None
+        if _undescribed(analysis):
+            every = (describe_every_face(analysis, data, path, max_pixels) if self.cache is None
+                     else self.cache.every_face(analysis, data, sha, path, max_pixels))
         image = None
         if index is None:
             kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
             image = decode_image(data, path=path, target_size=self.input_size, **kwargs).image
-        return FaceInput(analysis, image, index, distance)
+        return FaceInput(analysis, image, index, distance, every)
 
     def details(self, item: FaceInput) -> dict[str, Any]:
         """``face``: the box of the face that decided (None: the whole-photo fallback did), with the
@@ -191,9 +214,10 @@ class FacePath:
         detector step), ``decided`` (the face that answered for the photo), and for a face with a
         descriptor its ``distance`` to the nearest training face (rounded as ``face_distance`` is)
         and ``probabilities``, the head's calibrated answer for that face alone (None without a
-        descriptor: only the :data:`~image_classifier.faces.detect.MAX_DESCRIBED` largest get one,
-        or every face of an analysis made by :meth:`FaceCache.describe_every_face`)."""
-        analysis = item.analysis
+        descriptor, which every face found gets here: the largest
+        :data:`~image_classifier.faces.detect.MAX_DESCRIBED` when the photo was analysed, the others
+        by :func:`~image_classifier.faces.describe_every_face`)."""
+        analysis = item.every if item.every is not None else item.analysis
         desc = analysis.descriptors if analysis.descriptors is not None else np.empty((0, DESCRIPTOR_DIM))
         desc = np.asarray(desc, np.float64)
         distances = nearest_distances(desc, self.head.bank) if len(desc) else np.empty(0)
