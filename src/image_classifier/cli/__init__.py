@@ -31,6 +31,7 @@ COMMANDS = (
     "train",
     "predict",
     "sort",
+    "add",
     "compare",
     "evaluate",
     "serve",

@@ -25,10 +25,12 @@ from image_classifier.data.decode import decode_each, load_image
 from image_classifier.errors import ModelFormatError, OptionError
 from image_classifier.faces import FaceCache, weights_sha256
 from image_classifier.fileio import sha256_file
+from image_classifier.runs import CARD_NAME
 from image_classifier.inference import CONCRETE_BACKENDS
 from image_classifier.inference.backends import Backend, TorchBackend, create_backend
 from image_classifier.inference.calibration import card_face_temperature, card_temperature
 from image_classifier.inference.calibration import uncalibrated as undo_temperatures
+from image_classifier.inference.enrol import add_person, not_a_face_model
 from image_classifier.inference.inputs import as_sources
 from image_classifier.inference.preprocess import images_to_array
 from image_classifier.inference.rejection import (
@@ -36,8 +38,9 @@ from image_classifier.inference.rejection import (
 )
 from image_classifier.inference.rows import FACE_COLUMNS, PHOTO_COLUMNS, face_rows, photo_row, table
 from image_classifier.models.faces import FaceHead, FacePath
+from image_classifier.models.registry import build_model
 from image_classifier.preprocessing import Preprocessing
-from image_classifier.saved_model import load_module, read_card
+from image_classifier.saved_model import load_module, read_card, save_model
 
 ImageSource = Image.Image | str | os.PathLike | bytes | BinaryIO
 
@@ -207,6 +210,8 @@ class Classifier(BatchedPrediction):
         self.rejection_rule: RejectionRule | None = RejectionRule.from_card(self.card.get("rejection"))
         #: Whether :meth:`predict` answers "unknown" for an image the rule rejects (``--no-reject``: False).
         self.reject = reject
+        #: Set by :meth:`add_class` on the model it returns: what was added (an ``AddedPerson``).
+        self.added: Any = None
 
     @property
     def rejects(self) -> bool:
@@ -351,6 +356,38 @@ class Classifier(BatchedPrediction):
         if self.face_path is not None:  # every face's own answer, by the same rule
             annotate_faces(details, self.classes, rule, self.face_path.head.max_distance)
         return annotate(probabilities, details, self.classes, rule, scored)
+
+    def add_class(self, name: str, images: Any, *, out: str | os.PathLike | None = None, seed: int = 0,
+                  face_cache: FaceCache | None = None) -> Classifier:
+        """This face model with one more person, ``name``, learned from ``images`` (paths, a folder,
+        PIL images or numpy arrays; at least 3 with a face) in seconds, without retraining: the face
+        head, its bank and its "none of these" rule are refitted on the stored descriptors plus the
+        new person's, a fifth of whose photos (at least one) are kept aside to check the threshold
+        on (see :mod:`image_classifier.inference.enrol`). Returns the new model, on the torch
+        backend; with ``out`` it is also saved there as a model directory like any other (loads,
+        predicts, serves). ``new.added`` says what was done. A whole-image CNN or an old face model
+        is refused, saying what to run instead."""
+        if self.face_path is None:
+            raise not_a_face_model(self.card)
+        sources, names = as_sources(images)
+        cache = face_cache if face_cache is not None else self.face_path.cache or FaceCache()
+        if out is not None and (Path(out) / CARD_NAME).exists():
+            raise OptionError(f"--out {out} holds a model already: choose a new folder for the model with {name!r}")
+        added = add_person(self.card, self.module, name, sources, names, cache, seed=seed)
+        if out is not None:
+            save_model(added.state, added.card, out)
+            new = open_classifier(out, "torch", face_cache=cache, reject=self.reject, device=self.device)
+        else:
+            card = added.card
+            module, _ = build_model(card["architecture"], len(card["classes"]), options=card["arch_options"])
+            module.load_state_dict(added.state, strict=True)
+            module = module.eval().requires_grad_(False)
+            new = Classifier(module, card["classes"], self.preprocessing, card, None,
+                             backend=TorchBackend(module, temperature=card_temperature(card), device=self.device),
+                             face_path=_face_path(Path("<memory>"), card, self.preprocessing, lambda: module, cache),
+                             reject=self.reject)
+        new.added = added
+        return new
 
     def predict_labels(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> list[str]:
         """Deprecated: :meth:`predict` gives the labels now (and :meth:`predict_proba` the probabilities)."""

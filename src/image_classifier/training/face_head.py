@@ -66,7 +66,7 @@ def _methods(analyses: Sequence[Any]) -> dict[str, int]:
     return out
 
 
-def _labelled_faces(analyses: Sequence[Any], labels: np.ndarray) -> list[int | None]:
+def labelled_faces(analyses: Sequence[Any], labels: np.ndarray) -> list[int | None]:
     """Per training photo, the index of the labelled person's face (see the module doc), or None."""
     anchors: dict[int, list[tuple[int, np.ndarray]]] = {}
     for i, a in enumerate(analyses):
@@ -116,13 +116,14 @@ def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
 
 
-def _fit(x: np.ndarray, y: np.ndarray, num_classes: int, c: float, mean: np.ndarray,
-         scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(weight (C, 128), bias (C,)) of a logistic regression on standardised descriptors."""
+def fit_linear_head(x: np.ndarray, y: np.ndarray, num_classes: int, c: float, mean: np.ndarray,
+                    scale: np.ndarray, sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(weight (C, 128), bias (C,)) of a logistic regression on standardised descriptors
+    (``sample_weight``: each row's weight in the loss; default all 1)."""
     present = np.unique(y)
     weight = np.zeros((num_classes, x.shape[1]))
     bias = np.full(num_classes, ABSENT_CLASS_BIAS)
-    lr = LogisticRegression(C=c, max_iter=5000, tol=1e-6).fit((x - mean) / scale, y)
+    lr = LogisticRegression(C=c, max_iter=5000, tol=1e-6).fit((x - mean) / scale, y, sample_weight=sample_weight)
     if len(present) == 2:  # sklearn returns one row for a binary problem: logit of the second class
         weight[present[1]] = lr.coef_[0]
         bias[present[0]], bias[present[1]] = 0.0, lr.intercept_[0]
@@ -157,7 +158,7 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
     analyse_seconds = time.perf_counter() - t0
 
     train_y = np.array([r.label for r in train_records], dtype=np.int64)
-    chosen = _labelled_faces(train_a, train_y)
+    chosen = labelled_faces(train_a, train_y)
     kept = [i for i, c in enumerate(chosen) if c is not None]
     if len({int(train_y[i]) for i in kept}) < 2:
         raise DatasetError(
@@ -191,7 +192,7 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
     tried_c = []
     best_c, best_loss, weight, bias = C_GRID[len(C_GRID) // 2], float("inf"), None, None
     for c in C_GRID if matching else (best_c,):  # nothing to choose on: the middle of the grid
-        w, b = _fit(bank, y, num_classes, c, mean, scale)
+        w, b = fit_linear_head(bank, y, num_classes, c, mean, scale)
         if not matching:
             weight, bias = w, b
             break
