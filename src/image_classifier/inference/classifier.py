@@ -354,7 +354,7 @@ class Classifier(BatchedPrediction):
         rule = self.rejection_rule if self.reject else None
         scored = self.uncalibrated(probabilities, details) if rule is not None else None
         if self.face_path is not None:  # every face's own answer, by the same rule
-            annotate_faces(details, self.classes, rule, self.face_path.head.max_distance)
+            annotate_faces(details, self.classes, rule)
         return annotate(probabilities, details, self.classes, rule, scored)
 
     def add_class(self, name: str, images: Any, *, out: str | os.PathLike | None = None, seed: int = 0,

