@@ -184,3 +184,23 @@ def test_the_page_draws_a_box_and_a_name_on_each_face(face_model, group):
             browser.close()
     finally:
         store.close()
+
+
+def test_an_ensemble_member_answers_every_face_too(face_model, group, tmp_path):
+    """An ensemble's face member is finished, never judged: its faces are answered by its own rule,
+    and the whole answer stays JSON (the API serialises it)."""
+    from image_classifier.inference.ensemble import write_ensemble
+    from image_classifier.serve import ModelStore, create_app
+
+    ensemble = write_ensemble(tmp_path / "ensemble", {"face_embedding": face_model["model"]},
+                              {"face_embedding": 1.0})
+    store = ModelStore.from_paths([ensemble]).load()
+    try:
+        client = create_app(store).test_client()
+        r = client.post("/api/predict", data=group["path"].read_bytes())
+        assert r.status_code == 200, r.get_json()
+        check_response(client.get("/api/openapi.json").get_json(), "/api/predict", "post", 200, r.get_json())
+        member = r.get_json()["members"][0]
+        assert _named(member["faces"], group["tiles"], group["expected"]) == dict(enumerate(group["expected"]))
+    finally:
+        store.close()

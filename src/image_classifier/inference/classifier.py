@@ -345,6 +345,10 @@ class Classifier(BatchedPrediction):
             out[prepared.rows] = forward
         for i, probs in prepared.direct.items():
             out[i] = probs
+        if self.face_path is not None:
+            # Each face's own answer, by this model's rule (judge answers again with its own, which
+            # may keep another share): an ensemble's member is finished, never judged.
+            annotate_faces(prepared.details, self.classes, self.rejection_rule if self.reject else None)
         return out
 
     def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:

@@ -305,21 +305,23 @@ def annotate_faces(details: list[dict[str, Any]], classes: Sequence[str], rule: 
     own has no whole-photo answer. Measured on 20 collages of 4 athletes' test faces and a stranger:
     with it, 75 of 80 known faces named and 14 collages all right; without it 80 of 80 and 19, the
     strangers' 19 of 20 unknown either way.) Without a rule (none, or ``--no-reject``) no face is
-    unknown. A face without a descriptor has no answer (``label`` None)."""
+    unknown. A face without a descriptor has no answer (``label`` None). Answering the same details
+    again, with another rule (another ``--keep``), redoes each face's decision."""
     for detail in details:
         for face in detail.get("faces") or []:
             probs = face.pop("probabilities", None)
-            if probs is None or face.get("distance") is None:
+            kind = face.pop("score_kind", None) or (face.get("rejection") or {}).get("kind") or FACE_DISTANCE
+            if probs is not None:
+                best = int(np.argmax(probs))
+                face["closest"] = {"label": classes[best], "probability": float(probs[best])}
+                face["probability"] = float(probs[best])
+            if face.get("closest") is None or face.get("distance") is None:
                 face.update(label=None, unknown=None, closest=None, probability=None, rejection=None)
                 continue
-            best = int(np.argmax(probs))
-            face["closest"] = {"label": classes[best], "probability": float(probs[best])}
-            face["probability"] = float(probs[best])
-            kind = face.pop("score_kind", None) or FACE_DISTANCE
             decision = rule.decide([kind], [float(face["distance"])])[0] if rule is not None else None
             unknown = decision is not None and not decision.accepted
             face["unknown"] = bool(unknown)
-            face["label"] = UNKNOWN if unknown else classes[best]
+            face["label"] = UNKNOWN if unknown else face["closest"]["label"]
             face["rejection"] = None if decision is None else decision.to_json()
 
 
