@@ -77,8 +77,7 @@ def page_shot(browser, run: Path, out: Path) -> None:
 
     model = resolve_model_dir(run / "models" / "face_embedding") if (run / "models" / "face_embedding").is_dir() \
         else resolve_model_dir(run)
-    card = json.loads((model / "model.json").read_text())
-    data = Path(card["args"].get("data") or "")
+    data = Path(json.loads((run / "metrics.json").read_text())["data"]["root"])  # what compare read
     with open(run / "split.csv", newline="") as fh:
         test = [r for r in csv.DictReader(fh) if r["split"] == "test"]
     picked: list[Path] = []
@@ -108,7 +107,7 @@ def page_shot(browser, run: Path, out: Path) -> None:
                 page.screenshot(path=str(shot))
                 blur_regions(shot, photo_boxes(page, "#preview"))
                 # The boxes and names are drawn over the photo: redraw them sharp over the blur.
-                page.add_style_tag(content="#preview { visibility: hidden; }")
+                page.evaluate("() => { document.getElementById('preview').style.visibility = 'hidden'; }")
                 sharp = Path(tmp) / "sharp.png"
                 page.screenshot(path=str(sharp))
                 _overlay_tags(shot, sharp, photo_boxes(page, "#preview-box"))
