@@ -13,13 +13,17 @@ a new person changes is refitted on the stored descriptors plus the new person's
 2. **The head** is refitted, a logistic regression with the original model's L2 strength, on the
    bank (whose rows' people the card records) plus the new faces, each person's faces weighing the
    same in total; ``max_distance`` stays as chosen on the original validation split.
-3. **The rule.** The validation photos are answered by that head: their distances to its bank join
-   the original validation distances the rule compares with (the original ones are kept as fitted:
-   adding faces to the bank can only bring an original photo closer to it), and how many are named
-   right is reported. The validation faces seen as strangers gain the new person's validation
-   photos against the original bank (exactly what they were to it). Once checked, the validation
-   photos' faces join the bank and the head is refitted once more: the model kept learns from
-   every photo given, and its rule's references were measured before.
+3. **The rule.** The validation photos are answered by that head, and how many are named right is
+   reported. A face nearest to the new person's few training faces is further from them than a
+   trained person's face is from their many, so the rule judges such a face (score kind
+   ``added_face_distance``) against references of its own: the new person's validation distances
+   and distances simulated on the trained people, each seen through as many of their training
+   faces (:func:`simulated_distances`). The original validation distances are kept as fitted
+   (adding faces to the bank can only bring an original photo closer to it). The validation faces
+   seen as strangers gain the new person's validation photos against the original bank (exactly
+   what they were to it). Once checked, the validation photos' faces join the bank and the head is
+   refitted once more: the model kept learns from every photo given, and its rule's references
+   were measured before.
 4. **The whole-image fallback** (for photos without a face) has one output per original class and
    cannot learn the new person from faces: it gets an output for them that is never chosen
    (weight 0, bias :data:`FALLBACK_NEW_CLASS_LOGIT`). A photo of the new person without a face is
@@ -243,7 +247,7 @@ def add_person(card: dict[str, Any], net: torch.nn.Module, name: str, sources: S
                      "labels": [int(v) for v in labels]}
     faces["head"] = {**(faces_card.get("head") or {}),
                      "refitted": f"by add, on the bank plus {len(learned)} faces of {name!r}, C={c_param:g}, "
-                                 "each person weighted by their share of the faces"}
+                                 "each person's faces weighing the same in total"}
     strangers = dict(faces_card.get("validation_strangers") or {})
     if "distances" in strangers:
         strangers["distances"] = [round(v, 6) for v in sorted([*strangers["distances"], *as_strangers])]
