@@ -68,6 +68,17 @@ UNREADABLE_CSV_NAME = "unreadable.csv"
 SORT_RECORD_NAME = "sort.json"
 
 
+def default_cache_dir() -> Path:
+    """Where decoded images and each file's faces are cached between runs: ``$IMAGE_CLASSIFIER_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/image-classifier/decoded`` (``~/.cache/...``). Here, with the other folder
+    names, so that light modules (``sort`` starting its face workers before PyTorch loads) find it."""
+    env = os.environ.get("IMAGE_CLASSIFIER_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "image-classifier" / "decoded"
+
+
 def model_dir_for(run_dir: str | os.PathLike, arch: str) -> Path:
     return Path(run_dir) / MODELS_DIR / arch
 

@@ -55,19 +55,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     # Lazy (see image_classifier.cli): the sorting workflow loads torch and dlib.
-    from image_classifier.inference.rejection import describe_tradeoff
-    from image_classifier.runtime import configure
-    from image_classifier.sorting import SortOptions, sort_folder
-    from image_classifier.units import fmt_seconds
+    # The light part first: for a face model the face workers start before PyTorch is imported
+    # (seconds on a busy machine), and the model loads while they work (image_classifier.sorting.early).
+    from image_classifier.sorting.early import start_faces
+    from image_classifier.sorting.options import SortOptions
 
     options = SortOptions(out=args.out, copy=args.copy, keep=args.keep, reject=not args.no_reject,
                           backend=args.backend, device=args.device, batch_size=args.batch_size,
                           cache=not args.no_cache, cache_dir=args.cache_dir, progress=not args.no_progress)
-    resolve_device_option(args.device, args.backend)  # no GPU for --device cuda: exit 2 before any work
     if args.no_reject and args.keep is not None:
         raise ImageClassifierError("--keep and --no-reject contradict each other: give one")
-    configure()
-    result = sort_folder(args.model, args.data, options)
+    if args.device not in ("auto", "cpu"):
+        resolve_device_option(args.device, args.backend)  # no GPU for --device cuda: exit 2 before any work
+    early = start_faces(args.model, args.data, options)
+    try:
+        from image_classifier.inference.rejection import describe_tradeoff
+        from image_classifier.runtime import configure
+        from image_classifier.sorting.run import sort_folder
+        from image_classifier.units import fmt_seconds
+
+        resolve_device_option(args.device, args.backend)
+        configure()
+        result = sort_folder(args.model, args.data, options, early=early)
+    finally:
+        if early is not None:
+            early.stream.close()
     if not result.is_main:
         return 0
     print(f"model: {result.model} (backend {result.backend}, device {result.device}"

@@ -1,10 +1,8 @@
 """``image-classifier sort``: a folder of photos answered by a saved model, into CSV files and class folders.
 
-:func:`sort_folder` (with :class:`SortOptions`) is the command from Python; :mod:`.journal` is what
-it keeps in the output folder so that an interrupted run continues where it stopped.
+From Python: ``from image_classifier.sorting.run import SortOptions, sort_folder``. The package's
+modules, lightest first: :mod:`.options` (what a sort is asked to do), :mod:`.journal` (what it
+keeps in the output folder, so that an interrupted run continues where it stopped), :mod:`.early`
+(the folder listed and the face workers started before PyTorch loads), :mod:`.run` (the rest).
+Nothing is imported here, so that the command line can start the face workers first.
 """
-from __future__ import annotations
-
-from image_classifier.sorting.run import COPY_MODES, SortOptions, SortResult, sort_folder
-
-__all__ = ["COPY_MODES", "SortOptions", "SortResult", "sort_folder"]

@@ -26,7 +26,6 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,63 +37,19 @@ from image_classifier.data.decode import decode_each
 from image_classifier.data.scan import list_files
 from image_classifier.errors import OptionError, UnreadableImageError
 from image_classifier.faces import FaceCache, FaceStream
-from image_classifier.fileio import sha256_file
-from image_classifier.inference import BACKENDS
 from image_classifier.inference.loading import load_model
-from image_classifier.inference.rejection import check_keep
 from image_classifier.inference.rows import face_rows, photo_row
 from image_classifier.runs import resolve_model_dir
 from image_classifier.saved_model import read_card
-from image_classifier.sorting.journal import Journal, check_writable
-from image_classifier.training.cache import default_cache_dir
+from image_classifier.sorting.early import EarlyFaces, check_folders, face_cache, hash_files, local_cores
+from image_classifier.sorting.journal import Journal
+from image_classifier.sorting.options import COPY_MODES, SortOptions
 from image_classifier.training.distributed import (
     Dist, broadcast_object, gather_objects, init_from_environment, shard, shutdown,
 )
 from image_classifier.version import __version__
 
 log = logging.getLogger(__name__)
-
-COPY_MODES = ("copy", "link")
-
-
-@dataclass(frozen=True)
-class SortOptions:
-    """How :func:`sort_folder` runs; checked when made, before any file is read."""
-
-    #: The output folder (created; refused before any work when it cannot be written).
-    out: str | os.PathLike
-    #: None: CSV files only; "copy": each photo copied into OUT/<label>/; "link": a symlink there.
-    copy: str | None = None
-    #: The share of known validation photos the "none of these" rule keeps (None: the model's own).
-    keep: float | None = None
-    #: False: never answer "unknown".
-    reject: bool = True
-    backend: str = "auto"
-    device: str = "auto"
-    #: Photos answered (and written) together.
-    batch_size: int = 32
-    #: Face analyses cached on disk by content (``cache_dir``, default the decoded-image cache's root).
-    cache: bool = True
-    cache_dir: str | os.PathLike | None = None
-    progress: bool = True
-    #: Face-finding processes (default: this process's share of the machine's cores).
-    workers: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.copy not in (None, *COPY_MODES):
-            raise OptionError(f"copy must be one of {', '.join(COPY_MODES)} or None, not {self.copy!r}")
-        if self.keep is not None:
-            try:
-                check_keep(self.keep)
-            except ValueError as err:
-                raise OptionError(str(err)) from None
-        if self.batch_size < 1:
-            raise OptionError("--batch-size must be at least 1")
-        if self.backend not in BACKENDS:
-            raise OptionError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
-        if self.workers is not None and self.workers < 1:
-            raise OptionError("workers must be at least 1")
-
 
 @dataclass
 class SortResult:
@@ -129,59 +84,44 @@ def _record(card: dict[str, Any], model_dir: Path, keep: float | None, reject: b
             "reject": bool(reject and rule), "image_classifier": __version__}
 
 
-def _hash(files: list[tuple[str, Path]], progress: bool) -> Iterator[tuple[str, Path, str | None, str | None]]:
-    """(rel, path, sha256 or None, why not) per file, threads reading in parallel (I/O bound)."""
-    def one(item: tuple[str, Path]) -> tuple[str, Path, str | None, str | None]:
-        try:
-            return item[0], item[1], sha256_file(item[1]), None
-        except OSError as err:
-            return item[0], item[1], None, f"cannot read file: {err.strerror or err}"
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        yield from tqdm(pool.map(one, files), total=len(files), desc="reading", unit="file", leave=False,
-                        disable=not progress or len(files) < 200, dynamic_ncols=True)
-
-
-def _local_cores(d: Dist) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if d.enabled else 1
-    return max(1, cores // max(1, local))
-
-
-def sort_folder(model: str | os.PathLike, data: str | os.PathLike, options: SortOptions) -> SortResult:
+def sort_folder(model: str | os.PathLike, data: str | os.PathLike, options: SortOptions, *,
+                early: EarlyFaces | None = None) -> SortResult:
     """Answer every photo under ``data`` with the model in ``model`` (a model or run directory)
     and write ``options.out`` (see the module docstring and :mod:`.journal`). Under ``torchrun``
-    each process answers its share; rank 0 writes and returns the whole job's result."""
+    each process answers its share; rank 0 writes and returns the whole job's result. ``early``:
+    what :func:`~image_classifier.sorting.early.start_faces` started for this sort (the command
+    line starts the face workers before this module's imports load PyTorch)."""
     t0 = time.perf_counter()
-    data_dir, out = Path(data), Path(options.out)
-    if not data_dir.is_dir():
-        raise OptionError(f"{data} is not a folder: give the folder of photos to sort")
-    if out.resolve() == data_dir.resolve():
-        raise OptionError("--out must not be the folder being sorted (it may be a folder inside it, left out)")
+    data_dir, out = check_folders(data, options.out)
     model_dir = resolve_model_dir(model)
     card = read_card(model_dir)
     d, device = init_from_environment(options.device)
     try:
-        return _sort(model_dir, card, data_dir, out, options, d, device, t0)
+        return _sort(model_dir, card, data_dir, out, options, d, device, t0, early)
     finally:
+        if early is not None:
+            early.stream.close()
         shutdown(d)
 
 
 def _sort(model_dir: Path, card: dict[str, Any], data_dir: Path, out: Path, options: SortOptions, d: Dist,
-          device: Any, t0: float) -> SortResult:
+          device: Any, t0: float, early: EarlyFaces | None) -> SortResult:
     stages: dict[str, float] = {}
     journal = Journal(out, _record(card, model_dir, options.keep, options.reject))
     if d.is_main:
         journal.open()  # a folder that cannot be written, or another model's answers: refused now
-    files = list_files(data_dir, exclude=out)
-    rels = [f.relative_to(data_dir).as_posix() for f in files]
     # Only rank 0 reads OUT; it tells the others what is answered already.
     known: dict[str, str] = broadcast_object(d, {p: r["sha256"] for p, r in journal.photos.items()})
     contents = broadcast_object(d, journal.by_content())
-
-    mine = list(shard(len(files), d))
     t = time.perf_counter()
-    hashed = list(_hash([(rels[i], files[i]) for i in mine], options.progress and d.is_main))
+    if early is not None:
+        files, rels, hashed = early.files, early.rels, early.hashed
+        mine = list(range(len(files)))
+    else:
+        files = list_files(data_dir, exclude=out)
+        rels = [f.relative_to(data_dir).as_posix() for f in files]
+        mine = list(shard(len(files), d))
+        hashed = list(hash_files([(rels[i], files[i]) for i in mine], options.progress and d.is_main))
     stages["read_hash"] = time.perf_counter() - t
     unreadable: dict[str, tuple[str, str]] = {}
     todo: list[tuple[str, Path, str]] = []
@@ -200,13 +140,14 @@ def _sort(model_dir: Path, card: dict[str, Any], data_dir: Path, out: Path, opti
         else:
             todo.append((rel, path, sha))
 
-    cache = FaceCache((options.cache_dir or default_cache_dir()) if options.cache else None,
-                      workers=options.workers or _local_cores(d))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if d.enabled else 1
+    cache = early.cache if early is not None else face_cache(options, options.workers or local_cores(local))
     stream = None
     threads = torch.get_num_threads()
     if "faces" in card:
-        # Started before the model loads: the workers find faces meanwhile.
-        stream = FaceStream(cache, [(path, sha) for _, path, sha in todo])
+        # Started before the model loads (by the command line, before PyTorch loaded: see .early):
+        # the workers find faces meanwhile.
+        stream = early.stream if early is not None else FaceStream(cache, [(path, sha) for _, path, sha in todo])
         # The face workers take the cores; the whole-image network (only for the photos without a
         # face like a known person's) runs on one thread beside them. Measured on 2 busy cores:
         # MobileNetV2 at 21 ms a photo on 1 thread, 100-300 ms on 2 threads fighting for the cores.
@@ -284,6 +225,8 @@ def _batches(todo: list[tuple[str, Path, str]], stream: FaceStream | None,
     by_path = {os.fspath(path): (rel, path, sha) for rel, path, sha in todo}
     batch: list[tuple[str, Path, str, UnreadableImageError | None]] = []
     for path, _sha, _analysis, error in stream:
+        if path not in by_path:  # started early for every file: one answered already
+            continue
         rel, full, sha = by_path[path]
         batch.append((rel, full, sha, error))
         if len(batch) == size:
@@ -316,4 +259,4 @@ def _answer(classifier: Any, batch: list[tuple[str, Path, str, UnreadableImageEr
     return rows, faces, failed
 
 
-__all__ = ["COPY_MODES", "SortOptions", "SortResult", "check_writable", "sort_folder"]
+__all__ = ["COPY_MODES", "SortOptions", "SortResult", "sort_folder"]

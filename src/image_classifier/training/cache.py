@@ -29,19 +29,12 @@ import torch
 from image_classifier.data.decode import decode_each, load_image
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.fileio import atomic_write_bytes, sha256_file
+from image_classifier.runs import default_cache_dir  # noqa: F401 - where it was first defined
 
 log = logging.getLogger(__name__)
 
 #: Bump when decoding or resizing changes pixels, so stale disk entries are never read.
 DECODE_VERSION = 1
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("IMAGE_CLASSIFIER_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "image-classifier" / "decoded"
 
 
 @dataclass
