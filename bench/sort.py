@@ -12,7 +12,8 @@ goes, and how a folder mixing known people and strangers comes out.
   DATA`` in a fresh process on another empty face cache, timed from process start to exit (model
   loading, listing, hashing, faces, answers, CSV files all counted); then (3) the same ``sort`` again
   into a new output folder with the faces now cached. Reported: medians, and the ratio sort /
-  survey (below 1: sort is faster) measured in this run.
+  survey (below 1: sort is faster) measured in this run, of the medians and paired (each repeat's
+  own ratio; ``python bench/sort.py summary SPEED.json`` recomputes both from a saved run).
 * **stages**: one pass over DATA in this process, each stage timed on its own: decode (at the face
   detector's size), detection (the HOG cascade), landmarks + descriptors (dlib), the head (bank
   distance + logistic regression), and the whole-image network for the photos where no face
@@ -94,12 +95,19 @@ def speed(args: argparse.Namespace) -> dict:
                   f"({images / cached:.1f} photos/s from process start)", flush=True)
             shutil.rmtree(s_cache, ignore_errors=True)
             shutil.rmtree(o_cache, ignore_errors=True)
+    return {"data": str(args.data), "model": str(args.model), "repeats": rows, **summarise(rows),
+            "load_average": os.getloadavg()}
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Medians of the repeats; sort / survey both as the ratio of the medians and as the median of
+    each repeat's own ratio (a repeat's two runs share the machine's load of the moment)."""
     med = {k: statistics.median(r[k] for r in rows) for k in ("survey_s", "sort_uncached_s", "sort_cached_s")}
     images = rows[0]["images"]
-    return {"data": str(args.data), "model": str(args.model), "repeats": rows, "median": med,
-            "sort_over_survey": round(med["sort_uncached_s"] / med["survey_s"], 3),
-            "cached_photos_per_s": round(images / med["sort_cached_s"], 1), "images": images,
-            "load_average": os.getloadavg()}
+    return {"median": med, "sort_over_survey": round(med["sort_uncached_s"] / med["survey_s"], 3),
+            "sort_over_survey_paired": round(statistics.median(r["sort_uncached_s"] / r["survey_s"] for r in rows), 3),
+            "repeats_sort_faster": sum(r["sort_uncached_s"] < r["survey_s"] for r in rows),
+            "cached_photos_per_s": round(images / med["sort_cached_s"], 1), "images": images}
 
 
 def stages(args: argparse.Namespace) -> dict:
@@ -206,6 +214,8 @@ def open_set(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
+    summary = sub.add_parser("summary")
+    summary.add_argument("json", type=Path)
     for name in ("speed", "stages", "open-set"):
         p = sub.add_parser(name)
         p.add_argument("model", type=Path)
@@ -215,9 +225,13 @@ def main() -> None:
     sub.choices["speed"].add_argument("--repeats", type=int, default=3)
     sub.choices["open-set"].add_argument("--keep", type=float, default=None)
     args = parser.parse_args()
+    if args.mode == "summary":
+        print(json.dumps(summarise(json.loads(args.json.read_text())["repeats"]), indent=2))
+        return
     result = {"speed": speed, "stages": stages, "open-set": open_set}[args.mode](args)
     if args.mode == "speed":
-        print(json.dumps({k: result[k] for k in ("median", "sort_over_survey", "cached_photos_per_s")}, indent=2))
+        print(json.dumps({k: result[k] for k in ("median", "sort_over_survey", "sort_over_survey_paired",
+                                                 "repeats_sort_faster", "cached_photos_per_s")}, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
 
