@@ -5,7 +5,8 @@
 #   bash bench/gpu_check.sh DATA WEIGHTS_DIR OUT_DIR
 # 1. the CUDA tests (tests marked cuda); 2. the four-model compare on DATA on the GPU, with each
 # model's training seconds from its card; 3. the same training on the GPU and on the machine's CPU
-# cores (two epochs of alexnet_like and of mobilenet_v2), images/s and the ratio.
+# cores (two epochs of alexnet_like and of mobilenet_v2), images/s and the ratio; 4. `sort` of DATA
+# with the mobilenet_v2 of step 2 on the GPU and on the CPU: the same labels (issue 27).
 #
 # What travels to the device machine is at most 64 MiB per call, and ../shared does not travel:
 # a copy of the athletes photos resized to a 240 px short side (10 MB), the MobileNetV2 weights
@@ -81,4 +82,19 @@ for arch in ("alexnet_like", "mobilenet_v2"):
             rate[dev] = c["history"][-1]["images_per_s"]
     g, c = rate.get("cuda"), rate.get("cpu")
     print(f"| {arch} | {g or float('nan'):.0f} | {c or float('nan'):.0f} | {(g / c) if g and c else float('nan'):.1f}x |")
+EOF
+
+echo "== 4. sort on the GPU against the CPU (issue 27; a CNN of step 2: faces need dlib, not on this machine)"
+for dev in cuda cpu; do
+    t0=$(date +%s.%N)
+    timeout 200 python3 -m image_classifier sort /tmp/gpu_compare/models/mobilenet_v2 "$DATA" --out "/tmp/sort_$dev" \
+        --device "$dev" --no-progress > "$OUT/sort_$dev.log" 2>&1
+    echo "sort on $dev: exit $?, wall $(python3 -c "import time; print(round(time.time() - $t0, 1))") s"
+done
+python3 - <<'EOF'
+import csv
+rows = {dev: list(csv.DictReader(open(f"/tmp/sort_{dev}/predictions.csv"))) for dev in ("cuda", "cpu")}
+same = sum(a["label"] == b["label"] for a, b in zip(rows["cuda"], rows["cpu"]))
+worst = max(abs(float(a["probability"]) - float(b["probability"])) for a, b in zip(rows["cuda"], rows["cpu"]))
+print(f"{len(rows['cuda'])} photos: the same label on {same}; largest probability difference {worst:.2e}")
 EOF

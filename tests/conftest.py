@@ -155,3 +155,31 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+#: torchvision's ImageNet MobileNetV2 file beside the repository (the face model's no-face fallback).
+MOBILENET = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
+#: Photos per athlete in the session's small face model, and its quick recipe.
+FACE_MODEL_PER_CLASS = 20
+FACE_MODEL_RECIPE = {"phases.frozen.epochs": "2", "feature_views": "1"}
+
+
+@pytest.fixture(scope="session")
+def face_model(athletes_dir, tmp_path_factory) -> dict:
+    """A small ``face_embedding`` model trained once per session the way ``image-classifier train``
+    trains one (calibrated, with its "none of these" rule, bank labels and validation strangers in
+    the card), on the first 20 photos (by name) of each athlete, linked into a folder of their own.
+    Returns {"data", "model", "cache" (the face cache root it filled), "split" (the model's split.csv)}."""
+    if not MOBILENET.is_file():
+        pytest.skip(f"needs {MOBILENET}")
+    import image_classifier as ic
+
+    root = tmp_path_factory.mktemp("face_model")
+    data = root / "data"
+    for cls in ("Kobe Bryant", "Maria Sharapova", "ronaldo"):
+        (data / cls).mkdir(parents=True)
+        for src in sorted((athletes_dir / cls).iterdir())[:FACE_MODEL_PER_CLASS]:
+            (data / cls / src.name).symlink_to(src)
+    ic.train(data, arch="face_embedding", out=root / "model", weights=MOBILENET, set=FACE_MODEL_RECIPE,
+             cache_dir=root / "cache", progress=False, val=0.25, test=0.25)
+    return {"data": data, "model": root / "model", "cache": root / "cache", "split": root / "model" / "split.csv"}

@@ -82,3 +82,66 @@ def make_run(run_dir: Path, source_model: Path) -> Path:
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     return run_dir
+
+
+# ---- a small JSON-schema checker for the subset of JSON Schema the OpenAPI document uses ------
+# (shared by every test that checks an answer of the server against its OpenAPI document)
+
+def _resolve(doc: dict, schema: dict) -> dict:
+    while "$ref" in schema:
+        node: object = doc
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]  # type: ignore[index]
+        schema = node  # type: ignore[assignment]
+    return schema
+
+
+_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def validate(doc: dict, schema: dict, value: object, where: str = "$") -> None:
+    schema = _resolve(doc, schema)
+    types = schema.get("type")
+    if types is not None:
+        types = [types] if isinstance(types, str) else types
+        ok = False
+        for t in types:
+            if t == "integer":
+                ok |= isinstance(value, int) and not isinstance(value, bool)
+            elif t == "number":
+                ok |= isinstance(value, (int, float)) and not isinstance(value, bool)
+            else:
+                ok |= isinstance(value, _TYPES[t])
+        assert ok, f"{where}: {value!r} is not of type {types}"
+    if value is None:
+        return
+    if "enum" in schema:
+        assert value in schema["enum"], f"{where}: {value!r} not in {schema['enum']}"
+    if "minimum" in schema:
+        assert value >= schema["minimum"], f"{where}: {value} < {schema['minimum']}"
+    if "maximum" in schema:
+        assert value <= schema["maximum"], f"{where}: {value} > {schema['maximum']}"
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            assert key in value, f"{where}: missing {key!r}"
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            if key in props:
+                validate(doc, props[key], item, f"{where}.{key}")
+            elif extra is False:
+                raise AssertionError(f"{where}: unexpected property {key!r}")
+            elif isinstance(extra, dict):
+                validate(doc, extra, item, f"{where}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            validate(doc, schema["items"], item, f"{where}[{i}]")
+
+
+def check_response(doc: dict, path: str, method: str, status: int, body: object) -> None:
+    operation = doc["paths"][path][method]
+    assert str(status) in operation["responses"], f"{method.upper()} {path} answered {status}, not documented"
+    content = operation["responses"][str(status)].get("content", {})
+    schema = content["application/json"]["schema"]
+    assert body is not None, f"{method.upper()} {path} {status}: body is not JSON"
+    validate(doc, schema, body)

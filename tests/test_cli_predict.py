@@ -28,7 +28,7 @@ def test_predict_json_reports_the_kind_of_every_unreadable_file(model_dir, tmp_p
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")  # 400 MP in a few KB
-    paths = [tmp_path / name for name in files] + [tmp_path / "bomb.png", tmp_path / "missing.jpg", tmp_path]
+    paths = [tmp_path / name for name in files] + [tmp_path / "bomb.png", tmp_path / "missing.jpg"]
 
     code = main(["predict", str(model_dir), *map(str, paths), "--json"])
     out = capsys.readouterr().out
@@ -38,8 +38,12 @@ def test_predict_json_reports_the_kind_of_every_unreadable_file(model_dir, tmp_p
              ["good.jpg", "notes.jpg", "cut.jpg", "empty.jpg", "bomb.png", "missing.jpg"]}
     assert kinds == {"good.jpg": None, "notes.jpg": "unsupported", "cut.jpg": "corrupt", "empty.jpg": "empty",
                      "bomb.png": "too_large", "missing.jpg": "io"}
-    assert by_name[str(tmp_path)]["kind"] == "io"  # a directory
     assert by_name[str(tmp_path / "good.jpg")]["top"][0]["label"] == "green"
     for prediction in by_name.values():
         if "error" in prediction:
             assert prediction["error"] and set(prediction) == {"image", "error", "kind"}
+    # A folder stands for every file under it, sorted by path, each answered like the same file given alone.
+    code = main(["predict", str(model_dir), str(tmp_path), "--json"])
+    folder = json.loads(capsys.readouterr().out)["predictions"]
+    assert code == 1 and [p["image"] for p in folder] == sorted(str(p) for p in tmp_path.iterdir())
+    assert all(p == by_name[p["image"]] for p in folder)

@@ -240,7 +240,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("trust",),
     ("export",),
     ("evaluate", "report"),
-    ("study", "serve", "people"),
+    ("study", "serve", "people", "sorting"),
     ("api", "image_classifier"),
     ("cli", "__main__"),
 ]
@@ -248,7 +248,8 @@ LAYERS: list[tuple[str, ...]] = [
 #: Inside ``inference``, the stack (docs/architecture.md, "## The inference stack"), bottom to top;
 #: each entry is one module ("inference" is the package's ``__init__``: the backend names).
 INFERENCE_STACK: list[tuple[str, ...]] = [
-    ("inference", "inference.calibration", "inference.onnx_metadata", "inference.preprocess", "inference.rejection"),
+    ("inference", "inference.calibration", "inference.onnx_metadata", "inference.preprocess", "inference.rejection",
+     "inference.inputs", "inference.rows", "inference.enrol"),
     ("inference.backends",),
     ("inference.classifier",),
     ("inference.ensemble",),

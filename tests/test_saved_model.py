@@ -106,11 +106,15 @@ def test_no_temporary_files_are_left_behind(saved: Path):
     assert sorted(p.name for p in saved.iterdir()) == [CARD_NAME, WEIGHTS_NAME]
 
 
-def test_predict_wants_a_sequence(saved: Path):
-    with pytest.raises(TypeError, match="sequence"):
-        load_model(saved).predict(_images(1)[0])
-    with pytest.raises(TypeError, match="sequence"):
-        load_model(saved).predict_proba(_images(1)[0])
+def test_predict_takes_one_image_or_a_list_and_names_what_it_accepts(saved: Path):
+    model = load_model(saved)
+    image = _images(1)[0]
+    assert model.predict(image) == model.predict([image]) and len(model.predict(image)) == 1
+    assert np.array_equal(model.predict_proba(image), model.predict_proba([image]))
+    with pytest.raises(TypeError, match="a path, a folder, bytes, .* numpy array"):
+        model.predict(42)
+    with pytest.raises(TypeError, match="uint8"):
+        model.predict(np.zeros((8, 8, 3), dtype=np.float32))
 
 
 def test_predict_gives_labels_and_predict_proba_probabilities(saved: Path):

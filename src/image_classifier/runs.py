@@ -12,6 +12,9 @@
     models/ARCH/           (``train --out``; also each ``models/<arch>/`` of a run)
       model.json, weights.safetensors, split.csv (``train`` only), backend.json, model.onnx, ...
 
+    OUT/                   (``sort MODEL DIR --out OUT``)
+      predictions.csv, faces.csv, unreadable.csv, sort.json, <class>/ and unknown/ (--copy, --link)
+
 ``best`` points at the model chosen by *validation* accuracy; anything that takes a model
 directory (``serve``, ``predict``, ``evaluate``, :func:`resolve_model_dir`) also accepts the run
 directory and follows ``best``. Every file name is declared below and nowhere else; the
@@ -59,6 +62,12 @@ ONNX_INT8_NAME = "model.int8.onnx"
 RESUME_NAME = "resume.safetensors"
 # compare's ensemble: a model directory (card only) beside the others, listing them as members.
 ENSEMBLE_NAME = "ensemble"
+# A sorted folder (``sort MODEL DIR --out OUT``): predictions.csv (PREDICTIONS_CSV_NAME, one row per
+# photo), faces.csv (one row per face), unreadable.csv, sort.json (the model and threshold it was
+# made with), and with --copy/--link OUT/<class>/ and OUT/unknown/ (inference.rejection.UNKNOWN).
+FACES_CSV_NAME = "faces.csv"
+UNREADABLE_CSV_NAME = "unreadable.csv"
+SORT_RECORD_NAME = "sort.json"
 
 
 def model_dir_for(run_dir: str | os.PathLike, arch: str) -> Path:

@@ -31,6 +31,8 @@ COMMANDS = (
     "split",
     "train",
     "predict",
+    "sort",
+    "add",
     "compare",
     "evaluate",
     "serve",

@@ -43,3 +43,25 @@ def resolve_device_option(device: str, backend: str = "torch") -> Any:
     from image_classifier.inference.backends import backend_device
 
     return backend_device(backend, device)
+
+
+# --- --keep at prediction time (issue 27): predict, sort, serve ------------------------------------
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, e.g. 0.9, not {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (exclusive), e.g. 0.9, not {text}")
+    return value
+
+
+def add_keep_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the shared ``--keep`` option: the "none of these" threshold moved at prediction time."""
+    parser.add_argument(
+        "--keep", type=_fraction, default=None, metavar="FRACTION",
+        help="where the \"none of these\" threshold sits, as the share of the known people's validation photos "
+             "it keeps (default: the model's own, 0.95 unless trained with another). Lower answers \"unknown\" "
+             "more often: fewer strangers accepted, fewer of your own photos named. What it trades, measured on "
+             "validation, is printed beside it. Nothing is refitted.",
+    )

@@ -8,7 +8,7 @@ import sys
 
 from image_classifier import load_model  # light: inference loads on the call
 from image_classifier.errors import ImageClassifierError
-from image_classifier.cli.options import add_device_argument, resolve_device_option
+from image_classifier.cli.options import add_device_argument, add_keep_argument, resolve_device_option
 from image_classifier.inference import add_backend_argument
 from image_classifier.runs import resolve_model_dir
 
@@ -20,16 +20,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Print the most probable classes of each IMAGE according to the model in DIR (a "
             "directory written by `train`, or a `compare` run directory, which means its best "
-            "model). An image that cannot be read is reported on its own line and the others are "
-            "still classified; the exit status is then 1."
+            "model). An IMAGE may be a folder: every file under it, at any depth (`sort` writes "
+            "the answers to CSV files and class folders). An image that cannot be read is reported "
+            "on its own line and the others are still classified; the exit status is then 1."
         ),
     )
     p.add_argument("model", metavar="DIR", help="saved model directory (or compare run directory)")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, WebP, ...)")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, WebP, ...) or folders of them")
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes to show per image (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON: every class's probability per image")
     add_backend_argument(p)
     add_device_argument(p)
+    add_keep_argument(p)
     p.add_argument("--no-reject", action="store_true",
                    help="never answer \"unknown\": always print the most probable classes, even for an image "
                         "like none of the model's classes (default: the model's rejection rule, fitted on "
@@ -43,12 +45,17 @@ def _decided_by(result: dict) -> str:
     """For a face model: which face answered (box in the image's pixels), or that none was found."""
     if "face" not in result:
         return ""
+    faces = result.get("faces") or []
+    named = ""
+    if len(faces) > 1:  # a group photo: every face's own answer, largest first
+        named = "; faces: " + ", ".join(f["label"] or "?" for f in faces)
     if result["face"] is None:
         if result.get("faces_found"):
-            return f"  (none of the {result['faces_found']} faces found is like a known person's: whole-image fallback)"
+            return (f"  (none of the {result['faces_found']} faces found is like a known person's: whole-image "
+                    f"fallback{named})")
         return "  (no face found: whole-image fallback)"
     x0, y0, x1, y1 = (round(v) for v in result["face"])
-    return f"  (face at {x0},{y0}-{x1},{y1}, {result['face_method']})"
+    return f"  (face at {x0},{y0}-{x1},{y1}, {result['face_method']}{named})"
 
 
 def _answer(result: dict) -> str:
@@ -63,6 +70,7 @@ def _answer(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     # Lazy (see image_classifier.cli): numpy, Pillow, torch, which --help never needs.
     from image_classifier.inference.files import PredictOptions, predict_files
+    from image_classifier.inference.rejection import describe_tradeoff
     from image_classifier.runtime import configure
 
     options = PredictOptions(top_k=args.top_k, batch_size=args.batch_size)  # checked before the model loads
@@ -74,9 +82,16 @@ def run(args: argparse.Namespace) -> int:
         classifier = load_model(model_dir, backend=args.backend, reject=not args.no_reject, device=device)
     except ValueError as err:  # unknown backend
         raise ImageClassifierError(str(err)) from None
+    if args.keep is not None:
+        if args.no_reject:
+            raise ImageClassifierError("--keep and --no-reject contradict each other: give one")
+        classifier = classifier.with_keep(args.keep)
     # stderr, so that --json output stays machine-readable.
     print(f"backend: {classifier.backend_name} ({classifier.backend_reason}); device: {classifier.device}",
           file=sys.stderr)
+    trade = classifier.tradeoff() if classifier.reject else None
+    if trade is not None:
+        print(f"none of these: {describe_tradeoff(trade)}", file=sys.stderr)
 
     results = predict_files(classifier, args.images, options)
     failed = sum(1 for r in results if "error" in r)

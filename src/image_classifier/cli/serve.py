@@ -6,7 +6,7 @@ import signal
 import sys
 import threading
 
-from image_classifier.cli.options import add_device_argument, resolve_device_option
+from image_classifier.cli.options import add_device_argument, add_keep_argument, resolve_device_option
 from image_classifier.errors import ImageClassifierError
 from image_classifier.i18n import DEFAULT as DEFAULT_LANG, SUPPORTED as LANGUAGES
 from image_classifier.inference import add_backend_argument
@@ -50,6 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--no-reject", action="store_true",
                    help="never answer \"unknown\": always the most probable class, even for a photo like none "
                         "of the classes (default: each model's rejection rule, fitted on its validation split)")
+    add_keep_argument(p)
     p.add_argument("--lang", choices=LANGUAGES, default=DEFAULT_LANG,
                    help="the web page's language when neither ?lang= nor the browser's Accept-Language "
                         f"asks for one of {', '.join(LANGUAGES)} (default: %(default)s)")
@@ -60,6 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     # Lazy (see image_classifier.cli): the server loads Flask, waitress and torch.
     from image_classifier import runtime
+    from image_classifier.inference.rejection import describe_tradeoff
     from image_classifier.serve.app import create_app
     from image_classifier.serve.server import make_server, serve_until, server_urls
     from image_classifier.serve.store import ModelStore
@@ -72,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
     runtime.configure(num_threads=args.torch_threads or DEFAULT_TORCH_THREADS)
     only = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
     # Reads only the model cards: a wrong path fails here, before the server starts.
+    if args.no_reject and args.keep is not None:
+        raise ImageClassifierError("--keep and --no-reject contradict each other: give one")
     store = ModelStore.from_paths(args.paths, only=only, backend=args.backend, reject=not args.no_reject,
-                                  device=device,
+                                  device=device, keep=args.keep,
                                   **({"max_batch": args.max_batch} if args.max_batch else {}))
     max_upload = int(args.max_upload_mb * 1024 * 1024)
     app = create_app(store, max_upload_bytes=max_upload, load=False, lang=args.lang)
@@ -101,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
             return
         print(f"image-classifier: ready: {len(store.names)} model(s) loaded in {store.load_seconds:.1f} s; "
               f"default {store.default}; computing on {store.device}", flush=True)
+        for name, trade in store.tradeoffs().items():
+            print(f"image-classifier: {name}: none of these: {describe_tradeoff(trade)}", flush=True)
 
     _install_stop_handlers(stop, hurry)
     threading.Thread(target=load, name="model-loader", daemon=True).start()

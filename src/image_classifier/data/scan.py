@@ -133,6 +133,25 @@ def list_dataset(root: str | os.PathLike) -> DatasetListing:
     return DatasetListing(root, classes, files, sorted(stray))
 
 
+def list_files(root: str | os.PathLike, *, exclude: str | os.PathLike | None = None) -> list[Path]:
+    """Every file under ``root`` (at any depth), sorted by its POSIX path relative to ``root``,
+    without hidden files and OS clutter (:func:`is_ignored`) and without anything under ``exclude``
+    (an output folder inside ``root``). Nothing is read: what each file really is is found from
+    its content later, so a photo with a wrong or missing extension is still a photo."""
+    root = Path(root).expanduser()
+    skip = Path(exclude).resolve() if exclude is not None else None
+    found: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not is_ignored(d)
+                             and (skip is None or (here / d).resolve() != skip))
+        for name in filenames:
+            if not is_ignored(name):
+                full = here / name
+                found.append((full.relative_to(root).as_posix(), full))
+    return [path for _, path in sorted(found)]
+
+
 def _read_one(item: DatasetFile, label: int, fingerprints: bool) -> ImageRecord | UnreadableFile:
     try:
         data, _ = read_source(item.path)

@@ -7,10 +7,11 @@ imported only when a face is first looked for.
 """
 from __future__ import annotations
 
-from image_classifier.faces.detect import METHODS, Face, FaceAnalysis, analyse_image, face_chip
+from image_classifier.faces.detect import METHODS, Face, FaceAnalysis, analyse_image, describe, face_chip
 from image_classifier.faces.models import FaceModelsNotFoundError, weights_sha256
-from image_classifier.faces.store import FaceCache, analyse_bytes
+from image_classifier.faces.store import FaceCache, FaceStream, analyse_bytes, describe_every_face
 from image_classifier.faces.survey import FaceSurvey, survey_faces
 
-__all__ = ["METHODS", "Face", "FaceAnalysis", "FaceCache", "FaceModelsNotFoundError", "FaceSurvey",
-           "analyse_bytes", "analyse_image", "face_chip", "survey_faces", "weights_sha256"]
+__all__ = ["METHODS", "Face", "FaceAnalysis", "FaceCache", "FaceModelsNotFoundError", "FaceStream", "FaceSurvey",
+           "analyse_bytes", "analyse_image", "describe", "describe_every_face", "face_chip", "survey_faces",
+           "weights_sha256"]

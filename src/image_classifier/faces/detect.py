@@ -201,3 +201,14 @@ def face_chip(image: Image.Image, face: Face) -> np.ndarray:
     parts = dlib.points([dlib.point(round(x * scale), round(y * scale)) for x, y in face.landmarks])
     shape = dlib.full_object_detection(rect, parts)
     return np.asarray(dlib.get_face_chip(arr, shape, CHIP_SIZE, CHIP_PADDING))
+
+
+def describe(image: Image.Image, faces: list[Face]) -> np.ndarray:
+    """The 128-D descriptors of ``faces`` (boxes and landmarks in ``image``'s pixels), from their
+    aligned chips (:func:`face_chip`): the same descriptor :func:`analyse_image` computes for the
+    :data:`MAX_DESCRIBED` largest, for any face, e.g. every face of a group photo."""
+    if not faces:
+        return np.empty((0, DESCRIPTOR_DIM), dtype=np.float32)
+    with face_models() as models:
+        return np.asarray([models.descriptor.compute_face_descriptor(face_chip(image, f)) for f in faces],
+                          dtype=np.float32)

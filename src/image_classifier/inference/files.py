@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from image_classifier.data.decode import decode_each
+from image_classifier.data.scan import list_files
 from image_classifier.errors import ImageClassifierError
 from image_classifier.inference.classifier import Classifier
 
@@ -40,9 +42,10 @@ class PredictOptions:
 
 def predict_files(classifier: Classifier, paths: Sequence[str | os.PathLike],
                   options: PredictOptions = PredictOptions()) -> list[dict[str, Any]]:
-    """One entry per path, in order: ``{"image", "top", "probabilities"}`` (plus, for a face model,
+    """One entry per path, in order (a folder: each file under it, sorted by path): ``{"image", "top", "probabilities"}`` (plus, for a face model,
     the face that decided: see :meth:`Classifier.predict_details`), or ``{"image", "error", "kind"}``
     for a file that cannot be read (the others are still classified)."""
+    paths = [p for path in paths for p in (list_files(path) if Path(path).is_dir() else [path])]
     results: list[dict[str, Any]] = [{"image": os.fspath(path)} for path in paths]
     decoded = decode_each(paths, classifier.decode, what=None)
     for i, err in decoded.failures.items():

@@ -27,9 +27,15 @@ import torch
 from PIL import Image
 
 from image_classifier.data.decode import decode_image, read_source
-from image_classifier.faces import FaceAnalysis, FaceCache, analyse_bytes, analyse_image
+from image_classifier.faces import (
+    FaceAnalysis, FaceCache, analyse_bytes, analyse_image, describe, describe_every_face,
+)
 from image_classifier.faces.detect import DESCRIPTOR_DIM
 from image_classifier.models.net import ClassifierNet
+
+#: The rejection score kind of a face nearest to a person added from a few photos by ``add``
+#: (spelled as :mod:`image_classifier.inference.rejection` names it; this layer is below it).
+ADDED_FACE_DISTANCE = "added_face_distance"
 from image_classifier.models.transfer import mobilenet_v2
 
 
@@ -119,6 +125,11 @@ def choose_face(descriptors: np.ndarray | None, bank: np.ndarray,
     return int(known[0]), float(dist[known[0]])
 
 
+def _undescribed(analysis: FaceAnalysis) -> bool:
+    """Whether some faces of ``analysis`` have no descriptor (more than the largest few were found)."""
+    return len(analysis.faces) > (0 if analysis.descriptors is None else len(analysis.descriptors))
+
+
 @dataclass
 class FaceInput:
     """One image ready for a face model: what the face pipeline found, which face decides (None:
@@ -129,6 +140,9 @@ class FaceInput:
     image: Image.Image | None
     face_index: int | None = None
     distance: float | None = None  # to the nearest training face: the deciding face's, else the closest's
+    #: The analysis with a descriptor for every face (a group photo with more faces than the
+    #: largest ones described), for each face's own answer; None when ``analysis`` has them all.
+    every: FaceAnalysis | None = None
 
     @property
     def descriptor(self) -> np.ndarray | None:
@@ -143,11 +157,39 @@ class FacePath:
     head's probabilities (the card's ``face_temperature``; 1.0 uncalibrated)."""
 
     def __init__(self, head: FaceHead, input_size: int, cache: FaceCache | None = None, *,
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, bank_labels: np.ndarray | None = None,
+                 added: frozenset[int] = frozenset()) -> None:
         self.head = head
         self.input_size = input_size
         self.cache = cache
         self.temperature = float(temperature)
+        #: Whose face each bank row is (class index), when the card says (models trained since ``add``).
+        self.bank_labels = None if bank_labels is None else np.asarray(bank_labels, dtype=np.int64)
+        #: Classes added by ``add`` from a few photos: a face nearest to one of theirs is scored as
+        #: ``added_face_distance`` (see :mod:`image_classifier.inference.enrol`).
+        self.added = frozenset(added)
+
+    def nearest_added(self, descriptors: np.ndarray) -> np.ndarray:
+        """Per face (k, 128): whether its nearest training face is an added person's."""
+        if not self.added or self.bank_labels is None or len(descriptors) == 0:
+            return np.zeros(len(descriptors), dtype=bool)
+        d = np.asarray(descriptors, np.float64)
+        bank = self.head.bank
+        d2 = (d ** 2).sum(1)[:, None] - 2 * d @ bank.T + (bank ** 2).sum(1)[None, :]
+        return np.isin(self.bank_labels[d2.argmin(1)], list(self.added))
+
+    def score_kind(self, item: FaceInput) -> str | None:
+        """The rejection score kind of the photo's face distance: ``added_face_distance`` when the
+        face it is measured on (the deciding face, else the closest) is nearest to an added
+        person's training face, else None (the usual ``face_distance``)."""
+        descriptors = item.analysis.descriptors
+        if not self.added or descriptors is None or len(descriptors) == 0:
+            return None
+        if item.face_index is not None:
+            face = item.face_index
+        else:
+            face = int(nearest_distances(np.asarray(descriptors, np.float64), self.head.bank).argmin())
+        return ADDED_FACE_DISTANCE if bool(self.nearest_added(descriptors[face][None])[0]) else None
 
     def probabilities(self, descriptors: np.ndarray) -> np.ndarray:
         """The head's calibrated probabilities for deciding faces' descriptors (k, 128)."""
@@ -160,18 +202,31 @@ class FacePath:
         if isinstance(source, Image.Image):
             rgb = source if source.mode == "RGB" else source.convert("RGB")
             analysis = analyse_image(rgb)
-            return FaceInput(analysis, rgb, *self.head.choose(analysis.descriptors))
+            every = None
+            if _undescribed(analysis):
+                done = analysis.descriptors if analysis.descriptors is not None else np.empty((0, DESCRIPTOR_DIM))
+                more = describe(rgb, analysis.faces[len(done):])
+                every = FaceAnalysis(analysis.width, analysis.height, analysis.faces,
+                                     np.concatenate([done, more]).astype(np.float32))
+            return FaceInput(analysis, rgb, *self.head.choose(analysis.descriptors), every=every)
         data, path = read_source(source)
+        sha = hashlib.sha256(data).hexdigest() if self.cache is not None else ""
         if self.cache is None:
             analysis = analyse_bytes(data, path, max_pixels)
         else:
-            analysis = self.cache.analyse_data(data, hashlib.sha256(data).hexdigest(), path, max_pixels)
+            analysis = self.cache.analyse_data(data, sha, path, max_pixels)
+        # The photo's answer comes from the largest faces, as always; the others are described only
+        # for their own answers (a group photo).
         index, distance = self.head.choose(analysis.descriptors)
+        every = None
+        if _undescribed(analysis):
+            every = (describe_every_face(analysis, data, path, max_pixels) if self.cache is None
+                     else self.cache.every_face(analysis, data, sha, path, max_pixels))
         image = None
         if index is None:
             kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
             image = decode_image(data, path=path, target_size=self.input_size, **kwargs).image
-        return FaceInput(analysis, image, index, distance)
+        return FaceInput(analysis, image, index, distance, every)
 
     def details(self, item: FaceInput) -> dict[str, Any]:
         """``face``: the box of the face that decided (None: the whole-photo fallback did), with the
@@ -183,6 +238,32 @@ class FacePath:
                 "face_method": None if face is None else face.method,
                 "faces_found": len(item.analysis.faces),
                 "face_distance": None if item.distance is None else round(item.distance, 4),
-                "image_size": [item.analysis.width, item.analysis.height]}
+                "image_size": [item.analysis.width, item.analysis.height],
+                "face_index": item.face_index,
+                **({"face_score_kind": kind} if (kind := self.score_kind(item)) else {})}
+
+    def every_face(self, item: FaceInput) -> list[dict[str, Any]]:
+        """Every face found in the photo, largest first, each on its own: ``box``, ``method`` (the
+        detector step), ``decided`` (the face that answered for the photo), and for a face with a
+        descriptor its ``distance`` to the nearest training face (rounded as ``face_distance`` is)
+        and ``probabilities``, the head's calibrated answer for that face alone (None without a
+        descriptor, which every face found gets here: the largest
+        :data:`~image_classifier.faces.detect.MAX_DESCRIBED` when the photo was analysed, the others
+        by :func:`~image_classifier.faces.describe_every_face`)."""
+        analysis = item.every if item.every is not None else item.analysis
+        desc = analysis.descriptors if analysis.descriptors is not None else np.empty((0, DESCRIPTOR_DIM))
+        desc = np.asarray(desc, np.float64)
+        distances = nearest_distances(desc, self.head.bank) if len(desc) else np.empty(0)
+        probs = self.probabilities(desc) if len(desc) else None
+        added = self.nearest_added(desc)
+        out = []
+        for i, face in enumerate(analysis.faces):
+            described = i < len(desc)
+            out.append({"box": [round(v, 1) for v in face.box], "method": face.method,
+                        "decided": i == item.face_index,
+                        "distance": round(float(distances[i]), 4) if described else None,
+                        "probabilities": probs[i] if described and probs is not None else None,
+                        **({"score_kind": ADDED_FACE_DISTANCE} if described and added[i] else {})})
+        return out
 
 

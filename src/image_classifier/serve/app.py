@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from flask import Flask, Request, Response, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from image_classifier.errors import UnreadableImageError
+from image_classifier.errors import OptionError, UnreadableImageError
 from image_classifier.i18n import DEFAULT as DEFAULT_LANG, LANGUAGE_NAMES, SUPPORTED as LANGUAGES
 from image_classifier.i18n import negotiate, translator
 from image_classifier.serve.contract import ERROR_KINDS, MULTIPART_SLACK_BYTES
@@ -130,6 +130,20 @@ def _parse_flag(name: str, raw: str | None) -> bool:
     raise ApiError(422, f"{name} must be 1 or 0 (true or false), not {raw[:40]!r}", "bad_parameter")
 
 
+def _parse_keep(raw: str | None) -> float | None:
+    """``?keep=``: the share of known validation photos the "none of these" threshold keeps, or None."""
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:  # NaN fails too
+        raise ApiError(422, f"keep must be a fraction between 0 and 1 (exclusive), e.g. 0.9, not {raw[:40]!r}",
+                       "bad_parameter")
+    return value
+
+
 def _read_upload(max_bytes: int) -> tuple[bytes, dict[str, str]]:
     """The uploaded bytes and the form fields, from multipart (field ``file``) or the raw body."""
     length = request.content_length
@@ -137,7 +151,7 @@ def _read_upload(max_bytes: int) -> tuple[bytes, dict[str, str]]:
         if length is not None and length > max_bytes + MULTIPART_SLACK_BYTES:
             raise ApiError(413, _too_large(max_bytes), "too_large")
         upload = request.files.get("file")
-        fields = {k: v for k, v in request.form.items() if k in ("model", "top_k", "explain")}
+        fields = {k: v for k, v in request.form.items() if k in ("model", "top_k", "explain", "keep")}
         if upload is None:
             raise ApiError(400, "no file: send the image as the multipart field 'file' (or as the raw request body)",
                            "no_file")
@@ -179,13 +193,15 @@ def _not_ready_response(store: ModelStore, message: str | None = None) -> Respon
 def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathLike, *,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, backend: str = "torch",
                only: Sequence[str] | None = None, load: bool = True, lang: str = DEFAULT_LANG,
-               reject: bool = True, device: str = "cpu") -> Flask:
+               reject: bool = True, device: str = "cpu", keep: float | None = None) -> Flask:
     """Build the app for ``models``: a :class:`ModelStore`, or paths of model/run directories.
 
     ``lang`` is the page's language for a browser that asks for none of :data:`LANGUAGES`.
     ``reject=False`` (``serve --no-reject``) never answers "unknown" (given paths; a store has its own).
     ``device`` (``serve --device``: auto, cpu, cuda, cuda:N) is where the networks compute (given
-    paths; a store has its own); the page and the API are the same on every device.
+    paths; a store has its own); the page and the API are the same on every device. ``keep``
+    (``serve --keep``): each model's "none of these" threshold moved to keep this share of its known
+    validation photos (given paths; a request's ``?keep=`` overrides it).
 
     Given paths, the models are loaded here unless ``load=False`` (then call ``store.load()`` or
     ``store.start_loading()``; /api/health answers 503 until they are in). The store is
@@ -197,7 +213,7 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
         store = models
     else:
         paths = [models] if isinstance(models, (str, os.PathLike)) else list(models)
-        store = ModelStore.from_paths(paths, only=only, backend=backend, reject=reject, device=device)
+        store = ModelStore.from_paths(paths, only=only, backend=backend, reject=reject, device=device, keep=keep)
     if load:
         store.load()
     if max_upload_bytes < 1:
@@ -293,10 +309,13 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
         model = fields.get("model", request.args.get("model"))
         top_k = _parse_top_k(fields.get("top_k", request.args.get("top_k")), config.default_top_k)
         explain = _parse_flag("explain", fields.get("explain", request.args.get("explain")))
+        keep = _parse_keep(fields.get("keep", request.args.get("keep")))
         try:
-            result = store.predict_bytes(data, model=model or None, top_k=top_k, explain=explain)
+            result = store.predict_bytes(data, model=model or None, top_k=top_k, explain=explain, keep=keep)
         except UnknownModelError as err:
             raise ApiError(422, str(err), "unknown_model") from None
+        except OptionError as err:  # ?keep= for a model without a rule
+            raise ApiError(422, str(err), "bad_parameter") from None
         except NotReadyError as err:
             return _not_ready_response(store, str(err))
         except UnreadableImageError as err:

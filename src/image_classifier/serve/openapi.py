@@ -49,6 +49,15 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
         "description": "1: also say why (the `explanation` object: a Grad-CAM heat map over the photo, or "
                        "the box of the face that decided); computed only when asked.",
     }
+    keep_param = {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "exclusiveMaximum": 1,
+        "description": "Where the \"none of these\" threshold sits, as the share of the model's known validation "
+                       "photos it keeps (default: the model's own, 0.95 unless trained with another). Lower answers "
+                       "`unknown` more often: fewer strangers accepted, fewer known photos named. The answer's "
+                       "`threshold` says what it trades, measured on validation. A model without a rule: 422.",
+    }
     not_ready = _error("The models are still loading (or failed to load); retry after `Retry-After` seconds.")
     return {
         "openapi": "3.1.0",
@@ -74,13 +83,14 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                         {"name": "model", "in": "query", "required": False, "schema": model_param},
                         {"name": "top_k", "in": "query", "required": False, "schema": top_k_param},
                         {"name": "explain", "in": "query", "required": False, "schema": explain_param},
+                        {"name": "keep", "in": "query", "required": False, "schema": keep_param},
                     ],
                     "requestBody": {
                         "required": True,
                         "description": (
                             "The image (JPEG, PNG, GIF, BMP, WebP, TIFF, PPM; the format is read from the "
                             "content, not the name or content type), either as the multipart field `file` "
-                            "(form fields `model`, `top_k` and `explain` override the query parameters) or as the raw body."
+                            "(form fields `model`, `top_k`, `explain` and `keep` override the query parameters) or as the raw body."
                         ),
                         "content": {
                             "multipart/form-data": {
@@ -92,6 +102,7 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                                         "model": model_param,
                                         "top_k": top_k_param,
                                         "explain": explain_param,
+                                        "keep": keep_param,
                                     },
                                 }
                             },
@@ -107,8 +118,9 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                             f"decompression-bomb limit ({store.max_pixels} pixels)."),
                         "415": _error("The file is not an image in a supported format or colour mode "
                                       "(text, PDF, HEIC, SVG, ...)."),
-                        "422": _error("A bad parameter: unknown `model`, `top_k` not a whole number >= 1, or `explain` "
-                                      "not 1 or 0."),
+                        "422": _error("A bad parameter: unknown `model`, `top_k` not a whole number >= 1, `explain` "
+                                      "not 1 or 0, or `keep` not a fraction between 0 and 1 (or given for a model "
+                                      "without a \"none of these\" rule)."),
                         "503": not_ready,
                         "default": DEFAULT_ERROR,
                     },
@@ -165,7 +177,7 @@ def _schemas() -> dict[str, Any]:
         "Prediction": {
             "type": "object",
             "required": ["model", "label", "probabilities", "top", "latency_ms", "timing", "unknown", "closest",
-                         "rejection"],
+                         "rejection", "threshold"],
             "additionalProperties": False,
             "properties": {
                 "model": {"type": "string"},
@@ -220,6 +232,12 @@ def _schemas() -> dict[str, Any]:
                                                  "face); above the model's max_distance no face decides."},
                 "image_size": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2,
                                "description": "Face models only: [width, height] of the photo, for drawing the box."},
+                "face_index": {"type": ["integer", "null"], "minimum": 0,
+                               "description": "Face models only: which of `faces` decided (null: none did)."},
+                "faces": {"type": "array", "items": {"$ref": "#/components/schemas/Face"},
+                          "description": "Face models only: every face found, largest first, each with its own "
+                                         "answer (a group photo names everyone in it)."},
+                "threshold": {"$ref": "#/components/schemas/Threshold"},
                 # An ensemble (models/ensemble): what each member said, and its "none of these" score.
                 "members": {"type": "array",
                             "description": "Ensembles only: each member's name, weight and details (a face "
@@ -255,6 +273,54 @@ def _schemas() -> dict[str, Any]:
                 },
                 # Issue 14, "why": only with explain=1.
                 "explanation": {"$ref": "#/components/schemas/Explanation"},
+            },
+        },
+        "Face": {
+            "type": "object",
+            "required": ["box", "method", "decided", "distance", "label", "unknown", "closest", "probability",
+                         "rejection"],
+            "additionalProperties": False,
+            "description": "One face found in the photo and its own answer.",
+            "properties": {
+                "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
+                        "description": "[x0, y0, x1, y1] in the pixels of the (EXIF-oriented) photo."},
+                "method": {"type": "string", "description": "The detector step that found it."},
+                "decided": {"type": "boolean", "description": "This face answered for the whole photo."},
+                "distance": {**number_or_null, "minimum": 0,
+                             "description": "Its descriptor's distance to the nearest training face (null: the "
+                                            "face got no descriptor)."},
+                "label": {"type": ["string", "null"],
+                          "description": "Who it is: a class, or \"unknown\" when the \"none of these\" rule "
+                                         "rejects its distance (as for a photo scored by it)."},
+                "unknown": {"type": ["boolean", "null"]},
+                "closest": {"type": ["object", "null"], "required": ["label", "probability"],
+                            "additionalProperties": False,
+                            "properties": {"label": {"type": "string"},
+                                           "probability": {"type": "number", "minimum": 0, "maximum": 1}},
+                            "description": "The face head's most probable class for this face alone (null: no "
+                                           "descriptor)."},
+                "probability": {**number_or_null, "minimum": 0, "maximum": 1},
+                "rejection": {"type": ["object", "null"],
+                              "description": "The rule's verdict on this face's distance (as `rejection`)."},
+            },
+        },
+        "Threshold": {
+            "type": ["object", "null"],
+            "required": ["keep", "kept", "strangers_accepted"],
+            "additionalProperties": False,
+            "description": "The \"none of these\" threshold in force (`keep`) and what it trades, measured on the "
+                           "validation split. Null: the model has no rule, or the server runs with --no-reject.",
+            "properties": {
+                "keep": {"type": "number", "description": "The share of known validation photos it is set to keep."},
+                "kept": {"type": "number", "description": "The share of known validation photos it keeps."},
+                "strangers_accepted": {**number_or_null,
+                                       "description": "Face models: the share of validation faces seen as strangers "
+                                                      "(each against the other people's training faces) it accepts; "
+                                                      "null: not measured for this model."},
+                "strangers": {"type": "integer", "minimum": 0},
+                "strangers_method": {"type": ["string", "null"]},
+                "threshold": {"type": "number"},
+                "scale": {"type": "string"},
             },
         },
         "Explanation": {

@@ -298,7 +298,7 @@ class ModelStore:
 
     def __init__(self, discovery: Discovery, *, backend: str = "torch", max_pixels: int | None = None,
                  max_parallel: int | None = None, max_batch: int = DEFAULT_MAX_BATCH, reject: bool = True,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", keep: float | None = None) -> None:
         self.discovery = discovery
         self.backend = backend
         #: Where the networks compute (``serve --device``), checked against the backend now, before
@@ -306,6 +306,9 @@ class ModelStore:
         self.device = backend_device(backend, device)
         #: Answer "unknown" (None of these) where a model's rejection rule says so (``serve --no-reject``: False).
         self.reject = reject
+        #: ``serve --keep``: every model's "none of these" threshold moved to keep this share of its
+        #: known validation photos (None: each model's own); a request's ``?keep=`` overrides it.
+        self.keep = keep
         self.max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
         self.max_parallel = max_parallel or default_max_parallel()
         self.max_batch = max_batch
@@ -360,6 +363,11 @@ class ModelStore:
                     t0 = time.perf_counter()
                     clf = load_model(entry.path, backend=self.backend, face_cache=face_cache, reject=self.reject,
                                      device=self.device)
+                    if self.keep is not None and self.reject:
+                        if clf.rejection_rule is None:
+                            log.warning("%s has no \"none of these\" rule: --keep does not apply to it", entry.name)
+                        else:
+                            clf = clf.with_keep(self.keep)
                     self._warm_up(clf)
                     self._models[entry.name] = ServedModel(entry, clf)
                     log.info("loaded %s (%s) in %.1f s; backend %s (%s)", entry.name,
@@ -411,19 +419,34 @@ class ModelStore:
         except KeyError:
             raise UnknownModelError(f"unknown model {name!r}; available: {', '.join(self.names)}") from None
 
+    def tradeoffs(self) -> dict[str, dict[str, Any]]:
+        """Per loaded model with a rule in force: what its "none of these" threshold trades on validation."""
+        if not self.ready:
+            return {}
+        out = {}
+        for name in self.names:
+            clf = self._models[name].classifier
+            trade = clf.tradeoff() if clf.reject else None
+            if trade is not None:
+                out[name] = trade
+        return out
+
     def models_info(self) -> list[dict[str, Any]]:
         if not self.ready:
             return []
         return [self._models[n].info(default=n == self.default) for n in self.names]
 
     def predict_bytes(self, data: bytes, model: str | None = None, top_k: int | None = None, *,
-                      explain: bool = False) -> Prediction:
+                      explain: bool = False, keep: float | None = None) -> Prediction:
         """Decode ``data`` (in memory) and classify it. Raises ``UnreadableImageError`` for bad bytes.
 
         ``explain``: also say why (Grad-CAM of the answer, or the deciding face's box), computed
-        here in the request thread, outside the batched forward passes, and only when asked."""
+        here in the request thread, outside the batched forward passes, and only when asked.
+        ``keep``: this answer's "none of these" threshold (``?keep=``; OptionError for a model
+        without a rule); without the rule (``--no-reject``) it changes nothing."""
         served = self.get(model)
         clf = served.classifier
+        judge = clf.with_keep(keep) if keep is not None and clf.reject else clf
         t0 = time.perf_counter()
         image = clf.decode(data, max_pixels=self.max_pixels)
         # Resize + normalise (and for a face model the face head) here, in the request thread, in parallel.
@@ -442,7 +465,8 @@ class ModelStore:
         else:  # answered from the face descriptor computed while decoding
             probs = clf.finish(prepared, None)[0]
         details = dict(prepared.details[0])
-        unknown = clf.judge(probs[None], [details])[0]  # "none of these": unknown, closest, rejection
+        unknown = judge.judge(probs[None], [details])[0]  # "none of these": unknown, closest, rejection
+        details["threshold"] = judge.tradeoff() if judge.reject else None
         t2 = time.perf_counter()
         classes = served.classes
         top = top_labels(probs, classes, top_k)

@@ -127,6 +127,15 @@ def broadcast_object(d: Dist, obj: T) -> T:
     return box[0]
 
 
+def gather_objects(d: Dist, obj: T) -> list[T]:
+    """Every process's ``obj`` (picklable), in rank order, on every process (``[obj]`` alone)."""
+    if not d.enabled:
+        return [obj]
+    out: list[Any] = [None] * d.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def shard(n: int, d: Dist) -> range:
     """The rows of ``n`` this process computes: a contiguous ``ceil(n / world)`` (the last may be shorter)."""
     if not d.enabled:

@@ -87,18 +87,44 @@ def labelled_faces(analyses: Sequence[Any], labels: np.ndarray) -> list[int | No
     return chosen
 
 
+#: How :func:`stranger_distances` measures a stranger, named in the card.
+STRANGERS_METHOD = "leave-one-person-out on validation: each photo against the bank without its own person"
+
+
+def stranger_distances(analyses: Sequence[Any], labels: np.ndarray, bank: np.ndarray, bank_labels: np.ndarray,
+                       max_distance: float) -> np.ndarray:
+    """The face distance the model's rule would score for each photo (with a described face) if
+    its person were a stranger: the photo's faces against the bank rows of the *other* people,
+    the face chosen as :func:`choose_face` chooses it (the largest within ``max_distance``, else
+    the closest). Sorted ascending. A validation photo of a known person seen without its own
+    person's faces is the nearest thing to a stranger the validation split holds, so the share
+    of these a threshold accepts is the share of strangers it lets through, measured on
+    validation only."""
+    out = []
+    bank_labels = np.asarray(bank_labels)
+    for a, label in zip(analyses, np.asarray(labels)):
+        if a is None or a.descriptors is None or len(a.descriptors) == 0:
+            continue
+        others = bank[bank_labels != int(label)]
+        if len(others) == 0:
+            continue
+        out.append(choose_face(a.descriptors, others, max_distance)[1])
+    return np.sort(np.asarray(out, dtype=np.float64))
+
+
 def _nll(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)).mean())
 
 
 def fit_linear_head(x: np.ndarray, y: np.ndarray, num_classes: int, c: float, mean: np.ndarray,
-                    scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                    scale: np.ndarray, sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(weight (C, d), bias (C,)) of a logistic regression on standardised features (descriptors);
-    a class absent from ``y`` gets :data:`ABSENT_CLASS_BIAS`."""
+    a class absent from ``y`` gets :data:`ABSENT_CLASS_BIAS` (``sample_weight``: each row's weight in
+    the loss; default all 1)."""
     present = np.unique(y)
     weight = np.zeros((num_classes, x.shape[1]))
     bias = np.full(num_classes, ABSENT_CLASS_BIAS)
-    lr = LogisticRegression(C=c, max_iter=5000, tol=1e-6).fit((x - mean) / scale, y)
+    lr = LogisticRegression(C=c, max_iter=5000, tol=1e-6).fit((x - mean) / scale, y, sample_weight=sample_weight)
     if len(present) == 2:  # sklearn returns one row for a binary problem: logit of the second class
         weight[present[1]] = lr.coef_[0]
         bias[present[0]], bias[present[1]] = 0.0, lr.intercept_[0]
@@ -197,6 +223,7 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
     head = FaceHead(weight, bias, mean, scale, bank, max_distance)
     head.write_to(net)
     decided = len(deciding(max_distance)[0])
+    strangers = stranger_distances([val_a[i] for i in val_idx], yv, bank, y, max_distance)
     log.info("face head: C=%g, max distance %s; %d of %d training photos show their person's face; "
              "validation: a face decides %d of %d, whole model accuracy %.3f, loss %.4f", best_c,
              max_distance, len(kept), len(train_records), decided, len(val_idx), val_acc, val_loss)
@@ -205,7 +232,13 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
         "head": {"kind": "logistic_regression", "C": best_c,
                  "selected_by": "validation log-loss of the faces matching a training face", "tried": tried_c},
         "bank": {"faces": len(kept), "same_person_distance": SAME_PERSON,
-                 "train_photos_without_their_face": len(train_records) - len(kept)},
+                 "train_photos_without_their_face": len(train_records) - len(kept),
+                 # Whose face each bank row is (class index): what `add` refits the head on.
+                 "labels": [int(v) for v in y]},
+        # Validation faces as a stranger shows them: each validation photo against the bank
+        # without its own person's faces (what --keep trades; see stranger_distances).
+        "validation_strangers": {"method": STRANGERS_METHOD,
+                                 "distances": [round(float(v), 6) for v in strangers]},
         "max_distance": None if np.isinf(max_distance) else max_distance,
         "max_distance_selection": {"selected_by": "validation log-loss of the whole model", "tried": tried_d},
         "detection": {"train": {"images": len(train_records),

@@ -129,6 +129,7 @@
 
   function showPreview(file) {
     $("face-box").hidden = true;
+    $("face-boxes").replaceChildren();
     state.explanation = null;
     hideWhy();
     if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
@@ -140,17 +141,43 @@
     $("result-card").hidden = false;
   }
 
-  // A face model returns the box of the face that decided, in the photo's own pixels.
+  // Where a box [x0, y0, x1, y1] in the photo's own pixels lands on the preview (CSSOM: allowed by the CSP).
+  function place(element, face, size) {
+    const [w, h] = size;
+    element.style.left = `${(100 * face[0]) / w}%`;
+    element.style.top = `${(100 * face[1]) / h}%`;
+    element.style.width = `${(100 * (face[2] - face[0])) / w}%`;
+    element.style.height = `${(100 * (face[3] - face[1])) / h}%`;
+  }
+
+  // What one face is, on its tag: a class name, "unknown", or "?" for a face without a descriptor.
+  function faceName(face) {
+    if (face.label === null || face.label === undefined) return t("page.face.not_described");
+    return face.unknown ? t("page.face.unknown_face") : face.label;
+  }
+
+  // A face model returns the box of the face that decided, in the photo's own pixels, and every
+  // face found with its own answer: each gets a box and a name (the deciding one the accent box).
   function renderFaceBox(body) {
     const box = $("face-box");
     const face = body.face;
+    const faces = Array.isArray(body.faces) && body.image_size ? body.faces : [];
+    const decided = faces.find((f) => f.decided);
     box.hidden = !(face && body.image_size);
+    $("face-box-name").textContent = decided ? faceName(decided) : "";
+    $("face-boxes").replaceChildren(...faces.filter((f) => !f.decided).map((f) => {
+      const tag = document.createElement("div");
+      tag.className = f.unknown ? "face-tag unknown" : "face-tag";
+      place(tag, f.box, body.image_size);
+      tag.title = t("page.face.tag_title", { method: f.method });
+      const name = document.createElement("span");
+      name.className = "face-name";
+      name.textContent = faceName(f);
+      tag.append(name);
+      return tag;
+    }));
     if (box.hidden) return;
-    const [w, h] = body.image_size;
-    box.style.left = `${(100 * face[0]) / w}%`;
-    box.style.top = `${(100 * face[1]) / h}%`;
-    box.style.width = `${(100 * (face[2] - face[0])) / w}%`;
-    box.style.height = `${(100 * (face[3] - face[1])) / h}%`;
+    place(box, face, body.image_size);
     box.title = t("page.face.title", { method: body.face_method });
   }
 
