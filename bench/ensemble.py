@@ -10,8 +10,10 @@ already holds the models reuses them, so a second call only redoes the ensemble 
 report), then reads each run's ``metrics.json``. ``--report-only`` reads existing runs without
 running anything. Other ``compare`` options go after ``--`` (e.g. ``-- --models resnet50,face_embedding``).
 
-Targets (issue 19): test accuracy >= 0.97 at seed 0; never worse than the best single model on
-validation (by construction: greedy selection starts from it); latency against the members' sum.
+Targets (issue 19): test accuracy >= 0.97 at seed 0; latency against the members' sum. Since issue 25
+the mix's weights are the cross-fitted log-loss optimum and the mix is one candidate of compare's
+choice (``bench/selection.py`` measures that choice over seeds); "single" below is the model the
+old rule (validation accuracy, then loss) would have taken alone.
 """
 from __future__ import annotations
 
@@ -43,12 +45,15 @@ def summarise(run: Path) -> dict[str, Any]:
     single = min(single_names, key=lambda n: (-(rows[n]["validation"]["accuracy"] or 0),
                                                rows[n]["validation"]["loss"] or float("inf")))
     ens = rows.get(info.get("name") or "")
+    best = (m.get("selection") or {}).get("best")
+    served = rows.get(best or "") or (ens if best == "ensemble" else None)
     t = m.get("timings") or {}
     return {
         "run": str(run), "seed": (m.get("data", {}).get("split") or {}).get("seed"),
         "outcome": info.get("outcome", "not tried"),
         "mix": ", ".join(f"{c['name']} {c['weight']:.2f}" for c in info.get("members", []) if c["weight"] > 0),
-        "best": (m.get("selection") or {}).get("best"),
+        "best": best,
+        "best_test_acc": served["test"]["accuracy"] if served else None,
         "single": single,
         "single_val_acc": rows[single]["validation"]["accuracy"],
         "single_test_acc": rows[single]["test"]["accuracy"],
@@ -93,13 +98,9 @@ def main() -> None:
               f"{fmt(r['ens_val_loss'], '.4f')} ({fmt(r['best_single_val_loss'], '.4f')}) | {fmt(r['ens_test_acc'])}"
               f"{f' [{ci[0]:.3f}, {ci[1]:.3f}]' if ci else ''} | {fmt(r['ens_e2e_ms'], '.1f')} vs "
               f"{fmt(r['members_ms'], '.1f')} | {fmt(r['ensemble_seconds'], '.1f')} / {fmt(r['total_seconds'], '.0f')} |")
-    kept = [r for r in results if r["ens_test_acc"] is not None]
-    for r in kept:
-        assert r["ens_val_loss"] <= r["best_single_val_loss"] + 1e-12, "worse than the best single on validation"
     zero = next((r for r in results if r["seed"] == 0), None)
-    if zero is not None:
-        acc = zero["ens_test_acc"] if zero["ens_test_acc"] is not None else zero["single_test_acc"]
-        print(f"\nseed 0 test accuracy of the selected model: {acc:.3f} (target >= 0.97)")
+    if zero is not None and zero["best_test_acc"] is not None:
+        print(f"\nseed 0 test accuracy of the served model ({zero['best']}): {zero['best_test_acc']:.3f} (target >= 0.97)")
 
 
 if __name__ == "__main__":
