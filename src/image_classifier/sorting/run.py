@@ -51,6 +51,7 @@ from image_classifier.version import __version__
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class SortResult:
     """What a sort did (on rank 0 of a job: for the whole job)."""
