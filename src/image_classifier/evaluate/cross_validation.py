@@ -25,6 +25,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from image_classifier.evaluate.choice import CrossValidated
+from image_classifier.evaluate.metrics import true_class_nll
 from image_classifier.models.faces import FaceHead
 from image_classifier.training.face_head import fit_linear_head, labelled_faces
 
@@ -34,7 +35,6 @@ FOLDS = 2
 #: Inverse L2 strength of the linear head on standardised frozen features (a linear probe with a
 #: few hundred images and 1,000-2,000 features needs strong regularisation).
 PROBE_C = 0.05
-_EPS = 1e-15
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def summarise(probs: np.ndarray, labels: Sequence[int], folds: Sequence[Fold], m
     y = np.asarray(labels, dtype=np.int64)
     p = np.asarray(probs, dtype=np.float64)
     right = p.argmax(axis=2) == y[None, :]
-    nll = -np.log(np.clip(p[:, np.arange(len(y)), y], _EPS, 1.0))
+    nll = true_class_nll(y, p)  # (repeats, images)
     fold_acc = np.array([right[f.repeat, f.test].mean() for f in folds])
     fold_loss = np.array([nll[f.repeat, f.test].mean() for f in folds])
     return CrossValidated(right.mean(axis=0), nll.mean(axis=0), fold_acc, fold_loss, _repeats(folds),

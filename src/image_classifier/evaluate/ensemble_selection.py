@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from image_classifier.evaluate.metrics import LOG_LOSS_EPS, accuracy, log_loss, predictions
+
 #: A weight below this is dropped and the others renormalised.
 MIN_WEIGHT = 0.01
 #: EM iterations at most, and the log-loss change under which they stop.
@@ -30,17 +32,6 @@ MAX_ITERATIONS = 2000
 TOLERANCE = 1e-10
 #: Folds of :func:`cross_fitted`.
 FOLDS = 5
-_EPS = 1e-15
-
-
-def log_loss(probs: np.ndarray, y: np.ndarray) -> float:
-    """Mean negative log-probability of the true class (clipped away from 0)."""
-    p = np.clip(np.asarray(probs, dtype=np.float64)[np.arange(len(y)), y], _EPS, 1.0)
-    return float(-np.mean(np.log(p)))
-
-
-def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.asarray(probs).argmax(axis=1) == y)) if len(y) else float("nan")
 
 
 @dataclass
@@ -72,7 +63,7 @@ def optimal_weights(probs: Mapping[str, np.ndarray], y: np.ndarray) -> Mix:
     shapes = {a.shape for a in arrays.values()}
     if len(shapes) != 1 or next(iter(shapes))[0] != len(y):
         raise ValueError(f"probabilities must all have shape (len(y), classes); got {sorted(shapes)} for {len(y)} labels")
-    truth = np.clip(np.stack([arrays[n][np.arange(len(y)), y] for n in names], axis=1), _EPS, 1.0)  # (n, models)
+    truth = np.clip(np.stack([arrays[n][np.arange(len(y)), y] for n in names], axis=1), LOG_LOSS_EPS, 1.0)  # (n, models)
     w = np.full(len(names), 1.0 / len(names))
     previous, iterations = math.inf, 0
     for iterations in range(1, MAX_ITERATIONS + 1):
@@ -86,11 +77,11 @@ def optimal_weights(probs: Mapping[str, np.ndarray], y: np.ndarray) -> Mix:
     w = np.where(w < MIN_WEIGHT, 0.0, w)
     w = w / w.sum()
     weights = {n: float(v) for n, v in zip(names, w)}
-    singles = {n: log_loss(arrays[n], y) for n in names}
+    singles = {n: log_loss(y, arrays[n]) for n in names}
     best = min(names, key=lambda n: (singles[n], names.index(n)))
     mixed_probs = mix(arrays, weights)
-    return Mix(weights, log_loss(mixed_probs, y), accuracy(mixed_probs, y), best, singles[best],
-               accuracy(arrays[best], y), iterations)
+    return Mix(weights, log_loss(y, mixed_probs), accuracy(y, predictions(mixed_probs)), best, singles[best],
+               accuracy(y, predictions(arrays[best])), iterations)
 
 
 def cross_fitted(probs: Mapping[str, np.ndarray], y: np.ndarray, *, folds: int = FOLDS, seed: int = 0

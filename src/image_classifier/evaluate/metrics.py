@@ -125,11 +125,18 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> float:
     return float(scores.f1[present].mean())
 
 
+def true_class_nll(y_true: np.ndarray, probs: np.ndarray, *, eps: float = LOG_LOSS_EPS) -> np.ndarray:
+    """Each image's negative log-probability of its true class (natural log, probabilities clipped);
+    ``probs`` is [n, classes], or [..., n, classes] (e.g. one row of images per repeat of folds)."""
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y_true, dtype=np.int64)
+    return -np.log(np.clip(p[..., np.arange(y.size), y], eps, 1.0))
+
+
 def log_loss(y_true: np.ndarray, probs: np.ndarray, *, eps: float = LOG_LOSS_EPS) -> float:
     """Mean negative log-probability of the true class (natural log, probabilities clipped)."""
     y, p = _check(y_true, probs)
-    p_true = np.clip(p[np.arange(y.size), y], eps, 1.0)
-    return float(-np.mean(np.log(p_true)))
+    return float(np.mean(true_class_nll(y, p, eps=eps)))
 
 
 def expected_calibration_error(

@@ -32,6 +32,7 @@ from image_classifier.data.decode import decode_each
 from image_classifier.evaluate.choice import CASCADE, ENSEMBLE, MODEL, Candidate, Choice, CrossValidated, choose
 from image_classifier.evaluate.cross_validation import face_model_oof, linear_probe_oof, repeated_folds, summarise
 from image_classifier.evaluate.ensemble_selection import cross_fitted
+from image_classifier.evaluate.metrics import true_class_nll
 from image_classifier.evaluate.evaluation import DecodeCache, LabelledImage, label_indices, predict_items
 from image_classifier.evaluate.frozen_features import FrozenFeatures
 from image_classifier.evaluate.open_set import FeatureTap, UnknownImage, features_of, sample_per_class
@@ -149,10 +150,6 @@ def _real_p_values(classifier: Any, probs: np.ndarray, details: Sequence[dict[st
     return rule.p_values(*score_kinds(classifier.uncalibrated(probs, details), details))
 
 
-def _nll(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return -np.log(np.clip(np.asarray(probs, dtype=np.float64)[np.arange(len(y)), y], 1e-15, 1.0))
-
-
 def _face_cv(arch: str, card: dict[str, Any], inputs: EvidenceInputs, image_cache: ImageCache,
              say: Callable[[str], None]) -> CrossValidated | None:
     """The face model's 5 x 2 out-of-fold estimate over train + validation (None when the data cannot
@@ -233,7 +230,7 @@ def gather_evidence(inputs: EvidenceInputs, passes: dict[str, ValidationPass], *
         cv = None
         if families[m] == "face":
             cv = _face_cv(m, passes[m].classifier.card, inputs, image_cache, say)
-        candidates.append(Candidate(m, MODEL, probs[m].argmax(1) == y, _nll(probs[m], y),
+        candidates.append(Candidate(m, MODEL, probs[m].argmax(1) == y, true_class_nll(y, probs[m]),
                                     _parameters(passes[m].classifier), cv=cv,
                                     strangers_accepted=rejection(single(m), [m])))
     for f in face_models if inputs.composites else []:
@@ -243,7 +240,7 @@ def gather_evidence(inputs: EvidenceInputs, passes: dict[str, ValidationPass], *
             name = f"{f}+{x}"
             share = float(decided.mean()) if len(decided) else 0.0
             description = f"{f} where a face matches a known person's, {x} elsewhere"
-            candidates.append(Candidate(name, CASCADE, p.argmax(1) == y, _nll(p, y),
+            candidates.append(Candidate(name, CASCADE, p.argmax(1) == y, true_class_nll(y, p),
                                         _parameters(passes[f].classifier) + _parameters(passes[x].classifier),
                                         strangers_accepted=rejection(face_first(f), [f]),
                                         members=(f, x), description=description))
@@ -253,7 +250,7 @@ def gather_evidence(inputs: EvidenceInputs, passes: dict[str, ValidationPass], *
         if len(fitted.members) >= 2:
             weights, members = fitted.weights, tuple(fitted.members)
             description = "weighted mean of " + ", ".join(f"{n} {weights[n]:.2f}" for n in members)
-            candidates.append(Candidate("ensemble", ENSEMBLE, oof.argmax(1) == y, _nll(oof, y),
+            candidates.append(Candidate("ensemble", ENSEMBLE, oof.argmax(1) == y, true_class_nll(y, oof),
                                         sum(_parameters(passes[n].classifier) for n in members),
                                         strangers_accepted=rejection(strangest(members), members),
                                         members=members, description=description))
