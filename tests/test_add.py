@@ -83,6 +83,11 @@ def test_the_new_person_is_named_and_the_others_keep_their_answers(face_model, p
     kinds = card["rejection"]["kinds"]
     assert kinds["face_distance"] == old_card["rejection"]["kinds"]["face_distance"]
     assert len(kinds["added_face_distance"]) > 1 and "added_face_distance" in card["rejection"]["simulated"]
+    # Faces nearest to the new person are also let in within the bound simulated strangers set:
+    # beyond the median of the simulated references (it widens the rule), never beyond dlib's same-person 0.6.
+    within = card["rejection"]["accept_within"]["added_face_distance"]
+    assert np.median(kinds["added_face_distance"]) < within <= 0.6
+    assert "accept_within" not in old_card["rejection"]
     assert len(card["faces"]["validation_strangers"]["distances"]) == len(
         old_card["faces"]["validation_strangers"]["distances"]) + 1
     assert "exports" not in card and card["classes"][-1] == PERSON
@@ -208,3 +213,33 @@ def test_unreadable_and_faceless_photos_are_listed_not_learned(face_model, perso
     assert "1 the same photo as another (counted once)" in run.stdout
     entry = json.loads((tmp_path / "m" / "model.json").read_text())["added"][-1]
     assert len(entry["train"]) + len(entry["validation"]) == 5
+
+
+def _people(centres: np.ndarray, per_person: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    bank = np.concatenate([c + rng.normal(0, spread, (per_person, centres.shape[1])) for c in centres])
+    return bank, np.repeat(np.arange(len(centres)), per_person)
+
+
+def test_the_stranger_bound_of_an_added_person_lets_in_at_most_its_share_of_simulated_strangers():
+    from image_classifier.inference.enrol import ADDED_STRANGER_SHARE, simulated_stranger_bound
+    from image_classifier.models.faces import nearest_distances
+
+    # Six people on the scale of dlib's descriptors: own faces about 0.2 apart, people about 0.45.
+    rng = np.random.default_rng(3)
+    centres = rng.normal(0, 0.08, (6, 16))
+    bank, labels = _people(centres, 30, 0.04, 0)
+    bound = simulated_stranger_bound(bank, labels, range(6), 5, seed=0)
+    # Person 0 seen through 5 faces: the bound lies above the distance of their other faces to those
+    # 5 (most of an added person's photos are let in) and below the distance of another person's.
+    own = nearest_distances(bank[labels == 0][5:], bank[labels == 0][:5])
+    between = nearest_distances(bank[labels == 1], bank[labels == 0][:5])
+    assert np.median(own) < bound < np.median(between)
+    assert np.mean(between <= bound) <= 2 * ADDED_STRANGER_SHARE
+    # People further apart leave more room: the bound grows with the distance between them.
+    far_bank, _ = _people(centres * 1.3, 30, 0.04, 0)
+    assert bound < simulated_stranger_bound(far_bank, labels, range(6), 5, seed=0) < 0.6
+    # ... but never beyond dlib's same-person distance.
+    assert simulated_stranger_bound(*_people(centres * 5, 30, 0.04, 0), range(6), 5, seed=0) == 0.6
+    # One trained person is no stranger to anybody: no bound (the references alone decide).
+    assert simulated_stranger_bound(bank[labels == 0], labels[labels == 0], [0], 5, seed=0) == -np.inf

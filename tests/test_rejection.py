@@ -377,3 +377,22 @@ def test_face_leave_one_class_out_reads_the_surveyed_descriptors():
     assert result.unknown_accept_rate == 0.0 and result.auroc > 0.95
     no_faces = {rel: SimpleNamespace(descriptor=None) for rel in analyses}
     assert face_leave_one_class_out(no_faces, classes, subsets, 0.95) is None
+
+
+def test_a_distance_bound_accepts_within_it_whatever_the_p_value_and_survives_the_card():
+    from image_classifier.inference.rejection import ADDED_FACE_DISTANCE
+    references = {FACE_DISTANCE: np.linspace(0.2, 0.4, 20), ADDED_FACE_DISTANCE: np.linspace(0.25, 0.45, 40)}
+    plain = RejectionRule(0.95, P_VALUE, references, 0.05)
+    bounded = RejectionRule(0.95, P_VALUE, references, 0.05, {ADDED_FACE_DISTANCE: 0.52})
+    kinds = [ADDED_FACE_DISTANCE, ADDED_FACE_DISTANCE, FACE_DISTANCE]
+    values = np.array([0.50, 0.53, 0.50])
+    # 0.50 is beyond every added reference: rejected by the p-value, accepted within the bound; the
+    # bound is its kind's only (a trained person's face at 0.50 is still judged by its references).
+    assert [d.accepted for d in plain.decide(kinds, values)] == [False, False, False]
+    assert [d.accepted for d in bounded.decide(kinds, values)] == [True, False, False]
+    # Stored in the card only when set (older cards unchanged), read back, kept by --keep.
+    assert "accept_within" not in plain.to_card()
+    loaded = RejectionRule.from_card(json.loads(json.dumps(bounded.to_card())))
+    assert loaded.accept_within == {ADDED_FACE_DISTANCE: 0.52}
+    assert [d.accepted for d in loaded.with_keep(0.5).decide(kinds, values)] == [True, False, False]
+    assert loaded.with_keep(0.5).keep == 0.5

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -128,12 +128,16 @@ class RejectionRule:
 
     ``references`` holds, per kind, the validation images' raw scores, sorted ascending.
     ``scale`` is ``max_probability`` (one kind, raw threshold) or ``p_value``.
+    ``accept_within``: per distance kind, a distance within which an image is accepted whatever its
+    p-value: a bound set from strangers, not from known photos (see inference.enrol: a person added
+    from a few photos, whose own spread of distances the rule cannot know).
     """
 
     keep: float
     scale: str
     references: dict[str, np.ndarray]
     threshold: float
+    accept_within: dict[str, float] = field(default_factory=dict)
 
     # -- fitting ---------------------------------------------------------------------------------
     @classmethod
@@ -166,7 +170,7 @@ class RejectionRule:
         placed it, without predicting anything again."""
         keep = check_keep(keep)
         if self.scale != MAX_PROBABILITY:
-            return RejectionRule(keep, self.scale, self.references, 1.0 - keep)
+            return replace(self, keep=keep, threshold=1.0 - keep)
         kinds = [k for k, ref in self.references.items() for _ in ref]
         values = np.concatenate([ref for ref in self.references.values()]) if kinds else np.empty(0)
         if len(values) == 0:
@@ -198,7 +202,8 @@ class RejectionRule:
                 ref = self.references.get(kind)
                 n = 0 if ref is None else len(ref)
                 # p > 1 - keep, counted in whole images so that rounding never flips a boundary case.
-                accepted = n == 0 or round(p * n) > _rejected_count(n, self.keep)
+                accepted = (n == 0 or round(p * n) > _rejected_count(n, self.keep)
+                            or value <= self.accept_within.get(kind, -math.inf))
                 out.append(Decision(kind, float(value), float(p), self.threshold, bool(accepted)))
             return out
         return [Decision(kind, float(v), float(v), self.threshold,
@@ -227,11 +232,14 @@ class RejectionRule:
 
     def to_card(self) -> dict[str, Any]:
         """The card's ``rejection`` entry."""
-        return {"score": self.scale, "keep": self.keep, "threshold": self.threshold, "fitted_on": "validation",
-                "version": RULE_VERSION,
-                "images": int(sum(len(r) for k, r in self.references.items() if k not in SIMULATED_KINDS)),
-                "kept": round(self.kept_fraction(), 6),
-                "kinds": {k: [round(float(v), 6) for v in ref] for k, ref in self.references.items()}}
+        entry = {"score": self.scale, "keep": self.keep, "threshold": self.threshold, "fitted_on": "validation",
+                 "version": RULE_VERSION,
+                 "images": int(sum(len(r) for k, r in self.references.items() if k not in SIMULATED_KINDS)),
+                 "kept": round(self.kept_fraction(), 6),
+                 "kinds": {k: [round(float(v), 6) for v in ref] for k, ref in self.references.items()}}
+        if self.accept_within:
+            entry["accept_within"] = {k: round(float(v), 6) for k, v in self.accept_within.items()}
+        return entry
 
     @classmethod
     def from_card(cls, entry: Mapping[str, Any] | None) -> RejectionRule | None:
@@ -240,7 +248,8 @@ class RejectionRule:
             return None
         references = {str(k): np.sort(np.asarray(v, dtype=np.float64)) for k, v in (entry.get("kinds") or {}).items()
                       if k in ORIENTATION}
-        return cls(float(entry["keep"]), str(entry["score"]), references, float(entry["threshold"]))
+        within = {str(k): float(v) for k, v in (entry.get("accept_within") or {}).items() if k in ORIENTATION}
+        return cls(float(entry["keep"]), str(entry["score"]), references, float(entry["threshold"]), within)
 
     def describe(self) -> str:
         """One line for people: what is scored and how much of validation is kept."""
