@@ -270,7 +270,7 @@ class EnsembleClassifier(BatchedPrediction):
         return next((d for d in devices if d.type == "cuda"), devices[0])
 
     @property
-    def architecture(self) -> str:
+    def arch(self) -> str:
         return ENSEMBLE_ARCHITECTURE
 
     @property

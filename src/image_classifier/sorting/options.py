@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from image_classifier.errors import OptionError
 from image_classifier.inference import BACKENDS
-from image_classifier.inference.rejection import check_keep
+from image_classifier.optionspec import check_keep
 
 COPY_MODES = ("copy", "link")
 
@@ -39,10 +39,7 @@ class SortOptions:
         if self.copy not in (None, *COPY_MODES):
             raise OptionError(f"copy must be one of {', '.join(COPY_MODES)} or None, not {self.copy!r}")
         if self.keep is not None:
-            try:
-                check_keep(self.keep)
-            except ValueError as err:
-                raise OptionError(str(err)) from None
+            check_keep(self.keep)
         if self.batch_size < 1:
             raise OptionError("--batch-size must be at least 1")
         if self.backend not in BACKENDS:

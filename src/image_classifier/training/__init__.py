@@ -22,9 +22,23 @@ and picks kernels by instruction set; without native bf16 a "bf16" recipe runs i
 in the card as ``precision``), other torch/oneDNN versions, and bf16 itself (deterministic, but
 not the same numbers as fp32).
 """
-from image_classifier.training.api import TrainResult, resolve_recipe, train_folder, train_model
-from image_classifier.training.cache import ImageCache, default_cache_dir
+from typing import Any
+
 from image_classifier.training.options import TrainOptions
+
+
+def __getattr__(name: str) -> Any:
+    """The engine, imported on first use: importing ``training.options`` (which ``train --help`` and
+    ``compare --help`` build their options from) runs this file, and must not load torch."""
+    if name in ("TrainResult", "resolve_recipe", "train_folder", "train_model"):
+        from image_classifier.training import api
+
+        return getattr(api, name)
+    if name in ("ImageCache", "default_cache_dir"):
+        from image_classifier.training import cache
+
+        return getattr(cache, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["ImageCache", "TrainOptions", "TrainResult", "default_cache_dir", "resolve_recipe", "train_folder",
            "train_model"]
