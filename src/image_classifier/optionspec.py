@@ -33,9 +33,9 @@ def check_keep(keep: Any) -> float:
         value = float(keep)
     except (TypeError, ValueError):
         value = float("nan")
-    if not 0.0 < value < 1.0:  # NaN fails too
+    if not 0.0 < value < 1.0:  # NaN fails too; said as the number it is read as ("0" and 0.0 alike)
         raise OptionError(f"--keep must be between 0 and 1 (the fraction of known validation images kept, "
-                          f"e.g. 0.9), not {keep}")
+                          f"e.g. 0.9), not {keep if value != value else value}")
     return value
 
 
