@@ -18,13 +18,14 @@ from image_classifier.errors import OptionError
 from image_classifier.optionspec import DEFAULT_KEEP, check_keep, command_line, from_args, options_of
 from image_classifier.sorting.options import SortOptions
 from image_classifier.study.comparison import reproduce_command
-from image_classifier.study.options import CompareOptions
+from image_classifier.study.evaluate import reproduce_command as evaluate_command
+from image_classifier.study.options import CompareOptions, EvaluateOptions
 from image_classifier.training.launch import torchrun_command
 from image_classifier.training.options import TrainOptions
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 #: Command-line options that are not options of the run: train's --recipe prints the recipe and exits.
-NOT_OPTIONS = {"train": {"--recipe", "-h", "--help"}, "compare": {"-h", "--help"}}
+NOT_OPTIONS = {"-h", "--help", "--recipe"}
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:
@@ -36,22 +37,25 @@ def _cli_fields(cls: type) -> list:
     return [f for f, spec in options_of(cls) if spec.cli]
 
 
-@pytest.mark.parametrize(("command", "cls"), [("compare", CompareOptions), ("train", TrainOptions)])
+@pytest.mark.parametrize(("command", "cls"), [("compare", CompareOptions), ("train", TrainOptions),
+                                              ("evaluate", EvaluateOptions), ("sort", SortOptions)])
 def test_each_command_line_option_is_the_python_keyword_of_the_same_name(command, cls, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100000")  # --help on one line per option
     parser = _subparser(command)
     names = {f.name for f in fields(cls)}
-    flags = [s for a in parser._actions for s in a.option_strings if s not in NOT_OPTIONS[command]]
+    # Exclusive switches set one field: --resume | --fresh is resume=, --copy | --link is copy=.
+    switches = {flag: f.name for f, spec in options_of(cls) for flag in (spec.switches or {})}
+    flags = [s for a in parser._actions for s in a.option_strings if s not in NOT_OPTIONS]
     assert flags  # the parser was built from the declarations
-    for flag in flags:  # --no-NAME is NAME=False; --fresh is resume="fresh" (of the switches --resume | --fresh)
-        assert flag.removeprefix("--").removeprefix("no-").replace("-", "_") in names or flag == "--fresh", flag
+    for flag in flags:  # --no-NAME is NAME=False
+        assert flag.removeprefix("--").removeprefix("no-").replace("-", "_") in names or flag in switches, flag
     # and every command-line field of the class is in --help, with its own help text
     help_text = parser.format_help()
     for f, spec in options_of(cls):
         texts = [text for _, text in spec.switches.values()] if spec.switches else [spec.help % {"default": f.default}]
         assert not spec.cli or all(text in help_text for text in texts), f.name
-    assert {f.name for f, spec in options_of(cls) if not spec.cli} <= {"n_bootstrap", "add_face_model", "invoked_as",
-                                                                       "recipe", "channels_last"}
+    assert {f.name for f, spec in options_of(cls) if not spec.cli} <= {
+        "n_bootstrap", "add_face_model", "invoked_as", "recipe", "channels_last", "speed_config", "workers"}
 
 
 def test_compare_options_parsed_back_from_the_reproduce_command_are_the_same(tmp_path):
@@ -69,6 +73,17 @@ def test_compare_options_parsed_back_from_the_reproduce_command_are_the_same(tmp
     again = from_args(CompareOptions, args).check()
     # What the command does not carry: how the run was started (resume, progress bars, language, cache).
     assert again == replace(given, resume="auto")
+
+
+def test_evaluate_options_parsed_back_from_the_reproduce_command_are_the_same(tmp_path):
+    given = EvaluateOptions(model=tmp_path / "m", data=tmp_path / "d", split=tmp_path / "s.csv", subset="val",
+                            seed=2, speed=False, backend="onnx", device="cpu", reject=False, unknown=tmp_path).check()
+    command = evaluate_command(given, tmp_path / "out")
+    again = from_args(EvaluateOptions, build_parser().parse_args(shlex.split(command)[1:])).check()
+    assert again == replace(given, out=tmp_path / "out")
+    # Without a split there is no subset to name; with one, the default subset is named.
+    assert "--subset" not in evaluate_command(replace(given, split=None).check(), tmp_path / "out")
+    assert "--subset test" in evaluate_command(replace(given, subset=None).check(), tmp_path / "out")
 
 
 def test_the_torchrun_command_is_the_train_options_written_back(tmp_path):

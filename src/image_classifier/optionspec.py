@@ -23,6 +23,10 @@ DEFAULT_KEEP = 0.95
 DEVICE_METAVAR = "{auto,cpu,cuda,cuda:N}"
 DEVICE_HELP = ("where the network computes: auto (default): the first CUDA GPU when PyTorch sees one, else the "
                "CPU; cpu; cuda or cuda:N: that GPU (an error when there is none)")
+KEEP_HELP = ("where the \"none of these\" threshold sits, as the share of the known people's validation photos it keeps "
+             f"(default: the model's own, {DEFAULT_KEEP} unless trained with another). Lower answers \"unknown\" more "
+             "often: fewer strangers accepted, fewer of your own photos named. What it trades, measured on validation, "
+             "is printed beside it. Nothing is refitted.")
 #: A field's type (as written) -> how its command-line text becomes a value.
 _PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "Path": Path, "os.PathLike": Path}
 
@@ -39,12 +43,29 @@ def check_keep(keep: Any) -> float:
     return value
 
 
+def keep_argument(text: str) -> float:
+    """``--keep`` on the command line: :func:`check_keep`'s message as argparse's, before anything loads."""
+    try:
+        return check_keep(text)
+    except OptionError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def at_least_one(name: str) -> Callable[[Any], int]:
     """The check of a count: an int of at least 1, else an OptionError naming ``name``."""
     def check(value: Any) -> int:
         if int(value) < 1:
             raise OptionError(f"{name} must be at least 1, not {value}")
         return int(value)
+    return check
+
+
+def one_of(name: str, allowed: tuple[str, ...]) -> Callable[[Any], str]:
+    """The check of a choice: one of ``allowed``, else an OptionError naming ``name`` and the choices."""
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise OptionError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        return value
     return check
 
 
@@ -64,8 +85,6 @@ class Spec:
     """How one option is explained, spelled and checked (a field's ``metadata["option"]``)."""
 
     help: str
-    #: The command-line spelling (default: ``--name-with-dashes``; ``--no-name`` for a switch that defaults to True).
-    flag: str | None = None
     metavar: str | None = None
     #: Command-line text -> value (default: from the field's type: int, float, Path, else the text).
     parse: Callable[[str], Any] | None = None
@@ -97,10 +116,8 @@ def options_of(cls: type) -> list[tuple[Field, Spec]]:
 
 
 def flag_of(f: Field, spec: Spec) -> str:
-    if spec.positional:
-        return f.name
-    name = f.name.replace("_", "-")
-    return spec.flag or (f"--no-{name}" if f.default is True else f"--{name}")
+    """``--name-with-dashes``; ``--no-name`` for a switch that defaults to True."""
+    return f.name if spec.positional else ("--no-" if f.default is True else "--") + f.name.replace("_", "-")
 
 
 def _dest(f: Field, spec: Spec) -> str:
@@ -170,17 +187,15 @@ def check_options(obj: Any) -> dict[str, Any]:
             if spec.check is not None and getattr(obj, f.name) is not None}
 
 
-def _default(f: Field) -> Any:
-    return f.default_factory() if f.default_factory is not MISSING else f.default
-
-
 def command_line(obj: Any) -> list[str]:
     """The command-line arguments that give ``obj`` back: every option that differs from its
     default (and those written ``always``), in declaration order."""
     args: list[str] = []
     for f, spec in options_of(type(obj)):
-        value = getattr(obj, f.name)
-        if not (spec.cli and spec.reproduce) or spec.switches or (value == _default(f) and not spec.always):
+        if not (spec.cli and spec.reproduce) or spec.switches:
+            continue
+        value, default = getattr(obj, f.name), f.default_factory() if f.default_factory is not MISSING else f.default
+        if value == default and not spec.always:
             continue
         if spec.positional:
             args.append(os.fspath(value))

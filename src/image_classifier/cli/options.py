@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from image_classifier.errors import OptionError
-from image_classifier.optionspec import DEFAULT_KEEP, DEVICE_HELP, DEVICE_METAVAR, check_keep
+from image_classifier.optionspec import DEVICE_HELP, DEVICE_METAVAR, KEEP_HELP, keep_argument
 
 
 # --- --device (issue 15): shared by every command that predicts or trains -------------------------
@@ -25,20 +24,7 @@ def resolve_device_option(device: str, backend: str = "torch") -> Any:
     return backend_device(backend, device)
 
 
-# --- --keep at prediction time (issue 27): predict, sort, serve ------------------------------------
-def _keep(text: str) -> float:
-    try:
-        return check_keep(text)
-    except OptionError as err:  # argparse's own message and exit status 2, before anything loads
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
+# --- --keep at prediction time (issue 27): predict, serve (sort's is SortOptions.keep) ---------------
 def add_keep_argument(parser: argparse.ArgumentParser) -> None:
     """Add the shared ``--keep`` option: the "none of these" threshold moved at prediction time."""
-    parser.add_argument(
-        "--keep", type=_keep, default=None, metavar="FRACTION",
-        help="where the \"none of these\" threshold sits, as the share of the known people's validation photos "
-             f"it keeps (default: the model's own, {DEFAULT_KEEP} unless trained with another). Lower answers \"unknown\" "
-             "more often: fewer strangers accepted, fewer of your own photos named. What it trades, measured on "
-             "validation, is printed beside it. Nothing is refitted.",
-    )
+    parser.add_argument("--keep", type=keep_argument, default=None, metavar="FRACTION", help=KEEP_HELP)

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from image_classifier.errors import DatasetError, OptionError
 from image_classifier.i18n import DEFAULT, SUPPORTED
+from image_classifier.inference import BACKEND_HELP, BACKENDS
 from image_classifier.optionspec import (
-    DEFAULT_KEEP, DEVICE_HELP, DEVICE_METAVAR, at_least_one, check_keep, check_options, option, parse_arch_path,
+    DEFAULT_KEEP, DEVICE_HELP, DEVICE_METAVAR, at_least_one, check_keep, check_options, one_of, option, parse_arch_path,
 )
 from image_classifier.runs import COMPARISON_CSV_NAME, METRICS_NAME, REPORT_HTML_NAME, REPORT_MD_NAME, SPLIT_NAME
 from image_classifier.study.defaults import DEFAULT_MODELS, FACE_MODEL, RESUME_MODES
@@ -22,8 +23,12 @@ from image_classifier.study.defaults import DEFAULT_MODELS, FACE_MODEL, RESUME_M
 if TYPE_CHECKING:
     from image_classifier.evaluate.speed import SpeedConfig
 
-# This module is light (the heavy ones are imported inside check(), weights_for() and speed): the
-# command line builds `compare --help` from CompareOptions without loading torch.
+# This module is light (the heavy ones are imported inside the functions that use them): the command
+# line builds `compare --help` and `evaluate --help` from these declarations without loading torch.
+#: The report's language, for compare and evaluate.
+LANG_HELP = (f"language of {REPORT_MD_NAME}, {REPORT_HTML_NAME} and their figures: {', '.join(SUPPORTED)} (default "
+             f"{DEFAULT}); {COMPARISON_CSV_NAME}, {METRICS_NAME} and what this command prints are the same in every "
+             "language")
 
 
 def weights_for(arch: str, weights: dict[str, Path]) -> Path | None:
@@ -72,12 +77,6 @@ def parse_set(items: list[str]) -> dict[str, dict[str, str]]:
         scope, colon, key = key.rpartition(":") if ":" in key else ("*", "", key)
         out.setdefault(scope or "*", {})[key.strip()] = value
     return out
-
-
-def _check_resume(mode: str) -> str:
-    if mode not in RESUME_MODES:
-        raise OptionError(f"resume must be one of {', '.join(RESUME_MODES)}, not {mode!r}")
-    return mode
 
 
 def _check_latency(ms: Any) -> float:
@@ -141,7 +140,7 @@ class CompareOptions:
                               "the faces, and in greyscale)")
     add_face_model: bool | None = option(None, cli=False, help=f"add {FACE_MODEL} when the face survey finds a folder "
                                                                "of people (None: when models is None)")
-    resume: str = option("auto", check=_check_resume, reproduce=False, switches={
+    resume: str = option("auto", check=one_of("resume", RESUME_MODES), reproduce=False, switches={
         "--resume": ("resume", "continue the run in OUT (also the default when OUT holds one): reuse every finished "
                                "model whose card matches this run (split, recipe, seed, weights, library versions), "
                                "resume the interrupted one from its last checkpoint; unlike the default, fail when "
@@ -151,9 +150,7 @@ class CompareOptions:
         help=f"what to do with models already in out: one of {', '.join(RESUME_MODES)}")
     invoked_as: str = option("", cli=False, help="how the run was invoked (for the report)")
     lang: str = option(DEFAULT, metavar="{" + ",".join(SUPPORTED) + "}", check=check_lang, reproduce=False,
-                       help=f"language of {REPORT_MD_NAME}, {REPORT_HTML_NAME} and their figures: "
-                            f"{', '.join(SUPPORTED)} (default {DEFAULT}); {COMPARISON_CSV_NAME}, {METRICS_NAME} and "
-                            "what this command prints are the same in every language")
+                       help=LANG_HELP)
     ensemble: bool = option(True, help="serve a single model: no face-first cascades and no weighted mix among the "
                                        "candidates (by default they are, and the one chosen is saved as "
                                        "models/ensemble)")
@@ -233,3 +230,42 @@ class CompareOptions:
     def weights_for(self, arch: str) -> Path | None:
         return weights_for(arch, self.weights)
 
+
+
+def _speed_config() -> SpeedConfig:
+    from image_classifier.evaluate.speed import SpeedConfig
+
+    return SpeedConfig()
+
+
+@dataclass
+class EvaluateOptions:
+    """An ``evaluate`` run, declared as :class:`CompareOptions` is (``speed=False`` is ``--no-speed``)."""
+
+    model: Path = option(positional=True, metavar="MODEL_DIR", help="saved model directory or runs/NAME")
+    data: Path = option(positional=True, metavar="DATA", help="folder with one sub-folder of images per class")
+    split: Path | None = option(None, metavar="CSV", help="split manifest; score only --subset of it")
+    #: None: "test" with a split (check() fills it in), nothing without one.
+    subset: str | None = option(None, metavar="{train,val,test}", help="which subset of --split to score (default: test)")
+    out: Path | None = option(None, metavar="DIR", help="where to write the report (default: "
+                                                        "runs/evaluate-<model>-<DATA name>)")
+    seed: int = option(0, always=True, help="bootstrap seed (default 0)")
+    speed: bool = option(True, help="skip the size/latency/throughput measurements")
+    backend: str = option("auto", metavar="{" + ",".join(BACKENDS) + "}", check=one_of("--backend", BACKENDS),
+                          help=BACKEND_HELP)
+    device: str = option("auto", metavar=DEVICE_METAVAR, help=DEVICE_HELP)
+    reject: bool = option(True, help="do not apply the model's \"none of these\" rejection rule")
+    unknown: Path | None = option(None, metavar="DIR", help="a folder of images of none of the model's classes (nested "
+                                  "or flat): measure how well its rejection rule tells them from DATA's images "
+                                  "(AUROC, unknowns accepted)")
+    lang: str = option(DEFAULT, metavar="{" + ",".join(SUPPORTED) + "}", check=check_lang, reproduce=False,
+                       help=LANG_HELP)
+    speed_config: SpeedConfig = option(factory=_speed_config, cli=False, help="how size and speed are measured")
+    n_bootstrap: int = option(2000, cli=False, help="bootstrap resamples of the accuracy's confidence interval")
+    invoked_as: str = option("", cli=False, help="how the run was invoked (for the report)")
+
+    def check(self) -> EvaluateOptions:
+        from image_classifier.data.split import SUBSETS
+
+        subset = one_of("--subset", SUBSETS)(self.subset or "test") if self.split is not None else None
+        return replace(self, **check_options(self), subset=subset)

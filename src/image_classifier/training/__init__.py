@@ -26,20 +26,16 @@ from typing import Any
 
 from image_classifier.training.options import TrainOptions
 
-
-def __getattr__(name: str) -> Any:
-    """The engine, imported on first use: importing ``training.options`` (which ``train --help`` and
-    ``compare --help`` build their options from) runs this file, and must not load torch."""
-    if name in ("TrainResult", "resolve_recipe", "train_folder", "train_model"):
-        from image_classifier.training import api
-
-        return getattr(api, name)
-    if name in ("ImageCache", "default_cache_dir"):
-        from image_classifier.training import cache
-
-        return getattr(cache, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 __all__ = ["ImageCache", "TrainOptions", "TrainResult", "default_cache_dir", "resolve_recipe", "train_folder",
            "train_model"]
+
+
+def __getattr__(name: str) -> Any:
+    """The engine, imported on first use: ``train --help`` and ``compare --help`` import
+    ``training.options``, which runs this file, and must not load torch."""
+    if name not in __all__ or name == "TrainOptions":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from image_classifier.training import api, cache
+
+    return getattr(api if hasattr(api, name) else cache, name)
 
