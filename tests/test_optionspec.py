@@ -129,7 +129,7 @@ def test_a_bad_keep_is_refused_with_the_same_error_from_python_and_the_command_l
 def test_other_checks_give_the_same_error_from_python_and_the_command_line(tmp_path, capsys):
     data = make_image_folder(tmp_path / "d", {"a": 2, "b": 2})
     cases = [({"ensemble_max_latency": -1.0}, ["--ensemble-max-latency", "-1"]),
-             ({"nproc": 0}, ["--nproc", "0"]), ({"lang": "fr"}, ["--lang", "fr"]),
+             ({"nproc": 0}, ["--nproc", "0"]), ({"weights": {"resnet50": "x.pth"}}, ["--weights", "resnet50=x.pth"]),
              ({"unknown": tmp_path / "none"}, ["--unknown", str(tmp_path / "none")])]
     for python, cli in cases:
         with pytest.raises(OptionError) as err:

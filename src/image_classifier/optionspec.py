@@ -93,6 +93,8 @@ class Spec:
     show: Callable[[Any], list[str]] | None = None
     #: value -> the checked value, or an OptionError saying what to do (the same for Python and the CLI).
     check: Callable[[Any], Any] | None = None
+    #: The values allowed (argparse's choices; the check when there is no other).
+    choices: tuple[str, ...] | None = None
     #: Several exclusive switches setting one field: {flag: (value, help)}.
     switches: Mapping[str, tuple[Any, str]] | None = None
     positional: bool = False
@@ -149,7 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                                 metavar=spec.metavar, help=spec.help)
         else:
             parser.add_argument(flag_of(f, spec), dest=_dest(f, spec), type=_parse(f, spec), metavar=spec.metavar,
-                                required=f.default is MISSING and f.default_factory is MISSING,
+                                choices=spec.choices, required=f.default is MISSING and f.default_factory is MISSING,
                                 default=None if f.default is MISSING else f.default, help=spec.help)
 
 
@@ -183,8 +185,10 @@ def build(cls: type, what: str, options: Mapping[str, Any]) -> Any:
 def check_options(obj: Any) -> dict[str, Any]:
     """Each option's own check applied to its value (None is left alone): {name: checked value};
     the first that cannot work raises its OptionError."""
-    return {f.name: spec.check(getattr(obj, f.name)) for f, spec in options_of(type(obj))
-            if spec.check is not None and getattr(obj, f.name) is not None}
+    checks = {f.name: spec.check or (one_of(flag_of(f, spec), spec.choices) if spec.choices else None)
+              for f, spec in options_of(type(obj))}
+    return {name: check(getattr(obj, name)) for name, check in checks.items()
+            if check is not None and getattr(obj, name) is not None}
 
 
 def command_line(obj: Any) -> list[str]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from image_classifier.errors import OptionError
 from image_classifier.inference import BACKEND_HELP, BACKENDS
 from image_classifier.optionspec import (
-    DEVICE_HELP, DEVICE_METAVAR, KEEP_HELP, at_least_one, check_keep, check_options, keep_argument, one_of, option,
+    DEVICE_HELP, DEVICE_METAVAR, KEEP_HELP, at_least_one, check_keep, check_options, keep_argument, option,
 )
 
 COPY_MODES = ("copy", "link")
@@ -33,8 +33,7 @@ class SortOptions:
         "--link": ("link", "like --copy, with symbolic links to the originals instead of copies")})
     keep: float | None = option(None, metavar="FRACTION", parse=keep_argument, check=check_keep, help=KEEP_HELP)
     reject: bool = option(True, help="never answer \"unknown\": always the most probable class")
-    backend: str = option("auto", metavar="{" + ",".join(BACKENDS) + "}", check=one_of("backend", BACKENDS),
-                          help=BACKEND_HELP)
+    backend: str = option("auto", choices=BACKENDS, help=BACKEND_HELP)
     device: str = option("auto", metavar=DEVICE_METAVAR, help=DEVICE_HELP)
     batch_size: int = option(32, metavar="N", check=at_least_one("--batch-size"),
                              help="photos answered and written together (default: %(default)s)")

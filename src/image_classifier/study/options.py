@@ -149,8 +149,7 @@ class CompareOptions:
                              "(nothing else), then run as if OUT were new")},
         help=f"what to do with models already in out: one of {', '.join(RESUME_MODES)}")
     invoked_as: str = option("", cli=False, help="how the run was invoked (for the report)")
-    lang: str = option(DEFAULT, metavar="{" + ",".join(SUPPORTED) + "}", check=check_lang, reproduce=False,
-                       help=LANG_HELP)
+    lang: str = option(DEFAULT, choices=SUPPORTED, check=check_lang, reproduce=False, help=LANG_HELP)
     ensemble: bool = option(True, help="serve a single model: no face-first cascades and no weighted mix among the "
                                        "candidates (by default they are, and the one chosen is saved as "
                                        "models/ensemble)")
@@ -246,26 +245,23 @@ class EvaluateOptions:
     data: Path = option(positional=True, metavar="DATA", help="folder with one sub-folder of images per class")
     split: Path | None = option(None, metavar="CSV", help="split manifest; score only --subset of it")
     #: None: "test" with a split (check() fills it in), nothing without one.
-    subset: str | None = option(None, metavar="{train,val,test}", help="which subset of --split to score (default: test)")
+    subset: str | None = option(None, choices=("train", "val", "test"), help="which subset of --split to score "
+                                                                             "(default: test)")
     out: Path | None = option(None, metavar="DIR", help="where to write the report (default: "
                                                         "runs/evaluate-<model>-<DATA name>)")
     seed: int = option(0, always=True, help="bootstrap seed (default 0)")
     speed: bool = option(True, help="skip the size/latency/throughput measurements")
-    backend: str = option("auto", metavar="{" + ",".join(BACKENDS) + "}", check=one_of("--backend", BACKENDS),
-                          help=BACKEND_HELP)
+    backend: str = option("auto", choices=BACKENDS, help=BACKEND_HELP)
     device: str = option("auto", metavar=DEVICE_METAVAR, help=DEVICE_HELP)
     reject: bool = option(True, help="do not apply the model's \"none of these\" rejection rule")
     unknown: Path | None = option(None, metavar="DIR", help="a folder of images of none of the model's classes (nested "
                                   "or flat): measure how well its rejection rule tells them from DATA's images "
                                   "(AUROC, unknowns accepted)")
-    lang: str = option(DEFAULT, metavar="{" + ",".join(SUPPORTED) + "}", check=check_lang, reproduce=False,
-                       help=LANG_HELP)
+    lang: str = option(DEFAULT, choices=SUPPORTED, check=check_lang, reproduce=False, help=LANG_HELP)
     speed_config: SpeedConfig = option(factory=_speed_config, cli=False, help="how size and speed are measured")
     n_bootstrap: int = option(2000, cli=False, help="bootstrap resamples of the accuracy's confidence interval")
     invoked_as: str = option("", cli=False, help="how the run was invoked (for the report)")
 
     def check(self) -> EvaluateOptions:
-        from image_classifier.data.split import SUBSETS
-
-        subset = one_of("--subset", SUBSETS)(self.subset or "test") if self.split is not None else None
-        return replace(self, **check_options(self), subset=subset)
+        options = replace(self, subset=(self.subset or "test") if self.split is not None else None)
+        return replace(options, **check_options(options))
