@@ -23,10 +23,11 @@ DEFAULT_KEEP = 0.95
 DEVICE_METAVAR = "{auto,cpu,cuda,cuda:N}"
 DEVICE_HELP = ("where the network computes: auto (default): the first CUDA GPU when PyTorch sees one, else the "
                "CPU; cpu; cuda or cuda:N: that GPU (an error when there is none)")
-KEEP_HELP = ("where the \"none of these\" threshold sits, as the share of the known people's validation photos it keeps "
-             f"(default: the model's own, {DEFAULT_KEEP} unless trained with another). Lower answers \"unknown\" more "
-             "often: fewer strangers accepted, fewer of your own photos named. What it trades, measured on validation, "
-             "is printed beside it. Nothing is refitted.")
+#: ``--keep`` where a model answers (predict, sort, serve).
+KEEP_HELP = ("where the \"none of these\" threshold sits, as the share of the known people's validation photos it "
+             f"keeps (default: the model's own, {DEFAULT_KEEP} unless trained with another). Lower answers \"unknown\" "
+             "more often: fewer strangers accepted, fewer of your own photos named. What it trades, measured on "
+             "validation, is printed beside it. Nothing is refitted.")
 #: A field's type (as written) -> how its command-line text becomes a value.
 _PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "Path": Path, "os.PathLike": Path}
 

@@ -98,7 +98,7 @@ class CompareOptions:
     Each field is the CLI option of the same name (``split`` is ``--split``, ``set`` is ``--set``,
     ``cache=False`` is ``--no-cache``, ...), declared once here with its help and check: the parser,
     :meth:`check` and the reproduce command are derived from these fields (:mod:`image_classifier.optionspec`).
-    :meth:`check` validates them all and fills in the defaults; :func:`~image_classifier.study.comparison.run_compare` calls it.
+    :meth:`check` validates them all and fills in the defaults; ``run_compare`` calls it.
     """
 
     data: Path = option(positional=True, help="folder with one sub-folder of images per class")
@@ -199,7 +199,7 @@ class CompareOptions:
             raise OptionError(f"--nproc {self.nproc} on --device {self.device}: this machine has "
                               f"{torch.cuda.device_count()} GPU(s) and each process needs its own")
         data = Path(self.data)
-        cache_dir = (Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()) if self.cache else None
+        cache_dir = Path(self.cache_dir or default_cache_dir()) if self.cache else None
         return replace(
             self, **checked, data=data, models=models, add_face_model=add_face_model, weights=weights,
             out=Path(self.out) if self.out is not None else Path("runs") / (data.resolve().name or "run"),

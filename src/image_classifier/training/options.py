@@ -60,34 +60,34 @@ class TrainOptions:
 
     arch: str = option(metavar="NAME", help="architecture: simple_cnn, alexnet_like, mobilenet_v2, resnet50 (or any "
                                             "registered one)")
-    out: str | os.PathLike | None = option(None, metavar="DIR", help="model directory to write (default: models/ARCH)")
-    seed: int | None = option(None, help="seed of the split, initialisation and augmentation (default: 0; with "
-                                         "--resume: the interrupted run's)")
     split: str | os.PathLike | None = option(None, metavar="CSV", help="split manifest from `image-classifier split` "
                                                                        "(default: make one with --seed/--val/--test)")
     val: float = option(0.15, help="validation fraction of a new split (default: %(default)s)")
     test: float = option(0.15, help="test fraction of a new split (default: %(default)s)")
+    out: str | os.PathLike | None = option(None, metavar="DIR", help="model directory to write (default: models/ARCH)")
     weights: str | os.PathLike | None = option(
-        None, metavar="PATH", parse=str, help="ImageNet weights file for a pretrained architecture (ARCH=PATH, as `compare` takes "
-                                   "it, works too; default: torchvision's cache, $TORCH_HOME/hub/checkpoints)")
-    epochs: int | None = option(None, metavar="N", check=at_least_one("epochs"),
-                                help="epochs of every phase of the recipe (a quick try: --epochs 2)")
-    batch_size: int | None = option(None, metavar="N", check=at_least_one("batch_size"),
-                                    help="images per training step, over all processes of a torchrun job (default: "
-                                         "the recipe's)")
+        None, metavar="PATH", parse=str, help="ImageNet weights file for a pretrained architecture (ARCH=PATH, as "
+        "`compare` takes it, works too; default: torchvision's cache, $TORCH_HOME/hub/checkpoints)")
+    seed: int | None = option(None, help="seed of the split, initialisation and augmentation (default: 0; with "
+                                         "--resume: the interrupted run's)")
+    config: str | os.PathLike | None = option(None, metavar="FILE.toml", help="recipe overrides from a TOML file")
     set: dict[str, Any] = option(
         factory=dict, metavar="KEY=VALUE", repeat=_parse_set,
         show=lambda values: [f"{key}={_text(value)}" for key, value in values.items()],
         help="override one recipe value, e.g. phases.0.epochs=3, batch_size=16, augmentation.zoom=0.1, precision=fp32 "
              "(repeatable; wins over --config); from Python a dict, values as text or not")
-    config: str | os.PathLike | None = option(None, metavar="FILE.toml", help="recipe overrides from a TOML file")
+    epochs: int | None = option(None, metavar="N", check=at_least_one("epochs"),
+                                help="epochs of every phase of the recipe (a quick try: --epochs 2)")
+    batch_size: int | None = option(None, metavar="N", check=at_least_one("batch_size"),
+                                    help="images per training step, over all processes of a torchrun job (default: "
+                                         "the recipe's)")
     recipe: Recipe | None = option(None, cli=False, help="a whole recipe to start from instead of the architecture's "
                                                          "default (the CLI's --recipe prints the effective one)")
     resume: bool = option(False, help="continue the interrupted run in --out (its split, seed and recipe)")
     force: bool = option(False, help="replace a model already in --out")
-    cache_dir: str | os.PathLike | None = option(None, metavar="DIR",
-                                                 help="where decoded images are cached between runs (default: "
-                                                      "$IMAGE_CLASSIFIER_CACHE_DIR or ~/.cache/image-classifier/decoded)")
+    cache_dir: str | os.PathLike | None = option(None, metavar="DIR", help="where decoded images are cached between "
+                                                 "runs (default: $IMAGE_CLASSIFIER_CACHE_DIR or "
+                                                 "~/.cache/image-classifier/decoded)")
     cache: bool = option(True, help="decode in memory only, write no cache files")
     checkpoint_every: float = option(30.0, metavar="SECONDS", check=_check_checkpoint_every,
                                      help="write the best model and the resume state at most this often (default: "
