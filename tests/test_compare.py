@@ -339,8 +339,8 @@ def test_compare_report_renders_in_chromium(compared, tmp_path):
 
 
 def test_reproduce_command_and_argument_parsing(compared):
-    from image_classifier.cli.compare import parse_overrides, parse_weights
     from image_classifier.errors import ImageClassifierError
+    from image_classifier.study.options import parse_set, parse_weights
 
     metrics = _metrics(compared["run"])
     cmd = metrics["command"]
@@ -350,7 +350,7 @@ def test_reproduce_command_and_argument_parsing(compared):
     assert parse_weights(["resnet50=w/r.pth"]) == {"resnet50": Path("w/r.pth")}
     with pytest.raises(ImageClassifierError, match="ARCH=PATH"):
         parse_weights(["resnet50"])
-    assert parse_overrides(["batch_size=16", "alexnet_like:phases.0.epochs=3"]) == {
+    assert parse_set(["batch_size=16", "alexnet_like:phases.0.epochs=3"]) == {
         "*": {"batch_size": "16"}, "alexnet_like": {"phases.0.epochs": "3"}}
 
 

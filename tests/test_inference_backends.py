@@ -62,7 +62,7 @@ def test_onnx_classifier_builds_the_pytorch_module_only_when_asked(exported):
     clf.predict_proba(files[:2])
     assert clf._module is None  # serving with ONNX Runtime holds one copy of the weights
     assert clf.module.training is False and clf._module is not None  # still there for FLOPs, training
-    assert clf.architecture == "mobilenet_v2"
+    assert clf.arch == "mobilenet_v2"
 
 
 def test_onnx_session_threads_are_set(exported):

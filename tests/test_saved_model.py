@@ -42,7 +42,7 @@ def test_round_trip_keeps_classes_and_preprocessing(saved: Path):
     model = load_model(saved)
     assert model.classes == ["Kobe Bryant", "<script>alert(1)</script>", "ronaldo"]
     assert model.preprocessing.input_size == 224
-    assert model.architecture == "mobilenet_v2"
+    assert model.arch == "mobilenet_v2"
     probs = model.predict_proba(_images(3))
     assert probs.shape == (3, 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)

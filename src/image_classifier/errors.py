@@ -42,3 +42,8 @@ class ModelFormatError(ImageClassifierError):
 class OptionError(ImageClassifierError, ValueError):
     """An option that cannot work (unknown architecture, a fraction out of range, ...): a ``ValueError``
     for Python callers, an error message and exit status 2 for the command line."""
+
+
+class UnknownOptionError(OptionError, TypeError):
+    """An option name the Python API does not know (misspelt, or renamed): a ``TypeError`` as for any
+    unexpected keyword, and an :class:`OptionError` (exit 2) for the command line."""

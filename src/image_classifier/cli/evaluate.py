@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
 from typing import Any
 
-from image_classifier.cli.options import add_device_argument, resolve_device_option
-from image_classifier.i18n import DEFAULT, SUPPORTED
-from image_classifier.inference import add_backend_argument
+from image_classifier.cli.options import resolve_device_option
+from image_classifier.optionspec import add_arguments, from_args
+from image_classifier.study.options import EvaluateOptions
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -25,26 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "does not know are an error; classes missing from DATA are fine."
         ),
     )
-    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="saved model directory or runs/NAME")
-    p.add_argument("data", type=Path, metavar="DATA", help="folder with one sub-folder of images per class")
-    p.add_argument("--split", type=Path, metavar="CSV", help="split manifest; score only --subset of it")
-    p.add_argument("--subset", default="test", choices=("train", "val", "test"),
-                   help="which subset of --split to score (default: test)")
-    p.add_argument("--out", type=Path, metavar="DIR",
-                   help="where to write the report (default: runs/evaluate-<model>-<DATA name>)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--no-speed", action="store_true", help="skip the size/latency/throughput measurements")
-    add_backend_argument(p)
-    add_device_argument(p)
-    p.add_argument("--no-reject", action="store_true",
-                   help="do not apply the model's \"none of these\" rejection rule")
-    p.add_argument("--unknown", type=Path, default=None, metavar="DIR",
-                   help="a folder of images of none of the model's classes (nested or flat): measure how well "
-                        "its rejection rule tells them from DATA's images (AUROC, unknowns accepted)")
-    p.add_argument("--lang", choices=SUPPORTED, default=DEFAULT,
-                   help="language of report.md, report.html and their figures: "
-                        f"{', '.join(SUPPORTED)} (default {DEFAULT}); comparison.csv, metrics.json and "
-                        "what this command prints are the same in every language")
+    add_arguments(p, EvaluateOptions)
     p.set_defaults(func=run)
 
 
@@ -52,15 +32,11 @@ def run(args: argparse.Namespace) -> int:
     from image_classifier import runtime
     from image_classifier.report import narrative
     from image_classifier.report.tables import format_terminal_table
-    from image_classifier.study.evaluate import EvaluateOptions, run_evaluate
+    from image_classifier.study.evaluate import run_evaluate
 
-    resolve_device_option(args.device, args.backend)  # no GPU for --device cuda: exit 2 before loading
+    options = from_args(EvaluateOptions, args, invoked_as=shlex.join(["image-classifier", *sys.argv[1:]])).check()
+    resolve_device_option(options.device, options.backend)  # no GPU for --device cuda: exit 2 before loading
     runtime.configure()
-    options = EvaluateOptions(
-        model=args.model_dir, data=args.data, split=args.split, subset=args.subset, out=args.out, seed=args.seed,
-        speed=not args.no_speed, invoked_as=shlex.join(["image-classifier", *sys.argv[1:]]), backend=args.backend,
-        lang=args.lang, reject=not args.no_reject, unknown=args.unknown, device=args.device,
-    )
     study = run_evaluate(options, on_progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_terminal_table(study))
     print()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from image_classifier.cli.options import add_device_argument, add_keep_argument, resolve_device_option
-from image_classifier.errors import ImageClassifierError
-from image_classifier.inference import add_backend_argument
+from image_classifier.cli.options import resolve_device_option
+from image_classifier.optionspec import add_arguments, from_args
+from image_classifier.sorting.options import SortOptions
 
 #: Unreadable files listed by name in the summary (all of them are in OUT/unreadable.csv).
 SHOWN_UNREADABLE = 10
@@ -31,24 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("model", metavar="MODEL", help="saved model directory (or compare run directory)")
     p.add_argument("data", metavar="DIR", help="the folder of photos to sort")
-    p.add_argument("--out", required=True, metavar="OUT", help="output folder (created; may be inside DIR, then left out)")
-    how = p.add_mutually_exclusive_group()
-    how.add_argument("--copy", dest="copy", action="store_const", const="copy",
-                     help="copy each photo into OUT/<class>/ (OUT/unknown/ for none of the classes), keeping its "
-                          "path under DIR")
-    how.add_argument("--link", dest="copy", action="store_const", const="link",
-                     help="like --copy, with symbolic links to the originals instead of copies")
-    add_keep_argument(p)
-    p.add_argument("--no-reject", action="store_true",
-                   help="never answer \"unknown\": always the most probable class")
-    add_backend_argument(p)
-    add_device_argument(p)
-    p.add_argument("--batch-size", type=int, default=32, metavar="N",
-                   help="photos answered and written together (default: %(default)s)")
-    p.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="where each file's faces are cached by content (default: ~/.cache/image-classifier/decoded)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the face cache")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_arguments(p, SortOptions)
     p.set_defaults(func=run)
     return p
 
@@ -58,13 +41,8 @@ def run(args: argparse.Namespace) -> int:
     # The light part first: for a face model the face workers start before PyTorch is imported
     # (seconds on a busy machine), and the model loads while they work (image_classifier.sorting.early).
     from image_classifier.sorting.early import start_faces
-    from image_classifier.sorting.options import SortOptions
 
-    options = SortOptions(out=args.out, copy=args.copy, keep=args.keep, reject=not args.no_reject,
-                          backend=args.backend, device=args.device, batch_size=args.batch_size,
-                          cache=not args.no_cache, cache_dir=args.cache_dir, progress=not args.no_progress)
-    if args.no_reject and args.keep is not None:
-        raise ImageClassifierError("--keep and --no-reject contradict each other: give one")
+    options = from_args(SortOptions, args)
     if args.device not in ("auto", "cpu"):
         resolve_device_option(args.device, args.backend)  # no GPU for --device cuda: exit 2 before any work
     early = start_faces(args.model, args.data, options)

@@ -37,15 +37,15 @@ CONCRETE_BACKENDS = BACKENDS[1:]
 REDUCED_PRECISION = ("torch-bf16", "onnx-int8")
 
 
+BACKEND_HELP = (
+    "inference backend: auto = on a GPU (see --device) eager PyTorch there, on the CPU the fastest "
+    f"measured for this model on this machine (measured once, recorded in MODEL_DIR/{BACKEND_RECORD_NAME}); "
+    "torch = eager PyTorch fp32; torch-bf16 = PyTorch bfloat16 + channels-last (on a GPU: bf16 autocast); "
+    "onnx / onnx-int8 = ONNX Runtime on the CPU, on the files written by `image-classifier export` "
+    "(default: %(default)s)"
+)
+
+
 def add_backend_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     """Add the shared ``--backend`` option (same choices and help in every command)."""
-    parser.add_argument(
-        "--backend", choices=BACKENDS, default=default,
-        help=(
-            "inference backend: auto = on a GPU (see --device) eager PyTorch there, on the CPU the fastest "
-            f"measured for this model on this machine (measured once, recorded in MODEL_DIR/{BACKEND_RECORD_NAME}); "
-            "torch = eager PyTorch fp32; torch-bf16 = PyTorch bfloat16 + channels-last (on a GPU: bf16 autocast); "
-            "onnx / onnx-int8 = ONNX Runtime on the CPU, on the files written by `image-classifier export` "
-            "(default: %(default)s)"
-        ),
-    )
+    parser.add_argument("--backend", choices=BACKENDS, default=default, help=BACKEND_HELP)

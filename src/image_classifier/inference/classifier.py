@@ -125,7 +125,7 @@ class BatchedPrediction:
     def name(self) -> str:
         """The model's name in tables: its directory's name (a run's ``best`` resolved)."""
         model_dir = getattr(self, "model_dir", None)
-        return Path(model_dir).resolve().name if model_dir is not None else str(getattr(self, "architecture", "model"))
+        return Path(model_dir).resolve().name if model_dir is not None else str(getattr(self, "arch", "model"))
 
     def predict_frame(self, images: Any, batch_size: int = 32, *, bgr: bool = False, faces: bool = False) -> Any:
         """The answers as a table with the columns of ``image-classifier sort``'s ``predictions.csv``
@@ -165,7 +165,7 @@ class BatchedPrediction:
 
     def with_keep(self, keep: float) -> Any:
         """This model with its "none of these" threshold moved to keep ``keep`` of the known
-        validation images (``--keep``; the card's rule keeps 0.95 unless trained with another):
+        validation images (``--keep``; the card's rule keeps ``DEFAULT_KEEP`` unless trained with another):
         the stored validation scores give the new threshold, nothing is refitted or predicted
         again. Lower keeps fewer known photos and lets fewer strangers through."""
         if self.rejection_rule is None:
@@ -279,7 +279,7 @@ class Classifier(BatchedPrediction):
         return undo_temperatures(probs, details, self.card)
 
     @property
-    def architecture(self) -> str:
+    def arch(self) -> str:
         return str(self.card.get("architecture", type(self.module).__name__))
 
     @property

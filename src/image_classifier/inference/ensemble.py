@@ -55,7 +55,7 @@ from image_classifier.runs import CARD_NAME
 from image_classifier.saved_model import FORMAT_VERSION, read_card
 
 #: ``architecture`` of an ensemble's card.
-ENSEMBLE_ARCHITECTURE = "ensemble"
+ENSEMBLE_ARCH = "ensemble"
 #: How the members' answers combine (the card's ``ensemble.combine``; see the module docstring).
 MEAN, FACE_FIRST = "mean", "face_first"
 COMBINE = (MEAN, FACE_FIRST)
@@ -65,7 +65,7 @@ FINGERPRINT_KEYS = ("architecture", "arch_options", "classes", "preprocessing", 
 
 
 def is_ensemble_card(card: dict[str, Any]) -> bool:
-    return card.get("architecture") == ENSEMBLE_ARCHITECTURE
+    return card.get("architecture") == ENSEMBLE_ARCH
 
 
 def member_fingerprint(card: dict[str, Any]) -> str:
@@ -134,7 +134,7 @@ def write_ensemble(out_dir: str | os.PathLike, members: dict[str, Path], weights
     largest = max(chosen, key=lambda s: int(cards[s.name]["preprocessing"]["input_size"]))
     card = {
         "format_version": FORMAT_VERSION,
-        "architecture": ENSEMBLE_ARCHITECTURE,
+        "architecture": ENSEMBLE_ARCH,
         "classes": classes,
         "preprocessing": dict(cards[largest.name]["preprocessing"]),
         "ensemble": {**(extra or {}), "combine": combine, "members": [s.to_json() for s in specs]},
@@ -270,8 +270,8 @@ class EnsembleClassifier(BatchedPrediction):
         return next((d for d in devices if d.type == "cuda"), devices[0])
 
     @property
-    def architecture(self) -> str:
-        return ENSEMBLE_ARCHITECTURE
+    def arch(self) -> str:
+        return ENSEMBLE_ARCH
 
     @property
     def weights(self) -> dict[str, float]:
@@ -279,7 +279,7 @@ class EnsembleClassifier(BatchedPrediction):
 
     @property
     def decode_key(self) -> tuple[Any, ...]:
-        return (ENSEMBLE_ARCHITECTURE, *sorted(self._decoders, key=repr))
+        return (ENSEMBLE_ARCH, *sorted(self._decoders, key=repr))
 
     # -- decoding ----------------------------------------------------------------------------------
     def decode(self, source: ImageSource | EnsembleInput, *, max_pixels: int | None = None) -> EnsembleInput:

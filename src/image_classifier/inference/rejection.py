@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from image_classifier.optionspec import DEFAULT_KEEP, check_keep
+
 MAX_PROBABILITY = "max_probability"
 FACE_DISTANCE = "face_distance"
 #: A face distance measured to the training faces of a person added by ``add`` from a few photos:
@@ -58,20 +60,9 @@ P_VALUE = "p_value"
 ORIENTATION = {MAX_PROBABILITY: 1.0, FACE_DISTANCE: -1.0, ADDED_FACE_DISTANCE: -1.0, MEMBER_P_VALUE: 1.0}
 #: What ``Classifier.predict`` answers for an image the rule rejects.
 UNKNOWN = "unknown"
-#: The fraction of validation images kept when nothing says otherwise (``--keep``).
-DEFAULT_KEEP = 0.95
 #: How the rule is fitted, in the card (a card with another version is refitted by ``compare`` and
 #: ``train``): 2 fits a face model's rule on its images with a face only (1: on all of them).
 RULE_VERSION = 2
-
-
-def check_keep(keep: float) -> float:
-    """``keep`` as a float when 0 < keep < 1, else ValueError naming the option."""
-    value = float(keep)
-    if not 0.0 < value < 1.0 or math.isnan(value):
-        raise ValueError(f"--keep must be between 0 and 1 (the fraction of known validation images kept, "
-                         f"e.g. 0.95), not {keep}")
-    return value
 
 
 def score_kinds(probabilities: np.ndarray, details: Sequence[Mapping[str, Any]]) -> tuple[list[str], np.ndarray]:

@@ -242,7 +242,7 @@ def measure_backends(model_dir: str | os.PathLike, backends: Sequence[str] | Non
     any_clf = classifiers[BASELINE]
     return {
         "model_dir": str(Path(model_dir)),
-        "architecture": any_clf.architecture,
+        "architecture": any_clf.arch,
         "machine": machine_fingerprint(inference_threads()),
         "baseline": BASELINE,
         "config": config.to_dict(),

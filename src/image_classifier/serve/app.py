@@ -28,6 +28,7 @@ from werkzeug.exceptions import HTTPException
 from image_classifier.errors import OptionError, UnreadableImageError
 from image_classifier.i18n import DEFAULT as DEFAULT_LANG, LANGUAGE_NAMES, SUPPORTED as LANGUAGES
 from image_classifier.i18n import negotiate, translator
+from image_classifier.optionspec import check_keep
 from image_classifier.serve.contract import ERROR_KINDS, MULTIPART_SLACK_BYTES
 from image_classifier.serve.openapi import openapi_document
 from image_classifier.serve.store import ModelStore, NotReadyError, UnknownModelError
@@ -135,13 +136,10 @@ def _parse_keep(raw: str | None) -> float | None:
     if raw is None or raw.strip() == "":
         return None
     try:
-        value = float(raw.strip())
-    except ValueError:
-        value = float("nan")
-    if not 0.0 < value < 1.0:  # NaN fails too
+        return check_keep(raw.strip())
+    except OptionError:  # checked as --keep is; said for a query parameter
         raise ApiError(422, f"keep must be a fraction between 0 and 1 (exclusive), e.g. 0.9, not {raw[:40]!r}",
-                       "bad_parameter")
-    return value
+                       "bad_parameter") from None
 
 
 def _read_upload(max_bytes: int) -> tuple[bytes, dict[str, str]]:

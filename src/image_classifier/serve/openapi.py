@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from image_classifier.optionspec import DEFAULT_KEEP
 from image_classifier.version import __version__
 from image_classifier.runs import METRICS_NAME
 from image_classifier.serve.contract import ERROR_KINDS, max_request_body_bytes
@@ -54,7 +55,7 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
         "exclusiveMinimum": 0,
         "exclusiveMaximum": 1,
         "description": "Where the \"none of these\" threshold sits, as the share of the model's known validation "
-                       "photos it keeps (default: the model's own, 0.95 unless trained with another). Lower answers "
+                       f"photos it keeps (default: the model's own, {DEFAULT_KEEP} unless trained with another). Lower answers "
                        "`unknown` more often: fewer strangers accepted, fewer known photos named. The answer's "
                        "`threshold` says what it trades, measured on validation. A model without a rule: 422.",
     }

@@ -8,10 +8,11 @@ same arguments costs seconds, not a training.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from image_classifier.optionspec import build
 from image_classifier.results import Study
+from image_classifier.study.options import CompareOptions
 
 
 def compare(data: str | os.PathLike, *, out: str | os.PathLike | None = None,
@@ -26,22 +27,20 @@ def compare(data: str | os.PathLike, *, out: str | os.PathLike | None = None,
 
     ``models``: architecture names, a list or "a,b" as the CLI takes them (default: the study's
     four, plus ``face_embedding`` for a folder of people). ``options`` are the other fields of
-    :class:`~image_classifier.study.options.CompareOptions`, named like the CLI's options:
-    ``split``, ``val``, ``test``, ``weights`` ({arch: path}), ``overrides`` ({"*": {key: value}}
-    for every model, {arch: {...}} for one), ``speed_repeats``, ``cache``, ``cache_dir``,
-    ``export``, ``faces``, ``resume`` ("auto", "resume", "fresh"), ``progress``, ``n_bootstrap``.
+    :class:`~image_classifier.study.options.CompareOptions`, each the CLI option of the same name
+    (dashes as underscores, ``--no-NAME`` as ``NAME=False``): ``split``, ``val``, ``test``,
+    ``weights`` ({arch: path}), ``set`` ({"*": {key: value}} for every model, {arch: {...}} for
+    one), ``speed_repeats``, ``cache``, ``cache_dir``, ``export``, ``faces``, ``audit``,
+    ``ensemble``, ``ensemble_max_latency``, ``keep``, ``unknown``, ``device``, ``nproc``,
+    ``resume`` ("auto", "resume", "fresh"), ``progress``, and the Python-only ``n_bootstrap``.
     ``lang``: the language of ``report.md``, ``report.html`` and their figures, "en" or "es"
     (``comparison.csv``, ``metrics.json`` and the returned study are the same in every language).
-    ``keep`` (default 0.95): the share of known validation images each model's "none of these"
-    rule keeps; ``unknown``: a folder of images of none of the classes to measure that rule on
-    (default: leave-one-class-out on the models' features).
+    An unknown (or renamed) option is a ``TypeError`` naming the valid ones.
     ``on_progress`` receives the one-line status updates the CLI prints (default: logging).
     """
     # Imported here, not at the top: the workflow pulls in torch and torchvision (seconds), and this
     # module is imported by `import image_classifier`, which every CLI command (--help included) runs.
-    from image_classifier.study import comparison
+    from image_classifier.study.comparison import run_compare
 
-    chosen = (models.split(",") if isinstance(models, str) else list(models)) if models is not None else None
-    run = comparison.CompareOptions(data=Path(data), out=Path(out) if out is not None else None, models=chosen,
-                                    seed=seed, lang=lang, **options)
-    return comparison.run_compare(run, on_progress=on_progress)
+    options = build(CompareOptions, "compare", dict(data=data, out=out, models=models, seed=seed, lang=lang, **options))
+    return run_compare(options, on_progress=on_progress)

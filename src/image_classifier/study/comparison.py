@@ -31,11 +31,11 @@ from image_classifier.evaluate.metrics import pairwise_mcnemar
 from image_classifier.evaluate.choice import Candidate, choose
 from image_classifier.evaluate.open_set import split_unknowns, unknown_images
 from image_classifier.evaluate.shortcut import AuditImages, example_strip
-from image_classifier.evaluate.speed import SpeedConfig
 from image_classifier.faces import FaceCache, FaceModelsNotFoundError, FaceSurvey, survey_faces
 from image_classifier.faces.suspects import suspect_entries
 from image_classifier.fileio import atomic_write_text
 from image_classifier.i18n import DEFAULT, translator
+from image_classifier.optionspec import command_line
 from image_classifier.report import write_report
 from image_classifier.report.narrative import cannot_reject_sentence, choice_sentence, duplicate_sentences
 from image_classifier.report.tables import fmt_seconds, write_metrics_json
@@ -74,44 +74,18 @@ from image_classifier.trust.rejection import needs_rejection
 log = logging.getLogger(__name__)
 
 def reproduce_command(options: CompareOptions, split: Split | None = None) -> str:
-    """The explicit command line that redoes this run (``options`` checked).
+    """The explicit command line that redoes this run (``options`` checked), derived from the
+    options' declarations (:func:`~image_classifier.optionspec.command_line`).
 
     A split this run made (or reused) with the run's own seed is reproduced from the data by
     ``--seed/--val/--test``, so the command also works on another machine with the same files; a
     split given with ``--split``, or made earlier with another seed, is named explicitly.
     """
-    args = ["image-classifier", "compare", os.fspath(options.data), "--models", ",".join(options.models or []),
-            "--out", os.fspath(options.run_dir), "--seed", str(options.seed)]
     if options.split is not None or split is None or split.seed != options.seed:
-        args += ["--split", os.fspath(options.split or options.run_dir / SPLIT_NAME)]
+        options = replace(options, split=options.split or options.run_dir / SPLIT_NAME, val=None, test=None)
     else:
-        args += ["--val", repr(split.val), "--test", repr(split.test)]
-    for arch, path in sorted(options.weights.items()):
-        args += ["--weights", f"{arch}={os.fspath(path)}"]
-    for scope, overrides in sorted(options.overrides.items()):
-        for key, value in overrides.items():
-            args += ["--set", f"{key}={value}" if scope == "*" else f"{scope}:{key}={value}"]
-    if options.speed.repeats != SpeedConfig().repeats:
-        args += ["--speed-repeats", str(options.speed.repeats)]
-    if not options.export:
-        args.append("--no-export")
-    if not options.faces:
-        args.append("--no-faces")
-    if not options.shortcut_audit:
-        args.append("--no-audit")
-    if not options.ensemble:
-        args.append("--no-ensemble")
-    elif options.ensemble_max_latency_ms is not None:
-        args += ["--ensemble-max-latency", repr(options.ensemble_max_latency_ms)]
-    if options.keep != 0.95:
-        args += ["--keep", repr(options.keep)]
-    if options.unknown is not None:
-        args += ["--unknown", os.fspath(options.unknown)]
-    if options.device != "auto":
-        args += ["--device", options.device]
-    if options.nproc != 1:
-        args += ["--nproc", str(options.nproc)]
-    return shlex.join(args)
+        options = replace(options, split=None, val=split.val, test=split.test)
+    return shlex.join(["image-classifier", "compare", *command_line(options)])
 
 
 # ---- steps ---------------------------------------------------------------------------------------
@@ -335,7 +309,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         options=options, say=say, models=n, test_items=test_items, val_items=val_items,
         # The shortcut audit's variants, built once per test image and model input, shared by the models.
         audit_images=(AuditImages(survey.analyses if survey is not None else None, cache)
-                      if options.shortcut_audit else None),
+                      if options.audit else None),
         # "None of these": each model's rule was fitted with its calibration (trust.fit); scoring
         # measures it, on the unknown folder's test half or leave-one-class-out.
         train_items=train_items, unknowns=unknowns, cache=cache, face_cache=face_cache, survey=survey,
@@ -366,7 +340,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     # once. A latency budget (--ensemble-max-latency) is checked against the members' measured
     # latencies: a composite over it is taken out and the choice is made again without it.
     latencies = {m.name: member_latency(m) for m in entries}
-    excluded = over_budget(evidence, latencies, options.ensemble_max_latency_ms)
+    excluded = over_budget(evidence, latencies, options.ensemble_max_latency)
     if excluded:
         kept = [c for c in evidence.candidates if c.name not in excluded]
         evidence.choice = choose(kept, people=evidence.choice.people, seed=options.seed)
@@ -436,7 +410,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         models=entries,
         pairwise=[PairwiseTest.from_json(p) for p in pairwise],
         timings=timings,
-        ensemble=(mix_info(evidence, latencies, options.ensemble_max_latency_ms, excluded, selection.model_dir)
+        ensemble=(mix_info(evidence, latencies, options.ensemble_max_latency, excluded, selection.model_dir)
                   if options.ensemble and len(models) >= 2 else None),
     )
 

@@ -13,19 +13,20 @@ import logging
 import os
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from image_classifier.data.scan import list_dataset
-from image_classifier.data.split import SUBSETS, load_split
-from image_classifier.errors import DatasetError, ImageClassifierError
+from image_classifier.data.split import load_split
+from image_classifier.errors import DatasetError
 from image_classifier.evaluate.evaluation import LabelledImage, evaluate_classifier
 from image_classifier.evaluate.open_set import measure_unknown_folder, unknown_images
-from image_classifier.evaluate.speed import SpeedConfig, measure_classifier
+from image_classifier.evaluate.speed import measure_classifier
 from image_classifier.fileio import sha256_file
 from image_classifier.i18n import DEFAULT, translator
+from image_classifier.optionspec import command_line
 from image_classifier.models.registry import get_arch, list_archs
 from image_classifier.report import write_report
 from image_classifier.results import (
@@ -34,45 +35,9 @@ from image_classifier.results import (
 from image_classifier.runs import resolve_model_dir, split_of_model_dir
 from image_classifier.inference.loading import load_model
 from image_classifier.study.environment import describe_environment
-from image_classifier.study.options import check_lang
+from image_classifier.study.options import EvaluateOptions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvaluateOptions:
-    """An ``evaluate`` run; each field is the CLI option of the same name (``speed=False`` is
-    ``--no-speed``)."""
-
-    model: Path  # a saved model directory, or a compare run (its best model)
-    data: Path
-    #: Score only ``subset`` of this split manifest (default: every image of ``data``).
-    split: Path | None = None
-    subset: str = "test"
-    #: Where to write the report (default: :func:`default_out_dir`).
-    out: Path | None = None
-    seed: int = 0  # bootstrap seed
-    speed: bool = True  # measure size, latency and throughput
-    speed_config: SpeedConfig = field(default_factory=SpeedConfig)
-    n_bootstrap: int = 2000
-    invoked_as: str = ""
-    #: Inference backend (see :data:`image_classifier.inference.BACKENDS`); "auto" = the fastest
-    #: measured for this model on this machine, as ``serve`` uses.
-    backend: str = "auto"
-    #: Language of report.md, report.html and the figures (``--lang``).
-    lang: str = DEFAULT
-    #: "None of these": apply the model's rejection rule (``--no-reject``: False).
-    reject: bool = True
-    #: A folder of images of none of the classes (``--unknown``): the rejection rule is measured on them.
-    unknown: Path | None = None
-    #: Where the network computes (``--device``): auto, cpu, cuda or cuda:N (issue 15).
-    device: str = "auto"
-
-    def check(self) -> EvaluateOptions:
-        if self.subset not in SUBSETS:
-            raise ImageClassifierError(f"--subset must be one of {', '.join(SUBSETS)}, not {self.subset!r}")
-        check_lang(self.lang)
-        return self
 
 
 def default_out_dir(arch: str, data_root: Path, subset: str | None) -> Path:
@@ -95,21 +60,7 @@ def _seen_hashes(manifest: Path) -> set[str]:
 
 
 def reproduce_command(options: EvaluateOptions, out_dir: Path) -> str:
-    args = ["image-classifier", "evaluate", os.fspath(options.model), os.fspath(options.data)]
-    if options.split is not None:
-        args += ["--split", os.fspath(options.split), "--subset", options.subset]
-    args += ["--out", os.fspath(out_dir), "--seed", str(options.seed)]
-    if not options.speed:
-        args.append("--no-speed")
-    if options.backend != "auto":
-        args += ["--backend", options.backend]
-    if options.device != "auto":
-        args += ["--device", options.device]
-    if not options.reject:
-        args.append("--no-reject")
-    if options.unknown is not None:
-        args += ["--unknown", os.fspath(options.unknown)]
-    return shlex.join(args)
+    return shlex.join(["image-classifier", "evaluate", *command_line(replace(options, out=out_dir))])
 
 
 def run_evaluate(options: EvaluateOptions, *, on_progress: Callable[[str], None] | None = None) -> Study:

@@ -40,7 +40,7 @@ from image_classifier.evaluate.strangers import (
     Scorer, Trial, cnn_loco, face_first, face_loco, loco_trials, measurable, single, strangest, strangers_accepted,
 )
 from image_classifier.faces import FaceSurvey
-from image_classifier.inference.rejection import score_kinds
+from image_classifier.inference.rejection import DEFAULT_KEEP, score_kinds
 from image_classifier.models.registry import get_arch
 from image_classifier.training.cache import ImageCache
 from image_classifier.training.face_head import labelled_faces
@@ -87,7 +87,7 @@ class Evidence:
     val_items: list[LabelledImage]  # the validation images every model read, in the candidates' order
     strangers: str  # where the strangers came from ("" when not measured)
     trials: list[Trial] = field(default_factory=list)
-    keep: float = 0.95
+    keep: float = DEFAULT_KEEP
     #: Seconds of the evidence beyond the validation passes (cross-validation, features,
     #: leave-one-class-out, the composites, the choice).
     seconds: float = 0.0

@@ -22,10 +22,20 @@ and picks kernels by instruction set; without native bf16 a "bf16" recipe runs i
 in the card as ``precision``), other torch/oneDNN versions, and bf16 itself (deterministic, but
 not the same numbers as fp32).
 """
-from image_classifier.training.api import TrainResult, resolve_recipe, train_folder, train_model
-from image_classifier.training.cache import ImageCache, default_cache_dir
+from typing import Any
+
 from image_classifier.training.options import TrainOptions
 
 __all__ = ["ImageCache", "TrainOptions", "TrainResult", "default_cache_dir", "resolve_recipe", "train_folder",
            "train_model"]
+
+
+def __getattr__(name: str) -> Any:
+    """The engine, imported on first use: ``train --help`` and ``compare --help`` import
+    ``training.options``, which runs this file, and must not load torch."""
+    if name not in __all__ or name == "TrainOptions":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from image_classifier.training import api, cache
+
+    return getattr(api if hasattr(api, name) else cache, name)
 

@@ -9,17 +9,19 @@ data or of the model directory run where those are read (:func:`~image_classifie
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from image_classifier.data.split import check_fractions
-from image_classifier.device import resolve_device
 from image_classifier.errors import DatasetError, OptionError, WeightsNotFoundError
-from image_classifier.models.registry import get_arch, list_archs
-from image_classifier.recipe import Recipe, load_config
+from image_classifier.optionspec import (
+    DEFAULT_KEEP, DEVICE_HELP, DEVICE_METAVAR, at_least_one, build, check_keep, check_options, option,
+)
+from image_classifier.recipe import Recipe, load_config, parse_set_options
 from image_classifier.runs import MODELS_DIR, RESUME_NAME
-from image_classifier.training.checkpoint import peek_resume_state
+
+# This module is light (the heavy ones are imported inside the methods that use them): the command
+# line builds `train --help` from TrainOptions without loading torch.
 
 #: Where a model is saved when no ``out`` is given: ``models/<arch>`` under the working directory,
 #: the same place for the CLI and Python (never a temporary folder: the model is the result), laid
@@ -27,63 +29,81 @@ from image_classifier.training.checkpoint import peek_resume_state
 DEFAULT_MODELS_DIR = Path(MODELS_DIR)
 
 
+def _parse_set(items: list[str]) -> dict[str, Any]:
+    try:
+        return parse_set_options(items)
+    except ValueError as err:
+        raise OptionError(f"bad recipe option: {err}") from None
+
+
+def _text(value: Any) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _check_checkpoint_every(seconds: float) -> float:
+    if seconds < 0:
+        raise OptionError("--checkpoint-every must be 0 or more seconds")
+    return seconds
+
+
 @dataclass
 class TrainOptions:
     """One training run: which architecture, on which split, with which recipe, saved where.
 
+    Each field is the ``image-classifier train`` option of the same name (``set`` is ``--set``,
+    ``cache=False`` is ``--no-cache``), declared once with its help and check: the parser and the
+    ``torchrun`` command line are derived from these fields (:mod:`image_classifier.optionspec`).
     Recipe overrides apply in this order, each winning over the previous: ``config`` (a TOML
     file), ``epochs`` and ``batch_size``, then ``set``. With none of them (and no ``recipe``), a
     resumed run continues with the recipe it started with.
     """
 
-    #: Architecture name: simple_cnn, alexnet_like, mobilenet_v2, resnet50, face_embedding or any registered one.
-    arch: str
-    #: Model directory to write (default: ``models/<arch>``, see :attr:`out_dir`).
-    out: str | os.PathLike | None = None
-    #: Seed of a new split, of the initial weights and of augmentation (default: 0; when resuming: the run's).
-    seed: int | None = None
-    #: A split manifest from ``image-classifier split`` (default: a new split made with seed/val/test).
-    split: str | os.PathLike | None = None
-    #: Validation and test fractions of a new split.
-    val: float = 0.15
-    test: float = 0.15
-    #: ImageNet weights file of a pretrained architecture (default: torchvision's cache, $TORCH_HOME).
-    weights: str | os.PathLike | None = None
-    #: Epochs of every phase of the recipe (a quick try: ``epochs=2``); ``set`` addresses one phase.
-    epochs: int | None = None
-    #: Images per training step.
-    batch_size: int | None = None
-    #: Recipe overrides by dotted key, e.g. ``{"phases.finetune.lr": 1e-5, "augmentation.zoom": 0.1}``;
-    #: values may be text, as ``--set KEY=VALUE`` gives them.
-    set: dict[str, Any] = field(default_factory=dict)
-    #: A TOML file of recipe overrides (``--recipe`` prints one).
-    config: str | os.PathLike | None = None
-    #: A whole recipe to start from instead of the architecture's default.
-    recipe: Recipe | None = None
-    #: Continue the interrupted run in ``out`` (its split, seed and recipe).
-    resume: bool = False
-    #: Replace a model or an interrupted run already in ``out`` (otherwise that is an error).
-    force: bool = False
-    #: CPU threads for training (default: one per core).
-    threads: int | None = None
-    #: Write the best model and the resume state at most this often (seconds; 0 = every epoch).
-    checkpoint_every: float = 30.0
-    #: Where decoded images are kept between runs (default: ``default_cache_dir()``); see ``cache``.
-    cache_dir: str | os.PathLike | None = None
-    #: False: decode in memory only, write no cache files.
-    cache: bool = True
-    #: Progress bars while training (the per-epoch log lines are always there).
-    progress: bool = True
-    #: Train convolutions in channels-last memory format (faster on CPUs; the results are the same).
-    channels_last: bool = True
-    #: Where to train: "auto" (a CUDA GPU when PyTorch sees one, else the CPU), "cpu", "cuda", "cuda:N".
-    device: str = "auto"
-    #: Mixed precision on a GPU (bf16 where the GPU has it, else fp16 with a gradient scaler);
-    #: False trains in fp32 there. On a CPU the recipe's ``precision`` decides.
-    amp: bool = True
-    #: "None of these": the fraction of the known validation images the rejection rule keeps
-    #: (fitted after training; images less like the classes than the rest answer "unknown").
-    keep: float = 0.95
+    arch: str = option(metavar="NAME", help="architecture: simple_cnn, alexnet_like, mobilenet_v2, resnet50 (or any "
+                                            "registered one)")
+    split: str | os.PathLike | None = option(None, metavar="CSV", help="split manifest from `image-classifier split` "
+                                                                       "(default: make one with --seed/--val/--test)")
+    val: float = option(0.15, help="validation fraction of a new split (default: %(default)s)")
+    test: float = option(0.15, help="test fraction of a new split (default: %(default)s)")
+    out: str | os.PathLike | None = option(None, metavar="DIR", help="model directory to write (default: models/ARCH)")
+    weights: str | os.PathLike | None = option(
+        None, metavar="PATH", parse=str, help="ImageNet weights file for a pretrained architecture (ARCH=PATH, as "
+        "`compare` takes it, works too; default: torchvision's cache, $TORCH_HOME/hub/checkpoints)")
+    seed: int | None = option(None, help="seed of the split, initialisation and augmentation (default: 0; with "
+                                         "--resume: the interrupted run's)")
+    config: str | os.PathLike | None = option(None, metavar="FILE.toml", help="recipe overrides from a TOML file")
+    set: dict[str, Any] = option(
+        factory=dict, metavar="KEY=VALUE", repeat=_parse_set,
+        show=lambda values: [f"{key}={_text(value)}" for key, value in values.items()],
+        help="override one recipe value, e.g. phases.0.epochs=3, batch_size=16, augmentation.zoom=0.1, precision=fp32 "
+             "(repeatable; wins over --config); from Python a dict, values as text or not")
+    epochs: int | None = option(None, metavar="N", check=at_least_one("epochs"),
+                                help="epochs of every phase of the recipe (a quick try: --epochs 2)")
+    batch_size: int | None = option(None, metavar="N", check=at_least_one("batch_size"),
+                                    help="images per training step, over all processes of a torchrun job (default: "
+                                         "the recipe's)")
+    recipe: Recipe | None = option(None, cli=False, help="a whole recipe to start from instead of the architecture's "
+                                                         "default (the CLI's --recipe prints the effective one)")
+    resume: bool = option(False, help="continue the interrupted run in --out (its split, seed and recipe)")
+    force: bool = option(False, help="replace a model already in --out")
+    cache_dir: str | os.PathLike | None = option(None, metavar="DIR", help="where decoded images are cached between "
+                                                 "runs (default: $IMAGE_CLASSIFIER_CACHE_DIR or "
+                                                 "~/.cache/image-classifier/decoded)")
+    cache: bool = option(True, help="decode in memory only, write no cache files")
+    checkpoint_every: float = option(30.0, metavar="SECONDS", check=_check_checkpoint_every,
+                                     help="write the best model and the resume state at most this often (default: "
+                                          "%(default)s; 0 = every epoch)")
+    threads: int | None = option(None, metavar="N", check=at_least_one("threads"),
+                                 help="CPU threads (default: one per core)")
+    device: str = option("auto", metavar=DEVICE_METAVAR, help=DEVICE_HELP)
+    amp: bool = option(True, help="on a GPU, train in fp32 instead of mixed precision (bf16, or fp16 with a gradient "
+                                  "scaler); on a CPU the recipe's precision decides")
+    keep: float = option(DEFAULT_KEEP, metavar="FRACTION", check=check_keep,
+                         help="\"none of these\": the fraction of the known validation images the rejection rule "
+                              "keeps; a photo less like the classes than the rest is answered \"unknown\" "
+                              "(default: %(default)s)")
+    progress: bool = option(True, help="no progress bars (the per-epoch lines remain)")
+    channels_last: bool = option(True, cli=False, help="train convolutions in channels-last memory format (faster "
+                                                       "on CPUs; the results are the same)")
 
     @property
     def out_dir(self) -> Path:
@@ -93,19 +113,17 @@ class TrainOptions:
     @classmethod
     def from_kwargs(cls, **options: Any) -> TrainOptions:
         """Options given by name, as the Python API takes them; a misspelt name is an
-        :class:`OptionError` that lists the valid ones (a dataclass would say only "unexpected
-        keyword argument")."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            allowed = ", ".join(sorted(known - {"arch", "out"}))
-            raise OptionError(f"unknown training option(s) {', '.join(unknown)}; the options are {allowed}")
-        return cls(**options)
+        :class:`~image_classifier.errors.UnknownOptionError` that lists the valid ones."""
+        return build(cls, "training", options)
 
     def validate(self) -> TrainOptions:
         """Raise :class:`~image_classifier.errors.OptionError` (a ``ValueError``) naming the first
         option that cannot work and what to do instead (a missing ``weights`` file:
         :class:`~image_classifier.errors.WeightsNotFoundError`); returns self. Reads no data."""
+        from image_classifier.data.split import check_fractions
+        from image_classifier.device import resolve_device
+        from image_classifier.models.registry import get_arch
+
         try:
             spec = get_arch(self.arch)
         except KeyError as err:
@@ -114,20 +132,10 @@ class TrainOptions:
             check_fractions(self.val, self.test)
         except DatasetError as err:
             raise OptionError(str(err)) from None
-        if self.epochs is not None and self.epochs < 1:
-            raise OptionError(f"epochs must be at least 1, not {self.epochs}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise OptionError(f"batch_size must be at least 1, not {self.batch_size}")
-        if self.threads is not None and self.threads < 1:
-            raise OptionError(f"threads must be at least 1, not {self.threads}")
-        if self.checkpoint_every < 0:
-            raise OptionError("--checkpoint-every must be 0 or more seconds")
+        check_options(self)
         if self.resume and self.force:
             raise OptionError("--resume and --force contradict each other: choose one")
         resolve_device(self.device)  # "cuda" on a machine without one fails here, before any data is read
-        if not 0.0 < float(self.keep) < 1.0:
-            raise OptionError(f"--keep must be between 0 and 1 (the fraction of known validation images the "
-                              f"rejection rule keeps, e.g. 0.95), not {self.keep}")
         if self.weights is not None:
             if spec.pretrained is None:
                 raise OptionError(f"{self.arch} trains from scratch: it takes no pretrained --weights")
@@ -142,6 +150,8 @@ class TrainOptions:
         resuming one; else empty."""
         path = self.out_dir / RESUME_NAME
         if self.resume and not self.force and path.is_file():
+            from image_classifier.training.checkpoint import peek_resume_state
+
             return peek_resume_state(path)
         return {}
 
@@ -155,6 +165,8 @@ class TrainOptions:
     def effective_recipe(self) -> Recipe:
         """The recipe this run trains with: the base (``recipe``, the resumed run's when nothing
         overrides it, else the architecture's default) with the overrides applied, validated."""
+        from image_classifier.models.registry import get_arch, list_archs
+
         resumed = self.resume_state().get("recipe")
         if self.recipe is not None:
             base = self.recipe

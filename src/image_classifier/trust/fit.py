@@ -36,7 +36,7 @@ from image_classifier.inference.calibration import (
     CALIBRATION_KEY, log_probabilities, row_temperatures, softmax,
 )
 from image_classifier.inference.classifier import Classifier, open_classifier
-from image_classifier.inference.rejection import RejectionRule
+from image_classifier.inference.rejection import DEFAULT_KEEP, RejectionRule
 from image_classifier.runs import CARD_NAME, SPLIT_NAME
 from image_classifier.saved_model import read_card
 from image_classifier.training import TrainOptions, TrainResult, default_cache_dir, train_folder
@@ -159,7 +159,7 @@ def fit_calibration(preds: ValidationPredictions) -> tuple[dict[str, Any], list[
     return entry, notes
 
 
-def fit_trust(model_dir: str | os.PathLike, val_items: Sequence[Any], *, keep: float = 0.95, reject: bool = True,
+def fit_trust(model_dir: str | os.PathLike, val_items: Sequence[Any], *, keep: float = DEFAULT_KEEP, reject: bool = True,
               cache: Any = None, face_cache: FaceCache | None = None) -> TrustFit:
     """Fit calibration (and rejection) of the saved model in ``model_dir`` on ``val_items`` (its
     validation split: split records or ``LabelledImage``), write them into its card, and return

@@ -81,7 +81,7 @@ def fit_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float 
         raise DatasetError("none of the validation images could be decoded: no rejection rule can be fitted")
     entry = rejection_entry(classifier, pred.probabilities, pred.details, keep)
     entry["seconds"] = round(time.perf_counter() - t0, 3)
-    log.info("%s: rejection rule on %d validation images: %s", classifier.architecture, entry["images"],
+    log.info("%s: rejection rule on %d validation images: %s", classifier.arch, entry["images"],
              RejectionRule.from_card(entry).describe())  # type: ignore[union-attr]
     return entry
 
