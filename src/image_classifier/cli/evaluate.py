@@ -5,11 +5,11 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 from image_classifier.cli.options import add_device_argument, resolve_device_option
 from image_classifier.i18n import DEFAULT, SUPPORTED
 from image_classifier.inference import add_backend_argument
+from image_classifier.results import ModelResult
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def calibration_line(model: Any) -> str:
+def calibration_line(model: ModelResult) -> str:
     """Log-loss and ECE of the calibrated probabilities the model gives, and before calibration."""
     test = model.test
     temperature = model.calibration.temperature if model.calibration is not None else 1.0

@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from image_classifier.inference.backends import module_device
 from image_classifier.inference.classifier import Classifier
 from image_classifier.inference.ensemble import EnsembleClassifier
+from image_classifier.inference.model import Model
 from image_classifier.inference.timing import SpeedConfig, latency_summary, time_calls
 from image_classifier.machine import load_average
 
@@ -85,7 +86,7 @@ def flops_per_image(module: Any, batch: Any) -> int:
     return int(counter.get_total_flops() // max(1, batch.shape[0]))
 
 
-def _time_paths(model: Any, one: np.ndarray, batch: np.ndarray, sample_image: str | os.PathLike | None,
+def _time_paths(model: Model, one: np.ndarray, batch: np.ndarray, sample_image: str | os.PathLike | None,
                 config: SpeedConfig) -> tuple[list[float], list[float], dict | None]:
     """The three timings every model gets: ``predict_tensor`` on one input and on a batch (seconds
     per call), and the whole ``predict_proba`` path from ``sample_image`` (a latency summary; None
