@@ -7,12 +7,10 @@ probabilities, as in scikit-learn.
 """
 from __future__ import annotations
 
-import copy
 import functools
 import os
 import threading
 import warnings
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,162 +19,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from image_classifier.data.decode import decode_each, load_image
-from image_classifier.errors import OptionError
+from image_classifier.data.decode import load_image
 from image_classifier.faces import FaceCache
-from image_classifier.fileio import sha256_file
 from image_classifier.inference.backends import Backend, TorchBackend, create_backend
-from image_classifier.inference.calibration import card_temperature, uncalibrated
+from image_classifier.inference.calibration import card_temperature
 from image_classifier.inference.enrol import not_a_face_model
 from image_classifier.inference.explain import Explanation, explain_with_grad_cam
-from image_classifier.inference.inputs import as_sources
 from image_classifier.inference.model import ImageSource, Model, Prepared
 from image_classifier.inference.preprocess import images_to_array
-from image_classifier.inference.rejection import UNKNOWN, RejectionRule, annotate, fit_rule, tradeoff
-from image_classifier.inference.rows import FACE_COLUMNS, PHOTO_COLUMNS, face_rows, photo_row, table
+from image_classifier.inference.rejection import RejectionRule, annotate, fit_rule
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.saved_model import load_module
 
 
-class BatchedPrediction(ABC):
-    """``predict_details``, ``predict_proba`` and ``predict`` for anything that has ``classes`` and
-    the serving steps ``prepare`` -> ``predict_tensor`` -> ``finish`` -> ``judge`` (every
-    :class:`~image_classifier.inference.model.Model`): the steps the web server runs itself, batched."""
-
-    classes: list[str]
-    card: dict[str, Any]
-    rejection_rule: RejectionRule | None
-    reject: bool
-
-    @abstractmethod
-    def prepare(self, images: Sequence[Any]) -> Any: ...
-
-    @abstractmethod
-    def predict_tensor(self, batch: Any) -> np.ndarray: ...
-
-    @abstractmethod
-    def finish(self, prepared: Any, forward: np.ndarray | None) -> np.ndarray: ...
-
-    @abstractmethod
-    def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]: ...
-
-    @abstractmethod
-    def decode(self, source: Any, *, max_pixels: int | None = None) -> Any: ...
-
-    @property
-    def rejects(self) -> bool:
-        """True when this model can answer "unknown": it has a rule and ``reject`` is on."""
-        return self.reject and self.rejection_rule is not None
-
-    @property
-    def backend_name(self) -> str:
-        return self.backend.name  # type: ignore[attr-defined]
-
-    def decode_from(self, path: Path, cache: Any) -> Any:
-        """:meth:`decode` of ``path`` for ``cache`` (a :class:`~image_classifier.evaluate.evaluation.DecodeCache`;
-        an ensemble assembles it from its members' entries there)."""
-        return self.decode(path)
-
-    def for_timing(self) -> Model:
-        """This model as its latency is measured: without caches that would time a lookup."""
-        return self  # type: ignore[return-value]
-
-    def predict_details(self, images: Any, batch_size: int = 32, *, bgr: bool = False
-                        ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Like :meth:`predict_proba`, plus per image what decided it (for a face model: ``face``, the
-        box ``[x0, y0, x1, y1]`` of the face whose descriptor answered, or None where the fallback did,
-        ``face_index``, its place among ``faces``, and ``faces``: every face found, each with its own
-        ``label``, ``probability``, ``distance`` and ``box``) and the "none of these" answer:
-        ``unknown`` (bool), ``closest`` ({label, probability}: the most probable class, shown also
-        when unknown) and ``rejection`` ({score, threshold, kind}, or None when the model has no
-        rule or ``reject`` is off).
-
-        ``images``: one image or a list (a path, a folder, bytes, a stream, a PIL image, a numpy
-        ``H x W x 3`` uint8 array, RGB, or BGR with ``bgr=True``: see
-        :mod:`image_classifier.inference.inputs`); a folder stands for every file under it."""
-        images, _ = as_sources(images, bgr=bgr)
-        probs, details = [], []
-        for start in range(0, len(images), batch_size):
-            prepared = self.prepare(images[start:start + batch_size])
-            forward = self.predict_tensor(prepared.batch) if prepared.rows else None
-            probs.append(self.finish(prepared, forward))
-            details.extend(prepared.details)
-        out = np.concatenate(probs) if probs else np.empty((0, len(self.classes)), dtype=np.float32)
-        self.judge(out, details)
-        return out, details
-
-    def predict_proba(self, images: Any, batch_size: int = 32, *, bgr: bool = False) -> np.ndarray:
-        """Class probabilities, shape (number of images, len(classes)), rows in ``self.classes``
-        order; ``images`` as :meth:`predict_details` takes them.
-
-        The whole path (file -> decode -> resize -> normalise -> backend) is what a user waits for;
-        with the ONNX backend it runs without PyTorch."""
-        return self.predict_details(images, batch_size, bgr=bgr)[0]
-
-    def predict(self, images: Any, batch_size: int = 32, *, bgr: bool = False) -> list[str]:
-        """The most probable class name of each image (see :meth:`predict_proba` for the probabilities),
-        or ``"unknown"`` where the model's rejection rule finds the image like none of its classes
-        (only when :attr:`reject` is on and the model has a rule). ``images``: one image or a list
-        (paths, a folder, PIL images, numpy arrays; see :meth:`predict_details`); always a list back."""
-        probs, details = self.predict_details(images, batch_size, bgr=bgr)
-        return [UNKNOWN if d["unknown"] else self.classes[i] for i, d in zip(probs.argmax(axis=1), details)]
-
-    @property
-    def name(self) -> str:
-        """The model's name in tables: its directory's name (a run's ``best`` resolved)."""
-        model_dir = getattr(self, "model_dir", None)
-        return Path(model_dir).resolve().name if model_dir is not None else str(getattr(self, "architecture", "model"))
-
-    def predict_frame(self, images: Any, batch_size: int = 32, *, bgr: bool = False, faces: bool = False) -> Any:
-        """The answers as a table with the columns of ``image-classifier sort``'s ``predictions.csv``
-        (:data:`~image_classifier.inference.rows.PHOTO_COLUMNS`; with ``faces=True`` one row per face,
-        the columns of ``faces.csv``): a pandas DataFrame when pandas is installed, else a list of
-        dicts. ``images`` as :meth:`predict_details` takes them; a file that cannot be read is left
-        out (with a warning) and the others are answered. ``sha256`` is the file's content hash
-        (None for pictures given in memory)."""
-        sources, names = as_sources(images, bgr=bgr)
-        decoded = decode_each(sources, self.decode, name=lambda src: src if isinstance(src, (str, os.PathLike)) else "image")
-        probs, details = self.predict_details(decoded.images, batch_size) if decoded.images else (
-            np.empty((0, len(self.classes))), [])
-        rows: list[dict[str, Any]] = []
-        for i, row, detail in zip(decoded.kept, probs, details):
-            src = sources[i]
-            sha = _file_sha256(src) if isinstance(src, (str, os.PathLike)) else None
-            if faces:
-                rows.extend(face_rows(names[i], detail, self.name, sha))
-            else:
-                rows.append(photo_row(names[i], row, detail, self.classes, self.name, sha))
-        return table(rows, FACE_COLUMNS if faces else PHOTO_COLUMNS)
-
-    def predict_folder(self, folder: str | os.PathLike, batch_size: int = 32, *, faces: bool = False) -> Any:
-        """:meth:`predict_frame` on every file under ``folder`` (at any depth, sorted by path)."""
-        if not Path(folder).is_dir():
-            raise NotADirectoryError(f"{folder} is not a folder")
-        return self.predict_frame(folder, batch_size, faces=faces)
-
-    def tradeoff(self) -> dict[str, Any] | None:
-        """What the "none of these" threshold in force trades, measured on validation (None: no
-        rule): the share of known validation photos kept and, for a face model, of validation faces
-        seen as strangers accepted (see :func:`~image_classifier.inference.rejection.tradeoff`)."""
-        if self.rejection_rule is None:
-            return None
-        card = getattr(self, "card", None) or {}
-        return tradeoff(self.rejection_rule, (card.get("faces") or {}).get("validation_strangers"))
-
-    def with_keep(self, keep: float) -> Any:
-        """This model with its "none of these" threshold moved to keep ``keep`` of the known
-        validation images (``--keep``; the card's rule keeps 0.95 unless trained with another):
-        the stored validation scores give the new threshold, nothing is refitted or predicted
-        again. Lower keeps fewer known photos and lets fewer strangers through."""
-        if self.rejection_rule is None:
-            raise OptionError(f"--keep: {self.name} has no \"none of these\" rule (it was saved before models had "
-                              "one): retrain it with `image-classifier train`, or leave --keep out")
-        clone = copy.copy(self)
-        clone.rejection_rule = self.rejection_rule.with_keep(keep)
-        return clone
-
-
-class Classifier(BatchedPrediction):
+class Classifier(Model):
     """A loaded whole-image CNN: preprocessing + network + class names. ``predict`` gives labels,
     ``predict_proba`` probabilities (a :class:`~image_classifier.inference.model.Model`; the face
     model, :class:`~image_classifier.inference.face_model.FaceClassifier`, is one with a face half).
@@ -281,13 +137,6 @@ class Classifier(BatchedPrediction):
         calibration (default this model's): the network's, for every row."""
         return np.full(n, card_temperature(self.card if card is None else card))
 
-    def uncalibrated(self, probs: np.ndarray, details: Sequence[dict[str, Any]] | None = None,
-                     card: dict[str, Any] | None = None) -> np.ndarray:
-        """The probabilities before calibration, from calibrated ``probs`` and ``details`` as
-        :meth:`predict_details` returned them; float32, equal to ``probs`` without calibration.
-        ``card``: the card whose calibration made ``probs`` (default this model's)."""
-        return uncalibrated(probs, self.temperatures(details, len(probs), card))
-
     def fit_temperatures(self, logprobs: np.ndarray, labels: np.ndarray, details: Sequence[dict[str, Any]],
                          calibrate: Callable[[np.ndarray, np.ndarray], Any]
                          ) -> tuple[dict[str, Any], np.ndarray, list[str], dict[str, Any]]:
@@ -295,7 +144,7 @@ class Classifier(BatchedPrediction):
         validation ``logprobs`` with ``labels``: (their card keys, each row's temperature, notes,
         further card keys)."""
         fit = calibrate(logprobs, labels)
-        entry = {"temperature": round(fit.temperature, 6), "face_temperature": None}
+        entry = {"temperature": round(fit.temperature, 6)}
         return entry, np.full(len(labels), fit.temperature), ([] if fit.fitted else [fit.reason]), {}
 
     def fit_rejection_rule(self, uncalibrated_probs: np.ndarray, details: Sequence[dict[str, Any]],
@@ -389,10 +238,3 @@ class Classifier(BatchedPrediction):
         warnings.warn("Classifier.predict_labels is deprecated and will be removed in the next release: "
                       "use predict (labels) or predict_proba (probabilities)", DeprecationWarning, stacklevel=2)
         return self.predict(images, batch_size)
-
-
-def _file_sha256(path: str | os.PathLike) -> str | None:
-    try:
-        return sha256_file(path)
-    except OSError:
-        return None

@@ -46,7 +46,7 @@ from PIL import Image
 
 from image_classifier.errors import ModelFormatError
 from image_classifier.fileio import atomic_write_json
-from image_classifier.inference.classifier import BatchedPrediction, Classifier
+from image_classifier.inference.classifier import Classifier
 from image_classifier.inference.explain import Explanation
 from image_classifier.inference.face_model import FaceClassifier
 from image_classifier.inference.model import ImageSource, Model, Prepared
@@ -206,7 +206,7 @@ class EnsembleBackend:
         return "; ".join(f"{n} ({w:.2f}): {c.backend.describe()}" for n, c, w in self.members)
 
 
-class EnsembleClassifier(BatchedPrediction):
+class EnsembleClassifier(Model):
     """The weighted average of several loaded classifiers, with :class:`Classifier`'s interface
     (``predict``, ``predict_proba``, ``predict_details``, ``decode``, ``prepare``, ``predict_tensor``,
     ``finish``): a :class:`~image_classifier.inference.model.Model`, so ``predict``, ``evaluate`` and
@@ -254,15 +254,10 @@ class EnsembleClassifier(BatchedPrediction):
         """Ones: the members' probabilities come calibrated, the ensemble adds no temperature."""
         return np.ones(n)
 
-    def uncalibrated(self, probs: np.ndarray, details: Sequence[dict[str, Any]] | None = None,
-                     card: dict[str, Any] | None = None) -> np.ndarray:
-        """The probabilities as given: the ensemble's rule scores ``member_p_value``, not them."""
-        return np.asarray(probs)
-
     def fit_temperatures(self, logprobs: np.ndarray, labels: np.ndarray, details: Sequence[dict[str, Any]],
                          calibrate: Any) -> tuple[dict[str, Any], np.ndarray, list[str], dict[str, Any]]:
         """None: an ensemble is the mix of calibrated members."""
-        return {"temperature": 1.0, "face_temperature": None}, np.ones(len(labels)), [], {}
+        return {"temperature": 1.0}, np.ones(len(labels)), [], {}
 
     def fit_rejection_rule(self, uncalibrated_probs: np.ndarray, details: Sequence[dict[str, Any]],
                            keep: float) -> RejectionRule:
@@ -288,6 +283,9 @@ class EnsembleClassifier(BatchedPrediction):
         return [EnsembleInput({clf.decode_key: clf.shortcut_inputs(variant, [image], [analysis], lambda _: grey(k))[0]
                                for clf in self._decoders.values()})
                 for k, (image, analysis) in enumerate(zip(images, analyses))]
+
+    def networks(self) -> list[Any]:
+        return [clf for _, clf, _ in self.members]
 
     def for_timing(self) -> Model:
         for _, clf, _ in self.members:
@@ -403,7 +401,7 @@ class EnsembleClassifier(BatchedPrediction):
             prepared.details[i][MEMBER_P_VALUE] = None if smallest is None else round(float(smallest[i]), 6)
         return total.astype(np.float32)
 
-    # -- the "none of these" answer (predict, predict_proba, predict_details: BatchedPrediction) ----
+    # -- the "none of these" answer (predict, predict_proba, predict_details: Model) ---------------
     def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:
         """``unknown``, ``closest`` and ``rejection`` in each details dict (as :meth:`Classifier.judge`):
         the ensemble's rule on ``member_p_value``; never unknown without a rule or with ``reject`` off."""

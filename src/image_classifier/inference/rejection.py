@@ -338,11 +338,6 @@ def annotate_faces(details: list[dict[str, Any]], classes: Sequence[str], rule: 
             face["rejection"] = None if decision is None else decision.to_json()
 
 
-def no_rejection() -> dict[str, Any]:
-    """What ``predict_details`` says when no rule applies."""
-    return {"unknown": False, "rejection": None}
-
-
 def annotate(probabilities: np.ndarray, details: list[dict[str, Any]], classes: Sequence[str],
              rule: RejectionRule | None, scored: np.ndarray | None = None) -> list[bool]:
     """Add ``unknown``, ``closest`` and ``rejection`` to each details dict (in place); returns the

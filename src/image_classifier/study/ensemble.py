@@ -143,7 +143,7 @@ def save_and_score(*, run_dir: Path, composite: Composite, candidate: Candidate,
                                           unknowns, cache=cache, source=unknown_source)
         open_set_seconds = time.perf_counter() - t2
     t1 = time.perf_counter()
-    measured = Speed.from_json(measure_classifier(ensemble.for_timing(), model_dir=out, sample_image=test_items[0].path,
+    measured = Speed.from_json(measure_classifier(ensemble.for_timing(), sample_image=test_items[0].path,
                                                   config=speed))
     speed_seconds = time.perf_counter() - t1
     by_name = {m.name: m for m in entries}

@@ -36,6 +36,7 @@ from image_classifier.inference.calibration import CALIBRATION_KEY, log_probabil
 from image_classifier.inference.kinds import open_classifier
 from image_classifier.inference.model import Model
 from image_classifier.inference.rejection import RejectionRule
+from image_classifier.results import Calibration
 from image_classifier.runs import CARD_NAME, SPLIT_NAME
 from image_classifier.saved_model import read_card
 from image_classifier.training import TrainOptions, TrainResult, default_cache_dir, train_folder
@@ -76,8 +77,8 @@ class TrustFit:
         """One progress line, e.g. ``temperature 1.84 on 66 validation images (NLL 0.41 -> 0.27)``."""
         c = self.calibration
         text = f"temperature {c['temperature']:.2f}"
-        if c.get("face_temperature") is not None:
-            text += f" (face head {c['face_temperature']:.2f})"
+        for key in (k for k in c if k.endswith("_temperature") and c[k] is not None):  # a part's own, e.g. the face head's
+            text += f" ({key.removesuffix('_temperature')} head {c[key]:.2f})"
         text += f" on {c['images']} validation images"
         if c.get("nll_before") is not None:
             text += (f" (NLL {c['nll_before']:.2f} -> {c['nll_after']:.2f}, "
@@ -122,7 +123,8 @@ def fit_calibration(preds: ValidationPredictions) -> tuple[dict[str, Any], list[
     before = softmax(preds.logprobs) if n else preds.logprobs
     entry: dict[str, Any] = {
         "method": "temperature",
-        **temperatures,
+        # The card's temperature slots (results.Calibration: one per kind's part), None where this kind has none.
+        **{k: None for k in Calibration().to_json() if k.endswith("temperature")}, **temperatures,
         "fitted_on": "validation",
         "images": n,
         "nll_before": nll(preds.logprobs, preds.labels) if n else None,

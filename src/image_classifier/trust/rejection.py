@@ -66,21 +66,6 @@ def rejection_entry(classifier: Model, probabilities: np.ndarray, details: Seque
     return classifier.fit_rejection_rule(probs, details, keep).to_card()
 
 
-def fit_rejection(classifier: Model, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
-                  cache: Any = None, predictions: ValidationPredictions | None = None) -> dict[str, Any]:
-    """The ``rejection`` card entry of ``classifier``, fitted on ``val_items`` (its validation split);
-    ``predictions``: that split's pass, when the caller already made it (none is then run here)."""
-    t0 = time.perf_counter()
-    pred = predictions if predictions is not None else validation_predictions(classifier, val_items, cache)
-    if not pred.details:
-        raise DatasetError("none of the validation images could be decoded: no rejection rule can be fitted")
-    entry = rejection_entry(classifier, pred.probabilities, pred.details, keep)
-    entry["seconds"] = round(time.perf_counter() - t0, 3)
-    log.info("%s: rejection rule on %d validation images: %s", classifier.architecture, entry["images"],
-             RejectionRule.from_card(entry).describe())  # type: ignore[union-attr]
-    return entry
-
-
 def store_rejection(model_dir: str | os.PathLike, entry: dict[str, Any] | None) -> dict[str, Any]:
     """Write ``entry`` as the card's ``rejection`` (None removes it); returns the new card. The
     weights are not touched, so the card's weights hash stays valid."""
@@ -102,22 +87,6 @@ def needs_rejection(card: dict[str, Any], keep: float) -> bool:
             or int(entry.get("version", 1)) != RULE_VERSION)
 
 
-def ensure_rejection(classifier: Model, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
-                     cache: Any = None, predictions: ValidationPredictions | None = None) -> dict[str, Any]:
-    """Fit and store the rule unless the card already has one for ``keep``; the classifier then
-    applies it. Returns the entry. ``predictions``: see :func:`fit_rejection`."""
-    card = classifier.card
-    if needs_rejection(card, keep):
-        entry = fit_rejection(classifier, val_items, keep, cache, predictions)
-        if classifier.model_dir is not None:
-            classifier.card = store_rejection(classifier.model_dir, entry)
-        else:
-            classifier.card = {**card, CARD_KEY: entry}
-    classifier.rejection_rule = RejectionRule.from_card(classifier.card[CARD_KEY])
-    return classifier.card[CARD_KEY]
-
-
-
 # ---- an ensemble's rule ------------------------------------------------------------------------
 
 def fit_ensemble_rejection(ensemble: Model, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
@@ -135,12 +104,12 @@ def fit_ensemble_rejection(ensemble: Model, val_items: Sequence[Any], keep: floa
     if any(d.get(MEMBER_P_VALUE) is None for d in pred.details):
         log.info("ensemble: no member has a rejection rule, so the ensemble gets none")
         return None
-    entry = ensemble.fit_rejection_rule(pred.probabilities, pred.details, keep).to_card()
+    entry = rejection_entry(ensemble, pred.probabilities, pred.details, keep)
     entry["seconds"] = round(time.perf_counter() - t0, 3)
     if ensemble.model_dir is not None:
         ensemble.card = store_rejection(ensemble.model_dir, entry)
     else:
         ensemble.card = {**ensemble.card, CARD_KEY: entry}
-    log.info("ensemble: rejection rule on %d validation images: %s", entry["images"],
+    log.info("%s: rejection rule on %d validation images: %s", ensemble.architecture, entry["images"],
              RejectionRule.from_card(entry).describe())  # type: ignore[union-attr]
     return entry
