@@ -135,7 +135,8 @@ def measure_arch(arch: str, model_dir: Path, jpeg: Path, test_items, args) -> di
     from image_classifier.evaluate.speed import SpeedConfig
     from image_classifier.inference.selection import choose_backend
     from image_classifier.inference.timing import measure_classifiers
-    from image_classifier.inference.classifier import Classifier, open_classifier
+    from image_classifier.inference.classifier import Classifier
+    from image_classifier.inference.kinds import open_classifier
 
     base = open_classifier(model_dir, "torch")
     variants = {"torch": base}

@@ -26,7 +26,7 @@ from image_classifier.device import resolve_device
 from image_classifier.errors import OptionError
 from image_classifier.inference.backends import TorchBackend, backend_device
 from image_classifier.inference.calibration import card_temperature
-from image_classifier.inference.classifier import open_classifier
+from image_classifier.inference.kinds import open_classifier
 from image_classifier.inference.ensemble import write_ensemble
 from image_classifier.inference.explain import explain
 from image_classifier.results import Study

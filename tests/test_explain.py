@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from image_classifier.inference.classifier import open_classifier
+from image_classifier.inference.kinds import open_classifier
 from image_classifier.inference.explain import (
     FACE, GRAD_CAM, OVERLAY_MAX_SIDE, conv_stage, explain, grad_cam, heat_on_photo, jet, overlay_box,
 )

@@ -250,13 +250,15 @@ LAYERS: list[tuple[str, ...]] = [
 #: each entry is one module ("inference" is the package's ``__init__``: the backend names).
 INFERENCE_STACK: list[tuple[str, ...]] = [
     ("inference", "inference.calibration", "inference.onnx_metadata", "inference.preprocess", "inference.rejection",
-     "inference.inputs", "inference.rows", "inference.enrol"),
+     "inference.inputs", "inference.rows", "inference.enrol", "inference.model"),
     ("inference.backends",),
+    ("inference.explain",),
     ("inference.classifier",),
-    ("inference.ensemble",),
+    ("inference.face_model",),
+    ("inference.kinds", "inference.ensemble"),
     ("inference.timing",),
     ("inference.selection",),
-    ("inference.loading", "inference.files", "inference.explain"),
+    ("inference.loading", "inference.files"),
 ]
 
 

@@ -11,7 +11,7 @@ import image_classifier
 from export_helpers import make_model_dir, photo
 from image_classifier.export.pipeline import ExportOptions, export_model
 from image_classifier.inference import selection
-from image_classifier.inference.classifier import open_classifier
+from image_classifier.inference.kinds import open_classifier
 from image_classifier.inference.loading import load_model
 from image_classifier.inference.selection import choose_backend, decide
 from image_classifier.runs import BACKEND_RECORD_NAME as RECORD_NAME

@@ -13,7 +13,7 @@ from PIL import Image
 from serve_fixtures import CLASSES, COLOURS, colour_image, encode, train_colour_model
 from test_serve_api import check_response
 
-from image_classifier.inference.classifier import open_classifier
+from image_classifier.inference.kinds import open_classifier
 from image_classifier.serve import ModelStore, create_app
 
 RED, GREEN, BLUE = CLASSES

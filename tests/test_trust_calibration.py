@@ -77,15 +77,13 @@ def test_calibration_never_changes_the_predicted_class_and_undoes_exactly():
     for t in (0.3, 1.7, 12.0):
         calibrated = softmax(z, t)
         assert (calibrated.argmax(1) == z.argmax(1)).all()
-        card = {"calibration": {"temperature": t}}
-        back = uncalibrated(calibrated.astype(np.float32), None, card)
+        back = uncalibrated(calibrated.astype(np.float32), np.full(len(z), t))
         np.testing.assert_allclose(back, softmax(z), atol=2e-5)
         assert (back.argmax(1) == calibrated.argmax(1)).all()
-    # Per row: a face model's rows answered by a face use face_temperature.
-    card = {"calibration": {"temperature": 2.0, "face_temperature": 0.5}}
-    details = [{"face": [0, 0, 9, 9]} if i % 2 else {"face": None} for i in range(len(z))]
-    mixed = np.where(np.arange(len(z))[:, None] % 2 == 1, softmax(z, 0.5), softmax(z, 2.0)).astype(np.float32)
-    np.testing.assert_allclose(uncalibrated(mixed, details, card), softmax(z), atol=2e-5)
+    # Per row: each row undone with its own temperature (a face model's face rows: face_temperature).
+    odd = np.arange(len(z)) % 2 == 1
+    mixed = np.where(odd[:, None], softmax(z, 0.5), softmax(z, 2.0)).astype(np.float32)
+    np.testing.assert_allclose(uncalibrated(mixed, np.where(odd, 0.5, 2.0)), softmax(z), atol=2e-5)
     np.testing.assert_allclose(rescale(softmax(z), 1 / 2.0), softmax(z, 2.0), atol=1e-9)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from image_classifier.cli.options import resolve_device_option
 from image_classifier.optionspec import add_arguments, from_args
 from image_classifier.study.options import EvaluateOptions
+
+if TYPE_CHECKING:  # the parser stays light: results are read only when a run is evaluated
+    from image_classifier.results import ModelResult
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def calibration_line(model: Any) -> str:
+def calibration_line(model: ModelResult) -> str:
     """Log-loss and ECE of the calibrated probabilities the model gives, and before calibration."""
     test = model.test
     temperature = model.calibration.temperature if model.calibration is not None else 1.0

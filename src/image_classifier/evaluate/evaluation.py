@@ -18,7 +18,7 @@ import numpy as np
 from image_classifier.data.decode import decode_each, load_image
 from image_classifier.errors import DatasetError
 from image_classifier.evaluate.metrics import compute_metrics, uncalibrated_metrics
-from image_classifier.inference.calibration import uncalibrated
+from image_classifier.inference.model import Model
 from image_classifier.results import Misclassified, TestMetrics
 
 log = logging.getLogger(__name__)
@@ -66,12 +66,11 @@ class DecodeCache:
         self._images: dict[tuple[str, Any], Any] = {}
         self.failures: dict[str, str] = {}
 
-    def get(self, path: Path, classifier: Any) -> Any:
+    def get(self, path: Path, classifier: Model) -> Any:
         key = (os.fspath(path), classifier.decode_key)
         if key not in self._images:
             # An ensemble assembles its decoding from its members' (cached here by their own evaluations).
-            assemble = getattr(classifier, "decode_from", None)
-            self._images[key] = assemble(path, self) if assemble is not None else classifier.decode(path)
+            self._images[key] = classifier.decode_from(path, self)
         return self._images[key]
 
     def picture(self, path: Path, size: int) -> Any:
@@ -84,7 +83,7 @@ class DecodeCache:
         return self._images[key]
 
 
-def predict_items(classifier: Any, items: Sequence[LabelledImage], *, batch_size: int = 32,
+def predict_items(classifier: Model, items: Sequence[LabelledImage], *, batch_size: int = 32,
                   cache: DecodeCache | None = None) -> tuple[np.ndarray, list[int], list[dict]]:
     """Probabilities for the images that decode; returns (probs, indices of the kept items, and
     per kept item what decided it: see :meth:`Classifier.predict_details`).
@@ -139,7 +138,7 @@ class Evaluation:
 
 
 def evaluate_classifier(
-    classifier: Any,
+    classifier: Model,
     items: Sequence[LabelledImage],
     *,
     cache: DecodeCache | None = None,
@@ -158,7 +157,7 @@ def evaluate_classifier(
     metrics = compute_metrics(y, probs, classes, n_bootstrap=n_bootstrap, seed=seed)
     # The model serves calibrated probabilities; the same figures before calibration come from
     # undoing its temperature(s) per image (the face head's where a face answered).
-    metrics.update(uncalibrated_metrics(y, uncalibrated(probs, details, getattr(classifier, "card", None))))
+    metrics.update(uncalibrated_metrics(y, classifier.uncalibrated(probs, details)))
     pred = probs.argmax(axis=1)
     conf = probs.max(axis=1)
     predictions = [

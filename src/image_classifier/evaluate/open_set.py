@@ -38,6 +38,7 @@ from torch import nn
 from image_classifier.data.decode import decode_each
 from image_classifier.data.scan import is_ignored
 from image_classifier.errors import DatasetError
+from image_classifier.inference.model import Model
 from image_classifier.inference.rejection import FACE_DISTANCE, MAX_PROBABILITY, RejectionRule
 from image_classifier.results import OpenSet
 
@@ -123,7 +124,7 @@ def summarise(method: str, rule: RejectionRule, known_scores: np.ndarray, known_
     )
 
 
-def measure_unknown_folder(classifier: Any, known_probs: np.ndarray, known_details: Sequence[dict[str, Any]],
+def measure_unknown_folder(classifier: Model, known_probs: np.ndarray, known_details: Sequence[dict[str, Any]],
                            known_correct: np.ndarray, unknowns: Sequence[UnknownImage], *, cache: Any = None,
                            source: str | None = None) -> OpenSet | None:
     """The rule of ``classifier`` on the known test predictions (already made) and on ``unknowns``
@@ -309,7 +310,7 @@ def sample_per_class(items: Sequence[Any], per_class: int = LOCO_TRAIN_PER_CLASS
     return out
 
 
-def features_of(classifier: Any, tap: FeatureTap, items: Sequence[Any], cache: Any = None) -> tuple[np.ndarray, list[int]]:
+def features_of(classifier: Model, tap: FeatureTap, items: Sequence[Any], cache: Any = None) -> tuple[np.ndarray, list[int]]:
     """Penultimate features of ``items`` (one forward pass; decoded through ``cache``) and the
     indices of the items that decoded."""
     decoded = decode_each(items, (lambda it: cache.get(it.path, classifier)) if cache is not None

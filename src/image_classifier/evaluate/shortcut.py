@@ -22,7 +22,7 @@ stay small in memory, and each file is decoded once (through the run's
 :class:`~image_classifier.evaluate.evaluation.DecodeCache`).
 
 A ``face_embedding`` model answers a photo from a face's descriptor when one is like a known
-person's, else from its fallback network. Its variants are given as face inputs built from the
+person's, else from its fallback network. Its variants are given (``Model.shortcut_inputs``) as face inputs built from the
 cached analysis: with the faces masked no face is left to find, so the fallback answers the masked
 picture (informative: that is the face model without the face); with only the faces kept the
 descriptors are those of the unchanged face pixels; in greyscale the descriptors are recomputed on
@@ -44,8 +44,7 @@ from image_classifier.errors import UnreadableImageError
 from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage, label_indices
 from image_classifier.faces.detect import MAX_DESCRIBED, FaceAnalysis, face_chip
 from image_classifier.faces.models import face_models
-from image_classifier.inference.classifier import Classifier
-from image_classifier.models.faces import FaceInput
+from image_classifier.inference.model import Model
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.results import ShortcutAudit
 
@@ -174,21 +173,19 @@ class AuditImages:
     def analysis(self, rel_path: str) -> FaceAnalysis | None:
         return None if self.analyses is None else self.analyses.get(rel_path)
 
-    def variants(self, item: LabelledImage, preprocessing: Preprocessing,
-                 face_model: bool = False) -> dict[str, Image.Image | None] | None:
+    def variants(self, item: LabelledImage, preprocessing: Preprocessing) -> dict[str, Image.Image | None] | None:
         """The variants of ``item`` ready for a model with ``preprocessing`` (None: unreadable)."""
         key = (item.rel_path, preprocessing.input_size, preprocessing.resize_mode)
         if key not in self._entries:
             self._entries[key] = self._build(item, preprocessing)
         entry = self._entries[key]
-        if entry is None:
-            return None
-        if face_model and item.rel_path not in self._grey_desc:
-            self._grey_desc[item.rel_path] = self._describe_grey(item, preprocessing.input_size)
-        return entry.variants
+        return None if entry is None else entry.variants
 
-    def grey_descriptors(self, rel_path: str) -> np.ndarray | None:
-        return self._grey_desc.get(rel_path)
+    def grey_descriptors(self, item: LabelledImage, size: int) -> np.ndarray | None:
+        """The face descriptors of ``item``'s greyscale picture (``size`` px), computed once, when asked."""
+        if item.rel_path not in self._grey_desc:
+            self._grey_desc[item.rel_path] = self._describe_grey(item, size)
+        return self._grey_desc[item.rel_path]
 
     def _describe_grey(self, item: LabelledImage, size: int) -> np.ndarray | None:
         analysis = self.analysis(item.rel_path)
@@ -208,26 +205,7 @@ class AuditImages:
         return _Entry({k: None if v is None else preprocessing.resize(v) for k, v in full.items()})
 
 
-def _face_inputs(classifier: Classifier, name: str, images: Sequence[Image.Image],
-                 analyses: Sequence[FaceAnalysis | None], grey: Sequence[np.ndarray | None]) -> list[FaceInput]:
-    """A face model's inputs for one variant, from the cached analyses (see the module docstring)."""
-    assert classifier.face_path is not None
-    head = classifier.face_path.head
-    out = []
-    for image, analysis, desc in zip(images, analyses, grey):
-        if analysis is None or name == "face_masked":
-            # No face left to find: the fallback answers the (masked) picture.
-            size = (image.width, image.height) if analysis is None else (analysis.width, analysis.height)
-            out.append(FaceInput(FaceAnalysis(*size), image))
-            continue
-        found = analysis if name == "face_only" else FaceAnalysis(analysis.width, analysis.height,
-                                                                  list(analysis.faces), desc)
-        index, distance = head.choose(found.descriptors)
-        out.append(FaceInput(found, image if index is None else None, index, distance))
-    return out
-
-
-def audit_classifier(classifier: Classifier, evaluation: Evaluation, images: AuditImages, *,
+def audit_classifier(classifier: Model, evaluation: Evaluation, images: AuditImages, *,
                      batch_size: int = 32) -> ShortcutAudit:
     """The shortcut audit of one loaded model on the images ``evaluation`` scored (its test split)."""
     started = time.perf_counter()
@@ -235,9 +213,8 @@ def audit_classifier(classifier: Classifier, evaluation: Evaluation, images: Aud
     preds = evaluation.predictions
     items = [LabelledImage(p.path, p.rel_path, p.true) for p in preds]
     y = label_indices(classes, items)
-    face_model = classifier.face_path is not None
     prep = classifier.preprocessing
-    built = [images.variants(it, prep, face_model) for it in items]
+    built = [images.variants(it, prep) for it in items]
     correct: dict[str, float | None] = {}
     used: dict[str, int] = {}
     for name in VARIANTS:
@@ -246,10 +223,9 @@ def audit_classifier(classifier: Classifier, evaluation: Evaluation, images: Aud
         if not rows:
             correct[name] = None
             continue
-        inputs: list = [built[i][name] for i in rows]  # type: ignore[index]
-        if face_model:
-            inputs = _face_inputs(classifier, name, inputs, [images.analysis(items[i].rel_path) for i in rows],
-                                  [images.grey_descriptors(items[i].rel_path) for i in rows])
+        inputs = classifier.shortcut_inputs(name, [built[i][name] for i in rows],  # type: ignore[index]
+                                            [images.analysis(items[i].rel_path) for i in rows],
+                                            lambda k: images.grey_descriptors(items[rows[k]], prep.input_size))
         probs = classifier.predict_proba(inputs, batch_size=batch_size)
         correct[name] = float(np.mean(probs.argmax(axis=1) == y[rows]))
     with_face = [i for i, v in enumerate(built) if v is not None and v["face_masked"] is not None]

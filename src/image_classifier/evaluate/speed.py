@@ -21,13 +21,12 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from image_classifier.inference.backends import module_device
-from image_classifier.inference.classifier import Classifier
-from image_classifier.inference.ensemble import EnsembleClassifier
+from image_classifier.inference.model import Model
 from image_classifier.inference.timing import SpeedConfig, latency_summary, time_calls
 from image_classifier.machine import load_average
 
 __all__ = ["SpeedConfig", "count_parameters", "dir_size_bytes", "flops_per_image", "latency_summary",
-           "measure_classifier", "measure_ensemble", "time_calls", "trained_parameter_count"]
+           "measure_classifier", "time_calls", "trained_parameter_count"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ def flops_per_image(module: Any, batch: Any) -> int:
     return int(counter.get_total_flops() // max(1, batch.shape[0]))
 
 
-def _time_paths(model: Any, one: np.ndarray, batch: np.ndarray, sample_image: str | os.PathLike | None,
+def _time_paths(model: Model, one: np.ndarray, batch: np.ndarray, sample_image: str | os.PathLike | None,
                 config: SpeedConfig) -> tuple[list[float], list[float], dict | None]:
     """The three timings every model gets: ``predict_tensor`` on one input and on a batch (seconds
     per call), and the whole ``predict_proba`` path from ``sample_image`` (a latency summary; None
@@ -125,94 +124,57 @@ def _timing_fields(model_only: list[float], batch_times: list[float], e2e: dict 
 
 
 def measure_classifier(
-    classifier: Classifier | EnsembleClassifier,
+    classifier: Model,
     *,
     model_dir: str | os.PathLike | None = None,
     sample_image: str | os.PathLike | None = None,
     config: SpeedConfig | None = None,
 ) -> dict:
-    """Size and speed of one loaded classifier (see :func:`image_classifier.load_model`), on the
-    backend it was loaded with (eager PyTorch, ONNX Runtime, ...).
+    """Size and speed of one loaded model of any kind (see :func:`image_classifier.load_model`), on
+    the backend it was loaded with (eager PyTorch, ONNX Runtime, ...; an ensemble: each member's).
 
-    - model-only latency: ``classifier.predict_tensor(x)`` on a ready (1, 3, H, W) float32 array
-      (what ``predict`` hands the backend after preprocessing; softmax included);
+    - model-only latency: ``classifier.predict_tensor(x)`` on a ready input (``forward_input``: a
+      CNN's (1, 3, H, W) float32 array, what ``predict`` hands the backend after preprocessing;
+      softmax included; an ensemble's packed row, every member's forward pass);
     - end-to-end latency: ``classifier.predict_proba([sample_image])``, i.e. read the file, decode,
       resize, normalise and forward, which is what a user of ``predict`` or the web app waits for;
     - throughput: images per second of ``predict_tensor`` at batch ``config.throughput_batch``.
 
-    Parameters and FLOPs are counted on the PyTorch network (the same for every backend).
-    Returns a JSON-ready dict; end-to-end keys are ``None`` when no sample image is given.
+    Parameters, FLOPs and size are counted on the PyTorch networks it computes with (the same for
+    every backend; an ensemble's are its members' sums: what serving it loads and computes); the
+    size is ``model_dir``'s when given. Returns a JSON-ready dict; end-to-end keys are ``None``
+    when no sample image is given.
     """
-    if isinstance(classifier, EnsembleClassifier):
-        return measure_ensemble(classifier, sample_image=sample_image, config=config)
     config = config or SpeedConfig()
-    module = classifier.module
-    module.eval()
-    total, _ = count_parameters(module)
-    trainable = trained_parameter_count(module, classifier.card.get("recipe"))
-    # The classifier's own preprocessing gives the input shape, whatever the architecture. numpy,
-    # as ``predict`` passes it: an ONNX backend takes it as is, PyTorch wraps it without a copy.
-    one = np.ascontiguousarray(classifier.preprocess_array([Image.new("RGB", (64, 48), (127, 127, 127))]),
-                               dtype=np.float32)
+    grey = Image.new("RGB", (64, 48), (127, 127, 127))
+    params = trainable = flops = 0
+    trainable_known = True
+    for clf in classifier.networks():
+        module = clf.module.eval()
+        params += count_parameters(module)[0]
+        own = trained_parameter_count(module, clf.card.get("recipe"))
+        trainable_known = trainable_known and own is not None
+        trainable += own or 0
+        flops += flops_per_image(module, torch.from_numpy(clf.forward_input([grey])))
+    dirs = [model_dir] if model_dir is not None else [c.model_dir for c in classifier.networks() if c.model_dir]
+    size = sum(dir_size_bytes(d) for d in dirs) if dirs else None
+    # numpy, as ``predict`` passes it: an ONNX backend takes it as is, PyTorch wraps it without a copy.
+    one = np.ascontiguousarray(classifier.forward_input([grey]), dtype=np.float32)
     batch = np.ascontiguousarray(np.broadcast_to(one, (config.throughput_batch, *one.shape[1:])))
-
-    flops = flops_per_image(module, torch.from_numpy(one))
-
     model_only, batch_times, e2e = _time_paths(classifier, one, batch, sample_image, config)
     load = load_average()
     return {
-        "params": total,
-        "trainable_params": trainable,
-        "size_bytes": dir_size_bytes(model_dir) if model_dir is not None else None,
-        "size_mb": dir_size_bytes(model_dir) / 1e6 if model_dir is not None else None,
+        "params": params,
+        "trainable_params": trainable if trainable_known else None,
+        "size_bytes": size,
+        "size_mb": size / 1e6 if size is not None else None,
         "flops_per_image": flops,
-        "input_shape": list(one.shape[1:]),
+        "input_shape": list(one.shape[1:]) if one.ndim == 4 else None,  # an ensemble's packed row is no image
         **_timing_fields(model_only, batch_times, e2e, config),
         "backend": classifier.backend_name,
         "backend_description": classifier.backend.describe(),
         "torch_threads": torch.get_num_threads(),
         # Other processes competing for the cores inflate latencies; the report warns when this is
         # above the core count.
-        "load_avg_1m": None if load is None else round(load, 2),
-    }
-
-
-def measure_ensemble(
-    ensemble: EnsembleClassifier,
-    *,
-    sample_image: str | os.PathLike | None = None,
-    config: SpeedConfig | None = None,
-) -> dict:
-    """:func:`measure_classifier`'s figures for an ensemble, measured as the ensemble itself (every
-    member's forward pass for one image, then the whole ``predict_proba`` path); parameters, FLOPs
-    and size are the members' sums (what serving it loads and computes)."""
-    config = config or SpeedConfig()
-    members = [clf for _, clf, _ in ensemble.members]
-    grey = Image.new("RGB", (64, 48), (127, 127, 127))
-    params = trainable = flops = 0
-    trainable_known = True
-    for clf in members:
-        total, _ = count_parameters(clf.module)
-        params += total
-        own = trained_parameter_count(clf.module, clf.card.get("recipe"))
-        trainable_known = trainable_known and own is not None
-        trainable += own or 0
-        flops += flops_per_image(clf.module, torch.from_numpy(clf.preprocess_array([grey])))
-    size = sum(dir_size_bytes(clf.model_dir) for clf in members if clf.model_dir is not None)
-    one = ensemble.forward_input([grey])
-    batch = ensemble.forward_input([grey] * config.throughput_batch)
-    model_only, batch_times, e2e = _time_paths(ensemble, one, batch, sample_image, config)
-    load = load_average()
-    return {
-        "params": params,
-        "trainable_params": trainable if trainable_known else None,
-        "size_bytes": size,
-        "size_mb": size / 1e6,
-        "flops_per_image": flops,
-        "input_shape": None,
-        **_timing_fields(model_only, batch_times, e2e, config),
-        "backend": ensemble.backend_name,
-        "backend_description": ensemble.backend.describe(),
-        "torch_threads": torch.get_num_threads(),
         "load_avg_1m": None if load is None else round(load, 2),
     }

@@ -138,9 +138,9 @@ def single(model: str) -> Scorer:
     return lambda t, strangers: (t.strangers_p if strangers else t.known_p)[model]
 
 
-def face_first(face_model: str) -> Scorer:
-    """A face-first cascade's score: its face model's p-value (as its saved rule scores it)."""
-    return single(face_model)
+def face_first(first: str) -> Scorer:
+    """A face-first cascade's score: its face model's (``first``) p-value (as its saved rule scores it)."""
+    return single(first)
 
 
 def strangest(models: Sequence[str]) -> Scorer:

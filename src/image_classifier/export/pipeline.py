@@ -32,7 +32,8 @@ from image_classifier.export.quantize import accuracy_change, quantize_int8
 from image_classifier.export.verify import FP32_TOLERANCE, ParityReport, check_parity, synthetic_images
 from image_classifier.fileio import atomic_write_json, sha256_file
 from image_classifier.inference.backends import OnnxBackend, TorchBackend
-from image_classifier.inference.classifier import Classifier, open_classifier
+from image_classifier.inference.classifier import Classifier
+from image_classifier.inference.kinds import open_classifier
 from image_classifier.inference.ensemble import ensemble_members, is_ensemble_card
 from image_classifier.inference.onnx_metadata import card_metadata
 from image_classifier.inference.selection import BackendChoice, choose_backend

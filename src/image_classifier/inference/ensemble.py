@@ -46,9 +46,12 @@ from PIL import Image
 
 from image_classifier.errors import ModelFormatError
 from image_classifier.fileio import atomic_write_json
-from image_classifier.inference.classifier import BatchedPrediction, Classifier, ImageSource, Prepared
+from image_classifier.inference.classifier import Classifier
+from image_classifier.inference.explain import Explanation
+from image_classifier.inference.face_model import FaceClassifier
+from image_classifier.inference.model import ImageSource, Model, Prepared
 from image_classifier.inference.rejection import (
-    MEMBER_P_VALUE, RejectionRule, annotate, member_p_values,
+    MEMBER_P_VALUE, RejectionRule, annotate, fit_ensemble_rule, member_p_values,
 )
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.runs import CARD_NAME
@@ -202,16 +205,12 @@ class EnsembleBackend:
     def describe(self) -> str:
         return "; ".join(f"{n} ({w:.2f}): {c.backend.describe()}" for n, c, w in self.members)
 
-    def predict_tensor(self, batch: Any) -> np.ndarray:  # pragma: no cover - EnsembleClassifier answers
-        raise NotImplementedError
 
-
-class EnsembleClassifier(BatchedPrediction):
+class EnsembleClassifier(Model):
     """The weighted average of several loaded classifiers, with :class:`Classifier`'s interface
     (``predict``, ``predict_proba``, ``predict_details``, ``decode``, ``prepare``, ``predict_tensor``,
-    ``finish``), so ``predict``, ``evaluate`` and ``serve`` use it unchanged."""
-
-    face_path = None  # the members have their own
+    ``finish``): a :class:`~image_classifier.inference.model.Model`, so ``predict``, ``evaluate`` and
+    ``serve`` use it unchanged."""
 
     def __init__(self, members: Sequence[tuple[str, Classifier, float]], card: dict[str, Any],
                  model_dir: Path | None = None, backend_reason: str = "", reject: bool = True) -> None:
@@ -227,8 +226,8 @@ class EnsembleClassifier(BatchedPrediction):
             if list(clf.classes) != self.classes:
                 raise ModelFormatError(f"{model_dir}: member {name} has classes {clf.classes}, the ensemble {self.classes}")
         self.combine = str((card.get("ensemble") or {}).get("combine") or MEAN)
-        if self.combine == FACE_FIRST and (len(self.members) != 2 or self.members[0][1].face_path is None
-                                           or self.members[1][1].face_path is not None):
+        if self.combine == FACE_FIRST and (len(self.members) != 2 or not FaceClassifier.opens(self.members[0][1].card)
+                                           or FaceClassifier.opens(self.members[1][1].card)):
             raise ModelFormatError(f"{model_dir}: a face-first cascade needs a face model and then a whole-image model")
         self.preprocessing = Preprocessing.from_dict(card["preprocessing"])
         self.backend = EnsembleBackend(self.members)
@@ -250,18 +249,48 @@ class EnsembleClassifier(BatchedPrediction):
         self._card = value
         self.rejection_rule: RejectionRule | None = RejectionRule.from_card(value.get("rejection"))
 
-    @property
-    def rejects(self) -> bool:
-        """True when this ensemble can answer "unknown": it has a rule and ``reject`` is on."""
-        return self.reject and self.rejection_rule is not None
+    def temperatures(self, details: Sequence[dict[str, Any]] | None, n: int,
+                     card: dict[str, Any] | None = None) -> np.ndarray:
+        """Ones: the members' probabilities come calibrated, the ensemble adds no temperature."""
+        return np.ones(n)
 
-    def uncalibrated(self, probs: np.ndarray, details: Sequence[dict[str, Any]] | None = None) -> np.ndarray:
-        """The probabilities as given: the ensemble's rule scores ``member_p_value``, not them."""
-        return np.asarray(probs)
+    def fit_temperatures(self, logprobs: np.ndarray, labels: np.ndarray, details: Sequence[dict[str, Any]],
+                         calibrate: Any) -> tuple[dict[str, Any], np.ndarray, list[str], dict[str, Any]]:
+        """None: an ensemble is the mix of calibrated members."""
+        return {"temperature": 1.0}, np.ones(len(labels)), [], {}
+
+    def fit_rejection_rule(self, uncalibrated_probs: np.ndarray, details: Sequence[dict[str, Any]],
+                           keep: float) -> RejectionRule:
+        """On the members' p-values (``member_p_value``): see :func:`~.rejection.fit_ensemble_rule`."""
+        return fit_ensemble_rule(details, keep)
 
     @property
-    def backend_name(self) -> str:
-        return self.backend.name
+    def features_network(self) -> None:
+        """None: an ensemble's images are characterised by its members."""
+        return None
+
+    def explain(self, image: ImageSource, *, target: str | int | None = None, decoded: Any = None,
+                max_side: int = 512) -> Explanation:
+        """The explanation of the member that weighs most (the face model's, for a cascade)."""
+        index = 0 if self.combine == FACE_FIRST else int(np.argmax([w for _, _, w in self.members]))
+        member = self.members[index][1]
+        part = decoded.by_key[member.decode_key] if isinstance(decoded, EnsembleInput) else None
+        return member.explain(image, target=target, decoded=part, max_side=max_side)
+
+    def shortcut_inputs(self, variant: str, images: Sequence[Image.Image], analyses: Sequence[Any],
+                        grey: Callable[[int], np.ndarray | None]) -> list[Any]:
+        """Each picture decoded once per member kind, as each member audits it."""
+        return [EnsembleInput({clf.decode_key: clf.shortcut_inputs(variant, [image], [analysis], lambda _: grey(k))[0]
+                               for clf in self._decoders.values()})
+                for k, (image, analysis) in enumerate(zip(images, analyses))]
+
+    def networks(self) -> list[Any]:
+        return [clf for _, clf, _ in self.members]
+
+    def for_timing(self) -> Model:
+        for _, clf, _ in self.members:
+            clf.for_timing()
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -372,7 +401,7 @@ class EnsembleClassifier(BatchedPrediction):
             prepared.details[i][MEMBER_P_VALUE] = None if smallest is None else round(float(smallest[i]), 6)
         return total.astype(np.float32)
 
-    # -- the "none of these" answer (predict, predict_proba, predict_details: BatchedPrediction) ----
+    # -- the "none of these" answer (predict, predict_proba, predict_details: Model) ---------------
     def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:
         """``unknown``, ``closest`` and ``rejection`` in each details dict (as :meth:`Classifier.judge`):
         the ensemble's rule on ``member_p_value``; never unknown without a rule or with ``reject`` off."""

@@ -36,7 +36,7 @@ from torch import nn
 from image_classifier.data.decode import load_image
 from image_classifier.errors import ModelFormatError
 from image_classifier.inference.backends import module_device
-from image_classifier.inference.classifier import Classifier, ImageSource
+from image_classifier.inference.model import ImageSource, Model
 from image_classifier.inference.preprocess import images_to_array
 from image_classifier.preprocessing import Preprocessing
 
@@ -147,14 +147,6 @@ def jet(values: np.ndarray) -> np.ndarray:
     return (rgb * 255).astype(np.uint8)
 
 
-def _display(photo: Image.Image, max_side: int) -> Image.Image:
-    photo = photo if photo.mode == "RGB" else photo.convert("RGB")
-    if max(photo.size) > max_side:
-        photo = photo.copy()
-        photo.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    return photo
-
-
 def heat_on_photo(heatmap: np.ndarray, size: tuple[int, int], preprocessing: Preprocessing) -> np.ndarray:
     """The network-input heat map laid onto a photo of ``size`` (w, h), the way ``preprocessing``
     mapped the photo to the input: stretched back for "squash"; for "center_crop" into the centre
@@ -199,47 +191,44 @@ def _photo_to_show(image: ImageSource, decoded: Image.Image, max_side: int) -> I
     return load_image(image, target_size=max_side)
 
 
-def _target_index(classifier: Classifier, target: str | int | None) -> int | None:
+def target_index(classes: list[str], target: str | int | None) -> int | None:
+    """The class index to explain: ``target`` by name or index (None: the model's own answer)."""
     if target is None or isinstance(target, int):
         return target
     try:
-        return classifier.classes.index(target)
+        return classes.index(target)
     except ValueError:
-        raise ValueError(f"unknown class {target!r}; the model knows {', '.join(classifier.classes)}") from None
+        raise ValueError(f"unknown class {target!r}; the model knows {', '.join(classes)}") from None
 
 
-def explain(classifier: Classifier, image: ImageSource, *, target: str | int | None = None,
+def explain(model: Model, image: ImageSource, *, target: str | int | None = None,
             decoded: Any = None, max_side: int = OVERLAY_MAX_SIDE) -> Explanation:
-    """Why ``classifier`` answers what it does for ``image`` (a path, bytes or PIL image).
+    """Why ``model`` answers what it does for ``image`` (a path, bytes or PIL image): its own
+    explanation (Grad-CAM of a CNN, the deciding face's box of a face model).
 
     ``target``: the class to explain (name or index; default the model's own answer).
-    ``decoded``: ``classifier.decode(image)`` when the caller has it already (a decode cache, the
+    ``decoded``: ``model.decode(image)`` when the caller has it already (a decode cache, the
     server), so the photo is not decoded twice.
     """
-    index = _target_index(classifier, target)
-    item = decoded if decoded is not None else classifier.decode(image)
-    if classifier.face_path is not None:
-        if item.face_index is not None:
-            return _face_explanation(classifier, image, item, index, max_side)
-        photo = item.image
-    else:
-        photo = item
-    batch = images_to_array(classifier.preprocessing, [photo])
-    cam = grad_cam(classifier.module, batch, index)
-    shown = _display(_photo_to_show(image, photo, max_side), max_side)
-    overlay = overlay_heatmap(shown, heat_on_photo(cam.heatmap, shown.size, classifier.preprocessing))
-    return Explanation(GRAD_CAM, classifier.classes[cam.target], overlay, heatmap=cam.heatmap, layer=cam.layer,
+    return model.explain(image, target=target, decoded=decoded, max_side=max_side)
+
+
+def explain_with_grad_cam(net: nn.Module, preprocessing: Preprocessing, classes: list[str], image: ImageSource,
+                          photo: Image.Image, target: str | int | None, max_side: int) -> Explanation:
+    """Grad-CAM of ``net`` for ``photo`` (``image`` decoded), drawn over the photo."""
+    batch = images_to_array(preprocessing, [photo])
+    cam = grad_cam(net, batch, target_index(classes, target))
+    shown = display(_photo_to_show(image, photo, max_side), max_side)
+    overlay = overlay_heatmap(shown, heat_on_photo(cam.heatmap, shown.size, preprocessing))
+    return Explanation(GRAD_CAM, classes[cam.target], overlay, heatmap=cam.heatmap, layer=cam.layer,
                        image_size=photo.size)
 
 
-def _face_explanation(classifier: Classifier, image: ImageSource, item: Any, index: int | None,
-                      max_side: int) -> Explanation:
-    details = classifier.face_path.details(item)  # type: ignore[union-attr]
-    if index is None:
-        head = classifier.face_path.head  # type: ignore[union-attr]
-        index = int(head.probabilities(item.descriptor[None])[0].argmax())
-    # The face path keeps no picture: decode one, reduced (JPEG draft) to about the overlay's size.
-    photo = image if isinstance(image, Image.Image) else load_image(image, target_size=max_side)
-    size = (int(details["image_size"][0]), int(details["image_size"][1]))
-    overlay = overlay_box(_display(photo, max_side), details["face"], size)
-    return Explanation(FACE, classifier.classes[index], overlay, box=list(details["face"]), image_size=size)
+def display(photo: Image.Image, max_side: int) -> Image.Image:
+    """``photo`` in RGB, at most ``max_side`` pixels on its longer side."""
+    photo = photo if photo.mode == "RGB" else photo.convert("RGB")
+    if max(photo.size) > max_side:
+        photo = photo.copy()
+        photo.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return photo
+

@@ -21,8 +21,10 @@ from image_classifier.device import describe_device, is_cuda
 from image_classifier.faces import FaceCache
 from image_classifier.inference import BACKENDS
 from image_classifier.inference.backends import backend_device
-from image_classifier.inference.classifier import Classifier, open_classifier
-from image_classifier.inference.ensemble import EnsembleClassifier, is_ensemble_card, open_ensemble
+from image_classifier.inference.classifier import Classifier
+from image_classifier.inference.kinds import open_classifier
+from image_classifier.inference.ensemble import is_ensemble_card, open_ensemble
+from image_classifier.inference.model import Model
 from image_classifier.inference.selection import choose_backend
 from image_classifier.saved_model import read_card
 
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def load_model(model_dir: str | os.PathLike, backend: str = "auto", *, threads: int | None = None,
                remeasure: bool = False, face_cache: FaceCache | None = None, reject: bool = True,
-               device: str | torch.device | None = "auto") -> Classifier | EnsembleClassifier:
+               device: str | torch.device | None = "auto") -> Model:
     """Open a saved model directory with its forward pass on ``backend`` (one of :data:`BACKENDS`).
 
     ``backend="auto"`` (the default) runs the backend measured fastest for this model on this

@@ -53,7 +53,7 @@ def file_temperature(meta: dict[str, Any]) -> float:
         raise ModelFormatError(f"ONNX metadata {PREFIX}temperature is not a number: {meta.get('temperature')!r}") from err
 
 
-def set_metadata(model: Any, metadata: dict[str, str], doc: str | None = None) -> None:
+def set_metadata(model: onnx.ModelProto, metadata: dict[str, str], doc: str | None = None) -> None:
     """Replace ``image_classifier.*`` entries of an ``onnx.ModelProto``'s metadata with ``metadata``."""
     kept = [(p.key, p.value) for p in model.metadata_props if not p.key.startswith(PREFIX)]
     del model.metadata_props[:]

@@ -249,17 +249,12 @@ class RejectionRule:
         return f"{kinds}{scale}, threshold {self.threshold:.3f} keeps {100 * self.kept_fraction():.1f} % of validation"
 
 
-def fit_rule(probabilities: np.ndarray, details: Sequence[Mapping[str, Any]], keep: float = DEFAULT_KEEP, *,
-             face_model: bool = False) -> RejectionRule:
-    """The rule fitted on validation predictions (probabilities already calibrated, and their
-    :meth:`Classifier.predict_details` dicts): what ``trust`` calls after one validation pass. A face
-    model's rule is fitted on its images with a face only (see the module docstring); when none of
-    them has one, on all of them."""
-    kinds, values = score_kinds(probabilities, details)
-    if face_model and FACE_DISTANCE in kinds:
-        faces = [i for i, k in enumerate(kinds) if k == FACE_DISTANCE]
-        kinds, values = [FACE_DISTANCE] * len(faces), np.asarray(values)[faces]
-    return RejectionRule.fit(kinds, values, keep, p_value=True if face_model else None)
+def fit_rule(probabilities: np.ndarray, details: Sequence[Mapping[str, Any]], keep: float = DEFAULT_KEEP
+             ) -> RejectionRule:
+    """The rule fitted on validation predictions (probabilities with the temperature taken out,
+    and their ``predict_details`` dicts) of one pass, on every image's score (a face model fits
+    its own on its faces: ``FaceClassifier.fit_rejection_rule``)."""
+    return RejectionRule.fit(*score_kinds(probabilities, details), keep)
 
 
 def member_p_values(rule: RejectionRule, uncalibrated_probabilities: np.ndarray,
@@ -341,11 +336,6 @@ def annotate_faces(details: list[dict[str, Any]], classes: Sequence[str], rule: 
             face["unknown"] = bool(unknown)
             face["label"] = UNKNOWN if unknown else face["closest"]["label"]
             face["rejection"] = None if decision is None else decision.to_json()
-
-
-def no_rejection() -> dict[str, Any]:
-    """What ``predict_details`` says when no rule applies."""
-    return {"unknown": False, "rejection": None}
 
 
 def annotate(probabilities: np.ndarray, details: list[dict[str, Any]], classes: Sequence[str],

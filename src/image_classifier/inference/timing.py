@@ -31,7 +31,8 @@ from PIL import Image
 from image_classifier.errors import ImageClassifierError
 from image_classifier.faces import FaceCache
 from image_classifier.inference.backends import inference_threads
-from image_classifier.inference.classifier import Classifier, open_classifier
+from image_classifier.inference.classifier import Classifier
+from image_classifier.inference.kinds import open_classifier
 from image_classifier.machine import bf16_supported, machine_fingerprint
 
 log = logging.getLogger(__name__)

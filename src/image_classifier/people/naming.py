@@ -23,9 +23,8 @@ import numpy as np
 
 from image_classifier.errors import ModelFormatError
 from image_classifier.faces.clustering import SAME_PERSON_DISTANCE
-from image_classifier.faces.detect import DESCRIPTOR_DIM
-from image_classifier.inference.classifier import Classifier, open_classifier
-from image_classifier.inference.rejection import FACE_DISTANCE
+from image_classifier.inference.face_model import FaceClassifier
+from image_classifier.inference.kinds import open_classifier
 from image_classifier.people.grouping import GroupName
 from image_classifier.runs import is_model_dir, models_of_run, resolve_model_dir
 
@@ -44,42 +43,20 @@ def face_model_dir(path: str | os.PathLike) -> Path:
     return resolve_model_dir(path)
 
 
-def open_face_model(path: str | os.PathLike) -> Classifier:
+def open_face_model(path: str | os.PathLike) -> FaceClassifier:
     """The face model at ``path`` on the plain PyTorch backend (only its face half is used)."""
     model_dir = face_model_dir(path)
     model = open_classifier(model_dir, "torch")
-    if not isinstance(model, Classifier) or model.face_path is None:
+    if not isinstance(model, FaceClassifier):
         raise ModelFormatError(
             f"{model_dir} is not a face model: --model needs a {FACE_MODEL} model (compare trains one for "
             f"a folder of people: pass runs/NAME or runs/NAME/models/{FACE_MODEL})")
     return model
 
 
-def face_labels(model: Classifier, descriptors: np.ndarray) -> list[str | None]:
-    """Per face descriptor: the class the model gives it, or None when it is like no known person."""
-    face_path = model.face_path
-    assert face_path is not None
-    x = np.asarray(descriptors, dtype=np.float64).reshape(-1, DESCRIPTOR_DIM)
-    out: list[str | None] = []
-    for d in x:
-        index, distance = face_path.head.choose(d[None])
-        if index is None:
-            out.append(None)
-            continue
-        rule = model.rejection_rule
-        if rule is not None and not rule.decide([FACE_DISTANCE], np.array([distance]))[0].accepted:
-            out.append(None)
-            continue
-        if distance is None or distance > SAME_PERSON_DISTANCE:
-            out.append(None)
-            continue
-        out.append(model.classes[int(face_path.probabilities(d[None])[0].argmax())])
-    return out
-
-
-def name_group(model: Classifier, descriptors: np.ndarray) -> GroupName:
+def name_group(model: FaceClassifier, descriptors: np.ndarray) -> GroupName:
     """The class most of a group's faces are, when more than :data:`MAJORITY` of them are."""
-    labels = face_labels(model, descriptors)
+    labels = model.name_faces(descriptors, SAME_PERSON_DISTANCE)
     counts = Counter(label for label in labels if label is not None)
     known = sum(counts.values())
     if not counts:

@@ -36,6 +36,7 @@ from image_classifier.inference.backends import backend_device
 from image_classifier.inference.explain import explain as explain_image
 from image_classifier.inference.files import top_labels
 from image_classifier.inference.loading import load_model
+from image_classifier.inference.model import Model
 from image_classifier.inference.rejection import UNKNOWN
 from image_classifier.runs import (
     CARD_NAME, MODELS_DIR, best_model_name, is_model_dir, models_of_run, read_metrics, run_of_model_dir,
@@ -217,7 +218,7 @@ class LatencyWindow:
 @dataclass
 class ServedModel:
     entry: ModelEntry
-    classifier: Any  # inference.classifier.Classifier, or another backend's object with the same methods
+    classifier: Model  # any kind of model (inference.model)
     latency: LatencyWindow = field(default_factory=LatencyWindow)
 
     @property
@@ -404,7 +405,7 @@ class ModelStore:
         return thread
 
     @staticmethod
-    def _warm_up(clf: Any) -> None:
+    def _warm_up(clf: Model) -> None:
         # The first forward pass pays for allocator growth and kernel selection; pay it at start-up.
         size = int(clf.preprocessing.input_size)
         clf.predict([Image.new("RGB", (size, size), (128, 128, 128))])

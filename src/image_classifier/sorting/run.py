@@ -38,6 +38,7 @@ from image_classifier.data.scan import list_files
 from image_classifier.errors import UnreadableImageError
 from image_classifier.faces import FaceStream
 from image_classifier.inference.loading import load_model
+from image_classifier.inference.model import Model
 from image_classifier.inference.rows import face_rows, photo_row
 from image_classifier.runs import resolve_model_dir
 from image_classifier.saved_model import read_card
@@ -237,7 +238,7 @@ def _batches(todo: list[tuple[str, Path, str]], stream: FaceStream | None,
         yield batch
 
 
-def _answer(classifier: Any, batch: list[tuple[str, Path, str, UnreadableImageError | None]],
+def _answer(classifier: Model, batch: list[tuple[str, Path, str, UnreadableImageError | None]],
             stages: dict[str, float]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, tuple[str, str]]]:
     """Photo rows, face rows and unreadable files (path -> (reason, kind)) of one batch."""
     failed = {rel: (err.reason, err.kind) for rel, _, _, err in batch if err is not None}

@@ -40,6 +40,8 @@ from image_classifier.evaluate.strangers import (
     Scorer, Trial, cnn_loco, face_first, face_loco, loco_trials, measurable, single, strangest, strangers_accepted,
 )
 from image_classifier.faces import FaceSurvey
+from image_classifier.inference.classifier import Classifier
+from image_classifier.inference.model import Model
 from image_classifier.inference.rejection import DEFAULT_KEEP, score_kinds
 from image_classifier.models.registry import get_arch
 from image_classifier.training.cache import ImageCache
@@ -55,7 +57,7 @@ UNKNOWN_HALF = "the validation half of the unknown folder"
 class ValidationPass:
     """One trained model on the validation images (and what else compare reuses of that pass)."""
 
-    classifier: Any
+    classifier: Classifier  # one trained model (a single kind: ensembles are composed later)
     probs: np.ndarray  # (kept, classes), as the model serves them
     details: list[dict[str, Any]]
     kept: list[int]  # indices into the validation items of the images that decoded
@@ -112,7 +114,7 @@ class EvidenceInputs:
     composites: bool = True  # the cascades and the mix are candidates (compare --no-ensemble: not)
 
 
-def _unknown_pass(classifier: Any, images: Sequence[UnknownImage], cache: DecodeCache
+def _unknown_pass(classifier: Model, images: Sequence[UnknownImage], cache: DecodeCache
                   ) -> tuple[np.ndarray, list[dict[str, Any]], list[int]]:
     decoded = decode_each(images, lambda u: cache.get(u.path, classifier), name=lambda u: u.rel_path)
     if not decoded.images:
@@ -121,12 +123,13 @@ def _unknown_pass(classifier: Any, images: Sequence[UnknownImage], cache: Decode
     return probs, list(details), list(decoded.kept)
 
 
-def validation_pass(classifier: Any, val_items: Sequence[LabelledImage], train_items: Sequence[LabelledImage],
+def validation_pass(classifier: Model, val_items: Sequence[LabelledImage], train_items: Sequence[LabelledImage],
                     cache: DecodeCache, *, tap_features: bool, unknown: Sequence[UnknownImage] | None
                     ) -> ValidationPass:
     """One model's pass over the validation images (and the unknown folder's validation half),
     with its penultimate features when ``tap_features`` (a CNN with leave-one-class-out to come)."""
-    tap = FeatureTap(classifier.module) if tap_features and classifier.face_path is None else None
+    network = classifier.features_network if tap_features else None
+    tap = FeatureTap(network) if network is not None else None
     if tap is not None and not tap.available:
         tap = None
     with tap.attached() if tap is not None else contextlib.nullcontext():
@@ -142,7 +145,7 @@ def validation_pass(classifier: Any, val_items: Sequence[LabelledImage], train_i
     return vp
 
 
-def _real_p_values(classifier: Any, probs: np.ndarray, details: Sequence[dict[str, Any]]) -> np.ndarray:
+def _real_p_values(classifier: Model, probs: np.ndarray, details: Sequence[dict[str, Any]]) -> np.ndarray:
     """The model's own conformal p-values (its saved rule), 1.0 everywhere without a rule."""
     rule = classifier.rejection_rule
     if rule is None:
@@ -267,7 +270,7 @@ def _cascade_weights(face: str, other: str, face_share: float) -> dict[str, floa
     return {face: share, other: 1.0 - share}
 
 
-def _parameters(classifier: Any) -> int:
+def _parameters(classifier: Classifier) -> int:
     return int(sum(p.numel() for p in classifier.module.parameters()))
 
 

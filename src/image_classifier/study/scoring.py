@@ -31,6 +31,7 @@ from image_classifier.evaluate.shortcut import AuditImages, audit_classifier
 from image_classifier.evaluate.speed import measure_classifier
 from image_classifier.faces import FaceCache, FaceSurvey
 from image_classifier.inference.calibration import CALIBRATION_KEY
+from image_classifier.inference.model import Model
 from image_classifier.models.registry import get_arch
 from image_classifier.results import (
     Calibration, FaceAccuracy, ModelResult, OpenSet, ShortcutAudit, Speed, Training, Validation,
@@ -138,10 +139,8 @@ def score_model(ctx: ScoringContext, i: int, arch: str, trained: TrainResult, vp
     if explained.explained:
         say(f"{step} {arch}: Grad-CAM of {explained.explained} misclassified test images "
             f"in {explained.seconds:.1f} s")
-    if classifier.face_path is not None:
-        classifier.face_path.cache = None  # time the face pipeline itself, not a cache hit
     with watch.timed(SPEED):
-        speed = measure_classifier(classifier, model_dir=model_dir, sample_image=ctx.sample_image,
+        speed = measure_classifier(classifier.for_timing(), model_dir=model_dir, sample_image=ctx.sample_image,
                                    config=options.speed)
     shortcut = None
     if ctx.audit_images is not None:
@@ -199,7 +198,7 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _open_set(classifier: Any, ev: Evaluation, tap: FeatureTap | None, ctx: ScoringContext,
+def _open_set(classifier: Model, ev: Evaluation, tap: FeatureTap | None, ctx: ScoringContext,
               vp: ValidationPass) -> OpenSet | None:
     """The rule of ``classifier`` measured: on the unknown folder's test half when given, else
     leave-one-class-out on the network's penultimate features (of the validation images and the
@@ -209,7 +208,7 @@ def _open_set(classifier: Any, ev: Evaluation, tap: FeatureTap | None, ctx: Scor
     if ctx.unknowns is not None:
         return measure_unknown_folder(classifier, ev.probs, [p.details for p in ev.predictions], ev.correct,
                                       ctx.unknowns, cache=ctx.cache, source=os.fspath(options.unknown))
-    if classifier.face_path is not None and ctx.survey is not None:
+    if classifier.features_network is None and ctx.survey is not None:  # faces: the survey's descriptors
         return face_leave_one_class_out(ctx.survey.analyses, classifier.classes,
                                         {"train": ctx.train_items, "val": ctx.val_items, "test": ctx.test_items},
                                         options.keep)

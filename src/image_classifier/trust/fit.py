@@ -32,17 +32,17 @@ from image_classifier.data.split import load_split
 from image_classifier.errors import DatasetError
 from image_classifier.faces import FaceCache
 from image_classifier.fileio import atomic_write_json
-from image_classifier.inference.calibration import (
-    CALIBRATION_KEY, log_probabilities, row_temperatures, softmax,
-)
-from image_classifier.inference.classifier import Classifier, open_classifier
+from image_classifier.inference.calibration import CALIBRATION_KEY, log_probabilities, softmax
+from image_classifier.inference.kinds import open_classifier
+from image_classifier.inference.model import Model
 from image_classifier.inference.rejection import DEFAULT_KEEP, RejectionRule
+from image_classifier.results import Calibration
 from image_classifier.runs import CARD_NAME, SPLIT_NAME
 from image_classifier.saved_model import read_card
 from image_classifier.training import TrainOptions, TrainResult, default_cache_dir, train_folder
 from image_classifier.trust.rejection import CARD_KEY as REJECTION_KEY
 from image_classifier.trust.rejection import rejection_entry as rule_entry
-from image_classifier.trust.temperature import MIN_IMAGES, TemperatureFit, calibrate, ece, nll
+from image_classifier.trust.temperature import MIN_IMAGES, calibrate, ece, nll
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,12 @@ class ValidationPredictions:
     """The model's answers on the validation images that decoded, predicted once and shared by
     every fit of this module."""
 
-    classifier: Classifier  # as loaded before this step (its card's temperatures, if any)
+    classifier: Model  # as loaded before this step (its card's temperatures, if any)
     labels: np.ndarray  # (n,) column index of each image's true class
     logprobs: np.ndarray  # (n, C) uncalibrated log-probabilities (the logits up to a row constant)
     details: list[dict[str, Any]]  # per image what answered (predict_details)
     kept: list[int]  # which of the given items these are
     calibrated: np.ndarray | None = None  # (n, C) with the fitted temperatures, once fitted
-
-    @property
-    def by_face(self) -> np.ndarray:
-        """Per image, whether a face answered it (face models; all False for a CNN)."""
-        return np.array([bool(d) and d.get("face") is not None for d in self.details], dtype=bool)
 
 
 @dataclass
@@ -82,8 +77,8 @@ class TrustFit:
         """One progress line, e.g. ``temperature 1.84 on 66 validation images (NLL 0.41 -> 0.27)``."""
         c = self.calibration
         text = f"temperature {c['temperature']:.2f}"
-        if c.get("face_temperature") is not None:
-            text += f" (face head {c['face_temperature']:.2f})"
+        for key in (k for k in c if k.endswith("_temperature") and c[k] is not None):  # a part's own, e.g. the face head's
+            text += f" ({key.removesuffix('_temperature')} head {c[key]:.2f})"
         text += f" on {c['images']} validation images"
         if c.get("nll_before") is not None:
             text += (f" (NLL {c['nll_before']:.2f} -> {c['nll_after']:.2f}, "
@@ -93,7 +88,7 @@ class TrustFit:
         return f"{text}, in {self.seconds:.1f} s"
 
 
-def predict_validation(classifier: Classifier, val_items: Sequence[Any], *, cache: Any = None
+def predict_validation(classifier: Model, val_items: Sequence[Any], *, cache: Any = None
                        ) -> ValidationPredictions:
     """One pass over ``val_items`` (objects with ``path`` and ``class_name``: split records or
     ``LabelledImage``). ``cache`` is anything with ``get(path, classifier)`` returning a decoded
@@ -113,7 +108,7 @@ def predict_validation(classifier: Classifier, val_items: Sequence[Any], *, cach
         return ValidationPredictions(classifier, labels, np.empty((0, len(index))), [], [])
     probs, details = classifier.predict_details(decoded.images)
     # Undo whatever temperatures the card has now: fitting starts from the network's own logits.
-    temps = row_temperatures(details, len(probs), classifier.temperature, classifier.face_temperature)
+    temps = classifier.temperatures(details, len(probs))
     logprobs = temps[:, None] * log_probabilities(probs)
     return ValidationPredictions(classifier, labels, logprobs, list(details), list(decoded.kept))
 
@@ -121,38 +116,23 @@ def predict_validation(classifier: Classifier, val_items: Sequence[Any], *, cach
 def fit_calibration(preds: ValidationPredictions) -> tuple[dict[str, Any], list[str]]:
     """The card's ``calibration`` entry (and notes for the progress line), fitted on ``preds``;
     sets ``preds.calibrated``."""
-    face_model = preds.classifier.face_path is not None
-    by_face = preds.by_face
-    notes: list[str] = []
-    fallback = calibrate(preds.logprobs[~by_face], preds.labels[~by_face])
-    face: TemperatureFit | None = None
-    if face_model:
-        face = calibrate(preds.logprobs[by_face], preds.labels[by_face])
-        if not face.fitted:
-            notes.append(f"face head: {face.reason}")
-        if not fallback.fitted:
-            notes.append(f"fallback network: {fallback.reason}")
-    elif not fallback.fitted:
-        notes.append(fallback.reason)
-    t, tf = fallback.temperature, (face.temperature if face is not None else None)
-    temps = np.where(by_face, tf if tf is not None else 1.0, t)
+    temperatures, temps, notes, counts = preds.classifier.fit_temperatures(
+        preds.logprobs, preds.labels, preds.details, calibrate)
     n = len(preds.labels)
     preds.calibrated = softmax(preds.logprobs / temps[:, None]) if n else np.empty_like(preds.logprobs)
     before = softmax(preds.logprobs) if n else preds.logprobs
     entry: dict[str, Any] = {
         "method": "temperature",
-        "temperature": round(t, 6),
-        "face_temperature": None if tf is None else round(tf, 6),
+        # The card's temperature slots (results.Calibration: one per kind's part), None where this kind has none.
+        **{k: None for k in Calibration().to_json() if k.endswith("temperature")}, **temperatures,
         "fitted_on": "validation",
         "images": n,
         "nll_before": nll(preds.logprobs, preds.labels) if n else None,
         "nll_after": nll(preds.logprobs / temps[:, None], preds.labels) if n else None,
         "ece_before": ece(before, preds.labels) if n else None,
         "ece_after": ece(preds.calibrated, preds.labels) if n else None,
+        **counts,
     }
-    if face_model:
-        entry["face_images"] = int(by_face.sum())
-        entry["fallback_images"] = int((~by_face).sum())
     if notes:
         entry["notes"] = notes
     entry["min_images"] = MIN_IMAGES

@@ -20,11 +20,8 @@ import numpy as np
 from image_classifier.data.decode import decode_each
 from image_classifier.errors import DatasetError
 from image_classifier.fileio import atomic_write_json
-from image_classifier.inference.calibration import uncalibrated
-from image_classifier.inference.classifier import Classifier
-from image_classifier.inference.rejection import (
-    DEFAULT_KEEP, RULE_VERSION, MEMBER_P_VALUE, RejectionRule, fit_ensemble_rule, fit_rule,
-)
+from image_classifier.inference.model import Model
+from image_classifier.inference.rejection import DEFAULT_KEEP, RULE_VERSION, MEMBER_P_VALUE, RejectionRule
 from image_classifier.runs import CARD_NAME
 from image_classifier.saved_model import read_card
 
@@ -43,7 +40,7 @@ class ValidationPredictions:
     kept: list[int]  # indices into the items of the images that decoded
 
 
-def validation_predictions(classifier: Classifier, val_items: Sequence[Any], cache: Any = None,
+def validation_predictions(classifier: Model, val_items: Sequence[Any], cache: Any = None,
                            batch_size: int = 32) -> ValidationPredictions:
     """Probabilities and per-image details of the validation images that decode (anything with a
     ``path``). ``cache``: an ``evaluate.evaluation.DecodeCache`` (``get(path, classifier)``) so
@@ -58,32 +55,15 @@ def validation_predictions(classifier: Classifier, val_items: Sequence[Any], cac
     return ValidationPredictions(probs, details, decoded.kept)
 
 
-def rejection_entry(classifier: Classifier, probabilities: np.ndarray, details: Sequence[dict[str, Any]],
+def rejection_entry(classifier: Model, probabilities: np.ndarray, details: Sequence[dict[str, Any]],
                     keep: float = DEFAULT_KEEP, card: dict[str, Any] | None = None) -> dict[str, Any]:
     """The card entry of the rule fitted on these validation predictions (one pass, shared with
     calibration): ``probabilities`` as the model serves them with ``card``'s calibration (default:
     the classifier's card); the rule scores them with the temperature taken out, as
     :meth:`Classifier.judge` does, in the precision the model serves (float32), so that a
     validation image scores the same when predicted again."""
-    probs = uncalibrated(np.asarray(probabilities, dtype=np.float32), details,
-                         classifier.card if card is None else card)
-    rule = fit_rule(probs, details, keep, face_model=classifier.face_path is not None)
-    return rule.to_card()
-
-
-def fit_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
-                  cache: Any = None, predictions: ValidationPredictions | None = None) -> dict[str, Any]:
-    """The ``rejection`` card entry of ``classifier``, fitted on ``val_items`` (its validation split);
-    ``predictions``: that split's pass, when the caller already made it (none is then run here)."""
-    t0 = time.perf_counter()
-    pred = predictions if predictions is not None else validation_predictions(classifier, val_items, cache)
-    if not pred.details:
-        raise DatasetError("none of the validation images could be decoded: no rejection rule can be fitted")
-    entry = rejection_entry(classifier, pred.probabilities, pred.details, keep)
-    entry["seconds"] = round(time.perf_counter() - t0, 3)
-    log.info("%s: rejection rule on %d validation images: %s", classifier.arch, entry["images"],
-             RejectionRule.from_card(entry).describe())  # type: ignore[union-attr]
-    return entry
+    probs = classifier.uncalibrated(np.asarray(probabilities, dtype=np.float32), details, card)
+    return classifier.fit_rejection_rule(probs, details, keep).to_card()
 
 
 def store_rejection(model_dir: str | os.PathLike, entry: dict[str, Any] | None) -> dict[str, Any]:
@@ -107,25 +87,9 @@ def needs_rejection(card: dict[str, Any], keep: float) -> bool:
             or int(entry.get("version", 1)) != RULE_VERSION)
 
 
-def ensure_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
-                     cache: Any = None, predictions: ValidationPredictions | None = None) -> dict[str, Any]:
-    """Fit and store the rule unless the card already has one for ``keep``; the classifier then
-    applies it. Returns the entry. ``predictions``: see :func:`fit_rejection`."""
-    card = classifier.card
-    if needs_rejection(card, keep):
-        entry = fit_rejection(classifier, val_items, keep, cache, predictions)
-        if classifier.model_dir is not None:
-            classifier.card = store_rejection(classifier.model_dir, entry)
-        else:
-            classifier.card = {**card, CARD_KEY: entry}
-    classifier.rejection_rule = RejectionRule.from_card(classifier.card[CARD_KEY])
-    return classifier.card[CARD_KEY]
-
-
-
 # ---- an ensemble's rule ------------------------------------------------------------------------
 
-def fit_ensemble_rejection(ensemble: Any, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
+def fit_ensemble_rejection(ensemble: Model, val_items: Sequence[Any], keep: float = DEFAULT_KEEP,
                            cache: Any = None) -> dict[str, Any] | None:
     """Fit and store the rule of a saved ensemble (an ``EnsembleClassifier`` opened from its
     directory) on ``val_items``, its members' validation split: one pass of the ensemble (decoding
@@ -140,12 +104,12 @@ def fit_ensemble_rejection(ensemble: Any, val_items: Sequence[Any], keep: float 
     if any(d.get(MEMBER_P_VALUE) is None for d in pred.details):
         log.info("ensemble: no member has a rejection rule, so the ensemble gets none")
         return None
-    entry = fit_ensemble_rule(pred.details, keep).to_card()
+    entry = rejection_entry(ensemble, pred.probabilities, pred.details, keep)
     entry["seconds"] = round(time.perf_counter() - t0, 3)
     if ensemble.model_dir is not None:
         ensemble.card = store_rejection(ensemble.model_dir, entry)
     else:
         ensemble.card = {**ensemble.card, CARD_KEY: entry}
-    log.info("ensemble: rejection rule on %d validation images: %s", entry["images"],
+    log.info("%s: rejection rule on %d validation images: %s", ensemble.arch, entry["images"],
              RejectionRule.from_card(entry).describe())  # type: ignore[union-attr]
     return entry
