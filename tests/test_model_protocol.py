@@ -149,3 +149,18 @@ def test_a_new_kind_is_one_class_and_one_entry_in_kinds(saved, models, monkeypat
     ev = evaluate_classifier(model, _items(saved), n_bootstrap=10)
     flipped = [ImageOps.mirror(models["cnn"].decode(p)) for p in saved["images"]]
     np.testing.assert_allclose(ev.probs, models["cnn"].predict_proba(flipped), atol=1e-6)
+
+
+def test_a_face_first_cascade_answers_a_photo_without_a_face_before_one_with_a_face(saved):
+    from image_classifier.inference.ensemble import FACE_FIRST
+
+    path = write_ensemble(saved["root"] / "cascade", {"face": saved["face"], "cnn": saved["cnn"]},
+                          {"face": 0.5, "cnn": 0.5}, combine=FACE_FIRST)
+    cascade = ic.load_model(path, backend="torch", device="cpu")
+    no_face, kobe = saved["images"][1], saved["images"][0]
+    probs, details = cascade.predict_details([no_face, kobe])
+    # The face decides Kobe's photo; the whole-image CNN answers the photo without a face.
+    face, cnn = open_classifier(saved["face"]), open_classifier(saved["cnn"])
+    np.testing.assert_allclose(probs[1], face.predict_proba([kobe])[0], atol=1e-6)
+    np.testing.assert_allclose(probs[0], cnn.predict_proba([no_face])[0], atol=1e-6)
+    assert details[1]["members"][0]["face"] is not None and details[0]["members"][0]["face"] is None

@@ -43,7 +43,9 @@ class Prepared:
 
     @property
     def size(self) -> int:
-        return len(self.rows) + len(self.direct)
+        # Every prepared image has its details; a cascade's face member has neither a row nor a
+        # direct answer for the images its face did not decide.
+        return len(self.details)
 
 
 class Model(ABC):
