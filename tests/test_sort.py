@@ -249,3 +249,20 @@ def test_two_processes_under_torchrun_write_the_csv_one_process_writes(face_mode
         assert abs(float(a.pop("probability")) - float(b.pop("probability"))) < 1e-5  # batches differ
         assert a == b
     assert _rows(out / "unreadable.csv") == _rows(sorted_once["out"] / "unreadable.csv")
+
+
+def test_a_copy_left_half_made_by_a_killed_process_is_removed_when_the_copy_is_made(tmp_path):
+    from image_classifier.sorting.journal import copy_into
+
+    source = tmp_path / "in" / "a b.jpg"
+    source.parent.mkdir()
+    source.write_bytes(b"photo" * 100)
+    out = tmp_path / "out"
+    (out / "Kobe").mkdir(parents=True)
+    stale = out / "Kobe" / ".a b.jpg.tmp-999999"  # another process's id: it was killed mid-copy
+    stale.write_bytes(b"pho")
+    other = out / "Kobe" / ".ab.jpg.tmp-999999"  # another photo's: not this copy's business
+    other.write_bytes(b"x")
+    target = copy_into(out, "Kobe", "a b.jpg", source, "copy")
+    assert target.read_bytes() == source.read_bytes()
+    assert not stale.exists() and other.exists()

@@ -15,6 +15,7 @@ answers.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import logging
@@ -86,8 +87,11 @@ def copy_into(out: Path, label: str, rel_path: str, source: Path, mode: str) -> 
     elif target.is_file() and target.stat().st_size == source.stat().st_size:
         return target  # a complete copy (made by an earlier run, with --copy) is kept
     target.parent.mkdir(parents=True, exist_ok=True)
+    # A run killed mid-copy left its temporary file under its own process id: only one process
+    # ever writes a given target (shards split the photos), so any such leftover is stale.
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.tmp-*"):
+        stale.unlink(missing_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
     if mode == "link":
         os.symlink(source.resolve(), tmp)
     else:
