@@ -230,7 +230,7 @@ def test_the_package_has_no_import_cycle():
 #: "image_classifier" is the package's own ``__init__``). A module may import its own layer and those
 #: below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "version", "units", "fileio", "tensorio", "runtime", "machine", "device", "i18n", "runs", "results"),
+    ("errors", "version", "units", "fileio", "tensorio", "runtime", "machine", "device", "i18n", "runs", "jsonable", "card", "results"),
     ("data",),
     ("faces",),
     ("preprocessing", "recipe", "models"),

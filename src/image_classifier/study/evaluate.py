@@ -191,7 +191,7 @@ def run_evaluate(options: EvaluateOptions, *, on_progress: Callable[[str], None]
         errors=ev.errors, skipped=ev.skipped,
         # Which backend computed these predictions and timings, and why it was chosen.
         backend=backend,
-        calibration=Calibration.from_json(card["calibration"]) if card.get("calibration") else None,
+        calibration=Calibration.from_json(card["calibration"]).for_metrics() if card.get("calibration") else None,
         open_set=open_set,
     )
 

@@ -157,7 +157,7 @@ def score_model(ctx: ScoringContext, i: int, arch: str, trained: TrainResult, vp
         speed=Speed.from_json(speed), training=Training(r.train_seconds, r.peak_rss_mb, list(r.history)),
         errors=explained.errors, skipped=ev.skipped,
         faces=face_accuracy(ev, ctx.survey) if ctx.survey is not None else None, shortcut=shortcut,
-        calibration=Calibration.from_json(classifier.card[CALIBRATION_KEY])
+        calibration=Calibration.from_json(classifier.card[CALIBRATION_KEY]).for_metrics()
         if classifier.card.get(CALIBRATION_KEY) else None,
         open_set=open_set,
     )
