@@ -310,16 +310,18 @@ def test_evaluate_unknown_measures_the_rule(trained, unknown_dir, tmp_path, caps
 
 
 def test_the_rule_is_refitted_when_keep_changes_not_when_the_temperature_does(trained):
+    from image_classifier.card import ModelCard
     from image_classifier.trust.rejection import needs_rejection
 
     _, model_dir = trained
     card = json.loads((model_dir / CARD_NAME).read_text())
-    assert not needs_rejection(card, 0.95)
-    assert needs_rejection(card, 0.9)
-    assert needs_rejection({k: v for k, v in card.items() if k != "rejection"}, 0.95)
+    assert not needs_rejection(ModelCard.from_json(card), 0.95)
+    assert needs_rejection(ModelCard.from_json(card), 0.9)
+    assert needs_rejection(ModelCard.from_json({k: v for k, v in card.items() if k != "rejection"}), 0.95)
     # The rule scores probabilities with the temperature taken out: another temperature leaves the
     # decisions as they were.
-    assert not needs_rejection({**card, "calibration": {**card["calibration"], "temperature": 1.7}}, 0.95)
+    assert not needs_rejection(ModelCard.from_json({**card, "calibration": {**card["calibration"], "temperature": 1.7}}),
+                               0.95)
     green = green_noise(6, seed=4)
     decisions = [d["unknown"] for d in ic.load_model(model_dir, backend="torch").predict_details(green)[1]]
     other = tmp_copy = model_dir.parent / "recalibrated"

@@ -75,7 +75,7 @@ def test_best_is_the_candidate_no_other_beats_beyond_the_noise(study):
     assert selection.reason.startswith(f"{expected}: validation accuracy ")
     assert (study.run_dir / "best").resolve() == (study.run_dir / "models" / expected).resolve()
     assert study.model_path() == study.run_dir / "models" / expected
-    assert load_model(study.model_path(TINY), backend="torch").card["architecture"] == TINY
+    assert load_model(study.model_path(TINY), backend="torch").card.architecture == TINY
 
 
 def test_table_is_the_comparison_csv(study, without_pandas):

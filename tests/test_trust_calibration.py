@@ -22,7 +22,7 @@ from image_classifier.inference.loading import load_model
 from image_classifier.inference.onnx_metadata import read_metadata
 from image_classifier.models.faces import FaceHead, FacePath
 from image_classifier.runs import CARD_NAME
-from image_classifier.saved_model import load_module, read_card
+from image_classifier.saved_model import ModelCard, load_module, read_card
 from image_classifier.trust.fit import fit_trust
 from image_classifier.trust.temperature import MIN_IMAGES, MIN_TEMPERATURE, calibrate, fit_temperature, nll
 
@@ -72,17 +72,21 @@ def test_too_few_images_keep_temperature_one():
     assert fit.nll_before == fit.nll_after
 
 
+def _card(calibration: dict) -> ModelCard:
+    return ModelCard.from_json({"architecture": "any", "classes": [], "preprocessing": {}, "calibration": calibration})
+
+
 def test_calibration_never_changes_the_predicted_class_and_undoes_exactly():
     z, _ = _synthetic(1.0, n=500, classes=5, seed=3)
     for t in (0.3, 1.7, 12.0):
         calibrated = softmax(z, t)
         assert (calibrated.argmax(1) == z.argmax(1)).all()
-        card = {"calibration": {"temperature": t}}
+        card = _card({"temperature": t})
         back = uncalibrated(calibrated.astype(np.float32), None, card)
         np.testing.assert_allclose(back, softmax(z), atol=2e-5)
         assert (back.argmax(1) == calibrated.argmax(1)).all()
     # Per row: a face model's rows answered by a face use face_temperature.
-    card = {"calibration": {"temperature": 2.0, "face_temperature": 0.5}}
+    card = _card({"temperature": 2.0, "face_temperature": 0.5})
     details = [{"face": [0, 0, 9, 9]} if i % 2 else {"face": None} for i in range(len(z))]
     mixed = np.where(np.arange(len(z))[:, None] % 2 == 1, softmax(z, 0.5), softmax(z, 2.0)).astype(np.float32)
     np.testing.assert_allclose(uncalibrated(mixed, details, card), softmax(z), atol=2e-5)
@@ -104,10 +108,10 @@ def fitted(tmp_path_factory):
 
 def test_fit_trust_writes_the_card(fitted):
     card = read_card(fitted["dir"])
-    cal = card["calibration"]
-    assert cal["method"] == "temperature" and cal["fitted_on"] == "validation"
-    assert cal["images"] == len(fitted["items"]) and cal["face_temperature"] is None
-    assert cal["temperature"] != 1.0 and 0.05 <= cal["temperature"] <= 20.0
+    cal = card.calibration
+    assert cal.method == "temperature" and cal.fitted_on == "validation"
+    assert cal.images == len(fitted["items"]) and cal.face_temperature is None
+    assert cal.temperature != 1.0 and 0.05 <= cal.temperature <= 20.0
     assert cal["nll_after"] < cal["nll_before"]
     # The figures are those of the uncalibrated predictions and of the fitted temperature.
     labels = np.array([CLASSES.index(it.class_name) for it in fitted["items"]])
@@ -122,7 +126,7 @@ def test_fit_trust_writes_the_card(fitted):
 
 def test_every_backend_serves_softmax_of_logits_over_t(fitted):
     model_dir, files = fitted["dir"], [it.path for it in fitted["items"]]
-    t = read_card(model_dir)["calibration"]["temperature"]
+    t = read_card(model_dir).calibration.temperature
     torch_clf = load_model(model_dir, backend="torch")
     assert torch_clf.temperature == t
     with torch.inference_mode():
@@ -134,7 +138,7 @@ def test_every_backend_serves_softmax_of_logits_over_t(fitted):
     onnx_clf = load_model(model_dir, backend="onnx")
     np.testing.assert_allclose(onnx_clf.predict_proba(files), expected, atol=1e-4)
     assert float(read_metadata(model_dir / "model.onnx")["temperature"]) == t
-    assert read_card(model_dir)["exports"]["onnx"]["verification"]["passed"]
+    assert read_card(model_dir).exports["onnx"]["verification"]["passed"]
     # torch-bf16: its own (bfloat16) logits, divided by the same temperature.
     bf16_clf = load_model(model_dir, backend="torch-bf16")
     batch = torch_clf.preprocess(files)
@@ -166,7 +170,7 @@ def test_evaluation_reports_before_and_after(fitted):
 
 def test_a_stale_onnx_file_is_refused(fitted, tmp_path):
     model_dir = fitted["dir"]
-    card = read_card(model_dir)
+    card = read_card(model_dir).to_json()
     try:
         recalibrated = {**card, "calibration": {**card["calibration"], "temperature": card["calibration"]["temperature"] * 0.5}}
         atomic_write_json(model_dir / CARD_NAME, recalibrated)
@@ -183,7 +187,7 @@ def test_a_stale_onnx_file_is_refused(fitted, tmp_path):
             entry = model.metadata_props.add()
             entry.key, entry.value = k, v
         onnx.save(model, str(plain / "model.onnx"))
-        plain_card = read_card(plain)
+        plain_card = read_card(plain).to_json()
         plain_card["exports"]["onnx"].pop("sha256")
         atomic_write_json(plain / CARD_NAME, plain_card)
         assert load_model(plain, backend="onnx").temperature == 1.0

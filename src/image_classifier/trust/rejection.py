@@ -12,21 +12,18 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from image_classifier.card import ModelCard, read_card, write_card
 from image_classifier.data.decode import decode_each
 from image_classifier.errors import DatasetError
-from image_classifier.fileio import atomic_write_json
 from image_classifier.inference.calibration import uncalibrated
 from image_classifier.inference.classifier import Classifier
 from image_classifier.inference.rejection import (
     DEFAULT_KEEP, RULE_VERSION, MEMBER_P_VALUE, RejectionRule, fit_ensemble_rule, fit_rule,
 )
-from image_classifier.runs import CARD_NAME
-from image_classifier.saved_model import read_card
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +56,7 @@ def validation_predictions(classifier: Classifier, val_items: Sequence[Any], cac
 
 
 def rejection_entry(classifier: Classifier, probabilities: np.ndarray, details: Sequence[dict[str, Any]],
-                    keep: float = DEFAULT_KEEP, card: dict[str, Any] | None = None) -> dict[str, Any]:
+                    keep: float = DEFAULT_KEEP, card: ModelCard | None = None) -> dict[str, Any]:
     """The card entry of the rule fitted on these validation predictions (one pass, shared with
     calibration): ``probabilities`` as the model serves them with ``card``'s calibration (default:
     the classifier's card); the rule scores them with the temperature taken out, as
@@ -86,23 +83,23 @@ def fit_rejection(classifier: Classifier, val_items: Sequence[Any], keep: float 
     return entry
 
 
-def store_rejection(model_dir: str | os.PathLike, entry: dict[str, Any] | None) -> dict[str, Any]:
+def store_rejection(model_dir: str | os.PathLike, entry: dict[str, Any] | None) -> ModelCard:
     """Write ``entry`` as the card's ``rejection`` (None removes it); returns the new card. The
     weights are not touched, so the card's weights hash stays valid."""
     card = read_card(model_dir)
     if entry is None:
-        card.pop(CARD_KEY, None)
+        card.remove("rejection")
     else:
-        card[CARD_KEY] = entry
-    atomic_write_json(Path(model_dir) / CARD_NAME, card)
+        card.rejection = entry
+    write_card(model_dir, card)
     return card
 
 
-def needs_rejection(card: dict[str, Any], keep: float) -> bool:
+def needs_rejection(card: ModelCard, keep: float) -> bool:
     """True when the card has no rule, one fitted for another ``keep``, or one fitted another way
     (:data:`~image_classifier.inference.rejection.RULE_VERSION`). (A refitted temperature does not
     stale it: the rule scores the probabilities with the temperature taken out.)"""
-    entry = card.get(CARD_KEY) or {}
+    entry = card.rejection or {}
     return (not entry or abs(float(entry.get("keep", -1)) - keep) > 1e-12
             or int(entry.get("version", 1)) != RULE_VERSION)
 
@@ -117,9 +114,9 @@ def ensure_rejection(classifier: Classifier, val_items: Sequence[Any], keep: flo
         if classifier.model_dir is not None:
             classifier.card = store_rejection(classifier.model_dir, entry)
         else:
-            classifier.card = {**card, CARD_KEY: entry}
-    classifier.rejection_rule = RejectionRule.from_card(classifier.card[CARD_KEY])
-    return classifier.card[CARD_KEY]
+            classifier.card = card.with_(rejection=entry)
+    classifier.rejection_rule = RejectionRule.from_card(classifier.card.rejection)
+    return classifier.card.rejection
 
 
 
@@ -145,7 +142,7 @@ def fit_ensemble_rejection(ensemble: Any, val_items: Sequence[Any], keep: float 
     if ensemble.model_dir is not None:
         ensemble.card = store_rejection(ensemble.model_dir, entry)
     else:
-        ensemble.card = {**ensemble.card, CARD_KEY: entry}
+        ensemble.card = ensemble.card.with_(rejection=entry)
     log.info("ensemble: rejection rule on %d validation images: %s", entry["images"],
              RejectionRule.from_card(entry).describe())  # type: ignore[union-attr]
     return entry
