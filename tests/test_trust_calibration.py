@@ -112,11 +112,11 @@ def test_fit_trust_writes_the_card(fitted):
     assert cal.method == "temperature" and cal.fitted_on == "validation"
     assert cal.images == len(fitted["items"]) and cal.face_temperature is None
     assert cal.temperature != 1.0 and 0.05 <= cal.temperature <= 20.0
-    assert cal["nll_after"] < cal["nll_before"]
+    assert cal.nll_after < cal.nll_before
     # The figures are those of the uncalibrated predictions and of the fitted temperature.
     labels = np.array([CLASSES.index(it.class_name) for it in fitted["items"]])
-    assert cal["nll_before"] == pytest.approx(log_loss(labels, fitted["uncal"]), rel=1e-4)
-    assert cal["nll_after"] == pytest.approx(log_loss(labels, rescale(fitted["uncal"], 1 / cal["temperature"])),
+    assert cal.nll_before == pytest.approx(log_loss(labels, fitted["uncal"]), rel=1e-4)
+    assert cal.nll_after == pytest.approx(log_loss(labels, rescale(fitted["uncal"], 1 / cal.temperature)),
                                              rel=1e-4)
     assert fitted["fit"].calibration == cal
     # The same pass fits the "none of these" rule (tests/test_rejection.py).

@@ -119,6 +119,10 @@ class ModelCard(Jsonable):
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str | os.PathLike = "the model card") -> ModelCard:
         """The card of ``data`` (``where``: the file, for the errors)."""
+        for key in ("architecture", "classes", "preprocessing"):
+            if key not in data:
+                raise ModelFormatError(f"{where} lacks {key!r}: not a model card written by this tool "
+                                       "(train the model with `image-classifier train`)")
         unknown = [k for k in data if k not in _NAMES]
         if unknown:
             raise ModelFormatError(

@@ -132,16 +132,12 @@ def write_ensemble(out_dir: str | os.PathLike, members: dict[str, Path], weights
         raise ValueError("a face-first cascade has two members: a face model first, then a whole-image model")
     # Informative only (each member uses its own card's): the largest input, which a warm-up picture needs.
     largest = max(chosen, key=lambda s: int(cards[s.name].preprocessing["input_size"]))
-    card = {
-        "format_version": FORMAT_VERSION,
-        "architecture": ENSEMBLE_ARCHITECTURE,
-        "classes": classes,
-        "preprocessing": dict(cards[largest.name].preprocessing),
-        "ensemble": {**(extra or {}), "combine": combine, "members": [s.to_json() for s in specs]},
-    }
+    card = ModelCard(format_version=FORMAT_VERSION, architecture=ENSEMBLE_ARCHITECTURE, classes=classes,
+                     preprocessing=dict(cards[largest.name].preprocessing),
+                     ensemble={**(extra or {}), "combine": combine, "members": [s.to_json() for s in specs]})
     if best is not None:
-        card["best"] = dict(best)
-    write_card(out, ModelCard.from_json(card))
+        card.best = dict(best)
+    write_card(out, card)
     return out
 
 
