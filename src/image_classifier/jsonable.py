@@ -79,7 +79,7 @@ def from_json(cls: type[T], data: Mapping[str, Any]) -> T:
         if meta["skip"] or not f.init:
             continue
         if meta["flatten"]:
-            # Optional: present when the nested class's first key is
+            # An optional one is there when its first key is.
             nested = next(g for g in typing.get_args(hints[f.name]) or (hints[f.name],) if g is not type(None))
             first = dataclasses.fields(nested)[0]
             if not _optional(hints[f.name]) or data.get(_meta(first)["key"] or first.name) is not None:
@@ -115,7 +115,8 @@ def _value(hint: Any, value: Any, where: str) -> Any:
         return _value(inner[0], value, where) if len(inner) == 1 else value
     if dataclasses.is_dataclass(hint):
         return _build(hint, value)
-    if origin in (list, tuple, dict) and not isinstance(value, dict if origin is dict else list):
+    if origin is dict and not isinstance(value, Mapping) or origin in (list, tuple) and (
+            isinstance(value, (str, Mapping)) or not hasattr(value, "__iter__")):  # (a caller's tuple or array will do)
         raise TypeError(f"{where!r} should be a JSON {'object' if origin is dict else 'array'}, not {value!r}")
     if origin is list:
         return [_value(args[0], v, where) for v in value] if args else list(value)
