@@ -13,8 +13,6 @@ from typing import Any
 from image_classifier.card import Calibration
 from image_classifier.jsonable import Jsonable, json_field
 
-__all__ = ["Calibration"]  # the card's entry, each model's in metrics.json too
-
 
 # ---- one model -------------------------------------------------------------------------------
 
