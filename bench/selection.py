@@ -105,7 +105,7 @@ def old_greedy(probs: dict[str, np.ndarray], y: np.ndarray, max_steps: int = 20)
 def old_choice(run: Path, data: Path, models: list[str]) -> tuple[str, dict[str, float] | None]:
     """(the model the old rule serves, the ensemble's weights when it is the ensemble)."""
     dirs = {m: run / "models" / m for m in models}
-    best = {m: read_card(d)["best"] for m, d in dirs.items()}
+    best = {m: read_card(d).best for m, d in dirs.items()}
     single = min(enumerate(models), key=lambda im: (-best[im[1]]["val_accuracy"], best[im[1]]["val_loss"], im[0]))[1]
     val = split_items(run, data, "val")
     probs = {}

@@ -185,11 +185,11 @@ def tool_worker(args: argparse.Namespace) -> dict:
         test_acc = float(np.mean(probs.argmax(1) == np.array([r.label for r in test])))
     phases = [{**p, "recipe_epochs": next(ph.epochs for ph in _recipe(args.arch, args.set_).phases if ph.name == p["name"])}
               for p in result.phases]
-    return {"side": "tool", "arch": args.arch, "n_train": result.card["data"]["train_images"], "phases": phases,
+    return {"side": "tool", "arch": args.arch, "n_train": result.card.data["train_images"], "phases": phases,
             "train_seconds": wall, "best_val_accuracy": result.best_val_accuracy,
             "best_val_loss": result.best_val_loss, "test_accuracy": test_acc,
             "peak_rss_mb": result.peak_rss_mb, "threads": torch.get_num_threads(),
-            "precision": result.card["precision"], "best_epoch": result.best_epoch}
+            "precision": result.card.precision, "best_epoch": result.best_epoch}
 
 
 def _overrides(items: list[str], arch: str) -> dict[str, str]:

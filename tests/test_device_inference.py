@@ -225,7 +225,7 @@ def test_serve_on_the_cpu_device_answers_as_before(trained):
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     expected = by_hand(model_dir, [image])[0]
-    classes = read_card(model_dir)["classes"]
+    classes = read_card(model_dir).classes
     np.testing.assert_allclose([body["probabilities"][c] for c in classes], expected, atol=1e-5)
     store.close()
 
@@ -294,7 +294,7 @@ def test_serve_answers_from_the_gpu(trained):
                                           data={"file": (io.BytesIO(image.read_bytes()), "x.jpg")})
         assert response.status_code == 200, response.get_json()
         body = response.get_json()
-        classes = read_card(model_dir)["classes"]
+        classes = read_card(model_dir).classes
         np.testing.assert_allclose([body["probabilities"][c] for c in classes], by_hand(model_dir, [image])[0],
                                    atol=1e-3)
         assert body["explanation"]["method"] == "grad-cam"

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from image_classifier.card import ModelCard
 from image_classifier.evaluate import speed
 from image_classifier.inference.backends import TorchBackend
 from image_classifier.inference.classifier import Classifier
@@ -81,7 +82,8 @@ def test_measure_classifier(tmp_path):
     cfg = speed.SpeedConfig(warmup=1, repeats=5, e2e_repeats=3, throughput_batch=4, throughput_repeats=2)
     net = _Net()
     backend = _RecordingBackend(net)
-    clf = Classifier(net, ["red", "other"], Preprocessing(16), {"architecture": "tiny"}, model_dir, backend=backend)
+    card = ModelCard(architecture="tiny", classes=["red", "other"], preprocessing=Preprocessing(16).to_dict())
+    clf = Classifier(net, ["red", "other"], Preprocessing(16), card, model_dir, backend=backend)
     out = speed.measure_classifier(clf, model_dir=model_dir, sample_image=img, config=cfg)
     # Timed through the backend entry point (predict_tensor), with numpy input as predict gives it:
     # 1 + 5 batch-1 calls, 1 + 2 batch-4 calls, 1 + 3 end-to-end calls.

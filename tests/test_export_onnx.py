@@ -50,16 +50,16 @@ def test_card_records_export_and_metadata_round_trips(tmp_path):
     model_dir = make_model_dir(tmp_path, "alexnet_like")
     export_model(model_dir, NO_MEASURE)
     card = read_card(model_dir)
-    record = card["exports"]["onnx"]
+    record = card.exports["onnx"]
     assert record["file"] == "model.onnx" and record["opset"] == 17
     assert record["verification"]["passed"] is True
     assert record["verification"]["max_abs_diff"] <= 1e-4
 
     meta = read_metadata(model_dir / "model.onnx")
     assert meta["classes"] == list(CLASSES)
-    assert meta["preprocessing"] == card["preprocessing"]
+    assert meta["preprocessing"] == card.preprocessing
     assert meta["architecture"] == "alexnet_like"
-    assert meta["weights_sha256"] == card["weights_sha256"]
+    assert meta["weights_sha256"] == card.weights_sha256
     assert meta["precision"] == "fp32"
     # The ONNX file alone is enough to run it: metadata + ONNX Runtime, no project code.
     import onnxruntime as ort
@@ -143,7 +143,7 @@ def test_export_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"wrote {model_dir / 'model.onnx'}" in out and "opset 18" in out
     assert "verified against PyTorch on synthetic: max abs diff" in out
-    assert read_card(model_dir)["exports"]["onnx"]["opset"] == 18
+    assert read_card(model_dir).exports["onnx"]["opset"] == 18
 
 
 @pytest.mark.slow

@@ -76,8 +76,8 @@ def test_int8_export_reports_its_accuracy_change(trained):
     assert np.abs(int8.predict_proba(paths) - fp32.predict_proba(paths)).max() < 0.2
 
     card = read_card(model_dir)
-    assert card["exports"]["onnx_int8"]["file"] == "model.int8.onnx"
-    assert card["exports"]["accuracy_checks"]["onnx-int8"]["accepted"] is True
+    assert card.exports["onnx_int8"]["file"] == "model.int8.onnx"
+    assert card.exports["accuracy_checks"]["onnx-int8"]["accepted"] is True
     # fp32 ONNX is checked on the same images and changes nothing.
     assert result.accuracy_checks["onnx"]["change_images"] == 0
 
@@ -134,5 +134,5 @@ def test_int8_from_the_training_split_manifest(trained, tmp_path, capsys):
     n_val = len(split.subset("val"))
     assert f"accuracy onnx-int8 vs PyTorch fp32 on {n_val} labelled images from the val subset" in out
     card = read_card(copy)
-    assert card["exports"]["onnx_int8"]["calibration"]["source"].startswith("the train subset of")
-    assert card["exports"]["accuracy_checks"]["onnx-int8"]["images"] == n_val
+    assert card.exports["onnx_int8"]["calibration"]["source"].startswith("the train subset of")
+    assert card.exports["accuracy_checks"]["onnx-int8"]["images"] == n_val

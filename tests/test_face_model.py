@@ -55,7 +55,7 @@ def trained(people, tmp_path_factory):
 
 def test_card_records_the_face_pipeline(trained):
     card = trained["result"].card
-    faces = card["faces"]
+    faces = card.faces
     assert faces["weights_sha256"] == weights_sha256()
     head = faces["head"]
     assert head["C"] in [t["C"] for t in head["tried"]]
@@ -65,10 +65,10 @@ def test_card_records_the_face_pipeline(trained):
     assert det["train"]["images"] == len(trained["split"].subset("train"))
     assert 0 < det["train"]["with_face"] <= det["train"]["images"]
     # The whole model's validation score is what compare ranks by.
-    best = card["best"]
+    best = card.best
     assert best["val_accuracy"] == trained["result"].best_val_accuracy
     # The fallback network's own score is its best epoch's, a count of the validation images.
-    at_best = next(h for h in card["history"] if h["epoch"] == best["epoch"])
+    at_best = next(h for h in card.history if h["epoch"] == best["epoch"])
     assert best["fallback_val_accuracy"] == at_best["val_accuracy"]
     n_val = len(trained["split"].subset("val"))
     assert best["fallback_val_accuracy"] * n_val == pytest.approx(round(best["fallback_val_accuracy"] * n_val))
@@ -301,7 +301,7 @@ def test_calibration_has_a_temperature_per_path(trained, people, tmp_path):
     val = trained["split"].subset("val")
     fit = fit_trust(copy, val, face_cache=trained["cache"])
     cal = json.loads((copy / "model.json").read_text())["calibration"]
-    assert cal == fit.calibration and cal["images"] == len(val)
+    assert cal == fit.calibration.to_json() and cal["images"] == len(val)
     assert cal["face_images"] + cal["fallback_images"] == len(val)
     for key, images in (("face_temperature", cal["face_images"]), ("temperature", cal["fallback_images"])):
         if images < MIN_IMAGES:

@@ -230,8 +230,8 @@ def test_the_package_has_no_import_cycle():
 #: "image_classifier" is the package's own ``__init__``). A module may import its own layer and those
 #: below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "version", "units", "fileio", "tensorio", "runtime", "machine", "device", "i18n", "runs", "results",
-     "optionspec"),
+    ("errors", "version", "units", "fileio", "tensorio", "runtime", "machine", "device", "i18n", "runs", "jsonable",
+     "card", "results", "optionspec"),
     ("data",),
     ("faces",),
     ("preprocessing", "recipe", "models"),

@@ -27,7 +27,7 @@ from image_classifier.evaluate.open_set import auroc, leave_one_class_out, unkno
 from image_classifier.inference.rejection import (
     FACE_DISTANCE, MAX_PROBABILITY, P_VALUE, RejectionRule, check_keep, fit_rule, score_kinds,
 )
-from image_classifier.results import ModelResult, OpenSet, Study
+from image_classifier.results import ModelResult, OpenSet, Study, model_row
 from image_classifier.runs import CARD_NAME, SPLIT_NAME
 from image_classifier.serve import create_app
 
@@ -289,9 +289,9 @@ def test_open_set_results_round_trip_and_old_files_load():
             "test": {"n": 2, "accuracy": 1.0, "accuracy_ci": [1.0, 1.0], "macro_f1": 1.0, "log_loss": 0.1,
                      "ece": 0.05, "per_class": [], "confusion_matrix": [[1, 0], [0, 1]], "classes": ["a", "b"]}}
     old = ModelResult.from_json(base)  # a metrics.json from before: no open_set
-    assert old.open_set is None and old.row()["unknown_auroc"] is None
+    assert old.open_set is None and model_row(old)["unknown_auroc"] is None
     new = ModelResult.from_json({**base, "open_set": o.to_json()})
-    assert new.open_set == o and new.row()["unknown_accept_rate"] == 0.4
+    assert new.open_set == o and model_row(new)["unknown_accept_rate"] == 0.4
     assert ModelResult.from_json(new.to_json()).open_set == o
 
 
@@ -310,16 +310,18 @@ def test_evaluate_unknown_measures_the_rule(trained, unknown_dir, tmp_path, caps
 
 
 def test_the_rule_is_refitted_when_keep_changes_not_when_the_temperature_does(trained):
+    from image_classifier.card import ModelCard
     from image_classifier.trust.rejection import needs_rejection
 
     _, model_dir = trained
     card = json.loads((model_dir / CARD_NAME).read_text())
-    assert not needs_rejection(card, 0.95)
-    assert needs_rejection(card, 0.9)
-    assert needs_rejection({k: v for k, v in card.items() if k != "rejection"}, 0.95)
+    assert not needs_rejection(ModelCard.from_json(card), 0.95)
+    assert needs_rejection(ModelCard.from_json(card), 0.9)
+    assert needs_rejection(ModelCard.from_json({k: v for k, v in card.items() if k != "rejection"}), 0.95)
     # The rule scores probabilities with the temperature taken out: another temperature leaves the
     # decisions as they were.
-    assert not needs_rejection({**card, "calibration": {**card["calibration"], "temperature": 1.7}}, 0.95)
+    assert not needs_rejection(ModelCard.from_json({**card, "calibration": {**card["calibration"], "temperature": 1.7}}),
+                               0.95)
     green = green_noise(6, seed=4)
     decisions = [d["unknown"] for d in ic.load_model(model_dir, backend="torch").predict_details(green)[1]]
     other = tmp_copy = model_dir.parent / "recalibrated"

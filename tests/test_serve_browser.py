@@ -161,7 +161,7 @@ def test_athlete_photo_gets_its_true_label_on_the_page(browser, athlete_case):
         assert bars.count() == len(store.get().classes)
         assert page.inner_text("#bars li.top .bar-name") == truth
         assert page.get_attribute("#preview", "src").startswith("blob:")
-        assert page.inner_text("#info-arch") == store.get().entry.card["architecture"]
+        assert page.inner_text("#info-arch") == store.get().entry.card.architecture
         assert page.inner_text("#info-accuracy") == "not evaluated"  # a lone model: no run metrics
         assert "ms" in page.inner_text("#result-meta")
         # the latency of this very request is now in the model's running median

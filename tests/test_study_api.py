@@ -14,7 +14,7 @@ import pytest
 import compare_child
 import image_classifier
 from conftest import make_image_folder, synthetic_image
-from image_classifier import results
+from image_classifier.results import table as results_table
 from image_classifier.errors import ImageClassifierError
 from image_classifier.results import COLUMNS, Study
 from image_classifier.inference.loading import load_model
@@ -46,7 +46,7 @@ def study(tmp_path_factory) -> Study:
 
 @pytest.fixture
 def without_pandas(monkeypatch):
-    monkeypatch.setattr(results, "pandas", None)
+    monkeypatch.setattr(results_table, "pandas", None)
 
 
 def _cards(study: Study) -> dict[str, dict]:
@@ -75,7 +75,7 @@ def test_best_is_the_candidate_no_other_beats_beyond_the_noise(study):
     assert selection.reason.startswith(f"{expected}: validation accuracy ")
     assert (study.run_dir / "best").resolve() == (study.run_dir / "models" / expected).resolve()
     assert study.model_path() == study.run_dir / "models" / expected
-    assert load_model(study.model_path(TINY), backend="torch").card["architecture"] == TINY
+    assert load_model(study.model_path(TINY), backend="torch").card.architecture == TINY
 
 
 def test_table_is_the_comparison_csv(study, without_pandas):

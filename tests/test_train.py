@@ -50,19 +50,19 @@ def test_a_registered_architecture_trains_learns_and_saves_a_complete_card(data,
     assert result.best_val_accuracy >= 0.8, result.history  # colour + stripes: easy to learn
     assert result.best_val_loss == min(h["val_loss"] for h in result.history)
     card = read_card(tmp_path / "m")
-    assert card["status"] == "complete"
-    assert card["architecture"] == TINY and card["classes"] == split.classes
-    assert card["split_manifest_sha256"] == split.manifest_sha256
-    assert card["recipe"]["phases"][0]["epochs"] == 8
-    assert card["best"]["epoch"] == result.best_epoch
+    assert card.status == "complete"
+    assert card.architecture == TINY and card.classes == split.classes
+    assert card.split_manifest_sha256 == split.manifest_sha256
+    assert card.recipe["phases"][0]["epochs"] == 8
+    assert card.best["epoch"] == result.best_epoch
     # The saved model, loaded and asked for labels, gets the validation accuracy its card records.
     val = split.subset("val")
     labels = load_model(tmp_path / "m", backend="torch").predict([r.path for r in val])
     right = sum(label == r.class_name for label, r in zip(labels, val))
-    assert card["best"]["inference_val_accuracy"] == pytest.approx(right / len(val))
-    assert len(card["history"]) == 8 and card["train_seconds"] > 0 and card["peak_rss_mb"] > 0
+    assert card.best["inference_val_accuracy"] == pytest.approx(right / len(val))
+    assert len(card.history) == 8 and card.train_seconds > 0 and card.peak_rss_mb > 0
     for key in ("versions", "preprocessing", "arch_options", "args", "precision", "data", "phases"):
-        assert key in card
+        assert getattr(card, key) is not None
     assert not (tmp_path / "m" / RESUME_NAME).exists(), "the resume state is removed after a finished run"
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.json", "weights.safetensors"]
 
@@ -76,7 +76,7 @@ def test_python_train_returns_a_loaded_model_that_tells_the_classes_apart(data, 
     assert model.model_dir.resolve() == out.resolve()
     assert (out / CARD_NAME).is_file() and (out / SPLIT_NAME).is_file()
     assert model.classes == ["blue", "green", "red"]
-    assert len(model.card["history"]) == 8  # epochs=8 set the recipe's one phase
+    assert len(model.card.history) == 8  # epochs=8 set the recipe's one phase
     # The test images of the split it saved, which training never saw: an easy task (colour and
     # stripes), so the model must do far better than chance (1/3).
     split = load_split(out / SPLIT_NAME, root)
@@ -88,13 +88,13 @@ def test_python_train_returns_a_loaded_model_that_tells_the_classes_apart(data, 
     accuracy = sum(a == b for a, b in zip(labels, truth)) / len(test)
     assert len(test) >= 6 and accuracy >= 0.8, (labels, truth)
     # Calibrated after training, on the split's validation images (T = 1 with a note when too few).
-    cal = model.card["calibration"]
-    assert cal["fitted_on"] == "validation" and cal["images"] == len(split.subset("val"))
-    assert model.temperature == cal["temperature"]
-    if cal["images"] < MIN_IMAGES:
-        assert cal["temperature"] == 1.0 and cal["notes"]
+    cal = model.card.calibration
+    assert cal.fitted_on == "validation" and cal.images == len(split.subset("val"))
+    assert model.temperature == cal.temperature
+    if cal.images < MIN_IMAGES:
+        assert cal.temperature == 1.0 and cal.notes
     else:
-        assert cal["nll_after"] <= cal["nll_before"]
+        assert cal.nll_after <= cal.nll_before
 
 
 @pytest.mark.parametrize(
@@ -160,7 +160,7 @@ def test_same_seed_same_metrics_and_another_seed_differs(data, tmp_path):
     c = train_model(split, TINY, tmp_path / "c", seed=6, **kw)
     assert _history_metrics(a.history) == _history_metrics(b.history)
     assert _history_metrics(a.history) != _history_metrics(c.history)
-    assert read_card(tmp_path / "a")["weights_sha256"] == read_card(tmp_path / "b")["weights_sha256"]
+    assert read_card(tmp_path / "a").weights_sha256 == read_card(tmp_path / "b").weights_sha256
 
 
 def test_cached_activation_phases_keep_frozen_batchnorm_and_match_their_plan(data, tmp_path):
@@ -195,8 +195,8 @@ def test_training_never_reads_the_test_images(data, tmp_path):
     for record in split.subset("test"):
         Path(record.path).unlink()  # a test image read by training would now fail loudly
     result = train_model(split, TINY, tmp_path / "m", progress=False, recipe_overrides={"phases.0.epochs": 2})
-    assert result.card["data"]["skipped"] == {}
-    assert result.card["data"]["train_images"] == len(split.subset("train"))
+    assert result.card.data["skipped"] == {}
+    assert result.card.data["train_images"] == len(split.subset("train"))
 
 
 def test_decode_cache_on_disk_is_reused_by_content(data, tmp_path):
@@ -268,7 +268,7 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(data, tmp
     assert 1 <= done < epochs, "killed too late to test resuming"
     # Whatever moment the kill hit, the best model so far is a complete, loadable model.
     interrupted = load_model(out)
-    assert interrupted.card["status"] == "training"
+    assert interrupted.card.status == "training"
     assert interrupted.predict_proba([str(split.subset("val")[0].path)]).shape == (1, 3)
 
     # Resuming needs only the output directory: split, seed and recipe come from the interrupted run.
@@ -276,11 +276,11 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(data, tmp
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming at epoch {done + 1}" in resumed.stderr
     card = read_card(out)
-    assert card["status"] == "complete" and not (out / RESUME_NAME).exists()
+    assert card.status == "complete" and not (out / RESUME_NAME).exists()
 
     straight = train_model(split, TINY, tmp_path / "straight", recipe_overrides=overrides, progress=False)
-    assert _history_metrics(card["history"]) == _history_metrics(straight.history)
-    assert card["weights_sha256"] == straight.card["weights_sha256"]
+    assert _history_metrics(card.history) == _history_metrics(straight.history)
+    assert card.weights_sha256 == straight.card.weights_sha256
 
 
 @pytest.mark.parametrize(
@@ -323,15 +323,15 @@ def test_existing_model_needs_force_and_recipe_round_trips_through_a_config_file
     assert first.returncode == 0, first.stderr
     assert "best epoch" in first.stdout and str(tmp_path / "m") in first.stdout
     card = read_card(tmp_path / "m")
-    assert f"{TINY}: temperature" in first.stdout and card["calibration"]["images"] == len(split.subset("val"))
-    assert card["args"]["seed"] == 0 and card["args"]["arch"] == TINY and card["args"]["config"] == str(tmp_path / "r.toml")
+    assert f"{TINY}: temperature" in first.stdout and card.calibration.images == len(split.subset("val"))
+    assert card.args["seed"] == 0 and card.args["arch"] == TINY and card.args["config"] == str(tmp_path / "r.toml")
     assert load_split(tmp_path / "m" / SPLIT_NAME, root).manifest_sha256 == split.manifest_sha256  # the split it used
-    assert card["recipe"]["phases"][0]["epochs"] == 2 and card["recipe"]["augmentation"]["zoom"] == 0.1
+    assert card.recipe["phases"][0]["epochs"] == 2 and card.recipe["augmentation"]["zoom"] == 0.1
     again = _main(base + ["--out", tmp_path / "m", "--set", "phases.0.epochs=1"], capsys)
     assert again.returncode == 2 and "--force" in again.stderr
     forced = _main(base + ["--out", tmp_path / "m", "--set", "phases.0.epochs=1", "--force"], capsys)
     assert forced.returncode == 0, forced.stderr
-    assert len(read_card(tmp_path / "m")["history"]) == 1
+    assert len(read_card(tmp_path / "m").history) == 1
 
 
 def test_predict_cli_prints_top_k_json_and_reports_bad_files(data, tmp_path, capsys):
@@ -389,19 +389,20 @@ def test_pretrained_backbones_train_from_the_shared_weights(data, tmp_path, arch
     result = train_model(split, arch, tmp_path / arch, weights=weights, progress=False,
                          recipe_overrides={"phases.frozen.epochs": 1, "phases.finetune.epochs": 1, "feature_views": 1})
     card = result.card
-    assert card["pretrained_weights"]["source"] == str(weights)
+    assert card.pretrained_weights["source"] == str(weights)
     import hashlib
 
-    assert card["pretrained_weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert card.pretrained_weights["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert [h["phase"] for h in result.history] == ["frozen", "finetune"]
     model = load_model(tmp_path / arch)
     assert model.predict_proba([str(split.subset("val")[0].path)]).shape == (1, 2)
     if arch == "resnet50":
-        assert card["arch_options"]["block_variant"] == "v1"  # read from the weights' JSON card
+        assert card.arch_options["block_variant"] == "v1"  # read from the weights' JSON card
 
 
 def test_replacing_a_saved_model_never_breaks_the_one_on_disk(data, tmp_path, monkeypatch):
     """A kill between writing new weights and switching the card leaves the old model loadable."""
+    import image_classifier.card
     import image_classifier.saved_model as sm
 
     _, split = data
@@ -416,12 +417,12 @@ def test_replacing_a_saved_model_never_breaks_the_one_on_disk(data, tmp_path, mo
 
     for stable in (False, True):
         with monkeypatch.context() as m:
-            m.setattr(sm, "atomic_write_json", killed)
+            m.setattr(image_classifier.card, "atomic_write_json", killed)
             with pytest.raises(KeyboardInterrupt):
                 sm.save_model(other, card, tmp_path / "m", stable_name=stable)
         np.testing.assert_array_equal(load_model(tmp_path / "m").predict_proba(images), before)
     sm.save_model(other, card, tmp_path / "m", stable_name=False)  # interim checkpoint name
-    assert read_card(tmp_path / "m")["weights_file"] == "weights.next.safetensors"
+    assert read_card(tmp_path / "m").weights_file == "weights.next.safetensors"
     after = load_model(tmp_path / "m").predict_proba(images)
     assert not np.allclose(after, before)
     sm.save_model(other, card, tmp_path / "m")  # final save: back to the stable name, same weights

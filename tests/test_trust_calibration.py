@@ -22,7 +22,7 @@ from image_classifier.inference.loading import load_model
 from image_classifier.inference.onnx_metadata import read_metadata
 from image_classifier.models.faces import FaceHead, FacePath
 from image_classifier.runs import CARD_NAME
-from image_classifier.saved_model import load_module, read_card
+from image_classifier.saved_model import ModelCard, load_module, read_card
 from image_classifier.trust.fit import fit_trust
 from image_classifier.trust.temperature import MIN_IMAGES, MIN_TEMPERATURE, calibrate, fit_temperature, nll
 
@@ -72,6 +72,10 @@ def test_too_few_images_keep_temperature_one():
     assert fit.nll_before == fit.nll_after
 
 
+def _card(calibration: dict) -> ModelCard:
+    return ModelCard.from_json({"architecture": "any", "classes": [], "preprocessing": {}, "calibration": calibration})
+
+
 def test_calibration_never_changes_the_predicted_class_and_undoes_exactly():
     z, _ = _synthetic(1.0, n=500, classes=5, seed=3)
     for t in (0.3, 1.7, 12.0):
@@ -102,15 +106,15 @@ def fitted(tmp_path_factory):
 
 def test_fit_trust_writes_the_card(fitted):
     card = read_card(fitted["dir"])
-    cal = card["calibration"]
-    assert cal["method"] == "temperature" and cal["fitted_on"] == "validation"
-    assert cal["images"] == len(fitted["items"]) and cal["face_temperature"] is None
-    assert cal["temperature"] != 1.0 and 0.05 <= cal["temperature"] <= 20.0
-    assert cal["nll_after"] < cal["nll_before"]
+    cal = card.calibration
+    assert cal.method == "temperature" and cal.fitted_on == "validation"
+    assert cal.images == len(fitted["items"]) and cal.face_temperature is None
+    assert cal.temperature != 1.0 and 0.05 <= cal.temperature <= 20.0
+    assert cal.nll_after < cal.nll_before
     # The figures are those of the uncalibrated predictions and of the fitted temperature.
     labels = np.array([CLASSES.index(it.class_name) for it in fitted["items"]])
-    assert cal["nll_before"] == pytest.approx(log_loss(labels, fitted["uncal"]), rel=1e-4)
-    assert cal["nll_after"] == pytest.approx(log_loss(labels, rescale(fitted["uncal"], 1 / cal["temperature"])),
+    assert cal.nll_before == pytest.approx(log_loss(labels, fitted["uncal"]), rel=1e-4)
+    assert cal.nll_after == pytest.approx(log_loss(labels, rescale(fitted["uncal"], 1 / cal.temperature)),
                                              rel=1e-4)
     assert fitted["fit"].calibration == cal
     # The same pass fits the "none of these" rule (tests/test_rejection.py).
@@ -120,7 +124,7 @@ def test_fit_trust_writes_the_card(fitted):
 
 def test_every_backend_serves_softmax_of_logits_over_t(fitted):
     model_dir, files = fitted["dir"], [it.path for it in fitted["items"]]
-    t = read_card(model_dir)["calibration"]["temperature"]
+    t = read_card(model_dir).calibration.temperature
     torch_clf = load_model(model_dir, backend="torch")
     assert torch_clf.temperature == t
     with torch.inference_mode():
@@ -132,7 +136,7 @@ def test_every_backend_serves_softmax_of_logits_over_t(fitted):
     onnx_clf = load_model(model_dir, backend="onnx")
     np.testing.assert_allclose(onnx_clf.predict_proba(files), expected, atol=1e-4)
     assert float(read_metadata(model_dir / "model.onnx")["temperature"]) == t
-    assert read_card(model_dir)["exports"]["onnx"]["verification"]["passed"]
+    assert read_card(model_dir).exports["onnx"]["verification"]["passed"]
     # torch-bf16: its own (bfloat16) logits, divided by the same temperature.
     bf16_clf = load_model(model_dir, backend="torch-bf16")
     batch = torch_clf.preprocess(files)
@@ -164,7 +168,7 @@ def test_evaluation_reports_before_and_after(fitted):
 
 def test_a_stale_onnx_file_is_refused(fitted, tmp_path):
     model_dir = fitted["dir"]
-    card = read_card(model_dir)
+    card = read_card(model_dir).to_json()
     try:
         recalibrated = {**card, "calibration": {**card["calibration"], "temperature": card["calibration"]["temperature"] * 0.5}}
         atomic_write_json(model_dir / CARD_NAME, recalibrated)
@@ -181,7 +185,7 @@ def test_a_stale_onnx_file_is_refused(fitted, tmp_path):
             entry = model.metadata_props.add()
             entry.key, entry.value = k, v
         onnx.save(model, str(plain / "model.onnx"))
-        plain_card = read_card(plain)
+        plain_card = read_card(plain).to_json()
         plain_card["exports"]["onnx"].pop("sha256")
         atomic_write_json(plain / CARD_NAME, plain_card)
         assert load_model(plain, backend="onnx").temperature == 1.0

@@ -15,7 +15,6 @@ This module is the bottom of the inference stack: it reads and writes the files 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 from collections.abc import Mapping
@@ -29,14 +28,14 @@ import torchvision
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 
+from image_classifier.card import FORMAT_VERSION, ModelCard, read_card, write_card
 from image_classifier.errors import ModelFormatError
-from image_classifier.fileio import atomic_write_json
 from image_classifier.models.registry import build_model
-from image_classifier.runs import CARD_NAME, NEXT_WEIGHTS_NAME, WEIGHTS_NAME
+from image_classifier.runs import NEXT_WEIGHTS_NAME, WEIGHTS_NAME
 from image_classifier.tensorio import safetensors_sha256, write_safetensors
 from image_classifier.version import __version__
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "ModelCard", "library_versions", "load_module", "read_card", "save_model", "write_card"]
 
 
 def library_versions() -> dict[str, str]:
@@ -51,7 +50,7 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def save_model(module: torch.nn.Module | Mapping[str, torch.Tensor], card: dict[str, Any],
+def save_model(module: torch.nn.Module | Mapping[str, torch.Tensor], card: ModelCard | dict[str, Any],
                out_dir: str | os.PathLike, *, stable_name: bool = True) -> Path:
     """Save ``module``'s weights (or a state dict) and ``card`` into ``out_dir``; returns the directory.
 
@@ -67,8 +66,9 @@ def save_model(module: torch.nn.Module | Mapping[str, torch.Tensor], card: dict[
     Identical weights are not rewritten. The weights are streamed to disk (no in-memory copy of
     the file: the simple CNN's is 1 GB).
     """
+    fields = card.to_json() if isinstance(card, ModelCard) else card
     for key in ("architecture", "classes", "preprocessing"):
-        if key not in card:
+        if key not in fields:
             raise ValueError(f"model card needs {key!r}")
     out = Path(out_dir)
     items = module.items() if isinstance(module, Mapping) else module.state_dict().items()
@@ -77,21 +77,17 @@ def save_model(module: torch.nn.Module | Mapping[str, torch.Tensor], card: dict[
     sha = safetensors_sha256(state, meta)
     current = _current_weights(out)  # (file name, sha256) the existing card points at, if valid
 
-    def write_card(name: str) -> None:
-        atomic_write_json(out / CARD_NAME, {
-            "format_version": FORMAT_VERSION,
-            **card,
-            "weights_file": name,
-            "weights_sha256": sha,
-            "versions": card.get("versions") or library_versions(),
-        })
+    def write(name: str) -> None:
+        write_card(out, ModelCard.from_json({"format_version": FORMAT_VERSION, **fields, "weights_file": name,
+                                             "weights_sha256": sha,
+                                             "versions": fields.get("versions") or library_versions()}))
 
     if current is not None and current[1] == sha and (current[0] == WEIGHTS_NAME or not stable_name):
         name = current[0]
     else:
         name = WEIGHTS_NAME if current is None or current[0] != WEIGHTS_NAME else NEXT_WEIGHTS_NAME
         write_safetensors(out / name, state, meta)
-    write_card(name)
+    write(name)
     if stable_name and name != WEIGHTS_NAME:
         # weights.safetensors is no longer referenced: safe to replace, by a link to the new file.
         tmp = out / f".{WEIGHTS_NAME}.link.tmp"
@@ -102,7 +98,7 @@ def save_model(module: torch.nn.Module | Mapping[str, torch.Tensor], card: dict[
         except OSError:
             tmp.unlink(missing_ok=True)
             write_safetensors(out / WEIGHTS_NAME, state, meta)
-        write_card(WEIGHTS_NAME)
+        write(WEIGHTS_NAME)
         name = WEIGHTS_NAME
     for stale in (WEIGHTS_NAME, NEXT_WEIGHTS_NAME):
         if stale != name:
@@ -113,40 +109,23 @@ def save_model(module: torch.nn.Module | Mapping[str, torch.Tensor], card: dict[
 def _current_weights(out: Path) -> tuple[str, str] | None:
     """The (weights file, sha256) of the card in ``out`` when both exist, else None."""
     try:
-        card = json.loads((out / CARD_NAME).read_text())
-        name, sha = str(card["weights_file"]), str(card["weights_sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
+        card = read_card(out)
+    except ModelFormatError:
         return None
+    name, sha = str(card.weights_file), str(card.weights_sha256)
     return (name, sha) if name in (WEIGHTS_NAME, NEXT_WEIGHTS_NAME) and (out / name).is_file() else None
 
 
-def read_card(model_dir: str | os.PathLike) -> dict[str, Any]:
-    """The card of a saved model directory, checked to be one this tool wrote (else ``ModelFormatError``)."""
-    path = Path(model_dir) / CARD_NAME
-    if not path.is_file():
-        raise ModelFormatError(
-            f"{model_dir} is not a saved model: {CARD_NAME} is missing (train one with `image-classifier train`)"
-        )
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelFormatError(f"{path} is not valid JSON: {err}") from err
-    for key in ("architecture", "classes", "preprocessing"):
-        if key not in card:
-            raise ModelFormatError(f"{path} lacks {key!r}: not a model card written by this tool")
-    return card
-
-
-def load_module(model_dir: str | os.PathLike, card: dict[str, Any]) -> torch.nn.Module:
+def load_module(model_dir: str | os.PathLike, card: ModelCard) -> torch.nn.Module:
     """The PyTorch network of a saved model (in eval mode, frozen), its weights checked against
     the card's sha256."""
     model_dir = Path(model_dir)
-    weights_path = model_dir / card.get("weights_file", WEIGHTS_NAME)
+    weights_path = model_dir / (card.weights_file or WEIGHTS_NAME)
     try:
         blob = weights_path.read_bytes()
     except OSError as err:
         raise ModelFormatError(f"cannot read the weights of {model_dir}: {err}") from err
-    expected = card.get("weights_sha256")
+    expected = card.weights_sha256
     if expected and hashlib.sha256(blob).hexdigest() != expected:
         raise ModelFormatError(f"{weights_path} does not match its card (changed or half-written); retrain or restore it")
     try:
@@ -154,11 +133,11 @@ def load_module(model_dir: str | os.PathLike, card: dict[str, Any]) -> torch.nn.
     except (SafetensorError, ValueError) as err:
         raise ModelFormatError(f"{weights_path} is not a valid safetensors file: {err}") from err
     try:
-        module, _ = build_model(card["architecture"], len(card["classes"]), options=card.get("arch_options") or {})
+        module, _ = build_model(card.architecture, len(card.classes), options=card.arch_options or {})
     except KeyError as err:
         raise ModelFormatError(f"{model_dir}: {err.args[0]}") from err
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ModelFormatError(f"{weights_path} does not fit architecture {card['architecture']}: {err}") from err
+        raise ModelFormatError(f"{weights_path} does not fit architecture {card.architecture}: {err}") from err
     return module.eval().requires_grad_(False)

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     results = predict_files(classifier, args.images, options)
     failed = sum(1 for r in results if "error" in r)
     if args.json:
-        json.dump({"model": str(model_dir), "architecture": classifier.card.get("architecture"),
+        json.dump({"model": str(model_dir), "architecture": classifier.card.architecture,
                    "backend": classifier.backend_name, "device": str(classifier.device),
                    "classes": classifier.classes, "predictions": results}, sys.stdout, indent=2)
         print()

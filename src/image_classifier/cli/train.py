@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         result, trust = train_and_fit(args.data, options, args=card_args)
     if not result.is_main or trust is None:  # another process of a torchrun job: rank 0 reports
         return 0
-    best = result.card.get("best") or {}
+    best = result.card.best or {}
     print(
         f"{args.arch}: best epoch {result.best_epoch} ({best.get('phase', '?')}), val accuracy "
         f"{result.best_val_accuracy:.3f} (val loss {result.best_val_loss:.4f}), trained in "

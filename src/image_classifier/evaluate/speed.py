@@ -152,7 +152,7 @@ def measure_classifier(
     for clf in classifier.networks():
         module = clf.module.eval()
         params += count_parameters(module)[0]
-        own = trained_parameter_count(module, clf.card.get("recipe"))
+        own = trained_parameter_count(module, clf.card.recipe)
         trainable_known = trainable_known and own is not None
         trainable += own or 0
         flops += flops_per_image(module, torch.from_numpy(clf.forward_input([grey])))

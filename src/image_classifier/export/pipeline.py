@@ -30,7 +30,7 @@ from image_classifier.export.images import any_images, labelled_images, spread_s
 from image_classifier.export.onnx_export import DEFAULT_OPSET, export_onnx, graph_summary
 from image_classifier.export.quantize import accuracy_change, quantize_int8
 from image_classifier.export.verify import FP32_TOLERANCE, ParityReport, check_parity, synthetic_images
-from image_classifier.fileio import atomic_write_json, sha256_file
+from image_classifier.fileio import sha256_file
 from image_classifier.inference.backends import OnnxBackend, TorchBackend
 from image_classifier.inference.classifier import Classifier
 from image_classifier.inference.kinds import open_classifier
@@ -38,8 +38,8 @@ from image_classifier.inference.ensemble import ensemble_members, is_ensemble_ca
 from image_classifier.inference.onnx_metadata import card_metadata
 from image_classifier.inference.selection import BackendChoice, choose_backend
 from image_classifier.machine import bf16_supported
-from image_classifier.runs import CARD_NAME, ONNX_INT8_NAME, ONNX_NAME, SPLIT_NAME
-from image_classifier.saved_model import read_card
+from image_classifier.runs import ONNX_INT8_NAME, ONNX_NAME, SPLIT_NAME
+from image_classifier.saved_model import ModelCard, read_card, write_card
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +105,16 @@ def _verification_images(classifier: Classifier, options: ExportOptions) -> tupl
     return synthetic_images(options.verify_images), "synthetic"
 
 
-def _update_card(model_dir: Path, update: dict[str, Any]) -> dict[str, Any]:
+def _update_card(model_dir: Path, update: dict[str, Any]) -> ModelCard:
     card = read_card(model_dir)
-    exports = dict(card.get("exports") or {})
+    exports = dict(card.exports or {})
     checks = dict(exports.get("accuracy_checks") or {})
     checks.update(update.pop("accuracy_checks", {}))
     exports.update(update)
     if checks:
         exports["accuracy_checks"] = checks
-    card["exports"] = exports
-    atomic_write_json(model_dir / CARD_NAME, card)
+    card.exports = exports
+    write_card(model_dir, card)
     return card
 
 
@@ -137,7 +137,7 @@ def _resolve_sources(classifier: Classifier, options: ExportOptions) -> _Sources
         if options.data is None or options.split is None:
             raise ImageClassifierError("--data and --split go together (the data folder and its split manifest)")
         split = load_split(options.split, options.data)
-        expected = classifier.card.get("split_manifest_sha256")
+        expected = classifier.card.split_manifest_sha256
         if expected and expected != split.manifest_sha256:
             log.warning("%s is not the split this model was trained with (manifest sha256 differs): the "
                         "accuracy check may include training images", options.split)
@@ -210,7 +210,7 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
     # 1-2. export beside the model under a temporary name, verify, then publish.
     final = model_dir / ONNX_NAME
     staging = model_dir / f".{ONNX_NAME}.unverified"
-    doc = (f"{card['architecture']} image classifier for classes {', '.join(card['classes'])}. Input 'input': "
+    doc = (f"{card.architecture} image classifier for classes {', '.join(card.classes)}. Input 'input': "
            f"float32 (batch, 3, {prep.input_size}, {prep.input_size}) RGB, resize_mode {prep.resize_mode}, "
            f"scaled to [0,1] then (x - {list(prep.mean)}) / {list(prep.std)}. Output 'probabilities' "
            f"(calibrated: softmax(logits / {classifier.temperature:g})).")
@@ -239,7 +239,7 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
         "opset": options.opset,
         "exporter": "torch.onnx.export (TorchScript-based, dynamo=False)",
         "input": {"name": "input", "shape": ["batch", 3, prep.input_size, prep.input_size], "dtype": "float32"},
-        "output": {"name": "probabilities", "shape": ["batch", len(card["classes"])], "dtype": "float32"},
+        "output": {"name": "probabilities", "shape": ["batch", len(card.classes)], "dtype": "float32"},
         "verification": parity.to_dict(),
         "onnxruntime": ort.__version__,
         "exported_at": time.strftime("%Y-%m-%d %H:%M:%S"),

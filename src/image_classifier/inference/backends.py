@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from image_classifier.card import ModelCard
 from image_classifier.device import amp_dtype, describe_device, is_cuda, parse_device, resolve_device
 from image_classifier.errors import ModelFormatError, OptionError
 from image_classifier.inference.calibration import card_temperature
@@ -226,22 +227,22 @@ class OnnxBackend:
         return f"ONNX Runtime {ort.__version__} CPU on {self.path.name} ({self.threads} threads)"
 
 
-def onnx_path(model_dir: str | os.PathLike, card: dict, name: str = "onnx") -> Path:
+def onnx_path(model_dir: str | os.PathLike, card: ModelCard, name: str = "onnx") -> Path:
     """Where ``name``'s ONNX file is: as recorded in the card by export, else the default name."""
     key = "onnx_int8" if name == "onnx-int8" else "onnx"
-    record = (card.get("exports") or {}).get(key) or {}
+    record = (card.exports or {}).get(key) or {}
     default = ONNX_INT8_NAME if name == "onnx-int8" else ONNX_NAME
     return Path(model_dir) / record.get("file", default)
 
 
-def open_onnx_backend(model_dir: str | os.PathLike, card: dict, name: str = "onnx",
+def open_onnx_backend(model_dir: str | os.PathLike, card: ModelCard, name: str = "onnx",
                       threads: int | None = None) -> OnnxBackend:
     """An :class:`OnnxBackend` for a saved model's exported file, checked against the model card:
     a missing, corrupted, replaced or foreign ``.onnx`` file raises ``ModelFormatError`` saying
     what to re-run, never silently predicts with the wrong network."""
     path = onnx_path(model_dir, card, name)
     key = "onnx_int8" if name == "onnx-int8" else "onnx"
-    record = (card.get("exports") or {}).get(key) or {}
+    record = (card.exports or {}).get(key) or {}
     flag = " --quantize int8" if name == "onnx-int8" else ""
     if not path.is_file():
         raise ModelFormatError(
@@ -255,7 +256,7 @@ def open_onnx_backend(model_dir: str | os.PathLike, card: dict, name: str = "onn
             f"re-run `image-classifier export {model_dir}{flag}`"
         )
     if name == "onnx-int8":
-        check = ((card.get("exports") or {}).get("accuracy_checks") or {}).get(name) or {}
+        check = ((card.exports or {}).get("accuracy_checks") or {}).get(name) or {}
         if not check.get("accepted"):
             log.warning("%s: its accuracy was %s; predictions may be worse than fp32", path,
                         "not within the limit at export" if check else "never measured")
@@ -265,7 +266,7 @@ def open_onnx_backend(model_dir: str | os.PathLike, card: dict, name: str = "onn
     return backend
 
 
-def create_backend(name: str, model_dir: str | os.PathLike | None, card: dict,
+def create_backend(name: str, model_dir: str | os.PathLike | None, card: ModelCard,
                    module_loader: Callable[[], torch.nn.Module], *, threads: int | None = None,
                    device: torch.device | None = None) -> Backend:
     """Build the concrete backend ``name`` for a saved model. ``module_loader`` gives the PyTorch

@@ -17,10 +17,10 @@ numpy only (the ONNX backends run without torch).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
+
+from image_classifier.card import ModelCard
 
 #: The card key (see docs: ``{"method": "temperature", "temperature": T, ...}``).
 CALIBRATION_KEY = "calibration"
@@ -29,9 +29,9 @@ CALIBRATION_KEY = "calibration"
 _TINY = float(np.finfo(np.float32).tiny)
 
 
-def card_temperature(card: Mapping[str, Any] | None) -> float:
+def card_temperature(card: ModelCard | None) -> float:
     """The temperature of the network's probabilities (1.0 for a card without calibration)."""
-    value = ((card or {}).get(CALIBRATION_KEY) or {}).get("temperature")
+    value = card.calibration.temperature if card is not None and card.calibration is not None else None
     return float(value) if value else 1.0
 
 

@@ -29,7 +29,7 @@ from image_classifier.inference.model import ImageSource, Model, Prepared
 from image_classifier.inference.preprocess import images_to_array
 from image_classifier.inference.rejection import RejectionRule, annotate, fit_rule
 from image_classifier.preprocessing import Preprocessing
-from image_classifier.saved_model import load_module
+from image_classifier.saved_model import ModelCard, load_module
 
 
 class Classifier(Model):
@@ -44,7 +44,7 @@ class Classifier(Model):
     """
 
     def __init__(self, module: torch.nn.Module | None, classes: Sequence[str], preprocessing: Preprocessing,
-                 card: dict[str, Any] | None = None, model_dir: Path | None = None, *,
+                 card: ModelCard | None = None, model_dir: Path | None = None, *,
                  backend: Backend | None = None, module_loader: Callable[[], torch.nn.Module] | None = None,
                  backend_reason: str = "", reject: bool = True) -> None:
         if module is None and module_loader is None:
@@ -54,30 +54,31 @@ class Classifier(Model):
         self._module_lock = threading.Lock()
         self.classes = list(classes)
         self.preprocessing = preprocessing
-        self.card = card or {}
+        self.card = card if card is not None else ModelCard(
+            architecture=type(module).__name__, classes=list(classes), preprocessing=preprocessing.to_dict())
         self.model_dir = model_dir
         self.backend: Backend = backend if backend is not None else TorchBackend(
             self.module, temperature=card_temperature(self.card))
         #: Why this backend runs the model (what "auto" measured, or "requested").
         self.backend_reason = backend_reason or "requested"
         #: The card's "none of these" rule (None: an older model, which never rejects).
-        self.rejection_rule: RejectionRule | None = RejectionRule.from_card(self.card.get("rejection"))
+        self.rejection_rule: RejectionRule | None = RejectionRule.from_card(self.card.rejection)
         #: Whether :meth:`predict` answers "unknown" for an image the rule rejects (``--no-reject``: False).
         self.reject = reject
         #: Set by :meth:`add_class` on the model it returns: what was added (an ``AddedPerson``).
         self.added: Any = None
 
     @classmethod
-    def opens(cls, card: dict[str, Any]) -> bool:
+    def opens(cls, card: ModelCard) -> bool:
         """Whether a saved model with ``card`` is of this kind (see :mod:`image_classifier.inference.kinds`)."""
         return True
 
     @classmethod
-    def open(cls, model_dir: Path | None, card: dict[str, Any], module: torch.nn.Module | None,
+    def open(cls, model_dir: Path | None, card: ModelCard, module: torch.nn.Module | None,
              network: Callable[[], torch.nn.Module], face_cache: FaceCache | None, **kwargs: Any) -> Classifier:
         """The saved model in ``model_dir`` with ``card`` (``network`` gives the PyTorch network
         when this kind needs it to open; ``kwargs`` are the constructor's)."""
-        return cls(module, card["classes"], Preprocessing.from_dict(card["preprocessing"]), card, model_dir, **kwargs)
+        return cls(module, card.classes, Preprocessing.from_dict(card.preprocessing), card, model_dir, **kwargs)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -132,7 +133,7 @@ class Classifier(Model):
         return card_temperature(self.card)
 
     def temperatures(self, details: Sequence[dict[str, Any]] | None, n: int,
-                     card: dict[str, Any] | None = None) -> np.ndarray:
+                     card: ModelCard | None = None) -> np.ndarray:
         """The temperature that made each of ``n`` rows answered with ``details``, by ``card``'s
         calibration (default this model's): the network's, for every row."""
         return np.full(n, card_temperature(self.card if card is None else card))
@@ -155,7 +156,7 @@ class Classifier(Model):
 
     @property
     def arch(self) -> str:
-        return str(self.card.get("architecture", type(self.module).__name__))
+        return str(self.card.architecture)
 
     @property
     def decode_key(self) -> tuple[str, int]:

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from image_classifier.card import ModelCard
 from image_classifier.errors import DatasetError, ModelFormatError, OptionError
 from image_classifier.faces import FaceAnalysis, FaceCache, analyse_image
 from image_classifier.fileio import sha256_file
@@ -94,7 +95,7 @@ class AddedPerson:
     """What :func:`add_person` made: the new model's ``card`` and weights (``state``), and a report."""
 
     name: str
-    card: dict[str, Any]
+    card: ModelCard
     state: dict[str, torch.Tensor]
     train: list[str]  # the photos learned from
     validation: list[str]  # the photos the threshold was checked on
@@ -128,8 +129,8 @@ def check_name(name: str, classes: Sequence[str]) -> str:
     return name
 
 
-def not_a_face_model(card: dict[str, Any]) -> OptionError:
-    arch = card.get("architecture")
+def not_a_face_model(card: ModelCard) -> OptionError:
+    arch = card.architecture
     if arch == "ensemble":
         return OptionError("add works on one face model (face_embedding), not an ensemble: add the person to the "
                            "run's models/face_embedding, then serve or sort with that model")
@@ -170,16 +171,16 @@ def _analyse(sources: Sequence[Any], names: Sequence[str | None], cache: FaceCac
     return out, {str(k): v for k, v in failures.items()}
 
 
-def add_person(card: dict[str, Any], net: torch.nn.Module, name: str, sources: Sequence[Any],
+def add_person(card: ModelCard, net: torch.nn.Module, name: str, sources: Sequence[Any],
                names: Sequence[str | None], cache: FaceCache, *, seed: int = 0) -> AddedPerson:
     """The face model of ``card`` and ``net`` with ``name`` added from ``sources`` (paths or PIL
     images, ``names`` for each: what the report and card call them). See the module docstring."""
     t0 = time.perf_counter()
-    if "faces" not in card:
+    if card.faces is None:
         raise not_a_face_model(card)
-    classes = list(card["classes"])
+    classes = list(card.classes)
     name = check_name(name, classes)
-    faces_card = card["faces"]
+    faces_card = card.faces
     bank_labels = (faces_card.get("bank") or {}).get("labels")
     if bank_labels is None:
         raise ModelFormatError(
@@ -232,13 +233,13 @@ def add_person(card: dict[str, Any], net: torch.nn.Module, name: str, sources: S
 
     # ---- validation: the head refitted on the training photos' faces; the photos kept aside are
     # answered by it (and are, to the original bank, the strangers they were)
-    added_before = {classes.index(a["name"]) for a in card.get("added", []) if a.get("name") in classes}
+    added_before = {classes.index(a["name"]) for a in card.added or [] if a.get("name") in classes}
     original = [c for c in range(len(classes)) if c not in added_before]
     checked = _refit(head, old_labels, learned, len(classes), c_param)
     checked_labels = np.concatenate([old_labels, np.full(len(learned), len(classes), dtype=np.int64)])
     val_scores = [_kind_and_distance(checked, checked_labels, a, added_before | {len(classes)}) for _, _, a in val]
     as_strangers = [float(choose_face(a.descriptors, head.bank, head.max_distance)[1]) for _, _, a in val]
-    old = RejectionRule.from_card(card.get("rejection"))
+    old = RejectionRule.from_card(card.rejection)
     rule = None
     if old is not None:
         sims = simulated_distances(checked.bank, checked_labels, original, len(learned), seed)
@@ -255,9 +256,11 @@ def add_person(card: dict[str, Any], net: torch.nn.Module, name: str, sources: S
         rule = _with_validation(old, val_scores, simulated_distances(new_head.bank, labels, original, len(learned), seed),
                                 simulated_stranger_bound(new_head.bank, labels, original, len(learned), seed))
 
-    new_card = {k: v for k, v in card.items() if k not in STALE_CARD_KEYS}
-    new_card["classes"] = [*classes, name]
-    new_card["arch_options"] = {**(card.get("arch_options") or {}), "face_bank_size": int(len(new_head.bank))}
+    new_card = card.with_()
+    for stale in STALE_CARD_KEYS:
+        new_card.remove(stale)
+    new_card.classes = [*classes, name]
+    new_card.arch_options = {**(card.arch_options or {}), "face_bank_size": int(len(new_head.bank))}
     faces = dict(faces_card)
     faces["bank"] = {**(faces_card.get("bank") or {}), "faces": int(len(new_head.bank)),
                      "labels": [int(v) for v in labels]}
@@ -268,9 +271,9 @@ def add_person(card: dict[str, Any], net: torch.nn.Module, name: str, sources: S
     if "distances" in strangers:
         strangers["distances"] = [round(v, 6) for v in sorted([*strangers["distances"], *as_strangers])]
     faces["validation_strangers"] = strangers
-    new_card["faces"] = faces
+    new_card.faces = faces
     if rule is not None:
-        new_card["rejection"] = {
+        new_card.rejection = {
             **rule.to_card(), "fitted_on": f"validation (the original model's, and {len(val)} of {name!r})",
             "simulated": {ADDED_FACE_DISTANCE: "a face nearest to an added person's: each trained person seen "
                                                "through as many of their training faces as the added person has, "
@@ -287,12 +290,12 @@ def add_person(card: dict[str, Any], net: torch.nn.Module, name: str, sources: S
                         without_face, unreadable, duplicates, looks_like, (len(head.bank), len(new_head.bank)))
     added.seconds = time.perf_counter() - t0
     entry = {**added.record(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-             "from": {"weights_sha256": card.get("weights_sha256"), "classes": classes},
+             "from": {"weights_sha256": card.weights_sha256, "classes": classes},
              "calibration": "the original model's temperatures, kept",
              "fallback": (f"the whole-image network (photos without a face) knows only {', '.join(classes)}: it never "
                           f"answers {name!r} (logit {FALLBACK_NEW_CLASS_LOGIT:g}); such a photo is answered as one of "
                           "them, or unknown")}
-    new_card["added"] = [*card.get("added", []), entry]
+    new_card.added = [*(card.added or []), entry]
     log.debug("added %s: %d faces learned, %d of %d validation photos recognised, in %.2f s", name, len(learned),
              recognised, len(val), added.seconds)
     return added

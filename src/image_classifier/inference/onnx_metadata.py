@@ -16,6 +16,7 @@ from typing import Any
 
 import onnx
 
+from image_classifier.card import ModelCard
 from image_classifier.errors import ModelFormatError
 from image_classifier.inference.calibration import card_temperature
 
@@ -23,13 +24,13 @@ PREFIX = "image_classifier."
 FORMAT_VERSION = "1"
 
 
-def card_metadata(card: dict[str, Any], *, precision: str = "fp32") -> dict[str, str]:
+def card_metadata(card: ModelCard, *, precision: str = "fp32") -> dict[str, str]:
     """The ``metadata_props`` written into an exported file (all values are strings)."""
-    prep = card["preprocessing"]
+    prep = card.preprocessing
     return {
         f"{PREFIX}format_version": FORMAT_VERSION,
-        f"{PREFIX}architecture": str(card["architecture"]),
-        f"{PREFIX}classes": json.dumps(list(card["classes"])),
+        f"{PREFIX}architecture": str(card.architecture),
+        f"{PREFIX}classes": json.dumps(list(card.classes)),
         f"{PREFIX}preprocessing": json.dumps(prep, sort_keys=True),
         f"{PREFIX}input": json.dumps({
             "name": "input", "dtype": "float32", "layout": "NCHW (batch, 3, height, width)",
@@ -38,7 +39,7 @@ def card_metadata(card: dict[str, Any], *, precision: str = "fp32") -> dict[str,
         }),
         f"{PREFIX}output": "probabilities: softmax(logits / temperature) over the classes, in the order of "
                            "'classes' (temperature: the calibration fitted on the validation split)",
-        f"{PREFIX}weights_sha256": str(card.get("weights_sha256", "")),
+        f"{PREFIX}weights_sha256": str(card.weights_sha256 or ""),
         f"{PREFIX}precision": precision,
         f"{PREFIX}temperature": repr(card_temperature(card)),
     }
@@ -87,7 +88,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return parse_metadata({p.key: p.value for p in model.metadata_props})
 
 
-def check_against_card(metadata: dict[str, str], card: dict[str, Any], path: str | Path, *,
+def check_against_card(metadata: dict[str, str], card: ModelCard, path: str | Path, *,
                        input_shape: list | None = None, output_shape: list | None = None) -> None:
     """Raise ``ModelFormatError`` unless the ONNX file at ``path`` was exported from the model
     described by ``card`` (same weights, classes and preprocessing; matching tensor shapes)."""
@@ -99,17 +100,17 @@ def check_against_card(metadata: dict[str, str], card: dict[str, Any], path: str
             f"{path} has no image-classifier metadata (class names, preprocessing): it was not written by "
             f"`image-classifier export`; {rerun}"
         )
-    expected_sha = card.get("weights_sha256")
+    expected_sha = card.weights_sha256
     if expected_sha and meta.get("weights_sha256") and meta["weights_sha256"] != expected_sha:
         raise ModelFormatError(
-            f"{path} was exported from different weights than {model_dir}/{card.get('weights_file', 'weights')} "
+            f"{path} was exported from different weights than {model_dir}/{card.weights_file or 'weights'} "
             f"(retrained after export, or copied from another model); {rerun}"
         )
-    if list(meta["classes"]) != list(card["classes"]):
+    if list(meta["classes"]) != list(card.classes):
         raise ModelFormatError(
-            f"{path} predicts classes {meta['classes']} but the model card lists {card['classes']}; {rerun}"
+            f"{path} predicts classes {meta['classes']} but the model card lists {card.classes}; {rerun}"
         )
-    prep_card = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in card["preprocessing"].items()}
+    prep_card = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in card.preprocessing.items()}
     if meta["preprocessing"] != prep_card:
         raise ModelFormatError(
             f"{path} was exported with preprocessing {meta['preprocessing']}, the model card says {prep_card}; {rerun}"
@@ -121,7 +122,7 @@ def check_against_card(metadata: dict[str, str], card: dict[str, Any], path: str
             f"{card_t:g} (the model was calibrated again after export): its probabilities would differ from "
             f"PyTorch's; {rerun}"
         )
-    size = int(card["preprocessing"]["input_size"])
+    size = int(card.preprocessing["input_size"])
     if input_shape is not None and len(input_shape) == 4:
         fixed = input_shape[1:]
         if any(isinstance(d, int) and d != want for d, want in zip(fixed, (3, size, size))):
@@ -129,7 +130,7 @@ def check_against_card(metadata: dict[str, str], card: dict[str, Any], path: str
     elif input_shape is not None:
         raise ModelFormatError(f"{path} takes inputs of shape {input_shape}, not an image batch; {rerun}")
     if output_shape is not None and output_shape and isinstance(output_shape[-1], int) \
-            and output_shape[-1] != len(card["classes"]):
+            and output_shape[-1] != len(card.classes):
         raise ModelFormatError(
-            f"{path} outputs {output_shape[-1]} scores, the model has {len(card['classes'])} classes; {rerun}"
+            f"{path} outputs {output_shape[-1]} scores, the model has {len(card.classes)} classes; {rerun}"
         )

@@ -40,7 +40,7 @@ from image_classifier.inference.classifier import Classifier
 from image_classifier.inference.timing import SpeedConfig, measure_classifiers, open_backends
 from image_classifier.machine import bf16_supported, load_average, machine_fingerprint
 from image_classifier.runs import BACKEND_RECORD_NAME, ONNX_INT8_NAME, ONNX_NAME
-from image_classifier.saved_model import read_card
+from image_classifier.saved_model import ModelCard, read_card
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ class BackendChoice:
     provisional: bool = False
 
 
-def _accepted(card: dict, name: str) -> tuple[bool, str]:
-    check = ((card.get("exports") or {}).get("accuracy_checks") or {}).get(name)
+def _accepted(card: ModelCard, name: str) -> tuple[bool, str]:
+    check = ((card.exports or {}).get("accuracy_checks") or {}).get(name)
     if not check:
         return False, (f"its accuracy was never measured (run `image-classifier export MODEL_DIR "
                        f"{'--quantize int8 ' if name == 'onnx-int8' else ''}--eval-data DATA`)")
@@ -68,7 +68,7 @@ def _accepted(card: dict, name: str) -> tuple[bool, str]:
     return True, ""
 
 
-def candidates(model_dir: str | os.PathLike, card: dict) -> tuple[list[str], dict[str, str]]:
+def candidates(model_dir: str | os.PathLike, card: ModelCard) -> tuple[list[str], dict[str, str]]:
     """Backends ``auto`` may choose for this model here, and why the others are left out."""
     names = ["torch"]
     skipped: dict[str, str] = {}
@@ -91,10 +91,10 @@ def candidates(model_dir: str | os.PathLike, card: dict) -> tuple[list[str], dic
     return names, skipped
 
 
-def _model_fingerprint(card: dict, names: list[str]) -> dict[str, Any]:
-    exports = card.get("exports") or {}
+def _model_fingerprint(card: ModelCard, names: list[str]) -> dict[str, Any]:
+    exports = card.exports or {}
     return {
-        "weights_sha256": card.get("weights_sha256"),
+        "weights_sha256": card.weights_sha256,
         "onnx_sha256": (exports.get("onnx") or {}).get("sha256"),
         "onnx_int8_sha256": (exports.get("onnx_int8") or {}).get("sha256"),
         "candidates": names,
@@ -167,7 +167,7 @@ def decide(timings: dict[str, float]) -> str:
     return best
 
 
-def choose_backend(model_dir: str | os.PathLike, card: dict | None = None, *, remeasure: bool = False,
+def choose_backend(model_dir: str | os.PathLike, card: ModelCard | None = None, *, remeasure: bool = False,
                    config: SpeedConfig | None = None, classifiers: dict[str, Classifier] | None = None,
                    threads: int | None = None, face_cache: FaceCache | None = None) -> BackendChoice:
     """Resolve ``auto`` for a saved model: the recorded choice for this machine, or measure now.
@@ -217,7 +217,7 @@ def choose_backend(model_dir: str | os.PathLike, card: dict | None = None, *, re
                               how="just measured on this machine")
 
 
-def record_measurement(model_dir: str | os.PathLike, card: dict, measured: dict[str, dict[str, Any]], *,
+def record_measurement(model_dir: str | os.PathLike, card: ModelCard, measured: dict[str, dict[str, Any]], *,
                        skipped: dict[str, str], load_before: float | None, how: str,
                        source: str | None = None) -> BackendChoice:
     """Choose from batch-1 timings just taken (``measured``: backend -> figures with

@@ -41,7 +41,7 @@ from image_classifier.inference.rejection import UNKNOWN
 from image_classifier.runs import (
     CARD_NAME, MODELS_DIR, best_model_name, is_model_dir, models_of_run, read_metrics, run_of_model_dir,
 )
-from image_classifier.saved_model import read_card
+from image_classifier.saved_model import ModelCard, read_card
 from image_classifier.serve.batcher import InferenceWorkers, WorkersClosedError
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class ModelEntry:
 
     name: str
     path: Path
-    card: dict[str, Any]
+    card: ModelCard
     metrics: dict[str, Any] | None = None  # this model's entry in the run's metrics.json, if any
     #: How many strangers it accepted when compare chose the served model (a folder of people):
     #: {"accepted", "limit", "source"}; None when not measured.
@@ -231,11 +231,11 @@ class ServedModel:
 
     def info(self, default: bool = False) -> dict[str, Any]:
         card = self.entry.card
-        pre = card.get("preprocessing", {})
+        pre = card.preprocessing
         median = self.latency.median()
         return {
             "name": self.name,
-            "architecture": str(card.get("architecture")),
+            "architecture": str(card.architecture),
             "backend": str(getattr(self.classifier, "backend_name", "torch")),
             "backend_reason": getattr(self.classifier, "backend_reason", None),
             "classes": self.classes,
@@ -372,7 +372,7 @@ class ModelStore:
                     self._warm_up(clf)
                     self._models[entry.name] = ServedModel(entry, clf)
                     log.info("loaded %s (%s) in %.1f s; backend %s (%s)", entry.name,
-                             entry.card.get("architecture"), time.perf_counter() - t0,
+                             entry.card.architecture, time.perf_counter() - t0,
                              getattr(clf, "backend_name", "torch"), getattr(clf, "backend_reason", "requested"))
             except Exception as err:
                 self.error = str(err)

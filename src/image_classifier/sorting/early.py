@@ -9,7 +9,6 @@ up, so nothing starts early there.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,12 +17,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from image_classifier.card import read_card
 from image_classifier.data.scan import list_files
-from image_classifier.errors import ModelFormatError, OptionError
+from image_classifier.errors import OptionError
 from image_classifier.faces import FaceCache, FaceStream
 from image_classifier.fileio import sha256_file
 from image_classifier.fileio import default_cache_dir
-from image_classifier.runs import CARD_NAME, resolve_model_dir
+from image_classifier.runs import resolve_model_dir
 from image_classifier.sorting.journal import check_writable
 from image_classifier.sorting.options import SortOptions
 
@@ -84,11 +84,7 @@ def start_faces(model: str | os.PathLike, data: str | os.PathLike, options: Sort
         return None
     data_dir, out = check_folders(data, options.out)
     model_dir = resolve_model_dir(model)
-    try:
-        card = json.loads((model_dir / CARD_NAME).read_text())
-    except (OSError, ValueError) as err:
-        raise ModelFormatError(f"cannot read {model_dir / CARD_NAME}: {err}") from None
-    if "faces" not in card:
+    if read_card(model_dir).faces is None:
         return None
     check_writable(out)
     files = list_files(data_dir, exclude=out)

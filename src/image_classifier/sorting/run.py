@@ -41,7 +41,7 @@ from image_classifier.inference.loading import load_model
 from image_classifier.inference.model import Model
 from image_classifier.inference.rows import face_rows, photo_row
 from image_classifier.runs import resolve_model_dir
-from image_classifier.saved_model import read_card
+from image_classifier.saved_model import ModelCard, read_card
 from image_classifier.sorting.early import EarlyFaces, check_folders, face_cache, hash_files, local_cores
 from image_classifier.sorting.journal import Journal
 from image_classifier.sorting.options import COPY_MODES, SortOptions
@@ -79,9 +79,9 @@ class SortResult:
         return self.answered / self.seconds if self.seconds > 0 else 0.0
 
 
-def _record(card: dict[str, Any], model_dir: Path, keep: float | None, reject: bool) -> dict[str, Any]:
-    rule = card.get("rejection") or {}
-    return {"model": str(model_dir), "weights_sha256": card.get("weights_sha256"), "classes": card.get("classes"),
+def _record(card: ModelCard, model_dir: Path, keep: float | None, reject: bool) -> dict[str, Any]:
+    rule = card.rejection or {}
+    return {"model": str(model_dir), "weights_sha256": card.weights_sha256, "classes": card.classes,
             "keep": (keep if keep is not None else rule.get("keep")) if reject and rule else None,
             "reject": bool(reject and rule), "image_classifier": __version__}
 
@@ -106,7 +106,7 @@ def sort_folder(model: str | os.PathLike, data: str | os.PathLike, options: Sort
         shutdown(d)
 
 
-def _sort(model_dir: Path, card: dict[str, Any], data_dir: Path, out: Path, options: SortOptions, d: Dist,
+def _sort(model_dir: Path, card: ModelCard, data_dir: Path, out: Path, options: SortOptions, d: Dist,
           device: Any, t0: float, early: EarlyFaces | None) -> SortResult:
     stages: dict[str, float] = {}
     journal = Journal(out, _record(card, model_dir, options.keep, options.reject))
@@ -146,7 +146,7 @@ def _sort(model_dir: Path, card: dict[str, Any], data_dir: Path, out: Path, opti
     cache = early.cache if early is not None else face_cache(options, options.workers or local_cores(local))
     stream = None
     threads = torch.get_num_threads()
-    if "faces" in card:
+    if card.faces is not None:
         # Started before the model loads (by the command line, before PyTorch loaded: see .early):
         # the workers find faces meanwhile.
         stream = early.stream if early is not None else FaceStream(cache, [(path, sha) for _, path, sha in todo])

@@ -47,7 +47,6 @@ from image_classifier.runs import (
     PLOTS_DIR, PREDICTIONS_CSV_NAME, SHORTCUT_EXAMPLE_NAME, SPLIT_NAME, SUSPECTS_DIR, model_dir_for, split_of_run,
     write_best_pointer,
 )
-from image_classifier.inference.calibration import CALIBRATION_KEY
 from image_classifier.saved_model import read_card
 from image_classifier.study.backends import measure_model_backends
 from image_classifier.inference.loading import load_model
@@ -242,7 +241,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
             r = results[arch]
             say(f"[model {i}/{n}] {arch}: validation accuracy {r.best_val_accuracy:.3f} (epoch {r.best_epoch})")
             # A model finished before calibration or its rejection rule existed, or asked for another --keep.
-            if CALIBRATION_KEY not in r.card or needs_rejection(r.card, options.keep):
+            if r.card.calibration is None or needs_rejection(r.card, options.keep):
                 trust_seconds += fit_after_training(i, arch, model_dir)
             continue
         say(f"[model {i}/{n}] {decision.line}{_eta_text(done, to_train - len(done))}")
@@ -263,7 +262,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         r = results[arch]
         say(f"[model {i}/{n}] {arch}: validation accuracy {r.best_val_accuracy:.3f} "
             f"(epoch {r.best_epoch}), trained in {done[-1]:.0f} s")
-        if CALIBRATION_KEY not in r.card or needs_rejection(r.card, options.keep):
+        if r.card.calibration is None or needs_rejection(r.card, options.keep):
             trust_seconds += fit_after_training(i, arch, model_dir)
     timings["train_seconds"] = sum(done)
     timings["trust_seconds"] = trust_seconds

@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from image_classifier.data.scan import list_dataset
 from image_classifier.data.split import load_split
@@ -25,12 +25,13 @@ from image_classifier.evaluate.evaluation import LabelledImage, evaluate_classif
 from image_classifier.evaluate.open_set import measure_unknown_folder, unknown_images
 from image_classifier.evaluate.speed import measure_classifier
 from image_classifier.fileio import sha256_file
+from image_classifier.card import ModelCard
 from image_classifier.i18n import DEFAULT, translator
 from image_classifier.optionspec import command_line
 from image_classifier.models.registry import get_arch, list_archs
 from image_classifier.report import write_report
 from image_classifier.results import (
-    BackendUsed, Calibration, DataSummary, ModelResult, SplitInfo, Speed, Study, Training, Validation,
+    BackendUsed, DataSummary, ModelResult, SplitInfo, Speed, Study, Training, Validation,
 )
 from image_classifier.runs import resolve_model_dir, split_of_model_dir
 from image_classifier.inference.loading import load_model
@@ -45,12 +46,12 @@ def default_out_dir(arch: str, data_root: Path, subset: str | None) -> Path:
     return Path("runs") / (f"{name}-{subset}" if subset else name)
 
 
-def _training_manifest(model_dir: Path, card: dict[str, Any]) -> Path | None:
+def _training_manifest(model_dir: Path, card: ModelCard) -> Path | None:
     """The split the model was trained on, when it is where its run keeps it (checked by hash)."""
     candidate = split_of_model_dir(model_dir)
     if candidate is None:
         return None
-    expected = card.get("split_manifest_sha256")
+    expected = card.split_manifest_sha256
     return candidate if expected and sha256_file(candidate) == expected else None
 
 
@@ -71,7 +72,7 @@ def run_evaluate(options: EvaluateOptions, *, on_progress: Callable[[str], None]
     classifier = load_model(model_dir, backend=options.backend, reject=options.reject, device=options.device)
     unknowns = unknown_images(options.unknown) if options.unknown is not None else None  # checked before scoring
     card = classifier.card
-    arch = str(card.get("architecture", model_dir.name))
+    arch = str(card.architecture or model_dir.name)
     backend = BackendUsed(classifier.backend_name, classifier.backend_reason, classifier.backend.describe())
     say(f"backend: {backend.name} ({backend.reason}); device: {classifier.device}")
 
@@ -132,17 +133,17 @@ def run_evaluate(options: EvaluateOptions, *, on_progress: Callable[[str], None]
 
     out_dir = Path(options.out) if options.out is not None else default_out_dir(
         arch, options.data, options.subset if options.split else None)
-    best = card.get("best") or {}
+    best = card.best or {}
     entry = ModelResult(
         name=arch, model_dir=os.fspath(model_dir),
         family=get_arch(arch).family if arch in list_archs() else None,
         validation=Validation(best.get("val_accuracy"), best.get("val_loss"), best.get("epoch")),
         test=ev.metrics, speed=speed,
-        training=Training(card.get("train_seconds"), card.get("peak_rss_mb"), list(card.get("history") or [])),
+        training=Training(card.train_seconds, card.peak_rss_mb, list(card.history or [])),
         errors=ev.errors, skipped=ev.skipped,
         # Which backend computed these predictions and timings, and why it was chosen.
         backend=backend,
-        calibration=Calibration.from_json(card["calibration"]) if card.get("calibration") else None,
+        calibration=card.calibration.for_metrics() if card.calibration else None,
         open_set=open_set,
     )
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from image_classifier.card import ModelCard
 from image_classifier.data.decode import decode_each
 from image_classifier.evaluate.choice import CASCADE, ENSEMBLE, MODEL, Candidate, Choice, CrossValidated, choose
 from image_classifier.evaluate.cross_validation import face_model_oof, linear_probe_oof, repeated_folds, summarise
@@ -153,7 +154,7 @@ def _real_p_values(classifier: Model, probs: np.ndarray, details: Sequence[dict[
     return rule.p_values(*score_kinds(classifier.uncalibrated(probs, details), details))
 
 
-def _face_cv(arch: str, card: dict[str, Any], inputs: EvidenceInputs, image_cache: ImageCache,
+def _face_cv(arch: str, card: ModelCard, inputs: EvidenceInputs, image_cache: ImageCache,
              say: Callable[[str], None]) -> CrossValidated | None:
     """The face model's 5 x 2 out-of-fold estimate over train + validation (None when the data cannot
     be split so, or a record cannot be decoded for its fallback)."""
@@ -171,7 +172,7 @@ def _face_cv(arch: str, card: dict[str, Any], inputs: EvidenceInputs, image_cach
         return None
     fallback = linear_probe_oof(x, labels, folds, len(inputs.classes))
     analyses = [inputs.survey.analyses.get(r.rel_path) if inputs.survey is not None else None for r in records]
-    faces = card["faces"]
+    faces = card.faces or {}
     max_distance = faces.get("max_distance")
     oof = face_model_oof(analyses, labels, folds, len(inputs.classes), fallback, c=float(faces["head"]["C"]),
                          max_distance=float("inf") if max_distance is None else float(max_distance))
@@ -289,7 +290,7 @@ def _face_trials(trials: list[Trial], m: str, vp: ValidationPass, inputs: Eviden
         return
     bank = np.stack([d for d, _ in rows]).astype(np.float64)
     bank_labels = np.array([c for _, c in rows], dtype=np.int64)
-    max_distance = vp.classifier.card["faces"].get("max_distance")
+    max_distance = (vp.classifier.card.faces or {}).get("max_distance")
     descriptors = [None if (a := inputs.survey.analyses.get(it.rel_path)) is None else a.descriptors for it in items]
     face_loco(trials, m, bank, bank_labels, descriptors, float("inf") if max_distance is None else float(max_distance),
               _real_p_values(vp.classifier, probs, details))

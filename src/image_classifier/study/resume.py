@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from image_classifier.errors import ImageClassifierError
+from image_classifier.errors import ImageClassifierError, ModelFormatError
 from image_classifier.faces import weights_sha256
 from image_classifier.fileio import sha256_file
 from image_classifier.models.registry import get_arch
@@ -33,7 +33,7 @@ from image_classifier.recipe import Recipe
 from image_classifier.runs import (
     BEST_NAME, CARD_NAME, MODELS_DIR, ONNX_INT8_NAME, ONNX_NAME, RESUME_NAME, SPLIT_NAME, split_of_run,
 )
-from image_classifier.saved_model import library_versions
+from image_classifier.saved_model import ModelCard, library_versions, read_card
 from image_classifier.training.checkpoint import RUN_FILES, peek_resume_state
 
 log = logging.getLogger(__name__)
@@ -85,15 +85,15 @@ def expected_identity(arch: str, split: Any, recipe: Recipe, seed: int, weights:
     }
 
 
-def card_identity(card: dict[str, Any]) -> dict[str, Any]:
+def card_identity(card: ModelCard) -> dict[str, Any]:
     return {
-        "architecture": card.get("architecture"),
-        "classes": card.get("classes"),
-        "split manifest": card.get("split_manifest_sha256"),
-        "seed": card.get("seed"),
-        "recipe": card.get("recipe"),
-        "ImageNet weights": (card.get("pretrained_weights") or {}).get("sha256"),
-        "library versions": card.get("versions"),
+        "architecture": card.architecture,
+        "classes": card.classes,
+        "split manifest": card.split_manifest_sha256,
+        "seed": card.seed,
+        "recipe": card.recipe,
+        "ImageNet weights": (card.pretrained_weights or {}).get("sha256"),
+        "library versions": card.versions,
     }
 
 
@@ -142,21 +142,19 @@ def differences(expected: dict[str, Any], found: dict[str, Any]) -> list[str]:
 
 # ---- decisions ---------------------------------------------------------------------------------
 
-def _read_card(model_dir: Path) -> dict[str, Any] | None:
-    path = model_dir / CARD_NAME
-    if not path.is_file():
+def _read_card(model_dir: Path) -> ModelCard | None:
+    if not (model_dir / CARD_NAME).is_file():
         return None
     try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+        return read_card(model_dir)
+    except ModelFormatError as err:
         # Cards are written atomically, so this is not a kill mid-write: someone else's file.
-        raise ImageClassifierError(f"{path} cannot be read ({err}); pass --fresh to start the run over") from err
-    return card if isinstance(card, dict) else None
+        raise ImageClassifierError(f"{err}; or pass --fresh to start the run over") from err
 
 
-def _face_differences(card: dict[str, Any]) -> list[str]:
+def _face_differences(card: ModelCard) -> list[str]:
     """A finished face model also depends on the face weights its head was fitted with."""
-    recorded = (card.get("faces") or {}).get("weights_sha256")
+    recorded = (card.faces or {}).get("weights_sha256")
     if recorded is None:
         return []
     current = weights_sha256()
@@ -173,7 +171,7 @@ def decide(arch: str, model_dir: Path, expected: Callable[[], dict[str, Any]]) -
     peek = peek_resume_state(resume_path) if has_resume else None
     found = card_identity(card) if card is not None else resume_identity(peek or {})
     diffs = differences(expected(), found)
-    finished = card is not None and card.get("status") == "complete"
+    finished = card is not None and card.status == "complete"
     if finished:  # a face model's card also names its face weights (none for the other kinds)
         diffs += _face_differences(card)
     if diffs:

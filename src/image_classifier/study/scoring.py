@@ -30,11 +30,10 @@ from image_classifier.evaluate.open_set import (
 from image_classifier.evaluate.shortcut import AuditImages, audit_classifier
 from image_classifier.evaluate.speed import measure_classifier
 from image_classifier.faces import FaceCache, FaceSurvey
-from image_classifier.inference.calibration import CALIBRATION_KEY
 from image_classifier.inference.model import Model
 from image_classifier.models.registry import get_arch
 from image_classifier.results import (
-    Calibration, FaceAccuracy, ModelResult, OpenSet, ShortcutAudit, Speed, Training, Validation,
+    FaceAccuracy, ModelResult, OpenSet, ShortcutAudit, Speed, Training, Validation,
 )
 from image_classifier.study.evidence import ValidationPass
 from image_classifier.study.explanations import explain_errors
@@ -156,8 +155,7 @@ def score_model(ctx: ScoringContext, i: int, arch: str, trained: TrainResult, vp
         speed=Speed.from_json(speed), training=Training(r.train_seconds, r.peak_rss_mb, list(r.history)),
         errors=explained.errors, skipped=ev.skipped,
         faces=face_accuracy(ev, ctx.survey) if ctx.survey is not None else None, shortcut=shortcut,
-        calibration=Calibration.from_json(classifier.card[CALIBRATION_KEY])
-        if classifier.card.get(CALIBRATION_KEY) else None,
+        calibration=classifier.card.calibration.for_metrics() if classifier.card.calibration else None,
         open_set=open_set,
     )
     return ScoredModel(entry, ev, dict(watch.seconds))

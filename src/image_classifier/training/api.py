@@ -26,7 +26,7 @@ from image_classifier.models.weights import resolve_pretrained
 from image_classifier.recipe import Recipe
 from image_classifier.runtime import configure
 from image_classifier.runs import CARD_NAME, RESUME_NAME, SPLIT_NAME, WEIGHTS_NAME
-from image_classifier.saved_model import library_versions, read_card
+from image_classifier.saved_model import ModelCard, library_versions, read_card
 from image_classifier.training.cache import ImageCache, default_cache_dir
 from image_classifier.training.checkpoint import RunWriter, load_resume_state
 from image_classifier.training.distributed import (
@@ -58,19 +58,19 @@ class TrainResult:
     peak_rss_mb: float
     #: Per phase: {"name", "epochs", "seconds", "images_per_s", "feature_seconds"}.
     phases: list[dict[str, Any]] = field(default_factory=list)
-    card: dict[str, Any] = field(default_factory=dict)
+    card: ModelCard | None = None
     #: False on the processes of a distributed job other than rank 0: they trained, rank 0 wrote.
     is_main: bool = True
 
     @classmethod
-    def from_card(cls, model_dir: str | os.PathLike, card: dict[str, Any]) -> TrainResult:
+    def from_card(cls, model_dir: str | os.PathLike, card: ModelCard) -> TrainResult:
         """The result of a finished run, read back from its card (``compare`` reuses finished models)."""
-        best = card["best"]
+        best = card.best or {}
         return cls(
-            model_dir=Path(model_dir), arch=str(card["architecture"]), history=list(card.get("history") or []),
+            model_dir=Path(model_dir), arch=str(card.architecture), history=list(card.history or []),
             best_epoch=int(best["epoch"]), best_val_accuracy=float(best["val_accuracy"]),
-            best_val_loss=float(best["val_loss"]), train_seconds=float(card.get("train_seconds") or 0.0),
-            peak_rss_mb=float(card.get("peak_rss_mb") or 0.0), phases=list(card.get("phases") or []), card=card,
+            best_val_loss=float(best["val_loss"]), train_seconds=float(card.train_seconds or 0.0),
+            peak_rss_mb=float(card.peak_rss_mb or 0.0), phases=list(card.phases or []), card=card,
         )
 
 
@@ -129,7 +129,7 @@ def _keyword_options(arch: str, out_dir: str | os.PathLike | None, *, recipe_ove
 
 def _read_resume(writer: RunWriter, out: Path) -> dict[str, Any]:
     if not writer.resume_path.is_file():
-        if (out / CARD_NAME).is_file() and read_card(out).get("status") == "complete":
+        if (out / CARD_NAME).is_file() and read_card(out).status == "complete":
             raise ImageClassifierError(f"the run in {out} already finished; nothing to resume")
         raise ImageClassifierError(f"nothing to resume in {out}: {RESUME_NAME} is missing (start a new run without --resume)")
     return load_resume_state(writer.resume_path)
@@ -313,7 +313,7 @@ def train_model(
         best_state = None
         if dist.is_main and payload["state"].get("best") is not None:
             card = read_card(out)
-            best_state = load_file(str(out / card.get("weights_file", WEIGHTS_NAME)))
+            best_state = load_file(str(out / (card.weights_file or WEIGHTS_NAME)))
         trainer.load_resume(payload, broadcast_object(dist, best_state))
         log.info("%s: resuming at epoch %d (phase %d of %d)", arch, trainer.state.global_epoch + 1,
                  trainer.state.phase_index + 1, len(recipe.phases))
@@ -356,12 +356,12 @@ def train_model(
             phases.append({"name": p.name, "epochs": int(s["epochs"]), "seconds": s["seconds"],
                            "feature_seconds": s["feature_seconds"],
                            "images_per_s": s["images"] / s["seconds"] if s["seconds"] > 0 else 0.0})
-    card = {**make_card(state, "complete"), "phases": phases, "decode_seconds": round(decode_seconds, 3),
-            "train_seconds": round(state.seconds, 3)}
+    card = ModelCard.from_json({**make_card(state, "complete"), "phases": phases,
+                                "decode_seconds": round(decode_seconds, 3), "train_seconds": round(state.seconds, 3)})
     if faces_card is not None:
-        card["faces"] = faces_card
+        card.faces = faces_card
         # The bank's size shapes a buffer: the rebuilt network needs it.
-        card["arch_options"] = {**card["arch_options"], "face_bank_size": faces_card["bank"]["faces"]}
+        card.arch_options = {**(card.arch_options or {}), "face_bank_size": faces_card["bank"]["faces"]}
     writer.save_best(trainer.best_state, card, final=True)
     writer.remove_resume()
     log.debug(

@@ -33,7 +33,7 @@ from safetensors import safe_open
 
 from image_classifier.errors import ModelFormatError
 from image_classifier.runs import CARD_NAME, NEXT_WEIGHTS_NAME, RESUME_NAME, WEIGHTS_NAME
-from image_classifier.saved_model import save_model
+from image_classifier.saved_model import ModelCard, save_model
 from image_classifier.tensorio import load_tree, save_tree
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class RunWriter:
     def due(self) -> bool:
         return time.monotonic() - self._last >= max(self.interval, COST_FACTOR * self._cost)
 
-    def save_best(self, state: Mapping[str, torch.Tensor], card: dict[str, Any], *, final: bool = False) -> None:
+    def save_best(self, state: Mapping[str, torch.Tensor], card: ModelCard | dict[str, Any], *, final: bool = False) -> None:
         t0 = time.perf_counter()
         save_model(state, card, self.out_dir, stable_name=final)
         self._pending += time.perf_counter() - t0

@@ -21,26 +21,23 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from image_classifier.card import Calibration, read_card, write_card
 from image_classifier.data.decode import decode_each
 from image_classifier.data.split import load_split
 from image_classifier.errors import DatasetError
 from image_classifier.faces import FaceCache
-from image_classifier.fileio import atomic_write_json
-from image_classifier.inference.calibration import CALIBRATION_KEY, log_probabilities, softmax
+from image_classifier.inference.calibration import log_probabilities, softmax
 from image_classifier.inference.kinds import open_classifier
 from image_classifier.inference.model import Model
 from image_classifier.inference.rejection import DEFAULT_KEEP, RejectionRule
-from image_classifier.results import Calibration
-from image_classifier.runs import CARD_NAME, SPLIT_NAME
-from image_classifier.saved_model import read_card
+from image_classifier.runs import SPLIT_NAME
 from image_classifier.training import TrainOptions, TrainResult, default_cache_dir, train_folder
-from image_classifier.trust.rejection import CARD_KEY as REJECTION_KEY
 from image_classifier.trust.rejection import rejection_entry as rule_entry
 from image_classifier.trust.temperature import MIN_IMAGES, calibrate, ece, nll
 
@@ -64,25 +61,26 @@ class ValidationPredictions:
 class TrustFit:
     """What :func:`fit_trust` wrote into the card."""
 
-    calibration: dict[str, Any]
+    calibration: Calibration
     rejection: dict[str, Any] | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
     def temperature(self) -> float:
-        return float(self.calibration.get("temperature") or 1.0)
+        return float(self.calibration.temperature or 1.0)
 
     def line(self) -> str:
         """One progress line, e.g. ``temperature 1.84 on 66 validation images (NLL 0.41 -> 0.27)``."""
         c = self.calibration
-        text = f"temperature {c['temperature']:.2f}"
-        for key in (k for k in c if k.endswith("_temperature") and c[k] is not None):  # a part's own, e.g. the face head's
-            text += f" ({key.removesuffix('_temperature')} head {c[key]:.2f})"
-        text += f" on {c['images']} validation images"
-        if c.get("nll_before") is not None:
-            text += (f" (NLL {c['nll_before']:.2f} -> {c['nll_after']:.2f}, "
-                     f"ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f})")
+        text = f"temperature {c.temperature:.2f}"
+        for part in (f.name for f in fields(c) if f.name.endswith("_temperature")):  # a part's own, e.g. the face head's
+            if getattr(c, part) is not None:
+                text += f" ({part.removesuffix('_temperature')} head {getattr(c, part):.2f})"
+        text += f" on {c.images} validation images"
+        if c.nll_before is not None:
+            text += (f" (NLL {c.nll_before:.2f} -> {c.nll_after:.2f}, "
+                     f"ECE {c.ece_before:.3f} -> {c.ece_after:.3f})")
         if self.notes:
             text += "; " + "; ".join(self.notes)
         return f"{text}, in {self.seconds:.1f} s"
@@ -113,7 +111,7 @@ def predict_validation(classifier: Model, val_items: Sequence[Any], *, cache: An
     return ValidationPredictions(classifier, labels, logprobs, list(details), list(decoded.kept))
 
 
-def fit_calibration(preds: ValidationPredictions) -> tuple[dict[str, Any], list[str]]:
+def fit_calibration(preds: ValidationPredictions) -> tuple[Calibration, list[str]]:
     """The card's ``calibration`` entry (and notes for the progress line), fitted on ``preds``;
     sets ``preds.calibrated``."""
     temperatures, temps, notes, counts = preds.classifier.fit_temperatures(
@@ -121,21 +119,16 @@ def fit_calibration(preds: ValidationPredictions) -> tuple[dict[str, Any], list[
     n = len(preds.labels)
     preds.calibrated = softmax(preds.logprobs / temps[:, None]) if n else np.empty_like(preds.logprobs)
     before = softmax(preds.logprobs) if n else preds.logprobs
-    entry: dict[str, Any] = {
-        "method": "temperature",
-        # The card's temperature slots (results.Calibration: one per kind's part), None where this kind has none.
-        **{k: None for k in Calibration().to_json() if k.endswith("temperature")}, **temperatures,
-        "fitted_on": "validation",
-        "images": n,
-        "nll_before": nll(preds.logprobs, preds.labels) if n else None,
-        "nll_after": nll(preds.logprobs / temps[:, None], preds.labels) if n else None,
-        "ece_before": ece(before, preds.labels) if n else None,
-        "ece_after": ece(preds.calibrated, preds.labels) if n else None,
-        **counts,
-    }
-    if notes:
-        entry["notes"] = notes
-    entry["min_images"] = MIN_IMAGES
+    entry = Calibration(
+        **temperatures,  # this kind's temperature(s): the network's, and a part's own (a face model's face head)
+        images=n,
+        nll_before=nll(preds.logprobs, preds.labels) if n else None,
+        nll_after=nll(preds.logprobs / temps[:, None], preds.labels) if n else None,
+        ece_before=ece(before, preds.labels) if n else None,
+        ece_after=ece(preds.calibrated, preds.labels) if n else None,
+        **counts,  # the images each part answered, where a kind has parts
+        notes=notes or None,  # the same list: notes added below (the rule's) reach the card when there are some
+        min_images=MIN_IMAGES)
     return entry, notes
 
 
@@ -156,15 +149,16 @@ def fit_trust(model_dir: str | os.PathLike, val_items: Sequence[Any], *, keep: f
     # threshold is on what the loaded model will serve), keeping ``keep`` of the validation images.
     rejection: dict[str, Any] | None = None
     if reject and len(preds.details):
-        rejection = rule_entry(classifier, preds.calibrated, preds.details, keep, card={CALIBRATION_KEY: calibration})
+        rejection = rule_entry(classifier, preds.calibrated, preds.details, keep,
+                               card=classifier.card.with_(calibration=calibration))
         notes.append(f"none of these: {RejectionRule.from_card(rejection).describe()}")  # type: ignore[union-attr]
 
     card = read_card(model_dir)
-    card[CALIBRATION_KEY] = calibration
-    card.pop(REJECTION_KEY, None)  # a rule fitted on other probabilities is stale
+    card.calibration = calibration
+    card.remove("rejection")  # a rule fitted on other probabilities is stale
     if rejection is not None:
-        card[REJECTION_KEY] = rejection
-    atomic_write_json(model_dir / CARD_NAME, card)
+        card.rejection = rejection
+    write_card(model_dir, card)
     fit = TrustFit(calibration, rejection, time.perf_counter() - t0, notes)
     log.debug("%s: %s", model_dir, fit.line())
     return fit

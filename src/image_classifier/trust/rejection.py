@@ -12,18 +12,15 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from image_classifier.card import ModelCard, read_card, write_card
 from image_classifier.data.decode import decode_each
 from image_classifier.errors import DatasetError
-from image_classifier.fileio import atomic_write_json
 from image_classifier.inference.model import Model
 from image_classifier.inference.rejection import DEFAULT_KEEP, RULE_VERSION, MEMBER_P_VALUE, RejectionRule
-from image_classifier.runs import CARD_NAME
-from image_classifier.saved_model import read_card
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +53,7 @@ def validation_predictions(classifier: Model, val_items: Sequence[Any], cache: A
 
 
 def rejection_entry(classifier: Model, probabilities: np.ndarray, details: Sequence[dict[str, Any]],
-                    keep: float = DEFAULT_KEEP, card: dict[str, Any] | None = None) -> dict[str, Any]:
+                    keep: float = DEFAULT_KEEP, card: ModelCard | None = None) -> dict[str, Any]:
     """The card entry of the rule fitted on these validation predictions (one pass, shared with
     calibration): ``probabilities`` as the model serves them with ``card``'s calibration (default:
     the classifier's card); the rule scores them with the temperature taken out, as
@@ -66,23 +63,23 @@ def rejection_entry(classifier: Model, probabilities: np.ndarray, details: Seque
     return classifier.fit_rejection_rule(probs, details, keep).to_card()
 
 
-def store_rejection(model_dir: str | os.PathLike, entry: dict[str, Any] | None) -> dict[str, Any]:
+def store_rejection(model_dir: str | os.PathLike, entry: dict[str, Any] | None) -> ModelCard:
     """Write ``entry`` as the card's ``rejection`` (None removes it); returns the new card. The
     weights are not touched, so the card's weights hash stays valid."""
     card = read_card(model_dir)
     if entry is None:
-        card.pop(CARD_KEY, None)
+        card.remove("rejection")
     else:
-        card[CARD_KEY] = entry
-    atomic_write_json(Path(model_dir) / CARD_NAME, card)
+        card.rejection = entry
+    write_card(model_dir, card)
     return card
 
 
-def needs_rejection(card: dict[str, Any], keep: float) -> bool:
+def needs_rejection(card: ModelCard, keep: float) -> bool:
     """True when the card has no rule, one fitted for another ``keep``, or one fitted another way
     (:data:`~image_classifier.inference.rejection.RULE_VERSION`). (A refitted temperature does not
     stale it: the rule scores the probabilities with the temperature taken out.)"""
-    entry = card.get(CARD_KEY) or {}
+    entry = card.rejection or {}
     return (not entry or abs(float(entry.get("keep", -1)) - keep) > 1e-12
             or int(entry.get("version", 1)) != RULE_VERSION)
 
@@ -109,7 +106,7 @@ def fit_ensemble_rejection(ensemble: Model, val_items: Sequence[Any], keep: floa
     if ensemble.model_dir is not None:
         ensemble.card = store_rejection(ensemble.model_dir, entry)
     else:
-        ensemble.card = {**ensemble.card, CARD_KEY: entry}
+        ensemble.card = ensemble.card.with_(rejection=entry)
     log.info("%s: rejection rule on %d validation images: %s", ensemble.arch, entry["images"],
              RejectionRule.from_card(entry).describe())  # type: ignore[union-attr]
     return entry

@@ -1,0 +1,175 @@
+"""The model card (``model.json``), typed: :class:`ModelCard`, read and written here and nowhere else.
+
+A card holds everything needed to rebuild and feed a saved model's network on another machine
+(the architecture and its builder options, the class names in order, the preprocessing), its
+provenance (recipe, arguments, history, best validation figures, split hash, versions) and what
+later steps add: the calibration and the "none of these" rule (``trust``), the exported files
+(``export``), the people ``add`` enrolled. An ensemble's card lists its members instead of weights.
+
+A card keeps its keys in the order they were written: a key set for the first time goes last, one
+removed (:meth:`ModelCard.remove`) goes, as in the dict the file is, so a card read and written
+again is the same file. A key this version does not know is refused, saying what to do.
+
+The entries that belong to one module stay JSON objects read by that module: ``preprocessing``
+(``Preprocessing.from_dict``), ``rejection`` (``RejectionRule.from_card``), ``ensemble``
+(``inference.ensemble``), ``exports`` (``export``), ``faces`` (the face model's head and bank).
+
+Imports nothing heavy: the foundation's (``results`` uses :class:`Calibration` too).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from image_classifier.errors import ModelFormatError
+from image_classifier.fileio import atomic_write_json
+from image_classifier.jsonable import Jsonable, json_field
+from image_classifier.runs import CARD_NAME
+from image_classifier.version import __version__
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Calibration(Jsonable):
+    """The temperature(s) fitted on the validation split (the card's ``calibration``, built by
+    ``trust.fit``), with the validation NLL and ECE before and after. ``metrics.json`` keeps each
+    model's too (:meth:`for_metrics`); the test-split figures are in ``results.TestMetrics``."""
+
+    method: str = "temperature"
+    temperature: float = 1.0
+    face_temperature: float | None = None  # a face model's face head
+    fitted_on: str = "validation"
+    images: int = 0
+    nll_before: float | None = None
+    nll_after: float | None = None
+    ece_before: float | None = None
+    ece_after: float | None = None
+    face_images: int | None = json_field(default=None, omit="none")  # a face model's: answered by a face
+    fallback_images: int | None = json_field(default=None, omit="none")  # ... and by its fallback network
+    notes: list[str] | None = json_field(default=None, omit="none")  # e.g. why a temperature was kept at 1
+    min_images: int | None = json_field(default=None, omit="none")  # fewer: the temperature is kept at 1
+
+    def for_metrics(self) -> Calibration:
+        """What ``metrics.json`` has always kept of it: no image counts, the notes even when none."""
+        return replace(self, face_images=None, fallback_images=None, notes=list(self.notes or []), min_images=None)
+
+
+@dataclass(kw_only=True)
+class ModelCard(Jsonable):
+    """``model.json``. Only ``architecture``, ``classes`` and ``preprocessing`` are required (an
+    ensemble's card has little more); a field that is None is a key the card lacks."""
+
+    format_version: int = FORMAT_VERSION
+    architecture: str
+    arch_options: dict[str, Any] | None = None  # the builder's options (face_bank_size, ...)
+    classes: list[str]
+    preprocessing: dict[str, Any]  # ``preprocessing.Preprocessing.to_dict()``
+    recipe: dict[str, Any] | None = None
+    args: dict[str, Any] | None = None  # the arguments of the run that trained it
+    seed: int | None = None
+    precision: str | None = None
+    threads: int | None = None
+    device: dict[str, Any] | None = None
+    distributed: dict[str, Any] | None = None
+    pretrained_weights: dict[str, Any] | None = None  # {"source", "sha256"} of the ImageNet weights
+    split_manifest_sha256: str | None = None
+    data: dict[str, Any] | None = None  # images trained and validated on, files skipped
+    versions: dict[str, str] | None = None  # of the libraries it was trained with
+    status: str | None = None  # "running" (a checkpoint) or "complete"
+    history: list[dict[str, Any]] | None = None  # one row per epoch
+    best: dict[str, Any] | None = None  # the kept epoch: "epoch", "val_loss", "val_accuracy", ...
+    train_seconds: float | None = None
+    peak_rss_mb: float | None = None
+    phases: list[dict[str, Any]] | None = None
+    decode_seconds: float | None = None
+    faces: dict[str, Any] | None = None  # a face model's: detector weights, head, bank, max_distance
+    weights_file: str | None = None
+    weights_sha256: str | None = None
+    calibration: Calibration | None = None
+    exports: dict[str, Any] | None = None  # ONNX files, backends' accuracy checks
+    rejection: dict[str, Any] | None = None  # the "none of these" rule
+    ensemble: dict[str, Any] | None = None  # an ensemble's members and how they combine
+    added: list[dict[str, Any]] | None = None  # people ``add`` enrolled
+    _keys: list[str] = json_field(default_factory=list, skip=True, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._keys = [f.name for f in _FIELDS if getattr(self, f.name) is not None]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        keys = self.__dict__.get("_keys")
+        if keys is not None and name in _NAMES and name not in keys:
+            keys.append(name)
+
+    def remove(self, name: str) -> None:
+        """Take key ``name`` out of the card (set again, it goes last)."""
+        object.__setattr__(self, name, None)
+        if name in self._keys:
+            self._keys.remove(name)
+
+    def to_json(self) -> dict[str, Any]:
+        written = super().to_json()
+        return {k: written[k] for k in self._keys}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str | os.PathLike = "the model card") -> ModelCard:
+        """The card of ``data`` (``where``: the file, for the errors)."""
+        for key in ("architecture", "classes", "preprocessing"):
+            if key not in data:
+                raise ModelFormatError(f"{where} lacks {key!r}: not a model card written by this tool "
+                                       "(train the model with `image-classifier train`)")
+        unknown = [k for k in data if k not in _NAMES]
+        if unknown:
+            raise ModelFormatError(
+                f"{where} has {', '.join(map(repr, unknown))}, which image-classifier {__version__} does not know: "
+                "it was written by another version; open it with that version, or train the model again with this one")
+        try:
+            card = super().from_json(data)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelFormatError(f"{where} is not a model card written by this tool ({err}): "
+                                   "train the model again (`image-classifier train`)") from err
+        card._keys = list(data)
+        return card
+
+    def with_(self, **changes: Any) -> ModelCard:
+        """A copy with ``changes`` (a key it lacked goes last)."""
+        new = ModelCard.from_json(self.to_json())
+        for name, value in changes.items():
+            setattr(new, name, value)
+        return new
+
+    @property
+    def is_face_model(self) -> bool:
+        return self.faces is not None
+
+
+_FIELDS = [f for f in dataclasses.fields(ModelCard) if f.name != "_keys"]
+_NAMES = frozenset(f.name for f in _FIELDS)
+
+
+def read_card(model_dir: str | os.PathLike) -> ModelCard:
+    """The card of a saved model directory, checked to be one this tool wrote (else ``ModelFormatError``)."""
+    path = Path(model_dir) / CARD_NAME
+    if not path.is_file():
+        raise ModelFormatError(
+            f"{model_dir} is not a saved model: {CARD_NAME} is missing (train one with `image-classifier train`)"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelFormatError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ModelFormatError(f"{path} is not a model card: train the model again (`image-classifier train`)")
+    return ModelCard.from_json(data, path)
+
+
+def write_card(model_dir: str | os.PathLike, card: ModelCard) -> Path:
+    """Write ``card`` as ``model_dir``'s ``model.json`` (atomically); returns the file."""
+    path = Path(model_dir) / CARD_NAME
+    atomic_write_json(path, card.to_json())
+    return path
