@@ -164,7 +164,7 @@ def test_serve_returns_the_deciding_face(trained, people):
 def test_compare_adds_the_face_model_for_folders_of_people(people, tmp_path):
     audit = audit_dataset(people, near_duplicates=False)
     said: list[str] = []
-    options = CompareOptions(data=people, out=tmp_path / "run", models=["simple_cnn"], add_face_model=True,
+    options = CompareOptions(data=people, out=tmp_path / "run", models=["simple_cnn"], add_people_model=True,
                              progress=False)
     survey, models = face_survey(options, audit, FaceCache(), said.append)
     assert survey.detection_rate >= 0.7
@@ -179,7 +179,7 @@ def test_compare_does_not_add_it_without_faces(image_folder, tmp_path):
     audit = audit_dataset(image_folder, near_duplicates=False)
     said: list[str] = []
     options = CompareOptions(data=image_folder, out=tmp_path / "run", models=["simple_cnn"],
-                             add_face_model=True, progress=False)
+                             add_people_model=True, progress=False)
     survey, models = face_survey(options, audit, FaceCache(), said.append)
     assert survey.with_face == 0 and models == ["simple_cnn"]
     assert any("not adding face_embedding" in line for line in said)

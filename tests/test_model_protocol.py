@@ -30,6 +30,7 @@ from image_classifier.inference.rejection import FACE_DISTANCE, MAX_PROBABILITY,
 from image_classifier.models.faces import FaceHead, FaceInput
 from image_classifier.models.registry import build_model, get_arch
 from image_classifier.runs import CARD_NAME
+from image_classifier.card import Calibration, ModelCard, read_card
 from image_classifier.saved_model import save_model
 from image_classifier.trust.rejection import rejection_entry
 
@@ -74,7 +75,7 @@ def test_each_saved_card_opens_as_its_own_kind_of_model(models):
     assert type(models["face"]) is FaceClassifier
     assert type(models["ensemble"]) is EnsembleClassifier
     assert all(isinstance(m, Model) for m in models.values())
-    assert not FaceClassifier.opens(json.loads((models["cnn"].model_dir / CARD_NAME).read_text()))
+    assert not FaceClassifier.opens(read_card(models["cnn"].model_dir))
 
 
 def test_evaluate_scores_every_kind_and_the_ensemble_is_its_members_weighted_mean(models, saved):
@@ -107,7 +108,8 @@ def test_each_kind_explains_itself(models):
 
 
 def test_temperatures_and_rules_are_each_kinds_own(models, saved):
-    card = {"calibration": {"temperature": 2.0, "face_temperature": 0.5}}
+    card = ModelCard(architecture="any", classes=list(CLASSES), preprocessing={},
+                     calibration=Calibration(temperature=2.0, face_temperature=0.5))
     probs, details = {}, {}
     for name, m in models.items():
         probs[name], details[name] = m.predict_details(saved["images"])
@@ -131,8 +133,8 @@ class MirroredClassifier(Classifier):
     """A sixth kind, for the test: a CNN that answers the mirror image of every picture."""
 
     @classmethod
-    def opens(cls, card: dict) -> bool:
-        return bool(card.get("mirrored"))
+    def opens(cls, card: ModelCard) -> bool:
+        return bool((card.args or {}).get("mirrored"))  # what its training run recorded
 
     def decode(self, source, *, max_pixels=None):
         return ImageOps.mirror(super().decode(source, max_pixels=max_pixels))
@@ -141,7 +143,7 @@ class MirroredClassifier(Classifier):
 def test_a_new_kind_is_one_class_and_one_entry_in_kinds(saved, models, monkeypatch, tmp_path):
     card = json.loads((saved["cnn"] / CARD_NAME).read_text())
     module = models["cnn"].module
-    mirrored_dir = save_model(module, {k: v for k, v in card.items() if k != "weights_sha256"} | {"mirrored": True},
+    mirrored_dir = save_model(module, {k: v for k, v in card.items() if k != "weights_sha256"} | {"args": {"mirrored": True}},
                               tmp_path / "mirrored")
     monkeypatch.setattr(kinds, "KINDS", (MirroredClassifier, *kinds.KINDS))
     model = open_classifier(mirrored_dir)

@@ -55,7 +55,7 @@ def test_each_command_line_option_is_the_python_keyword_of_the_same_name(command
         texts = [text for _, text in spec.switches.values()] if spec.switches else [spec.help % {"default": f.default}]
         assert not spec.cli or all(text in help_text for text in texts), f.name
     assert {f.name for f, spec in options_of(cls) if not spec.cli} <= {
-        "n_bootstrap", "add_face_model", "invoked_as", "recipe", "channels_last", "speed_config", "workers"}
+        "n_bootstrap", "add_people_model", "invoked_as", "recipe", "channels_last", "speed_config", "workers"}
 
 
 def test_compare_options_parsed_back_from_the_reproduce_command_are_the_same(tmp_path):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,12 @@ class Calibration(Jsonable):
     fallback_images: int | None = json_field(default=None, omit="none")  # ... and by its fallback network
     notes: list[str] | None = json_field(default=None, omit="none")  # e.g. why a temperature was kept at 1
     min_images: int | None = json_field(default=None, omit="none")  # fewer: the temperature is kept at 1
+
+    def part_temperatures(self) -> dict[str, float]:
+        """Each part's own temperature by part, beside the network's (a face model's face head:
+        ``{"face": T}``; empty for a whole-image CNN)."""
+        return {f.name.removesuffix("_temperature"): getattr(self, f.name) for f in fields(self)
+                if f.name.endswith("_temperature") and getattr(self, f.name) is not None}
 
     def for_metrics(self) -> Calibration:
         """What ``metrics.json`` has always kept of it: no image counts, the notes even when none."""

@@ -66,8 +66,7 @@ def calibration_line(model: ModelResult) -> str:
 
     if model.calibration is None:
         return "calibration: none (a model saved before calibration, temperature 1)"
-    face = (f", face head {model.calibration.face_temperature:.2f}"
-            if model.calibration.face_temperature is not None else "")
-    return (f"calibration: temperature {temperature:.2f}{face} (fitted on validation); before -> after: "
+    parts = "".join(f", {part} head {value:.2f}" for part, value in model.calibration.part_temperatures().items())
+    return (f"calibration: temperature {temperature:.2f}{parts} (fitted on validation); before -> after: "
             f"log-loss {pair(test.log_loss_uncalibrated, test.log_loss, 3)}, "
             f"ECE {pair(test.ece_uncalibrated, test.ece, 3)}")

@@ -283,8 +283,9 @@ def shortcut_sentences(study: Study, t: Translator = EN) -> list[str]:
             key = "report.shortcut.reads_colour" if grey else "report.shortcut.holds_in_grey"
             out.append(t(key, grey=t.percent(a.greyscale, 1), full=t.percent(a.accuracy, 1), n=a.greyscale_images,
                          **common))
-        if m.family == "face" and a.images_with_face:
-            out.append(t("report.shortcut.face_model", model=m.name))
+        own = t.get(f"report.shortcut.{m.family}_model", "", model=m.name)  # a kind's own note (the face model's)
+        if own and a.images_with_face:
+            out.append(own)
     if not first.faces_looked_for:
         out.append(t("report.shortcut.no_survey"))
     elif first.no_face:

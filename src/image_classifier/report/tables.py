@@ -80,7 +80,9 @@ def backend_notes(study: Study, t: Translator = EN) -> list[str]:
     which part runs in dlib: the backends run only its no-face fallback network)."""
     notes = [t("report.backends.serve_note", model=m.name, backend=m.backends.serve_backend.name,
                reason=m.backends.serve_backend.reason) for m in study.models if m.backends is not None]
-    return notes + [t("report.backends.face_note", model=m.name) for m in study.models if m.family == "face"]
+    # A kind's own note, keyed by its family (the face model's: which part runs in dlib).
+    own = (t.get(f"report.backends.{m.family}_note", "", model=m.name) for m in study.models)
+    return notes + [note for note in own if note]
 
 
 def subset_label(subset: str, t: Translator = EN) -> str:
@@ -273,8 +275,8 @@ def calibration_table(study: Study, t: Translator = EN) -> tuple[list[str], list
             continue
         c = m.calibration
         temperature = t.number(c.temperature if c else 1.0, 2)
-        if c is not None and c.face_temperature is not None:
-            temperature += " / " + t("report.calibration.face", temperature=t.number(c.face_temperature, 2))
+        for part, value in (c.part_temperatures().items() if c is not None else ()):  # e.g. a face head's
+            temperature += " / " + t(f"report.calibration.{part}", temperature=t.number(value, 2))
         if c is None:
             temperature += " " + t("report.calibration.none")
         rows.append([m.name, temperature,

@@ -100,7 +100,7 @@ def face_survey(options: CompareOptions, audit: AuditReport, face_cache: FaceCac
                 say: Callable[[str], None]) -> tuple[FaceSurvey | None, list[str]]:
     """The face survey of the data (None when switched off or when dlib is not installed), and the
     models to train: ``options.models``, plus the face model for a folder of people when
-    ``options.add_face_model``."""
+    ``options.add_people_model``."""
     models = list(options.models or [])
     if not options.faces:
         return None, models
@@ -113,7 +113,7 @@ def face_survey(options: CompareOptions, audit: AuditReport, face_cache: FaceCac
         return None, models
     say(f"faces: {survey.with_face} of {survey.images} images show a face "
         f"({100 * survey.detection_rate:.0f} %), found in {survey.seconds:.0f} s")
-    if options.add_face_model and FACE_MODEL not in models:
+    if options.add_people_model and FACE_MODEL not in models:
         if survey.is_face_folder:
             models.append(FACE_MODEL)
             say(f"adding {FACE_MODEL} to the models: {100 * survey.detection_rate:.0f} % of the images show "

@@ -5,7 +5,7 @@ from __future__ import annotations
 #: The study's four architectures, in the order the study presents them: what ``compare`` trains
 #: when no models are named.
 DEFAULT_MODELS = ("simple_cnn", "alexnet_like", "mobilenet_v2", "resnet50")
-#: The model ``compare`` adds for folders of people (see ``CompareOptions.add_face_model``).
+#: The model ``compare`` adds for folders of people (see ``CompareOptions.add_people_model``).
 FACE_MODEL = "face_embedding"
 #: A new split's validation and test fractions when none are given.
 DEFAULT_VAL = DEFAULT_TEST = 0.15

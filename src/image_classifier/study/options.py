@@ -138,7 +138,7 @@ class CompareOptions:
     audit: bool = option(True, was="shortcut_audit",
                          help="skip the shortcut audit (each model's test accuracy with the faces masked, with only "
                               "the faces, and in greyscale)")
-    add_face_model: bool | None = option(None, cli=False, help=f"add {FACE_MODEL} when the face survey finds a folder "
+    add_people_model: bool | None = option(None, cli=False, help=f"add {FACE_MODEL} when the face survey finds a folder "
                                                                "of people (None: when models is None)")
     resume: str = option("auto", check=one_of("resume", RESUME_MODES), reproduce=False, switches={
         "--resume": ("resume", "continue the run in OUT (also the default when OUT holds one): reuse every finished "
@@ -171,7 +171,7 @@ class CompareOptions:
 
     def check(self) -> CompareOptions:
         """Validate every option and return a copy with the defaults filled in (paths as Paths,
-        ``out``, ``models``, ``add_face_model``, ``cache_dir``); raises ImageClassifierError."""
+        ``out``, ``models``, ``add_people_model``, ``cache_dir``); raises ImageClassifierError."""
         import torch
 
         from image_classifier.device import resolve_device
@@ -186,10 +186,10 @@ class CompareOptions:
         unknown = [m for m in models if m not in list_archs()]
         if unknown:
             raise OptionError(f"unknown architecture(s) {', '.join(unknown)}; available: {', '.join(list_archs())}")
-        add_face_model = (chosen is None and self.faces) if self.add_face_model is None else self.add_face_model
+        add_people_model = (chosen is None and self.faces) if self.add_people_model is None else self.add_people_model
         weights = {str(arch): Path(path) for arch, path in self.weights.items()}
         # The face model may still join the models: weights for its fallback network are not stray.
-        candidates = [*models, FACE_MODEL] if add_face_model else models
+        candidates = [*models, FACE_MODEL] if add_people_model else models
         stray = [a for a in weights if not any(weights_for(m, {a: weights[a]}) for m in candidates)]
         if stray:
             raise OptionError(f"--weights given for {', '.join(stray)}, which no model in --models uses")
@@ -201,7 +201,7 @@ class CompareOptions:
         data = Path(self.data)
         cache_dir = Path(self.cache_dir or default_cache_dir()) if self.cache else None
         return replace(
-            self, **checked, data=data, models=models, add_face_model=add_face_model, weights=weights,
+            self, **checked, data=data, models=models, add_people_model=add_people_model, weights=weights,
             out=Path(self.out) if self.out is not None else Path("runs") / (data.resolve().name or "run"),
             seed=int(self.seed), split=Path(self.split) if self.split is not None else None, cache_dir=cache_dir,
             set={scope: dict(values) for scope, values in self.set.items()}, device=str(self.device),

@@ -37,7 +37,7 @@ from image_classifier.training.distributed import (
     is_collective_failure,
     shutdown,
 )
-from image_classifier.training.face_head import fit_face_head
+from image_classifier.training.face_head import AFTER_TRAINING
 from image_classifier.training.loop import Trainer, TrainState, plan_phases
 from image_classifier.training.options import TrainOptions
 from image_classifier.training.seeding import seed_global
@@ -336,17 +336,13 @@ def train_model(
     inf_loss, inf_acc = trainer.evaluate(trainer.val_images, trainer.val_labels, 0, bf16=False)
     trainer.net.to("cpu")  # what follows (the face head, the saved weights) works on the CPU
     best = {**state.best, "inference_val_loss": inf_loss, "inference_val_accuracy": inf_acc}
-    faces_card = None
-    if spec.family == "face":
-        # The network trained above is the no-face fallback; now the face head, and the whole
-        # model's validation score (what compare ranks it by).
-        fit = fit_face_head(trainer.net, train_records, val_records, val_set, prep, len(classes),
-                            face_cache if face_cache is not None else FaceCache(cache.root), progress=options.progress)
+    after = AFTER_TRAINING.get(spec.family)
+    done = None
+    if after is not None:
+        done = after(trainer.net, train_records, val_records, val_set, prep, len(classes),
+                     face_cache if face_cache is not None else FaceCache(cache.root), best, progress=options.progress)
         trainer.best_state = {k: v.detach().clone() for k, v in trainer.net.state_dict().items()}
-        best = {**best, "fallback_val_loss": best["val_loss"], "fallback_val_accuracy": best["val_accuracy"],
-                "val_loss": fit.val_loss, "val_accuracy": fit.val_accuracy,
-                "inference_val_loss": fit.val_loss, "inference_val_accuracy": fit.val_accuracy}
-        faces_card = fit.card
+        best = done.best
     state.best = best
     state.seconds += time.perf_counter() - t0
     phases = []
@@ -358,10 +354,10 @@ def train_model(
                            "images_per_s": s["images"] / s["seconds"] if s["seconds"] > 0 else 0.0})
     card = ModelCard.from_json({**make_card(state, "complete"), "phases": phases,
                                 "decode_seconds": round(decode_seconds, 3), "train_seconds": round(state.seconds, 3)})
-    if faces_card is not None:
-        card.faces = faces_card
-        # The bank's size shapes a buffer: the rebuilt network needs it.
-        card.arch_options = {**(card.arch_options or {}), "face_bank_size": faces_card["bank"]["faces"]}
+    if done is not None:
+        for key, value in done.card.items():
+            setattr(card, key, value)
+        card.arch_options = {**(card.arch_options or {}), **done.arch_options}
     writer.save_best(trainer.best_state, card, final=True)
     writer.remove_resume()
     log.debug(

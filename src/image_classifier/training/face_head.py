@@ -252,3 +252,32 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
         "analyse_seconds": round(analyse_seconds, 3),
     }
     return FaceHeadFit(head, val_loss, val_acc, card)
+
+
+@dataclass
+class AfterTraining:
+    """What a kind's step after its network is trained (:data:`AFTER_TRAINING`) changes: the run's
+    ``best`` entry (the whole model's validation scores), the card keys it adds and its
+    architecture options."""
+
+    best: dict[str, Any]
+    card: dict[str, Any]
+    arch_options: dict[str, Any]
+
+
+def face_model_after_training(net: torch.nn.Module, train_records: Sequence[Any], val_records: Sequence[Any],
+                              val_set: Any, prep: Preprocessing, num_classes: int, cache: FaceCache,
+                              best: dict[str, Any], *, progress: bool = False) -> AfterTraining:
+    """The network trained is the no-face fallback; now the face head, and the whole model's
+    validation score (what compare ranks it by)."""
+    fit = fit_face_head(net, train_records, val_records, val_set, prep, num_classes, cache, progress=progress)
+    best = {**best, "fallback_val_loss": best["val_loss"], "fallback_val_accuracy": best["val_accuracy"],
+            "val_loss": fit.val_loss, "val_accuracy": fit.val_accuracy,
+            "inference_val_loss": fit.val_loss, "inference_val_accuracy": fit.val_accuracy}
+    # The bank's size shapes a buffer: the rebuilt network needs it.
+    return AfterTraining(best, {"faces": fit.card}, {"face_bank_size": fit.card["bank"]["faces"]})
+
+
+#: Per architecture family, the step after the network is trained (a kind without one has none):
+#: a new kind that needs one adds an entry here.
+AFTER_TRAINING = {"face": face_model_after_training}

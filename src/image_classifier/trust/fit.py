@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +74,8 @@ class TrustFit:
         """One progress line, e.g. ``temperature 1.84 on 66 validation images (NLL 0.41 -> 0.27)``."""
         c = self.calibration
         text = f"temperature {c.temperature:.2f}"
-        for part in (f.name for f in fields(c) if f.name.endswith("_temperature")):  # a part's own, e.g. the face head's
-            if getattr(c, part) is not None:
-                text += f" ({part.removesuffix('_temperature')} head {getattr(c, part):.2f})"
+        for part, temperature in c.part_temperatures().items():  # a part's own, e.g. the face head's
+            text += f" ({part} head {temperature:.2f})"
         text += f" on {c.images} validation images"
         if c.nll_before is not None:
             text += (f" (NLL {c.nll_before:.2f} -> {c.nll_after:.2f}, "
