@@ -215,7 +215,7 @@ def test_predict_prints_unknown_with_the_closest_class(trained, tmp_path, capsys
 
     assert main(["predict", str(model_dir), str(green), "--backend", "torch", "--json", "--no-reject"]) == 0
     result = json.loads(capsys.readouterr().out)["predictions"][0]
-    assert result["unknown"] is False and result["rejection"] is None and result["label"] == closest
+    assert result["unknown"] is False and result["rejection"] is None and result["top"][0]["label"] == closest
 
 
 def test_the_web_api_answers_unknown(trained):
