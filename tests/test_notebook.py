@@ -12,6 +12,7 @@ import pytest
 
 from conftest import make_image_folder
 from image_classifier import load_model
+from image_classifier.runs import model_dir_for
 
 nbclient = pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
@@ -64,4 +65,4 @@ def test_the_study_notebook_runs_and_shows_its_results(tmp_path, monkeypatch):
     assert f"{len(model['errors'])} of {model['test']['n']} test images misclassified" in errors
     photo, label = predict.strip().split(": ")
     assert photo == os.path.join("cats", "cats_000.jpg")
-    assert label == load_model(run).predict([data / photo])[0]  # the served model's answer
+    assert label == load_model(model_dir_for(run, MODEL)).predict([data / photo])[0]  # the selected model's answer
