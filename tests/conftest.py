@@ -6,11 +6,20 @@ and every image adds its own smooth random shading and pixel noise, so no two fi
 or near-duplicates (the data checks find none) yet the classes stay easy to tell apart.
 Use it directly (``from conftest import make_image_folder``) or through the ``image_folder``
 fixture, which builds the default two-class folder under ``tmp_path``.
+
+Shared fixtures: ``colour_model`` (the small red/green/blue network of serve_fixtures, trained once
+per session; tests only read it), ``tiny_arch`` and ``halves`` (test architectures in the global
+registry while a module runs, removed after), ``browser`` (Debian's Chromium through Playwright),
+``face_model`` and the real data sets beside the repository. ``wait_until`` waits for an observed
+condition (never a guessed delay).
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +192,87 @@ def face_model(athletes_dir, tmp_path_factory) -> dict:
     ic.train(data, arch="face_embedding", out=root / "model", weights=MOBILENET, set=FACE_MODEL_RECIPE,
              cache_dir=root / "cache", progress=False, val=0.25, test=0.25)
     return {"data": data, "model": root / "model", "cache": root / "cache", "split": root / "model" / "split.csv"}
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, what: str = "the condition") -> None:
+    """Poll ``condition`` until it is true; fail after ``timeout`` seconds. The timeout only stops a
+    test that would hang: it is never what the test measures."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not true after {timeout:g} s")
+        time.sleep(0.005)
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def colour_model(tmp_path_factory) -> Path:
+    """The small network that tells red, green and blue apart (``serve_fixtures.train_colour_model``,
+    classes ``serve_fixtures.CLASSES``), trained once per session. Tests read it and never change it
+    (a test that needs a changed one copies it): the session fails if its files changed."""
+    from serve_fixtures import train_colour_model
+
+    model = train_colour_model(tmp_path_factory.mktemp("colour_model") / "colours")
+    before = _tree_digest(model)
+    yield model
+    assert _tree_digest(model) == before, f"a test changed the shared colour model in {model}: copy it instead"
+
+
+@pytest.fixture(scope="module")
+def tiny_arch() -> str:
+    """train_helpers' tiny CNN in the global architecture registry while a module's tests run,
+    removed afterwards (other modules parametrize over ``list_archs()``)."""
+    import train_helpers
+    from image_classifier.models.registry import unregister_arch
+
+    name = train_helpers.register_tiny()
+    yield name
+    unregister_arch(name)
+
+
+@pytest.fixture(scope="module")
+def halves() -> tuple[str, str]:
+    """ensemble_helpers' two half-picture architectures, registered while a module's tests run."""
+    from ensemble_helpers import ARCHS, register_halves
+    from image_classifier.models.registry import unregister_arch
+
+    register_halves()
+    yield ARCHS
+    for name in ARCHS:
+        unregister_arch(name)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright (skips without it, fails under CI)."""
+    from browser_helpers import CHROMIUM_ARGS, chromium
+
+    exe = chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def decoder_calls(monkeypatch) -> list[str]:
+    """The names of the pixel decoders Pillow creates while the test runs (``Image._getdecoder``,
+    which every decode of pixel data goes through, wrapped so that it still decodes): an image
+    refused from its header leaves the list empty."""
+    from PIL import Image as PILImage
+
+    calls: list[str] = []
+    real = PILImage._getdecoder
+
+    def counting(mode, decoder_name, args, extra=()):
+        calls.append(decoder_name)
+        return real(mode, decoder_name, args, extra)
+
+    monkeypatch.setattr(PILImage, "_getdecoder", counting)
+    return calls

@@ -16,7 +16,7 @@ import pytest
 from conftest import SHARED, UNKNOWN_PEOPLE, synthetic_image
 
 from image_classifier import load_model
-from image_classifier.errors import DatasetError, ModelFormatError, OptionError
+from image_classifier.errors import ModelFormatError, OptionError
 from image_classifier.faces import FaceCache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +178,7 @@ def test_a_face_model_saved_before_add_existed_says_what_to_run(face_model, pers
         load_model(old, backend="torch").add_class(PERSON, person["given"])
 
 
-def test_a_whole_image_cnn_is_refused_with_what_to_run_instead(tmp_path):
+def test_a_whole_image_cnn_is_refused_with_what_to_run_instead(tiny_arch, tmp_path):
     from train_helpers import train_red_blue
 
     _, model_dir = train_red_blue(tmp_path, 6)

@@ -7,14 +7,14 @@ import json
 import pytest
 from PIL import Image
 
-from serve_fixtures import COLOURS, colour_image, encode, train_colour_model
+from serve_fixtures import COLOURS, colour_image, encode
 
 from image_classifier.cli import main
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return train_colour_model(tmp_path_factory.mktemp("predict") / "colours")
+def model_dir(colour_model):
+    return colour_model
 
 
 def test_predict_json_reports_the_kind_of_every_unreadable_file(model_dir, tmp_path, capsys):

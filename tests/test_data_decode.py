@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import random
 import struct
-import time
 import zlib
 
 import numpy as np
@@ -145,8 +144,8 @@ def test_draft_keeps_shorter_side_at_least_target(size, target):
     assert min(out.size) >= target
     full = load_image(data)
     assert full.size == size
-    ratio = size[0] / out.size[0]
-    assert ratio in (1, 2, 4, 8) or abs(ratio - round(ratio)) < 0.02
+    scale = round(size[0] / out.size[0])  # libjpeg decodes at 1/1, 1/2, 1/4 or 1/8, rounding sizes up
+    assert scale in (1, 2, 4, 8) and out.size == tuple(-(-side // scale) for side in size)
     # It reduces whenever a 1/2 reduction would still be big enough.
     if min(size) // 2 >= target:
         assert out.size[0] < size[0]
@@ -263,13 +262,15 @@ def test_missing_file_and_directory(tmp_path):
 
 
 @pytest.mark.parametrize("side", [9000, 20000])
-def test_huge_dimensions_rejected_before_decoding(side):
+def test_huge_dimensions_rejected_before_decoding(side, decoder_calls):
     data = png_header_only(side, side)
     assert len(data) < 200
-    start = time.perf_counter()
     reason = reason_of(data)
-    assert time.perf_counter() - start < 0.5  # refused from the header, not after a 1 GB decode
     assert "too many pixels" in reason
+    assert decoder_calls == []  # refused from the header: no pixel was decoded
+    # A small image made the same way goes on to the decoder (which finds its pixel data missing).
+    assert "too many pixels" not in reason_of(png_header_only(100, 100))
+    assert decoder_calls == ["zip"]
 
 
 def test_pixel_limit_is_per_call_not_global():

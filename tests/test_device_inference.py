@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import image_classifier as ic
 import train_helpers
+from train_helpers import green_noise
 from image_classifier.cli import main
 from image_classifier.device import resolve_device
 from image_classifier.errors import OptionError
@@ -42,26 +42,17 @@ NO_GPU = not torch.cuda.is_available()
 MISSING_GPU = "cuda:99"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _tiny_architecture():
-    train_helpers.register_tiny()
+pytestmark = pytest.mark.usefixtures("tiny_arch")
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
+def trained(tiny_arch, tmp_path_factory) -> tuple[Path, Path]:
     """(data folder, model directory): red vs blue, 16 + 16 images of 32 px, trained 3 epochs."""
     return train_helpers.train_red_blue(tmp_path_factory.mktemp("device"), 16)
 
 
 def _images(data: Path) -> list[Path]:
     return sorted(data.rglob("*.jpg"))[::3]
-
-
-def green_noise(n: int, seed: int = 0) -> list[Image.Image]:
-    """Neither red nor blue: what the rejection rule should find like none of the classes."""
-    rng = np.random.default_rng(seed)
-    return [Image.fromarray(np.dstack([rng.integers(0, 80, (32, 32)), rng.integers(120, 256, (32, 32)),
-                                       rng.integers(0, 80, (32, 32))]).astype(np.uint8)) for _ in range(n)]
 
 
 def by_hand(model_dir: Path, images: list[Path]) -> np.ndarray:

@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,26 +29,26 @@ from image_classifier.training.seeding import sample_uniforms
 CHILD = Path(__file__).resolve().parent / "ddp_child.py"
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
-BOUND_S = 120  # a job whose process died must end well within this
+BOUND_S = 120  # the longest a run of these tests may take before it is called hung
 MOBILENET_WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_v2-b0353104.pth"
 
 
-def _env() -> dict[str, str]:
+def _env(dist_timeout_s: float = 60) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1",
-           "IMAGE_CLASSIFIER_DIST_TIMEOUT": "60"}
+           "IMAGE_CLASSIFIER_DIST_TIMEOUT": str(dist_timeout_s)}
     env.pop("RANK", None)
     env.pop("WORLD_SIZE", None)
     return env
 
 
-def _child(data: Path, out: Path, arch: str, *extra: str, nproc: int = 1, timeout: float = 300
-           ) -> subprocess.CompletedProcess:
+def _child(data: Path, out: Path, arch: str, *extra: str, nproc: int = 1, timeout: float = 300,
+           dist_timeout_s: float = 60) -> subprocess.CompletedProcess:
     if nproc == 1:
         cmd = [sys.executable, str(CHILD), str(data), str(out), arch, *extra]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                str(CHILD), str(data), str(out), arch, *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(dist_timeout_s))
 
 
 def _athletes_sample(athletes: Path, into: Path, per_class: int) -> Path:
@@ -185,12 +184,12 @@ def test_the_several_machines_command_on_loopback(folder, tmp_path):
 
 def test_a_killed_process_ends_the_job_and_resume_finishes_it(folder, tmp_path):
     out = tmp_path / "run"
-    t0 = time.monotonic()
+    # The survivor's collectives would wait an hour for the dead process: the job can only end
+    # (before the test's own timeout) because the death is noticed.
     killed = _child(folder, out, "ddp_scratch", "--epochs", "3", "--die-after-epoch", "2", nproc=2,
-                    timeout=BOUND_S + 60)
-    elapsed = time.monotonic() - t0
+                    timeout=BOUND_S + 60, dist_timeout_s=3600)
     assert killed.returncode != 0
-    assert elapsed < BOUND_S, f"the job took {elapsed:.0f} s to end after a process died"
+    assert "trained " not in killed.stdout  # rank 0 did not go on to finish alone
     text = killed.stdout + killed.stderr
     assert "rank      : 1" in text and "SIGKILL" in text, text[-3000:]
     assert (out / RESUME_NAME).is_file()  # rank 0 had checkpointed the epochs before

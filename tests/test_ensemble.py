@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from torch import nn
 
 from conftest import CHROMIUM, SHARED, rendered_ink
+from ensemble_helpers import ARCHS, CHILD_PRELUDE, COLOURS, TESTS_DIR, compare_halves, make_halves
 from image_classifier.cli import main
 from image_classifier.errors import ModelFormatError
 from image_classifier.evaluate.ensemble_selection import cross_fitted, mix, optimal_weights
@@ -33,10 +32,6 @@ from image_classifier.i18n import translator
 from image_classifier.inference.ensemble import EnsembleClassifier, ensemble_members, write_ensemble
 from image_classifier.inference.loading import load_model
 from image_classifier.inference.rejection import score_kinds
-from image_classifier.models.net import ClassifierNet
-from image_classifier.models.registry import ArchSpec, register_arch, unregister_arch
-from image_classifier.preprocessing import Preprocessing
-from image_classifier.recipe import Augmentation, Phase, Recipe
 from image_classifier.report.markdown import render_markdown
 from image_classifier.report.narrative import ensemble_sentences
 from image_classifier.results import COLUMNS, EnsembleInfo, EnsembleMember, Study
@@ -44,9 +39,6 @@ from image_classifier.runs import WEIGHTS_NAME
 from image_classifier.serve.app import create_app
 from image_classifier.serve.store import ModelStore
 
-TESTS_DIR = Path(__file__).resolve().parent
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 60, 220)}
-ARCHS = ("tiny_half_left", "tiny_half_right")
 
 
 # ---- the weights, on synthetic probabilities ---------------------------------------------------
@@ -135,88 +127,12 @@ def test_cross_fitting_scores_each_image_with_weights_fitted_without_it():
     assert oof1[2].argmax() != 0
 
 
-# ---- tiny models that each see one half ------------------------------------------------------------
-
-class Half(nn.Module):
-    """Keeps one half of the picture (the other half is what the other model sees)."""
-
-    def __init__(self, side: str) -> None:
-        super().__init__()
-        self.side = side
-
-    def forward(self, x):
-        w = x.shape[-1] // 2
-        return x[..., :w] if self.side == "left" else x[..., w:]
-
-
-def _half_net(side: str):
-    def build(num_classes: int, backbone_state=None) -> ClassifierNet:
-        backbone = nn.Sequential(
-            nn.Sequential(Half(side), nn.Conv2d(3, 6, 3, stride=2, padding=1), nn.ReLU()),
-            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-        )
-        return ClassifierNet(backbone, nn.Linear(6, num_classes), 6)
-
-    return build
-
-
-def _recipe() -> Recipe:
-    return Recipe(phases=[Phase("scratch", epochs=12, lr=2e-2, trainable_from=0)], batch_size=8, precision="fp32",
-                  early_stopping_patience=12, augmentation=Augmentation(rotation=0, width_shift=0, height_shift=0,
-                                                                        shear=0, zoom=0, horizontal_flip=False))
-
-
-def register_halves() -> None:
-    # Two input sizes: the ensemble decodes each image once per size.
-    register_arch(ArchSpec(ARCHS[0], _half_net("left"), Preprocessing(32), _recipe), replace=True)
-    register_arch(ArchSpec(ARCHS[1], _half_net("right"), Preprocessing(24), _recipe), replace=True)
-
-
-CHILD_PRELUDE = (f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); import test_ensemble; "
-                 "test_ensemble.register_halves()\n")
-
-
-def half_image(colour: tuple[int, int, int], side: str, rng: np.random.Generator, size: int = 48) -> Image.Image:
-    """The class colour on one half, grey noise on the other."""
-    a = rng.integers(100, 156, (size, size, 3)).astype(np.int16)
-    w = size // 2
-    part = (slice(None), slice(0, w)) if side == "left" else (slice(None), slice(w, size))
-    a[part] = np.asarray(colour) + rng.integers(-20, 21, (size, w, 3))
-    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
-
-
-def make_halves(root: Path, per_class: int = 40, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for name, colour in COLOURS.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            half_image(colour, "left" if i % 2 == 0 else "right", rng).save(root / name / f"{name}_{i:03d}.png")
-    return root
-
-
-def _compare(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
-    argv = ["compare", str(data), "--models", ",".join(ARCHS), "--out", str(out), "--seed", "1", "--val", "0.3",
-            "--test", "0.3", "--speed-repeats", "2", "--cache-dir", str(cache), "--no-progress", "--no-faces", *extra]
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # as on an idle machine (see test_compare)
-        assert main(argv) == 0
-    return argv
-
-
-@pytest.fixture(scope="module")
-def halves():
-    register_halves()
-    yield
-    for name in ARCHS:
-        unregister_arch(name)
-
-
 @pytest.fixture(scope="module")
 def compared(halves, tmp_path_factory):
     root = tmp_path_factory.mktemp("ens")
     data = make_halves(root / "data")
     run = root / "runs" / "halves"
-    argv = _compare(data, run, root / "cache")
+    argv = compare_halves(data, run, root / "cache")
     return {"root": root, "data": data, "run": run, "cache": root / "cache", "argv": argv}
 
 
@@ -320,7 +236,7 @@ def test_poisoned_test_labels_leave_the_choice_unchanged(compared, tmp_path):
         writer.writeheader()
         writer.writerows(rows)
     run = tmp_path / "run"
-    _compare(data, run, compared["cache"], "--split", str(split))
+    compare_halves(data, run, compared["cache"], "--split", str(split))
     before, after = _metrics(compared["run"]), _metrics(run)
     def chosen(metrics: dict) -> list[tuple]:  # latencies are measured anew, and differ
         return [(m["name"], m["weight"], m["val_log_loss"], m["val_accuracy"]) for m in metrics["ensemble"]["members"]]
@@ -414,13 +330,13 @@ def test_predict_and_serve_answer_with_the_ensemble(compared, capsys):
 def test_no_ensemble_and_a_tight_budget_keep_none(compared, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(compared["run"], run, symlinks=True)
-    _compare(compared["data"], run, compared["cache"], "--no-ensemble")
+    compare_halves(compared["data"], run, compared["cache"], "--no-ensemble")
     metrics = _metrics(run)
     assert "ensemble" not in metrics and all(m["name"] != "ensemble" for m in metrics["models"])
     assert not (run / "models" / "ensemble").exists()  # the previous run's is gone: serve won't offer it
     assert metrics["selection"]["best"] in ARCHS and "--no-ensemble" in metrics["command"]
     # A budget below any single model's latency: tried, nothing fits, said so.
-    _compare(compared["data"], run, compared["cache"], "--ensemble-max-latency", "0.0001")
+    compare_halves(compared["data"], run, compared["cache"], "--ensemble-max-latency", "0.0001")
     metrics = _metrics(run)
     assert metrics["ensemble"]["outcome"] == "over_budget"
     assert all(m["name"] != "ensemble" for m in metrics["models"])

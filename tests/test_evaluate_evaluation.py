@@ -38,7 +38,7 @@ def _build(num_classes: int, backbone_state=None) -> ClassifierNet:
 
 
 @pytest.fixture
-def colour_model(tmp_path: Path):
+def mean_colour_model(tmp_path: Path):
     """A 3-class model that reads the mean colour: weights set by hand so its answers are known."""
     register_arch(ArchSpec(ARCH, _build, Preprocessing(16), lambda: Recipe([Phase("scratch", 1, 1e-3)])), replace=True)
     net = _build(3)
@@ -60,7 +60,7 @@ def _write(folder: Path, name: str, rgb) -> Path:
     return path
 
 
-def test_evaluate_known_answers(colour_model: Path, tmp_path: Path):
+def test_evaluate_known_answers(mean_colour_model: Path, tmp_path: Path):
     data = tmp_path / "data"
     items = []
     # red folder: 3 red images and one green one (-> predicted "<script>x</script>", a mistake)
@@ -74,7 +74,7 @@ def test_evaluate_known_answers(colour_model: Path, tmp_path: Path):
     items.append(LabelledImage(broken, "blue/broken.jpg", "blue"))
 
     cache = DecodeCache()
-    out = evaluate_classifier(load_model(colour_model), items, cache=cache, n_bootstrap=200)
+    out = evaluate_classifier(load_model(mean_colour_model), items, cache=cache, n_bootstrap=200)
     test = out.metrics
     assert test.n == 6
     assert test.accuracy == pytest.approx(5 / 6)
@@ -90,34 +90,34 @@ def test_evaluate_known_answers(colour_model: Path, tmp_path: Path):
     assert len(cache._images) == 6  # decoded once, reusable by the next model of a run
 
 
-def test_unknown_class_is_a_clear_error(colour_model: Path, tmp_path: Path):
+def test_unknown_class_is_a_clear_error(mean_colour_model: Path, tmp_path: Path):
     items = [LabelledImage(_write(tmp_path / "d" / "purple", "p.png", (200, 0, 200)), "purple/p.png", "purple")]
     with pytest.raises(DatasetError, match="not trained on: 'purple'"):
-        evaluate_classifier(load_model(colour_model), items)
+        evaluate_classifier(load_model(mean_colour_model), items)
 
 
-def test_best_pointer_round_trip(colour_model: Path, tmp_path: Path):
-    run = colour_model.parent.parent
+def test_best_pointer_round_trip(mean_colour_model: Path, tmp_path: Path):
+    run = mean_colour_model.parent.parent
     assert read_best_pointer(run) is None
     with pytest.raises(ModelFormatError, match="neither a saved model"):
         resolve_model_dir(run)
-    link = write_best_pointer(run, colour_model)
+    link = write_best_pointer(run, mean_colour_model)
     assert link.is_symlink() and not Path(link.readlink()).is_absolute()
-    assert resolve_model_dir(run) == colour_model.resolve()
-    assert resolve_model_dir(colour_model) == colour_model
+    assert resolve_model_dir(run) == mean_colour_model.resolve()
+    assert resolve_model_dir(mean_colour_model) == mean_colour_model
     # Re-pointing replaces the old pointer; a pointer file works where symlinks do not.
     link.unlink()
     (run / "best").write_text(f"models/{ARCH}\n")
-    assert resolve_model_dir(run) == colour_model.resolve()
-    write_best_pointer(run, colour_model)
+    assert resolve_model_dir(run) == mean_colour_model.resolve()
+    write_best_pointer(run, mean_colour_model)
     assert (run / "best").is_symlink()
 
 
-def test_run_layout_discovery(colour_model: Path, tmp_path: Path):
-    run = colour_model.parent.parent
-    assert models_of_run(run) == {ARCH: colour_model}
+def test_run_layout_discovery(mean_colour_model: Path, tmp_path: Path):
+    run = mean_colour_model.parent.parent
+    assert models_of_run(run) == {ARCH: mean_colour_model}
     assert best_model_name(run) is None and read_metrics(run) is None
-    write_best_pointer(run, colour_model)
+    write_best_pointer(run, mean_colour_model)
     assert best_model_name(run) == ARCH
     other = tmp_path / "elsewhere"
     other.mkdir()
@@ -126,37 +126,37 @@ def test_run_layout_discovery(colour_model: Path, tmp_path: Path):
     with pytest.raises(ModelFormatError, match="not one of the run's models"):
         best_model_name(run)
     # A run's split serves its models; a model trained with `train` keeps its own beside it.
-    assert split_of_model_dir(colour_model) is None
+    assert split_of_model_dir(mean_colour_model) is None
     (run / "split.csv").write_text("x")
-    assert split_of_model_dir(colour_model) == run / "split.csv" and split_of_run(run) == run / "split.csv"
-    (colour_model / "split.csv").write_text("y")
-    assert split_of_model_dir(colour_model) == colour_model / "split.csv"
+    assert split_of_model_dir(mean_colour_model) == run / "split.csv" and split_of_run(run) == run / "split.csv"
+    (mean_colour_model / "split.csv").write_text("y")
+    assert split_of_model_dir(mean_colour_model) == mean_colour_model / "split.csv"
     (run / "metrics.json").write_text("{not json")
     assert read_metrics(run) is None
     (run / "metrics.json").write_text('{"models": []}')
     assert read_metrics(run) == {"models": []}
 
 
-def test_evaluate_warns_about_images_a_train_model_was_trained_on(colour_model: Path, tmp_path: Path):
+def test_evaluate_warns_about_images_a_train_model_was_trained_on(mean_colour_model: Path, tmp_path: Path):
     """``train --out DIR`` keeps the split beside the model: ``evaluate`` finds it there and says
     how many of the scored images the model was trained or validated on."""
     data = make_image_folder(tmp_path / "photos", {"red": 6, "blue": 6})
     split = make_split(data, seed=0, val=0.25, test=0.25)
-    split.save(colour_model / "split.csv")
-    card = json.loads((colour_model / "model.json").read_text())
+    split.save(mean_colour_model / "split.csv")
+    card = json.loads((mean_colour_model / "model.json").read_text())
     card["split_manifest_sha256"] = split.manifest_sha256
-    (colour_model / "model.json").write_text(json.dumps(card))
+    (mean_colour_model / "model.json").write_text(json.dumps(card))
     seen = len(split.subset("train")) + len(split.subset("val"))
 
-    study = run_evaluate(EvaluateOptions(model=colour_model, data=data, out=tmp_path / "ev", speed=False,
+    study = run_evaluate(EvaluateOptions(model=mean_colour_model, data=data, out=tmp_path / "ev", speed=False,
                                          n_bootstrap=50))
     assert study.alerts == [
-        f"{seen} of the 12 images were in this model's training or validation split ({colour_model / 'split.csv'}); "
-        f"its scores on them are optimistic. Pass --split {colour_model / 'split.csv'} --subset test to score "
+        f"{seen} of the 12 images were in this model's training or validation split ({mean_colour_model / 'split.csv'}); "
+        f"its scores on them are optimistic. Pass --split {mean_colour_model / 'split.csv'} --subset test to score "
         "only images it never saw."]
     assert study.models[0].test.n == 12 and study.scored_set == "images"
     assert Study.load(tmp_path / "ev") == study
     # The held-out subset of the same split: nothing to warn about.
-    held_out = run_evaluate(EvaluateOptions(model=colour_model, data=data, split=colour_model / "split.csv",
+    held_out = run_evaluate(EvaluateOptions(model=mean_colour_model, data=data, split=mean_colour_model / "split.csv",
                                             out=tmp_path / "ev-test", speed=False, n_bootstrap=50))
     assert held_out.alerts == [] and held_out.models[0].test.n == len(split.subset("test"))

@@ -184,10 +184,9 @@ def test_face_box_overlay_keeps_the_box_bright_and_dims_the_rest():
 
 def test_face_decision_is_explained_by_its_box(tmp_path):
     """A face_embedding model whose head answers for a real face: the explanation is the box."""
-    from conftest import ATHLETES
-    from test_serve_browser import MOBILENET_WEIGHTS
+    from conftest import ATHLETES, MOBILENET
 
-    if not (ATHLETES.is_dir() and MOBILENET_WEIGHTS.is_file()):
+    if not (ATHLETES.is_dir() and MOBILENET.is_file()):
         pytest.skip("needs ../shared (athletes photos and MobileNetV2 weights)")
     pytest.importorskip("dlib")
     from image_classifier.faces import analyse_bytes

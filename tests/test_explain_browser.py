@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_fixtures import COLOURS, colour_image, train_colour_model
-from test_serve_browser import ARTIFACTS, MAX_UPLOAD, PageWatch, browser, expect  # noqa: F401 (fixture)
+from browser_helpers import ARTIFACTS, MAX_UPLOAD, PageWatch, expect
+from serve_fixtures import COLOURS, colour_image
 
 from image_classifier.i18n import translator
 from image_classifier.runs import CARD_NAME
@@ -33,11 +33,6 @@ def _post(url: str, data: bytes, query: str = "") -> dict:
                                  headers={"Content-Type": "application/octet-stream"}, method="POST")
     with urllib.request.urlopen(req, timeout=60) as resp:
         return json.loads(resp.read())
-
-
-@pytest.fixture(scope="module")
-def colour_model(tmp_path_factory):
-    return train_colour_model(tmp_path_factory.mktemp("why") / "colours")
 
 
 @pytest.fixture(scope="module")

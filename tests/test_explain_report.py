@@ -8,7 +8,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from test_report import make_study_json
+from study_helpers import make_study_json
 
 from image_classifier.i18n import translator
 from image_classifier.report import write_report

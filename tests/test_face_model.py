@@ -121,7 +121,15 @@ def test_reload_in_a_fresh_process_predicts_the_same(trained, people):
         assert p["face"] == d["face"]
     text = subprocess.run([sys.executable, "-m", "image_classifier.cli", "predict", str(trained["dir"]), *images],
                           capture_output=True, text=True, timeout=300)
-    assert text.returncode == 0 and ("face at" in text.stdout or "no face found" in text.stdout)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    for image, d in zip(images, details):
+        line = next(line for line in lines if line.startswith(image + " "))
+        if d["face"] is None:  # each line says which face answered, or that none did
+            assert "whole-image fallback" in line and "face at" not in line, line
+        else:
+            x0, y0, x1, y1 = (round(v) for v in d["face"])
+            assert f"face at {x0},{y0}-{x1},{y1}, {d['face_method']}" in line, line
 
 
 def test_changed_face_weights_are_refused(trained, tmp_path):
@@ -138,7 +146,7 @@ def test_changed_face_weights_are_refused(trained, tmp_path):
 
 def test_serve_returns_the_deciding_face(trained, people):
     from serve_fixtures import encode
-    from test_serve_api import check_response
+    from serve_fixtures import check_response
 
     from image_classifier.serve import create_app
 

@@ -77,7 +77,7 @@ def test_tight_face_crop_is_found_and_is_the_same_face(athletes_dir):
     crop = image.crop((round(x0), round(y0), round(x1), round(y1))).resize((112, 112), Image.BILINEAR)
     a = analyse_image(crop)
     assert a.face is not None, "a tight 112x112 face crop must still be found"
-    assert a.face.method in ("hog", "hog-upsampled", "hog-padded", "cnn", "whole-frame")
+    assert a.face.method == full.face.method  # by the same detector step as in the whole photo
     # The same face: dlib's same-person threshold is a distance of 0.6.
     assert float(np.linalg.norm(a.descriptor - full.descriptor)) < 0.6
 
@@ -96,9 +96,8 @@ def test_exif_rotation_is_honoured(athletes_dir, tmp_path):
     assert (a.width, a.height) == upright.size
     assert a.face is not None
     assert np.allclose(a.face.box, expected, atol=0.08 * upright.width)
-    # Without honouring the tag the frontal detector would look at a sideways face.
-    sideways = analyse_image(stored)
-    assert sideways.face is None or not np.allclose(sideways.face.box, expected, atol=0.08 * upright.width)
+    # Without honouring the tag the frontal detector looks at a sideways face, and finds none.
+    assert analyse_image(stored).face is None
 
 
 def test_alignment_gives_a_150px_chip(athletes_dir):
@@ -144,7 +143,7 @@ def test_unreadable_files_are_reported_not_raised(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     found, failures = FaceCache().analyse_files([(bad, "0" * 64)])
-    assert found == {} and ("truncated" in failures[str(bad)] or "corrupt" in failures[str(bad)])
+    assert found == {} and "truncated image header" in failures[str(bad)]
 
 
 def test_survey_counts_per_class(athletes_dir, tmp_path):

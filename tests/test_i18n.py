@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_fixtures import COLOURS, HTML_CLASS, colour_image, encode, make_run, train_colour_model
+from serve_fixtures import COLOURS, HTML_CLASS, colour_image, encode, make_run
 
 from image_classifier import i18n
 from image_classifier.i18n import negotiate, placeholders, translator
@@ -194,9 +194,8 @@ def test_the_script_asks_only_for_messages_that_exist():
 # ---- the page, over Flask's test client ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("i18n")
-    return make_run(tmp / "runs" / "demo", train_colour_model(tmp / "colours"))
+def run_dir(tmp_path_factory, colour_model) -> Path:
+    return make_run(tmp_path_factory.mktemp("i18n") / "runs" / "demo", colour_model)
 
 
 @pytest.fixture(scope="module")

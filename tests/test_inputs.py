@@ -16,7 +16,7 @@ from image_classifier.inference.rows import FACE_COLUMNS, PHOTO_COLUMNS
 
 
 @pytest.fixture(scope="module")
-def red_blue(tmp_path_factory) -> dict:
+def red_blue(tiny_arch, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("inputs")
     data, model_dir = train_red_blue(root, 8)
     return {"data": data, "model": load_model(model_dir, backend="torch")}

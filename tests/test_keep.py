@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import UNKNOWN_PEOPLE
-from serve_fixtures import check_response, train_colour_model
+from serve_fixtures import check_response
 
 from image_classifier import load_model
 from image_classifier.faces import FaceCache
@@ -128,10 +128,11 @@ def test_the_api_keep_parameter_and_its_errors(face_model, faces_folder):
         store.close()
 
 
-def test_keep_on_a_model_without_a_rule_is_a_clear_error(tmp_path):
+def test_keep_on_a_model_without_a_rule_is_a_clear_error(colour_model):
     from image_classifier.serve import create_app
 
-    model_dir = train_colour_model(tmp_path / "colours")  # saved without a rejection rule
+    model_dir = colour_model  # saved without a rejection rule
+    assert load_model(model_dir, backend="torch").rejection_rule is None
     with pytest.raises(ValueError, match="no \"none of these\" rule .* retrain"):
         load_model(model_dir, backend="torch").with_keep(0.9)
     client = create_app([model_dir]).test_client()

@@ -1,5 +1,5 @@
-"""Report rendering from a study built with real metrics on real (tiny) images (as metrics.json
-holds it, read with ``Study.from_json``); metrics.json reads back into the same study."""
+"""Report rendering from a study built with real metrics on real (tiny) images (study_helpers:
+through the typed results, as ``compare`` builds it); metrics.json reads back into the same study."""
 from __future__ import annotations
 
 import csv
@@ -7,83 +7,16 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from image_classifier.evaluate.metrics import compute_metrics, pairwise_mcnemar
+from study_helpers import CLASSES, make_study, make_study_json
+
 from image_classifier.report import write_report
 from image_classifier.report.tables import format_terminal_table
 from image_classifier.results import COLUMNS, Study
-
-CLASSES = ["<script>alert(1)</script>", "Kobe & Co", "cost $5 | cheap"]
-
-
-def _history(phases):
-    rows, epoch = [], 0
-    for phase, n in phases:
-        for _ in range(n):
-            epoch += 1
-            rows.append({"epoch": epoch, "phase": phase, "train_loss": 1.0 / epoch, "train_accuracy": 1 - 0.5 / epoch,
-                         "val_loss": 1.2 / epoch, "val_accuracy": 1 - 0.6 / epoch, "lr": 1e-3, "seconds": 0.1})
-    return rows
-
-
-def make_study(tmp_path: Path, n: int = 30) -> Study:
-    return Study.from_json(make_study_json(tmp_path, n))
-
-
-def make_study_json(tmp_path: Path, n: int = 30, classes: list[str] = CLASSES) -> dict:
-    rng = np.random.default_rng(0)
-    img_dir = tmp_path / "imgs"
-    img_dir.mkdir()
-    y = np.arange(n) % 3
-    paths = []
-    for i in range(n):
-        p = img_dir / f"{i}.jpg"
-        Image.new("RGB", (60, 40), tuple(int(v) for v in rng.integers(0, 255, 3))).save(p)
-        paths.append(p)
-    models, correct = [], {}
-    for k, (name, skill) in enumerate((("tiny_a", 2.5), ("tiny_b", 0.3))):
-        logits = rng.normal(size=(n, 3))
-        logits[np.arange(n), y] += skill
-        probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-        pred = probs.argmax(1)
-        correct[name] = pred == y
-        errors = [{"path": str(paths[i]), "rel_path": f"x/{i}.jpg", "true": classes[y[i]], "pred": classes[pred[i]],
-                   "confidence": float(probs[i].max())} for i in np.flatnonzero(pred != y)]
-        models.append({
-            "name": name,
-            "model_dir": f"models/{name}",
-            "validation": {"accuracy": 0.9 - 0.2 * k, "loss": 0.3 + k, "best_epoch": 3},
-            "test": compute_metrics(y, probs, classes),
-            "speed": {"params": 1234 * (k + 1), "trainable_params": 1000, "size_mb": 0.5 + k, "flops_per_image": 10**7,
-                      "latency_ms_p50": 1.5 + 10 * k, "latency_ms_p95": 2.0 + 10 * k, "e2e_latency_ms_p50": 3.0,
-                      "e2e_latency_ms_p95": 4.0, "throughput_ips": 500.0, "throughput_batch": 32},
-            "training": {"seconds": 12.5, "peak_rss_mb": 300.0,
-                         "history": _history([("frozen", 2), ("finetune", 3)] if k == 0 else [("scratch", 4)])},
-            "errors": errors,
-        })
-    return {
-        "title": "Test <b>study</b>",
-        "created_utc": "2024-01-01T00:00:00Z",
-        "command": "image-classifier compare data --models tiny_a,tiny_b --out 'runs/<x>'",
-        "data": {"root": "data", "classes": classes, "num_images": n,
-                 "split": {"seed": 0, "manifest_sha256": "ab" * 32, "path": "split.csv",
-                           "sizes": {"train": {c: 5 for c in classes}, "val": {c: 2 for c in classes},
-                                     "test": {c: n // 3 for c in classes}}},
-                 "warnings": ["2 exact duplicates <kept together>", "classes 5 -> 3"],
-                 "duplicates": {"summary": "1 group", "policy": "kept in one subset",
-                                "groups": [{"kind": "exact", "files": ["a.jpg", "b.jpg"], "subset": "train"}]}},
-        "machine": {"cpu": "test cpu", "cores": 2},
-        "versions": {"torch": "x"},
-        "selection": {"best": "tiny_a", "criterion": "validation accuracy"},
-        "models": models,
-        "pairwise": pairwise_mcnemar(correct),
-        "timings": {"evaluation_seconds": 1.0},
-    }
 
 
 def test_report_files_and_consistency(tmp_path):

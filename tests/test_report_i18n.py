@@ -29,7 +29,7 @@ from image_classifier.i18n import translator
 from image_classifier.report import plots, write_report
 from image_classifier.results import Study
 from image_classifier.study.evaluate import EvaluateOptions, run_evaluate
-from test_report import make_study_json
+from study_helpers import make_study_json
 
 SRC = Path(image_classifier.__file__).parent
 # Accents, a name that looks like a catalog placeholder, and markup: all must come out as given.

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import CHROMIUM_ARGS, chromium
-from serve_fixtures import COLOURS, HTML_CLASS, colour_image, encode, make_run, train_colour_model
+from browser_helpers import ARTIFACTS, MAX_UPLOAD, PageWatch, expect
+from serve_fixtures import COLOURS, HTML_CLASS, colour_image, encode, make_run
 
 from image_classifier.i18n import catalog, translator
 from image_classifier.serve import ModelStore, create_app
@@ -33,27 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 ATHLETES = SHARED / "datasets" / "athletes"
 MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
-ARTIFACTS = REPO / "test-artifacts"
-MAX_UPLOAD = 10 * 1024 * 1024
-
-
-def expect(locator):
-    """Playwright's polling assertions (they run outside the page, so the page's CSP, which forbids
-    eval, does not get in the way as it does for wait_for_function with a string)."""
-    from playwright.sync_api import expect as _expect
-
-    return _expect(locator)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    exe = chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @dataclasses.dataclass
@@ -64,11 +43,11 @@ class AthleteCase:
 
 
 @pytest.fixture(scope="module")
-def athlete_case(tmp_path_factory) -> AthleteCase:
+def athlete_case(tmp_path_factory, request) -> AthleteCase:
     tmp = tmp_path_factory.mktemp("browser")
     if not (ATHLETES.is_dir() and MOBILENET_WEIGHTS.is_file()):
         # Stand-in: a small network that really learned colours, and a synthetic "photo" file.
-        model = train_colour_model(tmp / "colours")
+        model = request.getfixturevalue("colour_model")
         photos = []
         for name in ("green", "blue"):
             path = tmp / f"{name}-photo.jpg"
@@ -98,46 +77,6 @@ def _post_file(url: str, path: Path) -> dict:
                                  headers={"Content-Type": "application/octet-stream"}, method="POST")
     with urllib.request.urlopen(req, timeout=60) as resp:
         return json.loads(resp.read())
-
-
-class PageWatch:
-    """Opens the page and records what a user would not see: console errors, CSP violations,
-    uncaught exceptions, and every URL the page fetched."""
-
-    def __init__(self, browser, url: str, width: int = 1200, height: int = 900, locale: str | None = None,
-                 path: str = "/") -> None:
-        # locale: the browser's language, which it sends as Accept-Language.
-        self.page = browser.new_page(viewport={"width": width, "height": height},
-                                     **({"locale": locale} if locale else {}))
-        self.console: list[str] = []
-        self.errors: list[str] = []
-        self.requests: list[str] = []
-        self.page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.goto(url + path)
-        self.page.wait_for_selector("body[data-ready=true]", timeout=30_000)
-        self.url = url
-
-    def upload(self, path_or_payload) -> None:
-        self.page.set_input_files("#file-input", path_or_payload)
-
-    def wait_result(self) -> None:
-        self.page.wait_for_selector("#result:not([hidden])", timeout=30_000)
-
-    def check_clean(self, expected_http_errors: int = 0) -> None:
-        csp = [c for c in self.console if "Content Security Policy" in c or "Refused to" in c]
-        assert not csp, csp
-        assert not self.errors, self.errors
-        http_errors = [c for c in self.console if "Failed to load resource" in c]
-        assert len(http_errors) == expected_http_errors, self.console
-        outside = [u for u in self.requests if not u.startswith((self.url, "blob:", "data:"))]
-        assert not outside, f"the page fetched something outside the server: {outside}"
-        missing = [c for c in self.console if "no message" in c]
-        assert not missing, f"the script asked for messages the catalog lacks: {missing}"
-
-    def close(self) -> None:
-        self.page.close()
 
 
 def test_athlete_photo_gets_its_true_label_on_the_page(browser, athlete_case):
@@ -187,10 +126,10 @@ def test_athlete_photo_gets_its_true_label_on_the_page(browser, athlete_case):
 
 
 @pytest.fixture(scope="module")
-def colour_server(tmp_path_factory):
+def colour_server(tmp_path_factory, colour_model):
     """A run with two models whose classes include one named with HTML."""
     tmp = tmp_path_factory.mktemp("colour-run")
-    run = make_run(tmp / "runs" / "demo", train_colour_model(tmp / "colours"))
+    run = make_run(tmp / "runs" / "demo", colour_model)
     store = ModelStore.from_paths([run]).load()
     with BackgroundServer(create_app(store), max_upload_bytes=MAX_UPLOAD) as srv:
         yield srv

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_fixtures import CLASSES, COLOURS, colour_image, encode, train_colour_model
-from test_serve_api import check_response
+from serve_fixtures import CLASSES, COLOURS, colour_image, encode
+from serve_fixtures import check_response
 
 from image_classifier.inference.kinds import open_classifier
 from image_classifier.serve import ModelStore, create_app
@@ -20,8 +20,8 @@ RED, GREEN, BLUE = CLASSES
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return train_colour_model(tmp_path_factory.mktemp("explain") / "colours")
+def model_dir(colour_model):
+    return colour_model
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serve_fixtures import CLASSES, COLOURS, colour_image, encode, make_run, train_colour_model
-from test_serve_api import check_response
+from serve_fixtures import CLASSES, COLOURS, colour_image, encode, make_run
+from serve_fixtures import check_response
 
 from image_classifier.serve import ModelStore, create_app
 from image_classifier.serve.contract import ERROR_KINDS
@@ -32,9 +32,8 @@ LIMIT = 64 * 1024  # a small upload limit, so that bodies over it are cheap to m
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fuzz")
-    run_dir = make_run(root / "run", train_colour_model(root / "colours"))
+def client(tmp_path_factory, colour_model):
+    run_dir = make_run(tmp_path_factory.mktemp("fuzz") / "run", colour_model)
     store = ModelStore.from_paths([run_dir]).load()
     app = create_app(store, max_upload_bytes=LIMIT)
     yield app.test_client()

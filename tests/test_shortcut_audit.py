@@ -22,7 +22,6 @@ from image_classifier.evaluate.shortcut import (
     face_regions, greyscale, keep_faces, make_variants, mask_faces,
 )
 from image_classifier.faces import Face, FaceAnalysis
-from image_classifier.i18n import translator
 from image_classifier.inference.classifier import Classifier
 from image_classifier.models.net import ClassifierNet
 from image_classifier.models.registry import ArchSpec, register_arch, unregister_arch
@@ -34,7 +33,7 @@ from image_classifier.report.narrative import (
 )
 from image_classifier.results import COLUMNS, ShortcutAudit, Study
 
-from test_report import make_study_json
+from study_helpers import make_study_json
 
 W, H = 100, 80
 BOX = (30.0, 20.0, 50.0, 40.0)  # a 20 x 20 face

@@ -14,7 +14,7 @@ import torch
 
 import image_classifier
 import train_helpers
-from conftest import SHARED, make_image_folder
+from conftest import SHARED, make_image_folder, wait_until
 from image_classifier import load_model
 from image_classifier.data.split import load_split, make_split
 from image_classifier.errors import OptionError, WeightsNotFoundError
@@ -25,10 +25,13 @@ from image_classifier.training.checkpoint import load_resume_state
 from image_classifier.training.loop import plan_phases
 from image_classifier.trust.temperature import MIN_IMAGES
 
-TINY = train_helpers.register_tiny()
+TINY = train_helpers.TINY
 WEIGHTS = SHARED / "weights"
 MOBILENET_WEIGHTS = WEIGHTS / "mobilenet_v2-b0353104.pth"
 RESNET_WEIGHTS = WEIGHTS / "resnet50-keras-imagenet.pth"
+
+# Registered while these tests run, not at import: other modules parametrize over list_archs().
+pytestmark = pytest.mark.usefixtures("tiny_arch")
 
 
 @pytest.fixture(scope="module")
@@ -252,12 +255,11 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(data, tmp
     proc = subprocess.Popen([sys.executable, "-c", code, *map(str, common + ["--out", out])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while not (out / RESUME_NAME).exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-        time.sleep(0.05)  # land somewhere inside a later epoch or checkpoint write
+        wait_until(lambda: (out / RESUME_NAME).exists() or proc.poll() is not None, timeout=120,
+                   what="the first checkpoint")
+        assert proc.poll() is None, proc.communicate()
+        # Not a wait for anything: a moment somewhere inside a later epoch or checkpoint write (any must do).
+        time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:

@@ -209,7 +209,7 @@ def test_face_head_applies_its_own_temperature():
 def _calibrated_study_json(tmp_path):
     """test_report's study, its models' probabilities calibrated by a temperature fitted on a
     separate validation draw (the "before" figures from the raw ones)."""
-    from test_report import make_study_json
+    from study_helpers import make_study_json
 
     from image_classifier.evaluate.metrics import compute_metrics, uncalibrated_metrics
 
@@ -276,7 +276,7 @@ def test_report_renders_the_calibration_section(tmp_path, lang):
 
 
 def test_a_report_from_before_calibration_has_no_section(tmp_path):
-    from test_report import make_study
+    from study_helpers import make_study
 
     from image_classifier.report import write_report
 

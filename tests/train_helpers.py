@@ -1,15 +1,18 @@
 """A tiny architecture for training tests, registered the way a fifth real one would be.
 
 ``register_tiny()`` is all it takes to add an architecture: a builder that returns a
-``ClassifierNet`` (backbone blocks + head), a preprocessing and a default recipe. Subprocess tests
-call it in the child too (``python -c "import train_helpers; train_helpers.register_tiny(); ..."``),
-since a fresh process only knows the built-in architectures.
+``ClassifierNet`` (backbone blocks + head), a preprocessing and a default recipe. Tests use it
+through the ``tiny_arch`` fixture (conftest.py), which also removes it from the registry after the
+module. Subprocess tests call it in the child too (``child_prelude()``), since a fresh process only
+knows the built-in architectures.
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
 from torch import nn
 
 from image_classifier.models.net import ClassifierNet
@@ -66,12 +69,19 @@ def python() -> str:
 def train_red_blue(root: Path, per_class: int) -> tuple[Path, Path]:
     """(data folder, model directory): the tiny CNN trained 3 epochs through ``image_classifier.train``
     (calibrated, with its rejection rule) on ``per_class`` red and as many blue pictures, half of
-    them for validation."""
+    them for validation. Needs the ``tiny_arch`` fixture."""
     # Imported here: the subprocesses that import this module (child_prelude) need neither.
     import image_classifier as ic
     from conftest import make_image_folder
 
-    register_tiny()
     data = make_image_folder(root / "data", {"red": per_class, "blue": per_class})
     ic.train(data, arch=TINY, out=root / "model", epochs=3, cache=False, progress=False, val=0.5, test=0.1)
     return data, root / "model"
+
+
+def green_noise(n: int, seed: int = 0) -> list[Image.Image]:
+    """A third kind of picture, neither red nor blue: green noise (32 x 32), what a red/blue model's
+    "none of these" rule should turn away."""
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(np.dstack([rng.integers(0, 80, (32, 32)), rng.integers(120, 256, (32, 32)),
+                                       rng.integers(0, 80, (32, 32))]).astype(np.uint8)) for _ in range(n)]
