@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from image_classifier.evaluate.evaluation import LabelledImage, label_indices
-from image_classifier.evaluate.open_set import split_unknowns, unknown_images
+from image_classifier.evaluate.rejection import split_unknowns, unknown_images
 from image_classifier.inference.ensemble import write_ensemble
 from image_classifier.inference.loading import load_model
 from image_classifier.runs import BEST_NAME, METRICS_NAME, SPLIT_NAME

@@ -117,9 +117,9 @@ def stages(args: argparse.Namespace) -> dict:
     from image_classifier.data.decode import decode_image
     from image_classifier.data.scan import list_files
     from image_classifier.faces.detect import CHIP_PADDING, CHIP_SIZE, MAX_DESCRIBED, _find
-    from image_classifier.faces.models import face_models, import_dlib
+    from image_classifier.faces.dlib_weights import face_models, import_dlib
     from image_classifier.faces.store import DECODE_SIDE
-    from image_classifier.models.faces import choose_face
+    from image_classifier.models.face_embedding import choose_face
 
     torch.set_num_threads(1)  # as sort runs the network beside the face workers
     model = ic.load_model(args.model, backend="torch")

@@ -223,7 +223,7 @@ def _people(centres: np.ndarray, per_person: int, spread: float, seed: int) -> t
 
 def test_the_stranger_bound_of_an_added_person_lets_in_at_most_its_share_of_simulated_strangers():
     from image_classifier.inference.enrol import ADDED_STRANGER_SHARE, simulated_stranger_bound
-    from image_classifier.models.faces import nearest_distances
+    from image_classifier.models.face_embedding import nearest_distances
 
     # Six people on the scale of dlib's descriptors: own faces about 0.2 apart, people about 0.45.
     rng = np.random.default_rng(3)

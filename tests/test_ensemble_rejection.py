@@ -24,7 +24,7 @@ from train_helpers import green_noise
 from image_classifier.cli import main
 from image_classifier.data.split import load_split
 from image_classifier.evaluate.evaluation import DecodeCache, LabelledImage
-from image_classifier.evaluate.open_set import UNKNOWN_FOLDER
+from image_classifier.evaluate.rejection import UNKNOWN_FOLDER
 from image_classifier.inference.ensemble import write_ensemble
 from image_classifier.inference.rejection import MEMBER_P_VALUE, P_VALUE, RejectionRule, score_kinds
 from image_classifier.results import Study

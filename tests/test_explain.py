@@ -190,7 +190,7 @@ def test_face_decision_is_explained_by_its_box(tmp_path):
         pytest.skip("needs ../shared (athletes photos and MobileNetV2 weights)")
     pytest.importorskip("dlib")
     from image_classifier.faces import analyse_bytes
-    from image_classifier.models.faces import FaceHead
+    from image_classifier.models.face_embedding import FaceHead
 
     photo = ATHLETES / "Kobe Bryant" / "kobe_(103).jpg"  # one frontal face
     descriptor = analyse_bytes(photo.read_bytes(), str(photo)).descriptors[0]

@@ -268,7 +268,7 @@ def test_compare_with_the_face_model_end_to_end(people, tmp_path, capsys):
 def test_a_face_model_without_the_weights_package_says_what_to_install(trained, people):
     """predict with a face model where face_recognition_models is missing: exit 2, the package named."""
     code = ("import sys; sys.modules['face_recognition_models'] = None\n"
-            "from image_classifier.faces.models import weights_sha256; weights_sha256.cache_clear()\n"
+            "from image_classifier.faces.dlib_weights import weights_sha256; weights_sha256.cache_clear()\n"
             "from image_classifier.cli import main\n"
             f"sys.exit(main(['predict', {str(trained['dir'])!r}, {str(people / 'ronaldo' / 'ronaldo_(1).jpg')!r}]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -278,7 +278,7 @@ def test_a_face_model_without_the_weights_package_says_what_to_install(trained, 
 
 
 def test_the_largest_face_like_a_known_person_decides():
-    from image_classifier.models.faces import choose_face
+    from image_classifier.models.face_embedding import choose_face
 
     bank = np.zeros((2, 128))
     bank[1, 0] = 1.0

@@ -16,7 +16,7 @@ from conftest import make_image_folder, synthetic_image
 from image_classifier.data.decode import load_image
 from image_classifier.data.scan import scan_dataset
 from image_classifier.faces import METHODS, FaceCache, analyse_bytes, analyse_image, face_chip, survey_faces
-from image_classifier.faces.models import WEIGHTS_SHA256, weights_sha256
+from image_classifier.faces.dlib_weights import WEIGHTS_SHA256, weights_sha256
 from image_classifier.fileio import sha256_file
 
 pytestmark = pytest.mark.slow

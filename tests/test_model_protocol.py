@@ -27,7 +27,7 @@ from image_classifier.inference.face_model import FaceClassifier
 from image_classifier.inference.kinds import open_classifier
 from image_classifier.inference.model import Model
 from image_classifier.inference.rejection import FACE_DISTANCE, MAX_PROBABILITY, RejectionRule
-from image_classifier.models.faces import FaceHead, FaceInput
+from image_classifier.models.face_embedding import FaceHead, FaceInput
 from image_classifier.models.registry import build_model, get_arch
 from image_classifier.runs import CARD_NAME
 from image_classifier.card import Calibration, ModelCard, read_card

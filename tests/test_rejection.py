@@ -23,7 +23,7 @@ import train_helpers
 from train_helpers import green_noise
 from conftest import make_image_folder
 from image_classifier.cli import main
-from image_classifier.evaluate.open_set import auroc, leave_one_class_out, unknown_images
+from image_classifier.evaluate.rejection import auroc, leave_one_class_out, unknown_images
 from image_classifier.inference.rejection import (
     FACE_DISTANCE, MAX_PROBABILITY, P_VALUE, RejectionRule, check_keep, fit_rule, score_kinds,
 )
@@ -349,7 +349,7 @@ def test_leave_one_class_out_by_distance_tells_every_separated_cluster_apart():
 def test_face_leave_one_class_out_reads_the_surveyed_descriptors():
     from types import SimpleNamespace
 
-    from image_classifier.evaluate.open_set import face_leave_one_class_out
+    from image_classifier.evaluate.rejection import face_leave_one_class_out
 
     rng = np.random.default_rng(6)
     centres = rng.normal(0, 1, (3, 128))

@@ -20,7 +20,7 @@ from image_classifier.fileio import atomic_write_json
 from image_classifier.inference.calibration import rescale, softmax, uncalibrated
 from image_classifier.inference.loading import load_model
 from image_classifier.inference.onnx_metadata import read_metadata
-from image_classifier.models.faces import FaceHead, FacePath
+from image_classifier.models.face_embedding import FaceHead, FacePath
 from image_classifier.runs import CARD_NAME
 from image_classifier.saved_model import ModelCard, load_module, read_card
 from image_classifier.trust.fit import fit_trust

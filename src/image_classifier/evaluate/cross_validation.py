@@ -26,7 +26,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from image_classifier.evaluate.choice import CrossValidated
 from image_classifier.evaluate.metrics import true_class_nll
-from image_classifier.models.faces import FaceHead
+from image_classifier.models.face_embedding import FaceHead
 from image_classifier.training.face_head import fit_linear_head, labelled_faces
 
 #: Repeats and folds of the cross-validation (5 x 2: Dietterich 1998).

@@ -43,7 +43,7 @@ from PIL import Image
 from image_classifier.errors import UnreadableImageError
 from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage, label_indices
 from image_classifier.faces.detect import MAX_DESCRIBED, FaceAnalysis, face_chip
-from image_classifier.faces.models import face_models
+from image_classifier.faces.dlib_weights import face_models
 from image_classifier.inference.model import Model
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.results import ShortcutAudit

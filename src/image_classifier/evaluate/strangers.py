@@ -10,7 +10,7 @@ Strangers come in **trials**, each with its own known images:
   validation images of the other classes, the strangers those of c in which a face is found (a
   stranger is a person: a photo of one shows a face), each model scored as if it had never seen c.
   A CNN's head is refitted on its penultimate features of the other classes' training images
-  (:func:`~image_classifier.evaluate.open_set.fit_softmax_head`); the face model's bank loses c's
+  (:func:`~image_classifier.evaluate.rejection.fit_softmax_head`); the face model's bank loses c's
   faces (the score of a face is its distance to the nearest training face of the other people).
 
 Per trial and model, every image gets a conformal p-value against that trial's known images of
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from image_classifier.evaluate.open_set import fit_softmax_head, head_probabilities
+from image_classifier.evaluate.rejection import fit_softmax_head, head_probabilities
 from image_classifier.inference.rejection import FACE_DISTANCE, MAX_PROBABILITY, MEMBER_P_VALUE, RejectionRule
-from image_classifier.models.faces import choose_face
+from image_classifier.models.face_embedding import choose_face
 
 
 @dataclass

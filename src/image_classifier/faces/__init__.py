@@ -8,7 +8,7 @@ imported only when a face is first looked for.
 from __future__ import annotations
 
 from image_classifier.faces.detect import METHODS, Face, FaceAnalysis, analyse_image, describe, face_chip
-from image_classifier.faces.models import FaceModelsNotFoundError, weights_sha256
+from image_classifier.faces.dlib_weights import FaceModelsNotFoundError, weights_sha256
 from image_classifier.faces.store import FaceCache, FaceStream, analyse_bytes, describe_every_face
 from image_classifier.faces.survey import FaceSurvey, survey_faces
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from image_classifier.faces.models import face_models, import_dlib
+from image_classifier.faces.dlib_weights import face_models, import_dlib
 
 DETECT_MAX_SIDE = 800  # longer side of the copy the HOG detector searches
 CNN_MAX_SIDE = 400  # longer side of the copy the CNN detector searches (its cost grows with area)

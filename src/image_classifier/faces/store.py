@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from image_classifier.data.decode import decode_image, read_source
 from image_classifier.errors import UnreadableImageError
 from image_classifier.faces.detect import DETECT_MAX_SIDE, FaceAnalysis, analyse_image, describe
-from image_classifier.faces.models import weights_sha256
+from image_classifier.faces.dlib_weights import weights_sha256
 from image_classifier.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)

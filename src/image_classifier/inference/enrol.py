@@ -60,7 +60,7 @@ from image_classifier.fileio import sha256_file
 from image_classifier.inference.rejection import (
     ADDED_FACE_DISTANCE, FACE_DISTANCE, P_VALUE, UNKNOWN, RejectionRule,
 )
-from image_classifier.models.faces import FaceHead, choose_face, nearest_distances
+from image_classifier.models.face_embedding import FaceHead, choose_face, nearest_distances
 from image_classifier.training.face_head import SAME_PERSON, fit_linear_head, labelled_faces
 
 log = logging.getLogger(__name__)

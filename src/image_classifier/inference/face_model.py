@@ -1,7 +1,7 @@
 """The face model (``face_embedding``) as a :class:`~image_classifier.inference.model.Model`:
 faces first, the whole-image CNN as its no-face fallback.
 
-Everything that is particular to a face model lives here (or in :mod:`image_classifier.models.faces`,
+Everything that is particular to a face model lives here (or in :mod:`image_classifier.models.face_embedding`,
 its architecture): an image is decoded into its faces plus, when none is like a known person's, the
 picture; the face head answers the images with such a face from its descriptor and the fallback
 network (on the backend) the others; its calibration has two temperatures (the card's
@@ -34,7 +34,7 @@ from image_classifier.inference.inputs import as_sources
 from image_classifier.inference.model import ImageSource, Model, Prepared
 from image_classifier.inference.preprocess import images_to_array
 from image_classifier.inference.rejection import FACE_DISTANCE, RejectionRule, annotate_faces, score_kinds
-from image_classifier.models.faces import FaceHead, FaceInput, FacePath
+from image_classifier.models.face_embedding import FaceHead, FaceInput, FacePath
 from image_classifier.models.registry import build_model
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.runs import CARD_NAME

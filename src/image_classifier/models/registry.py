@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from image_classifier.models.faces import face_embedding
+from image_classifier.models.face_embedding import face_embedding
 from image_classifier.models.net import ClassifierNet
 from image_classifier.models.scratch import alexnet_like, simple_cnn
 from image_classifier.models.transfer import (
@@ -34,7 +34,7 @@ class ArchSpec:
     description: str = ""
     default_options: dict = field(default_factory=dict)
     #: "cnn": the network alone classifies the resized image; "face": the network is the no-face
-    #: fallback of a face model (see :mod:`image_classifier.models.faces`), whose face head
+    #: fallback of a face model (see :mod:`image_classifier.models.face_embedding`), whose face head
     #: training fits after the network's recipe has run.
     family: str = "cnn"
 

@@ -7,13 +7,13 @@
 - :mod:`~image_classifier.study.environment`: the machine and versions a report names;
 - :mod:`~image_classifier.study.options`: the checked options of a run, and
   :mod:`~image_classifier.study.defaults` the study's defaults;
-- :mod:`~image_classifier.study.api`: :func:`compare`, the Python entry point.
+- :mod:`~image_classifier.study.run`: :func:`compare`, the Python entry point.
 
 Both workflows return a :class:`~image_classifier.results.Study` (re-exported here with
 :class:`~image_classifier.results.ModelResult`); ``Study.load(run_dir)`` reads a finished run.
 Importing this package is instant: the workflows load torch when first called.
 """
 from image_classifier.results import ModelResult, Study
-from image_classifier.study.api import compare
+from image_classifier.study.run import compare
 
 __all__ = ["ModelResult", "Study", "compare"]

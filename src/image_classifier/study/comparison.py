@@ -29,7 +29,7 @@ from image_classifier.errors import DatasetError, ImageClassifierError
 from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage
 from image_classifier.evaluate.metrics import pairwise_mcnemar
 from image_classifier.evaluate.choice import Candidate, choose
-from image_classifier.evaluate.open_set import split_unknowns, unknown_images
+from image_classifier.evaluate.rejection import split_unknowns, unknown_images
 from image_classifier.evaluate.shortcut import AuditImages, example_strip
 from image_classifier.faces import FaceCache, FaceModelsNotFoundError, FaceSurvey, survey_faces
 from image_classifier.faces.suspects import suspect_entries

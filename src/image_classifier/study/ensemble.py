@@ -17,7 +17,7 @@ from pathlib import Path
 
 from image_classifier.evaluate.choice import Candidate
 from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage, evaluate_classifier
-from image_classifier.evaluate.open_set import UnknownImage, measure_unknown_folder
+from image_classifier.evaluate.rejection import UnknownImage, measure_unknown_folder
 from image_classifier.evaluate.speed import SpeedConfig, measure_classifier
 from image_classifier.inference.ensemble import write_ensemble
 from image_classifier.inference.loading import load_model

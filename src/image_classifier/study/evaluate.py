@@ -22,7 +22,7 @@ from image_classifier.data.scan import list_dataset
 from image_classifier.data.split import load_split
 from image_classifier.errors import DatasetError
 from image_classifier.evaluate.evaluation import LabelledImage, evaluate_classifier
-from image_classifier.evaluate.open_set import measure_unknown_folder, unknown_images
+from image_classifier.evaluate.rejection import measure_unknown_folder, unknown_images
 from image_classifier.evaluate.speed import measure_classifier
 from image_classifier.fileio import sha256_file
 from image_classifier.card import ModelCard

@@ -36,7 +36,7 @@ from image_classifier.evaluate.ensemble_selection import cross_fitted
 from image_classifier.evaluate.metrics import true_class_nll
 from image_classifier.evaluate.evaluation import DecodeCache, LabelledImage, label_indices, predict_items
 from image_classifier.evaluate.frozen_features import FrozenFeatures
-from image_classifier.evaluate.open_set import FeatureTap, UnknownImage, features_of, sample_per_class
+from image_classifier.evaluate.rejection import FeatureTap, UnknownImage, features_of, sample_per_class
 from image_classifier.evaluate.strangers import (
     Scorer, Trial, cnn_loco, face_first, face_loco, loco_trials, measurable, single, strangest, strangers_accepted,
 )

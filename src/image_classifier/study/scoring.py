@@ -24,7 +24,7 @@ from typing import Any, Callable, ContextManager, Iterator
 import numpy as np
 
 from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage, evaluate_classifier
-from image_classifier.evaluate.open_set import (
+from image_classifier.evaluate.rejection import (
     FeatureTap, UnknownImage, face_leave_one_class_out, leave_one_class_out, measure_unknown_folder,
 )
 from image_classifier.evaluate.shortcut import AuditImages, audit_classifier

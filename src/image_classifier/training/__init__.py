@@ -35,7 +35,7 @@ def __getattr__(name: str) -> Any:
     ``training.options``, which runs this file, and must not load torch."""
     if name not in __all__ or name == "TrainOptions":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from image_classifier.training import api, cache
+    from image_classifier.training import cache, run
 
-    return getattr(api if hasattr(api, name) else cache, name)
+    return getattr(run if hasattr(run, name) else cache, name)
 

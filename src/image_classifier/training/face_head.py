@@ -29,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 
 from image_classifier.errors import DatasetError
 from image_classifier.faces import FaceCache, weights_sha256
-from image_classifier.models.faces import FaceHead, choose_face, nearest_distances
+from image_classifier.models.face_embedding import FaceHead, choose_face, nearest_distances
 from image_classifier.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
