@@ -235,6 +235,20 @@ def tiny_arch() -> str:
 
 
 @pytest.fixture(scope="module")
+def compare_archs() -> tuple[str, str]:
+    """compare_child's two architectures (the tiny CNN and its two-phase twin) in the registry while
+    a module's tests run, removed afterwards: registered at import, another module's teardown could
+    remove them before this module runs."""
+    import compare_child
+    from image_classifier.models.registry import unregister_arch
+
+    names = compare_child.register()
+    yield names
+    for name in names:
+        unregister_arch(name)
+
+
+@pytest.fixture(scope="module")
 def halves() -> tuple[str, str]:
     """ensemble_helpers' two half-picture architectures, registered while a module's tests run."""
     from ensemble_helpers import ARCHS, register_halves

@@ -17,7 +17,10 @@ from image_classifier.report.tables import write_metrics_json
 from image_classifier.results import Study
 from image_classifier.runs import CARD_NAME, METRICS_NAME
 
-TINY, TWO_PHASE = compare_child.register()
+TINY, TWO_PHASE = compare_child.TINY, compare_child.TWO_PHASE
+
+
+pytestmark = pytest.mark.usefixtures("compare_archs")
 
 
 @pytest.fixture(scope="module")

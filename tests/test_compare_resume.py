@@ -26,9 +26,9 @@ from image_classifier.cli import main
 from image_classifier.runs import RESUME_NAME
 
 # Every test here runs whole compare runs in child processes (about 100 s for the file).
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("compare_archs")]
 
-TINY, TWO_PHASE = compare_child.register()
+TINY, TWO_PHASE = compare_child.TINY, compare_child.TWO_PHASE
 CHILD = Path(compare_child.__file__)
 OPTIONS = ["--seed", "1", "--val", "0.3", "--test", "0.3", "--speed-repeats", "1", "--no-export", "--no-faces",
            "--no-progress", "--no-cache"]

@@ -19,7 +19,8 @@ from image_classifier.errors import ImageClassifierError
 from image_classifier.results import COLUMNS, Study
 from image_classifier.inference.loading import load_model
 
-TINY, TWO_PHASE = compare_child.register()
+TINY, TWO_PHASE = compare_child.TINY, compare_child.TWO_PHASE
+pytestmark = pytest.mark.usefixtures("compare_archs")  # registered while this module runs
 CLASSES = {"red": 10, "blue": 10, "green": 10}
 FAST = dict(seed=1, val=0.3, test=0.3, speed_repeats=1, export=False, faces=False, progress=False, cache=False)
 

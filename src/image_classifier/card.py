@@ -149,10 +149,6 @@ class ModelCard(Jsonable):
             setattr(new, name, value)
         return new
 
-    @property
-    def is_face_model(self) -> bool:
-        return self.faces is not None
-
 
 _FIELDS = [f for f in dataclasses.fields(ModelCard) if f.name != "_keys"]
 _NAMES = frozenset(f.name for f in _FIELDS)

@@ -115,8 +115,3 @@ def mix(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.nda
     if out is None:
         raise ValueError("no model has a weight above 0")
     return out
-
-
-def finite(value: float) -> float | None:
-    """``value``, or None when it is not finite (JSON has no NaN)."""
-    return value if math.isfinite(value) else None

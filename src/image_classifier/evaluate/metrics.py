@@ -194,9 +194,6 @@ class McNemarResult:
     c: int
     p_value: float
 
-    def as_dict(self) -> dict:
-        return {"b": self.b, "c": self.c, "p_value": self.p_value}
-
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemarResult:
     """Two-sided exact (binomial) McNemar test on per-image correctness.

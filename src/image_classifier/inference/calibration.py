@@ -22,9 +22,6 @@ import numpy as np
 
 from image_classifier.card import ModelCard
 
-#: The card key (see docs: ``{"method": "temperature", "temperature": T, ...}``).
-CALIBRATION_KEY = "calibration"
-
 # The smallest positive float32: a calibrated probability that underflowed to 0 is read as this.
 _TINY = float(np.finfo(np.float32).tiny)
 

@@ -31,11 +31,6 @@ def box_text(box: Sequence[float] | None) -> str:
     return "" if box is None else " ".join(f"{float(v):.1f}" for v in box)
 
 
-def parse_box(text: str) -> list[float] | None:
-    """The inverse of :func:`box_text`."""
-    return [float(v) for v in text.split()] if text.strip() else None
-
-
 def photo_row(path: str | None, probabilities: np.ndarray, detail: Mapping[str, Any], classes: Sequence[str],
               model: str, sha256: str | None) -> dict[str, Any]:
     """The ``predictions.csv`` row of one photo, from its probabilities and its

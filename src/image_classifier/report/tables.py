@@ -199,10 +199,6 @@ def fmt_sig(x: float | None) -> str:
     return "–" if x is None else f"{x:.3g}" if x >= 1e-4 else f"{x:.1e}"
 
 
-def fmt_num(x: float | None, digits: int = 3) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
-
-
 def fmt_acc_ci(row: dict, t: Translator = EN) -> str:
     """"0.913 [0.85, 0.96]": test accuracy and its 95 % interval."""
     return t.number(row["test_accuracy"], 3) + " " + t("report.format.interval",

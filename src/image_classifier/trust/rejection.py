@@ -24,9 +24,6 @@ from image_classifier.inference.rejection import DEFAULT_KEEP, RULE_VERSION, MEM
 
 log = logging.getLogger(__name__)
 
-#: The card key of the rule.
-CARD_KEY = "rejection"
-
 
 @dataclass
 class ValidationPredictions:
