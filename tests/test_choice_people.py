@@ -98,7 +98,11 @@ def test_the_validation_half_of_an_unknown_folder_chooses_and_the_other_half_mea
     assert selection["strangers_source"] == "the validation half of the unknown folder"
     cands = _candidates(metrics)
     assert {c["strangers"] for c in cands.values() if c["strangers_accepted"] is not None} == {12}
-    assert selection["best"] in ("face_embedding", "face_embedding+mobilenet_v2")
+    # Served: a candidate that turns strangers away, which only those with the face model can.
+    best = cands[selection["best"]]
+    assert best["eligible"] and best["strangers_accepted"] <= selection["max_strangers"]
+    assert "face_embedding" in selection["best"].split("+")
+    assert not any(c["eligible"] for name, c in cands.items() if "face_embedding" not in name.split("+"))
     rows = {m["name"]: m for m in metrics["models"]}
     # The test split's measurement uses the other 12.
     assert rows["face_embedding"]["open_set"]["unknown_images"] == 12

@@ -430,7 +430,7 @@ def test_a_face_model_and_a_cnn_mix_per_image_whether_a_face_decided(halves, ath
             "--set", "face_embedding:phases.frozen.epochs=2", "--set", "face_embedding:feature_views=1"]
     assert main(argv) == 0
     info = _metrics(run)["ensemble"]
-    assert info["outcome"] in ("kept", "lost", "single") and info["val_images"] > 0
+    assert info["val_images"] > 0  # the ensemble step ran on validation (its outcome is another test's)
     # Whatever compare decided, a half-and-half mix of the two must average them image by image.
     models = {"face_embedding": run / "models" / "face_embedding", ARCHS[0]: run / "models" / ARCHS[0]}
     mixed = write_ensemble(tmp_path / "mixed", models, {"face_embedding": 0.5, ARCHS[0]: 0.5})
