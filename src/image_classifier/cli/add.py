@@ -56,10 +56,6 @@ def run(args: argparse.Namespace) -> int:
     model_dir = resolve_model_dir(args.model)
     cache = FaceCache((args.cache_dir or default_cache_dir()) if not args.no_cache else None)
     model = load_model(model_dir, backend="torch", face_cache=cache, device="cpu")
-    if not hasattr(model, "add_class"):  # an ensemble
-        from image_classifier.inference.enrol import not_a_face_model
-
-        raise not_a_face_model(model.card)
     new = model.add_class(name, person, out=args.out, seed=args.seed, face_cache=cache)
     added = new.added
     before = ", ".join(model.classes)

@@ -8,7 +8,6 @@ probabilities, as in scikit-learn.
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,7 +22,6 @@ from image_classifier.data.decode import load_image
 from image_classifier.faces import FaceCache
 from image_classifier.inference.backends import Backend, TorchBackend, create_backend
 from image_classifier.inference.calibration import card_temperature
-from image_classifier.inference.enrol import not_a_face_model
 from image_classifier.inference.explain import Explanation, explain_with_grad_cam
 from image_classifier.inference.model import ImageSource, Model, Prepared
 from image_classifier.inference.preprocess import images_to_array
@@ -227,12 +225,6 @@ class Classifier(Model):
                         grey: Callable[[int], np.ndarray | None]) -> list[Any]:
         """What this model predicts for the shortcut audit's ``variant`` of test pictures: the pictures."""
         return list(images)
-
-    def add_class(self, name: str, images: Any, *, out: str | os.PathLike | None = None, seed: int = 0,
-                  face_cache: FaceCache | None = None) -> Classifier:
-        """One more person: only a face model can (see :meth:`FaceClassifier.add_class`); a
-        whole-image CNN is refused, saying what to run instead."""
-        raise not_a_face_model(self.card)
 
     def predict_labels(self, images: Sequence[ImageSource | Any], batch_size: int = 32) -> list[str]:
         """Deprecated: :meth:`predict` gives the labels now (and :meth:`predict_proba` the probabilities)."""

@@ -71,6 +71,11 @@ def is_ensemble_card(card: ModelCard) -> bool:
     return card.architecture == ENSEMBLE_ARCH
 
 
+def is_cascade(cards: Sequence[ModelCard]) -> bool:
+    """Whether these members (in order) can make a face-first cascade: a face model, then a model of another kind."""
+    return len(cards) == 2 and FaceClassifier.opens(cards[0]) and not FaceClassifier.opens(cards[1])
+
+
 def member_fingerprint(card: ModelCard) -> str:
     """SHA-256 of what a member predicts with: its weights' hash and the card keys that shape its
     probabilities (:data:`FINGERPRINT_KEYS`). Re-exporting a member or re-measuring its backends
@@ -130,8 +135,7 @@ def write_ensemble(out_dir: str | os.PathLike, members: dict[str, Path], weights
     if differing:
         raise ModelFormatError(f"{', '.join(differing)} have other classes than {chosen[0].name}: an ensemble's "
                                "members must be trained on the same classes, in the same order")
-    if combine == FACE_FIRST and (len(chosen) != 2 or cards[chosen[0].name].faces is None
-                                  or cards[chosen[1].name].faces is not None):
+    if combine == FACE_FIRST and not is_cascade([cards[s.name] for s in chosen]):
         raise ValueError("a face-first cascade has two members: a face model first, then a whole-image model")
     # Informative only (each member uses its own card's): the largest input, which a warm-up picture needs.
     largest = max(chosen, key=lambda s: int(cards[s.name].preprocessing["input_size"]))
@@ -222,8 +226,7 @@ class EnsembleClassifier(Model):
             if list(clf.classes) != self.classes:
                 raise ModelFormatError(f"{model_dir}: member {name} has classes {clf.classes}, the ensemble {self.classes}")
         self.combine = str((card.ensemble or {}).get("combine") or MEAN)
-        if self.combine == FACE_FIRST and (len(self.members) != 2 or not FaceClassifier.opens(self.members[0][1].card)
-                                           or FaceClassifier.opens(self.members[1][1].card)):
+        if self.combine == FACE_FIRST and not is_cascade([clf.card for _, clf, _ in self.members]):
             raise ModelFormatError(f"{model_dir}: a face-first cascade needs a face model and then a whole-image model")
         self.preprocessing = Preprocessing.from_dict(card.preprocessing)
         self.backend = EnsembleBackend(self.members)

@@ -27,6 +27,7 @@ from image_classifier.errors import OptionError
 from image_classifier.fileio import sha256_file
 from image_classifier.inference.inputs import as_sources
 from image_classifier.inference.calibration import uncalibrated as undo_temperatures
+from image_classifier.inference.enrol import not_a_face_model
 from image_classifier.inference.rejection import UNKNOWN, RejectionRule, tradeoff
 from image_classifier.inference.rows import FACE_COLUMNS, PHOTO_COLUMNS, face_rows, photo_row, table
 
@@ -228,6 +229,12 @@ class Model(ABC):
         if self.rejection_rule is None:
             return None
         return tradeoff(self.rejection_rule, (self.card.faces or {}).get("validation_strangers"))
+
+    def add_class(self, name: str, images: Any, *, out: str | os.PathLike | None = None, seed: int = 0,
+                  face_cache: Any = None) -> Model:
+        """One more person without retraining: only a face model can (see
+        :meth:`FaceClassifier.add_class`); any other kind is refused, saying what to run instead."""
+        raise not_a_face_model(self.card)
 
     def with_keep(self, keep: float) -> Model:
         """This model with its "none of these" threshold moved to keep ``keep`` of the known

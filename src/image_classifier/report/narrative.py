@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from image_classifier.i18n import Translator, translator
-from image_classifier.report.tables import fmt_mb, fmt_ms, fmt_params
+from image_classifier.report.tables import fmt_mb, fmt_ms, fmt_params, forward_pass_is_a_part
 from image_classifier.results import TEST_IMAGES, CandidateEvidence, Duplicates, Selection, ShortcutAudit, Study
 
 EN = translator("en")
@@ -54,7 +54,7 @@ def _describe(r: dict, study: Study, t: Translator) -> str:
              accuracy=t.percent(r["test_accuracy"], 1), low=t.percent(r["test_accuracy_ci_low"], 0),
              high=t.percent(r["test_accuracy_ci_high"], 0), n=r["test_n"], noun=scored_noun(study, t),
              macro_f1=t.number(r["macro_f1"], 3))
-    if r.get("family") == "face" and r["e2e_latency_ms_p50"] is not None:
+    if forward_pass_is_a_part(r) and r["e2e_latency_ms_p50"] is not None:
         text += t("report.narrative.describe_face_latency", e2e_ms=t.localize_number(fmt_ms(r["e2e_latency_ms_p50"])),
                   fallback_ms=t.localize_number(fmt_ms(r["latency_ms_p50"])))
     elif r["latency_ms_p50"] is not None:

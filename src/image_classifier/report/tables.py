@@ -25,10 +25,16 @@ from image_classifier.units import fmt_seconds
 EN = translator("en")
 
 
+def forward_pass_is_a_part(row: dict) -> bool:
+    """Whether the model's forward pass is only part of what it computes per image (the face
+    family's is its no-face fallback; dlib finds and describes the faces outside it)."""
+    return row.get("family") == "face"
+
+
 def per_image_ms(row: dict) -> float | None:
-    """What one image costs the model: the batch-1 forward pass for a CNN; for a face model, whose
-    forward pass is only its no-face fallback, the whole file -> label time (dlib included)."""
-    return row["e2e_latency_ms_p50"] if row.get("family") == "face" else row["latency_ms_p50"]
+    """What one image costs the model: the batch-1 forward pass for a CNN; where the forward pass
+    is only a part (:func:`forward_pass_is_a_part`), the whole file -> label time."""
+    return row["e2e_latency_ms_p50"] if forward_pass_is_a_part(row) else row["latency_ms_p50"]
 
 
 def face_survey_table(study: Study, t: Translator = EN) -> tuple[str, list[str], list[list[object]]] | None:
