@@ -149,6 +149,12 @@ class ModelCard(Jsonable):
             setattr(new, name, value)
         return new
 
+    @property
+    def finds_faces(self) -> bool:
+        """Whether the model answers from the faces it finds (its card has a ``faces`` entry): what a
+        caller that must decide before loading the model (``sort`` starting its face workers) reads."""
+        return self.faces is not None
+
 
 _FIELDS = [f for f in dataclasses.fields(ModelCard) if f.name != "_keys"]
 _NAMES = frozenset(f.name for f in _FIELDS)

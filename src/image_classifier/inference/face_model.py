@@ -68,7 +68,7 @@ class FaceClassifier(Classifier):
 
     @classmethod
     def opens(cls, card: ModelCard) -> bool:
-        return card.faces is not None
+        return card.finds_faces
 
     @classmethod
     def open(cls, model_dir: Path | None, card: ModelCard, module: torch.nn.Module | None,

@@ -84,7 +84,7 @@ def start_faces(model: str | os.PathLike, data: str | os.PathLike, options: Sort
         return None
     data_dir, out = check_folders(data, options.out)
     model_dir = resolve_model_dir(model)
-    if read_card(model_dir).faces is None:
+    if not read_card(model_dir).finds_faces:
         return None
     check_writable(out)
     files = list_files(data_dir, exclude=out)

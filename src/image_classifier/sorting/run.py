@@ -146,7 +146,7 @@ def _sort(model_dir: Path, card: ModelCard, data_dir: Path, out: Path, options: 
     cache = early.cache if early is not None else face_cache(options, options.workers or local_cores(local))
     stream = None
     threads = torch.get_num_threads()
-    if card.faces is not None:
+    if card.finds_faces:
         # Started before the model loads (by the command line, before PyTorch loaded: see .early):
         # the workers find faces meanwhile.
         stream = early.stream if early is not None else FaceStream(cache, [(path, sha) for _, path, sha in todo])
