@@ -250,7 +250,7 @@ LAYERS: list[tuple[str, ...]] = [
 #: each entry is one module ("inference" is the package's ``__init__``: the backend names).
 INFERENCE_STACK: list[tuple[str, ...]] = [
     ("inference", "inference.calibration", "inference.onnx_metadata", "inference.preprocess", "inference.rejection",
-     "inference.inputs", "inference.rows", "inference.enrol", "inference.model"),
+     "inference.inputs", "inference.rows", "inference.enrol", "inference.model", "inference.options"),
     ("inference.backends",),
     ("inference.explain",),
     ("inference.classifier",),

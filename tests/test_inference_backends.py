@@ -9,7 +9,9 @@ import pytest
 
 from export_helpers import CLASSES, make_model_dir, write_labelled_folder
 from image_classifier.export.pipeline import ExportOptions, export_model
-from image_classifier.inference import BACKENDS, add_backend_argument
+from image_classifier.inference import BACKENDS
+from image_classifier.inference.options import AnswerOptions
+from image_classifier.optionspec import add_arguments
 from image_classifier.inference.backends import OnnxBackend, TorchBackend
 from image_classifier.inference.loading import load_model
 from image_classifier.machine import bf16_supported
@@ -28,7 +30,7 @@ def test_backend_names_are_shared_with_the_cli():
     import argparse
 
     parser = argparse.ArgumentParser()
-    add_backend_argument(parser)
+    add_arguments(parser, AnswerOptions)
     assert parser.parse_args([]).backend == "auto"
     assert parser.parse_args(["--backend", "onnx"]).backend == "onnx"
     with pytest.raises(SystemExit):

@@ -8,8 +8,9 @@ import sys
 
 from image_classifier import load_model  # light: inference loads on the call
 from image_classifier.errors import ImageClassifierError
-from image_classifier.cli.options import add_device_argument, add_keep_argument, resolve_device_option
-from image_classifier.inference import add_backend_argument
+from image_classifier.cli.options import resolve_device_option
+from image_classifier.inference.options import PredictOptions
+from image_classifier.optionspec import add_arguments, from_args
 from image_classifier.runs import resolve_model_dir
 
 
@@ -27,16 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("model", metavar="DIR", help="saved model directory (or compare run directory)")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files (JPEG, PNG, WebP, ...) or folders of them")
-    p.add_argument("--top-k", type=int, default=3, metavar="K", help="classes to show per image (default: %(default)s)")
+    add_arguments(p, PredictOptions)
     p.add_argument("--json", action="store_true", help="print JSON: every class's probability per image")
-    add_backend_argument(p)
-    add_device_argument(p)
-    add_keep_argument(p)
-    p.add_argument("--no-reject", action="store_true",
-                   help="never answer \"unknown\": always print the most probable classes, even for an image "
-                        "like none of the model's classes (default: the model's rejection rule, fitted on "
-                        "its validation split)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per forward pass (default: %(default)s)")
     p.set_defaults(func=run)
     return p
 
@@ -69,23 +62,21 @@ def _answer(result: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # Lazy (see image_classifier.cli): numpy, Pillow, torch, which --help never needs.
-    from image_classifier.inference.files import PredictOptions, predict_files
+    from image_classifier.inference.files import predict_files
     from image_classifier.inference.rejection import describe_tradeoff
     from image_classifier.runtime import configure
 
-    options = PredictOptions(top_k=args.top_k, batch_size=args.batch_size)  # checked before the model loads
-    device = resolve_device_option(args.device, args.backend)  # so is --device (no GPU: exit 2)
+    options = from_args(PredictOptions, args)  # checked before the model loads
+    device = resolve_device_option(options.device, options.backend)  # so is --device (no GPU: exit 2)
 
     configure()
     model_dir = resolve_model_dir(args.model)
     try:
-        classifier = load_model(model_dir, backend=args.backend, reject=not args.no_reject, device=device)
+        classifier = load_model(model_dir, backend=options.backend, reject=options.reject, device=device)
     except ValueError as err:  # unknown backend
         raise ImageClassifierError(str(err)) from None
-    if args.keep is not None:
-        if args.no_reject:
-            raise ImageClassifierError("--keep and --no-reject contradict each other: give one")
-        classifier = classifier.with_keep(args.keep)
+    if options.keep is not None:
+        classifier = classifier.with_keep(options.keep)
     # stderr, so that --json output stays machine-readable.
     print(f"backend: {classifier.backend_name} ({classifier.backend_reason}); device: {classifier.device}",
           file=sys.stderr)

@@ -6,10 +6,11 @@ import signal
 import sys
 import threading
 
-from image_classifier.cli.options import add_device_argument, add_keep_argument, resolve_device_option
+from image_classifier.cli.options import resolve_device_option
 from image_classifier.errors import ImageClassifierError
 from image_classifier.i18n import DEFAULT as DEFAULT_LANG, SUPPORTED as LANGUAGES
-from image_classifier.inference import add_backend_argument
+from image_classifier.inference.options import AnswerOptions
+from image_classifier.optionspec import add_arguments, from_args
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -41,16 +42,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "passes at a time, so they never fight over the cores")
     p.add_argument("--max-batch", type=int, default=None,
                    help="largest batch formed from requests that arrive together (default: 8; 1 = no batching)")
-    add_backend_argument(p)
-    add_device_argument(p)
+    add_arguments(p, AnswerOptions)
     p.add_argument("--models", default=None, metavar="NAME[,NAME...]",
                    help="serve only these models of a run (default: all of them)")
     p.add_argument("--max-upload-mb", type=float, default=10.0,
                    help="largest accepted upload in MB (default: %(default)s)")
-    p.add_argument("--no-reject", action="store_true",
-                   help="never answer \"unknown\": always the most probable class, even for a photo like none "
-                        "of the classes (default: each model's rejection rule, fitted on its validation split)")
-    add_keep_argument(p)
     p.add_argument("--lang", choices=LANGUAGES, default=DEFAULT_LANG,
                    help="the web page's language when neither ?lang= nor the browser's Accept-Language "
                         f"asks for one of {', '.join(LANGUAGES)} (default: %(default)s)")
@@ -70,14 +66,13 @@ def run(args: argparse.Namespace) -> int:
         raise ImageClassifierError("--threads must be at least 1")
     if args.max_upload_mb <= 0:
         raise ImageClassifierError("--max-upload-mb must be positive")
-    device = resolve_device_option(args.device, args.backend)  # no GPU for --device cuda: exit 2, no server
+    answer = from_args(AnswerOptions, args)  # --keep with --no-reject: exit 2, no server
+    device = resolve_device_option(answer.device, answer.backend)  # so is --device cuda without a GPU
     runtime.configure(num_threads=args.torch_threads or DEFAULT_TORCH_THREADS)
     only = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
     # Reads only the model cards: a wrong path fails here, before the server starts.
-    if args.no_reject and args.keep is not None:
-        raise ImageClassifierError("--keep and --no-reject contradict each other: give one")
-    store = ModelStore.from_paths(args.paths, only=only, backend=args.backend, reject=not args.no_reject,
-                                  device=device, keep=args.keep,
+    store = ModelStore.from_paths(args.paths, only=only, backend=answer.backend, reject=answer.reject,
+                                  device=device, keep=answer.keep,
                                   **({"max_batch": args.max_batch} if args.max_batch else {}))
     max_upload = int(args.max_upload_mb * 1024 * 1024)
     app = create_app(store, max_upload_bytes=max_upload, load=False, lang=args.lang)

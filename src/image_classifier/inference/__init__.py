@@ -12,12 +12,10 @@ Layers, each module importing only those before it (the saved files themselves a
 5. :mod:`.loading`: ``load_model`` (resolves ``auto``, then opens), exported as ``image_classifier.load_model``.
 
 This package's top level imports nothing heavy (no torch, no onnxruntime), because CLI parsers use
-:data:`BACKENDS` and :func:`add_backend_argument` while building ``--help``: import the modules above
+:data:`BACKENDS` and :mod:`.options` while building ``--help``: import the modules above
 directly.
 """
 from __future__ import annotations
-
-import argparse
 
 from image_classifier.runs import BACKEND_RECORD_NAME
 
@@ -45,7 +43,3 @@ BACKEND_HELP = (
     "(default: %(default)s)"
 )
 
-
-def add_backend_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
-    """Add the shared ``--backend`` option (same choices and help in every command)."""
-    parser.add_argument("--backend", choices=BACKENDS, default=default, help=BACKEND_HELP)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from image_classifier.data.decode import decode_each
 from image_classifier.data.scan import list_files
-from image_classifier.errors import ImageClassifierError
 from image_classifier.inference.classifier import Classifier
+from image_classifier.inference.options import PredictOptions
 
 
 def top_labels(probabilities: Sequence[float], classes: Sequence[str], k: int | None = None) -> list[dict[str, Any]]:
@@ -22,22 +21,6 @@ def top_labels(probabilities: Sequence[float], classes: Sequence[str], k: int | 
     order = sorted(range(len(classes)), key=lambda c: -float(probabilities[c]))
     k = len(classes) if k is None else max(1, min(k, len(classes)))
     return [{"label": classes[c], "probability": float(probabilities[c])} for c in order[:k]]
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """How :func:`predict_files` answers; checked when made, before any model is loaded."""
-
-    #: Classes listed per image, most probable first.
-    top_k: int = 3
-    #: Images per forward pass.
-    batch_size: int = 32
-
-    def __post_init__(self) -> None:
-        if self.top_k < 1:
-            raise ImageClassifierError("--top-k must be at least 1")
-        if self.batch_size < 1:
-            raise ImageClassifierError("--batch-size must be at least 1")
 
 
 def predict_files(classifier: Classifier, paths: Sequence[str | os.PathLike],
