@@ -114,14 +114,11 @@ class AuditReport:
     def size_stats(self) -> dict:
         if not self.records:
             return {}
-        widths = [r.width for r in self.records]
-        heights = [r.height for r in self.records]
-        short = [min(r.width, r.height) for r in self.records]
+        sides = {"width": [r.width for r in self.records], "height": [r.height for r in self.records],
+                 "shorter_side": [min(r.width, r.height) for r in self.records]}
         common = Counter(f"{r.width}x{r.height}" for r in self.records).most_common(3)
         return {
-            "width": {"min": min(widths), "median": statistics.median(widths), "max": max(widths)},
-            "height": {"min": min(heights), "median": statistics.median(heights), "max": max(heights)},
-            "shorter_side": {"min": min(short), "median": statistics.median(short), "max": max(short)},
+            **{k: {"min": min(v), "median": statistics.median(v), "max": max(v)} for k, v in sides.items()},
             "most_common": [{"size": s, "count": n} for s, n in common],
             "bytes_total": sum(r.size_bytes for r in self.records),
         }
