@@ -191,20 +191,15 @@ class AuditReport:
             lines.append("  candidate pairs: " + "; ".join(
                 f"{k} {c.considered} considered, {c.accepted} accepted, {c.rejected} rejected"
                 for k, c in self.near_duplicate_candidates.items()))
-        for p in self.near_duplicate_pairs:
-            lines.append(f"  {p.a} ~ {p.b}  ({p.evidence()})")
+        lines += [f"  {p.a} ~ {p.b}  ({p.evidence()})" for p in self.near_duplicate_pairs]
         if self.near_duplicate_weakest_links:
             lines.append("Weakest link of each near-duplicate group:")
-        for g, p in zip(self.near_duplicate_groups, self.near_duplicate_weakest_links):
-            lines.append(f"  {len(g)} files: {p.a} ~ {p.b}  ({p.score()})")
+        lines += [f"  {len(g)} files: {p.a} ~ {p.b}  ({p.score()})"
+                  for g, p in zip(self.near_duplicate_groups, self.near_duplicate_weakest_links)]
         lines.append(f"Label conflicts (duplicates in different classes): {len(self.label_conflicts)}")
-        for c in self.label_conflicts:
-            lines.append(f"  {', '.join(c['classes'])}: {' ; '.join(c['paths'])}")
+        lines += [f"  {', '.join(c['classes'])}: {' ; '.join(c['paths'])}" for c in self.label_conflicts]
         lines.append("")
-        for w in self.warnings:
-            lines.append(f"warning: {w}")
-        for e in self.errors:
-            lines.append(f"error: {e}")
+        lines += [f"warning: {w}" for w in self.warnings] + [f"error: {e}" for e in self.errors]
         lines.append("Verdict: " + ("usable" if self.usable else "NOT usable (fix the errors above)"))
         return "\n".join(lines)
 
