@@ -114,14 +114,11 @@ class AuditReport:
     def size_stats(self) -> dict:
         if not self.records:
             return {}
-        widths = [r.width for r in self.records]
-        heights = [r.height for r in self.records]
-        short = [min(r.width, r.height) for r in self.records]
+        sides = {"width": [r.width for r in self.records], "height": [r.height for r in self.records],
+                 "shorter_side": [min(r.width, r.height) for r in self.records]}
         common = Counter(f"{r.width}x{r.height}" for r in self.records).most_common(3)
         return {
-            "width": {"min": min(widths), "median": statistics.median(widths), "max": max(widths)},
-            "height": {"min": min(heights), "median": statistics.median(heights), "max": max(heights)},
-            "shorter_side": {"min": min(short), "median": statistics.median(short), "max": max(short)},
+            **{k: {"min": min(v), "median": statistics.median(v), "max": max(v)} for k, v in sides.items()},
             "most_common": [{"size": s, "count": n} for s, n in common],
             "bytes_total": sum(r.size_bytes for r in self.records),
         }
@@ -194,20 +191,15 @@ class AuditReport:
             lines.append("  candidate pairs: " + "; ".join(
                 f"{k} {c.considered} considered, {c.accepted} accepted, {c.rejected} rejected"
                 for k, c in self.near_duplicate_candidates.items()))
-        for p in self.near_duplicate_pairs:
-            lines.append(f"  {p.a} ~ {p.b}  ({p.evidence()})")
+        lines += [f"  {p.a} ~ {p.b}  ({p.evidence()})" for p in self.near_duplicate_pairs]
         if self.near_duplicate_weakest_links:
             lines.append("Weakest link of each near-duplicate group:")
-        for g, p in zip(self.near_duplicate_groups, self.near_duplicate_weakest_links):
-            lines.append(f"  {len(g)} files: {p.a} ~ {p.b}  ({p.score()})")
+        lines += [f"  {len(g)} files: {p.a} ~ {p.b}  ({p.score()})"
+                  for g, p in zip(self.near_duplicate_groups, self.near_duplicate_weakest_links)]
         lines.append(f"Label conflicts (duplicates in different classes): {len(self.label_conflicts)}")
-        for c in self.label_conflicts:
-            lines.append(f"  {', '.join(c['classes'])}: {' ; '.join(c['paths'])}")
+        lines += [f"  {', '.join(c['classes'])}: {' ; '.join(c['paths'])}" for c in self.label_conflicts]
         lines.append("")
-        for w in self.warnings:
-            lines.append(f"warning: {w}")
-        for e in self.errors:
-            lines.append(f"error: {e}")
+        lines += [f"warning: {w}" for w in self.warnings] + [f"error: {e}" for e in self.errors]
         lines.append("Verdict: " + ("usable" if self.usable else "NOT usable (fix the errors above)"))
         return "\n".join(lines)
 

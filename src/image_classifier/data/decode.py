@@ -49,20 +49,10 @@ SUPPORTED_FORMATS = tuple(f for f in _WANTED_FORMATS if f in Image.OPEN)
 
 # Which content formats each file extension promises; used to report "extension lies" files.
 EXTENSION_FORMATS: dict[str, frozenset[str]] = {
-    ".jpg": frozenset({"JPEG", "MPO"}),
-    ".jpeg": frozenset({"JPEG", "MPO"}),
-    ".jpe": frozenset({"JPEG", "MPO"}),
-    ".jfif": frozenset({"JPEG", "MPO"}),
-    ".png": frozenset({"PNG"}),
-    ".gif": frozenset({"GIF"}),
-    ".bmp": frozenset({"BMP"}),
-    ".webp": frozenset({"WEBP"}),
-    ".tif": frozenset({"TIFF"}),
-    ".tiff": frozenset({"TIFF"}),
-    ".avif": frozenset({"AVIF"}),
-    ".ppm": frozenset({"PPM"}),
-    ".pgm": frozenset({"PPM"}),
-    ".pbm": frozenset({"PPM"}),
+    ext: frozenset(formats) for extensions, formats in (
+        (".jpg .jpeg .jpe .jfif", ("JPEG", "MPO")), (".png", ("PNG",)), (".gif", ("GIF",)), (".bmp", ("BMP",)),
+        (".webp", ("WEBP",)), (".tif .tiff", ("TIFF",)), (".avif", ("AVIF",)), (".ppm .pgm .pbm", ("PPM",)),
+    ) for ext in extensions.split()
 }
 
 # Pillow warns (DecompressionBombWarning) when it opens an image above its own process-global

@@ -119,17 +119,9 @@ def list_dataset(root: str | os.PathLike) -> DatasetListing:
             elif entry.is_file():
                 stray.append(entry.name)
     classes.sort()
-    files: list[DatasetFile] = []
-    for class_name in classes:
-        class_dir = root / class_name
-        for dirpath, dirnames, filenames in os.walk(class_dir):
-            dirnames[:] = sorted(d for d in dirnames if not is_ignored(d))
-            for name in filenames:
-                if is_ignored(name):
-                    continue
-                full = Path(dirpath) / name
-                files.append(DatasetFile(full.relative_to(root).as_posix(), full, class_name))
-    files.sort(key=lambda f: f.rel_path)
+    files = sorted((DatasetFile(full.relative_to(root).as_posix(), full, class_name)
+                    for class_name in classes for full in list_files(root / class_name)),
+                   key=lambda f: f.rel_path)
     return DatasetListing(root, classes, files, sorted(stray))
 
 
@@ -158,21 +150,15 @@ def _read_one(item: DatasetFile, label: int, fingerprints: bool) -> ImageRecord 
         sha = hashlib.sha256(data).hexdigest()
         # Decoding everything proves the file is readable (a truncated JPEG fails at the end);
         # JPEG draft mode makes that cheap, and the thumbnail is all the fingerprint needs.
-        target = 64
-        if fingerprints:
-            target = THUMB_SIDE
-        decoded = decode_image(data, path=item.rel_path, target_size=target)
+        decoded = decode_image(data, path=item.rel_path, target_size=THUMB_SIDE if fingerprints else 64)
     except UnreadableImageError as err:
         return UnreadableFile(item.rel_path, item.class_name, err.reason)
-    fingerprint = None
-    if fingerprints:
-        fingerprint = compute_fingerprint(decoded.image)
     return ImageRecord(
         rel_path=item.rel_path, path=item.path, class_name=item.class_name, label=label,
         sha256=sha, format=decoded.format, width=decoded.width, height=decoded.height,
         size_bytes=len(data), mode=decoded.mode,
         extension_claims=extension_mismatch(item.rel_path, decoded.format),
-        fingerprint=fingerprint)
+        fingerprint=compute_fingerprint(decoded.image) if fingerprints else None)
 
 
 def read_files(files: list[DatasetFile], classes: list[str], *, fingerprints: bool = False,

@@ -275,15 +275,8 @@ def load_split(csv_path: str | os.PathLike, data_root: str | os.PathLike) -> Spl
         readable, _ = read_files(extra, listing.classes)
         new = sorted(r.rel_path for r in readable)
 
-    problems = []
-    if changed:
-        problems.append(f"{len(changed)} changed ({_examples(changed)})")
-    if missing:
-        problems.append(f"{len(missing)} missing ({_examples(missing)})")
-    if new:
-        problems.append(f"{len(new)} new ({_examples(new)})")
-    if moved:
-        problems.append(f"{len(moved)} in another class than recorded ({_examples(moved)})")
+    problems = [f"{len(paths)} {what} ({_examples(paths)})" for what, paths in (
+        ("changed", changed), ("missing", missing), ("new", new), ("in another class than recorded", moved)) if paths]
     if problems:
         raise ManifestMismatchError(
             f"split manifest {csv_path} no longer matches the images in {listing.root}: "

@@ -72,10 +72,6 @@ class PretrainedSource:
     def known_files(self) -> tuple[WeightsFile, ...]:
         return (self.torchvision_file(), *self.alternatives)
 
-    def cache_file(self) -> Path:
-        """Where torchvision keeps its own file (``$TORCH_HOME/hub/checkpoints/NAME``)."""
-        return torchvision_cache() / self.torchvision_file().name
-
 
 @dataclass(frozen=True)
 class SearchPlace:

@@ -226,44 +226,38 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
     n = len(models)
     to_train = sum(d.action != "reuse" for d in decisions.values())
 
-    def fit_after_training(i: int, arch: str, model_dir: Path) -> float:
-        fit = fit_trust(model_dir, val_items, keep=options.keep, cache=cache, face_cache=face_cache)
-        say(f"[model {i}/{n}] {arch}: {fit.line()}")
-        return fit.seconds
-
     for i, arch in enumerate(models, 1):
         decision = decisions[arch]
         model_dir = model_dir_for(run_dir, arch)
+        trained = ""
         if decision.action == "reuse":
             say(f"[model {i}/{n}] {decision.line}")
             results[arch] = TrainResult.from_card(model_dir, read_card(model_dir))
             discard_stale_resume(model_dir)
-            r = results[arch]
-            say(f"[model {i}/{n}] {arch}: validation accuracy {r.best_val_accuracy:.3f} (epoch {r.best_epoch})")
-            # A model finished before calibration or its rejection rule existed, or asked for another --keep.
-            if r.card.calibration is None or needs_rejection(r.card, options.keep):
-                trust_seconds += fit_after_training(i, arch, model_dir)
-            continue
-        say(f"[model {i}/{n}] {decision.line}{_eta_text(done, to_train - len(done))}")
-        t0 = time.perf_counter()
-        train_options = TrainOptions(
-            arch, out=model_dir, seed=options.seed, split=split_path, set=options.overrides_for(arch) or {},
-            weights=options.weights_for(arch), resume=decision.action == "resume",
-            force=decision.action != "resume", progress=options.progress, keep=options.keep,
-            cache=options.cache_dir is not None, cache_dir=options.cache_dir, device=options.device,
-        )
-        if options.nproc > 1:
-            # torchrun runs `image-classifier train`, which also fits calibration and rejection.
-            train_on_processes(options.data, train_options, options.nproc)
-            results[arch] = TrainResult.from_card(model_dir, read_card(model_dir))
         else:
-            results[arch] = train_model(split, train_options, cache=image_cache, face_cache=face_cache)
-        done.append(time.perf_counter() - t0)
+            say(f"[model {i}/{n}] {decision.line}{_eta_text(done, to_train - len(done))}")
+            t0 = time.perf_counter()
+            train_options = TrainOptions(
+                arch, out=model_dir, seed=options.seed, split=split_path, set=options.overrides_for(arch) or {},
+                weights=options.weights_for(arch), resume=decision.action == "resume",
+                force=decision.action != "resume", progress=options.progress, keep=options.keep,
+                cache=options.cache_dir is not None, cache_dir=options.cache_dir, device=options.device,
+            )
+            if options.nproc > 1:
+                # torchrun runs `image-classifier train`, which also fits calibration and rejection.
+                train_on_processes(options.data, train_options, options.nproc)
+                results[arch] = TrainResult.from_card(model_dir, read_card(model_dir))
+            else:
+                results[arch] = train_model(split, train_options, cache=image_cache, face_cache=face_cache)
+            done.append(time.perf_counter() - t0)
+            trained = f", trained in {done[-1]:.0f} s"
         r = results[arch]
-        say(f"[model {i}/{n}] {arch}: validation accuracy {r.best_val_accuracy:.3f} "
-            f"(epoch {r.best_epoch}), trained in {done[-1]:.0f} s")
+        say(f"[model {i}/{n}] {arch}: validation accuracy {r.best_val_accuracy:.3f} (epoch {r.best_epoch}){trained}")
+        # A reused model finished before calibration or its rejection rule existed, or asked for another --keep.
         if r.card.calibration is None or needs_rejection(r.card, options.keep):
-            trust_seconds += fit_after_training(i, arch, model_dir)
+            fit = fit_trust(model_dir, val_items, keep=options.keep, cache=cache, face_cache=face_cache)
+            say(f"[model {i}/{n}] {arch}: {fit.line()}")
+            trust_seconds += fit.seconds
     timings["train_seconds"] = sum(done)
     timings["trust_seconds"] = trust_seconds
 

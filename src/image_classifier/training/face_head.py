@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,12 +59,14 @@ def _analyses(records: Sequence[Any], cache: FaceCache, progress: bool, desc: st
     return [found.get(r.sha256) for r in records]
 
 
-def _methods(analyses: Sequence[Any]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for a in analyses:
-        if a is not None and a.method:
-            out[a.method] = out.get(a.method, 0) + 1
-    return out
+def _with_face(analyses: Sequence[Any]) -> int:
+    return sum(a is not None and a.face is not None for a in analyses)
+
+
+def _detection(analyses: Sequence[Any]) -> dict[str, Any]:
+    """The card's detection entry of one subset: its photos, how many show a face, found how."""
+    methods = Counter(a.method for a in analyses if a is not None and a.method)
+    return {"images": len(analyses), "with_face": _with_face(analyses), "methods": dict(methods)}
 
 
 def labelled_faces(analyses: Sequence[Any], labels: np.ndarray) -> list[int | None]:
@@ -164,7 +167,7 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
     if len({int(train_y[i]) for i in kept}) < 2:
         raise DatasetError(
             f"face_embedding needs faces in the training images of at least two classes; faces were found in "
-            f"{sum(a is not None and a.face is not None for a in train_a)} of {len(train_records)} training "
+            f"{_with_face(train_a)} of {len(train_records)} training "
             "images. Use the CNNs for this folder (compare --models without face_embedding)")
     bank = np.stack([train_a[i].descriptors[chosen[i]] for i in kept]).astype(np.float64)
     y = train_y[kept]
@@ -241,12 +244,7 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
                                  "distances": [round(float(v), 6) for v in strangers]},
         "max_distance": None if np.isinf(max_distance) else max_distance,
         "max_distance_selection": {"selected_by": "validation log-loss of the whole model", "tried": tried_d},
-        "detection": {"train": {"images": len(train_records),
-                                "with_face": sum(a is not None and a.face is not None for a in train_a),
-                                "methods": _methods(train_a)},
-                      "val": {"images": len(val_records),
-                              "with_face": sum(a is not None and a.face is not None for a in val_a),
-                              "methods": _methods(val_a)}},
+        "detection": {"train": _detection(train_a), "val": _detection(val_a)},
         "val_faces_decide": decided,
         "seconds": round(time.perf_counter() - t0, 3),
         "analyse_seconds": round(analyse_seconds, 3),

@@ -62,6 +62,16 @@ def run_segments(segments: list[tuple[int, nn.Module]], x: torch.Tensor) -> dict
     return out
 
 
+def place_on_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``t`` on the GPU when it fits, else in pinned CPU memory (fast non-blocking copies); as is
+    when ``device`` is the CPU."""
+    if device.type != "cuda":
+        return t
+    if fits_on_device(t.numel() * t.element_size(), device):
+        return t.to(device, non_blocking=True)
+    return t.cpu().pin_memory()
+
+
 def fold_batchnorm(blocks: nn.Module) -> nn.Module:
     """An eval-mode copy of ``blocks`` with every BatchNorm folded into the convolution before it.
 
@@ -174,17 +184,10 @@ class FeatureStore:
                 bar.update(stop - start)
         finally:
             bar.close()
-        out = {cut: self._place(all_gather_rows(self.dist, a, n, self.device)) for cut, a in local.items()}
+        out = {cut: place_on_device(all_gather_rows(self.dist, a, n, self.device), self.device)
+               for cut, a in local.items()}
         self.seconds += time.perf_counter() - t0
         return out
-
-    def _place(self, acts: torch.Tensor) -> torch.Tensor:
-        """Keep activations on the GPU when they fit, else in pinned CPU memory (fast copies)."""
-        if self.device.type != "cuda":
-            return acts
-        if fits_on_device(acts.numel() * acts.element_size(), self.device):
-            return acts.to(self.device, non_blocking=True)
-        return acts.cpu().pin_memory()
 
     def ensure_view(self, view: int, cuts: Iterable[int]) -> dict[int, torch.Tensor]:
         cuts = sorted(set(cuts))
@@ -231,14 +234,6 @@ class FeatureStore:
     def keep_only(self, cuts: Iterable[int]) -> None:
         """Drop activations no later phase needs (frees memory between phases)."""
         keep = set(cuts)
-        for per_view in self._train.values():
-            for c in [c for c in per_view if c not in keep]:
-                del per_view[c]
-        for c in [c for c in self._val if c not in keep]:
-            del self._val[c]
-        for c in [c for c in self._mixed if c not in keep]:
-            del self._mixed[c]
-
-    def nbytes(self) -> int:
-        tensors = [t for per_view in self._train.values() for t in per_view.values()] + list(self._val.values())
-        return sum(t.numel() * t.element_size() for t in tensors)
+        for by_cut in (*self._train.values(), self._val, self._mixed):
+            for c in [c for c in by_cut if c not in keep]:
+                del by_cut[c]

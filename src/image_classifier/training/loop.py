@@ -46,7 +46,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from image_classifier.device import amp_dtype, autocast, fits_on_device
+from image_classifier.device import amp_dtype, autocast
 from image_classifier.models.net import ClassifierNet
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.recipe import Phase, Recipe
@@ -55,7 +55,7 @@ from image_classifier.training.cache import DecodedSet
 from image_classifier.training.checkpoint import RunWriter
 from image_classifier.training.distributed import SINGLE, Dist, all_reduce_sum, broadcast_object, shard
 from image_classifier.training.dropout import SampleDropout, per_sample_dropout
-from image_classifier.training.features import FeatureStore
+from image_classifier.training.features import FeatureStore, place_on_device
 from image_classifier.training.seeding import derive_seed, seed_global
 
 log = logging.getLogger(__name__)
@@ -254,8 +254,9 @@ class Trainer:
         self.net.to(self.device)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
-        self.train_images = self._place(train.images)
-        self.val_images = self._place(val.images)
+        # Decoded images on the GPU when they fit, else in pinned memory (non-blocking copies).
+        self.train_images = place_on_device(train.images, self.device)
+        self.val_images = place_on_device(val.images, self.device)
         self.train_labels = train.labels.to(self.device)
         self.val_labels = val.labels.to(self.device)
         self.features = FeatureStore(
@@ -264,16 +265,6 @@ class Trainer:
             progress=self.progress, desc=name, device=self.device, autocast_dtype=self.autocast_dtype, dist=dist,
         )
         self._dropouts: list[SampleDropout] = []
-
-    def _place(self, images: torch.Tensor) -> torch.Tensor:
-        """Decoded images on the GPU when they fit, else in pinned memory (non-blocking copies)."""
-        if self.device.type != "cuda":
-            return images
-        if fits_on_device(images.numel() * images.element_size(), self.device):
-            return images.to(self.device)
-        return images.pin_memory()
-
-
 
     # -- resume ------------------------------------------------------------------------------
     def resume_payload(self, optimizer: torch.optim.Optimizer | None, scheduler: Any, stopper: EarlyStopping | None) -> dict[str, Any]:
@@ -296,11 +287,6 @@ class Trainer:
             self._phase_resume = payload
 
     # -- one epoch -----------------------------------------------------------------------------
-    def _forward_from(self, x: torch.Tensor, cut: int) -> torch.Tensor:
-        for block in self.net.backbone[cut:]:
-            x = block(x)
-        return self.net.head(x)
-
     def _prepare(self, x: torch.Tensor, cut: int, indices: torch.Tensor | None, epoch: int) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         if cut == 0:
@@ -386,12 +372,13 @@ class Trainer:
         rows = shard(len(labels), self.dist) if across_processes else range(len(labels))
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
+        tail = _Tail(self.net, cut)
         for start in range(rows.start, rows.stop, EVAL_BATCH):
             stop = min(start + EVAL_BATCH, rows.stop)
             x = self._prepare(inputs[start:stop], cut, None, 0)
             y = labels[start:stop].to(self.device, non_blocking=True)
             with autocast(self.device, dtype):
-                logits = self._forward_from(x, cut).float()
+                logits = tail(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
         sums = [float(loss_sum), float(correct)]

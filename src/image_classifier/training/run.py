@@ -210,15 +210,15 @@ def train_model(
             f"batch is the recipe's and each process takes batch / {dist.world_size}; use --set batch_size=N with N "
             f"a multiple of {dist.world_size}, or another number of processes")
 
+    # The run's identity, kept in its resume state: --resume refuses to continue another run.
+    identity = {"arch": arch, "seed": seed, "classes": classes, "recipe": recipe.to_dict(),
+                "split_manifest_sha256": manifest}
     payload = None
     writer = RunWriter(out, options.checkpoint_every)
     if resume:
         # Rank 0 reads the resume state and hands it to the others (their disks may not hold it).
         payload = broadcast_object(dist, _read_resume(writer, out) if dist.is_main else None)
-        theirs = {"arch": payload.get("arch"), "seed": payload.get("seed"), "classes": payload.get("classes"),
-                  "recipe": payload.get("recipe"), "split_manifest_sha256": payload.get("split_manifest_sha256")}
-        ours = {"arch": arch, "seed": seed, "classes": classes, "recipe": recipe.to_dict(), "split_manifest_sha256": manifest}
-        diff = [k for k in ours if theirs[k] != ours[k]]
+        diff = [k for k in identity if payload.get(k) != identity[k]]
         if diff:
             raise ImageClassifierError(
                 f"cannot resume the run in {out}: its {', '.join(diff)} differ from this command's. Resume with the "
@@ -299,9 +299,7 @@ def train_model(
         return {**base_card, "status": status, "history": state.history, "best": state.best,
                 "train_seconds": round(state.seconds, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
 
-    writer.meta = {"arch": arch, "seed": seed, "classes": classes, "recipe": recipe.to_dict(),
-                   "split_manifest_sha256": manifest, "arch_options": _jsonable(arch_options),
-                   "pretrained_weights": pretrained_info}
+    writer.meta = {**identity, "arch_options": _jsonable(arch_options), "pretrained_weights": pretrained_info}
     trainer = Trainer(
         net, recipe, prep, train_set, val_set, seed=seed, name=arch, bf16=bf16, channels_last=options.channels_last,
         progress=options.progress, writer=writer if dist.is_main else None, make_card=make_card,
