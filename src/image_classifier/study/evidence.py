@@ -44,7 +44,6 @@ from image_classifier.faces import FaceSurvey
 from image_classifier.inference.classifier import Classifier
 from image_classifier.inference.model import Model
 from image_classifier.inference.rejection import DEFAULT_KEEP, score_kinds
-from image_classifier.models.registry import get_arch
 from image_classifier.training.cache import ImageCache
 from image_classifier.training.face_head import labelled_faces
 
@@ -199,9 +198,9 @@ def gather_evidence(inputs: EvidenceInputs, passes: dict[str, ValidationPass], *
     probs, details = {}, {}
     for m in models:
         probs[m], details[m] = aligned(m)
-    families = {m: get_arch(m).family for m in models}
-    face_models = [m for m in models if families[m] == "face"]
-    whole = [m for m in models if families[m] != "face"]
+    # The models that answer from the faces they find (their card says so; no kind is named here).
+    face_models = [m for m in models if passes[m].classifier.card.finds_faces]
+    whole = [m for m in models if m not in face_models]
 
     # ---- strangers: trials every model is scored in -----------------------------------------------
     trials: list[Trial] = []
@@ -213,7 +212,7 @@ def gather_evidence(inputs: EvidenceInputs, passes: dict[str, ValidationPass], *
         strangers_source = LEAVE_ONE_CLASS_OUT
         for m in models:
             vp = passes[m]
-            if families[m] == "face":
+            if m in face_models:
                 _face_trials(trials, m, vp, inputs, items, probs[m], details[m])
             elif vp.features is not None and vp.train_sample is not None:
                 row = {i: k for k, i in enumerate(vp.kept)}
@@ -232,7 +231,7 @@ def gather_evidence(inputs: EvidenceInputs, passes: dict[str, ValidationPass], *
     composites: dict[str, Composite] = {}
     for m in models:
         cv = None
-        if families[m] == "face":
+        if m in face_models:
             cv = _face_cv(m, passes[m].classifier.card, inputs, image_cache, say)
         candidates.append(Candidate(m, MODEL, probs[m].argmax(1) == y, true_class_nll(y, probs[m]),
                                     _parameters(passes[m].classifier), cv=cv,
