@@ -61,8 +61,8 @@ def main() -> None:
             for precision in ("bf16", "fp32"):
                 with tempfile.TemporaryDirectory() as tmp:
                     r = train_model(split, arch, Path(tmp) / "m", weights=WEIGHTS.get(arch), seed=seed, cache=cache,
-                                    progress=False, checkpoint_interval=1e9,
-                                    recipe_overrides={**overrides, "precision": precision})
+                                    progress=False, checkpoint_every=1e9,
+                                    set={**overrides, "precision": precision})
                     probs = load_model(Path(tmp) / "m").predict_proba([str(x.path) for x in test])
                 row = {"arch": arch, "seed": seed, "precision": precision, "val_accuracy": r.best_val_accuracy,
                        "val_loss": r.best_val_loss, "test_accuracy": float(np.mean(probs.argmax(1) == labels)),

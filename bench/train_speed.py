@@ -177,7 +177,7 @@ def tool_worker(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         # Default checkpointing (what `image-classifier train` does): its cost is part of the time.
         result = train_model(split, args.arch, Path(tmp) / args.arch, weights=args.weights_file, seed=args.seed,
-                             progress=False, recipe_overrides=_overrides(args.set_, args.arch) or None)
+                             progress=False, set=_overrides(args.set_, args.arch) or None)
         wall = time.perf_counter() - t0
         model = load_model(Path(tmp) / args.arch)
         test = split.subset("test")

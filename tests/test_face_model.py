@@ -48,7 +48,7 @@ def trained(people, tmp_path_factory):
     work = tmp_path_factory.mktemp("face_model")
     split = make_split(people, seed=0, val=0.25, test=0.25)
     cache = FaceCache(work / "cache")
-    result = train_model(split, "face_embedding", work / "model", weights=MOBILENET, recipe_overrides=FAST,
+    result = train_model(split, "face_embedding", work / "model", weights=MOBILENET, set=FAST,
                          face_cache=cache, progress=False)
     return {"split": split, "result": result, "dir": work / "model", "cache": cache, "work": work}
 
@@ -217,7 +217,7 @@ def test_needs_faces_in_two_classes(image_folder, tmp_path):
         pytest.skip(f"needs {MOBILENET}")
     split = make_split(image_folder, seed=0, val=0.3, test=0.0)
     with pytest.raises(DatasetError, match="at least two classes"):
-        train_model(split, "face_embedding", tmp_path / "m", weights=MOBILENET, recipe_overrides=FAST, progress=False)
+        train_model(split, "face_embedding", tmp_path / "m", weights=MOBILENET, set=FAST, progress=False)
 
 
 def test_compare_with_the_face_model_end_to_end(people, tmp_path, capsys):

@@ -389,7 +389,7 @@ def test_model_names_the_groups_it_knows(lfw_people12_dir, tmp_path, face_cache)
     copy_people(lfw_people12_dir, labelled, {p: range(10, 22) for p in known})
     split = make_split(labelled, seed=0, val=0.25, test=0.25)
     model = train_model(split, "face_embedding", tmp_path / "model", weights=weights,
-                        recipe_overrides={"phases.frozen.epochs": "2", "feature_views": "1"}, progress=False)
+                        set={"phases.frozen.epochs": "2", "feature_views": "1"}, progress=False)
     data = tmp_path / "photos"
     truth = copy_people(lfw_people12_dir, data, {p: FIRST for p in PEOPLE})  # PEOPLE[3] is unknown to the model
     result = group_photos(data, tmp_path / "out", cache_dir=face_cache, namer=ModelNamer(model.model_dir))

@@ -64,7 +64,7 @@ def athlete_case(tmp_path_factory, request) -> AthleteCase:
     # The frozen phase only, a few epochs, one feature view: ~0.85 test accuracy in well under a minute.
     recipe.phases = [dataclasses.replace(recipe.phases[0], epochs=6)]
     result = train_model(split, "mobilenet_v2", tmp / "mobilenet_v2", weights=MOBILENET_WEIGHTS, recipe=recipe,
-                         recipe_overrides={"feature_views": 1}, seed=0, progress=False)
+                         set={"feature_views": 1}, seed=0, progress=False)
     test = sorted(split.subset("test"), key=lambda r: (r.class_name, r.rel_path))
     photos = []
     for cls in split.classes:  # the first three test photos of each class, by file name
@@ -229,7 +229,7 @@ def face_model(tmp_path_factory) -> Path:
             (tmp / "data" / cls / src.name).write_bytes(src.read_bytes())
     split = make_split(tmp / "data", seed=0, val=0.25, test=0.25)
     return train_model(split, "face_embedding", tmp / "model", weights=MOBILENET_WEIGHTS, progress=False,
-                       recipe_overrides={"phases.frozen.epochs": "2", "feature_views": "1"}).model_dir
+                       set={"phases.frozen.epochs": "2", "feature_views": "1"}).model_dir
 
 
 def test_the_deciding_face_is_boxed_on_the_photo(browser, face_model, tmp_path):

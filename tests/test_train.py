@@ -47,7 +47,7 @@ def _history_metrics(history):
 def test_a_registered_architecture_trains_learns_and_saves_a_complete_card(data, tmp_path):
     root, split = data
     result = train_model(split, TINY, tmp_path / "m", seed=1, progress=False,
-                         recipe_overrides={"phases.scratch.epochs": 8, "early_stopping_patience": 8})
+                         set={"phases.scratch.epochs": 8, "early_stopping_patience": 8})
     assert [h["epoch"] for h in result.history] == list(range(1, 9))
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.best_val_accuracy >= 0.8, result.history  # colour + stripes: easy to learn
@@ -140,7 +140,7 @@ def test_python_train_checks_its_arguments_before_reading_any_image(data, tmp_pa
 @pytest.mark.slow
 def test_saved_model_predicts_the_same_probabilities_in_a_fresh_process(data, tmp_path):
     root, split = data
-    train_model(split, TINY, tmp_path / "m", seed=0, progress=False, recipe_overrides={"phases.0.epochs": 2})
+    train_model(split, TINY, tmp_path / "m", seed=0, progress=False, set={"phases.0.epochs": 2})
     images = [str(r.path) for r in split.subset("test")]
     here = load_model(tmp_path / "m").predict_proba(images)
     code = train_helpers.child_prelude() + (
@@ -157,7 +157,7 @@ def test_saved_model_predicts_the_same_probabilities_in_a_fresh_process(data, tm
 
 def test_same_seed_same_metrics_and_another_seed_differs(data, tmp_path):
     _, split = data
-    kw = dict(progress=False, recipe_overrides={"phases.0.epochs": 3})
+    kw = dict(progress=False, set={"phases.0.epochs": 3})
     a = train_model(split, TINY, tmp_path / "a", seed=5, **kw)
     b = train_model(split, TINY, tmp_path / "b", seed=5, **kw)
     c = train_model(split, TINY, tmp_path / "c", seed=6, **kw)
@@ -197,7 +197,7 @@ def test_training_never_reads_the_test_images(data, tmp_path):
     split = make_split(copy, seed=0, val=0.2, test=0.2)
     for record in split.subset("test"):
         Path(record.path).unlink()  # a test image read by training would now fail loudly
-    result = train_model(split, TINY, tmp_path / "m", progress=False, recipe_overrides={"phases.0.epochs": 2})
+    result = train_model(split, TINY, tmp_path / "m", progress=False, set={"phases.0.epochs": 2})
     assert result.card.data["skipped"] == {}
     assert result.card.data["train_images"] == len(split.subset("train"))
 
@@ -280,7 +280,7 @@ def test_kill_at_any_moment_then_resume_gives_the_uninterrupted_result(data, tmp
     card = read_card(out)
     assert card.status == "complete" and not (out / RESUME_NAME).exists()
 
-    straight = train_model(split, TINY, tmp_path / "straight", recipe_overrides=overrides, progress=False)
+    straight = train_model(split, TINY, tmp_path / "straight", set=overrides, progress=False)
     assert _history_metrics(card.history) == _history_metrics(straight.history)
     assert card.weights_sha256 == straight.card.weights_sha256
 
@@ -338,7 +338,7 @@ def test_existing_model_needs_force_and_recipe_round_trips_through_a_config_file
 
 def test_predict_cli_prints_top_k_json_and_reports_bad_files(data, tmp_path, capsys):
     _, split = data
-    train_model(split, TINY, tmp_path / "m", progress=False, recipe_overrides={"phases.0.epochs": 2})
+    train_model(split, TINY, tmp_path / "m", progress=False, set={"phases.0.epochs": 2})
     good = [str(r.path) for r in split.subset("test")[:2]]
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a photo")
@@ -389,7 +389,7 @@ def test_pretrained_backbones_train_from_the_shared_weights(data, tmp_path, arch
     small = make_image_folder(tmp_path / "d", {"red": 6, "blue": 6}, size=(64, 48))
     split = make_split(small, seed=0, val=0.3, test=0.2)
     result = train_model(split, arch, tmp_path / arch, weights=weights, progress=False,
-                         recipe_overrides={"phases.frozen.epochs": 1, "phases.finetune.epochs": 1, "feature_views": 1})
+                         set={"phases.frozen.epochs": 1, "phases.finetune.epochs": 1, "feature_views": 1})
     card = result.card
     assert card.pretrained_weights["source"] == str(weights)
     import hashlib
@@ -408,7 +408,7 @@ def test_replacing_a_saved_model_never_breaks_the_one_on_disk(data, tmp_path, mo
     import image_classifier.saved_model as sm
 
     _, split = data
-    train_model(split, TINY, tmp_path / "m", seed=0, progress=False, recipe_overrides={"phases.0.epochs": 1})
+    train_model(split, TINY, tmp_path / "m", seed=0, progress=False, set={"phases.0.epochs": 1})
     images = [str(r.path) for r in split.subset("val")]
     before = load_model(tmp_path / "m").predict_proba(images)
     card = read_card(tmp_path / "m")

@@ -75,7 +75,7 @@ class TrainOptions:
         factory=dict, metavar="KEY=VALUE", repeat=_parse_set,
         show=lambda values: [f"{key}={_text(value)}" for key, value in values.items()],
         help="override one recipe value, e.g. phases.0.epochs=3, batch_size=16, augmentation.zoom=0.1, precision=fp32 "
-             "(repeatable; wins over --config); from Python a dict, values as text or not")
+             "(repeatable; wins over --config); from Python a dict, values as text or not", was="recipe_overrides")
     epochs: int | None = option(None, metavar="N", check=at_least_one("epochs"),
                                 help="epochs of every phase of the recipe (a quick try: --epochs 2)")
     batch_size: int | None = option(None, metavar="N", check=at_least_one("batch_size"),

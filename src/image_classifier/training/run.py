@@ -21,6 +21,7 @@ from image_classifier.errors import DatasetError, ImageClassifierError, OptionEr
 from image_classifier.faces import FaceCache
 from image_classifier.fileio import sha256_file
 from image_classifier.machine import bf16_supported
+from image_classifier.optionspec import build
 from image_classifier.models.registry import build_model, get_arch
 from image_classifier.models.weights import resolve_pretrained
 from image_classifier.recipe import Recipe
@@ -95,12 +96,12 @@ def _jsonable(value: Any) -> Any:
     return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
 
 
-def resolve_recipe(arch: str, recipe_overrides: dict[str, Any] | None = None, recipe: Recipe | None = None) -> Recipe:
+def resolve_recipe(arch: str, overrides: dict[str, Any] | None = None, recipe: Recipe | None = None) -> Recipe:
     """The effective recipe: the architecture's default (or ``recipe``) with overrides applied, validated.
 
     Raises :class:`~image_classifier.errors.OptionError` (a ``ValueError``) for a bad override.
     """
-    return TrainOptions(arch, set=dict(recipe_overrides or {}), recipe=recipe).effective_recipe()
+    return TrainOptions(arch, set=dict(overrides or {}), recipe=recipe).effective_recipe()
 
 
 def _holds_run(out: Path) -> bool:
@@ -111,19 +112,6 @@ def _refuse_existing(out: Path) -> NoReturn:
     raise ImageClassifierError(
         f"{out} already holds a model or an interrupted run; pass --resume to continue it, "
         "--force to replace it, or choose another --out"
-    )
-
-
-def _keyword_options(arch: str, out_dir: str | os.PathLike | None, *, recipe_overrides: dict[str, Any] | None = None,
-                     weights: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
-                     resume: bool = False, overwrite: bool = True, recipe: Recipe | None = None,
-                     checkpoint_interval: float = 30.0, channels_last: bool = True) -> TrainOptions:
-    """The :class:`TrainOptions` that ``train_model``'s keyword form means (its defaults included:
-    an existing model is replaced unless ``overwrite=False``)."""
-    return TrainOptions(
-        arch, out=out_dir, seed=seed, weights=weights, set=dict(recipe_overrides or {}), recipe=recipe,
-        resume=resume, force=overwrite and not resume, checkpoint_every=checkpoint_interval,
-        progress=progress, channels_last=channels_last,
     )
 
 
@@ -168,10 +156,10 @@ def train_model(
 
     ``split`` is a :class:`image_classifier.data.split.Split` (``classes``, ``subset(name)``,
     ``manifest_sha256``); its test subset is never read (``options.split``/``val``/``test`` are not
-    used: :func:`train_folder` makes the split). ``options`` is a :class:`TrainOptions`, or, in the
-    keyword form kept for existing callers, an architecture name: ``train_model(split, arch,
-    out_dir, seed=, recipe_overrides=, weights=, resume=, overwrite=, recipe=, checkpoint_interval=,
-    channels_last=, progress=)`` means the same options (``overwrite`` defaults to True there).
+    used: :func:`train_folder` makes the split). ``options`` is a :class:`TrainOptions`, or an
+    architecture name: ``train_model(split, arch, out_dir, **keywords)`` means
+    ``TrainOptions(arch, out=out_dir, **keywords)`` (the ``train`` command's names: ``set=``,
+    ``seed=``, ``weights=``, ``force=``, ...).
     Missing pretrained weights raise :class:`~image_classifier.errors.WeightsNotFoundError`
     (without ``weights``, torchvision's cache is used). ``cache`` is an :class:`ImageCache` shared
     across calls (e.g. by ``compare``); by default an in-memory one is used. ``args`` (e.g. the CLI
@@ -183,7 +171,7 @@ def train_model(
         if out_dir is not None or keywords:
             raise TypeError("train_model(split, TrainOptions) takes no out_dir or option keywords: set them in the options")
     else:
-        options = _keyword_options(options, out_dir, **keywords)
+        options = build(TrainOptions, "train_model", {"arch": options, "out": out_dir, **keywords})
     options.validate()
     arch, seed, weights, resume = options.arch, options.effective_seed(), options.weights, options.resume
     # Under torchrun: join the job's process group (a no-op for one process, or if joined already).
