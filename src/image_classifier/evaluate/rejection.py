@@ -35,7 +35,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from image_classifier.data.decode import decode_each
 from image_classifier.data.scan import is_ignored
 from image_classifier.errors import DatasetError
 from image_classifier.inference.model import Model
@@ -133,10 +132,7 @@ def measure_unknown_folder(classifier: Model, known_probs: np.ndarray, known_det
     if rule is None:
         return None
     t0 = time.perf_counter()
-    decoded = decode_each(unknowns, (lambda u: cache.get(u.path, classifier)) if cache is not None
-                          else (lambda u: classifier.decode(u.path)), name=lambda u: u.rel_path)
-    probs, details = (classifier.predict_details(decoded.images) if decoded.images
-                      else (np.empty((0, len(classifier.classes))), []))
+    probs, details, _ = classifier.predict_paths(unknowns, cache)
     # Scored as Classifier.judge scores them: the probabilities with the temperature taken out.
     known = rule.accepts(classifier.uncalibrated(known_probs, known_details), known_details)
     unknown = rule.accepts(classifier.uncalibrated(probs, details), details)
@@ -313,12 +309,8 @@ def sample_per_class(items: Sequence[Any], per_class: int = LOCO_TRAIN_PER_CLASS
 def features_of(classifier: Model, tap: FeatureTap, items: Sequence[Any], cache: Any = None) -> tuple[np.ndarray, list[int]]:
     """Penultimate features of ``items`` (one forward pass; decoded through ``cache``) and the
     indices of the items that decoded."""
-    decoded = decode_each(items, (lambda it: cache.get(it.path, classifier)) if cache is not None
-                          else (lambda it: classifier.decode(it.path)), name=lambda it: it.rel_path)
-    if not decoded.images:
-        return np.empty((0, 0), dtype=np.float32), []
-    with tap.attached():
-        classifier.predict_proba(decoded.images)
+    with tap.attached():  # decoding runs no network: only the forward passes are recorded
+        _, _, decoded = classifier.predict_paths(items, cache)
     return tap.features(), decoded.kept
 
 

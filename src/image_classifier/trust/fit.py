@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from image_classifier.card import Calibration, read_card, write_card
-from image_classifier.data.decode import decode_each
 from image_classifier.data.split import load_split
 from image_classifier.errors import DatasetError
 from image_classifier.faces import FaceCache
@@ -94,16 +93,10 @@ def predict_validation(classifier: Model, val_items: Sequence[Any], *, cache: An
     unknown = sorted({str(it.class_name) for it in val_items if str(it.class_name) not in index})
     if unknown:
         raise DatasetError(f"the validation images have classes the model does not know: {', '.join(unknown)}")
-
-    def decode(item: Any) -> Any:
-        return cache.get(Path(item.path), classifier) if cache is not None else classifier.decode(item.path)
-
-    decoded = decode_each(val_items, decode, what="validation image",
-                          name=lambda it: getattr(it, "rel_path", it.path))
+    probs, details, decoded = classifier.predict_paths(val_items, cache, what="validation image")
     labels = np.array([index[str(val_items[i].class_name)] for i in decoded.kept], dtype=np.int64)
-    if not decoded.images:
-        return ValidationPredictions(classifier, labels, np.empty((0, len(index))), [], [])
-    probs, details = classifier.predict_details(decoded.images)
+    if not details:
+        return ValidationPredictions(classifier, labels, probs, [], [])
     # Undo whatever temperatures the card has now: fitting starts from the network's own logits.
     temps = classifier.temperatures(details, len(probs))
     logprobs = temps[:, None] * log_probabilities(probs)
