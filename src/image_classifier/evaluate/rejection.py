@@ -37,8 +37,10 @@ from torch import nn
 
 from image_classifier.data.scan import is_ignored
 from image_classifier.errors import DatasetError
+from image_classifier.inference.calibration import softmax
 from image_classifier.inference.model import Model
 from image_classifier.inference.rejection import FACE_DISTANCE, MAX_PROBABILITY, RejectionRule
+from image_classifier.models.face_embedding import nearest_distances
 from image_classifier.results import OpenSet
 
 log = logging.getLogger(__name__)
@@ -226,17 +228,7 @@ def fit_softmax_head(x: np.ndarray, y: np.ndarray, num_classes: int, *, l2: floa
 
 def head_probabilities(head: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
     w, b, mean, projection = head
-    z = ((np.asarray(x, dtype=np.float64) - mean) @ projection) @ w + b
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
-def nearest_distance(x: np.ndarray, bank: np.ndarray) -> np.ndarray:
-    """Euclidean distance from each row of ``x`` to its nearest row of ``bank``."""
-    x, bank = np.asarray(x, dtype=np.float64), np.asarray(bank, dtype=np.float64)
-    d2 = (x ** 2).sum(1)[:, None] - 2 * x @ bank.T + (bank ** 2).sum(1)[None, :]
-    return np.sqrt(np.clip(d2.min(1), 0, None))
+    return softmax(((np.asarray(x, dtype=np.float64) - mean) @ projection) @ w + b)
 
 
 def leave_one_class_out(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
@@ -271,8 +263,8 @@ def leave_one_class_out(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndar
         xu = test[0][test[1] == c]
         known_probs = head_probabilities(head, xk)
         if score == FACE_DISTANCE:
-            rule = RejectionRule.fit([FACE_DISTANCE] * len(xv), nearest_distance(xv, xt), keep)
-            known_values, unknown_values = nearest_distance(xk, xt), nearest_distance(xu, xt)
+            rule = RejectionRule.fit([FACE_DISTANCE] * len(xv), nearest_distances(xv, xt), keep)
+            known_values, unknown_values = nearest_distances(xk, xt), nearest_distances(xu, xt)
         else:
             rule = RejectionRule.fit([MAX_PROBABILITY] * len(xv), head_probabilities(head, xv).max(1), keep)
             known_values, unknown_values = known_probs.max(1), head_probabilities(head, xu).max(1)
