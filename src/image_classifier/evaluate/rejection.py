@@ -39,7 +39,7 @@ from image_classifier.data.scan import is_ignored
 from image_classifier.errors import DatasetError
 from image_classifier.inference.calibration import softmax
 from image_classifier.inference.model import Model
-from image_classifier.inference.rejection import FACE_DISTANCE, MAX_PROBABILITY, RejectionRule
+from image_classifier.inference.rejection import FACE_DISTANCE, MAX_PROBABILITY, Decision, RejectionRule
 from image_classifier.models.face_embedding import nearest_distances
 from image_classifier.results import OpenSet
 
@@ -110,14 +110,15 @@ def split_unknowns(images: Sequence[UnknownImage], seed: int = 0) -> tuple[list[
     return [images[i] for i in val], [images[i] for i in test]
 
 
-def summarise(method: str, rule: RejectionRule, known_scores: np.ndarray, known_accepted: np.ndarray,
-              known_correct: np.ndarray, unknown_scores: np.ndarray, unknown_accepted: np.ndarray, *,
-              source: str | None = None, seconds: float | None = None) -> OpenSet:
-    """The :class:`OpenSet` numbers from per-image scores and decisions."""
-    kept = np.asarray(known_accepted, dtype=bool)
+def summarise(method: str, rule: RejectionRule, known: Sequence[Decision], known_correct: np.ndarray,
+              unknown: Sequence[Decision], *, source: str | None = None, seconds: float | None = None) -> OpenSet:
+    """The :class:`OpenSet` numbers from the rule's decisions on the known and the unknown images."""
+    kept = np.array([d.accepted for d in known], dtype=bool)
+    unknown_accepted = np.array([d.accepted for d in unknown])
     correct = np.asarray(known_correct, dtype=bool)
     return OpenSet(
-        method=method, score=rule.scale, keep=rule.keep, auroc=auroc(known_scores, unknown_scores),
+        method=method, score=rule.scale, keep=rule.keep,
+        auroc=auroc(np.array([d.score for d in known]), np.array([d.score for d in unknown])),
         unknown_accept_rate=float(np.mean(unknown_accepted)) if len(unknown_accepted) else None,
         known_kept_rate=float(kept.mean()) if len(kept) else None,
         known_accuracy_kept=float(correct[kept].mean()) if kept.any() else None,
@@ -138,9 +139,8 @@ def measure_unknown_folder(classifier: Model, known_probs: np.ndarray, known_det
     # Scored as Classifier.judge scores them: the probabilities with the temperature taken out.
     known = rule.accepts(classifier.uncalibrated(known_probs, known_details), known_details)
     unknown = rule.accepts(classifier.uncalibrated(probs, details), details)
-    return summarise(UNKNOWN_FOLDER, rule, np.array([d.score for d in known]), np.array([d.accepted for d in known]),
-                     known_correct, np.array([d.score for d in unknown]), np.array([d.accepted for d in unknown]),
-                     source=source, seconds=time.perf_counter() - t0)
+    return summarise(UNKNOWN_FOLDER, rule, known, known_correct, unknown, source=source,
+                     seconds=time.perf_counter() - t0)
 
 
 # ---- leave-one-class-out -------------------------------------------------------------------------
@@ -270,10 +270,7 @@ def leave_one_class_out(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndar
             known_values, unknown_values = known_probs.max(1), head_probabilities(head, xu).max(1)
         known = rule.decide([score] * len(xk), known_values)
         unknown = rule.decide([score] * len(xu), unknown_values)
-        per_class.append(summarise(
-            LEAVE_ONE_CLASS_OUT, rule, np.array([d.score for d in known]), np.array([d.accepted for d in known]),
-            known_probs.argmax(1) == yk, np.array([d.score for d in unknown]),
-            np.array([d.accepted for d in unknown])))
+        per_class.append(summarise(LEAVE_ONE_CLASS_OUT, rule, known, known_probs.argmax(1) == yk, unknown))
 
     def mean(values: list[float | None]) -> float | None:
         vals = [v for v in values if v is not None]
