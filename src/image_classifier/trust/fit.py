@@ -65,10 +65,6 @@ class TrustFit:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def temperature(self) -> float:
-        return float(self.calibration.temperature or 1.0)
-
     def line(self) -> str:
         """One progress line, e.g. ``temperature 1.84 on 66 validation images (NLL 0.41 -> 0.27)``."""
         c = self.calibration
