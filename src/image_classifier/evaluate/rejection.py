@@ -145,21 +145,13 @@ def measure_unknown_folder(classifier: Model, known_probs: np.ndarray, known_det
 
 # ---- leave-one-class-out -------------------------------------------------------------------------
 
-def _last_linear(module: nn.Module) -> nn.Linear | None:
-    last = None
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            last = m
-    return last
-
-
 class FeatureTap:
     """The input of a network's last linear layer (its penultimate features), recorded during
     whatever forward passes run while it is :meth:`attached`. Every pass in between must be of
     images whose features are wanted, in order."""
 
     def __init__(self, module: nn.Module) -> None:
-        self.layer = _last_linear(module)
+        self.layer = next((m for m in reversed(list(module.modules())) if isinstance(m, nn.Linear)), None)
         self.batches: list[np.ndarray] = []
 
     @property

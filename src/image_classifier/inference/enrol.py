@@ -439,10 +439,8 @@ def _recognised(head: FaceHead, rule: RejectionRule | None, labels: np.ndarray, 
 
 def _extend_fallback(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """One more output for the fallback's last linear layer, never the answer (see the module docstring)."""
-    last = None
-    for key, module in net.head.named_modules():  # type: ignore[union-attr]
-        if isinstance(module, torch.nn.Linear):
-            last = key
+    modules = list(net.head.named_modules())  # type: ignore[union-attr]
+    last = next((key for key, module in reversed(modules) if isinstance(module, torch.nn.Linear)), None)
     if last is None:
         raise ModelFormatError("the face model's fallback network has no linear output layer to extend")
     weight, bias = state[f"head.{last}.weight"], state[f"head.{last}.bias"]
