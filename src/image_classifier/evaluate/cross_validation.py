@@ -26,6 +26,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from image_classifier.evaluate.choice import CrossValidated
 from image_classifier.evaluate.metrics import true_class_nll
+from image_classifier.inference.calibration import softmax
 from image_classifier.models.face_embedding import FaceHead
 from image_classifier.training.face_head import fit_linear_head, labelled_faces
 
@@ -77,12 +78,6 @@ def _standardised_lr(x: np.ndarray, y: np.ndarray, num_classes: int, c: float
     return weight, bias, mean, scale
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def linear_probe_oof(features: np.ndarray, labels: Sequence[int], folds: Sequence[Fold], num_classes: int, *,
                      c: float = PROBE_C) -> np.ndarray:
     """Out-of-fold probabilities (repeats, images, classes) of a logistic regression on ``features``."""
@@ -91,7 +86,7 @@ def linear_probe_oof(features: np.ndarray, labels: Sequence[int], folds: Sequenc
     out = np.zeros((_repeats(folds), len(y), num_classes))
     for f in folds:
         w, b, mean, scale = _standardised_lr(x[f.train], y[f.train], num_classes, c)
-        out[f.repeat, f.test] = _softmax(((x[f.test] - mean) / scale) @ w.T + b)
+        out[f.repeat, f.test] = softmax(((x[f.test] - mean) / scale) @ w.T + b)
     return out
 
 

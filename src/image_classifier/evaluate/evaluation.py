@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from image_classifier.data.decode import decode_each, load_image
+from image_classifier.data.decode import load_image
 from image_classifier.errors import DatasetError
 from image_classifier.evaluate.metrics import compute_metrics, uncalibrated_metrics
 from image_classifier.inference.model import Model
@@ -92,11 +92,8 @@ def predict_items(classifier: Model, items: Sequence[LabelledImage], *, batch_si
     in a folder does not stop an evaluation; the caller reports how many were skipped.
     """
     cache = cache or DecodeCache()
-    decoded = decode_each(items, lambda it: cache.get(it.path, classifier), name=lambda it: it.rel_path)
+    probs, details, decoded = classifier.predict_paths(items, cache, batch_size=batch_size)
     cache.failures.update({items[i].rel_path: err.reason for i, err in decoded.failures.items()})
-    if not decoded.images:
-        return np.empty((0, len(classifier.classes))), decoded.kept, []
-    probs, details = classifier.predict_details(decoded.images, batch_size=batch_size)
     return probs, decoded.kept, details
 
 

@@ -17,6 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
+from image_classifier.trust.temperature import ece
+
 #: Probabilities are clipped to [LOG_LOSS_EPS, 1] before the log, so one confident mistake costs
 #: about 34.5 nats instead of infinity.
 LOG_LOSS_EPS = 1e-15
@@ -148,16 +150,7 @@ def expected_calibration_error(
     weighted by its share of images. 0 means the confidences can be read as probabilities.
     """
     y, p = _check(y_true, probs)
-    confidence = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(np.float64)
-    # Right-closed bins: a confidence of exactly 1/15 belongs to the first bin, 1.0 to the last.
-    bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        mask = bins == b
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(ece)
+    return ece(p, y, n_bins)  # the same right-closed bins as reliability_bins
 
 
 def reliability_bins(y_true: np.ndarray, probs: np.ndarray, *, n_bins: int = 15) -> list[dict]:
@@ -165,6 +158,7 @@ def reliability_bins(y_true: np.ndarray, probs: np.ndarray, *, n_bins: int = 15)
     y, p = _check(y_true, probs)
     confidence = p.max(axis=1)
     correct = (p.argmax(axis=1) == y).astype(np.float64)
+    # Right-closed bins: a confidence of exactly 1/15 belongs to the first bin, 1.0 to the last.
     bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
     out = []
     for b in range(n_bins):

@@ -35,11 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from image_classifier.data.decode import decode_each
 from image_classifier.data.scan import is_ignored
 from image_classifier.errors import DatasetError
+from image_classifier.inference.calibration import softmax
 from image_classifier.inference.model import Model
-from image_classifier.inference.rejection import FACE_DISTANCE, MAX_PROBABILITY, RejectionRule
+from image_classifier.inference.rejection import FACE_DISTANCE, MAX_PROBABILITY, Decision, RejectionRule
+from image_classifier.models.face_embedding import nearest_distances
 from image_classifier.results import OpenSet
 
 log = logging.getLogger(__name__)
@@ -109,14 +110,15 @@ def split_unknowns(images: Sequence[UnknownImage], seed: int = 0) -> tuple[list[
     return [images[i] for i in val], [images[i] for i in test]
 
 
-def summarise(method: str, rule: RejectionRule, known_scores: np.ndarray, known_accepted: np.ndarray,
-              known_correct: np.ndarray, unknown_scores: np.ndarray, unknown_accepted: np.ndarray, *,
-              source: str | None = None, seconds: float | None = None) -> OpenSet:
-    """The :class:`OpenSet` numbers from per-image scores and decisions."""
-    kept = np.asarray(known_accepted, dtype=bool)
+def summarise(method: str, rule: RejectionRule, known: Sequence[Decision], known_correct: np.ndarray,
+              unknown: Sequence[Decision], *, source: str | None = None, seconds: float | None = None) -> OpenSet:
+    """The :class:`OpenSet` numbers from the rule's decisions on the known and the unknown images."""
+    kept = np.array([d.accepted for d in known], dtype=bool)
+    unknown_accepted = np.array([d.accepted for d in unknown])
     correct = np.asarray(known_correct, dtype=bool)
     return OpenSet(
-        method=method, score=rule.scale, keep=rule.keep, auroc=auroc(known_scores, unknown_scores),
+        method=method, score=rule.scale, keep=rule.keep,
+        auroc=auroc(np.array([d.score for d in known]), np.array([d.score for d in unknown])),
         unknown_accept_rate=float(np.mean(unknown_accepted)) if len(unknown_accepted) else None,
         known_kept_rate=float(kept.mean()) if len(kept) else None,
         known_accuracy_kept=float(correct[kept].mean()) if kept.any() else None,
@@ -133,27 +135,15 @@ def measure_unknown_folder(classifier: Model, known_probs: np.ndarray, known_det
     if rule is None:
         return None
     t0 = time.perf_counter()
-    decoded = decode_each(unknowns, (lambda u: cache.get(u.path, classifier)) if cache is not None
-                          else (lambda u: classifier.decode(u.path)), name=lambda u: u.rel_path)
-    probs, details = (classifier.predict_details(decoded.images) if decoded.images
-                      else (np.empty((0, len(classifier.classes))), []))
+    probs, details, _ = classifier.predict_paths(unknowns, cache)
     # Scored as Classifier.judge scores them: the probabilities with the temperature taken out.
     known = rule.accepts(classifier.uncalibrated(known_probs, known_details), known_details)
     unknown = rule.accepts(classifier.uncalibrated(probs, details), details)
-    return summarise(UNKNOWN_FOLDER, rule, np.array([d.score for d in known]), np.array([d.accepted for d in known]),
-                     known_correct, np.array([d.score for d in unknown]), np.array([d.accepted for d in unknown]),
-                     source=source, seconds=time.perf_counter() - t0)
+    return summarise(UNKNOWN_FOLDER, rule, known, known_correct, unknown, source=source,
+                     seconds=time.perf_counter() - t0)
 
 
 # ---- leave-one-class-out -------------------------------------------------------------------------
-
-def _last_linear(module: nn.Module) -> nn.Linear | None:
-    last = None
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            last = m
-    return last
-
 
 class FeatureTap:
     """The input of a network's last linear layer (its penultimate features), recorded during
@@ -161,7 +151,7 @@ class FeatureTap:
     images whose features are wanted, in order."""
 
     def __init__(self, module: nn.Module) -> None:
-        self.layer = _last_linear(module)
+        self.layer = next((m for m in reversed(list(module.modules())) if isinstance(m, nn.Linear)), None)
         self.batches: list[np.ndarray] = []
 
     @property
@@ -230,17 +220,7 @@ def fit_softmax_head(x: np.ndarray, y: np.ndarray, num_classes: int, *, l2: floa
 
 def head_probabilities(head: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
     w, b, mean, projection = head
-    z = ((np.asarray(x, dtype=np.float64) - mean) @ projection) @ w + b
-    z = z - z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-
-def nearest_distance(x: np.ndarray, bank: np.ndarray) -> np.ndarray:
-    """Euclidean distance from each row of ``x`` to its nearest row of ``bank``."""
-    x, bank = np.asarray(x, dtype=np.float64), np.asarray(bank, dtype=np.float64)
-    d2 = (x ** 2).sum(1)[:, None] - 2 * x @ bank.T + (bank ** 2).sum(1)[None, :]
-    return np.sqrt(np.clip(d2.min(1), 0, None))
+    return softmax(((np.asarray(x, dtype=np.float64) - mean) @ projection) @ w + b)
 
 
 def leave_one_class_out(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
@@ -275,17 +255,14 @@ def leave_one_class_out(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndar
         xu = test[0][test[1] == c]
         known_probs = head_probabilities(head, xk)
         if score == FACE_DISTANCE:
-            rule = RejectionRule.fit([FACE_DISTANCE] * len(xv), nearest_distance(xv, xt), keep)
-            known_values, unknown_values = nearest_distance(xk, xt), nearest_distance(xu, xt)
+            rule = RejectionRule.fit([FACE_DISTANCE] * len(xv), nearest_distances(xv, xt), keep)
+            known_values, unknown_values = nearest_distances(xk, xt), nearest_distances(xu, xt)
         else:
             rule = RejectionRule.fit([MAX_PROBABILITY] * len(xv), head_probabilities(head, xv).max(1), keep)
             known_values, unknown_values = known_probs.max(1), head_probabilities(head, xu).max(1)
         known = rule.decide([score] * len(xk), known_values)
         unknown = rule.decide([score] * len(xu), unknown_values)
-        per_class.append(summarise(
-            LEAVE_ONE_CLASS_OUT, rule, np.array([d.score for d in known]), np.array([d.accepted for d in known]),
-            known_probs.argmax(1) == yk, np.array([d.score for d in unknown]),
-            np.array([d.accepted for d in unknown])))
+        per_class.append(summarise(LEAVE_ONE_CLASS_OUT, rule, known, known_probs.argmax(1) == yk, unknown))
 
     def mean(values: list[float | None]) -> float | None:
         vals = [v for v in values if v is not None]
@@ -313,12 +290,8 @@ def sample_per_class(items: Sequence[Any], per_class: int = LOCO_TRAIN_PER_CLASS
 def features_of(classifier: Model, tap: FeatureTap, items: Sequence[Any], cache: Any = None) -> tuple[np.ndarray, list[int]]:
     """Penultimate features of ``items`` (one forward pass; decoded through ``cache``) and the
     indices of the items that decoded."""
-    decoded = decode_each(items, (lambda it: cache.get(it.path, classifier)) if cache is not None
-                          else (lambda it: classifier.decode(it.path)), name=lambda it: it.rel_path)
-    if not decoded.images:
-        return np.empty((0, 0), dtype=np.float32), []
-    with tap.attached():
-        classifier.predict_proba(decoded.images)
+    with tap.attached():  # decoding runs no network: only the forward passes are recorded
+        _, _, decoded = classifier.predict_paths(items, cache)
     return tap.features(), decoded.kept
 
 

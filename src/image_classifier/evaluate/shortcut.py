@@ -34,7 +34,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -149,11 +149,6 @@ def example_strip(variants: Mapping[str, Image.Image | None], path: Path, *, hei
     return path
 
 
-@dataclass
-class _Entry:
-    variants: dict[str, Image.Image | None]  # resized the way the model's preprocessing resizes
-
-
 class AuditImages:
     """The variants of a run's test images, built once per image and model input, shared by models.
 
@@ -164,11 +159,11 @@ class AuditImages:
     def __init__(self, analyses: Mapping[str, FaceAnalysis] | None, cache: DecodeCache | None = None) -> None:
         self.analyses = analyses
         self.cache = cache or DecodeCache()
-        self._entries: dict[tuple[str, int, str], _Entry | None] = {}
+        #: Each image's variants per model input, resized the way its preprocessing resizes (None: unreadable).
+        self._entries: dict[tuple[str, int, str], dict[str, Image.Image | None] | None] = {}
         self._grey_desc: dict[str, np.ndarray | None] = {}
         #: One photo's full-size variants, kept for the report's example (the first with a face).
         self.example: dict[str, Image.Image | None] | None = None
-        self.example_rel_path: str | None = None
 
     def analysis(self, rel_path: str) -> FaceAnalysis | None:
         return None if self.analyses is None else self.analyses.get(rel_path)
@@ -178,8 +173,7 @@ class AuditImages:
         key = (item.rel_path, preprocessing.input_size, preprocessing.resize_mode)
         if key not in self._entries:
             self._entries[key] = self._build(item, preprocessing)
-        entry = self._entries[key]
-        return None if entry is None else entry.variants
+        return self._entries[key]
 
     def grey_descriptors(self, item: LabelledImage, size: int) -> np.ndarray | None:
         """The face descriptors of ``item``'s greyscale picture (``size`` px), computed once, when asked."""
@@ -193,7 +187,7 @@ class AuditImages:
             return None
         return grey_descriptors(greyscale(self.cache.picture(item.path, size)), analysis)
 
-    def _build(self, item: LabelledImage, preprocessing: Preprocessing) -> _Entry | None:
+    def _build(self, item: LabelledImage, preprocessing: Preprocessing) -> dict[str, Image.Image | None] | None:
         try:
             picture = self.cache.picture(item.path, preprocessing.input_size)
         except UnreadableImageError as err:
@@ -201,8 +195,8 @@ class AuditImages:
             return None
         full = make_variants(picture, face_regions(self.analysis(item.rel_path), picture.width, picture.height))
         if self.example is None and full["face_masked"] is not None:
-            self.example, self.example_rel_path = full, item.rel_path
-        return _Entry({k: None if v is None else preprocessing.resize(v) for k, v in full.items()})
+            self.example = full
+        return {k: None if v is None else preprocessing.resize(v) for k, v in full.items()}
 
 
 def audit_classifier(classifier: Model, evaluation: Evaluation, images: AuditImages, *,

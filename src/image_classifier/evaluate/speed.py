@@ -84,45 +84,6 @@ def flops_per_image(module: Any, batch: Any) -> int:
     return int(counter.get_total_flops() // max(1, batch.shape[0]))
 
 
-def _time_paths(model: Model, one: np.ndarray, batch: np.ndarray, sample_image: str | os.PathLike | None,
-                config: SpeedConfig) -> tuple[list[float], list[float], dict | None]:
-    """The three timings every model gets: ``predict_tensor`` on one input and on a batch (seconds
-    per call), and the whole ``predict_proba`` path from ``sample_image`` (a latency summary; None
-    without a sample)."""
-    model_only = time_calls(
-        lambda: model.predict_tensor(one), warmup=config.warmup, repeats=config.repeats,
-        time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
-    )
-    batch_times = time_calls(
-        lambda: model.predict_tensor(batch), warmup=1, repeats=config.throughput_repeats,
-        time_budget_s=config.time_budget_s, min_repeats=min(config.min_repeats, config.throughput_repeats),
-    )
-    e2e = None
-    if sample_image is not None:
-        path = str(sample_image)
-        e2e = latency_summary(time_calls(
-            lambda: model.predict_proba([path]), warmup=config.warmup, repeats=config.e2e_repeats,
-            time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
-        ))
-    return model_only, batch_times, e2e
-
-
-def _timing_fields(model_only: list[float], batch_times: list[float], e2e: dict | None,
-                   config: SpeedConfig) -> dict[str, Any]:
-    """The result keys of :func:`_time_paths`'s timings, for a single model and an ensemble alike."""
-    lat = latency_summary(model_only)
-    return {
-        "latency_ms_p50": lat["p50_ms"],
-        "latency_ms_p95": lat["p95_ms"],
-        "latency_repeats": lat["repeats"],
-        "e2e_latency_ms_p50": e2e["p50_ms"] if e2e else None,
-        "e2e_latency_ms_p95": e2e["p95_ms"] if e2e else None,
-        "e2e_repeats": e2e["repeats"] if e2e else None,
-        "throughput_ips": config.throughput_batch / float(np.median(batch_times)),
-        "throughput_batch": config.throughput_batch,
-    }
-
-
 def measure_classifier(
     classifier: Model,
     *,
@@ -161,7 +122,21 @@ def measure_classifier(
     # numpy, as ``predict`` passes it: an ONNX backend takes it as is, PyTorch wraps it without a copy.
     one = np.ascontiguousarray(classifier.forward_input([grey]), dtype=np.float32)
     batch = np.ascontiguousarray(np.broadcast_to(one, (config.throughput_batch, *one.shape[1:])))
-    model_only, batch_times, e2e = _time_paths(classifier, one, batch, sample_image, config)
+    lat = latency_summary(time_calls(
+        lambda: classifier.predict_tensor(one), warmup=config.warmup, repeats=config.repeats,
+        time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
+    ))
+    batch_times = time_calls(
+        lambda: classifier.predict_tensor(batch), warmup=1, repeats=config.throughput_repeats,
+        time_budget_s=config.time_budget_s, min_repeats=min(config.min_repeats, config.throughput_repeats),
+    )
+    e2e = None
+    if sample_image is not None:
+        path = str(sample_image)
+        e2e = latency_summary(time_calls(
+            lambda: classifier.predict_proba([path]), warmup=config.warmup, repeats=config.e2e_repeats,
+            time_budget_s=config.time_budget_s, min_repeats=config.min_repeats,
+        ))
     load = load_average()
     return {
         "params": params,
@@ -170,7 +145,14 @@ def measure_classifier(
         "size_mb": size / 1e6 if size is not None else None,
         "flops_per_image": flops,
         "input_shape": list(one.shape[1:]) if one.ndim == 4 else None,  # an ensemble's packed row is no image
-        **_timing_fields(model_only, batch_times, e2e, config),
+        "latency_ms_p50": lat["p50_ms"],
+        "latency_ms_p95": lat["p95_ms"],
+        "latency_repeats": lat["repeats"],
+        "e2e_latency_ms_p50": e2e["p50_ms"] if e2e else None,
+        "e2e_latency_ms_p95": e2e["p95_ms"] if e2e else None,
+        "e2e_repeats": e2e["repeats"] if e2e else None,
+        "throughput_ips": config.throughput_batch / float(np.median(batch_times)),
+        "throughput_batch": config.throughput_batch,
         "backend": classifier.backend_name,
         "backend_description": classifier.backend.describe(),
         "torch_threads": torch.get_num_threads(),

@@ -57,17 +57,10 @@ def fill_p_values(trial: Trial, model: str, known_values: np.ndarray, known_kind
     image, ``*_kinds`` saying which): each against the trial's known scores of the same kind."""
     known_values = np.asarray(known_values, dtype=np.float64)
     kinds = np.asarray(known_kinds)
-    refs = {k: known_values[kinds == k] for k in set(known_kinds)}
-
-    def p(values: np.ndarray, which: Sequence[str]) -> np.ndarray:
-        out = np.ones(len(values))
-        for i, (v, k) in enumerate(zip(np.asarray(values, dtype=np.float64), which)):
-            if k in refs and len(refs[k]):
-                out[i] = conformal_p_values(refs[k], np.array([v]), k)[0]
-        return out
-
-    trial.known_p[model] = p(known_values, known_kinds)
-    trial.strangers_p[model] = p(stranger_values, stranger_kinds)
+    # A kind without known scores gets p = 1, as in the rejection rule.
+    rule = RejectionRule(0.5, "p_value", {k: np.sort(known_values[kinds == k]) for k in set(known_kinds)}, 0.5)
+    trial.known_p[model] = rule.p_values(known_kinds, known_values)
+    trial.strangers_p[model] = rule.p_values(stranger_kinds, stranger_values)
 
 
 # ---- leave-one-class-out on validation ------------------------------------------------------------

@@ -173,13 +173,10 @@ class Classifier(Model):
         kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
         return load_image(source, target_size=self.preprocessing.input_size, **kwargs)
 
-    def load_images(self, images: Sequence[ImageSource]) -> list[Image.Image]:
-        return [self._load_picture(img) for img in images]
-
     def preprocess_array(self, images: Sequence[ImageSource]) -> np.ndarray:
         """Decode (when given paths/bytes; JPEGs in draft mode), resize once and normalise into a
         (N, 3, H, W) float32 array, with numpy only (see :mod:`image_classifier.inference.preprocess`)."""
-        return images_to_array(self.preprocessing, self.load_images(images))
+        return images_to_array(self.preprocessing, [self._load_picture(img) for img in images])
 
     forward_input = preprocess_array  # the network's input for pictures: what timing the forward pass needs
 

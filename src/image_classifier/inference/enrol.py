@@ -235,8 +235,7 @@ def add_person(card: ModelCard, net: torch.nn.Module, name: str, sources: Sequen
     # answered by it (and are, to the original bank, the strangers they were)
     added_before = {classes.index(a["name"]) for a in card.added or [] if a.get("name") in classes}
     original = [c for c in range(len(classes)) if c not in added_before]
-    checked = _refit(head, old_labels, learned, len(classes), c_param)
-    checked_labels = np.concatenate([old_labels, np.full(len(learned), len(classes), dtype=np.int64)])
+    checked, checked_labels = _refit(head, old_labels, learned, len(classes), c_param)
     val_scores = [_kind_and_distance(checked, checked_labels, a, added_before | {len(classes)}) for _, _, a in val]
     as_strangers = [float(choose_face(a.descriptors, head.bank, head.max_distance)[1]) for _, _, a in val]
     old = RejectionRule.from_card(card.rejection)
@@ -250,8 +249,7 @@ def add_person(card: ModelCard, net: torch.nn.Module, name: str, sources: Sequen
     # ---- the model kept: once checked, the validation photos' faces join the bank too (their
     # distances above were measured before, so the rule's references stay honest).
     learned = _their_faces(train + val)
-    new_head = _refit(head, old_labels, learned, len(classes), c_param)
-    labels = np.concatenate([old_labels, np.full(len(learned), len(classes), dtype=np.int64)])
+    new_head, labels = _refit(head, old_labels, learned, len(classes), c_param)
     if old is not None:
         rule = _with_validation(old, val_scores, simulated_distances(new_head.bank, labels, original, len(learned), seed),
                                 simulated_stranger_bound(new_head.bank, labels, original, len(learned), seed))
@@ -310,8 +308,9 @@ def _their_faces(photos: Sequence[tuple[str, str, FaceAnalysis]]) -> list[tuple[
 
 
 def _refit(head: FaceHead, labels: np.ndarray, learned: list[tuple[str, np.ndarray]], new_class: int,
-           c_param: float) -> FaceHead:
-    """The head refitted on its bank plus the new person's faces, with the original L2 strength.
+           c_param: float) -> tuple[FaceHead, np.ndarray]:
+    """The head refitted on its bank plus the new person's faces, with the original L2 strength,
+    and the class of each face of its bank.
     Each person's faces weigh as much in total (a few photos of the new person against a hundred of
     each known one would otherwise leave their faces named after a look-alike: measured on
     lfw_people12 added to the athletes' model, 5 photos each, weighting raised the worst person's
@@ -324,7 +323,7 @@ def _refit(head: FaceHead, labels: np.ndarray, learned: list[tuple[str, np.ndarr
     weights = len(y) / (np.count_nonzero(counts) * counts[y])
     mean, scale = bank.mean(0), bank.std(0) + 1e-6
     weight, bias = fit_linear_head(bank, y, new_class + 1, c_param, mean, scale, sample_weight=weights)
-    return FaceHead(weight, bias, mean, scale, bank, head.max_distance)
+    return FaceHead(weight, bias, mean, scale, bank, head.max_distance), y
 
 
 def simulated_distances(bank: np.ndarray, labels: np.ndarray, people: Sequence[int], k: int, seed: int
@@ -440,10 +439,8 @@ def _recognised(head: FaceHead, rule: RejectionRule | None, labels: np.ndarray, 
 
 def _extend_fallback(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     """One more output for the fallback's last linear layer, never the answer (see the module docstring)."""
-    last = None
-    for key, module in net.head.named_modules():  # type: ignore[union-attr]
-        if isinstance(module, torch.nn.Linear):
-            last = key
+    modules = list(net.head.named_modules())  # type: ignore[union-attr]
+    last = next((key for key, module in reversed(modules) if isinstance(module, torch.nn.Linear)), None)
     if last is None:
         raise ModelFormatError("the face model's fallback network has no linear output layer to extend")
     weight, bias = state[f"head.{last}.weight"], state[f"head.{last}.bias"]

@@ -173,6 +173,20 @@ class Model(ABC):
         self.judge(out, details)
         return out, details
 
+    def predict_paths(self, items: Sequence[Any], cache: Any = None, *, what: str | None = "image",
+                      batch_size: int = 32) -> tuple[np.ndarray, list[dict[str, Any]], Any]:
+        """:meth:`predict_details` of the files of ``items`` (anything with ``path``) that decode, each
+        decoded through ``cache`` when given (``get(path, model)``: an ``evaluate.evaluation.DecodeCache``,
+        so that images decoded for another model of the same input are not decoded again). An
+        unreadable file is left out with a warning naming its ``rel_path``. Returns the probabilities,
+        the details and what ``decode_each`` returned (``kept``: the indices of the items answered)."""
+        decoded = decode_each(items, lambda it: self.decode(it.path) if cache is None else cache.get(it.path, self),
+                              what=what, name=lambda it: getattr(it, "rel_path", it.path))
+        if not decoded.images:
+            return np.empty((0, len(self.classes))), [], decoded
+        probs, details = self.predict_details(decoded.images, batch_size)
+        return probs, details, decoded
+
     def predict_proba(self, images: Any, batch_size: int = 32, *, bgr: bool = False) -> np.ndarray:
         """Class probabilities, shape (number of images, len(classes)), rows in ``self.classes``
         order; ``images`` as :meth:`predict_details` takes them.
@@ -247,7 +261,6 @@ class Model(ABC):
         clone = copy.copy(self)
         clone.rejection_rule = self.rejection_rule.with_keep(keep)
         return clone
-
 
 
 def _file_sha256(path: str | os.PathLike) -> str | None:

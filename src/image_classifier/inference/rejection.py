@@ -201,10 +201,6 @@ class RejectionRule:
                          bool(v >= self.threshold) if kind == MAX_PROBABILITY else True)
                 for kind, v in zip(kinds, values)]
 
-    def scores(self, kinds: Sequence[str], values: np.ndarray) -> np.ndarray:
-        """The rule's score of each image (higher = more like a known class): what AUROC ranks."""
-        return np.array([d.score for d in self.decide(kinds, values)], dtype=np.float64)
-
     def accepts(self, probabilities: np.ndarray, details: Sequence[Mapping[str, Any]]) -> list[Decision]:
         """The decision for each image from its probabilities and :meth:`Classifier.predict_details` dict."""
         return self.decide(*score_kinds(probabilities, details))

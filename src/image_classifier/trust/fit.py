@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from image_classifier.card import Calibration, read_card, write_card
-from image_classifier.data.decode import decode_each
 from image_classifier.data.split import load_split
 from image_classifier.errors import DatasetError
 from image_classifier.faces import FaceCache
@@ -66,10 +65,6 @@ class TrustFit:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def temperature(self) -> float:
-        return float(self.calibration.temperature or 1.0)
-
     def line(self) -> str:
         """One progress line, e.g. ``temperature 1.84 on 66 validation images (NLL 0.41 -> 0.27)``."""
         c = self.calibration
@@ -94,16 +89,10 @@ def predict_validation(classifier: Model, val_items: Sequence[Any], *, cache: An
     unknown = sorted({str(it.class_name) for it in val_items if str(it.class_name) not in index})
     if unknown:
         raise DatasetError(f"the validation images have classes the model does not know: {', '.join(unknown)}")
-
-    def decode(item: Any) -> Any:
-        return cache.get(Path(item.path), classifier) if cache is not None else classifier.decode(item.path)
-
-    decoded = decode_each(val_items, decode, what="validation image",
-                          name=lambda it: getattr(it, "rel_path", it.path))
+    probs, details, decoded = classifier.predict_paths(val_items, cache, what="validation image")
     labels = np.array([index[str(val_items[i].class_name)] for i in decoded.kept], dtype=np.int64)
-    if not decoded.images:
-        return ValidationPredictions(classifier, labels, np.empty((0, len(index))), [], [])
-    probs, details = classifier.predict_details(decoded.images)
+    if not details:
+        return ValidationPredictions(classifier, labels, probs, [], [])
     # Undo whatever temperatures the card has now: fitting starts from the network's own logits.
     temps = classifier.temperatures(details, len(probs))
     logprobs = temps[:, None] * log_probabilities(probs)

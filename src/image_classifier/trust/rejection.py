@@ -11,42 +11,16 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from image_classifier.card import ModelCard, read_card, write_card
-from image_classifier.data.decode import decode_each
 from image_classifier.errors import DatasetError
 from image_classifier.inference.model import Model
 from image_classifier.inference.rejection import DEFAULT_KEEP, RULE_VERSION, MEMBER_P_VALUE, RejectionRule
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ValidationPredictions:
-    """One pass over the validation images: what the rule (and calibration) are fitted on."""
-
-    probabilities: np.ndarray  # (kept images, classes), as the loaded model serves them
-    details: list[dict[str, Any]]  # Classifier.predict_details' dict per kept image
-    kept: list[int]  # indices into the items of the images that decoded
-
-
-def validation_predictions(classifier: Model, val_items: Sequence[Any], cache: Any = None,
-                           batch_size: int = 32) -> ValidationPredictions:
-    """Probabilities and per-image details of the validation images that decode (anything with a
-    ``path``). ``cache``: an ``evaluate.evaluation.DecodeCache`` (``get(path, classifier)``) so
-    that images decoded for another model of the same input size are not decoded again."""
-    def decode(item: Any) -> Any:
-        return cache.get(item.path, classifier) if cache is not None else classifier.decode(item.path)
-
-    decoded = decode_each(val_items, decode, name=lambda it: getattr(it, "rel_path", it.path))
-    if not decoded.images:
-        return ValidationPredictions(np.empty((0, len(classifier.classes))), [], [])
-    probs, details = classifier.predict_details(decoded.images, batch_size=batch_size)
-    return ValidationPredictions(probs, details, decoded.kept)
 
 
 def rejection_entry(classifier: Model, probabilities: np.ndarray, details: Sequence[dict[str, Any]],
@@ -92,13 +66,13 @@ def fit_ensemble_rejection(ensemble: Model, val_items: Sequence[Any], keep: floa
     so that ``keep`` of these images are kept. The ensemble applies the rule from then on; returns
     the entry (without a rule on any member the ensemble gets none and never rejects: None)."""
     t0 = time.perf_counter()
-    pred = validation_predictions(ensemble, val_items, cache)
-    if not pred.details:
+    probs, details, _ = ensemble.predict_paths(val_items, cache)
+    if not details:
         raise DatasetError("none of the validation images could be decoded: no rejection rule can be fitted")
-    if any(d.get(MEMBER_P_VALUE) is None for d in pred.details):
+    if any(d.get(MEMBER_P_VALUE) is None for d in details):
         log.info("ensemble: no member has a rejection rule, so the ensemble gets none")
         return None
-    entry = rejection_entry(ensemble, pred.probabilities, pred.details, keep)
+    entry = rejection_entry(ensemble, probs, details, keep)
     entry["seconds"] = round(time.perf_counter() - t0, 3)
     if ensemble.model_dir is not None:
         ensemble.card = store_rejection(ensemble.model_dir, entry)
