@@ -254,7 +254,8 @@ def leave_one_class_out(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndar
         xk, yk = subset(test)
         xu = test[0][test[1] == c]
         known_probs = head_probabilities(head, xk)
-        if score == FACE_DISTANCE:
+        if score == FACE_DISTANCE:  # in float64, as the face model measures them (descriptors may come as float32)
+            xv, xk, xu, xt = (np.asarray(a, dtype=np.float64) for a in (xv, xk, xu, xt))
             rule = RejectionRule.fit([FACE_DISTANCE] * len(xv), nearest_distances(xv, xt), keep)
             known_values, unknown_values = nearest_distances(xk, xt), nearest_distances(xu, xt)
         else:
