@@ -6,7 +6,7 @@ Layers, each module importing only those before it (the saved files themselves a
 0. :mod:`.onnx_metadata`: what an exported ONNX file says about itself (written by
    :mod:`image_classifier.export`, checked here when the file is opened);
 1. :mod:`.backends`: ``TorchBackend``, ``OnnxBackend``, ``create_backend`` (batch -> probabilities);
-2. :mod:`.classifier`: ``Classifier`` and ``open_classifier`` (a model on one concrete backend);
+2. :mod:`.classifier`: ``Classifier`` (a model on one concrete backend); :mod:`.kinds`: ``open_classifier``;
 3. :mod:`.timing`: ``measure_backends``, ``SpeedConfig`` (latency and throughput of each backend);
 4. :mod:`.selection`: ``choose_backend`` (``auto``: the fastest measured here, recorded in ``backend.json``);
 5. :mod:`.loading`: ``load_model`` (resolves ``auto``, then opens), exported as ``image_classifier.load_model``.
