@@ -6,14 +6,11 @@ is the largest absolute difference between any two probabilities; fp32 exports f
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image
-
-log = logging.getLogger(__name__)
 
 FP32_TOLERANCE = 1e-4
 

@@ -98,7 +98,7 @@ def serve_until(server: Any, stop: threading.Event, *, hurry: threading.Event | 
         return not in_flight
     finally:
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
-        _close_all(socket_map)
+        wasyncore.close_all(socket_map)
 
 
 def _socket_map(server: Any) -> dict:
@@ -140,10 +140,6 @@ def _close_idle_channels(socket_map: dict) -> None:
     for channel in _channels(socket_map):
         if not _busy(channel):
             channel.handle_close()
-
-
-def _close_all(socket_map: dict) -> None:
-    wasyncore.close_all(socket_map)
 
 
 class BackgroundServer:

@@ -342,9 +342,6 @@ class ModelStore:
     def closed(self) -> bool:
         return self._closed.is_set()
 
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        return self._ready.wait(timeout)
-
     def load(self) -> ModelStore:
         """Load every model (the default first) and run one warm-up prediction each. Idempotent.
 
