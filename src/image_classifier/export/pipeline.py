@@ -170,12 +170,9 @@ def _accuracy_data(classifier: Classifier, sources: _Sources, exclude: set[Path]
 
 
 def _judge(check: dict[str, Any], options: ExportOptions, source: str) -> dict[str, Any]:
-    check = dict(check)
-    check["eval_source"] = source
-    check["max_drop_images"] = options.max_accuracy_drop
-    check["accepted"] = check["change_images"] >= -options.max_accuracy_drop
-    check["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    return check
+    return {**check, "eval_source": source, "max_drop_images": options.max_accuracy_drop,
+            "accepted": check["change_images"] >= -options.max_accuracy_drop,
+            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = None) -> ExportResult:

@@ -63,11 +63,7 @@ def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 5000, threads:
 
 def server_urls(server: Any) -> list[str]:
     listen = getattr(server, "effective_listen", None) or [(server.effective_host, server.effective_port)]
-    urls = []
-    for host, port in listen:
-        shown = f"[{host}]" if ":" in str(host) else host
-        urls.append(f"http://{shown}:{port}/")
-    return urls
+    return [f"http://[{host}]:{port}/" if ":" in str(host) else f"http://{host}:{port}/" for host, port in listen]
 
 
 def serve_until(server: Any, stop: threading.Event, *, hurry: threading.Event | None = None,
