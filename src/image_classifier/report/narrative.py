@@ -89,12 +89,9 @@ def significance_verdicts(study: Study, t: Translator = EN) -> list[Verdict]:
     acc = {m.name: m.test.accuracy for m in study.models}
     significant, noise = [], []
     for p in pairs:
-        a, b = p.model_a, p.model_b
+        a, b, a_only, b_only = p.model_a, p.model_b, p.a_only_correct, p.b_only_correct
         if acc[b] > acc[a]:
-            a, b = b, a
-            a_only, b_only = p.b_only_correct, p.a_only_correct
-        else:
-            a_only, b_only = p.a_only_correct, p.b_only_correct
+            a, b, a_only, b_only = b, a, b_only, a_only
         detail = t("report.narrative.pair.detail", a=a, b=b, accuracy_a=t.percent(acc[a], 1),
                    accuracy_b=t.percent(acc[b], 1), a_only=a_only, b_only=b_only, p=_p(p.p_value, t))
         if p.p_value < ALPHA:
