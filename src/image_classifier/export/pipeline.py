@@ -280,8 +280,6 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
     _update_card(model_dir, update)
 
     # 5. measure and record what "auto" will serve.
-    choice = None
-    if options.measure:
-        choice = choose_backend(model_dir, remeasure=True)
+    choice = choose_backend(model_dir, remeasure=True) if options.measure else None
     return ExportResult(model_dir, final, final.stat().st_size, parity, graph,
                         time.perf_counter() - t_start, int8_info, checks, choice)

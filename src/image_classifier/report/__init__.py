@@ -70,8 +70,7 @@ def draw_plots(study: Study, run_dir: Path, *,
         while slug in used:  # two names that slug alike must not overwrite each other's plots
             slug += "_"
         used.add(slug)
-        rel: dict[str, str] = {}
-        rel["confusion"] = f"{PLOTS_DIR}/{slug}-confusion.png"
+        rel = {"confusion": f"{PLOTS_DIR}/{slug}-confusion.png"}
         out.append(plots.confusion_matrix_png(m.test.confusion_matrix, m.test.classes, run_dir / rel["confusion"],
                                               title=m.name, t=t))
         rel["curves"] = f"{PLOTS_DIR}/{slug}-training.png"

@@ -159,12 +159,8 @@ def _comparison(study: Study, run_dir: Path, t: Translator) -> str:
                  narrative.calibration_note(study, t), narrative.timing_note(study, t)):
         if note:
             out.append(f'<p class="note">{esc(note)}</p>')
-    plots = study.plots
-    figs = [
-        _figure(run_dir, plots.get("summary"), t("report.html.summary.alt"), t("report.html.summary.caption")),
-        _figure(run_dir, plots.get("reliability"), t("report.html.reliability.alt"),
-                t("report.html.reliability.caption")),
-    ]
+    figs = [_figure(run_dir, study.plots.get(key), t(f"report.html.{key}.alt"), t(f"report.html.{key}.caption"))
+            for key in ("summary", "reliability")]
     out.append('<div class="figs">' + "".join(figs) + "</div>")
     return "".join(out)
 

@@ -59,9 +59,9 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
                  narrative.calibration_note(study, t), narrative.timing_note(study, t)):
         if note:
             lines += [f"> {md(note)}", ""]
-    for key, alt in (("summary", t("report.alt.summary")), ("reliability", t("report.alt.reliability"))):
+    for key in ("summary", "reliability"):
         if study.plots.get(key):
-            lines += [f"![{alt}]({study.plots[key]})", ""]
+            lines += [f"![{t(f'report.alt.{key}')}]({study.plots[key]})", ""]
 
     ch_headers, ch_rows = choice_table(study, t)
     if ch_rows:
@@ -106,13 +106,11 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
                   md(narrative.open_set_note(study, t)), "", md(t("report.open_set.help")), ""]
 
     lines += [f"## {t('report.heading.models')}", ""]
-    figures = (("confusion", t("report.alt.confusion")), ("curves", t("report.alt.curves")),
-               ("errors", t("report.alt.errors")))
     for m in study.models:
         lines += [f"### {md(m.name)}", ""]
-        for key, alt in figures:
+        for key in ("confusion", "curves", "errors"):
             if m.plots.get(key):
-                lines += [f"![{alt}]({m.plots[key]})", ""]
+                lines += [f"![{t(f'report.alt.{key}')}]({m.plots[key]})", ""]
         lines += _table(*per_class_table(m, t))
         lines += ["", t("report.md.misclassified", errors=len(m.errors), n=m.test.n), ""]
         if m.plots.get("errors") and any(e.overlay for e in m.errors):  # issue 14: why, beside each mistake

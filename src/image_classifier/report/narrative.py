@@ -196,10 +196,7 @@ def timing_note(study: Study, t: Translator = EN) -> str:
     """A warning when the machine was busy while latencies were measured (they are then pessimistic)."""
     cores = study.environment.machine.get("logical cores")
     loads = [(m.name, m.speed.load_avg_1m if m.speed is not None else None) for m in study.models]
-    loads = [(n, v) for n, v in loads if v is not None]
-    if not cores or not loads:
-        return ""
-    busy = [(n, v) for n, v in loads if v > cores]
+    busy = [(n, v) for n, v in loads if v is not None and cores and v > cores]
     if not busy:
         return ""
     listed = t("report.format.number_list_separator").join(f"{n} {t.number(v, 1)}" for n, v in busy)

@@ -154,6 +154,8 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
 
 def _schemas() -> dict[str, Any]:
     number_or_null = {"type": ["number", "null"]}
+    # A class and its probability: an entry of `top`, `closest`, a face's `closest`.
+    label_probability = {"label": {"type": "string"}, "probability": {"type": "number", "minimum": 0, "maximum": 1}}
     return {
         "Error": {
             "type": "object",
@@ -186,8 +188,7 @@ def _schemas() -> dict[str, Any]:
                         "type": "object",
                         "required": ["label", "probability"],
                         "additionalProperties": False,
-                        "properties": {"label": {"type": "string"},
-                                       "probability": {"type": "number", "minimum": 0, "maximum": 1}},
+                        "properties": label_probability,
                     },
                 },
                 "latency_ms": {"type": "number", "minimum": 0,
@@ -249,8 +250,7 @@ def _schemas() -> dict[str, Any]:
                                            "without a rule or a server started with --no-reject."},
                 "closest": {"type": "object", "required": ["label", "probability"], "additionalProperties": False,
                             "description": "The most probable class, also when the answer is unknown.",
-                            "properties": {"label": {"type": "string"},
-                                           "probability": {"type": "number", "minimum": 0, "maximum": 1}}},
+                            "properties": label_probability},
                 "rejection": {
                     "type": ["object", "null"],
                     "description": "The rejection rule's verdict: `score` against `threshold` (accepted when "
@@ -287,8 +287,7 @@ def _schemas() -> dict[str, Any]:
                 "unknown": {"type": ["boolean", "null"]},
                 "closest": {"type": ["object", "null"], "required": ["label", "probability"],
                             "additionalProperties": False,
-                            "properties": {"label": {"type": "string"},
-                                           "probability": {"type": "number", "minimum": 0, "maximum": 1}},
+                            "properties": label_probability,
                             "description": "The face head's most probable class for this face alone (null: no "
                                            "descriptor)."},
                 "probability": {**number_or_null, "minimum": 0, "maximum": 1},

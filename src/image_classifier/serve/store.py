@@ -228,7 +228,6 @@ class ServedModel:
 
     def info(self, default: bool = False) -> dict[str, Any]:
         card = self.entry.card
-        pre = card.preprocessing
         median = self.latency.median()
         return {
             "name": self.name,
@@ -237,7 +236,7 @@ class ServedModel:
             "backend_reason": getattr(self.classifier, "backend_reason", None),
             "classes": self.classes,
             "default": default,
-            "input_size": pre.get("input_size"),
+            "input_size": card.preprocessing.get("input_size"),
             "test": test_summary(self.entry.metrics),
             "validation_accuracy": _number(self.entry.metrics, "validation", "accuracy"),
             "offline_latency_ms": _number(self.entry.metrics, "speed", "e2e_latency_ms_p50"),
