@@ -119,9 +119,8 @@ def _answer(study: Study, t: Translator) -> str:
     if why:
         parts.append(f'<p id="why">{esc(why)} <a href="#choice">{esc(t("report.heading.choice"))}</a></p>')
     if len(rows) > 1:
-        facts = []
         top = max(rows, key=lambda r: r["test_accuracy"])
-        facts.append(t("report.html.fact.highest", model=top["model"], accuracy=t.percent(top["test_accuracy"], 1)))
+        facts = [t("report.html.fact.highest", model=top["model"], accuracy=t.percent(top["test_accuracy"], 1))]
         timed = [r for r in rows if per_image_ms(r) is not None]
         if timed:
             fast = min(timed, key=per_image_ms)

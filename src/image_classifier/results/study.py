@@ -121,7 +121,8 @@ class Study(Jsonable):
         """The misclassified test images of ``model`` (default: the best), most confident first:
         path, rel_path, true, predicted, confidence. A DataFrame with pandas, else a list of dicts."""
         columns = ["path", "rel_path", "true", "predicted", "confidence"]
-        rows = [{c: getattr(e, c) for c in columns} for e in sorted(self.model(model).errors, key=lambda e: -e.confidence)]
+        rows = [{c: getattr(e, c) for c in columns}
+                for e in sorted(self.model(model).errors, key=lambda e: -e.confidence)]
         pd = _pandas()
         return pd.DataFrame(rows, columns=columns) if pd is not None else rows
 
