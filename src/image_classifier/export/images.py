@@ -6,7 +6,6 @@ skipped with a warning (the dataset checks report them properly; export only nee
 """
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,8 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from image_classifier.errors import DatasetError
-
-log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp",
                             ".tif", ".tiff", ".ppm", ".pgm", ".avif"})

@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +97,7 @@ def export_onnx(module: nn.Module, input_size: int, out_path: str | os.PathLike,
 def graph_summary(path: str | os.PathLike) -> dict[str, Any]:
     """Opset, operator counts and tensor shapes of an ONNX file (for the export report)."""
     model = onnx.load(str(path), load_external_data=False)
-    ops: dict[str, int] = {}
-    for node in model.graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    ops = Counter(node.op_type for node in model.graph.node)
 
     def shape(value: Any) -> list:
         return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]

@@ -170,12 +170,9 @@ def _accuracy_data(classifier: Classifier, sources: _Sources, exclude: set[Path]
 
 
 def _judge(check: dict[str, Any], options: ExportOptions, source: str) -> dict[str, Any]:
-    check = dict(check)
-    check["eval_source"] = source
-    check["max_drop_images"] = options.max_accuracy_drop
-    check["accepted"] = check["change_images"] >= -options.max_accuracy_drop
-    check["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    return check
+    return {**check, "eval_source": source, "max_drop_images": options.max_accuracy_drop,
+            "accepted": check["change_images"] >= -options.max_accuracy_drop,
+            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = None) -> ExportResult:
@@ -283,8 +280,6 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
     _update_card(model_dir, update)
 
     # 5. measure and record what "auto" will serve.
-    choice = None
-    if options.measure:
-        choice = choose_backend(model_dir, remeasure=True)
+    choice = choose_backend(model_dir, remeasure=True) if options.measure else None
     return ExportResult(model_dir, final, final.stat().st_size, parity, graph,
                         time.perf_counter() - t_start, int8_info, checks, choice)

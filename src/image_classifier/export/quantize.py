@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -27,8 +26,6 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from image_classifier.inference.backends import ONNX_INPUT
 from image_classifier.inference.onnx_metadata import set_metadata
-
-log = logging.getLogger(__name__)
 
 
 class _BatchReader(CalibrationDataReader):

@@ -6,14 +6,11 @@ is the largest absolute difference between any two probabilities; fp32 exports f
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image
-
-log = logging.getLogger(__name__)
 
 FP32_TOLERANCE = 1e-4
 
@@ -45,8 +42,7 @@ def synthetic_images(count: int, *, seed: int = 0, size: tuple[int, int] = (320,
     for _ in range(count):
         base = rng.uniform(0, 255, 3)
         slope = rng.uniform(-1.0, 1.0, (3, 2))
-        chans = [base[c] + slope[c, 0] * xx + slope[c, 1] * yy for c in range(3)]
-        arr = np.stack(chans, axis=-1)
+        arr = np.stack([base[c] + slope[c, 0] * xx + slope[c, 1] * yy for c in range(3)], axis=-1)
         cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(10, min(w, h) / 2)
         disk = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
         arr[disk] = rng.uniform(0, 255, 3)

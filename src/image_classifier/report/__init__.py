@@ -62,14 +62,15 @@ def draw_plots(study: Study, run_dir: Path, *,
     t = t or translator(DEFAULT)
     out: list[Path] = []
     plot_dir = run_dir / PLOTS_DIR
+    where = t("report.plot.reliability.where_test" if study.scored_set == TEST_IMAGES
+              else "report.plot.reliability.where_scored")
     used: set[str] = set()
     for m in study.models:
         slug = plot_slug(m.name)
         while slug in used:  # two names that slug alike must not overwrite each other's plots
             slug += "_"
         used.add(slug)
-        rel: dict[str, str] = {}
-        rel["confusion"] = f"{PLOTS_DIR}/{slug}-confusion.png"
+        rel = {"confusion": f"{PLOTS_DIR}/{slug}-confusion.png"}
         out.append(plots.confusion_matrix_png(m.test.confusion_matrix, m.test.classes, run_dir / rel["confusion"],
                                               title=m.name, t=t))
         rel["curves"] = f"{PLOTS_DIR}/{slug}-training.png"
@@ -83,8 +84,7 @@ def draw_plots(study: Study, run_dir: Path, *,
             out.append(plots.calibration_png(
                 m.name, m.test.reliability_uncalibrated, m.test.ece_uncalibrated, m.test.reliability, m.test.ece,
                 run_dir / rel["calibration"], temperature=m.calibration.temperature if m.calibration else None,
-                where=t("report.plot.reliability.where_test") if study.scored_set == TEST_IMAGES
-                else t("report.plot.reliability.where_scored"), t=t))
+                where=where, t=t))
         errors_rel = f"{PLOTS_DIR}/{slug}-errors.png"
         gallery = plots.error_gallery_png(m.errors, run_dir / errors_rel, title=m.name, loader=image_loader, t=t,
                                           overlay_root=run_dir)
@@ -101,9 +101,7 @@ def draw_plots(study: Study, run_dir: Path, *,
         out.append(plots.summary_png(rows, plot_dir / "summary.png", best=best, t=t))
         study_plots["summary"] = f"{PLOTS_DIR}/summary.png"
     out.append(plots.reliability_png([(m.name, m.test.reliability, m.test.ece) for m in study.models],
-                                     plot_dir / "reliability.png",
-                                     where=t("report.plot.reliability.where_test") if study.scored_set == TEST_IMAGES
-                                     else t("report.plot.reliability.where_scored"), t=t))
+                                     plot_dir / "reliability.png", where=where, t=t))
     study_plots["reliability"] = f"{PLOTS_DIR}/reliability.png"
     study.plots = study_plots
     return out

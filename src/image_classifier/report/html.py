@@ -9,7 +9,6 @@ and file names are values in it, never translated.
 from __future__ import annotations
 
 import base64
-import html
 from pathlib import Path
 from typing import Iterable
 
@@ -23,6 +22,7 @@ from image_classifier.report.tables import (
     ensemble_table,
     face_survey_table,
     open_set_table,
+    per_class_table,
     fmt_mb,
     fmt_ms,
     fmt_params,
@@ -34,7 +34,7 @@ from image_classifier.report.tables import (
 )
 from image_classifier.report.tables import shortcut_table
 from image_classifier.report.suspects import CSS as SUSPECTS_CSS
-from image_classifier.report.suspects import suspects_html
+from image_classifier.report.suspects import esc, suspects_html
 from image_classifier.results import TEST_IMAGES, ModelResult, Study
 
 #: The split's subsets in the order the data table shows them (any other after them).
@@ -74,10 +74,6 @@ ul.sig li{margin:.2em 0}
 nav{display:flex;flex-wrap:wrap;gap:4px 14px}
 details summary{cursor:pointer;color:#0b5cad}
 """
-
-
-def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _img(path: Path, alt: str) -> str:
@@ -123,9 +119,8 @@ def _answer(study: Study, t: Translator) -> str:
     if why:
         parts.append(f'<p id="why">{esc(why)} <a href="#choice">{esc(t("report.heading.choice"))}</a></p>')
     if len(rows) > 1:
-        facts = []
         top = max(rows, key=lambda r: r["test_accuracy"])
-        facts.append(t("report.html.fact.highest", model=top["model"], accuracy=t.percent(top["test_accuracy"], 1)))
+        facts = [t("report.html.fact.highest", model=top["model"], accuracy=t.percent(top["test_accuracy"], 1))]
         timed = [r for r in rows if per_image_ms(r) is not None]
         if timed:
             fast = min(timed, key=per_image_ms)
@@ -163,12 +158,8 @@ def _comparison(study: Study, run_dir: Path, t: Translator) -> str:
                  narrative.calibration_note(study, t), narrative.timing_note(study, t)):
         if note:
             out.append(f'<p class="note">{esc(note)}</p>')
-    plots = study.plots
-    figs = [
-        _figure(run_dir, plots.get("summary"), t("report.html.summary.alt"), t("report.html.summary.caption")),
-        _figure(run_dir, plots.get("reliability"), t("report.html.reliability.alt"),
-                t("report.html.reliability.caption")),
-    ]
+    figs = [_figure(run_dir, study.plots.get(key), t(f"report.html.{key}.alt"), t(f"report.html.{key}.caption"))
+            for key in ("summary", "reliability")]
     out.append('<div class="figs">' + "".join(figs) + "</div>")
     return "".join(out)
 
@@ -288,18 +279,13 @@ def _model_section(m: ModelResult, study: Study, run_dir: Path, t: Translator) -
     out = [f'<section class="card" id="{esc(anchor(m.name))}"><h3>{title}</h3>',
            f'<p class="muted">{esc("; ".join(facts))}</p>']
     plots = m.plots
-    per_class = [[c.name, t.number(c.precision, 3), t.number(c.recall, 3), t.number(c.f1, 3), c.support]
-                 for c in test.per_class]
-    out.append('<div class="figs">')
-    out.append(_figure(run_dir, plots.get("confusion"), t("report.html.confusion.alt", model=m.name),
-                       t("report.html.confusion.caption")))
-    out.append('<div class="side">' + _table([t("report.table.class"), t("report.table.precision"),
-                                              t("report.table.recall"), t("report.table.f1"),
-                                              t("report.table.test_images")], per_class)
-               + "</div>")
-    out.append("</div>")
-    out.append(_figure(run_dir, plots.get("curves"), t("report.html.curves.alt", model=m.name),
-                       t("report.html.curves.caption")))
+    out += ['<div class="figs">',
+            _figure(run_dir, plots.get("confusion"), t("report.html.confusion.alt", model=m.name),
+                    t("report.html.confusion.caption")),
+            '<div class="side">' + _table(*per_class_table(m, t)) + "</div>",
+            "</div>",
+            _figure(run_dir, plots.get("curves"), t("report.html.curves.alt", model=m.name),
+                    t("report.html.curves.caption"))]
     errors = m.errors
     if errors:
         caption = t("report.html.errors.caption")
@@ -416,19 +402,15 @@ def render_html(study: Study, run_dir: Path, t: Translator | None = None, *, tit
     run_dir = Path(run_dir)
     title = title or study.title or t("report.title.default")
     first = t("report.nav.comparison") if len(study.models) > 1 else t("report.nav.results")
+    # (section id, its link's text, whether the report has the section)
+    sections = (("choice", "report.nav.choice", choice_table(study, t)[1]),
+                ("calibration", "report.nav.calibration", calibration_table(study, t)[1]),
+                ("backends", "report.nav.backends", backend_table(study, t)[1]),
+                ("shortcut", "report.nav.shortcut", shortcut_table(study, t)[1]),
+                ("ensemble", "report.nav.ensemble", study.ensemble is not None),
+                ("unknown", "report.nav.open_set", open_set_table(study, t)[1]))
     nav = [f'<a href="#comparison">{esc(first)}</a>']
-    if choice_table(study, t)[1]:
-        nav.append(f'<a href="#choice">{esc(t("report.nav.choice"))}</a>')
-    if calibration_table(study, t)[1]:
-        nav.append(f'<a href="#calibration">{esc(t("report.nav.calibration"))}</a>')
-    if backend_table(study, t)[1]:
-        nav.append(f'<a href="#backends">{esc(t("report.nav.backends"))}</a>')
-    if shortcut_table(study, t)[1]:
-        nav.append(f'<a href="#shortcut">{esc(t("report.nav.shortcut"))}</a>')
-    if study.ensemble is not None:
-        nav.append(f'<a href="#ensemble">{esc(t("report.nav.ensemble"))}</a>')
-    if open_set_table(study, t)[1]:
-        nav.append(f'<a href="#unknown">{esc(t("report.nav.open_set"))}</a>')
+    nav += [f'<a href="#{section}">{esc(t(key))}</a>' for section, key, present in sections if present]
     nav += [f'<a href="#{esc(anchor(m.name))}">{esc(m.name)}</a>' for m in study.models]
     nav += [f'<a href="#data">{esc(t("report.nav.data"))}</a>', f'<a href="#machine">{esc(t("report.nav.machine"))}</a>',
             f'<a href="#reproduce">{esc(t("report.nav.reproduce"))}</a>']

@@ -8,8 +8,8 @@ from image_classifier.i18n import Translator, translator
 from image_classifier.report import narrative
 from image_classifier.report.tables import calibration_table, choice_notes, choice_table
 from image_classifier.report.tables import (
-    backend_notes, backend_table, display_table, ensemble_table, face_survey_table, open_set_table, report_command,
-    subset_label, timings_line,
+    backend_notes, backend_table, display_table, ensemble_table, face_survey_table, open_set_table, per_class_table,
+    report_command, subset_label, timings_line,
 )
 from image_classifier.report.tables import shortcut_table
 from image_classifier.report.suspects import caption as suspect_caption
@@ -59,9 +59,9 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
                  narrative.calibration_note(study, t), narrative.timing_note(study, t)):
         if note:
             lines += [f"> {md(note)}", ""]
-    for key, alt in (("summary", t("report.alt.summary")), ("reliability", t("report.alt.reliability"))):
+    for key in ("summary", "reliability"):
         if study.plots.get(key):
-            lines += [f"![{alt}]({study.plots[key]})", ""]
+            lines += [f"![{t(f'report.alt.{key}')}]({study.plots[key]})", ""]
 
     ch_headers, ch_rows = choice_table(study, t)
     if ch_rows:
@@ -106,21 +106,13 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
                   md(narrative.open_set_note(study, t)), "", md(t("report.open_set.help")), ""]
 
     lines += [f"## {t('report.heading.models')}", ""]
-    figures = (("confusion", t("report.alt.confusion")), ("curves", t("report.alt.curves")),
-               ("errors", t("report.alt.errors")))
     for m in study.models:
-        test = m.test
         lines += [f"### {md(m.name)}", ""]
-        for key, alt in figures:
+        for key in ("confusion", "curves", "errors"):
             if m.plots.get(key):
-                lines += [f"![{alt}]({m.plots[key]})", ""]
-        lines += _table([t("report.table.class"), t("report.table.precision"), t("report.table.recall"),
-                         t("report.table.f1"), t("report.table.test_images")],
-                        [[c.name, t.number(c.precision, 3), t.number(c.recall, 3), t.number(c.f1, 3), c.support]
-                         for c in test.per_class])
-        lines.append("")
-        lines.append(t("report.md.misclassified", errors=len(m.errors), n=test.n))
-        lines.append("")
+                lines += [f"![{t(f'report.alt.{key}')}]({m.plots[key]})", ""]
+        lines += _table(*per_class_table(m, t))
+        lines += ["", t("report.md.misclassified", errors=len(m.errors), n=m.test.n), ""]
         if m.plots.get("errors") and any(e.overlay for e in m.errors):  # issue 14: why, beside each mistake
             lines += [t("report.html.errors.overlays"), ""]
 
@@ -156,6 +148,5 @@ def render_markdown(study: Study, t: Translator | None = None, *, title: str | N
         lines += _table([t("report.table.item"), t("report.table.value")], rows) + [""]
     lines += [f"## {t('report.heading.reproduce')}", "", "```", report_command(study, t), "```", ""]
     if study.timings:
-        lines.append(timings_line(study.timings, t))
-        lines.append("")
+        lines += [timings_line(study.timings, t), ""]
     return "\n".join(lines)

@@ -89,12 +89,9 @@ def significance_verdicts(study: Study, t: Translator = EN) -> list[Verdict]:
     acc = {m.name: m.test.accuracy for m in study.models}
     significant, noise = [], []
     for p in pairs:
-        a, b = p.model_a, p.model_b
+        a, b, a_only, b_only = p.model_a, p.model_b, p.a_only_correct, p.b_only_correct
         if acc[b] > acc[a]:
-            a, b = b, a
-            a_only, b_only = p.b_only_correct, p.a_only_correct
-        else:
-            a_only, b_only = p.a_only_correct, p.b_only_correct
+            a, b, a_only, b_only = b, a, b_only, a_only
         detail = t("report.narrative.pair.detail", a=a, b=b, accuracy_a=t.percent(acc[a], 1),
                    accuracy_b=t.percent(acc[b], 1), a_only=a_only, b_only=b_only, p=_p(p.p_value, t))
         if p.p_value < ALPHA:
@@ -199,10 +196,7 @@ def timing_note(study: Study, t: Translator = EN) -> str:
     """A warning when the machine was busy while latencies were measured (they are then pessimistic)."""
     cores = study.environment.machine.get("logical cores")
     loads = [(m.name, m.speed.load_avg_1m if m.speed is not None else None) for m in study.models]
-    loads = [(n, v) for n, v in loads if v is not None]
-    if not cores or not loads:
-        return ""
-    busy = [(n, v) for n, v in loads if v > cores]
+    busy = [(n, v) for n, v in loads if v is not None and cores and v > cores]
     if not busy:
         return ""
     listed = t("report.format.number_list_separator").join(f"{n} {t.number(v, 1)}" for n, v in busy)

@@ -152,16 +152,13 @@ def training_curves_figure(
     def series(key: str) -> list[float]:
         return [float(r[key]) if r.get(key) is not None else math.nan for r in history]
 
-    labels = {"loss": (t("report.plot.curves.loss"), t("report.plot.curves.train_loss"),
-                       t("report.plot.curves.val_loss")),
-              "accuracy": (t("report.plot.curves.accuracy"), t("report.plot.curves.train_accuracy"),
-                           t("report.plot.curves.val_accuracy"))}
     for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-        label, train_label, val_label = labels[key]
-        ax.plot(epochs, series(f"train_{key}"), "-o", ms=3, color=PALETTE[0], label=train_label)
-        ax.plot(epochs, series(f"val_{key}"), "-o", ms=3, color=PALETTE[1], label=val_label)
+        for series_key, colour in ((f"train_{key}", PALETTE[0]), (f"val_{key}", PALETTE[1])):
+            # A series and its label share the name: train_loss, "report.plot.curves.train_loss", ...
+            ax.plot(epochs, series(series_key), "-o", ms=3, color=colour, label=t(f"report.plot.curves.{series_key}"))
         ax.set_xlabel(t("report.plot.curves.epoch"))
-        ax.set_ylabel(label)
+        ax.set_ylabel(t(f"report.plot.curves.{key}"))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         spans = _phase_spans(history)
         for k, (phase, start, end) in enumerate(spans):
@@ -176,8 +173,6 @@ def training_curves_figure(
             i = epochs.index(best_epoch)
             val = series(f"val_{key}")[i]
             ax.plot([best_epoch], [val], "*", ms=13, color=PALETTE[4], label=t("report.plot.curves.kept_epoch"), zorder=5)
-    for ax in (ax_loss, ax_acc):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _localize_ticks(t, ax_loss, ax_acc)
     ax_acc.set_ylim(-0.02, 1.02)
     ax_acc.legend(fontsize=8, loc="lower right")

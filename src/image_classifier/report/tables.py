@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from image_classifier.fileio import atomic_write_text
 from image_classifier.i18n import DEFAULT, Translator, translator
-from image_classifier.results import COLUMNS, Study
+from image_classifier.results import COLUMNS, ModelResult, Study
 from image_classifier.units import fmt_seconds
 
 EN = translator("en")
@@ -61,10 +61,8 @@ def backend_table(study: Study, t: Translator = EN) -> tuple[list[str], list[lis
     """The "Inference backends" table: one row per model and backend (figures from ``compare``'s
     interleaved measurement), plus a row for each backend left out and why. Empty when no model
     has backend figures (e.g. ``evaluate``)."""
-    headers = [t("report.backends.table.model"), t("report.backends.table.backend"),
-               t("report.backends.table.latency"), t("report.backends.table.e2e_latency"),
-               t("report.backends.table.throughput"), t("report.backends.table.speedup"),
-               t("report.backends.table.serve_default")]
+    headers = [t(f"report.backends.table.{k}") for k in ("model", "backend", "latency", "e2e_latency", "throughput",
+                                                          "speedup", "serve_default")]
     rows: list[list[str]] = []
     for m in study.models:
         if m.backends is None or not m.backends.backends:
@@ -89,6 +87,13 @@ def backend_notes(study: Study, t: Translator = EN) -> list[str]:
     # A kind's own note, keyed by its family (the face model's: which part runs in dlib).
     own = (t.get(f"report.backends.{m.family}_note", "", model=m.name) for m in study.models)
     return notes + [note for note in own if note]
+
+
+def per_class_table(m: ModelResult, t: Translator = EN) -> tuple[list[str], list[list[object]]]:
+    """A model's precision, recall, F1 and support per class on the scored images."""
+    headers = [t(f"report.table.{k}") for k in ("class", "precision", "recall", "f1", "test_images")]
+    return headers, [[c.name, t.number(c.precision, 3), t.number(c.recall, 3), t.number(c.f1, 3), c.support]
+                     for c in m.test.per_class]
 
 
 def subset_label(subset: str, t: Translator = EN) -> str:
@@ -116,10 +121,8 @@ def shortcut_table(study: Study, t: Translator = EN) -> tuple[list[str], list[li
     """The shortcut audit's table: per model its plain test accuracy, then with the faces masked,
     with only the faces (both on the test images with a face, against the plain accuracy on those),
     in greyscale, and chance. Empty when no model was audited."""
-    headers = [t("report.shortcut.table.model"), t("report.shortcut.table.accuracy"),
-               t("report.shortcut.table.with_face"), t("report.shortcut.table.face_masked"),
-               t("report.shortcut.table.face_only"), t("report.shortcut.table.greyscale"),
-               t("report.shortcut.table.chance")]
+    headers = [t(f"report.shortcut.table.{k}") for k in ("model", "accuracy", "with_face", "face_masked",
+                                                          "face_only", "greyscale", "chance")]
     rows: list[list[str]] = []
 
     def cell(value: float | None, n: int) -> str:  # "0.913 (66)": the same in every language

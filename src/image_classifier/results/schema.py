@@ -421,9 +421,6 @@ class EnsembleMember(Jsonable):
     val_accuracy: float | None = None
     latency_ms: float | None = None  # its measured single-image latency (what the budget sums)
 
-#: :attr:`EnsembleInfo.outcome` values: kept (a row of the comparison), or why not.
-ENSEMBLE_OUTCOMES = ("kept", "lost", "single", "over_budget")
-
 
 @dataclass
 class EnsembleInfo(Jsonable):

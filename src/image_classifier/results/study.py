@@ -120,13 +120,11 @@ class Study(Jsonable):
     def errors(self, model: str | None = None) -> Any:
         """The misclassified test images of ``model`` (default: the best), most confident first:
         path, rel_path, true, predicted, confidence. A DataFrame with pandas, else a list of dicts."""
-        rows = [{"path": e.path, "rel_path": e.rel_path, "true": e.true, "predicted": e.predicted,
-                 "confidence": e.confidence}
+        columns = ["path", "rel_path", "true", "predicted", "confidence"]
+        rows = [{c: getattr(e, c) for c in columns}
                 for e in sorted(self.model(model).errors, key=lambda e: -e.confidence)]
         pd = _pandas()
-        if pd is not None:
-            return pd.DataFrame(rows, columns=["path", "rel_path", "true", "predicted", "confidence"])
-        return rows
+        return pd.DataFrame(rows, columns=columns) if pd is not None else rows
 
     def model_path(self, model: str | None = None) -> Path:
         """The saved model directory of ``model`` (default: the best), for ``load_model``. A compare

@@ -20,7 +20,6 @@ import io
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from flask import Flask, Request, Response, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -56,7 +55,6 @@ SECURITY_HEADERS = {
 }
 
 
-
 # Werkzeug's own errors (routing, body limits, malformed forms) by status; any other 4xx is a
 # bad request and any other 5xx an internal error.
 _KIND_FOR_HTTP_STATUS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
@@ -81,13 +79,6 @@ def error_response(status: int, message: str, kind: str, headers: dict[str, str]
     return response
 
 
-@dataclass(frozen=True)
-class ServeConfig:
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-    default_top_k: int = DEFAULT_TOP_K
-    lang: str = DEFAULT_LANG  # the page's language when neither ?lang= nor Accept-Language picks one
-
-
 class InMemoryRequest(Request):
     """A request whose multipart files stay in memory (Werkzeug spools big ones to temp files)."""
 
@@ -99,10 +90,6 @@ class InMemoryRequest(Request):
 # limit (a decompression bomb, say); 415 not an image in a supported format or colour mode (text,
 # PDF, HEIC, SVG, ...); 400 an image that cannot be decoded (truncated, corrupt) or an empty body.
 _STATUS_FOR_UNREADABLE = {"too_large": 413, "unsupported": 415}
-
-
-def status_for_unreadable(err: UnreadableImageError) -> int:
-    return _STATUS_FOR_UNREADABLE.get(err.kind, 400)
 
 
 def _parse_top_k(raw: str | None, default: int) -> int:
@@ -216,7 +203,6 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
         store.load()
     if max_upload_bytes < 1:
         raise ValueError("max_upload_bytes must be positive")
-    config = ServeConfig(max_upload_bytes=max_upload_bytes, lang=lang)
 
     app = Flask(__name__)
     app.request_class = InMemoryRequest
@@ -270,14 +256,14 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
 
     @app.get("/")
     def index():  # noqa: ANN202
-        lang = negotiate(request.args.get("lang"), request.headers.get("Accept-Language"), config.lang)
-        t = translator(lang)
+        page_lang = negotiate(request.args.get("lang"), request.headers.get("Accept-Language"), lang)
+        t = translator(page_lang)
         # The script gets its strings from here (a data attribute: the CSP allows no inline script),
         # so the page has one source of text per language.
-        page = render_template("index.html", version=__version__, lang=lang, t=t, messages=t.subset("page."),
+        page = render_template("index.html", version=__version__, lang=page_lang, t=t, messages=t.subset("page."),
                                decimal=t.decimal, languages=LANGUAGE_NAMES)
         response = make_response(page)
-        response.headers["Content-Language"] = lang
+        response.headers["Content-Language"] = page_lang
         response.vary.add("Accept-Language")  # caches must not hand one language's page to another
         return response
 
@@ -298,14 +284,14 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
         return jsonify(
             default=store.default,
             models=store.models_info(),
-            limits={"max_upload_bytes": config.max_upload_bytes, "max_pixels": store.max_pixels},
+            limits={"max_upload_bytes": max_upload_bytes, "max_pixels": store.max_pixels},
         )
 
     @app.post("/api/predict")
     def predict():  # noqa: ANN202
-        data, fields = _read_upload(config.max_upload_bytes)
+        data, fields = _read_upload(max_upload_bytes)
         model = fields.get("model", request.args.get("model"))
-        top_k = _parse_top_k(fields.get("top_k", request.args.get("top_k")), config.default_top_k)
+        top_k = _parse_top_k(fields.get("top_k", request.args.get("top_k")), DEFAULT_TOP_K)
         explain = _parse_flag("explain", fields.get("explain", request.args.get("explain")))
         keep = _parse_keep(fields.get("keep", request.args.get("keep")))
         try:
@@ -317,11 +303,11 @@ def create_app(models: ModelStore | Sequence[str | os.PathLike] | str | os.PathL
         except NotReadyError as err:
             return _not_ready_response(store, str(err))
         except UnreadableImageError as err:
-            raise ApiError(status_for_unreadable(err), err.reason, err.kind) from None
+            raise ApiError(_STATUS_FOR_UNREADABLE.get(err.kind, 400), err.reason, err.kind) from None
         return jsonify(result.to_dict())
 
     @app.get("/api/openapi.json")
     def openapi():  # noqa: ANN202
-        return jsonify(openapi_document(store, max_upload_bytes=config.max_upload_bytes))
+        return jsonify(openapi_document(store, max_upload_bytes=max_upload_bytes))
 
     return app

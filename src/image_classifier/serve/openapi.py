@@ -12,20 +12,18 @@ from image_classifier.version import __version__
 from image_classifier.runs import METRICS_NAME
 from image_classifier.serve.contract import ERROR_KINDS, max_request_body_bytes
 
-ERROR = {"$ref": "#/components/schemas/Error"}
-# Every operation also answers errors not listed for it (404, 405, 500, ...) in the same shape.
-DEFAULT_ERROR = {"description": "Any other error (unknown URL or method, internal error): JSON with "
-                                "`error` and `kind`, like every error.",
-                 "content": {"application/json": {"schema": ERROR}}}
-
-
-def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
-
-
 def _ok(description: str, schema: str) -> dict[str, Any]:
     return {"description": description,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _ok(description, "Error")
+
+
+# Every operation also answers errors not listed for it (404, 405, 500, ...) in the same shape.
+DEFAULT_ERROR = _error("Any other error (unknown URL or method, internal error): JSON with `error` and `kind`, "
+                       "like every error.")
 
 
 def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
@@ -59,6 +57,7 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                        "`unknown` more often: fewer strangers accepted, fewer known photos named. The answer's "
                        "`threshold` says what it trades, measured on validation. A model without a rule: 422.",
     }
+    params = {"model": model_param, "top_k": top_k_param, "explain": explain_param, "keep": keep_param}
     not_ready = _error("The models are still loading (or failed to load); retry after `Retry-After` seconds.")
     return {
         "openapi": "3.1.0",
@@ -80,12 +79,8 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                 "post": {
                     "summary": "Classify one image",
                     "operationId": "predict",
-                    "parameters": [
-                        {"name": "model", "in": "query", "required": False, "schema": model_param},
-                        {"name": "top_k", "in": "query", "required": False, "schema": top_k_param},
-                        {"name": "explain", "in": "query", "required": False, "schema": explain_param},
-                        {"name": "keep", "in": "query", "required": False, "schema": keep_param},
-                    ],
+                    "parameters": [{"name": name, "in": "query", "required": False, "schema": schema}
+                                   for name, schema in params.items()],
                     "requestBody": {
                         "required": True,
                         "description": (
@@ -100,10 +95,7 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                                     "required": ["file"],
                                     "properties": {
                                         "file": {"type": "string", "contentMediaType": "application/octet-stream"},
-                                        "model": model_param,
-                                        "top_k": top_k_param,
-                                        "explain": explain_param,
-                                        "keep": keep_param,
+                                        **params,
                                     },
                                 }
                             },
@@ -141,8 +133,7 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
                     "operationId": "health",
                     "responses": {
                         "200": _ok("Ready", "Health"),
-                        "503": {"description": "Loading, loading failed, or stopping (with `error` and `kind`)",
-                                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}}},
+                        "503": _ok("Loading, loading failed, or stopping (with `error` and `kind`)", "Health"),
                         "default": DEFAULT_ERROR,
                     },
                 }
@@ -163,6 +154,8 @@ def openapi_document(store: Any, *, max_upload_bytes: int) -> dict[str, Any]:
 
 def _schemas() -> dict[str, Any]:
     number_or_null = {"type": ["number", "null"]}
+    # A class and its probability: an entry of `top`, `closest`, a face's `closest`.
+    label_probability = {"label": {"type": "string"}, "probability": {"type": "number", "minimum": 0, "maximum": 1}}
     return {
         "Error": {
             "type": "object",
@@ -195,8 +188,7 @@ def _schemas() -> dict[str, Any]:
                         "type": "object",
                         "required": ["label", "probability"],
                         "additionalProperties": False,
-                        "properties": {"label": {"type": "string"},
-                                       "probability": {"type": "number", "minimum": 0, "maximum": 1}},
+                        "properties": label_probability,
                     },
                 },
                 "latency_ms": {"type": "number", "minimum": 0,
@@ -258,8 +250,7 @@ def _schemas() -> dict[str, Any]:
                                            "without a rule or a server started with --no-reject."},
                 "closest": {"type": "object", "required": ["label", "probability"], "additionalProperties": False,
                             "description": "The most probable class, also when the answer is unknown.",
-                            "properties": {"label": {"type": "string"},
-                                           "probability": {"type": "number", "minimum": 0, "maximum": 1}}},
+                            "properties": label_probability},
                 "rejection": {
                     "type": ["object", "null"],
                     "description": "The rejection rule's verdict: `score` against `threshold` (accepted when "
@@ -296,8 +287,7 @@ def _schemas() -> dict[str, Any]:
                 "unknown": {"type": ["boolean", "null"]},
                 "closest": {"type": ["object", "null"], "required": ["label", "probability"],
                             "additionalProperties": False,
-                            "properties": {"label": {"type": "string"},
-                                           "probability": {"type": "number", "minimum": 0, "maximum": 1}},
+                            "properties": label_probability,
                             "description": "The face head's most probable class for this face alone (null: no "
                                            "descriptor)."},
                 "probability": {**number_or_null, "minimum": 0, "maximum": 1},

@@ -63,11 +63,7 @@ def make_server(app: Any, *, host: str = "127.0.0.1", port: int = 5000, threads:
 
 def server_urls(server: Any) -> list[str]:
     listen = getattr(server, "effective_listen", None) or [(server.effective_host, server.effective_port)]
-    urls = []
-    for host, port in listen:
-        shown = f"[{host}]" if ":" in str(host) else host
-        urls.append(f"http://{shown}:{port}/")
-    return urls
+    return [f"http://[{host}]:{port}/" if ":" in str(host) else f"http://{host}:{port}/" for host, port in listen]
 
 
 def serve_until(server: Any, stop: threading.Event, *, hurry: threading.Event | None = None,
@@ -98,7 +94,7 @@ def serve_until(server: Any, stop: threading.Event, *, hurry: threading.Event | 
         return not in_flight
     finally:
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
-        _close_all(socket_map)
+        wasyncore.close_all(socket_map)
 
 
 def _socket_map(server: Any) -> dict:
@@ -140,10 +136,6 @@ def _close_idle_channels(socket_map: dict) -> None:
     for channel in _channels(socket_map):
         if not _busy(channel):
             channel.handle_close()
-
-
-def _close_all(socket_map: dict) -> None:
-    wasyncore.close_all(socket_map)
 
 
 class BackgroundServer:

@@ -87,11 +87,8 @@ def _metrics_by_model(metrics: Any) -> dict[str, dict[str, Any]]:
     models = metrics.get("models") if isinstance(metrics, dict) else None
     if not isinstance(models, list):
         return {}
-    out = {}
-    for m in models:
-        if isinstance(m, dict) and isinstance(m.get("name"), str):
-            out[Path(m["model_dir"]).name if isinstance(m.get("model_dir"), str) and m["model_dir"] else m["name"]] = m
-    return out
+    return {Path(m["model_dir"]).name if isinstance(m.get("model_dir"), str) and m["model_dir"] else m["name"]: m
+            for m in models if isinstance(m, dict) and isinstance(m.get("name"), str)}
 
 
 def _strangers(metrics: Any, model: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -231,7 +228,6 @@ class ServedModel:
 
     def info(self, default: bool = False) -> dict[str, Any]:
         card = self.entry.card
-        pre = card.preprocessing
         median = self.latency.median()
         return {
             "name": self.name,
@@ -240,7 +236,7 @@ class ServedModel:
             "backend_reason": getattr(self.classifier, "backend_reason", None),
             "classes": self.classes,
             "default": default,
-            "input_size": pre.get("input_size"),
+            "input_size": card.preprocessing.get("input_size"),
             "test": test_summary(self.entry.metrics),
             "validation_accuracy": _number(self.entry.metrics, "validation", "accuracy"),
             "offline_latency_ms": _number(self.entry.metrics, "speed", "e2e_latency_ms_p50"),
@@ -342,9 +338,6 @@ class ModelStore:
     def closed(self) -> bool:
         return self._closed.is_set()
 
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        return self._ready.wait(timeout)
-
     def load(self) -> ModelStore:
         """Load every model (the default first) and run one warm-up prediction each. Idempotent.
 
@@ -424,13 +417,9 @@ class ModelStore:
         """Per loaded model with a rule in force: what its "none of these" threshold trades on validation."""
         if not self.ready:
             return {}
-        out = {}
-        for name in self.names:
-            clf = self._models[name].classifier
-            trade = clf.tradeoff() if clf.reject else None
-            if trade is not None:
-                out[name] = trade
-        return out
+        classifiers = {name: self._models[name].classifier for name in self.names}
+        trades = {name: clf.tradeoff() for name, clf in classifiers.items() if clf.reject}
+        return {name: trade for name, trade in trades.items() if trade is not None}
 
     def models_info(self) -> list[dict[str, Any]]:
         if not self.ready:
