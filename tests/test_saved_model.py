@@ -140,3 +140,24 @@ def test_predict_labels_is_a_deprecated_alias_of_predict(saved: Path):
         warnings.simplefilter("error")  # the new names warn about nothing
         model.predict(images)
         model.predict_proba(images)
+
+
+def test_a_face_model_whose_face_weights_changed_is_one_a_resumed_compare_retrains():
+    from image_classifier.card import ModelCard
+    from image_classifier.faces import weights_sha256
+    from image_classifier.inference.face_model import changed_face_weights
+    from image_classifier.study.resume import _face_differences
+
+    installed = weights_sha256()
+    name = sorted(installed)[0]
+
+    def card(faces: dict | None) -> ModelCard:
+        return ModelCard(architecture="face_embedding", classes=["a", "b"], preprocessing={"input_size": 224},
+                         faces=faces)
+
+    assert changed_face_weights(card({"weights_sha256": dict(installed)})) == []
+    assert _face_differences(card({"weights_sha256": dict(installed)})) == []
+    assert changed_face_weights(card(None)) == [] and _face_differences(card(None)) == []
+    other = card({"weights_sha256": {**installed, name: "0" * 64}})
+    assert changed_face_weights(other) == [name]
+    assert _face_differences(other) == ["face weights: other files in the run than installed now"]

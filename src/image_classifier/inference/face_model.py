@@ -47,6 +47,14 @@ def card_face_temperature(card: ModelCard | None) -> float:
     return float(value) if value else 1.0
 
 
+def changed_face_weights(card: ModelCard) -> list[str]:
+    """The dlib weights files installed now that differ from those the face model of ``card`` was
+    fitted with (empty for the same files, or for a card without faces)."""
+    trained_with = (card.faces or {}).get("weights_sha256") or {}
+    installed = weights_sha256()
+    return sorted(name for name, sha in trained_with.items() if installed.get(name) != sha)
+
+
 def decided_by_face(details: Sequence[Mapping[str, Any]] | None, n: int) -> np.ndarray:
     """Per row, whether a face answered it (``details[i]["face"]`` is not None)."""
     out = np.zeros(n, dtype=bool)
@@ -76,9 +84,7 @@ class FaceClassifier(Classifier):
         """The saved face model in ``model_dir`` (None: in memory), after checking that dlib's
         weights are the ones it was trained with; ``network`` gives the PyTorch network (its face
         head is read from it), ``kwargs`` are :class:`Classifier`'s."""
-        trained_with = card.faces.get("weights_sha256") or {}
-        installed = weights_sha256()
-        changed = sorted(name for name, sha in trained_with.items() if installed.get(name) != sha)
+        changed = changed_face_weights(card)
         if changed:
             raise ModelFormatError(
                 f"{model_dir or 'this model'} was trained with other face weights than those installed "

@@ -39,6 +39,7 @@ from image_classifier.errors import UnreadableImageError
 from image_classifier.faces import FaceStream
 from image_classifier.inference.loading import load_model
 from image_classifier.inference.model import Model
+from image_classifier.inference.rejection import RejectionRule
 from image_classifier.inference.rows import face_rows, photo_row
 from image_classifier.runs import resolve_model_dir
 from image_classifier.saved_model import ModelCard, read_card
@@ -80,9 +81,9 @@ class SortResult:
 
 
 def _record(card: ModelCard, model_dir: Path, keep: float | None, reject: bool) -> dict[str, Any]:
-    rule = card.rejection or {}
+    rule = RejectionRule.from_card(card.rejection)
     return {"model": str(model_dir), "weights_sha256": card.weights_sha256, "classes": card.classes,
-            "keep": (keep if keep is not None else rule.get("keep")) if reject and rule else None,
+            "keep": (keep if keep is not None else rule.keep) if reject and rule else None,
             "reject": bool(reject and rule), "image_classifier": __version__}
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from image_classifier.errors import ImageClassifierError, ModelFormatError
-from image_classifier.faces import weights_sha256
 from image_classifier.fileio import sha256_file
+from image_classifier.inference.face_model import changed_face_weights
 from image_classifier.models.registry import get_arch
 from image_classifier.models.weights import locate_pretrained
 from image_classifier.recipe import Recipe
@@ -154,11 +154,7 @@ def _read_card(model_dir: Path) -> ModelCard | None:
 
 def _face_differences(card: ModelCard) -> list[str]:
     """A finished face model also depends on the face weights its head was fitted with."""
-    recorded = (card.faces or {}).get("weights_sha256")
-    if recorded is None:
-        return []
-    current = weights_sha256()
-    return [] if recorded == current else ["face weights: other files in the run than installed now"]
+    return ["face weights: other files in the run than installed now"] if changed_face_weights(card) else []
 
 
 def decide(arch: str, model_dir: Path, expected: Callable[[], dict[str, Any]]) -> ModelDecision:
