@@ -132,6 +132,21 @@ def test_reload_in_a_fresh_process_predicts_the_same(trained, people):
             assert f"face at {x0},{y0}-{x1},{y1}, {d['face_method']}" in line, line
 
 
+def test_answering_loads_no_model_fitting_library(trained, people):
+    """predict in a fresh process answers (the face head included) without importing scikit-learn,
+    which only fitting a head needs: a second of every command's start-up."""
+    image = str(sorted((people / "ronaldo").iterdir())[0])
+    code = ("import sys, json, image_classifier as ic\n"
+            f"probs = ic.load_model({str(trained['dir'])!r}).predict_proba([{image!r}])\n"
+            "print(json.dumps({'probs': probs.tolist(), 'loaded': sorted(m for m in ('sklearn', 'scipy', 'pandas') "
+            "if m in sys.modules)}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    assert answer["loaded"] == []
+    np.testing.assert_allclose(answer["probs"], load_model(trained["dir"]).predict_proba([image]), atol=1e-6)
+
+
 def test_changed_face_weights_are_refused(trained, tmp_path):
     import shutil
 

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 
 from image_classifier.errors import DatasetError
 from image_classifier.faces import FaceCache, weights_sha256
@@ -124,6 +123,11 @@ def fit_linear_head(x: np.ndarray, y: np.ndarray, num_classes: int, c: float, me
     """(weight (C, d), bias (C,)) of a logistic regression on standardised features (descriptors);
     a class absent from ``y`` gets :data:`ABSENT_CLASS_BIAS` (``sample_weight``: each row's weight in
     the loss; default all 1)."""
+    # Imported here, not with the module: answering (predict, sort, serve) loads this module for
+    # the face head but never fits one, and scikit-learn (with SciPy and pandas) is a second of
+    # every command's start-up on a laptop CPU.
+    from sklearn.linear_model import LogisticRegression
+
     present = np.unique(y)
     weight = np.zeros((num_classes, x.shape[1]))
     bias = np.full(num_classes, ABSENT_CLASS_BIAS)
