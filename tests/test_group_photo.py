@@ -21,7 +21,9 @@ from face_helpers import face_collage, tile_of
 from serve_fixtures import check_response
 
 from image_classifier import load_model
-from image_classifier.faces import FaceAnalysis, FaceCache, analyse_bytes, describe_every_face
+from image_classifier.faces import FaceAnalysis, FaceCache, FaceStream, analyse_bytes, describe_every_face
+from image_classifier.faces.store import MIN_FILES_FOR_POOL
+from image_classifier.fileio import sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -204,3 +206,23 @@ def test_an_ensemble_member_answers_every_face_too(face_model, group, tmp_path):
         assert _named(member["faces"], group["tiles"], group["expected"]) == dict(enumerate(group["expected"]))
     finally:
         store.close()
+
+
+def test_sort_s_face_workers_describe_every_face_of_a_crowd(face_model, tmp_path):
+    """With ``every_face`` (sort's face stream), the workers describe the faces past the five largest
+    too, as describe_every_face does, and cache them: answering them needs no second decode."""
+    known = _single_face_training_photos(face_model, 3)
+    path = tmp_path / "crowd.jpg"
+    face_collage([p for p, _ in known], path)
+    files = [path, *(p for p, _ in known)][:MIN_FILES_FOR_POOL]  # enough files for the worker pool
+    assert len(files) == MIN_FILES_FOR_POOL
+    cache = FaceCache(tmp_path / "cache")
+    with FaceStream(cache, [(f, sha256_file(f)) for f in files], workers=2, every_face=True) as stream:
+        analyses = {p: a for p, _, a, _ in stream}
+    crowd = analyses[str(path)]
+    assert len(crowd.faces) > 5 and len(crowd.descriptors) == 5  # the analysis itself stays the largest five
+    # Cached: asked with bytes that cannot be decoded, every_face answers without decoding them.
+    every = cache.every_face(crowd, b"", sha256_file(path), str(path))
+    expected = describe_every_face(crowd, path.read_bytes())
+    assert len(every.descriptors) == len(crowd.faces)
+    np.testing.assert_allclose(every.descriptors, expected.descriptors, atol=1e-6)

@@ -78,13 +78,23 @@ def _rescaled(a: FaceAnalysis, k: float, width: int, height: int) -> FaceAnalysi
     return FaceAnalysis(width, height, faces, a.descriptors)
 
 
-def _analyse_path(path: str) -> tuple[str, dict | None, tuple[str, str] | None]:
-    """Worker: (path, analysis as JSON, or None and (the reason it could not be read, its kind))."""
+def _analyse_path(path: str, every_face: bool = False
+                  ) -> tuple[str, dict | None, dict | None, tuple[str, str] | None]:
+    """Worker: (path, analysis as JSON, with ``every_face`` the analysis with every face described
+    when that is more (else None), and None), or (path, None, None, (the reason it could not be
+    read, its kind))."""
     try:
         data, _ = read_source(path)
-        return path, analyse_bytes(data, path).to_json(), None
+        analysis = analyse_bytes(data, path)
+        every = describe_every_face(analysis, data, path) if every_face else analysis
+        return path, analysis.to_json(), None if every is analysis else every.to_json(), None
     except UnreadableImageError as err:
-        return path, None, (err.reason, err.kind)
+        return path, None, None, (err.reason, err.kind)
+
+
+def _every_key(sha: str) -> str:
+    """The cache key of a file's analysis with every face described (see :meth:`FaceCache.every_face`)."""
+    return f"{sha}-every"
 
 
 class FaceCache:
@@ -147,7 +157,7 @@ class FaceCache:
         what training and ``check`` read stays the analysis of the largest faces)."""
         if analysis.descriptors is not None and len(analysis.descriptors) >= len(analysis.faces):
             return analysis
-        key = f"{sha}-every"
+        key = _every_key(sha)
         cached = self.get(key)
         if cached is not None:
             return cached
@@ -188,14 +198,18 @@ class FaceStream:
     is analysed once, and files sharing a content share its answer. Use it as a context manager:
     leaving it (Ctrl-C included) stops the workers; what they finished is in the cache.
 
-    ``workers``: processes analysing at once (default: the cache's). ``analysing`` is False while
-    cached answers are handed back, True once the workers' answers are.
+    ``workers``: processes analysing at once (default: the cache's). ``every_face``: the workers
+    also describe the faces beyond the largest ones (cached as :meth:`FaceCache.every_face` caches
+    them), for a caller that answers every face (``sort``): done there, beside the detection, rather
+    than one by one in the caller's process. ``analysing`` is False while cached answers are handed
+    back, True once the workers' answers are.
     """
 
     def __init__(self, cache: FaceCache, files: Sequence[tuple[str | os.PathLike, str]], *,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, every_face: bool = False) -> None:
         self.cache = cache
         self.workers = workers or cache.workers
+        self.every_face = every_face
         self.analysing = False
         self._cached: list[tuple[str, str, FaceAnalysis]] = []
         self._paths: dict[str, list[tuple[str, str]]] = {}  # one path per content -> every (path, sha) with it
@@ -216,7 +230,7 @@ class FaceStream:
             try:
                 # spawn, not fork: the parent may hold torch's OpenMP threads, which fork does not copy.
                 self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-                self._futures = [self._pool.submit(_analyse_path, p) for p in sorted(self._paths)]
+                self._futures = [self._pool.submit(_analyse_path, p, every_face) for p in sorted(self._paths)]
             except (OSError, BrokenProcessPool) as err:
                 log.warning("face workers could not start (%s); continuing in this process", err)
                 self.close()
@@ -232,7 +246,7 @@ class FaceStream:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def _answer(self, path: str, data: dict | None, failure: tuple[str, str] | None
+    def _answer(self, path: str, data: dict | None, every: dict | None, failure: tuple[str, str] | None
                 ) -> list[tuple[str, str, Any, UnreadableImageError | None]]:
         group = self._paths.pop(path, [])
         if data is None:
@@ -242,6 +256,8 @@ class FaceStream:
         self.cache.stats["analysed"] += 1
         if group:
             self.cache.put(group[0][1], analysis)
+            if every is not None:
+                self.cache.put(_every_key(group[0][1]), FaceAnalysis.from_json(every))
         return [(p, sha, analysis, None) for p, sha in group]
 
     def __iter__(self) -> Iterator[tuple[str, str, FaceAnalysis | None, UnreadableImageError | None]]:
@@ -259,4 +275,4 @@ class FaceStream:
             self.close()
         # Whatever the pool did not answer (no pool, or a broken one): in this process.
         for path in sorted(self._paths):
-            yield from self._answer(*_analyse_path(path))
+            yield from self._answer(*_analyse_path(path, self.every_face))

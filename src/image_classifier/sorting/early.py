@@ -91,5 +91,5 @@ def start_faces(model: str | os.PathLike, data: str | os.PathLike, options: Sort
     rels = [f.relative_to(data_dir).as_posix() for f in files]
     hashed = list(hash_files(list(zip(rels, files)), options.progress))
     cache = face_cache(options, options.workers or local_cores())
-    stream = FaceStream(cache, [(path, sha) for _, path, sha, _ in hashed if sha is not None])
+    stream = FaceStream(cache, [(path, sha) for _, path, sha, _ in hashed if sha is not None], every_face=True)
     return EarlyFaces(files, rels, hashed, cache, stream)

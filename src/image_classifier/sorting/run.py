@@ -150,7 +150,9 @@ def _sort(model_dir: Path, card: ModelCard, data_dir: Path, out: Path, options: 
     if card.finds_faces:
         # Started before the model loads (by the command line, before PyTorch loaded: see .early):
         # the workers find faces meanwhile.
-        stream = early.stream if early is not None else FaceStream(cache, [(path, sha) for _, path, sha in todo])
+        # Every face is described there too: each face gets its own answer.
+        stream = early.stream if early is not None else FaceStream(
+            cache, [(path, sha) for _, path, sha in todo], every_face=True)
         # The face workers take the cores; the whole-image network (only for the photos without a
         # face like a known person's) runs on one thread beside them. Measured on 2 busy cores:
         # MobileNetV2 at 21 ms a photo on 1 thread, 100-300 ms on 2 threads fighting for the cores.
