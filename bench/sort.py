@@ -13,7 +13,9 @@ goes, and how a folder mixing known people and strangers comes out.
   loading, listing, hashing, faces, answers, CSV files all counted); then (3) the same ``sort`` again
   into a new output folder with the faces now cached. Reported: medians, and the ratio sort /
   survey (below 1: sort is faster) measured in this run, of the medians and paired (each repeat's
-  own ratio; ``python bench/sort.py summary SPEED.json`` recomputes both from a saved run).
+  own ratio; ``python bench/sort.py summary SPEED.json`` recomputes both from a saved run), and
+  the paired ratio of the CPU seconds each whole process tree used (the survey's start, imports and
+  scan included; the face workers included): the work done, which a busy machine does not stretch.
 * **stages**: one pass over DATA in this process, each stage timed on its own: decode (at the face
   detector's size), detection (the HOG cascade), landmarks + descriptors (dlib), the head (bank
   distance + logistic regression), and the whole-image network for the photos where no face
@@ -28,6 +30,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -61,22 +64,34 @@ print(json.dumps({"seconds": survey.seconds, "images": survey.images}))
 """
 
 
-def survey_seconds(data: Path, cache: Path) -> tuple[float, int]:
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children and their own children (a
+    child's face workers included): the work a run did, which the machine's load does not stretch
+    the way it stretches wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def survey_seconds(data: Path, cache: Path) -> tuple[float, int, float]:
+    """(the survey's own seconds, images, CPU seconds of its whole process: start, imports and scan included)."""
+    cpu = _children_cpu()
     run = subprocess.run([sys.executable, "-c", SURVEY, str(data), str(cache)], capture_output=True, text=True,
                          env=_env(), check=True)
     out = json.loads(run.stdout.strip().splitlines()[-1])
-    return out["seconds"], out["images"]
+    return out["seconds"], out["images"], _children_cpu() - cpu
 
 
-def sort_seconds(model: Path, data: Path, out: Path, cache: Path) -> tuple[float, str]:
+def sort_seconds(model: Path, data: Path, out: Path, cache: Path) -> tuple[float, str, float]:
+    """(wall seconds from process start to exit, sort's last line, CPU seconds of its process and workers)."""
     shutil.rmtree(out, ignore_errors=True)
+    cpu = _children_cpu()
     t0 = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "image_classifier", "sort", str(model), str(data), "--out", str(out),
                           "--no-progress", "--cache-dir", str(cache)], capture_output=True, text=True, env=_env())
     seconds = time.perf_counter() - t0
     if run.returncode != 0:
         raise SystemExit(run.stderr[-3000:])
-    return seconds, run.stdout.strip().splitlines()[-1]
+    return seconds, run.stdout.strip().splitlines()[-1], _children_cpu() - cpu
 
 
 def speed(args: argparse.Namespace) -> dict:
@@ -85,14 +100,16 @@ def speed(args: argparse.Namespace) -> dict:
         work = Path(tmp)
         for k in range(args.repeats):
             s_cache, o_cache = work / f"survey-{k}", work / f"sort-{k}"
-            survey, images = survey_seconds(args.data, s_cache)
-            uncached, line = sort_seconds(args.model, args.data, work / f"out-{k}", o_cache)
-            cached, cached_line = sort_seconds(args.model, args.data, work / f"out-{k}-again", o_cache)
+            survey, images, survey_cpu = survey_seconds(args.data, s_cache)
+            uncached, line, sort_cpu = sort_seconds(args.model, args.data, work / f"out-{k}", o_cache)
+            cached, cached_line, _ = sort_seconds(args.model, args.data, work / f"out-{k}-again", o_cache)
             rows.append({"survey_s": round(survey, 2), "sort_uncached_s": round(uncached, 2),
-                         "sort_cached_s": round(cached, 2), "images": images, "sort_says": line,
+                         "sort_cached_s": round(cached, 2), "survey_cpu_s": round(survey_cpu, 2),
+                         "sort_uncached_cpu_s": round(sort_cpu, 2), "images": images, "sort_says": line,
                          "sort_cached_says": cached_line})
-            print(f"repeat {k + 1}: survey {survey:.1f} s, sort uncached {uncached:.1f} s, cached {cached:.1f} s "
-                  f"({images / cached:.1f} photos/s from process start)", flush=True)
+            print(f"repeat {k + 1}: survey {survey:.1f} s ({survey_cpu:.1f} CPU s), sort uncached {uncached:.1f} s "
+                  f"({sort_cpu:.1f} CPU s), cached {cached:.1f} s ({images / cached:.1f} photos/s from process start)",
+                  flush=True)
             shutil.rmtree(s_cache, ignore_errors=True)
             shutil.rmtree(o_cache, ignore_errors=True)
     return {"data": str(args.data), "model": str(args.model), "repeats": rows, **summarise(rows),
@@ -107,6 +124,10 @@ def summarise(rows: list[dict]) -> dict:
     return {"median": med, "sort_over_survey": round(med["sort_uncached_s"] / med["survey_s"], 3),
             "sort_over_survey_paired": round(statistics.median(r["sort_uncached_s"] / r["survey_s"] for r in rows), 3),
             "repeats_sort_faster": sum(r["sort_uncached_s"] < r["survey_s"] for r in rows),
+            # Older saved runs have no CPU times.
+            **({"sort_over_survey_cpu": round(statistics.median(r["sort_uncached_cpu_s"] / r["survey_cpu_s"]
+                                                                for r in rows), 3)}
+               if all("survey_cpu_s" in r for r in rows) else {}),
             "cached_photos_per_s": round(images / med["sort_cached_s"], 1), "images": images}
 
 
@@ -231,7 +252,8 @@ def main() -> None:
     result = {"speed": speed, "stages": stages, "open-set": open_set}[args.mode](args)
     if args.mode == "speed":
         print(json.dumps({k: result[k] for k in ("median", "sort_over_survey", "sort_over_survey_paired",
-                                                 "repeats_sort_faster", "cached_photos_per_s")}, indent=2))
+                                                 "repeats_sort_faster", "sort_over_survey_cpu", "cached_photos_per_s")
+                          if k in result}, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
 
