@@ -41,16 +41,38 @@ MAX_MEMORY_ENTRIES = 10_000
 MIN_FILES_FOR_POOL = 8
 
 
-def analyse_bytes(data: bytes, path: str | None = None, max_pixels: int | None = None) -> FaceAnalysis:
-    """Decode an image's bytes at detection size and analyse it (raises UnreadableImageError)."""
+def _decode_for_faces(data: bytes, path: str | None, max_pixels: int | None) -> Any:
+    """The image decoded at detection size (raises UnreadableImageError)."""
     kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
-    decoded = decode_image(data, path=path, target_size=DECODE_SIDE, **kwargs)
+    return decode_image(data, path=path, target_size=DECODE_SIDE, **kwargs)
+
+
+def _analyse_decoded(decoded: Any) -> FaceAnalysis:
     analysis = analyse_image(decoded.image)
     # Boxes are in the pixels of the decoded copy; report them in the file's own pixels.
     k = decoded.width / decoded.image.width
     if k != 1.0:
         analysis = _rescaled(analysis, k, decoded.width, decoded.height)
     return analysis
+
+
+def _describe_rest(analysis: FaceAnalysis, decoded: Any) -> FaceAnalysis:
+    """``analysis`` (of ``decoded``) with the faces past the described ones described too; itself
+    when every face has a descriptor already."""
+    described = 0 if analysis.descriptors is None else len(analysis.descriptors)
+    if described >= len(analysis.faces):
+        return analysis
+    k = decoded.width / decoded.image.width  # file pixels per decoded pixel (see _analyse_decoded)
+    rest = [replace(f, box=tuple(v / k for v in f.box), landmarks=tuple((x / k, y / k) for x, y in f.landmarks))
+            for f in analysis.faces[described:]]
+    more = describe(decoded.image, rest)
+    first = analysis.descriptors if analysis.descriptors is not None else np.empty((0, more.shape[1]), np.float32)
+    return FaceAnalysis(analysis.width, analysis.height, analysis.faces, np.concatenate([first, more]))
+
+
+def analyse_bytes(data: bytes, path: str | None = None, max_pixels: int | None = None) -> FaceAnalysis:
+    """Decode an image's bytes at detection size and analyse it (raises UnreadableImageError)."""
+    return _analyse_decoded(_decode_for_faces(data, path, max_pixels))
 
 
 def describe_every_face(analysis: FaceAnalysis, data: bytes, path: str | None = None,
@@ -61,15 +83,8 @@ def describe_every_face(analysis: FaceAnalysis, data: bytes, path: str | None = 
     The analysis itself is returned when every face has a descriptor already."""
     described = 0 if analysis.descriptors is None else len(analysis.descriptors)
     if described >= len(analysis.faces):
-        return analysis
-    kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
-    decoded = decode_image(data, path=path, target_size=DECODE_SIDE, **kwargs)
-    k = decoded.width / decoded.image.width  # file pixels per decoded pixel (see analyse_bytes)
-    rest = [replace(f, box=tuple(v / k for v in f.box), landmarks=tuple((x / k, y / k) for x, y in f.landmarks))
-            for f in analysis.faces[described:]]
-    more = describe(decoded.image, rest)
-    first = analysis.descriptors if analysis.descriptors is not None else np.empty((0, more.shape[1]), np.float32)
-    return FaceAnalysis(analysis.width, analysis.height, analysis.faces, np.concatenate([first, more]))
+        return analysis  # nothing to decode for
+    return _describe_rest(analysis, _decode_for_faces(data, path, max_pixels))
 
 
 def _rescaled(a: FaceAnalysis, k: float, width: int, height: int) -> FaceAnalysis:
@@ -85,8 +100,9 @@ def _analyse_path(path: str, every_face: bool = False
     read, its kind))."""
     try:
         data, _ = read_source(path)
-        analysis = analyse_bytes(data, path)
-        every = describe_every_face(analysis, data, path) if every_face else analysis
+        decoded = _decode_for_faces(data, path, None)
+        analysis = _analyse_decoded(decoded)
+        every = _describe_rest(analysis, decoded) if every_face else analysis  # from the same decode
         return path, analysis.to_json(), None if every is analysis else every.to_json(), None
     except UnreadableImageError as err:
         return path, None, None, (err.reason, err.kind)
