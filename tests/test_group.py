@@ -403,6 +403,30 @@ def test_model_names_the_groups_it_knows(lfw_people12_dir, tmp_path, face_cache)
     assert {g.name for g in result.groups} >= set(known)
 
 
+def test_group_model_refuses_a_model_that_cannot_name_faces_before_any_work(colour_model, sample, tmp_path, capsys):
+    data, _ = sample
+    out = tmp_path / "out"
+    assert main(["group", str(data), "--out", str(out), "--model", str(colour_model), "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot name the faces of a group" in err and "face_embedding" in err
+    assert not out.exists()
+
+
+def test_group_model_given_a_run_takes_the_run_s_model_that_answers_from_faces(colour_model, face_model, tmp_path):
+    from image_classifier.people.naming import ModelNamer, face_model_dir
+
+    models = tmp_path / "run" / "models"
+    models.mkdir(parents=True)
+    (models / "a_colours").symlink_to(colour_model, target_is_directory=True)
+    (models / "b_faces").symlink_to(face_model["model"], target_is_directory=True)
+    assert face_model_dir(tmp_path / "run") == models / "b_faces"
+    namer = ModelNamer(tmp_path / "run")
+    assert namer.source == str(models / "b_faces")
+    (models / "c_faces").symlink_to(face_model["model"], target_is_directory=True)
+    with pytest.raises(OptionError, match="2 models that answer from faces"):
+        face_model_dir(tmp_path / "run")
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 def test_the_contact_sheet_renders_in_chromium_without_console_errors(sample, tmp_path, face_cache):

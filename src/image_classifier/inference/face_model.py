@@ -212,6 +212,10 @@ class FaceClassifier(Classifier):
             out.append(FaceInput(found, image if index is None else None, index, distance))
         return out
 
+    def face_namer(self, same_person: float) -> Callable[[np.ndarray], list[str | None]]:
+        """:meth:`name_faces` at ``same_person`` (see :meth:`Model.face_namer`)."""
+        return lambda descriptors: self.name_faces(descriptors, same_person)
+
     def name_faces(self, descriptors: np.ndarray, same_person: float) -> list[str | None]:
         """Per face descriptor, the class this model gives it, or None when it is like no known
         person: no face of the bank within ``max_distance``, rejected by the rule, or further than

@@ -250,6 +250,16 @@ class Model(ABC):
         :meth:`FaceClassifier.add_class`); any other kind is refused, saying what to run instead."""
         raise not_a_face_model(self.card)
 
+    def face_namer(self, same_person: float) -> Callable[[np.ndarray], list[str | None]]:
+        """What names faces from their 128-D descriptors for ``group --model``: per descriptor the
+        class this model gives that face, or None where it is like no known person (or further than
+        ``same_person`` from every training face). Only a model that answers from faces can; any
+        other kind is refused here, before the caller does any work."""
+        raise OptionError(
+            f"{self.name} ({self.arch}) answers from the whole image, not from faces, so it cannot name the faces of "
+            "a group: give group --model a face model (face_embedding; compare trains one for a folder of "
+            "people: pass runs/NAME or runs/NAME/models/face_embedding)")
+
     def with_keep(self, keep: float) -> Model:
         """This model with its "none of these" threshold moved to keep ``keep`` of the known
         validation images (``--keep``; the card's rule keeps ``DEFAULT_KEEP`` unless trained with another):

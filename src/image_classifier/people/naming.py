@@ -11,52 +11,48 @@ would name any stranger. A group takes a class's name when more than half
 of its faces are that class; otherwise it stays a new person.
 
 :class:`ModelNamer` is what ``group --model`` passes to
-:func:`~image_classifier.people.grouping.group_photos` (which itself never imports torch).
+:func:`~image_classifier.people.grouping.group_photos` (which itself never imports torch); it asks
+the model for its ``face_namer`` and never what kind of model it is.
 """
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from image_classifier.errors import ModelFormatError
+from image_classifier.card import read_card
+from image_classifier.errors import OptionError
 from image_classifier.faces.clustering import SAME_PERSON_DISTANCE
-from image_classifier.inference.face_model import FaceClassifier
 from image_classifier.inference.kinds import open_classifier
 from image_classifier.people.grouping import GroupName
 from image_classifier.runs import is_model_dir, models_of_run, resolve_model_dir
 
-FACE_MODEL = "face_embedding"
 #: A group is named after a class when more than this share of its faces are that class.
 MAJORITY = 0.5
 
 
 def face_model_dir(path: str | os.PathLike) -> Path:
-    """The face model of a model directory, or of a ``compare`` run (its ``face_embedding``)."""
+    """The model directory ``path`` names: itself, or for a ``compare`` run the one of its models
+    that answers from faces (its card says so), else the run's best model (which
+    :meth:`~image_classifier.inference.model.Model.face_namer` then refuses, saying what to pass)."""
     path = Path(path)
-    if not is_model_dir(path):
-        models = models_of_run(path)
-        if FACE_MODEL in models:
-            return models[FACE_MODEL]
-    return resolve_model_dir(path)
+    if is_model_dir(path):
+        return path
+    by_faces = [d for d in models_of_run(path).values() if read_card(d).finds_faces]
+    if len(by_faces) > 1:
+        raise OptionError(f"{path} holds {len(by_faces)} models that answer from faces "
+                          f"({', '.join(d.name for d in by_faces)}): pass the one to name groups with, "
+                          f"e.g. --model {by_faces[0]}")
+    return by_faces[0] if by_faces else resolve_model_dir(path)
 
 
-def open_face_model(path: str | os.PathLike) -> FaceClassifier:
-    """The face model at ``path`` on the plain PyTorch backend (only its face half is used)."""
-    model_dir = face_model_dir(path)
-    model = open_classifier(model_dir, "torch")
-    if not isinstance(model, FaceClassifier):
-        raise ModelFormatError(
-            f"{model_dir} is not a face model: --model needs a {FACE_MODEL} model (compare trains one for "
-            f"a folder of people: pass runs/NAME or runs/NAME/models/{FACE_MODEL})")
-    return model
-
-
-def name_group(model: FaceClassifier, descriptors: np.ndarray) -> GroupName:
-    """The class most of a group's faces are, when more than :data:`MAJORITY` of them are."""
-    labels = model.name_faces(descriptors, SAME_PERSON_DISTANCE)
+def name_group(name_faces: Callable[[np.ndarray], list[str | None]], descriptors: np.ndarray) -> GroupName:
+    """The class most of a group's faces are (``name_faces``: a model's
+    :meth:`~image_classifier.inference.model.Model.face_namer`), when more than :data:`MAJORITY` of them are."""
+    labels = name_faces(descriptors)
     counts = Counter(label for label in labels if label is not None)
     known = sum(counts.values())
     if not counts:
@@ -67,11 +63,13 @@ def name_group(model: FaceClassifier, descriptors: np.ndarray) -> GroupName:
 
 
 class ModelNamer:
-    """Names groups with the face model at ``path`` (a model directory or a ``compare`` run)."""
+    """Names groups with the model at ``path`` (a model directory or a ``compare`` run), opened on the
+    plain PyTorch backend; a model that cannot name faces is refused here, before any grouping."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.model = open_face_model(path)
-        self.source = os.fspath(face_model_dir(path))
+        model_dir = face_model_dir(path)
+        self.name_faces = open_classifier(model_dir, "torch").face_namer(SAME_PERSON_DISTANCE)
+        self.source = os.fspath(model_dir)
 
     def __call__(self, descriptors: np.ndarray) -> GroupName:
-        return name_group(self.model, descriptors)
+        return name_group(self.name_faces, descriptors)

@@ -338,17 +338,21 @@ def open_set_note(study: Study, t: Translator = EN) -> str:
     note = t("report.open_set.note", keep=t.number(100 * o.keep, 0), method=method, model=best.name,
              auroc=t.number(o.auroc, 3),
              accepted=t.number(None if o.unknown_accept_rate is None else 100 * o.unknown_accept_rate, 0))
-    return note + _ensemble_open_set(study, t)
+    return note + _kinds_open_set(study, t)
 
 
-def _ensemble_open_set(study: Study, t: Translator) -> str:
-    """The ensemble's "none of these" (its own rule, on its members' p-values): a sentence saying
-    how it was measured, or that leave-one-class-out does not measure it."""
-    row = next((m for m in study.models if m.family == "ensemble"), None)
-    if row is None or (row.open_set is None and "ensemble_rejection_seconds" not in study.timings):
-        return ""  # no ensemble, or one from before ensembles had a rule
-    key = "report.open_set.ensemble_measured" if row.open_set is not None else "report.open_set.ensemble_not_measured"
-    return " " + t(key)
+def _kinds_open_set(study: Study, t: Translator) -> str:
+    """A kind's own sentence on its "none of these" rule, keyed by its family (the ensemble's: how it
+    was measured, or that leave-one-class-out does not measure it); none for a model without a rule
+    (its ``<family>_rejection_seconds`` timing, where a kind times its rule apart, never recorded)."""
+    out = ""
+    for row in study.models:
+        if row.open_set is None and f"{row.family}_rejection_seconds" not in study.timings:
+            continue  # not measured, and no rule of its own fitted (an ensemble from before they had one)
+        state = "measured" if row.open_set is not None else "not_measured"
+        own = t.get(f"report.open_set.{row.family}_{state}", "")
+        out += " " + own if own else ""
+    return out
 
 
 # ---- the choice of the served model (issue 25) ---------------------------------------------------

@@ -44,6 +44,7 @@ from image_classifier.faces import FaceSurvey
 from image_classifier.inference.classifier import Classifier
 from image_classifier.inference.model import Model
 from image_classifier.inference.rejection import DEFAULT_KEEP, score_kinds
+from image_classifier.models.registry import get_arch
 from image_classifier.training.cache import ImageCache
 from image_classifier.training.face_head import labelled_faces
 
@@ -198,9 +199,10 @@ def gather_evidence(inputs: EvidenceInputs, passes: dict[str, ValidationPass], *
     probs, details = {}, {}
     for m in models:
         probs[m], details[m] = aligned(m)
-    # The models that answer from the faces they find (their card says so; no kind is named here).
-    face_models = [m for m in models if passes[m].classifier.card.finds_faces]
-    whole = [m for m in models if m not in face_models]
+    # What each model's family adds to its validation pass (KIND_EVIDENCE; no kind is named here).
+    kinds = {m: KIND_EVIDENCE.get(get_arch(passes[m].classifier.arch).family, KindEvidence()) for m in models}
+    leads = [m for m in models if kinds[m].leads_cascade]
+    whole = [m for m in models if m not in leads]
 
     # ---- strangers: trials every model is scored in -----------------------------------------------
     trials: list[Trial] = []
@@ -212,8 +214,8 @@ def gather_evidence(inputs: EvidenceInputs, passes: dict[str, ValidationPass], *
         strangers_source = LEAVE_ONE_CLASS_OUT
         for m in models:
             vp = passes[m]
-            if m in face_models:
-                _face_trials(trials, m, vp, inputs, items, probs[m], details[m])
+            if kinds[m].loco is not None:
+                kinds[m].loco(trials, m, vp, inputs, items, probs[m], details[m])
             elif vp.features is not None and vp.train_sample is not None:
                 row = {i: k for k, i in enumerate(vp.kept)}
                 feats, sample = vp.train_sample
@@ -230,13 +232,12 @@ def gather_evidence(inputs: EvidenceInputs, passes: dict[str, ValidationPass], *
     candidates: list[Candidate] = []
     composites: dict[str, Composite] = {}
     for m in models:
-        cv = None
-        if m in face_models:
-            cv = _face_cv(m, passes[m].classifier.card, inputs, image_cache, say)
+        refit = kinds[m].cross_validate
+        cv = refit(m, passes[m].classifier.card, inputs, image_cache, say) if refit is not None else None
         candidates.append(Candidate(m, MODEL, probs[m].argmax(1) == y, true_class_nll(y, probs[m]),
                                     _parameters(passes[m].classifier), cv=cv,
                                     strangers_accepted=rejection(single(m), [m])))
-    for f in face_models if inputs.composites else []:
+    for f in leads if inputs.composites else []:
         decided = np.array([d.get("face") is not None for d in details[f]])
         for x in whole:
             p = np.where(decided[:, None], probs[f], probs[x])
@@ -310,3 +311,24 @@ def _folder_trial(models: Sequence[str], passes: dict[str, ValidationPass], comm
         trial.known_p[m] = _real_p_values(clf, probs[m], details[m])
         trial.strangers_p[m] = _real_p_values(clf, np.asarray(u_probs)[rows], [u_details[k] for k in rows])
     return [trial]
+
+
+@dataclass(frozen=True)
+class KindEvidence:
+    """What the evidence does for one family of model beyond its validation pass. Looked up by the
+    architecture's family (:data:`KIND_EVIDENCE`, as training's ``AFTER_TRAINING`` is): a family
+    without an entry gets the plain pass, a head on its features for leave-one-class-out, no
+    cross-validation and no cascade of its own."""
+
+    #: Its out-of-fold estimate over train + validation, where it refits in seconds.
+    cross_validate: Callable[[str, ModelCard, EvidenceInputs, ImageCache, Callable[[str], None]],
+                             CrossValidated | None] | None = None
+    #: Its leave-one-class-out p-values, filled into the trials.
+    loco: Callable[[list[Trial], str, ValidationPass, EvidenceInputs, Sequence[LabelledImage], np.ndarray,
+                    Sequence[dict[str, Any]]], None] | None = None
+    #: It answers first in a cascade with each other model, where its details say a face decided.
+    leads_cascade: bool = False
+
+
+#: Per architecture family, what the evidence adds (a new kind that refits cheaply adds an entry).
+KIND_EVIDENCE = {"face": KindEvidence(cross_validate=_face_cv, loco=_face_trials, leads_cascade=True)}
