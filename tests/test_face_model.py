@@ -3,6 +3,7 @@ train (fallback network + face head chosen on validation), save, reload in a fre
 predict through the face path and the no-face fallback, serve, and compare's face survey."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SHARED, synthetic_image
+from conftest import FACE_MODEL_PER_CLASS, SHARED, synthetic_image
 from image_classifier import load_model
 from image_classifier.study.comparison import face_accuracy, face_survey
 from image_classifier.study.options import CompareOptions
@@ -90,6 +91,35 @@ def test_faces_and_fallback_answer_and_say_which_decided(trained, people, tmp_pa
     # The no-face answer is the fallback network's: the backend's forward pass on the picture.
     fallback = clf.predict_tensor(clf.preprocess([noface]))[0]
     assert np.allclose(probs[1], fallback, atol=1e-6)
+
+
+def test_a_face_the_rule_accepts_decides_the_photo_even_beyond_max_distance(face_model, athletes_dir,
+                                                                           unknown_people_dir):
+    """A photo whose closest face is further than ``max_distance`` from the training faces but that
+    the "none of these" rule accepts is answered by that face, as the face's own answer is, not by
+    the whole-image fallback; a face the rule rejects leaves the photo to the fallback (unknown)."""
+    clf = load_model(face_model["model"], backend="torch")
+    assert clf.rejection_rule is not None
+    # No face is within max_distance 0: every decision below is the rule's.
+    clf.face_path.head = dataclasses.replace(clf.face_path.head, max_distance=0.0)
+    photos = [sorted((athletes_dir / c).iterdir())[FACE_MODEL_PER_CLASS + 5] for c in clf.classes]
+    photos += sorted(unknown_people_dir.iterdir())[:3]
+    probs, details = clf.predict_details(photos)
+    accepted = rejected = 0
+    for row, d in zip(probs, details):
+        if d["face_distance"] is None:
+            continue
+        faces = d["faces"]
+        closest = min(range(len(faces)), key=lambda i: faces[i]["distance"] if faces[i]["distance"] is not None
+                      else np.inf)
+        if faces[closest]["unknown"]:
+            rejected += 1
+            assert d["face"] is None and d["unknown"]  # the fallback answered, and the rule turned it away
+        else:
+            accepted += 1
+            assert d["face"] == faces[closest]["box"] and d["face_index"] == closest
+            assert not d["unknown"] and clf.classes[int(row.argmax())] == faces[closest]["label"]
+    assert accepted >= 1 and rejected >= 1, (accepted, rejected)
 
 
 def test_face_path_is_the_head_on_the_descriptor(trained, people):

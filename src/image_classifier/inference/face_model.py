@@ -3,7 +3,8 @@ faces first, the whole-image CNN as its no-face fallback.
 
 Everything that is particular to a face model lives here (or in :mod:`image_classifier.models.face_embedding`,
 its architecture): an image is decoded into its faces plus, when none is like a known person's, the
-picture; the face head answers the images with such a face from its descriptor and the fallback
+picture (a face further than ``max_distance`` that its "none of these" rule accepts still decides:
+:meth:`FaceClassifier.decided`); the face head answers the images with such a face from its descriptor and the fallback
 network (on the backend) the others; its calibration has two temperatures (the card's
 ``temperature`` for the fallback, ``face_temperature`` for the face head); its "none of these" rule
 is fitted on the images with a face (their distance to the nearest training face); its explanation
@@ -13,6 +14,7 @@ learn one more person without retraining (:meth:`FaceClassifier.add_class`).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,10 +154,24 @@ class FaceClassifier(Classifier):
         self.face_path.cache = None  # time the face pipeline itself, not a cache hit
         return self
 
+    def decided(self, item: FaceInput) -> FaceInput:
+        """``item`` with its deciding face: the largest within ``max_distance`` of a training face
+        (as decoded) or, when every face is further, the closest face if this model's "none of
+        these" rule accepts it as a known person's. Otherwise the photo would be answered by the
+        whole-image fallback while that face's own answer (same rule) names a known person: a
+        photo of one person would say one name on its face and another for the photo."""
+        rule = self.rejection_rule
+        if item.face_index is not None or item.distance is None or rule is None:
+            return item
+        kind = self.face_path.score_kind(item) or FACE_DISTANCE
+        if not rule.decide([kind], np.array([item.distance]))[0].accepted:
+            return item
+        return replace(item, image=None, face_index=self.face_path.closest(item))
+
     def prepare(self, images: Sequence[Any]) -> Prepared:
         """The images with a face like a known person's are answered here from its descriptor;
         only the others go to the backend (the fallback network)."""
-        items = [self.face_path.decode(img) for img in images]
+        items = [self.decided(self.face_path.decode(img)) for img in images]
         with_face = [i for i, it in enumerate(items) if it.face_index is not None]
         rows = [i for i, it in enumerate(items) if it.face_index is None]
         direct: dict[int, np.ndarray] = {}
@@ -181,7 +197,7 @@ class FaceClassifier(Classifier):
                 max_side: int = 512) -> Explanation:
         """The box of the face that decided ("decided by the face in this box"); when the fallback
         network answered, its Grad-CAM."""
-        item = decoded if decoded is not None else self.decode(image)
+        item = self.decided(decoded if decoded is not None else self.decode(image))
         if item.face_index is None:
             return super().explain(image, target=target, decoded=item.image, max_side=max_side)
         details = self.face_path.details(item)

@@ -185,11 +185,15 @@ class FacePath:
         descriptors = item.analysis.descriptors
         if not self.added or descriptors is None or len(descriptors) == 0:
             return None
-        if item.face_index is not None:
-            face = item.face_index
-        else:
-            face = int(nearest_distances(np.asarray(descriptors, np.float64), self.head.bank).argmin())
+        face = item.face_index if item.face_index is not None else self.closest(item)
         return ADDED_FACE_DISTANCE if bool(self.nearest_added(descriptors[face][None])[0]) else None
+
+    def closest(self, item: FaceInput) -> int | None:
+        """The index of the photo's face nearest to a training face (None: no face described)."""
+        descriptors = item.analysis.descriptors
+        if descriptors is None or len(descriptors) == 0:
+            return None
+        return int(nearest_distances(np.asarray(descriptors, np.float64), self.head.bank).argmin())
 
     def probabilities(self, descriptors: np.ndarray) -> np.ndarray:
         """The head's calibrated probabilities for deciding faces' descriptors (k, 128)."""
