@@ -10,9 +10,11 @@ A card keeps its keys in the order they were written: a key set for the first ti
 removed (:meth:`ModelCard.remove`) goes, as in the dict the file is, so a card read and written
 again is the same file. A key this version does not know is refused, saying what to do.
 
-The entries that belong to one module stay JSON objects read by that module: ``preprocessing``
-(``Preprocessing.from_dict``), ``rejection`` (``RejectionRule.from_card``), ``ensemble``
-(``inference.ensemble``), ``exports`` (``export``), ``faces`` (the face model's head and bank).
+The entries that belong to one module stay JSON objects, parsed or written by that module:
+``preprocessing`` (``Preprocessing.from_dict``), ``rejection`` (``RejectionRule.from_card``),
+``ensemble`` (``inference.ensemble``), ``exports`` (``export``), ``faces`` (the face model's head
+and bank, written by ``training.face_head``); what any module reads of them by key is a typed
+property or method of :class:`ModelCard` here (``input_size``, ``export_record``, ``face_max_distance``, ...).
 
 Imports nothing heavy: the foundation's (``results`` uses :class:`Calibration` too).
 """
@@ -154,6 +156,76 @@ class ModelCard(Jsonable):
         """Whether the model answers from the faces it finds (its card has a ``faces`` entry): what a
         caller that must decide before loading the model (``sort`` starting its face workers) reads."""
         return self.faces is not None
+
+    # ---- what modules read of the entries kept as JSON objects (typed here, read nowhere else) ----
+    @property
+    def input_size(self) -> int | None:
+        """The side of the square network input (the preprocessing's ``input_size``)."""
+        size = self.preprocessing.get("input_size")
+        return None if size is None else int(size)
+
+    @property
+    def pretrained_sha256(self) -> str | None:
+        """The SHA-256 of the ImageNet weights it started from (None: trained from scratch)."""
+        return (self.pretrained_weights or {}).get("sha256")
+
+    def export_record(self, key: str) -> dict[str, Any]:
+        """What ``export`` recorded of one file (``onnx``, ``onnx_int8``: its ``file``, ``sha256``, ...); {} if none."""
+        return (self.exports or {}).get(key) or {}
+
+    def accuracy_check(self, backend: str) -> dict[str, Any] | None:
+        """``export``'s accuracy check of ``backend`` against PyTorch (None: never measured)."""
+        return ((self.exports or {}).get("accuracy_checks") or {}).get(backend)
+
+    @property
+    def face_weights_sha256(self) -> dict[str, str]:
+        """A face model's dlib weights files, by name, as it was fitted with ({} for another model)."""
+        return (self.faces or {}).get("weights_sha256") or {}
+
+    @property
+    def face_bank_labels(self) -> list[int] | None:
+        """Whose face each row of a face model's bank is (class indices; None in older cards)."""
+        return ((self.faces or {}).get("bank") or {}).get("labels")
+
+    @property
+    def face_head_c(self) -> float | None:
+        """The L2 strength (``C``) a face model's head was fitted with."""
+        c = ((self.faces or {}).get("head") or {}).get("C")
+        return None if c is None else float(c)
+
+    @property
+    def face_max_distance(self) -> float:
+        """How far from every training face a face may be and still decide (inf: no limit)."""
+        value = (self.faces or {}).get("max_distance")
+        return float("inf") if value is None else float(value)
+
+    @property
+    def validation_strangers(self) -> dict[str, Any] | None:
+        """A face model's validation faces seen as strangers (what ``--keep`` trades), when recorded."""
+        return (self.faces or {}).get("validation_strangers")
+
+    def faces_with_added(self, bank_faces: int, bank_labels: list[int], head_note: str,
+                         stranger_distances: list[float]) -> dict[str, Any]:
+        """This face model's ``faces`` entry after ``add``: the bank's size and labels, the head's
+        note on how it was refitted, and the validation strangers' distances joined by ``stranger_distances``."""
+        faces = dict(self.faces or {})
+        faces["bank"] = {**(faces.get("bank") or {}), "faces": int(bank_faces), "labels": list(bank_labels)}
+        faces["head"] = {**(faces.get("head") or {}), "refitted": head_note}
+        strangers = dict(faces.get("validation_strangers") or {})
+        if "distances" in strangers:
+            strangers["distances"] = [round(v, 6) for v in sorted([*strangers["distances"], *stranger_distances])]
+        faces["validation_strangers"] = strangers
+        return faces
+
+    @property
+    def ensemble_member_entries(self) -> list[dict[str, Any]]:
+        """An ensemble's members as its card lists them (KeyError/TypeError: not an ensemble's card)."""
+        return list(self.ensemble["members"])  # type: ignore[index]
+
+    @property
+    def ensemble_combine(self) -> str | None:
+        """How an ensemble combines its members (None: the default mean)."""
+        return (self.ensemble or {}).get("combine")
 
 
 _FIELDS = [f for f in dataclasses.fields(ModelCard) if f.name != "_keys"]

@@ -229,8 +229,7 @@ class OnnxBackend:
 
 def onnx_path(model_dir: str | os.PathLike, card: ModelCard, name: str = "onnx") -> Path:
     """Where ``name``'s ONNX file is: as recorded in the card by export, else the default name."""
-    key = "onnx_int8" if name == "onnx-int8" else "onnx"
-    record = (card.exports or {}).get(key) or {}
+    record = card.export_record("onnx_int8" if name == "onnx-int8" else "onnx")
     default = ONNX_INT8_NAME if name == "onnx-int8" else ONNX_NAME
     return Path(model_dir) / record.get("file", default)
 
@@ -241,8 +240,7 @@ def open_onnx_backend(model_dir: str | os.PathLike, card: ModelCard, name: str =
     a missing, corrupted, replaced or foreign ``.onnx`` file raises ``ModelFormatError`` saying
     what to re-run, never silently predicts with the wrong network."""
     path = onnx_path(model_dir, card, name)
-    key = "onnx_int8" if name == "onnx-int8" else "onnx"
-    record = (card.exports or {}).get(key) or {}
+    record = card.export_record("onnx_int8" if name == "onnx-int8" else "onnx")
     flag = " --quantize int8" if name == "onnx-int8" else ""
     if not path.is_file():
         raise ModelFormatError(
@@ -256,7 +254,7 @@ def open_onnx_backend(model_dir: str | os.PathLike, card: ModelCard, name: str =
             f"re-run `image-classifier export {model_dir}{flag}`"
         )
     if name == "onnx-int8":
-        check = ((card.exports or {}).get("accuracy_checks") or {}).get(name) or {}
+        check = card.accuracy_check(name) or {}
         if not check.get("accepted"):
             log.warning("%s: its accuracy was %s; predictions may be worse than fp32", path,
                         "not within the limit at export" if check else "never measured")

@@ -180,8 +180,7 @@ def add_person(card: ModelCard, net: torch.nn.Module, name: str, sources: Sequen
         raise not_a_face_model(card)
     classes = list(card.classes)
     name = check_name(name, classes)
-    faces_card = card.faces
-    bank_labels = (faces_card.get("bank") or {}).get("labels")
+    bank_labels = card.face_bank_labels
     if bank_labels is None:
         raise ModelFormatError(
             "this face model was saved before `add` existed: its card does not record whose face each training "
@@ -217,7 +216,7 @@ def add_person(card: ModelCard, net: torch.nn.Module, name: str, sources: Sequen
     train = [usable[i] for i in sorted(order[n_val:])]
 
     old_labels = np.asarray(bank_labels, dtype=np.int64)
-    c_param = float((faces_card.get("head") or {}).get("C") or 1.0)
+    c_param = float(card.face_head_c or 1.0)
     learned = _their_faces(train)
     if len(learned) < 2:
         raise DatasetError(f"adding {name!r}: in the {len(train)} photos to learn from, only {len(learned)} show the "
@@ -259,17 +258,10 @@ def add_person(card: ModelCard, net: torch.nn.Module, name: str, sources: Sequen
         new_card.remove(stale)
     new_card.classes = [*classes, name]
     new_card.arch_options = {**(card.arch_options or {}), "face_bank_size": int(len(new_head.bank))}
-    faces = dict(faces_card)
-    faces["bank"] = {**(faces_card.get("bank") or {}), "faces": int(len(new_head.bank)),
-                     "labels": [int(v) for v in labels]}
-    faces["head"] = {**(faces_card.get("head") or {}),
-                     "refitted": f"by add, on the bank plus {len(learned)} faces of {name!r}, C={c_param:g}, "
-                                 "each person's faces weighing the same in total"}
-    strangers = dict(faces_card.get("validation_strangers") or {})
-    if "distances" in strangers:
-        strangers["distances"] = [round(v, 6) for v in sorted([*strangers["distances"], *as_strangers])]
-    faces["validation_strangers"] = strangers
-    new_card.faces = faces
+    new_card.faces = card.faces_with_added(
+        len(new_head.bank), [int(v) for v in labels],
+        f"by add, on the bank plus {len(learned)} faces of {name!r}, C={c_param:g}, "
+        "each person's faces weighing the same in total", as_strangers)
     if rule is not None:
         new_card.rejection = {
             **rule.to_card(), "fitted_on": f"validation (the original model's, and {len(val)} of {name!r})",

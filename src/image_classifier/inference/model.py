@@ -242,7 +242,7 @@ class Model(ABC):
         seen as strangers accepted (see :func:`~image_classifier.inference.rejection.tradeoff`)."""
         if self.rejection_rule is None:
             return None
-        return tradeoff(self.rejection_rule, (self.card.faces or {}).get("validation_strangers"))
+        return tradeoff(self.rejection_rule, self.card.validation_strangers)
 
     def add_class(self, name: str, images: Any, *, out: str | os.PathLike | None = None, seed: int = 0,
                   face_cache: Any = None) -> Model:

@@ -122,7 +122,7 @@ def check_against_card(metadata: dict[str, str], card: ModelCard, path: str | Pa
             f"{card_t:g} (the model was calibrated again after export): its probabilities would differ from "
             f"PyTorch's; {rerun}"
         )
-    size = int(card.preprocessing["input_size"])
+    size = card.input_size
     if input_shape is not None and len(input_shape) == 4:
         fixed = input_shape[1:]
         if any(isinstance(d, int) and d != want for d, want in zip(fixed, (3, size, size))):

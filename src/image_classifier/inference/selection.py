@@ -59,7 +59,7 @@ class BackendChoice:
 
 
 def _accepted(card: ModelCard, name: str) -> tuple[bool, str]:
-    check = ((card.exports or {}).get("accuracy_checks") or {}).get(name)
+    check = card.accuracy_check(name)
     if not check:
         return False, (f"its accuracy was never measured (run `image-classifier export MODEL_DIR "
                        f"{'--quantize int8 ' if name == 'onnx-int8' else ''}--eval-data DATA`)")

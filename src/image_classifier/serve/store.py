@@ -236,7 +236,7 @@ class ServedModel:
             "backend_reason": getattr(self.classifier, "backend_reason", None),
             "classes": self.classes,
             "default": default,
-            "input_size": card.preprocessing.get("input_size"),
+            "input_size": card.input_size,
             "test": test_summary(self.entry.metrics),
             "validation_accuracy": _number(self.entry.metrics, "validation", "accuracy"),
             "offline_latency_ms": _number(self.entry.metrics, "speed", "e2e_latency_ms_p50"),

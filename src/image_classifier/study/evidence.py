@@ -172,10 +172,8 @@ def _face_cv(arch: str, card: ModelCard, inputs: EvidenceInputs, image_cache: Im
         return None
     fallback = linear_probe_oof(x, labels, folds, len(inputs.classes))
     analyses = [inputs.survey.analyses.get(r.rel_path) if inputs.survey is not None else None for r in records]
-    faces = card.faces or {}
-    max_distance = faces.get("max_distance")
-    oof = face_model_oof(analyses, labels, folds, len(inputs.classes), fallback, c=float(faces["head"]["C"]),
-                         max_distance=float("inf") if max_distance is None else float(max_distance))
+    oof = face_model_oof(analyses, labels, folds, len(inputs.classes), fallback, c=float(card.face_head_c or 1.0),
+                         max_distance=card.face_max_distance)
     return summarise(oof, labels, folds, "face head and bank refitted per fold (its C and max distance); "
                      "no-face fallback: a linear head on its frozen MobileNetV2 features")
 
@@ -290,9 +288,8 @@ def _face_trials(trials: list[Trial], m: str, vp: ValidationPass, inputs: Eviden
         return
     bank = np.stack([d for d, _ in rows]).astype(np.float64)
     bank_labels = np.array([c for _, c in rows], dtype=np.int64)
-    max_distance = (vp.classifier.card.faces or {}).get("max_distance")
     descriptors = [None if (a := inputs.survey.analyses.get(it.rel_path)) is None else a.descriptors for it in items]
-    face_loco(trials, m, bank, bank_labels, descriptors, float("inf") if max_distance is None else float(max_distance),
+    face_loco(trials, m, bank, bank_labels, descriptors, vp.classifier.card.face_max_distance,
               _real_p_values(vp.classifier, probs, details))
 
 

@@ -92,7 +92,7 @@ def card_identity(card: ModelCard) -> dict[str, Any]:
         "split manifest": card.split_manifest_sha256,
         "seed": card.seed,
         "recipe": card.recipe,
-        "ImageNet weights": (card.pretrained_weights or {}).get("sha256"),
+        "ImageNet weights": card.pretrained_sha256,
         "library versions": card.versions,
     }
 
