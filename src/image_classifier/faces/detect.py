@@ -98,6 +98,11 @@ class FaceAnalysis:
     def method(self) -> str | None:
         return self.faces[0].method if self.faces else None
 
+    @property
+    def every_face_described(self) -> bool:
+        """Whether every face found has a descriptor (a group photo may have more than the largest few)."""
+        return len(self.faces) <= (0 if self.descriptors is None else len(self.descriptors))
+
     def to_json(self) -> dict[str, Any]:
         return {"width": self.width, "height": self.height, "faces": [f.to_json() for f in self.faces],
                 "descriptors": None if self.descriptors is None else self.descriptors.tolist()}

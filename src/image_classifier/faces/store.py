@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from image_classifier.data.decode import decode_image, read_source
 from image_classifier.errors import UnreadableImageError
-from image_classifier.faces.detect import DETECT_MAX_SIDE, FaceAnalysis, analyse_image, describe
+from image_classifier.faces.detect import DESCRIPTOR_DIM, DETECT_MAX_SIDE, FaceAnalysis, analyse_image, describe
 from image_classifier.faces.dlib_weights import weights_sha256
 from image_classifier.fileio import atomic_write_json
 
@@ -59,14 +59,13 @@ def _analyse_decoded(decoded: Any) -> FaceAnalysis:
 def _describe_rest(analysis: FaceAnalysis, decoded: Any) -> FaceAnalysis:
     """``analysis`` (of ``decoded``) with the faces past the described ones described too; itself
     when every face has a descriptor already."""
-    described = 0 if analysis.descriptors is None else len(analysis.descriptors)
-    if described >= len(analysis.faces):
+    if analysis.every_face_described:
         return analysis
+    first = analysis.descriptors if analysis.descriptors is not None else np.empty((0, DESCRIPTOR_DIM), np.float32)
     k = decoded.width / decoded.image.width  # file pixels per decoded pixel (see _analyse_decoded)
     rest = [replace(f, box=tuple(v / k for v in f.box), landmarks=tuple((x / k, y / k) for x, y in f.landmarks))
-            for f in analysis.faces[described:]]
+            for f in analysis.faces[len(first):]]
     more = describe(decoded.image, rest)
-    first = analysis.descriptors if analysis.descriptors is not None else np.empty((0, more.shape[1]), np.float32)
     return FaceAnalysis(analysis.width, analysis.height, analysis.faces, np.concatenate([first, more]))
 
 
@@ -81,8 +80,7 @@ def describe_every_face(analysis: FaceAnalysis, data: bytes, path: str | None = 
     :data:`~image_classifier.faces.detect.MAX_DESCRIBED` (a group photo): the image is decoded
     again as :func:`analyse_bytes` decoded it, and the other faces described from their landmarks.
     The analysis itself is returned when every face has a descriptor already."""
-    described = 0 if analysis.descriptors is None else len(analysis.descriptors)
-    if described >= len(analysis.faces):
+    if analysis.every_face_described:
         return analysis  # nothing to decode for
     return _describe_rest(analysis, _decode_for_faces(data, path, max_pixels))
 
@@ -171,7 +169,7 @@ class FaceCache:
                    max_pixels: int | None = None) -> FaceAnalysis:
         """:func:`describe_every_face`, cached by content beside the file's analysis (a separate entry:
         what training and ``check`` read stays the analysis of the largest faces)."""
-        if analysis.descriptors is not None and len(analysis.descriptors) >= len(analysis.faces):
+        if analysis.every_face_described:
             return analysis
         key = _every_key(sha)
         cached = self.get(key)

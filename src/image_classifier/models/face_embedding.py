@@ -125,11 +125,6 @@ def choose_face(descriptors: np.ndarray | None, bank: np.ndarray,
     return int(known[0]), float(dist[known[0]])
 
 
-def _undescribed(analysis: FaceAnalysis) -> bool:
-    """Whether some faces of ``analysis`` have no descriptor (more than the largest few were found)."""
-    return len(analysis.faces) > (0 if analysis.descriptors is None else len(analysis.descriptors))
-
-
 @dataclass
 class FaceInput:
     """One image ready for a face model: what the face pipeline found, which face decides (None:
@@ -207,7 +202,7 @@ class FacePath:
             rgb = source if source.mode == "RGB" else source.convert("RGB")
             analysis = analyse_image(rgb)
             every = None
-            if _undescribed(analysis):
+            if not analysis.every_face_described:
                 done = analysis.descriptors if analysis.descriptors is not None else np.empty((0, DESCRIPTOR_DIM))
                 more = describe(rgb, analysis.faces[len(done):])
                 every = FaceAnalysis(analysis.width, analysis.height, analysis.faces,
@@ -223,7 +218,7 @@ class FacePath:
         # for their own answers (a group photo).
         index, distance = self.head.choose(analysis.descriptors)
         every = None
-        if _undescribed(analysis):
+        if not analysis.every_face_described:
             every = (describe_every_face(analysis, data, path, max_pixels) if self.cache is None
                      else self.cache.every_face(analysis, data, sha, path, max_pixels))
         image = None
