@@ -57,7 +57,7 @@ def make_study(tmp_path: Path, n: int = 30, classes: list[str] = CLASSES) -> Stu
             test=TestMetrics.from_json(compute_metrics(y, probs, classes)),
             speed=Speed(params=1234 * (k + 1), trainable_params=1000, size_mb=0.5 + k, flops_per_image=10**7,
                         latency_ms_p50=1.5 + 10 * k, latency_ms_p95=2.0 + 10 * k, e2e_latency_ms_p50=3.0,
-                        e2e_latency_ms_p95=4.0, throughput_ips=500.0, throughput_batch=32),
+                        e2e_latency_ms_p95=4.0, throughput_ips=500.0, throughput_batch=32, forward_is_whole=True),
             training=Training(seconds=12.5, peak_rss_mb=300.0,
                               history=_history([("frozen", 2), ("finetune", 3)] if k == 0 else [("scratch", 4)])),
             errors=errors,

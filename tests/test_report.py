@@ -15,7 +15,7 @@ from PIL import Image
 from study_helpers import CLASSES, make_study, make_study_json
 
 from image_classifier.report import write_report
-from image_classifier.report.tables import format_terminal_table
+from image_classifier.report.tables import format_terminal_table, per_image_ms
 from image_classifier.results import COLUMNS, Study
 
 
@@ -62,6 +62,26 @@ def test_metrics_json_reads_back_into_the_same_study(tmp_path):
     assert again.csv.read_text() == files.csv.read_text()
     # (but for the time the report took, its last line)
     assert again.markdown.read_text().splitlines()[:-1] == files.markdown.read_text().splitlines()[:-1]
+
+
+def test_a_model_whose_forward_pass_is_a_part_is_costed_by_its_file_to_label_time(tmp_path):
+    data = make_study_json(tmp_path)
+    # tiny_b as an ensemble with a face member: its timing says the forward pass leaves dlib's faces out.
+    data["models"][1].update(family="ensemble")
+    data["selection"]["best"] = "tiny_b"  # the headline describes the served model
+    data["models"][1]["speed"].update(latency_ms_p50=40.0, e2e_latency_ms_p50=700.0, forward_is_whole=False)
+    study = Study.from_json(data)
+    rows = {r["model"]: r for r in study.rows()}
+    assert (rows["tiny_a"]["forward_is_whole"], rows["tiny_b"]["forward_is_whole"]) == (True, False)
+    assert (per_image_ms(rows["tiny_a"]), per_image_ms(rows["tiny_b"])) == (1.5, 700.0)
+    md = write_report(study, tmp_path / "run").markdown.read_text()
+    assert "700 ms per image from file to label" in md and "which alone takes 40.0 ms" in md
+    # metrics.json from before the field: a face model's forward pass was the part, a CNN's the whole.
+    for family, whole in (("face", False), ("cnn", True)):
+        del data["models"][0]["speed"]["forward_is_whole"]
+        data["models"][0]["family"] = family
+        assert Study.from_json(data).models[0].speed.forward_is_whole is whole
+        data["models"][0]["speed"]["forward_is_whole"] = True
 
 
 def test_html_is_self_contained_and_escaped(tmp_path):

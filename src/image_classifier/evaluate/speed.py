@@ -151,6 +151,7 @@ def measure_classifier(
         "e2e_latency_ms_p50": e2e["p50_ms"] if e2e else None,
         "e2e_latency_ms_p95": e2e["p95_ms"] if e2e else None,
         "e2e_repeats": e2e["repeats"] if e2e else None,
+        "forward_is_whole": classifier.forward_is_whole,
         "throughput_ips": config.throughput_batch / float(np.median(batch_times)),
         "throughput_batch": config.throughput_batch,
         "backend": classifier.backend_name,

@@ -292,6 +292,11 @@ class EnsembleClassifier(Model):
         return self
 
     @property
+    def forward_is_whole(self) -> bool:
+        """Whether every member's forward pass is all that member computes (a face member's is not)."""
+        return all(clf.forward_is_whole for _, clf, _ in self.members)
+
+    @property
     def device(self) -> torch.device:
         """Where the members compute: the GPU when one of them runs there, else the CPU."""
         devices = [clf.device for _, clf, _ in self.members]

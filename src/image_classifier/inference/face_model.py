@@ -154,6 +154,11 @@ class FaceClassifier(Classifier):
         self.face_path.cache = None  # time the face pipeline itself, not a cache hit
         return self
 
+    @property
+    def forward_is_whole(self) -> bool:
+        """False: dlib finds and describes the faces outside the forward pass (the no-face fallback's)."""
+        return False
+
     def decided(self, item: FaceInput) -> FaceInput:
         """``item`` with its deciding face: the largest within ``max_distance`` of a training face
         (as decoded) or, when every face is further, the closest face if this model's "none of

@@ -149,6 +149,13 @@ class Model(ABC):
         """This model as its latency is measured: without caches that would time a lookup."""
         return self
 
+    @property
+    def forward_is_whole(self) -> bool:
+        """Whether the timed forward pass (:meth:`predict_tensor` on a ready input) is all this model
+        computes per image. False where work happens outside it (a face model finds and describes
+        faces first): its cost per image is then the file -> label time."""
+        return True
+
     def predict_details(self, images: Any, batch_size: int = 32, *, bgr: bool = False
                         ) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Like :meth:`predict_proba`, plus per image what decided it (for a face model: ``face``, the

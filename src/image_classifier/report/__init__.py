@@ -26,7 +26,7 @@ from image_classifier.i18n import DEFAULT, Translator, translator
 from image_classifier.report import plots
 from image_classifier.report.html import render_html
 from image_classifier.report.markdown import render_markdown
-from image_classifier.report.tables import write_comparison_csv, write_metrics_json
+from image_classifier.report.tables import per_image_ms, write_comparison_csv, write_metrics_json
 from image_classifier.results import TEST_IMAGES, Study
 from image_classifier.runs import COMPARISON_CSV_NAME, METRICS_NAME, PLOTS_DIR, REPORT_HTML_NAME, REPORT_MD_NAME
 
@@ -96,7 +96,7 @@ def draw_plots(study: Study, run_dir: Path, *,
     # Figures drawn by compare from the images themselves (not from the Study) are kept.
     study_plots: dict[str, str] = {k: v for k, v in study.plots.items() if k in KEPT_PLOTS}
     # One model has no trade-off to show; its numbers are in the table.
-    if len(rows) > 1 and all(r["latency_ms_p50"] is not None for r in rows):
+    if len(rows) > 1 and all(per_image_ms(r) is not None for r in rows):
         best = study.selection.best if study.selection is not None else None
         out.append(plots.summary_png(rows, plot_dir / "summary.png", best=best, t=t))
         study_plots["summary"] = f"{PLOTS_DIR}/summary.png"

@@ -55,8 +55,8 @@ def _describe(r: dict, study: Study, t: Translator) -> str:
              high=t.percent(r["test_accuracy_ci_high"], 0), n=r["test_n"], noun=scored_noun(study, t),
              macro_f1=t.number(r["macro_f1"], 3))
     if forward_pass_is_a_part(r) and r["e2e_latency_ms_p50"] is not None:
-        text += t("report.narrative.describe_face_latency", e2e_ms=t.localize_number(fmt_ms(r["e2e_latency_ms_p50"])),
-                  fallback_ms=t.localize_number(fmt_ms(r["latency_ms_p50"])))
+        text += t("report.narrative.describe_e2e_latency", e2e_ms=t.localize_number(fmt_ms(r["e2e_latency_ms_p50"])),
+                  forward_ms=t.localize_number(fmt_ms(r["latency_ms_p50"])))
     elif r["latency_ms_p50"] is not None:
         text += t("report.narrative.describe_latency", ms=t.localize_number(fmt_ms(r["latency_ms_p50"])))
     if r["size_mb"] is not None:

@@ -26,9 +26,10 @@ EN = translator("en")
 
 
 def forward_pass_is_a_part(row: dict) -> bool:
-    """Whether the model's forward pass is only part of what it computes per image (the face
-    family's is its no-face fallback; dlib finds and describes the faces outside it)."""
-    return row.get("family") == "face"
+    """Whether the model's forward pass is only part of what it computes per image, as its timing
+    recorded (``forward_is_whole``: a face model's, or an ensemble's with a face member, leaves out
+    the faces dlib finds and describes first)."""
+    return row.get("forward_is_whole") is False
 
 
 def per_image_ms(row: dict) -> float | None:

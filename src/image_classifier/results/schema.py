@@ -86,6 +86,9 @@ class Speed(Jsonable):
     e2e_latency_ms_p50: float | None = None
     e2e_latency_ms_p95: float | None = None
     e2e_repeats: int | None = None
+    #: Whether ``latency_ms_*`` (the forward pass) is all the model computes per image (Model.forward_is_whole);
+    #: when False its cost per image is ``e2e_latency_ms_*``. None: not recorded (see ModelResult.from_json).
+    forward_is_whole: bool | None = None
     throughput_ips: float | None = None
     throughput_batch: int | None = None
     backend: str | None = None
@@ -248,6 +251,10 @@ class ModelResult(Jsonable):
         result = super().from_json(data)
         if result.backends is not None:
             result.skipped = {}  # the backends', see ``backends``
+        if result.speed is not None and result.speed.forward_is_whole is None:
+            # A metrics.json written before the field: only a face model's forward pass was known
+            # to be a part (its no-face fallback), as the report then assumed.
+            result.speed.forward_is_whole = result.family != "face"
         return result
 
 

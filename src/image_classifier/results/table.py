@@ -74,6 +74,9 @@ COLUMNS = (
     # alone (see report.tables.per_image_ms), or "ensemble" for compare's ensemble (every member's
     # forward pass; size and parameters are the members' sums).
     "family",
+    # Whether latency_ms_* (the forward pass) is all the model computes per image; False for a face
+    # model and an ensemble with one (dlib's faces come first), whose cost per image is e2e_latency_ms_*.
+    "forward_is_whole",
     # The shortcut audit (``compare``): test accuracy with the faces masked, with only the faces
     # kept (both on the test images with a face found), and in greyscale.
     "acc_face_masked",
@@ -148,6 +151,7 @@ def model_row(m: ModelResult, selected: bool = False, evidence: CandidateEvidenc
         "test_accuracy_noface": faces.test_accuracy_noface if faces else None,
         "face_detection_rate": faces.detection_rate if faces else None,
         "family": m.family or "cnn",
+        "forward_is_whole": speed.forward_is_whole,
         "acc_face_masked": m.shortcut.face_masked if m.shortcut else None,
         "acc_face_only": m.shortcut.face_only if m.shortcut else None,
         "acc_greyscale": m.shortcut.greyscale if m.shortcut else None,
