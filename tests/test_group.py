@@ -37,11 +37,26 @@ def blobs(sizes: list[int], spread: float = 0.2, seed: int = 0) -> tuple[np.ndar
     return centres[who] + rng.normal(0, spread / np.sqrt(2 * 128), (len(who), 128)), who
 
 
-def test_the_cli_defaults_are_the_library_defaults():
-    from image_classifier.cli import group as cli_group
+def test_group_s_options_are_declared_once_and_default_to_the_clustering_s(tmp_path):
+    from image_classifier.cli import build_parser
+    from image_classifier.faces.clustering import ClusterParams
+    from image_classifier.optionspec import from_args
+    from image_classifier.people import GroupOptions
 
-    assert (cli_group.MIN_SIZE, cli_group.CORE_DISTANCE, cli_group.ATTACH_DISTANCE) == (
+    def parsed(*extra: str) -> GroupOptions:
+        return from_args(GroupOptions, build_parser().parse_args(["group", "photos", "--out", "out", *extra]))
+
+    assert parsed() == GroupOptions() and GroupOptions().params() == ClusterParams()
+    assert (GroupOptions().min_size, GroupOptions().core_distance, GroupOptions().attach_distance) == (
         MIN_GROUP_SIZE, CORE_DISTANCE, ATTACH_DISTANCE)
+    given = parsed("--merge", "person_001", "person_002", "--no-cache", "--min-size", "5", "--copy")
+    assert given == GroupOptions(merge=("person_001", "person_002"), cache=False, min_size=5, copy=True)
+    assert given.face_cache_root is None and GroupOptions(cache_dir=tmp_path).face_cache_root == tmp_path
+    # One check, the same from Python and the command line.
+    with pytest.raises(OptionError, match="--merge takes two different groups, not a a"):
+        GroupOptions(merge=("a", "a")).check()
+    assert main(["group", str(tmp_path), "--out", str(tmp_path / "out"), "--merge", "a", "a"]) == 2
+    assert not (tmp_path / "out").exists()
 
 
 def test_bcubed_on_a_worked_example():

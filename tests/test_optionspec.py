@@ -16,6 +16,7 @@ import image_classifier as ic
 from image_classifier.cli import build_parser, main
 from image_classifier.errors import OptionError
 from image_classifier.optionspec import DEFAULT_KEEP, check_keep, command_line, from_args, options_of
+from image_classifier.people.options import GroupOptions
 from image_classifier.sorting.options import SortOptions
 from image_classifier.study.comparison import reproduce_command
 from image_classifier.study.evaluate import reproduce_command as evaluate_command
@@ -24,8 +25,10 @@ from image_classifier.training.launch import torchrun_command
 from image_classifier.training.options import TrainOptions
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-#: Command-line options that are not options of the run: train's --recipe prints the recipe and exits.
+#: Command-line options that are not options of the run: train's --recipe prints the recipe and exits;
+#: group's folders and model are its inputs (``group_photos(data, out, namer=...)``), --json its output's form.
 NOT_OPTIONS = {"-h", "--help", "--recipe"}
+INPUTS = {"group": {"--out", "--model", "--json"}}
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:
@@ -38,14 +41,15 @@ def _cli_fields(cls: type) -> list:
 
 
 @pytest.mark.parametrize(("command", "cls"), [("compare", CompareOptions), ("train", TrainOptions),
-                                              ("evaluate", EvaluateOptions), ("sort", SortOptions)])
+                                              ("evaluate", EvaluateOptions), ("sort", SortOptions),
+                                              ("group", GroupOptions)])
 def test_each_command_line_option_is_the_python_keyword_of_the_same_name(command, cls, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100000")  # --help on one line per option
     parser = _subparser(command)
     names = {f.name for f in fields(cls)}
     # Exclusive switches set one field: --resume | --fresh is resume=, --copy | --link is copy=.
     switches = {flag: f.name for f, spec in options_of(cls) for flag in (spec.switches or {})}
-    flags = [s for a in parser._actions for s in a.option_strings if s not in NOT_OPTIONS]
+    flags = [s for a in parser._actions for s in a.option_strings if s not in NOT_OPTIONS | INPUTS.get(command, set())]
     assert flags  # the parser was built from the declarations
     for flag in flags:  # --no-NAME is NAME=False
         assert flag.removeprefix("--").removeprefix("no-").replace("-", "_") in names or flag in switches, flag
@@ -55,7 +59,7 @@ def test_each_command_line_option_is_the_python_keyword_of_the_same_name(command
         texts = [text for _, text in spec.switches.values()] if spec.switches else [spec.help % {"default": f.default}]
         assert not spec.cli or all(text in help_text for text in texts), f.name
     assert {f.name for f, spec in options_of(cls) if not spec.cli} <= {
-        "n_bootstrap", "add_people_model", "invoked_as", "recipe", "channels_last", "speed_config", "workers"}
+        "n_bootstrap", "add_people_model", "invoked_as", "recipe", "channels_last", "speed_config", "workers", "seed"}
 
 
 def test_compare_options_parsed_back_from_the_reproduce_command_are_the_same(tmp_path):
@@ -152,7 +156,7 @@ def test_a_renamed_python_keyword_is_a_type_error_naming_the_new_one(call, old, 
 
 def test_the_parsers_are_built_without_loading_torch():
     code = ("import sys; from image_classifier.cli import build_parser; build_parser(); "
-            "print(sorted(m for m in ('torch', 'numpy', 'cv2') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'numpy', 'cv2', 'dlib', 'PIL') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(SRC), "PATH": ""})
     assert out.stdout.strip() == "[]"

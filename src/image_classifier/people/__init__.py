@@ -1,11 +1,24 @@
 """Folders of people before any model: unlabelled photos grouped into people (``group``).
 
-:func:`group_photos` is ``image-classifier group DIR --out OUT`` from Python; the clustering maths
-is :mod:`image_classifier.faces.clustering` (and the suspect labels ``check`` lists,
-:mod:`image_classifier.faces.suspects`).
+:func:`group_photos` is ``image-classifier group DIR --out OUT`` from Python, :class:`GroupOptions`
+its options (declared once: :mod:`image_classifier.people.options`); the clustering maths is
+:mod:`image_classifier.faces.clustering` (and the suspect labels ``check`` lists,
+:mod:`image_classifier.faces.suspects`). The names load on first use (PEP 562), so that the command
+line reads the options without loading dlib.
 """
 from __future__ import annotations
 
-from image_classifier.people.grouping import GroupOptions, GroupResult, group_photos
+import importlib
+from typing import Any
 
-__all__ = ["GroupOptions", "GroupResult", "group_photos"]
+#: Each public name -> the module that defines it.
+_WHERE = {"GroupOptions": "options", "GroupResult": "grouping", "group_photos": "grouping"}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value  # looked up once
+    return value

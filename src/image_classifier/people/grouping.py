@@ -22,43 +22,17 @@ import numpy as np
 from image_classifier.data.scan import check_root
 from image_classifier.errors import OptionError
 from image_classifier.faces import FaceCache
-from image_classifier.faces.clustering import (ATTACH_DISTANCE, CORE_DISTANCE, MIN_GROUP_SIZE, SINGLE, ClusterParams,
-                                               centres_of, cluster_faces, main_faces, split_group)
+from image_classifier.faces.clustering import SINGLE, ClusterParams, centres_of, cluster_faces, main_faces, split_group
 from image_classifier.fileio import atomic_write_text
 from image_classifier.people.layout import (file_photos, link_name, remove_group_folder, write_csv, write_folders,
                                             write_thumbnails)
+from image_classifier.people.options import GroupOptions
 from image_classifier.people.photos import FolderFaces, read_folder
 from image_classifier.people.sheet import SheetGroup, render_sheet
 from image_classifier.people.state import (INDEX_NAME, RESERVED, GroupState, default_name, is_default_name,
                                            load_state, read_markers, save_state)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class GroupOptions:
-    """What a ``group`` run is asked to do (checked by :meth:`check`, before any photo is read)."""
-
-    min_size: int = MIN_GROUP_SIZE
-    core_distance: float = CORE_DISTANCE
-    attach_distance: float = ATTACH_DISTANCE
-    copy: bool = False
-    merge: tuple[str, str] | None = None  # (kept, merged into it)
-    split: str | None = None
-    cache_dir: str | os.PathLike | None = None  # where faces are cached (None: memory only)
-    progress: bool = False
-    seed: int = 0
-
-    def params(self) -> ClusterParams:
-        try:
-            return ClusterParams(self.core_distance, self.attach_distance, self.min_size, self.seed)
-        except ValueError as err:
-            raise OptionError(str(err)) from None
-
-    def check(self) -> None:
-        self.params()
-        if self.merge is not None and (len(self.merge) != 2 or self.merge[0] == self.merge[1]):
-            raise OptionError(f"--merge takes two different groups, not {' '.join(self.merge)}")
 
 
 @dataclass(frozen=True)
@@ -178,7 +152,7 @@ def group_photos(data: str | os.PathLike, out: str | os.PathLike, options: Group
     events = [f"{state.names[g]}: its folder is gone, so the group is forgotten and its faces grouped again"
               for g in sorted(set(state.names) - set(names))]
     exclude = out if data in out.parents else None
-    folder = read_folder(data, FaceCache(options.cache_dir), exclude=exclude, progress=options.progress)
+    folder = read_folder(data, FaceCache(options.face_cache_root), exclude=exclude, progress=options.progress)
     keys = [f.key for f in folder.faces]
     photos = [f.photo.rel_path for f in folder.faces]
     seeds = np.array([state.faces.get(k, SINGLE) if state.faces.get(k, SINGLE) in names else SINGLE for k in keys],

@@ -25,7 +25,7 @@ import numpy as np
 
 from image_classifier.card import read_card
 from image_classifier.errors import OptionError
-from image_classifier.faces.clustering import SAME_PERSON_DISTANCE
+from image_classifier.faces.thresholds import SAME_PERSON_DISTANCE
 from image_classifier.inference.kinds import open_classifier
 from image_classifier.people.grouping import GroupName
 from image_classifier.runs import is_model_dir, models_of_run, resolve_model_dir

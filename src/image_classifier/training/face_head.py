@@ -29,6 +29,7 @@ import torch
 
 from image_classifier.errors import DatasetError
 from image_classifier.faces import FaceCache, weights_sha256
+from image_classifier.faces.thresholds import SAME_PERSON_DISTANCE
 from image_classifier.models.face_embedding import FaceHead, choose_face, nearest_distances
 from image_classifier.preprocessing import Preprocessing
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 #: wins, but a few photos per class need more.
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 #: dlib's same-person threshold on descriptor distance (its LFW accuracy is measured at 0.6).
-SAME_PERSON = 0.6
+SAME_PERSON = SAME_PERSON_DISTANCE
 #: Largest distance to the bank at which a face still decides; inf = any face decides.
 MAX_DISTANCE_GRID = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, float("inf"))
 #: Logit bias of a class with no face in the bank: it is never the face path's answer.
