@@ -57,6 +57,8 @@ def test_group_s_options_are_declared_once_and_default_to_the_clustering_s(tmp_p
         GroupOptions(merge=("a", "a")).check()
     assert main(["group", str(tmp_path), "--out", str(tmp_path / "out"), "--merge", "a", "a"]) == 2
     assert not (tmp_path / "out").exists()
+    with pytest.raises(TypeError, match="unknown group option.*min_sise.*min_size"):
+        group_photos(tmp_path, tmp_path / "out", min_sise=3)
 
 
 def test_bcubed_on_a_worked_example():

@@ -154,7 +154,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                                 metavar=spec.metavar, help=spec.help)
         else:
             parser.add_argument(flag_of(f, spec), dest=_dest(f, spec), type=_parse(f, spec), metavar=spec.metavar,
-                                nargs=spec.nargs, choices=spec.choices, required=f.default is MISSING and f.default_factory is MISSING,
+                                nargs=spec.nargs, choices=spec.choices,
+                                required=f.default is MISSING and f.default_factory is MISSING,
                                 default=None if f.default is MISSING else f.default, help=spec.help)
 
 

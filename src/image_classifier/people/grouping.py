@@ -24,6 +24,7 @@ from image_classifier.errors import OptionError
 from image_classifier.faces import FaceCache
 from image_classifier.faces.clustering import SINGLE, ClusterParams, centres_of, cluster_faces, main_faces, split_group
 from image_classifier.fileio import atomic_write_text
+from image_classifier.optionspec import build
 from image_classifier.people.layout import (file_photos, link_name, remove_group_folder, write_csv, write_folders,
                                             write_thumbnails)
 from image_classifier.people.options import GroupOptions
@@ -138,7 +139,7 @@ def group_photos(data: str | os.PathLike, out: str | os.PathLike, options: Group
     docstring). ``kwargs`` are :class:`GroupOptions` fields; ``namer`` names the unnamed groups
     (``people.naming.ModelNamer(model_dir)`` for a trained face model)."""
     started = time.perf_counter()
-    options = options or GroupOptions(**kwargs)
+    options = options or build(GroupOptions, "group", kwargs)
     options.check()
     params = options.params()
     data = check_root(data).resolve()
