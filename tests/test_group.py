@@ -430,18 +430,18 @@ def test_group_model_refuses_a_model_that_cannot_name_faces_before_any_work(colo
 
 
 def test_group_model_given_a_run_takes_the_run_s_model_that_answers_from_faces(colour_model, face_model, tmp_path):
-    from image_classifier.people.naming import ModelNamer, face_model_dir
+    from image_classifier.people.naming import ModelNamer, naming_model_dir
 
     models = tmp_path / "run" / "models"
     models.mkdir(parents=True)
     (models / "a_colours").symlink_to(colour_model, target_is_directory=True)
     (models / "b_faces").symlink_to(face_model["model"], target_is_directory=True)
-    assert face_model_dir(tmp_path / "run") == models / "b_faces"
+    assert naming_model_dir(tmp_path / "run") == models / "b_faces"
     namer = ModelNamer(tmp_path / "run")
     assert namer.source == str(models / "b_faces")
     (models / "c_faces").symlink_to(face_model["model"], target_is_directory=True)
     with pytest.raises(OptionError, match="2 models that answer from faces"):
-        face_model_dir(tmp_path / "run")
+        naming_model_dir(tmp_path / "run")
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ from image_classifier.runs import is_model_dir, models_of_run, resolve_model_dir
 MAJORITY = 0.5
 
 
-def face_model_dir(path: str | os.PathLike) -> Path:
+def naming_model_dir(path: str | os.PathLike) -> Path:
     """The model directory ``path`` names: itself, or for a ``compare`` run the one of its models
     that answers from faces (its card says so), else the run's best model (which
     :meth:`~image_classifier.inference.model.Model.face_namer` then refuses, saying what to pass)."""
@@ -67,7 +67,7 @@ class ModelNamer:
     plain PyTorch backend; a model that cannot name faces is refused here, before any grouping."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        model_dir = face_model_dir(path)
+        model_dir = naming_model_dir(path)
         self.name_faces = open_classifier(model_dir, "torch").face_namer(SAME_PERSON_DISTANCE)
         self.source = os.fspath(model_dir)
 
