@@ -125,7 +125,8 @@ def check_against_card(metadata: dict[str, str], card: ModelCard, path: str | Pa
     size = card.input_size
     if input_shape is not None and len(input_shape) == 4:
         fixed = input_shape[1:]
-        if any(isinstance(d, int) and d != want for d, want in zip(fixed, (3, size, size))):
+        # A card without an input size (none is written without preprocessing) checks the channels only.
+        if any(isinstance(d, int) and want is not None and d != want for d, want in zip(fixed, (3, size, size))):
             raise ModelFormatError(f"{path} takes inputs of shape {input_shape}, the model needs (N, 3, {size}, {size}); {rerun}")
     elif input_shape is not None:
         raise ModelFormatError(f"{path} takes inputs of shape {input_shape}, not an image batch; {rerun}")
