@@ -16,6 +16,7 @@ import image_classifier as ic
 from image_classifier.cli import build_parser, main
 from image_classifier.errors import OptionError
 from image_classifier.optionspec import DEFAULT_KEEP, check_keep, command_line, from_args, options_of
+from image_classifier.export.options import ExportOptions
 from image_classifier.people.options import GroupOptions
 from image_classifier.sorting.options import SortOptions
 from image_classifier.study.comparison import reproduce_command
@@ -42,7 +43,7 @@ def _cli_fields(cls: type) -> list:
 
 @pytest.mark.parametrize(("command", "cls"), [("compare", CompareOptions), ("train", TrainOptions),
                                               ("evaluate", EvaluateOptions), ("sort", SortOptions),
-                                              ("group", GroupOptions)])
+                                              ("group", GroupOptions), ("export", ExportOptions)])
 def test_each_command_line_option_is_the_python_keyword_of_the_same_name(command, cls, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100000")  # --help on one line per option
     parser = _subparser(command)
@@ -59,7 +60,8 @@ def test_each_command_line_option_is_the_python_keyword_of_the_same_name(command
         texts = [text for _, text in spec.switches.values()] if spec.switches else [spec.help % {"default": f.default}]
         assert not spec.cli or all(text in help_text for text in texts), f.name
     assert {f.name for f, spec in options_of(cls) if not spec.cli} <= {
-        "n_bootstrap", "add_people_model", "invoked_as", "recipe", "channels_last", "speed_config", "workers", "seed"}
+        "n_bootstrap", "add_people_model", "invoked_as", "recipe", "channels_last", "speed_config", "workers", "seed",
+        "verify_images"}
 
 
 def test_compare_options_parsed_back_from_the_reproduce_command_are_the_same(tmp_path):
@@ -160,3 +162,12 @@ def test_the_parsers_are_built_without_loading_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(SRC), "PATH": ""})
     assert out.stdout.strip() == "[]"
+
+
+def test_a_bad_export_option_is_refused_with_one_message_before_the_model_is_read(tmp_path, capsys):
+    with pytest.raises(OptionError, match="^--opset must be between 11 and 20, not 9$"):
+        ExportOptions(opset=9)
+    assert main(["export", str(tmp_path / "no-model"), "--opset", "9"]) == 2
+    assert "--opset must be between 11 and 20, not 9" in capsys.readouterr().err
+    args = build_parser().parse_args(["export", "m", "--no-measure", "--quantize", "int8", "--opset", "13"])
+    assert from_args(ExportOptions, args) == ExportOptions(measure=False, quantize="int8", opset=13)

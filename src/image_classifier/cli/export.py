@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from image_classifier.runs import ONNX_INT8_NAME, ONNX_NAME
+from image_classifier.export.options import ExportOptions
+from image_classifier.optionspec import add_arguments, from_args
+from image_classifier.runs import ONNX_NAME
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,34 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("model_dir", type=Path, help="a saved model directory (from `image-classifier train`)")
-    p.add_argument("--format", choices=("onnx",), default="onnx", help="export format (default: %(default)s)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 11-20 (default: 17)")
-    p.add_argument("--quantize", choices=("int8",), default=None,
-                   help=f"also write {ONNX_INT8_NAME} (ONNX Runtime static quantization); needs --data and "
-                        "--split (or --calibration-data and --eval-data), and shows its measured accuracy change")
-    p.add_argument("--data", type=Path, default=None, metavar="DIR",
-                   help="the data folder the model was trained on; with --split, int8 calibrates on its "
-                        "train subset and reduced precision is checked on its --eval-subset")
-    p.add_argument("--split", type=Path, default=None, metavar="CSV",
-                   help="the split manifest the model was trained with (from `image-classifier split`)")
-    p.add_argument("--eval-subset", choices=("val", "test"), default="val",
-                   help="which subset of --split measures reduced-precision accuracy (default: %(default)s)")
-    p.add_argument("--calibration-data", type=Path, default=None, metavar="DIR",
-                   help="training images to calibrate int8 ranges on (a folder, class sub-folders or not)")
-    p.add_argument("--calibration-images", type=int, default=64, metavar="N",
-                   help="how many calibration images to use (default: %(default)s)")
-    p.add_argument("--eval-data", type=Path, default=None, metavar="DIR",
-                   help="labelled images (one sub-folder per class, e.g. the validation split) to measure "
-                        "reduced-precision accuracy on; int8/bf16 are used by --backend auto only if they "
-                        "lose at most --max-accuracy-drop images there")
-    p.add_argument("--verify-data", type=Path, default=None, metavar="DIR",
-                   help="real images for the parity check (default: the eval/calibration data, else synthetic)")
-    p.add_argument("--max-accuracy-drop", type=int, default=1, metavar="N",
-                   help="images a reduced-precision backend may lose and still be accepted (default: %(default)s)")
-    p.add_argument("--tolerance", type=float, default=1e-4,
-                   help="largest accepted |ONNX - PyTorch| probability difference (default: %(default)s)")
-    p.add_argument("--no-measure", action="store_true",
-                   help="do not time the backends now (--backend auto then measures on first use)")
+    add_arguments(p, ExportOptions)
     p.set_defaults(func=run)
 
 
@@ -60,16 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from image_classifier import runtime
 
     runtime.configure()
-    from image_classifier.export.onnx_export import DEFAULT_OPSET
-    from image_classifier.export.pipeline import ExportOptions, export_model
+    from image_classifier.export.pipeline import export_model
 
-    options = ExportOptions(
-        format=args.format, opset=args.opset or DEFAULT_OPSET, quantize=args.quantize,
-        calibration_data=args.calibration_data, calibration_images=args.calibration_images,
-        eval_data=args.eval_data, data=args.data, split=args.split, eval_subset=args.eval_subset,
-        verify_data=args.verify_data, tolerance=args.tolerance,
-        max_accuracy_drop=args.max_accuracy_drop, measure=not args.no_measure,
-    )
+    options = from_args(ExportOptions, args)
     result = export_model(args.model_dir, options)
     par = result.parity
     print(f"wrote {result.onnx_path} ({result.size_bytes / 1e6:.1f} MB, opset {options.opset}, "

@@ -21,14 +21,12 @@ import onnx
 import torch
 from torch import nn
 
+from image_classifier.export.options import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from image_classifier.inference.backends import ONNX_INPUT, ONNX_OUTPUT
 from image_classifier.inference.onnx_metadata import set_metadata
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OPSET = 17  # supported by every ONNX Runtime since 1.11 and by most other runtimes
-MIN_OPSET = 11
-MAX_OPSET = 20  # the highest the TorchScript-based exporter of torch 2.14 writes
 
 
 class WithSoftmax(nn.Module):

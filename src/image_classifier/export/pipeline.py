@@ -27,9 +27,10 @@ from image_classifier.data.decode import decode_each, load_image
 from image_classifier.data.split import load_split
 from image_classifier.errors import DatasetError, ImageClassifierError, ModelFormatError
 from image_classifier.export.images import any_images, labelled_images, spread_sample
-from image_classifier.export.onnx_export import DEFAULT_OPSET, export_onnx, graph_summary
+from image_classifier.export.options import ExportOptions
+from image_classifier.export.onnx_export import export_onnx, graph_summary
 from image_classifier.export.quantize import accuracy_change, quantize_int8
-from image_classifier.export.verify import FP32_TOLERANCE, ParityReport, check_parity, synthetic_images
+from image_classifier.export.verify import ParityReport, check_parity, synthetic_images
 from image_classifier.fileio import sha256_file
 from image_classifier.inference.backends import OnnxBackend, TorchBackend
 from image_classifier.inference.classifier import Classifier
@@ -42,34 +43,6 @@ from image_classifier.runs import ONNX_INT8_NAME, ONNX_NAME, SPLIT_NAME
 from image_classifier.saved_model import ModelCard, read_card, write_card
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("onnx",)
-QUANTIZATIONS = ("int8",)
-
-
-@dataclass
-class ExportOptions:
-    format: str = "onnx"
-    opset: int = DEFAULT_OPSET
-    quantize: str | None = None  # "int8"
-    #: Training images (a folder, class sub-folders or not) to calibrate int8 activation ranges on.
-    calibration_data: Path | None = None
-    calibration_images: int = 64
-    #: Labelled images (one sub-folder per class) to measure reduced-precision accuracy on.
-    eval_data: Path | None = None
-    #: Instead of the two folders: the data folder and the split manifest the model was trained with
-    #: (``image-classifier split``); calibration uses its train subset, accuracy its ``eval_subset``.
-    data: Path | None = None
-    split: Path | None = None
-    eval_subset: str = "val"
-    #: Real images for the parity check (default: the eval or calibration data, else synthetic).
-    verify_data: Path | None = None
-    verify_images: int = 16
-    tolerance: float = FP32_TOLERANCE
-    #: A reduced-precision backend is accepted (and considered by "auto") only if it gets at most
-    #: this many fewer eval images right than fp32.
-    max_accuracy_drop: int = 1
-    measure: bool = True
 
 
 @dataclass
@@ -180,10 +153,6 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
     what to do when the model, the data or the verification fails."""
 
     options = options or ExportOptions()
-    if options.format not in FORMATS:
-        raise ImageClassifierError(f"unknown export format {options.format!r}; choose one of {', '.join(FORMATS)}")
-    if options.quantize is not None and options.quantize not in QUANTIZATIONS:
-        raise ImageClassifierError(f"unknown quantization {options.quantize!r}; choose one of {', '.join(QUANTIZATIONS)}")
     t_start = time.perf_counter()
     model_dir = Path(model_dir)
     if is_ensemble_card(read_card(model_dir)):

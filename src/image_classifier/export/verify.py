@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-FP32_TOLERANCE = 1e-4
+from image_classifier.export.options import FP32_TOLERANCE
 
 
 @dataclass
