@@ -18,6 +18,7 @@ from image_classifier.errors import OptionError
 from image_classifier.optionspec import DEFAULT_KEEP, check_keep, command_line, from_args, options_of
 from image_classifier.export.options import ExportOptions
 from image_classifier.people.options import GroupOptions
+from image_classifier.serve.options import ServeOptions
 from image_classifier.sorting.options import SortOptions
 from image_classifier.study.comparison import reproduce_command
 from image_classifier.study.evaluate import reproduce_command as evaluate_command
@@ -43,7 +44,8 @@ def _cli_fields(cls: type) -> list:
 
 @pytest.mark.parametrize(("command", "cls"), [("compare", CompareOptions), ("train", TrainOptions),
                                               ("evaluate", EvaluateOptions), ("sort", SortOptions),
-                                              ("group", GroupOptions), ("export", ExportOptions)])
+                                              ("group", GroupOptions), ("export", ExportOptions),
+                                              ("serve", ServeOptions)])
 def test_each_command_line_option_is_the_python_keyword_of_the_same_name(command, cls, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100000")  # --help on one line per option
     parser = _subparser(command)
@@ -171,3 +173,16 @@ def test_a_bad_export_option_is_refused_with_one_message_before_the_model_is_rea
     assert "--opset must be between 11 and 20, not 9" in capsys.readouterr().err
     args = build_parser().parse_args(["export", "m", "--no-measure", "--quantize", "int8", "--opset", "13"])
     assert from_args(ExportOptions, args) == ExportOptions(measure=False, quantize="int8", opset=13)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--port", "70000"], "--port must be between 0 (any free port) and 65535, not 70000"),
+    (["--threads", "0"], "--threads must be at least 1, not 0"),
+    (["--max-upload-mb", "0"], "--max-upload-mb must be above 0, not 0.0"),
+    (["--keep", "0.9", "--no-reject"], "--keep and --no-reject contradict each other: give one"),
+])
+def test_a_bad_serve_option_is_refused_before_any_model_loads(argv, message, tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "no-model"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    args = build_parser().parse_args(["serve", "run", "--models", "a, b", "--port", "0"])
+    assert from_args(ServeOptions, args) == ServeOptions(models=("a", "b"), port=0)

@@ -7,18 +7,8 @@ import sys
 import threading
 
 from image_classifier.cli.options import resolve_device_option
-from image_classifier.errors import ImageClassifierError
-from image_classifier.i18n import DEFAULT as DEFAULT_LANG, SUPPORTED as LANGUAGES
-from image_classifier.inference.options import AnswerOptions
 from image_classifier.optionspec import add_arguments, from_args
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 5000
-DEFAULT_THREADS = 8
-# One thread per forward pass and one forward pass per core: measured on a 2-core machine shared
-# with other work, a 2-thread forward pass in the server took twice as long as in a quiet
-# benchmark loop, while 1-thread passes, two at a time, matched it (bench/serve_load.py).
-DEFAULT_TORCH_THREADS = 1
+from image_classifier.serve.options import LOCAL_HOSTS, ServeOptions
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,24 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="a saved model directory or a runs/NAME directory")
-    p.add_argument("--host", default=DEFAULT_HOST,
-                   help="address to listen on (default: %(default)s, this machine only; 0.0.0.0 = every network)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (default: %(default)s; 0 = any free port)")
-    p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                   help="request threads of the web server (default: %(default)s)")
-    p.add_argument("--torch-threads", type=int, default=None,
-                   help="threads of one forward pass (default: 1); the server runs cores / this many forward "
-                        "passes at a time, so they never fight over the cores")
-    p.add_argument("--max-batch", type=int, default=None,
-                   help="largest batch formed from requests that arrive together (default: 8; 1 = no batching)")
-    add_arguments(p, AnswerOptions)
-    p.add_argument("--models", default=None, metavar="NAME[,NAME...]",
-                   help="serve only these models of a run (default: all of them)")
-    p.add_argument("--max-upload-mb", type=float, default=10.0,
-                   help="largest accepted upload in MB (default: %(default)s)")
-    p.add_argument("--lang", choices=LANGUAGES, default=DEFAULT_LANG,
-                   help="the web page's language when neither ?lang= nor the browser's Accept-Language "
-                        f"asks for one of {', '.join(LANGUAGES)} (default: %(default)s)")
+    add_arguments(p, ServeOptions)
     p.set_defaults(func=run)
     return p
 
@@ -62,26 +35,21 @@ def run(args: argparse.Namespace) -> int:
     from image_classifier.serve.server import make_server, serve_until, server_urls
     from image_classifier.serve.store import ModelStore
 
-    if args.threads < 1:
-        raise ImageClassifierError("--threads must be at least 1")
-    if args.max_upload_mb <= 0:
-        raise ImageClassifierError("--max-upload-mb must be positive")
-    answer = from_args(AnswerOptions, args)  # --keep with --no-reject: exit 2, no server
-    device = resolve_device_option(answer.device, answer.backend)  # so is --device cuda without a GPU
-    runtime.configure(num_threads=args.torch_threads or DEFAULT_TORCH_THREADS)
-    only = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
+    options = from_args(ServeOptions, args)  # a bad option (--keep with --no-reject, --port 70000): exit 2, no server
+    device = resolve_device_option(options.device, options.backend)  # so is --device cuda without a GPU
+    runtime.configure(num_threads=options.torch_threads)
     # Reads only the model cards: a wrong path fails here, before the server starts.
-    store = ModelStore.from_paths(args.paths, only=only, backend=answer.backend, reject=answer.reject,
-                                  device=device, keep=answer.keep,
-                                  **({"max_batch": args.max_batch} if args.max_batch else {}))
-    max_upload = int(args.max_upload_mb * 1024 * 1024)
-    app = create_app(store, max_upload_bytes=max_upload, load=False, lang=args.lang)
-    server = make_server(app, host=args.host, port=args.port, threads=args.threads, max_upload_bytes=max_upload)
+    store = ModelStore.from_paths(args.paths, only=list(options.models) if options.models else None,
+                                  backend=options.backend, reject=options.reject, device=device, keep=options.keep,
+                                  **({"max_batch": options.max_batch} if options.max_batch else {}))
+    app = create_app(store, max_upload_bytes=options.max_upload_bytes, load=False, lang=options.lang)
+    server = make_server(app, host=options.host, port=options.port, threads=options.threads,
+                         max_upload_bytes=options.max_upload_bytes)
 
     for url in server_urls(server):
         print(f"image-classifier: serving {', '.join(store.names)} on {url}  (Ctrl+C to stop)", flush=True)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"image-classifier: warning: listening on {args.host}: other machines on the network can use this "
+    if options.host not in LOCAL_HOSTS:
+        print(f"image-classifier: warning: listening on {options.host}: other machines on the network can use this "
               "server (it has no login)", file=sys.stderr, flush=True)
 
     failed = threading.Event()
