@@ -231,7 +231,7 @@ def test_the_package_has_no_import_cycle():
 #: below it, never one above.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "version", "units", "fileio", "tensorio", "runtime", "machine", "device", "i18n", "runs", "jsonable",
-     "card", "results", "optionspec"),
+     "card", "results", "optionspec", "lazy"),
     ("data",),
     ("faces",),
     ("preprocessing", "recipe", "models"),

@@ -8,17 +8,10 @@ line reads the options without loading dlib.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from image_classifier.lazy import lazy_names
 
 #: Each public name -> the module that defines it.
 _WHERE = {"GroupOptions": "options", "GroupResult": "grouping", "group_photos": "grouping"}
 __all__ = sorted(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-    globals()[name] = value  # looked up once
-    return value
+__getattr__ = lazy_names(__name__, _WHERE, globals())
