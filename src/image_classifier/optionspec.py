@@ -61,6 +61,15 @@ def at_least_one(name: str) -> Callable[[Any], int]:
     return check
 
 
+def above_zero(name: str) -> Callable[[Any], float]:
+    """The check of a size or a tolerance: a number above 0, else an OptionError naming ``name``."""
+    def check(value: Any) -> float:
+        if not float(value) > 0:  # NaN fails too
+            raise OptionError(f"{name} must be above 0, not {value}")
+        return float(value)
+    return check
+
+
 def one_of(name: str, allowed: tuple[str, ...]) -> Callable[[Any], str]:
     """The check of a choice: one of ``allowed``, else an OptionError naming ``name`` and the choices."""
     def check(value: Any) -> str:

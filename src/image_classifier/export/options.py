@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from image_classifier.errors import OptionError
-from image_classifier.optionspec import at_least_one, check_options, option
+from image_classifier.optionspec import above_zero, at_least_one, check_options, option
 from image_classifier.runs import ONNX_INT8_NAME
 
 FORMATS = ("onnx",)
@@ -30,12 +30,6 @@ def _check_drop(images: int) -> int:
     if int(images) < 0:
         raise OptionError(f"--max-accuracy-drop is a number of images, 0 or more, not {images}")
     return int(images)
-
-
-def _check_tolerance(tolerance: float) -> float:
-    if not float(tolerance) > 0:
-        raise OptionError(f"--tolerance must be above 0, not {tolerance}")
-    return float(tolerance)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,7 +68,7 @@ class ExportOptions:
     max_accuracy_drop: int = option(1, metavar="N", check=_check_drop,
                                     help="images a reduced-precision backend may lose and still be accepted "
                                          "(default: %(default)s)")
-    tolerance: float = option(FP32_TOLERANCE, check=_check_tolerance,
+    tolerance: float = option(FP32_TOLERANCE, check=above_zero("--tolerance"),
                               help="largest accepted |ONNX - PyTorch| probability difference (default: %(default)s)")
     measure: bool = option(True, help="do not time the backends now (--backend auto then measures on first use)")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from image_classifier.errors import OptionError
 from image_classifier.i18n import DEFAULT as DEFAULT_LANG, SUPPORTED as LANGUAGES
 from image_classifier.inference.options import AnswerOptions
-from image_classifier.optionspec import at_least_one, option
+from image_classifier.optionspec import above_zero, at_least_one, option
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -26,12 +26,6 @@ def _check_port(port: int) -> int:
     if not 0 <= int(port) <= 65535:
         raise OptionError(f"--port must be between 0 (any free port) and 65535, not {port}")
     return int(port)
-
-
-def _check_upload(mb: float) -> float:
-    if not float(mb) > 0:
-        raise OptionError(f"--max-upload-mb must be above 0, not {mb}")
-    return float(mb)
 
 
 def _model_names(text: str) -> tuple[str, ...]:
@@ -56,7 +50,7 @@ class ServeOptions(AnswerOptions):
                                         "1 = no batching)")
     models: tuple[str, ...] | None = option(None, metavar="NAME[,NAME...]", parse=_model_names,
                                             help="serve only these models of a run (default: all of them)")
-    max_upload_mb: float = option(10.0, check=_check_upload, help="largest accepted upload in MB (default: %(default)s)")
+    max_upload_mb: float = option(10.0, check=above_zero("--max-upload-mb"), help="largest accepted upload in MB (default: %(default)s)")
     lang: str = option(DEFAULT_LANG, choices=LANGUAGES,
                        help="the web page's language when neither ?lang= nor the browser's Accept-Language asks for "
                             f"one of {', '.join(LANGUAGES)} (default: %(default)s)")
