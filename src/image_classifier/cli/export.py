@@ -31,13 +31,13 @@ def _fmt_ms(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    options = from_args(ExportOptions, args)  # a bad option: exit 2 before anything loads
     # Lazy (see image_classifier.cli): export loads torch and ONNX.
     from image_classifier import runtime
 
     runtime.configure()
     from image_classifier.export.pipeline import export_model
 
-    options = from_args(ExportOptions, args)
     result = export_model(args.model_dir, options)
     par = result.parity
     print(f"wrote {result.onnx_path} ({result.size_bytes / 1e6:.1f} MB, opset {options.opset}, "
