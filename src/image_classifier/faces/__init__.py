@@ -14,7 +14,7 @@ from image_classifier.lazy import lazy_names
 #: Each public name -> the module that defines it.
 _WHERE = {
     "METHODS": "detect", "Face": "detect", "FaceAnalysis": "detect", "analyse_image": "detect", "describe": "detect",
-    "face_chip": "detect", "FaceModelsNotFoundError": "dlib_weights", "weights_sha256": "dlib_weights",
+    "face_chip": "detect", "describe_rest": "detect", "FaceModelsNotFoundError": "dlib_weights", "weights_sha256": "dlib_weights",
     "FaceCache": "store", "FaceStream": "store", "analyse_bytes": "store", "describe_every_face": "store",
     "FaceSurvey": "survey", "survey_faces": "survey",
 }

@@ -25,7 +25,7 @@ Faces are returned largest first, with boxes and landmarks in the pixels of the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -217,3 +217,17 @@ def describe(image: Image.Image, faces: list[Face]) -> np.ndarray:
     with face_models() as models:
         return np.asarray([models.descriptor.compute_face_descriptor(face_chip(image, f)) for f in faces],
                           dtype=np.float32)
+
+
+def describe_rest(analysis: FaceAnalysis, image: Image.Image, scale: float = 1.0) -> FaceAnalysis:
+    """``analysis`` with the faces past the described ones (a group photo's) described too, from
+    ``image``, whose pixels are ``scale`` of the analysis's (file pixels per image pixel); itself when
+    every face has a descriptor already."""
+    if analysis.every_face_described:
+        return analysis
+    first = analysis.descriptors if analysis.descriptors is not None else np.empty((0, DESCRIPTOR_DIM), np.float32)
+    rest = [replace(f, box=tuple(v / scale for v in f.box),
+                    landmarks=tuple((x / scale, y / scale) for x, y in f.landmarks))
+            for f in analysis.faces[len(first):]]
+    return FaceAnalysis(analysis.width, analysis.height, analysis.faces,
+                        np.concatenate([first, describe(image, rest)]).astype(np.float32))

@@ -19,12 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from image_classifier.data.decode import decode_image, read_source
 from image_classifier.errors import UnreadableImageError
-from image_classifier.faces.detect import DESCRIPTOR_DIM, DETECT_MAX_SIDE, FaceAnalysis, analyse_image, describe
+from image_classifier.faces.detect import DETECT_MAX_SIDE, FaceAnalysis, analyse_image, describe_rest
 from image_classifier.faces.dlib_weights import weights_sha256
 from image_classifier.fileio import atomic_write_json
 
@@ -57,16 +56,9 @@ def _analyse_decoded(decoded: Any) -> FaceAnalysis:
 
 
 def _describe_rest(analysis: FaceAnalysis, decoded: Any) -> FaceAnalysis:
-    """``analysis`` (of ``decoded``) with the faces past the described ones described too; itself
-    when every face has a descriptor already."""
-    if analysis.every_face_described:
-        return analysis
-    first = analysis.descriptors if analysis.descriptors is not None else np.empty((0, DESCRIPTOR_DIM), np.float32)
-    k = decoded.width / decoded.image.width  # file pixels per decoded pixel (see _analyse_decoded)
-    rest = [replace(f, box=tuple(v / k for v in f.box), landmarks=tuple((x / k, y / k) for x, y in f.landmarks))
-            for f in analysis.faces[len(first):]]
-    more = describe(decoded.image, rest)
-    return FaceAnalysis(analysis.width, analysis.height, analysis.faces, np.concatenate([first, more]))
+    """``analysis`` (of ``decoded``) with the faces past the described ones described too."""
+    # file pixels per decoded pixel (see _analyse_decoded)
+    return describe_rest(analysis, decoded.image, decoded.width / decoded.image.width)
 
 
 def analyse_bytes(data: bytes, path: str | None = None, max_pixels: int | None = None) -> FaceAnalysis:

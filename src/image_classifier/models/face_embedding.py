@@ -28,7 +28,7 @@ from PIL import Image
 
 from image_classifier.data.decode import decode_image, read_source
 from image_classifier.faces import (
-    FaceAnalysis, FaceCache, analyse_bytes, analyse_image, describe, describe_every_face,
+    FaceAnalysis, FaceCache, analyse_bytes, analyse_image, describe_every_face, describe_rest,
 )
 from image_classifier.faces.detect import DESCRIPTOR_DIM
 from image_classifier.models.net import ClassifierNet
@@ -201,13 +201,9 @@ class FacePath:
         if isinstance(source, Image.Image):
             rgb = source if source.mode == "RGB" else source.convert("RGB")
             analysis = analyse_image(rgb)
-            every = None
-            if not analysis.every_face_described:
-                done = analysis.descriptors if analysis.descriptors is not None else np.empty((0, DESCRIPTOR_DIM))
-                more = describe(rgb, analysis.faces[len(done):])
-                every = FaceAnalysis(analysis.width, analysis.height, analysis.faces,
-                                     np.concatenate([done, more]).astype(np.float32))
-            return FaceInput(analysis, rgb, *self.head.choose(analysis.descriptors), every=every)
+            full = describe_rest(analysis, rgb)
+            return FaceInput(analysis, rgb, *self.head.choose(analysis.descriptors),
+                             every=None if full is analysis else full)
         data, path = read_source(source)
         sha = hashlib.sha256(data).hexdigest() if self.cache is not None else ""
         if self.cache is None:
