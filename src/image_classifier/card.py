@@ -188,10 +188,10 @@ class ModelCard(Jsonable):
         return ((self.faces or {}).get("bank") or {}).get("labels")
 
     @property
-    def face_head_c(self) -> float | None:
-        """The L2 strength (``C``) a face model's head was fitted with."""
-        c = ((self.faces or {}).get("head") or {}).get("C")
-        return None if c is None else float(c)
+    def face_head_c(self) -> float:
+        """The L2 strength (``C``) a face model's head was fitted with (1.0, scikit-learn's default,
+        when the card does not say)."""
+        return float(((self.faces or {}).get("head") or {}).get("C") or 1.0)
 
     @property
     def face_max_distance(self) -> float:

@@ -216,7 +216,7 @@ def add_person(card: ModelCard, net: torch.nn.Module, name: str, sources: Sequen
     train = [usable[i] for i in sorted(order[n_val:])]
 
     old_labels = np.asarray(bank_labels, dtype=np.int64)
-    c_param = float(card.face_head_c or 1.0)
+    c_param = card.face_head_c
     learned = _their_faces(train)
     if len(learned) < 2:
         raise DatasetError(f"adding {name!r}: in the {len(train)} photos to learn from, only {len(learned)} show the "
