@@ -4,8 +4,12 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
 from conftest import make_image_folder
+
 from image_classifier.cli import main
+from image_classifier.data.options import SplitOptions
+from image_classifier.errors import DatasetError
 
 
 def test_check_json(tmp_path, capsys):
@@ -64,7 +68,11 @@ def test_split_refuses_bad_fractions_and_bad_data(tmp_path, capsys):
     root = make_image_folder(tmp_path / "data", {"cats": 5})
     assert main(["split", str(root), "--out", str(tmp_path / "s.csv"), "--val", "0.7",
                  "--test", "0.4"]) == 2
-    assert "leave nothing to train" in capsys.readouterr().err
+    # One check, the same from Python (before any file is read) and the command line.
+    with pytest.raises(DatasetError) as err:
+        SplitOptions(val=0.7, test=0.4)
+    assert "leave nothing to train" in str(err.value)
+    assert capsys.readouterr().err == f"image-classifier split: error: {err.value}\n"
     assert main(["split", str(root), "--out", str(tmp_path / "s.csv")]) == 2
     assert "only one class" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()

@@ -51,7 +51,6 @@ def test_group_s_options_are_declared_once_and_default_to_the_clustering_s(tmp_p
         MIN_GROUP_SIZE, CORE_DISTANCE, ATTACH_DISTANCE)
     given = parsed("--merge", "person_001", "person_002", "--no-cache", "--min-size", "5", "--copy")
     assert given == GroupOptions(merge=("person_001", "person_002"), cache=False, min_size=5, copy=True)
-    assert given.face_cache_root is None and GroupOptions(cache_dir=tmp_path).face_cache_root == tmp_path
     # One check, the same from Python and the command line.
     with pytest.raises(OptionError, match="--merge takes two different groups, not a a"):
         GroupOptions(merge=("a", "a")).check()

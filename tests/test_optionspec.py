@@ -15,8 +15,11 @@ from conftest import make_image_folder
 import image_classifier as ic
 from image_classifier.cli import build_parser, main
 from image_classifier.errors import OptionError
-from image_classifier.optionspec import DEFAULT_KEEP, check_keep, command_line, from_args, options_of
+from image_classifier.optionspec import DEFAULT_KEEP, cache_root, check_keep, command_line, from_args, options_of
+from image_classifier.data.options import CheckOptions, SplitOptions
 from image_classifier.export.options import ExportOptions
+from image_classifier.fileio import default_cache_dir
+from image_classifier.inference.options import AddOptions
 from image_classifier.people.options import GroupOptions
 from image_classifier.serve.options import ServeOptions
 from image_classifier.sorting.options import SortOptions
@@ -30,7 +33,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: Command-line options that are not options of the run: train's --recipe prints the recipe and exits;
 #: group's folders and model are its inputs (``group_photos(data, out, namer=...)``), --json its output's form.
 NOT_OPTIONS = {"-h", "--help", "--recipe"}
-INPUTS = {"group": {"--out", "--model", "--json"}}
+INPUTS = {"group": {"--out", "--model", "--json"}, "split": {"--out"}, "check": {"--json"}}
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:
@@ -45,7 +48,8 @@ def _cli_fields(cls: type) -> list:
 @pytest.mark.parametrize(("command", "cls"), [("compare", CompareOptions), ("train", TrainOptions),
                                               ("evaluate", EvaluateOptions), ("sort", SortOptions),
                                               ("group", GroupOptions), ("export", ExportOptions),
-                                              ("serve", ServeOptions)])
+                                              ("serve", ServeOptions), ("split", SplitOptions),
+                                              ("check", CheckOptions), ("add", AddOptions)])
 def test_each_command_line_option_is_the_python_keyword_of_the_same_name(command, cls, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100000")  # --help on one line per option
     parser = _subparser(command)
@@ -64,6 +68,19 @@ def test_each_command_line_option_is_the_python_keyword_of_the_same_name(command
     assert {f.name for f, spec in options_of(cls) if not spec.cli} <= {
         "n_bootstrap", "add_people_model", "invoked_as", "recipe", "channels_last", "speed_config", "workers", "seed",
         "verify_images"}
+
+
+def test_every_command_that_reads_photos_has_the_same_cache_options(tmp_path, monkeypatch):
+    commands = (CompareOptions, TrainOptions, SortOptions, GroupOptions, AddOptions)
+    for name in ("cache", "cache_dir"):
+        declared = {(f.default, spec.help, spec.metavar) for cls in commands for f, spec in options_of(cls)
+                    if f.name == name}
+        assert len(declared) == 1, name
+    args = build_parser().parse_args(["add", "model", "person", "--out", "new", "--no-cache", "--cache-dir", "c"])
+    assert from_args(AddOptions, args) == AddOptions(out="new", cache=False, cache_dir="c")
+    monkeypatch.setenv("IMAGE_CLASSIFIER_CACHE_DIR", str(tmp_path / "env"))
+    assert cache_root(True, None) == default_cache_dir() == tmp_path / "env"
+    assert cache_root(True, tmp_path / "c") == tmp_path / "c" and cache_root(False, tmp_path / "c") is None
 
 
 def test_compare_options_parsed_back_from_the_reproduce_command_are_the_same(tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from image_classifier.errors import OptionError, UnknownOptionError
+from image_classifier.fileio import default_cache_dir
 
 #: The share of known validation images the "none of these" rule keeps when nothing says otherwise (``--keep``).
 DEFAULT_KEEP = 0.95
@@ -30,6 +31,23 @@ KEEP_HELP = ("where the \"none of these\" threshold sits, as the share of the kn
              "validation, is printed beside it. Nothing is refitted.")
 #: A field's type (as written) -> how its command-line text becomes a value.
 _PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "Path": Path, "os.PathLike": Path}
+
+
+def cache_option(**spec: Any) -> Any:
+    """``--no-cache`` (``cache=False``) of every command that reads photos: one cache root holds the
+    decoded images, the faces and the frozen features, each keyed by the file's content."""
+    return option(True, help="write and read no cache files: every photo is decoded and analysed again", **spec)
+
+
+def cache_dir_option(**spec: Any) -> Any:
+    """``--cache-dir`` of every command that reads photos (see :func:`cache_option`)."""
+    return option(None, metavar="DIR", parse=str, help="where what is computed from each photo is cached, by its "
+                  "content (default: $IMAGE_CLASSIFIER_CACHE_DIR or ~/.cache/image-classifier/decoded)", **spec)
+
+
+def cache_root(cache: bool, cache_dir: str | os.PathLike | None) -> Path | None:
+    """Where the caches live: ``cache_dir`` or the default root; None with ``cache=False``."""
+    return Path(cache_dir or default_cache_dir()) if cache else None
 
 
 def check_keep(keep: Any) -> float:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from image_classifier import load_model  # light: inference loads on the call
 from image_classifier.errors import ImageClassifierError
+from image_classifier.inference.options import AddOptions
+from image_classifier.optionspec import add_arguments, cache_root, from_args
 from image_classifier.runs import resolve_model_dir
 
 
@@ -28,13 +30,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("model", metavar="MODEL_DIR", help="a face model directory (or a compare run whose best is one)")
     p.add_argument("person", metavar="PERSON_DIR", help="a folder of photos of the new person")
-    p.add_argument("--name", default=None, help="the person's class name (default: PERSON_DIR's folder name)")
-    p.add_argument("--out", required=True, metavar="NEW_MODEL_DIR", help="where to save the new model")
-    p.add_argument("--seed", type=int, default=0,
-                   help="which photos are kept aside for validation (default: %(default)s)")
-    p.add_argument("--cache-dir", default=None, metavar="DIR",
-                   help="where each file's faces are cached by content (default: ~/.cache/image-classifier/decoded)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the face cache")
+    add_arguments(p, AddOptions)
     p.set_defaults(func=run)
     return p
 
@@ -44,19 +40,19 @@ def run(args: argparse.Namespace) -> int:
     from image_classifier.faces import FaceCache
     from image_classifier.inference.rejection import describe_tradeoff
     from image_classifier.runtime import configure
-    from image_classifier.training.cache import default_cache_dir
     from image_classifier.units import fmt_seconds
 
     t0 = time.perf_counter()
+    options = from_args(AddOptions, args)
     person = Path(args.person)
     if not person.is_dir():
         raise ImageClassifierError(f"{person} is not a folder: give a folder of photos of the person to add")
-    name = args.name if args.name is not None else person.resolve().name
+    name = options.name if options.name is not None else person.resolve().name
     configure()
     model_dir = resolve_model_dir(args.model)
-    cache = FaceCache((args.cache_dir or default_cache_dir()) if not args.no_cache else None)
+    cache = FaceCache(cache_root(options.cache, options.cache_dir))
     model = load_model(model_dir, backend="torch", face_cache=cache, device="cpu")
-    new = model.add_class(name, person, out=args.out, seed=args.seed, face_cache=cache)
+    new = model.add_class(name, person, out=options.out, seed=options.seed, face_cache=cache)
     added = new.added
     before = ", ".join(model.classes)
     print(f"added {name!r} to {model_dir} ({before}): {len(added.train)} photo(s) learned from, "
@@ -79,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  none of these: {describe_tradeoff(trade)}")
     print(f"  photos of {name!r} without a face: the whole-image network knows only {before}, so such a photo is "
           "answered as one of them, or unknown")
-    print(f"saved to {args.out} ({len(new.classes)} classes) in {fmt_seconds(time.perf_counter() - t0)}")
+    print(f"saved to {options.out} ({len(new.classes)} classes) in {fmt_seconds(time.perf_counter() - t0)}")
     return 0
 
 

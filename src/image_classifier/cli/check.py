@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from image_classifier.data.options import CheckOptions
+from image_classifier.optionspec import add_arguments, from_args
+
 if TYPE_CHECKING:
     from image_classifier.faces import FaceSurvey
     from image_classifier.faces.suspects import SuspectReport
@@ -29,13 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("data", metavar="DATA", help="folder with one sub-folder of images per class")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--no-near-duplicates", action="store_true",
-                   help="skip the near-duplicate search (exact duplicates are still found)")
-    p.add_argument("--no-faces", action="store_true",
-                   help="skip looking for faces (by default each class's images with no face, one face and "
-                        "several faces are counted; the answers are cached for compare and serve)")
-    p.add_argument("--html", type=Path, metavar="FILE",
-                   help="also write the report as one HTML page, with a face thumbnail for each suspect label")
+    add_arguments(p, CheckOptions)
     p.set_defaults(func=run)
     return p
 
@@ -79,9 +76,10 @@ def _write_html(path: Path, data: str, report, survey: FaceSurvey | None, suspec
 def run(args: argparse.Namespace) -> int:
     from image_classifier.data.check import audit_dataset  # lazy: Pillow and numpy (see image_classifier.cli)
 
+    options = from_args(CheckOptions, args)
     progress = not args.json or sys.stderr.isatty()
-    report = audit_dataset(args.data, near_duplicates=not args.no_near_duplicates, progress=progress)
-    survey = None if args.no_faces or not report.records else _survey(report.records, progress)
+    report = audit_dataset(args.data, near_duplicates=options.near_duplicates, progress=progress)
+    survey = None if not options.faces or not report.records else _survey(report.records, progress)
     suspects = _suspects(report.records, survey) if survey is not None else None
     if args.json:
         out = report.to_json()
@@ -94,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
             print(survey.render())
         if suspects is not None:
             print(suspects.render())
-    if args.html is not None:
-        _write_html(args.html, args.data, report, survey, suspects)
+    if options.html is not None:
+        _write_html(options.html, args.data, report, survey, suspects)
     if not report.usable:
         print(f"image-classifier check: the data in {args.data} cannot be used: "
               + "; ".join(report.errors), file=sys.stderr)

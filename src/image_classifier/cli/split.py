@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from image_classifier.data.options import SplitOptions
 from image_classifier.errors import DatasetError
+from image_classifier.optionspec import add_arguments, from_args
 
 if TYPE_CHECKING:
     from image_classifier.data.split import Split
@@ -24,9 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("data", metavar="DATA", help="folder with one sub-folder of images per class")
     p.add_argument("--out", required=True, type=Path, metavar="CSV", help="where to write the manifest")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--val", type=float, default=0.15, help="validation fraction (default: %(default)s)")
-    p.add_argument("--test", type=float, default=0.15, help="test fraction (default: %(default)s)")
+    add_arguments(p, SplitOptions)
     p.set_defaults(func=run)
     return p
 
@@ -49,17 +50,17 @@ def format_sizes(split: Split) -> str:
 def run(args: argparse.Namespace) -> int:
     # Lazy (see image_classifier.cli): the data layer brings in Pillow and numpy.
     from image_classifier.data.check import audit_dataset
-    from image_classifier.data.split import check_fractions, make_split
+    from image_classifier.data.split import make_split
 
-    check_fractions(args.val, args.test)  # fail before the scan, not after it
+    options = from_args(SplitOptions, args)  # checked when made: before the scan, not after it
     audit = audit_dataset(args.data, progress=True)
     if not audit.usable:
         raise DatasetError("the data cannot be split: " + "; ".join(audit.errors)
                            + f" (run `image-classifier check {args.data}` for the full report)")
-    split = make_split(args.data, seed=args.seed, val=args.val, test=args.test, audit=audit)
+    split = make_split(args.data, **asdict(options), audit=audit)
     split.save(args.out)
     g = split.group_summary()
-    print(f"Split of {audit.root} (seed {args.seed}, val {args.val}, test {args.test}) "
+    print(f"Split of {audit.root} (seed {options.seed}, val {options.val}, test {options.test}) "
           f"saved to {args.out}")
     print(format_sizes(split))
     print(f"{g['duplicate_groups']} duplicate groups ({g['images_in_groups']} images) each kept in "

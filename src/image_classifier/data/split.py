@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from image_classifier.data.check import AuditReport, audit_dataset
+from image_classifier.data.options import DEFAULT_FRACTION, check_fractions
 from image_classifier.data.scan import list_dataset, read_files
 from image_classifier.errors import DatasetError, ManifestMismatchError
 from image_classifier.fileio import atomic_write_text, sha256_file
@@ -146,17 +147,8 @@ def class_targets(n: int, val: float, test: float) -> dict[str, int]:
     return {"train": n - t_val - t_test, "val": t_val, "test": t_test}
 
 
-def check_fractions(val: float, test: float) -> None:
-    """Raise :class:`DatasetError` unless ``val`` and ``test`` are fractions that leave images to train on."""
-    for name, f in (("val", val), ("test", test)):
-        if not 0 <= f < 1:
-            raise DatasetError(f"--{name} must be a fraction between 0 and 1, not {f}")
-    if val + test >= 1:
-        raise DatasetError(f"--val {val} + --test {test} leave nothing to train on; keep their sum under 1")
-
-
-def make_split(data_root: str | os.PathLike, *, seed: int = 0, val: float = 0.15, test: float = 0.15,
-               audit: AuditReport | None = None) -> Split:
+def make_split(data_root: str | os.PathLike, *, seed: int = 0, val: float = DEFAULT_FRACTION,
+               test: float = DEFAULT_FRACTION, audit: AuditReport | None = None) -> Split:
     """Audit ``data_root`` (unless ``audit`` is given) and split it; see the module docstring.
 
     Raises :class:`DatasetError` when the data is not usable or the fractions make no sense.
@@ -307,7 +299,7 @@ def load_split(csv_path: str | os.PathLike, data_root: str | os.PathLike) -> Spl
 
 
 def resolve_split(data_root: str | os.PathLike, split_csv: str | os.PathLike | None, *, seed: int = 0,
-                  val: float = 0.15, test: float = 0.15, audit=None) -> Split:
+                  val: float = DEFAULT_FRACTION, test: float = DEFAULT_FRACTION, audit=None) -> Split:
     """The split every command uses: the verified manifest when ``split_csv`` is given, else a new one."""
     if split_csv is not None:
         split = load_split(split_csv, data_root)

@@ -2,12 +2,14 @@
 (:mod:`image_classifier.optionspec`), light enough for ``--help`` (no torch, no numpy)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from image_classifier.errors import OptionError
 from image_classifier.inference import BACKEND_HELP, BACKENDS
 from image_classifier.optionspec import (
-    DEVICE_HELP, DEVICE_METAVAR, KEEP_HELP, at_least_one, check_keep, check_options, keep_argument, option,
+    DEVICE_HELP, DEVICE_METAVAR, KEEP_HELP, at_least_one, cache_dir_option, cache_option, check_keep, check_options,
+    keep_argument, option,
 )
 
 
@@ -37,3 +39,15 @@ class PredictOptions(AnswerOptions):
                         help="classes to show per image (default: %(default)s)")
     batch_size: int = option(32, metavar="N", check=at_least_one("--batch-size"),
                              help="images per forward pass (default: %(default)s)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddOptions:
+    """How ``add`` adds a person (:meth:`~image_classifier.inference.model.Classifier.add_class`'s
+    keywords of the same names; the cache options make its ``face_cache``)."""
+
+    name: str | None = option(None, help="the person's class name (default: PERSON_DIR's folder name)")
+    out: str | os.PathLike = option(metavar="NEW_MODEL_DIR", parse=str, help="where to save the new model")
+    seed: int = option(0, help="which photos are kept aside for validation (default: %(default)s)")
+    cache: bool = cache_option()
+    cache_dir: str | os.PathLike | None = cache_dir_option()

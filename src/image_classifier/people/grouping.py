@@ -24,7 +24,7 @@ from image_classifier.errors import OptionError
 from image_classifier.faces import FaceCache
 from image_classifier.faces.clustering import SINGLE, ClusterParams, centres_of, cluster_faces, main_faces, split_group
 from image_classifier.fileio import atomic_write_text
-from image_classifier.optionspec import build
+from image_classifier.optionspec import build, cache_root
 from image_classifier.people.layout import (file_photos, link_name, remove_group_folder, write_csv, write_folders,
                                             write_thumbnails)
 from image_classifier.people.options import GroupOptions
@@ -153,7 +153,7 @@ def group_photos(data: str | os.PathLike, out: str | os.PathLike, options: Group
     events = [f"{state.names[g]}: its folder is gone, so the group is forgotten and its faces grouped again"
               for g in sorted(set(state.names) - set(names))]
     exclude = out if data in out.parents else None
-    folder = read_folder(data, FaceCache(options.face_cache_root), exclude=exclude, progress=options.progress)
+    folder = read_folder(data, FaceCache(cache_root(options.cache, options.cache_dir)), exclude=exclude, progress=options.progress)
     keys = [f.key for f in folder.faces]
     photos = [f.photo.rel_path for f in folder.faces]
     seeds = np.array([state.faces.get(k, SINGLE) if state.faces.get(k, SINGLE) in names else SINGLE for k in keys],

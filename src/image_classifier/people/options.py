@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 
 from image_classifier.errors import OptionError
 from image_classifier.faces.thresholds import ATTACH_DISTANCE, CORE_DISTANCE, MIN_GROUP_SIZE
-from image_classifier.fileio import default_cache_dir
-from image_classifier.optionspec import check_options, option
+from image_classifier.optionspec import cache_dir_option, cache_option, check_options, option
 
 if TYPE_CHECKING:
     from image_classifier.faces.clustering import ClusterParams
@@ -43,10 +42,8 @@ class GroupOptions:
     attach_distance: float = option(ATTACH_DISTANCE, metavar="D",
                                     help="a face outside every core joins the nearest group whose centre is closer "
                                          "than D (default: %(default)s, dlib's same-person distance)")
-    cache: bool = option(True, help="do not read or write the face cache (every photo is analysed again)")
-    cache_dir: str | os.PathLike | None = option(None, metavar="DIR", parse=str,
-                                                 help="where each file's faces are cached by content (default: "
-                                                      "~/.cache/image-classifier/decoded)")
+    cache: bool = cache_option()
+    cache_dir: str | os.PathLike | None = cache_dir_option()
     progress: bool = option(True, help="no progress bars")
     seed: int = option(0, cli=False, help="the order in which the clustering visits the faces")
 
@@ -65,8 +62,3 @@ class GroupOptions:
         check_options(self)
         self.params()
         return self
-
-    @property
-    def face_cache_root(self) -> str | os.PathLike | None:
-        """Where faces are cached: ``cache_dir`` (default: the decoded-image cache's root), None with ``cache=False``."""
-        return (self.cache_dir or default_cache_dir()) if self.cache else None

@@ -22,8 +22,8 @@ from image_classifier.data.scan import list_files
 from image_classifier.errors import OptionError
 from image_classifier.faces import FaceCache, FaceStream
 from image_classifier.fileio import sha256_file
-from image_classifier.fileio import default_cache_dir
 from image_classifier.runs import resolve_model_dir
+from image_classifier.optionspec import cache_root
 from image_classifier.sorting.journal import check_writable
 from image_classifier.sorting.options import SortOptions
 
@@ -56,7 +56,7 @@ def hash_files(files: list[tuple[str, Path]], progress: bool) -> Iterator[Hashed
 
 def face_cache(options: SortOptions, workers: int) -> FaceCache:
     """The face cache a sort reads and fills (``--cache-dir``, default the decoded-image cache's root)."""
-    return FaceCache((options.cache_dir or default_cache_dir()) if options.cache else None, workers=workers)
+    return FaceCache(cache_root(options.cache, options.cache_dir), workers=workers)
 
 
 def local_cores(processes_here: int = 1) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from image_classifier.errors import OptionError
 from image_classifier.inference.options import AnswerOptions
-from image_classifier.optionspec import at_least_one, option
+from image_classifier.optionspec import at_least_one, cache_dir_option, cache_option, option
 
 COPY_MODES = ("copy", "link")
 
@@ -32,9 +32,8 @@ class SortOptions(AnswerOptions):
         "--link": ("link", "like --copy, with symbolic links to the originals instead of copies")})
     batch_size: int = option(32, metavar="N", check=at_least_one("--batch-size"),
                              help="photos answered and written together (default: %(default)s)")
-    cache: bool = option(True, help="do not read or write the face cache")
-    cache_dir: str | os.PathLike | None = option(None, metavar="DIR", parse=str, help="where each file's faces are "
-                                                 "cached by content (default: ~/.cache/image-classifier/decoded)")
+    cache: bool = cache_option()
+    cache_dir: str | os.PathLike | None = cache_dir_option()
     progress: bool = option(True, help="no progress bar")
     workers: int | None = option(None, cli=False, check=at_least_one("workers"),
                                  help="face-finding processes (default: this process's share of the machine's cores)")

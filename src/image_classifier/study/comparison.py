@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from image_classifier.data.check import AuditReport, audit_dataset
+from image_classifier.data.options import DEFAULT_FRACTION
 from image_classifier.data.split import Split, resolve_split
 from image_classifier.errors import DatasetError, ImageClassifierError
 from image_classifier.evaluate.evaluation import DecodeCache, Evaluation, LabelledImage
@@ -55,7 +56,7 @@ from image_classifier.study.ensemble import (
 )
 from image_classifier.study.evidence import Evidence, EvidenceInputs, gather_evidence, validation_pass
 from image_classifier.study.environment import describe_environment
-from image_classifier.study.defaults import DEFAULT_TEST, DEFAULT_VAL, FACE_MODEL, SELECTION_CRITERION
+from image_classifier.study.defaults import FACE_MODEL, SELECTION_CRITERION
 from image_classifier.study.options import CompareOptions
 from image_classifier.study.scoring import (
     EXPLAIN, OPEN_SET, SHORTCUT_AUDIT, SPEED, TEST, ScoringContext, Stopwatch, face_accuracy, score_model,
@@ -202,8 +203,8 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         say(f"reusing the split in {split_source} (--fresh starts over with a new split)")
     split = resolve_split(
         options.data, split_source, seed=options.seed,
-        val=DEFAULT_VAL if options.val is None else options.val,
-        test=DEFAULT_TEST if options.test is None else options.test,
+        val=DEFAULT_FRACTION if options.val is None else options.val,
+        test=DEFAULT_FRACTION if options.test is None else options.test,
         audit=audit,
     )
     decisions = _plan_models(options, split)

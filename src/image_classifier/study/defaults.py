@@ -7,8 +7,6 @@ from __future__ import annotations
 DEFAULT_MODELS = ("simple_cnn", "alexnet_like", "mobilenet_v2", "resnet50")
 #: The model ``compare`` adds for folders of people (see ``CompareOptions.add_people_model``).
 FACE_MODEL = "face_embedding"
-#: A new split's validation and test fractions when none are given.
-DEFAULT_VAL = DEFAULT_TEST = 0.15
 #: How a re-run treats a run directory: "auto" reuses what matches and refuses what differs,
 #: "resume" does the same but insists there is a previous run, "fresh" deletes it first
 #: (see :mod:`image_classifier.study.resume`).

@@ -15,7 +15,8 @@ from image_classifier.errors import DatasetError, OptionError
 from image_classifier.i18n import DEFAULT, SUPPORTED
 from image_classifier.inference import BACKEND_HELP, BACKENDS
 from image_classifier.optionspec import (
-    DEFAULT_KEEP, DEVICE_HELP, DEVICE_METAVAR, at_least_one, check_keep, check_options, one_of, option, parse_arch_path,
+    DEFAULT_KEEP, DEVICE_HELP, DEVICE_METAVAR, at_least_one, cache_dir_option, cache_option, cache_root, check_keep,
+    check_options, one_of, option, parse_arch_path,
 )
 from image_classifier.runs import COMPARISON_CSV_NAME, METRICS_NAME, REPORT_HTML_NAME, REPORT_MD_NAME, SPLIT_NAME
 from image_classifier.study.defaults import DEFAULT_MODELS, FACE_MODEL, RESUME_MODES
@@ -126,10 +127,8 @@ class CompareOptions:
     speed_repeats: int | None = option(None, help="timed batch-1 calls per model for the latency numbers (default 50)")
     n_bootstrap: int = option(2000, cli=False, help="bootstrap resamples of each accuracy's confidence interval")
     progress: bool = option(True, reproduce=False, help="no per-epoch progress bars")
-    cache: bool = option(True, reproduce=False, help="decode in memory only, write no cache files")
-    cache_dir: Path | None = option(None, metavar="DIR", reproduce=False,
-                                    help="where decoded images are cached between runs (default: "
-                                         "$IMAGE_CLASSIFIER_CACHE_DIR or ~/.cache/image-classifier/decoded)")
+    cache: bool = cache_option(reproduce=False)
+    cache_dir: Path | None = cache_dir_option(reproduce=False)
     export: bool = option(True, help="do not export the models to ONNX (then only eager PyTorch is timed and served); "
                                      "by default every model up to 100 M parameters gets a verified model.onnx and "
                                      "the report compares PyTorch with ONNX Runtime")
@@ -176,7 +175,6 @@ class CompareOptions:
 
         from image_classifier.device import resolve_device
         from image_classifier.models.registry import list_archs
-        from image_classifier.training import default_cache_dir
 
         checked = check_options(self)
         chosen = self.models.split(",") if isinstance(self.models, str) else self.models
@@ -199,7 +197,7 @@ class CompareOptions:
             raise OptionError(f"--nproc {self.nproc} on --device {self.device}: this machine has "
                               f"{torch.cuda.device_count()} GPU(s) and each process needs its own")
         data = Path(self.data)
-        cache_dir = Path(self.cache_dir or default_cache_dir()) if self.cache else None
+        cache_dir = cache_root(self.cache, self.cache_dir)
         return replace(
             self, **checked, data=data, models=models, add_people_model=add_people_model, weights=weights,
             out=Path(self.out) if self.out is not None else Path("runs") / (data.resolve().name or "run"),

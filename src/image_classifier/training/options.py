@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from image_classifier.data.options import DEFAULT_FRACTION, check_fractions
 from image_classifier.errors import DatasetError, OptionError, WeightsNotFoundError
 from image_classifier.optionspec import (
-    DEFAULT_KEEP, DEVICE_HELP, DEVICE_METAVAR, at_least_one, build, check_keep, check_options, option,
+    DEFAULT_KEEP, DEVICE_HELP, DEVICE_METAVAR, at_least_one, build, cache_dir_option, cache_option, check_keep,
+    check_options, option,
 )
 from image_classifier.recipe import Recipe, load_config, parse_set_options
 from image_classifier.runs import MODELS_DIR, RESUME_NAME
@@ -62,8 +64,8 @@ class TrainOptions:
                                             "registered one)")
     split: str | os.PathLike | None = option(None, metavar="CSV", help="split manifest from `image-classifier split` "
                                                                        "(default: make one with --seed/--val/--test)")
-    val: float = option(0.15, help="validation fraction of a new split (default: %(default)s)")
-    test: float = option(0.15, help="test fraction of a new split (default: %(default)s)")
+    val: float = option(DEFAULT_FRACTION, help="validation fraction of a new split (default: %(default)s)")
+    test: float = option(DEFAULT_FRACTION, help="test fraction of a new split (default: %(default)s)")
     out: str | os.PathLike | None = option(None, metavar="DIR", help="model directory to write (default: models/ARCH)")
     weights: str | os.PathLike | None = option(
         None, metavar="PATH", parse=str, help="ImageNet weights file for a pretrained architecture (ARCH=PATH, as "
@@ -85,10 +87,8 @@ class TrainOptions:
                                                          "default (the CLI's --recipe prints the effective one)")
     resume: bool = option(False, help="continue the interrupted run in --out (its split, seed and recipe)")
     force: bool = option(False, help="replace a model already in --out")
-    cache_dir: str | os.PathLike | None = option(None, metavar="DIR", help="where decoded images are cached between "
-                                                 "runs (default: $IMAGE_CLASSIFIER_CACHE_DIR or "
-                                                 "~/.cache/image-classifier/decoded)")
-    cache: bool = option(True, help="decode in memory only, write no cache files")
+    cache_dir: str | os.PathLike | None = cache_dir_option()
+    cache: bool = cache_option()
     checkpoint_every: float = option(30.0, metavar="SECONDS", check=_check_checkpoint_every,
                                      help="write the best model and the resume state at most this often (default: "
                                           "%(default)s; 0 = every epoch)")
@@ -120,7 +120,6 @@ class TrainOptions:
         """Raise :class:`~image_classifier.errors.OptionError` (a ``ValueError``) naming the first
         option that cannot work and what to do instead (a missing ``weights`` file:
         :class:`~image_classifier.errors.WeightsNotFoundError`); returns self. Reads no data."""
-        from image_classifier.data.split import check_fractions
         from image_classifier.device import resolve_device
         from image_classifier.models.registry import get_arch
 

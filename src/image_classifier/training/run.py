@@ -21,14 +21,14 @@ from image_classifier.errors import DatasetError, ImageClassifierError, OptionEr
 from image_classifier.faces import FaceCache
 from image_classifier.fileio import sha256_file
 from image_classifier.machine import bf16_supported
-from image_classifier.optionspec import build
+from image_classifier.optionspec import build, cache_root
 from image_classifier.models.registry import build_model, get_arch
 from image_classifier.models.weights import resolve_pretrained
 from image_classifier.recipe import Recipe
 from image_classifier.runtime import configure
 from image_classifier.runs import CARD_NAME, RESUME_NAME, SPLIT_NAME, WEIGHTS_NAME
 from image_classifier.saved_model import ModelCard, library_versions, read_card
-from image_classifier.training.cache import ImageCache, default_cache_dir
+from image_classifier.training.cache import ImageCache
 from image_classifier.training.checkpoint import RunWriter, load_resume_state
 from image_classifier.training.distributed import (
     Dist,
@@ -365,7 +365,7 @@ def train_folder(data: str | os.PathLike, options: TrainOptions, *, args: dict[s
     The split is ``options.split``, else (resuming) the run's own ``split.csv``, else a new one
     (seed/val/test), saved as ``split.csv`` beside the model so that ``evaluate`` and a later
     resume find it. Decoded images are cached in ``options.cache_dir`` (default:
-    :func:`default_cache_dir`) unless ``options.cache`` is False. Raises
+    :func:`~image_classifier.fileio.default_cache_dir`) unless ``options.cache`` is False. Raises
     :class:`~image_classifier.errors.OptionError` for bad options or a missing folder, before any
     image is read.
     """
@@ -386,6 +386,6 @@ def train_folder(data: str | os.PathLike, options: TrainOptions, *, args: dict[s
         if not options.resume:
             split.save(out / SPLIT_NAME)
     split = broadcast_object(dist, split)
-    cache = ImageCache((options.cache_dir or default_cache_dir()) if options.cache else None)
+    cache = ImageCache(cache_root(options.cache, options.cache_dir))
     return train_model(split, options, cache=cache, args=args)
 
