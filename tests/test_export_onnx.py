@@ -7,9 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from export_helpers import CLASSES, SHARED, make_model_dir, write_labelled_folder
-from image_classifier.errors import ModelFormatError
+from image_classifier.errors import ModelFormatError, OptionError
+from image_classifier.export.onnx_export import export_onnx
 from image_classifier.inference.onnx_metadata import read_metadata
 from image_classifier.export.pipeline import ExportOptions, export_model
 from image_classifier.export.verify import synthetic_images
@@ -159,3 +161,9 @@ def test_real_mobilenet_v2_export_matches_on_real_photos(tmp_path):
     assert result.parity.max_abs_diff <= 1e-4
     if verify is not None:
         assert "images from" in result.parity.image_source
+
+
+def test_the_low_level_export_refuses_an_opset_with_the_options_own_message(tmp_path):
+    with pytest.raises(OptionError, match="^--opset must be between 11 and 20, not 9$"):
+        export_onnx(torch.nn.Conv2d(3, 2, 1), 8, tmp_path / "m.onnx", opset=9)
+    assert not (tmp_path / "m.onnx").exists()

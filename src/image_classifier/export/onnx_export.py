@@ -21,7 +21,7 @@ import onnx
 import torch
 from torch import nn
 
-from image_classifier.export.options import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from image_classifier.export.options import DEFAULT_OPSET, check_opset
 from image_classifier.inference.backends import ONNX_INPUT, ONNX_OUTPUT
 from image_classifier.inference.onnx_metadata import set_metadata
 
@@ -56,9 +56,7 @@ def export_onnx(module: nn.Module, input_size: int, out_path: str | os.PathLike,
     preprocessing says; output ``probabilities``: float32 (batch, num_classes). The batch dimension
     is dynamic, so one file serves single requests and batches.
     """
-
-    if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ValueError(f"opset must be between {MIN_OPSET} and {MAX_OPSET}, not {opset}")
+    opset = check_opset(opset)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     wrapped = WithSoftmax(module, temperature).eval()

@@ -20,7 +20,8 @@ MAX_OPSET = 20  # the highest the TorchScript-based exporter of torch 2.14 write
 FP32_TOLERANCE = 1e-4
 
 
-def _check_opset(opset: int) -> int:
+def check_opset(opset: int) -> int:
+    """The one check of an ONNX opset (``--opset``, ``opset=``, and :func:`~image_classifier.export.onnx_export.export_onnx`)."""
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise OptionError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, not {opset}")
     return int(opset)
@@ -38,7 +39,7 @@ class ExportOptions:
     option of the same name (``--no-measure`` is ``measure=False``), checked when made."""
 
     format: str = option("onnx", choices=FORMATS, help="export format (default: %(default)s)")
-    opset: int = option(DEFAULT_OPSET, check=_check_opset,
+    opset: int = option(DEFAULT_OPSET, check=check_opset,
                         help=f"ONNX opset, {MIN_OPSET}-{MAX_OPSET} (default: %(default)s)")
     quantize: str | None = option(None, choices=QUANTIZATIONS,
                                   help=f"also write {ONNX_INT8_NAME} (ONNX Runtime static quantization); needs --data "
