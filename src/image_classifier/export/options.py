@@ -21,7 +21,8 @@ FP32_TOLERANCE = 1e-4
 
 
 def check_opset(opset: int) -> int:
-    """The one check of an ONNX opset (``--opset``, ``opset=``, and :func:`~image_classifier.export.onnx_export.export_onnx`)."""
+    """The one check of an ONNX opset: ``--opset``, ``opset=`` and
+    :func:`~image_classifier.export.onnx_export.export_onnx` alike."""
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise OptionError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, not {opset}")
     return int(opset)

@@ -153,7 +153,8 @@ def group_photos(data: str | os.PathLike, out: str | os.PathLike, options: Group
     events = [f"{state.names[g]}: its folder is gone, so the group is forgotten and its faces grouped again"
               for g in sorted(set(state.names) - set(names))]
     exclude = out if data in out.parents else None
-    folder = read_folder(data, FaceCache(cache_root(options.cache, options.cache_dir)), exclude=exclude, progress=options.progress)
+    cache = FaceCache(cache_root(options.cache, options.cache_dir))
+    folder = read_folder(data, cache, exclude=exclude, progress=options.progress)
     keys = [f.key for f in folder.faces]
     photos = [f.photo.rel_path for f in folder.faces]
     seeds = np.array([state.faces.get(k, SINGLE) if state.faces.get(k, SINGLE) in names else SINGLE for k in keys],

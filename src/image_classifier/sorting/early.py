@@ -22,8 +22,8 @@ from image_classifier.data.scan import list_files
 from image_classifier.errors import OptionError
 from image_classifier.faces import FaceCache, FaceStream
 from image_classifier.fileio import sha256_file
-from image_classifier.runs import resolve_model_dir
 from image_classifier.optionspec import cache_root
+from image_classifier.runs import resolve_model_dir
 from image_classifier.sorting.journal import check_writable
 from image_classifier.sorting.options import SortOptions
 
