@@ -202,6 +202,20 @@ def test_leave_one_class_out_trials_take_the_strangers_with_a_face():
     assert trials[1].strangers.tolist() == [2, 3] and trials[1].left_out == 1
 
 
+def test_a_trial_with_fewer_than_twenty_known_images_still_places_its_rule_at_keep():
+    # 15 known images (a class of a small validation split left out): their p-values 1/15 ... 1.
+    known = np.arange(1, 16) / 15
+    trial = Trial("a left out", np.arange(15), np.arange(3), left_out=0, known_p={"m": known},
+                  strangers_p={"m": np.array([1 / 15, 2 / 15, 1.0])})
+    # A stranger stranger than all known images but one is turned away: at whole images a rule keeping
+    # 95 % of 15 images can reject none of them, and accepted it.
+    assert strangers_accepted([trial], single("m"), 0.95).tolist() == [False, True, True]
+    # The known images themselves: 14 of 15 kept (93 %), near the 95 % asked; at whole images, all 15.
+    trial.strangers_p = {"m": known}
+    assert int(strangers_accepted([trial], single("m"), 0.95).sum()) == 14
+    assert int(strangers_accepted([trial], single("m"), 0.5).sum()) == 8  # the upper half and its median
+
+
 def test_candidates_combine_their_members_p_values_as_their_saved_rules_do():
     trial = Trial("t", np.arange(20), np.arange(4))
     known = np.linspace(0.05, 1.0, 20)
