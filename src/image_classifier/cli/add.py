@@ -68,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     for who, n in added.looks_like.items():
         print(f"  warning: most of the faces learned ({n}) are very close to {who!r}'s: is {name!r} {who!r} again, "
               "or in their photos?", file=sys.stderr)
-    print(f"  the face head, its bank ({added.bank[0]} -> {added.bank[1]} faces) and its \"none of these\" rule "
-          f"refitted in {fmt_seconds(added.seconds)}; calibration kept")
+    print(f"  the face head, its bank ({added.bank[0]} -> {added.bank[1]} faces: the photos kept aside join it once "
+          f"checked) and its \"none of these\" rule refitted in {fmt_seconds(added.seconds)}; calibration kept")
     trade = new.tradeoff()
     if trade is not None:
         print(f"  none of these: {describe_tradeoff(trade)}")
