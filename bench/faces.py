@@ -89,7 +89,7 @@ def accuracy(data: Path, seeds: list[int], archs: list[str], cache, work: Path, 
                                  cache=image_cache, face_cache=cache, progress=False)
             seconds = time.perf_counter() - t0
             clf = load_model(result.model_dir, face_cache=cache)
-            ev = evaluate_classifier(clf, test, n_bootstrap=100, seed=seed)
+            ev = evaluate_classifier(clf, test)
             causes = {"no_face": 0, "no_known_face": 0, "group_photo": 0, "single_face": 0}
             n_face = n_noface = ok_face = ok_noface = 0
             for p in ev["predictions"]:

@@ -74,7 +74,7 @@ def test_evaluate_known_answers(mean_colour_model: Path, tmp_path: Path):
     items.append(LabelledImage(broken, "blue/broken.jpg", "blue"))
 
     cache = DecodeCache()
-    out = evaluate_classifier(load_model(mean_colour_model), items, cache=cache, n_bootstrap=200)
+    out = evaluate_classifier(load_model(mean_colour_model), items, cache=cache)
     test = out.metrics
     assert test.n == 6
     assert test.accuracy == pytest.approx(5 / 6)
@@ -148,8 +148,7 @@ def test_evaluate_warns_about_images_a_train_model_was_trained_on(mean_colour_mo
     (mean_colour_model / "model.json").write_text(json.dumps(card))
     seen = len(split.subset("train")) + len(split.subset("val"))
 
-    study = run_evaluate(EvaluateOptions(model=mean_colour_model, data=data, out=tmp_path / "ev", speed=False,
-                                         n_bootstrap=50))
+    study = run_evaluate(EvaluateOptions(model=mean_colour_model, data=data, out=tmp_path / "ev", speed=False))
     assert study.alerts == [
         f"{seen} of the 12 images were in this model's training or validation split ({mean_colour_model / 'split.csv'}); "
         f"its scores on them are optimistic. Pass --split {mean_colour_model / 'split.csv'} --subset test to score "
@@ -158,5 +157,5 @@ def test_evaluate_warns_about_images_a_train_model_was_trained_on(mean_colour_mo
     assert Study.load(tmp_path / "ev") == study
     # The held-out subset of the same split: nothing to warn about.
     held_out = run_evaluate(EvaluateOptions(model=mean_colour_model, data=data, split=mean_colour_model / "split.csv",
-                                            out=tmp_path / "ev-test", speed=False, n_bootstrap=50))
+                                            out=tmp_path / "ev-test", speed=False))
     assert held_out.alerts == [] and held_out.models[0].test.n == len(split.subset("test"))

@@ -65,7 +65,8 @@ def test_perfect_predictions():
     probs = np.eye(3)[y]
     out = m.compute_metrics(y, probs, ["x", "y", "z"])
     assert out["accuracy"] == 1.0
-    assert out["accuracy_ci"] == [1.0, 1.0]
+    # 6 of 6 right: the accuracy could still be 61 % (Wilson); a bootstrap said [1, 1].
+    assert out["accuracy_ci"][1] == 1.0 and out["accuracy_ci"][0] == pytest.approx(1 / (1 + 1.959964 ** 2 / 6))
     assert out["macro_f1"] == 1.0
     assert out["log_loss"] == pytest.approx(0.0, abs=1e-12)
     assert out["ece"] == pytest.approx(0.0, abs=1e-12)
@@ -76,7 +77,7 @@ def test_single_sample():
     out = m.compute_metrics(np.array([1]), np.array([[0.2, 0.8]]), ["a", "b"])
     assert out["n"] == 1
     assert out["accuracy"] == 1.0
-    assert out["accuracy_ci"] == [1.0, 1.0]
+    assert out["accuracy_ci"][0] == pytest.approx(0.2065, abs=1e-4) and out["accuracy_ci"][1] == 1.0
     assert out["log_loss"] == pytest.approx(-math.log(0.8))
     assert out["ece"] == pytest.approx(0.2)
 
@@ -112,17 +113,20 @@ def test_ece_matches_independent_implementation():
     assert m.expected_calibration_error(y, probs) == pytest.approx(ece)
 
 
-def test_bootstrap_ci_seeded_and_contains_accuracy():
-    y, probs = _random_case(3, n=65, c=3)
-    pred = probs.argmax(1)
-    a = m.bootstrap_accuracy_ci(y, pred, seed=7)
-    b = m.bootstrap_accuracy_ci(y, pred, seed=7)
-    assert a == b
-    acc = m.accuracy(y, pred)
-    assert a[0] < acc < a[1]
-    # With 65 images the 95 % interval is wide (about +/- 2 * sqrt(p(1-p)/n)).
-    half = 1.96 * math.sqrt(acc * (1 - acc) / 65)
-    assert (a[1] - a[0]) == pytest.approx(2 * half, rel=0.25)
+@pytest.mark.parametrize(("right", "n", "low", "high"), [
+    (64, 66, 0.8961, 0.9917),  # the athletes' test split at 0.970
+    (20, 20, 0.8389, 1.0),  # a perfect score keeps its uncertainty
+    (0, 20, 0.0, 0.1611),
+    (1, 2, 0.0945, 0.9055),
+])
+def test_the_accuracy_interval_is_wilsons(right, n, low, high):
+    y = np.zeros(n, dtype=np.int64)
+    pred = np.where(np.arange(n) < right, 0, 1)
+    a = m.accuracy_ci(y, pred)
+    assert a == pytest.approx((low, high), abs=1e-4)
+    assert a[0] <= m.accuracy(y, pred) <= a[1]
+    with pytest.raises(ValueError, match="no samples"):
+        m.accuracy_ci(np.array([]), np.array([]))
 
 
 @pytest.mark.parametrize(

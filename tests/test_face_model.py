@@ -245,7 +245,7 @@ def test_face_and_noface_accuracy_are_split_by_the_survey(trained, people):
     split = trained["split"]
     clf = load_model(trained["dir"], face_cache=trained["cache"])
     items = [LabelledImage.from_record(r) for r in split.subset("test")]
-    ev = evaluate_classifier(clf, items, n_bootstrap=50)
+    ev = evaluate_classifier(clf, items)
     survey = survey_faces(split.subset("test"), trained["cache"])
     acc = face_accuracy(ev, survey)
     assert acc.test_images_face + acc.test_images_noface == len(items)

@@ -79,7 +79,7 @@ def test_each_saved_card_opens_as_its_own_kind_of_model(models):
 
 
 def test_evaluate_scores_every_kind_and_the_ensemble_is_its_members_weighted_mean(models, saved):
-    ev = {name: evaluate_classifier(m, _items(saved), n_bootstrap=10) for name, m in models.items()}
+    ev = {name: evaluate_classifier(m, _items(saved)) for name, m in models.items()}
     for e in ev.values():
         assert len(e.predictions) == 2
         np.testing.assert_allclose(e.probs.sum(axis=1), 1.0, atol=1e-5)
@@ -151,7 +151,7 @@ def test_a_new_kind_is_one_class_and_one_entry_in_kinds(saved, models, monkeypat
     monkeypatch.setattr(kinds, "KINDS", (MirroredClassifier, *kinds.KINDS))
     model = open_classifier(mirrored_dir)
     assert type(model) is MirroredClassifier
-    ev = evaluate_classifier(model, _items(saved), n_bootstrap=10)
+    ev = evaluate_classifier(model, _items(saved))
     flipped = [ImageOps.mirror(models["cnn"].decode(p)) for p in saved["images"]]
     np.testing.assert_allclose(ev.probs, models["cnn"].predict_proba(flipped), atol=1e-6)
 

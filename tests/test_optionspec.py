@@ -66,7 +66,7 @@ def test_each_command_line_option_is_the_python_keyword_of_the_same_name(command
         texts = [text for _, text in spec.switches.values()] if spec.switches else [spec.help % {"default": f.default}]
         assert not spec.cli or all(text in help_text for text in texts), f.name
     assert {f.name for f, spec in options_of(cls) if not spec.cli} <= {
-        "n_bootstrap", "add_people_model", "invoked_as", "recipe", "channels_last", "speed_config", "workers", "seed",
+        "add_people_model", "invoked_as", "recipe", "channels_last", "speed_config", "workers", "seed",
         "verify_images"}
 
 
@@ -102,7 +102,7 @@ def test_compare_options_parsed_back_from_the_reproduce_command_are_the_same(tmp
 
 def test_evaluate_options_parsed_back_from_the_reproduce_command_are_the_same(tmp_path):
     given = EvaluateOptions(model=tmp_path / "m", data=tmp_path / "d", split=tmp_path / "s.csv", subset="val",
-                            seed=2, speed=False, backend="onnx", device="cpu", reject=False, unknown=tmp_path).check()
+                            speed=False, backend="onnx", device="cpu", reject=False, unknown=tmp_path).check()
     command = evaluate_command(given, tmp_path / "out")
     again = from_args(EvaluateOptions, build_parser().parse_args(shlex.split(command)[1:])).check()
     assert again == replace(given, out=tmp_path / "out")

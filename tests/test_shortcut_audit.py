@@ -153,7 +153,7 @@ def _folder(root: Path, colours: dict[str, tuple[int, int, int]], *, where: str,
 def _audit(model: nn.Module, classes: list[str], items: list[LabelledImage], analyses: dict[str, FaceAnalysis]):
     classifier = Classifier(model, classes, Preprocessing(32))
     cache = DecodeCache()
-    ev = evaluate_classifier(classifier, items, cache=cache, n_bootstrap=20)
+    ev = evaluate_classifier(classifier, items, cache=cache)
     return ev, audit_classifier(classifier, ev, AuditImages(analyses, cache))
 
 
@@ -193,7 +193,7 @@ def test_without_a_face_survey_only_greyscale_is_audited(tmp_path):
     items = _folder(tmp_path / "bg", BACKGROUND, where="background", n=4)
     classifier = Classifier(ChannelReader([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0]]), ["red", "green"], Preprocessing(32))
     cache = DecodeCache()
-    ev = evaluate_classifier(classifier, items, cache=cache, n_bootstrap=20)
+    ev = evaluate_classifier(classifier, items, cache=cache)
     images = AuditImages(None, cache)
     audit = audit_classifier(classifier, ev, images)
     assert audit.face_masked is None and audit.face_only is None and audit.no_face == len(items)

@@ -150,7 +150,7 @@ def test_every_backend_serves_softmax_of_logits_over_t(fitted):
 
 def test_evaluation_reports_before_and_after(fitted):
     clf = load_model(fitted["dir"], backend="torch")
-    ev = evaluate_classifier(clf, fitted["items"], n_bootstrap=50)
+    ev = evaluate_classifier(clf, fitted["items"])
     labels = np.array([CLASSES.index(it.class_name) for it in fitted["items"]])
     m = ev.metrics
     assert m.log_loss_uncalibrated == pytest.approx(log_loss(labels, fitted["uncal"]), rel=1e-4)

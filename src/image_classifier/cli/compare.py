@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "Audit DATA, make (or reuse) one train/val/test split, train every model on it, choose the model "
             "to serve on the training and validation images (accuracy with its noise, and for photos of "
             "people turning strangers away), evaluate every model once on the test split (accuracy with 95%% "
-            "bootstrap CI, macro-F1, log-loss, calibration, McNemar tests), measure size and speed on "
+            "Wilson CI, macro-F1, log-loss, calibration, McNemar tests), measure size and speed on "
             f"this machine, and write OUT/{REPORT_HTML_NAME}, {REPORT_MD_NAME}, {COMPARISON_CSV_NAME}, "
             f"{METRICS_NAME}."
         ),

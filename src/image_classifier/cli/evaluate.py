@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate one saved model on a folder of labelled images (metrics, plots, report)",
         description=(
             "Score a saved model (a model directory, or a compare run directory: its best model) on DATA, "
-            "one sub-folder per class: accuracy with 95%% bootstrap CI, macro-F1, per-class "
+            "one sub-folder per class: accuracy with 95%% Wilson CI, macro-F1, per-class "
             "precision/recall/F1, log-loss, calibration (ECE), confusion matrix, misclassified images, "
             "size and speed on this machine. With --split, only the images of one subset of that "
             "manifest are scored (e.g. the test split the model never saw). Class folders the model "

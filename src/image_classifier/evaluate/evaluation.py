@@ -140,8 +140,6 @@ def evaluate_classifier(
     *,
     cache: DecodeCache | None = None,
     batch_size: int = 32,
-    n_bootstrap: int = 2000,
-    seed: int = 0,
 ) -> Evaluation:
     """Metrics, per-image predictions and the images left out of ``classifier`` on ``items``."""
     y_all = label_indices(classifier.classes, items)  # fail before any decoding
@@ -151,7 +149,7 @@ def evaluate_classifier(
         raise DatasetError("none of the images could be decoded; run `image-classifier check` on the folder")
     y = y_all[kept]
     classes = list(classifier.classes)
-    metrics = compute_metrics(y, probs, classes, n_bootstrap=n_bootstrap, seed=seed)
+    metrics = compute_metrics(y, probs, classes)
     # The model serves calibrated probabilities; the same figures before calibration come from
     # undoing its temperature(s) per image (the face head's where a face answered).
     metrics.update(uncalibrated_metrics(y, classifier.uncalibrated(probs, details)))

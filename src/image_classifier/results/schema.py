@@ -35,7 +35,7 @@ class TestMetrics(Jsonable):
     n: int
     classes: list[str]
     accuracy: float
-    accuracy_ci: tuple[float, float]  # 95 % percentile bootstrap interval
+    accuracy_ci: tuple[float, float]  # 95 % Wilson score interval
     accuracy_ci_level: float = 0.95
     macro_f1: float
     log_loss: float | None

@@ -348,7 +348,7 @@ def run_compare(options: CompareOptions, *, on_progress: Callable[[str], None] |
         ensemble = save_and_score(
             run_dir=run_dir, composite=composite, candidate=candidate,
             model_dirs={a: Path(results[a].model_dir) for a in models}, entries=entries, test_items=test_items,
-            cache=cache, speed=options.speed, n_bootstrap=options.n_bootstrap, seed=options.seed, say=say,
+            cache=cache, speed=options.speed, say=say,
             val_items=evidence.val_items, keep=options.keep, unknowns=unknowns,
             unknown_source=os.fspath(options.unknown) if options.unknown is not None else None,
             device=options.device)

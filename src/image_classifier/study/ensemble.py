@@ -109,7 +109,7 @@ def remove_stale(run_dir: Path) -> None:
 
 def save_and_score(*, run_dir: Path, composite: Composite, candidate: Candidate, model_dirs: dict[str, Path],
                    entries: Sequence[ModelResult], test_items: Sequence[LabelledImage], cache: DecodeCache,
-                   speed: SpeedConfig, n_bootstrap: int, seed: int, say: Callable[[str], None],
+                   speed: SpeedConfig, say: Callable[[str], None],
                    val_items: Sequence[LabelledImage], keep: float = DEFAULT_KEEP,
                    unknowns: Sequence[UnknownImage] | None = None, unknown_source: str | None = None,
                    device: str = "auto") -> EnsembleOutcome:
@@ -134,7 +134,7 @@ def save_and_score(*, run_dir: Path, composite: Composite, candidate: Candidate,
     if entry_rule is not None:
         say(f"{composite.name}: none of these, {RejectionRule.from_card(entry_rule).describe()} "  # type: ignore[union-attr]
             f"({rejection_seconds:.1f} s)")
-    ev = evaluate_classifier(ensemble, test_items, cache=cache, n_bootstrap=n_bootstrap, seed=seed)
+    ev = evaluate_classifier(ensemble, test_items, cache=cache)
     open_set = None
     open_set_seconds = 0.0
     if unknowns is not None:

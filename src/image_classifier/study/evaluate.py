@@ -112,7 +112,7 @@ def run_evaluate(options: EvaluateOptions, *, on_progress: Callable[[str], None]
         say(f"warning: {w}")
 
     t0 = time.perf_counter()
-    ev = evaluate_classifier(classifier, items, n_bootstrap=options.n_bootstrap, seed=options.seed)
+    ev = evaluate_classifier(classifier, items)
     speed = None
     if options.speed:
         sample = ev.predictions[0].path  # an image that decodes

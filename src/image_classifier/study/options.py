@@ -108,7 +108,7 @@ class CompareOptions:
         help=f"comma-separated architectures (default: {','.join(DEFAULT_MODELS)}, plus {FACE_MODEL} when at least "
              "70 %% of the images show a face)")
     out: Path | None = option(None, help="run directory (default: runs/<DATA folder name>)")
-    seed: int = option(0, always=True, help="seed for the split, training and bootstrap (default 0)")
+    seed: int = option(0, always=True, help="seed for the split and training (default 0)")
     split: Path | None = option(None, help=f"use this split manifest (default: OUT/{SPLIT_NAME} when it exists, else "
                                            "a new split)")
     val: float | None = option(None, help="validation fraction for a new split")
@@ -125,7 +125,6 @@ class CompareOptions:
         help="recipe override for every model, or for one with ARCH: (repeatable), "
              "e.g. --set batch_size=16 --set alexnet_like:phases.0.epochs=30")
     speed_repeats: int | None = option(None, help="timed batch-1 calls per model for the latency numbers (default 50)")
-    n_bootstrap: int = option(2000, cli=False, help="bootstrap resamples of each accuracy's confidence interval")
     progress: bool = option(True, reproduce=False, help="no per-epoch progress bars")
     cache: bool = cache_option(reproduce=False)
     cache_dir: Path | None = cache_dir_option(reproduce=False)
@@ -247,7 +246,6 @@ class EvaluateOptions:
                                                                              "(default: test)")
     out: Path | None = option(None, metavar="DIR", help="where to write the report (default: "
                                                         "runs/evaluate-<model>-<DATA name>)")
-    seed: int = option(0, always=True, help="bootstrap seed (default 0)")
     speed: bool = option(True, help="skip the size/latency/throughput measurements")
     backend: str = option("auto", choices=BACKENDS, help=BACKEND_HELP)
     device: str = option("auto", metavar=DEVICE_METAVAR, help=DEVICE_HELP)
@@ -257,7 +255,6 @@ class EvaluateOptions:
                                   "(AUROC, unknowns accepted)")
     lang: str = option(DEFAULT, choices=SUPPORTED, check=check_lang, reproduce=False, help=LANG_HELP)
     speed_config: SpeedConfig = option(factory=_speed_config, cli=False, help="how size and speed are measured")
-    n_bootstrap: int = option(2000, cli=False, help="bootstrap resamples of the accuracy's confidence interval")
     invoked_as: str = option("", cli=False, help="how the run was invoked (for the report)")
 
     def check(self) -> EvaluateOptions:

@@ -32,7 +32,7 @@ def compare(data: str | os.PathLike, *, out: str | os.PathLike | None = None,
     ``weights`` ({arch: path}), ``set`` ({"*": {key: value}} for every model, {arch: {...}} for
     one), ``speed_repeats``, ``cache``, ``cache_dir``, ``export``, ``faces``, ``audit``,
     ``ensemble``, ``ensemble_max_latency``, ``keep``, ``unknown``, ``device``, ``nproc``,
-    ``resume`` ("auto", "resume", "fresh"), ``progress``, and the Python-only ``n_bootstrap``.
+    ``resume`` ("auto", "resume", "fresh"), ``progress``.
     ``lang``: the language of ``report.md``, ``report.html`` and their figures, "en" or "es"
     (``comparison.csv``, ``metrics.json`` and the returned study are the same in every language).
     An unknown (or renamed) option is a ``TypeError`` naming the valid ones.

@@ -122,8 +122,7 @@ def score_model(ctx: ScoringContext, i: int, arch: str, trained: TrainResult, vp
     # during the validation pass, and records the test pass's.
     tap = vp.tap if ctx.unknowns is None else None
     with watch.timed(TEST), _recording(tap):
-        ev = evaluate_classifier(classifier, ctx.test_items, cache=ctx.cache, n_bootstrap=options.n_bootstrap,
-                                 seed=options.seed)
+        ev = evaluate_classifier(classifier, ctx.test_items, cache=ctx.cache)
     with watch.timed(OPEN_SET):
         if ctx.unknowns is not None:
             say(f"{step} scoring the {len(ctx.unknowns)} images of {options.unknown} (none of the classes)")
