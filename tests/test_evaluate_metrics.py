@@ -129,6 +129,16 @@ def test_the_accuracy_interval_is_wilsons(right, n, low, high):
         m.accuracy_ci(np.array([]), np.array([]))
 
 
+def test_the_accuracy_interval_holds_the_accuracy_exactly_at_every_count():
+    # A perfect score's upper end is 1.0 itself, not a rounding error below it (the summary plot's
+    # error bar refused 13 of 13 and 84 of 84).
+    for n in range(1, 120):
+        y = np.zeros(n, dtype=np.int64)
+        for right in range(n + 1):
+            low, high = m.accuracy_ci(y, np.where(np.arange(n) < right, 0, 1))
+            assert 0.0 <= low <= right / n <= high <= 1.0, (right, n)
+
+
 @pytest.mark.parametrize(
     "ca, cb",
     [

@@ -70,7 +70,9 @@ def accuracy_ci(y_true: np.ndarray, y_pred: np.ndarray, *, confidence: float = 0
     p = float(correct.mean())
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval holds p exactly; in floating point its end at a perfect (or zero) score can land
+    # a rounding error inside it (0.9999999999999999 for 13 of 13), which a plot's error bar refuses.
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
