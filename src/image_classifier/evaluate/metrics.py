@@ -12,8 +12,8 @@ check each one against scikit-learn on known inputs.
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
