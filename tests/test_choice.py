@@ -182,6 +182,27 @@ def test_the_face_models_out_of_fold_answers_come_from_faces_and_the_fallback_el
     assert (probs[:, 5].argmax(axis=1) == 2).all()  # the face-less image: the fallback's answer
     faces = np.delete(np.arange(60), 5)
     assert (probs[:, faces].argmax(axis=2) == y[faces]).mean() > 0.95
+    # Every face is far from its person's other faces (spread 0.02 x sqrt(128) x sqrt(2), about 0.32):
+    # with alone_within below that, each face answers together with the fallback, which here is
+    # sure of class 2, so the product leans to it; with alone_within above it nothing changes.
+    blended = face_model_oof(analyses, y, folds, 3, fallback, c=1.0, max_distance=0.6, alone_within=0.1)
+    assert (blended[:, faces].argmax(axis=2) == 2).all()
+    same = face_model_oof(analyses, y, folds, 3, fallback, c=1.0, max_distance=0.6, alone_within=0.59)
+    np.testing.assert_allclose(same, probs)
+
+
+def test_a_face_further_than_alone_within_answers_with_the_fallback():
+    from image_classifier.models.face_embedding import face_answers, with_fallback
+
+    face = np.array([[0.6, 0.3, 0.1], [0.6, 0.3, 0.1]])
+    fallback = np.array([[0.2, 0.7, 0.1], [0.2, 0.7, 0.1]])
+    # The product 0.12, 0.21, 0.01, normalised: the fallback's class wins.
+    np.testing.assert_allclose(with_fallback(face[:1], fallback[:1]), [[0.12 / 0.34, 0.21 / 0.34, 0.01 / 0.34]])
+    out = face_answers(face, np.array([0.3, 0.5]), fallback, alone_within=0.45)
+    np.testing.assert_allclose(out[0], face[0])  # near a training face: the face alone
+    assert out[1].argmax() == 1 and out[1].sum() == pytest.approx(1.0)
+    # A class the face head rules out stays out (a probability of 0 is never multiplied back up).
+    assert with_fallback(np.array([[0.5, 0.5, 0.0]]), np.array([[0.0, 0.2, 0.8]]))[0].argmax() == 1
 
 
 # ---- strangers -------------------------------------------------------------------------------------

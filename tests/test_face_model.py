@@ -122,20 +122,44 @@ def test_a_face_the_rule_accepts_decides_the_photo_even_beyond_max_distance(face
     assert accepted >= 1 and rejected >= 1, (accepted, rejected)
 
 
-def test_face_path_is_the_head_on_the_descriptor(trained, people):
+def test_face_path_is_the_head_on_the_descriptor_alone_near_a_training_face_else_with_the_fallback(trained):
     from image_classifier.faces import analyse_bytes
+    from image_classifier.faces.thresholds import FACE_ALONE_DISTANCE
+    from image_classifier.inference.calibration import card_temperature, rescale
+    from image_classifier.models.face_embedding import with_fallback
 
-    clf = load_model(trained["dir"])
-    split = trained["split"]
-    for rec in split.subset("val"):
+    assert trained["result"].card.faces["alone_within"] == FACE_ALONE_DISTANCE  # recorded: the model keeps it
+    clf = load_model(trained["dir"], backend="torch")
+    assert clf.face_path.alone_within == FACE_ALONE_DISTANCE
+    for rec in trained["split"].subset("val"):
         analysis = analyse_bytes(rec.path.read_bytes())
-        if analysis.descriptor is None:
-            continue
-        got = clf.predict_proba([rec.path])[0]
-        assert np.allclose(got, clf.face_path.head.probabilities(analysis.descriptor[None])[0], atol=1e-6)
-        break
+        index, _ = clf.face_path.head.choose(analysis.descriptors)
+        if index is not None:
+            break
     else:
-        pytest.fail("no validation image with a face")
+        pytest.fail("no validation image with a face that decides")
+    descriptor = analysis.descriptors[index][None]
+    # Within alone_within (here: any distance), the head's calibrated answer for that face alone.
+    clf.face_path.alone_within = float("inf")
+    np.testing.assert_allclose(clf.predict_proba([rec.path])[0], clf.face_path.probabilities(descriptor)[0],
+                               atol=1e-6)
+    # Further (here: every face), the face head's and the fallback's answers multiplied, before
+    # calibration, then calibrated by the face head's temperature; the deciding face says the same.
+    clf.face_path.alone_within = 0.0
+    probs, details = clf.predict_details([rec.path])
+    fallback = rescale(clf.predict_tensor(clf.preprocess([rec.path])), card_temperature(clf.card))
+    joint = with_fallback(clf.face_path.head.probabilities(descriptor), fallback)
+    expected = rescale(joint, 1.0 / clf.face_temperature)[0]
+    np.testing.assert_allclose(probs[0], expected, atol=1e-5)
+    assert details[0]["face_index"] == index
+    deciding = details[0]["faces"][index]
+    assert deciding["decided"] and deciding["closest"]["label"] == clf.classes[int(expected.argmax())]
+    assert deciding["probability"] == pytest.approx(float(expected.max()), abs=1e-6)
+    # Batched with photos the face alone answers and one without a face: the same answer.
+    clf.face_path.alone_within = FACE_ALONE_DISTANCE if details[0]["face_distance"] > FACE_ALONE_DISTANCE else 0.0
+    others = [r.path for r in trained["split"].subset("val")][:6]
+    batched = clf.predict_proba([*others, rec.path])
+    np.testing.assert_allclose(batched[-1], expected, atol=1e-5)
 
 
 def test_reload_in_a_fresh_process_predicts_the_same(trained, people):

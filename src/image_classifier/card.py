@@ -200,6 +200,13 @@ class ModelCard(Jsonable):
         return float("inf") if value is None else float(value)
 
     @property
+    def face_alone_within(self) -> float:
+        """How close to a training face a deciding face answers alone, without the fallback (inf:
+        always alone, as in models trained before this was recorded)."""
+        value = (self.faces or {}).get("alone_within")
+        return float("inf") if value is None else float(value)
+
+    @property
     def validation_strangers(self) -> dict[str, Any] | None:
         """A face model's validation faces seen as strangers (what ``--keep`` trades), when recorded."""
         return (self.faces or {}).get("validation_strangers")

@@ -11,7 +11,8 @@ refitted in seconds: what :mod:`image_classifier.evaluate.choice` weighs besides
 * **The face model** (:func:`face_model_oof`): per fold, the bank of the training part's labelled
   faces and the face head (logistic regression, the L2 strength the model chose) are refitted, and
   the model's own rule decides which face answers (the largest within its ``max_distance`` of the
-  bank); where none does, the fallback's out-of-fold probabilities answer.
+  bank; beyond its ``alone_within``, together with the fallback); where none does, the fallback's
+  out-of-fold probabilities answer.
 
 Every function takes and returns plain arrays: ``probs`` of shape (repeats, images, classes).
 """
@@ -27,7 +28,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from image_classifier.evaluate.choice import CrossValidated
 from image_classifier.evaluate.metrics import true_class_nll
 from image_classifier.inference.calibration import softmax
-from image_classifier.models.face_embedding import FaceHead
+from image_classifier.models.face_embedding import FaceHead, face_answers
 from image_classifier.training.face_head import fit_linear_head, labelled_faces
 
 #: Repeats and folds of the cross-validation (5 x 2: Dietterich 1998).
@@ -91,10 +92,12 @@ def linear_probe_oof(features: np.ndarray, labels: Sequence[int], folds: Sequenc
 
 
 def face_model_oof(analyses: Sequence[Any], labels: Sequence[int], folds: Sequence[Fold], num_classes: int,
-                   fallback: np.ndarray, *, c: float, max_distance: float) -> np.ndarray:
+                   fallback: np.ndarray, *, c: float, max_distance: float,
+                   alone_within: float = float("inf")) -> np.ndarray:
     """Out-of-fold answers of a face model (see the module docstring). ``analyses``: per image what
     the face pipeline found (a :class:`~image_classifier.faces.FaceAnalysis`, or None); ``fallback``:
-    the fallback's out-of-fold probabilities (repeats, images, classes) for the images no face answers.
+    the fallback's out-of-fold probabilities (repeats, images, classes) for the images no face answers,
+    and beside the face that decides where it is further than ``alone_within`` from the bank.
     Returns the out-of-fold probabilities (repeats, images, classes)."""
     y = np.asarray(labels, dtype=np.int64)
     probs = np.array(fallback, dtype=np.float64, copy=True)
@@ -108,9 +111,11 @@ def face_model_oof(analyses: Sequence[Any], labels: Sequence[int], folds: Sequen
         w, b, mean, scale = _standardised_lr(bank, y[[i for i, _ in rows]], num_classes, c)
         head = FaceHead(w, b, mean, scale, bank, max_distance)
         for i in f.test:
-            face, _ = head.choose(descriptors[i])
+            face, distance = head.choose(descriptors[i])
             if face is not None:
-                probs[f.repeat, i] = head.probabilities(np.asarray(descriptors[i])[face:face + 1])[0]
+                own = head.probabilities(np.asarray(descriptors[i])[face:face + 1])
+                probs[f.repeat, i] = face_answers(own, np.array([distance]), probs[f.repeat, i][None],
+                                                  alone_within)[0]
     return probs
 
 

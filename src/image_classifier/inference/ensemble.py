@@ -13,7 +13,8 @@ members are).
 Two ways of combining the members (the card's ``ensemble.combine``): ``mean`` (the default), the
 weighted average above; ``face_first``, a cascade of a face model and one whole-image model: the
 face model answers where a face like a known person's decides, the other model everywhere else
-(its forward pass runs only for those images; the face model's fallback never runs), and the
+(its forward pass runs only for those images; the face model's fallback runs only where its face
+answers together with it), and the
 members' weights are only the share of validation images each answered.
 
 For the server's batcher the ensemble looks like one network: :meth:`EnsembleClassifier.prepare`
@@ -36,7 +37,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -420,13 +421,15 @@ class EnsembleClassifier(Model):
 
 
 def _face_first_parts(parts: list[Prepared]) -> list[Prepared]:
-    """A cascade's preparations: no forward pass for the face model (its fallback is not used) and
-    the other model's only for the images where no face decided."""
+    """A cascade's preparations: the face model's forward pass only for the images where a face
+    decided (where its face answers together with its own fallback), the other model's only for
+    the images where none did."""
     face, other = parts
     decided = {i for i, d in enumerate(face.details) if d.get("face") is not None}
+    own = [k for k, i in enumerate(face.rows) if i in decided]
     keep = [k for k, i in enumerate(other.rows) if i not in decided]
-    return [Prepared(face.batch[:0], [], face.direct, face.details),
-            Prepared(other.batch[keep], [other.rows[k] for k in keep], other.direct, other.details)]
+    return [replace(face, batch=face.batch[own], rows=[face.rows[k] for k in own]),
+            replace(other, batch=other.batch[keep], rows=[other.rows[k] for k in keep])]
 
 
 def open_ensemble(model_dir: str | os.PathLike, card: ModelCard,

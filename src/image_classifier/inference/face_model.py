@@ -14,7 +14,7 @@ learn one more person without retraining (:meth:`FaceClassifier.add_class`).
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from image_classifier.errors import ModelFormatError, OptionError
 from image_classifier.faces import FaceAnalysis, FaceCache, weights_sha256
 from image_classifier.faces.detect import DESCRIPTOR_DIM
 from image_classifier.inference.backends import Backend, TorchBackend
-from image_classifier.inference.calibration import card_temperature
+from image_classifier.inference.calibration import card_temperature, rescale
 from image_classifier.inference.classifier import Classifier
 from image_classifier.inference.enrol import add_person
 from image_classifier.inference.explain import FACE, Explanation, display, overlay_box, target_index
@@ -36,7 +36,7 @@ from image_classifier.inference.inputs import as_sources
 from image_classifier.inference.model import ImageSource, Model, Prepared
 from image_classifier.inference.preprocess import images_to_array
 from image_classifier.inference.rejection import FACE_DISTANCE, RejectionRule, annotate_faces, score_kinds
-from image_classifier.models.face_embedding import FaceHead, FaceInput, FacePath
+from image_classifier.models.face_embedding import FaceHead, FaceInput, FacePath, with_fallback
 from image_classifier.models.registry import build_model
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.runs import CARD_NAME
@@ -63,6 +63,15 @@ def decided_by_face(details: Sequence[Mapping[str, Any]] | None, n: int) -> np.n
     for i, d in enumerate(details or []):
         out[i] = bool(d) and d.get("face") is not None
     return out
+
+
+@dataclass
+class FacePrepared(Prepared):
+    """A face model's prepared images: ``doubtful`` holds, per image whose deciding face answers
+    together with the fallback, the face head's uncalibrated probabilities (its forward row is
+    among ``rows``)."""
+
+    doubtful: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 class FaceClassifier(Classifier):
@@ -96,7 +105,8 @@ class FaceClassifier(Classifier):
         labels = card.face_bank_labels
         added = frozenset(card.classes.index(a["name"]) for a in card.added or [] if a.get("name") in card.classes)
         face_path = FacePath(FaceHead.from_module(network()), preprocessing.input_size, face_cache,
-                             temperature=card_face_temperature(card), bank_labels=labels, added=added)
+                             temperature=card_face_temperature(card), bank_labels=labels, added=added,
+                             alone_within=card.face_alone_within)
         return cls(module, card.classes, preprocessing, card, model_dir, face_path=face_path, **kwargs)
 
     def _like(self, module: torch.nn.Module | None, backend: Backend, module_loader: Any, reason: str) -> Classifier:
@@ -171,24 +181,44 @@ class FaceClassifier(Classifier):
         kind = self.face_path.score_kind(item) or FACE_DISTANCE
         if not rule.decide([kind], np.array([item.distance]))[0].accepted:
             return item
-        return replace(item, image=None, face_index=self.face_path.closest(item))
+        decided = replace(item, face_index=self.face_path.closest(item))
+        return decided if self.face_path.answers_with_fallback(decided) else replace(decided, image=None)
 
-    def prepare(self, images: Sequence[Any]) -> Prepared:
-        """The images with a face like a known person's are answered here from its descriptor;
-        only the others go to the backend (the fallback network)."""
+    def prepare(self, images: Sequence[Any]) -> FacePrepared:
+        """The images with a face very like a known person's are answered here from its descriptor;
+        the others go to the backend (the fallback network): those without such a face, and those
+        whose deciding face answers together with the fallback (:meth:`finish` combines them)."""
         items = [self.decided(self.face_path.decode(img)) for img in images]
-        with_face = [i for i, it in enumerate(items) if it.face_index is not None]
-        rows = [i for i, it in enumerate(items) if it.face_index is None]
+        both = [i for i, it in enumerate(items) if self.face_path.answers_with_fallback(it)]
+        alone = [i for i, it in enumerate(items) if it.face_index is not None and i not in set(both)]
+        rows = sorted([i for i, it in enumerate(items) if it.face_index is None] + both)
         direct: dict[int, np.ndarray] = {}
-        if with_face:
-            probs = self.face_path.probabilities(np.stack([items[i].descriptor for i in with_face]))
-            direct = dict(zip(with_face, probs))
+        if alone:
+            probs = self.face_path.probabilities(np.stack([items[i].descriptor for i in alone]))
+            direct = dict(zip(alone, probs))
+        faces: dict[int, np.ndarray] = {}
+        if both:  # uncalibrated: the product is calibrated as a whole, by the face head's temperature
+            probs = self.face_path.head.probabilities(np.stack([items[i].descriptor for i in both]))
+            faces = dict(zip(both, probs))
         batch = images_to_array(self.preprocessing, [items[i].image for i in rows])
         details = [{**self.face_path.details(it), "faces": self.face_path.every_face(it)} for it in items]
-        return Prepared(batch, rows, direct, details)
+        return FacePrepared(batch, rows, direct, details, faces)
 
     def finish(self, prepared: Prepared, forward: np.ndarray | None) -> np.ndarray:
         out = super().finish(prepared, forward)
+        both = prepared.doubtful if isinstance(prepared, FacePrepared) else {}
+        if both and forward is not None:
+            # The fallback's row without its temperature, times the face head's; the product gets the
+            # face head's temperature, as every photo a face decides does (:meth:`temperatures`).
+            at = {i: k for k, i in enumerate(prepared.rows)}
+            images = list(both)
+            fallback = rescale(np.asarray(forward)[[at[i] for i in images]], card_temperature(self.card))
+            joint = with_fallback(np.stack([both[i] for i in images]), fallback)
+            out[images] = rescale(joint, 1.0 / card_face_temperature(self.card))
+            for i in images:  # the deciding face's own answer is the photo's: it answered with the photo
+                for face in prepared.details[i].get("faces") or []:
+                    if face.get("decided"):
+                        face["probabilities"] = out[i]
         # Each face's own answer, by this model's rule (judge answers again with its own, which
         # may keep another share): an ensemble's member is finished, never judged.
         annotate_faces(prepared.details, self.classes, self.rejection_rule if self.reject else None)
@@ -230,7 +260,9 @@ class FaceClassifier(Classifier):
             found = analysis if variant == "face_only" else FaceAnalysis(analysis.width, analysis.height,
                                                                          list(analysis.faces), grey(k))
             index, distance = self.face_path.head.choose(found.descriptors)
-            out.append(FaceInput(found, image if index is None else None, index, distance))
+            item = FaceInput(found, image, index, distance)
+            keep_picture = index is None or self.face_path.answers_with_fallback(item)
+            out.append(item if keep_picture else replace(item, image=None))
         return out
 
     def face_namer(self, same_person: float) -> Callable[[np.ndarray], list[str | None]]:

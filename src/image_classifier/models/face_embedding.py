@@ -7,8 +7,9 @@ The network file holds two paths that share nothing but the classes:
   the model knows: within ``max_distance`` of the *bank*, the descriptors of the training faces.
   When no face is that close (a fan in the crowd, a partner beside the athlete, a stranger), no
   face decides and the fallback answers. Otherwise a linear head (standardised descriptor →
-  logits) answers. dlib runs the descriptor; the head and the bank are buffers of
-  this module, applied in numpy.
+  logits) answers: alone for a face very like a training face (within ``alone_within``, the
+  card's), together with the fallback for one further away (:func:`with_fallback`). dlib runs
+  the descriptor; the head and the bank are buffers of this module, applied in numpy.
 * the **fallback path**, for images where no face is found: ImageNet MobileNetV2 (frozen) → GAP →
   the study's dense head, i.e. ``ClassifierNet.forward``. This is what the inference backends
   (PyTorch, ONNX Runtime) run and what ``export`` writes.
@@ -65,6 +66,29 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def with_fallback(face: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """The face head's and the fallback's probabilities (rows, uncalibrated) for photos whose
+    deciding face is not very like a training face: their normalised product, the two read as
+    independent evidence (the face, and the rest of the photo: kit, court, company). A face at
+    0.5 from the training faces is right less often than one at 0.3, and the photo around it often
+    says who it is; a face alone at that distance answered wrongly where the product did not."""
+    logits = np.log(np.clip(np.asarray(face, np.float64), 1e-12, 1.0)) + \
+        np.log(np.clip(np.asarray(fallback, np.float64), 1e-12, 1.0))
+    return softmax(logits)
+
+
+def face_answers(face: np.ndarray, distances: np.ndarray, fallback: np.ndarray, alone_within: float) -> np.ndarray:
+    """Per photo a face decides: the face head's probabilities ``face`` where the face is within
+    ``alone_within`` of the training faces (``distances``), else :func:`with_fallback` of them and the
+    fallback's (``fallback``, the same rows). All uncalibrated: how training and the out-of-fold
+    estimate score the model (a loaded model does the same in ``FaceClassifier.finish``)."""
+    out = np.array(face, dtype=np.float64, copy=True)
+    far = np.asarray(distances, dtype=np.float64) > alone_within
+    if far.any():
+        out[far] = with_fallback(out[far], np.asarray(fallback, np.float64)[far])
+    return out
 
 
 def nearest_distances(descriptors: np.ndarray, bank: np.ndarray) -> np.ndarray:
@@ -153,7 +177,7 @@ class FacePath:
 
     def __init__(self, head: FaceHead, input_size: int, cache: FaceCache | None = None, *,
                  temperature: float = 1.0, bank_labels: np.ndarray | None = None,
-                 added: frozenset[int] = frozenset()) -> None:
+                 added: frozenset[int] = frozenset(), alone_within: float = float("inf")) -> None:
         self.head = head
         self.input_size = input_size
         self.cache = cache
@@ -163,6 +187,16 @@ class FacePath:
         #: Classes added by ``add`` from a few photos: a face nearest to one of theirs is scored as
         #: ``added_face_distance`` (see :mod:`image_classifier.inference.enrol`).
         self.added = frozenset(added)
+        #: A deciding face further than this from the training faces answers with the fallback
+        #: (:func:`with_fallback`); inf (models trained before it): every face answers alone.
+        self.alone_within = float(alone_within)
+
+    def answers_with_fallback(self, item: FaceInput) -> bool:
+        """Whether the photo's deciding face answers together with the fallback: it is further than
+        ``alone_within`` from the training faces, and not nearest to a person added by ``add``
+        (the fallback never learned them: see :mod:`image_classifier.inference.enrol`)."""
+        return (item.face_index is not None and item.distance is not None and item.distance > self.alone_within
+                and self.score_kind(item) is None)
 
     def nearest_added(self, descriptors: np.ndarray) -> np.ndarray:
         """Per face (k, 128): whether its nearest training face is an added person's."""
@@ -217,11 +251,11 @@ class FacePath:
         if not analysis.every_face_described:
             every = (describe_every_face(analysis, data, path, max_pixels) if self.cache is None
                      else self.cache.every_face(analysis, data, sha, path, max_pixels))
-        image = None
-        if index is None:
+        item = FaceInput(analysis, None, index, distance, every)
+        if index is None or self.answers_with_fallback(item):
             kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
-            image = decode_image(data, path=path, target_size=self.input_size, **kwargs).image
-        return FaceInput(analysis, image, index, distance, every)
+            item.image = decode_image(data, path=path, target_size=self.input_size, **kwargs).image
+        return item
 
     def details(self, item: FaceInput) -> dict[str, Any]:
         """``face``: the box of the face that decided (None: the whole-photo fallback did), with the

@@ -289,7 +289,8 @@ def _schemas() -> dict[str, Any]:
                             "additionalProperties": False,
                             "properties": label_probability,
                             "description": "The face head's most probable class for this face alone (null: no "
-                                           "descriptor)."},
+                                           "descriptor); for the face that decided, the photo's answer (a face "
+                                           "not very like a training face answers with the rest of the photo)."},
                 "probability": {**number_or_null, "minimum": 0, "maximum": 1},
                 "rejection": {"type": ["object", "null"],
                               "description": "The rule's verdict on this face's distance (as `rejection`)."},

@@ -173,7 +173,7 @@ def _face_cv(arch: str, card: ModelCard, inputs: EvidenceInputs, image_cache: Im
     fallback = linear_probe_oof(x, labels, folds, len(inputs.classes))
     analyses = [inputs.survey.analyses.get(r.rel_path) if inputs.survey is not None else None for r in records]
     oof = face_model_oof(analyses, labels, folds, len(inputs.classes), fallback, c=card.face_head_c,
-                         max_distance=card.face_max_distance)
+                         max_distance=card.face_max_distance, alone_within=card.face_alone_within)
     return summarise(oof, labels, folds, "face head and bank refitted per fold (its C and max distance); "
                      "no-face fallback: a linear head on its frozen MobileNetV2 features")
 

@@ -9,8 +9,10 @@
    strength ``C`` is chosen by log-loss on the validation photos whose largest face within
    :data:`SAME_PERSON` of the bank is taken as their person's.
 3. **When a face decides.** At prediction the largest face within ``max_distance`` of the bank
-   decides; when there is none, the fallback network answers for the whole photo.
-   ``max_distance`` is chosen on the validation split too, by the whole model's log-loss.
+   decides, alone when it is within :data:`ALONE_WITHIN` of it, else together with the fallback
+   (:func:`~image_classifier.models.face_embedding.with_fallback`); when there is none, the
+   fallback network answers for the whole photo. ``max_distance`` is chosen on the validation
+   split too, by the whole model's log-loss, the doubtful faces answered with the fallback.
 
 Every choice uses the train and validation splits only; the test split is never read. The
 model's validation score, by which ``compare`` ranks it, is the whole model's.
@@ -29,8 +31,8 @@ import torch
 
 from image_classifier.errors import DatasetError
 from image_classifier.faces import FaceCache, weights_sha256
-from image_classifier.faces.thresholds import SAME_PERSON_DISTANCE
-from image_classifier.models.face_embedding import FaceHead, choose_face, nearest_distances
+from image_classifier.faces.thresholds import FACE_ALONE_DISTANCE, SAME_PERSON_DISTANCE
+from image_classifier.models.face_embedding import FaceHead, choose_face, face_answers, nearest_distances
 from image_classifier.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 C_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 #: dlib's same-person threshold on descriptor distance (its LFW accuracy is measured at 0.6).
 SAME_PERSON = SAME_PERSON_DISTANCE
+#: A deciding face further than this from the bank answers together with the fallback.
+ALONE_WITHIN = FACE_ALONE_DISTANCE
 #: Largest distance to the bank at which a face still decides; inf = any face decides.
 MAX_DISTANCE_GRID = (0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, float("inf"))
 #: Logit bias of a class with no face in the bank: it is never the face path's answer.
@@ -185,18 +189,20 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
     fallback = _fallback_probs(net, prep, val_set.images[torch.tensor([row_of[val_records[i].rel_path]
                                                                         for i in val_idx])])
     # Which face of each validation photo decides at a given max_distance (the model's own rule).
-    def deciding(limit: float) -> tuple[list[int], np.ndarray]:
-        """(positions in val_idx where a face decides, their descriptors)."""
-        rows, descriptors = [], []
+    def deciding(limit: float) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """(positions in val_idx where a face decides, their descriptors, their distances to the bank)."""
+        rows, descriptors, distances = [], [], []
         for k, i in enumerate(val_idx):
             a = val_a[i]
-            face = None if a is None else choose_face(a.descriptors, bank, limit)[0]
+            face, distance = (None, None) if a is None else choose_face(a.descriptors, bank, limit)
             if face is not None:
                 rows.append(k)
                 descriptors.append(a.descriptors[face])
-        return rows, (np.stack(descriptors).astype(np.float64) if descriptors else np.empty((0, bank.shape[1])))
+                distances.append(distance)
+        return rows, (np.stack(descriptors).astype(np.float64) if descriptors else np.empty((0, bank.shape[1]))), \
+            np.asarray(distances, dtype=np.float64)
 
-    matching, xv = deciding(SAME_PERSON)
+    matching, xv, _ = deciding(SAME_PERSON)
 
     tried_c = []
     best_c, best_loss, weight, bias = C_GRID[len(C_GRID) // 2], float("inf"), None, None
@@ -213,15 +219,16 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
             best_c, best_loss, weight, bias = c, loss, w, b
     assert weight is not None and bias is not None
 
-    # max_distance: the whole model's validation log-loss (ties: the larger, faces decide more often).
+    # max_distance: the whole model's validation log-loss (ties: the larger, faces decide more often),
+    # each photo answered as a loaded model answers it (see FacePath.answers_with_fallback).
     tried_d = []
     best = (float("inf"), 0.0, MAX_DISTANCE_GRID[-1])
     for limit in MAX_DISTANCE_GRID:
         head = FaceHead(weight, bias, mean, scale, bank, limit)
         probs = fallback.copy()
-        decided, xd = deciding(limit)
+        decided, xd, distances = deciding(limit)
         if decided:
-            probs[decided] = head.probabilities(xd)
+            probs[decided] = face_answers(head.probabilities(xd), distances, fallback[decided], ALONE_WITHIN)
         loss, acc = _nll(probs, yv), float((probs.argmax(1) == yv).mean())
         tried_d.append({"max_distance": None if np.isinf(limit) else limit, "val_loss": round(loss, 5),
                         "val_accuracy": round(acc, 5), "faces_decide": len(decided)})
@@ -249,6 +256,8 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
                                  "distances": [round(float(v), 6) for v in strangers]},
         "max_distance": None if np.isinf(max_distance) else max_distance,
         "max_distance_selection": {"selected_by": "validation log-loss of the whole model", "tried": tried_d},
+        # A deciding face further than this answers together with the fallback (with_fallback).
+        "alone_within": ALONE_WITHIN,
         "detection": {"train": _detection(train_a), "val": _detection(val_a)},
         "val_faces_decide": decided,
         "seconds": round(time.perf_counter() - t0, 3),
