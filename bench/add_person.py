@@ -51,9 +51,10 @@ def chosen_photos(person: Path, n: int) -> tuple[list[Path], list[Path]]:
 
 
 def test_split(model_dir: Path) -> list[tuple[Path, str]]:
-    """The model's test photos and their classes, from the split.csv ``train`` keeps beside it."""
+    """The model's test photos and their classes, from the split.csv ``train`` keeps beside it (a
+    model ``compare`` trained, whose card does not name its data folder: the athletes')."""
     card = json.loads((model_dir / "model.json").read_text())
-    root = Path(card["args"].get("data") or "")
+    root = Path(card["args"].get("data") or SHARED / "datasets" / "athletes")
     with open(model_dir / "split.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
     return [(root / r["rel_path"], r["class"]) for r in rows]
