@@ -190,7 +190,8 @@ class FaceClassifier(Classifier):
         whose deciding face answers together with the fallback (:meth:`finish` combines them)."""
         items = [self.decided(self.face_path.decode(img)) for img in images]
         both = [i for i, it in enumerate(items) if self.face_path.answers_with_fallback(it)]
-        alone = [i for i, it in enumerate(items) if it.face_index is not None and i not in set(both)]
+        doubtful = set(both)
+        alone = [i for i, it in enumerate(items) if it.face_index is not None and i not in doubtful]
         rows = sorted([i for i, it in enumerate(items) if it.face_index is None] + both)
         direct: dict[int, np.ndarray] = {}
         if alone:
