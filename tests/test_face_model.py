@@ -126,14 +126,14 @@ def test_face_path_is_the_head_on_the_descriptor_alone_near_a_training_face_else
     from image_classifier.faces import analyse_bytes
     from image_classifier.faces.thresholds import FACE_ALONE_DISTANCE
     from image_classifier.inference.calibration import card_temperature, rescale
-    from image_classifier.models.face_embedding import with_fallback
+    from image_classifier.models.face_embedding import choose_face, with_fallback
 
     assert trained["result"].card.faces["alone_within"] == FACE_ALONE_DISTANCE  # recorded: the model keeps it
     clf = load_model(trained["dir"], backend="torch")
     assert clf.face_path.alone_within == FACE_ALONE_DISTANCE
     for rec in trained["split"].subset("val"):
         analysis = analyse_bytes(rec.path.read_bytes())
-        index, _ = clf.face_path.head.choose(analysis.descriptors)
+        index, _ = choose_face(analysis.descriptors, clf.face_path.bank_for(rec.sha256)[0], clf.face_path.head.max_distance)
         if index is not None:
             break
     else:
@@ -160,6 +160,34 @@ def test_face_path_is_the_head_on_the_descriptor_alone_near_a_training_face_else
     others = [r.path for r in trained["split"].subset("val")][:6]
     batched = clf.predict_proba([*others, rec.path])
     np.testing.assert_allclose(batched[-1], expected, atol=1e-5)
+
+
+def test_validation_faces_join_the_bank_and_each_photo_is_measured_without_its_own(trained):
+    from image_classifier.faces import analyse_bytes
+    from image_classifier.models.face_embedding import nearest_distances
+
+    card = trained["result"].card
+    bank = card.faces["bank"]
+    clf = load_model(trained["dir"], backend="torch")
+    sources = bank["sources"]
+    val = {r.sha256: r for r in trained["split"].subset("val")}
+    joined = [i for i, sha in enumerate(sources) if sha in val]
+    assert bank["faces"] == len(sources) == len(clf.face_path.head.bank) == len(bank["labels"])
+    assert joined and len(joined) == bank["validation_faces"]
+    train = {r.sha256 for r in trained["split"].subset("train")}
+    assert all(sha in train for i, sha in enumerate(sources) if i not in joined)
+    for row in joined[:3]:
+        rec = val[sources[row]]
+        assert bank["labels"][row] == card.classes.index(rec.class_name)  # their own person's row
+        descriptors = np.asarray(analyse_bytes(rec.path.read_bytes()).descriptors, np.float64)
+        # Against the whole bank its own face sits at 0; the model measures it against the others.
+        assert nearest_distances(descriptors, clf.face_path.head.bank).min() < 1e-5
+        others = np.delete(clf.face_path.head.bank, row, axis=0)
+        _, details = clf.predict_details([rec.path])
+        closest = nearest_distances(descriptors, others)
+        assert details[0]["face_distance"] > 0.01
+        assert details[0]["face_distance"] == pytest.approx(
+            closest[details[0]["face_index"]] if details[0]["face_index"] is not None else closest.min(), abs=1e-4)
 
 
 def test_reload_in_a_fresh_process_predicts_the_same(trained, people):

@@ -188,6 +188,12 @@ class ModelCard(Jsonable):
         return ((self.faces or {}).get("bank") or {}).get("labels")
 
     @property
+    def face_bank_sources(self) -> list[str] | None:
+        """The SHA-256 of the photo each row of a face model's bank came from (None in older cards;
+        rows added by ``add`` come after these and have none)."""
+        return ((self.faces or {}).get("bank") or {}).get("sources")
+
+    @property
     def face_head_c(self) -> float:
         """The L2 strength (``C``) a face model's head was fitted with (1.0, scikit-learn's default,
         when the card does not say)."""

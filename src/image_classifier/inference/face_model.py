@@ -106,7 +106,7 @@ class FaceClassifier(Classifier):
         added = frozenset(card.classes.index(a["name"]) for a in card.added or [] if a.get("name") in card.classes)
         face_path = FacePath(FaceHead.from_module(network()), preprocessing.input_size, face_cache,
                              temperature=card_face_temperature(card), bank_labels=labels, added=added,
-                             alone_within=card.face_alone_within)
+                             alone_within=card.face_alone_within, bank_sources=card.face_bank_sources)
         return cls(module, card.classes, preprocessing, card, model_dir, face_path=face_path, **kwargs)
 
     def _like(self, module: torch.nn.Module | None, backend: Backend, module_loader: Any, reason: str) -> Classifier:

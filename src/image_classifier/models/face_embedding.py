@@ -20,6 +20,7 @@ for it (its faces, and the decoded picture the fallback needs).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,9 @@ class FaceInput:
     #: The analysis with a descriptor for every face (a group photo with more faces than the
     #: largest ones described), for each face's own answer; None when ``analysis`` has them all.
     every: FaceAnalysis | None = None
+    #: The file's SHA-256 ("" for an image given in memory): a photo whose own face is in the bank
+    #: is measured against the others (see :meth:`FacePath.bank_for`).
+    sha: str = ""
 
     @property
     def descriptor(self) -> np.ndarray | None:
@@ -177,7 +181,8 @@ class FacePath:
 
     def __init__(self, head: FaceHead, input_size: int, cache: FaceCache | None = None, *,
                  temperature: float = 1.0, bank_labels: np.ndarray | None = None,
-                 added: frozenset[int] = frozenset(), alone_within: float = float("inf")) -> None:
+                 added: frozenset[int] = frozenset(), alone_within: float = float("inf"),
+                 bank_sources: Sequence[str] | None = None) -> None:
         self.head = head
         self.input_size = input_size
         self.cache = cache
@@ -190,6 +195,25 @@ class FacePath:
         #: A deciding face further than this from the training faces answers with the fallback
         #: (:func:`with_fallback`); inf (models trained before it): every face answers alone.
         self.alone_within = float(alone_within)
+        #: Bank rows per source file's SHA-256 (the card's ``bank.sources``; rows added by ``add``
+        #: have none): a validation photo's own face joined the bank after training.
+        self._rows_of: dict[str, list[int]] = {}
+        for row, sha in enumerate(bank_sources or ()):
+            if sha:
+                self._rows_of.setdefault(sha, []).append(row)
+
+    def bank_for(self, sha: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(bank, whose face each row is) that a photo with this content is measured against: the
+        bank without the photo's own face. The validation photos' faces join the bank once their
+        choices are made (:mod:`image_classifier.training.face_head`); measured against itself, a
+        validation photo would sit at distance 0 and every fit on validation (temperature, the
+        "none of these" rule, the choice of model) would read a photo the model had learned."""
+        rows = self._rows_of.get(sha) if sha else None
+        if not rows:
+            return self.head.bank, self.bank_labels
+        keep = np.ones(len(self.head.bank), dtype=bool)
+        keep[rows] = False
+        return self.head.bank[keep], None if self.bank_labels is None else self.bank_labels[keep]
 
     def answers_with_fallback(self, item: FaceInput) -> bool:
         """Whether the photo's deciding face answers together with the fallback: it is further than
@@ -198,14 +222,14 @@ class FacePath:
         return (item.face_index is not None and item.distance is not None and item.distance > self.alone_within
                 and self.score_kind(item) is None)
 
-    def nearest_added(self, descriptors: np.ndarray) -> np.ndarray:
-        """Per face (k, 128): whether its nearest training face is an added person's."""
-        if not self.added or self.bank_labels is None or len(descriptors) == 0:
+    def nearest_added(self, descriptors: np.ndarray, sha: str = "") -> np.ndarray:
+        """Per face (k, 128) of the photo with content ``sha``: whether its nearest training face is an added person's."""
+        bank, labels = self.bank_for(sha)
+        if not self.added or labels is None or len(descriptors) == 0:
             return np.zeros(len(descriptors), dtype=bool)
         d = np.asarray(descriptors, np.float64)
-        bank = self.head.bank
         d2 = (d ** 2).sum(1)[:, None] - 2 * d @ bank.T + (bank ** 2).sum(1)[None, :]
-        return np.isin(self.bank_labels[d2.argmin(1)], list(self.added))
+        return np.isin(labels[d2.argmin(1)], list(self.added))
 
     def score_kind(self, item: FaceInput) -> str | None:
         """The rejection score kind of the photo's face distance: ``added_face_distance`` when the
@@ -215,14 +239,14 @@ class FacePath:
         if not self.added or descriptors is None or len(descriptors) == 0:
             return None
         face = item.face_index if item.face_index is not None else self.closest(item)
-        return ADDED_FACE_DISTANCE if bool(self.nearest_added(descriptors[face][None])[0]) else None
+        return ADDED_FACE_DISTANCE if bool(self.nearest_added(descriptors[face][None], item.sha)[0]) else None
 
     def closest(self, item: FaceInput) -> int | None:
         """The index of the photo's face nearest to a training face (None: no face described)."""
         descriptors = item.analysis.descriptors
         if descriptors is None or len(descriptors) == 0:
             return None
-        return int(nearest_distances(np.asarray(descriptors, np.float64), self.head.bank).argmin())
+        return int(nearest_distances(np.asarray(descriptors, np.float64), self.bank_for(item.sha)[0]).argmin())
 
     def probabilities(self, descriptors: np.ndarray) -> np.ndarray:
         """The head's calibrated probabilities for deciding faces' descriptors (k, 128)."""
@@ -239,19 +263,19 @@ class FacePath:
             return FaceInput(analysis, rgb, *self.head.choose(analysis.descriptors),
                              every=None if full is analysis else full)
         data, path = read_source(source)
-        sha = hashlib.sha256(data).hexdigest() if self.cache is not None else ""
+        sha = hashlib.sha256(data).hexdigest() if self.cache is not None or self._rows_of else ""
         if self.cache is None:
             analysis = analyse_bytes(data, path, max_pixels)
         else:
             analysis = self.cache.analyse_data(data, sha, path, max_pixels)
         # The photo's answer comes from the largest faces, as always; the others are described only
         # for their own answers (a group photo).
-        index, distance = self.head.choose(analysis.descriptors)
+        index, distance = choose_face(analysis.descriptors, self.bank_for(sha)[0], self.head.max_distance)
         every = None
         if not analysis.every_face_described:
             every = (describe_every_face(analysis, data, path, max_pixels) if self.cache is None
                      else self.cache.every_face(analysis, data, sha, path, max_pixels))
-        item = FaceInput(analysis, None, index, distance, every)
+        item = FaceInput(analysis, None, index, distance, every, sha)
         if index is None or self.answers_with_fallback(item):
             kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
             item.image = decode_image(data, path=path, target_size=self.input_size, **kwargs).image
@@ -282,9 +306,9 @@ class FacePath:
         analysis = item.every if item.every is not None else item.analysis
         desc = analysis.descriptors if analysis.descriptors is not None else np.empty((0, DESCRIPTOR_DIM))
         desc = np.asarray(desc, np.float64)
-        distances = nearest_distances(desc, self.head.bank) if len(desc) else np.empty(0)
+        distances = nearest_distances(desc, self.bank_for(item.sha)[0]) if len(desc) else np.empty(0)
         probs = self.probabilities(desc) if len(desc) else None
-        added = self.nearest_added(desc)
+        added = self.nearest_added(desc, item.sha)
         out = []
         for i, face in enumerate(analysis.faces):
             described = i < len(desc)
