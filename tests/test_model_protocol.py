@@ -169,3 +169,11 @@ def test_a_face_first_cascade_answers_a_photo_without_a_face_before_one_with_a_f
     np.testing.assert_allclose(probs[1], face.predict_proba([kobe])[0], atol=1e-6)
     np.testing.assert_allclose(probs[0], cnn.predict_proba([no_face])[0], atol=1e-6)
     assert details[1]["members"][0]["face"] is not None and details[0]["members"][0]["face"] is None
+
+
+def test_finish_refuses_prepared_rows_without_the_forward_output(models, saved):
+    for name in ("cnn", "face"):
+        prepared = models[name].prepare([saved["images"][1]])  # no face: the network answers it
+        assert prepared.rows == [0]
+        with pytest.raises(ValueError, match="forward pass"):
+            models[name].finish(prepared, None)

@@ -199,6 +199,8 @@ class Classifier(Model):
         # Zeros, not garbage, for an image neither path answered (a cascade skips a member's forward pass).
         out = np.zeros((prepared.size, len(self.classes)), dtype=np.float32)
         if prepared.rows:
+            if forward is None:  # numpy would write NaN rows without a word
+                raise ValueError(f"{len(prepared.rows)} prepared images need the forward pass's output, and none was given")
             out[prepared.rows] = forward
         for i, probs in prepared.direct.items():
             out[i] = probs

@@ -208,7 +208,7 @@ class FaceClassifier(Classifier):
     def finish(self, prepared: Prepared, forward: np.ndarray | None) -> np.ndarray:
         out = super().finish(prepared, forward)
         both = prepared.doubtful if isinstance(prepared, FacePrepared) else {}
-        if both and forward is not None:
+        if both:  # their rows were prepared for the fallback, so ``forward`` holds them (see Classifier.finish)
             # The fallback's row without its temperature, times the face head's; the product gets the
             # face head's temperature, as every photo a face decides does (:meth:`temperatures`).
             at = {i: k for k, i in enumerate(prepared.rows)}
