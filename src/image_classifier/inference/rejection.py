@@ -301,7 +301,7 @@ def describe_tradeoff(trade: Mapping[str, Any]) -> str:
     if trade.get("strangers_accepted") is None:
         return text + " (strangers accepted: not measured on validation for this model)"
     return (text + f", accepts {100 * trade['strangers_accepted']:.1f} % of {trade['strangers']} validation faces "
-            "seen as strangers (each photo against the other people's training faces)")
+            "seen as strangers (each photo against the other people's faces)")
 
 
 def annotate_faces(details: list[dict[str, Any]], classes: Sequence[str], rule: RejectionRule | None) -> None:

@@ -307,7 +307,7 @@ def _schemas() -> dict[str, Any]:
                 "kept": {"type": "number", "description": "The share of known validation photos it keeps."},
                 "strangers_accepted": {**number_or_null,
                                        "description": "Face models: the share of validation faces seen as strangers "
-                                                      "(each against the other people's training faces) it accepts; "
+                                                      "(each against the other people's faces in the model) it accepts; "
                                                       "null: not measured for this model."},
                 "strangers": {"type": "integer", "minimum": 0},
                 "strangers_method": {"type": ["string", "null"]},
