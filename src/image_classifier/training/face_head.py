@@ -98,10 +98,16 @@ def labelled_faces(analyses: Sequence[Any], labels: np.ndarray) -> list[int | No
         if not others:  # no other single-face photo of this person to compare with: trust the largest
             chosen.append(0)
             continue
-        dist = nearest_distances(a.descriptors.astype(np.float64), np.stack(others).astype(np.float64))
-        best = int(dist.argmin())
-        chosen.append(best if dist[best] <= SAME_PERSON else None)
+        chosen.append(face_like(a.descriptors, np.stack(others)))
     return chosen
+
+
+def face_like(descriptors: np.ndarray, references: np.ndarray) -> int | None:
+    """The index of the face (a row of ``descriptors``) nearest to any of ``references``, if it is
+    within :data:`SAME_PERSON` of one; else None: the same person's face, as dlib judges it."""
+    dist = nearest_distances(np.asarray(descriptors, np.float64), np.asarray(references, np.float64))
+    best = int(dist.argmin())
+    return best if dist[best] <= SAME_PERSON else None
 
 
 def own_faces(analyses: Sequence[Any], labels: np.ndarray, bank: np.ndarray, bank_labels: np.ndarray
@@ -114,8 +120,7 @@ def own_faces(analyses: Sequence[Any], labels: np.ndarray, bank: np.ndarray, ban
         if a is None or a.descriptors is None or len(a.descriptors) == 0 or len(theirs) == 0:
             out.append(None)
             continue
-        dist = nearest_distances(np.asarray(a.descriptors, np.float64), theirs)
-        out.append(int(dist.argmin()) if dist.min() <= SAME_PERSON else None)
+        out.append(face_like(a.descriptors, theirs))
     return out
 
 
