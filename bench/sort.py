@@ -140,6 +140,7 @@ def stages(args: argparse.Namespace) -> dict:
     from image_classifier.faces.detect import CHIP_PADDING, CHIP_SIZE, MAX_DESCRIBED, _find
     from image_classifier.faces.dlib_weights import face_models, import_dlib
     from image_classifier.faces.store import DECODE_SIDE
+    from image_classifier.models.face_embedding import choose_face
 
     torch.set_num_threads(1)  # as sort runs the network beside the face workers
     model = ic.load_model(args.model, backend="torch")
@@ -164,7 +165,7 @@ def stages(args: argparse.Namespace) -> dict:
                 dlib.get_face_chip(arr, shapes[i], CHIP_SIZE, CHIP_PADDING)) for i in order[:MAX_DESCRIBED]],
                 dtype=np.float32) if found else None
             t4 = time.perf_counter()
-            index, _ = head.choose(desc)
+            index, _ = choose_face(desc, head.bank, head.max_distance)
             if index is not None:
                 model.face_path.probabilities(desc[index][None].astype(np.float64))
             t5 = time.perf_counter()

@@ -391,22 +391,6 @@ def test_the_largest_face_like_a_known_person_decides():
     assert choose_face(None, bank, 0.6) == (None, None)
 
 
-def test_a_smaller_face_that_answers_alone_goes_before_a_doubtful_larger_one():
-    from image_classifier.models.face_embedding import choose_face
-
-    bank = np.zeros((2, 128))
-    bank[1, 0] = 1.0
-    faces = np.zeros((3, 128))  # largest first
-    faces[0, 0] = 1.5  # 0.5 from bank[1]: within max_distance, further than alone_within (doubtful)
-    faces[1, 0] = 1.2  # 0.2 from bank[1]: answers alone
-    faces[2, 0] = 1.1  # 0.1: answers alone too, but smaller than faces[1]
-    assert choose_face(faces, bank, 0.6, alone_within=0.45) == (1, pytest.approx(0.2))
-    assert choose_face(faces, bank, 0.6) == (0, pytest.approx(0.5))  # no alone_within: the largest
-    assert choose_face(faces[:1], bank, 0.6, alone_within=0.45) == (0, pytest.approx(0.5))  # only the doubtful
-    # alone_within above max_distance: max_distance still bounds which faces decide
-    assert choose_face(faces, bank, 0.15, alone_within=0.45) == (2, pytest.approx(0.1))
-
-
 def test_calibration_has_a_temperature_per_path(trained, people, tmp_path):
     """fit_trust on the validation split: one temperature for the face head, one for the fallback
     (each kept at 1 with a note when its images are too few); a loaded model applies each to the

@@ -109,7 +109,7 @@ def face_model_oof(analyses: Sequence[Any], labels: Sequence[int], folds: Sequen
             continue  # too few labelled faces in this part: the fallback answers every image
         bank = np.stack([descriptors[i][k] for i, k in rows]).astype(np.float64)  # type: ignore[index]
         w, b, mean, scale = _standardised_lr(bank, y[[i for i, _ in rows]], num_classes, c)
-        head = FaceHead(w, b, mean, scale, bank, max_distance, alone_within)
+        head = FaceHead(w, b, mean, scale, bank, max_distance)
         for i in f.test:
             face, distance = head.choose(descriptors[i])
             if face is not None:

@@ -100,16 +100,15 @@ def cnn_loco(trials: Sequence[Trial], model: str, train: tuple[np.ndarray, np.nd
 
 
 def face_loco(trials: Sequence[Trial], model: str, bank: np.ndarray, bank_labels: np.ndarray,
-              val_descriptors: Sequence[np.ndarray | None], max_distance: float, alone_within: float,
-              real_p: np.ndarray) -> None:
+              val_descriptors: Sequence[np.ndarray | None], max_distance: float, real_p: np.ndarray) -> None:
     """Fill a face model's p-values in every leave-one-class-out trial: an image with a face is
     scored by its distance to the bank without the left-out class's faces (the face the model's rule
-    picks: :func:`choose_face`); one without a face keeps the
+    picks: the largest within ``max_distance``, else the closest); one without a face keeps the
     model's own p-value (``real_p``, from its fallback network and saved rule)."""
     bank_labels = np.asarray(bank_labels, dtype=np.int64)
 
     def distance(descriptors: np.ndarray | None, kept: np.ndarray) -> float | None:
-        return None if descriptors is None or len(descriptors) == 0 else choose_face(descriptors, kept, max_distance, alone_within)[1]
+        return None if descriptors is None or len(descriptors) == 0 else choose_face(descriptors, kept, max_distance)[1]
 
     for t in trials:
         kept = bank[bank_labels != t.left_out]

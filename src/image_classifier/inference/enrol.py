@@ -45,7 +45,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -60,7 +60,7 @@ from image_classifier.fileio import sha256_file
 from image_classifier.inference.rejection import (
     ADDED_FACE_DISTANCE, FACE_DISTANCE, P_VALUE, UNKNOWN, RejectionRule,
 )
-from image_classifier.models.face_embedding import FaceHead, nearest_distances
+from image_classifier.models.face_embedding import FaceHead, choose_face, nearest_distances
 from image_classifier.training.face_head import SAME_PERSON, fit_linear_head, labelled_faces
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def add_person(card: ModelCard, net: torch.nn.Module, name: str, sources: Sequen
             "this face model was saved before `add` existed: its card does not record whose face each training "
             "face is, which refitting the head needs. Train it again (`image-classifier train DATA --arch "
             "face_embedding`, a few minutes), then add the person to the new model")
-    head = replace(FaceHead.from_module(net), alone_within=card.face_alone_within)
+    head = FaceHead.from_module(net)
     if len(bank_labels) != len(head.bank):
         raise ModelFormatError(f"the card lists {len(bank_labels)} training faces, the weights hold {len(head.bank)}")
 
@@ -236,7 +236,7 @@ def add_person(card: ModelCard, net: torch.nn.Module, name: str, sources: Sequen
     original = [c for c in range(len(classes)) if c not in added_before]
     checked, checked_labels = _refit(head, old_labels, learned, len(classes), c_param)
     val_scores = [_kind_and_distance(checked, checked_labels, a, added_before | {len(classes)}) for _, _, a in val]
-    as_strangers = [float(head.choose(a.descriptors)[1]) for _, _, a in val]
+    as_strangers = [float(choose_face(a.descriptors, head.bank, head.max_distance)[1]) for _, _, a in val]
     old = RejectionRule.from_card(card.rejection)
     rule = None
     if old is not None:
@@ -315,7 +315,7 @@ def _refit(head: FaceHead, labels: np.ndarray, learned: list[tuple[str, np.ndarr
     weights = len(y) / (np.count_nonzero(counts) * counts[y])
     mean, scale = bank.mean(0), bank.std(0) + 1e-6
     weight, bias = fit_linear_head(bank, y, new_class + 1, c_param, mean, scale, sample_weight=weights)
-    return FaceHead(weight, bias, mean, scale, bank, head.max_distance, head.alone_within), y
+    return FaceHead(weight, bias, mean, scale, bank, head.max_distance), y
 
 
 def simulated_distances(bank: np.ndarray, labels: np.ndarray, people: Sequence[int], k: int, seed: int
@@ -348,7 +348,7 @@ def _kind_and_distance(head: FaceHead, labels: np.ndarray, analysis: FaceAnalysi
                        ) -> tuple[str, float]:
     """A photo's rejection score as a loaded model computes it: the deciding (else the closest) face's
     distance to the bank, of kind ``added_face_distance`` when its nearest training face is an added person's."""
-    face, distance = head.choose(analysis.descriptors)
+    face, distance = choose_face(analysis.descriptors, head.bank, head.max_distance)
     if face is None:
         face = int(nearest_distances(np.asarray(analysis.descriptors, np.float64), head.bank).argmin())
     d = np.linalg.norm(head.bank - np.asarray(analysis.descriptors[face], np.float64), axis=1)
@@ -423,7 +423,7 @@ def _recognised(head: FaceHead, rule: RejectionRule | None, labels: np.ndarray, 
                 analysis: FaceAnalysis, index: int) -> bool:
     """Whether a validation photo of the new person (class ``index``) is answered with their name by
     the face path (a face decides, the head names them, the rule accepts its distance)."""
-    face, _ = head.choose(analysis.descriptors)
+    face, _ = choose_face(analysis.descriptors, head.bank, head.max_distance)
     if face is None or int(head.logits(analysis.descriptors[face][None]).argmax()) != index:
         return False
     return rule is None or rule.decide(*zip(*[_kind_and_distance(head, labels, analysis, added)]))[0].accepted

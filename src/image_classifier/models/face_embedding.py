@@ -4,8 +4,7 @@ The network file holds two paths that share nothing but the classes:
 
 * the **face path**: the faces found by :mod:`image_classifier.faces` → 5-point alignment → 150x150
   chip → dlib's 128-D descriptor. The face that decides is the largest one that looks like a person
-  the model knows: within ``max_distance`` of the *bank*, the descriptors of the training faces
-  (a smaller face within ``alone_within`` goes first: :func:`choose_face`).
+  the model knows: within ``max_distance`` of the *bank*, the descriptors of the training faces.
   When no face is that close (a fan in the crowd, a partner beside the athlete, a stranger), no
   face decides and the fallback answers. Otherwise a linear head (standardised descriptor →
   logits) answers: alone for a face very like a training face (within ``alone_within``, the
@@ -22,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -112,8 +111,6 @@ class FaceHead:
     scale: np.ndarray  # (128,)
     bank: np.ndarray  # (n, 128): descriptors of the training faces
     max_distance: float  # a face further than this from every training face does not decide
-    #: A face within this of the bank answers alone (the card's ``alone_within``; not a buffer).
-    alone_within: float = float("inf")
 
     _NAMES = ("face_weight", "face_bias", "face_mean", "face_scale", "face_bank", "face_max_distance")
 
@@ -135,31 +132,22 @@ class FaceHead:
         return softmax(self.logits(descriptors) / float(temperature)).astype(np.float32)
 
     def choose(self, descriptors: np.ndarray | None) -> tuple[int | None, float | None]:
-        """Which face decides, by this head's bank, ``max_distance`` and ``alone_within``: see :func:`choose_face`."""
-        return choose_face(descriptors, self.bank, self.max_distance, self.alone_within)
+        """Which face decides, by this head's bank and ``max_distance``: see :func:`choose_face`."""
+        return choose_face(descriptors, self.bank, self.max_distance)
 
 
-def choose_face(descriptors: np.ndarray | None, bank: np.ndarray, max_distance: float,
-                alone_within: float = float("inf")) -> tuple[int | None, float | None]:
+def choose_face(descriptors: np.ndarray | None, bank: np.ndarray,
+                max_distance: float) -> tuple[int | None, float | None]:
     """(index of the face that decides, its distance to the nearest training face): the largest
-    face (descriptors come largest first) within ``alone_within`` and ``max_distance`` of a row of
-    ``bank``, else the largest within ``max_distance``. The index is None when there is no face or
-    none is that close; the distance is then the closest face's.
-
-    A face that answers alone is surely a known person's; a larger face that would answer only
-    together with the fallback is a doubtful one (a team-mate, a fan, a turned head). Letting the
-    sure face decide was measured on the athletes' train + validation photos (split seeds 0-4,
-    5 x 2 folds, the face model's out-of-fold answers): accuracy 0.9554 -> 0.9559, better on two
-    seeds, worse on none."""
+    face (descriptors come largest first) within ``max_distance`` of a row of ``bank``. The index is
+    None when there is no face or none is that close; the distance is then the closest face's."""
     if descriptors is None or len(descriptors) == 0:
         return None, None
     dist = nearest_distances(np.asarray(descriptors, np.float64), bank)
     known = np.flatnonzero(dist <= max_distance)
     if len(known) == 0:
         return None, float(dist.min())
-    sure = np.flatnonzero(dist <= min(max_distance, alone_within))
-    face = int(sure[0]) if len(sure) else int(known[0])
-    return face, float(dist[face])
+    return int(known[0]), float(dist[known[0]])
 
 
 @dataclass
@@ -196,7 +184,6 @@ class FacePath:
                  added: frozenset[int] = frozenset(), alone_within: float = float("inf"),
                  bank_sources: Sequence[str] | None = None) -> None:
         self.head = head
-        self.alone_within = alone_within
         self.input_size = input_size
         self.cache = cache
         self.temperature = float(temperature)
@@ -214,17 +201,6 @@ class FacePath:
         for row, sha in enumerate(bank_sources or ()):
             if sha:
                 self._rows_of.setdefault(sha, []).append(row)
-
-    @property
-    def alone_within(self) -> float:
-        """A deciding face further than this from the training faces answers together with the
-        fallback (:func:`with_fallback`); inf (models trained before it): every face answers alone.
-        The head holds it: it also picks the deciding face (:func:`choose_face`)."""
-        return self.head.alone_within
-
-    @alone_within.setter
-    def alone_within(self, value: float) -> None:
-        self.head = replace(self.head, alone_within=float(value))
 
     def bank_for(self, sha: str) -> tuple[np.ndarray, np.ndarray | None]:
         """(bank, whose face each row is) that a photo with this content is measured against: the
@@ -294,8 +270,7 @@ class FacePath:
             analysis = self.cache.analyse_data(data, sha, path, max_pixels)
         # The photo's answer comes from the largest faces, as always; the others are described only
         # for their own answers (a group photo).
-        index, distance = choose_face(analysis.descriptors, self.bank_for(sha)[0], self.head.max_distance,
-                                      self.alone_within)
+        index, distance = choose_face(analysis.descriptors, self.bank_for(sha)[0], self.head.max_distance)
         every = None
         if not analysis.every_face_described:
             every = (describe_every_face(analysis, data, path, max_pixels) if self.cache is None

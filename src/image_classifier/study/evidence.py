@@ -289,8 +289,7 @@ def _face_trials(trials: list[Trial], m: str, vp: ValidationPass, inputs: Eviden
     bank = np.stack([d for d, _ in rows]).astype(np.float64)
     bank_labels = np.array([c for _, c in rows], dtype=np.int64)
     descriptors = [None if (a := inputs.survey.analyses.get(it.rel_path)) is None else a.descriptors for it in items]
-    card = vp.classifier.card
-    face_loco(trials, m, bank, bank_labels, descriptors, card.face_max_distance, card.face_alone_within,
+    face_loco(trials, m, bank, bank_labels, descriptors, vp.classifier.card.face_max_distance,
               _real_p_values(vp.classifier, probs, details))
 
 

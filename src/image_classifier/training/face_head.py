@@ -9,7 +9,7 @@
    strength ``C`` is chosen by log-loss on the validation photos whose largest face within
    :data:`SAME_PERSON` of the bank is taken as their person's.
 3. **When a face decides.** At prediction the largest face within ``max_distance`` of the bank
-   decides (a smaller one within :data:`ALONE_WITHIN` goes first), alone when it is within :data:`ALONE_WITHIN` of it, else together with the fallback
+   decides, alone when it is within :data:`ALONE_WITHIN` of it, else together with the fallback
    (:func:`~image_classifier.models.face_embedding.with_fallback`); when there is none, the
    fallback network answers for the whole photo. ``max_distance`` is chosen on the validation
    split too, by the whole model's log-loss, the doubtful faces answered with the fallback.
@@ -129,10 +129,11 @@ STRANGERS_METHOD = "leave-one-person-out on validation: each photo against the b
 
 
 def stranger_distances(analyses: Sequence[Any], labels: np.ndarray, bank: np.ndarray, bank_labels: np.ndarray,
-                       max_distance: float, alone_within: float) -> np.ndarray:
+                       max_distance: float) -> np.ndarray:
     """The face distance the model's rule would score for each photo (with a described face) if
     its person were a stranger: the photo's faces against the bank rows of the *other* people,
-    the face chosen as :func:`choose_face` chooses it. Sorted ascending. A validation photo of a known person seen without its own
+    the face chosen as :func:`choose_face` chooses it (the largest within ``max_distance``, else
+    the closest). Sorted ascending. A validation photo of a known person seen without its own
     person's faces is the nearest thing to a stranger the validation split holds, so the share
     of these a threshold accepts is the share of strangers it lets through, measured on
     validation only."""
@@ -144,7 +145,7 @@ def stranger_distances(analyses: Sequence[Any], labels: np.ndarray, bank: np.nda
         others = bank[bank_labels != int(label)]
         if len(others) == 0:
             continue
-        out.append(choose_face(a.descriptors, others, max_distance, alone_within)[1])
+        out.append(choose_face(a.descriptors, others, max_distance)[1])
     return np.sort(np.asarray(out, dtype=np.float64))
 
 
@@ -223,7 +224,7 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
         rows, descriptors, distances = [], [], []
         for k, i in enumerate(val_idx):
             a = val_a[i]
-            face, distance = (None, None) if a is None else choose_face(a.descriptors, bank, limit, ALONE_WITHIN)
+            face, distance = (None, None) if a is None else choose_face(a.descriptors, bank, limit)
             if face is not None:
                 rows.append(k)
                 descriptors.append(a.descriptors[face])
@@ -271,10 +272,9 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
     full_bank = np.vstack([bank, *(val_a[i].descriptors[f][None] for i, f in joined)]).astype(np.float64)
     full_labels = np.concatenate([y, val_y[[i for i, _ in joined]]]).astype(np.int64)
     sources = [train_records[i].sha256 for i in kept] + [val_records[i].sha256 for i, _ in joined]
-    head = FaceHead(weight, bias, mean, scale, full_bank, max_distance, ALONE_WITHIN)
+    head = FaceHead(weight, bias, mean, scale, full_bank, max_distance)
     head.write_to(net)
-    strangers = stranger_distances([val_a[i] for i in val_idx], yv, full_bank, full_labels, max_distance,
-                                   ALONE_WITHIN)
+    strangers = stranger_distances([val_a[i] for i in val_idx], yv, full_bank, full_labels, max_distance)
     log.info("face head: C=%g, max distance %s; %d of %d training photos show their person's face; "
              "validation: a face decides %d of %d, whole model accuracy %.3f, loss %.4f", best_c,
              max_distance, len(kept), len(train_records), decided, len(val_idx), val_acc, val_loss)
