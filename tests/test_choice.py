@@ -10,11 +10,13 @@ from image_classifier.evaluate.choice import (
     ACCURACY, CASCADE, ENSEMBLE, MODEL, ORDER, PARAMETERS, SIMPLICITY, STRANGERS, Candidate, CrossValidated, choose,
     paired_difference,
 )
-from image_classifier.evaluate.cross_validation import face_model_oof, linear_probe_oof, repeated_folds, summarise
+from image_classifier.evaluate.cross_validation import summarise
 from image_classifier.evaluate.strangers import (
     Trial, conformal_p_values, face_first, loco_trials, single, strangers_accepted, strangest,
 )
 from image_classifier.faces.detect import FaceAnalysis
+from image_classifier.training.face_head import face_model_oof
+from image_classifier.training.folds import linear_probe_oof, repeated_folds
 
 
 def _candidate(name: str, right: int, n: int = 66, *, kind: str = MODEL, params: int = 1000, seed: int = 0,

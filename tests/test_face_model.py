@@ -60,8 +60,12 @@ def test_card_records_the_face_pipeline(trained):
     assert faces["weights_sha256"] == weights_sha256()
     head = faces["head"]
     assert head["C"] in [t["C"] for t in head["tried"]]
-    # C is the one with the lowest validation log-loss among those tried (validation only).
-    assert head["C"] == min(head["tried"], key=lambda t: t["val_face_loss"])["C"]
+    # C is the one with the lowest out-of-fold log-loss among those tried (train + validation folds).
+    assert head["C"] == min(head["tried"], key=lambda t: t["cv_face_loss"])["C"]
+    assert "folds" in head["selected_by"]
+    # max_distance: the lowest out-of-fold log-loss of the whole model at that C
+    tried = faces["max_distance_selection"]["tried"]
+    assert next(t for t in tried if t["max_distance"] == faces["max_distance"])["cv_loss"] == min(t["cv_loss"] for t in tried)
     det = faces["detection"]
     assert det["train"]["images"] == len(trained["split"].subset("train"))
     assert 0 < det["train"]["with_face"] <= det["train"]["images"]

@@ -61,7 +61,8 @@ from image_classifier.inference.rejection import (
     ADDED_FACE_DISTANCE, FACE_DISTANCE, P_VALUE, UNKNOWN, RejectionRule,
 )
 from image_classifier.models.face_embedding import FaceHead, choose_face, nearest_distances
-from image_classifier.training.face_head import SAME_PERSON, fit_linear_head, labelled_faces
+from image_classifier.training.face_head import SAME_PERSON, labelled_faces
+from image_classifier.training.folds import fit_linear_head
 
 log = logging.getLogger(__name__)
 

@@ -31,11 +31,10 @@ import numpy as np
 from image_classifier.card import ModelCard
 from image_classifier.data.decode import decode_each
 from image_classifier.evaluate.choice import CASCADE, ENSEMBLE, MODEL, Candidate, Choice, CrossValidated, choose
-from image_classifier.evaluate.cross_validation import face_model_oof, linear_probe_oof, repeated_folds, summarise
+from image_classifier.evaluate.cross_validation import summarise
 from image_classifier.evaluate.ensemble_selection import cross_fitted
 from image_classifier.evaluate.metrics import true_class_nll
 from image_classifier.evaluate.evaluation import DecodeCache, LabelledImage, label_indices, predict_items
-from image_classifier.evaluate.frozen_features import FrozenFeatures
 from image_classifier.evaluate.rejection import FeatureTap, UnknownImage, features_of, sample_per_class
 from image_classifier.evaluate.strangers import (
     Scorer, Trial, cnn_loco, face_first, face_loco, loco_trials, measurable, single, strangest, strangers_accepted,
@@ -46,7 +45,9 @@ from image_classifier.inference.model import Model
 from image_classifier.inference.rejection import DEFAULT_KEEP, score_kinds
 from image_classifier.models.registry import get_arch
 from image_classifier.training.cache import ImageCache
-from image_classifier.training.face_head import labelled_faces
+from image_classifier.training.face_head import face_model_oof, labelled_faces
+from image_classifier.training.folds import linear_probe_oof, repeated_folds
+from image_classifier.training.frozen_features import FrozenFeatures
 
 log = logging.getLogger(__name__)
 

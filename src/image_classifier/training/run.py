@@ -326,7 +326,8 @@ def train_model(
     done = None
     if after is not None:
         done = after(trainer.net, train_records, val_records, val_set, prep, len(classes),
-                     face_cache if face_cache is not None else FaceCache(cache.root), best, progress=options.progress)
+                     face_cache if face_cache is not None else FaceCache(cache.root), best, arch=arch,
+                     weights=weights, image_cache=cache, seed=seed, progress=options.progress)
         trainer.best_state = {k: v.detach().clone() for k, v in trainer.net.state_dict().items()}
         best = done.best
     state.best = best
