@@ -49,8 +49,8 @@ from image_classifier.faces import FaceCache, weights_sha256
 from image_classifier.faces.thresholds import FACE_ALONE_DISTANCE, SAME_PERSON_DISTANCE
 from image_classifier.models.face_embedding import FaceHead, choose_face, face_answers, nearest_distances
 from image_classifier.preprocessing import Preprocessing
-from image_classifier.training.folds import FOLDS, REPEATS, Fold, fit_linear_head, linear_probe_oof, repeated_folds
 from image_classifier.training.cache import ImageCache
+from image_classifier.training.folds import FOLDS, REPEATS, Fold, fit_linear_head, linear_probe_oof, repeated_folds
 from image_classifier.training.frozen_features import FrozenFeatures
 
 log = logging.getLogger(__name__)
