@@ -226,7 +226,7 @@ def face_model_oof(analyses: Sequence[Any], labels: Sequence[int], folds: Sequen
 
 
 @dataclass
-class Settings:
+class FaceSettings:
     """The face head's L2 strength ``c`` and the largest distance at which a face decides, as
     chosen, with every value tried and its score (the card's ``head`` and ``max_distance_selection``)."""
 
@@ -252,7 +252,7 @@ def _mean_nll(probs: np.ndarray, labels: np.ndarray, where: np.ndarray | None = 
 
 
 def choose_settings(records: Sequence[Any], analyses: Sequence[Any], num_classes: int, features: FrozenFeatures,
-                    seed: int, *, progress: bool = False) -> Settings:
+                    seed: int, *, progress: bool = False) -> FaceSettings:
     """C and max_distance chosen on 5 x 2 folds of the training and validation photos (``records``,
     with their face ``analyses``), not on the validation split alone: a few dozen validation faces
     let one photo move C from 0.1 to 100 (athletes, seed 0). C: the lowest out-of-fold log-loss of
@@ -270,7 +270,7 @@ def choose_settings(records: Sequence[Any], analyses: Sequence[Any], num_classes
     except ValueError as err:
         why = f"the middle of the grid and dlib's same-person distance (no folds: {err})"
         log.warning("face head: %s", why)
-        return Settings(C_GRID[len(C_GRID) // 2], SAME_PERSON, why, why, [], [])
+        return FaceSettings(C_GRID[len(C_GRID) // 2], SAME_PERSON, why, why, [], [])
     fallback = linear_probe_oof(x, labels, folds, num_classes)
     answers = face_oof_grid([analyses[i] for i in kept], labels, folds, num_classes, fallback, C_GRID,
                             MAX_DISTANCE_GRID, ALONE_WITHIN, progress=progress)
@@ -292,7 +292,7 @@ def choose_settings(records: Sequence[Any], analyses: Sequence[Any], num_classes
                         "cv_accuracy": round(acc, 5)})
         if loss <= best_loss + 1e-9:
             best_d, best_loss = limit, loss
-    return Settings(best_c, best_d, f"log-loss of the faces matching a training face, {BY_FOLDS}",
+    return FaceSettings(best_c, best_d, f"log-loss of the faces matching a training face, {BY_FOLDS}",
                     f"log-loss of the whole model, {BY_FOLDS}", tried_c, tried_d)
 
 
