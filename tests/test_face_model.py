@@ -1,9 +1,10 @@
 """The face_embedding architecture end to end on a small real sample of the athletes photos:
-train (fallback network + face head chosen on validation), save, reload in a fresh process,
+train (fallback network + face head, its settings chosen on folds of train + validation), save, reload in a fresh process,
 predict through the face path and the no-face fallback, serve, and compare's face survey."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import re
@@ -433,3 +434,29 @@ def test_calibration_has_a_temperature_per_path(trained, people, tmp_path):
     np.testing.assert_allclose(after[0], softmax(np.log(before[0:1]), 0.5)[0], atol=1e-5)
     np.testing.assert_allclose(after[1], softmax(np.log(before[1:2]), 2.0)[0], atol=1e-5)
     np.testing.assert_allclose(calibrated.uncalibrated(after, details), before, atol=1e-5)
+
+
+def test_settings_fall_back_to_dlibs_distance_when_the_photos_cannot_be_folded(people, tmp_path):
+    """A person with a single photo in train + validation: no stratified folds can be made, so the
+    face head takes the middle of the C grid and dlib's same-person distance, and the card says why."""
+    from types import SimpleNamespace
+
+    from image_classifier.training.cache import ImageCache
+    from image_classifier.training.face_head import C_GRID, SAME_PERSON, choose_settings
+    from image_classifier.training.frozen_features import FrozenFeatures
+
+    if not MOBILENET.is_file():
+        pytest.skip(f"needs {MOBILENET}")
+    classes = ("Kobe Bryant", "Maria Sharapova")
+    paths = [(p, 0) for p in sorted((people / classes[0]).iterdir())[:4]] + \
+            [(sorted((people / classes[1]).iterdir())[0], 1)]
+    records = [SimpleNamespace(path=p, rel_path=f"{p.parent.name}/{p.name}", label=label, group=-1,
+                               sha256=hashlib.sha256(p.read_bytes()).hexdigest()) for p, label in paths]
+    cache = FaceCache(tmp_path / "cache")
+    found, _ = cache.analyse_files([(r.path, r.sha256) for r in records], progress=False)
+    images = ImageCache(tmp_path / "cache")
+    settings = choose_settings(records, [found.get(r.sha256) for r in records], 2,
+                               FrozenFeatures("face_embedding", MOBILENET, tmp_path / "cache", images), seed=0)
+    assert (settings.c, settings.max_distance) == (C_GRID[len(C_GRID) // 2], SAME_PERSON)
+    assert "no folds" in settings.c_selected_by and "at least 2 images of every class" in settings.c_selected_by
+    assert settings.tried_c == [] and settings.tried_d == []
