@@ -50,7 +50,9 @@ from image_classifier.faces.thresholds import FACE_ALONE_DISTANCE, SAME_PERSON_D
 from image_classifier.models.face_embedding import FaceHead, choose_face, face_answers, nearest_distances
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.training.cache import ImageCache
-from image_classifier.training.folds import FOLDS, REPEATS, Fold, fit_linear_head, linear_probe_oof, repeated_folds
+from image_classifier.training.folds import (
+    FOLDS, REPEATS, Fold, fit_linear_head, linear_probe_oof, repeated_folds, standardised_lr,
+)
 from image_classifier.training.frozen_features import FrozenFeatures
 
 log = logging.getLogger(__name__)
@@ -191,7 +193,6 @@ def face_oof_grid(analyses: Sequence[Any], labels: Sequence[int], folds: Sequenc
         if len({int(y[i]) for i, _ in rows}) < 2:
             continue  # too few labelled faces in this part: the fallback answers every photo
         bank = np.stack([analyses[i].descriptors[k] for i, k in rows]).astype(np.float64)
-        mean, scale = bank.mean(0), bank.std(0) + 1e-6
         # Which face decides each test photo at each limit (the same for every C).
         picks = {}
         for limit in limits:
@@ -199,7 +200,7 @@ def face_oof_grid(analyses: Sequence[Any], labels: Sequence[int], folds: Sequenc
                      for i in f.test]
             picks[limit] = [(i, k, d) for i, k, d in found if k is not None]
         for c in c_grid:
-            weight, bias = fit_linear_head(bank, y[[i for i, _ in rows]], num_classes, c, mean, scale)
+            weight, bias, mean, scale = standardised_lr(bank, y[[i for i, _ in rows]], num_classes, c)
             head = FaceHead(weight, bias, mean, scale, bank, np.inf)
             for limit, decided in picks.items():
                 if not decided:
