@@ -10,7 +10,8 @@ The network file holds two paths that share nothing but the classes:
   logits) answers: alone for a face very like a training face (within ``alone_within``, the
   card's), together with the fallback for one further away (:func:`with_fallback`). dlib runs
   the descriptor; the head and the bank are buffers of this module, applied in numpy.
-* the **fallback path**, for images where no face is found: ImageNet MobileNetV2 (frozen) → GAP →
+* the **fallback path**, for images where no face is found: ImageNet MobileNetV2 (frozen, at 320 px:
+  see ``registry.FACE_FALLBACK_INPUT``) → GAP →
   the study's dense head, i.e. ``ClassifierNet.forward``. This is what the inference backends
   (PyTorch, ONNX Runtime) run and what ``export`` writes.
 
