@@ -7,10 +7,11 @@ mode at the model's input size) followed by the same :meth:`Preprocessing.to_uin
 
 Keys are ``(file sha256, input size, resize mode)``: a file renamed or moved is still a hit, a file
 whose bytes changed is a miss. One :class:`ImageCache` can serve several architectures in one
-``compare`` run (three input sizes: 128, 224 and the face model's fallback's 320). With a ``root`` directory each array is also stored
-as ``ROOT/v<DECODE_VERSION>-<size>-<mode>/<sha[:2]>/<sha>.npy`` so a re-run skips decoding; the
-CLI's default root is :func:`default_cache_dir` (``$IMAGE_CLASSIFIER_CACHE_DIR``, else
-``$XDG_CACHE_HOME/image-classifier/decoded``, else ``~/.cache/image-classifier/decoded``).
+``compare`` run (three input sizes: 128, 224 and the face model's 320). With a ``root`` directory
+each array is also stored as ``ROOT/v<DECODE_VERSION>-<size>-<mode>/<sha[:2]>/<sha>.npy`` so a
+re-run skips decoding; the CLI's default root is :func:`default_cache_dir`
+(``$IMAGE_CLASSIFIER_CACHE_DIR``, else ``$XDG_CACHE_HOME/image-classifier/decoded``, else
+``~/.cache/image-classifier/decoded``).
 """
 from __future__ import annotations
 
