@@ -94,7 +94,7 @@ def test_faces_and_fallback_answer_and_say_which_decided(trained, people, tmp_pa
     assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h and details[0]["face_method"] == "hog"
     assert np.array_equal(probs[0], probs[2])  # bytes and path: the same answer
     # The no-face answer is the fallback network's: the backend's forward pass on the picture.
-    fallback = clf.predict_tensor(clf.preprocess([noface]))[0]
+    fallback = clf.backend.predict_tensor(clf.preprocess([noface]))[0]
     assert np.allclose(probs[1], fallback, atol=1e-6)
 
 
@@ -152,7 +152,7 @@ def test_face_path_is_the_head_on_the_descriptor_alone_near_a_training_face_else
     # calibration, then calibrated by the face head's temperature; the deciding face says the same.
     clf.face_path.alone_within = 0.0
     probs, details = clf.predict_details([rec.path])
-    fallback = rescale(clf.predict_tensor(clf.preprocess([rec.path])), card_temperature(clf.card))
+    fallback = rescale(clf.backend.predict_tensor(clf.preprocess([rec.path])), card_temperature(clf.card))
     joint = with_fallback(clf.face_path.head.probabilities(descriptor), fallback)
     expected = rescale(joint, 1.0 / clf.face_temperature)[0]
     np.testing.assert_allclose(probs[0], expected, atol=1e-5)

@@ -213,6 +213,11 @@ class ModelCard(Jsonable):
         return float("inf") if value is None else float(value)
 
     @property
+    def picture_validation_distances(self) -> list[float]:
+        """A face model's validation photos' distances to its training pictures (empty in older cards)."""
+        return list(((self.faces or {}).get("pictures") or {}).get("validation_distances") or [])
+
+    @property
     def validation_strangers(self) -> dict[str, Any] | None:
         """A face model's validation faces seen as strangers (what ``--keep`` trades), when recorded."""
         return (self.faces or {}).get("validation_strangers")

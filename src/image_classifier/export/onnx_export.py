@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from image_classifier.export.options import DEFAULT_OPSET, check_opset
-from image_classifier.inference.backends import ONNX_INPUT, ONNX_OUTPUT
+from image_classifier.inference.backends import ONNX_FEATURES, ONNX_INPUT, ONNX_OUTPUT
 from image_classifier.inference.onnx_metadata import set_metadata
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,27 @@ class WithSoftmax(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.net(x)
+        return self.probabilities(logits)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         if self.temperature != 1.0:  # an uncalibrated model's graph stays exactly what it was
             logits = logits / self.temperature
         return torch.softmax(logits, dim=1)
+
+
+class WithFeatures(WithSoftmax):
+    """:class:`WithSoftmax` that also returns the backbone's pooled output: a face model's picture
+    distances are measured on it (see ``models.face_embedding.picture_distances``)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        pooled = self.net.backbone(x)
+        return self.probabilities(self.net.head(pooled)), pooled
+
+
+def has_picture_bank(module: nn.Module) -> bool:
+    """Whether ``module`` measures picture distances (a face model with a picture bank)."""
+    bank = getattr(module, "picture_bank", None)
+    return bank is not None and bank.numel() > 0
 
 
 def export_onnx(module: nn.Module, input_size: int, out_path: str | os.PathLike, *,
@@ -53,13 +71,15 @@ def export_onnx(module: nn.Module, input_size: int, out_path: str | os.PathLike,
     (:func:`~image_classifier.inference.onnx_metadata.card_metadata` does, from the card).
 
     Input ``input``: float32 (batch, 3, input_size, input_size), normalised as the model's
-    preprocessing says; output ``probabilities``: float32 (batch, num_classes). The batch dimension
-    is dynamic, so one file serves single requests and batches.
+    preprocessing says; output ``probabilities``: float32 (batch, num_classes), and for a face model
+    with a picture bank a second output ``features``: float32 (batch, d), the pooled features. The
+    batch dimension is dynamic, so one file serves single requests and batches.
     """
     opset = check_opset(opset)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    wrapped = WithSoftmax(module, temperature).eval()
+    outputs = [ONNX_OUTPUT, ONNX_FEATURES] if has_picture_bank(module) else [ONNX_OUTPUT]
+    wrapped = (WithFeatures if len(outputs) > 1 else WithSoftmax)(module, temperature).eval()
     # Batch 2 for tracing: with batch 1 some exporters bake "1" into Reshape/Flatten shapes.
     example = torch.zeros(2, 3, input_size, input_size)
     fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
@@ -72,8 +92,8 @@ def export_onnx(module: nn.Module, input_size: int, out_path: str | os.PathLike,
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(
                 wrapped, (example,), str(tmp), dynamo=False, opset_version=opset,
-                input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
-                dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+                input_names=[ONNX_INPUT], output_names=outputs,
+                dynamic_axes={ONNX_INPUT: {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
                 do_constant_folding=True,
             )
         model = onnx.load(str(tmp))

@@ -10,6 +10,7 @@ as thread-safe. Each backend is created once per loaded model; nothing is rebuil
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 #: Names of the graph's input and output in files written by ``image-classifier export``.
 ONNX_INPUT = "input"
 ONNX_OUTPUT = "probabilities"
+#: The second output of a face model's ONNX graph: the pooled features its picture distances come from.
+ONNX_FEATURES = "features"
 
 
 @runtime_checkable
@@ -45,6 +48,11 @@ class Backend(Protocol):
     name: str
 
     def predict_tensor(self, batch: torch.Tensor | np.ndarray) -> np.ndarray: ...
+
+    def predict_features(self, batch: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict_tensor` and the pooled features the head read (N, d), from the same pass
+        (None where this backend cannot give them)."""
+        ...
 
     def describe(self) -> str: ...
 
@@ -123,33 +131,37 @@ class TorchBackend:
             module = copy.deepcopy(module).to(dtype=torch.bfloat16, memory_format=torch.channels_last)
         self.module = module
 
-    @torch.inference_mode()
     def predict_tensor(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
+        return self._forward(batch, features=False)[0]
+
+    def predict_features(self, batch: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and the backbone's pooled output (``module.backbone``, then ``module.head``)."""
+        return self._forward(batch, features=True)
+
+    @torch.inference_mode()
+    def _forward(self, batch: torch.Tensor | np.ndarray, *, features: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if isinstance(batch, np.ndarray):
             batch = torch.from_numpy(batch)
         if self.cuda:
-            return self._predict_on_gpu(batch)
-        if self.bf16:
+            # Pinned host memory lets the copy run asynchronously; ``.cpu()`` at the end waits for it all.
+            if batch.device.type == "cpu":
+                batch = batch.pin_memory().to(self.device, non_blocking=True)
+            batch = batch.to(self.device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
+        elif self.bf16:
             batch = batch.to(dtype=torch.bfloat16, memory_format=torch.channels_last)
-        logits = self.module(batch).float()
-        if self.temperature != 1.0:
-            logits = logits / self.temperature
-        return torch.softmax(logits, dim=1).numpy()
-
-    def _predict_on_gpu(self, batch: torch.Tensor) -> np.ndarray:
-        # Pinned host memory lets the copy run asynchronously; ``.cpu()`` at the end waits for it all.
-        if batch.device.type == "cpu":
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
-        batch = batch.to(self.device, dtype=torch.float32).contiguous(memory_format=torch.channels_last)
-        if self.autocast_dtype is not None:
-            with torch.autocast(device_type="cuda", dtype=self.autocast_dtype):
-                logits = self.module(batch)
-        else:
-            logits = self.module(batch)
+        autocast = (torch.autocast(device_type="cuda", dtype=self.autocast_dtype) if self.autocast_dtype is not None
+                    else contextlib.nullcontext())
+        with autocast:
+            if features:
+                pooled = self.module.backbone(batch)
+                logits = self.module.head(pooled)
+            else:
+                pooled, logits = None, self.module(batch)
         logits = logits.float()
         if self.temperature != 1.0:
             logits = logits / self.temperature
-        return torch.softmax(logits, dim=1).cpu().numpy()
+        probs = torch.softmax(logits, dim=1).cpu().numpy()
+        return probs, None if pooled is None else pooled.float().cpu().numpy()
 
     def describe(self) -> str:
         if self.cuda:
@@ -212,6 +224,8 @@ class OnnxBackend:
         self.input_shape = list(inputs[0].shape)
         self.output_name = ONNX_OUTPUT if any(o.name == ONNX_OUTPUT for o in outputs) else outputs[0].name
         self.output_shape = list(next(o.shape for o in outputs if o.name == self.output_name))
+        #: A face model's graph also gives the pooled features (exported since the picture bank).
+        self.features_name = ONNX_FEATURES if any(o.name == ONNX_FEATURES for o in outputs) else None
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -222,6 +236,16 @@ class OnnxBackend:
             batch = batch.detach().numpy()  # shares memory: no copy for a contiguous float32 batch
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def predict_features(self, batch: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and, when the graph has the ``features`` output, the pooled features."""
+        if self.features_name is None:
+            return self.predict_tensor(batch), None
+        if isinstance(batch, torch.Tensor):
+            batch = batch.detach().numpy()
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        probs, features = self.session.run([self.output_name, self.features_name], {self.input_name: batch})
+        return probs, features
 
     def describe(self) -> str:
         return f"ONNX Runtime {ort.__version__} CPU on {self.path.name} ({self.threads} threads)"

@@ -357,15 +357,30 @@ class EnsembleClassifier(Model):
         """Each member's forward pass on its own backend, for rows packed by :meth:`prepare`:
         (rows, members x classes), a member's columns 0 where its pass did not run."""
         x = batch.numpy() if isinstance(batch, torch.Tensor) else np.asarray(batch)
-        k, c = len(self.members), len(self.classes)
-        out = np.zeros((x.shape[0], k * c), dtype=np.float32)
+        k = len(self.members)
+        columns = self._output_columns()
+        out = np.zeros((x.shape[0], columns[-1].stop if columns else 0), dtype=np.float32)
         offset = k
         for m, ((_, clf, _), shape, width) in enumerate(zip(self.members, self._shapes, self._widths)):
             selected = np.flatnonzero(x[:, m] > 0.5)
             if selected.size:
                 inputs = np.ascontiguousarray(x[selected, offset:offset + width]).reshape(-1, *shape)
-                out[selected, m * c:(m + 1) * c] = clf.predict_tensor(inputs)
+                out[selected, columns[m]] = clf.predict_tensor(inputs)
             offset += width
+        return out
+
+    @property
+    def forward_width(self) -> int:
+        """Every member's columns side by side (see :meth:`_output_columns`)."""
+        return sum(clf.forward_width for _, clf, _ in self.members)
+
+    def _output_columns(self) -> list[slice]:
+        """Each member's columns in a :meth:`predict_tensor` row (its ``forward_width``: a face
+        model adds its picture distances to the classes' probabilities)."""
+        out, start = [], 0
+        for _, clf, _ in self.members:
+            out.append(slice(start, start + clf.forward_width))
+            start += clf.forward_width
         return out
 
     def finish(self, prepared: EnsemblePrepared, forward: np.ndarray | None) -> np.ndarray:
@@ -376,10 +391,11 @@ class EnsembleClassifier(Model):
         position = {i: r for r, i in enumerate(prepared.rows)}
         total = np.zeros((prepared.n, c), dtype=np.float64)
         own_probs, own_p = [], []
+        columns = self._output_columns()
         for m, ((_, clf, weight), part) in enumerate(zip(self.members, prepared.parts)):
             own = None
             if part.rows:
-                own = np.asarray(forward)[[position[i] for i in part.rows], m * c:(m + 1) * c]
+                own = np.asarray(forward)[[position[i] for i in part.rows], columns[m]]
             probs = clf.finish(part, own)
             own_probs.append(probs)
             total += weight * probs

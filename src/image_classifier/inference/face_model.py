@@ -7,7 +7,9 @@ picture (a face further than ``max_distance`` that its "none of these" rule acce
 :meth:`FaceClassifier.decided`); the face head answers the images with such a face from its descriptor and the fallback
 network (on the backend) the others; its calibration has two temperatures (the card's
 ``temperature`` for the fallback, ``face_temperature`` for the face head); its "none of these" rule
-is fitted on the images with a face (their distance to the nearest training face); its explanation
+is fitted on the images with a face (their distance to the nearest training face) and, for the
+images without one, on the validation photos' distances to the training pictures (the picture bank,
+whose distances the forward pass adds as a last column: :meth:`FaceClassifier.predict_tensor`); its explanation
 is the deciding face's box; its shortcut-audit inputs are the cached faces of each variant; it can
 learn one more person without retraining (:meth:`FaceClassifier.add_class`).
 """
@@ -35,8 +37,10 @@ from image_classifier.inference.explain import FACE, Explanation, display, overl
 from image_classifier.inference.inputs import as_sources
 from image_classifier.inference.model import ImageSource, Model, Prepared
 from image_classifier.inference.preprocess import images_to_array
-from image_classifier.inference.rejection import FACE_DISTANCE, RejectionRule, annotate_faces, score_kinds
-from image_classifier.models.face_embedding import FaceHead, FaceInput, FacePath, with_fallback
+from image_classifier.inference.rejection import (
+    FACE_DISTANCE, PICTURE_DISTANCE, RejectionRule, annotate_faces, score_kinds,
+)
+from image_classifier.models.face_embedding import FaceHead, FaceInput, FacePath, picture_distances, with_fallback
 from image_classifier.models.registry import build_model
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.runs import CARD_NAME
@@ -55,6 +59,12 @@ def changed_face_weights(card: ModelCard) -> list[str]:
     trained_with = card.face_weights_sha256
     installed = weights_sha256()
     return sorted(name for name, sha in trained_with.items() if installed.get(name) != sha)
+
+
+def picture_bank(net: torch.nn.Module) -> np.ndarray:
+    """A face model network's picture bank (training pictures' unit features; empty in models saved before it)."""
+    bank = getattr(net, "picture_bank", None)
+    return np.empty((0, 0)) if bank is None else bank.detach().cpu().numpy().astype(np.float64)
 
 
 def decided_by_face(details: Sequence[Mapping[str, Any]] | None, n: int) -> np.ndarray:
@@ -104,9 +114,11 @@ class FaceClassifier(Classifier):
         preprocessing = Preprocessing.from_dict(card.preprocessing)
         labels = card.face_bank_labels
         added = frozenset(card.classes.index(a["name"]) for a in card.added or [] if a.get("name") in card.classes)
-        face_path = FacePath(FaceHead.from_module(network()), preprocessing.input_size, face_cache,
+        net = network()
+        face_path = FacePath(FaceHead.from_module(net), preprocessing.input_size, face_cache,
                              temperature=card_face_temperature(card), bank_labels=labels, added=added,
-                             alone_within=card.face_alone_within, bank_sources=card.face_bank_sources)
+                             alone_within=card.face_alone_within, bank_sources=card.face_bank_sources,
+                             pictures=picture_bank(net))
         return cls(module, card.classes, preprocessing, card, model_dir, face_path=face_path, **kwargs)
 
     def _like(self, module: torch.nn.Module | None, backend: Backend, module_loader: Any, reason: str) -> Classifier:
@@ -145,11 +157,15 @@ class FaceClassifier(Classifier):
 
     def fit_rejection_rule(self, uncalibrated_probs: np.ndarray, details: Sequence[dict[str, Any]],
                            keep: float) -> RejectionRule:
-        """Fitted on the images with a face only (see :mod:`.rejection`); when none has one, on all of them."""
+        """Fitted on the distances of the images with a face and, for the images without one, on
+        every validation photo's picture distance (the card's ``pictures``; see :mod:`.rejection`);
+        when there are neither, on all the images' scores."""
         kinds, values = score_kinds(uncalibrated_probs, details)
-        if FACE_DISTANCE in kinds:
-            faces = [i for i, k in enumerate(kinds) if k == FACE_DISTANCE]
-            kinds, values = [FACE_DISTANCE] * len(faces), np.asarray(values)[faces]
+        faces = [i for i, k in enumerate(kinds) if k == FACE_DISTANCE]
+        pictures = self.card.picture_validation_distances if self.card is not None else []
+        if faces or pictures:
+            kinds = [FACE_DISTANCE] * len(faces) + [PICTURE_DISTANCE] * len(pictures)
+            values = np.concatenate([np.asarray(values, dtype=np.float64)[faces], np.asarray(pictures, np.float64)])
         return RejectionRule.fit(kinds, values, keep, p_value=True)
 
     @property
@@ -205,7 +221,32 @@ class FaceClassifier(Classifier):
         details = [{**self.face_path.details(it), "faces": self.face_path.every_face(it)} for it in items]
         return FacePrepared(batch, rows, direct, details, faces)
 
+    @property
+    def forward_width(self) -> int:
+        """The classes' probabilities, and a last column of picture distances when the model has a picture bank."""
+        return len(self.classes) + (1 if len(self.face_path.pictures) else 0)
+
+    def predict_tensor(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
+        """The fallback's probabilities for a prepared batch and, when the model has a picture bank,
+        one more column: each picture's distance to the training pictures, from the same forward
+        pass's pooled features (NaN when the backend cannot give them: an ONNX file exported before
+        the picture bank). :meth:`finish` takes the column off."""
+        if not len(self.face_path.pictures):
+            return self.backend.predict_tensor(batch)
+        probs, features = self.backend.predict_features(batch)
+        distances = (picture_distances(features, self.face_path.pictures) if features is not None
+                     else np.full(len(probs), np.nan))
+        return np.concatenate([probs, distances[:, None].astype(probs.dtype)], axis=1)
+
     def finish(self, prepared: Prepared, forward: np.ndarray | None) -> np.ndarray:
+        c = len(self.classes)
+        if forward is not None and np.asarray(forward).shape[1] > c:
+            forward = np.asarray(forward)
+            for row, i in enumerate(prepared.rows):  # the picture distance scores a photo without a face
+                detail = prepared.details[i]
+                if detail.get("face_distance") is None and np.isfinite(forward[row, c]):
+                    detail[PICTURE_DISTANCE] = round(float(forward[row, c]), 4)
+            forward = forward[:, :c]
         out = super().finish(prepared, forward)
         both = prepared.doubtful if isinstance(prepared, FacePrepared) else {}
         if both:  # their rows were prepared for the fallback, so ``forward`` holds them (see Classifier.finish)

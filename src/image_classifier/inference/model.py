@@ -88,6 +88,11 @@ class Model(ABC):
     def predict_tensor(self, batch: Any) -> np.ndarray: ...
     @abstractmethod
     def finish(self, prepared: Any, forward: np.ndarray | None) -> np.ndarray: ...
+
+    @property
+    def forward_width(self) -> int:
+        """Columns of a :meth:`predict_tensor` row (what :meth:`finish` reads): the classes' probabilities."""
+        return len(self.classes)
     @abstractmethod
     def judge(self, probabilities: np.ndarray, details: list[dict[str, Any]]) -> list[bool]:
         """Add the "none of these" answer to each image's details, in place; the ``unknown`` flags."""

@@ -21,7 +21,7 @@ from image_classifier.results import _pandas
 
 #: The columns of ``predictions.csv`` (one row per photo), in order.
 PHOTO_COLUMNS = ("path", "label", "probability", "closest", "faces_found", "face_box", "face_index",
-                 "face_distance", "model", "sha256")
+                 "face_distance", "picture_distance", "model", "sha256")
 #: The columns of ``faces.csv`` (one row per face found by a face model), in order.
 FACE_COLUMNS = ("path", "face", "box", "label", "probability", "closest", "distance", "decided", "model", "sha256")
 
@@ -46,6 +46,7 @@ def photo_row(path: str | None, probabilities: np.ndarray, detail: Mapping[str, 
         "face_box": box_text(detail.get("face")),
         "face_index": detail.get("face_index"),
         "face_distance": detail.get("face_distance"),
+        "picture_distance": detail.get("picture_distance"),
         "model": model,
         "sha256": sha256,
     }

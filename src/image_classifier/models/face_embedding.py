@@ -13,7 +13,10 @@ The network file holds two paths that share nothing but the classes:
 * the **fallback path**, for images where no face is found: ImageNet MobileNetV2 (frozen, at 320 px:
   see ``registry.FACE_FALLBACK_INPUT``) → GAP →
   the study's dense head, i.e. ``ClassifierNet.forward``. This is what the inference backends
-  (PyTorch, ONNX Runtime) run and what ``export`` writes.
+  (PyTorch, ONNX Runtime) run and what ``export`` writes. Its pooled features also say how far the
+  picture is from every training picture (:func:`picture_distances` to the *picture bank*, the
+  training photos' features, a buffer of this module): a photo of no one (a landscape, a page, a
+  pet) is far from all of them, however sure the dense head is of its answer.
 
 :class:`FacePath` is the face half of a loaded model; :class:`FaceInput` is one image prepared
 for it (its faces, and the decoded picture the fallback needs).
@@ -45,11 +48,13 @@ from image_classifier.models.transfer import mobilenet_v2
 class FaceEmbeddingNet(ClassifierNet):
     """MobileNetV2 fallback (``forward``) plus the face head's buffers (fitted after training).
 
-    ``face_bank_size`` is the number of training faces kept in the bank (an architecture option
-    recorded in the card, so that a saved model is rebuilt with buffers of the right shape).
+    ``face_bank_size`` is the number of training faces kept in the bank, ``picture_bank_size`` the
+    number of training pictures (architecture options recorded in the card, so that a saved model
+    is rebuilt with buffers of the right shape; 0 in models saved before the picture bank).
     """
 
-    def __init__(self, fallback: ClassifierNet, num_classes: int, face_bank_size: int = 0) -> None:
+    def __init__(self, fallback: ClassifierNet, num_classes: int, face_bank_size: int = 0,
+                 picture_bank_size: int = 0) -> None:
         super().__init__(fallback.backbone, fallback.head, fallback.num_features)
         self.register_buffer("face_weight", torch.zeros(num_classes, DESCRIPTOR_DIM))
         self.register_buffer("face_bias", torch.zeros(num_classes))
@@ -57,11 +62,32 @@ class FaceEmbeddingNet(ClassifierNet):
         self.register_buffer("face_scale", torch.ones(DESCRIPTOR_DIM))
         self.register_buffer("face_bank", torch.zeros(face_bank_size, DESCRIPTOR_DIM))
         self.register_buffer("face_max_distance", torch.tensor(float("inf")))
+        # The training pictures' pooled fallback features, each of unit length (see picture_distances).
+        self.register_buffer("picture_bank", torch.zeros(picture_bank_size, fallback.num_features))
 
 
 def face_embedding(num_classes: int, backbone_state: Any = None, face_bank_size: int = 0,
-                   **_: object) -> FaceEmbeddingNet:
-    return FaceEmbeddingNet(mobilenet_v2(num_classes, backbone_state), num_classes, int(face_bank_size))
+                   picture_bank_size: int = 0, **_: object) -> FaceEmbeddingNet:
+    return FaceEmbeddingNet(mobilenet_v2(num_classes, backbone_state), num_classes, int(face_bank_size),
+                            int(picture_bank_size))
+
+
+def unit_rows(features: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (a zero row stays zero)."""
+    x = np.asarray(features, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def picture_distances(features: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """Cosine distance (1 - cosine similarity) from each picture's pooled fallback features (k, d) to
+    the nearest row of ``bank`` (n, d, rows of unit length): how unlike every training picture the
+    picture is. Measured on the athletes (MobileNetV2 at 320 px; split seeds 0-2): validation
+    photos 0.24-0.25 at the 95th percentile, 0.30 at most; 18 pictures of no one (a cat, coffee,
+    the moon, a page of text, a rocket, textures) 0.30 to 0.53."""
+    if len(bank) == 0:
+        return np.full(len(features), np.nan)
+    return 1.0 - (unit_rows(features) @ np.asarray(bank, np.float64).T).max(axis=1)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -183,8 +209,10 @@ class FacePath:
     def __init__(self, head: FaceHead, input_size: int, cache: FaceCache | None = None, *,
                  temperature: float = 1.0, bank_labels: np.ndarray | None = None,
                  added: frozenset[int] = frozenset(), alone_within: float = float("inf"),
-                 bank_sources: Sequence[str] | None = None) -> None:
+                 bank_sources: Sequence[str] | None = None, pictures: np.ndarray | None = None) -> None:
         self.head = head
+        #: The training pictures' unit pooled features (:func:`picture_distances`; empty: none).
+        self.pictures = np.empty((0, 0)) if pictures is None else np.asarray(pictures, np.float64)
         self.input_size = input_size
         self.cache = cache
         self.temperature = float(temperature)

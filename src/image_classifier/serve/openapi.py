@@ -223,6 +223,11 @@ def _schemas() -> dict[str, Any]:
                                   "description": "Face models only: the deciding face's distance to the nearest "
                                                  "training face (when none decides, the closest face's; null: no "
                                                  "face); above the model's max_distance no face decides."},
+                "picture_distance": {"type": "number", "minimum": 0,
+                                     "description": "Face models only, for a photo in which no face is found: "
+                                                    "the picture's distance to the nearest training picture "
+                                                    "(the fallback's pooled features), what the rejection rule "
+                                                    "scores for it; absent for a photo with a face."},
                 "image_size": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2,
                                "description": "Face models only: [width, height] of the photo, for drawing the box."},
                 "face_index": {"type": ["integer", "null"], "minimum": 0,
@@ -256,6 +261,8 @@ def _schemas() -> dict[str, Any]:
                     "description": "The rejection rule's verdict: `score` against `threshold` (accepted when "
                                    "score >= threshold; `kind` max_probability: the largest probability; "
                                    "face_distance: a p-value of the face's distance to the nearest training face; "
+                                   "picture_distance: a p-value of a photo without a face's distance to the "
+                                   "nearest training picture; "
                                    "member_p_value (an ensemble): the smallest of its members' own p-values; "
                                    "`value`: the raw probability or distance). Null: no rule, or --no-reject.",
                     "required": ["score", "threshold", "kind"],
