@@ -460,3 +460,77 @@ def test_settings_fall_back_to_dlibs_distance_when_the_photos_cannot_be_folded(p
     assert (settings.c, settings.max_distance) == (C_GRID[len(C_GRID) // 2], SAME_PERSON)
     assert "no folds" in settings.c_selected_by and "at least 2 images of every class" in settings.c_selected_by
     assert settings.tried_c == [] and settings.tried_d == []
+
+
+def _photos_of_no_one() -> list:
+    """Two real photos with nobody in them: scikit-learn's bundled sample images (a temple, a flower)."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    return [Image.fromarray(array) for array in load_sample_images().images]
+
+
+def test_a_photo_of_no_one_is_none_of_these_by_its_picture_distance(face_model):
+    """A photo in which no face is found is scored by its picture's distance to the training
+    pictures (the fallback's pooled features): a photo of no one is further from the athletes'
+    training photos than every validation photo was, so it is unknown however sure the fallback
+    is of its answer; a training photo without a face sits on its own row of the bank and is kept."""
+    card = json.loads((face_model["model"] / "model.json").read_text())
+    split = [line.split(",") for line in face_model["split"].read_text().splitlines()[1:]]
+    column = face_model["split"].read_text().splitlines()[0].split(",").index("split")
+    pictures = card["faces"]["pictures"]
+    assert pictures["bank"] == sum(row[column] == "train" for row in split)
+    assert len(pictures["validation_distances"]) == sum(row[column] == "val" for row in split)
+    # The rule's references for photos without a face are those validation distances.
+    refs = card["rejection"]["kinds"]["picture_distance"]
+    assert refs == pytest.approx(sorted(pictures["validation_distances"]))
+
+    cache = FaceCache(face_model["cache"])
+    model = load_model(face_model["model"], backend="torch", face_cache=cache)
+    _, details = model.predict_details(_photos_of_no_one())
+    for d in details:
+        assert d["faces_found"] == 0 and d["face_distance"] is None
+        assert d["picture_distance"] > max(refs)
+        assert d["unknown"] is True and d["rejection"]["kind"] == "picture_distance"
+    # Without the rule the same photos are named as one of the athletes: the fallback is sure of something.
+    labels = load_model(face_model["model"], backend="torch", face_cache=cache, reject=False).predict(_photos_of_no_one())
+    assert all(label in model.classes for label in labels)
+
+    train = [face_model["data"] / row[0] for row in split if row[column] == "train"]
+    _, details = model.predict_details(train)
+    without_face = [d for d in details if d["faces_found"] == 0]
+    assert without_face, "the fixture's training photos include some without a face"
+    for d in without_face:
+        assert d["picture_distance"] < min(refs) and d["unknown"] is False
+
+
+def test_the_onnx_graph_gives_the_picture_distances_pytorch_gives(face_model, tmp_path):
+    """A face model exported to ONNX has a second output, the pooled features, so the ONNX backend
+    measures the same picture distances and turns the same photos away as PyTorch."""
+    import shutil
+
+    from image_classifier.export.options import ExportOptions
+    from image_classifier.export.pipeline import export_model
+    from image_classifier.inference.backends import ONNX_FEATURES, OnnxBackend
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(face_model["model"], model_dir)
+    export_model(model_dir, ExportOptions(measure=False))
+    cache = FaceCache(face_model["cache"])
+    torch_model = load_model(model_dir, backend="torch", face_cache=cache)
+    backend = OnnxBackend(model_dir / "model.onnx")
+    assert backend.features_name == ONNX_FEATURES
+
+    photos = _photos_of_no_one()
+    batch = torch_model.preprocess_array(photos)
+    probs_t, feats_t = torch_model.backend.predict_features(batch)
+    probs_o, feats_o = backend.predict_features(batch)
+    assert feats_o.shape == feats_t.shape == (len(photos), torch_model.module.num_features)
+    assert np.abs(feats_o - feats_t).max() < 1e-3 and np.abs(probs_o - probs_t).max() < 1e-4
+
+    onnx_model = torch_model.with_backend("onnx")
+    _, by_torch = torch_model.predict_details(photos)
+    _, by_onnx = onnx_model.predict_details(photos)
+    for t, o in zip(by_torch, by_onnx):
+        assert o["picture_distance"] == pytest.approx(t["picture_distance"], abs=1e-3)
+        assert o["unknown"] == t["unknown"]

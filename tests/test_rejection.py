@@ -25,7 +25,7 @@ from conftest import make_image_folder
 from image_classifier.cli import main
 from image_classifier.evaluate.rejection import auroc, leave_one_class_out, unknown_images
 from image_classifier.inference.rejection import (
-    FACE_DISTANCE, MAX_PROBABILITY, P_VALUE, RejectionRule, check_keep, fit_rule, score_kinds,
+    FACE_DISTANCE, MAX_PROBABILITY, P_VALUE, PICTURE_DISTANCE, RejectionRule, check_keep, fit_rule, score_kinds,
 )
 from image_classifier.results import ModelResult, OpenSet, Study, model_row
 from image_classifier.runs import CARD_NAME, SPLIT_NAME
@@ -102,6 +102,28 @@ def test_score_kinds_use_the_face_distance_where_a_face_was_found():
     assert values.tolist() == [0.42, 0.6]
     rule = fit_rule(probs, [{}, {}], 0.5)
     assert rule.scale == MAX_PROBABILITY
+
+
+def test_a_photo_without_a_face_is_scored_by_its_picture_distance_and_each_kind_keeps_its_share():
+    """Where no face was found the picture distance scores the photo (a face's distance wins where
+    there is one); each kind is judged against its own validation references, and those of the
+    picture kind, which a face model's validation photos with a face are counted under already, are
+    left out of the images counted and kept."""
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.7, 0.3]])
+    details = [{"face_distance": 0.42, "picture_distance": 0.3}, {"face_distance": None, "picture_distance": 0.31},
+               {"face_distance": None}]
+    kinds, values = score_kinds(probs, details)
+    assert kinds == [FACE_DISTANCE, PICTURE_DISTANCE, MAX_PROBABILITY]
+    assert values.tolist() == [0.42, 0.31, 0.7]
+    faces = np.linspace(0.2, 0.6, 20)  # the 20th face (0.6) is the one keep 0.95 turns away
+    pictures = np.linspace(0.1, 0.3, 40)  # the two furthest pictures are turned away
+    rule = RejectionRule.fit([FACE_DISTANCE] * 20 + [PICTURE_DISTANCE] * 40, np.concatenate([faces, pictures]),
+                             0.95, p_value=True)
+    accepted = [d.accepted for d in rule.decide([PICTURE_DISTANCE] * 4, np.array([0.1, 0.29, 0.3, 0.5]))]
+    assert accepted == [True, False, False, False]
+    assert rule.decide([FACE_DISTANCE], np.array([0.5]))[0].accepted  # 0.5 is a near face, not a far picture
+    card = rule.to_card()
+    assert card["images"] == 20 and card["kept"] == pytest.approx(19 / 20)
 
 
 def test_keep_must_be_a_fraction():
