@@ -26,8 +26,9 @@ hands each member its part so that members finish (face answers, calibration) as
 "None of these": :meth:`EnsembleClassifier.finish` also scores each image as its strangest member
 finds it: the smallest, over the members that have a rejection rule, of the member's own conformal
 p-value (``details['member_p_value']``); for a cascade, the face model's p-value (a stranger's face is
-far from its bank whichever member answers; a photo without a face is never rejected, as by the face
-model itself). The ensemble's own rule (card key ``rejection``, fitted
+far from its bank whichever member answers; a photo without a face is never rejected: the face
+model's picture distance comes from its own fallback's forward pass, which a cascade does not run
+where no face decides). The ensemble's own rule (card key ``rejection``, fitted
 by ``compare`` on the validation split) thresholds that score; an ensemble card without one (older
 runs) never answers "unknown".
 """
