@@ -470,7 +470,7 @@ def _photos_of_no_one() -> list:
     return [Image.fromarray(array) for array in load_sample_images().images]
 
 
-def test_a_photo_of_no_one_is_none_of_these_by_its_picture_distance(face_model):
+def test_a_photo_of_no_one_is_none_of_these_by_its_picture_distance(face_model, tmp_path, capsys, monkeypatch):
     """A photo in which no face is found is scored by its picture's distance to the training
     pictures (the fallback's pooled features): a photo of no one is further from the athletes'
     training photos than every validation photo was, so it is unknown however sure the fallback
@@ -492,6 +492,13 @@ def test_a_photo_of_no_one_is_none_of_these_by_its_picture_distance(face_model):
         assert d["faces_found"] == 0 and d["face_distance"] is None
         assert d["picture_distance"] > max(refs)
         assert d["unknown"] is True and d["rejection"]["kind"] == "picture_distance"
+    # predict says why: no face, and a picture unlike the training photos.
+    from image_classifier.cli import main
+
+    _photos_of_no_one()[1].save(tmp_path / "flower.jpg")
+    monkeypatch.setenv("IMAGE_CLASSIFIER_CACHE_DIR", str(face_model["cache"]))
+    assert main(["predict", str(face_model["model"]), str(tmp_path / "flower.jpg"), "--backend", "torch"]) == 0
+    assert "unknown (closest:" in (out := capsys.readouterr().out) and "unlike every training photo" in out
     # Without the rule the same photos are named as one of the athletes: the fallback is sure of something.
     labels = load_model(face_model["model"], backend="torch", face_cache=cache, reject=False).predict(_photos_of_no_one())
     assert all(label in model.classes for label in labels)

@@ -46,6 +46,9 @@ def _decided_by(result: dict) -> str:
         if result.get("faces_found"):
             return (f"  (none of the {result['faces_found']} faces found is like a known person's: whole-image "
                     f"fallback{named})")
+        # inference.rejection.PICTURE_DISTANCE, spelled out: importing it would load numpy for --help.
+        if result.get("unknown") and (result.get("rejection") or {}).get("kind") == "picture_distance":
+            return "  (no face found, and the picture is unlike every training photo)"
         return "  (no face found: whole-image fallback)"
     x0, y0, x1, y1 = (round(v) for v in result["face"])
     return f"  (face at {x0},{y0}-{x1},{y1}, {result['face_method']}{named})"
