@@ -541,3 +541,28 @@ def test_the_onnx_graph_gives_the_picture_distances_pytorch_gives(face_model, tm
     for t, o in zip(by_torch, by_onnx):
         assert o["picture_distance"] == pytest.approx(t["picture_distance"], abs=1e-3)
         assert o["unknown"] == t["unknown"]
+
+
+def test_a_face_model_saved_before_the_picture_bank_loads_and_answers_as_it_did(face_model, tmp_path):
+    """A face model saved before the picture bank (no ``picture_bank`` in its weights, nothing about
+    pictures in its card) still loads; a photo without a face is answered by its fallback, as then."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    old = tmp_path / "old"
+    shutil.copytree(face_model["model"], old)
+    weights = load_file(old / "weights.safetensors")
+    assert weights.pop("picture_bank").shape[0] > 0
+    save_file(weights, old / "weights.safetensors")
+    card = json.loads((old / "model.json").read_text())
+    del card["arch_options"]["picture_bank_size"], card["faces"]["pictures"]
+    del card["rejection"]["kinds"]["picture_distance"]
+    card["weights_sha256"] = hashlib.sha256((old / "weights.safetensors").read_bytes()).hexdigest()
+    (old / "model.json").write_text(json.dumps(card))
+
+    model = load_model(old, backend="torch", face_cache=FaceCache(face_model["cache"]))
+    assert model.forward_width == len(model.classes)
+    _, details = model.predict_details(_photos_of_no_one())
+    for d in details:
+        assert "picture_distance" not in d and d["unknown"] is False

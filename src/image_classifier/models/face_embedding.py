@@ -62,8 +62,9 @@ class FaceEmbeddingNet(ClassifierNet):
         self.register_buffer("face_scale", torch.ones(DESCRIPTOR_DIM))
         self.register_buffer("face_bank", torch.zeros(face_bank_size, DESCRIPTOR_DIM))
         self.register_buffer("face_max_distance", torch.tensor(float("inf")))
-        # The training pictures' pooled fallback features, each of unit length (see picture_distances).
-        self.register_buffer("picture_bank", torch.zeros(picture_bank_size, fallback.num_features))
+        if picture_bank_size:  # a model saved before the picture bank has no such buffer, and still loads
+            # The training pictures' pooled fallback features, each of unit length (see picture_distances).
+            self.register_buffer("picture_bank", torch.zeros(picture_bank_size, fallback.num_features))
 
 
 def face_embedding(num_classes: int, backbone_state: Any = None, face_bank_size: int = 0,

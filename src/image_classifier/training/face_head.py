@@ -392,7 +392,7 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
     # validation photo's distance to it: the references of the "none of these" rule for the
     # photos in which no face is found (see inference.rejection).
     pictures = unit_rows(features.compute(train_records)[0])
-    net.picture_bank = torch.as_tensor(pictures, dtype=torch.float32)
+    net.register_buffer("picture_bank", torch.as_tensor(pictures, dtype=torch.float32))
     picture_val = picture_distances(features.compute(val_records)[0], pictures)
     log.info("face head: C=%g, max distance %s; %d of %d training photos show their person's face; "
              "validation: a face decides %d of %d, whole model accuracy %.3f, loss %.4f", best_c,
