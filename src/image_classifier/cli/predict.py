@@ -46,8 +46,7 @@ def _decided_by(result: dict) -> str:
         if result.get("faces_found"):
             return (f"  (none of the {result['faces_found']} faces found is like a known person's: whole-image "
                     f"fallback{named})")
-        # inference.rejection.PICTURE_DISTANCE, spelled out: importing it would load numpy for --help.
-        if result.get("unknown") and (result.get("rejection") or {}).get("kind") == "picture_distance":
+        if result.get("unknown") and result.get("picture_distance") is not None:  # the picture decided it
             return "  (no face found, and the picture is unlike every training photo)"
         return "  (no face found: whole-image fallback)"
     x0, y0, x1, y1 = (round(v) for v in result["face"])

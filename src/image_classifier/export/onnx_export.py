@@ -57,29 +57,24 @@ class WithFeatures(WithSoftmax):
         return self.probabilities(self.net.head(pooled)), pooled
 
 
-def has_picture_bank(module: nn.Module) -> bool:
-    """Whether ``module`` measures picture distances (a face model with a picture bank)."""
-    bank = getattr(module, "picture_bank", None)
-    return bank is not None and bank.numel() > 0
-
-
 def export_onnx(module: nn.Module, input_size: int, out_path: str | os.PathLike, *,
                 opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None,
-                doc: str | None = None, temperature: float = 1.0) -> Path:
+                doc: str | None = None, temperature: float = 1.0, features: bool = False) -> Path:
     """Write ``module`` (+ softmax of the logits divided by ``temperature``) as ONNX to
     ``out_path`` atomically; returns the path. ``metadata`` should record the same temperature
     (:func:`~image_classifier.inference.onnx_metadata.card_metadata` does, from the card).
 
     Input ``input``: float32 (batch, 3, input_size, input_size), normalised as the model's
-    preprocessing says; output ``probabilities``: float32 (batch, num_classes), and for a face model
-    with a picture bank a second output ``features``: float32 (batch, d), the pooled features. The
-    batch dimension is dynamic, so one file serves single requests and batches.
+    preprocessing says; output ``probabilities``: float32 (batch, num_classes), and with ``features``
+    (a model that ``reads_features``: a face model's picture distances) a second output
+    ``features``: float32 (batch, d), the pooled features. The batch dimension is dynamic, so one
+    file serves single requests and batches.
     """
     opset = check_opset(opset)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    outputs = [ONNX_OUTPUT, ONNX_FEATURES] if has_picture_bank(module) else [ONNX_OUTPUT]
-    wrapped = (WithFeatures if len(outputs) > 1 else WithSoftmax)(module, temperature).eval()
+    outputs = [ONNX_OUTPUT, ONNX_FEATURES] if features else [ONNX_OUTPUT]
+    wrapped = (WithFeatures if features else WithSoftmax)(module, temperature).eval()
     # Batch 2 for tracing: with batch 1 some exporters bake "1" into Reshape/Flatten shapes.
     example = torch.zeros(2, 3, input_size, input_size)
     fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")

@@ -182,7 +182,8 @@ def export_model(model_dir: str | os.PathLike, options: ExportOptions | None = N
            f"(calibrated: softmax(logits / {classifier.temperature:g})).")
     try:
         export_onnx(classifier.module, prep.input_size, staging, opset=options.opset,
-                    metadata=card_metadata(card), doc=doc, temperature=classifier.temperature)
+                    metadata=card_metadata(card), doc=doc, temperature=classifier.temperature,
+                    features=classifier.reads_features)
         images, source = _verification_images(classifier, options)
         parity = check_parity(torch_backend, OnnxBackend(staging), images, preprocessing=prep,
                               tolerance=options.tolerance, image_source=source)

@@ -231,20 +231,21 @@ class OnnxBackend:
     def metadata(self) -> dict[str, str]:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
-    def predict_tensor(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _array(batch: torch.Tensor | np.ndarray) -> np.ndarray:
         if isinstance(batch, torch.Tensor):
             batch = batch.detach().numpy()  # shares memory: no copy for a contiguous float32 batch
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def predict_tensor(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: self._array(batch)})[0]
 
     def predict_features(self, batch: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Probabilities and, when the graph has the ``features`` output, the pooled features."""
         if self.features_name is None:
             return self.predict_tensor(batch), None
-        if isinstance(batch, torch.Tensor):
-            batch = batch.detach().numpy()
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        probs, features = self.session.run([self.output_name, self.features_name], {self.input_name: batch})
+        probs, features = self.session.run([self.output_name, self.features_name],
+                                           {self.input_name: self._array(batch)})
         return probs, features
 
     def describe(self) -> str:

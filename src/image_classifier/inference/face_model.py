@@ -222,16 +222,21 @@ class FaceClassifier(Classifier):
         return FacePrepared(batch, rows, direct, details, faces)
 
     @property
+    def reads_features(self) -> bool:
+        """True when the model has a picture bank: its picture distances come from the pooled features."""
+        return len(self.face_path.pictures) > 0
+
+    @property
     def forward_width(self) -> int:
         """The classes' probabilities, and a last column of picture distances when the model has a picture bank."""
-        return len(self.classes) + (1 if len(self.face_path.pictures) else 0)
+        return len(self.classes) + int(self.reads_features)
 
     def predict_tensor(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
         """The fallback's probabilities for a prepared batch and, when the model has a picture bank,
         one more column: each picture's distance to the training pictures, from the same forward
         pass's pooled features (NaN when the backend cannot give them: an ONNX file exported before
         the picture bank). :meth:`finish` takes the column off."""
-        if not len(self.face_path.pictures):
+        if not self.reads_features:
             return self.backend.predict_tensor(batch)
         probs, features = self.backend.predict_features(batch)
         distances = (picture_distances(features, self.face_path.pictures) if features is not None
@@ -240,7 +245,7 @@ class FaceClassifier(Classifier):
 
     def finish(self, prepared: Prepared, forward: np.ndarray | None) -> np.ndarray:
         c = len(self.classes)
-        if forward is not None and np.asarray(forward).shape[1] > c:
+        if forward is not None and self.reads_features:
             forward = np.asarray(forward)
             for row, i in enumerate(prepared.rows):  # the picture distance scores a photo without a face
                 detail = prepared.details[i]

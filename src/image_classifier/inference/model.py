@@ -90,6 +90,12 @@ class Model(ABC):
     def finish(self, prepared: Any, forward: np.ndarray | None) -> np.ndarray: ...
 
     @property
+    def reads_features(self) -> bool:
+        """Whether :meth:`predict_tensor` also needs the network's pooled features (the backend's
+        ``predict_features``; an exported ONNX graph then gives them as a second output)."""
+        return False
+
+    @property
     def forward_width(self) -> int:
         """Columns of a :meth:`predict_tensor` row (what :meth:`finish` reads): the classes' probabilities."""
         return len(self.classes)

@@ -59,14 +59,11 @@ PICTURE_DISTANCE = "picture_distance"
 #: A face distance measured to the training faces of a person added by ``add`` from a few photos:
 #: sparser than a trained person's, so its references are simulated (see inference.enrol).
 ADDED_FACE_DISTANCE = "added_face_distance"
-#: Kinds whose references are not validation images (left out of the share of validation kept).
-SIMULATED_KINDS = (ADDED_FACE_DISTANCE,)
-#: Kinds whose references are validation images already counted under another kind (a face
-#: model's validation photos with a face are its face distances; their picture distances are the
-#: references of the photos without one): left out of the count too, kept ``keep`` by construction.
-SECOND_SCORE_KINDS = (PICTURE_DISTANCE,)
-#: The kinds left out of the validation images counted and kept.
-UNCOUNTED_KINDS = SIMULATED_KINDS + SECOND_SCORE_KINDS
+#: Kinds left out of the validation images counted and kept: references that are not validation
+#: images (an added person's, simulated), or validation images already counted under another kind
+#: (a face model's picture distances; its photos with a face count as face distances). Each is kept
+#: ``keep`` by construction all the same.
+UNCOUNTED_KINDS = (ADDED_FACE_DISTANCE, PICTURE_DISTANCE)
 #: An ensemble's score: the minimum of its members' p-values (see the module docstring).
 MEMBER_P_VALUE = "member_p_value"
 #: The score of a rule that mixes kinds: a conformal p-value against the validation scores of the image's kind.

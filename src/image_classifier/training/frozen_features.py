@@ -48,6 +48,10 @@ class FrozenFeatures:
         self.images = images
         self.progress = progress
         self._network: torch.nn.Module | None = None
+        # Rows already read or computed in this process, by image SHA-256: the face model's settings
+        # and its picture bank read the same photos' features (without a disk cache they would be
+        # computed again).
+        self._rows: dict[str, np.ndarray] = {}
 
     @property
     def source(self) -> str:
@@ -90,11 +94,13 @@ class FrozenFeatures:
         rows: dict[int, np.ndarray] = {}
         missing = []
         for i, rec in enumerate(records):
-            found = self._read(rec.sha256)
+            found = self._rows.get(rec.sha256)
+            if found is None:
+                found = self._read(rec.sha256)
             if found is None:
                 missing.append(i)
             else:
-                rows[i] = found
+                rows[i] = self._rows[rec.sha256] = found
         if missing:
             decoded = self.images.decode([records[i] for i in missing], self.preprocessing)
             where = {rec.rel_path: i for i, rec in ((i, records[i]) for i in missing)}
@@ -108,7 +114,7 @@ class FrozenFeatures:
                     out = net(batch.contiguous(memory_format=torch.channels_last)).float().numpy()
                     for rel, row in zip(decoded.rel_paths[start:start + BATCH], out):
                         i = where[rel]
-                        rows[i] = row
+                        rows[i] = self._rows[records[i].sha256] = row
                         self._write(records[i].sha256, row)
                     bar.update(len(out))
             bar.close()
