@@ -478,12 +478,13 @@ def test_a_photo_of_no_one_is_none_of_these_by_its_picture_distance(face_model, 
     card = json.loads((face_model["model"] / "model.json").read_text())
     split = [line.split(",") for line in face_model["split"].read_text().splitlines()[1:]]
     column = face_model["split"].read_text().splitlines()[0].split(",").index("split")
-    pictures = card["faces"]["pictures"]
-    assert pictures["bank"] == sum(row[column] == "train" for row in split)
-    assert len(pictures["validation_distances"]) == sum(row[column] == "val" for row in split)
-    # The rule's references for photos without a face are those validation distances.
+    train_and_val = sum(row[column] in ("train", "val") for row in split)
+    assert card["faces"]["pictures"]["bank"] == sum(row[column] == "train" for row in split)
+    # The rule's references for photos without a face: every training and validation photo's
+    # picture distance, each training photo measured against the bank without its own row.
     refs = card["rejection"]["kinds"]["picture_distance"]
-    assert refs == pytest.approx(sorted(pictures["validation_distances"]))
+    assert len(refs) == train_and_val and refs == pytest.approx(card["faces"]["references"]["pictures"])
+    assert min(refs) > 1e-3
 
     cache = FaceCache(face_model["cache"])
     model = load_model(face_model["model"], backend="torch", face_cache=cache)
@@ -509,6 +510,30 @@ def test_a_photo_of_no_one_is_none_of_these_by_its_picture_distance(face_model, 
     assert without_face, "the fixture's training photos include some without a face"
     for d in without_face:
         assert d["picture_distance"] < min(refs) and d["unknown"] is False
+
+
+def test_the_rule_is_fitted_on_every_training_and_validation_photo_left_out_of_the_bank(face_model):
+    """The face distances the rule keeps ``keep`` of are every training and validation photo's with
+    a face, each measured without its own duplicate group's faces: for a photo with no copy, the
+    distance the loaded model scores it at (it measures a known photo without its own face)."""
+    from collections import Counter
+
+    card = json.loads((face_model["model"] / "model.json").read_text())
+    rule = card["rejection"]
+    refs = np.asarray(rule["kinds"]["face_distance"])
+    assert rule["fitted_on"] == "training and validation" and refs.tolist() == card["faces"]["references"]["faces"]
+    assert rule["images"] == len(refs) and min(refs) > 0.05
+    header, *split = [line.split(",") for line in face_model["split"].read_text().splitlines()]
+    part, group = header.index("split"), header.index("group")
+    known = [row for row in split if row[part] in ("train", "val")]
+    copies = Counter(row[group] for row in known)
+    model = load_model(face_model["model"], backend="torch", face_cache=FaceCache(face_model["cache"]))
+    _, details = model.predict_details([face_model["data"] / row[0] for row in known])
+    served = [(d["face_distance"], copies[row[group]] == 1) for row, d in zip(known, details)
+              if d["face_distance"] is not None]
+    assert len(refs) == len(served)
+    alone = [v for v, lone in served if lone]
+    assert len(alone) > len(served) / 2 and all(np.min(np.abs(refs - v)) < 1e-4 for v in alone)
 
 
 def test_the_onnx_graph_gives_the_picture_distances_pytorch_gives(face_model, tmp_path):

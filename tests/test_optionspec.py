@@ -132,7 +132,7 @@ def test_a_bad_keep_is_refused_with_the_same_error_from_python_and_the_command_l
     with pytest.raises(OptionError) as err:
         check_keep(keep)
     message = str(err.value)
-    assert message == ("--keep must be between 0 and 1 (the fraction of known validation images kept, e.g. 0.9), "
+    assert message == ("--keep must be between 0 and 1 (the fraction of known images kept, e.g. 0.9), "
                        f"not {keep}")
     assert isinstance(err.value, ValueError)
     for call in (lambda: ic.compare(data, out=tmp_path / "r", models=["simple_cnn"], keep=keep),

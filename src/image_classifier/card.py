@@ -213,9 +213,11 @@ class ModelCard(Jsonable):
         return float("inf") if value is None else float(value)
 
     @property
-    def picture_validation_distances(self) -> list[float]:
-        """A face model's validation photos' distances to its training pictures (empty in older cards)."""
-        return list(((self.faces or {}).get("pictures") or {}).get("validation_distances") or [])
+    def face_rule_references(self) -> dict[str, list[float]]:
+        """A face model's references for its "none of these" rule (``training.face_references``):
+        ``faces`` (face distances) and ``pictures`` (picture distances); empty in older cards."""
+        entry = (self.faces or {}).get("references") or {}
+        return {part: list(entry[part]) for part in ("faces", "pictures") if entry.get(part)}
 
     @property
     def validation_strangers(self) -> dict[str, Any] | None:

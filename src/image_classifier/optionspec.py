@@ -18,17 +18,18 @@ from typing import Any, Callable, Mapping
 from image_classifier.errors import OptionError, UnknownOptionError
 from image_classifier.fileio import default_cache_dir
 
-#: The share of known validation images the "none of these" rule keeps when nothing says otherwise (``--keep``).
+#: The share of known images the "none of these" rule keeps when nothing says otherwise (``--keep``).
 DEFAULT_KEEP = 0.95
 #: What ``--device`` accepts (``image_classifier.device.DEVICE_CHOICES``, spelled here without importing torch).
 DEVICE_METAVAR = "{auto,cpu,cuda,cuda:N}"
 DEVICE_HELP = ("where the network computes: auto (default): the first CUDA GPU when PyTorch sees one, else the "
                "CPU; cpu; cuda or cuda:N: that GPU (an error when there is none)")
 #: ``--keep`` where a model answers (predict, sort, serve).
-KEEP_HELP = ("where the \"none of these\" threshold sits, as the share of the known people's validation photos it "
-             f"keeps (default: the model's own, {DEFAULT_KEEP} unless trained with another). Lower answers \"unknown\" "
-             "more often: fewer strangers accepted, fewer of your own photos named. What it trades, measured on "
-             "validation, is printed beside it. Nothing is refitted.")
+KEEP_HELP = ("where the \"none of these\" threshold sits, as the share of the known people's photos it keeps "
+             "(measured on the validation photos; a face model's on its training photos too, each left out of the "
+             f"model) (default: the model's own, {DEFAULT_KEEP} unless trained with another). Lower answers "
+             "\"unknown\" more often: fewer strangers accepted, fewer of your own photos named. What it trades is "
+             "printed beside it. Nothing is refitted.")
 #: A field's type (as written) -> how its command-line text becomes a value.
 _PARSERS: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "Path": Path, "os.PathLike": Path}
 
@@ -57,7 +58,7 @@ def check_keep(keep: Any) -> float:
     except (TypeError, ValueError):
         value = float("nan")
     if not 0.0 < value < 1.0:  # NaN fails too; said as the number it is read as ("0" and 0.0 alike)
-        raise OptionError(f"--keep must be between 0 and 1 (the fraction of known validation images kept, "
+        raise OptionError(f"--keep must be between 0 and 1 (the fraction of known images kept, "
                           f"e.g. 0.9), not {keep if value != value else value}")
     return value
 

@@ -265,7 +265,7 @@ def add_person(card: ModelCard, net: torch.nn.Module, name: str, sources: Sequen
         "each person's faces weighing the same in total", as_strangers)
     if rule is not None:
         new_card.rejection = {
-            **rule.to_card(), "fitted_on": f"validation (the original model's, and {len(val)} of {name!r})",
+            **rule.to_card(),
             "simulated": {ADDED_FACE_DISTANCE: "a face nearest to an added person's: each trained person seen "
                                                "through as many of their training faces as the added person has, "
                                                "their other training faces measured against them; accepted within "
@@ -417,7 +417,7 @@ def _with_validation(old: RejectionRule, val_scores: Sequence[tuple[str, float]]
     within = dict(old.accept_within)
     if math.isfinite(bound):
         within[ADDED_FACE_DISTANCE] = min(bound, within.get(ADDED_FACE_DISTANCE, math.inf))
-    return RejectionRule(old.keep, P_VALUE, refs, 1.0 - old.keep, within)
+    return RejectionRule(old.keep, P_VALUE, refs, 1.0 - old.keep, within, old.fitted_on)
 
 
 def _recognised(head: FaceHead, rule: RejectionRule | None, labels: np.ndarray, added: set[int],

@@ -45,6 +45,7 @@ from image_classifier.models.registry import build_model
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.runs import CARD_NAME
 from image_classifier.saved_model import ModelCard, load_module, read_card, save_model
+from image_classifier.training.face_references import FITTED_ON as REFERENCES_FITTED_ON
 
 
 def card_face_temperature(card: ModelCard | None) -> float:
@@ -157,16 +158,17 @@ class FaceClassifier(Classifier):
 
     def fit_rejection_rule(self, uncalibrated_probs: np.ndarray, details: Sequence[dict[str, Any]],
                            keep: float) -> RejectionRule:
-        """Fitted on the distances of the images with a face and, for the images without one, on
-        every validation photo's picture distance (the card's ``pictures``; see :mod:`.rejection`);
-        when there are neither, on all the images' scores."""
-        kinds, values = score_kinds(uncalibrated_probs, details)
-        faces = [i for i, k in enumerate(kinds) if k == FACE_DISTANCE]
-        pictures = self.card.picture_validation_distances if self.card is not None else []
-        if faces or pictures:
-            kinds = [FACE_DISTANCE] * len(faces) + [PICTURE_DISTANCE] * len(pictures)
-            values = np.concatenate([np.asarray(values, dtype=np.float64)[faces], np.asarray(pictures, np.float64)])
-        return RejectionRule.fit(kinds, values, keep, p_value=True)
+        """Fitted on the card's references (``faces.references``: every training and validation
+        photo's face distance and picture distance, each photo left out of the banks; see
+        :mod:`image_classifier.training.face_references`); a card without them, on these
+        validation images' own scores."""
+        references = self.card.face_rule_references if self.card is not None else {}
+        if not references:
+            return RejectionRule.fit(*score_kinds(uncalibrated_probs, details), keep, p_value=True)
+        kinds = [kind for part, kind in (("faces", FACE_DISTANCE), ("pictures", PICTURE_DISTANCE))
+                 for _ in references.get(part, [])]
+        values = np.concatenate([np.asarray(references.get(part, []), np.float64) for part in ("faces", "pictures")])
+        return replace(RejectionRule.fit(kinds, values, keep, p_value=True), fitted_on=REFERENCES_FITTED_ON)
 
     @property
     def decode_key(self) -> tuple[str, int]:

@@ -1,4 +1,5 @@
-""""None of these": the open-set rejection rule of a model, fitted on its validation split.
+""""None of these": the open-set rejection rule of a model, fitted on its validation split (a face
+model's on its training photos too).
 
 A classifier trained on three people answers one of the three for any photo. The rule turns a
 prediction into ``unknown`` when the image looks less like the known classes than almost every
@@ -27,9 +28,12 @@ was fitted on, so the rule keeps ``keep`` of them by construction; an image of a
 references for gets p = 1 (no evidence to reject it). A model with one kind (the CNNs) thresholds the
 raw score instead (the same decisions, a readable number).
 
-A face model's rule is fitted on the images in which a face was found (``face_distance``), and
-on the picture distances of every validation photo (``picture_distance``, from the card: the
-photos in which no face is found are too few for references of their own). The fallback's
+A face model's rule is fitted on the references its card records (``training.face_references``):
+the face distance of every training and validation photo in which a face was found
+(``face_distance``), and the picture distance of every one (``picture_distance``: the photos in
+which no face is found are too few for references of their own), each photo measured against the
+model without its own rows; a few dozen validation photos alone let one photo move the threshold
+(``fitted_on`` says which photos a rule's references are). The fallback's
 *probability* never rejects: it tells strangers from known people no better than chance
 (leave-one-class-out AUROC 0.2-0.5 for the CNNs on the athletes), so rejecting by it only threw
 known photos away. Measured on the athletes (seed 0, the test half of 150 strangers): at the
@@ -38,7 +42,7 @@ its photos without a face could be rejected by it, 1.3 % when not. A stranger's 
 face is still answered (it looks like the known people's photos); a photo of no one is not.
 
 The rule lives in the card under ``rejection`` (:meth:`RejectionRule.to_card`): the kinds'
-sorted validation scores are stored, so a loaded model recomputes every p-value. Models without
+sorted reference scores are stored, so a loaded model recomputes every p-value. Models without
 the key (older cards) never reject.
 """
 from __future__ import annotations
@@ -147,6 +151,9 @@ class RejectionRule:
     references: dict[str, np.ndarray]
     threshold: float
     accept_within: dict[str, float] = field(default_factory=dict)
+    #: Which images the references are (a face model's: every training and validation photo,
+    #: each left out of the banks; see ``training.face_references``).
+    fitted_on: str = "validation"
 
     # -- fitting ---------------------------------------------------------------------------------
     @classmethod
@@ -183,8 +190,8 @@ class RejectionRule:
         kinds = [k for k, ref in self.references.items() for _ in ref]
         values = np.concatenate([ref for ref in self.references.values()]) if kinds else np.empty(0)
         if len(values) == 0:
-            return RejectionRule(keep, self.scale, self.references, self.threshold)
-        return RejectionRule.fit(kinds, values, keep, p_value=False)
+            return replace(self, keep=keep)
+        return replace(RejectionRule.fit(kinds, values, keep, p_value=False), fitted_on=self.fitted_on)
 
     # -- applying --------------------------------------------------------------------------------
     def p_values(self, kinds: Sequence[str], values: np.ndarray) -> np.ndarray:
@@ -237,7 +244,7 @@ class RejectionRule:
 
     def to_card(self) -> dict[str, Any]:
         """The card's ``rejection`` entry."""
-        entry = {"score": self.scale, "keep": self.keep, "threshold": self.threshold, "fitted_on": "validation",
+        entry = {"score": self.scale, "keep": self.keep, "threshold": self.threshold, "fitted_on": self.fitted_on,
                  "version": RULE_VERSION,
                  "images": int(sum(len(r) for k, r in self.references.items() if k not in UNCOUNTED_KINDS)),
                  "kept": round(self.kept_fraction(), 6),
@@ -254,13 +261,15 @@ class RejectionRule:
         references = {str(k): np.sort(np.asarray(v, dtype=np.float64)) for k, v in (entry.get("kinds") or {}).items()
                       if k in ORIENTATION}
         within = {str(k): float(v) for k, v in (entry.get("accept_within") or {}).items() if k in ORIENTATION}
-        return cls(float(entry["keep"]), str(entry["score"]), references, float(entry["threshold"]), within)
+        return cls(float(entry["keep"]), str(entry["score"]), references, float(entry["threshold"]), within,
+                   str(entry.get("fitted_on") or "validation"))
 
     def describe(self) -> str:
         """One line for people: what is scored and how much of validation is kept."""
         kinds = " / ".join(k.replace("_", " ") for k in self.references)
         scale = "" if self.scale == MAX_PROBABILITY else " (as p-values against validation)"
-        return f"{kinds}{scale}, threshold {self.threshold:.3f} keeps {100 * self.kept_fraction():.1f} % of validation"
+        return (f"{kinds}{scale}, threshold {self.threshold:.3f} keeps {100 * self.kept_fraction():.1f} % of "
+                f"{self.fitted_on}")
 
 
 def fit_rule(probabilities: np.ndarray, details: Sequence[Mapping[str, Any]], keep: float = DEFAULT_KEEP
@@ -299,12 +308,14 @@ def accepted_share(rule: RejectionRule, kind: str, values: Sequence[float] | np.
 
 
 def tradeoff(rule: RejectionRule, strangers: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What ``rule`` trades, as measured on the validation split: ``kept``, the share of the known
-    validation photos it keeps (at least ``keep``), and for a face model whose card has them
+    """What ``rule`` trades, as measured on the photos it was fitted on (``fitted_on``: validation,
+    or a face model's training and validation photos): ``kept``, the share of those known
+    photos it keeps (at least ``keep``), and for a face model whose card has them
     (``faces.validation_strangers``), ``strangers_accepted``: the share of the validation photos
     seen as strangers (each against the training faces of the *other* people) it would accept."""
     out: dict[str, Any] = {"keep": rule.keep, "kept": rule.kept_fraction(), "threshold": rule.threshold,
-                           "scale": rule.scale, "strangers_accepted": None, "strangers": 0, "strangers_method": None}
+                           "scale": rule.scale, "fitted_on": rule.fitted_on, "strangers_accepted": None, "strangers": 0,
+                           "strangers_method": None}
     distances = (strangers or {}).get("distances")
     if distances:
         out.update(strangers_accepted=accepted_share(rule, FACE_DISTANCE, distances), strangers=len(distances),
@@ -315,7 +326,8 @@ def tradeoff(rule: RejectionRule, strangers: Mapping[str, Any] | None = None) ->
 def describe_tradeoff(trade: Mapping[str, Any]) -> str:
     """One line for people, e.g. ``keep 0.95: keeps 97.0 % of the known validation photos, accepts
     1.9 % of 54 validation faces seen as strangers``."""
-    text = f"keep {trade['keep']:g}: keeps {100 * trade['kept']:.1f} % of the known validation photos"
+    text = (f"keep {trade['keep']:g}: keeps {100 * trade['kept']:.1f} % of the known "
+            f"{trade['fitted_on']} photos")
     if trade.get("strangers_accepted") is None:
         return text + " (strangers accepted: not measured on validation for this model)"
     return (text + f", accepts {100 * trade['strangers_accepted']:.1f} % of {trade['strangers']} validation faces "

@@ -119,7 +119,7 @@ def _parse_flag(name: str, raw: str | None) -> bool:
 
 
 def _parse_keep(raw: str | None) -> float | None:
-    """``?keep=``: the share of known validation photos the "none of these" threshold keeps, or None."""
+    """``?keep=``: the share of known photos the "none of these" threshold keeps, or None."""
     if raw is None or raw.strip() == "":
         return None
     try:

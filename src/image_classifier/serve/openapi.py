@@ -308,10 +308,14 @@ def _schemas() -> dict[str, Any]:
             "required": ["keep", "kept", "strangers_accepted"],
             "additionalProperties": False,
             "description": "The \"none of these\" threshold in force (`keep`) and what it trades, measured on the "
-                           "validation split. Null: the model has no rule, or the server runs with --no-reject.",
+                           "photos the rule was fitted on (`fitted_on`). Null: the model has no rule, or the server "
+                           "runs with --no-reject.",
             "properties": {
-                "keep": {"type": "number", "description": "The share of known validation photos it is set to keep."},
-                "kept": {"type": "number", "description": "The share of known validation photos it keeps."},
+                "keep": {"type": "number", "description": "The share of known photos it is set to keep."},
+                "kept": {"type": "number", "description": "The share of the known photos it was fitted on that it keeps."},
+                "fitted_on": {"type": "string", "description": "Which known photos: `validation`, or a face model's "
+                                                               "`training and validation` (each photo measured "
+                                                               "against the model without it)."},
                 "strangers_accepted": {**number_or_null,
                                        "description": "Face models: the share of validation faces seen as strangers "
                                                       "(each against the other people's faces in the model) it accepts; "

@@ -304,7 +304,7 @@ class ModelStore:
         #: Answer "unknown" (None of these) where a model's rejection rule says so (``serve --no-reject``: False).
         self.reject = reject
         #: ``serve --keep``: every model's "none of these" threshold moved to keep this share of its
-        #: known validation photos (None: each model's own); a request's ``?keep=`` overrides it.
+        #: known photos (None: each model's own); a request's ``?keep=`` overrides it.
         self.keep = keep
         self.max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
         self.max_parallel = max_parallel or default_max_parallel()

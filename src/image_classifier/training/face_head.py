@@ -25,10 +25,13 @@
    than it brings strangers': measured on the athletes' validation photos (split seeds 0-4), a bank
    of 80 % of the training faces accepted 7.9 % of the validation strangers at 95 % of the known
    kept, the whole bank 6.9 %.
-5. **The picture bank**: the training photos' pooled fallback features, and each validation photo's
-   distance to them (the card's ``pictures``): what tells a photo of no one from the known people's
-   photos when no face is found (the "none of these" rule's ``picture_distance``). The validation
-   photos are not in it, so their distances are those of photos the model has not seen.
+5. **The picture bank**: the training photos' pooled fallback features (the card's ``pictures``):
+   what tells a photo of no one from the known people's photos when no face is found (the "none
+   of these" rule's ``picture_distance``).
+6. **The rule's references** (the card's ``references``; :mod:`image_classifier.training.face_references`):
+   every training and validation photo's face distance and picture distance, each measured
+   against the banks without its own duplicate group, so that the rule fitted on them reads each
+   as a photo the model has not seen.
 
 Every choice uses the train and validation splits only; the test split is never read. The
 model's validation score, by which ``compare`` ranks it, is the whole model's (on the training
@@ -52,10 +55,11 @@ from image_classifier.errors import DatasetError
 from image_classifier.faces import FaceCache, weights_sha256
 from image_classifier.faces.thresholds import FACE_ALONE_DISTANCE, SAME_PERSON_DISTANCE
 from image_classifier.models.face_embedding import (
-    FaceHead, choose_face, face_answers, nearest_distances, picture_distances, unit_rows,
+    FaceHead, choose_face, face_answers, nearest_distances, unit_rows,
 )
 from image_classifier.preprocessing import Preprocessing
 from image_classifier.training.cache import ImageCache
+from image_classifier.training.face_references import REFERENCES_METHOD, face_references, picture_references
 from image_classifier.training.folds import (
     FOLDS, REPEATS, Fold, fit_linear_head, linear_probe_oof, repeated_folds, standardised_lr,
 )
@@ -140,8 +144,8 @@ def own_faces(analyses: Sequence[Any], labels: np.ndarray, bank: np.ndarray, ban
 
 #: How :func:`stranger_distances` measures a stranger, named in the card.
 STRANGERS_METHOD = "leave-one-person-out on validation: each photo against the bank without its own person"
-PICTURES_METHOD = ("each validation photo's cosine distance to the nearest training photo, in the pooled "
-                   "features of the fallback's frozen backbone")
+PICTURES_METHOD = ("a picture's cosine distance to the nearest training photo, in the pooled features of the "
+                   "fallback's frozen backbone")
 
 
 def stranger_distances(analyses: Sequence[Any], labels: np.ndarray, bank: np.ndarray, bank_labels: np.ndarray,
@@ -388,12 +392,17 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
     head.write_to(net)
     strangers = stranger_distances([val_a[i] for i in val_idx], yv, full_bank, full_labels, max_distance)
     # The picture bank: the training photos' pooled fallback features (its backbone is never
-    # trained, so the cached frozen features are what the loaded model computes), and each
-    # validation photo's distance to it: the references of the "none of these" rule for the
-    # photos in which no face is found (see inference.rejection).
-    pictures = unit_rows(features.compute(train_records)[0])
+    # trained, so the cached frozen features are what the loaded model computes): what the "none
+    # of these" rule measures the photos in which no face is found against (see inference.rejection).
+    train_features, train_kept = features.compute(train_records)
+    pictures = unit_rows(train_features)
     net.register_buffer("picture_bank", torch.as_tensor(pictures, dtype=torch.float32))
-    picture_val = picture_distances(features.compute(val_records)[0], pictures)
+    # Step 6: the rule's references, every training and validation photo left out of the banks.
+    everyone = list(train_records) + list(val_records)
+    references = {
+        "faces": face_references(everyone, list(train_a) + list(val_a), full_bank, sources, max_distance),
+        "pictures": picture_references([train_records[i] for i in train_kept], pictures,
+                                             features.compute(val_records)[0])}
     log.info("face head: C=%g, max distance %s; %d of %d training photos show their person's face; "
              "validation: a face decides %d of %d, whole model accuracy %.3f, loss %.4f", best_c,
              max_distance, len(kept), len(train_records), decided, len(val_idx), val_acc, val_loss)
@@ -412,9 +421,11 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
         # without its own person's faces (what --keep trades; see stranger_distances).
         "validation_strangers": {"method": STRANGERS_METHOD,
                                  "distances": [round(float(v), 6) for v in strangers]},
-        # Every validation photo's distance to the training pictures (picture_distances).
-        "pictures": {"bank": len(pictures), "method": PICTURES_METHOD,
-                     "validation_distances": sorted(round(float(v), 6) for v in picture_val)},
+        "pictures": {"bank": len(pictures), "method": PICTURES_METHOD},
+        # What the "none of these" rule keeps ``keep`` of (step 6): the face distances of the photos
+        # with a face, the picture distances of every photo.
+        "references": {"method": REFERENCES_METHOD,
+                       **{kind: [round(float(v), 6) for v in values] for kind, values in references.items()}},
         "max_distance": None if np.isinf(max_distance) else max_distance,
         "max_distance_selection": {"selected_by": settings.max_distance_selected_by, "tried": settings.tried_d},
         # A deciding face further than this answers together with the fallback (with_fallback).
