@@ -3,19 +3,18 @@ the model has not seen, one per training and validation photo.
 
 The rule is conformal (:mod:`image_classifier.inference.rejection`): a photo is kept when its
 score is no stranger than that of ``1 - keep`` of its references. Fitted on the validation split
-alone (a few dozen faces: 54 to 57 on the athletes), one photo moved the threshold: over split
-seeds 0-4 the rule kept 92 to 100 % of the athletes' test photos and let 3 to 17 % of 150
-strangers through at ``keep`` 0.95 (seed 2: 100 % and 17 %).
+alone (a few dozen faces: 51 to 59 on the athletes), one photo moved the threshold: over split
+seeds 0-4 the rule kept 94 to 100 % of the athletes' test faces and let 5.3 to 16.7 % of 150
+strangers through at ``keep`` 0.95 (seed 2: 100 % and 16.7 %).
 
 Every training photo can be such a reference too. Neither bank is trained: the face descriptors
 are dlib's and the picture features the fallback's frozen ImageNet backbone's, so a photo measured
 against a bank without its own rows is exactly a photo the bank has not seen (leave-one-out, as
 cross-conformal prediction and jackknife+ use it). What is left out is the photo's whole
 duplicate group (the split's ``group``): a byte-identical or re-cropped copy in the bank would put
-it at distance 0, as no new photo can be. On split seeds 0 and 2 of the athletes (prototype:
-each test photo against the served bank), the 305 to 311 references kept 96.6 % and 94.2 % of the
-known test faces and accepted 4.7 % of the strangers on both (validation alone: 96.6 and 100 %
-kept, 8.0 and 16.7 % accepted).
+it at distance 0, as no new photo can be. Over the same split seeds, the 305 to 313 references
+kept 93 to 98 % of the known test faces and accepted 4.0 to 4.7 % of the strangers
+(``docs/benchmarks.md``, "The rule's references").
 """
 from __future__ import annotations
 
