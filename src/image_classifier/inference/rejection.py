@@ -265,9 +265,9 @@ class RejectionRule:
                    str(entry.get("fitted_on") or "validation"))
 
     def describe(self) -> str:
-        """One line for people: what is scored and how much of validation is kept."""
+        """One line for people: what is scored and how much of the photos it was fitted on is kept."""
         kinds = " / ".join(k.replace("_", " ") for k in self.references)
-        scale = "" if self.scale == MAX_PROBABILITY else " (as p-values against validation)"
+        scale = "" if self.scale == MAX_PROBABILITY else f" (as p-values against {self.fitted_on})"
         return (f"{kinds}{scale}, threshold {self.threshold:.3f} keeps {100 * self.kept_fraction():.1f} % of "
                 f"{self.fitted_on}")
 
