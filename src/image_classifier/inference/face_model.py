@@ -38,7 +38,7 @@ from image_classifier.inference.inputs import as_sources
 from image_classifier.inference.model import ImageSource, Model, Prepared
 from image_classifier.inference.preprocess import images_to_array
 from image_classifier.inference.rejection import (
-    FACE_DISTANCE, PICTURE_DISTANCE, RejectionRule, annotate_faces, score_kinds,
+    FACE_DISTANCE, MAX_PROBABILITY, PICTURE_DISTANCE, RejectionRule, annotate_faces, score_kinds,
 )
 from image_classifier.models.face_embedding import FaceHead, FaceInput, FacePath, picture_distances, with_fallback
 from image_classifier.models.registry import build_model
@@ -160,11 +160,14 @@ class FaceClassifier(Classifier):
                            keep: float) -> RejectionRule:
         """Fitted on the card's references (``faces.references``: every training and validation
         photo's face distance and picture distance, each photo left out of the banks; see
-        :mod:`image_classifier.training.face_references`); a card without them, on these
-        validation images' own scores."""
+        :mod:`image_classifier.training.face_references`); a card without them (trained before),
+        on these validation images' own face and picture distances, the fallback's probability
+        left out (it never rejects: see :mod:`.rejection`) unless there is nothing else."""
         references = self.card.face_rule_references if self.card is not None else {}
         if not references:
-            return RejectionRule.fit(*score_kinds(uncalibrated_probs, details), keep, p_value=True)
+            kinds, values = score_kinds(uncalibrated_probs, details)
+            scored = [i for i, kind in enumerate(kinds) if kind != MAX_PROBABILITY] or list(range(len(kinds)))
+            return RejectionRule.fit([kinds[i] for i in scored], values[scored], keep, p_value=True)
         kinds = [kind for part, kind in (("faces", FACE_DISTANCE), ("pictures", PICTURE_DISTANCE))
                  for _ in references.get(part, [])]
         values = np.concatenate([np.asarray(references.get(part, []), np.float64) for part in ("faces", "pictures")])
