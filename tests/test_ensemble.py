@@ -127,6 +127,19 @@ def test_cross_fitting_scores_each_image_with_weights_fitted_without_it():
     assert oof1[2].argmax() != 0
 
 
+def test_cross_fitting_one_validation_photo_a_person_deals_the_people_over_the_folds():
+    # 12 people, one validation photo each (a folder of 8 photos a person): each class alone would
+    # put its one photo in fold 0, leaving that fold no photo to fit the weights on.
+    classes = 12
+    y = np.arange(classes)
+    right = np.eye(classes)[y] * 0.9 + 0.1 / classes
+    wrong = np.roll(right, 1, axis=1)
+    wrong[:3] = right[:3]  # right on 3 photos only
+    fitted, oof = cross_fitted({"right": right, "wrong": wrong}, y, folds=5)
+    assert fitted.weights["right"] > fitted.weights["wrong"]
+    assert oof.shape == (classes, classes) and np.mean(oof.argmax(1) == y) == 1.0
+
+
 @pytest.fixture(scope="module")
 def compared(halves, tmp_path_factory):
     root = tmp_path_factory.mktemp("ens")

@@ -14,8 +14,12 @@ The rule (:func:`choose`), one step after the other, each keeping the candidates
 tell apart:
 
 1. **Strangers** (folders of people): only the candidates that accept at most
-   :data:`MAX_STRANGERS` of the strangers are eligible. When none is, every candidate is, and the
-   choice says that the served model will call strangers one of the known people.
+   :data:`MAX_STRANGERS` of the strangers are eligible. When none is, the eligible ones are those
+   that no other turns away significantly more strangers than (paired bootstrap over the
+   strangers), and the choice says that the served model will call some strangers one of the known
+   people. Not every candidate: with a few validation photos (a dozen strangers is one photo a
+   person) the best can miss the bar by one photo, and a tie on accuracy would then go to the
+   simplest candidate, which may accept nine strangers in ten.
 2. **Accuracy**: the candidates that no other eligible candidate beats beyond the noise. Two
    candidates are compared on the images both have honest predictions for (out-of-fold over
    train + validation when both have them, else the validation images) by a paired bootstrap of
@@ -182,6 +186,12 @@ def strangers_difference(a: Candidate, b: Candidate, *, n_bootstrap: int = N_BOO
     return Difference(a.name, b.name, est, low, high, len(x), "strangers")
 
 
+def _fewer_strangers(group: list[Candidate], n_bootstrap: int, seed: int) -> dict[tuple[str, str], bool]:
+    """Per ordered pair of ``group``: whether the first accepts significantly fewer strangers."""
+    return {(a.name, b.name): strangers_difference(a, b, n_bootstrap=n_bootstrap, seed=seed).high < 0.0
+            for a in group for b in group if a is not b}
+
+
 def _undominated(group: list[Candidate], better: dict[tuple[str, str], bool]) -> list[Candidate]:
     """The members of ``group`` that no other member is significantly better than."""
     return [m for m in group if not any(better[(o.name, m.name)] for o in group if o is not m)]
@@ -219,10 +229,13 @@ def choose(candidates: Sequence[Candidate], *, people: bool, max_strangers: floa
     pool = list(candidates)
     can_reject: bool | None = None
     if people:
-        passing = [c for c in pool if c.strangers_rate is not None and c.strangers_rate <= max_strangers + 1e-12]
+        measured = [c for c in pool if c.strangers_rate is not None]
+        passing = [c for c in measured if c.strangers_rate <= max_strangers + 1e-12]
         can_reject = bool(passing)
         if passing:
             pool = passing
+        elif measured:
+            pool = _undominated(measured, _fewer_strangers(measured, n_bootstrap, seed)) or measured
     eligible = [c.name for c in pool]
 
     diffs = {(a.name, b.name): accuracy_difference(a, b, n_bootstrap=n_bootstrap, seed=seed)
@@ -231,12 +244,8 @@ def choose(candidates: Sequence[Candidate], *, people: bool, max_strangers: floa
     tied = _undominated(pool, better) or [max(pool, key=lambda c: c.accuracy)]
     group, decided_by = tied, ACCURACY
 
-    strangers: dict[tuple[str, str], Difference] = {}
     if people and can_reject and len(group) > 1:
-        strangers = {(a.name, b.name): strangers_difference(a, b, n_bootstrap=n_bootstrap, seed=seed)
-                     for a in group for b in group if a is not b}
-        fewer = {k: d.high < 0.0 for k, d in strangers.items()}  # a accepts significantly fewer than b
-        narrowed = _undominated(group, fewer) or group
+        narrowed = _undominated(group, _fewer_strangers(group, n_bootstrap, seed)) or group
         if len(narrowed) < len(group):
             group, decided_by = narrowed, STRANGERS
     if len(group) > 1:

@@ -91,9 +91,14 @@ def cross_fitted(probs: Mapping[str, np.ndarray], y: np.ndarray, *, folds: int =
     y = np.asarray(y, dtype=np.int64)
     rng = np.random.default_rng(seed)
     fold = np.empty(len(y), dtype=np.int64)
+    dealt = 0
     for c in np.unique(y):
+        # Dealt on from where the last class stopped, as scikit-learn's StratifiedKFold deals: a
+        # class with fewer images than folds (one validation photo a person) must not put every
+        # class's first image in fold 0, which would leave that fold nothing to fit on.
         idx = np.flatnonzero(y == c)
-        fold[rng.permutation(idx)] = np.arange(len(idx)) % folds
+        fold[rng.permutation(idx)] = (dealt + np.arange(len(idx))) % folds
+        dealt += len(idx)
     arrays = {n: np.asarray(p, dtype=np.float64) for n, p in probs.items()}
     out = np.zeros_like(next(iter(arrays.values())))
     for k in range(folds):

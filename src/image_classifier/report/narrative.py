@@ -411,9 +411,14 @@ def choice_sentence(selection: Selection, t: Translator = EN) -> str:
 
 def cannot_reject_sentence(selection: Selection | None, t: Translator = EN) -> str:
     """For a folder of people whose candidates all accept too many strangers, the sentence that says
-    the served model will call strangers one of the known people; "" otherwise."""
+    so, on how many strangers, and that the served model will call some of them one of the known
+    people; "" otherwise."""
     if selection is None or not selection.people or selection.can_reject is not False:
         return ""
-    rates = [c.strangers_accepted for c in selection.candidates if c.strangers_accepted is not None]
+    measured = [c for c in selection.candidates if c.strangers_accepted is not None]
+    if not measured:
+        return t("report.choice.cannot_reject_unmeasured")
+    fewest = min(measured, key=lambda c: c.strangers_accepted)
+    limit = selection.max_strangers if selection.max_strangers is not None else float("nan")
     return t("report.choice.cannot_reject", source=selection.strangers_source or "–",
-             rate=t.percent(min(rates), 0) if rates else "–")
+             rate=t.percent(fewest.strangers_accepted, 0), strangers=fewest.strangers, limit=t.percent(limit, 0))
