@@ -536,6 +536,28 @@ def test_the_rule_is_fitted_on_every_training_and_validation_photo_left_out_of_t
     assert len(alone) > len(served) / 2 and all(np.min(np.abs(refs - v)) < 1e-4 for v in alone)
 
 
+def test_every_training_and_validation_photo_plays_the_stranger_against_the_other_peoples_faces(face_model):
+    """What ``--keep`` prints as the strangers it trades: every training and validation photo with a
+    face, measured against the bank without its own person's faces (not only the validation photos)."""
+    from image_classifier.models.face_embedding import choose_face
+
+    card = json.loads((face_model["model"] / "model.json").read_text())
+    strangers = card["faces"]["strangers"]
+    assert "training and validation" in strangers["method"]
+    header, *split = [line.split(",") for line in face_model["split"].read_text().splitlines()]
+    part, label = header.index("split"), header.index("class")
+    known = [row for row in split if row[part] in ("train", "val")]
+    model = load_model(face_model["model"], backend="torch", face_cache=FaceCache(face_model["cache"]))
+    head, owners = model.face_path.head, np.asarray(card["faces"]["bank"]["labels"])
+    expected = []
+    for row in known:
+        found = model.face_path.decode(face_model["data"] / row[0]).analysis
+        if found.descriptors is not None and len(found.descriptors):
+            others = head.bank[owners != model.classes.index(row[label])]
+            expected.append(choose_face(found.descriptors, others, head.max_distance)[1])
+    assert len(expected) > sum(row[part] == "val" for row in known)
+    np.testing.assert_allclose(strangers["distances"], np.sort(expected), atol=1e-5)
+
 def test_the_onnx_graph_gives_the_picture_distances_pytorch_gives(face_model, tmp_path):
     """A face model exported to ONNX has a second output, the pooled features, so the ONNX backend
     measures the same picture distances and turns the same photos away as PyTorch."""

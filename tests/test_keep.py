@@ -72,18 +72,18 @@ def test_keep_moves_each_decision_exactly_as_the_validation_scores_imply(face_mo
 def test_predict_and_sort_keep_print_what_it_trades_on_the_known_photos(face_model, faces_folder, tmp_path):
     card = json.loads((face_model["model"] / "model.json").read_text())
     kinds = card["rejection"]["kinds"]
-    strangers = card["faces"]["validation_strangers"]["distances"]
+    strangers = card["faces"]["strangers"]["distances"]
     keep = 0.6
     # What the card's numbers say, computed here: the known photos kept (the training and
     # validation photos' face distances by the rule above; photos without a face by the fallback's
-    # probability against its own), and the validation faces seen as strangers that the threshold
-    # lets through.
+    # probability against its own), and the known faces seen as strangers (every training and
+    # validation photo against the other people's faces) that the threshold lets through.
     probabilities = kinds.get("max_probability", [])
     kept = np.mean([_accepted(kinds["face_distance"], d, keep) for d in kinds["face_distance"]]
                    + [_accepted(probabilities, p, keep, distance=False) for p in probabilities])
     accepted = np.mean([_accepted(kinds["face_distance"], d, keep) for d in strangers])
     line = (f"none of these: keep 0.6: keeps {100 * kept:.1f} % of the known training and validation photos, accepts "
-            f"{100 * accepted:.1f} % of {len(strangers)} validation faces seen as strangers")
+            f"{100 * accepted:.1f} % of {len(strangers)} known faces seen as strangers")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "IMAGE_CLASSIFIER_CACHE_DIR": str(face_model["cache"])}
     run = subprocess.run([sys.executable, "-m", "image_classifier", "predict", str(face_model["model"]),
                           str(faces_folder), "--keep", "0.6", "--json", "--backend", "torch"],

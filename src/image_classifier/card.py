@@ -220,21 +220,25 @@ class ModelCard(Jsonable):
         return {part: list(entry[part]) for part in ("faces", "pictures") if entry.get(part)}
 
     @property
-    def validation_strangers(self) -> dict[str, Any] | None:
-        """A face model's validation faces seen as strangers (what ``--keep`` trades), when recorded."""
-        return (self.faces or {}).get("validation_strangers")
+    def face_strangers(self) -> dict[str, Any] | None:
+        """A face model's known faces seen as strangers (what ``--keep`` trades), when recorded: every
+        training and validation photo's (``faces.strangers``), or in cards written before, the
+        validation photos' (``faces.validation_strangers``); each says how in ``method``."""
+        faces = self.faces or {}
+        return faces.get("strangers") or faces.get("validation_strangers")
 
     def faces_with_added(self, bank_faces: int, bank_labels: list[int], head_note: str,
                          stranger_distances: list[float]) -> dict[str, Any]:
         """This face model's ``faces`` entry after ``add``: the bank's size and labels, the head's
-        note on how it was refitted, and the validation strangers' distances joined by ``stranger_distances``."""
+        note on how it was refitted, and the known faces seen as strangers joined by ``stranger_distances``."""
         faces = dict(self.faces or {})
         faces["bank"] = {**(faces.get("bank") or {}), "faces": int(bank_faces), "labels": list(bank_labels)}
         faces["head"] = {**(faces.get("head") or {}), "refitted": head_note}
-        strangers = dict(faces.get("validation_strangers") or {})
+        key = "strangers" if "strangers" in faces or "validation_strangers" not in faces else "validation_strangers"
+        strangers = dict(faces.get(key) or {})
         if "distances" in strangers:
             strangers["distances"] = [round(v, 6) for v in sorted([*strangers["distances"], *stranger_distances])]
-        faces["validation_strangers"] = strangers
+        faces[key] = strangers
         return faces
 
     @property

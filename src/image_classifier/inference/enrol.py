@@ -24,9 +24,9 @@ a new person changes is refitted on the stored descriptors plus the new person's
    also accepted within the distance at which simulated strangers would be taken for them at most
    :data:`ADDED_STRANGER_SHARE` of the time (:func:`simulated_stranger_bound`): the bound a stranger
    sets, as face_recognition's fixed tolerance is, but measured. The original validation distances are kept as fitted
-   (adding faces to the bank can only bring an original photo closer to it). The validation faces
-   seen as strangers gain the new person's validation photos against the original bank (exactly
-   what they were to it). Once checked, the validation photos' faces join the bank and the head is
+   (adding faces to the bank can only bring an original photo closer to it). The known faces seen
+   as strangers gain every photo of the new person against the original bank (exactly what they
+   were to it). Once checked, the validation photos' faces join the bank and the head is
    refitted once more: the model kept learns from every photo given, and its rule's references
    were measured before.
 4. **The whole-image fallback** (for photos without a face) has one output per original class and
@@ -237,7 +237,7 @@ def add_person(card: ModelCard, net: torch.nn.Module, name: str, sources: Sequen
     original = [c for c in range(len(classes)) if c not in added_before]
     checked, checked_labels = _refit(head, old_labels, learned, len(classes), c_param)
     val_scores = [_kind_and_distance(checked, checked_labels, a, added_before | {len(classes)}) for _, _, a in val]
-    as_strangers = [float(choose_face(a.descriptors, head.bank, head.max_distance)[1]) for _, _, a in val]
+    as_strangers = [float(choose_face(a.descriptors, head.bank, head.max_distance)[1]) for _, _, a in train + val]
     old = RejectionRule.from_card(card.rejection)
     rule = None
     if old is not None:

@@ -255,12 +255,12 @@ class Model(ABC):
         return self.predict_frame(folder, batch_size, faces=faces)
 
     def tradeoff(self) -> dict[str, Any] | None:
-        """What the "none of these" threshold in force trades, measured on validation (None: no
-        rule): the share of known validation photos kept and, for a face model, of validation faces
-        seen as strangers accepted (see :func:`~image_classifier.inference.rejection.tradeoff`)."""
+        """What the "none of these" threshold in force trades (None: no rule): the share of the known
+        photos it was fitted on that it keeps and, for a face model, the share of known faces seen as
+        strangers it accepts (see :func:`~image_classifier.inference.rejection.tradeoff`)."""
         if self.rejection_rule is None:
             return None
-        return tradeoff(self.rejection_rule, self.card.validation_strangers)
+        return tradeoff(self.rejection_rule, self.card.face_strangers)
 
     def add_class(self, name: str, images: Any, *, out: str | os.PathLike | None = None, seed: int = 0,
                   face_cache: Any = None) -> Model:

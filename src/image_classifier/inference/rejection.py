@@ -311,8 +311,8 @@ def tradeoff(rule: RejectionRule, strangers: Mapping[str, Any] | None = None) ->
     """What ``rule`` trades, as measured on the photos it was fitted on (``fitted_on``: validation,
     or a face model's training and validation photos): ``kept``, the share of those known
     photos it keeps (at least ``keep``), and for a face model whose card has them
-    (``faces.validation_strangers``), ``strangers_accepted``: the share of the validation photos
-    seen as strangers (each against the training faces of the *other* people) it would accept."""
+    (``faces.strangers``), ``strangers_accepted``: the share of the known photos seen as strangers
+    (each against the bank's faces of the *other* people) it would accept."""
     out: dict[str, Any] = {"keep": rule.keep, "kept": rule.kept_fraction(), "threshold": rule.threshold,
                            "scale": rule.scale, "fitted_on": rule.fitted_on, "strangers_accepted": None, "strangers": 0,
                            "strangers_method": None}
@@ -324,13 +324,13 @@ def tradeoff(rule: RejectionRule, strangers: Mapping[str, Any] | None = None) ->
 
 
 def describe_tradeoff(trade: Mapping[str, Any]) -> str:
-    """One line for people, e.g. ``keep 0.95: keeps 97.0 % of the known validation photos, accepts
-    1.9 % of 54 validation faces seen as strangers``."""
+    """One line for people, e.g. ``keep 0.95: keeps 95.1 % of the known training and validation
+    photos, accepts 2.6 % of 305 known faces seen as strangers (...)``."""
     text = (f"keep {trade['keep']:g}: keeps {100 * trade['kept']:.1f} % of the known "
             f"{trade['fitted_on']} photos")
     if trade.get("strangers_accepted") is None:
         return text + " (strangers accepted: not measured on validation for this model)"
-    return (text + f", accepts {100 * trade['strangers_accepted']:.1f} % of {trade['strangers']} validation faces "
+    return (text + f", accepts {100 * trade['strangers_accepted']:.1f} % of {trade['strangers']} known faces "
             "seen as strangers (each photo against the other people's faces)")
 
 

@@ -317,7 +317,7 @@ def _schemas() -> dict[str, Any]:
                                                                "`training and validation` (each photo measured "
                                                                "against the model without it)."},
                 "strangers_accepted": {**number_or_null,
-                                       "description": "Face models: the share of validation faces seen as strangers "
+                                       "description": "Face models: the share of known faces seen as strangers "
                                                       "(each against the other people's faces in the model) it accepts; "
                                                       "null: not measured for this model."},
                 "strangers": {"type": "integer", "minimum": 0},
