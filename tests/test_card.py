@@ -90,3 +90,17 @@ def test_a_card_made_in_memory_writes_the_keys_it_has(tmp_path):
     write_card(tmp_path, card)
     assert json.loads((tmp_path / CARD_NAME).read_text()) == _card()
     assert read_card(tmp_path) == card
+
+
+def test_a_face_cards_strangers_are_read_under_the_old_key_too():
+    method = "leave-one-person-out on validation: each photo against the bank without its own person"
+    old = ModelCard(architecture="face_embedding", classes=["a", "b"], preprocessing={"input_size": 32},
+                    faces={"validation_strangers": {"method": method, "distances": [0.61, 0.7]}})
+    assert old.face_strangers == {"method": method, "distances": [0.61, 0.7]}
+    # add joins the new person's photos under the key the card has
+    assert old.faces_with_added(3, [0, 1, 2], "note", [0.65])["validation_strangers"]["distances"] == [0.61, 0.65, 0.7]
+    new = ModelCard(architecture="face_embedding", classes=["a", "b"], preprocessing={"input_size": 32},
+                    faces={"strangers": {"method": "every photo", "distances": [0.5]}})
+    assert new.face_strangers["method"] == "every photo"
+    assert "validation_strangers" not in new.faces_with_added(3, [0, 1, 2], "note", [0.4])
+    assert ModelCard(architecture="x", classes=["a"], preprocessing={}).face_strangers is None
