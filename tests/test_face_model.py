@@ -558,6 +558,7 @@ def test_every_training_and_validation_photo_plays_the_stranger_against_the_othe
     assert len(expected) > sum(row[part] == "val" for row in known)
     np.testing.assert_allclose(strangers["distances"], np.sort(expected), atol=1e-5)
 
+
 def test_the_onnx_graph_gives_the_picture_distances_pytorch_gives(face_model, tmp_path):
     """A face model exported to ONNX has a second output, the pooled features, so the ONNX backend
     measures the same picture distances and turns the same photos away as PyTorch."""

@@ -67,6 +67,12 @@ class Calibration(Jsonable):
         return replace(self, face_images=None, fallback_images=None, notes=list(self.notes or []), min_images=None)
 
 
+def _strangers_key(faces: dict[str, Any]) -> str:
+    """Where a face card keeps its known faces seen as strangers: ``strangers`` (every training and
+    validation photo), or in cards written before it, ``validation_strangers``."""
+    return "validation_strangers" if "validation_strangers" in faces and "strangers" not in faces else "strangers"
+
+
 @dataclass(kw_only=True)
 class ModelCard(Jsonable):
     """``model.json``. Only ``architecture``, ``classes`` and ``preprocessing`` are required (an
@@ -225,7 +231,7 @@ class ModelCard(Jsonable):
         training and validation photo's (``faces.strangers``), or in cards written before, the
         validation photos' (``faces.validation_strangers``); each says how in ``method``."""
         faces = self.faces or {}
-        return faces.get("strangers") or faces.get("validation_strangers")
+        return faces.get(_strangers_key(faces))
 
     def faces_with_added(self, bank_faces: int, bank_labels: list[int], head_note: str,
                          stranger_distances: list[float]) -> dict[str, Any]:
@@ -234,7 +240,7 @@ class ModelCard(Jsonable):
         faces = dict(self.faces or {})
         faces["bank"] = {**(faces.get("bank") or {}), "faces": int(bank_faces), "labels": list(bank_labels)}
         faces["head"] = {**(faces.get("head") or {}), "refitted": head_note}
-        key = "strangers" if "strangers" in faces or "validation_strangers" not in faces else "validation_strangers"
+        key = _strangers_key(faces)
         strangers = dict(faces.get(key) or {})
         if "distances" in strangers:
             strangers["distances"] = [round(v, 6) for v in sorted([*strangers["distances"], *stranger_distances])]

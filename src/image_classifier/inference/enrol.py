@@ -61,7 +61,7 @@ from image_classifier.inference.rejection import (
     ADDED_FACE_DISTANCE, FACE_DISTANCE, P_VALUE, UNKNOWN, RejectionRule,
 )
 from image_classifier.models.face_embedding import FaceHead, choose_face, nearest_distances
-from image_classifier.training.face_head import SAME_PERSON, labelled_faces
+from image_classifier.training.face_head import SAME_PERSON, labelled_faces, stranger_distances
 from image_classifier.training.folds import fit_linear_head
 
 log = logging.getLogger(__name__)
@@ -237,7 +237,9 @@ def add_person(card: ModelCard, net: torch.nn.Module, name: str, sources: Sequen
     original = [c for c in range(len(classes)) if c not in added_before]
     checked, checked_labels = _refit(head, old_labels, learned, len(classes), c_param)
     val_scores = [_kind_and_distance(checked, checked_labels, a, added_before | {len(classes)}) for _, _, a in val]
-    as_strangers = [float(choose_face(a.descriptors, head.bank, head.max_distance)[1]) for _, _, a in train + val]
+    # The new person is in no row of the original bank: each photo measured as training measured the others.
+    as_strangers = stranger_distances([a for _, _, a in train + val], np.full(len(train + val), len(classes)),
+                                      head.bank, old_labels, head.max_distance).tolist()
     old = RejectionRule.from_card(card.rejection)
     rule = None
     if old is not None:

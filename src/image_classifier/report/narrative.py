@@ -419,6 +419,6 @@ def cannot_reject_sentence(selection: Selection | None, t: Translator = EN) -> s
     if not measured:
         return t("report.choice.cannot_reject_unmeasured")
     fewest = min(measured, key=lambda c: c.strangers_accepted)
-    limit = selection.max_strangers if selection.max_strangers is not None else float("nan")
     return t("report.choice.cannot_reject", source=selection.strangers_source or "–",
-             rate=t.percent(fewest.strangers_accepted, 0), strangers=fewest.strangers, limit=t.percent(limit, 0))
+             rate=t.percent(fewest.strangers_accepted, 0), strangers=fewest.strangers,
+             limit=t.percent(selection.max_strangers, 0))

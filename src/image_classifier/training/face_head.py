@@ -423,8 +423,7 @@ def fit_face_head(net: torch.nn.Module, train_records: Sequence[Any], val_record
                  "sources": sources},
         # Known faces as a stranger shows them: each training and validation photo against the
         # bank without its own person's faces (what --keep trades; see stranger_distances).
-        "strangers": {"method": STRANGERS_METHOD,
-                                 "distances": [round(float(v), 6) for v in strangers]},
+        "strangers": {"method": STRANGERS_METHOD, "distances": [round(float(v), 6) for v in strangers]},
         "pictures": {"bank": len(pictures), "method": PICTURES_METHOD},
         # What the "none of these" rule keeps ``keep`` of (step 6): the face distances of the photos
         # with a face, the picture distances of every photo.
